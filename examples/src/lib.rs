@@ -1,0 +1,1 @@
+//! The examples are `[[example]]` targets; this crate has no code of its own.

@@ -1,0 +1,312 @@
+//! [`MemoryBackend`]: the in-process store, and the backend used when none is
+//! registered (like Django's `LocMemCache`).
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use lru::LruCache;
+
+use super::{AsyncBackend, Backend, BoxFuture};
+use crate::error::Error;
+
+/// The default bound on stored bytes: 64 MiB.
+const DEFAULT_CAPACITY: usize = 64 * 1024 * 1024;
+
+/// An in-process cache: bounded in bytes, least recently used entries evicted first,
+/// time to live honoured (an expired entry is absent). Safe to share between threads.
+///
+/// It coordinates the threads of one process only; for several processes use
+/// [`RedisBackend`](crate::RedisBackend).
+///
+/// ```
+/// use cache_memoize::{Backend, MemoryBackend};
+/// use std::time::Duration;
+///
+/// let cache = MemoryBackend::with_capacity(1024 * 1024);
+/// cache.set("greeting", b"hello", Duration::from_secs(60))?;
+/// assert_eq!(cache.get("greeting")?, Some(b"hello".to_vec()));
+/// # Ok::<(), cache_memoize::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct MemoryBackend {
+    store: Mutex<Store>,
+}
+
+#[derive(Debug)]
+struct Store {
+    entries: LruCache<String, Entry>,
+    capacity: usize,
+    used: usize,
+}
+
+#[derive(Debug)]
+struct Entry {
+    value: Vec<u8>,
+    expires_at: Instant,
+}
+
+/// The bytes an entry is charged for: its key and value.
+fn weight(key: &str, value: &[u8]) -> usize {
+    key.len() + value.len()
+}
+
+impl Default for MemoryBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryBackend {
+    /// A store bounded at 64 MiB of keys and values.
+    pub fn new() -> Self {
+        Self::with_capacity(DEFAULT_CAPACITY)
+    }
+
+    /// A store bounded at `bytes` of keys and values. A value larger than that alone is
+    /// not stored (a later read is a miss).
+    pub fn with_capacity(bytes: usize) -> Self {
+        Self {
+            store: Mutex::new(Store {
+                entries: LruCache::unbounded(),
+                capacity: bytes,
+                used: 0,
+            }),
+        }
+    }
+
+    /// The bytes of keys and values stored now (expired entries included until they
+    /// are read or evicted).
+    pub fn used_bytes(&self) -> usize {
+        self.lock().used
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Store> {
+        // Every mutation below leaves the store consistent before anything can panic,
+        // so a poisoned lock still guards a valid store.
+        self.store.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Store {
+    /// The live entry at `key`, dropping it if it has expired.
+    fn live(&mut self, key: &str) -> Option<&mut Entry> {
+        let expired = self.entries.peek(key)?.expires_at <= Instant::now();
+        if expired {
+            self.remove(key);
+            return None;
+        }
+        self.entries.get_mut(key)
+    }
+
+    fn remove(&mut self, key: &str) -> bool {
+        match self.entries.pop(key) {
+            Some(entry) => {
+                self.used -= weight(key, &entry.value);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn insert(&mut self, key: &str, value: &[u8], ttl: Duration) {
+        self.remove(key);
+        let needed = weight(key, value);
+        if needed > self.capacity {
+            tracing::debug!(key, bytes = needed, "value larger than the memory backend; not stored");
+            return;
+        }
+        while self.used + needed > self.capacity {
+            match self.entries.pop_lru() {
+                Some((old_key, old)) => self.used -= weight(&old_key, &old.value),
+                None => break,
+            }
+        }
+        let expires_at = Instant::now()
+            .checked_add(ttl)
+            .unwrap_or_else(far_future);
+        self.used += needed;
+        self.entries.put(
+            key.to_owned(),
+            Entry {
+                value: value.to_vec(),
+                expires_at,
+            },
+        );
+    }
+}
+
+/// An instant no TTL reaches (about a century away).
+fn far_future() -> Instant {
+    let now = Instant::now();
+    now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600))
+        .unwrap_or(now)
+}
+
+impl Backend for MemoryBackend {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self.lock().live(key).map(|entry| entry.value.clone()))
+    }
+
+    fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, Error> {
+        let mut store = self.lock();
+        Ok(keys
+            .iter()
+            .map(|key| store.live(key).map(|entry| entry.value.clone()))
+            .collect())
+    }
+
+    fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), Error> {
+        self.lock().insert(key, value, ttl);
+        Ok(())
+    }
+
+    fn add(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, Error> {
+        let mut store = self.lock();
+        if store.live(key).is_some() {
+            return Ok(false);
+        }
+        store.insert(key, value, ttl);
+        Ok(true)
+    }
+
+    fn delete(&self, key: &str) -> Result<(), Error> {
+        self.lock().remove(key);
+        Ok(())
+    }
+
+    fn compare_and_delete(&self, key: &str, expected: &[u8]) -> Result<bool, Error> {
+        let mut store = self.lock();
+        let matches = store.live(key).is_some_and(|entry| entry.value == expected);
+        Ok(matches && store.remove(key))
+    }
+
+    fn compare_and_extend(
+        &self,
+        key: &str,
+        expected: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, Error> {
+        let mut store = self.lock();
+        match store.live(key) {
+            Some(entry) if entry.value == expected => {
+                entry.expires_at = Instant::now().checked_add(ttl).unwrap_or_else(far_future);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
+/// The in-process store never waits, so its futures are ready at once.
+impl AsyncBackend for MemoryBackend {
+    fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, Error>> {
+        Box::pin(std::future::ready(self.get(key)))
+    }
+
+    fn get_many_async<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+    ) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, Error>> {
+        Box::pin(std::future::ready(self.get_many(keys)))
+    }
+
+    fn set_async<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(std::future::ready(self.set(key, value, ttl)))
+    }
+
+    fn add_async<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, Error>> {
+        Box::pin(std::future::ready(self.add(key, value, ttl)))
+    }
+
+    fn delete_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(std::future::ready(self.delete(key)))
+    }
+
+    fn compare_and_delete_async<'a>(
+        &'a self,
+        key: &'a str,
+        expected: &'a [u8],
+    ) -> BoxFuture<'a, Result<bool, Error>> {
+        Box::pin(std::future::ready(self.compare_and_delete(key, expected)))
+    }
+
+    fn compare_and_extend_async<'a>(
+        &'a self,
+        key: &'a str,
+        expected: &'a [u8],
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, Error>> {
+        Box::pin(std::future::ready(self.compare_and_extend(key, expected, ttl)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_store_evicts_the_least_recently_used_entry() -> Result<(), Error> {
+        let cache = MemoryBackend::with_capacity(2 * weight("a", &[0; 10]));
+        let ttl = Duration::from_secs(60);
+        cache.set("a", &[0; 10], ttl)?;
+        cache.set("b", &[1; 10], ttl)?;
+        cache.get("a")?; // "b" is now the least recently used
+        cache.set("c", &[2; 10], ttl)?;
+        assert!(cache.get("a")?.is_some());
+        assert!(cache.get("b")?.is_none());
+        assert!(cache.get("c")?.is_some());
+        assert_eq!(cache.used_bytes(), 2 * weight("a", &[0; 10]));
+        Ok(())
+    }
+
+    #[test]
+    fn a_value_larger_than_the_store_is_not_stored() -> Result<(), Error> {
+        let cache = MemoryBackend::with_capacity(8);
+        cache.set("big", &[0; 64], Duration::from_secs(60))?;
+        assert_eq!(cache.get("big")?, None);
+        assert_eq!(cache.used_bytes(), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn replacing_a_value_keeps_the_byte_count_exact() -> Result<(), Error> {
+        let cache = MemoryBackend::new();
+        cache.set("k", &[0; 100], Duration::from_secs(60))?;
+        cache.set("k", &[0; 10], Duration::from_secs(60))?;
+        assert_eq!(cache.used_bytes(), weight("k", &[0; 10]));
+        cache.delete("k")?;
+        assert_eq!(cache.used_bytes(), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn a_zero_ttl_entry_is_absent() -> Result<(), Error> {
+        let cache = MemoryBackend::new();
+        cache.set("k", b"v", Duration::ZERO)?;
+        assert_eq!(cache.get("k")?, None);
+        assert!(cache.add("k", b"w", Duration::from_secs(60))?);
+        Ok(())
+    }
+
+    #[test]
+    fn compare_and_delete_keeps_another_owners_value() -> Result<(), Error> {
+        let cache = MemoryBackend::new();
+        cache.set("lock", b"theirs", Duration::from_secs(60))?;
+        assert!(!cache.compare_and_delete("lock", b"ours")?);
+        assert!(!cache.compare_and_extend("lock", b"ours", Duration::from_secs(1))?);
+        assert_eq!(cache.get("lock")?, Some(b"theirs".to_vec()));
+        assert!(cache.compare_and_delete("lock", b"theirs")?);
+        assert_eq!(cache.get("lock")?, None);
+        Ok(())
+    }
+}

@@ -1,0 +1,194 @@
+//! The storage interface: [`Backend`] (blocking) and [`AsyncBackend`] (async).
+//!
+//! A backend stores bytes under string keys with a time to live, and offers the few
+//! atomic primitives a distributed lock needs. It knows nothing of lock policy
+//! (waiting, retrying, expiry defaults): that lives in [`crate::CacheLock`]. A third
+//! backend is one file implementing both traits.
+//!
+//! The composite operations ([`Backend::get_or_lock`], [`Backend::store_and_release`])
+//! and the wake-up ([`Backend::wait_for_release`]) have default implementations built
+//! from the primitives; a networked backend overrides them to save round trips.
+
+pub mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use crate::error::Error;
+
+/// A boxed future, as returned by [`AsyncBackend`]'s methods.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What [`Backend::get_or_lock`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GetOrLock {
+    /// The value was present; the lock was not touched.
+    Value(Vec<u8>),
+    /// The value was absent and the lock is now ours (stored with our token).
+    Locked,
+    /// The value was absent and someone else holds the lock.
+    Held,
+}
+
+/// A blocking cache backend.
+///
+/// Every method is one atomic step from the point of view of other clients.
+pub trait Backend: Send + Sync + 'static {
+    /// Reads `key`; `None` when absent or expired.
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error>;
+
+    /// Reads several keys at once, in order.
+    fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, Error>;
+
+    /// Stores `value` under `key` for `ttl`, replacing any previous value.
+    fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), Error>;
+
+    /// Stores `value` under `key` for `ttl` only if `key` is absent; true if stored.
+    fn add(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, Error>;
+
+    /// Removes `key`; absent keys are not an error.
+    fn delete(&self, key: &str) -> Result<(), Error>;
+
+    /// Removes `key` only if it holds `expected`; true if removed.
+    fn compare_and_delete(&self, key: &str, expected: &[u8]) -> Result<bool, Error>;
+
+    /// Resets `key`'s time to live to `ttl` only if it holds `expected`; true if so.
+    fn compare_and_extend(&self, key: &str, expected: &[u8], ttl: Duration)
+    -> Result<bool, Error>;
+
+    /// Returns the value at `key` if present, or else tries to `add` `token` at
+    /// `lock_key`. One round trip on a networked backend.
+    fn get_or_lock(
+        &self,
+        key: &str,
+        lock_key: &str,
+        token: &[u8],
+        lock_ttl: Duration,
+    ) -> Result<GetOrLock, Error> {
+        if let Some(value) = self.get(key)? {
+            return Ok(GetOrLock::Value(value));
+        }
+        Ok(if self.add(lock_key, token, lock_ttl)? {
+            GetOrLock::Locked
+        } else {
+            GetOrLock::Held
+        })
+    }
+
+    /// Stores `value` at `key` for `ttl`, then deletes `lock_key` if it still holds
+    /// `token` and wakes its waiters. Returns whether the lock was still ours.
+    fn store_and_release(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+        lock_key: &str,
+        token: &[u8],
+    ) -> Result<bool, Error> {
+        self.set(key, value, ttl)?;
+        self.compare_and_delete(lock_key, token)
+    }
+
+    /// Blocks until `lock_key` may have been released, or for at most `max`.
+    /// Polling backends simply sleep; a backend with notifications returns early.
+    fn wait_for_release(&self, lock_key: &str, max: Duration) {
+        let _ = lock_key;
+        std::thread::sleep(max);
+    }
+}
+
+/// An async cache backend: the same operations as [`Backend`], without blocking the
+/// executor. The futures need a Tokio runtime only where a backend says so.
+pub trait AsyncBackend: Send + Sync + 'static {
+    /// See [`Backend::get`].
+    fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, Error>>;
+
+    /// See [`Backend::get_many`].
+    fn get_many_async<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+    ) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, Error>>;
+
+    /// See [`Backend::set`].
+    fn set_async<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), Error>>;
+
+    /// See [`Backend::add`].
+    fn add_async<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, Error>>;
+
+    /// See [`Backend::delete`].
+    fn delete_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), Error>>;
+
+    /// See [`Backend::compare_and_delete`].
+    fn compare_and_delete_async<'a>(
+        &'a self,
+        key: &'a str,
+        expected: &'a [u8],
+    ) -> BoxFuture<'a, Result<bool, Error>>;
+
+    /// See [`Backend::compare_and_extend`].
+    fn compare_and_extend_async<'a>(
+        &'a self,
+        key: &'a str,
+        expected: &'a [u8],
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, Error>>;
+
+    /// See [`Backend::get_or_lock`].
+    fn get_or_lock_async<'a>(
+        &'a self,
+        key: &'a str,
+        lock_key: &'a str,
+        token: &'a [u8],
+        lock_ttl: Duration,
+    ) -> BoxFuture<'a, Result<GetOrLock, Error>> {
+        Box::pin(async move {
+            if let Some(value) = self.get_async(key).await? {
+                return Ok(GetOrLock::Value(value));
+            }
+            Ok(if self.add_async(lock_key, token, lock_ttl).await? {
+                GetOrLock::Locked
+            } else {
+                GetOrLock::Held
+            })
+        })
+    }
+
+    /// See [`Backend::store_and_release`].
+    fn store_and_release_async<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Duration,
+        lock_key: &'a str,
+        token: &'a [u8],
+    ) -> BoxFuture<'a, Result<bool, Error>> {
+        Box::pin(async move {
+            self.set_async(key, value, ttl).await?;
+            self.compare_and_delete_async(lock_key, token).await
+        })
+    }
+
+    /// See [`Backend::wait_for_release`]. The default sleeps on Tokio's timer.
+    fn wait_for_release_async<'a>(&'a self, lock_key: &'a str, max: Duration) -> BoxFuture<'a, ()> {
+        let _ = lock_key;
+        Box::pin(tokio::time::sleep(max))
+    }
+}
+
+/// A backend usable both ways: what [`set_backend`](crate::set_backend) registers.
+pub trait CacheBackend: Backend + AsyncBackend {}
+
+impl<B: Backend + AsyncBackend> CacheBackend for B {}

@@ -1,0 +1,196 @@
+//! The stored form of a value: an envelope, then the bincode payload.
+//!
+//! ```text
+//! magic "cmz" | format version (1 byte) | type fingerprint (8, LE) | user version (4, LE) | bincode
+//! ```
+//!
+//! Anything that does not match what the reader expects (another type, another
+//! version, truncated or foreign bytes) decodes as `None`: a miss, which the caller
+//! recomputes and overwrites. Decoding never panics, and never allocates much more than
+//! the input's own size (bincode's limit is set from the input's length).
+
+use std::any::type_name;
+use std::mem::{align_of, size_of};
+
+use bincode::config::{Configuration, Limit, standard};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::BoxError;
+
+const MAGIC: &[u8; 3] = b"cmz";
+const FORMAT_VERSION: u8 = 1;
+const HEADER_LEN: usize = MAGIC.len() + 1 + 8 + 4;
+
+/// Encodes `value` of type `T`, tagged with `version`.
+pub(crate) fn encode<T: Serialize>(value: &T, version: u32) -> Result<Vec<u8>, BoxError> {
+    let mut out = Vec::with_capacity(HEADER_LEN + 64);
+    out.extend_from_slice(MAGIC);
+    out.push(FORMAT_VERSION);
+    out.extend_from_slice(&fingerprint::<T>().to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
+    bincode::serde::encode_into_std_write(value, &mut out, standard())?;
+    Ok(out)
+}
+
+/// Decodes bytes written by [`encode`] for the same `T` and `version`; `None` (logged
+/// at debug) for anything else.
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], version: u32) -> Option<T> {
+    match decode_checked(bytes, version) {
+        Ok(value) => Some(value),
+        Err(reason) => {
+            tracing::debug!(reason, ty = type_name::<T>(), "cached bytes unreadable; treated as a miss");
+            None
+        }
+    }
+}
+
+fn decode_checked<T: DeserializeOwned>(bytes: &[u8], version: u32) -> Result<T, &'static str> {
+    let (header, payload) = bytes
+        .split_at_checked(HEADER_LEN)
+        .ok_or("shorter than the envelope")?;
+    let (magic, rest) = header.split_at(MAGIC.len());
+    if magic != MAGIC {
+        return Err("not written by cache-memoize");
+    }
+    let (format, rest) = rest.split_at(1);
+    if format[0] != FORMAT_VERSION {
+        return Err("another envelope format version");
+    }
+    let (type_print, user_version) = rest.split_at(8);
+    if type_print != fingerprint::<T>().to_le_bytes() {
+        return Err("written for another type");
+    }
+    if user_version != version.to_le_bytes() {
+        return Err("written for another version");
+    }
+    let (value, read) = decode_bounded::<T>(payload).map_err(|_| "payload does not decode")?;
+    if read != payload.len() {
+        return Err("payload has trailing bytes");
+    }
+    Ok(value)
+}
+
+type Decoded<T> = Result<(T, usize), bincode::error::DecodeError>;
+
+/// Decodes with bincode's byte limit set to the next power of two at or above the
+/// payload's length: a corrupt length prefix fails instead of allocating it. (A valid
+/// payload claims at most its own length: only strings and byte buffers are claimed.)
+fn decode_bounded<T: DeserializeOwned>(payload: &[u8]) -> Decoded<T> {
+    fn with_limit<T: DeserializeOwned, const N: usize>(payload: &[u8]) -> Decoded<T> {
+        let config: Configuration<_, _, Limit<N>> = standard().with_limit::<N>();
+        bincode::serde::decode_from_slice(payload, config)
+    }
+    macro_rules! by_exponent {
+        ($exponent:expr; $($e:literal)*) => {
+            match $exponent {
+                $($e => with_limit::<T, { 1usize << $e }>(payload),)*
+                _ => Err(bincode::error::DecodeError::LimitExceeded),
+            }
+        };
+    }
+    let exponent = payload.len().max(64).next_power_of_two().trailing_zeros();
+    by_exponent!(exponent; 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28
+        29 30 31 32 33 34 35 36 37 38 39 40)
+}
+
+/// A fingerprint of the Rust type: its name, size and alignment, hashed (FNV-1a).
+/// A renamed type or a changed layout reads as a miss; a change that keeps both is
+/// caught by bincode failing to decode, or by the user's `version`.
+fn fingerprint<T>() -> u64 {
+    let name = type_name::<T>().bytes();
+    let size = (size_of::<T>() as u64).to_le_bytes();
+    let align = (align_of::<T>() as u64).to_le_bytes();
+    name.chain(size).chain(align)
+        .fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Report {
+        title: String,
+        rows: Vec<u32>,
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct ReportV2 {
+        title: String,
+        rows: Vec<u32>,
+        total: u64,
+    }
+
+    fn report() -> Report {
+        Report { title: "daily".into(), rows: vec![1, 2, 3] }
+    }
+
+    fn encoded() -> Vec<u8> {
+        encode(&report(), 0).unwrap_or_default()
+    }
+
+    #[test]
+    fn a_value_round_trips() {
+        assert_eq!(decode::<Report>(&encoded(), 0), Some(report()));
+    }
+
+    #[test]
+    fn another_type_reads_as_a_miss() {
+        assert_eq!(decode::<ReportV2>(&encoded(), 0), None);
+        assert_eq!(decode::<String>(&encoded(), 0), None);
+    }
+
+    #[test]
+    fn another_user_version_reads_as_a_miss() {
+        assert_eq!(decode::<Report>(&encoded(), 1), None);
+    }
+
+    #[test]
+    fn every_truncation_reads_as_a_miss() {
+        let bytes = encoded();
+        for len in 0..bytes.len() {
+            assert_eq!(decode::<Report>(&bytes[..len], 0), None, "truncated to {len}");
+        }
+    }
+
+    #[test]
+    fn trailing_bytes_read_as_a_miss() {
+        let mut bytes = encoded();
+        bytes.push(0);
+        assert_eq!(decode::<Report>(&bytes, 0), None);
+    }
+
+    #[test]
+    fn foreign_bytes_read_as_a_miss() {
+        assert_eq!(decode::<Report>(b"hello, world; definitely not ours", 0), None);
+        assert_eq!(decode::<Report>(&[0xff; 4096], 0), None);
+    }
+
+    #[test]
+    fn a_huge_length_prefix_fails_without_allocating_it() {
+        let mut bytes = encode(&String::from("x"), 0).unwrap_or_default();
+        bytes.truncate(HEADER_LEN);
+        // bincode varint: 0xfd announces a u64 length; claim 2^60 bytes.
+        bytes.push(0xfd);
+        bytes.extend_from_slice(&(1u64 << 60).to_le_bytes());
+        assert_eq!(decode::<String>(&bytes, 0), None);
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let valid = encoded();
+        for _ in 0..2000 {
+            let mut bytes = valid.clone();
+            let at = rng.usize(..bytes.len());
+            bytes[at] = rng.u8(..);
+            let _ = decode::<Report>(&bytes, 0);
+            let noise: Vec<u8> = (0..rng.usize(..64)).map(|_| rng.u8(..)).collect();
+            let _ = decode::<Report>(&noise, 0);
+        }
+    }
+}

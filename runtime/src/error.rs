@@ -1,0 +1,82 @@
+//! The crate's error types: [`Error`] for backend and codec failures, [`LockError`] for
+//! lock acquisition.
+
+use std::time::Duration;
+
+/// A boxed error from a backend's client library.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A failure talking to the cache backend, or encoding a value for it.
+///
+/// Memoized functions never return this: they log it through `tracing` and compute
+/// the value anyway. It reaches the caller only from the explicit operations
+/// ([`invalidate`](crate::invalidate), [`CacheLock`](crate::CacheLock),
+/// [`RedisBackend::connect`](crate::RedisBackend)).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A backend operation on a key failed.
+    #[error("cache backend {operation} on key {key:?} failed: {source}")]
+    Backend {
+        /// The operation, such as `get` or `compare_and_delete`.
+        operation: &'static str,
+        /// The key the operation was for.
+        key: String,
+        /// What the backend's client reported.
+        #[source]
+        source: BoxError,
+    },
+    /// Connecting to the backend failed.
+    #[error("cannot connect to cache backend {url}: {source}")]
+    Connect {
+        /// The address, with any password removed.
+        url: String,
+        /// What the backend's client reported.
+        #[source]
+        source: BoxError,
+    },
+    /// A value could not be encoded for storage.
+    #[error("cannot encode the value for key {key:?}: {source}")]
+    Encode {
+        /// The key the value was for.
+        key: String,
+        /// What the encoder reported.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl Error {
+    /// Wraps a backend client's error for `operation` on `key`.
+    pub fn backend(
+        operation: &'static str,
+        key: &str,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        Self::Backend {
+            operation,
+            key: key.to_owned(),
+            source: source.into(),
+        }
+    }
+}
+
+/// Why a [`CacheLock`](crate::CacheLock) was not acquired.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LockError {
+    /// The lock is held by someone else and the lock does not block.
+    #[error("the lock is held by another owner")]
+    WouldBlock,
+    /// The lock stayed held for the whole timeout.
+    #[error("timed out after {waited:?} waiting for lock {key:?}")]
+    Timeout {
+        /// The lock's key in the backend.
+        key: String,
+        /// How long the caller waited.
+        waited: Duration,
+    },
+    /// The backend failed.
+    #[error(transparent)]
+    Backend(#[from] Error),
+}

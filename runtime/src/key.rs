@@ -1,0 +1,207 @@
+//! Cache keys: the global prefix, escaping of interpolated parts, and a digest for long
+//! keys (Djblets' `make_cache_key`).
+//!
+//! A finished key is `{<prefix>:<key>}`. The braces are a Redis Cluster hash tag: the
+//! value, its lock (`_lock_:` + key) and its chunks (key + suffix) all hash to the same
+//! slot, so the atomic scripts that touch several of them run on a cluster too.
+
+use std::borrow::Cow;
+use std::fmt::{self, Write as _};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use once_cell::sync::Lazy;
+use sha2::{Digest, Sha256};
+
+/// Keys longer than this (in bytes) are cut and end in their SHA-256 digest.
+pub const MAX_KEY_LEN: usize = 240;
+
+/// What goes before a key's lock key.
+const LOCK_PREFIX: &str = "_lock_:";
+
+static KEY_PREFIX: Lazy<RwLock<Arc<str>>> = Lazy::new(|| RwLock::new(Arc::from("")));
+
+/// Sets the prefix put before every key, such as a site or deployment name, so several
+/// applications can share one Redis (Djblets' site prefix). Affects keys made after
+/// the call. Control characters and spaces in it are escaped.
+///
+/// ```
+/// cache_memoize::set_key_prefix("shop-eu");
+/// assert_eq!(cache_memoize::make_cache_key("cart:7").as_str(), "{shop-eu:cart:7}");
+/// # cache_memoize::set_key_prefix("");
+/// ```
+pub fn set_key_prefix(prefix: impl Into<String>) {
+    let prefix: String = prefix.into();
+    let sanitized = Arc::from(sanitize(&prefix));
+    *KEY_PREFIX.write().unwrap_or_else(PoisonError::into_inner) = sanitized;
+}
+
+fn key_prefix() -> Arc<str> {
+    Arc::clone(&KEY_PREFIX.read().unwrap_or_else(PoisonError::into_inner))
+}
+
+/// A finished key, as stored in the backend.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey(String);
+
+impl CacheKey {
+    /// The key as stored in the backend.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The key of this key's lock: `_lock_:` + the key.
+    pub fn lock_key(&self) -> String {
+        format!("{LOCK_PREFIX}{}", self.0)
+    }
+
+    /// The key of chunk `index` of a memoized iterator stored at this key.
+    pub fn chunk_key(&self, index: usize) -> String {
+        format!("{}:chunk:{index}", self.0)
+    }
+}
+
+impl fmt::Display for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for CacheKey {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Makes the backend key for `key`: the global prefix, control characters and spaces
+/// escaped, and a SHA-256 digest in place of the tail when it would exceed
+/// [`MAX_KEY_LEN`] bytes.
+///
+/// `key` is taken as written: build it from values with [`escape_key_part`] so that a
+/// value containing `:` cannot forge another key (the attribute does this for you).
+///
+/// ```
+/// use cache_memoize::{escape_key_part, make_cache_key};
+///
+/// let user = "ann:admin";
+/// let key = make_cache_key(&format!("profile:{}", escape_key_part(user)));
+/// assert_eq!(key.as_str(), "{profile:ann%3Aadmin}");
+/// assert_eq!(key.lock_key(), "_lock_:{profile:ann%3Aadmin}");
+/// ```
+pub fn make_cache_key(key: &str) -> CacheKey {
+    let prefix = key_prefix();
+    let mut body = String::with_capacity(prefix.len() + key.len() + 1);
+    if !prefix.is_empty() {
+        body.push_str(&prefix);
+        body.push(':');
+    }
+    body.push_str(&sanitize(key));
+    CacheKey(format!("{{{}}}", shorten(body)))
+}
+
+/// The hash tag's two braces count against the length limit.
+const MAX_BODY_LEN: usize = MAX_KEY_LEN - 2;
+
+/// Cuts `body` to fit, ending it in `-` and the SHA-256 hex digest of the whole body.
+fn shorten(body: String) -> String {
+    if body.len() <= MAX_BODY_LEN {
+        return body;
+    }
+    let digest = Sha256::digest(body.as_bytes());
+    let mut keep = MAX_BODY_LEN - 1 - 2 * digest.len();
+    while !body.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    let mut short = String::with_capacity(MAX_BODY_LEN);
+    short.push_str(&body[..keep]);
+    short.push('-');
+    for byte in digest {
+        // Writing to a String cannot fail.
+        let _ = write!(short, "{byte:02x}");
+    }
+    short
+}
+
+/// Escapes one interpolated part of a key: `%` → `%25`, `:` → `%3A`, braces, spaces
+/// and control characters likewise, so no value can forge a key separator or a
+/// cluster hash tag.
+///
+/// ```
+/// assert_eq!(cache_memoize::escape_key_part("a:b c%"), "a%3Ab%20c%25");
+/// ```
+pub fn escape_key_part(part: &str) -> Cow<'_, str> {
+    escape(part, |c| matches!(c, '%' | ':' | '{' | '}'))
+}
+
+/// Escapes what backends reject in keys: spaces and control characters.
+fn sanitize(key: &str) -> Cow<'_, str> {
+    escape(key, |_| false)
+}
+
+fn escape(text: &str, also: impl Fn(char) -> bool) -> Cow<'_, str> {
+    let needs = |c: char| c.is_control() || c.is_whitespace() || also(c);
+    if !text.chars().any(needs) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if needs(c) {
+            let mut utf8 = [0; 4];
+            for byte in c.encode_utf8(&mut utf8).bytes() {
+                let _ = write!(out, "%{byte:02X}");
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_escape_separators_percent_braces_spaces_and_controls() {
+        assert_eq!(escape_key_part("plain-Ω"), "plain-Ω");
+        assert_eq!(escape_key_part("a:b"), "a%3Ab");
+        assert_eq!(escape_key_part("100%"), "100%25");
+        assert_eq!(escape_key_part("{tag}"), "%7Btag%7D");
+        assert_eq!(escape_key_part("a b\n\t\u{7f}"), "a%20b%0A%09%7F");
+        assert_eq!(escape_key_part("\u{2028}"), "%E2%80%A8");
+    }
+
+    #[test]
+    fn escaping_keeps_distinct_parts_distinct() {
+        assert_ne!(escape_key_part("a:b"), escape_key_part("a%3Ab"));
+    }
+
+    #[test]
+    fn whole_keys_escape_only_spaces_and_controls() {
+        assert_eq!(sanitize("a:b%c d\r"), "a:b%c%20d%0D");
+    }
+
+    #[test]
+    fn long_keys_end_in_a_digest_of_the_whole_key() {
+        let long = "x".repeat(500);
+        let other = format!("{}y", "x".repeat(499));
+        let (a, b) = (shorten(long.clone()), shorten(other));
+        assert_eq!(a.len(), MAX_BODY_LEN);
+        assert_ne!(a, b);
+        let digest = Sha256::digest(long.as_bytes());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        assert!(a.ends_with(&format!("-{hex}")));
+    }
+
+    #[test]
+    fn long_keys_are_cut_on_a_character_boundary() {
+        let cut = shorten("é".repeat(200));
+        assert!(cut.len() <= MAX_BODY_LEN);
+        assert!(cut.starts_with("éé"));
+    }
+
+    #[test]
+    fn a_key_at_the_limit_is_kept_whole() {
+        let exact = "k".repeat(MAX_BODY_LEN);
+        assert_eq!(shorten(exact.clone()), exact);
+    }
+}
