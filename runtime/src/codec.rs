@@ -39,7 +39,11 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], version: u32) -> Option<
     match decode_checked(bytes, version) {
         Ok(value) => Some(value),
         Err(reason) => {
-            tracing::debug!(reason, ty = type_name::<T>(), "cached bytes unreadable; treated as a miss");
+            tracing::debug!(
+                reason,
+                ty = type_name::<T>(),
+                "cached bytes unreadable; treated as a miss"
+            );
             None
         }
     }
@@ -101,7 +105,8 @@ fn fingerprint<T>() -> u64 {
     let name = type_name::<T>().bytes();
     let size = (size_of::<T>() as u64).to_le_bytes();
     let align = (align_of::<T>() as u64).to_le_bytes();
-    name.chain(size).chain(align)
+    name.chain(size)
+        .chain(align)
         .fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
             (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
         })
@@ -126,7 +131,10 @@ mod tests {
     }
 
     fn report() -> Report {
-        Report { title: "daily".into(), rows: vec![1, 2, 3] }
+        Report {
+            title: "daily".into(),
+            rows: vec![1, 2, 3],
+        }
     }
 
     fn encoded() -> Vec<u8> {
@@ -153,7 +161,11 @@ mod tests {
     fn every_truncation_reads_as_a_miss() {
         let bytes = encoded();
         for len in 0..bytes.len() {
-            assert_eq!(decode::<Report>(&bytes[..len], 0), None, "truncated to {len}");
+            assert_eq!(
+                decode::<Report>(&bytes[..len], 0),
+                None,
+                "truncated to {len}"
+            );
         }
     }
 
@@ -166,7 +178,10 @@ mod tests {
 
     #[test]
     fn foreign_bytes_read_as_a_miss() {
-        assert_eq!(decode::<Report>(b"hello, world; definitely not ours", 0), None);
+        assert_eq!(
+            decode::<Report>(b"hello, world; definitely not ours", 0),
+            None
+        );
         assert_eq!(decode::<Report>(&[0xff; 4096], 0), None);
     }
 

@@ -48,11 +48,7 @@ pub enum Error {
 
 impl Error {
     /// Wraps a backend client's error for `operation` on `key`.
-    pub fn backend(
-        operation: &'static str,
-        key: &str,
-        source: impl Into<BoxError>,
-    ) -> Self {
+    pub fn backend(operation: &'static str, key: &str, source: impl Into<BoxError>) -> Self {
         Self::Backend {
             operation,
             key: key.to_owned(),

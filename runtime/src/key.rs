@@ -188,7 +188,10 @@ mod tests {
         assert_eq!(a.len(), MAX_BODY_LEN);
         assert_ne!(a, b);
         let digest = Sha256::digest(long.as_bytes());
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        let hex = digest.iter().fold(String::new(), |mut hex, b| {
+            let _ = write!(hex, "{b:02x}");
+            hex
+        });
         assert!(a.ends_with(&format!("-{hex}")));
     }
 

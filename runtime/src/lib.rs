@@ -1,13 +1,21 @@
-//! Stampede-proof memoization (crate docs are filled in with the README tour).
+#![doc = include_str!("../../README.md")]
 
 pub mod backend;
+mod coalesce;
 mod codec;
 mod error;
 mod key;
+mod lock;
+mod memoize;
 mod registry;
 
 pub use backend::memory::MemoryBackend;
 pub use backend::{AsyncBackend, Backend, BoxFuture, CacheBackend, GetOrLock};
 pub use error::{BoxError, Error, LockError};
 pub use key::{CacheKey, MAX_KEY_LEN, escape_key_part, make_cache_key, set_key_prefix};
+pub use lock::{CacheLock, LockGuard, LockOptions};
+pub use memoize::{
+    DEFAULT_EXPIRE, MemoizeOptions, invalidate, memoize, memoize_async, try_memoize,
+    try_memoize_async,
+};
 pub use registry::{backend, set_backend, set_shared_backend};

@@ -1,1 +1,146 @@
-//! Shared helpers for the behaviour tests.
+//! The behaviour suite of cache-memoize, written once and run against every backend
+//! with [`backend_suite!`]: each scenario is a function taking a [`Fixture`].
+
+// Every scenario panics when the behaviour it proves is broken: that is what it is for.
+#![allow(clippy::missing_panics_doc)]
+
+pub mod lock_suite;
+pub mod memoize_suite;
+pub mod probe;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cache_memoize::{CacheBackend, LockOptions, MemoizeOptions, make_cache_key};
+
+pub use probe::Probe;
+
+/// One scenario's backend (behind a [`Probe`]) and its unique keys.
+pub struct Fixture {
+    /// The backend under test, wrapped.
+    pub probe: Arc<Probe>,
+    id: String,
+}
+
+impl Fixture {
+    /// A fixture over `backend`.
+    pub fn new(backend: Arc<dyn CacheBackend>) -> Self {
+        Self {
+            probe: Arc::new(Probe::new(backend)),
+            id: uuid::Uuid::new_v4().simple().to_string(),
+        }
+    }
+
+    /// The probe as a backend handle.
+    pub fn backend(&self) -> Arc<dyn CacheBackend> {
+        self.probe.clone()
+    }
+
+    /// A key no other scenario or run uses.
+    pub fn key(&self, name: &str) -> String {
+        format!("{name}:{}", self.id)
+    }
+
+    /// Options on this fixture's backend, without a lock.
+    pub fn opts(&self) -> MemoizeOptions {
+        MemoizeOptions::new().backend(self.backend())
+    }
+
+    /// Options on this fixture's backend, with a lock that retries often (a missed
+    /// wake-up costs little) and waits without limit.
+    pub fn locked(&self) -> MemoizeOptions {
+        self.opts().lock(fast_lock())
+    }
+
+    /// The raw bytes stored at memoize key `key`, read behind the probe's back.
+    pub fn stored(&self, key: &str) -> Option<Vec<u8>> {
+        self.probe
+            .inner()
+            .get(make_cache_key(key).as_str())
+            .ok()
+            .flatten()
+    }
+
+    /// The token in the lock of memoize key `key`, read behind the probe's back.
+    pub fn lock_token(&self, key: &str) -> Option<Vec<u8>> {
+        self.probe
+            .inner()
+            .get(&make_cache_key(key).lock_key())
+            .ok()
+            .flatten()
+    }
+}
+
+/// Lock options for tests: retry every 10 ms, no timeout.
+pub fn fast_lock() -> LockOptions {
+    LockOptions {
+        retry: Duration::from_millis(10),
+        ..LockOptions::default()
+    }
+}
+
+/// Waits until `condition` holds, for an event only time brings (an expiry).
+///
+/// # Panics
+/// If it does not hold within 10 seconds.
+pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(Instant::now() < deadline, "gave up waiting until {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// A multi-threaded Tokio runtime for the async scenarios.
+///
+/// # Panics
+/// If the runtime cannot start.
+pub fn runtime() -> tokio::runtime::Runtime {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => panic!("cannot start a Tokio runtime: {err}"),
+    }
+}
+
+/// Defines one `#[test]` per scenario of the suite, each on a backend made by `$make`
+/// (an expression of type `Arc<dyn CacheBackend>`, evaluated once per test).
+#[macro_export]
+macro_rules! backend_suite {
+    ($make:expr) => {
+        $crate::backend_suite!(@tests $make;
+            lock_suite: [
+                acquire_new_lock, held_lock_non_blocking_would_block, try_acquire_never_waits,
+                held_lock_blocking_waits_for_release, held_lock_times_out_naming_the_key,
+                release_deletes_the_lock, release_after_token_replaced_keeps_the_other_token,
+                release_after_expiry_returns_false, extend_keeps_the_lock,
+                extend_after_lock_lost_leaves_the_new_owner_alone, dropped_guard_releases,
+                guard_released_during_panic, acquire_async_waits_for_release,
+                acquire_async_non_blocking_would_block
+            ];
+            memoize_suite: [
+                value_present_no_lock_no_compute, miss_computes_while_holding_the_lock,
+                value_appearing_while_acquiring_is_not_recomputed,
+                waiter_reads_the_other_holders_result, lock_timeout_computes_anyway,
+                lock_timeout_with_value_present_returns_it, previous_lock_expired_is_taken_over,
+                sixteen_threads_on_a_cold_key_compute_once, panic_in_compute_leaves_no_lock,
+                corrupt_bytes_are_recomputed_and_overwritten, expired_entry_is_a_miss,
+                broken_backend_computes_and_returns, err_is_returned_and_not_stored,
+                force_overwrite_recomputes_and_stores, version_change_is_a_miss,
+                unlocked_miss_computes_and_stores, invalidate_removes_the_value,
+                async_hit_and_miss, async_tasks_on_a_cold_key_compute_once,
+                async_broken_backend_computes_and_returns, async_err_is_not_stored
+            ]
+        );
+    };
+    (@tests $make:expr; $($suite:ident : [$($scenario:ident),* $(,)?]);* $(;)?) => {
+        $($(
+            #[test]
+            fn $scenario() {
+                $crate::$suite::$scenario(&$crate::Fixture::new($make));
+            }
+        )*)*
+    };
+}

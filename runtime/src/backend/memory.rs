@@ -1,7 +1,7 @@
 //! [`MemoryBackend`]: the in-process store, and the backend used when none is
 //! registered (like Django's `LocMemCache`).
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use lru::LruCache;
@@ -30,6 +30,9 @@ const DEFAULT_CAPACITY: usize = 64 * 1024 * 1024;
 #[derive(Debug)]
 pub struct MemoryBackend {
     store: Mutex<Store>,
+    /// Signalled whenever a key is deleted, so lock waiters retry at once.
+    deleted: Condvar,
+    deleted_async: tokio::sync::Notify,
 }
 
 #[derive(Debug)]
@@ -71,6 +74,8 @@ impl MemoryBackend {
                 capacity: bytes,
                 used: 0,
             }),
+            deleted: Condvar::new(),
+            deleted_async: tokio::sync::Notify::new(),
         }
     }
 
@@ -78,6 +83,11 @@ impl MemoryBackend {
     /// are read or evicted).
     pub fn used_bytes(&self) -> usize {
         self.lock().used
+    }
+
+    fn wake_waiters(&self) {
+        self.deleted.notify_all();
+        self.deleted_async.notify_waiters();
     }
 
     fn lock(&self) -> MutexGuard<'_, Store> {
@@ -112,7 +122,11 @@ impl Store {
         self.remove(key);
         let needed = weight(key, value);
         if needed > self.capacity {
-            tracing::debug!(key, bytes = needed, "value larger than the memory backend; not stored");
+            tracing::debug!(
+                key,
+                bytes = needed,
+                "value larger than the memory backend; not stored"
+            );
             return;
         }
         while self.used + needed > self.capacity {
@@ -121,9 +135,7 @@ impl Store {
                 None => break,
             }
         }
-        let expires_at = Instant::now()
-            .checked_add(ttl)
-            .unwrap_or_else(far_future);
+        let expires_at = Instant::now().checked_add(ttl).unwrap_or_else(far_future);
         self.used += needed;
         self.entries.put(
             key.to_owned(),
@@ -170,22 +182,24 @@ impl Backend for MemoryBackend {
     }
 
     fn delete(&self, key: &str) -> Result<(), Error> {
-        self.lock().remove(key);
+        if self.lock().remove(key) {
+            self.wake_waiters();
+        }
         Ok(())
     }
 
     fn compare_and_delete(&self, key: &str, expected: &[u8]) -> Result<bool, Error> {
         let mut store = self.lock();
         let matches = store.live(key).is_some_and(|entry| entry.value == expected);
-        Ok(matches && store.remove(key))
+        let removed = matches && store.remove(key);
+        drop(store);
+        if removed {
+            self.wake_waiters();
+        }
+        Ok(removed)
     }
 
-    fn compare_and_extend(
-        &self,
-        key: &str,
-        expected: &[u8],
-        ttl: Duration,
-    ) -> Result<bool, Error> {
+    fn compare_and_extend(&self, key: &str, expected: &[u8], ttl: Duration) -> Result<bool, Error> {
         let mut store = self.lock();
         match store.live(key) {
             Some(entry) if entry.value == expected => {
@@ -194,6 +208,17 @@ impl Backend for MemoryBackend {
             }
             _ => Ok(false),
         }
+    }
+
+    /// Returns when `lock_key` is deleted (or already absent), or after `max`.
+    fn wait_for_release(&self, lock_key: &str, max: Duration) {
+        let store = self.lock();
+        if store.entries.peek(lock_key).is_none() {
+            return;
+        }
+        // Waiting on the store's own mutex: a delete cannot slip in between the check
+        // and the wait.
+        let _ = self.deleted.wait_timeout(store, max);
     }
 }
 
@@ -246,7 +271,22 @@ impl AsyncBackend for MemoryBackend {
         expected: &'a [u8],
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool, Error>> {
-        Box::pin(std::future::ready(self.compare_and_extend(key, expected, ttl)))
+        Box::pin(std::future::ready(
+            self.compare_and_extend(key, expected, ttl),
+        ))
+    }
+
+    fn wait_for_release_async<'a>(&'a self, lock_key: &'a str, max: Duration) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let deleted = self.deleted_async.notified();
+            let mut deleted = std::pin::pin!(deleted);
+            // Registered before the check, so a delete in between still wakes us.
+            deleted.as_mut().enable();
+            if self.lock().entries.peek(lock_key).is_none() {
+                return;
+            }
+            let _ = tokio::time::timeout(max, deleted).await;
+        })
     }
 }
 

@@ -56,8 +56,7 @@ pub trait Backend: Send + Sync + 'static {
     fn compare_and_delete(&self, key: &str, expected: &[u8]) -> Result<bool, Error>;
 
     /// Resets `key`'s time to live to `ttl` only if it holds `expected`; true if so.
-    fn compare_and_extend(&self, key: &str, expected: &[u8], ttl: Duration)
-    -> Result<bool, Error>;
+    fn compare_and_extend(&self, key: &str, expected: &[u8], ttl: Duration) -> Result<bool, Error>;
 
     /// Returns the value at `key` if present, or else tries to `add` `token` at
     /// `lock_key`. One round trip on a networked backend.

@@ -1,0 +1,1 @@
+//! The Redis backend (built in a later step).

@@ -1,0 +1,115 @@
+//! In-process coalescing of concurrent misses on one key ("single flight").
+//!
+//! The first caller to miss a key in this process leads: it alone goes to the backend
+//! lock and computes. Later callers wait here, without touching the backend, and read
+//! the leader's encoded result. If the leader yields nothing to share (its computation
+//! failed or panicked), the waiters run the sequence again themselves.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+
+use once_cell::sync::Lazy;
+use tokio::sync::watch;
+
+/// What a leader left for its followers: the encoded value, or nothing.
+pub(crate) type Landing = Option<Arc<[u8]>>;
+
+static FLIGHTS: Lazy<Mutex<HashMap<String, Arc<Flight>>>> = Lazy::new(Mutex::default);
+
+fn flights() -> MutexGuard<'static, HashMap<String, Arc<Flight>>> {
+    // The map is only inserted into and removed from; it is valid after any panic.
+    FLIGHTS.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One computation in progress, and how its followers learn that it ended.
+pub(crate) struct Flight {
+    landing: Mutex<Option<Landing>>,
+    landed: Condvar,
+    landed_async: watch::Sender<bool>,
+}
+
+/// A caller's role for one key.
+pub(crate) enum Role {
+    /// Go to the backend; land the flight when done (or on drop).
+    Lead(Leader),
+    /// Wait for the leader with [`Flight::wait`] or [`Flight::wait_async`].
+    Follow(Arc<Flight>),
+}
+
+/// Joins the flight for `key`, leading it if there is none.
+pub(crate) fn join(key: &str) -> Role {
+    let mut flights = flights();
+    if let Some(flight) = flights.get(key) {
+        return Role::Follow(Arc::clone(flight));
+    }
+    let flight = Arc::new(Flight {
+        landing: Mutex::new(None),
+        landed: Condvar::new(),
+        landed_async: watch::Sender::new(false),
+    });
+    flights.insert(key.to_owned(), Arc::clone(&flight));
+    Role::Lead(Leader {
+        key: key.to_owned(),
+        flight,
+        landing: None,
+    })
+}
+
+impl Flight {
+    fn state(&self) -> MutexGuard<'_, Option<Landing>> {
+        self.landing.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Blocks until the leader lands.
+    pub(crate) fn wait(&self) -> Landing {
+        let mut state = self.state();
+        loop {
+            if let Some(landing) = state.as_ref() {
+                return landing.clone();
+            }
+            state = self
+                .landed
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Waits, without blocking the executor, until the leader lands.
+    pub(crate) async fn wait_async(&self) -> Landing {
+        let mut landed = self.landed_async.subscribe();
+        // The sender lives in `self`, so this only returns once the flag is set.
+        let _ = landed.wait_for(|done| *done).await;
+        self.state().clone().flatten()
+    }
+}
+
+/// The leader's side of a flight. Dropping it without [`land`](Self::land) (an error
+/// or a panic) lands nothing, so the followers carry on by themselves.
+pub(crate) struct Leader {
+    key: String,
+    flight: Arc<Flight>,
+    landing: Landing,
+}
+
+impl Leader {
+    /// Shares `encoded` with the followers; the flight ends when the leader drops.
+    pub(crate) fn land(mut self, encoded: Arc<[u8]>) {
+        self.landing = Some(encoded);
+    }
+}
+
+impl Drop for Leader {
+    fn drop(&mut self) {
+        let mut flights = flights();
+        if flights
+            .get(&self.key)
+            .is_some_and(|current| Arc::ptr_eq(current, &self.flight))
+        {
+            flights.remove(&self.key);
+        }
+        drop(flights);
+        *self.flight.state() = Some(self.landing.take());
+        self.flight.landed.notify_all();
+        self.flight.landed_async.send_replace(true);
+    }
+}

@@ -1,0 +1,386 @@
+//! [`CacheLock`] and [`LockGuard`]: a lock stored in the cache backend, shared by every
+//! thread, process and machine that uses the backend (Djblets' `CacheLock`).
+//!
+//! Acquiring stores a fresh UUID4 token with an atomic `add` and an expiry, so a
+//! crashed holder's lock always ends. Releasing and extending compare the token in one
+//! atomic step, so they never touch a lock another owner took after ours expired.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::backend::CacheBackend;
+use crate::error::{Error, LockError};
+use crate::key::{CacheKey, make_cache_key};
+use crate::registry;
+
+/// How a lock behaves: its expiry and how callers wait for it.
+///
+/// The defaults are Djblets': expire 30 s, wait without limit, retry every 250 ms plus
+/// 0–25 % jitter, blocking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockOptions {
+    /// How long the lock lives unless released or extended.
+    pub expire: Duration,
+    /// How long a blocking acquire waits; `None` waits without limit.
+    pub timeout: Option<Duration>,
+    /// The pause between attempts while waiting, before jitter.
+    pub retry: Duration,
+    /// Whether acquiring a held lock waits (`true`) or fails at once.
+    pub blocking: bool,
+}
+
+impl Default for LockOptions {
+    fn default() -> Self {
+        Self {
+            expire: Duration::from_secs(30),
+            timeout: None,
+            retry: Duration::from_millis(250),
+            blocking: true,
+        }
+    }
+}
+
+impl LockOptions {
+    /// The pause before the next attempt: `retry` plus 0–25 % jitter, so waiters that
+    /// started together do not retry together.
+    fn pause(&self) -> Duration {
+        self.retry.mul_f64(1.0 + fastrand::f64() * 0.25)
+    }
+}
+
+/// A fresh UUID4 token identifying one acquisition.
+pub(crate) fn new_token() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// A lock in the cache backend.
+///
+/// ```
+/// use cache_memoize::CacheLock;
+/// use std::time::Duration;
+///
+/// let lock = CacheLock::new("nightly-import").expire(Duration::from_secs(60));
+/// let guard = lock.acquire()?;
+/// assert!(lock.is_locked()?);
+/// // ... work that must not run twice at once ...
+/// assert!(guard.release()?);
+/// assert!(!lock.is_locked()?);
+/// # Ok::<(), cache_memoize::LockError>(())
+/// ```
+#[derive(Clone)]
+pub struct CacheLock {
+    key: String,
+    options: LockOptions,
+    backend: Option<Arc<dyn CacheBackend>>,
+}
+
+impl std::fmt::Debug for CacheLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheLock")
+            .field("key", &self.key)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CacheLock {
+    /// A lock named `key`, stored at `_lock_:` + [`make_cache_key`]`(key)` in the
+    /// registered backend, with the default [`LockOptions`].
+    pub fn new(key: &str) -> Self {
+        Self::for_key(&make_cache_key(key))
+    }
+
+    /// The lock guarding the value at `key`.
+    pub fn for_key(key: &CacheKey) -> Self {
+        Self {
+            key: key.lock_key(),
+            options: LockOptions::default(),
+            backend: None,
+        }
+    }
+
+    /// Uses `backend` instead of the registered one.
+    #[must_use]
+    pub fn backend(mut self, backend: Arc<dyn CacheBackend>) -> Self {
+        self.backend = Some(backend);
+        self
+    }
+
+    /// Replaces all the options at once.
+    #[must_use]
+    pub fn options(mut self, options: LockOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// How long the lock lives unless released or extended (default 30 s).
+    #[must_use]
+    pub fn expire(mut self, expire: Duration) -> Self {
+        self.options.expire = expire;
+        self
+    }
+
+    /// How long [`acquire`](Self::acquire) waits; `None` (the default) waits without
+    /// limit.
+    #[must_use]
+    pub fn timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.options.timeout = timeout;
+        self
+    }
+
+    /// The pause between attempts while waiting (default 250 ms), plus 0–25 % jitter.
+    #[must_use]
+    pub fn retry(mut self, retry: Duration) -> Self {
+        self.options.retry = retry;
+        self
+    }
+
+    /// Whether [`acquire`](Self::acquire) waits for a held lock (default `true`).
+    #[must_use]
+    pub fn blocking(mut self, blocking: bool) -> Self {
+        self.options.blocking = blocking;
+        self
+    }
+
+    /// The lock's key in the backend.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The lock's options.
+    pub fn lock_options(&self) -> &LockOptions {
+        &self.options
+    }
+
+    pub(crate) fn resolved_backend(&self) -> Arc<dyn CacheBackend> {
+        self.backend.clone().unwrap_or_else(registry::backend)
+    }
+
+    /// Acquires the lock: at once if free; if held, fails with
+    /// [`LockError::WouldBlock`] when not blocking, or else waits until it is free or
+    /// until the timeout, then fails with [`LockError::Timeout`].
+    pub fn acquire(&self) -> Result<LockGuard, LockError> {
+        if !self.options.blocking {
+            return self.try_acquire()?.ok_or(LockError::WouldBlock);
+        }
+        self.acquire_within(self.options.timeout)
+    }
+
+    /// Acquires the lock if it is free right now; never waits.
+    pub fn try_acquire(&self) -> Result<Option<LockGuard>, LockError> {
+        let backend = self.resolved_backend();
+        let token = new_token();
+        Ok(self
+            .try_add(&*backend, &token)?
+            .then(|| LockGuard::new(self, backend, token)))
+    }
+
+    /// Acquires the lock, waiting at most `timeout` whatever the lock's own settings.
+    pub fn acquire_timeout(&self, timeout: Duration) -> Result<LockGuard, LockError> {
+        self.acquire_within(Some(timeout))
+    }
+
+    fn acquire_within(&self, timeout: Option<Duration>) -> Result<LockGuard, LockError> {
+        let backend = self.resolved_backend();
+        let token = new_token();
+        let waiter = self.waiter(timeout);
+        while !self.try_add(&*backend, &token)? {
+            waiter.pause(&*backend)?;
+        }
+        Ok(LockGuard::new(self, backend, token))
+    }
+
+    /// Like [`acquire`](Self::acquire), waiting without blocking the executor (on
+    /// Tokio's timer, or on the backend's wake-ups).
+    pub async fn acquire_async(&self) -> Result<LockGuard, LockError> {
+        let backend = self.resolved_backend();
+        let token = new_token();
+        let expire = self.options.expire;
+        let waiter = self.waiter(self.options.timeout);
+        while !backend
+            .add_async(&self.key, token.as_bytes(), expire)
+            .await?
+        {
+            if !self.options.blocking {
+                return Err(LockError::WouldBlock);
+            }
+            waiter.pause_async(&*backend).await?;
+        }
+        Ok(LockGuard::new(self, backend, token))
+    }
+
+    /// Whether anyone holds the lock right now.
+    pub fn is_locked(&self) -> Result<bool, LockError> {
+        Ok(self.resolved_backend().get(&self.key)?.is_some())
+    }
+
+    fn try_add(&self, backend: &dyn CacheBackend, token: &str) -> Result<bool, Error> {
+        backend.add(&self.key, token.as_bytes(), self.options.expire)
+    }
+
+    /// The waiting policy for one acquisition that may wait at most `timeout`.
+    pub(crate) fn waiter(&self, timeout: Option<Duration>) -> Waiter<'_> {
+        Waiter {
+            lock: self,
+            timeout,
+            started: Instant::now(),
+        }
+    }
+}
+
+/// Paces the attempts of one acquisition: `retry` plus jitter between attempts, cut
+/// short by the backend's wake-up, and [`LockError::Timeout`] once the timeout passed.
+pub(crate) struct Waiter<'a> {
+    lock: &'a CacheLock,
+    timeout: Option<Duration>,
+    started: Instant,
+}
+
+impl Waiter<'_> {
+    /// Waits before the next attempt, or fails once the timeout has passed.
+    pub(crate) fn pause(&self, backend: &dyn CacheBackend) -> Result<(), LockError> {
+        backend.wait_for_release(&self.lock.key, self.next_pause()?);
+        Ok(())
+    }
+
+    /// The async form of [`pause`](Self::pause).
+    pub(crate) async fn pause_async(&self, backend: &dyn CacheBackend) -> Result<(), LockError> {
+        let pause = self.next_pause()?;
+        backend.wait_for_release_async(&self.lock.key, pause).await;
+        Ok(())
+    }
+
+    fn next_pause(&self) -> Result<Duration, LockError> {
+        let waited = self.started.elapsed();
+        let pause = self.lock.options.pause();
+        match self.timeout {
+            None => Ok(pause),
+            Some(limit) if waited >= limit => Err(LockError::Timeout {
+                key: self.lock.key.clone(),
+                waited,
+            }),
+            Some(limit) => Ok(pause.min(limit.saturating_sub(waited))),
+        }
+    }
+}
+
+/// A held [`CacheLock`]. Dropping it releases the lock (also while unwinding from a
+/// panic); [`release`](Self::release) does the same and reports the outcome.
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct LockGuard {
+    backend: Arc<dyn CacheBackend>,
+    key: String,
+    token: String,
+    expire: Duration,
+    released: bool,
+}
+
+impl std::fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockGuard")
+            .field("key", &self.key)
+            .field("token", &self.token)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LockGuard {
+    fn new(lock: &CacheLock, backend: Arc<dyn CacheBackend>, token: String) -> Self {
+        Self {
+            backend,
+            key: lock.key.clone(),
+            token,
+            expire: lock.options.expire,
+            released: false,
+        }
+    }
+
+    /// The token stored in the backend for this acquisition (a UUID4).
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// The lock's key in the backend.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Resets the lock's expiry to `expire` (or the lock's own expiry for `None`),
+    /// counted from now. Returns `false`, touching nothing, when the lock was lost (it
+    /// expired, and may now belong to someone else).
+    pub fn extend(&mut self, expire: Option<Duration>) -> Result<bool, LockError> {
+        let ttl = expire.unwrap_or(self.expire);
+        Ok(self
+            .backend
+            .compare_and_extend(&self.key, self.token.as_bytes(), ttl)?)
+    }
+
+    /// Releases the lock. Returns `false` when it was no longer ours (it expired, and
+    /// may now belong to someone else, whose lock is left alone).
+    pub fn release(mut self) -> Result<bool, LockError> {
+        self.released = true;
+        Ok(self
+            .backend
+            .compare_and_delete(&self.key, self.token.as_bytes())?)
+    }
+
+    /// Like [`release`](Self::release), without blocking the executor.
+    pub async fn release_async(mut self) -> Result<bool, LockError> {
+        self.released = true;
+        Ok(self
+            .backend
+            .compare_and_delete_async(&self.key, self.token.as_bytes())
+            .await?)
+    }
+
+    /// Stores `value` at `key` and releases the lock in one backend step. Returns
+    /// whether the lock was still ours.
+    pub(crate) fn store_and_release(
+        mut self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, Error> {
+        self.released = true;
+        self.backend
+            .store_and_release(key, value, ttl, &self.key, self.token.as_bytes())
+    }
+
+    /// The async form of [`store_and_release`](Self::store_and_release).
+    pub(crate) async fn store_and_release_async(
+        mut self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, Error> {
+        self.released = true;
+        self.backend
+            .store_and_release_async(key, value, ttl, &self.key, self.token.as_bytes())
+            .await
+    }
+
+    /// A guard for a lock taken by [`crate::Backend::get_or_lock`] with `token`.
+    pub(crate) fn adopt(lock: &CacheLock, backend: Arc<dyn CacheBackend>, token: String) -> Self {
+        Self::new(lock, backend, token)
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        match self
+            .backend
+            .compare_and_delete(&self.key, self.token.as_bytes())
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(key = %self.key, "the lock had expired before it was released");
+            }
+            Err(err) => {
+                tracing::warn!(key = %self.key, error = %err, "releasing the lock failed; it ends at its expiry");
+            }
+        }
+    }
+}

@@ -1,0 +1,411 @@
+//! Memoize scenarios, ported from Djblets' `cache_memoize(lock=...)` tests, plus the
+//! stampede, panic, corruption, expiry and failure cases.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier, mpsc};
+use std::time::Duration;
+
+use cache_memoize::{
+    CacheLock, LockOptions, MemoizeOptions, invalidate, memoize, memoize_async, set_shared_backend,
+    try_memoize, try_memoize_async,
+};
+
+use crate::{Fixture, fast_lock, runtime, wait_until};
+
+/// A computation that counts its runs.
+#[derive(Clone, Default)]
+struct Counter(Arc<AtomicUsize>);
+
+impl Counter {
+    fn hit(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn runs(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    fn compute(&self, value: &str) -> impl FnOnce() -> String + use<> {
+        let me = self.clone();
+        let value = value.to_owned();
+        move || {
+            me.hit();
+            value
+        }
+    }
+}
+
+/// Stores `value` at `key` behind the probe's back (as another process would).
+fn store_elsewhere(f: &Fixture, key: &str, value: &str) {
+    let opts = MemoizeOptions::new()
+        .backend(Arc::clone(f.probe.inner()))
+        .force_overwrite(true);
+    let _: String = memoize(key, &opts, || value.to_owned());
+}
+
+/// A stored value is returned with one read: no lock, no compute.
+pub fn value_present_no_lock_no_compute(f: &Fixture) {
+    let key = f.key("present");
+    store_elsewhere(f, &key, "stored");
+    let runs = Counter::default();
+    let value = memoize(&key, &f.locked(), runs.compute("computed"));
+    assert_eq!(value, "stored");
+    assert_eq!(runs.runs(), 0);
+    assert_eq!(f.probe.ops(), ["get"], "a hit is one backend operation");
+}
+
+/// A miss computes while holding the lock, stores, and leaves no lock behind, in
+/// three backend operations.
+pub fn miss_computes_while_holding_the_lock(f: &Fixture) {
+    let key = f.key("miss");
+    let held_during_compute = {
+        let f_key = key.clone();
+        let inner = Arc::clone(f.probe.inner());
+        move || {
+            let lock_key = cache_memoize::make_cache_key(&f_key).lock_key();
+            inner.get(&lock_key).ok().flatten().is_some()
+        }
+    };
+    let value = memoize(&key, &f.locked(), || held_during_compute().to_string());
+    assert_eq!(value, "true", "the lock was held while computing");
+    assert_eq!(f.probe.ops(), ["get", "get_or_lock", "store_and_release"]);
+    assert_eq!(f.lock_token(&key), None);
+    let again = memoize(&key, &f.locked(), || "recomputed".to_owned());
+    assert_eq!(again, "true");
+}
+
+/// A value stored by someone else between our read and our lock is returned, not
+/// recomputed.
+pub fn value_appearing_while_acquiring_is_not_recomputed(f: &Fixture) {
+    let key = f.key("appearing");
+    let once = std::sync::Once::new();
+    let fixture_inner = Arc::clone(f.probe.inner());
+    let hook_key = key.clone();
+    f.probe.after(move |op| {
+        if op == "get" {
+            once.call_once(|| {
+                let opts = MemoizeOptions::new().backend(Arc::clone(&fixture_inner));
+                let _: String = memoize(&hook_key, &opts, || "theirs".to_owned());
+            });
+        }
+    });
+    let runs = Counter::default();
+    assert_eq!(memoize(&key, &f.locked(), runs.compute("ours")), "theirs");
+    assert_eq!(runs.runs(), 0);
+    assert_eq!(f.lock_token(&key), None, "the lock was never taken");
+}
+
+/// A caller that finds the lock held waits, then reads the holder's result.
+pub fn waiter_reads_the_other_holders_result(f: &Fixture) {
+    let key = f.key("waiter");
+    let Ok(holder) = CacheLock::new(&key)
+        .backend(Arc::clone(f.probe.inner()))
+        .acquire()
+    else {
+        panic!("the other holder takes the lock")
+    };
+    let (tried, saw_held) = mpsc::channel();
+    f.probe.after(move |op| {
+        if op == "get_or_lock" {
+            let _ = tried.send(());
+        }
+    });
+    let runs = Counter::default();
+    let waiter = {
+        let (opts, key, runs) = (f.locked(), key.clone(), runs.clone());
+        std::thread::spawn(move || memoize(&key, &opts, runs.compute("waiter's")))
+    };
+    assert!(saw_held.recv().is_ok(), "the waiter found the lock held");
+    store_elsewhere(f, &key, "holder's");
+    assert!(matches!(holder.release(), Ok(true)));
+    assert_eq!(waiter.join().ok().as_deref(), Some("holder's"));
+    assert_eq!(runs.runs(), 0);
+}
+
+/// When the lock stays held past the timeout, the caller computes and stores anyway,
+/// and the other owner's lock survives.
+pub fn lock_timeout_computes_anyway(f: &Fixture) {
+    let key = f.key("timeout");
+    let Ok(holder) = CacheLock::new(&key)
+        .backend(Arc::clone(f.probe.inner()))
+        .acquire()
+    else {
+        panic!("the other holder takes the lock")
+    };
+    let opts = f.opts().lock(LockOptions {
+        timeout: Some(Duration::from_millis(30)),
+        ..fast_lock()
+    });
+    let runs = Counter::default();
+    assert_eq!(memoize(&key, &opts, runs.compute("computed")), "computed");
+    assert_eq!(runs.runs(), 1);
+    assert_eq!(
+        f.lock_token(&key).as_deref(),
+        Some(holder.token().as_bytes())
+    );
+    assert_eq!(
+        memoize(&key, &f.opts(), runs.compute("again")),
+        "computed",
+        "it was stored"
+    );
+}
+
+/// When the lock times out but the value was stored by then, it is returned.
+pub fn lock_timeout_with_value_present_returns_it(f: &Fixture) {
+    let key = f.key("timeout-present");
+    let Ok(_holder) = CacheLock::new(&key)
+        .backend(Arc::clone(f.probe.inner()))
+        .acquire()
+    else {
+        panic!("the other holder takes the lock")
+    };
+    let once = std::sync::Once::new();
+    let inner = Arc::clone(f.probe.inner());
+    let hook_key = key.clone();
+    f.probe.after(move |op| {
+        if op == "get_or_lock" {
+            once.call_once(|| {
+                let opts = MemoizeOptions::new()
+                    .backend(Arc::clone(&inner))
+                    .force_overwrite(true);
+                let _: String = memoize(&hook_key, &opts, || "holder's".to_owned());
+            });
+        }
+    });
+    let opts = f.opts().lock(LockOptions {
+        blocking: false,
+        ..fast_lock()
+    });
+    let runs = Counter::default();
+    assert_eq!(memoize(&key, &opts, runs.compute("ours")), "holder's");
+    assert_eq!(runs.runs(), 0);
+}
+
+/// A lock left by a holder that died is taken over when it expires.
+pub fn previous_lock_expired_is_taken_over(f: &Fixture) {
+    let key = f.key("stale");
+    let lock_key = cache_memoize::make_cache_key(&key).lock_key();
+    assert!(matches!(
+        f.probe
+            .inner()
+            .add(&lock_key, b"dead-holder", Duration::from_millis(20)),
+        Ok(true)
+    ));
+    let runs = Counter::default();
+    assert_eq!(memoize(&key, &f.locked(), runs.compute("fresh")), "fresh");
+    assert_eq!(runs.runs(), 1);
+    assert_eq!(f.lock_token(&key), None);
+}
+
+/// Sixteen threads released together on a cold key: one computes, all get its value.
+pub fn sixteen_threads_on_a_cold_key_compute_once(f: &Fixture) {
+    const THREADS: usize = 16;
+    let key = f.key("stampede");
+    let runs = Counter::default();
+    let start = Arc::new(Barrier::new(THREADS));
+    let callers: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let (opts, key, runs, start) =
+                (f.locked(), key.clone(), runs.clone(), Arc::clone(&start));
+            std::thread::spawn(move || {
+                start.wait();
+                memoize(&key, &opts, runs.compute("the value"))
+            })
+        })
+        .collect();
+    let values: Vec<_> = callers.into_iter().filter_map(|c| c.join().ok()).collect();
+    assert_eq!(values.len(), THREADS);
+    assert!(values.iter().all(|v| v == "the value"));
+    assert_eq!(runs.runs(), 1);
+    assert_eq!(f.lock_token(&key), None);
+}
+
+/// A panic in the computation propagates, releases the lock, and stores nothing.
+pub fn panic_in_compute_leaves_no_lock(f: &Fixture) {
+    let key = f.key("panic");
+    let opts = f.locked();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        memoize::<String, _>(&key, &opts, || panic!("boom"))
+    }));
+    assert!(outcome.is_err());
+    assert_eq!(f.lock_token(&key), None);
+    assert_eq!(f.stored(&key), None);
+    assert_eq!(memoize(&key, &opts, || "after".to_owned()), "after");
+}
+
+/// Bytes that are not a value of ours read as a miss and are overwritten.
+pub fn corrupt_bytes_are_recomputed_and_overwritten(f: &Fixture) {
+    let key = f.key("corrupt");
+    let stored_key = cache_memoize::make_cache_key(&key);
+    let garbage = b"\x00\xffnot a value of ours".to_vec();
+    assert!(
+        f.probe
+            .inner()
+            .set(stored_key.as_str(), &garbage, Duration::from_secs(60))
+            .is_ok()
+    );
+    let runs = Counter::default();
+    assert_eq!(memoize(&key, &f.locked(), runs.compute("fresh")), "fresh");
+    assert_eq!(runs.runs(), 1);
+    assert!(f.stored(&key).is_some_and(|bytes| bytes != garbage));
+    assert_eq!(memoize(&key, &f.locked(), runs.compute("again")), "fresh");
+    assert_eq!(runs.runs(), 1);
+}
+
+/// An expired value is a miss.
+pub fn expired_entry_is_a_miss(f: &Fixture) {
+    let key = f.key("expiring");
+    let opts = f.locked().expire(Duration::from_millis(5));
+    let runs = Counter::default();
+    assert_eq!(memoize(&key, &opts, runs.compute("first")), "first");
+    wait_until("the value expires", || f.stored(&key).is_none());
+    assert_eq!(memoize(&key, &opts, runs.compute("second")), "second");
+    assert_eq!(runs.runs(), 2);
+}
+
+/// A failing backend never breaks the caller: every call computes and returns.
+pub fn broken_backend_computes_and_returns(f: &Fixture) {
+    let key = f.key("broken");
+    f.probe.set_failing(true);
+    let runs = Counter::default();
+    assert_eq!(memoize(&key, &f.locked(), runs.compute("v")), "v");
+    assert_eq!(memoize(&key, &f.opts(), runs.compute("v")), "v");
+    assert_eq!(runs.runs(), 2);
+    assert!(invalidate_on(f, &key).is_err());
+    f.probe.set_failing(false);
+    assert_eq!(f.stored(&key), None);
+}
+
+fn invalidate_on(f: &Fixture, key: &str) -> Result<(), cache_memoize::Error> {
+    f.backend()
+        .delete(cache_memoize::make_cache_key(key).as_str())
+}
+
+/// An `Err` is returned as is: nothing stored, lock released.
+pub fn err_is_returned_and_not_stored(f: &Fixture) {
+    let key = f.key("err");
+    let failed: Result<String, &str> = try_memoize(&key, &f.locked(), || Err("no"));
+    assert_eq!(failed, Err("no"));
+    assert_eq!(f.stored(&key), None);
+    assert_eq!(f.lock_token(&key), None);
+    let ok: Result<String, &str> = try_memoize(&key, &f.locked(), || Ok("yes".into()));
+    assert_eq!(ok.as_deref(), Ok("yes"));
+    let cached: Result<String, &str> = try_memoize(&key, &f.locked(), || Err("not called"));
+    assert_eq!(cached.as_deref(), Ok("yes"));
+}
+
+/// `force_overwrite` computes even on a hit and replaces the value.
+pub fn force_overwrite_recomputes_and_stores(f: &Fixture) {
+    let key = f.key("force");
+    store_elsewhere(f, &key, "old");
+    let forced = f.locked().force_overwrite(true);
+    assert_eq!(memoize(&key, &forced, || "new".to_owned()), "new");
+    assert_eq!(memoize(&key, &f.locked(), || "unused".to_owned()), "new");
+    assert_eq!(f.lock_token(&key), None);
+}
+
+/// A value stored under another version reads as a miss.
+pub fn version_change_is_a_miss(f: &Fixture) {
+    let key = f.key("version");
+    assert_eq!(
+        memoize(&key, &f.opts().version(1), || "v1".to_owned()),
+        "v1"
+    );
+    assert_eq!(
+        memoize(&key, &f.opts().version(2), || "v2".to_owned()),
+        "v2"
+    );
+    assert_eq!(
+        memoize(&key, &f.opts().version(2), || "unused".to_owned()),
+        "v2"
+    );
+}
+
+/// Without a lock, a miss computes and stores in two operations.
+pub fn unlocked_miss_computes_and_stores(f: &Fixture) {
+    let key = f.key("unlocked");
+    assert_eq!(memoize(&key, &f.opts(), || 7_u64), 7);
+    assert_eq!(f.probe.ops(), ["get", "set"]);
+    assert_eq!(memoize(&key, &f.opts(), || 8_u64), 7);
+}
+
+/// `invalidate` removes the value from the registered backend.
+pub fn invalidate_removes_the_value(f: &Fixture) {
+    // The registry is process-wide: register this fixture's backend for this call only
+    // in effect, since every scenario uses its own keys.
+    set_shared_backend(f.backend());
+    let key = f.key("invalidate");
+    assert_eq!(memoize(&key, &f.opts(), || 1_u8), 1);
+    assert!(invalidate(&key).is_ok());
+    assert_eq!(f.stored(&key), None);
+    assert_eq!(memoize(&key, &f.opts(), || 2_u8), 2);
+}
+
+/// The async form hits and misses like the sync one, in as many operations.
+pub fn async_hit_and_miss(f: &Fixture) {
+    let key = f.key("async");
+    runtime().block_on(async {
+        let runs = Counter::default();
+        let first = memoize_async(&key, &f.locked(), || async { runs.compute("async")() }).await;
+        assert_eq!(f.probe.ops(), ["get", "get_or_lock", "store_and_release"]);
+        f.probe.clear();
+        let second = memoize_async(&key, &f.locked(), || async { runs.compute("again")() }).await;
+        assert_eq!(f.probe.ops(), ["get"]);
+        assert_eq!(
+            (first.as_str(), second.as_str(), runs.runs()),
+            ("async", "async", 1)
+        );
+    });
+    assert_eq!(f.lock_token(&key), None);
+}
+
+/// Sixteen tasks released together on a cold key: one computes, all get its value.
+pub fn async_tasks_on_a_cold_key_compute_once(f: &Fixture) {
+    const TASKS: usize = 16;
+    let key = f.key("async-stampede");
+    let runs = Counter::default();
+    runtime().block_on(async {
+        let start = Arc::new(tokio::sync::Barrier::new(TASKS));
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|_| {
+                let (opts, key, runs, start) =
+                    (f.locked(), key.clone(), runs.clone(), Arc::clone(&start));
+                tokio::spawn(async move {
+                    start.wait().await;
+                    memoize_async(&key, &opts, || async move {
+                        tokio::task::yield_now().await;
+                        runs.compute("shared")()
+                    })
+                    .await
+                })
+            })
+            .collect();
+        for task in tasks {
+            assert_eq!(task.await.ok().as_deref(), Some("shared"));
+        }
+    });
+    assert_eq!(runs.runs(), 1);
+    assert_eq!(f.lock_token(&key), None);
+}
+
+/// A failing backend never breaks an async caller.
+pub fn async_broken_backend_computes_and_returns(f: &Fixture) {
+    let key = f.key("async-broken");
+    f.probe.set_failing(true);
+    runtime().block_on(async {
+        let value = memoize_async(&key, &f.locked(), || async { 5_i32 }).await;
+        assert_eq!(value, 5);
+    });
+}
+
+/// An async `Err` is returned and not stored.
+pub fn async_err_is_not_stored(f: &Fixture) {
+    let key = f.key("async-err");
+    runtime().block_on(async {
+        let failed: Result<String, String> =
+            try_memoize_async(&key, &f.locked(), || async { Err("no".to_owned()) }).await;
+        assert_eq!(failed, Err("no".to_owned()));
+    });
+    assert_eq!(f.stored(&key), None);
+    assert_eq!(f.lock_token(&key), None);
+}
