@@ -1,5 +1,8 @@
 #![doc = include_str!("../../README.md")]
 
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
 pub mod backend;
 mod coalesce;
 mod codec;
@@ -7,10 +10,12 @@ mod error;
 mod key;
 mod lock;
 mod memoize;
+mod refresh;
 mod registry;
 
 pub use backend::memory::MemoryBackend;
 pub use backend::{AsyncBackend, Backend, BoxFuture, CacheBackend, GetOrLock};
+pub use cache_memoize_macros::cache_memoize;
 pub use error::{BoxError, Error, LockError};
 pub use key::{CacheKey, MAX_KEY_LEN, escape_key_part, make_cache_key, set_key_prefix};
 pub use lock::{CacheLock, LockGuard, LockOptions};
@@ -18,4 +23,5 @@ pub use memoize::{
     DEFAULT_EXPIRE, MemoizeOptions, invalidate, memoize, memoize_async, try_memoize,
     try_memoize_async,
 };
+pub use refresh::{refresh, refresh_async};
 pub use registry::{backend, set_backend, set_shared_backend};

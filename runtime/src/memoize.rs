@@ -18,6 +18,7 @@ use crate::codec;
 use crate::error::{Error, LockError};
 use crate::key::{CacheKey, make_cache_key};
 use crate::lock::{CacheLock, LockGuard, LockOptions, new_token};
+use crate::refresh::take_forced;
 use crate::registry;
 
 /// The default time a memoized value lives: 30 days (Djblets' default).
@@ -144,8 +145,9 @@ where
     T: Serialize + DeserializeOwned,
     F: FnOnce() -> Result<T, E>,
 {
-    let call = Call::new(key, opts);
-    if !opts.force_overwrite {
+    let forced = opts.force_overwrite || take_forced();
+    let call = Call::new(key, opts, forced);
+    if !forced {
         match call.fetch() {
             Ok(Some(value)) => return Ok(value),
             Ok(None) => {}
@@ -196,8 +198,9 @@ where
     T: Serialize + DeserializeOwned,
     Fut: Future<Output = Result<T, E>>,
 {
-    let call = Call::new(key, opts);
-    if !opts.force_overwrite {
+    let forced = opts.force_overwrite || take_forced();
+    let call = Call::new(key, opts, forced);
+    if !forced {
         match call.fetch_async().await {
             Ok(Some(value)) => return Ok(value),
             Ok(None) => {}
@@ -239,14 +242,17 @@ struct Call<'a> {
     key: CacheKey,
     opts: &'a MemoizeOptions,
     backend: Arc<dyn CacheBackend>,
+    /// Compute and overwrite whatever is stored (`force_overwrite` or [`refresh`]).
+    forced: bool,
 }
 
 impl<'a> Call<'a> {
-    fn new(key: &str, opts: &'a MemoizeOptions) -> Self {
+    fn new(key: &str, opts: &'a MemoizeOptions, forced: bool) -> Self {
         Self {
             key: make_cache_key(key),
             opts,
             backend: opts.backend.clone().unwrap_or_else(registry::backend),
+            forced,
         }
     }
 
@@ -348,7 +354,7 @@ impl<'a> Call<'a> {
         token: &str,
         expire: Duration,
     ) -> Result<Option<Acquired<T>>, LockError> {
-        if !self.opts.force_overwrite {
+        if !self.forced {
             let found = self.backend.get_or_lock(
                 self.key.as_str(),
                 lock.key(),
@@ -373,7 +379,7 @@ impl<'a> Call<'a> {
         token: &str,
         expire: Duration,
     ) -> Result<Option<Acquired<T>>, LockError> {
-        if !self.opts.force_overwrite {
+        if !self.forced {
             let found = self
                 .backend
                 .get_or_lock_async(self.key.as_str(), lock.key(), token.as_bytes(), expire)

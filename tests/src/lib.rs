@@ -131,7 +131,8 @@ macro_rules! backend_suite {
                 force_overwrite_recomputes_and_stores, version_change_is_a_miss,
                 unlocked_miss_computes_and_stores, invalidate_removes_the_value,
                 async_hit_and_miss, async_tasks_on_a_cold_key_compute_once,
-                async_broken_backend_computes_and_returns, async_err_is_not_stored
+                async_broken_backend_computes_and_returns, async_err_is_not_stored,
+                refresh_recomputes_the_first_call_only, refresh_async_recomputes
             ]
         );
     };

@@ -409,3 +409,39 @@ pub fn async_err_is_not_stored(f: &Fixture) {
     assert_eq!(f.stored(&key), None);
     assert_eq!(f.lock_token(&key), None);
 }
+
+/// `refresh` forces the first memoized call inside it, and only that one.
+pub fn refresh_recomputes_the_first_call_only(f: &Fixture) {
+    let (outer, inner) = (f.key("refresh-outer"), f.key("refresh-inner"));
+    let opts = f.locked();
+    let call = |n: u32| memoize(&outer, &opts, || memoize(&inner, &opts, || n) + 100);
+    assert_eq!(call(1), 101);
+    assert_eq!(call(2), 101, "a hit");
+    assert_eq!(
+        cache_memoize::refresh(|| call(3)),
+        101,
+        "outer recomputed, inner still a hit"
+    );
+    assert_eq!(
+        cache_memoize::refresh(|| memoize(&inner, &opts, || 4_u32)),
+        4
+    );
+    assert_eq!(cache_memoize::refresh(|| call(5)), 104);
+    assert_eq!(call(6), 104, "nothing stays forced after the scope");
+}
+
+/// `refresh_async` forces the first memoized call of the future it wraps.
+pub fn refresh_async_recomputes(f: &Fixture) {
+    let key = f.key("refresh-async");
+    runtime().block_on(async {
+        let opts = f.locked();
+        assert_eq!(memoize_async(&key, &opts, || async { 1_u8 }).await, 1);
+        let refreshed = cache_memoize::refresh_async(async {
+            tokio::task::yield_now().await;
+            memoize_async(&key, &opts, || async { 2_u8 }).await
+        })
+        .await;
+        assert_eq!(refreshed, 2);
+        assert_eq!(memoize_async(&key, &opts, || async { 3_u8 }).await, 2);
+    });
+}

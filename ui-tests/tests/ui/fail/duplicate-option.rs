@@ -1,0 +1,15 @@
+use cache_memoize::cache_memoize;
+
+#[cache_memoize(key = "a", key = "b")]
+fn two_keys() -> u32 { 1 }
+
+#[cache_memoize(lock, lock(timeout = "1s"))]
+fn two_locks() -> u32 { 1 }
+
+#[cache_memoize(lock(retry = "1s", retry = "2s"))]
+fn two_retries() -> u32 { 1 }
+
+#[cache_memoize(force_overwrite, force_overwrite)]
+fn forced_twice() -> u32 { 1 }
+
+fn main() {}

@@ -1,0 +1,15 @@
+use cache_memoize::cache_memoize;
+
+struct UserId(u32);
+
+#[cache_memoize(key = "user:{id}")]
+fn named(id: UserId) -> u32 {
+    id.0
+}
+
+#[cache_memoize]
+fn defaulted(id: UserId) -> u32 {
+    id.0
+}
+
+fn main() {}

@@ -1,0 +1,32 @@
+use cache_memoize::cache_memoize;
+
+#[cache_memoize(key = "all:{a}", expire = "1m30s", version = 2, force_overwrite, lock(timeout = "5s", expire = "30s", retry = "100ms"))]
+fn every_option(a: u32) -> u32 {
+    a
+}
+
+#[cache_memoize(lock)]
+fn bare_lock(a: u32) -> u32 {
+    a
+}
+
+#[cache_memoize(lock(blocking = false, expire = "1h"), expire = "30d")]
+fn non_blocking(a: u32) -> u32 {
+    a
+}
+
+#[cache_memoize(key = "literal {{braces}}", expire = "250ms",)]
+fn trailing_comma() -> String {
+    String::new()
+}
+
+#[cache_memoize()]
+fn empty_parens() -> u8 {
+    1
+}
+
+fn main() {
+    let _ = (every_option(1), bare_lock(1), non_blocking(1), trailing_comma(), empty_parens());
+    let _ = every_option_cache_key(1);
+    let _ = every_option_invalidate(1);
+}
