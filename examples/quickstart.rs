@@ -7,20 +7,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use cache_memoize::{LockOptions, MemoizeOptions, memoize};
+use cache_memoize::cache_memoize;
 
 static COMPUTES: AtomicUsize = AtomicUsize::new(0);
 
-/// The expensive function: pretends to query a remote service.
+/// The expensive function: pretends to query a remote service for 200 ms.
+#[cache_memoize(key = "report:{day}", expire = "1h", lock(timeout = "5s", expire = "30s"))]
 fn daily_report(day: u32) -> String {
-    let opts = MemoizeOptions::new()
-        .expire(Duration::from_secs(3600))
-        .lock(LockOptions::default());
-    memoize(&format!("report:{day}"), &opts, || {
-        COMPUTES.fetch_add(1, Ordering::SeqCst);
-        thread::sleep(Duration::from_millis(200));
-        format!("report for day {day}: 42 orders")
-    })
+    COMPUTES.fetch_add(1, Ordering::SeqCst);
+    thread::sleep(Duration::from_millis(200));
+    format!("report for day {day}: 42 orders")
 }
 
 fn main() {
@@ -38,11 +34,13 @@ fn main() {
         callers.into_iter().filter_map(|c| c.join().ok()).collect()
     });
     let computes = COMPUTES.load(Ordering::SeqCst);
-    println!("{} callers got: {:?}", reports.len(), reports[0]);
+    let agreed = reports.iter().all(|r| *r == reports[0]);
+    println!("{} callers got {:?} (all the same: {agreed})", reports.len(), reports[0]);
     println!("computed {computes} time(s) for {THREADS} concurrent callers");
     let again = daily_report(7);
     println!(
-        "a later call is a hit: {again:?} (computed {} time(s) in all)",
-        COMPUTES.load(Ordering::SeqCst)
+        "a later call is a hit: {again:?}, still {} compute(s); stored under {}",
+        COMPUTES.load(Ordering::SeqCst),
+        daily_report_cache_key(7)
     );
 }
