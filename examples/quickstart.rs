@@ -12,7 +12,11 @@ use cache_memoize::cache_memoize;
 static COMPUTES: AtomicUsize = AtomicUsize::new(0);
 
 /// The expensive function: pretends to query a remote service for 200 ms.
-#[cache_memoize(key = "report:{day}", expire = "1h", lock(timeout = "5s", expire = "30s"))]
+#[cache_memoize(
+    key = "report:{day}",
+    expire = "1h",
+    lock(timeout = "5s", expire = "30s")
+)]
 fn daily_report(day: u32) -> String {
     COMPUTES.fetch_add(1, Ordering::SeqCst);
     thread::sleep(Duration::from_millis(200));
@@ -35,7 +39,11 @@ fn main() {
     });
     let computes = COMPUTES.load(Ordering::SeqCst);
     let agreed = reports.iter().all(|r| *r == reports[0]);
-    println!("{} callers got {:?} (all the same: {agreed})", reports.len(), reports[0]);
+    println!(
+        "{} callers got {:?} (all the same: {agreed})",
+        reports.len(),
+        reports[0]
+    );
     println!("computed {computes} time(s) for {THREADS} concurrent callers");
     let again = daily_report(7);
     println!(

@@ -14,6 +14,8 @@ mod refresh;
 mod registry;
 
 pub use backend::memory::MemoryBackend;
+#[cfg(feature = "redis")]
+pub use backend::redis::{RedisBackend, RedisBuilder};
 pub use backend::{AsyncBackend, Backend, BoxFuture, CacheBackend, GetOrLock};
 pub use cache_memoize_macros::cache_memoize;
 pub use error::{BoxError, Error, LockError};

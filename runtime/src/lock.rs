@@ -183,7 +183,7 @@ impl CacheLock {
     fn acquire_within(&self, timeout: Option<Duration>) -> Result<LockGuard, LockError> {
         let backend = self.resolved_backend();
         let token = new_token();
-        let waiter = self.waiter(timeout);
+        let mut waiter = self.waiter(timeout);
         while !self.try_add(&*backend, &token)? {
             waiter.pause(&*backend)?;
         }
@@ -196,7 +196,7 @@ impl CacheLock {
         let backend = self.resolved_backend();
         let token = new_token();
         let expire = self.options.expire;
-        let waiter = self.waiter(self.options.timeout);
+        let mut waiter = self.waiter(self.options.timeout);
         while !backend
             .add_async(&self.key, token.as_bytes(), expire)
             .await?
@@ -220,10 +220,12 @@ impl CacheLock {
 
     /// The waiting policy for one acquisition that may wait at most `timeout`.
     pub(crate) fn waiter(&self, timeout: Option<Duration>) -> Waiter<'_> {
+        let now = Instant::now();
         Waiter {
             lock: self,
             timeout,
-            started: Instant::now(),
+            started: now,
+            attempted: now,
         }
     }
 }
@@ -234,19 +236,29 @@ pub(crate) struct Waiter<'a> {
     lock: &'a CacheLock,
     timeout: Option<Duration>,
     started: Instant,
+    /// When the attempt that found the lock held began.
+    attempted: Instant,
 }
 
 impl Waiter<'_> {
     /// Waits before the next attempt, or fails once the timeout has passed.
-    pub(crate) fn pause(&self, backend: &dyn CacheBackend) -> Result<(), LockError> {
-        backend.wait_for_release(&self.lock.key, self.next_pause()?);
+    pub(crate) fn pause(&mut self, backend: &dyn CacheBackend) -> Result<(), LockError> {
+        let pause = self.next_pause()?;
+        backend.wait_for_release(&self.lock.key, self.attempted, pause);
+        self.attempted = Instant::now();
         Ok(())
     }
 
     /// The async form of [`pause`](Self::pause).
-    pub(crate) async fn pause_async(&self, backend: &dyn CacheBackend) -> Result<(), LockError> {
+    pub(crate) async fn pause_async(
+        &mut self,
+        backend: &dyn CacheBackend,
+    ) -> Result<(), LockError> {
         let pause = self.next_pause()?;
-        backend.wait_for_release_async(&self.lock.key, pause).await;
+        backend
+            .wait_for_release_async(&self.lock.key, self.attempted, pause)
+            .await;
+        self.attempted = Instant::now();
         Ok(())
     }
 

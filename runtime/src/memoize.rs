@@ -405,7 +405,7 @@ impl<'a> Call<'a> {
         token: &str,
         expire: Duration,
     ) -> Result<Acquired<T>, LockError> {
-        let waiter = lock.waiter(timeout);
+        let mut waiter = lock.waiter(timeout);
         loop {
             if let Some(acquired) = self.attempt(lock, token, expire)? {
                 return Ok(acquired);
@@ -421,7 +421,7 @@ impl<'a> Call<'a> {
         token: &str,
         expire: Duration,
     ) -> Result<Acquired<T>, LockError> {
-        let waiter = lock.waiter(timeout);
+        let mut waiter = lock.waiter(timeout);
         loop {
             if let Some(acquired) = self.attempt_async(lock, token, expire).await? {
                 return Ok(acquired);

@@ -7,6 +7,7 @@
 pub mod lock_suite;
 pub mod memoize_suite;
 pub mod probe;
+pub mod server;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +21,8 @@ pub struct Fixture {
     /// The backend under test, wrapped.
     pub probe: Arc<Probe>,
     id: String,
+    /// What must live as long as the backend (a private server).
+    keep: Option<Box<dyn std::any::Any>>,
 }
 
 impl Fixture {
@@ -28,7 +31,15 @@ impl Fixture {
         Self {
             probe: Arc::new(Probe::new(backend)),
             id: uuid::Uuid::new_v4().simple().to_string(),
+            keep: None,
         }
+    }
+
+    /// Keeps `guard` (such as the server behind the backend) alive with the fixture.
+    #[must_use]
+    pub fn keeping(mut self, guard: impl std::any::Any) -> Self {
+        self.keep = Some(Box::new(guard));
+        self
     }
 
     /// The probe as a backend handle.
@@ -105,12 +116,11 @@ pub fn runtime() -> tokio::runtime::Runtime {
     }
 }
 
-/// Defines one `#[test]` per scenario of the suite, each on a backend made by `$make`
-/// (an expression of type `Arc<dyn CacheBackend>`, evaluated once per test).
+/// Calls `$callback!` with the suite's scenarios, as `module: [scenario, ...]; ...`.
 #[macro_export]
-macro_rules! backend_suite {
-    ($make:expr) => {
-        $crate::backend_suite!(@tests $make;
+macro_rules! with_scenarios {
+    ($callback:ident! ($($args:tt)*)) => {
+        $crate::$callback!($($args)*;
             lock_suite: [
                 acquire_new_lock, held_lock_non_blocking_would_block, try_acquire_never_waits,
                 held_lock_blocking_waits_for_release, held_lock_times_out_naming_the_key,
@@ -136,12 +146,50 @@ macro_rules! backend_suite {
             ]
         );
     };
-    (@tests $make:expr; $($suite:ident : [$($scenario:ident),* $(,)?]);* $(;)?) => {
+}
+
+/// Defines one `#[test]` per scenario of the suite, each on a [`Fixture`] made by
+/// `$fixture` (evaluated once per test).
+#[macro_export]
+macro_rules! backend_suite {
+    ($fixture:expr) => {
+        $crate::with_scenarios!(backend_suite_tests!($fixture));
+    };
+}
+
+/// Defines one `#[test]` named `$name` that runs every scenario in turn, each on a
+/// [`Fixture`] made by `$fixture` (for an expensive shared setup, such as a cluster).
+#[macro_export]
+macro_rules! sequential_backend_suite {
+    ($name:ident, $setup:expr, |$shared:ident| $fixture:expr) => {
+        #[test]
+        fn $name() {
+            let $shared = $setup;
+            $crate::with_scenarios!(backend_suite_sequence!($fixture));
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! backend_suite_tests {
+    ($fixture:expr; $($suite:ident : [$($scenario:ident),* $(,)?]);* $(;)?) => {
         $($(
             #[test]
             fn $scenario() {
-                $crate::$suite::$scenario(&$crate::Fixture::new($make));
+                $crate::$suite::$scenario(&$fixture);
             }
+        )*)*
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! backend_suite_sequence {
+    ($fixture:expr; $($suite:ident : [$($scenario:ident),* $(,)?]);* $(;)?) => {
+        $($(
+            eprintln!("scenario {}", stringify!($scenario));
+            $crate::$suite::$scenario(&$fixture);
         )*)*
     };
 }

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cache_memoize::{AsyncBackend, Backend, BoxFuture, CacheBackend, Error, GetOrLock};
 
@@ -170,9 +170,9 @@ impl Backend for Probe {
         })
     }
 
-    fn wait_for_release(&self, lock_key: &str, max: Duration) {
+    fn wait_for_release(&self, lock_key: &str, attempted: Instant, max: Duration) {
         let _ = self.call("wait", lock_key, || {
-            self.inner.wait_for_release(lock_key, max);
+            self.inner.wait_for_release(lock_key, attempted, max);
             Ok(())
         });
     }
@@ -271,10 +271,17 @@ impl AsyncBackend for Probe {
         )
     }
 
-    fn wait_for_release_async<'a>(&'a self, lock_key: &'a str, max: Duration) -> BoxFuture<'a, ()> {
+    fn wait_for_release_async<'a>(
+        &'a self,
+        lock_key: &'a str,
+        attempted: Instant,
+        max: Duration,
+    ) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let _ = self.before("wait", lock_key);
-            self.inner.wait_for_release_async(lock_key, max).await;
+            self.inner
+                .wait_for_release_async(lock_key, attempted, max)
+                .await;
             self.finished("wait");
         })
     }

@@ -211,7 +211,7 @@ impl Backend for MemoryBackend {
     }
 
     /// Returns when `lock_key` is deleted (or already absent), or after `max`.
-    fn wait_for_release(&self, lock_key: &str, max: Duration) {
+    fn wait_for_release(&self, lock_key: &str, _attempted: Instant, max: Duration) {
         let store = self.lock();
         if store.entries.peek(lock_key).is_none() {
             return;
@@ -276,7 +276,12 @@ impl AsyncBackend for MemoryBackend {
         ))
     }
 
-    fn wait_for_release_async<'a>(&'a self, lock_key: &'a str, max: Duration) -> BoxFuture<'a, ()> {
+    fn wait_for_release_async<'a>(
+        &'a self,
+        lock_key: &'a str,
+        _attempted: Instant,
+        max: Duration,
+    ) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let deleted = self.deleted_async.notified();
             let mut deleted = std::pin::pin!(deleted);

@@ -15,7 +15,7 @@ pub mod redis;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::error::Error;
 
@@ -91,10 +91,12 @@ pub trait Backend: Send + Sync + 'static {
         self.compare_and_delete(lock_key, token)
     }
 
-    /// Blocks until `lock_key` may have been released, or for at most `max`.
-    /// Polling backends simply sleep; a backend with notifications returns early.
-    fn wait_for_release(&self, lock_key: &str, max: Duration) {
-        let _ = lock_key;
+    /// Blocks until `lock_key` may have been released since `attempted` (when the
+    /// caller last found it held), or for at most `max`. Polling backends simply sleep;
+    /// a backend with notifications returns early, and at once if a release arrived
+    /// after `attempted`.
+    fn wait_for_release(&self, lock_key: &str, attempted: Instant, max: Duration) {
+        let _ = (lock_key, attempted);
         std::thread::sleep(max);
     }
 }
@@ -181,8 +183,13 @@ pub trait AsyncBackend: Send + Sync + 'static {
     }
 
     /// See [`Backend::wait_for_release`]. The default sleeps on Tokio's timer.
-    fn wait_for_release_async<'a>(&'a self, lock_key: &'a str, max: Duration) -> BoxFuture<'a, ()> {
-        let _ = lock_key;
+    fn wait_for_release_async<'a>(
+        &'a self,
+        lock_key: &'a str,
+        attempted: Instant,
+        max: Duration,
+    ) -> BoxFuture<'a, ()> {
+        let _ = (lock_key, attempted);
         Box::pin(tokio::time::sleep(max))
     }
 }

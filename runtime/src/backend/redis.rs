@@ -1,1 +1,0 @@
-//! The Redis backend (built in a later step).

@@ -1,0 +1,31 @@
+//! The behaviour suite against Redis: a private server per scenario, and one private
+//! three-master cluster running every scenario in turn.
+
+use std::sync::Arc;
+
+use cache_memoize::RedisBackend;
+use cache_memoize_tests::Fixture;
+use cache_memoize_tests::server::{RedisCluster, RedisServer};
+
+fn on_private_server() -> Fixture {
+    let server = RedisServer::start();
+    match RedisBackend::connect(&server.url()) {
+        Ok(backend) => Fixture::new(Arc::new(backend)).keeping(server),
+        Err(err) => panic!("cannot connect to the test server: {err}"),
+    }
+}
+
+fn on_cluster(cluster: &RedisCluster) -> Fixture {
+    match RedisBackend::builder(cluster.urls()).cluster().connect() {
+        Ok(backend) => Fixture::new(Arc::new(backend)),
+        Err(err) => panic!("cannot connect to the test cluster: {err}"),
+    }
+}
+
+cache_memoize_tests::backend_suite!(on_private_server());
+
+cache_memoize_tests::sequential_backend_suite!(
+    whole_suite_on_a_three_master_cluster,
+    RedisCluster::start(),
+    |cluster| on_cluster(&cluster)
+);
