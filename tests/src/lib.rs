@@ -7,6 +7,7 @@
 pub mod lock_suite;
 pub mod memoize_suite;
 pub mod probe;
+pub mod proxy;
 pub mod server;
 
 use std::sync::Arc;

@@ -244,15 +244,15 @@ impl RedisBackend {
             .map_err(|err| Error::backend(operation, key, err))
     }
 
-    /// The shared async connection, opened on first use.
+    /// The shared async connection, opened on first use, and whether it was reused.
     async fn async_connection(
         &self,
         operation: &'static str,
         key: &str,
-    ) -> Result<AsyncConnection, Error> {
+    ) -> Result<(AsyncConnection, bool), Error> {
         let cached = self.slot().clone();
         if let Some(conn) = cached {
-            return Ok(conn);
+            return Ok((conn, true));
         }
         let opened = match &self.inner.client {
             Client::Single(client) => {
@@ -272,7 +272,7 @@ impl RedisBackend {
         };
         let conn = opened.map_err(|err| Error::backend(operation, key, err))?;
         *self.slot() = Some(conn.clone());
-        Ok(conn)
+        Ok((conn, false))
     }
 
     fn slot(&self) -> std::sync::MutexGuard<'_, Option<AsyncConnection>> {
@@ -282,42 +282,46 @@ impl RedisBackend {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Maps an async reply; after a connection failure the connection is reopened on
-    /// the next call (its driver may have died with the runtime that started it).
-    fn finish<T>(
+    /// Sends `request` on the shared async connection. A failed connection is dropped
+    /// (the next call opens another: its driver may have died with the runtime that
+    /// started it). A reused connection found dropped before the request reached the
+    /// server is replaced and the request sent once more.
+    async fn request_async<T: redis::FromRedisValue>(
         &self,
         operation: &'static str,
         key: &str,
-        reply: RedisResult<T>,
+        request: Request,
     ) -> Result<T, Error> {
-        reply.map_err(|err| {
-            if is_connection_failure(&err) {
+        let (mut conn, reused) = self.async_connection(operation, key).await?;
+        let mut reply = request.send(&mut conn).await;
+        if let Err(err) = &reply {
+            if is_connection_failure(err) {
                 self.slot().take();
             }
-            Error::backend(operation, key, err)
-        })
+            if reused && err.is_connection_dropped() && !err.is_timeout() {
+                let (mut fresh, _) = self.async_connection(operation, key).await?;
+                reply = request.send(&mut fresh).await;
+                if reply.as_ref().is_err_and(is_connection_failure) {
+                    self.slot().take();
+                }
+            }
+        }
+        reply.map_err(|err| Error::backend(operation, key, err))
     }
+}
 
-    async fn query_async<T: redis::FromRedisValue>(
-        &self,
-        operation: &'static str,
-        key: &str,
-        cmd: Cmd,
-    ) -> Result<T, Error> {
-        let mut conn = self.async_connection(operation, key).await?;
-        let reply = cmd.query_async(&mut conn).await;
-        self.finish(operation, key, reply)
-    }
+/// One async request: a command or a script.
+enum Request {
+    Command(Cmd),
+    Script(ScriptInvocation<'static>),
+}
 
-    async fn invoke_async<T: redis::FromRedisValue>(
-        &self,
-        operation: &'static str,
-        key: &str,
-        script: ScriptInvocation<'static>,
-    ) -> Result<T, Error> {
-        let mut conn = self.async_connection(operation, key).await?;
-        let reply = script.invoke_async(&mut conn).await;
-        self.finish(operation, key, reply)
+impl Request {
+    async fn send<T: redis::FromRedisValue>(&self, conn: &mut AsyncConnection) -> RedisResult<T> {
+        match self {
+            Self::Command(cmd) => cmd.query_async(conn).await,
+            Self::Script(script) => script.invoke_async(conn).await,
+        }
     }
 }
 
@@ -490,7 +494,7 @@ impl Backend for RedisBackend {
 
 impl AsyncBackend for RedisBackend {
     fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, Error>> {
-        Box::pin(self.query_async("get", key, get_cmd(key)))
+        Box::pin(self.request_async("get", key, Request::Command(get_cmd(key))))
     }
 
     fn get_many_async<'a>(
@@ -501,7 +505,7 @@ impl AsyncBackend for RedisBackend {
             match keys.first() {
                 None => Ok(Vec::new()),
                 Some(first) => {
-                    self.query_async("get_many", first, get_many_cmd(keys))
+                    self.request_async("get_many", first, Request::Command(get_many_cmd(keys)))
                         .await
                 }
             }
@@ -514,7 +518,11 @@ impl AsyncBackend for RedisBackend {
         value: &'a [u8],
         ttl: Duration,
     ) -> BoxFuture<'a, Result<(), Error>> {
-        Box::pin(self.query_async("set", key, set_cmd(key, value, ttl, false)))
+        Box::pin(self.request_async(
+            "set",
+            key,
+            Request::Command(set_cmd(key, value, ttl, false)),
+        ))
     }
 
     fn add_async<'a>(
@@ -525,14 +533,14 @@ impl AsyncBackend for RedisBackend {
     ) -> BoxFuture<'a, Result<bool, Error>> {
         Box::pin(async move {
             let reply: Option<String> = self
-                .query_async("add", key, set_cmd(key, value, ttl, true))
+                .request_async("add", key, Request::Command(set_cmd(key, value, ttl, true)))
                 .await?;
             Ok(reply.is_some())
         })
     }
 
     fn delete_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), Error>> {
-        Box::pin(self.query_async("delete", key, delete_cmd(key)))
+        Box::pin(self.request_async("delete", key, Request::Command(delete_cmd(key))))
     }
 
     fn compare_and_delete_async<'a>(
@@ -542,7 +550,11 @@ impl AsyncBackend for RedisBackend {
     ) -> BoxFuture<'a, Result<bool, Error>> {
         Box::pin(async move {
             let deleted: i64 = self
-                .invoke_async("compare_and_delete", key, compare_and_delete(key, expected))
+                .request_async(
+                    "compare_and_delete",
+                    key,
+                    Request::Script(compare_and_delete(key, expected)),
+                )
                 .await?;
             Ok(deleted == 1)
         })
@@ -556,10 +568,10 @@ impl AsyncBackend for RedisBackend {
     ) -> BoxFuture<'a, Result<bool, Error>> {
         Box::pin(async move {
             let extended: i64 = self
-                .invoke_async(
+                .request_async(
                     "compare_and_extend",
                     key,
-                    compare_and_extend(key, expected, ttl),
+                    Request::Script(compare_and_extend(key, expected, ttl)),
                 )
                 .await?;
             Ok(extended == 1)
@@ -575,10 +587,10 @@ impl AsyncBackend for RedisBackend {
     ) -> BoxFuture<'a, Result<GetOrLock, Error>> {
         Box::pin(async move {
             let reply = self
-                .invoke_async(
+                .request_async(
                     "get_or_lock",
                     key,
-                    get_or_lock(key, lock_key, token, lock_ttl),
+                    Request::Script(get_or_lock(key, lock_key, token, lock_ttl)),
                 )
                 .await?;
             get_or_lock_reply(key, reply)
@@ -595,7 +607,9 @@ impl AsyncBackend for RedisBackend {
     ) -> BoxFuture<'a, Result<bool, Error>> {
         Box::pin(async move {
             let script = store_and_release(key, value, ttl, lock_key, token);
-            let ours: i64 = self.invoke_async("store_and_release", key, script).await?;
+            let ours: i64 = self
+                .request_async("store_and_release", key, Request::Script(script))
+                .await?;
             Ok(ours == 1)
         })
     }

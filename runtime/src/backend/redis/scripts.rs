@@ -12,13 +12,15 @@ use redis::Script;
 pub(crate) const RELEASE_CHANNEL: &str = "cache-memoize:released:";
 
 /// KEYS: value, lock. ARGV: token, lock TTL (ms).
-/// Returns the value if present; else takes the lock: 1 if taken, 0 if held.
+/// Returns the value if present; else takes the lock: 1 if taken (or already ours,
+/// so a retried request is safe), 0 if held by another token.
 pub(crate) static GET_OR_LOCK: Lazy<Script> = Lazy::new(|| {
     Script::new(
         r"
 local value = redis.call('GET', KEYS[1])
 if value then return value end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+if redis.call('GET', KEYS[2]) == ARGV[1] then return 1 end
 return 0
 ",
     )

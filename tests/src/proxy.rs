@@ -1,0 +1,104 @@
+//! [`CountingProxy`]: a TCP proxy in front of a test server that records every command
+//! a client sends (by name), so round trips are counted on the wire, not assumed.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
+
+/// Forwards `127.0.0.1:port()` to a server, recording the commands sent to it.
+pub struct CountingProxy {
+    port: u16,
+    commands: Arc<Mutex<Vec<String>>>,
+}
+
+impl CountingProxy {
+    /// Starts a proxy to `127.0.0.1:upstream`.
+    ///
+    /// # Panics
+    /// If it cannot listen.
+    pub fn start(upstream: u16) -> Self {
+        let listener = match TcpListener::bind("127.0.0.1:0") {
+            Ok(listener) => listener,
+            Err(err) => panic!("proxy cannot listen: {err}"),
+        };
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+        let commands = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&commands);
+        thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let log = Arc::clone(&log);
+                thread::spawn(move || {
+                    let _ = forward(client, upstream, &log);
+                });
+            }
+        });
+        Self { port, commands }
+    }
+
+    /// The proxy's URL.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// The command names sent so far, in order (upper case).
+    pub fn commands(&self) -> Vec<String> {
+        self.commands
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Forgets the commands recorded so far.
+    pub fn clear(&self) {
+        self.commands
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+}
+
+fn forward(client: TcpStream, upstream: u16, log: &Mutex<Vec<String>>) -> std::io::Result<()> {
+    let server = TcpStream::connect(("127.0.0.1", upstream))?;
+    let (mut to_client, mut from_server) = (client.try_clone()?, server.try_clone()?);
+    thread::spawn(move || std::io::copy(&mut from_server, &mut to_client));
+    let mut requests = BufReader::new(client);
+    let mut to_server = server;
+    loop {
+        let (name, raw) = read_command(&mut requests)?;
+        log.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(name);
+        to_server.write_all(&raw)?;
+    }
+}
+
+/// Reads one RESP request (`*N` then N bulk strings): its name and its raw bytes.
+fn read_command(reader: &mut impl BufRead) -> std::io::Result<(String, Vec<u8>)> {
+    let mut raw = Vec::new();
+    let count = read_header(reader, b'*', &mut raw)?;
+    let mut name = String::new();
+    for index in 0..count {
+        let len = read_header(reader, b'$', &mut raw)?;
+        let mut bulk = vec![0; len + 2];
+        reader.read_exact(&mut bulk)?;
+        if index == 0 {
+            name = String::from_utf8_lossy(&bulk[..len]).to_uppercase();
+        }
+        raw.extend_from_slice(&bulk);
+    }
+    Ok((name, raw))
+}
+
+fn read_header(reader: &mut impl BufRead, marker: u8, raw: &mut Vec<u8>) -> std::io::Result<usize> {
+    let mut line = Vec::new();
+    if reader.read_until(b'\n', &mut line)? == 0 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    raw.extend_from_slice(&line);
+    let text = String::from_utf8_lossy(&line);
+    text.trim_end()
+        .strip_prefix(char::from(marker))
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not a RESP request: {text:?}")))
+}
