@@ -124,6 +124,8 @@ pub struct RedisBuilder {
     cluster: bool,
     connect_timeout: Duration,
     response_timeout: Duration,
+    #[cfg(feature = "tls")]
+    root_certificate: Option<Vec<u8>>,
 }
 
 impl RedisBuilder {
@@ -138,6 +140,14 @@ impl RedisBuilder {
     /// The time allowed for each reply (default 1 s), sync and async alike.
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
         self.response_timeout = timeout;
+        self
+    }
+
+    /// Trusts the certificate authority in `pem` (instead of the web's public roots)
+    /// for `rediss://` connections: for servers with a private CA.
+    #[cfg(feature = "tls")]
+    pub fn root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.root_certificate = Some(pem.into());
         self
     }
 
@@ -164,15 +174,18 @@ impl RedisBuilder {
             url: address.clone(),
             source: "no URL given".into(),
         })?;
-        let subscriber = redis::Client::open(first.as_str()).map_err(connect_error)?;
+        let subscriber = self.open_client(first).map_err(connect_error)?;
         let client = if self.cluster {
             let cluster =
                 redis::cluster::ClusterClient::builder(self.urls.iter().map(String::as_str))
                     .connection_timeout(self.connect_timeout)
-                    .response_timeout(self.response_timeout)
-                    .build()
-                    .map_err(connect_error)?;
-            Client::Cluster(cluster)
+                    .response_timeout(self.response_timeout);
+            #[cfg(feature = "tls")]
+            let cluster = match &self.root_certificate {
+                Some(pem) => cluster.certs(certificates(pem)),
+                None => cluster,
+            };
+            Client::Cluster(cluster.build().map_err(connect_error)?)
         } else {
             Client::Single(subscriber.clone())
         };
@@ -191,6 +204,24 @@ impl RedisBuilder {
                 hub,
             }),
         })
+    }
+}
+
+impl RedisBuilder {
+    fn open_client(&self, url: &str) -> RedisResult<redis::Client> {
+        #[cfg(feature = "tls")]
+        if let Some(pem) = &self.root_certificate {
+            return redis::Client::build_with_tls(url, certificates(pem));
+        }
+        redis::Client::open(url)
+    }
+}
+
+#[cfg(feature = "tls")]
+fn certificates(pem: &[u8]) -> redis::TlsCertificates {
+    redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem.to_vec()),
     }
 }
 
@@ -229,6 +260,8 @@ impl RedisBackend {
             cluster: false,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            #[cfg(feature = "tls")]
+            root_certificate: None,
         }
     }
 
