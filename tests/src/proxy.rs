@@ -18,6 +18,14 @@ impl CountingProxy {
     /// # Panics
     /// If it cannot listen.
     pub fn start(upstream: u16) -> Self {
+        Self::start_to(format!("127.0.0.1:{upstream}"))
+    }
+
+    /// Starts a proxy to `upstream` (`host:port`).
+    ///
+    /// # Panics
+    /// If it cannot listen.
+    pub fn start_to(upstream: String) -> Self {
         let listener = match TcpListener::bind("127.0.0.1:0") {
             Ok(listener) => listener,
             Err(err) => panic!("proxy cannot listen: {err}"),
@@ -27,9 +35,9 @@ impl CountingProxy {
         let log = Arc::clone(&commands);
         thread::spawn(move || {
             for client in listener.incoming().flatten() {
-                let log = Arc::clone(&log);
+                let (log, upstream) = (Arc::clone(&log), upstream.clone());
                 thread::spawn(move || {
-                    let _ = forward(client, upstream, &log);
+                    let _ = forward(client, &upstream, &log);
                 });
             }
         });
@@ -58,8 +66,10 @@ impl CountingProxy {
     }
 }
 
-fn forward(client: TcpStream, upstream: u16, log: &Mutex<Vec<String>>) -> std::io::Result<()> {
-    let server = TcpStream::connect(("127.0.0.1", upstream))?;
+fn forward(client: TcpStream, upstream: &str, log: &Mutex<Vec<String>>) -> std::io::Result<()> {
+    let server = TcpStream::connect(upstream)?;
+    let _ = server.set_nodelay(true);
+    let _ = client.set_nodelay(true);
     let (mut to_client, mut from_server) = (client.try_clone()?, server.try_clone()?);
     thread::spawn(move || std::io::copy(&mut from_server, &mut to_client));
     let mut requests = BufReader::new(client);

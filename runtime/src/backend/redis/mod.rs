@@ -124,6 +124,7 @@ pub struct RedisBuilder {
     cluster: bool,
     connect_timeout: Duration,
     response_timeout: Duration,
+    wake_ups: bool,
     #[cfg(feature = "tls")]
     root_certificate: Option<Vec<u8>>,
 }
@@ -148,6 +149,13 @@ impl RedisBuilder {
     #[cfg(feature = "tls")]
     pub fn root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.root_certificate = Some(pem.into());
+        self
+    }
+
+    /// Whether lock waiters are woken through pub/sub (default `true`). With `false`
+    /// they only poll every `retry`, as Djblets does: for comparing, not for production.
+    pub fn wake_ups(mut self, enabled: bool) -> Self {
+        self.wake_ups = enabled;
         self
     }
 
@@ -192,7 +200,9 @@ impl RedisBuilder {
         let pool = Pool::new(client.clone(), self.connect_timeout, self.response_timeout);
         pool.put(pool.open().map_err(connect_error)?);
         let hub = Arc::new(Hub::default());
-        wake::spawn_subscriber(subscriber, self.connect_timeout, &hub);
+        if self.wake_ups {
+            wake::spawn_subscriber(subscriber, self.connect_timeout, &hub);
+        }
         Ok(RedisBackend {
             inner: Arc::new(Inner {
                 address,
@@ -260,6 +270,7 @@ impl RedisBackend {
             cluster: false,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            wake_ups: true,
             #[cfg(feature = "tls")]
             root_certificate: None,
         }
