@@ -12,12 +12,12 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::backend::{CacheBackend, GetOrLock};
+use crate::backend::CacheBackend;
+use crate::call::{Acquired, Call};
 use crate::coalesce::{self, Leader, Role};
-use crate::codec;
 use crate::error::{Error, LockError};
-use crate::key::{CacheKey, make_cache_key};
-use crate::lock::{CacheLock, LockGuard, LockOptions, new_token};
+use crate::key::make_cache_key;
+use crate::lock::{LockGuard, LockOptions, new_token};
 use crate::refresh::take_forced;
 use crate::registry;
 
@@ -38,11 +38,11 @@ pub const DEFAULT_EXPIRE: Duration = Duration::from_secs(30 * 24 * 3600);
 /// ```
 #[derive(Clone)]
 pub struct MemoizeOptions {
-    expire: Duration,
-    version: u32,
-    force_overwrite: bool,
-    lock: Option<LockOptions>,
-    backend: Option<Arc<dyn CacheBackend>>,
+    pub(crate) expire: Duration,
+    pub(crate) version: u32,
+    pub(crate) force_overwrite: bool,
+    pub(crate) lock: Option<LockOptions>,
+    pub(crate) backend: Option<Arc<dyn CacheBackend>>,
 }
 
 impl Default for MemoizeOptions {
@@ -110,6 +110,11 @@ impl MemoizeOptions {
     pub fn backend(mut self, backend: Arc<dyn CacheBackend>) -> Self {
         self.backend = Some(backend);
         self
+    }
+
+    /// The backend these options name, or the registered one.
+    pub(crate) fn backend_handle(&self) -> Arc<dyn CacheBackend> {
+        self.backend.clone().unwrap_or_else(registry::backend)
     }
 }
 
@@ -229,207 +234,9 @@ pub fn invalidate(key: &str) -> Result<(), Error> {
     registry::backend().delete(make_cache_key(key).as_str())
 }
 
-/// What the leader's wait for the lock ended with.
-enum Acquired<T> {
-    /// Someone stored the value meanwhile (its bytes are shared with followers).
-    Found(T, Vec<u8>),
-    /// The lock is ours: compute.
-    Locked,
-}
-
-/// One memoized call: the key, the options and the backend it runs against.
-struct Call<'a> {
-    key: CacheKey,
-    opts: &'a MemoizeOptions,
-    backend: Arc<dyn CacheBackend>,
-    /// Compute and overwrite whatever is stored (`force_overwrite` or [`refresh`]).
-    forced: bool,
-}
-
-impl<'a> Call<'a> {
-    fn new(key: &str, opts: &'a MemoizeOptions, forced: bool) -> Self {
-        Self {
-            key: make_cache_key(key),
-            opts,
-            backend: opts.backend.clone().unwrap_or_else(registry::backend),
-            forced,
-        }
-    }
-
-    fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Option<T> {
-        codec::decode(bytes, self.opts.version)
-    }
-
-    /// The stored value; `Err` (already logged) when the backend failed, in which case
-    /// the caller computes without the backend.
-    fn fetch<T: DeserializeOwned>(&self) -> Result<Option<T>, ()> {
-        let read = self.backend.get(self.key.as_str());
-        self.read_result(read)
-    }
-
-    async fn fetch_async<T: DeserializeOwned>(&self) -> Result<Option<T>, ()> {
-        let read = self.backend.get_async(self.key.as_str()).await;
-        self.read_result(read)
-    }
-
-    fn read_result<T: DeserializeOwned>(
-        &self,
-        read: Result<Option<Vec<u8>>, Error>,
-    ) -> Result<Option<T>, ()> {
-        match read {
-            Ok(bytes) => Ok(bytes.and_then(|bytes| self.decode(&bytes))),
-            Err(err) => {
-                self.fail_open(&err);
-                Err(())
-            }
-        }
-    }
-
-    fn fail_open(&self, err: &dyn std::error::Error) {
-        tracing::warn!(key = %self.key, error = %err, "cache backend failed; computing without it");
-    }
-
-    fn encode<T: Serialize>(&self, value: &T) -> Option<Vec<u8>> {
-        codec::encode(value, self.opts.version)
-            .inspect_err(|err| tracing::warn!(key = %self.key, error = %err, "cannot encode the value; not stored"))
-            .ok()
-    }
-
-    /// Stores `value` without a lock; returns its encoding.
-    fn store<T: Serialize>(&self, value: &T) -> Option<Vec<u8>> {
-        let bytes = self.encode(value)?;
-        if let Err(err) = self
-            .backend
-            .set(self.key.as_str(), &bytes, self.opts.expire)
-        {
-            self.fail_open(&err);
-        }
-        Some(bytes)
-    }
-
-    async fn store_async<T: Serialize>(&self, value: &T) -> Option<Vec<u8>> {
-        let bytes = self.encode(value)?;
-        if let Err(err) = self
-            .backend
-            .set_async(self.key.as_str(), &bytes, self.opts.expire)
-            .await
-        {
-            self.fail_open(&err);
-        }
-        Some(bytes)
-    }
-
-    fn lock(&self, options: LockOptions) -> (CacheLock, Option<Duration>) {
-        let lock = CacheLock::for_key(&self.key)
-            .options(options)
-            .backend(Arc::clone(&self.backend));
-        let timeout = if options.blocking {
-            options.timeout
-        } else {
-            Some(Duration::ZERO)
-        };
-        (lock, timeout)
-    }
-
-    /// One attempt at the lock: the stored value if someone stored it meanwhile, the
-    /// lock if free, `None` while another caller holds it.
-    fn interpret<T: DeserializeOwned>(
-        &self,
-        found: GetOrLock,
-    ) -> Option<Result<Acquired<T>, GetOrLock>> {
-        match found {
-            GetOrLock::Value(bytes) => match self.decode(&bytes) {
-                Some(value) => Some(Ok(Acquired::Found(value, bytes))),
-                // Unreadable bytes are a miss: take the lock and overwrite them.
-                None => Some(Err(GetOrLock::Value(bytes))),
-            },
-            GetOrLock::Locked => Some(Ok(Acquired::Locked)),
-            GetOrLock::Held => None,
-        }
-    }
-
-    fn attempt<T: DeserializeOwned>(
-        &self,
-        lock: &CacheLock,
-        token: &str,
-        expire: Duration,
-    ) -> Result<Option<Acquired<T>>, LockError> {
-        if !self.forced {
-            let found = self.backend.get_or_lock(
-                self.key.as_str(),
-                lock.key(),
-                token.as_bytes(),
-                expire,
-            )?;
-            match self.interpret(found) {
-                Some(Ok(acquired)) => return Ok(Some(acquired)),
-                None => return Ok(None),
-                Some(Err(_unreadable)) => {}
-            }
-        }
-        Ok(self
-            .backend
-            .add(lock.key(), token.as_bytes(), expire)?
-            .then_some(Acquired::Locked))
-    }
-
-    async fn attempt_async<T: DeserializeOwned>(
-        &self,
-        lock: &CacheLock,
-        token: &str,
-        expire: Duration,
-    ) -> Result<Option<Acquired<T>>, LockError> {
-        if !self.forced {
-            let found = self
-                .backend
-                .get_or_lock_async(self.key.as_str(), lock.key(), token.as_bytes(), expire)
-                .await?;
-            match self.interpret(found) {
-                Some(Ok(acquired)) => return Ok(Some(acquired)),
-                None => return Ok(None),
-                Some(Err(_unreadable)) => {}
-            }
-        }
-        Ok(self
-            .backend
-            .add_async(lock.key(), token.as_bytes(), expire)
-            .await?
-            .then_some(Acquired::Locked))
-    }
-
-    /// Waits until the value is found or the lock is ours.
-    fn acquire<T: DeserializeOwned>(
-        &self,
-        lock: &CacheLock,
-        timeout: Option<Duration>,
-        token: &str,
-        expire: Duration,
-    ) -> Result<Acquired<T>, LockError> {
-        let mut waiter = lock.waiter(timeout);
-        loop {
-            if let Some(acquired) = self.attempt(lock, token, expire)? {
-                return Ok(acquired);
-            }
-            waiter.pause(&*self.backend)?;
-        }
-    }
-
-    async fn acquire_async<T: DeserializeOwned>(
-        &self,
-        lock: &CacheLock,
-        timeout: Option<Duration>,
-        token: &str,
-        expire: Duration,
-    ) -> Result<Acquired<T>, LockError> {
-        let mut waiter = lock.waiter(timeout);
-        loop {
-            if let Some(acquired) = self.attempt_async(lock, token, expire).await? {
-                return Ok(acquired);
-            }
-            waiter.pause_async(&*self.backend).await?;
-        }
-    }
-
+/// The value path's leader: take the lock (or find the value), compute, store and
+/// release, and share the result with this process's followers.
+impl Call<'_> {
     /// The leader's path: take the lock (or find the value), compute, store and
     /// release, and share the result with this process's followers.
     fn lead<T, E>(
@@ -531,20 +338,5 @@ impl<'a> Call<'a> {
             leader.land(bytes.into());
         }
         Ok(value)
-    }
-
-    fn report_release(&self, released: Result<bool, Error>) {
-        match released {
-            Ok(true) => {}
-            Ok(false) => tracing::warn!(
-                key = %self.key,
-                "the lock expired while computing; another caller may have computed too (raise the lock's expire)"
-            ),
-            Err(err) => self.fail_open(&err),
-        }
-    }
-
-    fn lock_missed(&self, err: &LockError) {
-        tracing::warn!(key = %self.key, error = %err, "lock not acquired; computing without it");
     }
 }
