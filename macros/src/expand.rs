@@ -21,12 +21,14 @@ enum Output<'a> {
     Plain(&'a Type),
     /// `Result<T, E>` (or an alias with `T` first): only `Ok(T)` is stored.
     Result(&'a Type),
+    /// `impl Iterator<Item = T>`: a memoized iterator of `T`.
+    Iter(&'a Type),
 }
 
 impl Output<'_> {
     fn cached(&self) -> &Type {
         match self {
-            Output::Plain(ty) | Output::Result(ty) => ty,
+            Output::Plain(ty) | Output::Result(ty) | Output::Iter(ty) => ty,
         }
     }
 }
@@ -62,10 +64,13 @@ fn output(sig: &Signature) -> syn::Result<Output<'_>> {
             ty,
             "#[cache_memoize] needs a return value to cache; `()` has nothing to store",
         )),
-        Type::ImplTrait(imp) if is_iterator(&imp.bounds) => Err(syn::Error::new_spanned(
-            ty,
-            "memoized iterators (`impl Iterator`) are not supported yet; return a `Vec<_>` instead",
-        )),
+        Type::ImplTrait(imp) if is_iterator(&imp.bounds) => match iterator_item(&imp.bounds) {
+            Some(item) => Ok(Output::Iter(item)),
+            None => Err(syn::Error::new_spanned(
+                ty,
+                "#[cache_memoize] needs the item type spelled out: `impl Iterator<Item = T>`",
+            )),
+        },
         Type::ImplTrait(_) => Err(syn::Error::new_spanned(
             ty,
             "#[cache_memoize] stores the return value, so it needs a concrete type, not `impl Trait`",
@@ -75,10 +80,29 @@ fn output(sig: &Signature) -> syn::Result<Output<'_>> {
     }
 }
 
-fn is_iterator(bounds: &syn::punctuated::Punctuated<TypeParamBound, syn::Token![+]>) -> bool {
+type Bounds = syn::punctuated::Punctuated<TypeParamBound, syn::Token![+]>;
+
+fn is_iterator(bounds: &Bounds) -> bool {
     bounds.iter().any(|bound| {
         matches!(bound, TypeParamBound::Trait(t)
-            if t.path.segments.last().is_some_and(|s| s.ident == "Iterator" || s.ident == "IntoIterator"))
+            if t.path.segments.last().is_some_and(|s| s.ident == "Iterator"))
+    })
+}
+
+/// `T` of `impl Iterator<Item = T>`.
+fn iterator_item(bounds: &Bounds) -> Option<&Type> {
+    bounds.iter().find_map(|bound| {
+        let TypeParamBound::Trait(bound) = bound else {
+            return None;
+        };
+        let last = bound.path.segments.last()?;
+        let PathArguments::AngleBracketed(args) = &last.arguments else {
+            return None;
+        };
+        args.args.iter().find_map(|arg| match arg {
+            GenericArgument::AssocType(assoc) if assoc.ident == "Item" => Some(&assoc.ty),
+            _ => None,
+        })
     })
 }
 
@@ -261,6 +285,10 @@ fn memoized_fn(
                 let #value_var: #ret = #block;
                 #value_var
             }).await),
+        (false, Output::Iter(_)) => quote_spanned!(span=>
+            ::cache_memoize::__private::memoize_iter(&#key_var, &#opts_var, move || #block)),
+        (true, Output::Iter(_)) => quote_spanned!(span=>
+            ::cache_memoize::__private::memoize_iter_async(&#key_var, &#opts_var, move || async move #block).await),
     };
     quote! {
         #(#attrs)*

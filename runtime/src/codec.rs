@@ -1,12 +1,13 @@
 //! The stored form of a value: an envelope, then the bincode payload.
 //!
 //! ```text
-//! magic "cmz" | format version (1 byte) | type fingerprint (8, LE) | user version (4, LE) | bincode
+//! magic "cmz" | format (1 byte) | type fingerprint (8, LE) | user version (4, LE) | CRC-32 of the payload (4, LE) | bincode
 //! ```
 //!
 //! Anything that does not match what the reader expects (another type, another
-//! version, truncated or foreign bytes) decodes as `None`: a miss, which the caller
-//! recomputes and overwrites. Decoding never panics, and never allocates much more than
+//! version, truncated, corrupted or foreign bytes) decodes as `None`: a miss, which the
+//! caller recomputes and overwrites. The checksum is verified before anything is
+//! decoded, so corrupted bytes that would still decode never become a wrong value. Decoding never panics, and never allocates much more than
 //! the input's own size (bincode's limit is set from the input's length).
 
 use std::any::type_name;
@@ -19,37 +20,86 @@ use serde::de::DeserializeOwned;
 use crate::error::BoxError;
 
 const MAGIC: &[u8; 3] = b"cmz";
-const FORMAT_VERSION: u8 = 1;
-const HEADER_LEN: usize = MAGIC.len() + 1 + 8 + 4;
+const FORMAT_VERSION: u8 = 2;
+/// The envelope's length; the checksum is its last 4 bytes.
+pub(crate) const HEADER_LEN: usize = MAGIC.len() + 1 + 8 + 4 + 4;
 
 /// Encodes `value` of type `T`, tagged with `version`.
 pub(crate) fn encode<T: Serialize>(value: &T, version: u32) -> Result<Vec<u8>, BoxError> {
     let mut out = Vec::with_capacity(HEADER_LEN + 64);
-    out.extend_from_slice(MAGIC);
-    out.push(FORMAT_VERSION);
-    out.extend_from_slice(&fingerprint::<T>().to_le_bytes());
-    out.extend_from_slice(&version.to_le_bytes());
-    bincode::serde::encode_into_std_write(value, &mut out, standard())?;
+    write_header::<T>(&mut out, version);
+    encode_item(value, &mut out)?;
+    seal(&mut out);
     Ok(out)
 }
 
 /// Decodes bytes written by [`encode`] for the same `T` and `version`; `None` (logged
 /// at debug) for anything else.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], version: u32) -> Option<T> {
-    match decode_checked(bytes, version) {
-        Ok(value) => Some(value),
-        Err(reason) => {
-            tracing::debug!(
-                reason,
-                ty = type_name::<T>(),
-                "cached bytes unreadable; treated as a miss"
-            );
-            None
+    let decoded = payload::<T>(bytes, version).and_then(|payload| {
+        let (value, read) = decode_bounded::<T>(payload).map_err(|_| "payload does not decode")?;
+        if read == payload.len() {
+            Ok(value)
+        } else {
+            Err("payload has trailing bytes")
         }
-    }
+    });
+    logged::<T, T>(decoded)
 }
 
-fn decode_checked<T: DeserializeOwned>(bytes: &[u8], version: u32) -> Result<T, &'static str> {
+/// Writes the envelope for values of type `Tag` (the fingerprint's type), with a
+/// checksum to be filled in by [`seal`] once the payload follows.
+pub(crate) fn write_header<Tag>(out: &mut Vec<u8>, version: u32) {
+    out.extend_from_slice(MAGIC);
+    out.push(FORMAT_VERSION);
+    out.extend_from_slice(&fingerprint::<Tag>().to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
+}
+
+/// Fills in the checksum of the envelope at the start of `bytes`; returns it.
+pub(crate) fn seal(bytes: &mut [u8]) -> u32 {
+    let checksum = crc32fast::hash(&bytes[HEADER_LEN..]);
+    bytes[HEADER_LEN - 4..HEADER_LEN].copy_from_slice(&checksum.to_le_bytes());
+    checksum
+}
+
+/// The checksum recorded in the envelope at the start of `bytes`, if it has one.
+pub(crate) fn recorded_checksum(bytes: &[u8]) -> Option<u32> {
+    let field = bytes.get(HEADER_LEN - 4..HEADER_LEN)?;
+    Some(u32::from_le_bytes(field.try_into().ok()?))
+}
+
+/// Appends `value`'s bincode encoding (no envelope) to `out`.
+pub(crate) fn encode_item<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), BoxError> {
+    bincode::serde::encode_into_std_write(value, out, standard())?;
+    Ok(())
+}
+
+/// The bytes after an envelope written for `Tag` and `version`; `None` (logged at
+/// debug) when the envelope does not match.
+pub(crate) fn checked_payload<Tag>(bytes: &[u8], version: u32) -> Option<&[u8]> {
+    logged::<Tag, &[u8]>(payload::<Tag>(bytes, version))
+}
+
+/// Decodes one item at the start of `payload`, and how many bytes it took.
+pub(crate) fn decode_item<T: DeserializeOwned>(payload: &[u8]) -> Option<(T, usize)> {
+    logged::<T, (T, usize)>(decode_bounded::<T>(payload).map_err(|_| "item does not decode"))
+}
+
+fn logged<Tag, V>(decoded: Result<V, &'static str>) -> Option<V> {
+    decoded
+        .inspect_err(|reason| {
+            tracing::debug!(
+                reason,
+                ty = type_name::<Tag>(),
+                "cached bytes unreadable; treated as a miss"
+            );
+        })
+        .ok()
+}
+
+fn payload<Tag>(bytes: &[u8], version: u32) -> Result<&[u8], &'static str> {
     let (header, payload) = bytes
         .split_at_checked(HEADER_LEN)
         .ok_or("shorter than the envelope")?;
@@ -61,18 +111,18 @@ fn decode_checked<T: DeserializeOwned>(bytes: &[u8], version: u32) -> Result<T, 
     if format[0] != FORMAT_VERSION {
         return Err("another envelope format version");
     }
-    let (type_print, user_version) = rest.split_at(8);
-    if type_print != fingerprint::<T>().to_le_bytes() {
+    let (type_print, rest) = rest.split_at(8);
+    if type_print != fingerprint::<Tag>().to_le_bytes() {
         return Err("written for another type");
     }
+    let (user_version, checksum) = rest.split_at(4);
     if user_version != version.to_le_bytes() {
         return Err("written for another version");
     }
-    let (value, read) = decode_bounded::<T>(payload).map_err(|_| "payload does not decode")?;
-    if read != payload.len() {
-        return Err("payload has trailing bytes");
+    if checksum != crc32fast::hash(payload).to_le_bytes() {
+        return Err("the checksum does not match: corrupted");
     }
-    Ok(value)
+    Ok(payload)
 }
 
 type Decoded<T> = Result<(T, usize), bincode::error::DecodeError>;
@@ -170,9 +220,18 @@ mod tests {
     }
 
     #[test]
+    fn a_flipped_payload_byte_that_still_decodes_reads_as_a_miss() {
+        let mut bytes = encode(&7_u8, 0).unwrap_or_default();
+        let last = bytes.len() - 1;
+        bytes[last] = 8; // still a valid u8
+        assert_eq!(decode::<u8>(&bytes, 0), None);
+    }
+
+    #[test]
     fn trailing_bytes_read_as_a_miss() {
         let mut bytes = encoded();
         bytes.push(0);
+        seal(&mut bytes);
         assert_eq!(decode::<Report>(&bytes, 0), None);
     }
 
@@ -192,6 +251,7 @@ mod tests {
         // bincode varint: 0xfd announces a u64 length; claim 2^60 bytes.
         bytes.push(0xfd);
         bytes.extend_from_slice(&(1u64 << 60).to_le_bytes());
+        seal(&mut bytes);
         assert_eq!(decode::<String>(&bytes, 0), None);
     }
 

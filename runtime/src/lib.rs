@@ -8,6 +8,7 @@ mod call;
 mod coalesce;
 mod codec;
 mod error;
+mod iter;
 mod key;
 mod lock;
 mod memoize;
@@ -20,6 +21,7 @@ pub use backend::redis::{RedisBackend, RedisBuilder};
 pub use backend::{AsyncBackend, Backend, BoxFuture, CacheBackend, GetOrLock};
 pub use cache_memoize_macros::cache_memoize;
 pub use error::{BoxError, Error, LockError};
+pub use iter::{DEFAULT_CHUNK_SIZE, MemoIter, memoize_iter, memoize_iter_async};
 pub use key::{CacheKey, MAX_KEY_LEN, escape_key_part, make_cache_key, set_key_prefix};
 pub use lock::{CacheLock, LockGuard, LockOptions};
 pub use memoize::{

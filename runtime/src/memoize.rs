@@ -43,6 +43,7 @@ pub struct MemoizeOptions {
     pub(crate) force_overwrite: bool,
     pub(crate) lock: Option<LockOptions>,
     pub(crate) backend: Option<Arc<dyn CacheBackend>>,
+    pub(crate) chunk_size: usize,
 }
 
 impl Default for MemoizeOptions {
@@ -58,6 +59,7 @@ impl std::fmt::Debug for MemoizeOptions {
             .field("version", &self.version)
             .field("force_overwrite", &self.force_overwrite)
             .field("lock", &self.lock)
+            .field("chunk_size", &self.chunk_size)
             .field("own_backend", &self.backend.is_some())
             .finish()
     }
@@ -72,6 +74,7 @@ impl MemoizeOptions {
             force_overwrite: false,
             lock: None,
             backend: None,
+            chunk_size: crate::iter::DEFAULT_CHUNK_SIZE,
         }
     }
 
@@ -102,6 +105,14 @@ impl MemoizeOptions {
     #[must_use]
     pub fn lock(mut self, lock: LockOptions) -> Self {
         self.lock = Some(lock);
+        self
+    }
+
+    /// The largest chunk a memoized iterator stores (default 1 MiB); a single item
+    /// larger than this gets a chunk of its own.
+    #[must_use]
+    pub fn chunk_size(mut self, bytes: usize) -> Self {
+        self.chunk_size = bytes;
         self
     }
 

@@ -5,6 +5,7 @@ pub use std::format;
 pub use std::string::String;
 
 pub use crate::error::Error;
+pub use crate::iter::{memoize_iter, memoize_iter_async};
 pub use crate::key::{CacheKey, make_cache_key};
 pub use crate::lock::LockOptions;
 pub use crate::memoize::{

@@ -4,6 +4,7 @@
 // Every scenario panics when the behaviour it proves is broken: that is what it is for.
 #![allow(clippy::missing_panics_doc)]
 
+pub mod iter_suite;
 pub mod lock_suite;
 pub mod memoize_suite;
 pub mod probe;
@@ -144,6 +145,13 @@ macro_rules! with_scenarios {
                 async_hit_and_miss, async_tasks_on_a_cold_key_compute_once,
                 async_broken_backend_computes_and_returns, async_err_is_not_stored,
                 refresh_recomputes_the_first_call_only, refresh_async_recomputes
+            ];
+            iter_suite: [
+                iter_zero_items, iter_one_item, iter_exactly_one_chunk, iter_one_over_a_chunk,
+                iter_many_chunks, iter_streams_and_commits_last, iter_early_drop_commits_nothing,
+                iter_missing_chunk_is_recomputed, iter_corrupt_chunk_is_recomputed,
+                iter_backend_failure_mid_stream, iter_concurrent_first_callers_compute_once,
+                iter_async_miss_and_hit, iter_async_missing_chunk_is_recomputed
             ]
         );
     };

@@ -310,3 +310,41 @@ async fn async_functions_compute_once_across_tasks() {
             .is_ok_and(|v| v.is_some())
     );
 }
+
+static ITERATED: AtomicUsize = AtomicUsize::new(0);
+
+#[cache_memoize(key = "rows:{n}", lock)]
+fn rows(n: u32) -> impl Iterator<Item = String> {
+    ITERATED.fetch_add(1, Ordering::SeqCst);
+    (0..n).map(|i| format!("row {i}"))
+}
+
+#[test]
+fn an_iterator_function_streams_once_then_reads_back() {
+    let first: Vec<String> = rows(3).collect();
+    let second: Vec<String> = rows(3).collect();
+    assert_eq!(first, ["row 0", "row 1", "row 2"]);
+    assert_eq!(second, first);
+    assert_eq!(ITERATED.load(Ordering::SeqCst), 1);
+    assert!(
+        backend()
+            .get(rows_cache_key(3).as_str())
+            .is_ok_and(|v| v.is_some())
+    );
+}
+
+static ASYNC_ITERATED: AtomicUsize = AtomicUsize::new(0);
+
+#[cache_memoize(key = "async-rows:{n}")]
+async fn async_rows(n: u64) -> impl Iterator<Item = u64> {
+    ASYNC_ITERATED.fetch_add(1, Ordering::SeqCst);
+    tokio::task::yield_now().await;
+    (0..n).map(|i| i * i)
+}
+
+#[tokio::test]
+async fn an_async_iterator_function_is_memoized() {
+    assert_eq!(async_rows(4).await.collect::<Vec<_>>(), [0, 1, 4, 9]);
+    assert_eq!(async_rows(4).await.collect::<Vec<_>>(), [0, 1, 4, 9]);
+    assert_eq!(ASYNC_ITERATED.load(Ordering::SeqCst), 1);
+}

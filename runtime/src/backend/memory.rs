@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use lru::LruCache;
 
-use super::{AsyncBackend, Backend, BoxFuture};
+use super::{AsyncBackend, Backend, BoxFuture, GetOrLock};
 use crate::error::Error;
 
 /// The default bound on stored bytes: 64 MiB.
@@ -210,6 +210,46 @@ impl Backend for MemoryBackend {
         }
     }
 
+    fn get_or_lock(
+        &self,
+        key: &str,
+        lock_key: &str,
+        token: &[u8],
+        lock_ttl: Duration,
+    ) -> Result<GetOrLock, Error> {
+        let mut store = self.lock();
+        if let Some(entry) = store.live(key) {
+            return Ok(GetOrLock::Value(entry.value.clone()));
+        }
+        if store.live(lock_key).is_some() {
+            return Ok(GetOrLock::Held);
+        }
+        store.insert(lock_key, token, lock_ttl);
+        Ok(GetOrLock::Locked)
+    }
+
+    fn store_and_release(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+        lock_key: &str,
+        token: &[u8],
+    ) -> Result<bool, Error> {
+        let mut store = self.lock();
+        store.insert(key, value, ttl);
+        let ours = store
+            .live(lock_key)
+            .is_some_and(|entry| entry.value == token);
+        if ours {
+            store.remove(lock_key);
+        }
+        drop(store);
+        // Waiters wake to find the value, whether or not the lock was still ours.
+        self.wake_waiters();
+        Ok(ours)
+    }
+
     /// Returns when `lock_key` is deleted (or already absent), or after `max`.
     fn wait_for_release(&self, lock_key: &str, _attempted: Instant, max: Duration) {
         let store = self.lock();
@@ -273,6 +313,31 @@ impl AsyncBackend for MemoryBackend {
     ) -> BoxFuture<'a, Result<bool, Error>> {
         Box::pin(std::future::ready(
             self.compare_and_extend(key, expected, ttl),
+        ))
+    }
+
+    fn get_or_lock_async<'a>(
+        &'a self,
+        key: &'a str,
+        lock_key: &'a str,
+        token: &'a [u8],
+        lock_ttl: Duration,
+    ) -> BoxFuture<'a, Result<GetOrLock, Error>> {
+        Box::pin(std::future::ready(
+            self.get_or_lock(key, lock_key, token, lock_ttl),
+        ))
+    }
+
+    fn store_and_release_async<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Duration,
+        lock_key: &'a str,
+        token: &'a [u8],
+    ) -> BoxFuture<'a, Result<bool, Error>> {
+        Box::pin(std::future::ready(
+            self.store_and_release(key, value, ttl, lock_key, token),
         ))
     }
 

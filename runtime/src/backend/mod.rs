@@ -59,7 +59,11 @@ pub trait Backend: Send + Sync + 'static {
     fn compare_and_extend(&self, key: &str, expected: &[u8], ttl: Duration) -> Result<bool, Error>;
 
     /// Returns the value at `key` if present, or else tries to `add` `token` at
-    /// `lock_key`. One round trip on a networked backend.
+    /// `lock_key`, as one atomic step. One round trip on a networked backend.
+    ///
+    /// The default is built from `get` and `add`; since another holder may store the
+    /// value and release between the two, it reads the value again after taking the
+    /// lock (and gives the lock back if the value is there).
     fn get_or_lock(
         &self,
         key: &str,
@@ -70,11 +74,14 @@ pub trait Backend: Send + Sync + 'static {
         if let Some(value) = self.get(key)? {
             return Ok(GetOrLock::Value(value));
         }
-        Ok(if self.add(lock_key, token, lock_ttl)? {
-            GetOrLock::Locked
-        } else {
-            GetOrLock::Held
-        })
+        if !self.add(lock_key, token, lock_ttl)? {
+            return Ok(GetOrLock::Held);
+        }
+        if let Some(value) = self.get(key)? {
+            self.compare_and_delete(lock_key, token)?;
+            return Ok(GetOrLock::Value(value));
+        }
+        Ok(GetOrLock::Locked)
     }
 
     /// Stores `value` at `key` for `ttl`, then deletes `lock_key` if it still holds
@@ -159,11 +166,14 @@ pub trait AsyncBackend: Send + Sync + 'static {
             if let Some(value) = self.get_async(key).await? {
                 return Ok(GetOrLock::Value(value));
             }
-            Ok(if self.add_async(lock_key, token, lock_ttl).await? {
-                GetOrLock::Locked
-            } else {
-                GetOrLock::Held
-            })
+            if !self.add_async(lock_key, token, lock_ttl).await? {
+                return Ok(GetOrLock::Held);
+            }
+            if let Some(value) = self.get_async(key).await? {
+                self.compare_and_delete_async(lock_key, token).await?;
+                return Ok(GetOrLock::Value(value));
+            }
+            Ok(GetOrLock::Locked)
         })
     }
 
@@ -198,3 +208,57 @@ pub trait AsyncBackend: Send + Sync + 'static {
 pub trait CacheBackend: Backend + AsyncBackend {}
 
 impl<B: Backend + AsyncBackend> CacheBackend for B {}
+
+#[cfg(test)]
+mod tests {
+    use super::memory::MemoryBackend;
+    use super::*;
+
+    /// Only the primitives, over a memory store; stores the value right after a
+    /// successful `add`, as another holder finishing at that moment would.
+    struct Racing(MemoryBackend);
+
+    impl Backend for Racing {
+        fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+            self.0.get(key)
+        }
+        fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, Error> {
+            self.0.get_many(keys)
+        }
+        fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), Error> {
+            self.0.set(key, value, ttl)
+        }
+        fn add(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, Error> {
+            let added = self.0.add(key, value, ttl)?;
+            self.0.set("value", b"stored meanwhile", ttl)?;
+            Ok(added)
+        }
+        fn delete(&self, key: &str) -> Result<(), Error> {
+            self.0.delete(key)
+        }
+        fn compare_and_delete(&self, key: &str, expected: &[u8]) -> Result<bool, Error> {
+            self.0.compare_and_delete(key, expected)
+        }
+        fn compare_and_extend(
+            &self,
+            key: &str,
+            expected: &[u8],
+            ttl: Duration,
+        ) -> Result<bool, Error> {
+            self.0.compare_and_extend(key, expected, ttl)
+        }
+    }
+
+    #[test]
+    fn the_default_get_or_lock_rereads_after_taking_the_lock() -> Result<(), Error> {
+        let backend = Racing(MemoryBackend::new());
+        let found = backend.get_or_lock("value", "lock", b"token", Duration::from_secs(60))?;
+        assert_eq!(found, GetOrLock::Value(b"stored meanwhile".to_vec()));
+        assert_eq!(
+            backend.get("lock")?,
+            None,
+            "the lock taken in between is given back"
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,305 @@
+//! Memoized-iterator scenarios: sizes around the chunk boundary, streaming, commit
+//! last, early drop, missing and corrupt chunks, backend failure, concurrent callers.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+
+use cache_memoize::{MemoizeOptions, make_cache_key, memoize_iter, memoize_iter_async};
+
+use crate::{Fixture, runtime};
+
+/// Envelope bytes at the start of every chunk.
+const ENVELOPE: usize = 20;
+
+/// Options with chunks of exactly `items` one-byte items.
+fn chunked(f: &Fixture, items: usize) -> MemoizeOptions {
+    f.locked().chunk_size(ENVELOPE + items)
+}
+
+fn chunk(f: &Fixture, key: &str, index: usize) -> Option<Vec<u8>> {
+    f.probe
+        .inner()
+        .get(&make_cache_key(key).chunk_key(index))
+        .ok()
+        .flatten()
+}
+
+fn stored_chunks(f: &Fixture, key: &str) -> usize {
+    (0..100_000)
+        .take_while(|i| chunk(f, key, *i).is_some())
+        .count()
+}
+
+/// Memoizes `0..n` as `u8`s, counting computations.
+fn sequence(f: &Fixture, key: &str, opts: &MemoizeOptions, n: u8, runs: &AtomicUsize) -> Vec<u8> {
+    let _ = f;
+    memoize_iter(key, opts, || {
+        runs.fetch_add(1, Ordering::SeqCst);
+        0..n
+    })
+    .collect()
+}
+
+fn round_trip(f: &Fixture, name: &str, n: u8, per_chunk: usize, expected_chunks: usize) {
+    let key = f.key(name);
+    let opts = chunked(f, per_chunk);
+    let runs = AtomicUsize::new(0);
+    let expected: Vec<u8> = (0..n).collect();
+    assert_eq!(sequence(f, &key, &opts, n, &runs), expected, "miss");
+    assert_eq!(sequence(f, &key, &opts, n, &runs), expected, "hit");
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert_eq!(stored_chunks(f, &key), expected_chunks);
+    for index in 0..expected_chunks {
+        assert!(
+            chunk(f, &key, index).is_some_and(|c| c.len() <= ENVELOPE + per_chunk),
+            "chunk {index} too big"
+        );
+    }
+    assert_eq!(f.lock_token(&key), None);
+}
+
+/// An empty sequence is stored (a manifest, no chunk) and read back empty.
+pub fn iter_zero_items(f: &Fixture) {
+    round_trip(f, "iter-0", 0, 10, 0);
+    assert!(
+        f.stored(&f.key("iter-0")).is_some(),
+        "the manifest marks the empty sequence"
+    );
+}
+
+/// One item: one chunk.
+pub fn iter_one_item(f: &Fixture) {
+    round_trip(f, "iter-1", 1, 10, 1);
+}
+
+/// Exactly one chunk's worth fills one chunk.
+pub fn iter_exactly_one_chunk(f: &Fixture) {
+    round_trip(f, "iter-full", 10, 10, 1);
+}
+
+/// One item over a chunk's worth starts a second chunk.
+pub fn iter_one_over_a_chunk(f: &Fixture) {
+    round_trip(f, "iter-over", 11, 10, 2);
+}
+
+/// Many chunks, across several read windows.
+pub fn iter_many_chunks(f: &Fixture) {
+    let key = f.key("iter-many");
+    let opts = f.locked().chunk_size(ENVELOPE + 1000);
+    let runs = AtomicUsize::new(0);
+    let expected: Vec<u64> = (0..200_000).collect();
+    let computed: Vec<u64> = memoize_iter(&key, &opts, || {
+        runs.fetch_add(1, Ordering::SeqCst);
+        0..200_000_u64
+    })
+    .collect();
+    let read: Vec<u64> = memoize_iter(&key, &opts, || 0..0_u64).collect();
+    assert_eq!((computed == expected, read == expected), (true, true));
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert!(stored_chunks(f, &key) > 100);
+}
+
+/// Items reach the caller as they are computed, and the manifest appears only after
+/// the last one: no reader sees a partial sequence.
+pub fn iter_streams_and_commits_last(f: &Fixture) {
+    let key = f.key("iter-stream");
+    let produced = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&produced);
+    let mut items = memoize_iter(&key, &chunked(f, 2), move || {
+        (0..6_u8).inspect(move |_| {
+            counter.fetch_add(1, Ordering::SeqCst);
+        })
+    });
+    assert_eq!(items.next(), Some(0));
+    assert_eq!(
+        produced.load(Ordering::SeqCst),
+        1,
+        "the first item came before the rest were computed"
+    );
+    assert_eq!(items.by_ref().take(4).collect::<Vec<_>>(), [1, 2, 3, 4]);
+    assert!(
+        stored_chunks(f, &key) >= 2,
+        "full chunks are stored as they fill"
+    );
+    assert_eq!(f.stored(&key), None, "no manifest before the end");
+    assert!(
+        f.lock_token(&key).is_some(),
+        "the lock is held while streaming"
+    );
+    assert_eq!(items.next(), Some(5));
+    assert_eq!(items.next(), None);
+    assert!(f.stored(&key).is_some(), "the manifest is written last");
+    assert_eq!(f.lock_token(&key), None);
+    let extends = f
+        .probe
+        .ops()
+        .iter()
+        .filter(|op| **op == "compare_and_extend")
+        .count();
+    assert_eq!(extends, 3, "the lock is extended after each stored chunk");
+}
+
+/// Dropping the iterator early commits nothing, removes its chunks, and releases the lock.
+pub fn iter_early_drop_commits_nothing(f: &Fixture) {
+    let key = f.key("iter-drop");
+    let mut items = memoize_iter(&key, &chunked(f, 2), || 0..10_u8);
+    assert_eq!(items.by_ref().take(5).count(), 5);
+    drop(items);
+    assert_eq!(f.stored(&key), None);
+    assert_eq!(stored_chunks(f, &key), 0);
+    assert_eq!(f.lock_token(&key), None);
+    let runs = AtomicUsize::new(0);
+    assert_eq!(
+        sequence(f, &key, &chunked(f, 2), 10, &runs),
+        (0..10).collect::<Vec<_>>()
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the next caller computes");
+}
+
+fn damaged(f: &Fixture, name: &str, damage: impl FnOnce(&str)) {
+    let key = f.key(name);
+    let opts = chunked(f, 3);
+    let runs = AtomicUsize::new(0);
+    let expected: Vec<u8> = (0..10).collect();
+    assert_eq!(sequence(f, &key, &opts, 10, &runs), expected);
+    damage(&make_cache_key(&key).chunk_key(2));
+    assert_eq!(
+        sequence(f, &key, &opts, 10, &runs),
+        expected,
+        "every item once, in order"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 2, "recomputed");
+    assert_eq!(sequence(f, &key, &opts, 10, &runs), expected);
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        2,
+        "and overwritten: a hit again"
+    );
+}
+
+/// A missing chunk makes the entry a miss: recomputed and overwritten.
+pub fn iter_missing_chunk_is_recomputed(f: &Fixture) {
+    let inner = Arc::clone(f.probe.inner());
+    damaged(f, "iter-missing", |chunk| {
+        assert!(inner.delete(chunk).is_ok());
+    });
+}
+
+/// A corrupt chunk makes the entry a miss: recomputed and overwritten.
+pub fn iter_corrupt_chunk_is_recomputed(f: &Fixture) {
+    let inner = Arc::clone(f.probe.inner());
+    damaged(f, "iter-corrupt", |chunk| {
+        let bytes = inner.get(chunk).ok().flatten().unwrap_or_default();
+        let mut broken = bytes[..ENVELOPE].to_vec();
+        broken.extend_from_slice(&[0xff; 9]);
+        assert!(
+            inner
+                .set(chunk, &broken, std::time::Duration::from_secs(60))
+                .is_ok()
+        );
+    });
+}
+
+/// A backend failure mid-stream: the caller still gets every item, and nothing
+/// half-written becomes visible.
+pub fn iter_backend_failure_mid_stream(f: &Fixture) {
+    let key = f.key("iter-failing");
+    // The failed backend cannot release the lock either; it ends at its expiry.
+    let opts = f
+        .opts()
+        .chunk_size(ENVELOPE + 2)
+        .lock(cache_memoize::LockOptions {
+            expire: std::time::Duration::from_millis(100),
+            ..crate::fast_lock()
+        });
+    let mut items = memoize_iter(&key, &opts, || 0..10_u8);
+    assert_eq!(items.by_ref().take(3).collect::<Vec<_>>(), [0, 1, 2]);
+    f.probe.set_failing(true);
+    assert_eq!(items.collect::<Vec<_>>(), [3, 4, 5, 6, 7, 8, 9]);
+    f.probe.set_failing(false);
+    assert_eq!(f.stored(&key), None, "no manifest: nothing visible");
+    let runs = AtomicUsize::new(0);
+    assert_eq!(
+        sequence(f, &key, &chunked(f, 2), 10, &runs),
+        (0..10).collect::<Vec<_>>()
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+/// Concurrent first callers: one computes, every caller gets the same sequence.
+pub fn iter_concurrent_first_callers_compute_once(f: &Fixture) {
+    const CALLERS: usize = 8;
+    let key = f.key("iter-concurrent");
+    let runs = Arc::new(AtomicUsize::new(0));
+    let start = Arc::new(Barrier::new(CALLERS));
+    let callers: Vec<_> = (0..CALLERS)
+        .map(|_| {
+            let (opts, key, runs, start) = (
+                chunked(f, 4),
+                key.clone(),
+                Arc::clone(&runs),
+                Arc::clone(&start),
+            );
+            std::thread::spawn(move || {
+                start.wait();
+                memoize_iter(&key, &opts, || {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    (0..20_u32).map(|n| n * 3)
+                })
+                .collect::<Vec<u32>>()
+            })
+        })
+        .collect();
+    let expected: Vec<u32> = (0..20).map(|n| n * 3).collect();
+    for caller in callers {
+        assert_eq!(caller.join().ok(), Some(expected.clone()));
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+/// The async form: awaited lookup and computation, then the same sequence.
+pub fn iter_async_miss_and_hit(f: &Fixture) {
+    let key = f.key("iter-async");
+    let runs = AtomicUsize::new(0);
+    runtime().block_on(async {
+        let opts = chunked(f, 3);
+        let first: Vec<u8> = memoize_iter_async(&key, &opts, || async {
+            runs.fetch_add(1, Ordering::SeqCst);
+            tokio::task::yield_now().await;
+            0..8_u8
+        })
+        .await
+        .collect();
+        let second: Vec<u8> = memoize_iter_async(&key, &opts, || async { 0..0_u8 })
+            .await
+            .collect();
+        assert_eq!(first, (0..8).collect::<Vec<_>>());
+        assert_eq!(second, first);
+    });
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert_eq!(f.lock_token(&key), None);
+}
+
+/// An async hit whose chunk is missing is recomputed before it is returned.
+pub fn iter_async_missing_chunk_is_recomputed(f: &Fixture) {
+    let key = f.key("iter-async-missing");
+    let runs = AtomicUsize::new(0);
+    let opts = chunked(f, 3);
+    let _ = sequence(f, &key, &opts, 10, &runs);
+    assert!(
+        f.probe
+            .inner()
+            .delete(&make_cache_key(&key).chunk_key(1))
+            .is_ok()
+    );
+    runtime().block_on(async {
+        let items: Vec<u8> = memoize_iter_async(&key, &opts, || async {
+            runs.fetch_add(1, Ordering::SeqCst);
+            0..10_u8
+        })
+        .await
+        .collect();
+        assert_eq!(items, (0..10).collect::<Vec<_>>());
+    });
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+}
