@@ -7,8 +7,9 @@
 //! Anything that does not match what the reader expects (another type, another
 //! version, truncated, corrupted or foreign bytes) decodes as `None`: a miss, which the
 //! caller recomputes and overwrites. The checksum is verified before anything is
-//! decoded, so corrupted bytes that would still decode never become a wrong value. Decoding never panics, and never allocates much more than
-//! the input's own size (bincode's limit is set from the input's length).
+//! decoded, so corrupted bytes that would still decode never become a wrong value.
+//! Decoding never panics; a string or buffer length it reads can allocate at most about
+//! 32 times the input's size before failing (bincode's limit, set from the input).
 
 use std::any::type_name;
 use std::mem::{align_of, size_of};
@@ -127,9 +128,15 @@ fn payload<Tag>(bytes: &[u8], version: u32) -> Result<&[u8], &'static str> {
 
 type Decoded<T> = Result<(T, usize), bincode::error::DecodeError>;
 
-/// Decodes with bincode's byte limit set to the next power of two at or above the
-/// payload's length: a corrupt length prefix fails instead of allocating it. (A valid
-/// payload claims at most its own length: only strings and byte buffers are claimed.)
+/// bincode's limit counts decoded widths, not encoded bytes: a one-byte varint claims
+/// its integer's full width, at most 16 bytes (`u128`). So a valid payload claims at
+/// most 16 times its length, and a length prefix claiming more (bytes written for a
+/// changed type) fails before it is allocated.
+const CLAIMS_PER_BYTE: usize = 16;
+
+/// Decodes with bincode's byte limit set to the next power of two at or above
+/// [`CLAIMS_PER_BYTE`] times the payload's length: every valid payload decodes, and no
+/// string or buffer allocation exceeds about 32 times the input's size.
 fn decode_bounded<T: DeserializeOwned>(payload: &[u8]) -> Decoded<T> {
     fn with_limit<T: DeserializeOwned, const N: usize>(payload: &[u8]) -> Decoded<T> {
         let config: Configuration<_, _, Limit<N>> = standard().with_limit::<N>();
@@ -143,9 +150,10 @@ fn decode_bounded<T: DeserializeOwned>(payload: &[u8]) -> Decoded<T> {
             }
         };
     }
-    let exponent = payload.len().max(64).next_power_of_two().trailing_zeros();
+    let claimable = payload.len().saturating_mul(CLAIMS_PER_BYTE).max(64);
+    let exponent = claimable.next_power_of_two().trailing_zeros();
     by_exponent!(exponent; 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28
-        29 30 31 32 33 34 35 36 37 38 39 40)
+        29 30 31 32 33 34 35 36 37 38 39 40 41 42 43 44)
 }
 
 /// A fingerprint of the Rust type: its name, size and alignment, hashed (FNV-1a).
@@ -253,6 +261,44 @@ mod tests {
         bytes.extend_from_slice(&(1u64 << 60).to_le_bytes());
         seal(&mut bytes);
         assert_eq!(decode::<String>(&bytes, 0), None);
+    }
+
+    #[test]
+    fn every_size_round_trips_across_the_limit_boundaries() {
+        for n in 0..2100 {
+            let report = Report {
+                title: "report of 100 bytes".into(),
+                rows: Vec::new(),
+            };
+            let text = (report.title.clone(), "x".repeat(n));
+            let bytes = encode(&text, 0).unwrap_or_default();
+            assert_eq!(
+                decode::<(String, String)>(&bytes, 0),
+                Some(text),
+                "string of {n}"
+            );
+        }
+    }
+
+    #[test]
+    fn integer_heavy_values_round_trip() {
+        let small: Vec<u64> = (0..5000).map(|i| i % 200).collect();
+        let wide: Vec<u128> = (0..5000).map(|i| i % 200).collect();
+        let flags: Vec<Option<bool>> = (0..5000)
+            .map(|i| (i % 3 == 0).then_some(i % 2 == 0))
+            .collect();
+        assert_eq!(
+            decode::<Vec<u64>>(&encode(&small, 0).unwrap_or_default(), 0),
+            Some(small)
+        );
+        assert_eq!(
+            decode::<Vec<u128>>(&encode(&wide, 0).unwrap_or_default(), 0),
+            Some(wide)
+        );
+        assert_eq!(
+            decode::<Vec<Option<bool>>>(&encode(&flags, 0).unwrap_or_default(), 0),
+            Some(flags)
+        );
     }
 
     #[test]

@@ -32,6 +32,10 @@ use crate::refresh::take_forced;
 /// The default largest chunk: 1 MiB (Djblets' size).
 pub const DEFAULT_CHUNK_SIZE: usize = 1024 * 1024;
 
+/// Whether iterator chunks are compressed by default; chosen from the measurements in
+/// BENCHMARKS.md (`cargo run --release --example iter_memory`).
+pub const DEFAULT_COMPRESS: bool = true;
+
 /// Encoded bytes fetched per `get_many` on a hit.
 const WINDOW_BYTES: usize = 4 * 1024 * 1024;
 
@@ -45,6 +49,8 @@ struct Manifest<T> {
     /// Each chunk's checksum, as its writer sealed it: chunks left by another writer
     /// (a lock that expired) read as a miss.
     checksums: Vec<u32>,
+    /// Whether each chunk's items are LZ4-compressed.
+    compressed: bool,
     #[serde(skip)]
     of: PhantomData<fn() -> T>,
 }
@@ -250,7 +256,13 @@ async fn read_all_async<T>(
         if codec::recorded_checksum(chunk) != Some(*expected) {
             return None;
         }
-        let mut payload = codec::checked_payload::<Chunk<T>>(chunk, context.opts.version)?;
+        let payload = codec::checked_payload::<Chunk<T>>(chunk, context.opts.version)?;
+        let decompressed = if manifest.compressed {
+            Some(decompress(payload)?)
+        } else {
+            None
+        };
+        let mut payload = decompressed.as_deref().unwrap_or(payload);
         while !payload.is_empty() {
             let (_, read) = (context.items.decode)(payload)?;
             payload = &payload[read..];
@@ -418,11 +430,13 @@ impl<'a, T> Reader<'a, T> {
                     Err("fewer items than the manifest says")
                 };
             };
-            let payload_start = chunk.len()
-                - codec::checked_payload::<Chunk<T>>(&chunk, self.context.opts.version)
-                    .ok_or("a chunk is unreadable")?
-                    .len();
-            self.current = Some((chunk, payload_start));
+            let payload = codec::checked_payload::<Chunk<T>>(&chunk, self.context.opts.version)
+                .ok_or("a chunk is unreadable")?;
+            self.current = Some(if self.manifest.compressed {
+                (decompress(payload).ok_or("a chunk does not decompress")?, 0)
+            } else {
+                (chunk, codec::HEADER_LEN)
+            });
         }
     }
 
@@ -551,6 +565,11 @@ impl Store {
     /// Stores the chunk being filled and extends the lock.
     fn flush<T>(&mut self, context: &Context<T>) -> Result<(), &'static str> {
         let name = self.key.chunk_key(self.checksums.len());
+        if context.opts.compress {
+            let compressed = lz4_flex::compress_prepend_size(&self.buffer[self.header_len..]);
+            self.buffer.truncate(self.header_len);
+            self.buffer.extend_from_slice(&compressed);
+        }
         let checksum = codec::seal(&mut self.buffer);
         self.backend
             .set(&name, &self.buffer, context.opts.expire)
@@ -574,6 +593,7 @@ impl Store {
             chunks: self.checksums.len() as u32,
             items: self.items,
             checksums: self.checksums.clone(),
+            compressed: context.opts.compress,
             of: PhantomData,
         };
         let Ok(bytes) = codec::encode(&manifest, context.opts.version) else {
@@ -594,6 +614,18 @@ impl Store {
             }
         }
     }
+}
+
+/// LZ4 expands at most 255 times: a size prefix claiming more is not ours.
+const MAX_EXPANSION: usize = 255;
+
+/// The items of an LZ4-compressed chunk payload (size-prefixed).
+fn decompress(payload: &[u8]) -> Option<Vec<u8>> {
+    let claimed = u32::from_le_bytes(payload.get(..4)?.try_into().ok()?) as usize;
+    if claimed > payload.len().saturating_mul(MAX_EXPANSION) {
+        return None;
+    }
+    lz4_flex::decompress_size_prepended(payload).ok()
 }
 
 impl Drop for Store {

@@ -44,6 +44,7 @@ pub struct MemoizeOptions {
     pub(crate) lock: Option<LockOptions>,
     pub(crate) backend: Option<Arc<dyn CacheBackend>>,
     pub(crate) chunk_size: usize,
+    pub(crate) compress: bool,
 }
 
 impl Default for MemoizeOptions {
@@ -60,6 +61,7 @@ impl std::fmt::Debug for MemoizeOptions {
             .field("force_overwrite", &self.force_overwrite)
             .field("lock", &self.lock)
             .field("chunk_size", &self.chunk_size)
+            .field("compress", &self.compress)
             .field("own_backend", &self.backend.is_some())
             .finish()
     }
@@ -75,6 +77,7 @@ impl MemoizeOptions {
             lock: None,
             backend: None,
             chunk_size: crate::iter::DEFAULT_CHUNK_SIZE,
+            compress: crate::iter::DEFAULT_COMPRESS,
         }
     }
 
@@ -113,6 +116,14 @@ impl MemoizeOptions {
     #[must_use]
     pub fn chunk_size(mut self, bytes: usize) -> Self {
         self.chunk_size = bytes;
+        self
+    }
+
+    /// Whether a memoized iterator's chunks are LZ4-compressed (see
+    /// [`DEFAULT_COMPRESS`](crate::DEFAULT_COMPRESS) for the default and why).
+    #[must_use]
+    pub fn compress(mut self, compress: bool) -> Self {
+        self.compress = compress;
         self
     }
 

@@ -11,9 +11,10 @@ use crate::{Fixture, runtime};
 /// Envelope bytes at the start of every chunk.
 const ENVELOPE: usize = 20;
 
-/// Options with chunks of exactly `items` one-byte items.
+/// Options with chunks of exactly `items` one-byte items, uncompressed (so stored
+/// chunk sizes are exact).
 fn chunked(f: &Fixture, items: usize) -> MemoizeOptions {
-    f.locked().chunk_size(ENVELOPE + items)
+    f.locked().chunk_size(ENVELOPE + items).compress(false)
 }
 
 fn chunk(f: &Fixture, key: &str, index: usize) -> Option<Vec<u8>> {
@@ -85,7 +86,7 @@ pub fn iter_one_over_a_chunk(f: &Fixture) {
 /// Many chunks, across several read windows.
 pub fn iter_many_chunks(f: &Fixture) {
     let key = f.key("iter-many");
-    let opts = f.locked().chunk_size(ENVELOPE + 1000);
+    let opts = f.locked().chunk_size(ENVELOPE + 1000).compress(false);
     let runs = AtomicUsize::new(0);
     let expected: Vec<u64> = (0..200_000).collect();
     let computed: Vec<u64> = memoize_iter(&key, &opts, || {
@@ -302,4 +303,53 @@ pub fn iter_async_missing_chunk_is_recomputed(f: &Fixture) {
         assert_eq!(items, (0..10).collect::<Vec<_>>());
     });
     assert_eq!(runs.load(Ordering::SeqCst), 2);
+}
+
+fn text_rows(n: usize) -> impl Iterator<Item = String> {
+    (0..n).map(|i| format!("row {i:06}: the same words again and again and again"))
+}
+
+/// Compressed chunks read back as the same items, and are smaller for repetitive data.
+pub fn iter_compressed_round_trip(f: &Fixture) {
+    let (plain, packed) = (f.key("iter-plain"), f.key("iter-packed"));
+    let opts = f.locked().chunk_size(4096);
+    let expected: Vec<String> = text_rows(500).collect();
+    let first: Vec<String> =
+        memoize_iter(&plain, &opts.clone().compress(false), || text_rows(500)).collect();
+    let second: Vec<String> =
+        memoize_iter(&packed, &opts.clone().compress(true), || text_rows(500)).collect();
+    let again: Vec<String> =
+        memoize_iter(&packed, &opts.clone().compress(true), || text_rows(0)).collect();
+    assert_eq!(
+        (first == expected, second == expected, again == expected),
+        (true, true, true)
+    );
+    let size = |key: &str| {
+        (0..stored_chunks(f, key))
+            .filter_map(|i| chunk(f, key, i))
+            .map(|c| c.len())
+            .sum::<usize>()
+    };
+    assert!(
+        size(&packed) * 2 < size(&plain),
+        "{} vs {}",
+        size(&packed),
+        size(&plain)
+    );
+}
+
+/// How an entry was stored (compressed or not) is read from its manifest, not from the
+/// reader's options.
+pub fn iter_reads_whatever_compression_it_was_written_with(f: &Fixture) {
+    let key = f.key("iter-either");
+    let runs = AtomicUsize::new(0);
+    let written: Vec<String> =
+        memoize_iter(&key, &f.locked().compress(true), || text_rows(50)).collect();
+    let read: Vec<String> = memoize_iter(&key, &f.locked().compress(false), || {
+        runs.fetch_add(1, Ordering::SeqCst);
+        text_rows(0)
+    })
+    .collect();
+    assert_eq!(read, written);
+    assert_eq!(runs.load(Ordering::SeqCst), 0, "a hit, not a recompute");
 }

@@ -151,7 +151,8 @@ macro_rules! with_scenarios {
                 iter_many_chunks, iter_streams_and_commits_last, iter_early_drop_commits_nothing,
                 iter_missing_chunk_is_recomputed, iter_corrupt_chunk_is_recomputed,
                 iter_backend_failure_mid_stream, iter_concurrent_first_callers_compute_once,
-                iter_async_miss_and_hit, iter_async_missing_chunk_is_recomputed
+                iter_async_miss_and_hit, iter_async_missing_chunk_is_recomputed,
+                iter_compressed_round_trip, iter_reads_whatever_compression_it_was_written_with
             ]
         );
     };

@@ -32,6 +32,10 @@ pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The Redis client: one server, or a cluster.
 #[derive(Clone)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per backend; its size does not matter"
+)]
 enum Client {
     Single(redis::Client),
     Cluster(redis::cluster::ClusterClient),
