@@ -222,6 +222,7 @@ impl RedisBuilder {
 }
 
 impl RedisBuilder {
+    #[cfg_attr(not(feature = "tls"), allow(clippy::unused_self))]
     fn open_client(&self, url: &str) -> RedisResult<redis::Client> {
         #[cfg(feature = "tls")]
         if let Some(pem) = &self.root_certificate {
