@@ -6,12 +6,13 @@
 //! ```sh
 //! cargo run --release --example redis_stampede                        # 4 × 8, wake-ups
 //! cargo run --release --example redis_stampede -- --mode polling      # Djblets-style polling
+//! cargo run --release --example redis_stampede -- --mode cached       # the cached crate, no lock
 //! REDIS_URL=redis://127.0.0.1:6379/ cargo run --release --example redis_stampede
 //! ```
 //!
 //! Without `REDIS_URL` it starts a private `redis-server` on a free port.
 //! Options: `--processes N` (4), `--threads N` (8), `--compute-ms N` (200),
-//! `--mode wakeup|polling` (wakeup).
+//! `--mode wakeup|polling|cached` (wakeup).
 
 // Percentiles of a few hundred latencies: float casts of small counts lose nothing.
 #![allow(clippy::cast_precision_loss, clippy::cast_sign_loss)]
@@ -19,7 +20,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Barrier};
+use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use cache_memoize::{LockOptions, MemoizeOptions, RedisBackend, memoize};
@@ -58,7 +59,7 @@ impl Settings {
                 "--processes" => settings.processes = value.parse()?,
                 "--threads" => settings.threads = value.parse()?,
                 "--compute-ms" => settings.compute_ms = value.parse()?,
-                "--mode" if value == "wakeup" || value == "polling" => {
+                "--mode" if ["wakeup", "polling", "cached"].contains(&value.as_str()) => {
                     settings.mode.clone_from(value);
                 }
                 _ => return Err(format!("unknown option {flag} {value}").into()),
@@ -191,40 +192,48 @@ fn worker(args: &[String]) -> Result<(), Failure> {
     };
     let threads: usize = threads.parse()?;
     let compute = Duration::from_millis(compute_ms.parse()?);
-    let backend = RedisBackend::builder([url.as_str()])
-        .wake_ups(mode == "wakeup")
-        .connect()?;
-    let opts = MemoizeOptions::new()
-        .backend(Arc::new(backend))
-        .lock(LockOptions::default());
-    let counting = Arc::new(std::sync::Mutex::new(
+    let counting = Arc::new(Mutex::new(
         redis::Client::open(direct.as_str())?.get_connection()?,
     ));
-    warm_up(&opts, threads);
+    let counter = counter.clone();
+    let slow = move || {
+        if let Ok(mut conn) = counting.lock() {
+            let _: redis::RedisResult<u64> = redis::cmd("INCR").arg(&counter).query(&mut *conn);
+        }
+        std::thread::sleep(compute);
+        "the report".to_owned()
+    };
+    let call: Arc<dyn Fn() + Send + Sync> = if mode == "cached" {
+        let _ = peer::URL.set(url.clone());
+        let key = key.clone();
+        let _ = peer::report(format!("{key}:warm-up"), &String::new);
+        Arc::new(move || {
+            let _ = peer::report(key.clone(), &slow);
+        })
+    } else {
+        let backend = RedisBackend::builder([url.as_str()])
+            .wake_ups(mode == "wakeup")
+            .connect()?;
+        let opts = MemoizeOptions::new()
+            .backend(Arc::new(backend))
+            .lock(LockOptions::default());
+        warm_up(&opts, threads);
+        let key = key.clone();
+        Arc::new(move || {
+            let _: String = memoize(&key, &opts, &slow);
+        })
+    };
     println!("ready");
     std::io::stdout().flush()?;
     std::io::stdin().lock().read_line(&mut String::new())?;
     let start = Arc::new(Barrier::new(threads));
     let callers: Vec<_> = (0..threads)
         .map(|_| {
-            let (opts, key, counter, counting, start) = (
-                opts.clone(),
-                key.clone(),
-                counter.clone(),
-                counting.clone(),
-                Arc::clone(&start),
-            );
+            let (call, start) = (Arc::clone(&call), Arc::clone(&start));
             std::thread::spawn(move || {
                 start.wait();
                 let began = Instant::now();
-                let _: String = memoize(&key, &opts, || {
-                    if let Ok(mut conn) = counting.lock() {
-                        let _: redis::RedisResult<u64> =
-                            redis::cmd("INCR").arg(&counter).query(&mut *conn);
-                    }
-                    std::thread::sleep(compute);
-                    "the report".to_owned()
-                });
+                call();
                 began.elapsed()
             })
         })
@@ -234,6 +243,43 @@ fn worker(args: &[String]) -> Result<(), Failure> {
         println!("latency_us {}", latency.as_micros());
     }
     Ok(())
+}
+
+/// The contrast: the `cached` crate's Redis-backed macro, which has no cross-process
+/// lock. Its macro takes the store as a string expression and needs a `Result`.
+#[allow(
+    clippy::needless_raw_string_hashes,
+    clippy::expect_used,
+    clippy::unnecessary_wraps,
+    clippy::needless_pass_by_value
+)]
+mod peer {
+    use std::sync::OnceLock;
+
+    use cached::RedisCache;
+    use cached::macros::concurrent_cached;
+
+    pub(super) static URL: OnceLock<String> = OnceLock::new();
+
+    #[derive(Debug)]
+    pub(super) struct PeerError;
+
+    #[concurrent_cached(
+        map_error = r##"|_| PeerError"##,
+        ty = "cached::RedisCache<String, String>",
+        create = r##" {
+            RedisCache::builder("stampede")
+                .ttl(std::time::Duration::from_secs(3600))
+                .connection_string(URL.get().expect("the URL is set first"))
+                .build()
+                .expect("the cached crate's store connects")
+        } "##,
+        convert = r##"{ key.clone() }"##
+    )]
+    pub(super) fn report(key: String, slow: &dyn Fn() -> String) -> Result<String, PeerError> {
+        let _ = &key; // the cache key, through `convert`
+        Ok(slow())
+    }
 }
 
 /// Brings a worker to steady state before the measured stampede: a pooled connection
