@@ -396,3 +396,15 @@ impl Drop for LockGuard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guards_and_locks_cross_threads() {
+        fn send_and_sync<T: Send + Sync>() {}
+        send_and_sync::<LockGuard>();
+        send_and_sync::<CacheLock>();
+    }
+}

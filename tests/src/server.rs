@@ -105,11 +105,15 @@ impl RedisServer {
     fn wait_until_answering(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
+            // A NOAUTH reply (a server started with a password) answers too.
             let ready = TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-                && redis::Client::open(self.url())
+                && match redis::Client::open(self.url())
                     .and_then(|c| c.get_connection())
                     .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
-                    .is_ok();
+                {
+                    Ok(_) => true,
+                    Err(err) => err.code() == Some("NOAUTH"),
+                };
             if ready {
                 return;
             }

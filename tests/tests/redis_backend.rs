@@ -400,3 +400,30 @@ fn sixteen_processes_of_eight_threads_compute_once() {
         .unwrap_or(None);
     assert_eq!(lock_left, None);
 }
+
+#[test]
+fn credentials_come_from_the_url_and_wrong_ones_are_a_connect_error() {
+    let server = RedisServer::start_with(&["--requirepass", "s3cret"]);
+    let port = server.port();
+    let good = format!("redis://:s3cret@127.0.0.1:{port}/");
+    let backend = connect(&good);
+    let opts = locked(&backend);
+    assert_eq!(memoize("authed", &opts, || 1_u8), 1);
+    assert_eq!(
+        memoize("authed", &opts, || 2_u8),
+        1,
+        "stored with the URL's password"
+    );
+    for bad in [
+        format!("redis://:wrong@127.0.0.1:{port}/"),
+        format!("redis://127.0.0.1:{port}/"),
+    ] {
+        match RedisBackend::connect(&bad) {
+            Err(err @ Error::Connect { .. }) => {
+                assert!(!err.to_string().contains("wrong"), "{err}")
+            }
+            Err(other) => panic!("expected a connect error, got {other}"),
+            Ok(_) => panic!("connected to {bad}"),
+        }
+    }
+}

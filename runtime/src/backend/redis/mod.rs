@@ -169,8 +169,8 @@ impl RedisBuilder {
         self
     }
 
-    /// Connects (one connection, to check that the server answers) and starts the
-    /// wake-up subscriber.
+    /// Connects (one connection and a `PING`, to check that the server answers and
+    /// accepts the URL's credentials) and starts the wake-up subscriber.
     pub fn connect(self) -> Result<RedisBackend, Error> {
         let address = self
             .urls
@@ -202,7 +202,10 @@ impl RedisBuilder {
             Client::Single(subscriber.clone())
         };
         let pool = Pool::new(client.clone(), self.connect_timeout, self.response_timeout);
-        pool.put(pool.open().map_err(connect_error)?);
+        // One command proves the server answers, and that the URL's credentials work.
+        let mut first_connection = pool.open().map_err(connect_error)?;
+        first_connection.ping().map_err(connect_error)?;
+        pool.put(first_connection);
         let hub = Arc::new(Hub::default());
         if self.wake_ups {
             wake::spawn_subscriber(subscriber, self.connect_timeout, &hub);

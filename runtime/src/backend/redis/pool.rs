@@ -30,6 +30,13 @@ impl SyncConnection {
         }
     }
 
+    /// Sends `PING`.
+    pub(crate) fn ping(&mut self) -> RedisResult<()> {
+        redis::cmd("PING")
+            .query::<String>(self.as_dyn())
+            .map(|_| ())
+    }
+
     fn is_open(&self) -> bool {
         match self {
             Self::Single(conn) => conn.is_open(),
