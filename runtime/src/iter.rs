@@ -115,6 +115,26 @@ struct Context<T> {
     items: ItemCodec<T>,
 }
 
+impl<T> Clone for Context<T> {
+    fn clone(&self) -> Self {
+        Self {
+            key: self.key.clone(),
+            opts: self.opts.clone(),
+            items: self.items,
+        }
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Context<T> {
+    fn new(key: &str, opts: &MemoizeOptions) -> Self {
+        Self {
+            key: key.to_owned(),
+            opts: opts.clone().backend(opts.backend_handle()),
+            items: ItemCodec::new(),
+        }
+    }
+}
+
 impl<T> Context<T> {
     fn call(&self, forced: bool) -> Call<'_> {
         Call::new(&self.key, &self.opts, forced)
@@ -147,11 +167,7 @@ where
     I: IntoIterator<Item = T>,
     I::IntoIter: 'a,
 {
-    let context = Context {
-        key: key.to_owned(),
-        opts: opts.clone().backend(opts.backend_handle()),
-        items: ItemCodec::new(),
-    };
+    let context = Context::new(key, opts);
     let forced = opts.force_overwrite || take_forced();
     let compute: Compute<'a, T> = Box::new(move || Box::new(compute().into_iter()));
     MemoIter {
@@ -175,60 +191,17 @@ where
     I::IntoIter: 'a,
     Fut: Future<Output = I>,
 {
-    let context = Context {
-        key: key.to_owned(),
-        opts: opts.clone().backend(opts.backend_handle()),
-        items: ItemCodec::new(),
-    };
+    let context = Context::new(key, opts);
     let forced = opts.force_overwrite || take_forced();
-    let call = context.call(forced);
-    if !forced {
-        if let Ok(Some(manifest)) = call.fetch_async::<Manifest<T>>().await {
-            if let Some(chunks) = read_all_async::<T>(&context, &manifest).await {
-                return MemoIter {
-                    state: State::Reading(Reader::prefetched(context, manifest, chunks)),
-                };
-            }
+    let store = match prepare_async(&context, forced).await {
+        Prepared::Read(reader) => {
+            return MemoIter {
+                state: State::Reading(reader),
+            };
         }
-    }
-    let acquired = match call.opts.lock {
-        Some(options) if call.backend.get_async(call.key.as_str()).await.is_ok() => {
-            let (lock, timeout) = call.lock(options);
-            let token = new_token();
-            match call
-                .acquire_async::<Manifest<T>>(&lock, timeout, &token, options.expire)
-                .await
-            {
-                Ok(Acquired::Locked) => Some(Some(LockGuard::adopt(
-                    &lock,
-                    Arc::clone(&call.backend),
-                    token,
-                ))),
-                Ok(Acquired::Found(manifest, _)) => match read_all_async::<T>(&context, &manifest)
-                    .await
-                {
-                    Some(chunks) => {
-                        return MemoIter {
-                            state: State::Reading(Reader::prefetched(context, manifest, chunks)),
-                        };
-                    }
-                    None => Some(None),
-                },
-                Err(LockError::Backend(err)) => {
-                    call.fail_open(&err);
-                    None
-                }
-                Err(err) => {
-                    call.lock_missed(&err);
-                    Some(None)
-                }
-            }
-        }
-        Some(_) => None,
-        None => Some(None),
+        Prepared::Write(store) => store,
     };
     let inner = Box::new(compute().await.into_iter());
-    let store = acquired.map(|guard| Store::new(&context, guard));
     MemoIter {
         state: State::Writing(Writer {
             context,
@@ -236,6 +209,57 @@ where
             store,
             skip: 0,
         }),
+    }
+}
+
+/// What an async call found before computing.
+enum Prepared<'a, T> {
+    /// A stored sequence, read and checked whole.
+    Read(Reader<'a, T>),
+    /// A miss: compute, and store through this (none when the backend failed).
+    Write(Option<Store>),
+}
+
+/// The async lookup and lock, as [`open`] does them, for [`memoize_iter_async`].
+async fn prepare_async<'a, T: 'a>(context: &Context<T>, forced: bool) -> Prepared<'a, T> {
+    let call = context.call(forced);
+    if !forced {
+        match call.fetch_async::<Manifest<T>>().await {
+            Ok(Some(manifest)) => {
+                if let Some(chunks) = read_all_async(context, &manifest).await {
+                    return Prepared::Read(Reader::prefetched(context.clone(), manifest, chunks));
+                }
+            }
+            Ok(None) => {}
+            Err(()) => return Prepared::Write(None),
+        }
+    }
+    let Some(options) = call.opts.lock else {
+        return Prepared::Write(Some(Store::new(context, None)));
+    };
+    let (lock, timeout) = call.lock(options);
+    let token = new_token();
+    match call
+        .acquire_async::<Manifest<T>>(&lock, timeout, &token, options.expire)
+        .await
+    {
+        Ok(Acquired::Locked) => {
+            let guard = LockGuard::adopt(&lock, Arc::clone(&call.backend), token);
+            Prepared::Write(Some(Store::new(context, Some(guard))))
+        }
+        Ok(Acquired::Found(manifest, _)) => match read_all_async(context, &manifest).await {
+            Some(chunks) => Prepared::Read(Reader::prefetched(context.clone(), manifest, chunks)),
+            // Stored meanwhile but broken: recompute and overwrite.
+            None => Prepared::Write(Some(Store::new(context, None))),
+        },
+        Err(LockError::Backend(err)) => {
+            call.fail_open(&err);
+            Prepared::Write(None)
+        }
+        Err(err) => {
+            call.lock_missed(&err);
+            Prepared::Write(Some(Store::new(context, None)))
+        }
     }
 }
 

@@ -271,6 +271,11 @@ pub fn iter_async_miss_and_hit(f: &Fixture) {
         })
         .await
         .collect();
+        assert_eq!(
+            f.probe.ops()[..2],
+            ["get", "get_or_lock"],
+            "a miss reads once, then locks"
+        );
         let second: Vec<u8> = memoize_iter_async(&key, &opts, || async { 0..0_u8 })
             .await
             .collect();

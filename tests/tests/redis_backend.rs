@@ -420,7 +420,7 @@ fn credentials_come_from_the_url_and_wrong_ones_are_a_connect_error() {
     ] {
         match RedisBackend::connect(&bad) {
             Err(err @ Error::Connect { .. }) => {
-                assert!(!err.to_string().contains("wrong"), "{err}")
+                assert!(!err.to_string().contains("wrong"), "{err}");
             }
             Err(other) => panic!("expected a connect error, got {other}"),
             Ok(_) => panic!("connected to {bad}"),
