@@ -103,7 +103,7 @@ impl MemoizeOptions {
         self
     }
 
-    /// Recompute under a [`CacheLock`] with these options, so that after a miss one
+    /// Recompute under a [`CacheLock`](crate::CacheLock) with these options, so that after a miss one
     /// caller computes while the others wait and read its result.
     #[must_use]
     pub fn lock(mut self, lock: LockOptions) -> Self {

@@ -1,11 +1,11 @@
 //! [`RedisBackend`]: values and locks in Redis (a server or a cluster), shared by every
 //! process that connects to it.
 //!
-//! - Blocking callers share a stack of idle connections ([`pool`]); async callers share
+//! - Blocking callers share a stack of idle connections (`pool.rs`); async callers share
 //!   one multiplexed `ConnectionManager` that reconnects by itself.
-//! - The atomic steps are Lua scripts ([`scripts`]): a locked miss is three round trips
+//! - The atomic steps are Lua scripts (`scripts.rs`): a locked miss is three round trips
 //!   (`GET`, get-or-lock, store-and-release), a hit is one `GET`.
-//! - Lock waiters are woken through pub/sub ([`wake`]) instead of polling.
+//! - Lock waiters are woken through pub/sub (`wake.rs`) instead of polling.
 
 mod pool;
 mod scripts;
