@@ -227,6 +227,16 @@ impl<'a> Call<'a> {
         }
     }
 
+    /// Warns when the lock was lost while computing (a renewal found it gone).
+    pub(crate) fn report_renewal(&self, renewal: &crate::renew::Renewal) {
+        if renewal.lost() {
+            tracing::warn!(
+                key = %self.key,
+                "the lock was lost while computing; another caller may compute too"
+            );
+        }
+    }
+
     pub(crate) fn lock_missed(&self, err: &LockError) {
         tracing::warn!(key = %self.key, error = %err, "lock not acquired; computing without it");
     }

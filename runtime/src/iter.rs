@@ -544,6 +544,8 @@ impl<'a, T> Writer<'a, T> {
 struct Store {
     backend: Arc<dyn CacheBackend>,
     key: crate::key::CacheKey,
+    /// Keeps the lock alive while the caller consumes slowly; dropped before the lock.
+    renewal: Option<crate::renew::Renewal>,
     guard: Option<LockGuard>,
     /// The chunk being filled: envelope, then items.
     buffer: Vec<u8>,
@@ -560,6 +562,7 @@ impl Store {
         Self {
             backend: context.backend(),
             key: crate::key::make_cache_key(&context.key),
+            renewal: guard.as_ref().map(LockGuard::keep_alive),
             guard,
             buffer: Vec::new(),
             header_len: 0,
@@ -623,6 +626,7 @@ impl Store {
         let Ok(bytes) = codec::encode(&manifest, context.opts.version) else {
             return;
         };
+        self.renewal = None;
         let stored = match self.guard.take() {
             Some(guard) => guard
                 .store_and_release(self.key.as_str(), &bytes, context.opts.expire)

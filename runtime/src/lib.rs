@@ -14,6 +14,7 @@ mod lock;
 mod memoize;
 mod refresh;
 mod registry;
+mod renew;
 
 pub use backend::memory::MemoryBackend;
 #[cfg(feature = "redis")]

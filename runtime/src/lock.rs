@@ -371,6 +371,12 @@ impl LockGuard {
             .await
     }
 
+    /// Keeps this lock alive (extended at a third of its expiry) until the returned
+    /// value drops.
+    pub(crate) fn keep_alive(&self) -> crate::renew::Renewal {
+        crate::renew::keep_alive(&self.backend, &self.key, &self.token, self.expire)
+    }
+
     /// A guard for a lock taken by [`crate::Backend::get_or_lock`] with `token`.
     pub(crate) fn adopt(lock: &CacheLock, backend: Arc<dyn CacheBackend>, token: String) -> Self {
         Self::new(lock, backend, token)

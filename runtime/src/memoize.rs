@@ -277,7 +277,11 @@ impl Call<'_> {
             Ok(Acquired::Found(value, bytes)) => (value, Some(bytes)),
             Ok(Acquired::Locked) => {
                 let guard = LockGuard::adopt(&lock, Arc::clone(&self.backend), token);
-                let value = compute()?;
+                let renewal = guard.keep_alive();
+                let value = compute();
+                self.report_renewal(&renewal);
+                drop(renewal);
+                let value = value?;
                 let bytes = self.encode(&value);
                 if let Some(bytes) = &bytes {
                     self.report_release(guard.store_and_release(
@@ -329,7 +333,11 @@ impl Call<'_> {
             Ok(Acquired::Found(value, bytes)) => (value, Some(bytes)),
             Ok(Acquired::Locked) => {
                 let guard = LockGuard::adopt(&lock, Arc::clone(&self.backend), token);
-                let value = compute().await?;
+                let renewal = guard.keep_alive();
+                let value = compute().await;
+                self.report_renewal(&renewal);
+                drop(renewal);
+                let value = value?;
                 let bytes = self.encode(&value);
                 if let Some(bytes) = &bytes {
                     self.report_release(

@@ -445,3 +445,30 @@ pub fn refresh_async_recomputes(f: &Fixture) {
         assert_eq!(memoize_async(&key, &opts, || async { 3_u8 }).await, 2);
     });
 }
+
+/// A computation that outlasts its lock's expiry keeps the lock (renewed at a third of
+/// its expiry), so no second caller computes meanwhile.
+pub fn long_computation_keeps_its_lock(f: &Fixture) {
+    let key = f.key("long");
+    let expire = std::time::Duration::from_millis(600);
+    let opts = f.opts().lock(LockOptions {
+        expire,
+        ..fast_lock()
+    });
+    let (inner, lock_key) = (
+        Arc::clone(f.probe.inner()),
+        cache_memoize::make_cache_key(&key).lock_key(),
+    );
+    let value = memoize(&key, &opts, || {
+        let held_at_start = inner.get(&lock_key).ok().flatten();
+        let started = std::time::Instant::now();
+        // Outlast the expiry two and a half times; the lock must still be ours.
+        wait_until("the computation outlasts its lock's expiry", || {
+            started.elapsed() > expire * 5 / 2
+        });
+        let held_at_end = inner.get(&lock_key).ok().flatten();
+        held_at_start.is_some() && held_at_start == held_at_end
+    });
+    assert!(value, "the lock was renewed while computing");
+    assert_eq!(f.lock_token(&key), None, "and released after");
+}
