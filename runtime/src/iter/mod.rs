@@ -13,7 +13,6 @@
 //! - Dropping the iterator early commits nothing, deletes the chunks written so far,
 //!   and releases the lock.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -29,15 +28,18 @@ use crate::lock::{LockGuard, new_token};
 use crate::memoize::MemoizeOptions;
 use crate::refresh::take_forced;
 
+mod read;
+mod write;
+
+use read::{Reader, read_all_async};
+use write::{Store, Writer};
+
 /// The default largest chunk: 1 MiB (Djblets' size).
 pub const DEFAULT_CHUNK_SIZE: usize = 1024 * 1024;
 
 /// Whether iterator chunks are compressed by default; chosen from the measurements in
 /// BENCHMARKS.md (`cargo run --release --example iter_memory`).
 pub const DEFAULT_COMPRESS: bool = true;
-
-/// Encoded bytes fetched per `get_many` on a hit.
-const WINDOW_BYTES: usize = 4 * 1024 * 1024;
 
 /// What the main key holds, written last. Typed by `T` so that another item type
 /// reads as a miss.
@@ -203,12 +205,7 @@ where
     };
     let inner = Box::new(compute().await.into_iter());
     MemoIter {
-        state: State::Writing(Writer {
-            context,
-            inner,
-            store,
-            skip: 0,
-        }),
+        state: State::Writing(Writer::streaming(context, inner, store)),
     }
 }
 
@@ -261,39 +258,6 @@ async fn prepare_async<'a, T: 'a>(context: &Context<T>, forced: bool) -> Prepare
             Prepared::Write(Some(Store::new(context, None)))
         }
     }
-}
-
-/// Reads every chunk of `manifest` and checks that all its items decode.
-async fn read_all_async<T>(
-    context: &Context<T>,
-    manifest: &Manifest<T>,
-) -> Option<VecDeque<Vec<u8>>> {
-    let key = crate::key::make_cache_key(&context.key);
-    let names: Vec<String> = (0..manifest.chunks as usize)
-        .map(|i| key.chunk_key(i))
-        .collect();
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let chunks = context.backend().get_many_async(&names).await.ok()?;
-    let chunks: VecDeque<Vec<u8>> = chunks.into_iter().collect::<Option<_>>()?;
-    let mut items = 0_u64;
-    for (chunk, expected) in chunks.iter().zip(&manifest.checksums) {
-        if codec::recorded_checksum(chunk) != Some(*expected) {
-            return None;
-        }
-        let payload = codec::checked_payload::<Chunk<T>>(chunk, context.opts.version)?;
-        let decompressed = if manifest.compressed {
-            Some(decompress(payload)?)
-        } else {
-            None
-        };
-        let mut payload = decompressed.as_deref().unwrap_or(payload);
-        while !payload.is_empty() {
-            let (_, read) = (context.items.decode)(payload)?;
-            payload = &payload[read..];
-            items += 1;
-        }
-    }
-    (items == manifest.items).then_some(chunks)
 }
 
 /// Starts reading or computing: the lookup and the lock, as in `memoize`. `skip`
@@ -374,295 +338,6 @@ impl<'a, T: 'a> Iterator for MemoIter<'a, T> {
                 }
             },
             State::Finished => None,
-        }
-    }
-}
-
-/// A stored sequence, read window by window.
-struct Reader<'a, T> {
-    context: Context<T>,
-    manifest: Manifest<T>,
-    /// The next chunk to fetch.
-    next_chunk: u32,
-    /// Fetched chunks not yet decoded (`None`: missing).
-    window: VecDeque<Option<Vec<u8>>>,
-    /// The chunk being decoded, and the offset of its next item.
-    current: Option<(Vec<u8>, usize)>,
-    yielded: u64,
-    skip: u64,
-    compute: Option<Compute<'a, T>>,
-}
-
-impl<'a, T> Reader<'a, T> {
-    fn new(context: Context<T>, manifest: Manifest<T>, compute: Compute<'a, T>, skip: u64) -> Self {
-        Self {
-            context,
-            manifest,
-            next_chunk: 0,
-            window: VecDeque::new(),
-            current: None,
-            yielded: 0,
-            skip,
-            compute: Some(compute),
-        }
-    }
-
-    fn prefetched(context: Context<T>, manifest: Manifest<T>, chunks: VecDeque<Vec<u8>>) -> Self {
-        Self {
-            next_chunk: manifest.chunks,
-            window: chunks.into_iter().map(Some).collect(),
-            current: None,
-            yielded: 0,
-            skip: 0,
-            compute: None,
-            context,
-            manifest,
-        }
-    }
-
-    /// The next item; `Err` when the stored sequence turns out broken.
-    fn next(&mut self) -> Result<Option<T>, &'static str> {
-        loop {
-            let item = self.next_stored()?;
-            if item.is_some() && self.skip > 0 {
-                self.skip -= 1;
-                continue;
-            }
-            if item.is_some() {
-                self.yielded += 1;
-            }
-            return Ok(item);
-        }
-    }
-
-    fn next_stored(&mut self) -> Result<Option<T>, &'static str> {
-        loop {
-            if let Some((chunk, offset)) = &mut self.current {
-                if *offset < chunk.len() {
-                    let (item, read) = (self.context.items.decode)(&chunk[*offset..])
-                        .ok_or("an item does not decode")?;
-                    *offset += read;
-                    return Ok(Some(item));
-                }
-                self.current = None;
-            }
-            let Some(chunk) = self.next_chunk()? else {
-                let read = self.yielded + self.skip;
-                return if read == self.manifest.items {
-                    Ok(None)
-                } else {
-                    Err("fewer items than the manifest says")
-                };
-            };
-            let payload = codec::checked_payload::<Chunk<T>>(&chunk, self.context.opts.version)
-                .ok_or("a chunk is unreadable")?;
-            self.current = Some(if self.manifest.compressed {
-                (decompress(payload).ok_or("a chunk does not decompress")?, 0)
-            } else {
-                (chunk, codec::HEADER_LEN)
-            });
-        }
-    }
-
-    /// The next chunk's bytes, fetching the next window when needed.
-    fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, &'static str> {
-        if self.window.is_empty() && self.next_chunk < self.manifest.chunks {
-            self.fetch_window()?;
-        }
-        match self.window.pop_front() {
-            Some(Some(chunk)) => Ok(Some(chunk)),
-            Some(None) => Err("a chunk is missing"),
-            None => Ok(None),
-        }
-    }
-
-    fn fetch_window(&mut self) -> Result<(), &'static str> {
-        let per_window = (WINDOW_BYTES / self.context.opts.chunk_size.max(1)).max(1) as u32;
-        let end = self
-            .manifest
-            .chunks
-            .min(self.next_chunk.saturating_add(per_window));
-        let key = crate::key::make_cache_key(&self.context.key);
-        let names: Vec<String> = (self.next_chunk..end)
-            .map(|i| key.chunk_key(i as usize))
-            .collect();
-        let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        let chunks = self
-            .context
-            .backend()
-            .get_many(&names)
-            .map_err(|_| "the backend failed while reading")?;
-        self.window.extend(chunks);
-        self.next_chunk = end;
-        Ok(())
-    }
-}
-
-/// A computation being streamed to the caller and, while `store` lasts, stored.
-struct Writer<'a, T> {
-    context: Context<T>,
-    inner: Box<dyn Iterator<Item = T> + 'a>,
-    store: Option<Store>,
-    /// Items to store but not yield: the caller already has them.
-    skip: u64,
-}
-
-impl<'a, T> Writer<'a, T> {
-    fn new(context: Context<T>, compute: Compute<'a, T>, store: Option<Store>, skip: u64) -> Self {
-        Self {
-            context,
-            inner: compute(),
-            store,
-            skip,
-        }
-    }
-
-    fn next(&mut self) -> Option<T> {
-        loop {
-            let Some(item) = self.inner.next() else {
-                if let Some(store) = self.store.take() {
-                    store.commit::<T>(&self.context);
-                }
-                return None;
-            };
-            if let Some(store) = &mut self.store {
-                if let Err(why) = store.push(&self.context, &item) {
-                    tracing::warn!(key = %self.context.key, why, "storing the sequence failed; items keep coming uncached");
-                    self.store = None;
-                }
-            }
-            if self.skip > 0 {
-                self.skip -= 1;
-                continue;
-            }
-            return Some(item);
-        }
-    }
-}
-
-/// Chunks being written for one sequence. Dropped uncommitted, it deletes them.
-struct Store {
-    backend: Arc<dyn CacheBackend>,
-    key: crate::key::CacheKey,
-    /// Keeps the lock alive while the caller consumes slowly; dropped before the lock.
-    renewal: Option<crate::renew::Renewal>,
-    guard: Option<LockGuard>,
-    /// The chunk being filled: envelope, then items.
-    buffer: Vec<u8>,
-    /// Where the items start in `buffer`.
-    header_len: usize,
-    scratch: Vec<u8>,
-    checksums: Vec<u32>,
-    items: u64,
-    committed: bool,
-}
-
-impl Store {
-    fn new<T>(context: &Context<T>, guard: Option<LockGuard>) -> Self {
-        Self {
-            backend: context.backend(),
-            key: crate::key::make_cache_key(&context.key),
-            renewal: guard.as_ref().map(LockGuard::keep_alive),
-            guard,
-            buffer: Vec::new(),
-            header_len: 0,
-            scratch: Vec::new(),
-            checksums: Vec::new(),
-            items: 0,
-            committed: false,
-        }
-    }
-
-    fn push<T>(&mut self, context: &Context<T>, item: &T) -> Result<(), &'static str> {
-        self.scratch.clear();
-        (context.items.encode)(item, &mut self.scratch).map_err(|_| "an item does not encode")?;
-        let filled = self.buffer.len() > self.header_len;
-        if filled && self.buffer.len() + self.scratch.len() > context.opts.chunk_size {
-            self.flush(context)?;
-        }
-        if self.buffer.is_empty() {
-            codec::write_header::<Chunk<T>>(&mut self.buffer, context.opts.version);
-            self.header_len = self.buffer.len();
-        }
-        self.buffer.extend_from_slice(&self.scratch);
-        self.items += 1;
-        Ok(())
-    }
-
-    /// Stores the chunk being filled and extends the lock.
-    fn flush<T>(&mut self, context: &Context<T>) -> Result<(), &'static str> {
-        let name = self.key.chunk_key(self.checksums.len());
-        if context.opts.compress {
-            let compressed = lz4_flex::compress_prepend_size(&self.buffer[self.header_len..]);
-            self.buffer.truncate(self.header_len);
-            self.buffer.extend_from_slice(&compressed);
-        }
-        let checksum = codec::seal(&mut self.buffer);
-        self.backend
-            .set(&name, &self.buffer, context.opts.expire)
-            .map_err(|_| "the backend failed while storing a chunk")?;
-        self.checksums.push(checksum);
-        self.buffer.clear();
-        if let Some(guard) = &mut self.guard {
-            if !matches!(guard.extend(None), Ok(true)) {
-                tracing::warn!(key = %self.key, "the lock was lost while storing the sequence; another caller may compute too");
-            }
-        }
-        Ok(())
-    }
-
-    /// Stores the last chunk, then the manifest, releasing the lock in the same step.
-    fn commit<T>(mut self, context: &Context<T>) {
-        if self.buffer.len() > self.header_len && self.flush(context).is_err() {
-            return;
-        }
-        let manifest = Manifest::<T> {
-            chunks: self.checksums.len() as u32,
-            items: self.items,
-            checksums: self.checksums.clone(),
-            compressed: context.opts.compress,
-            of: PhantomData,
-        };
-        let Ok(bytes) = codec::encode(&manifest, context.opts.version) else {
-            return;
-        };
-        self.renewal = None;
-        let stored = match self.guard.take() {
-            Some(guard) => guard
-                .store_and_release(self.key.as_str(), &bytes, context.opts.expire)
-                .map(|_| ()),
-            None => self
-                .backend
-                .set(self.key.as_str(), &bytes, context.opts.expire),
-        };
-        match stored {
-            Ok(()) => self.committed = true,
-            Err(err) => {
-                tracing::warn!(key = %self.key, error = %err, "storing the sequence's manifest failed");
-            }
-        }
-    }
-}
-
-/// LZ4 expands at most 255 times: a size prefix claiming more is not ours.
-const MAX_EXPANSION: usize = 255;
-
-/// The items of an LZ4-compressed chunk payload (size-prefixed).
-fn decompress(payload: &[u8]) -> Option<Vec<u8>> {
-    let claimed = u32::from_le_bytes(payload.get(..4)?.try_into().ok()?) as usize;
-    if claimed > payload.len().saturating_mul(MAX_EXPANSION) {
-        return None;
-    }
-    lz4_flex::decompress_size_prepended(payload).ok()
-}
-
-impl Drop for Store {
-    fn drop(&mut self) {
-        if self.committed {
-            return;
-        }
-        for index in 0..self.checksums.len() {
-            let _ = self.backend.delete(&self.key.chunk_key(index));
         }
     }
 }
