@@ -6,7 +6,11 @@
 //! - The atomic steps are Lua scripts (`scripts.rs`): a locked miss is three round trips
 //!   (`GET`, get-or-lock, store-and-release), a hit is one `GET`.
 //! - Lock waiters are woken through pub/sub (`wake.rs`) instead of polling.
+//! - `connect.rs` opens the clients; `commands.rs` spells each step as a command or a
+//!   script invocation; this file runs them, sync and async.
 
+mod commands;
+mod connect;
 mod pool;
 mod scripts;
 mod wake;
@@ -14,67 +18,24 @@ mod wake;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Cmd, ConnectionLike, RedisError, RedisFuture, RedisResult, ScriptInvocation, Value};
+use redis::aio::ConnectionManagerConfig;
+use redis::{Cmd, ConnectionLike, RedisResult, ScriptInvocation};
 
 use super::{AsyncBackend, Backend, BoxFuture, GetOrLock};
 use crate::error::Error;
-use pool::{Pool, is_connection_failure};
-use scripts::{
-    COMPARE_AND_DELETE, COMPARE_AND_EXTEND, GET_OR_LOCK, RELEASE_CHANNEL, STORE_AND_RELEASE,
+use commands::{
+    compare_and_delete, compare_and_extend, delete_cmd, get_cmd, get_many_cmd, get_or_lock,
+    get_or_lock_reply, set_cmd, store_and_release,
 };
+pub use connect::RedisBuilder;
+use connect::{AsyncConnection, Client};
+use pool::{Pool, is_connection_failure};
 use wake::Hub;
 
 /// The default time allowed to open a connection.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// The default time allowed for a reply (redis 1.x's own async default is 500 ms).
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// The Redis client: one server, or a cluster.
-#[derive(Clone)]
-#[allow(
-    clippy::large_enum_variant,
-    reason = "one per backend; its size does not matter"
-)]
-enum Client {
-    Single(redis::Client),
-    Cluster(redis::cluster::ClusterClient),
-}
-
-/// An async connection: to a server (reconnecting by itself), or to a cluster.
-#[derive(Clone)]
-enum AsyncConnection {
-    Single(ConnectionManager),
-    Cluster(redis::cluster_async::ClusterConnection),
-}
-
-impl redis::aio::ConnectionLike for AsyncConnection {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Self::Single(conn) => conn.req_packed_command(cmd),
-            Self::Cluster(conn) => conn.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a redis::Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Self::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
-            Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Self::Single(conn) => conn.get_db(),
-            Self::Cluster(conn) => conn.get_db(),
-        }
-    }
-}
 
 /// A cache backend on Redis: a single server, or a Redis Cluster.
 ///
@@ -120,170 +81,7 @@ impl std::fmt::Debug for RedisBackend {
     }
 }
 
-/// Settings for [`RedisBackend`]; made by [`RedisBackend::builder`].
-#[derive(Debug, Clone)]
-#[must_use = "call .connect() to open the connection"]
-pub struct RedisBuilder {
-    urls: Vec<String>,
-    cluster: bool,
-    connect_timeout: Duration,
-    response_timeout: Duration,
-    wake_ups: bool,
-    #[cfg(feature = "tls")]
-    root_certificate: Option<Vec<u8>>,
-}
-
-impl RedisBuilder {
-    /// The time allowed to open a connection (default 1 s). While the server is
-    /// unreachable, each call that needs a new connection waits at most this long
-    /// before computing without the cache.
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
-    }
-
-    /// The time allowed for each reply (default 1 s), sync and async alike.
-    pub fn response_timeout(mut self, timeout: Duration) -> Self {
-        self.response_timeout = timeout;
-        self
-    }
-
-    /// Trusts the certificate authority in `pem` (instead of the web's public roots)
-    /// for `rediss://` connections: for servers with a private CA.
-    #[cfg(feature = "tls")]
-    pub fn root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
-        self.root_certificate = Some(pem.into());
-        self
-    }
-
-    /// Whether lock waiters are woken through pub/sub (default `true`). With `false`
-    /// they only poll every `retry`, as Djblets does: for comparing, not for production.
-    pub fn wake_ups(mut self, enabled: bool) -> Self {
-        self.wake_ups = enabled;
-        self
-    }
-
-    /// Treats the URLs as nodes of a Redis Cluster (one is enough to discover the rest).
-    pub fn cluster(mut self) -> Self {
-        self.cluster = true;
-        self
-    }
-
-    /// Connects (one connection and a `PING`, to check that the server answers and
-    /// accepts the URL's credentials) and starts the wake-up subscriber.
-    pub fn connect(self) -> Result<RedisBackend, Error> {
-        let address = self
-            .urls
-            .iter()
-            .map(|url| redact(url))
-            .collect::<Vec<_>>()
-            .join(",");
-        let connect_error = |source: RedisError| Error::Connect {
-            url: address.clone(),
-            source: source.into(),
-        };
-        let first = self.urls.first().ok_or_else(|| Error::Connect {
-            url: address.clone(),
-            source: "no URL given".into(),
-        })?;
-        let subscriber = self.open_client(first).map_err(connect_error)?;
-        let client = if self.cluster {
-            let cluster =
-                redis::cluster::ClusterClient::builder(self.urls.iter().map(String::as_str))
-                    .connection_timeout(self.connect_timeout)
-                    .response_timeout(self.response_timeout);
-            #[cfg(feature = "tls")]
-            let cluster = match &self.root_certificate {
-                Some(pem) => cluster.certs(certificates(pem)),
-                None => cluster,
-            };
-            Client::Cluster(cluster.build().map_err(connect_error)?)
-        } else {
-            Client::Single(subscriber.clone())
-        };
-        let pool = Pool::new(client.clone(), self.connect_timeout, self.response_timeout);
-        // One command proves the server answers, and that the URL's credentials work.
-        let mut first_connection = pool.open().map_err(connect_error)?;
-        first_connection.ping().map_err(connect_error)?;
-        pool.put(first_connection);
-        let hub = Arc::new(Hub::default());
-        if self.wake_ups {
-            wake::spawn_subscriber(subscriber, self.connect_timeout, &hub);
-        }
-        Ok(RedisBackend {
-            inner: Arc::new(Inner {
-                address,
-                client,
-                pool,
-                connect_timeout: self.connect_timeout,
-                response_timeout: self.response_timeout,
-                async_connection: Mutex::new(None),
-                hub,
-            }),
-        })
-    }
-}
-
-impl RedisBuilder {
-    #[cfg_attr(not(feature = "tls"), allow(clippy::unused_self))]
-    fn open_client(&self, url: &str) -> RedisResult<redis::Client> {
-        #[cfg(feature = "tls")]
-        if let Some(pem) = &self.root_certificate {
-            return redis::Client::build_with_tls(url, certificates(pem));
-        }
-        redis::Client::open(url)
-    }
-}
-
-#[cfg(feature = "tls")]
-fn certificates(pem: &[u8]) -> redis::TlsCertificates {
-    redis::TlsCertificates {
-        client_tls: None,
-        root_cert: Some(pem.to_vec()),
-    }
-}
-
-/// `url` with any password replaced by `***`.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
-            let hidden = if userinfo.contains(':') { ":***" } else { "" };
-            format!("{scheme}://{user}{hidden}@{host}{}", &rest[authority_end..])
-        }
-        None => url.to_owned(),
-    }
-}
-
 impl RedisBackend {
-    /// Connects to the Redis server at `url` (`redis://[user:password@]host[:port][/db]`,
-    /// or `rediss://` with the `tls` feature) with the default timeouts.
-    pub fn connect(url: &str) -> Result<Self, Error> {
-        Self::builder([url]).connect()
-    }
-
-    /// Settings for connecting to `urls`: one server, or with
-    /// [`RedisBuilder::cluster`] the nodes of a cluster.
-    pub fn builder<I, S>(urls: I) -> RedisBuilder
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        RedisBuilder {
-            urls: urls.into_iter().map(Into::into).collect(),
-            cluster: false,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
-            wake_ups: true,
-            #[cfg(feature = "tls")]
-            root_certificate: None,
-        }
-    }
-
     fn run<T>(
         &self,
         operation: &'static str,
@@ -374,98 +172,6 @@ impl Request {
             Self::Command(cmd) => cmd.query_async(conn).await,
             Self::Script(script) => script.invoke_async(conn).await,
         }
-    }
-}
-
-/// A TTL in Redis milliseconds (at least 1: Redis rejects `PX 0`).
-fn ms(ttl: Duration) -> u64 {
-    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
-}
-
-fn release_channel(lock_key: &str) -> String {
-    format!("{RELEASE_CHANNEL}{lock_key}")
-}
-
-fn get_cmd(key: &str) -> Cmd {
-    let mut cmd = redis::cmd("GET");
-    cmd.arg(key);
-    cmd
-}
-
-fn get_many_cmd(keys: &[&str]) -> Cmd {
-    let mut cmd = redis::cmd("MGET");
-    cmd.arg(keys);
-    cmd
-}
-
-fn set_cmd(key: &str, value: &[u8], ttl: Duration, only_if_absent: bool) -> Cmd {
-    let mut cmd = redis::cmd("SET");
-    cmd.arg(key).arg(value);
-    if only_if_absent {
-        cmd.arg("NX");
-    }
-    cmd.arg("PX").arg(ms(ttl));
-    cmd
-}
-
-fn delete_cmd(key: &str) -> Cmd {
-    let mut cmd = redis::cmd("DEL");
-    cmd.arg(key);
-    cmd
-}
-
-fn compare_and_delete(key: &str, expected: &[u8]) -> ScriptInvocation<'static> {
-    let mut script = COMPARE_AND_DELETE.prepare_invoke();
-    script.key(key).arg(expected).arg(release_channel(key));
-    script
-}
-
-fn compare_and_extend(key: &str, expected: &[u8], ttl: Duration) -> ScriptInvocation<'static> {
-    let mut script = COMPARE_AND_EXTEND.prepare_invoke();
-    script.key(key).arg(expected).arg(ms(ttl));
-    script
-}
-
-fn get_or_lock(
-    key: &str,
-    lock_key: &str,
-    token: &[u8],
-    lock_ttl: Duration,
-) -> ScriptInvocation<'static> {
-    let mut script = GET_OR_LOCK.prepare_invoke();
-    script.key(key).key(lock_key).arg(token).arg(ms(lock_ttl));
-    script
-}
-
-fn store_and_release(
-    key: &str,
-    value: &[u8],
-    ttl: Duration,
-    lock_key: &str,
-    token: &[u8],
-) -> ScriptInvocation<'static> {
-    let mut script = STORE_AND_RELEASE.prepare_invoke();
-    script
-        .key(key)
-        .key(lock_key)
-        .arg(value)
-        .arg(ms(ttl))
-        .arg(token)
-        .arg(release_channel(lock_key));
-    script
-}
-
-/// Reads the get-or-lock script's reply: the value, 1 (locked) or 0 (held).
-fn get_or_lock_reply(key: &str, reply: Value) -> Result<GetOrLock, Error> {
-    match reply {
-        Value::BulkString(value) => Ok(GetOrLock::Value(value)),
-        Value::Int(1) => Ok(GetOrLock::Locked),
-        Value::Int(0) => Ok(GetOrLock::Held),
-        other => Err(Error::backend(
-            "get_or_lock",
-            key,
-            format!("unexpected reply {other:?}"),
-        )),
     }
 }
 
@@ -673,29 +379,5 @@ impl AsyncBackend for RedisBackend {
         max: Duration,
     ) -> BoxFuture<'a, ()> {
         Box::pin(self.inner.hub.wait_async(lock_key, attempted, max))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redact_hides_passwords_only() {
-        assert_eq!(
-            redact("redis://127.0.0.1:6379/0"),
-            "redis://127.0.0.1:6379/0"
-        );
-        assert_eq!(redact("redis://:pw@host:1/2"), "redis://:***@host:1/2");
-        assert_eq!(redact("rediss://user:p@ss@host"), "rediss://user:***@host");
-        assert_eq!(redact("redis://user@host"), "redis://user@host");
-    }
-
-    #[test]
-    fn ttls_are_at_least_one_millisecond() {
-        assert_eq!(ms(Duration::ZERO), 1);
-        assert_eq!(ms(Duration::from_micros(1500)), 1);
-        assert_eq!(ms(Duration::from_secs(2)), 2000);
-        assert_eq!(ms(Duration::MAX), u64::MAX);
     }
 }

@@ -1,0 +1,120 @@
+//! The commands and script invocations of each backend step, and their replies.
+
+use std::time::Duration;
+
+use redis::{Cmd, ScriptInvocation, Value};
+
+use super::scripts::{
+    COMPARE_AND_DELETE, COMPARE_AND_EXTEND, GET_OR_LOCK, RELEASE_CHANNEL, STORE_AND_RELEASE,
+};
+use crate::backend::GetOrLock;
+use crate::error::Error;
+
+/// A TTL in Redis milliseconds (at least 1: Redis rejects `PX 0`).
+pub(super) fn ms(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+pub(super) fn release_channel(lock_key: &str) -> String {
+    format!("{RELEASE_CHANNEL}{lock_key}")
+}
+
+pub(super) fn get_cmd(key: &str) -> Cmd {
+    let mut cmd = redis::cmd("GET");
+    cmd.arg(key);
+    cmd
+}
+
+pub(super) fn get_many_cmd(keys: &[&str]) -> Cmd {
+    let mut cmd = redis::cmd("MGET");
+    cmd.arg(keys);
+    cmd
+}
+
+pub(super) fn set_cmd(key: &str, value: &[u8], ttl: Duration, only_if_absent: bool) -> Cmd {
+    let mut cmd = redis::cmd("SET");
+    cmd.arg(key).arg(value);
+    if only_if_absent {
+        cmd.arg("NX");
+    }
+    cmd.arg("PX").arg(ms(ttl));
+    cmd
+}
+
+pub(super) fn delete_cmd(key: &str) -> Cmd {
+    let mut cmd = redis::cmd("DEL");
+    cmd.arg(key);
+    cmd
+}
+
+pub(super) fn compare_and_delete(key: &str, expected: &[u8]) -> ScriptInvocation<'static> {
+    let mut script = COMPARE_AND_DELETE.prepare_invoke();
+    script.key(key).arg(expected).arg(release_channel(key));
+    script
+}
+
+pub(super) fn compare_and_extend(
+    key: &str,
+    expected: &[u8],
+    ttl: Duration,
+) -> ScriptInvocation<'static> {
+    let mut script = COMPARE_AND_EXTEND.prepare_invoke();
+    script.key(key).arg(expected).arg(ms(ttl));
+    script
+}
+
+pub(super) fn get_or_lock(
+    key: &str,
+    lock_key: &str,
+    token: &[u8],
+    lock_ttl: Duration,
+) -> ScriptInvocation<'static> {
+    let mut script = GET_OR_LOCK.prepare_invoke();
+    script.key(key).key(lock_key).arg(token).arg(ms(lock_ttl));
+    script
+}
+
+pub(super) fn store_and_release(
+    key: &str,
+    value: &[u8],
+    ttl: Duration,
+    lock_key: &str,
+    token: &[u8],
+) -> ScriptInvocation<'static> {
+    let mut script = STORE_AND_RELEASE.prepare_invoke();
+    script
+        .key(key)
+        .key(lock_key)
+        .arg(value)
+        .arg(ms(ttl))
+        .arg(token)
+        .arg(release_channel(lock_key));
+    script
+}
+
+/// Reads the get-or-lock script's reply: the value, 1 (locked) or 0 (held).
+pub(super) fn get_or_lock_reply(key: &str, reply: Value) -> Result<GetOrLock, Error> {
+    match reply {
+        Value::BulkString(value) => Ok(GetOrLock::Value(value)),
+        Value::Int(1) => Ok(GetOrLock::Locked),
+        Value::Int(0) => Ok(GetOrLock::Held),
+        other => Err(Error::backend(
+            "get_or_lock",
+            key,
+            format!("unexpected reply {other:?}"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttls_are_at_least_one_millisecond() {
+        assert_eq!(ms(Duration::ZERO), 1);
+        assert_eq!(ms(Duration::from_micros(1500)), 1);
+        assert_eq!(ms(Duration::from_secs(2)), 2000);
+        assert_eq!(ms(Duration::MAX), u64::MAX);
+    }
+}

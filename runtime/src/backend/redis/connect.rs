@@ -1,0 +1,240 @@
+//! Connecting: the clients (one server or a cluster), the async connection, and
+//! [`RedisBuilder`], with its timeouts, TLS roots and wake-up switch.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::{Cmd, RedisError, RedisFuture, RedisResult, Value};
+
+use super::pool::Pool;
+use super::wake::{self, Hub};
+use super::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, Inner, RedisBackend};
+use crate::error::Error;
+
+/// The Redis client: one server, or a cluster.
+#[derive(Clone)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per backend; its size does not matter"
+)]
+pub(super) enum Client {
+    Single(redis::Client),
+    Cluster(redis::cluster::ClusterClient),
+}
+
+/// An async connection: to a server (reconnecting by itself), or to a cluster.
+#[derive(Clone)]
+pub(super) enum AsyncConnection {
+    Single(ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for AsyncConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(conn) => conn.req_packed_command(cmd),
+            Self::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(conn) => conn.get_db(),
+            Self::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
+/// Settings for [`RedisBackend`]; made by [`RedisBackend::builder`].
+#[derive(Debug, Clone)]
+#[must_use = "call .connect() to open the connection"]
+pub struct RedisBuilder {
+    urls: Vec<String>,
+    cluster: bool,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+    wake_ups: bool,
+    #[cfg(feature = "tls")]
+    root_certificate: Option<Vec<u8>>,
+}
+
+impl RedisBuilder {
+    /// The time allowed to open a connection (default 1 s). While the server is
+    /// unreachable, each call that needs a new connection waits at most this long
+    /// before computing without the cache.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The time allowed for each reply (default 1 s), sync and async alike.
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// Trusts the certificate authority in `pem` (instead of the web's public roots)
+    /// for `rediss://` connections: for servers with a private CA.
+    #[cfg(feature = "tls")]
+    pub fn root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.root_certificate = Some(pem.into());
+        self
+    }
+
+    /// Whether lock waiters are woken through pub/sub (default `true`). With `false`
+    /// they only poll every `retry`, as Djblets does: for comparing, not for production.
+    pub fn wake_ups(mut self, enabled: bool) -> Self {
+        self.wake_ups = enabled;
+        self
+    }
+
+    /// Treats the URLs as nodes of a Redis Cluster (one is enough to discover the rest).
+    pub fn cluster(mut self) -> Self {
+        self.cluster = true;
+        self
+    }
+
+    /// Connects (one connection and a `PING`, to check that the server answers and
+    /// accepts the URL's credentials) and starts the wake-up subscriber.
+    pub fn connect(self) -> Result<RedisBackend, Error> {
+        let address = self
+            .urls
+            .iter()
+            .map(|url| redact(url))
+            .collect::<Vec<_>>()
+            .join(",");
+        let connect_error = |source: RedisError| Error::Connect {
+            url: address.clone(),
+            source: source.into(),
+        };
+        let first = self.urls.first().ok_or_else(|| Error::Connect {
+            url: address.clone(),
+            source: "no URL given".into(),
+        })?;
+        let subscriber = self.open_client(first).map_err(connect_error)?;
+        let client = if self.cluster {
+            let cluster =
+                redis::cluster::ClusterClient::builder(self.urls.iter().map(String::as_str))
+                    .connection_timeout(self.connect_timeout)
+                    .response_timeout(self.response_timeout);
+            #[cfg(feature = "tls")]
+            let cluster = match &self.root_certificate {
+                Some(pem) => cluster.certs(certificates(pem)),
+                None => cluster,
+            };
+            Client::Cluster(cluster.build().map_err(connect_error)?)
+        } else {
+            Client::Single(subscriber.clone())
+        };
+        let pool = Pool::new(client.clone(), self.connect_timeout, self.response_timeout);
+        // One command proves the server answers, and that the URL's credentials work.
+        let mut first_connection = pool.open().map_err(connect_error)?;
+        first_connection.ping().map_err(connect_error)?;
+        pool.put(first_connection);
+        let hub = Arc::new(Hub::default());
+        if self.wake_ups {
+            wake::spawn_subscriber(subscriber, self.connect_timeout, &hub);
+        }
+        Ok(RedisBackend {
+            inner: Arc::new(Inner {
+                address,
+                client,
+                pool,
+                connect_timeout: self.connect_timeout,
+                response_timeout: self.response_timeout,
+                async_connection: Mutex::new(None),
+                hub,
+            }),
+        })
+    }
+}
+
+impl RedisBuilder {
+    #[cfg_attr(not(feature = "tls"), allow(clippy::unused_self))]
+    fn open_client(&self, url: &str) -> RedisResult<redis::Client> {
+        #[cfg(feature = "tls")]
+        if let Some(pem) = &self.root_certificate {
+            return redis::Client::build_with_tls(url, certificates(pem));
+        }
+        redis::Client::open(url)
+    }
+}
+
+#[cfg(feature = "tls")]
+fn certificates(pem: &[u8]) -> redis::TlsCertificates {
+    redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem.to_vec()),
+    }
+}
+
+/// `url` with any password replaced by `***`.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            let hidden = if userinfo.contains(':') { ":***" } else { "" };
+            format!("{scheme}://{user}{hidden}@{host}{}", &rest[authority_end..])
+        }
+        None => url.to_owned(),
+    }
+}
+
+impl RedisBackend {
+    /// Connects to the Redis server at `url` (`redis://[user:password@]host[:port][/db]`,
+    /// or `rediss://` with the `tls` feature) with the default timeouts.
+    pub fn connect(url: &str) -> Result<Self, Error> {
+        Self::builder([url]).connect()
+    }
+
+    /// Settings for connecting to `urls`: one server, or with
+    /// [`RedisBuilder::cluster`] the nodes of a cluster.
+    pub fn builder<I, S>(urls: I) -> RedisBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        RedisBuilder {
+            urls: urls.into_iter().map(Into::into).collect(),
+            cluster: false,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            wake_ups: true,
+            #[cfg(feature = "tls")]
+            root_certificate: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_hides_passwords_only() {
+        assert_eq!(
+            redact("redis://127.0.0.1:6379/0"),
+            "redis://127.0.0.1:6379/0"
+        );
+        assert_eq!(redact("redis://:pw@host:1/2"), "redis://:***@host:1/2");
+        assert_eq!(redact("rediss://user:p@ss@host"), "rediss://user:***@host");
+        assert_eq!(redact("redis://user@host"), "redis://user@host");
+    }
+}
