@@ -89,13 +89,21 @@ impl AsRef<str> for CacheKey {
 /// ```
 pub fn make_cache_key(key: &str) -> CacheKey {
     let prefix = key_prefix();
-    let mut body = String::with_capacity(prefix.len() + key.len() + 1);
+    let key = sanitize(key);
+    // One allocation in the common case: `{prefix:key}` written directly.
+    let mut out = String::with_capacity(prefix.len() + key.len() + 3);
+    out.push('{');
     if !prefix.is_empty() {
-        body.push_str(&prefix);
-        body.push(':');
+        out.push_str(&prefix);
+        out.push(':');
     }
-    body.push_str(&sanitize(key));
-    CacheKey(format!("{{{}}}", shorten(body)))
+    out.push_str(&key);
+    if out.len() - 1 > MAX_BODY_LEN {
+        out = format!("{{{}}}", shorten(out.split_off(1)));
+    } else {
+        out.push('}');
+    }
+    CacheKey(out)
 }
 
 /// The hash tag's two braces count against the length limit.
@@ -200,6 +208,16 @@ mod tests {
         let cut = shorten("é".repeat(200));
         assert!(cut.len() <= MAX_BODY_LEN);
         assert!(cut.starts_with("éé"));
+    }
+
+    #[test]
+    fn made_keys_stay_within_the_limit_inside_their_hash_tag() {
+        let long = make_cache_key(&"k".repeat(500));
+        assert_eq!(long.as_str().len(), MAX_KEY_LEN);
+        assert!(long.as_str().starts_with("{kkk") && long.as_str().ends_with('}'));
+        let exact = make_cache_key(&"k".repeat(MAX_BODY_LEN));
+        assert_eq!(exact.as_str(), format!("{{{}}}", "k".repeat(MAX_BODY_LEN)));
+        assert_ne!(make_cache_key(&"k".repeat(MAX_BODY_LEN + 1)), exact);
     }
 
     #[test]
