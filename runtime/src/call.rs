@@ -42,6 +42,12 @@ impl<'a> Call<'a> {
         }
     }
 
+    /// What concurrent misses of this call coalesce on in-process: the key, and which
+    /// backend it lives in (two backends' values are not shared).
+    pub(crate) fn flight_key(&self) -> String {
+        format!("{:p}|{}", Arc::as_ptr(&self.backend).cast::<()>(), self.key)
+    }
+
     pub(crate) fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Option<T> {
         codec::decode(bytes, self.opts.version)
     }

@@ -187,7 +187,7 @@ where
         return Ok(value);
     };
     loop {
-        match coalesce::join(call.key.as_str()) {
+        match coalesce::join(&call.flight_key()) {
             Role::Lead(leader) => return call.lead(leader, lock, compute),
             Role::Follow(flight) => {
                 if let Some(value) = flight.wait().and_then(|bytes| call.decode(&bytes)) {
@@ -240,7 +240,7 @@ where
         return Ok(value);
     };
     loop {
-        match coalesce::join(call.key.as_str()) {
+        match coalesce::join(&call.flight_key()) {
             Role::Lead(leader) => return call.lead_async(leader, lock, compute).await,
             Role::Follow(flight) => {
                 if let Some(value) = flight.wait_async().await.and_then(|b| call.decode(&b)) {

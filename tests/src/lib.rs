@@ -145,7 +145,7 @@ macro_rules! with_scenarios {
                 async_hit_and_miss, async_tasks_on_a_cold_key_compute_once,
                 async_broken_backend_computes_and_returns, async_err_is_not_stored,
                 refresh_recomputes_the_first_call_only, refresh_async_recomputes,
-                long_computation_keeps_its_lock
+                long_computation_keeps_its_lock, two_backends_do_not_share_a_computation
             ];
             iter_suite: [
                 iter_zero_items, iter_one_item, iter_exactly_one_chunk, iter_one_over_a_chunk,

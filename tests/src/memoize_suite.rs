@@ -472,3 +472,35 @@ pub fn long_computation_keeps_its_lock(f: &Fixture) {
     assert!(value, "the lock was renewed while computing");
     assert_eq!(f.lock_token(&key), None, "and released after");
 }
+
+/// Concurrent misses of one key in two backends are not coalesced with each other:
+/// both computations run at once, each backend gets its own value.
+pub fn two_backends_do_not_share_a_computation(f: &Fixture) {
+    let key = f.key("two-backends");
+    let other = Fixture::new(Arc::new(cache_memoize::MemoryBackend::new()));
+    let (first_in, first_arrived) = mpsc::channel::<()>();
+    let (second_in, second_arrived) = mpsc::channel::<()>();
+    // Each computation announces itself and waits for the other: if the second call
+    // were coalesced into the first, the first would wait alone and say so.
+    let meet = |announce: mpsc::Sender<()>, other: mpsc::Receiver<()>, name: &'static str| {
+        move || {
+            let _ = announce.send(());
+            match other.recv_timeout(std::time::Duration::from_secs(10)) {
+                Ok(()) => name.to_owned(),
+                Err(_) => format!("{name}, computed alone"),
+            }
+        }
+    };
+    let first = {
+        let (opts, key) = (f.locked(), key.clone());
+        let compute = meet(first_in, second_arrived, "first backend");
+        std::thread::spawn(move || memoize(&key, &opts, compute))
+    };
+    let second = {
+        let (opts, key) = (other.locked(), key.clone());
+        let compute = meet(second_in, first_arrived, "second backend");
+        std::thread::spawn(move || memoize(&key, &opts, compute))
+    };
+    assert_eq!(first.join().ok().as_deref(), Some("first backend"));
+    assert_eq!(second.join().ok().as_deref(), Some("second backend"));
+}
