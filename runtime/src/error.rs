@@ -6,7 +6,7 @@ use std::time::Duration;
 /// A boxed error from a backend's client library.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-/// A failure talking to the cache backend, or encoding a value for it.
+/// A failure talking to the cache backend.
 ///
 /// Memoized functions never return this: they log it through `tracing` and compute
 /// the value anyway. It reaches the caller only from the explicit operations
@@ -32,15 +32,6 @@ pub enum Error {
         /// The address, with any password removed.
         url: String,
         /// What the backend's client reported.
-        #[source]
-        source: BoxError,
-    },
-    /// A value could not be encoded for storage.
-    #[error("cannot encode the value for key {key:?}: {source}")]
-    Encode {
-        /// The key the value was for.
-        key: String,
-        /// What the encoder reported.
         #[source]
         source: BoxError,
     },
