@@ -259,8 +259,6 @@ pub fn invalidate(key: &str) -> Result<(), Error> {
 /// The value path's leader: take the lock (or find the value), compute, store and
 /// release, and share the result with this process's followers.
 impl Call<'_> {
-    /// The leader's path: take the lock (or find the value), compute, store and
-    /// release, and share the result with this process's followers.
     fn lead<T, E>(
         &self,
         leader: Leader,
