@@ -34,8 +34,13 @@ pub(crate) struct Call<'a> {
 
 impl<'a> Call<'a> {
     pub(crate) fn new(key: &str, opts: &'a MemoizeOptions, forced: bool) -> Self {
+        Self::for_key(make_cache_key(key), opts, forced)
+    }
+
+    /// A call for a key already made (an iterator keeps its key for its whole life).
+    pub(crate) fn for_key(key: CacheKey, opts: &'a MemoizeOptions, forced: bool) -> Self {
         Self {
-            key: make_cache_key(key),
+            key,
             opts,
             backend: opts.backend_handle(),
             forced,

@@ -1,13 +1,17 @@
-//! The global key prefix (its own test binary: the prefix is process-wide).
+//! The global key prefix (its own test binary: the prefix is process-wide, so the
+//! tests here take turns through `PREFIX`).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use cache_memoize::{
     Backend, CacheLock, MemoizeOptions, MemoryBackend, make_cache_key, memoize, set_key_prefix,
 };
 
+static PREFIX: Mutex<()> = Mutex::new(());
+
 #[test]
 fn the_prefix_namespaces_values_and_locks() {
+    let _turn = PREFIX.lock().unwrap_or_else(PoisonError::into_inner);
     let backend = Arc::new(MemoryBackend::new());
     set_key_prefix("site a");
     let opts = MemoizeOptions::new().backend(backend.clone());
@@ -26,4 +30,27 @@ fn the_prefix_namespaces_values_and_locks() {
     assert_eq!(memoize("shared", &opts, || 3_u32), 1);
     set_key_prefix("");
     assert_eq!(make_cache_key("shared").as_str(), "{shared}");
+}
+
+#[test]
+fn an_iterator_keeps_the_key_it_started_with() {
+    let _turn = PREFIX.lock().unwrap_or_else(PoisonError::into_inner);
+    let backend = Arc::new(MemoryBackend::new());
+    let opts = MemoizeOptions::new()
+        .backend(backend)
+        .chunk_size(24)
+        .compress(false);
+    set_key_prefix("before");
+    let mut items = cache_memoize::memoize_iter("rows", &opts, || 0..10_u8);
+    assert_eq!(items.next(), Some(0));
+    set_key_prefix("after"); // chunks already written stay under the old key
+    assert_eq!(items.collect::<Vec<_>>(), (1..10).collect::<Vec<_>>());
+    set_key_prefix("before");
+    let again: Vec<u8> = cache_memoize::memoize_iter("rows", &opts, || 0..0_u8).collect();
+    assert_eq!(
+        again,
+        (0..10).collect::<Vec<_>>(),
+        "stored whole under the key it began with"
+    );
+    set_key_prefix("");
 }

@@ -135,7 +135,7 @@ impl Store {
                 None => break,
             }
         }
-        let expires_at = Instant::now().checked_add(ttl).unwrap_or_else(far_future);
+        let expires_at = expiry(ttl);
         self.used += needed;
         self.entries.put(
             key.to_owned(),
@@ -147,10 +147,12 @@ impl Store {
     }
 }
 
-/// An instant no TTL reaches (about a century away).
-fn far_future() -> Instant {
+/// When an entry stored now for `ttl` expires (about a century away at most, for TTLs
+/// too large to add to an `Instant`).
+fn expiry(ttl: Duration) -> Instant {
     let now = Instant::now();
-    now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600))
+    now.checked_add(ttl)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
         .unwrap_or(now)
 }
 
@@ -203,7 +205,7 @@ impl Backend for MemoryBackend {
         let mut store = self.lock();
         match store.live(key) {
             Some(entry) if entry.value == expected => {
-                entry.expires_at = Instant::now().checked_add(ttl).unwrap_or_else(far_future);
+                entry.expires_at = expiry(ttl);
                 Ok(true)
             }
             _ => Ok(false),

@@ -24,6 +24,7 @@ use crate::backend::CacheBackend;
 use crate::call::{Acquired, Call};
 use crate::codec;
 use crate::error::LockError;
+use crate::key::{CacheKey, make_cache_key};
 use crate::lock::{LockGuard, new_token};
 use crate::memoize::MemoizeOptions;
 use crate::refresh::take_forced;
@@ -112,7 +113,8 @@ impl<T> std::fmt::Debug for MemoIter<'_, T> {
 
 /// What an iterator needs of its call after the call returned.
 struct Context<T> {
-    key: String,
+    /// The finished key, made once: every chunk and the manifest derive from it.
+    key: CacheKey,
     opts: MemoizeOptions,
     items: ItemCodec<T>,
 }
@@ -130,7 +132,7 @@ impl<T> Clone for Context<T> {
 impl<T: Serialize + DeserializeOwned> Context<T> {
     fn new(key: &str, opts: &MemoizeOptions) -> Self {
         Self {
-            key: key.to_owned(),
+            key: make_cache_key(key),
             opts: opts.clone().backend(opts.backend_handle()),
             items: ItemCodec::new(),
         }
@@ -139,7 +141,7 @@ impl<T: Serialize + DeserializeOwned> Context<T> {
 
 impl<T> Context<T> {
     fn call(&self, forced: bool) -> Call<'_> {
-        Call::new(&self.key, &self.opts, forced)
+        Call::for_key(self.key.clone(), &self.opts, forced)
     }
 
     fn backend(&self) -> Arc<dyn CacheBackend> {

@@ -122,9 +122,8 @@ impl<'a, T> Reader<'a, T> {
             .manifest
             .chunks
             .min(self.next_chunk.saturating_add(per_window));
-        let key = crate::key::make_cache_key(&self.context.key);
         let names: Vec<String> = (self.next_chunk..end)
-            .map(|i| key.chunk_key(i as usize))
+            .map(|i| self.context.key.chunk_key(i as usize))
             .collect();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         let chunks = self
@@ -143,9 +142,8 @@ pub(super) async fn read_all_async<T>(
     context: &Context<T>,
     manifest: &Manifest<T>,
 ) -> Option<VecDeque<Vec<u8>>> {
-    let key = crate::key::make_cache_key(&context.key);
     let names: Vec<String> = (0..manifest.chunks as usize)
-        .map(|i| key.chunk_key(i))
+        .map(|i| context.key.chunk_key(i))
         .collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let chunks = context.backend().get_many_async(&names).await.ok()?;

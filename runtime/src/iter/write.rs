@@ -77,10 +77,8 @@ pub(super) struct Store {
     /// Keeps the lock alive while the caller consumes slowly; dropped before the lock.
     renewal: Option<crate::renew::Renewal>,
     guard: Option<LockGuard>,
-    /// The chunk being filled: envelope, then items.
+    /// The chunk being filled: envelope (`codec::HEADER_LEN` bytes), then items.
     buffer: Vec<u8>,
-    /// Where the items start in `buffer`.
-    header_len: usize,
     scratch: Vec<u8>,
     checksums: Vec<u32>,
     items: u64,
@@ -91,11 +89,10 @@ impl Store {
     pub(super) fn new<T>(context: &Context<T>, guard: Option<LockGuard>) -> Self {
         Self {
             backend: context.backend(),
-            key: crate::key::make_cache_key(&context.key),
+            key: context.key.clone(),
             renewal: guard.as_ref().map(LockGuard::keep_alive),
             guard,
             buffer: Vec::new(),
-            header_len: 0,
             scratch: Vec::new(),
             checksums: Vec::new(),
             items: 0,
@@ -106,25 +103,28 @@ impl Store {
     pub(super) fn push<T>(&mut self, context: &Context<T>, item: &T) -> Result<(), &'static str> {
         self.scratch.clear();
         (context.items.encode)(item, &mut self.scratch).map_err(|_| "an item does not encode")?;
-        let filled = self.buffer.len() > self.header_len;
-        if filled && self.buffer.len() + self.scratch.len() > context.opts.chunk_size {
+        if self.has_items() && self.buffer.len() + self.scratch.len() > context.opts.chunk_size {
             self.flush(context)?;
         }
         if self.buffer.is_empty() {
             codec::write_header::<Chunk<T>>(&mut self.buffer, context.opts.version);
-            self.header_len = self.buffer.len();
         }
         self.buffer.extend_from_slice(&self.scratch);
         self.items += 1;
         Ok(())
     }
 
+    /// Whether the chunk being filled holds any item yet.
+    fn has_items(&self) -> bool {
+        self.buffer.len() > codec::HEADER_LEN
+    }
+
     /// Stores the chunk being filled and extends the lock.
     pub(super) fn flush<T>(&mut self, context: &Context<T>) -> Result<(), &'static str> {
         let name = self.key.chunk_key(self.checksums.len());
         if context.opts.compress {
-            let compressed = lz4_flex::compress_prepend_size(&self.buffer[self.header_len..]);
-            self.buffer.truncate(self.header_len);
+            let compressed = lz4_flex::compress_prepend_size(&self.buffer[codec::HEADER_LEN..]);
+            self.buffer.truncate(codec::HEADER_LEN);
             self.buffer.extend_from_slice(&compressed);
         }
         let checksum = codec::seal(&mut self.buffer);
@@ -143,7 +143,7 @@ impl Store {
 
     /// Stores the last chunk, then the manifest, releasing the lock in the same step.
     pub(super) fn commit<T>(mut self, context: &Context<T>) {
-        if self.buffer.len() > self.header_len && self.flush(context).is_err() {
+        if self.has_items() && self.flush(context).is_err() {
             return;
         }
         let manifest = Manifest::<T> {
