@@ -1,49 +1,39 @@
-//! One memoized call's steps against the backend: read, lock-or-read, store, and the
-//! logging of every fail-open event. Used by the value path (`memoize`) and the
-//! iterator path (`iter`).
+//! One memoized call: its key, options and backend, how its value is encoded, and how
+//! what happened to it is reported through `tracing`. The value path (`memoize`) and
+//! the iterator path (`iter`) both run their sequence through one of these.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::backend::{CacheBackend, GetOrLock};
+use crate::backend::CacheBackend;
 use crate::codec;
-use crate::error::{Error, LockError};
 use crate::key::{CacheKey, make_cache_key};
-use crate::lock::{CacheLock, LockOptions};
-use crate::memoize::MemoizeOptions;
-
-/// What the leader's wait for the lock ended with.
-pub(crate) enum Acquired<T> {
-    /// Someone stored the value meanwhile (its bytes are shared with followers).
-    Found(T, Vec<u8>),
-    /// The lock is ours: compute.
-    Locked,
-}
+use crate::options::{MemoizeOptions, Refresh, Wait};
+use crate::renew::Renewal;
+use crate::sequence::{Decoder, LockPolicy, Machine, Note, Policy};
 
 /// One memoized call: the key, the options and the backend it runs against.
 pub(crate) struct Call<'a> {
     pub(crate) key: CacheKey,
     pub(crate) opts: &'a MemoizeOptions,
     pub(crate) backend: Arc<dyn CacheBackend>,
-    /// Compute and overwrite whatever is stored (`force_overwrite` or [`refresh`]).
-    pub(crate) forced: bool,
+    pub(crate) refresh: Refresh,
 }
 
 impl<'a> Call<'a> {
-    pub(crate) fn new(key: &str, opts: &'a MemoizeOptions, forced: bool) -> Self {
-        Self::for_key(make_cache_key(key), opts, forced)
+    pub(crate) fn new(key: &str, opts: &'a MemoizeOptions, refresh: Refresh) -> Self {
+        Self::for_key(make_cache_key(key), opts, refresh)
     }
 
     /// A call for a key already made (an iterator keeps its key for its whole life).
-    pub(crate) fn for_key(key: CacheKey, opts: &'a MemoizeOptions, forced: bool) -> Self {
+    pub(crate) fn for_key(key: CacheKey, opts: &'a MemoizeOptions, refresh: Refresh) -> Self {
         Self {
             key,
             opts,
             backend: opts.backend_handle(),
-            forced,
+            refresh,
         }
     }
 
@@ -53,37 +43,23 @@ impl<'a> Call<'a> {
         format!("{:p}|{}", Arc::as_ptr(&self.backend).cast::<()>(), self.key)
     }
 
-    pub(crate) fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Option<T> {
-        codec::decode(bytes, self.opts.version)
-    }
-
-    /// The stored value; `Err` (already logged) when the backend failed, in which case
-    /// the caller computes without the backend.
-    pub(crate) fn fetch<T: DeserializeOwned>(&self) -> Result<Option<T>, ()> {
-        let read = self.backend.get(self.key.as_str());
-        self.read_result(read)
-    }
-
-    pub(crate) async fn fetch_async<T: DeserializeOwned>(&self) -> Result<Option<T>, ()> {
-        let read = self.backend.get_async(self.key.as_str()).await;
-        self.read_result(read)
-    }
-
-    pub(crate) fn read_result<T: DeserializeOwned>(
-        &self,
-        read: Result<Option<Vec<u8>>, Error>,
-    ) -> Result<Option<T>, ()> {
-        match read {
-            Ok(bytes) => Ok(bytes.and_then(|bytes| self.decode(&bytes))),
-            Err(err) => {
-                self.fail_open(&err);
-                Err(())
-            }
-        }
-    }
-
-    pub(crate) fn fail_open(&self, err: &dyn std::error::Error) {
-        tracing::warn!(key = %self.key, error = %err, "cache backend failed; computing without it");
+    /// The sequence for this call, reading stored bytes as a `T`. `coalesce`: whether
+    /// concurrent misses in this process wait for one leader (a forced refresh never
+    /// does: it must not return another caller's older value).
+    pub(crate) fn machine<T: DeserializeOwned>(&self, coalesce: bool) -> Machine<T> {
+        let policy = Policy {
+            refresh: self.refresh,
+            lock: self.opts.lock.map(|lock| LockPolicy {
+                wait: Wait::of(&lock),
+                retry: lock.retry,
+            }),
+            coalesce: coalesce && self.refresh == Refresh::IfMissing,
+        };
+        let decoder = Decoder {
+            decode: codec::decode::<T>,
+            version: self.opts.version,
+        };
+        Machine::new(policy, decoder, fastrand::Rng::new())
     }
 
     pub(crate) fn encode<T: Serialize>(&self, value: &T) -> Option<Vec<u8>> {
@@ -92,163 +68,40 @@ impl<'a> Call<'a> {
             .ok()
     }
 
-    /// Stores `value` without a lock; returns its encoding.
-    pub(crate) fn store<T: Serialize>(&self, value: &T) -> Option<Vec<u8>> {
-        let bytes = self.encode(value)?;
-        if let Err(err) = self
-            .backend
-            .set(self.key.as_str(), &bytes, self.opts.expire)
-        {
-            self.fail_open(&err);
-        }
-        Some(bytes)
-    }
-
-    pub(crate) async fn store_async<T: Serialize>(&self, value: &T) -> Option<Vec<u8>> {
-        let bytes = self.encode(value)?;
-        if let Err(err) = self
-            .backend
-            .set_async(self.key.as_str(), &bytes, self.opts.expire)
-            .await
-        {
-            self.fail_open(&err);
-        }
-        Some(bytes)
-    }
-
-    pub(crate) fn lock(&self, options: LockOptions) -> (CacheLock, Option<Duration>) {
-        let lock = CacheLock::for_key(&self.key)
-            .options(options)
-            .backend(Arc::clone(&self.backend));
-        let timeout = if options.blocking {
-            options.timeout
-        } else {
-            Some(Duration::ZERO)
-        };
-        (lock, timeout)
-    }
-
-    /// One attempt at the lock: the stored value if someone stored it meanwhile, the
-    /// lock if free, `None` while another caller holds it.
-    pub(crate) fn interpret<T: DeserializeOwned>(
-        &self,
-        found: GetOrLock,
-    ) -> Option<Result<Acquired<T>, GetOrLock>> {
-        match found {
-            GetOrLock::Value(bytes) => match self.decode(&bytes) {
-                Some(value) => Some(Ok(Acquired::Found(value, bytes))),
-                // Unreadable bytes are a miss: take the lock and overwrite them.
-                None => Some(Err(GetOrLock::Value(bytes))),
-            },
-            GetOrLock::Locked => Some(Ok(Acquired::Locked)),
-            GetOrLock::Held => None,
-        }
-    }
-
-    pub(crate) fn attempt<T: DeserializeOwned>(
-        &self,
-        lock: &CacheLock,
-        token: &str,
-        expire: Duration,
-    ) -> Result<Option<Acquired<T>>, LockError> {
-        if !self.forced {
-            let found = self.backend.get_or_lock(
-                self.key.as_str(),
-                lock.key(),
-                token.as_bytes(),
-                expire,
-            )?;
-            match self.interpret(found) {
-                Some(Ok(acquired)) => return Ok(Some(acquired)),
-                None => return Ok(None),
-                Some(Err(_unreadable)) => {}
+    /// Reports what the sequence noted.
+    pub(crate) fn report(&self, note: Option<Note>) {
+        let key = &self.key;
+        match note {
+            None => {}
+            Some(Note::FailOpen(err)) => {
+                tracing::warn!(%key, error = %err, "cache backend failed; computing without it");
             }
-        }
-        Ok(self
-            .backend
-            .add(lock.key(), token.as_bytes(), expire)?
-            .then_some(Acquired::Locked))
-    }
-
-    pub(crate) async fn attempt_async<T: DeserializeOwned>(
-        &self,
-        lock: &CacheLock,
-        token: &str,
-        expire: Duration,
-    ) -> Result<Option<Acquired<T>>, LockError> {
-        if !self.forced {
-            let found = self
-                .backend
-                .get_or_lock_async(self.key.as_str(), lock.key(), token.as_bytes(), expire)
-                .await?;
-            match self.interpret(found) {
-                Some(Ok(acquired)) => return Ok(Some(acquired)),
-                None => return Ok(None),
-                Some(Err(_unreadable)) => {}
+            Some(Note::LockTimeout { waited }) => tracing::warn!(
+                %key,
+                ?waited,
+                "lock not acquired: timed out waiting for it; computing without it"
+            ),
+            Some(Note::LockBusy) => tracing::debug!(
+                %key,
+                "lock not acquired: held by another caller and not blocking; computing without it"
+            ),
+            Some(Note::StoreFailed(err)) => {
+                tracing::warn!(%key, error = %err, "cache backend failed; the value was not stored");
             }
-        }
-        Ok(self
-            .backend
-            .add_async(lock.key(), token.as_bytes(), expire)
-            .await?
-            .then_some(Acquired::Locked))
-    }
-
-    /// Waits until the value is found or the lock is ours.
-    pub(crate) fn acquire<T: DeserializeOwned>(
-        &self,
-        lock: &CacheLock,
-        timeout: Option<Duration>,
-        token: &str,
-        expire: Duration,
-    ) -> Result<Acquired<T>, LockError> {
-        let mut waiter = lock.waiter(timeout);
-        loop {
-            if let Some(acquired) = self.attempt(lock, token, expire)? {
-                return Ok(acquired);
-            }
-            waiter.pause(&*self.backend)?;
-        }
-    }
-
-    pub(crate) async fn acquire_async<T: DeserializeOwned>(
-        &self,
-        lock: &CacheLock,
-        timeout: Option<Duration>,
-        token: &str,
-        expire: Duration,
-    ) -> Result<Acquired<T>, LockError> {
-        let mut waiter = lock.waiter(timeout);
-        loop {
-            if let Some(acquired) = self.attempt_async(lock, token, expire).await? {
-                return Ok(acquired);
-            }
-            waiter.pause_async(&*self.backend).await?;
-        }
-    }
-
-    pub(crate) fn report_release(&self, released: Result<bool, Error>) {
-        match released {
-            Ok(true) => {}
-            Ok(false) => tracing::warn!(
-                key = %self.key,
+            Some(Note::LockLost) => tracing::warn!(
+                %key,
                 "the lock expired while computing; another caller may have computed too (raise the lock's expire)"
             ),
-            Err(err) => self.fail_open(&err),
         }
     }
 
     /// Warns when the lock was lost while computing (a renewal found it gone).
-    pub(crate) fn report_renewal(&self, renewal: &crate::renew::Renewal) {
-        if renewal.lost() {
+    pub(crate) fn report_renewal(&self, renewal: Option<&Renewal>) {
+        if renewal.is_some_and(Renewal::lost) {
             tracing::warn!(
                 key = %self.key,
                 "the lock was lost while computing; another caller may compute too"
             );
         }
-    }
-
-    pub(crate) fn lock_missed(&self, err: &LockError) {
-        tracing::warn!(key = %self.key, error = %err, "lock not acquired; computing without it");
     }
 }

@@ -11,8 +11,26 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use once_cell::sync::Lazy;
 use tokio::sync::watch;
 
-/// What a leader left for its followers: the encoded value, or nothing.
-pub(crate) type Landing = Option<Arc<[u8]>>;
+/// Where a flight stands (moka's waiter states, by name).
+#[derive(Clone)]
+enum Stage {
+    /// The leader is still at work.
+    InFlight,
+    /// The leader shared its encoded value.
+    Landed(Arc<[u8]>),
+    /// The leader ended without a value to share: its computation failed, panicked,
+    /// or its caller was cancelled. Followers run the sequence again.
+    Abandoned,
+}
+
+impl Stage {
+    fn landing(&self) -> Option<Arc<[u8]>> {
+        match self {
+            Self::Landed(bytes) => Some(Arc::clone(bytes)),
+            Self::InFlight | Self::Abandoned => None,
+        }
+    }
+}
 
 static FLIGHTS: Lazy<Mutex<HashMap<String, Arc<Flight>>>> = Lazy::new(Mutex::default);
 
@@ -23,7 +41,7 @@ fn flights() -> MutexGuard<'static, HashMap<String, Arc<Flight>>> {
 
 /// One computation in progress, and how its followers learn that it ended.
 pub(crate) struct Flight {
-    landing: Mutex<Option<Landing>>,
+    stage: Mutex<Stage>,
     landed: Condvar,
     landed_async: watch::Sender<bool>,
 }
@@ -43,7 +61,7 @@ pub(crate) fn join(key: &str) -> Role {
         return Role::Follow(Arc::clone(flight));
     }
     let flight = Arc::new(Flight {
-        landing: Mutex::new(None),
+        stage: Mutex::new(Stage::InFlight),
         landed: Condvar::new(),
         landed_async: watch::Sender::new(false),
     });
@@ -56,30 +74,28 @@ pub(crate) fn join(key: &str) -> Role {
 }
 
 impl Flight {
-    fn state(&self) -> MutexGuard<'_, Option<Landing>> {
-        self.landing.lock().unwrap_or_else(PoisonError::into_inner)
+    fn stage(&self) -> MutexGuard<'_, Stage> {
+        self.stage.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Blocks until the leader lands.
-    pub(crate) fn wait(&self) -> Landing {
-        let mut state = self.state();
-        loop {
-            if let Some(landing) = state.as_ref() {
-                return landing.clone();
-            }
-            state = self
+    /// Blocks until the leader ends; its encoded value, if it shared one.
+    pub(crate) fn wait(&self) -> Option<Arc<[u8]>> {
+        let mut stage = self.stage();
+        while matches!(*stage, Stage::InFlight) {
+            stage = self
                 .landed
-                .wait(state)
+                .wait(stage)
                 .unwrap_or_else(PoisonError::into_inner);
         }
+        stage.landing()
     }
 
-    /// Waits, without blocking the executor, until the leader lands.
-    pub(crate) async fn wait_async(&self) -> Landing {
+    /// Waits, without blocking the executor, until the leader ends.
+    pub(crate) async fn wait_async(&self) -> Option<Arc<[u8]>> {
         let mut landed = self.landed_async.subscribe();
         // The sender lives in `self`, so this only returns once the flag is set.
         let _ = landed.wait_for(|done| *done).await;
-        self.state().clone().flatten()
+        self.stage().landing()
     }
 }
 
@@ -88,7 +104,7 @@ impl Flight {
 pub(crate) struct Leader {
     key: String,
     flight: Arc<Flight>,
-    landing: Landing,
+    landing: Option<Arc<[u8]>>,
 }
 
 impl Leader {
@@ -108,7 +124,10 @@ impl Drop for Leader {
             flights.remove(&self.key);
         }
         drop(flights);
-        *self.flight.state() = Some(self.landing.take());
+        *self.flight.stage() = match self.landing.take() {
+            Some(bytes) => Stage::Landed(bytes),
+            None => Stage::Abandoned,
+        };
         self.flight.landed.notify_all();
         self.flight.landed_async.send_replace(true);
     }

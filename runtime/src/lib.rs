@@ -12,22 +12,24 @@ mod iter;
 mod key;
 mod lock;
 mod memoize;
+mod options;
 mod refresh;
 mod registry;
 mod renew;
+mod sequence;
 
 pub use backend::memory::MemoryBackend;
 #[cfg(feature = "redis")]
 pub use backend::redis::{RedisBackend, RedisBuilder};
-pub use backend::{AsyncBackend, Backend, BoxFuture, CacheBackend, GetOrLock};
+pub use backend::{
+    AsyncBackend, Backend, BoxFuture, CacheBackend, GetOrLock, ImmediateBackend, LockClaim,
+};
 pub use cache_memoize_macros::cache_memoize;
 pub use error::{BoxError, Error, LockError};
-pub use iter::{DEFAULT_CHUNK_SIZE, DEFAULT_COMPRESS, MemoIter, memoize_iter, memoize_iter_async};
+pub use iter::{MemoIter, memoize_iter, memoize_iter_async};
 pub use key::{CacheKey, MAX_KEY_LEN, escape_key_part, make_cache_key, set_key_prefix};
 pub use lock::{CacheLock, LockGuard, LockOptions};
-pub use memoize::{
-    DEFAULT_EXPIRE, MemoizeOptions, invalidate, memoize, memoize_async, try_memoize,
-    try_memoize_async,
-};
+pub use memoize::{invalidate, memoize, memoize_async, try_memoize, try_memoize_async};
+pub use options::{DEFAULT_CHUNK_SIZE, DEFAULT_COMPRESS, DEFAULT_EXPIRE, MemoizeOptions};
 pub use refresh::{refresh, refresh_async};
 pub use registry::{backend, set_backend, set_shared_backend};

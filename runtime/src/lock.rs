@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::backend::CacheBackend;
+use crate::backend::{CacheBackend, LockClaim};
 use crate::error::{Error, LockError};
 use crate::key::{CacheKey, make_cache_key};
 use crate::registry;
@@ -197,16 +197,28 @@ impl CacheLock {
         let token = new_token();
         let expire = self.options.expire;
         let mut waiter = self.waiter(self.options.timeout);
-        while !backend
-            .add_async(&self.key, token.as_bytes(), expire)
-            .await?
-        {
+        loop {
+            // Armed before the `add` is sent: if this future is dropped while the
+            // reply is awaited, the guard gives back a lock the `add` may have taken.
+            let guard = LockGuard::armed(
+                Arc::clone(&backend),
+                self.key.clone(),
+                token.clone(),
+                expire,
+                DropRelease::Spawned,
+            );
+            if backend
+                .add_async(&self.key, token.as_bytes(), expire)
+                .await?
+            {
+                return Ok(guard);
+            }
+            guard.disarm();
             if !self.options.blocking {
                 return Err(LockError::WouldBlock);
             }
             waiter.pause_async(&*backend).await?;
         }
-        Ok(LockGuard::new(self, backend, token))
     }
 
     /// Whether anyone holds the lock right now.
@@ -285,6 +297,18 @@ pub struct LockGuard {
     token: String,
     expire: Duration,
     released: bool,
+    on_drop: DropRelease,
+}
+
+/// How a guard dropped unreleased gives the lock back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DropRelease {
+    /// With a blocking backend call (a sync caller).
+    Blocking,
+    /// On a task of the current Tokio runtime, so that an async caller dropped while
+    /// it holds the lock (cancelled) never blocks its executor; blocking when there is
+    /// no runtime.
+    Spawned,
 }
 
 impl std::fmt::Debug for LockGuard {
@@ -298,12 +322,46 @@ impl std::fmt::Debug for LockGuard {
 
 impl LockGuard {
     fn new(lock: &CacheLock, backend: Arc<dyn CacheBackend>, token: String) -> Self {
+        Self::armed(
+            backend,
+            lock.key.clone(),
+            token,
+            lock.options.expire,
+            DropRelease::Blocking,
+        )
+    }
+
+    /// A guard for a lock that may be taken with `token` by a step about to run: made
+    /// before the step, so that a caller cancelled during it still gives the lock back.
+    /// [`disarm`](Self::disarm) it when the step did not take the lock.
+    pub(crate) fn armed(
+        backend: Arc<dyn CacheBackend>,
+        key: String,
+        token: String,
+        expire: Duration,
+        on_drop: DropRelease,
+    ) -> Self {
         Self {
             backend,
-            key: lock.key.clone(),
+            key,
             token,
-            expire: lock.options.expire,
+            expire,
             released: false,
+            on_drop,
+        }
+    }
+
+    /// Forgets the lock without touching the backend (it was not taken).
+    pub(crate) fn disarm(mut self) {
+        self.released = true;
+    }
+
+    /// The lock as the backend's composite steps take it.
+    pub(crate) fn claim(&self) -> LockClaim<'_> {
+        LockClaim {
+            key: &self.key,
+            token: self.token.as_bytes(),
+            ttl: self.expire,
         }
     }
 
@@ -329,20 +387,28 @@ impl LockGuard {
 
     /// Releases the lock. Returns `false` when it was no longer ours (it expired, and
     /// may now belong to someone else, whose lock is left alone).
-    pub fn release(mut self) -> Result<bool, LockError> {
-        self.released = true;
-        Ok(self
-            .backend
-            .compare_and_delete(&self.key, self.token.as_bytes())?)
+    pub fn release(self) -> Result<bool, LockError> {
+        Ok(self.give_back()?)
     }
 
     /// Like [`release`](Self::release), without blocking the executor.
-    pub async fn release_async(mut self) -> Result<bool, LockError> {
+    pub async fn release_async(self) -> Result<bool, LockError> {
+        Ok(self.give_back_async().await?)
+    }
+
+    /// [`release`](Self::release), failing only as the backend does.
+    pub(crate) fn give_back(mut self) -> Result<bool, Error> {
         self.released = true;
-        Ok(self
-            .backend
+        self.backend
+            .compare_and_delete(&self.key, self.token.as_bytes())
+    }
+
+    /// The async form of [`give_back`](Self::give_back).
+    pub(crate) async fn give_back_async(mut self) -> Result<bool, Error> {
+        self.released = true;
+        self.backend
             .compare_and_delete_async(&self.key, self.token.as_bytes())
-            .await?)
+            .await
     }
 
     /// Stores `value` at `key` and releases the lock in one backend step. Returns
@@ -355,7 +421,7 @@ impl LockGuard {
     ) -> Result<bool, Error> {
         self.released = true;
         self.backend
-            .store_and_release(key, value, ttl, &self.key, self.token.as_bytes())
+            .store_and_release(key, value, ttl, &self.claim())
     }
 
     /// The async form of [`store_and_release`](Self::store_and_release).
@@ -366,8 +432,9 @@ impl LockGuard {
         ttl: Duration,
     ) -> Result<bool, Error> {
         self.released = true;
+        let claim = self.claim();
         self.backend
-            .store_and_release_async(key, value, ttl, &self.key, self.token.as_bytes())
+            .store_and_release_async(key, value, ttl, &claim)
             .await
     }
 
@@ -376,11 +443,6 @@ impl LockGuard {
     pub(crate) fn keep_alive(&self) -> crate::renew::Renewal {
         crate::renew::keep_alive(&self.backend, &self.key, &self.token, self.expire)
     }
-
-    /// A guard for a lock taken by [`crate::Backend::get_or_lock`] with `token`.
-    pub(crate) fn adopt(lock: &CacheLock, backend: Arc<dyn CacheBackend>, token: String) -> Self {
-        Self::new(lock, backend, token)
-    }
 }
 
 impl Drop for LockGuard {
@@ -388,18 +450,34 @@ impl Drop for LockGuard {
         if self.released {
             return;
         }
-        match self
-            .backend
-            .compare_and_delete(&self.key, self.token.as_bytes())
-        {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::warn!(key = %self.key, "the lock had expired before it was released");
-            }
-            Err(err) => {
-                tracing::warn!(key = %self.key, error = %err, "releasing the lock failed; it ends at its expiry");
+        if self.on_drop == DropRelease::Spawned {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let (backend, key, token) = (
+                    Arc::clone(&self.backend),
+                    std::mem::take(&mut self.key),
+                    std::mem::take(&mut self.token),
+                );
+                runtime.spawn(async move {
+                    let released = backend
+                        .compare_and_delete_async(&key, token.as_bytes())
+                        .await;
+                    report_drop_release(&key, released);
+                });
+                return;
             }
         }
+        let released = self
+            .backend
+            .compare_and_delete(&self.key, self.token.as_bytes());
+        report_drop_release(&self.key, released);
+    }
+}
+
+/// Reports a release made by a guard's drop. A lock not found is expected there: the
+/// guard may have been armed for a step that never took it.
+fn report_drop_release(key: &str, released: Result<bool, Error>) {
+    if let Err(err) = released {
+        tracing::warn!(key, error = %err, "releasing the lock failed; it ends at its expiry");
     }
 }
 

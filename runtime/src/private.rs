@@ -8,9 +8,8 @@ pub use crate::error::Error;
 pub use crate::iter::{memoize_iter, memoize_iter_async};
 pub use crate::key::{CacheKey, make_cache_key};
 pub use crate::lock::LockOptions;
-pub use crate::memoize::{
-    MemoizeOptions, invalidate, memoize, memoize_async, try_memoize, try_memoize_async,
-};
+pub use crate::memoize::{invalidate, memoize, memoize_async, try_memoize, try_memoize_async};
+pub use crate::options::MemoizeOptions;
 
 use std::fmt::Display;
 

@@ -358,3 +358,59 @@ pub fn iter_reads_whatever_compression_it_was_written_with(f: &Fixture) {
     assert_eq!(read, written);
     assert_eq!(runs.load(Ordering::SeqCst), 0, "a hit, not a recompute");
 }
+
+/// Stores `items` at `key`, then copies chunk 0 of `other` (another sequence, with
+/// other items) over `key`'s chunk 0, as a stale writer or a forger could.
+fn with_foreign_chunk(f: &Fixture, key: &str, other: &str, opts: &MemoizeOptions) {
+    let mine: Vec<u8> = memoize_iter(key, opts, || [1_u8, 2, 3]).collect();
+    let theirs: Vec<u8> = memoize_iter(other, opts, || [7_u8, 8, 9]).collect();
+    assert_eq!((mine, theirs), (vec![1, 2, 3], vec![7, 8, 9]));
+    let foreign = chunk(f, other, 0).unwrap_or_default();
+    let name = make_cache_key(key).chunk_key(0);
+    assert!(
+        f.probe
+            .inner()
+            .set(&name, &foreign, std::time::Duration::from_secs(60))
+            .is_ok()
+    );
+}
+
+/// Another sequence's chunk in place of one of ours is never read as ours: the entry is
+/// a miss, recomputed and overwritten.
+pub fn iter_foreign_chunk_is_recomputed(f: &Fixture) {
+    let (key, other) = (f.key("iter-foreign"), f.key("iter-foreign-other"));
+    let opts = f.locked();
+    with_foreign_chunk(f, &key, &other, &opts);
+    let runs = AtomicUsize::new(0);
+    let read: Vec<u8> = memoize_iter(&key, &opts, || {
+        runs.fetch_add(1, Ordering::SeqCst);
+        [1_u8, 2, 3]
+    })
+    .collect();
+    assert_eq!(read, [1, 2, 3], "not the other sequence's items");
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "recomputed");
+    let again: Vec<u8> = memoize_iter(&key, &opts, std::iter::empty).collect();
+    assert_eq!(again, [1, 2, 3], "and overwritten: a hit again");
+}
+
+/// The async form of [`iter_foreign_chunk_is_recomputed`].
+pub fn iter_async_foreign_chunk_is_recomputed(f: &Fixture) {
+    let (key, other) = (
+        f.key("iter-async-foreign"),
+        f.key("iter-async-foreign-other"),
+    );
+    let opts = f.locked();
+    with_foreign_chunk(f, &key, &other, &opts);
+    let runs = AtomicUsize::new(0);
+    runtime().block_on(async {
+        let read: Vec<u8> = memoize_iter_async(&key, &opts, || async {
+            runs.fetch_add(1, Ordering::SeqCst);
+            [1_u8, 2, 3]
+        })
+        .await
+        .collect();
+        assert_eq!(read, [1, 2, 3], "not the other sequence's items");
+    });
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "recomputed");
+    assert_eq!(f.lock_token(&key), None);
+}

@@ -145,7 +145,9 @@ macro_rules! with_scenarios {
                 async_hit_and_miss, async_tasks_on_a_cold_key_compute_once,
                 async_broken_backend_computes_and_returns, async_err_is_not_stored,
                 refresh_recomputes_the_first_call_only, refresh_async_recomputes,
-                long_computation_keeps_its_lock, two_backends_do_not_share_a_computation
+                long_computation_keeps_its_lock, two_backends_do_not_share_a_computation,
+                async_cancelled_leader_strands_no_one, async_leader_panic_lets_followers_retry,
+                async_cancelled_at_random_points_leaves_no_lock
             ];
             iter_suite: [
                 iter_zero_items, iter_one_item, iter_exactly_one_chunk, iter_one_over_a_chunk,
@@ -153,7 +155,8 @@ macro_rules! with_scenarios {
                 iter_missing_chunk_is_recomputed, iter_corrupt_chunk_is_recomputed,
                 iter_backend_failure_mid_stream, iter_concurrent_first_callers_compute_once,
                 iter_async_miss_and_hit, iter_async_missing_chunk_is_recomputed,
-                iter_compressed_round_trip, iter_reads_whatever_compression_it_was_written_with
+                iter_compressed_round_trip, iter_reads_whatever_compression_it_was_written_with,
+                iter_foreign_chunk_is_recomputed, iter_async_foreign_chunk_is_recomputed
             ]
         );
     };

@@ -504,3 +504,161 @@ pub fn two_backends_do_not_share_a_computation(f: &Fixture) {
     assert_eq!(first.join().ok().as_deref(), Some("first backend"));
     assert_eq!(second.join().ok().as_deref(), Some("second backend"));
 }
+
+/// Lock options whose expiry outlasts any test: a caller left waiting for an expiry
+/// would hang the scenario (and fail it at its deadline).
+fn lock_without_expiry(f: &Fixture) -> MemoizeOptions {
+    f.opts().lock(LockOptions {
+        expire: Duration::from_secs(3600),
+        ..fast_lock()
+    })
+}
+
+/// Fails the scenario instead of hanging it, when a caller waits for an expiry.
+async fn within_a_minute<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(Duration::from_secs(60), future).await {
+        Ok(output) => output,
+        Err(elapsed) => panic!("{what}: still waiting ({elapsed}; an hour-long lock?)"),
+    }
+}
+
+/// 100 async callers on a cold key; the leader is cancelled while it computes. The
+/// other 99 all get the value, at most two computations run, and no lock is left
+/// (nobody waited for the cancelled leader's lock to expire).
+pub fn async_cancelled_leader_strands_no_one(f: &Fixture) {
+    const CALLERS: usize = 100;
+    let key = f.key("async-cancelled-leader");
+    let runs = Counter::default();
+    let rt = runtime();
+    rt.block_on(within_a_minute("cancelled leader", async {
+        let (started_tx, mut started_rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
+        let start = Arc::new(tokio::sync::Barrier::new(CALLERS));
+        let tasks: Vec<_> = (0..CALLERS)
+            .map(|caller| {
+                let (opts, key, runs, start, started) = (
+                    lock_without_expiry(f),
+                    key.clone(),
+                    runs.clone(),
+                    Arc::clone(&start),
+                    started_tx.clone(),
+                );
+                tokio::spawn(async move {
+                    start.wait().await;
+                    memoize_async(&key, &opts, || async move {
+                        runs.hit();
+                        if runs.runs() == 1 {
+                            // The first computation never ends: its caller is cancelled.
+                            let _ = started.send(caller);
+                            std::future::pending::<()>().await;
+                        }
+                        "value".to_owned()
+                    })
+                    .await
+                })
+            })
+            .collect();
+        let leader = started_rx.recv().await.unwrap_or_default();
+        tasks[leader].abort();
+        let mut finished = 0;
+        for (caller, task) in tasks.into_iter().enumerate() {
+            if caller == leader {
+                assert!(task.await.is_err_and(|err| err.is_cancelled()));
+                continue;
+            }
+            assert_eq!(task.await.ok().as_deref(), Some("value"), "caller {caller}");
+            finished += 1;
+        }
+        assert_eq!(finished, CALLERS - 1, "0 of the other callers failed");
+    }));
+    assert!(runs.runs() <= 2, "{} computations", runs.runs());
+    wait_until("the cancelled leader's lock is released", || {
+        f.lock_token(&key).is_none()
+    });
+    drop(rt);
+}
+
+/// An async leader that panics: its followers retry, one computes, none hangs, and
+/// no lock is left.
+pub fn async_leader_panic_lets_followers_retry(f: &Fixture) {
+    const CALLERS: usize = 20;
+    let key = f.key("async-panicking-leader");
+    let runs = Counter::default();
+    let rt = runtime();
+    rt.block_on(within_a_minute("panicking leader", async {
+        let start = Arc::new(tokio::sync::Barrier::new(CALLERS));
+        let tasks: Vec<_> = (0..CALLERS)
+            .map(|_| {
+                let (opts, key, runs, start) = (
+                    lock_without_expiry(f),
+                    key.clone(),
+                    runs.clone(),
+                    Arc::clone(&start),
+                );
+                tokio::spawn(async move {
+                    start.wait().await;
+                    memoize_async(&key, &opts, || async move {
+                        runs.hit();
+                        tokio::task::yield_now().await;
+                        assert!(runs.runs() != 1, "the first computation panics");
+                        "value".to_owned()
+                    })
+                    .await
+                })
+            })
+            .collect();
+        let mut panicked = 0;
+        for task in tasks {
+            match task.await {
+                Ok(value) => assert_eq!(value, "value"),
+                Err(err) if err.is_panic() => panicked += 1,
+                Err(err) => panic!("{err}"),
+            }
+        }
+        assert_eq!(panicked, 1, "only the panicking caller fails");
+    }));
+    assert_eq!(runs.runs(), 2);
+    wait_until("the panicked leader's lock is released", || {
+        f.lock_token(&key).is_none()
+    });
+    drop(rt);
+}
+
+/// Async callers cancelled at random points of their first milliseconds (before,
+/// during and after taking the lock) leave no lock behind, on any of 400 keys.
+pub fn async_cancelled_at_random_points_leaves_no_lock(f: &Fixture) {
+    const KEYS: usize = 400;
+    let keys: Vec<String> = (0..KEYS)
+        .map(|i| f.key(&format!("cancelled-{i}")))
+        .collect();
+    let rt = runtime();
+    rt.block_on(async {
+        let tasks: Vec<_> = keys
+            .iter()
+            .map(|key| {
+                let (opts, key) = (lock_without_expiry(f), key.clone());
+                let deadline = Duration::from_micros(fastrand_micros(3_000));
+                tokio::spawn(async move {
+                    let call = memoize_async(&key, &opts, || async {
+                        std::future::pending::<()>().await;
+                        0_u8
+                    });
+                    tokio::time::timeout(deadline, call).await.is_err()
+                })
+            })
+            .collect();
+        for task in tasks {
+            assert_eq!(task.await.ok(), Some(true), "every call was cancelled");
+        }
+    });
+    wait_until("every cancelled caller's lock is released", || {
+        keys.iter().all(|key| f.lock_token(key).is_none())
+    });
+    drop(rt);
+}
+
+/// A pseudo-random number of microseconds below `max`, from the process's hasher
+/// seed (the tests package has no RNG of its own).
+fn fastrand_micros(max: u64) -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(0_u8) % max
+}

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use cache_memoize::{AsyncBackend, Backend, BoxFuture, CacheBackend, Error, GetOrLock};
+use cache_memoize::{AsyncBackend, Backend, BoxFuture, CacheBackend, Error, GetOrLock, LockClaim};
 
 type Hook = Box<dyn FnMut(&'static str) + Send>;
 
@@ -144,16 +144,8 @@ impl Backend for Probe {
         })
     }
 
-    fn get_or_lock(
-        &self,
-        key: &str,
-        lock_key: &str,
-        token: &[u8],
-        lock_ttl: Duration,
-    ) -> Result<GetOrLock, Error> {
-        self.call("get_or_lock", key, || {
-            self.inner.get_or_lock(key, lock_key, token, lock_ttl)
-        })
+    fn get_or_lock(&self, key: &str, lock: &LockClaim<'_>) -> Result<GetOrLock, Error> {
+        self.call("get_or_lock", key, || self.inner.get_or_lock(key, lock))
     }
 
     fn store_and_release(
@@ -161,12 +153,10 @@ impl Backend for Probe {
         key: &str,
         value: &[u8],
         ttl: Duration,
-        lock_key: &str,
-        token: &[u8],
+        lock: &LockClaim<'_>,
     ) -> Result<bool, Error> {
         self.call("store_and_release", key, || {
-            self.inner
-                .store_and_release(key, value, ttl, lock_key, token)
+            self.inner.store_and_release(key, value, ttl, lock)
         })
     }
 
@@ -244,15 +234,9 @@ impl AsyncBackend for Probe {
     fn get_or_lock_async<'a>(
         &'a self,
         key: &'a str,
-        lock_key: &'a str,
-        token: &'a [u8],
-        lock_ttl: Duration,
+        lock: &'a LockClaim<'a>,
     ) -> BoxFuture<'a, Result<GetOrLock, Error>> {
-        self.call_async(
-            "get_or_lock",
-            key,
-            self.inner.get_or_lock_async(key, lock_key, token, lock_ttl),
-        )
+        self.call_async("get_or_lock", key, self.inner.get_or_lock_async(key, lock))
     }
 
     fn store_and_release_async<'a>(
@@ -260,14 +244,12 @@ impl AsyncBackend for Probe {
         key: &'a str,
         value: &'a [u8],
         ttl: Duration,
-        lock_key: &'a str,
-        token: &'a [u8],
+        lock: &'a LockClaim<'a>,
     ) -> BoxFuture<'a, Result<bool, Error>> {
         self.call_async(
             "store_and_release",
             key,
-            self.inner
-                .store_and_release_async(key, value, ttl, lock_key, token),
+            self.inner.store_and_release_async(key, value, ttl, lock),
         )
     }
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use lru::LruCache;
 
-use super::{AsyncBackend, Backend, BoxFuture, GetOrLock};
+use super::{Backend, BoxFuture, GetOrLock, ImmediateBackend, LockClaim};
 use crate::error::Error;
 
 /// The default bound on stored bytes: 64 MiB.
@@ -212,21 +212,15 @@ impl Backend for MemoryBackend {
         }
     }
 
-    fn get_or_lock(
-        &self,
-        key: &str,
-        lock_key: &str,
-        token: &[u8],
-        lock_ttl: Duration,
-    ) -> Result<GetOrLock, Error> {
+    fn get_or_lock(&self, key: &str, lock: &LockClaim<'_>) -> Result<GetOrLock, Error> {
         let mut store = self.lock();
         if let Some(entry) = store.live(key) {
             return Ok(GetOrLock::Value(entry.value.clone()));
         }
-        if store.live(lock_key).is_some() {
+        if store.live(lock.key).is_some() {
             return Ok(GetOrLock::Held);
         }
-        store.insert(lock_key, token, lock_ttl);
+        store.insert(lock.key, lock.token, lock.ttl);
         Ok(GetOrLock::Locked)
     }
 
@@ -235,16 +229,15 @@ impl Backend for MemoryBackend {
         key: &str,
         value: &[u8],
         ttl: Duration,
-        lock_key: &str,
-        token: &[u8],
+        lock: &LockClaim<'_>,
     ) -> Result<bool, Error> {
         let mut store = self.lock();
         store.insert(key, value, ttl);
         let ours = store
-            .live(lock_key)
-            .is_some_and(|entry| entry.value == token);
+            .live(lock.key)
+            .is_some_and(|entry| entry.value == lock.token);
         if ours {
-            store.remove(lock_key);
+            store.remove(lock.key);
         }
         drop(store);
         // Waiters wake to find the value, whether or not the lock was still ours.
@@ -264,86 +257,10 @@ impl Backend for MemoryBackend {
     }
 }
 
-/// The in-process store never waits, so its futures are ready at once.
-impl AsyncBackend for MemoryBackend {
-    fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, Error>> {
-        Box::pin(std::future::ready(self.get(key)))
-    }
-
-    fn get_many_async<'a>(
-        &'a self,
-        keys: &'a [&'a str],
-    ) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, Error>> {
-        Box::pin(std::future::ready(self.get_many(keys)))
-    }
-
-    fn set_async<'a>(
-        &'a self,
-        key: &'a str,
-        value: &'a [u8],
-        ttl: Duration,
-    ) -> BoxFuture<'a, Result<(), Error>> {
-        Box::pin(std::future::ready(self.set(key, value, ttl)))
-    }
-
-    fn add_async<'a>(
-        &'a self,
-        key: &'a str,
-        value: &'a [u8],
-        ttl: Duration,
-    ) -> BoxFuture<'a, Result<bool, Error>> {
-        Box::pin(std::future::ready(self.add(key, value, ttl)))
-    }
-
-    fn delete_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), Error>> {
-        Box::pin(std::future::ready(self.delete(key)))
-    }
-
-    fn compare_and_delete_async<'a>(
-        &'a self,
-        key: &'a str,
-        expected: &'a [u8],
-    ) -> BoxFuture<'a, Result<bool, Error>> {
-        Box::pin(std::future::ready(self.compare_and_delete(key, expected)))
-    }
-
-    fn compare_and_extend_async<'a>(
-        &'a self,
-        key: &'a str,
-        expected: &'a [u8],
-        ttl: Duration,
-    ) -> BoxFuture<'a, Result<bool, Error>> {
-        Box::pin(std::future::ready(
-            self.compare_and_extend(key, expected, ttl),
-        ))
-    }
-
-    fn get_or_lock_async<'a>(
-        &'a self,
-        key: &'a str,
-        lock_key: &'a str,
-        token: &'a [u8],
-        lock_ttl: Duration,
-    ) -> BoxFuture<'a, Result<GetOrLock, Error>> {
-        Box::pin(std::future::ready(
-            self.get_or_lock(key, lock_key, token, lock_ttl),
-        ))
-    }
-
-    fn store_and_release_async<'a>(
-        &'a self,
-        key: &'a str,
-        value: &'a [u8],
-        ttl: Duration,
-        lock_key: &'a str,
-        token: &'a [u8],
-    ) -> BoxFuture<'a, Result<bool, Error>> {
-        Box::pin(std::future::ready(
-            self.store_and_release(key, value, ttl, lock_key, token),
-        ))
-    }
-
-    fn wait_for_release_async<'a>(
+/// The in-process store never waits: its async half is [`ImmediateBackend`]'s, but for
+/// the wait for a release, woken by the store's own deletes.
+impl ImmediateBackend for MemoryBackend {
+    fn await_release<'a>(
         &'a self,
         lock_key: &'a str,
         _attempted: Instant,

@@ -13,7 +13,7 @@ pub mod memory;
 #[cfg(feature = "redis")]
 pub mod redis;
 
-use std::future::Future;
+use std::future::{Future, ready};
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,18 @@ use crate::error::Error;
 
 /// A boxed future, as returned by [`AsyncBackend`]'s methods.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One acquisition of a lock as a backend sees it: where the lock lives, the owner's
+/// token, and how long it lasts unless released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockClaim<'a> {
+    /// The lock's key.
+    pub key: &'a str,
+    /// The owner's token, stored as the lock's value.
+    pub token: &'a [u8],
+    /// The lock's time to live.
+    pub ttl: Duration,
+}
 
 /// What [`Backend::get_or_lock`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,44 +70,37 @@ pub trait Backend: Send + Sync + 'static {
     /// Resets `key`'s time to live to `ttl` only if it holds `expected`; true if so.
     fn compare_and_extend(&self, key: &str, expected: &[u8], ttl: Duration) -> Result<bool, Error>;
 
-    /// Returns the value at `key` if present, or else tries to `add` `token` at
-    /// `lock_key`, as one atomic step. One round trip on a networked backend.
+    /// Returns the value at `key` if present, or else tries to take `lock` (an `add`
+    /// of its token), as one atomic step. One round trip on a networked backend.
     ///
     /// The default is built from `get` and `add`; since another holder may store the
     /// value and release between the two, it reads the value again after taking the
     /// lock (and gives the lock back if the value is there).
-    fn get_or_lock(
-        &self,
-        key: &str,
-        lock_key: &str,
-        token: &[u8],
-        lock_ttl: Duration,
-    ) -> Result<GetOrLock, Error> {
+    fn get_or_lock(&self, key: &str, lock: &LockClaim<'_>) -> Result<GetOrLock, Error> {
         if let Some(value) = self.get(key)? {
             return Ok(GetOrLock::Value(value));
         }
-        if !self.add(lock_key, token, lock_ttl)? {
+        if !self.add(lock.key, lock.token, lock.ttl)? {
             return Ok(GetOrLock::Held);
         }
         if let Some(value) = self.get(key)? {
-            self.compare_and_delete(lock_key, token)?;
+            self.compare_and_delete(lock.key, lock.token)?;
             return Ok(GetOrLock::Value(value));
         }
         Ok(GetOrLock::Locked)
     }
 
-    /// Stores `value` at `key` for `ttl`, then deletes `lock_key` if it still holds
-    /// `token` and wakes its waiters. Returns whether the lock was still ours.
+    /// Stores `value` at `key` for `ttl`, then deletes `lock` if it still holds its
+    /// token and wakes its waiters. Returns whether the lock was still ours.
     fn store_and_release(
         &self,
         key: &str,
         value: &[u8],
         ttl: Duration,
-        lock_key: &str,
-        token: &[u8],
+        lock: &LockClaim<'_>,
     ) -> Result<bool, Error> {
         self.set(key, value, ttl)?;
-        self.compare_and_delete(lock_key, token)
+        self.compare_and_delete(lock.key, lock.token)
     }
 
     /// Blocks until `lock_key` may have been released since `attempted` (when the
@@ -158,19 +163,17 @@ pub trait AsyncBackend: Send + Sync + 'static {
     fn get_or_lock_async<'a>(
         &'a self,
         key: &'a str,
-        lock_key: &'a str,
-        token: &'a [u8],
-        lock_ttl: Duration,
+        lock: &'a LockClaim<'a>,
     ) -> BoxFuture<'a, Result<GetOrLock, Error>> {
         Box::pin(async move {
             if let Some(value) = self.get_async(key).await? {
                 return Ok(GetOrLock::Value(value));
             }
-            if !self.add_async(lock_key, token, lock_ttl).await? {
+            if !self.add_async(lock.key, lock.token, lock.ttl).await? {
                 return Ok(GetOrLock::Held);
             }
             if let Some(value) = self.get_async(key).await? {
-                self.compare_and_delete_async(lock_key, token).await?;
+                self.compare_and_delete_async(lock.key, lock.token).await?;
                 return Ok(GetOrLock::Value(value));
             }
             Ok(GetOrLock::Locked)
@@ -183,12 +186,11 @@ pub trait AsyncBackend: Send + Sync + 'static {
         key: &'a str,
         value: &'a [u8],
         ttl: Duration,
-        lock_key: &'a str,
-        token: &'a [u8],
+        lock: &'a LockClaim<'a>,
     ) -> BoxFuture<'a, Result<bool, Error>> {
         Box::pin(async move {
             self.set_async(key, value, ttl).await?;
-            self.compare_and_delete_async(lock_key, token).await
+            self.compare_and_delete_async(lock.key, lock.token).await
         })
     }
 
@@ -201,6 +203,134 @@ pub trait AsyncBackend: Send + Sync + 'static {
     ) -> BoxFuture<'a, ()> {
         let _ = (lock_key, attempted);
         Box::pin(tokio::time::sleep(max))
+    }
+}
+
+/// A backend whose every operation completes at once, without waiting on I/O (an
+/// in-process store): implementing it gives the [`AsyncBackend`] half for free, each
+/// future ready as soon as it is made. Only the wait for a release truly waits; its
+/// async form defaults to a sleep on Tokio's timer.
+///
+/// ```
+/// use cache_memoize::{Backend, CacheBackend, Error, ImmediateBackend, MemoryBackend};
+/// use std::time::Duration;
+///
+/// /// A backend that counts reads, over the in-process store.
+/// struct Counting(MemoryBackend, std::sync::atomic::AtomicUsize);
+///
+/// impl Backend for Counting {
+///     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+///         self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+///         self.0.get(key)
+///     }
+///     fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, Error> { self.0.get_many(keys) }
+///     fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), Error> { self.0.set(key, value, ttl) }
+///     fn add(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, Error> { self.0.add(key, value, ttl) }
+///     fn delete(&self, key: &str) -> Result<(), Error> { self.0.delete(key) }
+///     fn compare_and_delete(&self, key: &str, expected: &[u8]) -> Result<bool, Error> {
+///         self.0.compare_and_delete(key, expected)
+///     }
+///     fn compare_and_extend(&self, key: &str, expected: &[u8], ttl: Duration) -> Result<bool, Error> {
+///         self.0.compare_and_extend(key, expected, ttl)
+///     }
+/// }
+///
+/// impl ImmediateBackend for Counting {}
+///
+/// fn registrable<B: CacheBackend>(_: &B) {}
+/// registrable(&Counting(MemoryBackend::new(), Default::default()));
+/// ```
+pub trait ImmediateBackend: Backend {
+    /// The async form of [`Backend::wait_for_release`]: returns when `lock_key` may
+    /// have been released since `attempted`, or after at most `max`. The default
+    /// sleeps `max` on Tokio's timer.
+    fn await_release<'a>(
+        &'a self,
+        lock_key: &'a str,
+        attempted: Instant,
+        max: Duration,
+    ) -> BoxFuture<'a, ()> {
+        let _ = (lock_key, attempted);
+        Box::pin(tokio::time::sleep(max))
+    }
+}
+
+impl<B: ImmediateBackend> AsyncBackend for B {
+    fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, Error>> {
+        Box::pin(ready(self.get(key)))
+    }
+
+    fn get_many_async<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+    ) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, Error>> {
+        Box::pin(ready(self.get_many(keys)))
+    }
+
+    fn set_async<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(ready(self.set(key, value, ttl)))
+    }
+
+    fn add_async<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, Error>> {
+        Box::pin(ready(self.add(key, value, ttl)))
+    }
+
+    fn delete_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(ready(self.delete(key)))
+    }
+
+    fn compare_and_delete_async<'a>(
+        &'a self,
+        key: &'a str,
+        expected: &'a [u8],
+    ) -> BoxFuture<'a, Result<bool, Error>> {
+        Box::pin(ready(self.compare_and_delete(key, expected)))
+    }
+
+    fn compare_and_extend_async<'a>(
+        &'a self,
+        key: &'a str,
+        expected: &'a [u8],
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, Error>> {
+        Box::pin(ready(self.compare_and_extend(key, expected, ttl)))
+    }
+
+    fn get_or_lock_async<'a>(
+        &'a self,
+        key: &'a str,
+        lock: &'a LockClaim<'a>,
+    ) -> BoxFuture<'a, Result<GetOrLock, Error>> {
+        Box::pin(ready(self.get_or_lock(key, lock)))
+    }
+
+    fn store_and_release_async<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Duration,
+        lock: &'a LockClaim<'a>,
+    ) -> BoxFuture<'a, Result<bool, Error>> {
+        Box::pin(ready(self.store_and_release(key, value, ttl, lock)))
+    }
+
+    fn wait_for_release_async<'a>(
+        &'a self,
+        lock_key: &'a str,
+        attempted: Instant,
+        max: Duration,
+    ) -> BoxFuture<'a, ()> {
+        self.await_release(lock_key, attempted, max)
     }
 }
 
@@ -252,7 +382,12 @@ mod tests {
     #[test]
     fn the_default_get_or_lock_rereads_after_taking_the_lock() -> Result<(), Error> {
         let backend = Racing(MemoryBackend::new());
-        let found = backend.get_or_lock("value", "lock", b"token", Duration::from_secs(60))?;
+        let lock = LockClaim {
+            key: "lock",
+            token: b"token",
+            ttl: Duration::from_secs(60),
+        };
+        let found = backend.get_or_lock("value", &lock)?;
         assert_eq!(found, GetOrLock::Value(b"stored meanwhile".to_vec()));
         assert_eq!(
             backend.get("lock")?,

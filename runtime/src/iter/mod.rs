@@ -21,26 +21,19 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::CacheBackend;
-use crate::call::{Acquired, Call};
+use crate::call::Call;
 use crate::codec;
-use crate::error::LockError;
 use crate::key::{CacheKey, make_cache_key};
-use crate::lock::{LockGuard, new_token};
-use crate::memoize::MemoizeOptions;
+use crate::lock::LockGuard;
+use crate::options::{MemoizeOptions, Refresh};
 use crate::refresh::take_forced;
+use crate::sequence::{Driver, Lookup, Storing};
 
 mod read;
 mod write;
 
 use read::{Reader, read_all_async};
 use write::{Store, Writer};
-
-/// The default largest chunk: 1 MiB (Djblets' size).
-pub const DEFAULT_CHUNK_SIZE: usize = 1024 * 1024;
-
-/// Whether iterator chunks are compressed by default; chosen from the measurements in
-/// BENCHMARKS.md (`cargo run --release --example iter_memory`).
-pub const DEFAULT_COMPRESS: bool = true;
 
 /// What the main key holds, written last. Typed by `T` so that another item type
 /// reads as a miss.
@@ -140,12 +133,21 @@ impl<T: Serialize + DeserializeOwned> Context<T> {
 }
 
 impl<T> Context<T> {
-    fn call(&self, forced: bool) -> Call<'_> {
-        Call::for_key(self.key.clone(), &self.opts, forced)
+    fn call(&self, refresh: Refresh) -> Call<'_> {
+        Call::for_key(self.key.clone(), &self.opts, refresh)
     }
 
     fn backend(&self) -> Arc<dyn CacheBackend> {
         self.opts.backend_handle()
+    }
+
+    /// Where a computed sequence is stored, as the sequence decided.
+    fn store(&self, storing: Storing, lock: Option<LockGuard>) -> Option<Store> {
+        match storing {
+            Storing::Nothing => None,
+            Storing::Unlocked => Some(Store::new(self, None)),
+            Storing::Locked => Some(Store::new(self, lock)),
+        }
     }
 }
 
@@ -172,10 +174,10 @@ where
     I::IntoIter: 'a,
 {
     let context = Context::new(key, opts);
-    let forced = opts.force_overwrite || take_forced();
+    let refresh = Refresh::of(opts, take_forced());
     let compute: Compute<'a, T> = Box::new(move || Box::new(compute().into_iter()));
     MemoIter {
-        state: open(context, compute, forced, 0),
+        state: open(context, compute, refresh, 0),
     }
 }
 
@@ -196,14 +198,27 @@ where
     Fut: Future<Output = I>,
 {
     let context = Context::new(key, opts);
-    let forced = opts.force_overwrite || take_forced();
-    let store = match prepare_async(&context, forced).await {
-        Prepared::Read(reader) => {
-            return MemoIter {
-                state: State::Reading(reader),
-            };
+    let mut refresh = Refresh::of(opts, take_forced());
+    let store = loop {
+        let call = context.call(refresh);
+        let mut machine = call.machine::<Manifest<T>>(false);
+        let mut driver = Driver::nonblocking(&call);
+        match driver.lookup_async(&mut machine).await {
+            Lookup::Found(manifest) => match read_all_async(&context, &manifest).await {
+                Ok(chunks) => {
+                    let reader = Reader::prefetched(context.clone(), manifest, chunks);
+                    return MemoIter {
+                        state: State::Reading(reader),
+                    };
+                }
+                Err(why) => {
+                    tracing::warn!(key = %context.key, %why, "stored sequence unreadable; recomputing");
+                    // A forced sequence never reads, so this loops at most once more.
+                    refresh = Refresh::Forced;
+                }
+            },
+            Lookup::Compute(storing) => break context.store(storing, driver.take_lock()),
         }
-        Prepared::Write(store) => store,
     };
     let inner = Box::new(compute().await.into_iter());
     MemoIter {
@@ -211,99 +226,28 @@ where
     }
 }
 
-/// What an async call found before computing.
-enum Prepared<'a, T> {
-    /// A stored sequence, read and checked whole.
-    Read(Reader<'a, T>),
-    /// A miss: compute, and store through this (none when the backend failed).
-    Write(Option<Store>),
-}
-
-/// The async lookup and lock, as [`open`] does them, for [`memoize_iter_async`].
-async fn prepare_async<'a, T: 'a>(context: &Context<T>, forced: bool) -> Prepared<'a, T> {
-    let call = context.call(forced);
-    if !forced {
-        match call.fetch_async::<Manifest<T>>().await {
-            Ok(Some(manifest)) => {
-                if let Some(chunks) = read_all_async(context, &manifest).await {
-                    return Prepared::Read(Reader::prefetched(context.clone(), manifest, chunks));
-                }
-            }
-            Ok(None) => {}
-            Err(()) => return Prepared::Write(None),
-        }
-    }
-    let Some(options) = call.opts.lock else {
-        return Prepared::Write(Some(Store::new(context, None)));
-    };
-    let (lock, timeout) = call.lock(options);
-    let token = new_token();
-    match call
-        .acquire_async::<Manifest<T>>(&lock, timeout, &token, options.expire)
-        .await
-    {
-        Ok(Acquired::Locked) => {
-            let guard = LockGuard::adopt(&lock, Arc::clone(&call.backend), token);
-            Prepared::Write(Some(Store::new(context, Some(guard))))
-        }
-        Ok(Acquired::Found(manifest, _)) => match read_all_async(context, &manifest).await {
-            Some(chunks) => Prepared::Read(Reader::prefetched(context.clone(), manifest, chunks)),
-            // Stored meanwhile but broken: recompute and overwrite.
-            None => Prepared::Write(Some(Store::new(context, None))),
-        },
-        Err(LockError::Backend(err)) => {
-            call.fail_open(&err);
-            Prepared::Write(None)
-        }
-        Err(err) => {
-            call.lock_missed(&err);
-            Prepared::Write(Some(Store::new(context, None)))
-        }
-    }
-}
-
-/// Starts reading or computing: the lookup and the lock, as in `memoize`. `skip`
-/// items are passed over (the caller already has them, from a broken read).
+/// Starts reading or computing: the sequence's lookup, as in `memoize`. `skip` items
+/// are passed over (the caller already has them, from a broken read).
 fn open<'a, T: 'a>(
     context: Context<T>,
     compute: Compute<'a, T>,
-    forced: bool,
+    refresh: Refresh,
     skip: u64,
 ) -> State<'a, T> {
-    let call = context.call(forced);
-    if !forced {
-        match call.fetch::<Manifest<T>>() {
-            Ok(Some(manifest)) => {
-                return State::Reading(Reader::new(context, manifest, compute, skip));
-            }
-            Ok(None) => {}
-            Err(()) => return State::Writing(Writer::new(context, compute, None, skip)),
+    let (lookup, lock) = {
+        let call = context.call(refresh);
+        let mut machine = call.machine::<Manifest<T>>(false);
+        let mut driver = Driver::blocking(&call);
+        let lookup = driver.lookup(&mut machine);
+        (lookup, driver.take_lock())
+    };
+    match lookup {
+        Lookup::Found(manifest) => State::Reading(Reader::new(context, manifest, compute, skip)),
+        Lookup::Compute(storing) => {
+            let store = context.store(storing, lock);
+            State::Writing(Writer::new(context, compute, store, skip))
         }
     }
-    let Some(options) = call.opts.lock else {
-        let store = Store::new(&context, None);
-        return State::Writing(Writer::new(context, compute, Some(store), skip));
-    };
-    let (lock, timeout) = call.lock(options);
-    let token = new_token();
-    let store = match call.acquire::<Manifest<T>>(&lock, timeout, &token, options.expire) {
-        Ok(Acquired::Found(manifest, _)) => {
-            return State::Reading(Reader::new(context, manifest, compute, skip));
-        }
-        Ok(Acquired::Locked) => {
-            let guard = LockGuard::adopt(&lock, Arc::clone(&call.backend), token);
-            Some(Store::new(&context, Some(guard)))
-        }
-        Err(LockError::Backend(err)) => {
-            call.fail_open(&err);
-            None
-        }
-        Err(err) => {
-            call.lock_missed(&err);
-            Some(Store::new(&context, None))
-        }
-    };
-    State::Writing(Writer::new(context, compute, store, skip))
 }
 
 impl<'a, T: 'a> Iterator for MemoIter<'a, T> {
@@ -325,7 +269,7 @@ impl<'a, T: 'a> Iterator for MemoIter<'a, T> {
                     None
                 }
                 Err(why) => {
-                    tracing::warn!(key = %reader.context.key, why, "stored sequence unreadable; recomputing");
+                    tracing::warn!(key = %reader.context.key, %why, "stored sequence unreadable; recomputing");
                     let State::Reading(reader) =
                         std::mem::replace(&mut self.state, State::Finished)
                     else {
@@ -335,7 +279,7 @@ impl<'a, T: 'a> Iterator for MemoIter<'a, T> {
                         // An async hit was checked whole before it was returned.
                         return None;
                     };
-                    self.state = open(reader.context, compute, true, reader.yielded);
+                    self.state = open(reader.context, compute, Refresh::Forced, reader.yielded);
                     self.next()
                 }
             },

@@ -1,7 +1,10 @@
 //! The reading side of memoized iterators: a stored sequence, window by window (sync),
-//! or read and checked whole (async).
+//! or read and checked whole (async). Every chunk, on either path, is opened by
+//! [`open_chunk`]: it must be the chunk the manifest sealed, in this envelope, and
+//! decompress; anything else makes the whole entry a miss.
 
 use std::collections::VecDeque;
+use std::fmt;
 
 use super::{Chunk, Compute, Context, Manifest};
 use crate::codec;
@@ -9,18 +12,89 @@ use crate::codec;
 /// Encoded bytes fetched per `get_many` on a hit.
 const WINDOW_BYTES: usize = 4 * 1024 * 1024;
 
+/// Why a stored sequence cannot be read; it is then recomputed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Unreadable {
+    /// The manifest does not describe a sequence this reader could have written.
+    Manifest,
+    /// A chunk the manifest names is absent.
+    MissingChunk,
+    /// A chunk is not the one the manifest sealed (another write's, or altered).
+    ForeignChunk,
+    /// A chunk's envelope or compression is broken.
+    CorruptChunk,
+    /// An item does not decode.
+    Item,
+    /// The chunks hold another number of items than the manifest says.
+    ItemCount,
+    /// The backend failed while reading.
+    Backend,
+}
+
+impl fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Manifest => "the manifest is inconsistent",
+            Self::MissingChunk => "a chunk is missing",
+            Self::ForeignChunk => "a chunk is not the one the manifest sealed",
+            Self::CorruptChunk => "a chunk is unreadable",
+            Self::Item => "an item does not decode",
+            Self::ItemCount => "the chunks hold another number of items than the manifest says",
+            Self::Backend => "the backend failed while reading",
+        })
+    }
+}
+
+/// A chunk's items: the bytes, and where the first item starts.
+pub(super) type Items = (Vec<u8>, usize);
+
+/// Opens chunk `index` of `manifest`: checks it against the manifest's checksum and
+/// the envelope, and decompresses it.
+pub(super) fn open_chunk<T>(
+    context: &Context<T>,
+    manifest: &Manifest<T>,
+    index: usize,
+    chunk: Option<Vec<u8>>,
+) -> Result<Items, Unreadable> {
+    let chunk = chunk.ok_or(Unreadable::MissingChunk)?;
+    let sealed = manifest.checksums.get(index).ok_or(Unreadable::Manifest)?;
+    if codec::recorded_checksum(&chunk) != Some(*sealed) {
+        return Err(Unreadable::ForeignChunk);
+    }
+    let payload = codec::checked_payload::<Chunk<T>>(&chunk, context.opts.version)
+        .ok_or(Unreadable::CorruptChunk)?;
+    if manifest.compressed {
+        Ok((decompress(payload).ok_or(Unreadable::CorruptChunk)?, 0))
+    } else {
+        Ok((chunk, codec::HEADER_LEN))
+    }
+}
+
+/// Checks what a manifest claims before anything is fetched for it.
+pub(super) fn check_manifest<T>(manifest: &Manifest<T>) -> Result<(), Unreadable> {
+    if manifest.checksums.len() == manifest.chunks as usize {
+        Ok(())
+    } else {
+        Err(Unreadable::Manifest)
+    }
+}
+
 /// A stored sequence, read window by window.
 pub(super) struct Reader<'a, T> {
     pub(super) context: Context<T>,
     manifest: Manifest<T>,
     /// The next chunk to fetch.
     next_chunk: u32,
-    /// Fetched chunks not yet decoded (`None`: missing).
-    window: VecDeque<Option<Vec<u8>>>,
+    /// Opened chunks not yet decoded.
+    window: VecDeque<Items>,
     /// The chunk being decoded, and the offset of its next item.
-    current: Option<(Vec<u8>, usize)>,
+    current: Option<Items>,
+    /// Items read from the store so far (skipped ones included).
+    read: u64,
     pub(super) yielded: u64,
     skip: u64,
+    /// The computation, kept to recompute from a broken read (none once every chunk
+    /// was checked up front).
     pub(super) compute: Option<Compute<'a, T>>,
 }
 
@@ -37,21 +111,24 @@ impl<'a, T> Reader<'a, T> {
             next_chunk: 0,
             window: VecDeque::new(),
             current: None,
+            read: 0,
             yielded: 0,
             skip,
             compute: Some(compute),
         }
     }
 
+    /// A reader over chunks already fetched and checked by [`read_all_async`].
     pub(super) fn prefetched(
         context: Context<T>,
         manifest: Manifest<T>,
-        chunks: VecDeque<Vec<u8>>,
+        chunks: VecDeque<Items>,
     ) -> Self {
         Self {
             next_chunk: manifest.chunks,
-            window: chunks.into_iter().map(Some).collect(),
+            window: chunks,
             current: None,
+            read: 0,
             yielded: 0,
             skip: 0,
             compute: None,
@@ -61,7 +138,7 @@ impl<'a, T> Reader<'a, T> {
     }
 
     /// The next item; `Err` when the stored sequence turns out broken.
-    pub(super) fn next(&mut self) -> Result<Option<T>, &'static str> {
+    pub(super) fn next(&mut self) -> Result<Option<T>, Unreadable> {
         loop {
             let item = self.next_stored()?;
             if item.is_some() && self.skip > 0 {
@@ -75,48 +152,34 @@ impl<'a, T> Reader<'a, T> {
         }
     }
 
-    pub(super) fn next_stored(&mut self) -> Result<Option<T>, &'static str> {
+    fn next_stored(&mut self) -> Result<Option<T>, Unreadable> {
         loop {
-            if let Some((chunk, offset)) = &mut self.current {
-                if *offset < chunk.len() {
-                    let (item, read) = (self.context.items.decode)(&chunk[*offset..])
-                        .ok_or("an item does not decode")?;
-                    *offset += read;
+            if let Some((items, offset)) = &mut self.current {
+                if *offset < items.len() {
+                    let (item, used) =
+                        (self.context.items.decode)(&items[*offset..]).ok_or(Unreadable::Item)?;
+                    *offset += used;
+                    self.read += 1;
                     return Ok(Some(item));
                 }
                 self.current = None;
             }
-            let Some(chunk) = self.next_chunk()? else {
-                let read = self.yielded + self.skip;
-                return if read == self.manifest.items {
+            if self.window.is_empty() && self.next_chunk < self.manifest.chunks {
+                self.fetch_window()?;
+            }
+            let Some(items) = self.window.pop_front() else {
+                return if self.read == self.manifest.items {
                     Ok(None)
                 } else {
-                    Err("fewer items than the manifest says")
+                    Err(Unreadable::ItemCount)
                 };
             };
-            let payload = codec::checked_payload::<Chunk<T>>(&chunk, self.context.opts.version)
-                .ok_or("a chunk is unreadable")?;
-            self.current = Some(if self.manifest.compressed {
-                (decompress(payload).ok_or("a chunk does not decompress")?, 0)
-            } else {
-                (chunk, codec::HEADER_LEN)
-            });
+            self.current = Some(items);
         }
     }
 
-    /// The next chunk's bytes, fetching the next window when needed.
-    pub(super) fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, &'static str> {
-        if self.window.is_empty() && self.next_chunk < self.manifest.chunks {
-            self.fetch_window()?;
-        }
-        match self.window.pop_front() {
-            Some(Some(chunk)) => Ok(Some(chunk)),
-            Some(None) => Err("a chunk is missing"),
-            None => Ok(None),
-        }
-    }
-
-    pub(super) fn fetch_window(&mut self) -> Result<(), &'static str> {
+    fn fetch_window(&mut self) -> Result<(), Unreadable> {
+        check_manifest(&self.manifest)?;
         let per_window = (WINDOW_BYTES / self.context.opts.chunk_size.max(1)).max(1) as u32;
         let end = self
             .manifest
@@ -130,43 +193,48 @@ impl<'a, T> Reader<'a, T> {
             .context
             .backend()
             .get_many(&names)
-            .map_err(|_| "the backend failed while reading")?;
-        self.window.extend(chunks);
+            .map_err(|_| Unreadable::Backend)?;
+        for (index, chunk) in (self.next_chunk as usize..).zip(chunks) {
+            let items = open_chunk(&self.context, &self.manifest, index, chunk)?;
+            self.window.push_back(items);
+        }
         self.next_chunk = end;
         Ok(())
     }
 }
 
-/// Reads every chunk of `manifest` and checks that all its items decode.
+/// Reads and opens every chunk of `manifest`, and checks that all its items decode.
 pub(super) async fn read_all_async<T>(
     context: &Context<T>,
     manifest: &Manifest<T>,
-) -> Option<VecDeque<Vec<u8>>> {
+) -> Result<VecDeque<Items>, Unreadable> {
+    check_manifest(manifest)?;
     let names: Vec<String> = (0..manifest.chunks as usize)
         .map(|i| context.key.chunk_key(i))
         .collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let chunks = context.backend().get_many_async(&names).await.ok()?;
-    let chunks: VecDeque<Vec<u8>> = chunks.into_iter().collect::<Option<_>>()?;
+    let chunks = context
+        .backend()
+        .get_many_async(&names)
+        .await
+        .map_err(|_| Unreadable::Backend)?;
+    let mut opened = VecDeque::with_capacity(chunks.len());
     let mut items = 0_u64;
-    for (chunk, expected) in chunks.iter().zip(&manifest.checksums) {
-        if codec::recorded_checksum(chunk) != Some(*expected) {
-            return None;
-        }
-        let payload = codec::checked_payload::<Chunk<T>>(chunk, context.opts.version)?;
-        let decompressed = if manifest.compressed {
-            Some(decompress(payload)?)
-        } else {
-            None
-        };
-        let mut payload = decompressed.as_deref().unwrap_or(payload);
+    for (index, chunk) in chunks.into_iter().enumerate() {
+        let (bytes, start) = open_chunk(context, manifest, index, chunk)?;
+        let mut payload = &bytes[start..];
         while !payload.is_empty() {
-            let (_, read) = (context.items.decode)(payload)?;
-            payload = &payload[read..];
+            let (_, used) = (context.items.decode)(payload).ok_or(Unreadable::Item)?;
+            payload = &payload[used..];
             items += 1;
         }
+        opened.push_back((bytes, start));
     }
-    (items == manifest.items).then_some(chunks)
+    if items == manifest.items {
+        Ok(opened)
+    } else {
+        Err(Unreadable::ItemCount)
+    }
 }
 
 /// LZ4 expands at most 255 times: a size prefix claiming more is not ours.

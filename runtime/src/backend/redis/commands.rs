@@ -7,7 +7,7 @@ use redis::{Cmd, ScriptInvocation, Value};
 use super::scripts::{
     COMPARE_AND_DELETE, COMPARE_AND_EXTEND, GET_OR_LOCK, RELEASE_CHANNEL, STORE_AND_RELEASE,
 };
-use crate::backend::GetOrLock;
+use crate::backend::{GetOrLock, LockClaim};
 use crate::error::Error;
 
 /// A TTL in Redis milliseconds (at least 1: Redis rejects `PX 0`).
@@ -63,14 +63,13 @@ pub(super) fn compare_and_extend(
     script
 }
 
-pub(super) fn get_or_lock(
-    key: &str,
-    lock_key: &str,
-    token: &[u8],
-    lock_ttl: Duration,
-) -> ScriptInvocation<'static> {
+pub(super) fn get_or_lock(key: &str, lock: &LockClaim<'_>) -> ScriptInvocation<'static> {
     let mut script = GET_OR_LOCK.prepare_invoke();
-    script.key(key).key(lock_key).arg(token).arg(ms(lock_ttl));
+    script
+        .key(key)
+        .key(lock.key)
+        .arg(lock.token)
+        .arg(ms(lock.ttl));
     script
 }
 
@@ -78,17 +77,16 @@ pub(super) fn store_and_release(
     key: &str,
     value: &[u8],
     ttl: Duration,
-    lock_key: &str,
-    token: &[u8],
+    lock: &LockClaim<'_>,
 ) -> ScriptInvocation<'static> {
     let mut script = STORE_AND_RELEASE.prepare_invoke();
     script
         .key(key)
-        .key(lock_key)
+        .key(lock.key)
         .arg(value)
         .arg(ms(ttl))
-        .arg(token)
-        .arg(release_channel(lock_key));
+        .arg(lock.token)
+        .arg(release_channel(lock.key));
     script
 }
 

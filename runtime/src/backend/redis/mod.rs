@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use redis::aio::ConnectionManagerConfig;
 use redis::{Cmd, ConnectionLike, RedisResult, ScriptInvocation};
 
-use super::{AsyncBackend, Backend, BoxFuture, GetOrLock};
+use super::{AsyncBackend, Backend, BoxFuture, GetOrLock, LockClaim};
 use crate::error::Error;
 use commands::{
     compare_and_delete, compare_and_extend, delete_cmd, get_cmd, get_many_cmd, get_or_lock,
@@ -218,15 +218,9 @@ impl Backend for RedisBackend {
         Ok(extended == 1)
     }
 
-    fn get_or_lock(
-        &self,
-        key: &str,
-        lock_key: &str,
-        token: &[u8],
-        lock_ttl: Duration,
-    ) -> Result<GetOrLock, Error> {
+    fn get_or_lock(&self, key: &str, lock: &LockClaim<'_>) -> Result<GetOrLock, Error> {
         let reply = self.run("get_or_lock", key, |conn| {
-            get_or_lock(key, lock_key, token, lock_ttl).invoke(conn)
+            get_or_lock(key, lock).invoke(conn)
         })?;
         get_or_lock_reply(key, reply)
     }
@@ -236,11 +230,10 @@ impl Backend for RedisBackend {
         key: &str,
         value: &[u8],
         ttl: Duration,
-        lock_key: &str,
-        token: &[u8],
+        lock: &LockClaim<'_>,
     ) -> Result<bool, Error> {
         let ours: i64 = self.run("store_and_release", key, |conn| {
-            store_and_release(key, value, ttl, lock_key, token).invoke(conn)
+            store_and_release(key, value, ttl, lock).invoke(conn)
         })?;
         Ok(ours == 1)
     }
@@ -339,17 +332,11 @@ impl AsyncBackend for RedisBackend {
     fn get_or_lock_async<'a>(
         &'a self,
         key: &'a str,
-        lock_key: &'a str,
-        token: &'a [u8],
-        lock_ttl: Duration,
+        lock: &'a LockClaim<'a>,
     ) -> BoxFuture<'a, Result<GetOrLock, Error>> {
         Box::pin(async move {
             let reply = self
-                .request_async(
-                    "get_or_lock",
-                    key,
-                    Request::Script(get_or_lock(key, lock_key, token, lock_ttl)),
-                )
+                .request_async("get_or_lock", key, Request::Script(get_or_lock(key, lock)))
                 .await?;
             get_or_lock_reply(key, reply)
         })
@@ -360,11 +347,10 @@ impl AsyncBackend for RedisBackend {
         key: &'a str,
         value: &'a [u8],
         ttl: Duration,
-        lock_key: &'a str,
-        token: &'a [u8],
+        lock: &'a LockClaim<'a>,
     ) -> BoxFuture<'a, Result<bool, Error>> {
         Box::pin(async move {
-            let script = store_and_release(key, value, ttl, lock_key, token);
+            let script = store_and_release(key, value, ttl, lock);
             let ours: i64 = self
                 .request_async("store_and_release", key, Request::Script(script))
                 .await?;

@@ -1,0 +1,287 @@
+//! The two drivers of the sequence: [`Driver::perform`] runs one I/O step against a
+//! blocking [`Backend`](crate::Backend), [`Driver::perform_async`] against an
+//! [`AsyncBackend`](crate::AsyncBackend). Everything else (what to do next, when to
+//! give up waiting, what to store) is the machine's.
+//!
+//! A driver owns what outlives one step: the lock guard (armed before each attempt at
+//! the lock, so a caller dropped mid-attempt gives the lock back) and this process's
+//! flight for the key (a leader dropped before it lands lets a follower lead).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::machine::{Event, Io, Machine, Role, Step, Storing};
+use crate::backend::GetOrLock;
+use crate::call::Call;
+use crate::coalesce::{self, Flight, Leader};
+use crate::lock::{DropRelease, LockGuard, new_token};
+use crate::renew::Renewal;
+
+/// What the sequence decided before any computation.
+pub(crate) enum Lookup<T> {
+    /// A stored value (or this process's leader's).
+    Found(T),
+    /// Compute; store as said (the lock, when `Storing::Locked`, is the driver's).
+    Compute(Storing),
+}
+
+/// One call's I/O state; see the module docs.
+pub(crate) struct Driver<'c, 'o> {
+    call: &'c Call<'o>,
+    /// This call's lock token, made on its first attempt at the lock (a hit needs none).
+    token: Option<String>,
+    on_drop: DropRelease,
+    lock: Option<LockGuard>,
+    leader: Option<Leader>,
+    flight: Option<Arc<Flight>>,
+}
+
+impl<'c, 'o> Driver<'c, 'o> {
+    /// A driver for a blocking caller.
+    pub(crate) fn blocking(call: &'c Call<'o>) -> Self {
+        Self::new(call, DropRelease::Blocking)
+    }
+
+    /// A driver for an async caller: a lock left behind by cancellation is released
+    /// on a task, never by blocking the executor.
+    pub(crate) fn nonblocking(call: &'c Call<'o>) -> Self {
+        Self::new(call, DropRelease::Spawned)
+    }
+
+    fn new(call: &'c Call<'o>, on_drop: DropRelease) -> Self {
+        Self {
+            call,
+            token: None,
+            on_drop,
+            lock: None,
+            leader: None,
+            flight: None,
+        }
+    }
+
+    /// Runs the sequence until it has a value or must compute.
+    pub(crate) fn lookup<T>(&mut self, machine: &mut Machine<T>) -> Lookup<T> {
+        let mut event = Event::Start;
+        loop {
+            match machine.on(event) {
+                Step::Io(io) => event = self.perform(io),
+                step => return self.decided(step),
+            }
+        }
+    }
+
+    /// The async form of [`lookup`](Self::lookup).
+    pub(crate) async fn lookup_async<T>(&mut self, machine: &mut Machine<T>) -> Lookup<T> {
+        let mut event = Event::Start;
+        loop {
+            match machine.on(event) {
+                Step::Io(io) => event = self.perform_async(io).await,
+                step => return self.decided(step),
+            }
+        }
+    }
+
+    /// Runs the sequence from a computation's encoded value (`None`: nothing to store)
+    /// to its end: stores, releases, reports, and shares the value with followers.
+    pub(crate) fn finish<T>(&mut self, machine: &mut Machine<T>, encoded: Option<Vec<u8>>) {
+        let mut event = Event::Computed(encoded);
+        loop {
+            match machine.on(event) {
+                Step::Io(io) => event = self.perform(io),
+                step => return self.finished(step),
+            }
+        }
+    }
+
+    /// The async form of [`finish`](Self::finish).
+    pub(crate) async fn finish_async<T>(
+        &mut self,
+        machine: &mut Machine<T>,
+        encoded: Option<Vec<u8>>,
+    ) {
+        let mut event = Event::Computed(encoded);
+        loop {
+            match machine.on(event) {
+                Step::Io(io) => event = self.perform_async(io).await,
+                step => return self.finished(step),
+            }
+        }
+    }
+
+    /// Keeps the lock alive while computing, if this call holds it.
+    pub(crate) fn keep_alive(&self) -> Option<Renewal> {
+        self.lock.as_ref().map(LockGuard::keep_alive)
+    }
+
+    /// The lock this call holds, handed to whoever stores under it (an iterator).
+    pub(crate) fn take_lock(&mut self) -> Option<LockGuard> {
+        self.lock.take()
+    }
+
+    /// One I/O step, blocking.
+    fn perform(&mut self, io: Io<'_>) -> Event {
+        let call = self.call;
+        let (backend, key) = (&*call.backend, call.key.as_str());
+        match io {
+            Io::Get => Event::Read(backend.get(key)),
+            Io::Join => Event::Joined(self.join()),
+            Io::AwaitLeader => Event::Landed(self.flight.take().and_then(|f| f.wait())),
+            Io::GetOrLock => {
+                let (at, lock) = (Instant::now(), self.arm());
+                let found = backend.get_or_lock(key, &lock.claim());
+                self.settle(at, found)
+            }
+            Io::TakeLock => {
+                let (at, lock) = (Instant::now(), self.arm());
+                let claim = lock.claim();
+                let found = backend.add(claim.key, claim.token, claim.ttl);
+                self.settle(at, found.map(taken))
+            }
+            Io::Pause { since, max } => {
+                backend.wait_for_release(&self.call.key.lock_key(), since, max);
+                Event::Paused
+            }
+            Io::Store(bytes) => Event::Stored(
+                backend
+                    .set(key, bytes, self.call.opts.expire)
+                    .map(|()| true),
+            ),
+            Io::StoreAndRelease(bytes) => Event::Stored(match self.lock.take() {
+                Some(lock) => lock.store_and_release(key, bytes, self.call.opts.expire),
+                None => Ok(false),
+            }),
+            Io::Release => Event::Stored(match self.lock.take() {
+                Some(lock) => lock.give_back(),
+                None => Ok(false),
+            }),
+        }
+    }
+
+    /// One I/O step, awaited.
+    async fn perform_async(&mut self, io: Io<'_>) -> Event {
+        let call = self.call;
+        let (backend, key) = (&*call.backend, call.key.as_str());
+        match io {
+            Io::Get => Event::Read(backend.get_async(key).await),
+            Io::Join => Event::Joined(self.join()),
+            Io::AwaitLeader => Event::Landed(match self.flight.take() {
+                Some(flight) => flight.wait_async().await,
+                None => None,
+            }),
+            Io::GetOrLock => {
+                let (at, lock) = (Instant::now(), self.arm());
+                let claim = lock.claim();
+                let found = backend.get_or_lock_async(key, &claim).await;
+                self.settle(at, found)
+            }
+            Io::TakeLock => {
+                let (at, lock) = (Instant::now(), self.arm());
+                let claim = lock.claim();
+                let found = backend.add_async(claim.key, claim.token, claim.ttl).await;
+                self.settle(at, found.map(taken))
+            }
+            Io::Pause { since, max } => {
+                let lock_key = self.call.key.lock_key();
+                backend.wait_for_release_async(&lock_key, since, max).await;
+                Event::Paused
+            }
+            Io::Store(bytes) => Event::Stored(
+                backend
+                    .set_async(key, bytes, self.call.opts.expire)
+                    .await
+                    .map(|()| true),
+            ),
+            Io::StoreAndRelease(bytes) => Event::Stored(match self.lock.take() {
+                Some(lock) => {
+                    lock.store_and_release_async(key, bytes, self.call.opts.expire)
+                        .await
+                }
+                None => Ok(false),
+            }),
+            Io::Release => Event::Stored(match self.lock.take() {
+                Some(lock) => lock.give_back_async().await,
+                None => Ok(false),
+            }),
+        }
+    }
+
+    fn join(&mut self) -> Role {
+        match coalesce::join(&self.call.flight_key()) {
+            coalesce::Role::Lead(leader) => {
+                self.leader = Some(leader);
+                Role::Lead
+            }
+            coalesce::Role::Follow(flight) => {
+                self.flight = Some(flight);
+                Role::Follow
+            }
+        }
+    }
+
+    /// Arms a guard for the lock before an attempt at it; returns it for the claim.
+    fn arm(&mut self) -> &LockGuard {
+        let expire = self.call.opts.lock.unwrap_or_default().expire;
+        let token = self.token.get_or_insert_with(new_token).clone();
+        self.lock.insert(LockGuard::armed(
+            Arc::clone(&self.call.backend),
+            self.call.key.lock_key(),
+            token,
+            expire,
+            self.on_drop,
+        ))
+    }
+
+    /// Keeps the armed guard only if the attempt took the lock. A failed attempt's
+    /// guard is disarmed too: a broken backend is not asked again to release.
+    fn settle(&mut self, at: Instant, found: Result<GetOrLock, crate::error::Error>) -> Event {
+        if !matches!(found, Ok(GetOrLock::Locked)) {
+            if let Some(lock) = self.lock.take() {
+                lock.disarm();
+            }
+        }
+        Event::Attempted { at, found }
+    }
+
+    fn decided<T>(&mut self, step: Step<'_, T>) -> Lookup<T> {
+        match step {
+            Step::Hit { value, bytes } => {
+                self.land(bytes);
+                Lookup::Found(value)
+            }
+            Step::Compute { store, note } => {
+                self.call.report(note);
+                Lookup::Compute(store)
+            }
+            // Only after a computation; were it reached here, computing without the
+            // cache is the safe answer.
+            Step::Finished { note, .. } => {
+                self.call.report(note);
+                Lookup::Compute(Storing::Nothing)
+            }
+            Step::Io(_) => Lookup::Compute(Storing::Nothing),
+        }
+    }
+
+    fn finished<T>(&mut self, step: Step<'_, T>) {
+        if let Step::Finished { note, landing } = step {
+            self.call.report(note);
+            self.land(landing);
+        }
+    }
+
+    /// Shares `bytes` with this process's followers, if this call leads them.
+    fn land(&mut self, bytes: Option<Vec<u8>>) {
+        if let (Some(leader), Some(bytes)) = (self.leader.take(), bytes) {
+            leader.land(bytes.into());
+        }
+    }
+}
+
+/// A lock `add`'s answer as an attempt's.
+fn taken(added: bool) -> GetOrLock {
+    if added {
+        GetOrLock::Locked
+    } else {
+        GetOrLock::Held
+    }
+}

@@ -1,0 +1,352 @@
+//! The decisions of one memoized call, without I/O: fed what the backend answered (and
+//! when), it says what to do next as a [`Step`]. It reads no clock, logs nothing and
+//! touches no backend; the drivers in `driver.rs` do, one blocking and one async.
+//!
+//! The sequence (Djblets' `cache_memoize` with `lock=`):
+//!
+//! ```text
+//! Get ─hit──────────────────────────────────────────────▶ Hit
+//!  │miss      (in-process: Join ─follow─▶ AwaitLeader ─landed─▶ Hit, else Join again)
+//!  └─lead──▶ GetOrLock ─value──────────────────────────▶ Hit
+//!             │  │held ─▶ Pause ─▶ GetOrLock …  (timeout: Get ─hit▶ Hit, miss▶ Compute)
+//!             │  └unreadable value ─▶ TakeLock (then as GetOrLock)
+//!             └locked ─▶ Compute ─▶ StoreAndRelease | Release ─▶ Finished
+//! ```
+//!
+//! A backend error anywhere before the computation fails open: compute, store nothing.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::backend::GetOrLock;
+use crate::error::Error;
+use crate::options::{Refresh, Wait};
+
+/// What the sequence needs to know of the call's options.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Policy {
+    pub(crate) refresh: Refresh,
+    /// `None`: compute on a miss without a lock.
+    pub(crate) lock: Option<LockPolicy>,
+    /// Whether concurrent misses in this process wait for one leader.
+    pub(crate) coalesce: bool,
+}
+
+/// How the lock is waited for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LockPolicy {
+    pub(crate) wait: Wait,
+    /// The pause between attempts, before 0–25 % jitter.
+    pub(crate) retry: Duration,
+}
+
+/// The next thing a driver does.
+pub(crate) enum Step<'m, T> {
+    /// Backend or in-process I/O; its outcome is the next [`Event`].
+    Io(Io<'m>),
+    /// Done: return this stored value. `bytes` are its encoding, for in-process
+    /// followers (absent when it came from a leader).
+    Hit { value: T, bytes: Option<Vec<u8>> },
+    /// Compute the value, then report [`Event::Computed`]; `note` says why, when it is
+    /// worth reporting.
+    Compute { store: Storing, note: Option<Note> },
+    /// Done: return the computed value; `landing` is its encoding, for followers.
+    Finished {
+        note: Option<Note>,
+        landing: Option<Vec<u8>>,
+    },
+}
+
+/// The I/O steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Io<'m> {
+    /// Read the value: [`Event::Read`].
+    Get,
+    /// Join this process's flight for the key: [`Event::Joined`].
+    Join,
+    /// Wait for this process's leader: [`Event::Landed`].
+    AwaitLeader,
+    /// Read the value or take the lock, atomically: [`Event::Attempted`].
+    GetOrLock,
+    /// Take the lock without reading (the stored value is unwanted): [`Event::Attempted`].
+    TakeLock,
+    /// Wait until the lock may have been released since `since`, at most `max`:
+    /// [`Event::Paused`].
+    Pause { since: Instant, max: Duration },
+    /// Store these bytes without a lock: [`Event::Stored`].
+    Store(&'m [u8]),
+    /// Store these bytes and release the lock, in one step: [`Event::Stored`].
+    StoreAndRelease(&'m [u8]),
+    /// Release the lock, storing nothing: [`Event::Stored`].
+    Release,
+}
+
+/// What an I/O step found, fed back with [`Machine::on`].
+pub(crate) enum Event {
+    /// The first event of a call.
+    Start,
+    Read(Result<Option<Vec<u8>>, Error>),
+    Joined(Role),
+    /// The leader's encoded value, or nothing (it failed, panicked or was cancelled).
+    Landed(Option<Arc<[u8]>>),
+    /// An attempt at the lock that started `at`.
+    Attempted {
+        at: Instant,
+        found: Result<GetOrLock, Error>,
+    },
+    Paused,
+    /// The computation's encoded value, or `None` (it returned `Err`, or the value
+    /// does not encode).
+    Computed(Option<Vec<u8>>),
+    /// Whether a store or release still found the lock ours (`true` for unlocked
+    /// stores).
+    Stored(Result<bool, Error>),
+}
+
+/// A caller's part in this process's flight for a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    Lead,
+    Follow,
+}
+
+/// Where a computed value goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Storing {
+    /// Nowhere: the backend failed (fail open).
+    Nothing,
+    /// Stored without a lock (no lock configured, or it was not obtained).
+    Unlocked,
+    /// Stored under the lock this call holds, which is released in the same step.
+    Locked,
+}
+
+/// Something a driver reports through `tracing`.
+#[derive(Debug)]
+pub(crate) enum Note {
+    /// The backend failed before the computation: computing without it.
+    FailOpen(Error),
+    /// The lock stayed held for the whole timeout: computing without it.
+    LockTimeout { waited: Duration },
+    /// The lock was held and the lock does not block: computing without it.
+    LockBusy,
+    /// Storing or releasing failed.
+    StoreFailed(Error),
+    /// The lock had expired or been taken when the value was stored.
+    LockLost,
+}
+
+#[derive(Debug)]
+enum State {
+    Start,
+    Reading,
+    Joining,
+    Following,
+    /// An attempt at the lock is out; the wait for it began at `since`.
+    Attempting {
+        since: Option<Instant>,
+    },
+    Pausing {
+        since: Instant,
+    },
+    /// The lock was not obtained; the value is read once more before computing.
+    Rereading(Note),
+    Computing(Storing),
+    Storing,
+    Done,
+}
+
+/// Reads stored bytes as a call's value: a decoding function and the user's version
+/// (a plain function, so a hit allocates nothing for it).
+pub(crate) struct Decoder<T> {
+    pub(crate) decode: fn(&[u8], u32) -> Option<T>,
+    pub(crate) version: u32,
+}
+
+/// One memoized call's sequence.
+pub(crate) struct Machine<T> {
+    policy: Policy,
+    decoder: Decoder<T>,
+    rng: fastrand::Rng,
+    state: State,
+    /// The computed value's encoding, while it is stored.
+    encoded: Option<Vec<u8>>,
+}
+
+impl<T> Machine<T> {
+    pub(crate) fn new(policy: Policy, decoder: Decoder<T>, rng: fastrand::Rng) -> Self {
+        Self {
+            policy,
+            decoder,
+            rng,
+            state: State::Start,
+            encoded: None,
+        }
+    }
+
+    fn decode(&self, bytes: &[u8]) -> Option<T> {
+        (self.decoder.decode)(bytes, self.decoder.version)
+    }
+
+    /// Feeds `event` (the outcome of the last step) and returns the next step.
+    pub(crate) fn on(&mut self, event: Event) -> Step<'_, T> {
+        let state = std::mem::replace(&mut self.state, State::Done);
+        match (state, event) {
+            (State::Start, Event::Start) => self.start(),
+            (State::Reading, Event::Read(read)) => self.read(read, None),
+            (State::Rereading(note), Event::Read(read)) => self.read(read, Some(note)),
+            (State::Joining, Event::Joined(Role::Lead)) => self.attempt(None, Io::GetOrLock),
+            (State::Joining, Event::Joined(Role::Follow)) => {
+                self.state = State::Following;
+                Step::Io(Io::AwaitLeader)
+            }
+            (State::Following, Event::Landed(landing)) => {
+                match landing.as_deref().and_then(|bytes| self.decode(bytes)) {
+                    Some(value) => Step::Hit { value, bytes: None },
+                    // The leader stored nothing to share: run the sequence again.
+                    None => self.join(),
+                }
+            }
+            (State::Attempting { since }, Event::Attempted { at, found }) => {
+                self.attempted(since, at, found)
+            }
+            (State::Pausing { since }, Event::Paused) => {
+                self.attempt(Some(since), self.attempt_io())
+            }
+            (State::Computing(store), Event::Computed(encoded)) => self.computed(store, encoded),
+            (State::Storing, Event::Stored(stored)) => {
+                let note = match stored {
+                    Ok(true) => None,
+                    Ok(false) => Some(Note::LockLost),
+                    Err(err) => Some(Note::StoreFailed(err)),
+                };
+                Step::Finished {
+                    note,
+                    landing: self.encoded.take(),
+                }
+            }
+            // A driver feeds each step's own event; anything else is a driver bug,
+            // answered by the safe end: compute, store nothing.
+            (_, _) => self.compute(Storing::Nothing, None),
+        }
+    }
+
+    fn start(&mut self) -> Step<'_, T> {
+        match (self.policy.refresh, self.policy.lock) {
+            (Refresh::IfMissing, _) => {
+                self.state = State::Reading;
+                Step::Io(Io::Get)
+            }
+            (Refresh::Forced, Some(_)) => self.attempt(None, Io::TakeLock),
+            (Refresh::Forced, None) => self.compute(Storing::Unlocked, None),
+        }
+    }
+
+    /// A read of the value, first or after the lock was not obtained (`missed`).
+    fn read(&mut self, read: Result<Option<Vec<u8>>, Error>, missed: Option<Note>) -> Step<'_, T> {
+        let bytes = match read {
+            Ok(bytes) => bytes,
+            Err(err) => return self.compute(Storing::Nothing, Some(Note::FailOpen(err))),
+        };
+        if let Some(value) = bytes.as_deref().and_then(|b| self.decode(b)) {
+            return Step::Hit { value, bytes };
+        }
+        // A miss, or bytes that are not this call's value (a miss, overwritten).
+        match (missed, self.policy.lock) {
+            (Some(note), _) => self.compute(Storing::Unlocked, Some(note)),
+            (None, None) => self.compute(Storing::Unlocked, None),
+            (None, Some(_)) if self.policy.coalesce => self.join(),
+            (None, Some(_)) => self.attempt(None, Io::GetOrLock),
+        }
+    }
+
+    fn join(&mut self) -> Step<'_, T> {
+        self.state = State::Joining;
+        Step::Io(Io::Join)
+    }
+
+    /// The lock attempt a waiter makes: a forced refresh never reads the value.
+    fn attempt_io(&self) -> Io<'static> {
+        match self.policy.refresh {
+            Refresh::IfMissing => Io::GetOrLock,
+            Refresh::Forced => Io::TakeLock,
+        }
+    }
+
+    fn attempt(&mut self, since: Option<Instant>, io: Io<'static>) -> Step<'_, T> {
+        self.state = State::Attempting { since };
+        Step::Io(io)
+    }
+
+    fn attempted(
+        &mut self,
+        since: Option<Instant>,
+        at: Instant,
+        found: Result<GetOrLock, Error>,
+    ) -> Step<'_, T> {
+        match found {
+            Err(err) => self.compute(Storing::Nothing, Some(Note::FailOpen(err))),
+            Ok(GetOrLock::Locked) => self.compute(Storing::Locked, None),
+            Ok(GetOrLock::Value(bytes)) => match self.decode(&bytes) {
+                Some(value) => Step::Hit {
+                    value,
+                    bytes: Some(bytes),
+                },
+                // Not this call's value: take the lock and overwrite it.
+                None => self.attempt(since, Io::TakeLock),
+            },
+            Ok(GetOrLock::Held) => self.held(since.unwrap_or(at), at),
+        }
+    }
+
+    /// The lock is held by another caller: wait for it, or give up on it.
+    fn held(&mut self, since: Instant, at: Instant) -> Step<'_, T> {
+        let Some(lock) = self.policy.lock else {
+            return self.compute(Storing::Unlocked, None);
+        };
+        let waited = at.saturating_duration_since(since);
+        let pause = lock.retry.mul_f64(1.0 + self.rng.f64() * 0.25);
+        let max = match lock.wait {
+            Wait::Never => return self.missed(Note::LockBusy),
+            Wait::For(limit) if waited >= limit => {
+                return self.missed(Note::LockTimeout { waited });
+            }
+            Wait::For(limit) => pause.min(limit.saturating_sub(waited)),
+            Wait::Forever => pause,
+        };
+        self.state = State::Pausing { since };
+        Step::Io(Io::Pause { since: at, max })
+    }
+
+    /// The lock was not obtained: read once more (the holder may have stored the
+    /// value meanwhile), then compute without the lock.
+    fn missed(&mut self, note: Note) -> Step<'_, T> {
+        if self.policy.refresh == Refresh::Forced {
+            return self.compute(Storing::Unlocked, Some(note));
+        }
+        self.state = State::Rereading(note);
+        Step::Io(Io::Get)
+    }
+
+    fn compute(&mut self, store: Storing, note: Option<Note>) -> Step<'_, T> {
+        self.state = State::Computing(store);
+        Step::Compute { store, note }
+    }
+
+    fn computed(&mut self, store: Storing, encoded: Option<Vec<u8>>) -> Step<'_, T> {
+        if store == Storing::Nothing || (store == Storing::Unlocked && encoded.is_none()) {
+            self.state = State::Done;
+            return Step::Finished {
+                note: None,
+                landing: encoded,
+            };
+        }
+        self.state = State::Storing;
+        self.encoded = encoded;
+        match (store, self.encoded.as_deref()) {
+            (Storing::Locked, Some(bytes)) => Step::Io(Io::StoreAndRelease(bytes)),
+            (Storing::Unlocked, Some(bytes)) => Step::Io(Io::Store(bytes)),
+            _ => Step::Io(Io::Release),
+        }
+    }
+}
