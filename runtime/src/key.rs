@@ -146,6 +146,14 @@ fn sanitize(key: &str) -> Cow<'_, str> {
 }
 
 fn escape(text: &str, also: impl Fn(char) -> bool) -> Cow<'_, str> {
+    // Most keys are printable ASCII with nothing to escape: checked a byte at a time,
+    // without decoding characters (this runs on every hit).
+    if text
+        .bytes()
+        .all(|byte| byte.is_ascii_graphic() && !also(char::from(byte)))
+    {
+        return Cow::Borrowed(text);
+    }
     let needs = |c: char| c.is_control() || c.is_whitespace() || also(c);
     if !text.chars().any(needs) {
         return Cow::Borrowed(text);
