@@ -90,7 +90,7 @@ impl<'a> Call<'a> {
             }
             Some(Note::LockLost) => tracing::warn!(
                 %key,
-                "the lock expired while computing; another caller may have computed too (raise the lock's expire)"
+                "the lock was lost while computing (it expired, a later caller took it, or the key was invalidated); the value was returned but not stored"
             ),
         }
     }

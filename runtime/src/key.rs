@@ -17,6 +17,7 @@ pub const MAX_KEY_LEN: usize = 240;
 
 /// What goes before a key's lock key.
 const LOCK_PREFIX: &str = "_lock_:";
+const FENCE_PREFIX: &str = "_fence_:";
 
 static KEY_PREFIX: Lazy<RwLock<Arc<str>>> = Lazy::new(|| RwLock::new(Arc::from("")));
 
@@ -52,6 +53,12 @@ impl CacheKey {
     /// The key of this key's lock: `_lock_:` + the key.
     pub fn lock_key(&self) -> String {
         format!("{LOCK_PREFIX}{}", self.0)
+    }
+
+    /// The key of this key's lock's fencing counter: `_fence_:` + the key (in the
+    /// same cluster slot as the value and the lock).
+    pub fn fence_key(&self) -> String {
+        format!("{FENCE_PREFIX}{}", self.0)
     }
 
     /// The key of chunk `index` of a memoized iterator stored at this key.

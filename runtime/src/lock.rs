@@ -6,6 +6,7 @@
 //! atomic step, so they never touch a lock another owner took after ours expired.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::backend::{CacheBackend, LockClaim};
@@ -70,6 +71,7 @@ pub(crate) fn new_token() -> String {
 #[derive(Clone)]
 pub struct CacheLock {
     key: String,
+    fence_key: String,
     options: LockOptions,
     backend: Option<Arc<dyn CacheBackend>>,
 }
@@ -94,6 +96,7 @@ impl CacheLock {
     pub fn for_key(key: &CacheKey) -> Self {
         Self {
             key: key.lock_key(),
+            fence_key: key.fence_key(),
             options: LockOptions::default(),
             backend: None,
         }
@@ -169,10 +172,8 @@ impl CacheLock {
     /// Acquires the lock if it is free right now; never waits.
     pub fn try_acquire(&self) -> Result<Option<LockGuard>, LockError> {
         let backend = self.resolved_backend();
-        let token = new_token();
-        Ok(self
-            .try_add(&*backend, &token)?
-            .then(|| LockGuard::new(self, backend, token)))
+        let guard = self.guard(backend, DropRelease::Blocking);
+        Ok(guard.take()?)
     }
 
     /// Acquires the lock, waiting at most `timeout` whatever the lock's own settings.
@@ -182,38 +183,42 @@ impl CacheLock {
 
     fn acquire_within(&self, timeout: Option<Duration>) -> Result<LockGuard, LockError> {
         let backend = self.resolved_backend();
-        let token = new_token();
         let mut waiter = self.waiter(timeout);
-        while !self.try_add(&*backend, &token)? {
+        loop {
+            if let Some(guard) = self
+                .guard(Arc::clone(&backend), DropRelease::Blocking)
+                .take()?
+            {
+                return Ok(guard);
+            }
             waiter.pause(&*backend)?;
         }
-        Ok(LockGuard::new(self, backend, token))
+    }
+
+    /// A guard for one attempt at this lock, with a fresh token.
+    fn guard(&self, backend: Arc<dyn CacheBackend>, on_drop: DropRelease) -> LockGuard {
+        LockGuard::armed(
+            backend,
+            self.key.clone(),
+            self.fence_key.clone(),
+            new_token(),
+            self.options.expire,
+            on_drop,
+        )
     }
 
     /// Like [`acquire`](Self::acquire), waiting without blocking the executor (on
     /// Tokio's timer, or on the backend's wake-ups).
     pub async fn acquire_async(&self) -> Result<LockGuard, LockError> {
         let backend = self.resolved_backend();
-        let token = new_token();
-        let expire = self.options.expire;
         let mut waiter = self.waiter(self.options.timeout);
         loop {
-            // Armed before the `add` is sent: if this future is dropped while the
-            // reply is awaited, the guard gives back a lock the `add` may have taken.
-            let guard = LockGuard::armed(
-                Arc::clone(&backend),
-                self.key.clone(),
-                token.clone(),
-                expire,
-                DropRelease::Spawned,
-            );
-            if backend
-                .add_async(&self.key, token.as_bytes(), expire)
-                .await?
-            {
+            // Armed before the attempt is sent: if this future is dropped while the
+            // reply is awaited, the guard gives back a lock the attempt may have taken.
+            let guard = self.guard(Arc::clone(&backend), DropRelease::Spawned);
+            if let Some(guard) = guard.take_async().await? {
                 return Ok(guard);
             }
-            guard.disarm();
             if !self.options.blocking {
                 return Err(LockError::WouldBlock);
             }
@@ -224,10 +229,6 @@ impl CacheLock {
     /// Whether anyone holds the lock right now.
     pub fn is_locked(&self) -> Result<bool, LockError> {
         Ok(self.resolved_backend().get(&self.key)?.is_some())
-    }
-
-    fn try_add(&self, backend: &dyn CacheBackend, token: &str) -> Result<bool, Error> {
-        backend.add(&self.key, token.as_bytes(), self.options.expire)
     }
 
     /// The waiting policy for one acquisition that may wait at most `timeout`.
@@ -294,8 +295,13 @@ impl Waiter<'_> {
 pub struct LockGuard {
     backend: Arc<dyn CacheBackend>,
     key: String,
+    fence_key: String,
     token: String,
+    /// The acquisition's fencing token (0 until the lock is taken).
+    fence: u64,
     expire: Duration,
+    /// Set when an extension or a renewal found the lock gone.
+    lost: Arc<AtomicBool>,
     released: bool,
     on_drop: DropRelease,
 }
@@ -321,22 +327,13 @@ impl std::fmt::Debug for LockGuard {
 }
 
 impl LockGuard {
-    fn new(lock: &CacheLock, backend: Arc<dyn CacheBackend>, token: String) -> Self {
-        Self::armed(
-            backend,
-            lock.key.clone(),
-            token,
-            lock.options.expire,
-            DropRelease::Blocking,
-        )
-    }
-
     /// A guard for a lock that may be taken with `token` by a step about to run: made
     /// before the step, so that a caller cancelled during it still gives the lock back.
     /// [`disarm`](Self::disarm) it when the step did not take the lock.
     pub(crate) fn armed(
         backend: Arc<dyn CacheBackend>,
         key: String,
+        fence_key: String,
         token: String,
         expire: Duration,
         on_drop: DropRelease,
@@ -344,11 +341,48 @@ impl LockGuard {
         Self {
             backend,
             key,
+            fence_key,
             token,
+            fence: 0,
             expire,
+            lost: Arc::default(),
             released: false,
             on_drop,
         }
+    }
+
+    /// Takes the lock if free: the guard, holding its fencing token; `None` (the
+    /// guard disarmed) when another owner holds it.
+    fn take(self) -> Result<Option<Self>, Error> {
+        let taken = self.backend.take_lock(&self.claim());
+        self.settle(taken)
+    }
+
+    /// The async form of [`take`](Self::take).
+    async fn take_async(self) -> Result<Option<Self>, Error> {
+        let claim = self.claim();
+        let taken = self.backend.take_lock_async(&claim).await;
+        self.settle(taken)
+    }
+
+    fn settle(mut self, taken: Result<Option<u64>, Error>) -> Result<Option<Self>, Error> {
+        match taken {
+            Ok(Some(fence)) => {
+                self.fence = fence;
+                Ok(Some(self))
+            }
+            Ok(None) => {
+                self.disarm();
+                Ok(None)
+            }
+            // Dropped armed: a lock the failed attempt may have taken is given back.
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Records the fencing token of the acquisition that took the lock.
+    pub(crate) fn taken_with(&mut self, fence: u64) {
+        self.fence = fence;
     }
 
     /// Forgets the lock without touching the backend (it was not taken).
@@ -362,7 +396,34 @@ impl LockGuard {
             key: &self.key,
             token: self.token.as_bytes(),
             ttl: self.expire,
+            fence_key: &self.fence_key,
         }
+    }
+
+    /// This acquisition's fencing token: larger than that of every earlier
+    /// acquisition of the same lock, so a resource that remembers the largest token
+    /// it has seen can refuse the writes of a holder whose lock expired (Kleppmann's
+    /// fencing token).
+    ///
+    /// ```
+    /// use cache_memoize::CacheLock;
+    ///
+    /// let lock = CacheLock::new("fenced-job");
+    /// let first = lock.acquire()?.fencing_token();
+    /// let second = lock.acquire()?.fencing_token();
+    /// assert!(second > first);
+    /// # Ok::<(), cache_memoize::LockError>(())
+    /// ```
+    pub fn fencing_token(&self) -> u64 {
+        self.fence
+    }
+
+    /// Whether an [`extend`](Self::extend), or the renewal that keeps a memoized
+    /// computation's lock alive, found the lock gone (expired, or taken by another
+    /// owner). A lost lock's holder may still finish, but its memoized store is
+    /// refused.
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
     }
 
     /// The token stored in the backend for this acquisition (a UUID4).
@@ -380,9 +441,13 @@ impl LockGuard {
     /// expired, and may now belong to someone else).
     pub fn extend(&mut self, expire: Option<Duration>) -> Result<bool, LockError> {
         let ttl = expire.unwrap_or(self.expire);
-        Ok(self
+        let extended = self
             .backend
-            .compare_and_extend(&self.key, self.token.as_bytes(), ttl)?)
+            .compare_and_extend(&self.key, self.token.as_bytes(), ttl)?;
+        if !extended {
+            self.lost.store(true, Ordering::SeqCst);
+        }
+        Ok(extended)
     }
 
     /// Releases the lock. Returns `false` when it was no longer ours (it expired, and
@@ -441,7 +506,13 @@ impl LockGuard {
     /// Keeps this lock alive (extended at a third of its expiry) until the returned
     /// value drops.
     pub(crate) fn keep_alive(&self) -> crate::renew::Renewal {
-        crate::renew::keep_alive(&self.backend, &self.key, &self.token, self.expire)
+        crate::renew::keep_alive(
+            &self.backend,
+            &self.key,
+            &self.token,
+            self.expire,
+            &self.lost,
+        )
     }
 }
 

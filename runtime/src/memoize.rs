@@ -112,7 +112,9 @@ where
     }
 }
 
-/// Removes the value memoized at `key` from the registered backend.
+/// Removes the value memoized at `key` from the registered backend, with its lock: a
+/// computation running for `key` right now cannot store its (older) value afterwards.
 pub fn invalidate(key: &str) -> Result<(), Error> {
-    registry::backend().delete(make_cache_key(key).as_str())
+    let key = make_cache_key(key);
+    registry::backend().invalidate(key.as_str(), &key.lock_key())
 }

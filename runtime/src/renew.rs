@@ -70,10 +70,11 @@ pub(crate) fn keep_alive(
     key: &str,
     token: &str,
     expire: Duration,
+    lost: &Arc<AtomicBool>,
 ) -> Renewal {
     let watcher = &*WATCHER;
     let id = watcher.next_id.fetch_add(1, Ordering::Relaxed);
-    let lost = Arc::new(AtomicBool::new(false));
+    let lost = Arc::clone(lost);
     watcher.lock().insert(
         id,
         Watched {

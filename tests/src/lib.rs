@@ -130,7 +130,9 @@ macro_rules! with_scenarios {
                 release_after_expiry_returns_false, extend_keeps_the_lock,
                 extend_after_lock_lost_leaves_the_new_owner_alone, dropped_guard_releases,
                 guard_released_during_panic, acquire_async_waits_for_release,
-                acquire_async_non_blocking_would_block
+                acquire_async_non_blocking_would_block,
+                fencing_tokens_increase_with_every_acquisition,
+                a_lost_lock_is_reported_by_its_guard
             ];
             memoize_suite: [
                 value_present_no_lock_no_compute, miss_computes_while_holding_the_lock,
@@ -147,7 +149,10 @@ macro_rules! with_scenarios {
                 refresh_recomputes_the_first_call_only, refresh_async_recomputes,
                 long_computation_keeps_its_lock, two_backends_do_not_share_a_computation,
                 async_cancelled_leader_strands_no_one, async_leader_panic_lets_followers_retry,
-                async_cancelled_at_random_points_leaves_no_lock
+                async_cancelled_at_random_points_leaves_no_lock,
+                a_late_holder_does_not_overwrite_the_newer_value,
+                invalidate_during_a_computation_voids_its_store,
+                async_invalidate_during_a_computation_voids_its_store
             ];
             iter_suite: [
                 iter_zero_items, iter_one_item, iter_exactly_one_chunk, iter_one_over_a_chunk,

@@ -244,3 +244,39 @@ pub fn acquire_async_non_blocking_would_block(f: &Fixture) {
         assert!(matches!(attempt, Err(LockError::WouldBlock)), "{attempt:?}");
     });
 }
+
+/// Each acquisition's fencing token is larger than every earlier one's, across
+/// owners, releases and expiries.
+pub fn fencing_tokens_increase_with_every_acquisition(f: &Fixture) {
+    let lock = lock(f, "fenced");
+    let mut last = 0;
+    for round in 0..5 {
+        let guard = lock.acquire();
+        let token = guard
+            .as_ref()
+            .map_or(0, cache_memoize::LockGuard::fencing_token);
+        assert!(token > last, "round {round}: {token} after {last}");
+        last = token;
+        if round % 2 == 0 {
+            assert!(guard.is_ok_and(|g| g.release().is_ok_and(|ours| ours)));
+        } else {
+            // Lost, as if it expired: the next owner still gets a larger token.
+            assert!(f.probe.inner().delete(lock.key()).is_ok());
+            drop(guard);
+        }
+    }
+}
+
+/// A guard whose lock was lost says so once an extension finds it gone.
+pub fn a_lost_lock_is_reported_by_its_guard(f: &Fixture) {
+    let lock = lock(f, "lost");
+    let Ok(mut guard) = lock.acquire() else {
+        panic!("a free lock is acquired");
+    };
+    assert!(!guard.is_lost());
+    assert!(matches!(guard.extend(None), Ok(true)));
+    assert!(!guard.is_lost());
+    assert!(f.probe.inner().delete(lock.key()).is_ok());
+    assert!(matches!(guard.extend(None), Ok(false)));
+    assert!(guard.is_lost());
+}

@@ -662,3 +662,69 @@ fn fastrand_micros(max: u64) -> u64 {
     use std::hash::{BuildHasher, RandomState};
     RandomState::new().hash_one(0_u8) % max
 }
+
+/// A holder whose lock was lost (it expired and another caller took over and stored a
+/// newer value) does not overwrite that value with its late one.
+pub fn a_late_holder_does_not_overwrite_the_newer_value(f: &Fixture) {
+    let key = f.key("late-holder");
+    let opts = f.locked();
+    let lock_key = cache_memoize::make_cache_key(&key).lock_key();
+    // Another process: the same store, another handle (so not coalesced with us).
+    let elsewhere = MemoizeOptions::new()
+        .backend(Arc::clone(f.probe.inner()))
+        .lock(fast_lock());
+    let late: String = memoize(&key, &opts, || {
+        // Our lock expires (deleted behind our back), and another process computes
+        // and stores a newer value meanwhile.
+        assert!(f.probe.inner().delete(&lock_key).is_ok());
+        let newer: String = memoize(&key, &elsewhere, || "newer".to_owned());
+        assert_eq!(newer, "newer");
+        "late".to_owned()
+    });
+    assert_eq!(late, "late", "the late caller still gets what it computed");
+    assert_eq!(
+        memoize::<String, _>(&key, &opts, || unreachable!("stored")),
+        "newer",
+        "the late store was refused"
+    );
+    assert_eq!(f.lock_token(&key), None);
+}
+
+/// An invalidation made while a computation runs voids that computation's store: the
+/// value computed before the invalidation is never served after it.
+pub fn invalidate_during_a_computation_voids_its_store(f: &Fixture) {
+    let key = f.key("invalidated-midway");
+    let opts = f.locked();
+    let cache_key = cache_memoize::make_cache_key(&key);
+    let computed: String = memoize(&key, &opts, || {
+        assert!(
+            f.backend()
+                .invalidate(cache_key.as_str(), &cache_key.lock_key())
+                .is_ok()
+        );
+        "before the invalidation".to_owned()
+    });
+    assert_eq!(computed, "before the invalidation");
+    assert_eq!(f.stored(&key), None, "nothing stored");
+    assert_eq!(memoize(&key, &opts, || "after".to_owned()), "after");
+}
+
+/// The async form of [`invalidate_during_a_computation_voids_its_store`].
+pub fn async_invalidate_during_a_computation_voids_its_store(f: &Fixture) {
+    let key = f.key("async-invalidated-midway");
+    let opts = f.locked();
+    let cache_key = cache_memoize::make_cache_key(&key);
+    runtime().block_on(async {
+        let backend = f.backend();
+        let computed: String = memoize_async(&key, &opts, || async {
+            let voided = backend
+                .invalidate_async(cache_key.as_str(), &cache_key.lock_key())
+                .await;
+            assert!(voided.is_ok());
+            "before the invalidation".to_owned()
+        })
+        .await;
+        assert_eq!(computed, "before the invalidation");
+    });
+    assert_eq!(f.stored(&key), None, "nothing stored");
+}

@@ -160,6 +160,14 @@ impl Backend for Probe {
         })
     }
 
+    fn take_lock(&self, lock: &LockClaim<'_>) -> Result<Option<u64>, Error> {
+        self.call("take_lock", lock.key, || self.inner.take_lock(lock))
+    }
+
+    fn invalidate(&self, key: &str, lock_key: &str) -> Result<(), Error> {
+        self.call("invalidate", key, || self.inner.invalidate(key, lock_key))
+    }
+
     fn wait_for_release(&self, lock_key: &str, attempted: Instant, max: Duration) {
         let _ = self.call("wait", lock_key, || {
             self.inner.wait_for_release(lock_key, attempted, max);
@@ -250,6 +258,25 @@ impl AsyncBackend for Probe {
             "store_and_release",
             key,
             self.inner.store_and_release_async(key, value, ttl, lock),
+        )
+    }
+
+    fn take_lock_async<'a>(
+        &'a self,
+        lock: &'a LockClaim<'a>,
+    ) -> BoxFuture<'a, Result<Option<u64>, Error>> {
+        self.call_async("take_lock", lock.key, self.inner.take_lock_async(lock))
+    }
+
+    fn invalidate_async<'a>(
+        &'a self,
+        key: &'a str,
+        lock_key: &'a str,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        self.call_async(
+            "invalidate",
+            key,
+            self.inner.invalidate_async(key, lock_key),
         )
     }
 

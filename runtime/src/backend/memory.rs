@@ -1,12 +1,13 @@
 //! [`MemoryBackend`]: the in-process store, and the backend used when none is
 //! registered (like Django's `LocMemCache`).
 
+use std::collections::HashMap;
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use lru::LruCache;
 
-use super::{Backend, BoxFuture, GetOrLock, ImmediateBackend, LockClaim};
+use super::{Backend, BoxFuture, FENCE_TTL, GetOrLock, ImmediateBackend, LockClaim, fence_after};
 use crate::error::Error;
 
 /// The default bound on stored bytes: 64 MiB.
@@ -37,10 +38,18 @@ pub struct MemoryBackend {
 
 #[derive(Debug)]
 struct Store {
+    /// Values, bounded by `capacity`: the least recently used go first.
     entries: LruCache<String, Entry>,
+    /// Locks (what `add` writes) and fencing counters, outside the bound: a lock is
+    /// never evicted to make room for values (that would let a second holder in).
+    /// They are small and expire; expired ones are swept as the map grows.
+    locks: HashMap<String, Entry>,
     capacity: usize,
     used: usize,
 }
+
+/// Expired locks are swept when the lock map grows past this many entries.
+const LOCK_SWEEP: usize = 1024;
 
 #[derive(Debug)]
 struct Entry {
@@ -71,6 +80,7 @@ impl MemoryBackend {
         Self {
             store: Mutex::new(Store {
                 entries: LruCache::unbounded(),
+                locks: HashMap::new(),
                 capacity: bytes,
                 used: 0,
             }),
@@ -98,9 +108,17 @@ impl MemoryBackend {
 }
 
 impl Store {
-    /// The live entry at `key`, dropping it if it has expired.
+    /// The live entry at `key` (a lock or a value), dropping it if it has expired.
     fn live(&mut self, key: &str) -> Option<&mut Entry> {
-        let expired = self.entries.peek(key)?.expires_at <= Instant::now();
+        let now = Instant::now();
+        if let Some(lock) = self.locks.get(key) {
+            if lock.expires_at > now {
+                return self.locks.get_mut(key);
+            }
+            self.locks.remove(key);
+            return None;
+        }
+        let expired = self.entries.peek(key)?.expires_at <= now;
         if expired {
             self.remove(key);
             return None;
@@ -109,6 +127,9 @@ impl Store {
     }
 
     fn remove(&mut self, key: &str) -> bool {
+        if self.locks.remove(key).is_some() {
+            return true;
+        }
         match self.entries.pop(key) {
             Some(entry) => {
                 self.used -= weight(key, &entry.value);
@@ -116,6 +137,31 @@ impl Store {
             }
             None => false,
         }
+    }
+
+    /// Stores a lock or a fencing counter, outside the size bound.
+    fn insert_lock(&mut self, key: &str, value: &[u8], ttl: Duration) {
+        self.remove(key);
+        if self.locks.len() >= LOCK_SWEEP && self.locks.len().is_power_of_two() {
+            let now = Instant::now();
+            self.locks.retain(|_, lock| lock.expires_at > now);
+        }
+        let entry = Entry {
+            value: value.to_vec(),
+            expires_at: expiry(ttl),
+        };
+        self.locks.insert(key.to_owned(), entry);
+    }
+
+    /// Takes the lock if free, and counts the acquisition in its fencing counter.
+    fn take_lock(&mut self, lock: &LockClaim<'_>) -> Option<u64> {
+        if self.live(lock.key).is_some() {
+            return None;
+        }
+        self.insert_lock(lock.key, lock.token, lock.ttl);
+        let fence = fence_after(self.live(lock.fence_key).map(|e| e.value.as_slice()));
+        self.insert_lock(lock.fence_key, fence.to_string().as_bytes(), FENCE_TTL);
+        Some(fence)
     }
 
     fn insert(&mut self, key: &str, value: &[u8], ttl: Duration) {
@@ -174,12 +220,13 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
+    /// Adds outside the size bound: `add` is how locks are taken.
     fn add(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, Error> {
         let mut store = self.lock();
         if store.live(key).is_some() {
             return Ok(false);
         }
-        store.insert(key, value, ttl);
+        store.insert_lock(key, value, ttl);
         Ok(true)
     }
 
@@ -217,11 +264,14 @@ impl Backend for MemoryBackend {
         if let Some(entry) = store.live(key) {
             return Ok(GetOrLock::Value(entry.value.clone()));
         }
-        if store.live(lock.key).is_some() {
-            return Ok(GetOrLock::Held);
-        }
-        store.insert(lock.key, lock.token, lock.ttl);
-        Ok(GetOrLock::Locked)
+        Ok(match store.take_lock(lock) {
+            Some(fence) => GetOrLock::Locked { fence },
+            None => GetOrLock::Held,
+        })
+    }
+
+    fn take_lock(&self, lock: &LockClaim<'_>) -> Result<Option<u64>, Error> {
+        Ok(self.lock().take_lock(lock))
     }
 
     fn store_and_release(
@@ -232,23 +282,34 @@ impl Backend for MemoryBackend {
         lock: &LockClaim<'_>,
     ) -> Result<bool, Error> {
         let mut store = self.lock();
-        store.insert(key, value, ttl);
         let ours = store
             .live(lock.key)
             .is_some_and(|entry| entry.value == lock.token);
-        if ours {
-            store.remove(lock.key);
+        if !ours {
+            return Ok(false);
         }
+        store.insert(key, value, ttl);
+        store.remove(lock.key);
         drop(store);
-        // Waiters wake to find the value, whether or not the lock was still ours.
         self.wake_waiters();
-        Ok(ours)
+        Ok(true)
+    }
+
+    fn invalidate(&self, key: &str, lock_key: &str) -> Result<(), Error> {
+        let mut store = self.lock();
+        store.remove(key);
+        let voided = store.remove(lock_key);
+        drop(store);
+        if voided {
+            self.wake_waiters();
+        }
+        Ok(())
     }
 
     /// Returns when `lock_key` is deleted (or already absent), or after `max`.
     fn wait_for_release(&self, lock_key: &str, _attempted: Instant, max: Duration) {
         let store = self.lock();
-        if store.entries.peek(lock_key).is_none() {
+        if !store.locks.contains_key(lock_key) {
             return;
         }
         // Waiting on the store's own mutex: a delete cannot slip in between the check
@@ -271,7 +332,7 @@ impl ImmediateBackend for MemoryBackend {
             let mut deleted = std::pin::pin!(deleted);
             // Registered before the check, so a delete in between still wakes us.
             deleted.as_mut().enable();
-            if self.lock().entries.peek(lock_key).is_none() {
+            if !self.lock().locks.contains_key(lock_key) {
                 return;
             }
             let _ = tokio::time::timeout(max, deleted).await;

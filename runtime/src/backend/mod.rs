@@ -23,7 +23,7 @@ use crate::error::Error;
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// One acquisition of a lock as a backend sees it: where the lock lives, the owner's
-/// token, and how long it lasts unless released.
+/// token, how long it lasts unless released, and where its fencing counter lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LockClaim<'a> {
     /// The lock's key.
@@ -32,15 +32,27 @@ pub struct LockClaim<'a> {
     pub token: &'a [u8],
     /// The lock's time to live.
     pub ttl: Duration,
+    /// The key of the lock's fencing counter: incremented by every acquisition, so
+    /// each holder gets a larger number than every earlier one (Kleppmann's fencing
+    /// token). It lives [`FENCE_TTL`] after the last acquisition.
+    pub fence_key: &'a str,
 }
+
+/// How long a lock's fencing counter outlives the last acquisition: 30 days, the
+/// default life of a value. Tokens of one key increase for as long as it is in use.
+pub const FENCE_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// What [`Backend::get_or_lock`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GetOrLock {
     /// The value was present; the lock was not touched.
     Value(Vec<u8>),
-    /// The value was absent and the lock is now ours (stored with our token).
-    Locked,
+    /// The value was absent and the lock is now ours (stored with our token), with
+    /// this fencing token.
+    Locked {
+        /// The acquisition's fencing token.
+        fence: u64,
+    },
     /// The value was absent and someone else holds the lock.
     Held,
 }
@@ -80,18 +92,39 @@ pub trait Backend: Send + Sync + 'static {
         if let Some(value) = self.get(key)? {
             return Ok(GetOrLock::Value(value));
         }
-        if !self.add(lock.key, lock.token, lock.ttl)? {
+        let Some(fence) = self.take_lock(lock)? else {
             return Ok(GetOrLock::Held);
-        }
+        };
         if let Some(value) = self.get(key)? {
             self.compare_and_delete(lock.key, lock.token)?;
             return Ok(GetOrLock::Value(value));
         }
-        Ok(GetOrLock::Locked)
+        Ok(GetOrLock::Locked { fence })
     }
 
-    /// Stores `value` at `key` for `ttl`, then deletes `lock` if it still holds its
-    /// token and wakes its waiters. Returns whether the lock was still ours.
+    /// Takes `lock` if it is free (an `add` of its token) and returns the
+    /// acquisition's fencing token; `None` when another owner holds it.
+    ///
+    /// The default increments the counter with a read and a write after the `add`;
+    /// only acquisitions write it, and they are serialized by the lock itself. A
+    /// backend with an atomic increment overrides this to do it in the same step.
+    fn take_lock(&self, lock: &LockClaim<'_>) -> Result<Option<u64>, Error> {
+        if !self.add(lock.key, lock.token, lock.ttl)? {
+            return Ok(None);
+        }
+        let fence = fence_after(self.get(lock.fence_key)?.as_deref());
+        self.set(lock.fence_key, fence.to_string().as_bytes(), FENCE_TTL)?;
+        Ok(Some(fence))
+    }
+
+    /// If `lock` still holds its token: stores `value` at `key` for `ttl`, deletes
+    /// the lock, and wakes its waiters. Otherwise (the lock expired, was taken by a
+    /// later holder, or was voided by [`invalidate`](Self::invalidate)) stores
+    /// nothing: a late writer never overwrites what came after it. Returns whether
+    /// the value was stored.
+    ///
+    /// The default checks the lock, then writes; a networked backend makes it one
+    /// atomic step.
     fn store_and_release(
         &self,
         key: &str,
@@ -99,8 +132,19 @@ pub trait Backend: Send + Sync + 'static {
         ttl: Duration,
         lock: &LockClaim<'_>,
     ) -> Result<bool, Error> {
+        if self.get(lock.key)?.as_deref() != Some(lock.token) {
+            return Ok(false);
+        }
         self.set(key, value, ttl)?;
-        self.compare_and_delete(lock.key, lock.token)
+        self.compare_and_delete(lock.key, lock.token)?;
+        Ok(true)
+    }
+
+    /// Removes the value at `key` and its lock at `lock_key`, so that a computation
+    /// running under that lock cannot store a value computed before this call.
+    fn invalidate(&self, key: &str, lock_key: &str) -> Result<(), Error> {
+        self.delete(key)?;
+        self.delete(lock_key)
     }
 
     /// Blocks until `lock_key` may have been released since `attempted` (when the
@@ -169,14 +213,43 @@ pub trait AsyncBackend: Send + Sync + 'static {
             if let Some(value) = self.get_async(key).await? {
                 return Ok(GetOrLock::Value(value));
             }
-            if !self.add_async(lock.key, lock.token, lock.ttl).await? {
+            let Some(fence) = self.take_lock_async(lock).await? else {
                 return Ok(GetOrLock::Held);
-            }
+            };
             if let Some(value) = self.get_async(key).await? {
                 self.compare_and_delete_async(lock.key, lock.token).await?;
                 return Ok(GetOrLock::Value(value));
             }
-            Ok(GetOrLock::Locked)
+            Ok(GetOrLock::Locked { fence })
+        })
+    }
+
+    /// See [`Backend::take_lock`].
+    fn take_lock_async<'a>(
+        &'a self,
+        lock: &'a LockClaim<'a>,
+    ) -> BoxFuture<'a, Result<Option<u64>, Error>> {
+        Box::pin(async move {
+            if !self.add_async(lock.key, lock.token, lock.ttl).await? {
+                return Ok(None);
+            }
+            let fence = fence_after(self.get_async(lock.fence_key).await?.as_deref());
+            let counter = fence.to_string();
+            self.set_async(lock.fence_key, counter.as_bytes(), FENCE_TTL)
+                .await?;
+            Ok(Some(fence))
+        })
+    }
+
+    /// See [`Backend::invalidate`].
+    fn invalidate_async<'a>(
+        &'a self,
+        key: &'a str,
+        lock_key: &'a str,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move {
+            self.delete_async(key).await?;
+            self.delete_async(lock_key).await
         })
     }
 
@@ -189,8 +262,12 @@ pub trait AsyncBackend: Send + Sync + 'static {
         lock: &'a LockClaim<'a>,
     ) -> BoxFuture<'a, Result<bool, Error>> {
         Box::pin(async move {
+            if self.get_async(lock.key).await?.as_deref() != Some(lock.token) {
+                return Ok(false);
+            }
             self.set_async(key, value, ttl).await?;
-            self.compare_and_delete_async(lock.key, lock.token).await
+            self.compare_and_delete_async(lock.key, lock.token).await?;
+            Ok(true)
         })
     }
 
@@ -324,6 +401,21 @@ impl<B: ImmediateBackend> AsyncBackend for B {
         Box::pin(ready(self.store_and_release(key, value, ttl, lock)))
     }
 
+    fn take_lock_async<'a>(
+        &'a self,
+        lock: &'a LockClaim<'a>,
+    ) -> BoxFuture<'a, Result<Option<u64>, Error>> {
+        Box::pin(ready(self.take_lock(lock)))
+    }
+
+    fn invalidate_async<'a>(
+        &'a self,
+        key: &'a str,
+        lock_key: &'a str,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(ready(self.invalidate(key, lock_key)))
+    }
+
     fn wait_for_release_async<'a>(
         &'a self,
         lock_key: &'a str,
@@ -332,6 +424,15 @@ impl<B: ImmediateBackend> AsyncBackend for B {
     ) -> BoxFuture<'a, ()> {
         self.await_release(lock_key, attempted, max)
     }
+}
+
+/// The fencing token after the counter `stored` (absent or unreadable: none yet).
+pub(crate) fn fence_after(stored: Option<&[u8]>) -> u64 {
+    stored
+        .and_then(|bytes| std::str::from_utf8(bytes).ok())
+        .and_then(|text| text.parse::<u64>().ok())
+        .unwrap_or(0)
+        .saturating_add(1)
 }
 
 /// A backend usable both ways: what [`set_backend`](crate::set_backend) registers.
@@ -386,6 +487,7 @@ mod tests {
             key: "lock",
             token: b"token",
             ttl: Duration::from_secs(60),
+            fence_key: "fence",
         };
         let found = backend.get_or_lock("value", &lock)?;
         assert_eq!(found, GetOrLock::Value(b"stored meanwhile".to_vec()));

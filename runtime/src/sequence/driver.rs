@@ -133,8 +133,7 @@ impl<'c, 'o> Driver<'c, 'o> {
             }
             Io::TakeLock => {
                 let (at, lock) = (Instant::now(), self.arm());
-                let claim = lock.claim();
-                let found = backend.add(claim.key, claim.token, claim.ttl);
+                let found = backend.take_lock(&lock.claim());
                 self.settle(at, found.map(taken))
             }
             Io::Pause { since, max } => {
@@ -177,7 +176,7 @@ impl<'c, 'o> Driver<'c, 'o> {
             Io::TakeLock => {
                 let (at, lock) = (Instant::now(), self.arm());
                 let claim = lock.claim();
-                let found = backend.add_async(claim.key, claim.token, claim.ttl).await;
+                let found = backend.take_lock_async(&claim).await;
                 self.settle(at, found.map(taken))
             }
             Io::Pause { since, max } => {
@@ -225,6 +224,7 @@ impl<'c, 'o> Driver<'c, 'o> {
         self.lock.insert(LockGuard::armed(
             Arc::clone(&self.call.backend),
             self.call.key.lock_key(),
+            self.call.key.fence_key(),
             token,
             expire,
             self.on_drop,
@@ -234,9 +234,12 @@ impl<'c, 'o> Driver<'c, 'o> {
     /// Keeps the armed guard only if the attempt took the lock. A failed attempt's
     /// guard is disarmed too: a broken backend is not asked again to release.
     fn settle(&mut self, at: Instant, found: Result<GetOrLock, crate::error::Error>) -> Event {
-        if !matches!(found, Ok(GetOrLock::Locked)) {
-            if let Some(lock) = self.lock.take() {
-                lock.disarm();
+        match (&found, self.lock.as_mut()) {
+            (Ok(GetOrLock::Locked { fence }), Some(lock)) => lock.taken_with(*fence),
+            _ => {
+                if let Some(lock) = self.lock.take() {
+                    lock.disarm();
+                }
             }
         }
         Event::Attempted { at, found }
@@ -277,11 +280,10 @@ impl<'c, 'o> Driver<'c, 'o> {
     }
 }
 
-/// A lock `add`'s answer as an attempt's.
-fn taken(added: bool) -> GetOrLock {
-    if added {
-        GetOrLock::Locked
-    } else {
-        GetOrLock::Held
+/// A lock attempt's answer as a get-or-lock's.
+fn taken(fence: Option<u64>) -> GetOrLock {
+    match fence {
+        Some(fence) => GetOrLock::Locked { fence },
+        None => GetOrLock::Held,
     }
 }

@@ -132,7 +132,8 @@ pub(crate) enum Note {
     LockBusy,
     /// Storing or releasing failed.
     StoreFailed(Error),
-    /// The lock had expired or been taken when the value was stored.
+    /// The lock had expired, been taken by a later holder, or been voided by an
+    /// invalidation when the value was to be stored: it was not stored.
     LockLost,
 }
 
@@ -286,7 +287,7 @@ impl<T> Machine<T> {
     ) -> Step<'_, T> {
         match found {
             Err(err) => self.compute(Storing::Nothing, Some(Note::FailOpen(err))),
-            Ok(GetOrLock::Locked) => self.compute(Storing::Locked, None),
+            Ok(GetOrLock::Locked { .. }) => self.compute(Storing::Locked, None),
             Ok(GetOrLock::Value(bytes)) => match self.decode(&bytes) {
                 Some(value) => Step::Hit {
                     value,

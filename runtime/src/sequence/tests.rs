@@ -93,7 +93,7 @@ fn a_locked_miss_is_read_lock_store_and_release() {
     let mut m = locked(Wait::Forever);
     m.on(Event::Start);
     assert_eq!(kind(m.on(Event::Read(Ok(None)))), io("GetOrLock"));
-    let step = m.on(attempted(Instant::now(), GetOrLock::Locked));
+    let step = m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
     assert_eq!(kind(step), Kind::Compute(Storing::Locked, None));
     match m.on(Event::Computed(Some(vec![9]))) {
         Step::Io(Io::StoreAndRelease(bytes)) => assert_eq!(bytes, [9]),
@@ -132,7 +132,7 @@ fn unreadable_stored_bytes_are_a_miss_and_are_overwritten_under_the_lock() {
         io("TakeLock"),
         "the unreadable value is not returned"
     );
-    let step = m.on(attempted(Instant::now(), GetOrLock::Locked));
+    let step = m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
     assert_eq!(kind(step), Kind::Compute(Storing::Locked, None));
 }
 
@@ -252,7 +252,7 @@ fn a_forced_refresh_never_reads_and_takes_the_lock() {
         other => panic!("expected a pause, got {:?}", kind(other)),
     }
     assert_eq!(kind(m.on(Event::Paused)), io("TakeLock"), "never GetOrLock");
-    let step = m.on(attempted(Instant::now(), GetOrLock::Locked));
+    let step = m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
     assert_eq!(kind(step), Kind::Compute(Storing::Locked, None));
 }
 
@@ -268,7 +268,7 @@ fn a_failed_computation_releases_the_lock_and_stores_nothing() {
     let mut m = locked(Wait::Forever);
     m.on(Event::Start);
     m.on(Event::Read(Ok(None)));
-    m.on(attempted(Instant::now(), GetOrLock::Locked));
+    m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
     assert_eq!(kind(m.on(Event::Computed(None))), io("Release"));
     assert_eq!(
         kind(m.on(Event::Stored(Ok(true)))),
@@ -281,7 +281,7 @@ fn a_lock_lost_before_the_store_is_reported() {
     let mut m = locked(Wait::Forever);
     m.on(Event::Start);
     m.on(Event::Read(Ok(None)));
-    m.on(attempted(Instant::now(), GetOrLock::Locked));
+    m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
     m.on(Event::Computed(Some(vec![1])));
     let step = m.on(Event::Stored(Ok(false)));
     assert_eq!(kind(step), Kind::Finished(Some("lock lost".into()), true));
@@ -292,7 +292,7 @@ fn a_failing_store_is_reported_and_the_value_still_shared() {
     let mut m = locked(Wait::Forever);
     m.on(Event::Start);
     m.on(Event::Read(Ok(None)));
-    m.on(attempted(Instant::now(), GetOrLock::Locked));
+    m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
     m.on(Event::Computed(Some(vec![1])));
     let step = m.on(Event::Stored(Err(failure())));
     assert_eq!(

@@ -5,9 +5,10 @@ use std::time::Duration;
 use redis::{Cmd, ScriptInvocation, Value};
 
 use super::scripts::{
-    COMPARE_AND_DELETE, COMPARE_AND_EXTEND, GET_OR_LOCK, RELEASE_CHANNEL, STORE_AND_RELEASE,
+    COMPARE_AND_DELETE, COMPARE_AND_EXTEND, GET_OR_LOCK, INVALIDATE, RELEASE_CHANNEL,
+    STORE_AND_RELEASE, TAKE_LOCK,
 };
-use crate::backend::{GetOrLock, LockClaim};
+use crate::backend::{FENCE_TTL, GetOrLock, LockClaim};
 use crate::error::Error;
 
 /// A TTL in Redis milliseconds (at least 1: Redis rejects `PX 0`).
@@ -68,9 +69,41 @@ pub(super) fn get_or_lock(key: &str, lock: &LockClaim<'_>) -> ScriptInvocation<'
     script
         .key(key)
         .key(lock.key)
+        .key(lock.fence_key)
         .arg(lock.token)
-        .arg(ms(lock.ttl));
+        .arg(ms(lock.ttl))
+        .arg(ms(FENCE_TTL));
     script
+}
+
+pub(super) fn take_lock(lock: &LockClaim<'_>) -> ScriptInvocation<'static> {
+    let mut script = TAKE_LOCK.prepare_invoke();
+    script
+        .key(lock.key)
+        .key(lock.fence_key)
+        .arg(lock.token)
+        .arg(ms(lock.ttl))
+        .arg(ms(FENCE_TTL));
+    script
+}
+
+pub(super) fn invalidate(key: &str, lock_key: &str) -> ScriptInvocation<'static> {
+    let mut script = INVALIDATE.prepare_invoke();
+    script.key(key).key(lock_key).arg(release_channel(lock_key));
+    script
+}
+
+/// Reads the take-lock script's reply: the fencing token, or 0 (held).
+pub(super) fn take_lock_reply(key: &str, reply: i64) -> Result<Option<u64>, Error> {
+    match u64::try_from(reply) {
+        Ok(0) => Ok(None),
+        Ok(fence) => Ok(Some(fence)),
+        Err(_) => Err(Error::backend(
+            "take_lock",
+            key,
+            format!("unexpected reply {reply}"),
+        )),
+    }
 }
 
 pub(super) fn store_and_release(
@@ -90,12 +123,15 @@ pub(super) fn store_and_release(
     script
 }
 
-/// Reads the get-or-lock script's reply: the value, 1 (locked) or 0 (held).
+/// Reads the get-or-lock script's reply: the value, a fencing token (locked) or 0
+/// (held).
 pub(super) fn get_or_lock_reply(key: &str, reply: Value) -> Result<GetOrLock, Error> {
     match reply {
         Value::BulkString(value) => Ok(GetOrLock::Value(value)),
-        Value::Int(1) => Ok(GetOrLock::Locked),
         Value::Int(0) => Ok(GetOrLock::Held),
+        Value::Int(fence @ 1..) => Ok(GetOrLock::Locked {
+            fence: fence.unsigned_abs(),
+        }),
         other => Err(Error::backend(
             "get_or_lock",
             key,

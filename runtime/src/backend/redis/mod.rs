@@ -25,7 +25,7 @@ use super::{AsyncBackend, Backend, BoxFuture, GetOrLock, LockClaim};
 use crate::error::Error;
 use commands::{
     compare_and_delete, compare_and_extend, delete_cmd, get_cmd, get_many_cmd, get_or_lock,
-    get_or_lock_reply, set_cmd, store_and_release,
+    get_or_lock_reply, invalidate, set_cmd, store_and_release, take_lock, take_lock_reply,
 };
 pub use connect::RedisBuilder;
 use connect::{AsyncConnection, Client};
@@ -238,6 +238,17 @@ impl Backend for RedisBackend {
         Ok(ours == 1)
     }
 
+    fn take_lock(&self, lock: &LockClaim<'_>) -> Result<Option<u64>, Error> {
+        let reply: i64 = self.run("take_lock", lock.key, |conn| take_lock(lock).invoke(conn))?;
+        take_lock_reply(lock.key, reply)
+    }
+
+    fn invalidate(&self, key: &str, lock_key: &str) -> Result<(), Error> {
+        self.run("invalidate", key, |conn| {
+            invalidate(key, lock_key).invoke::<()>(conn)
+        })
+    }
+
     fn wait_for_release(&self, lock_key: &str, attempted: Instant, max: Duration) {
         self.inner.hub.wait(lock_key, attempted, max);
     }
@@ -356,6 +367,27 @@ impl AsyncBackend for RedisBackend {
                 .await?;
             Ok(ours == 1)
         })
+    }
+
+    fn take_lock_async<'a>(
+        &'a self,
+        lock: &'a LockClaim<'a>,
+    ) -> BoxFuture<'a, Result<Option<u64>, Error>> {
+        Box::pin(async move {
+            let reply: i64 = self
+                .request_async("take_lock", lock.key, Request::Script(take_lock(lock)))
+                .await?;
+            take_lock_reply(lock.key, reply)
+        })
+    }
+
+    fn invalidate_async<'a>(
+        &'a self,
+        key: &'a str,
+        lock_key: &'a str,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        let script = invalidate(key, lock_key);
+        Box::pin(self.request_async("invalidate", key, Request::Script(script)))
     }
 
     fn wait_for_release_async<'a>(

@@ -11,36 +11,74 @@ use redis::Script;
 /// The prefix of the channel a lock's release is published on (`+ lock key`).
 pub(crate) const RELEASE_CHANNEL: &str = "cache-memoize:released:";
 
-/// KEYS: value, lock. ARGV: token, lock TTL (ms).
-/// Returns the value if present; else takes the lock: 1 if taken (or already ours,
-/// so a retried request is safe), 0 if held by another token.
+/// Takes the lock (KEYS[1]) for ARGV[1] with TTL ARGV[2] ms and counts the
+/// acquisition in the fencing counter (KEYS[2], kept ARGV[3] ms): returns the fencing
+/// token (at least 1). Already ours (a retried request): the current token. Held by
+/// another token: 0.
+const TAKE_LOCK_BODY: &str = r"
+local function take_lock(lock, fence, token, ttl, fence_ttl)
+  if redis.call('SET', lock, token, 'NX', 'PX', ttl) then
+    local n = redis.call('INCR', fence)
+    redis.call('PEXPIRE', fence, fence_ttl)
+    return n
+  end
+  if redis.call('GET', lock) == token then
+    return tonumber(redis.call('GET', fence) or '1')
+  end
+  return 0
+end
+";
+
+/// KEYS: value, lock, fence. ARGV: token, lock TTL (ms), fence TTL (ms).
+/// Returns the value if present; else takes the lock: its fencing token (at least 1;
+/// also when already ours, so a retried request is safe), or 0 if held by another token.
 pub(crate) static GET_OR_LOCK: Lazy<Script> = Lazy::new(|| {
-    Script::new(
-        r"
+    Script::new(&format!(
+        r"{TAKE_LOCK_BODY}
 local value = redis.call('GET', KEYS[1])
 if value then return value end
-if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
-if redis.call('GET', KEYS[2]) == ARGV[1] then return 1 end
-return 0
+return take_lock(KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3])
+"
+    ))
+});
+
+/// KEYS: lock, fence. ARGV: token, lock TTL (ms), fence TTL (ms).
+/// Takes the lock: its fencing token, or 0 if held by another token.
+pub(crate) static TAKE_LOCK: Lazy<Script> = Lazy::new(|| {
+    Script::new(&format!(
+        r"{TAKE_LOCK_BODY}
+return take_lock(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])
+"
+    ))
+});
+
+/// KEYS: value, lock. ARGV: value, value TTL (ms), token, channel.
+/// If the lock still holds the token: stores the value, deletes the lock, wakes the
+/// waiters and returns 1. Otherwise (expired, taken by a later holder, or voided by an
+/// invalidation) stores nothing and returns 0: a late writer never overwrites.
+pub(crate) static STORE_AND_RELEASE: Lazy<Script> = Lazy::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[2]) ~= ARGV[3] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('DEL', KEYS[2])
+redis.call('PUBLISH', ARGV[4], '1')
+return 1
 ",
     )
 });
 
-/// KEYS: value, lock. ARGV: value, value TTL (ms), token, channel.
-/// Stores the value, deletes the lock if it still holds the token, and wakes the
-/// waiters (also when the lock was lost: the value they wait for is there now).
-/// Returns 1 if the lock was ours.
-pub(crate) static STORE_AND_RELEASE: Lazy<Script> = Lazy::new(|| {
+/// KEYS: value, lock. ARGV: channel.
+/// Deletes the value and its lock (voiding the store of a computation running under
+/// it), waking the lock's waiters if there was one.
+pub(crate) static INVALIDATE: Lazy<Script> = Lazy::new(|| {
     Script::new(
         r"
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-local ours = 0
-if redis.call('GET', KEYS[2]) == ARGV[3] then
-  redis.call('DEL', KEYS[2])
-  ours = 1
+redis.call('DEL', KEYS[1])
+if redis.call('DEL', KEYS[2]) == 1 then
+  redis.call('PUBLISH', ARGV[1], '1')
 end
-redis.call('PUBLISH', ARGV[4], '1')
-return ours
+return 1
 ",
     )
 });
