@@ -1,4 +1,7 @@
-#![doc = include_str!("../../README.md")]
+// The crate's README (a copy of the workspace's, kept equal by a test) is its front page.
+#![doc = include_str!("../README.md")]
+// docs.rs builds with `--cfg docsrs`: feature-gated items carry a "feature" badge.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[doc(hidden)]
 #[path = "private.rs"]
@@ -16,9 +19,14 @@ mod refresh;
 mod registry;
 mod renew;
 
+// Inlined: the backends are listed as structs on the front page, not as re-export lines.
+#[doc(inline)]
 pub use backend::memory::MemoryBackend;
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+#[doc(inline)]
 pub use backend::redis::{RedisBackend, RedisBuilder};
+#[doc(inline)]
 pub use backend::{AsyncBackend, Backend, BoxFuture, CacheBackend, GetOrLock};
 pub use cache_memoize_macros::cache_memoize;
 pub use error::{BoxError, Error, LockError};

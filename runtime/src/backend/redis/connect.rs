@@ -89,6 +89,7 @@ impl RedisBuilder {
     /// Trusts the certificate authority in `pem` (instead of the web's public roots)
     /// for `rediss://` connections: for servers with a private CA.
     #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub fn root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.root_certificate = Some(pem.into());
         self
