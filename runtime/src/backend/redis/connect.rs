@@ -7,9 +7,11 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use redis::{Cmd, RedisError, RedisFuture, RedisResult, Value};
 
-use super::pool::Pool;
+use super::pool::{Connector, Pool};
 use super::wake::{self, Hub};
-use super::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, Inner, RedisBackend};
+use super::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_RESPONSE_TIMEOUT, Inner, RedisBackend,
+};
 use crate::error::Error;
 
 /// The Redis client: one server, or a cluster.
@@ -66,6 +68,7 @@ pub struct RedisBuilder {
     cluster: bool,
     connect_timeout: Duration,
     response_timeout: Duration,
+    max_connections: u32,
     wake_ups: bool,
     #[cfg(feature = "tls")]
     root_certificate: Option<Vec<u8>>,
@@ -83,6 +86,18 @@ impl RedisBuilder {
     /// The time allowed for each reply (default 1 s), sync and async alike.
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
         self.response_timeout = timeout;
+        self
+    }
+
+    /// The most blocking connections this backend keeps open at once (default
+    /// [`DEFAULT_MAX_CONNECTIONS`](super::DEFAULT_MAX_CONNECTIONS); at least 1).
+    ///
+    /// Connections are opened on demand and shared by every thread; when all are busy,
+    /// a caller waits for a free one at most the [response
+    /// timeout](Self::response_timeout), and past that computes without the cache. Async
+    /// callers share one multiplexed connection instead, not counted here.
+    pub fn max_connections(mut self, max: u32) -> Self {
+        self.max_connections = max;
         self
     }
 
@@ -140,11 +155,12 @@ impl RedisBuilder {
         } else {
             Client::Single(subscriber.clone())
         };
-        let pool = Pool::new(client.clone(), self.connect_timeout, self.response_timeout);
+        let connector = Connector::new(client.clone(), self.connect_timeout, self.response_timeout);
+        let pool = Pool::new(connector, self.max_connections);
         // One command proves the server answers, and that the URL's credentials work.
-        let mut first_connection = pool.open().map_err(connect_error)?;
-        first_connection.ping().map_err(connect_error)?;
-        pool.put(first_connection);
+        pool.run(|conn| redis::cmd("PING").query::<String>(conn))
+            .map_err(connect_error)?;
+        warn_if_locks_can_be_evicted(&pool, &address);
         let hub = Arc::new(Hub::default());
         if self.wake_ups {
             wake::spawn_subscriber(subscriber, self.connect_timeout, &hub);
@@ -179,6 +195,34 @@ fn certificates(pem: &[u8]) -> redis::TlsCertificates {
     redis::TlsCertificates {
         client_tls: None,
         root_cert: Some(pem.to_vec()),
+    }
+}
+
+/// Reads the server's `maxmemory-policy` and WARNs when it may evict keys that have a
+/// TTL (every policy but `noeviction`): locks have one, and an evicted lock lets a
+/// second caller compute. A server that refuses `CONFIG` (managed services, ACLs) is
+/// not checked (DEBUG only); on a cluster, the one node the client picks answers.
+fn warn_if_locks_can_be_evicted(pool: &Pool, address: &str) {
+    let reply: Result<Vec<String>, _> = pool.run(|conn| {
+        redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .query(conn)
+    });
+    let policy = match reply {
+        Ok(pair) => pair.into_iter().nth(1),
+        Err(err) => {
+            tracing::debug!(address, error = %err, "cannot read the server's maxmemory-policy");
+            None
+        }
+    };
+    if let Some(policy) = policy.filter(|policy| policy != "noeviction") {
+        tracing::warn!(
+            address,
+            policy,
+            "the Redis server may evict keys that have a TTL (maxmemory-policy {policy}): \
+             an evicted lock lets a second caller compute; use `noeviction` or leave memory headroom"
+        );
     }
 }
 
@@ -217,6 +261,7 @@ impl RedisBackend {
             cluster: false,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             wake_ups: true,
             #[cfg(feature = "tls")]
             root_certificate: None,
