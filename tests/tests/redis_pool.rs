@@ -160,8 +160,8 @@ impl Write for Captured {
     }
 }
 
-/// What `connect` to a server started with `args` logs at WARN.
-fn warnings_on_connect(args: &[&str]) -> String {
+/// What `connects` connections to one server started with `args` log at WARN.
+fn warnings_on_connect(args: &[&str], connects: usize) -> String {
     let server = RedisServer::start_with(args);
     let captured = Captured::default();
     let writer = captured.clone();
@@ -170,22 +170,28 @@ fn warnings_on_connect(args: &[&str]) -> String {
         .with_max_level(tracing::Level::WARN)
         .with_ansi(false)
         .finish();
-    let connected = tracing::subscriber::with_default(subscriber, || {
-        RedisBackend::builder([server.url()])
-            .wake_ups(false)
-            .connect()
+    tracing::subscriber::with_default(subscriber, || {
+        for _ in 0..connects {
+            let connected = RedisBackend::builder([server.url()])
+                .wake_ups(false)
+                .connect();
+            if let Err(err) = connected {
+                panic!("cannot connect to the test server: {err}");
+            }
+        }
     });
-    if let Err(err) = connected {
-        panic!("cannot connect to the test server: {err}");
-    }
     let bytes = captured.0.lock().unwrap_or_else(PoisonError::into_inner);
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
 #[test]
-fn an_evicting_server_is_warned_about_once_on_connect() {
-    let log = warnings_on_connect(&["--maxmemory-policy", "allkeys-lru"]);
-    assert_eq!(log.matches("WARN").count(), 1, "{log}");
+fn an_evicting_server_is_warned_about_once() {
+    let log = warnings_on_connect(&["--maxmemory-policy", "allkeys-lru"], 3);
+    assert_eq!(
+        log.matches("WARN").count(),
+        1,
+        "three backends, one warning: {log}"
+    );
     assert!(log.contains("allkeys-lru"), "the policy is named: {log}");
     assert!(log.contains("evicted lock"), "the cost is named: {log}");
     assert!(log.contains("noeviction"), "the fix is named: {log}");
@@ -193,18 +199,21 @@ fn an_evicting_server_is_warned_about_once_on_connect() {
 
 #[test]
 fn a_noeviction_server_gives_no_warning() {
-    let log = warnings_on_connect(&["--maxmemory-policy", "noeviction"]);
+    let log = warnings_on_connect(&["--maxmemory-policy", "noeviction"], 1);
     assert_eq!(log, "", "no warning");
 }
 
 #[test]
 fn a_server_that_refuses_config_connects_without_a_warning() {
-    let log = warnings_on_connect(&[
-        "--maxmemory-policy",
-        "allkeys-lru",
-        "--rename-command",
-        "CONFIG",
-        "",
-    ]);
+    let log = warnings_on_connect(
+        &[
+            "--maxmemory-policy",
+            "allkeys-lru",
+            "--rename-command",
+            "CONFIG",
+            "",
+        ],
+        1,
+    );
     assert_eq!(log, "", "the policy cannot be read: nothing to say at WARN");
 }

@@ -1,9 +1,11 @@
 //! Connecting: the clients (one server or a cluster), the async connection, and
 //! [`RedisBuilder`], with its timeouts, TLS roots and wake-up switch.
 
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use once_cell::sync::Lazy;
 use redis::aio::ConnectionManager;
 use redis::{Cmd, RedisError, RedisFuture, RedisResult, Value};
 
@@ -198,8 +200,13 @@ fn certificates(pem: &[u8]) -> redis::TlsCertificates {
     }
 }
 
-/// Reads the server's `maxmemory-policy` and WARNs when it may evict keys that have a
-/// TTL (every policy but `noeviction`): locks have one, and an evicted lock lets a
+/// The servers (address, policy) already warned about by [`warn_if_locks_can_be_evicted`]:
+/// once per process, however many backends connect to one server.
+static EVICTION_WARNED: Lazy<Mutex<HashSet<(String, String)>>> = Lazy::new(Mutex::default);
+
+/// Reads the server's `maxmemory-policy` and WARNs (once per server and policy in the
+/// process) when it may evict keys that have a TTL (every policy but `noeviction`):
+/// locks have one, and an evicted lock lets a
 /// second caller compute. A server that refuses `CONFIG` (managed services, ACLs) is
 /// not checked (DEBUG only); on a cluster, the one node the client picks answers.
 fn warn_if_locks_can_be_evicted(pool: &Pool, address: &str) {
@@ -216,7 +223,14 @@ fn warn_if_locks_can_be_evicted(pool: &Pool, address: &str) {
             None
         }
     };
-    if let Some(policy) = policy.filter(|policy| policy != "noeviction") {
+    let Some(policy) = policy.filter(|policy| policy != "noeviction") else {
+        return;
+    };
+    let first = EVICTION_WARNED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert((address.to_owned(), policy.clone()));
+    if first {
         tracing::warn!(
             address,
             policy,
