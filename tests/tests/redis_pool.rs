@@ -74,6 +74,17 @@ fn two_hundred_fifty_six_threads_open_at_most_max_connections() {
 }
 
 #[test]
+fn a_maximum_of_zero_still_allows_one_connection() {
+    let server = RedisServer::start();
+    let backend = backend(&server, 0, Duration::from_secs(2));
+    set(&backend, "k");
+    assert_eq!(
+        backend.get("k").ok().flatten().as_deref(),
+        Some(&b"value"[..])
+    );
+}
+
+#[test]
 fn a_broken_connection_is_dropped_and_its_place_freed() {
     let server = RedisServer::start();
     let backend = backend(&server, 1, Duration::from_secs(2));
