@@ -22,11 +22,10 @@ mod renew;
 // Inlined: the backends are listed as structs on the front page, not as re-export lines.
 #[doc(inline)]
 pub use backend::memory::MemoryBackend;
-#[cfg(feature = "redis")]
+#[doc(inline)]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-#[doc(inline)]
+#[cfg(feature = "redis")]
 pub use backend::redis::{RedisBackend, RedisBuilder};
-#[doc(inline)]
 pub use backend::{AsyncBackend, Backend, BoxFuture, CacheBackend, GetOrLock};
 pub use cache_memoize_macros::cache_memoize;
 pub use error::{BoxError, Error, LockError};
