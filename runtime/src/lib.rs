@@ -1,4 +1,7 @@
-#![doc = include_str!("../../README.md")]
+// The crate's README (a copy of the workspace's, kept equal by a test) is its front page.
+#![doc = include_str!("../README.md")]
+// docs.rs builds with `--cfg docsrs`: feature-gated items carry a "feature" badge.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[doc(hidden)]
 #[path = "private.rs"]
@@ -18,7 +21,11 @@ mod registry;
 mod renew;
 mod sequence;
 
+// Inlined: the backends are listed as structs on the front page, not as re-export lines.
+#[doc(inline)]
 pub use backend::memory::MemoryBackend;
+#[doc(inline)]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 #[cfg(feature = "redis")]
 pub use backend::redis::{RedisBackend, RedisBuilder};
 pub use backend::{

@@ -79,6 +79,10 @@ fn async_hits_and_misses_cost_the_same_commands() {
     let opts = locked(&backend);
     runtime().block_on(async {
         let _: u8 = memoize_async("warm-up", &opts, || async { 1 }).await;
+        // The wake-up subscriber starts on its own thread: its PSUBSCRIBE is not counted.
+        wait_until("the wake-up subscriber listens", || {
+            proxy.commands().iter().any(|c| c == "PSUBSCRIBE")
+        });
         proxy.clear();
         let _: u8 = memoize_async("measured", &opts, || async { 2 }).await;
         assert_eq!(

@@ -1,15 +1,19 @@
 //! Connecting: the clients (one server or a cluster), the async connection, and
 //! [`RedisBuilder`], with its timeouts, TLS roots and wake-up switch.
 
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use once_cell::sync::Lazy;
 use redis::aio::ConnectionManager;
 use redis::{Cmd, RedisError, RedisFuture, RedisResult, Value};
 
-use super::pool::Pool;
+use super::pool::{Connector, Pool};
 use super::wake::{self, Hub};
-use super::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, Inner, RedisBackend};
+use super::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_RESPONSE_TIMEOUT, Inner, RedisBackend,
+};
 use crate::error::Error;
 
 /// The Redis client: one server, or a cluster.
@@ -66,6 +70,7 @@ pub struct RedisBuilder {
     cluster: bool,
     connect_timeout: Duration,
     response_timeout: Duration,
+    max_connections: u32,
     wake_ups: bool,
     #[cfg(feature = "tls")]
     root_certificate: Option<Vec<u8>>,
@@ -86,9 +91,22 @@ impl RedisBuilder {
         self
     }
 
+    /// The most blocking connections this backend keeps open at once (default
+    /// [`DEFAULT_MAX_CONNECTIONS`](super::DEFAULT_MAX_CONNECTIONS); at least 1).
+    ///
+    /// Connections are opened on demand and shared by every thread; when all are busy,
+    /// a caller waits for a free one at most the [response
+    /// timeout](Self::response_timeout), and past that computes without the cache. Async
+    /// callers share one multiplexed connection instead, not counted here.
+    pub fn max_connections(mut self, max: u32) -> Self {
+        self.max_connections = max;
+        self
+    }
+
     /// Trusts the certificate authority in `pem` (instead of the web's public roots)
     /// for `rediss://` connections: for servers with a private CA.
     #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub fn root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.root_certificate = Some(pem.into());
         self
@@ -139,11 +157,12 @@ impl RedisBuilder {
         } else {
             Client::Single(subscriber.clone())
         };
-        let pool = Pool::new(client.clone(), self.connect_timeout, self.response_timeout);
+        let connector = Connector::new(client.clone(), self.connect_timeout, self.response_timeout);
+        let pool = Pool::new(connector, self.max_connections);
         // One command proves the server answers, and that the URL's credentials work.
-        let mut first_connection = pool.open().map_err(connect_error)?;
-        first_connection.ping().map_err(connect_error)?;
-        pool.put(first_connection);
+        pool.run(|conn| redis::cmd("PING").query::<String>(conn))
+            .map_err(connect_error)?;
+        warn_if_locks_can_be_evicted(&pool, &address);
         let hub = Arc::new(Hub::default());
         if self.wake_ups {
             wake::spawn_subscriber(subscriber, self.connect_timeout, &hub);
@@ -178,6 +197,46 @@ fn certificates(pem: &[u8]) -> redis::TlsCertificates {
     redis::TlsCertificates {
         client_tls: None,
         root_cert: Some(pem.to_vec()),
+    }
+}
+
+/// The servers (address, policy) already warned about by [`warn_if_locks_can_be_evicted`]:
+/// once per process, however many backends connect to one server.
+static EVICTION_WARNED: Lazy<Mutex<HashSet<(String, String)>>> = Lazy::new(Mutex::default);
+
+/// Reads the server's `maxmemory-policy` and WARNs (once per server and policy in the
+/// process) when it may evict keys that have a TTL (every policy but `noeviction`):
+/// locks have one, and an evicted lock lets a
+/// second caller compute. A server that refuses `CONFIG` (managed services, ACLs) is
+/// not checked (DEBUG only); on a cluster, the one node the client picks answers.
+fn warn_if_locks_can_be_evicted(pool: &Pool, address: &str) {
+    let reply: Result<Vec<String>, _> = pool.run(|conn| {
+        redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .query(conn)
+    });
+    let policy = match reply {
+        Ok(pair) => pair.into_iter().nth(1),
+        Err(err) => {
+            tracing::debug!(address, error = %err, "cannot read the server's maxmemory-policy");
+            None
+        }
+    };
+    let Some(policy) = policy.filter(|policy| policy != "noeviction") else {
+        return;
+    };
+    let first = EVICTION_WARNED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert((address.to_owned(), policy.clone()));
+    if first {
+        tracing::warn!(
+            address,
+            policy,
+            "the Redis server may evict keys that have a TTL (maxmemory-policy {policy}): \
+             an evicted lock lets a second caller compute; use `noeviction` or leave memory headroom"
+        );
     }
 }
 
@@ -216,6 +275,7 @@ impl RedisBackend {
             cluster: false,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             wake_ups: true,
             #[cfg(feature = "tls")]
             root_certificate: None,

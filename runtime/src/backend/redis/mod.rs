@@ -1,7 +1,7 @@
 //! [`RedisBackend`]: values and locks in Redis (a server or a cluster), shared by every
 //! process that connects to it.
 //!
-//! - Blocking callers share a stack of idle connections (`pool.rs`); async callers share
+//! - Blocking callers share a bounded pool of connections (`pool.rs`); async callers share
 //!   one multiplexed `ConnectionManager` that reconnects by itself.
 //! - The atomic steps are Lua scripts (`scripts.rs`): a locked miss is three round trips
 //!   (`GET`, get-or-lock, store-and-release), a hit is one `GET`.
@@ -36,6 +36,10 @@ use wake::Hub;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// The default time allowed for a reply (redis 1.x's own async default is 500 ms).
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// The default bound on a backend's blocking connections
+/// ([`RedisBuilder::max_connections`]): enough for a few dozen threads in flight at
+/// once; more callers than that wait briefly for a free connection.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 32;
 
 /// A cache backend on Redis: a single server, or a Redis Cluster.
 ///
