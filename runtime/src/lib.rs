@@ -21,6 +21,7 @@ pub use backend::memory::MemoryBackend;
 pub use backend::redis::{RedisBackend, RedisBuilder};
 pub use backend::{AsyncBackend, Backend, BoxFuture, CacheBackend, GetOrLock};
 pub use cache_memoize_macros::cache_memoize;
+pub use codec::Codec;
 pub use error::{BoxError, Error, LockError};
 pub use iter::{DEFAULT_CHUNK_SIZE, DEFAULT_COMPRESS, MemoIter, memoize_iter, memoize_iter_async};
 pub use key::{CacheKey, MAX_KEY_LEN, escape_key_part, make_cache_key, set_key_prefix};

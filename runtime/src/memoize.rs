@@ -45,6 +45,7 @@ pub struct MemoizeOptions {
     pub(crate) backend: Option<Arc<dyn CacheBackend>>,
     pub(crate) chunk_size: usize,
     pub(crate) compress: bool,
+    pub(crate) codec: crate::codec::Codec,
 }
 
 impl Default for MemoizeOptions {
@@ -62,6 +63,7 @@ impl std::fmt::Debug for MemoizeOptions {
             .field("lock", &self.lock)
             .field("chunk_size", &self.chunk_size)
             .field("compress", &self.compress)
+            .field("codec", &self.codec)
             .field("own_backend", &self.backend.is_some())
             .finish()
     }
@@ -78,6 +80,7 @@ impl MemoizeOptions {
             backend: None,
             chunk_size: crate::iter::DEFAULT_CHUNK_SIZE,
             compress: crate::iter::DEFAULT_COMPRESS,
+            codec: crate::codec::Codec::Bincode,
         }
     }
 
@@ -124,6 +127,16 @@ impl MemoizeOptions {
     #[must_use]
     pub fn compress(mut self, compress: bool) -> Self {
         self.compress = compress;
+        self
+    }
+
+    /// How values are written (default [`Codec::Bincode`](crate::Codec::Bincode)); choose
+    /// [`Codec::MessagePack`](crate::Codec::MessagePack) for types bincode cannot read
+    /// back. Values written with another codec read as a miss. Memoized iterators'
+    /// chunks are always bincode.
+    #[must_use]
+    pub fn codec(mut self, codec: crate::codec::Codec) -> Self {
+        self.codec = codec;
         self
     }
 
