@@ -54,7 +54,7 @@ impl<'a> Call<'a> {
     }
 
     pub(crate) fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Option<T> {
-        codec::decode(bytes, self.opts.version)
+        codec::decode_with(self.opts.codec, bytes, self.opts.version)
     }
 
     /// The stored value; `Err` (already logged) when the backend failed, in which case
@@ -87,7 +87,7 @@ impl<'a> Call<'a> {
     }
 
     pub(crate) fn encode<T: Serialize>(&self, value: &T) -> Option<Vec<u8>> {
-        codec::encode(value, self.opts.version)
+        codec::encode_with(self.opts.codec, value, self.opts.version)
             .inspect_err(|err| tracing::warn!(key = %self.key, error = %err, "cannot encode the value; not stored"))
             .ok()
     }
