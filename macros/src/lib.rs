@@ -9,6 +9,7 @@ mod attr;
 mod duration;
 mod expand;
 mod key;
+mod sig;
 
 use proc_macro::TokenStream;
 use quote::ToTokens;
@@ -18,7 +19,7 @@ use quote::ToTokens;
 #[proc_macro_attribute]
 pub fn cache_memoize(args: TokenStream, item: TokenStream) -> TokenStream {
     let item2: proc_macro2::TokenStream = item.clone().into();
-    let function: syn::ItemFn = match syn::parse(item) {
+    let function: sig::MaybeItemFn = match syn::parse(item) {
         Ok(function) => function,
         Err(_) => {
             let error = syn::Error::new_spanned(

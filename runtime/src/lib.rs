@@ -10,8 +10,10 @@ mod codec;
 mod error;
 mod iter;
 mod key;
+mod keypart;
 mod lock;
 mod memoize;
+mod outcome;
 mod refresh;
 mod registry;
 mod renew;
@@ -25,6 +27,7 @@ pub use codec::Codec;
 pub use error::{BoxError, Error, LockError};
 pub use iter::{DEFAULT_CHUNK_SIZE, DEFAULT_COMPRESS, MemoIter, memoize_iter, memoize_iter_async};
 pub use key::{CacheKey, MAX_KEY_LEN, escape_key_part, make_cache_key, set_key_prefix};
+pub use keypart::KeyPart;
 pub use lock::{CacheLock, LockGuard, LockOptions};
 pub use memoize::{
     DEFAULT_EXPIRE, MemoizeOptions, invalidate, memoize, memoize_async, try_memoize,
