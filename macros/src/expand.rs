@@ -157,21 +157,19 @@ fn template_pieces(
     if let Some(errors) = errors {
         return Err(errors);
     }
+    // `key::parse` checked that each placeholder names a parameter.
     Ok(segments
         .into_iter()
-        .map(|segment| match segment {
-            Segment::Literal(text) => Piece::Literal(text),
+        .filter_map(|segment| match segment {
+            Segment::Literal(text) => Some(Piece::Literal(text)),
             Segment::Param(Placeholder {
                 param,
                 fields,
                 debug,
-            }) => {
-                let param = params.iter().find(|p| p.name == param);
-                match param {
-                    Some(param) => Piece::Part(part(param, &fields, debug)),
-                    None => Piece::Literal(String::new()),
-                }
-            }
+            }) => params
+                .iter()
+                .find(|p| p.name == param)
+                .map(|param| Piece::Part(part(param, &fields, debug))),
         })
         .collect())
 }
@@ -514,4 +512,37 @@ fn companion_sig(
     }
     sig.output = syn::parse_quote!(-> #output);
     quote!(#sig)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(pieces: Vec<Piece>) -> String {
+        terminated(pieces)
+            .iter()
+            .map(|piece| match piece {
+                Piece::Literal(text) => text.clone(),
+                Piece::Part(_) => "P".to_owned(),
+                Piece::Raw(_) => "R".to_owned(),
+            })
+            .collect()
+    }
+
+    fn lit(text: &str) -> Piece {
+        Piece::Literal(text.to_owned())
+    }
+
+    fn part() -> Piece {
+        Piece::Part(quote!(x))
+    }
+
+    #[test]
+    fn parts_are_terminated_unless_a_colon_follows_or_nothing_does() {
+        assert_eq!(shape(vec![lit("adj:"), part(), part()]), "adj:P:P");
+        assert_eq!(shape(vec![part(), lit("x"), part()]), "P:xP");
+        assert_eq!(shape(vec![part(), lit(":page:"), part()]), "P:page:P");
+        assert_eq!(shape(vec![lit("user:"), part()]), "user:P");
+        assert_eq!(shape(vec![part(), lit(" "), part()]), "P: P");
+    }
 }
