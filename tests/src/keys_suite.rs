@@ -166,6 +166,15 @@ fn lookup(n: u32) -> Option<u32> {
     (n > 0).then_some(n)
 }
 
+static ASYNC_NONE_SKIPPED: AtomicUsize = AtomicUsize::new(0);
+
+#[cache_memoize(cache_none = false, lock)]
+async fn lookup_async(n: u32) -> Option<u32> {
+    ASYNC_NONE_SKIPPED.fetch_add(1, Ordering::SeqCst);
+    tokio::task::yield_now().await;
+    (n > 0).then_some(n)
+}
+
 /// `cache_none = false`: a `None` is returned, not stored; a `Some` is.
 pub fn cache_none_false_does_not_store_none() {
     assert_eq!(lookup(0), None);
@@ -174,6 +183,14 @@ pub fn cache_none_false_does_not_store_none() {
     assert_eq!(lookup(5), Some(5));
     assert_eq!(lookup(5), Some(5));
     assert_eq!(runs(&NONE_SKIPPED), 3);
+    crate::runtime().block_on(async {
+        assert_eq!(lookup_async(0).await, None);
+        assert_eq!(lookup_async(0).await, None);
+        assert_eq!(lookup_async(5).await, Some(5));
+        assert_eq!(lookup_async(5).await, Some(5));
+    });
+    assert_eq!(runs(&ASYNC_NONE_SKIPPED), 3);
+    assert!(!stored(&lookup_async_cache_key(0)));
 }
 
 // 4. Values bincode cannot read back: a self-describing codec.
