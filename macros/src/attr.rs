@@ -2,8 +2,10 @@
 //! `syn`. Each mistake is an error on the offending token that lists what is valid.
 
 use proc_macro2::Span;
+use syn::ext::IdentExt;
 use syn::parse::{Parse, ParseStream};
-use syn::{LitBool, LitInt, LitStr, Token, parenthesized};
+use syn::punctuated::Punctuated;
+use syn::{Ident, LitBool, LitInt, LitStr, Token, parenthesized};
 
 use crate::duration;
 
@@ -16,9 +18,21 @@ mod kw {
     syn::custom_keyword!(timeout);
     syn::custom_keyword!(retry);
     syn::custom_keyword!(blocking);
+    syn::custom_keyword!(skip);
+    syn::custom_keyword!(companions);
+    syn::custom_keyword!(cache_none);
+    syn::custom_keyword!(codec);
 }
 
-const OPTIONS: &str = "`key`, `expire`, `version`, `force_overwrite`, `lock`";
+const OPTIONS: &str = "`key`, `skip`, `expire`, `version`, `force_overwrite`, `lock`, `cache_none`, `codec`, `companions`";
+const CODECS: &str = "`\"bincode\"` (the default) or `\"msgpack\"` (self-describing)";
+
+/// The codec named by `codec = "..."`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CodecArg {
+    Bincode,
+    MessagePack,
+}
 const LOCK_OPTIONS: &str = "`timeout`, `expire`, `retry`, `blocking`";
 
 /// A duration option: milliseconds.
@@ -32,6 +46,13 @@ pub(crate) struct MemoizeArgs {
     pub(crate) version: Option<u32>,
     pub(crate) force_overwrite: bool,
     pub(crate) lock: Option<LockArgs>,
+    /// Parameters left out of the key (`self` among them, as an identifier).
+    pub(crate) skip: Vec<Ident>,
+    /// `cache_none = false`: a `None` result is returned, not stored.
+    pub(crate) cache_none: Option<LitBool>,
+    pub(crate) codec: Option<(CodecArg, Span)>,
+    /// `companions = false`: no `<name>_cache_key` / `<name>_invalidate`.
+    pub(crate) companions: Option<bool>,
 }
 
 /// `lock` or `lock(...)`'s arguments; `None` fields keep the runtime's defaults.
@@ -52,6 +73,47 @@ fn once<T>(slot: &mut Option<T>, value: T, span: Span, name: &str) -> syn::Resul
     Ok(())
 }
 
+fn bool_value(input: ParseStream<'_>) -> syn::Result<bool> {
+    input.parse::<Token![=]>()?;
+    Ok(input.parse::<LitBool>()?.value)
+}
+
+fn codec_value(input: ParseStream<'_>) -> syn::Result<CodecArg> {
+    input.parse::<Token![=]>()?;
+    let name: LitStr = input.parse()?;
+    match name.value().as_str() {
+        "bincode" => Ok(CodecArg::Bincode),
+        "msgpack" | "messagepack" => Ok(CodecArg::MessagePack),
+        other => Err(syn::Error::new_spanned(
+            &name,
+            format!("unknown codec `{other}`; expected {CODECS}"),
+        )),
+    }
+}
+
+/// `skip(a, b, self)`.
+fn skip_list(input: ParseStream<'_>) -> syn::Result<Vec<Ident>> {
+    let content;
+    parenthesized!(content in input);
+    let names = Punctuated::<Ident, Token![,]>::parse_terminated_with(&content, Ident::parse_any)?;
+    let mut seen: Vec<Ident> = Vec::new();
+    for name in names {
+        if seen.contains(&name) {
+            return Err(syn::Error::new(
+                name.span(),
+                format!("`{name}` is already skipped"),
+            ));
+        }
+        seen.push(name);
+    }
+    if seen.is_empty() {
+        return Err(content.error(
+            "`skip()` names no parameter; list the parameters to leave out of the key, as in `skip(conn, self)`",
+        ));
+    }
+    Ok(seen)
+}
+
 fn duration_value(input: ParseStream<'_>) -> syn::Result<Millis> {
     input.parse::<Token![=]>()?;
     duration::parse(&input.parse::<LitStr>()?)
@@ -61,6 +123,7 @@ impl Parse for MemoizeArgs {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
         let mut args = Self::default();
         let mut force_seen = None;
+        let mut skip_seen = None;
         while !input.is_empty() {
             let lookahead = input.lookahead1();
             let span = input.span();
@@ -86,8 +149,30 @@ impl Parse for MemoizeArgs {
                 input.parse::<kw::force_overwrite>()?;
                 once(&mut force_seen, (), span, "force_overwrite")?;
                 args.force_overwrite = true;
+            } else if lookahead.peek(kw::skip) {
+                input.parse::<kw::skip>()?;
+                once(&mut skip_seen, (), span, "skip")?;
+                args.skip = skip_list(input)?;
+            } else if lookahead.peek(kw::cache_none) {
+                input.parse::<kw::cache_none>()?;
+                input.parse::<Token![=]>()?;
+                once(&mut args.cache_none, input.parse()?, span, "cache_none")?;
+            } else if lookahead.peek(kw::codec) {
+                input.parse::<kw::codec>()?;
+                once(&mut args.codec, (codec_value(input)?, span), span, "codec")?;
+            } else if lookahead.peek(kw::companions) {
+                input.parse::<kw::companions>()?;
+                once(&mut args.companions, bool_value(input)?, span, "companions")?;
             } else if lookahead.peek(kw::lock) {
                 input.parse::<kw::lock>()?;
+                if input.peek(Token![=]) {
+                    let eq = input.parse::<Token![=]>()?;
+                    let value: syn::Expr = input.parse()?;
+                    return Err(syn::Error::new_spanned(
+                        quote::quote!(#eq #value),
+                        "`lock` takes no value: write `lock` for the default lock, `lock(timeout = \"5s\", expire = \"30s\", retry = \"250ms\", blocking = false)` to set it up, or leave it out for no lock",
+                    ));
+                }
                 let lock = if input.peek(syn::token::Paren) {
                     let content;
                     parenthesized!(content in input);

@@ -1,199 +1,264 @@
-//! Code generation: the memoized function (sync and async side by side, plain and
-//! `Result` returns) and its companions `<name>_cache_key` and `<name>_invalidate`.
+//! Code generation: the memoized function (sync and async side by side, values and
+//! iterators), its key, and its companions `<name>_cache_key` and `<name>_invalidate`.
 //!
 //! Generated code names only `::cache_memoize::__private::…` and `::core::…`; its
-//! locals use `Span::mixed_site()`, so the function's body cannot see them.
+//! locals use `Span::mixed_site()`, so the function's body cannot see them. What the
+//! macro cannot see (is an argument `Display`? is the return type a `Result` under
+//! another name?) is decided by the compiler through traits in `__private`.
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
-use syn::{
-    FnArg, GenericArgument, Ident, ItemFn, Pat, PathArguments, ReturnType, Signature, Type,
-    TypeParamBound,
-};
+use syn::{FnArg, Ident, Pat, Signature};
 
-use crate::attr::{LockArgs, MemoizeArgs};
-use crate::key::{self, Segment};
-
-/// What the function returns, as far as caching goes.
-enum Output<'a> {
-    /// Any value: stored as is.
-    Plain(&'a Type),
-    /// `Result<T, E>` (or an alias with `T` first): only `Ok(T)` is stored.
-    Result(&'a Type),
-    /// `impl Iterator<Item = T>`: a memoized iterator of `T`.
-    Iter(&'a Type),
-}
-
-impl Output<'_> {
-    fn cached(&self) -> &Type {
-        match self {
-            Output::Plain(ty) | Output::Result(ty) | Output::Iter(ty) => ty,
-        }
-    }
-}
-
-/// A parameter the key may name.
-struct Param {
-    name: String,
-    /// The expression reading it: its identifier, or `self`.
-    expr: TokenStream,
-    span: Span,
-    is_self: bool,
-}
+use crate::attr::{CodecArg, LockArgs, MemoizeArgs};
+use crate::key::{self, Placeholder, Segment};
+use crate::sig::{self, Generic, MaybeItemFn, Output, Param};
 
 /// Rewrites `item` as `args` say.
-pub(crate) fn expand(args: &MemoizeArgs, item: &ItemFn) -> syn::Result<TokenStream> {
-    let output = output(&item.sig)?;
-    let params = params(&item.sig)?;
+pub(crate) fn expand(args: &MemoizeArgs, item: &MaybeItemFn) -> syn::Result<TokenStream> {
+    let output = sig::output(&item.sig)?;
+    let params = sig::params(&item.sig)?;
+    check_skips(args, &params)?;
+    check_options(args, &output)?;
     let key = key_expr(args, &item.sig, &params)?;
     let memoized = memoized_fn(args, item, &output, &key);
-    let companions = companions(item, &params, &key);
+    let companions = if args.companions.unwrap_or(true) {
+        companions(item, args, &params, &key)
+    } else {
+        TokenStream::new()
+    };
     Ok(quote!(#memoized #companions))
 }
 
-fn output(sig: &Signature) -> syn::Result<Output<'_>> {
-    let ReturnType::Type(_, ty) = &sig.output else {
+fn listed(params: &[Param]) -> String {
+    if params.is_empty() {
+        return "the function has no parameters".to_owned();
+    }
+    let names: Vec<String> = params.iter().map(|p| format!("`{}`", p.name)).collect();
+    format!("parameters: {}", names.join(", "))
+}
+
+/// Every skipped name is a parameter.
+fn check_skips(args: &MemoizeArgs, params: &[Param]) -> syn::Result<()> {
+    for skipped in &args.skip {
+        if !params.iter().any(|p| *skipped == p.name) {
+            return Err(syn::Error::new(
+                skipped.span(),
+                format!(
+                    "`skip({skipped})`: the function has no parameter `{skipped}` ({})",
+                    listed(params)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_options(args: &MemoizeArgs, output: &Output<'_>) -> syn::Result<()> {
+    if let (Output::Iter(_), Some(cache_none)) = (output, &args.cache_none) {
         return Err(syn::Error::new_spanned(
-            &sig.ident,
-            "#[cache_memoize] needs a return value to cache; this function returns `()`",
+            cache_none,
+            "`cache_none` applies to functions returning `Option<T>`, not to iterators; remove it",
         ));
-    };
-    match &**ty {
-        Type::Tuple(tuple) if tuple.elems.is_empty() => Err(syn::Error::new_spanned(
-            ty,
-            "#[cache_memoize] needs a return value to cache; `()` has nothing to store",
-        )),
-        Type::ImplTrait(imp) if is_iterator(&imp.bounds) => match iterator_item(&imp.bounds) {
-            Some(item) => Ok(Output::Iter(item)),
-            None => Err(syn::Error::new_spanned(
-                ty,
-                "#[cache_memoize] needs the item type spelled out: `impl Iterator<Item = T>`",
-            )),
-        },
-        Type::ImplTrait(_) => Err(syn::Error::new_spanned(
-            ty,
-            "#[cache_memoize] stores the return value, so it needs a concrete type, not `impl Trait`",
-        )),
-        Type::Path(path) => Ok(result_ok_type(path).map_or(Output::Plain(ty), Output::Result)),
-        _ => Ok(Output::Plain(ty)),
     }
-}
-
-type Bounds = syn::punctuated::Punctuated<TypeParamBound, syn::Token![+]>;
-
-fn is_iterator(bounds: &Bounds) -> bool {
-    bounds.iter().any(|bound| {
-        matches!(bound, TypeParamBound::Trait(t)
-            if t.path.segments.last().is_some_and(|s| s.ident == "Iterator"))
-    })
-}
-
-/// `T` of `impl Iterator<Item = T>`.
-fn iterator_item(bounds: &Bounds) -> Option<&Type> {
-    bounds.iter().find_map(|bound| {
-        let TypeParamBound::Trait(bound) = bound else {
-            return None;
-        };
-        let last = bound.path.segments.last()?;
-        let PathArguments::AngleBracketed(args) = &last.arguments else {
-            return None;
-        };
-        args.args.iter().find_map(|arg| match arg {
-            GenericArgument::AssocType(assoc) if assoc.ident == "Item" => Some(&assoc.ty),
-            _ => None,
-        })
-    })
-}
-
-/// `T` of `Result<T, …>` (by the path's last segment, so aliases like `io::Result<T>`
-/// count).
-fn result_ok_type(path: &syn::TypePath) -> Option<&Type> {
-    let last = path.path.segments.last()?;
-    if last.ident != "Result" {
-        return None;
+    if let (Output::Iter(_), Some((CodecArg::MessagePack, span))) = (output, &args.codec) {
+        return Err(syn::Error::new(
+            *span,
+            "a memoized iterator's chunks are always bincode; remove `codec`",
+        ));
     }
-    let PathArguments::AngleBracketed(args) = &last.arguments else {
-        return None;
-    };
-    match args.args.first()? {
-        GenericArgument::Type(ok) => Some(ok),
-        _ => None,
-    }
+    Ok(())
 }
 
-fn params(sig: &Signature) -> syn::Result<Vec<Param>> {
-    sig.inputs
-        .iter()
-        .map(|input| match input {
-            FnArg::Receiver(receiver) => Ok(Param {
-                name: "self".to_owned(),
-                expr: quote!(self),
-                span: receiver.self_token.span,
-                is_self: true,
-            }),
-            FnArg::Typed(typed) => match &*typed.pat {
-                Pat::Ident(binding) if binding.subpat.is_none() => {
-                    let ident = &binding.ident;
-                    Ok(Param {
-                        name: ident.to_string(),
-                        expr: quote!(#ident),
-                        span: ident.span(),
-                        is_self: false,
-                    })
-                }
-                pattern => Err(syn::Error::new_spanned(
-                    pattern,
-                    "#[cache_memoize] builds keys from parameter names: bind this parameter to a name and destructure it in the body",
-                )),
-            },
-        })
-        .collect()
+/// One piece of a key as it is built.
+enum Piece {
+    /// Text taken as written.
+    Literal(String),
+    /// An argument (or type) written as a key part: never contains `:`.
+    Part(TokenStream),
+    /// Text computed but not escaped (the owner's type name of a default key).
+    Raw(TokenStream),
 }
 
 /// The expression building the key passed to the runtime (before prefix and digest).
 fn key_expr(args: &MemoizeArgs, sig: &Signature, params: &[Param]) -> syn::Result<TokenStream> {
-    let part = |param: &Param| {
-        let expr = &param.expr;
-        quote_spanned!(param.span=> ::cache_memoize::__private::key_part(&#expr))
-    };
-    let (format, values): (String, Vec<TokenStream>) = match &args.key {
-        Some(template) => {
-            let names: Vec<String> = params.iter().map(|p| p.name.clone()).collect();
-            let mut format = String::new();
-            let mut values = Vec::new();
-            for segment in key::parse(template, &names)? {
-                match segment {
-                    Segment::Literal(text) => {
-                        format.push_str(&text.replace('{', "{{").replace('}', "}}"));
-                    }
-                    Segment::Param(name) => {
-                        format.push_str("{}");
-                        values.extend(params.iter().filter(|p| p.name == name).map(part));
-                    }
-                }
-            }
-            (format, values)
-        }
+    let is_skipped = |p: &Param| args.skip.iter().any(|s| *s == p.name);
+    let mut pieces = match &args.key {
+        Some(template) => template_pieces(args, template, params)?,
         None => {
             let name = sig.ident.to_string();
-            let owner = if params.iter().any(|p| p.is_self) {
-                quote!(::core::any::type_name::<Self>())
+            let mut pieces = if params.iter().any(|p| p.is_self) {
+                vec![Piece::Raw(quote!(::core::any::type_name::<Self>()))]
             } else {
-                quote!(::core::module_path!())
+                vec![Piece::Raw(quote!(::core::module_path!()))]
             };
-            let mut format = format!("{{}}::{name}");
-            let mut values = vec![owner];
-            for param in params.iter().filter(|p| !p.is_self) {
-                format.push_str(":{}");
-                values.push(part(param));
+            pieces.push(Piece::Literal(format!("::{name}")));
+            for param in params.iter().filter(|p| !is_skipped(p)) {
+                pieces.push(Piece::Literal(":".to_owned()));
+                pieces.push(Piece::Part(part(param, &[], false)));
             }
-            (format, values)
+            pieces
         }
     };
-    Ok(quote!(
-        ::cache_memoize::__private::format!(#format #(, #values)*)
-    ))
+    for generic in sig::generics(sig) {
+        pieces.push(Piece::Literal(":".to_owned()));
+        pieces.push(Piece::Part(match generic {
+            Generic::Type(ty) => quote_spanned!(ty.span()=>
+                ::cache_memoize::__private::type_key_part(::core::any::type_name::<#ty>())),
+            Generic::Const(konst) => kind_part(&quote!(#konst), konst.span()),
+        }));
+    }
+    for param in params.iter().filter(|p| p.impl_trait) {
+        let expr = &param.expr;
+        pieces.push(Piece::Literal(":".to_owned()));
+        pieces.push(Piece::Part(quote_spanned!(param.span=>
+            ::cache_memoize::__private::type_key_part(
+                ::cache_memoize::__private::type_name_of_val(&#expr)))));
+    }
+    Ok(build(terminated(pieces)))
+}
+
+/// The pieces of a `key` template, after checking that every parameter is in it or
+/// skipped.
+fn template_pieces(
+    args: &MemoizeArgs,
+    template: &syn::LitStr,
+    params: &[Param],
+) -> syn::Result<Vec<Piece>> {
+    let names: Vec<String> = params.iter().map(|p| p.name.clone()).collect();
+    let segments = key::parse(template, &names)?;
+    let in_template = |name: &str| {
+        segments
+            .iter()
+            .any(|s| matches!(s, Segment::Param(p) if p.param == name))
+    };
+    let mut errors: Option<syn::Error> = None;
+    let mut report = |error: syn::Error| match &mut errors {
+        Some(errors) => errors.combine(error),
+        None => errors = Some(error),
+    };
+    for skipped in &args.skip {
+        if in_template(&skipped.to_string()) {
+            report(syn::Error::new(
+                skipped.span(),
+                format!(
+                    "`{skipped}` is skipped, but the key template names it; remove it from `skip(..)` or from the template"
+                ),
+            ));
+        }
+    }
+    for param in params {
+        if in_template(&param.name) || args.skip.iter().any(|s| *s == param.name) {
+            continue;
+        }
+        report(syn::Error::new(param.span, missing_message(param)));
+    }
+    if let Some(errors) = errors {
+        return Err(errors);
+    }
+    // `key::parse` checked that each placeholder names a parameter.
+    Ok(segments
+        .into_iter()
+        .filter_map(|segment| match segment {
+            Segment::Literal(text) => Some(Piece::Literal(text)),
+            Segment::Param(Placeholder {
+                param,
+                fields,
+                debug,
+            }) => params
+                .iter()
+                .find(|p| p.name == param)
+                .map(|param| Piece::Part(part(param, &fields, debug))),
+        })
+        .collect())
+}
+
+fn missing_message(param: &Param) -> String {
+    let name = &param.name;
+    if param.is_self {
+        "the receiver `self` is not in the key template, so two receivers would share their results: name it (`{self}`, or a field such as `{self.id}`), or add `skip(self)` if the result does not depend on it".to_owned()
+    } else {
+        format!(
+            "parameter `{name}` is not in the key template, so calls differing only in `{name}` would share one result: name it (`{{{name}}}`, or `{{{name}:?}}` for its `Debug` output), or add `skip({name})` if it does not change the result"
+        )
+    }
+}
+
+/// A parameter (or a field of it) as a key part.
+fn part(param: &Param, fields: &[String], debug: bool) -> TokenStream {
+    let span = param.span;
+    let mut value = param.expr.clone();
+    for field in fields {
+        let member: syn::Member = match field.parse::<u32>() {
+            Ok(index) => syn::Member::Unnamed(syn::Index { index, span }),
+            Err(_) => syn::Member::Named(Ident::new(field, span)),
+        };
+        value = quote_spanned!(span=> #value.#member);
+    }
+    if debug {
+        quote_spanned!(span=> ::cache_memoize::__private::debug_key_part(&#value))
+    } else {
+        kind_part(&value, span)
+    }
+}
+
+/// `value` written by the first key-part kind its type has (see `__private::KeyArg`).
+fn kind_part(value: &TokenStream, span: Span) -> TokenStream {
+    quote_spanned!(span=>
+        (&&&::cache_memoize::__private::KeyArg(&#value)).__cache_memoize_kind().key_part(&#value))
+}
+
+/// Ends each part that is followed by anything but a literal starting with `:` with a
+/// `:`: parts never contain `:`, so `{a}{b}` or `{a}x{b}` cannot read two ways.
+fn terminated(pieces: Vec<Piece>) -> Vec<Piece> {
+    let mut out: Vec<Piece> = Vec::with_capacity(pieces.len());
+    let mut open_part = false;
+    for piece in pieces {
+        let separated = matches!(&piece, Piece::Literal(text) if text.starts_with(':'));
+        if open_part && !separated {
+            out.push(Piece::Literal(":".to_owned()));
+        }
+        open_part = matches!(piece, Piece::Part(_));
+        out.push(piece);
+    }
+    out
+}
+
+fn build(pieces: Vec<Piece>) -> TokenStream {
+    let key = Ident::new("__cache_memoize_key", Span::mixed_site());
+    let part = Ident::new("__cache_memoize_part", Span::mixed_site());
+    let mut pushes = Vec::new();
+    let mut literal = String::new();
+    for piece in pieces {
+        match piece {
+            Piece::Literal(text) => literal.push_str(&text),
+            Piece::Part(expr) | Piece::Raw(expr) => {
+                if !literal.is_empty() {
+                    let text = std::mem::take(&mut literal);
+                    pushes.push(quote!(#key.push_str(#text);));
+                }
+                // The borrows choose the key part's kind (autoref specialization).
+                pushes.push(quote!(
+                    #[allow(clippy::needless_borrow)]
+                    let #part = #expr;
+                    #key.push_str(&#part);
+                ));
+            }
+        }
+    }
+    if !literal.is_empty() {
+        pushes.push(quote!(#key.push_str(#literal);));
+    }
+    quote!({
+        #[allow(unused_imports)]
+        use ::cache_memoize::__private::{
+            ViaDisplay as _, ViaSerialize as _, ViaStructure as _,
+        };
+        let mut #key = ::cache_memoize::__private::String::new();
+        #(#pushes)*
+        #key
+    })
 }
 
 fn millis(ms: u64) -> TokenStream {
@@ -215,6 +280,9 @@ fn options_expr(args: &MemoizeArgs) -> TokenStream {
     if let Some(lock) = &args.lock {
         let lock = lock_expr(lock);
         opts.extend(quote!(.lock(#lock)));
+    }
+    if let Some((CodecArg::MessagePack, _)) = args.codec {
+        opts.extend(quote!(.codec(::cache_memoize::__private::Codec::MessagePack)));
     }
     opts
 }
@@ -250,50 +318,26 @@ fn lock_expr(lock: &LockArgs) -> TokenStream {
 
 fn memoized_fn(
     args: &MemoizeArgs,
-    item: &ItemFn,
+    item: &MaybeItemFn,
     output: &Output<'_>,
     key: &TokenStream,
 ) -> TokenStream {
-    let ItemFn {
+    let MaybeItemFn {
         attrs,
         vis,
         sig,
-        block,
+        body,
     } = item;
     let key_var = Ident::new("__cache_memoize_key", Span::mixed_site());
     let opts_var = Ident::new("__cache_memoize_opts", Span::mixed_site());
-    let value_var = Ident::new("__cache_memoize_value", Span::mixed_site());
     let opts = options_expr(args);
-    let ReturnType::Type(_, ret) = &sig.output else {
-        unreachable!("output() rejected functions without a return type")
-    };
-    let cached = output.cached();
-    let span = cached.span();
-    let check = quote_spanned!(span=> ::cache_memoize::__private::assert_cacheable::<#cached>(););
-    let call = match (sig.asyncness.is_some(), output) {
-        (false, Output::Plain(_)) => quote_spanned!(span=>
-            ::cache_memoize::__private::memoize(&#key_var, &#opts_var, move || -> #ret #block)),
-        (false, Output::Result(_)) => quote_spanned!(span=>
-            ::cache_memoize::__private::try_memoize(&#key_var, &#opts_var, move || -> #ret #block)),
-        (true, Output::Plain(_)) => quote_spanned!(span=>
-            ::cache_memoize::__private::memoize_async(&#key_var, &#opts_var, move || async move {
-                let #value_var: #ret = #block;
-                #value_var
-            }).await),
-        (true, Output::Result(_)) => quote_spanned!(span=>
-            ::cache_memoize::__private::try_memoize_async(&#key_var, &#opts_var, move || async move {
-                let #value_var: #ret = #block;
-                #value_var
-            }).await),
-        (false, Output::Iter(_)) => quote_spanned!(span=>
-            ::cache_memoize::__private::memoize_iter(&#key_var, &#opts_var, move || #block)),
-        (true, Output::Iter(_)) => quote_spanned!(span=>
-            ::cache_memoize::__private::memoize_iter_async(&#key_var, &#opts_var, move || async move #block).await),
+    let call = match output {
+        Output::Iter(item_ty) => iter_call(sig, item_ty, body, &key_var, &opts_var),
+        Output::Value(ret) => value_call(args, sig, ret, body, &key_var, &opts_var),
     };
     quote! {
         #(#attrs)*
         #vis #sig {
-            #check
             let #key_var: ::cache_memoize::__private::String = #key;
             let #opts_var = #opts;
             #call
@@ -301,49 +345,145 @@ fn memoized_fn(
     }
 }
 
-fn companions(item: &ItemFn, params: &[Param], key: &TokenStream) -> TokenStream {
+fn iter_call(
+    sig: &Signature,
+    item_ty: &syn::Type,
+    body: &proc_macro2::Group,
+    key_var: &Ident,
+    opts_var: &Ident,
+) -> TokenStream {
+    let span = item_ty.span();
+    let check = quote_spanned!(span=> ::cache_memoize::__private::assert_cacheable::<#item_ty>(););
+    let call = if sig.asyncness.is_some() {
+        quote_spanned!(span=>
+            ::cache_memoize::__private::memoize_iter_async(&#key_var, &#opts_var, move || async move #body).await)
+    } else {
+        quote_spanned!(span=>
+            ::cache_memoize::__private::memoize_iter(&#key_var, &#opts_var, move || #body))
+    };
+    quote!(#check #call)
+}
+
+/// A value-returning function: the body's value is split by the return type's outcome
+/// (a `Result`'s `Err`, or a `None` under `cache_none = false`, is not stored).
+fn value_call(
+    args: &MemoizeArgs,
+    sig: &Signature,
+    ret: &syn::Type,
+    body: &proc_macro2::Group,
+    key_var: &Ident,
+    opts_var: &Ident,
+) -> TokenStream {
+    let outcome_var = Ident::new("__cache_memoize_outcome", Span::mixed_site());
+    let value_var = Ident::new("__cache_memoize_value", Span::mixed_site());
+    let span = ret.span();
+    let name = sig.ident.to_string();
+    let function = quote!(::core::concat!(::core::module_path!(), "::", #name));
+    let is_async = sig.asyncness.is_some();
+    // The body's `return`s need a closure (or async block) of their own, returning `#ret`.
+    let compute = if is_async {
+        quote!(async move {
+            let #value_var: #ret = async move #body.await;
+            #value_var
+        })
+    } else {
+        quote!({
+            #[allow(clippy::redundant_closure_call)]
+            let #value_var: #ret = (move || -> #ret #body)();
+            #value_var
+        })
+    };
+    if args.cache_none.as_ref().is_some_and(|c| !c.value) {
+        return if is_async {
+            quote_spanned!(span=> ::cache_memoize::__private::memoize_some_async::<#ret, _>(
+                &#key_var, &#opts_var, #function, move || #compute).await)
+        } else {
+            quote_spanned!(span=> ::cache_memoize::__private::memoize_some::<#ret>(
+                &#key_var, &#opts_var, #function, move || #compute))
+        };
+    }
+    let call = if is_async {
+        quote_spanned!(span=>
+            ::cache_memoize::__private::try_memoize_checked_async(&#key_var, &#opts_var, #function, move || async move {
+                #outcome_var.split(#compute.await)
+            }).await)
+    } else {
+        quote_spanned!(span=>
+        ::cache_memoize::__private::try_memoize_checked(&#key_var, &#opts_var, #function, move || {
+            #outcome_var.split(#compute)
+        }))
+    };
+    quote! {
+        let #outcome_var = {
+            #[allow(unused_imports)]
+            use ::cache_memoize::__private::{ViaPlain as _, ViaResult as _};
+            // The borrows choose the outcome (autoref specialization).
+            #[allow(clippy::needless_borrow)]
+            let #outcome_var = (&&::cache_memoize::__private::OutcomeOf::<#ret>::new())
+                .__cache_memoize_outcome();
+            #outcome_var
+        };
+        #outcome_var.join(#call)
+    }
+}
+
+fn companions(
+    item: &MaybeItemFn,
+    args: &MemoizeArgs,
+    params: &[Param],
+    key: &TokenStream,
+) -> TokenStream {
     let name = &item.sig.ident;
     let vis = &item.vis;
+    // Skipped parameters stay in the signature (callers pass what the function takes)
+    // but are not bound: the key does not read them.
+    let unread: Vec<&str> = params
+        .iter()
+        .filter(|p| !p.impl_trait && args.skip.iter().any(|s| *s == p.name))
+        .map(|p| p.name.as_str())
+        .collect();
     let key_sig = companion_sig(
         &item.sig,
-        format_ident!("{name}_cache_key"),
+        format_ident!("{name}_cache_key", span = name.span()),
         &quote!(::cache_memoize::__private::CacheKey),
+        &unread,
     );
     let invalidate_sig = companion_sig(
         &item.sig,
-        format_ident!("{name}_invalidate"),
+        format_ident!("{name}_invalidate", span = name.span()),
         &quote!(::core::result::Result<(), ::cache_memoize::__private::Error>),
+        &unread,
     );
-    let used: Vec<&TokenStream> = params
-        .iter()
-        .filter(|p| !p.is_self)
-        .map(|p| &p.expr)
-        .collect();
     let key_doc =
         format!(" The cache key under which `{name}` stores its result for these arguments.");
     let invalidate_doc = format!(
         " Removes the result `{name}` stored for these arguments; the next call computes it again."
     );
-    quote! {
+    // Spanned on the function's name: a clash (a trait impl, an item of the same
+    // name) is reported there.
+    quote_spanned! {name.span()=>
         #[doc = #key_doc]
-        #[allow(dead_code)]
+        #[allow(dead_code, clippy::needless_pass_by_value)]
         #vis #key_sig {
-            let _ = (#(&#used,)*);
             ::cache_memoize::__private::make_cache_key(&#key)
         }
 
         #[doc = #invalidate_doc]
-        #[allow(dead_code)]
+        #[allow(dead_code, clippy::needless_pass_by_value)]
         #vis #invalidate_sig {
-            let _ = (#(&#used,)*);
             ::cache_memoize::__private::invalidate(&#key)
         }
     }
 }
 
 /// The function's signature, renamed, sync, returning `output`, taking its receiver
-/// by reference and its parameters without `mut`.
-fn companion_sig(sig: &Signature, ident: Ident, output: &TokenStream) -> TokenStream {
+/// by reference, its parameters without `mut`, and the `unread` ones as `_`.
+fn companion_sig(
+    sig: &Signature,
+    ident: Ident,
+    output: &TokenStream,
+    unread: &[&str],
+) -> TokenStream {
     let mut sig = sig.clone();
     sig.ident = ident;
     sig.asyncness = None;
@@ -360,12 +500,49 @@ fn companion_sig(sig: &Signature, ident: Ident, output: &TokenStream) -> TokenSt
             FnArg::Receiver(_) => {}
             FnArg::Typed(typed) => {
                 if let Pat::Ident(binding) = &mut *typed.pat {
-                    binding.mutability = None;
-                    binding.by_ref = None;
+                    if unread.iter().any(|name| binding.ident == name) {
+                        *typed.pat = syn::parse_quote!(_);
+                    } else {
+                        binding.mutability = None;
+                        binding.by_ref = None;
+                    }
                 }
             }
         }
     }
     sig.output = syn::parse_quote!(-> #output);
     quote!(#sig)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(pieces: Vec<Piece>) -> String {
+        terminated(pieces)
+            .iter()
+            .map(|piece| match piece {
+                Piece::Literal(text) => text.clone(),
+                Piece::Part(_) => "P".to_owned(),
+                Piece::Raw(_) => "R".to_owned(),
+            })
+            .collect()
+    }
+
+    fn lit(text: &str) -> Piece {
+        Piece::Literal(text.to_owned())
+    }
+
+    fn part() -> Piece {
+        Piece::Part(quote!(x))
+    }
+
+    #[test]
+    fn parts_are_terminated_unless_a_colon_follows_or_nothing_does() {
+        assert_eq!(shape(vec![lit("adj:"), part(), part()]), "adj:P:P");
+        assert_eq!(shape(vec![part(), lit("x"), part()]), "P:xP");
+        assert_eq!(shape(vec![part(), lit(":page:"), part()]), "P:page:P");
+        assert_eq!(shape(vec![lit("user:"), part()]), "user:P");
+        assert_eq!(shape(vec![part(), lit(" "), part()]), "P: P");
+    }
 }

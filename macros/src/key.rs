@@ -1,4 +1,7 @@
-//! The key template: literal text with `{param}` placeholders, `{{` and `}}` for braces.
+//! The key template: literal text with placeholders, `{{` and `}}` for braces.
+//!
+//! A placeholder names a parameter (or `self`), optionally a field path after it
+//! (`{self.id}`, `{query.page}`), and optionally `:?` to write its `Debug` output.
 
 use syn::LitStr;
 
@@ -7,8 +10,19 @@ use syn::LitStr;
 pub(crate) enum Segment {
     /// Text taken as written.
     Literal(String),
-    /// A parameter (or `self`) whose `Display` output is escaped and interpolated.
-    Param(String),
+    /// A parameter (or `self`), or a field of it, written as a key part.
+    Param(Placeholder),
+}
+
+/// One `{…}` of a template.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Placeholder {
+    /// The parameter it starts from.
+    pub(crate) param: String,
+    /// Fields read from it, in order (`self.owner.id` → `["owner", "id"]`).
+    pub(crate) fields: Vec<String>,
+    /// `{x:?}`: written with `Debug`.
+    pub(crate) debug: bool,
 }
 
 /// Parses `template`, checking each placeholder against `params`; errors are spanned
@@ -47,14 +61,11 @@ fn parse_text(text: &str, params: &[String]) -> Result<Vec<Segment>, String> {
                         Some(c) => name.push(c),
                     }
                 }
-                let name = name.trim().to_owned();
-                if !params.contains(&name) {
-                    return Err(no_such_param(&name, params));
-                }
+                let placeholder = placeholder(&name, params)?;
                 if !literal.is_empty() {
                     segments.push(Segment::Literal(std::mem::take(&mut literal)));
                 }
-                segments.push(Segment::Param(name));
+                segments.push(Segment::Param(placeholder));
             }
             c => literal.push(c),
         }
@@ -63,6 +74,49 @@ fn parse_text(text: &str, params: &[String]) -> Result<Vec<Segment>, String> {
         segments.push(Segment::Literal(literal));
     }
     Ok(segments)
+}
+
+fn placeholder(text: &str, params: &[String]) -> Result<Placeholder, String> {
+    let (path, spec) = match text.split_once(':') {
+        Some((path, spec)) => (path.trim(), Some(spec.trim())),
+        None => (text.trim(), None),
+    };
+    let debug = match spec {
+        None => false,
+        Some("?") => true,
+        Some(spec) => {
+            return Err(format!(
+                "`{{{text}}}`: a key template takes no format spec but `:?`; write `{{{path}}}` for the argument's key form (`Display`, escaped) or `{{{path}:?}}` for its `Debug` output, not `:{spec}`"
+            ));
+        }
+    };
+    let mut names = path.split('.').map(str::trim);
+    let param = names.next().unwrap_or_default().to_owned();
+    if !params.contains(&param) {
+        return Err(no_such_param(&param, params));
+    }
+    let fields: Vec<String> = names.map(str::to_owned).collect();
+    if let Some(bad) = fields.iter().find(|f| !is_field(f)) {
+        return Err(format!(
+            "`{{{text}}}`: `{bad}` is not a field name; a placeholder is a parameter, optionally followed by fields, as in `{{self.id}}`"
+        ));
+    }
+    Ok(Placeholder {
+        param,
+        fields,
+        debug,
+    })
+}
+
+fn is_field(name: &str) -> bool {
+    let mut chars = name.chars();
+    match chars.next() {
+        Some(c) if c.is_ascii_digit() => name.chars().all(|c| c.is_ascii_digit()),
+        Some(c) if c == '_' || c.is_ascii_alphabetic() => {
+            chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
+        }
+        _ => false,
+    }
 }
 
 fn no_such_param(name: &str, params: &[String]) -> String {
@@ -93,6 +147,14 @@ mod tests {
         vec!["id".into(), "page".into()]
     }
 
+    fn param(name: &str) -> Segment {
+        Segment::Param(Placeholder {
+            param: name.into(),
+            fields: Vec::new(),
+            debug: false,
+        })
+    }
+
     #[test]
     fn splits_literals_and_placeholders() {
         let parsed = parse_text("user:{id}:page:{page}", &params());
@@ -100,11 +162,31 @@ mod tests {
             parsed,
             Ok(vec![
                 Segment::Literal("user:".into()),
-                Segment::Param("id".into()),
+                param("id"),
                 Segment::Literal(":page:".into()),
-                Segment::Param("page".into()),
+                param("page"),
             ])
         );
+    }
+
+    #[test]
+    fn reads_fields_and_debug() {
+        let parsed = parse_text("{id.owner.0:?}", &params());
+        assert_eq!(
+            parsed,
+            Ok(vec![Segment::Param(Placeholder {
+                param: "id".into(),
+                fields: vec!["owner".into(), "0".into()],
+                debug: true,
+            })])
+        );
+    }
+
+    #[test]
+    fn rejects_format_specs_other_than_debug() {
+        assert!(parse_text("{id:>5}", &params()).is_err_and(|e| e.contains("`{id:?}`")));
+        assert!(parse_text("{id:#?}", &params()).is_err());
+        assert!(parse_text("{id.}", &params()).is_err_and(|e| e.contains("not a field")));
     }
 
     #[test]

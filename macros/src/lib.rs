@@ -9,16 +9,211 @@ mod attr;
 mod duration;
 mod expand;
 mod key;
+mod sig;
 
 use proc_macro::TokenStream;
 use quote::ToTokens;
 
-/// Memoizes a function in the shared cache backend; see the `cache-memoize` crate's
-/// documentation for the options and the generated companions.
+/// Memoizes a function in the shared cache backend: the first call for some arguments
+/// computes and stores the result; later calls with the same arguments read it back.
+///
+/// ```
+/// use cache_memoize::cache_memoize;
+///
+/// #[cache_memoize(key = "square:{n}", expire = "1h", lock)]
+/// fn square(n: u64) -> u64 {
+///     n * n // say, a slow remote call
+/// }
+///
+/// assert_eq!(square(12), 144); // computed and stored
+/// assert_eq!(square(12), 144); // read back
+/// assert_eq!(square_cache_key(12).as_str(), "{square:12}");
+/// ```
+///
+/// Works on `fn` and `async fn`, free functions, methods and associated functions,
+/// generic or not. The stored value must be `Serialize + DeserializeOwned`; the compile
+/// error says so on the return type. `-> impl Iterator<Item = T>` is a memoized
+/// iterator, streamed while computed and stored in chunks.
+///
+/// # What is stored
+///
+/// - A return type that is a `Result` under any name (`Result<T, E>`, `io::Result<T>`,
+///   `anyhow::Result<T>`, `type AppResult<T> = Result<T, AppError>`) stores only `Ok`:
+///   an `Err` is returned and nothing is cached. The compiler decides this from the
+///   type. A generic `-> T` is stored as it is.
+/// - Anything else is stored whole, `None` included (see `cache_none`).
+///
+/// ```
+/// # use cache_memoize::cache_memoize;
+/// # #[derive(Debug, serde::Serialize, serde::Deserialize)] struct AppError;
+/// type AppResult<T> = Result<T, AppError>;
+///
+/// #[cache_memoize]
+/// fn parse(s: &str) -> AppResult<u32> {
+///     s.parse().map_err(|_| AppError) // an `Err` is returned, never stored
+/// }
+/// # assert!(parse("x").is_err());
+/// # assert_eq!(parse("7").ok(), Some(7));
+/// ```
+///
+/// # The key
+///
+/// Every parameter, the receiver included, is part of the key unless skipped, so calls
+/// that could return different values never share one. Each argument is written by its
+/// type: `Display` types by their escaped `Display` output; `Option`, `Vec`, slices,
+/// arrays, tuples, maps and sets of key parts by structure (`Some(10)`, `["a","b"]`);
+/// byte slices in hex; other `Serialize` types by their encoding. A type that is none
+/// of these is a compile error on the parameter. Generic functions add each type
+/// parameter's name. The README's "Keys" section states the exact form.
+///
+/// # Options
+///
+/// ## `key = "..."`
+///
+/// A template: text, `{param}` for an argument, `{param.field}` for a field of one,
+/// `{param:?}` for its `Debug` output, `{{`/`}}` for braces. Every parameter must
+/// appear or be skipped. Default: the module path (or `Self`'s type), the function's
+/// name and every parameter.
+///
+/// ```
+/// # use cache_memoize::cache_memoize;
+/// struct Account { id: u64 }
+///
+/// impl Account {
+///     #[cache_memoize(key = "account:{self.id}:statement:{month:?}")]
+///     fn statement(&self, month: (u16, u8)) -> Vec<i64> {
+///         vec![self.id as i64, i64::from(month.1)]
+///     }
+/// }
+///
+/// let account = Account { id: 7 };
+/// assert_eq!(account.statement_cache_key((2024, 5)).as_str(), "{account:7:statement:(2024,%205)}");
+/// ```
+///
+/// ## `skip(a, b, self)`
+///
+/// Leaves parameters out of the key: for what does not change the result (a
+/// connection, a handle, a logger). Calls differing only in them share one value.
+///
+/// ```
+/// # use cache_memoize::cache_memoize;
+/// struct Pool;
+///
+/// #[cache_memoize(key = "user:{id}", skip(pool))]
+/// fn user_name(pool: &Pool, id: u32) -> String {
+///     format!("user {id}")
+/// }
+/// # assert_eq!(user_name(&Pool, 1), "user 1");
+/// ```
+///
+/// ## `expire = "10m"`
+///
+/// How long a stored value lives (default `"30d"`). Durations are checked at compile
+/// time: `"250ms"`, `"5s"`, `"1m30s"`, `"1h"`, `"30d"`.
+///
+/// ```
+/// # use cache_memoize::cache_memoize;
+/// #[cache_memoize(expire = "5m")]
+/// fn rate(currency: &str) -> u32 { currency.len() as u32 }
+/// # assert_eq!(rate("eur"), 3);
+/// ```
+///
+/// ## `version = 2`
+///
+/// A number stored with the value; values stored under another version read as a
+/// miss. Bump it when the value's meaning changes but not its Rust type.
+///
+/// ```
+/// # use cache_memoize::cache_memoize;
+/// #[cache_memoize(version = 2)]
+/// fn score(player: u32) -> u32 { player * 10 }
+/// # assert_eq!(score(1), 10);
+/// ```
+///
+/// ## `force_overwrite`
+///
+/// Always compute and store, replacing what is stored. (To refresh once, for given
+/// arguments, wrap a call in `cache_memoize::refresh(|| f(args))` instead.)
+///
+/// ```
+/// # use cache_memoize::cache_memoize;
+/// #[cache_memoize(force_overwrite)]
+/// fn latest(feed: u32) -> u32 { feed }
+/// # assert_eq!(latest(1), 1);
+/// ```
+///
+/// ## `lock` or `lock(timeout = "5s", expire = "30s", retry = "100ms", blocking = false)`
+///
+/// After a miss, one caller computes under a lock shared through the backend while the
+/// others wait and read its result (no stampede). Defaults: expire 30 s, no timeout,
+/// retry 250 ms plus jitter, blocking. `lock = true` is an error: write `lock`.
+///
+/// ```
+/// # use cache_memoize::cache_memoize;
+/// #[cache_memoize(lock(timeout = "5s", expire = "30s"))]
+/// fn report(day: u32) -> String { format!("report {day}") }
+/// # assert_eq!(report(1), "report 1");
+/// ```
+///
+/// ## `cache_none = false`
+///
+/// For a function returning `Option<T>`: a `None` is returned without being stored, so
+/// the next call computes again (a `Some` is stored as usual).
+///
+/// ```
+/// # use cache_memoize::cache_memoize;
+/// #[cache_memoize(cache_none = false)]
+/// fn find(id: u32) -> Option<String> {
+///     (id > 0).then(|| format!("item {id}"))
+/// }
+/// # assert_eq!(find(0), None);
+/// ```
+///
+/// ## `codec = "msgpack"`
+///
+/// Writes values with `MessagePack`, a self-describing format, instead of bincode (the
+/// default, `"bincode"`). Needed for types bincode writes but cannot read back:
+/// `serde_json::Value`, internally tagged enums (`#[serde(tag = "...")]`), `flatten`,
+/// `skip_serializing_if`. Without it such values are never read back; the first one
+/// computed in a process is reported at WARN with the function's name.
+///
+/// ```
+/// # use cache_memoize::cache_memoize;
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// #[serde(tag = "kind")]
+/// enum Event { Created { by: String } }
+///
+/// #[cache_memoize(codec = "msgpack")]
+/// fn event(id: u32) -> Event { Event::Created { by: format!("user {id}") } }
+/// # let _ = event(1);
+/// ```
+///
+/// ## `companions = false`
+///
+/// The attribute also generates `<name>_cache_key(args) -> CacheKey` and
+/// `<name>_invalidate(args) -> Result<(), Error>`, taking every parameter of the
+/// function (skipped ones included). In a trait impl, where they cannot be added
+/// ("method ... is not a member of trait"), or when you already have a function of that
+/// name, turn them off.
+///
+/// ```
+/// # use cache_memoize::cache_memoize;
+/// trait Shape { fn area(&self) -> u64; }
+/// struct Square(u32);
+/// # impl std::fmt::Display for Square {
+/// #     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { write!(f, "sq{}", self.0) }
+/// # }
+///
+/// impl Shape for Square {
+///     #[cache_memoize(companions = false)]
+///     fn area(&self) -> u64 { u64::from(self.0 * self.0) }
+/// }
+/// # assert_eq!(Square(3).area(), 9);
+/// ```
 #[proc_macro_attribute]
 pub fn cache_memoize(args: TokenStream, item: TokenStream) -> TokenStream {
     let item2: proc_macro2::TokenStream = item.clone().into();
-    let function: syn::ItemFn = match syn::parse(item) {
+    let function: sig::MaybeItemFn = match syn::parse(item) {
         Ok(function) => function,
         Err(_) => {
             let error = syn::Error::new_spanned(

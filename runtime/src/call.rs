@@ -56,14 +56,15 @@ impl<'a> Call<'a> {
             coalesce: coalesce && self.refresh == Refresh::IfMissing,
         };
         let decoder = Decoder {
-            decode: codec::decode::<T>,
+            decode: codec::decode_with::<T>,
+            codec: self.opts.codec,
             version: self.opts.version,
         };
         Machine::new(policy, decoder, fastrand::Rng::new())
     }
 
     pub(crate) fn encode<T: Serialize>(&self, value: &T) -> Option<Vec<u8>> {
-        codec::encode(value, self.opts.version)
+        codec::encode_with(self.opts.codec, value, self.opts.version)
             .inspect_err(|err| tracing::warn!(key = %self.key, error = %err, "cannot encode the value; not stored"))
             .ok()
     }

@@ -1,8 +1,12 @@
-//! The stored form of a value: an envelope, then the bincode payload.
+//! The stored form of a value: an envelope, then the payload in the function's
+//! [`Codec`] (bincode unless chosen otherwise).
 //!
 //! ```text
-//! magic "cmz" | format (1 byte) | type fingerprint (8, LE) | user version (4, LE) | CRC-32 of the payload (4, LE) | bincode
+//! magic "cmz" | format (1 byte) | type fingerprint (8, LE) | user version (4, LE) | CRC-32 of the payload (4, LE) | payload
 //! ```
+//!
+//! The format byte names the payload's codec (2: bincode, 3: `MessagePack`), so bytes
+//! written with one codec read as a miss under the other, never as a wrong value.
 //!
 //! Anything that does not match what the reader expects (another type, another
 //! version, truncated, corrupted or foreign bytes) decodes as `None`: a miss, which the
@@ -21,7 +25,106 @@ use serde::de::DeserializeOwned;
 use crate::error::BoxError;
 
 const MAGIC: &[u8; 3] = b"cmz";
+/// The format byte of bincode payloads (and of every iterator chunk and manifest).
 const FORMAT_VERSION: u8 = 2;
+/// The format byte of `MessagePack` payloads.
+const FORMAT_MSGPACK: u8 = 3;
+
+/// How a memoized value's payload is written.
+///
+/// [`Bincode`](Codec::Bincode), the default, is compact and fast but not
+/// self-describing: types whose `Deserialize` asks the format what comes next
+/// (`serde_json::Value`, internally tagged enums `#[serde(tag = "…")]`, `#[serde(flatten)]`,
+/// fields with `#[serde(skip_serializing_if = "…")]`) are written but cannot be read
+/// back. The attribute checks this once per type and process and says so at WARN.
+/// [`MessagePack`](Codec::MessagePack) is self-describing (fields by name) and reads
+/// such types back, at some cost in size and speed (see BENCHMARKS.md).
+///
+/// ```
+/// use cache_memoize::{Codec, MemoizeOptions, memoize};
+///
+/// let opts = MemoizeOptions::new().codec(Codec::MessagePack);
+/// let value: Vec<u32> = memoize("codec-doc", &opts, || vec![1, 2]);
+/// assert_eq!(value, [1, 2]);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Codec {
+    /// bincode 2 (serde, standard configuration): the default.
+    #[default]
+    Bincode,
+    /// `MessagePack` through `rmp-serde`, structs as maps: self-describing.
+    MessagePack,
+}
+
+impl Codec {
+    fn format_byte(self) -> u8 {
+        match self {
+            Codec::Bincode => FORMAT_VERSION,
+            Codec::MessagePack => FORMAT_MSGPACK,
+        }
+    }
+}
+
+/// Encodes `value` of type `T` with `codec`, tagged with `version`.
+pub(crate) fn encode_with<T: Serialize>(
+    codec: Codec,
+    value: &T,
+    version: u32,
+) -> Result<Vec<u8>, BoxError> {
+    match codec {
+        Codec::Bincode => encode(value, version),
+        Codec::MessagePack => {
+            let mut out = Vec::with_capacity(HEADER_LEN + 64);
+            write_header_as::<T>(&mut out, codec.format_byte(), version);
+            rmp_serde::encode::write_named(&mut out, value)?;
+            seal(&mut out);
+            Ok(out)
+        }
+    }
+}
+
+/// Decodes bytes written by [`encode_with`] for the same codec, `T` and `version`;
+/// `None` (logged at debug) for anything else.
+pub(crate) fn decode_with<T: DeserializeOwned>(
+    codec: Codec,
+    bytes: &[u8],
+    version: u32,
+) -> Option<T> {
+    match codec {
+        Codec::Bincode => decode(bytes, version),
+        Codec::MessagePack => {
+            let decoded =
+                payload_as::<T>(bytes, codec.format_byte(), version).and_then(|payload| {
+                    let mut reader = payload;
+                    let value = T::deserialize(&mut rmp_serde::Deserializer::new(&mut reader))
+                        .map_err(|_| "payload does not decode")?;
+                    if reader.is_empty() {
+                        Ok(value)
+                    } else {
+                        Err("payload has trailing bytes")
+                    }
+                });
+            logged::<T, T>(decoded)
+        }
+    }
+}
+
+/// Whether `value` reads back through `codec` as itself (what it reads back writes the
+/// same bytes again): `Err` says why not.
+pub(crate) fn round_trips<T: Serialize + DeserializeOwned>(
+    codec: Codec,
+    value: &T,
+) -> Result<(), String> {
+    let bytes = encode_with(codec, value, 0).map_err(|err| err.to_string())?;
+    let Some(read) = decode_with::<T>(codec, &bytes, 0) else {
+        return Err(format!("{codec:?} cannot read back what it wrote"));
+    };
+    match encode_with(codec, &read, 0) {
+        Ok(again) if again == bytes => Ok(()),
+        _ => Err(format!("{codec:?} reads back another value than it wrote")),
+    }
+}
 /// The envelope's length; the checksum is its last 4 bytes.
 pub(crate) const HEADER_LEN: usize = MAGIC.len() + 1 + 8 + 4 + 4;
 
@@ -51,8 +154,12 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], version: u32) -> Option<
 /// Writes the envelope for values of type `Tag` (the fingerprint's type), with a
 /// checksum to be filled in by [`seal`] once the payload follows.
 pub(crate) fn write_header<Tag>(out: &mut Vec<u8>, version: u32) {
+    write_header_as::<Tag>(out, FORMAT_VERSION, version);
+}
+
+fn write_header_as<Tag>(out: &mut Vec<u8>, format: u8, version: u32) {
     out.extend_from_slice(MAGIC);
-    out.push(FORMAT_VERSION);
+    out.push(format);
     out.extend_from_slice(&fingerprint::<Tag>().to_le_bytes());
     out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&[0; 4]);
@@ -101,6 +208,10 @@ fn logged<Tag, V>(decoded: Result<V, &'static str>) -> Option<V> {
 }
 
 fn payload<Tag>(bytes: &[u8], version: u32) -> Result<&[u8], &'static str> {
+    payload_as::<Tag>(bytes, FORMAT_VERSION, version)
+}
+
+fn payload_as<Tag>(bytes: &[u8], expected: u8, version: u32) -> Result<&[u8], &'static str> {
     let (header, payload) = bytes
         .split_at_checked(HEADER_LEN)
         .ok_or("shorter than the envelope")?;
@@ -109,8 +220,8 @@ fn payload<Tag>(bytes: &[u8], version: u32) -> Result<&[u8], &'static str> {
         return Err("not written by cache-memoize");
     }
     let (format, rest) = rest.split_at(1);
-    if format[0] != FORMAT_VERSION {
-        return Err("another envelope format version");
+    if format[0] != expected {
+        return Err("another envelope format version or codec");
     }
     let (type_print, rest) = rest.split_at(8);
     if type_print != fingerprint::<Tag>().to_le_bytes() {
@@ -327,6 +438,69 @@ mod tests {
             decode::<Vec<Option<bool>>>(&encode(&flags, 0).unwrap_or_default(), 0),
             Some(flags)
         );
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(tag = "t")]
+    enum Tagged {
+        A { n: u32 },
+        B { s: String, o: Option<u8> },
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Sparse {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+        n: u32,
+    }
+
+    #[test]
+    fn messagepack_reads_back_what_bincode_cannot() {
+        let tagged = vec![
+            Tagged::A { n: 1 },
+            Tagged::B {
+                s: "x".into(),
+                o: None,
+            },
+        ];
+        let sparse = Sparse { note: None, n: 3 };
+        assert!(round_trips(Codec::Bincode, &tagged).is_err());
+        assert!(round_trips(Codec::Bincode, &sparse).is_err());
+        {
+            let codec = Codec::MessagePack;
+            let bytes = encode_with(codec, &tagged, 1).unwrap_or_default();
+            assert_eq!(decode_with::<Vec<Tagged>>(codec, &bytes, 1), Some(tagged));
+            let bytes = encode_with(codec, &sparse, 1).unwrap_or_default();
+            assert_eq!(decode_with::<Sparse>(codec, &bytes, 1), Some(sparse));
+        }
+        assert!(round_trips(Codec::Bincode, &report()).is_ok());
+    }
+
+    #[test]
+    fn bytes_of_one_codec_read_as_a_miss_under_the_other() {
+        let bincode = encode_with(Codec::Bincode, &report(), 0).unwrap_or_default();
+        let msgpack = encode_with(Codec::MessagePack, &report(), 0).unwrap_or_default();
+        assert_eq!(decode_with::<Report>(Codec::MessagePack, &bincode, 0), None);
+        assert_eq!(decode_with::<Report>(Codec::Bincode, &msgpack, 0), None);
+        assert_eq!(
+            decode_with::<Report>(Codec::MessagePack, &msgpack, 0),
+            Some(report())
+        );
+    }
+
+    #[test]
+    fn messagepack_truncations_and_trailing_bytes_read_as_a_miss() {
+        let bytes = encode_with(Codec::MessagePack, &report(), 0).unwrap_or_default();
+        for len in 0..bytes.len() {
+            assert_eq!(
+                decode_with::<Report>(Codec::MessagePack, &bytes[..len], 0),
+                None
+            );
+        }
+        let mut longer = bytes.clone();
+        longer.push(0xc0);
+        seal(&mut longer);
+        assert_eq!(decode_with::<Report>(Codec::MessagePack, &longer, 0), None);
     }
 
     #[test]

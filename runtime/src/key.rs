@@ -79,8 +79,8 @@ impl AsRef<str> for CacheKey {
     }
 }
 
-/// Makes the backend key for `key`: the global prefix, control characters and spaces
-/// escaped, and a SHA-256 digest in place of the tail when it would exceed
+/// Makes the backend key for `key`: the global prefix, control characters, spaces and
+/// braces escaped (so the key has exactly one hash tag, its own), and a SHA-256 digest in place of the tail when it would exceed
 /// [`MAX_KEY_LEN`] bytes.
 ///
 /// `key` is taken as written: build it from values with [`escape_key_part`] so that a
@@ -147,9 +147,11 @@ pub fn escape_key_part(part: &str) -> Cow<'_, str> {
     escape(part, |c| matches!(c, '%' | ':' | '{' | '}'))
 }
 
-/// Escapes what backends reject in keys: spaces and control characters.
+/// Escapes what backends reject in keys (spaces and control characters) and braces,
+/// so the key's own `{…}` is its only Redis Cluster hash tag: whatever the key says,
+/// its value, lock and chunks share one slot.
 fn sanitize(key: &str) -> Cow<'_, str> {
-    escape(key, |_| false)
+    escape(key, |c| matches!(c, '{' | '}'))
 }
 
 fn escape(text: &str, also: impl Fn(char) -> bool) -> Cow<'_, str> {
@@ -199,8 +201,33 @@ mod tests {
     }
 
     #[test]
-    fn whole_keys_escape_only_spaces_and_controls() {
+    fn whole_keys_escape_only_spaces_controls_and_braces() {
         assert_eq!(sanitize("a:b%c d\r"), "a:b%c%20d%0D");
+        assert_eq!(sanitize("}abc{"), "%7Dabc%7B");
+    }
+
+    #[test]
+    fn a_key_with_braces_keeps_one_hash_tag_for_value_and_lock() {
+        // Redis hashes the text between the first `{` and the next `}`.
+        fn hash_tag(key: &str) -> &str {
+            let open = key.find('{').map_or(0, |i| i + 1);
+            let close = key[open..].find('}').map_or(key.len(), |i| open + i);
+            &key[open..close]
+        }
+        for written in ["}abc", "{x}", "a{b", "{}"] {
+            let key = make_cache_key(written);
+            assert_eq!(
+                hash_tag(key.as_str()),
+                hash_tag(&key.lock_key()),
+                "{written}"
+            );
+            assert_eq!(
+                hash_tag(key.as_str()),
+                hash_tag(&key.chunk_key(0)),
+                "{written}"
+            );
+            assert_eq!(key.as_str().matches(['{', '}']).count(), 2, "{written}");
+        }
     }
 
     #[test]

@@ -13,9 +13,11 @@ mod codec;
 mod error;
 mod iter;
 mod key;
+mod keypart;
 mod lock;
 mod memoize;
 mod options;
+mod outcome;
 mod refresh;
 mod registry;
 mod renew;
@@ -32,9 +34,11 @@ pub use backend::{
     AsyncBackend, Backend, BoxFuture, CacheBackend, GetOrLock, ImmediateBackend, LockClaim,
 };
 pub use cache_memoize_macros::cache_memoize;
+pub use codec::Codec;
 pub use error::{BoxError, Error, LockError};
 pub use iter::{MemoIter, memoize_iter, memoize_iter_async};
 pub use key::{CacheKey, MAX_KEY_LEN, escape_key_part, make_cache_key, set_key_prefix};
+pub use keypart::KeyPart;
 pub use lock::{CacheLock, LockGuard, LockOptions};
 pub use memoize::{invalidate, memoize, memoize_async, try_memoize, try_memoize_async};
 pub use options::{DEFAULT_CHUNK_SIZE, DEFAULT_COMPRESS, DEFAULT_EXPIRE, MemoizeOptions};

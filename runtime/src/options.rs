@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::CacheBackend;
+use crate::codec::Codec;
 use crate::lock::LockOptions;
 use crate::registry;
 
@@ -39,6 +40,7 @@ pub struct MemoizeOptions {
     pub(crate) backend: Option<Arc<dyn CacheBackend>>,
     pub(crate) chunk_size: usize,
     pub(crate) compress: bool,
+    pub(crate) codec: Codec,
 }
 
 impl Default for MemoizeOptions {
@@ -56,6 +58,7 @@ impl std::fmt::Debug for MemoizeOptions {
             .field("lock", &self.lock)
             .field("chunk_size", &self.chunk_size)
             .field("compress", &self.compress)
+            .field("codec", &self.codec)
             .field("own_backend", &self.backend.is_some())
             .finish()
     }
@@ -72,6 +75,7 @@ impl MemoizeOptions {
             backend: None,
             chunk_size: DEFAULT_CHUNK_SIZE,
             compress: DEFAULT_COMPRESS,
+            codec: Codec::Bincode,
         }
     }
 
@@ -118,6 +122,16 @@ impl MemoizeOptions {
     #[must_use]
     pub fn compress(mut self, compress: bool) -> Self {
         self.compress = compress;
+        self
+    }
+
+    /// How values are written (default [`Codec::Bincode`]); choose
+    /// [`Codec::MessagePack`] for types bincode cannot read back. Values written with
+    /// another codec read as a miss. Memoized iterators' chunks and manifests are
+    /// always bincode.
+    #[must_use]
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.codec = codec;
         self
     }
 

@@ -4,21 +4,59 @@
 pub use std::format;
 pub use std::string::String;
 
+pub use core::any::{type_name, type_name_of_val};
+
+pub use crate::codec::Codec;
 pub use crate::error::Error;
 pub use crate::iter::{memoize_iter, memoize_iter_async};
 pub use crate::key::{CacheKey, make_cache_key};
+pub use crate::keypart::{
+    KeyArg, ViaDisplay, ViaSerialize, ViaStructure, debug_key_part, type_key_part,
+};
 pub use crate::lock::LockOptions;
 pub use crate::memoize::{invalidate, memoize, memoize_async, try_memoize, try_memoize_async};
 pub use crate::options::MemoizeOptions;
+pub use crate::outcome::{OutcomeOf, ReturnsOption, ViaPlain, ViaResult};
 
-use std::fmt::Display;
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::{Mutex, PoisonError};
 
+use once_cell::sync::Lazy;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-/// One interpolated key value: its `Display` output, escaped.
-pub fn key_part<T: Display + ?Sized>(value: &T) -> String {
-    crate::key::escape_key_part(&value.to_string()).into_owned()
+/// The value types (by name) and codecs whose round trip was checked in this process.
+static CHECKED: Lazy<Mutex<HashSet<(&'static str, Codec)>>> = Lazy::new(Mutex::default);
+
+/// The first time a value of type `T` is computed in this process, checks that `codec`
+/// reads it back as itself; when it does not, warns once, naming `function`, the type
+/// and the fix. (Such a value is stored but never read: every call computes.)
+pub fn check_round_trip<T: Serialize + DeserializeOwned>(
+    value: &T,
+    function: &'static str,
+    codec: Codec,
+) {
+    let ty = core::any::type_name::<T>();
+    let first = CHECKED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert((ty, codec));
+    if !first {
+        return;
+    }
+    if let Err(why) = crate::codec::round_trips(codec, value) {
+        tracing::warn!(
+            function,
+            ty,
+            ?codec,
+            why,
+            "values of this type are stored but cannot be read back, so every call computes again; \
+             add `codec = \"msgpack\"` to #[cache_memoize] (MemoizeOptions::codec(Codec::MessagePack)), \
+             a self-describing codec, or drop the serde attributes that need one \
+             (`tag = ..`, `flatten`, `skip_serializing_if`, `untagged`)"
+        );
+    }
 }
 
 /// Names the return type in a bound, so a type that cannot be cached is reported at the
@@ -28,4 +66,92 @@ pub const fn assert_cacheable<T: Serialize + DeserializeOwned>() {}
 /// Milliseconds, as the macro parsed them, to a `Duration`.
 pub const fn millis(ms: u64) -> core::time::Duration {
     core::time::Duration::from_millis(ms)
+}
+
+/// What a memoized function's stored value needs; its only purpose is the error message.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be stored in the cache: it is not `Serialize + DeserializeOwned`",
+    label = "the value this function stores",
+    note = "derive `serde::Serialize` and `serde::Deserialize` for it, or memoize a serializable part of it (a `Result`'s `Ok` type is what is stored)"
+)]
+pub trait Cacheable: Serialize + DeserializeOwned {}
+impl<T: Serialize + DeserializeOwned> Cacheable for T {}
+
+/// [`try_memoize`] with the codec check of [`check_round_trip`] on each computed `Ok`.
+pub fn try_memoize_checked<T, E, F>(
+    key: &str,
+    opts: &MemoizeOptions,
+    function: &'static str,
+    compute: F,
+) -> Result<T, E>
+where
+    T: Cacheable,
+    F: FnOnce() -> Result<T, E>,
+{
+    try_memoize(key, opts, || {
+        let computed = compute();
+        if let Ok(value) = &computed {
+            check_round_trip(value, function, opts.codec);
+        }
+        computed
+    })
+}
+
+/// The async form of [`try_memoize_checked`].
+pub async fn try_memoize_checked_async<T, E, Fut>(
+    key: &str,
+    opts: &MemoizeOptions,
+    function: &'static str,
+    compute: impl FnOnce() -> Fut,
+) -> Result<T, E>
+where
+    T: Cacheable,
+    Fut: Future<Output = Result<T, E>>,
+{
+    try_memoize_async(key, opts, || async move {
+        let computed = compute().await;
+        if let Ok(value) = &computed {
+            check_round_trip(value, function, opts.codec);
+        }
+        computed
+    })
+    .await
+}
+
+/// `cache_none = false`: memoizes a function returning `R = Option<T>`, storing `Some`'s
+/// value and returning a `None` unstored. One bound on `R`, so a function that does not
+/// return an `Option` gets one error.
+pub fn memoize_some<R: ReturnsOption>(
+    key: &str,
+    opts: &MemoizeOptions,
+    function: &'static str,
+    compute: impl FnOnce() -> R,
+) -> R
+where
+    R::Some: Cacheable,
+{
+    R::join(try_memoize_checked(key, opts, function, || {
+        compute().split()
+    }))
+}
+
+/// The async form of [`memoize_some`].
+pub async fn memoize_some_async<R: ReturnsOption, Fut: Future<Output = R>>(
+    key: &str,
+    opts: &MemoizeOptions,
+    function: &'static str,
+    compute: impl FnOnce() -> Fut,
+) -> R
+where
+    R::Some: Cacheable,
+{
+    R::join(
+        try_memoize_checked_async(
+            key,
+            opts,
+            function,
+            || async move { compute().await.split() },
+        )
+        .await,
+    )
 }

@@ -5,6 +5,7 @@
 #![allow(clippy::missing_panics_doc)]
 
 pub mod iter_suite;
+pub mod keys_suite;
 pub mod lock_suite;
 pub mod memoize_suite;
 pub mod probe;

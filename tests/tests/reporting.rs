@@ -3,8 +3,11 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use cache_memoize::{LockOptions, MemoizeOptions, MemoryBackend, memoize};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use cache_memoize::{LockOptions, MemoizeOptions, MemoryBackend, cache_memoize, memoize};
 use cache_memoize_tests::Probe;
+use serde::{Deserialize, Serialize};
 
 /// Everything the subscriber writes, shared with the test.
 #[derive(Clone, Default)]
@@ -30,15 +33,60 @@ impl Captured {
     }
 }
 
-#[test]
-fn a_failing_backend_is_reported_with_the_key_and_the_value_still_returned() {
-    let captured = Captured::default();
+fn capturing(captured: &Captured) -> impl tracing::Subscriber + use<> {
     let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
+    tracing_subscriber::fmt()
         .with_writer(move || writer.clone())
         .with_max_level(tracing::Level::WARN)
         .with_ansi(false)
-        .finish();
+        .finish()
+}
+
+/// Internally tagged: bincode writes it but cannot read it back.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind")]
+enum Shape {
+    Circle { r: u32 },
+}
+
+static SHAPES: AtomicUsize = AtomicUsize::new(0);
+
+#[cache_memoize]
+fn shape(r: u32) -> Shape {
+    SHAPES.fetch_add(1, Ordering::SeqCst);
+    Shape::Circle { r }
+}
+
+#[test]
+fn a_type_the_codec_cannot_read_back_is_reported_once_with_the_function_and_the_fix() {
+    let captured = Captured::default();
+    tracing::subscriber::with_default(capturing(&captured), || {
+        assert_eq!(shape(1), Shape::Circle { r: 1 });
+        assert_eq!(shape(1), Shape::Circle { r: 1 });
+        assert_eq!(shape(2), Shape::Circle { r: 2 });
+    });
+    let log = captured.text();
+    assert_eq!(log.matches("WARN").count(), 1, "reported once: {log}");
+    assert!(
+        log.contains("reporting::shape"),
+        "the function is named: {log}"
+    );
+    assert!(log.contains("reporting::Shape"), "the type is named: {log}");
+    assert!(
+        log.contains(r#"codec = \"msgpack\""#) || log.contains(r#"codec = "msgpack""#),
+        "the fix is named: {log}"
+    );
+    assert_eq!(
+        SHAPES.load(Ordering::SeqCst),
+        3,
+        "such values are never read back"
+    );
+}
+
+#[test]
+fn a_failing_backend_is_reported_with_the_key_and_the_value_still_returned() {
+    let captured = Captured::default();
+    let subscriber = capturing(&captured);
     let probe = Arc::new(Probe::new(Arc::new(MemoryBackend::new())));
     probe.set_failing(true);
     let opts = MemoizeOptions::new()

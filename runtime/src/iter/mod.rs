@@ -126,7 +126,11 @@ impl<T: Serialize + DeserializeOwned> Context<T> {
     fn new(key: &str, opts: &MemoizeOptions) -> Self {
         Self {
             key: make_cache_key(key),
-            opts: opts.clone().backend(opts.backend_handle()),
+            // Chunks and manifests are always bincode, whatever the options say.
+            opts: opts
+                .clone()
+                .backend(opts.backend_handle())
+                .codec(crate::codec::Codec::Bincode),
             items: ItemCodec::new(),
         }
     }

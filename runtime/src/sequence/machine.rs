@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::backend::GetOrLock;
+use crate::codec::Codec;
 use crate::error::Error;
 use crate::options::{Refresh, Wait};
 
@@ -160,7 +161,8 @@ enum State {
 /// Reads stored bytes as a call's value: a decoding function and the user's version
 /// (a plain function, so a hit allocates nothing for it).
 pub(crate) struct Decoder<T> {
-    pub(crate) decode: fn(&[u8], u32) -> Option<T>,
+    pub(crate) decode: fn(Codec, &[u8], u32) -> Option<T>,
+    pub(crate) codec: Codec,
     pub(crate) version: u32,
 }
 
@@ -186,7 +188,7 @@ impl<T> Machine<T> {
     }
 
     fn decode(&self, bytes: &[u8]) -> Option<T> {
-        (self.decoder.decode)(bytes, self.decoder.version)
+        (self.decoder.decode)(self.decoder.codec, bytes, self.decoder.version)
     }
 
     /// Feeds `event` (the outcome of the last step) and returns the next step.

@@ -5,11 +5,12 @@ use std::time::{Duration, Instant};
 
 use super::machine::{Decoder, Event, Io, LockPolicy, Machine, Note, Policy, Role, Step, Storing};
 use crate::backend::GetOrLock;
+use crate::codec::Codec;
 use crate::error::Error;
 use crate::options::{Refresh, Wait};
 
 /// Values are one byte; `0xFF` is unreadable (another type's bytes).
-fn decode(bytes: &[u8], _version: u32) -> Option<u8> {
+fn decode(_codec: Codec, bytes: &[u8], _version: u32) -> Option<u8> {
     match bytes {
         [value] if *value != 0xFF => Some(*value),
         _ => None,
@@ -25,7 +26,11 @@ fn machine(refresh: Refresh, wait: Option<Wait>, coalesce: bool) -> Machine<u8> 
         }),
         coalesce,
     };
-    let decoder = Decoder { decode, version: 0 };
+    let decoder = Decoder {
+        decode,
+        codec: Codec::Bincode,
+        version: 0,
+    };
     Machine::new(policy, decoder, fastrand::Rng::with_seed(7))
 }
 

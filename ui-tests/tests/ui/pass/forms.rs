@@ -18,7 +18,7 @@ pub mod shop {
     }
 }
 
-#[cache_memoize(key = "generic:{item}")]
+#[cache_memoize(key = "generic:{item}", skip(_scratch))]
 pub fn describe<T>(item: T, mut _scratch: Vec<u8>) -> String
 where
     T: std::fmt::Display,

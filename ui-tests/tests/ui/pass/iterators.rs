@@ -10,7 +10,7 @@ struct Table {
 }
 
 impl Table {
-    #[cache_memoize(key = "table:{n}")]
+    #[cache_memoize(key = "table:{self.name}:{n}")]
     fn scan(&self, n: u32) -> impl Iterator<Item = (String, u32)> + '_ {
         (0..n).map(move |i| (self.name.clone(), i))
     }

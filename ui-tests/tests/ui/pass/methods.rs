@@ -31,7 +31,7 @@ impl Shop {
         n
     }
 
-    #[cache_memoize(key = "async-method:{day}")]
+    #[cache_memoize(key = "async-method:{self.id}:{day}")]
     async fn fetch(&self, day: u32) -> u32 {
         self.id + day
     }

@@ -12,4 +12,9 @@ fn defaulted(id: UserId) -> u32 {
     id.0
 }
 
+#[cache_memoize]
+fn many(ids: Vec<UserId>) -> usize {
+    ids.len()
+}
+
 fn main() {}
