@@ -7,10 +7,13 @@
 //! the lock, so a caller dropped mid-attempt gives the lock back) and this process's
 //! flight for the key (a leader dropped before it lands lets a follower lead).
 
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use super::machine::{Event, Io, Machine, Role, Step, Storing};
+use serde::Serialize;
+
+use super::machine::{Event, Io, Machine, Revalidate, Role, Step, Storing};
 use crate::backend::GetOrLock;
 use crate::call::Call;
 use crate::coalesce::{self, Flight, Leader};
@@ -19,10 +22,12 @@ use crate::renew::Renewal;
 
 /// What the sequence decided before any computation.
 pub(crate) enum Lookup<T> {
-    /// A stored value (or this process's leader's).
-    Found(T),
+    /// A stored value (or this process's leader's), and whether to refresh it.
+    Found(T, Revalidate),
     /// Compute; store as said (the lock, when `Storing::Locked`, is the driver's).
     Compute(Storing),
+    /// Nothing to do: a refresh that another caller is already making.
+    Skip,
 }
 
 /// One call's I/O state; see the module docs.
@@ -34,6 +39,8 @@ pub(crate) struct Driver<'c, 'o> {
     lock: Option<LockGuard>,
     leader: Option<Leader>,
     flight: Option<Arc<Flight>>,
+    /// The TTL the computed value is stored with (set when it is encoded).
+    ttl: Duration,
 }
 
 impl<'c, 'o> Driver<'c, 'o> {
@@ -56,7 +63,54 @@ impl<'c, 'o> Driver<'c, 'o> {
             lock: None,
             leader: None,
             flight: None,
+            ttl: call.opts.expire,
         }
+    }
+
+    /// Computes (keeping the lock alive meanwhile), then stores as the sequence says.
+    pub(crate) fn compute<T: Serialize, E>(
+        &mut self,
+        machine: &mut Machine<T>,
+        compute: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
+        let renewal = self.keep_alive();
+        let started = Instant::now();
+        let output = compute();
+        let encoded = self.computed(renewal, started, output.as_ref().ok());
+        self.finish(machine, encoded);
+        output
+    }
+
+    /// The async form of [`compute`](Self::compute).
+    pub(crate) async fn compute_async<T: Serialize, E, Fut>(
+        &mut self,
+        machine: &mut Machine<T>,
+        compute: impl FnOnce() -> Fut,
+    ) -> Result<T, E>
+    where
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let renewal = self.keep_alive();
+        let started = Instant::now();
+        let output = compute().await;
+        let encoded = self.computed(renewal, started, output.as_ref().ok());
+        self.finish_async(machine, encoded).await;
+        output
+    }
+
+    /// Reports a lock lost while computing, and encodes the value with its stamp.
+    fn computed<T: Serialize>(
+        &mut self,
+        renewal: Option<Renewal>,
+        started: Instant,
+        value: Option<&T>,
+    ) -> Option<Vec<u8>> {
+        let took = started.elapsed();
+        self.call.report_renewal(renewal.as_ref());
+        drop(renewal);
+        let (encoded, ttl) = self.call.encode(value?, took)?;
+        self.ttl = ttl;
+        Some(encoded)
     }
 
     /// Runs the sequence until it has a value or must compute.
@@ -83,7 +137,7 @@ impl<'c, 'o> Driver<'c, 'o> {
 
     /// Runs the sequence from a computation's encoded value (`None`: nothing to store)
     /// to its end: stores, releases, reports, and shares the value with followers.
-    pub(crate) fn finish<T>(&mut self, machine: &mut Machine<T>, encoded: Option<Vec<u8>>) {
+    fn finish<T>(&mut self, machine: &mut Machine<T>, encoded: Option<Vec<u8>>) {
         let mut event = Event::Computed(encoded);
         loop {
             match machine.on(event) {
@@ -94,11 +148,7 @@ impl<'c, 'o> Driver<'c, 'o> {
     }
 
     /// The async form of [`finish`](Self::finish).
-    pub(crate) async fn finish_async<T>(
-        &mut self,
-        machine: &mut Machine<T>,
-        encoded: Option<Vec<u8>>,
-    ) {
+    async fn finish_async<T>(&mut self, machine: &mut Machine<T>, encoded: Option<Vec<u8>>) {
         let mut event = Event::Computed(encoded);
         loop {
             match machine.on(event) {
@@ -140,17 +190,17 @@ impl<'c, 'o> Driver<'c, 'o> {
                 backend.wait_for_release(&self.call.key.lock_key(), since, max);
                 Event::Paused
             }
-            Io::Store(bytes) => Event::Stored(
-                backend
-                    .set(key, bytes, self.call.opts.expire)
-                    .map(|()| true),
-            ),
+            Io::Store(bytes) => Event::Stored(backend.set(key, bytes, self.ttl).map(|()| true)),
             Io::StoreAndRelease(bytes) => Event::Stored(match self.lock.take() {
-                Some(lock) => lock.store_and_release(key, bytes, self.call.opts.expire),
+                Some(lock) => lock.store_and_release(key, bytes, self.ttl),
                 None => Ok(false),
             }),
             Io::Release => Event::Stored(match self.lock.take() {
                 Some(lock) => lock.give_back(),
+                None => Ok(false),
+            }),
+            Io::Hold { ttl } => Event::Stored(match self.lock.take() {
+                Some(lock) => lock.hold(ttl),
                 None => Ok(false),
             }),
         }
@@ -184,21 +234,19 @@ impl<'c, 'o> Driver<'c, 'o> {
                 backend.wait_for_release_async(&lock_key, since, max).await;
                 Event::Paused
             }
-            Io::Store(bytes) => Event::Stored(
-                backend
-                    .set_async(key, bytes, self.call.opts.expire)
-                    .await
-                    .map(|()| true),
-            ),
+            Io::Store(bytes) => {
+                Event::Stored(backend.set_async(key, bytes, self.ttl).await.map(|()| true))
+            }
             Io::StoreAndRelease(bytes) => Event::Stored(match self.lock.take() {
-                Some(lock) => {
-                    lock.store_and_release_async(key, bytes, self.call.opts.expire)
-                        .await
-                }
+                Some(lock) => lock.store_and_release_async(key, bytes, self.ttl).await,
                 None => Ok(false),
             }),
             Io::Release => Event::Stored(match self.lock.take() {
                 Some(lock) => lock.give_back_async().await,
+                None => Ok(false),
+            }),
+            Io::Hold { ttl } => Event::Stored(match self.lock.take() {
+                Some(lock) => lock.hold_async(ttl).await,
                 None => Ok(false),
             }),
         }
@@ -247,13 +295,21 @@ impl<'c, 'o> Driver<'c, 'o> {
 
     fn decided<T>(&mut self, step: Step<'_, T>) -> Lookup<T> {
         match step {
-            Step::Hit { value, bytes } => {
+            Step::Hit {
+                value,
+                bytes,
+                revalidate,
+            } => {
                 self.land(bytes);
-                Lookup::Found(value)
+                Lookup::Found(value, revalidate)
             }
             Step::Compute { store, note } => {
                 self.call.report(note);
                 Lookup::Compute(store)
+            }
+            Step::Skip { note } => {
+                self.call.report(note);
+                Lookup::Skip
             }
             // Only after a computation; were it reached here, computing without the
             // cache is the safe answer.
