@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use crate::backend::CacheBackend;
 use crate::codec::{self, Stamp};
 use crate::key::{CacheKey, make_cache_key};
+use crate::observe;
 use crate::options::{MemoizeOptions, Refresh, Wait};
 use crate::renew::Renewal;
 use crate::sequence::{DecodeFn, Decoder, FreshPolicy, LockPolicy, Machine, Note, Policy};
@@ -128,7 +129,12 @@ impl<'a> Call<'a> {
         match note {
             None => {}
             Some(Note::FailOpen(err)) => {
-                tracing::warn!(%key, error = %err, "cache backend failed; computing without it");
+                observe::backend_failed(
+                    self.backend_id(),
+                    key,
+                    &err,
+                    "cache backend failed; computing without it",
+                );
             }
             Some(Note::LockTimeout { waited }) => tracing::warn!(
                 %key,
@@ -140,11 +146,23 @@ impl<'a> Call<'a> {
                 "lock not acquired: held by another caller and not blocking; computing without it"
             ),
             Some(Note::StoreFailed(err)) => {
-                tracing::warn!(%key, error = %err, "cache backend failed; the value was not stored");
+                observe::backend_failed(
+                    self.backend_id(),
+                    key,
+                    &err,
+                    "cache backend failed; the value was not stored",
+                );
             }
-            Some(Note::RefreshFailed(err)) => tracing::warn!(
+            Some(Note::RefreshFailed(Some(err))) => {
+                observe::backend_failed(
+                    self.backend_id(),
+                    key,
+                    &err,
+                    "cache backend failed; serving the stale value",
+                );
+            }
+            Some(Note::RefreshFailed(None)) => tracing::warn!(
                 %key,
-                error = err.as_ref().map(tracing::field::display),
                 "refreshing a stale value failed; serving the stale value until the fail-safe throttle allows another try"
             ),
             Some(Note::LockLost) => tracing::warn!(
@@ -152,6 +170,11 @@ impl<'a> Call<'a> {
                 "the lock was lost while computing (it expired, a later caller took it, or the key was invalidated); the value was returned but not stored"
             ),
         }
+    }
+
+    /// Which backend this call runs against, for reports about its health.
+    pub(crate) fn backend_id(&self) -> usize {
+        Arc::as_ptr(&self.backend).cast::<()>() as usize
     }
 
     /// Warns when the lock was lost while computing (a renewal found it gone).

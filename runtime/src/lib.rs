@@ -16,6 +16,7 @@ mod key;
 mod keypart;
 mod lock;
 mod memoize;
+mod observe;
 mod options;
 mod outcome;
 mod refresh;
@@ -42,6 +43,7 @@ pub use key::{CacheKey, MAX_KEY_LEN, escape_key_part, make_cache_key, set_key_pr
 pub use keypart::KeyPart;
 pub use lock::{CacheLock, LockGuard, LockOptions};
 pub use memoize::{invalidate, memoize, memoize_async, try_memoize, try_memoize_async};
+pub use observe::{Stats, stats};
 pub use options::{Clock, DEFAULT_CHUNK_SIZE, DEFAULT_COMPRESS, DEFAULT_EXPIRE, MemoizeOptions};
 pub use refresh::{refresh, refresh_async};
 pub use registry::{backend, set_backend, set_shared_backend};

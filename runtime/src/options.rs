@@ -43,6 +43,7 @@ pub struct MemoizeOptions {
     pub(crate) codec: Codec,
     pub(crate) freshness: Freshness,
     pub(crate) clock: Option<Arc<dyn Clock>>,
+    pub(crate) name: &'static str,
 }
 
 /// How long values stay fresh, stale and servable, and how they are refreshed.
@@ -110,6 +111,7 @@ impl std::fmt::Debug for MemoizeOptions {
             .field("codec", &self.codec)
             .field("freshness", &self.freshness)
             .field("own_clock", &self.clock.is_some())
+            .field("name", &self.name)
             .field("own_backend", &self.backend.is_some())
             .finish()
     }
@@ -129,6 +131,7 @@ impl MemoizeOptions {
             codec: Codec::Bincode,
             freshness: Freshness::NONE,
             clock: None,
+            name: "",
         }
     }
 
@@ -221,6 +224,14 @@ impl MemoizeOptions {
         } else {
             0.0
         };
+        self
+    }
+
+    /// The memoized function's name, as events and metrics report it (the attribute
+    /// sets it to the function's path; empty by default).
+    #[must_use]
+    pub fn name(mut self, name: &'static str) -> Self {
+        self.name = name;
         self
     }
 

@@ -13,11 +13,15 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::machine::{Event, Io, Machine, Revalidate, Role, Step, Storing};
+use tracing::Instrument;
+
+use super::machine::{Event, Io, Machine, Note, Revalidate, Role, Step, Storing, Via};
 use crate::backend::GetOrLock;
 use crate::call::Call;
 use crate::coalesce::{self, Flight, Leader};
 use crate::lock::{DropRelease, LockGuard, new_token};
+use crate::observe::{self, Outcome};
+use crate::options::Refresh;
 use crate::renew::Renewal;
 
 /// What the sequence decided before any computation.
@@ -41,6 +45,8 @@ pub(crate) struct Driver<'c, 'o> {
     flight: Option<Arc<Flight>>,
     /// The TTL the computed value is stored with (set when it is encoded).
     ttl: Duration,
+    /// How long this call waited for another caller's lock.
+    waited: Duration,
 }
 
 impl<'c, 'o> Driver<'c, 'o> {
@@ -64,6 +70,7 @@ impl<'c, 'o> Driver<'c, 'o> {
             leader: None,
             flight: None,
             ttl: call.opts.expire,
+            waited: Duration::ZERO,
         }
     }
 
@@ -75,7 +82,7 @@ impl<'c, 'o> Driver<'c, 'o> {
     ) -> Result<T, E> {
         let renewal = self.keep_alive();
         let started = Instant::now();
-        let output = compute();
+        let output = self.compute_span().in_scope(compute);
         let encoded = self.computed(renewal, started, output.as_ref().ok());
         self.finish(machine, encoded);
         output
@@ -92,10 +99,20 @@ impl<'c, 'o> Driver<'c, 'o> {
     {
         let renewal = self.keep_alive();
         let started = Instant::now();
-        let output = compute().await;
+        let output = compute().instrument(self.compute_span()).await;
         let encoded = self.computed(renewal, started, output.as_ref().ok());
         self.finish_async(machine, encoded).await;
         output
+    }
+
+    /// The span a computation runs in (for whoever debugs latency).
+    fn compute_span(&self) -> tracing::Span {
+        tracing::debug_span!("cache_memoize.compute", function = self.call.opts.name, key = %self.call.key)
+    }
+
+    /// The span a wait for another caller's lock runs in.
+    fn wait_span(&self) -> tracing::Span {
+        tracing::debug_span!("cache_memoize.wait_for_lock", function = self.call.opts.name, key = %self.call.key)
     }
 
     /// Reports a lock lost while computing, and encodes the value with its stamp.
@@ -106,6 +123,7 @@ impl<'c, 'o> Driver<'c, 'o> {
         value: Option<&T>,
     ) -> Option<Vec<u8>> {
         let took = started.elapsed();
+        observe::computed(self.call.opts.name, &self.call.key, took);
         self.call.report_renewal(renewal.as_ref());
         drop(renewal);
         let (encoded, ttl) = self.call.encode(value?, took)?;
@@ -187,7 +205,10 @@ impl<'c, 'o> Driver<'c, 'o> {
                 self.settle(at, found.map(taken))
             }
             Io::Pause { since, max } => {
-                backend.wait_for_release(&self.call.key.lock_key(), since, max);
+                let started = Instant::now();
+                self.wait_span()
+                    .in_scope(|| backend.wait_for_release(&call.key.lock_key(), since, max));
+                self.waited += started.elapsed();
                 Event::Paused
             }
             Io::Store(bytes) => Event::Stored(backend.set(key, bytes, self.ttl).map(|()| true)),
@@ -230,8 +251,12 @@ impl<'c, 'o> Driver<'c, 'o> {
                 self.settle(at, found.map(taken))
             }
             Io::Pause { since, max } => {
-                let lock_key = self.call.key.lock_key();
-                backend.wait_for_release_async(&lock_key, since, max).await;
+                let (started, lock_key) = (Instant::now(), call.key.lock_key());
+                backend
+                    .wait_for_release_async(&lock_key, since, max)
+                    .instrument(self.wait_span())
+                    .await;
+                self.waited += started.elapsed();
                 Event::Paused
             }
             Io::Store(bytes) => {
@@ -299,11 +324,24 @@ impl<'c, 'o> Driver<'c, 'o> {
                 value,
                 bytes,
                 revalidate,
+                via,
             } => {
                 self.land(bytes);
+                self.observe(match (revalidate, via) {
+                    (Revalidate::Stale | Revalidate::Early, _) => Outcome::StaleServed,
+                    (Revalidate::No, Via::Read) => Outcome::Hit,
+                    (Revalidate::No, Via::Wait) => Outcome::Waited,
+                    (Revalidate::No, Via::Leader) => Outcome::Coalesced,
+                });
                 Lookup::Found(value, revalidate)
             }
             Step::Compute { store, note } => {
+                self.observe(match (&note, self.call.refresh) {
+                    (Some(Note::FailOpen(_)), _) => Outcome::FailOpen,
+                    (Some(Note::LockTimeout { .. } | Note::LockBusy), _) => Outcome::LockTimeout,
+                    (_, Refresh::Revalidate) => Outcome::RefreshStarted,
+                    _ => Outcome::Miss,
+                });
                 self.call.report(note);
                 Lookup::Compute(store)
             }
@@ -325,6 +363,18 @@ impl<'c, 'o> Driver<'c, 'o> {
         if let Step::Finished { note, landing } = step {
             self.call.report(note);
             self.land(landing);
+        }
+    }
+
+    /// Records what the lookup came to (and the backend's health, when it answered).
+    fn observe(&self, outcome: Outcome) {
+        let function = self.call.opts.name;
+        observe::record(function, &self.call.key, outcome);
+        if outcome != Outcome::FailOpen {
+            observe::backend_answered(self.call.backend_id());
+        }
+        if !self.waited.is_zero() {
+            observe::waited(function, self.waited);
         }
     }
 

@@ -48,6 +48,17 @@ pub(crate) struct FreshPolicy {
     pub(crate) fail_safe: Duration,
 }
 
+/// How a call came by the value it returns without computing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Via {
+    /// Read from the backend, without waiting.
+    Read,
+    /// Read after waiting for another caller's lock (its computation).
+    Wait,
+    /// From this process's leader (coalesced in-process).
+    Leader,
+}
+
 /// Whether a value found is returned as it is, or returned and refreshed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Revalidate {
@@ -78,6 +89,7 @@ pub(crate) enum Step<'m, T> {
         value: T,
         bytes: Option<Vec<u8>>,
         revalidate: Revalidate,
+        via: Via,
     },
     /// Done without computing: a refresh found another caller refreshing (or the
     /// backend failing); the stale value stands.
@@ -285,6 +297,7 @@ impl<T> Machine<T> {
                         value,
                         bytes: None,
                         revalidate: Revalidate::No,
+                        via: Via::Leader,
                     },
                     // The leader stored nothing to share: run the sequence again.
                     None => self.join(),
@@ -335,10 +348,16 @@ impl<T> Machine<T> {
             Err(err) => return self.compute(Storing::Nothing, Some(Note::FailOpen(err))),
         };
         if let Some((value, revalidate)) = bytes.as_deref().and_then(|b| self.found(b)) {
+            let via = if missed.is_some() {
+                Via::Wait
+            } else {
+                Via::Read
+            };
             return Step::Hit {
                 value,
                 bytes,
                 revalidate,
+                via,
             };
         }
         // A miss, or bytes that are not this call's value (a miss, overwritten).
@@ -385,6 +404,11 @@ impl<T> Machine<T> {
                     value,
                     bytes: Some(bytes),
                     revalidate,
+                    via: if since.is_some() {
+                        Via::Wait
+                    } else {
+                        Via::Read
+                    },
                 },
                 // Not this call's value, or too old: take the lock and overwrite it.
                 None => self.attempt(since, Io::TakeLock),

@@ -89,6 +89,7 @@ fn kind(step: Step<'_, u8>) -> Kind {
             value,
             bytes,
             revalidate: Revalidate::No,
+            ..
         } => Kind::Hit(value, bytes.is_some()),
         Step::Hit {
             value, revalidate, ..
