@@ -71,6 +71,19 @@ impl<'a> Call<'a> {
     /// The sequence for this call, reading stored bytes with `decode`.
     pub(crate) fn machine_reading<T>(&self, coalesce: bool, decode: DecodeFn<T>) -> Machine<T> {
         let freshness = self.opts.freshness;
+        // Without `stale` or `beta`, the backend's own TTL is the only expiry there is:
+        // a value is fresh for as long as it is stored, and the clock is not read.
+        let (freshness, now_ms) = if freshness.stale.is_zero() && freshness.beta == 0.0 {
+            (FreshPolicy::TTL_ONLY, 0)
+        } else {
+            let policy = FreshPolicy {
+                stale_ms: millis(freshness.stale),
+                beta: freshness.beta,
+                fail_safe: self.opts.fail_safe_throttle(),
+                ttl_only: false,
+            };
+            (policy, self.opts.now_ms())
+        };
         let policy = Policy {
             refresh: self.refresh,
             lock: self.opts.lock.map(|lock| LockPolicy {
@@ -78,12 +91,8 @@ impl<'a> Call<'a> {
                 retry: lock.retry,
             }),
             coalesce: coalesce && self.refresh == Refresh::IfMissing,
-            freshness: FreshPolicy {
-                stale_ms: millis(freshness.stale),
-                beta: freshness.beta,
-                fail_safe: self.opts.fail_safe_throttle(),
-            },
-            now_ms: self.opts.now_ms(),
+            freshness,
+            now_ms,
         };
         let decoder = Decoder {
             decode,

@@ -182,8 +182,9 @@ pub fn a_detached_refresh_returns_the_stale_value_at_once(f: &Fixture) {
     assert_eq!(value, "v1", "returned before the refresh could finish");
     assert!(finish.send(()).is_ok());
     assert!(done.recv().is_ok());
+    // Polled with plain options (no stale window): a read that never refreshes.
     wait_until("the detached refresh stored its value", || {
-        memoize(&key, &opts, || "unexpected".to_owned()) == "v2"
+        memoize(&key, &f.opts(), || "unexpected".to_owned()) == "v2"
     });
     assert_eq!(versions.computed(), 2);
 }
@@ -207,8 +208,9 @@ pub fn an_async_detached_refresh_returns_the_stale_value_at_once(f: &Fixture) {
         assert_eq!(stale, "v1", "returned before the refresh could finish");
         assert!(finish.send(()).is_ok());
     });
+    // Polled with plain options (no stale window): a read that never refreshes.
     wait_until("the refresh task stored its value", || {
-        memoize(&key, &opts, || "unexpected".to_owned()) == "v2"
+        memoize(&key, &f.opts(), || "unexpected".to_owned()) == "v2"
     });
     drop(rt);
 }
@@ -217,9 +219,12 @@ pub fn an_async_detached_refresh_returns_the_stale_value_at_once(f: &Fixture) {
 pub fn jitter_spreads_expiries(f: &Fixture) {
     const KEYS: usize = 20;
     let clock = Arc::new(ManualClock::default());
+    // A stale window (however short) makes freshness the stamp's, on the injected
+    // clock; the backend's TTL, shortened by the same fraction, runs on real time.
     let plain = f
         .opts()
         .expire(Duration::from_secs(100))
+        .stale(Duration::from_millis(1))
         .clock(Arc::clone(&clock) as Arc<dyn Clock>);
     let jittered = plain.clone().jitter(0.5);
     let keys: Vec<(String, String)> = (0..KEYS)
@@ -247,33 +252,40 @@ pub fn jitter_spreads_expiries(f: &Fixture) {
 }
 
 /// Freshness is wall-clock time written by one process and read by another: a reader
-/// whose clock is ahead treats values as stale that much early; one whose clock is
-/// behind serves them that much late.
+/// whose clock is ahead treats values as stale that much early (and refreshes them);
+/// one whose clock is behind serves them as fresh that much late. (Without `stale` or
+/// `beta`, freshness is the backend's TTL alone, on the server's clock.)
 pub fn readers_with_skewed_clocks(f: &Fixture) {
     let key = f.key("skew");
     let writer = Arc::new(ManualClock::default());
     let opts = f
         .opts()
         .expire(Duration::from_secs(10))
+        .stale(Duration::from_secs(3600))
         .clock(Arc::clone(&writer) as Arc<dyn Clock>);
     assert_eq!(memoize(&key, &opts, || "v1".to_owned()), "v1");
-    let reader = |skew_ahead: bool| {
+    // A reader whose clock reads `at` after the write, on the writer's clock.
+    let reader = |at: Duration| {
         let clock = Arc::new(ManualClock::default());
-        // 9.5 s after the write, on the writer's clock.
-        clock.advance(Duration::from_millis(9_500));
-        if skew_ahead {
-            clock.advance(Duration::from_secs(1));
-        }
+        clock.advance(at);
         opts.clone().clock(clock as Arc<dyn Clock>)
     };
+    let on_time = reader(Duration::from_millis(9_500));
     assert_eq!(
-        memoize(&key, &reader(false), || "recomputed".to_owned()),
+        memoize(&key, &on_time, || "refreshed".to_owned()),
         "v1",
-        "a reader on time sees it fresh"
+        "fresh"
     );
+    let behind = reader(Duration::from_millis(9_900));
     assert_eq!(
-        memoize(&key, &reader(true), || "recomputed".to_owned()),
-        "recomputed",
-        "a reader 1 s ahead sees it expired"
+        memoize(&key, &behind, || "refreshed".to_owned()),
+        "v1",
+        "a reader 1 s behind, at 10.9 s real: still fresh to it"
+    );
+    let ahead = reader(Duration::from_millis(10_500));
+    assert_eq!(
+        memoize(&key, &ahead, || "refreshed".to_owned()),
+        "refreshed",
+        "a reader 1 s ahead, at 9.5 s real: stale to it, so it refreshes"
     );
 }

@@ -46,6 +46,18 @@ pub(crate) struct FreshPolicy {
     /// How long the lock is kept after a failed refresh, so the fleet waits that long
     /// before trying again.
     pub(crate) fail_safe: Duration,
+    /// No `stale`, no `beta`: a value is fresh for as long as the backend keeps it.
+    pub(crate) ttl_only: bool,
+}
+
+impl FreshPolicy {
+    /// Freshness is the backend's TTL alone (no stale serving, no early refresh).
+    pub(crate) const TTL_ONLY: Self = Self {
+        stale_ms: 0,
+        beta: 0.0,
+        fail_safe: Duration::ZERO,
+        ttl_only: true,
+    };
 }
 
 /// How a call came by the value it returns without computing.
@@ -204,7 +216,7 @@ enum State {
         since: Instant,
     },
     /// The lock was not obtained; the value is read once more before computing.
-    Rereading(Note),
+    Rereading(Box<Note>),
     Computing(Storing),
     Storing,
     Done,
@@ -255,6 +267,9 @@ impl<T> Machine<T> {
     fn judge(&mut self, stamp: Stamp) -> Option<Revalidate> {
         let (now, until) = (self.policy.now_ms, stamp.fresh_until_ms);
         let fresh = self.policy.freshness;
+        if fresh.ttl_only {
+            return Some(Revalidate::No);
+        }
         if now >= until {
             let servable = fresh.stale_ms > 0 && now < until.saturating_add(fresh.stale_ms);
             return servable.then_some(Revalidate::Stale);
@@ -285,7 +300,7 @@ impl<T> Machine<T> {
         match (state, event) {
             (State::Start, Event::Start) => self.start(),
             (State::Reading, Event::Read(read)) => self.read(read, None),
-            (State::Rereading(note), Event::Read(read)) => self.read(read, Some(note)),
+            (State::Rereading(note), Event::Read(read)) => self.read(read, Some(*note)),
             (State::Joining, Event::Joined(Role::Lead)) => self.attempt(None, Io::GetOrLock),
             (State::Joining, Event::Joined(Role::Follow)) => {
                 self.state = State::Following;
@@ -446,7 +461,7 @@ impl<T> Machine<T> {
         if self.policy.refresh == Refresh::Forced {
             return self.compute(Storing::Unlocked, Some(note));
         }
-        self.state = State::Rereading(note);
+        self.state = State::Rereading(Box::new(note));
         Step::Io(Io::Get)
     }
 

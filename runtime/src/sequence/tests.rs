@@ -52,6 +52,7 @@ fn fresh_machine(
             stale_ms,
             beta,
             fail_safe: Duration::from_secs(5),
+            ttl_only: false,
         },
         now_ms: NOW_MS,
     };
@@ -394,6 +395,28 @@ fn a_value_past_expire_plus_stale_is_a_miss() {
 }
 
 #[test]
+fn with_ttl_only_freshness_a_stored_value_is_fresh_whatever_its_stamp() {
+    let policy = Policy {
+        refresh: Refresh::IfMissing,
+        lock: None,
+        coalesce: false,
+        freshness: FreshPolicy::TTL_ONLY,
+        now_ms: 0,
+    };
+    let decoder = Decoder {
+        decode: decode as fn(Codec, &[u8], u32) -> Option<(u8, Stamp)>,
+        codec: Codec::Bincode,
+        version: 0,
+    };
+    let mut m = Machine::new(policy, decoder, fastrand::Rng::with_seed(1));
+    m.on(Event::Start);
+    assert_eq!(
+        kind(m.on(Event::Read(Ok(Some(vec![4, 1]))))),
+        Kind::Hit(4, true)
+    );
+}
+
+#[test]
 fn without_stale_a_value_past_its_freshness_is_a_miss() {
     let mut m = locked(Wait::Forever);
     m.on(Event::Start);
@@ -431,6 +454,7 @@ fn xfetch_refreshes_early_more_often_as_expiry_nears() {
                         stale_ms: 0,
                         beta: 1.0,
                         fail_safe: Duration::from_secs(5),
+                        ttl_only: false,
                     },
                     now_ms: NOW_MS,
                 };
