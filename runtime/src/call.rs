@@ -116,12 +116,8 @@ impl<'a> Call<'a> {
         } else {
             1.0
         };
-        let fresh = self.opts.expire.mul_f64(keep);
-        let ttl = self
-            .opts
-            .expire
-            .saturating_add(freshness.stale)
-            .mul_f64(keep);
+        let fresh = shortened(self.opts.expire, keep);
+        let ttl = shortened(self.opts.expire.saturating_add(freshness.stale), keep);
         let stamp = Stamp {
             fresh_until_ms: self.opts.now_ms().saturating_add(millis(fresh)),
             compute_ms: u32::try_from(took.as_millis()).unwrap_or(u32::MAX),
@@ -149,6 +145,10 @@ impl<'a> Call<'a> {
                 %key,
                 ?waited,
                 "lock not acquired: timed out waiting for it; computing without it"
+            ),
+            Some(Note::Concurrent) => tracing::debug!(
+                %key,
+                "another caller is computing this key; computing too, without storing"
             ),
             Some(Note::LockBusy) => tracing::debug!(
                 %key,
@@ -200,4 +200,14 @@ impl<'a> Call<'a> {
 /// A duration in whole milliseconds (saturating).
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// `duration` shortened to the fraction `keep` (at most 1): never longer, and never a
+/// panic for durations too large for floating point (such as `Duration::MAX`).
+fn shortened(duration: Duration, keep: f64) -> Duration {
+    if keep >= 1.0 {
+        return duration;
+    }
+    Duration::try_from_secs_f64(duration.as_secs_f64() * keep)
+        .map_or(duration, |short| short.min(duration))
 }

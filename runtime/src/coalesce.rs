@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use once_cell::sync::Lazy;
 use tokio::sync::watch;
@@ -24,10 +25,10 @@ enum Stage {
 }
 
 impl Stage {
-    fn landing(&self) -> Option<Arc<[u8]>> {
+    fn landed(&self) -> Landed {
         match self {
-            Self::Landed(bytes) => Some(Arc::clone(bytes)),
-            Self::InFlight | Self::Abandoned => None,
+            Self::Landed(bytes) => Landed::Value(Arc::clone(bytes)),
+            Self::InFlight | Self::Abandoned => Landed::Abandoned,
         }
     }
 }
@@ -78,25 +79,60 @@ impl Flight {
         self.stage.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Blocks until the leader ends; its encoded value, if it shared one.
-    pub(crate) fn wait(&self) -> Option<Arc<[u8]>> {
+    /// Blocks until the leader ends, or for at most `max`.
+    pub(crate) fn wait(&self, max: Option<Duration>) -> Landed {
+        let deadline = max.and_then(|max| Instant::now().checked_add(max));
         let mut stage = self.stage();
         while matches!(*stage, Stage::InFlight) {
-            stage = self
-                .landed
-                .wait(stage)
-                .unwrap_or_else(PoisonError::into_inner);
+            stage = match deadline {
+                None => self
+                    .landed
+                    .wait(stage)
+                    .unwrap_or_else(PoisonError::into_inner),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Landed::TimedOut;
+                    }
+                    self.landed
+                        .wait_timeout(stage, left)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+            };
         }
-        stage.landing()
+        stage.landed()
     }
 
-    /// Waits, without blocking the executor, until the leader ends.
-    pub(crate) async fn wait_async(&self) -> Option<Arc<[u8]>> {
+    /// Waits, without blocking the executor, until the leader ends, or for at most
+    /// `max`.
+    pub(crate) async fn wait_async(&self, max: Option<Duration>) -> Landed {
         let mut landed = self.landed_async.subscribe();
         // The sender lives in `self`, so this only returns once the flag is set.
-        let _ = landed.wait_for(|done| *done).await;
-        self.stage().landing()
+        let ended = landed.wait_for(|done| *done);
+        match max {
+            None => {
+                let _ = ended.await;
+            }
+            Some(max) => {
+                if tokio::time::timeout(max, ended).await.is_err() {
+                    return Landed::TimedOut;
+                }
+            }
+        }
+        self.stage().landed()
     }
+}
+
+/// How a follower's wait for its leader ended.
+pub(crate) enum Landed {
+    /// The leader shared its encoded value.
+    Value(Arc<[u8]>),
+    /// The leader ended without one (failed, panicked, cancelled, or its store was
+    /// refused): run the sequence again.
+    Abandoned,
+    /// The follower's own lock timeout passed first.
+    TimedOut,
 }
 
 /// The leader's side of a flight. Dropping it without [`land`](Self::land) (an error

@@ -18,6 +18,7 @@ pub const MAX_KEY_LEN: usize = 240;
 /// What goes before a key's lock key.
 const LOCK_PREFIX: &str = "_lock_:";
 const FENCE_PREFIX: &str = "_fence_:";
+const REFRESH_PREFIX: &str = "_refresh_:";
 
 static KEY_PREFIX: Lazy<RwLock<Arc<str>>> = Lazy::new(|| RwLock::new(Arc::from("")));
 
@@ -53,6 +54,14 @@ impl CacheKey {
     /// The key of this key's lock: `_lock_:` + the key.
     pub fn lock_key(&self) -> String {
         format!("{LOCK_PREFIX}{}", self.0)
+    }
+
+    /// The key of the lock a refresh of this key's stale value holds (and keeps, after
+    /// a failed refresh, for the fail-safe throttle): `_refresh_:` + the key. Apart
+    /// from the value's own lock, so that callers whose value is gone never wait for
+    /// a throttle.
+    pub fn refresh_key(&self) -> String {
+        format!("{REFRESH_PREFIX}{}", self.0)
     }
 
     /// The key of this key's lock's fencing counter: `_fence_:` + the key (in the
@@ -116,7 +125,8 @@ pub fn make_cache_key(key: &str) -> CacheKey {
 /// The hash tag's two braces count against the length limit.
 const MAX_BODY_LEN: usize = MAX_KEY_LEN - 2;
 
-/// Cuts `body` to fit, ending it in `-` and the SHA-256 hex digest of the whole body.
+/// Cuts `body` to fit, ending it in a space and the SHA-256 hex digest of the whole
+/// body.
 fn shorten(body: String) -> String {
     if body.len() <= MAX_BODY_LEN {
         return body;
@@ -128,7 +138,9 @@ fn shorten(body: String) -> String {
     }
     let mut short = String::with_capacity(MAX_BODY_LEN);
     short.push_str(&body[..keep]);
-    short.push('-');
+    // A space: escaped in every key as written (and in the prefix), so no short key can
+    // be spelled like a long key's digest.
+    short.push(' ');
     for byte in digest {
         // Writing to a String cannot fail.
         let _ = write!(short, "{byte:02x}");
@@ -242,7 +254,7 @@ mod tests {
             let _ = write!(hex, "{b:02x}");
             hex
         });
-        assert!(a.ends_with(&format!("-{hex}")));
+        assert!(a.ends_with(&format!(" {hex}")));
     }
 
     #[test]

@@ -45,7 +45,8 @@ impl LockOptions {
     /// The pause before the next attempt: `retry` plus 0–25 % jitter, so waiters that
     /// started together do not retry together.
     fn pause(&self) -> Duration {
-        self.retry.mul_f64(1.0 + fastrand::f64() * 0.25)
+        let jittered = self.retry.as_secs_f64() * (1.0 + fastrand::f64() * 0.25);
+        Duration::try_from_secs_f64(jittered).unwrap_or(self.retry)
     }
 }
 
@@ -478,18 +479,23 @@ impl LockGuard {
 
     /// The async form of [`hold`](Self::hold).
     pub(crate) async fn hold_async(mut self, ttl: Duration) -> Result<bool, Error> {
-        self.released = true;
-        self.backend
+        let held = self
+            .backend
             .compare_and_extend_async(&self.key, self.token.as_bytes(), ttl)
-            .await
+            .await;
+        self.released = true;
+        held
     }
 
     /// The async form of [`give_back`](Self::give_back).
     pub(crate) async fn give_back_async(mut self) -> Result<bool, Error> {
-        self.released = true;
-        self.backend
+        let released = self
+            .backend
             .compare_and_delete_async(&self.key, self.token.as_bytes())
-            .await
+            .await;
+        // Only now: a caller cancelled before the reply still releases on drop.
+        self.released = true;
+        released
     }
 
     /// Stores `value` at `key` and releases the lock in one backend step. Returns
@@ -500,9 +506,13 @@ impl LockGuard {
         value: &[u8],
         ttl: Duration,
     ) -> Result<bool, Error> {
-        self.released = true;
-        self.backend
-            .store_and_release(key, value, ttl, &self.claim())
+        let stored = self
+            .backend
+            .store_and_release(key, value, ttl, &self.claim());
+        // A failed step (the backend refused the store, or did not answer) may have
+        // left the lock: the guard's drop gives it back.
+        self.released = stored.is_ok();
+        stored
     }
 
     /// The async form of [`store_and_release`](Self::store_and_release).
@@ -512,11 +522,15 @@ impl LockGuard {
         value: &[u8],
         ttl: Duration,
     ) -> Result<bool, Error> {
-        self.released = true;
         let claim = self.claim();
-        self.backend
+        let stored = self
+            .backend
             .store_and_release_async(key, value, ttl, &claim)
-            .await
+            .await;
+        // Only now, and only if it answered: a caller cancelled before the reply, or a
+        // failed step, still releases on drop.
+        self.released = stored.is_ok();
+        stored
     }
 
     /// Keeps this lock alive (extended at a third of its expiry) until the returned
@@ -544,11 +558,19 @@ impl Drop for LockGuard {
                     std::mem::take(&mut self.key),
                     std::mem::take(&mut self.token),
                 );
+                let mut pending = PendingRelease {
+                    backend,
+                    key,
+                    token,
+                    done: false,
+                };
                 runtime.spawn(async move {
-                    let released = backend
-                        .compare_and_delete_async(&key, token.as_bytes())
+                    let released = pending
+                        .backend
+                        .compare_and_delete_async(&pending.key, pending.token.as_bytes())
                         .await;
-                    report_drop_release(&key, released);
+                    pending.done = true;
+                    report_drop_release(&pending.key, released);
                 });
                 return;
             }
@@ -557,6 +579,27 @@ impl Drop for LockGuard {
             .backend
             .compare_and_delete(&self.key, self.token.as_bytes());
         report_drop_release(&self.key, released);
+    }
+}
+
+/// A release spawned on a runtime; if the task is dropped before it ran (the runtime
+/// is shutting down), the release is made right there, blocking, so no lock is left
+/// to its expiry.
+struct PendingRelease {
+    backend: Arc<dyn CacheBackend>,
+    key: String,
+    token: String,
+    done: bool,
+}
+
+impl Drop for PendingRelease {
+    fn drop(&mut self) {
+        if !self.done {
+            let released = self
+                .backend
+                .compare_and_delete(&self.key, self.token.as_bytes());
+            report_drop_release(&self.key, released);
+        }
     }
 }
 

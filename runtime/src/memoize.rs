@@ -107,9 +107,14 @@ where
     }
 }
 
-/// Removes the value memoized at `key` from the registered backend, with its lock: a
-/// computation running for `key` right now cannot store its (older) value afterwards.
+/// Removes the value memoized at `key` from the registered backend, with its lock and
+/// its refresh lock: a locked computation or a refresh running for `key` right now
+/// cannot store its (older) value afterwards. (A computation without a lock, with no
+/// `lock` option, is not fenced: its store may land after the invalidation.)
 pub fn invalidate(key: &str) -> Result<(), Error> {
     let key = make_cache_key(key);
-    registry::backend().invalidate(key.as_str(), &key.lock_key())
+    let backend = registry::backend();
+    // The refresh lock first: a refresh that stores before the value goes, goes too.
+    backend.delete(&key.refresh_key())?;
+    backend.invalidate(key.as_str(), &key.lock_key())
 }

@@ -143,10 +143,12 @@ pub fn a_failing_refresh_keeps_the_stale_value_and_is_throttled(f: &Fixture) {
         assert_eq!(try_memoize(&key, &opts, failing).as_deref(), Ok("v1"));
     }
     assert_eq!(attempts.load(Ordering::SeqCst), 1, "throttled fleet-wide");
+    let refresh_lock = cache_memoize::make_cache_key(&key).refresh_key();
     assert!(
-        f.lock_token(&key).is_some(),
-        "the throttle is the held lock"
+        f.probe.inner().get(&refresh_lock).ok().flatten().is_some(),
+        "the throttle is the held refresh lock"
     );
+    assert_eq!(f.lock_token(&key), None, "not the value's own lock");
 }
 
 /// A refresh that panics keeps the stale value served too.
@@ -288,4 +290,20 @@ pub fn readers_with_skewed_clocks(f: &Fixture) {
         "refreshed",
         "a reader 1 s ahead, at 9.5 s real: stale to it, so it refreshes"
     );
+}
+
+/// The largest durations still cache (and never panic), jitter and stale included.
+pub fn the_largest_durations_still_cache(f: &Fixture) {
+    let key = f.key("max-durations");
+    let opts = f
+        .opts()
+        .lock(cache_memoize::LockOptions {
+            retry: Duration::MAX,
+            ..fast_lock()
+        })
+        .expire(Duration::MAX)
+        .stale(Duration::MAX)
+        .jitter(0.5);
+    assert_eq!(memoize(&key, &opts, || 1_u8), 1);
+    assert_eq!(memoize(&key, &opts, || 2_u8), 1, "stored, and read back");
 }

@@ -164,7 +164,8 @@ macro_rules! with_scenarios {
                 a_panicking_refresh_keeps_the_stale_value,
                 a_detached_refresh_returns_the_stale_value_at_once,
                 an_async_detached_refresh_returns_the_stale_value_at_once,
-                jitter_spreads_expiries, readers_with_skewed_clocks
+                jitter_spreads_expiries, readers_with_skewed_clocks,
+                the_largest_durations_still_cache
             ];
             iter_suite: [
                 iter_zero_items, iter_one_item, iter_exactly_one_chunk, iter_one_over_a_chunk,

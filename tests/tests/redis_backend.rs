@@ -68,7 +68,13 @@ fn a_hit_is_one_command_and_a_locked_miss_three() {
         &MemoizeOptions::new().backend(Arc::clone(&backend)),
         || "v".to_owned(),
     );
-    assert_eq!(proxy.commands(), ["GET", "SET"], "unlocked miss");
+    // Without a lock option the store is still fenced: made under the lock, taken
+    // without waiting.
+    assert_eq!(
+        proxy.commands(),
+        ["GET", "EVALSHA", "EVALSHA"],
+        "unlocked miss"
+    );
 }
 
 #[test]
@@ -340,10 +346,21 @@ fn waiters_are_woken_by_the_release_not_by_their_retry() {
             .query::<String>(&mut server.connection())
             .is_ok_and(|l| l.contains("cmd=evalsha"))
     });
-    let holder_opts = MemoizeOptions::new()
-        .backend(Arc::clone(&holder_backend))
-        .force_overwrite(true);
-    let _: String = memoize("wake", &holder_opts, || "holder's".to_owned());
+    // The holder stores its value (the encoding made at a scratch key, then copied:
+    // what a holder writes under its lock), then releases, which wakes the waiter.
+    let scratch_opts = MemoizeOptions::new().backend(Arc::clone(&holder_backend));
+    let _: String = memoize("wake-scratch", &scratch_opts, || "holder's".to_owned());
+    let bytes = holder_backend
+        .get(make_cache_key("wake-scratch").as_str())
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let stored = holder_backend.set(
+        make_cache_key("wake").as_str(),
+        &bytes,
+        Duration::from_secs(600),
+    );
+    assert!(stored.is_ok());
     assert!(holder.release().is_ok_and(|ours| ours));
     assert_eq!(waiter.join().ok().as_deref(), Some("holder's"));
     assert_eq!(computes.load(Ordering::SeqCst), 0);

@@ -157,7 +157,6 @@ impl<T> Context<T> {
     fn store(&self, storing: Storing, lock: Option<LockGuard>) -> Option<Store> {
         match storing {
             Storing::Nothing => None,
-            Storing::Unlocked => Some(Store::new(self, None)),
             Storing::Locked => Some(Store::new(self, lock)),
         }
     }

@@ -18,7 +18,7 @@ use tracing::Instrument;
 use super::machine::{Event, Io, Machine, Note, Revalidate, Role, Step, Storing, Via};
 use crate::backend::GetOrLock;
 use crate::call::Call;
-use crate::coalesce::{self, Flight, Leader};
+use crate::coalesce::{self, Flight, Landed, Leader};
 use crate::lock::{DropRelease, LockGuard, new_token};
 use crate::observe::{self, Outcome};
 use crate::options::Refresh;
@@ -193,7 +193,10 @@ impl<'c, 'o> Driver<'c, 'o> {
         match io {
             Io::Get => Event::Read(backend.get(key)),
             Io::Join => Event::Joined(self.join()),
-            Io::AwaitLeader => Event::Landed(self.flight.take().and_then(|f| f.wait())),
+            Io::AwaitLeader { max } => Event::Landed(match self.flight.take() {
+                Some(flight) => flight.wait(max),
+                None => Landed::Abandoned,
+            }),
             Io::GetOrLock => {
                 let (at, lock) = (Instant::now(), self.arm());
                 let found = backend.get_or_lock(key, &lock.claim());
@@ -211,7 +214,6 @@ impl<'c, 'o> Driver<'c, 'o> {
                 self.waited += started.elapsed();
                 Event::Paused
             }
-            Io::Store(bytes) => Event::Stored(backend.set(key, bytes, self.ttl).map(|()| true)),
             Io::StoreAndRelease(bytes) => Event::Stored(match self.lock.take() {
                 Some(lock) => lock.store_and_release(key, bytes, self.ttl),
                 None => Ok(false),
@@ -234,9 +236,9 @@ impl<'c, 'o> Driver<'c, 'o> {
         match io {
             Io::Get => Event::Read(backend.get_async(key).await),
             Io::Join => Event::Joined(self.join()),
-            Io::AwaitLeader => Event::Landed(match self.flight.take() {
-                Some(flight) => flight.wait_async().await,
-                None => None,
+            Io::AwaitLeader { max } => Event::Landed(match self.flight.take() {
+                Some(flight) => flight.wait_async(max).await,
+                None => Landed::Abandoned,
             }),
             Io::GetOrLock => {
                 let (at, lock) = (Instant::now(), self.arm());
@@ -258,9 +260,6 @@ impl<'c, 'o> Driver<'c, 'o> {
                     .await;
                 self.waited += started.elapsed();
                 Event::Paused
-            }
-            Io::Store(bytes) => {
-                Event::Stored(backend.set_async(key, bytes, self.ttl).await.map(|()| true))
             }
             Io::StoreAndRelease(bytes) => Event::Stored(match self.lock.take() {
                 Some(lock) => lock.store_and_release_async(key, bytes, self.ttl).await,
@@ -294,9 +293,13 @@ impl<'c, 'o> Driver<'c, 'o> {
     fn arm(&mut self) -> &LockGuard {
         let expire = self.call.opts.lock.unwrap_or_default().expire;
         let token = self.token.get_or_insert_with(new_token).clone();
+        let lock_key = match self.call.refresh {
+            Refresh::Revalidate => self.call.key.refresh_key(),
+            Refresh::IfMissing | Refresh::Forced => self.call.key.lock_key(),
+        };
         self.lock.insert(LockGuard::armed(
             Arc::clone(&self.call.backend),
-            self.call.key.lock_key(),
+            lock_key,
             self.call.key.fence_key(),
             token,
             expire,

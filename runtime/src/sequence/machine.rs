@@ -15,10 +15,10 @@
 //!
 //! A backend error anywhere before the computation fails open: compute, store nothing.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::backend::GetOrLock;
+use crate::coalesce::Landed;
 use crate::codec::{Codec, Stamp};
 use crate::error::Error;
 use crate::options::{Refresh, Wait};
@@ -123,8 +123,9 @@ pub(crate) enum Io<'m> {
     Get,
     /// Join this process's flight for the key: [`Event::Joined`].
     Join,
-    /// Wait for this process's leader: [`Event::Landed`].
-    AwaitLeader,
+    /// Wait for this process's leader, at most `max` (the lock timeout):
+    /// [`Event::Landed`].
+    AwaitLeader { max: Option<Duration> },
     /// Read the value or take the lock, atomically: [`Event::Attempted`].
     GetOrLock,
     /// Take the lock without reading (the stored value is unwanted): [`Event::Attempted`].
@@ -132,8 +133,6 @@ pub(crate) enum Io<'m> {
     /// Wait until the lock may have been released since `since`, at most `max`:
     /// [`Event::Paused`].
     Pause { since: Instant, max: Duration },
-    /// Store these bytes without a lock: [`Event::Stored`].
-    Store(&'m [u8]),
     /// Store these bytes and release the lock, in one step: [`Event::Stored`].
     StoreAndRelease(&'m [u8]),
     /// Release the lock, storing nothing: [`Event::Stored`].
@@ -149,8 +148,8 @@ pub(crate) enum Event {
     Start,
     Read(Result<Option<Vec<u8>>, Error>),
     Joined(Role),
-    /// The leader's encoded value, or nothing (it failed, panicked or was cancelled).
-    Landed(Option<Arc<[u8]>>),
+    /// How the wait for this process's leader ended.
+    Landed(Landed),
     /// An attempt at the lock that started `at`.
     Attempted {
         at: Instant,
@@ -175,10 +174,8 @@ pub(crate) enum Role {
 /// Where a computed value goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Storing {
-    /// Nowhere: the backend failed (fail open).
+    /// Nowhere: the backend failed (fail open), or the lock was not obtained.
     Nothing,
-    /// Stored without a lock (no lock configured, or it was not obtained).
-    Unlocked,
     /// Stored under the lock this call holds, which is released in the same step.
     Locked,
 }
@@ -192,6 +189,9 @@ pub(crate) enum Note {
     LockTimeout { waited: Duration },
     /// The lock was held and the lock does not block: computing without it.
     LockBusy,
+    /// No lock is configured and another caller holds it (computing this key):
+    /// computing too, without storing.
+    Concurrent,
     /// Storing or releasing failed.
     StoreFailed(Error),
     /// The lock had expired, been taken by a later holder, or been voided by an
@@ -217,6 +217,11 @@ enum State {
     },
     /// The lock was not obtained; the value is read once more before computing.
     Rereading(Box<Note>),
+    /// A refresh holds its lock and reads the value again: another refresher may have
+    /// finished since this caller found it stale.
+    Rechecking,
+    /// A refresh found the value refreshed already and gives its lock back.
+    Relinquishing,
     Computing(Storing),
     Storing,
     Done,
@@ -304,9 +309,24 @@ impl<T> Machine<T> {
             (State::Joining, Event::Joined(Role::Lead)) => self.attempt(None, Io::GetOrLock),
             (State::Joining, Event::Joined(Role::Follow)) => {
                 self.state = State::Following;
-                Step::Io(Io::AwaitLeader)
+                let max = match self.policy.lock.map(|lock| lock.wait) {
+                    Some(Wait::For(limit)) => Some(limit),
+                    _ => None,
+                };
+                Step::Io(Io::AwaitLeader { max })
             }
-            (State::Following, Event::Landed(landing)) => {
+            (State::Following, Event::Landed(Landed::TimedOut)) => {
+                let waited = match self.policy.lock.map(|lock| lock.wait) {
+                    Some(Wait::For(limit)) => limit,
+                    _ => Duration::ZERO,
+                };
+                self.missed(Note::LockTimeout { waited })
+            }
+            (State::Following, Event::Landed(landed)) => {
+                let landing = match landed {
+                    Landed::Value(bytes) => Some(bytes),
+                    Landed::Abandoned | Landed::TimedOut => None,
+                };
                 match landing.as_deref().and_then(|bytes| self.decode(bytes)) {
                     Some((value, _)) => Step::Hit {
                         value,
@@ -324,6 +344,8 @@ impl<T> Machine<T> {
             (State::Pausing { since }, Event::Paused) => {
                 self.attempt(Some(since), self.attempt_io())
             }
+            (State::Rechecking, Event::Read(read)) => self.rechecked(read),
+            (State::Relinquishing, Event::Stored(_)) => Step::Skip { note: None },
             (State::Computing(store), Event::Computed(encoded)) => self.computed(store, encoded),
             (State::Storing, Event::Stored(stored)) => {
                 let note = match stored {
@@ -332,10 +354,16 @@ impl<T> Machine<T> {
                     Ok(false) => Some(Note::LockLost),
                     Err(err) => Some(Note::StoreFailed(err)),
                 };
-                Step::Finished {
-                    note,
-                    landing: self.encoded.take(),
-                }
+                // A value the backend refused (the lock was lost: a later holder, or an
+                // invalidation) is this caller's alone: followers that joined after an
+                // invalidation must not get a value computed before it. They run the
+                // sequence again.
+                let landing = if matches!(note, Some(Note::LockLost)) {
+                    None
+                } else {
+                    self.encoded.take()
+                };
+                Step::Finished { note, landing }
             }
             // A driver feeds each step's own event; anything else is a driver bug,
             // answered by the safe end: compute, store nothing.
@@ -349,10 +377,9 @@ impl<T> Machine<T> {
                 self.state = State::Reading;
                 Step::Io(Io::Get)
             }
-            (Refresh::Forced, Some(_)) | (Refresh::Revalidate, _) => {
-                self.attempt(None, Io::TakeLock)
-            }
-            (Refresh::Forced, None) => self.compute(Storing::Unlocked, None),
+            // Even without a configured lock, a store is made under the lock (taken
+            // without waiting), so that every store is fenced.
+            (Refresh::Forced | Refresh::Revalidate, _) => self.attempt(None, Io::TakeLock),
         }
     }
 
@@ -377,10 +404,12 @@ impl<T> Machine<T> {
         }
         // A miss, or bytes that are not this call's value (a miss, overwritten).
         match (missed, self.policy.lock) {
-            (Some(note), _) => self.compute(Storing::Unlocked, Some(note)),
-            (None, None) => self.compute(Storing::Unlocked, None),
-            (None, Some(_)) if self.policy.coalesce => self.join(),
-            (None, Some(_)) => self.attempt(None, Io::GetOrLock),
+            // Computed without the lock: returned, never stored (the holder stores).
+            (Some(note), _) => self.compute(Storing::Nothing, Some(note)),
+            // A caller that never waits for the lock never waits for a leader either.
+            (None, Some(lock)) if self.policy.coalesce && lock.wait != Wait::Never => self.join(),
+            // No lock configured, or no waiting: take it if free, never wait for it.
+            (None, _) => self.attempt(None, Io::GetOrLock),
         }
     }
 
@@ -413,6 +442,10 @@ impl<T> Machine<T> {
                 note: Some(Note::RefreshFailed(Some(err))),
             },
             Err(err) => self.compute(Storing::Nothing, Some(Note::FailOpen(err))),
+            Ok(GetOrLock::Locked { .. }) if self.policy.refresh == Refresh::Revalidate => {
+                self.state = State::Rechecking;
+                Step::Io(Io::Get)
+            }
             Ok(GetOrLock::Locked { .. }) => self.compute(Storing::Locked, None),
             Ok(GetOrLock::Value(bytes)) => match self.found(&bytes) {
                 Some((value, revalidate)) => Step::Hit {
@@ -439,10 +472,13 @@ impl<T> Machine<T> {
     /// The lock is held by another caller: wait for it, or give up on it.
     fn held(&mut self, since: Instant, at: Instant) -> Step<'_, T> {
         let Some(lock) = self.policy.lock else {
-            return self.compute(Storing::Unlocked, None);
+            // No lock configured: another caller computing is no reason to wait.
+            return self.missed(Note::Concurrent);
         };
         let waited = at.saturating_duration_since(since);
-        let pause = lock.retry.mul_f64(1.0 + self.rng.f64() * 0.25);
+        // 0–25 % jitter; a retry too large to scale is used as it is.
+        let jittered = lock.retry.as_secs_f64() * (1.0 + self.rng.f64() * 0.25);
+        let pause = Duration::try_from_secs_f64(jittered).unwrap_or(lock.retry);
         let max = match lock.wait {
             Wait::Never => return self.missed(Note::LockBusy),
             Wait::For(limit) if waited >= limit => {
@@ -456,13 +492,30 @@ impl<T> Machine<T> {
     }
 
     /// The lock was not obtained: read once more (the holder may have stored the
-    /// value meanwhile), then compute without the lock.
+    /// value meanwhile), then compute without the lock, and store nothing: a store
+    /// outside the lock could not be fenced (it could land after an invalidation, or
+    /// over a newer value); the holder stores.
     fn missed(&mut self, note: Note) -> Step<'_, T> {
         if self.policy.refresh == Refresh::Forced {
-            return self.compute(Storing::Unlocked, Some(note));
+            return self.compute(Storing::Nothing, Some(note));
         }
         self.state = State::Rereading(Box::new(note));
         Step::Io(Io::Get)
+    }
+
+    /// A refresh holding its lock read the value again: refresh it only if it is still
+    /// stale (or gone).
+    fn rechecked(&mut self, read: Result<Option<Vec<u8>>, Error>) -> Step<'_, T> {
+        match read {
+            Err(err) => Step::Skip {
+                note: Some(Note::RefreshFailed(Some(err))),
+            },
+            Ok(Some(bytes)) if matches!(self.found(&bytes), Some((_, Revalidate::No))) => {
+                self.state = State::Relinquishing;
+                Step::Io(Io::Release)
+            }
+            Ok(_) => self.compute(Storing::Locked, None),
+        }
     }
 
     fn compute(&mut self, store: Storing, note: Option<Note>) -> Step<'_, T> {
@@ -471,7 +524,7 @@ impl<T> Machine<T> {
     }
 
     fn computed(&mut self, store: Storing, encoded: Option<Vec<u8>>) -> Step<'_, T> {
-        if store == Storing::Nothing || (store == Storing::Unlocked && encoded.is_none()) {
+        if store == Storing::Nothing {
             self.state = State::Done;
             return Step::Finished {
                 note: None,
@@ -482,7 +535,6 @@ impl<T> Machine<T> {
         self.encoded = encoded;
         match (store, self.encoded.as_deref()) {
             (Storing::Locked, Some(bytes)) => Step::Io(Io::StoreAndRelease(bytes)),
-            (Storing::Unlocked, Some(bytes)) => Step::Io(Io::Store(bytes)),
             // A failed refresh keeps the lock for the fail-safe throttle: the fleet
             // serves the stale value meanwhile instead of retrying at once.
             _ if self.policy.refresh == Refresh::Revalidate => {

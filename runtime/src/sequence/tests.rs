@@ -8,6 +8,7 @@ use super::machine::{
     Storing,
 };
 use crate::backend::GetOrLock;
+use crate::coalesce::Landed;
 use crate::codec::{Codec, Stamp};
 use crate::error::Error;
 use crate::options::{Refresh, Wait};
@@ -108,6 +109,7 @@ fn name(note: &Note) -> String {
         Note::FailOpen(_) => "fail open".into(),
         Note::LockTimeout { .. } => "lock timeout".into(),
         Note::LockBusy => "lock busy".into(),
+        Note::Concurrent => "concurrent".into(),
         Note::StoreFailed(_) => "store failed".into(),
         Note::LockLost => "lock lost".into(),
         Note::RefreshFailed(_) => "refresh failed".into(),
@@ -153,15 +155,32 @@ fn a_locked_miss_is_read_lock_store_and_release() {
 }
 
 #[test]
-fn a_miss_without_a_lock_computes_and_stores_unlocked() {
+fn a_miss_without_a_configured_lock_still_stores_under_the_lock() {
     let mut m = machine(Refresh::IfMissing, None, true);
     m.on(Event::Start);
     let step = m.on(Event::Read(Ok(None)));
-    assert_eq!(kind(step), Kind::Compute(Storing::Unlocked, None));
-    assert_eq!(kind(m.on(Event::Computed(Some(vec![1])))), io("Store([1])"));
+    assert_eq!(kind(step), io("GetOrLock"), "not coalesced, but fenced");
+    let step = m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
+    assert_eq!(kind(step), Kind::Compute(Storing::Locked, None));
     assert_eq!(
-        kind(m.on(Event::Stored(Ok(true)))),
-        Kind::Finished(None, true)
+        kind(m.on(Event::Computed(Some(vec![1])))),
+        io("StoreAndRelease([1])")
+    );
+}
+
+#[test]
+fn a_miss_without_a_configured_lock_never_waits_and_stores_nothing_when_it_is_held() {
+    let mut m = machine(Refresh::IfMissing, None, true);
+    m.on(Event::Start);
+    m.on(Event::Read(Ok(None)));
+    assert_eq!(
+        kind(m.on(attempted(Instant::now(), GetOrLock::Held))),
+        io("Get")
+    );
+    let step = m.on(Event::Read(Ok(None)));
+    assert_eq!(
+        kind(step),
+        Kind::Compute(Storing::Nothing, Some("concurrent".into()))
     );
 }
 
@@ -258,7 +277,7 @@ fn a_timeout_rereads_then_computes_unlocked() {
     let step = m.on(Event::Read(Ok(None)));
     assert_eq!(
         kind(step),
-        Kind::Compute(Storing::Unlocked, Some("lock timeout".into()))
+        Kind::Compute(Storing::Nothing, Some("lock timeout".into()))
     );
 }
 
@@ -286,7 +305,7 @@ fn a_lock_that_never_blocks_computes_at_once_when_held() {
     let step = m.on(Event::Read(Ok(None)));
     assert_eq!(
         kind(step),
-        Kind::Compute(Storing::Unlocked, Some("lock busy".into()))
+        Kind::Compute(Storing::Nothing, Some("lock busy".into()))
     );
 }
 
@@ -304,10 +323,14 @@ fn a_forced_refresh_never_reads_and_takes_the_lock() {
 }
 
 #[test]
-fn a_forced_refresh_without_a_lock_computes_at_once() {
+fn a_forced_refresh_without_a_configured_lock_takes_it_without_waiting() {
     let mut m = machine(Refresh::Forced, None, true);
-    let step = m.on(Event::Start);
-    assert_eq!(kind(step), Kind::Compute(Storing::Unlocked, None));
+    assert_eq!(kind(m.on(Event::Start)), io("TakeLock"));
+    let step = m.on(attempted(Instant::now(), GetOrLock::Held));
+    assert_eq!(
+        kind(step),
+        Kind::Compute(Storing::Nothing, Some("concurrent".into()))
+    );
 }
 
 #[test]
@@ -331,7 +354,11 @@ fn a_lock_lost_before_the_store_is_reported() {
     m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
     m.on(Event::Computed(Some(vec![1])));
     let step = m.on(Event::Stored(Ok(false)));
-    assert_eq!(kind(step), Kind::Finished(Some("lock lost".into()), true));
+    assert_eq!(
+        kind(step),
+        Kind::Finished(Some("lock lost".into()), false),
+        "the refused value is not shared"
+    );
 }
 
 #[test]
@@ -353,9 +380,12 @@ fn followers_take_the_leaders_value() {
     let mut m = machine(Refresh::IfMissing, Some(Wait::Forever), true);
     m.on(Event::Start);
     assert_eq!(kind(m.on(Event::Read(Ok(None)))), io("Join"));
-    assert_eq!(kind(m.on(Event::Joined(Role::Follow))), io("AwaitLeader"));
+    assert_eq!(
+        kind(m.on(Event::Joined(Role::Follow))),
+        io("AwaitLeader { max: None }")
+    );
     let landing: Arc<[u8]> = Arc::from(vec![6]);
-    let step = m.on(Event::Landed(Some(landing)));
+    let step = m.on(Event::Landed(Landed::Value(landing)));
     assert_eq!(kind(step), Kind::Hit(6, false), "nothing to land again");
 }
 
@@ -365,7 +395,7 @@ fn followers_of_a_failed_leader_join_again_and_one_leads() {
     m.on(Event::Start);
     m.on(Event::Read(Ok(None)));
     m.on(Event::Joined(Role::Follow));
-    assert_eq!(kind(m.on(Event::Landed(None))), io("Join"));
+    assert_eq!(kind(m.on(Event::Landed(Landed::Abandoned))), io("Join"));
     assert_eq!(kind(m.on(Event::Joined(Role::Lead))), io("GetOrLock"));
 }
 
@@ -492,7 +522,13 @@ fn a_refresh_without_a_configured_lock_still_takes_one() {
     let mut m = fresh_machine(Refresh::Revalidate, None, false, 60_000, 0.0);
     assert_eq!(kind(m.on(Event::Start)), io("TakeLock"));
     let step = m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 3 }));
-    assert_eq!(kind(step), Kind::Compute(Storing::Locked, None));
+    assert_eq!(kind(step), io("Get"), "read again under the lock");
+    let step = m.on(Event::Read(Ok(Some(vec![4, 90]))));
+    assert_eq!(
+        kind(step),
+        Kind::Compute(Storing::Locked, None),
+        "still stale"
+    );
     assert_eq!(
         kind(m.on(Event::Computed(Some(vec![5, 200])))),
         io("StoreAndRelease([5, 200])")
@@ -504,6 +540,7 @@ fn a_failed_refresh_holds_the_lock_for_the_fail_safe_throttle() {
     let mut m = fresh_machine(Refresh::Revalidate, None, false, 60_000, 0.0);
     m.on(Event::Start);
     m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
+    m.on(Event::Read(Ok(None)));
     let step = m.on(Event::Computed(None));
     assert_eq!(
         kind(step),
@@ -526,4 +563,61 @@ fn a_refresh_that_cannot_reach_the_backend_skips() {
         found: Err(failure()),
     });
     assert_eq!(kind(step), Kind::Skip(Some("refresh failed".into())));
+}
+
+#[test]
+fn a_refresh_that_finds_the_value_refreshed_gives_its_lock_back() {
+    let mut m = fresh_machine(Refresh::Revalidate, None, false, 60_000, 0.0);
+    m.on(Event::Start);
+    m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 2 }));
+    // Another refresher stored a value fresh until 200 s meanwhile.
+    assert_eq!(
+        kind(m.on(Event::Read(Ok(Some(vec![5, 200]))))),
+        io("Release")
+    );
+    assert_eq!(kind(m.on(Event::Stored(Ok(true)))), Kind::Skip(None));
+}
+
+#[test]
+fn a_follower_waits_for_its_leader_no_longer_than_its_lock_timeout() {
+    let mut m = fresh_machine(
+        Refresh::IfMissing,
+        Some(Wait::For(Duration::from_secs(2))),
+        true,
+        0,
+        0.0,
+    );
+    m.on(Event::Start);
+    m.on(Event::Read(Ok(None)));
+    let step = m.on(Event::Joined(Role::Follow));
+    assert_eq!(kind(step), io("AwaitLeader { max: Some(2s) }"));
+    assert_eq!(kind(m.on(Event::Landed(Landed::TimedOut))), io("Get"));
+    let step = m.on(Event::Read(Ok(None)));
+    assert_eq!(
+        kind(step),
+        Kind::Compute(Storing::Nothing, Some("lock timeout".into()))
+    );
+}
+
+#[test]
+fn a_caller_that_never_waits_never_follows_a_leader() {
+    let mut m = fresh_machine(Refresh::IfMissing, Some(Wait::Never), true, 0, 0.0);
+    m.on(Event::Start);
+    assert_eq!(
+        kind(m.on(Event::Read(Ok(None)))),
+        io("GetOrLock"),
+        "no Join"
+    );
+}
+
+#[test]
+fn a_refused_store_is_not_shared_with_followers() {
+    let mut m = machine(Refresh::IfMissing, Some(Wait::Forever), true);
+    m.on(Event::Start);
+    m.on(Event::Read(Ok(None)));
+    m.on(Event::Joined(Role::Lead));
+    m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
+    m.on(Event::Computed(Some(vec![1])));
+    let step = m.on(Event::Stored(Ok(false)));
+    assert_eq!(kind(step), Kind::Finished(Some("lock lost".into()), false));
 }
