@@ -18,3 +18,17 @@ pub const MIN_LOCK_EXPIRE: Duration = Duration::from_millis(100);
 
 /// The shortest pause between attempts at a held lock: 1 ms.
 pub const MIN_RETRY: Duration = Duration::from_millis(1);
+/// A value's expiry within [`MIN_VALUE_EXPIRE`], [`MAX_EXPIRE`].
+pub(crate) fn value_expire(expire: Duration) -> Duration {
+    expire.clamp(MIN_VALUE_EXPIRE, MAX_EXPIRE)
+}
+
+/// A lock's expiry within [`MIN_LOCK_EXPIRE`], [`MAX_EXPIRE`].
+pub(crate) fn lock_expire(expire: Duration) -> Duration {
+    expire.clamp(MIN_LOCK_EXPIRE, MAX_EXPIRE)
+}
+
+/// A retry pause within [`MIN_RETRY`], [`MAX_EXPIRE`].
+pub(crate) fn retry(retry: Duration) -> Duration {
+    retry.clamp(MIN_RETRY, MAX_EXPIRE)
+}

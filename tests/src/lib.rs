@@ -153,7 +153,8 @@ macro_rules! with_scenarios {
                 async_cancelled_at_random_points_leaves_no_lock,
                 a_late_holder_does_not_overwrite_the_newer_value,
                 invalidate_during_a_computation_voids_its_store,
-                async_invalidate_during_a_computation_voids_its_store
+                async_invalidate_during_a_computation_voids_its_store,
+                expire_duration_max_still_caches, zero_lock_expire_does_not_spin_the_renewal
             ];
             iter_suite: [
                 iter_zero_items, iter_one_item, iter_exactly_one_chunk, iter_one_over_a_chunk,

@@ -11,8 +11,10 @@ use super::scripts::{
 use crate::backend::{FENCE_TTL, GetOrLock, LockClaim};
 use crate::error::Error;
 
-/// A TTL in Redis milliseconds (at least 1: Redis rejects `PX 0`).
+/// A TTL in Redis milliseconds: at least 1 (Redis rejects `PX 0`) and at most
+/// [`MAX_EXPIRE`](crate::MAX_EXPIRE) (Redis rejects a `PX` whose deadline overflows).
 pub(super) fn ms(ttl: Duration) -> u64 {
+    let ttl = ttl.min(crate::limits::MAX_EXPIRE);
     u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
@@ -149,6 +151,6 @@ mod tests {
         assert_eq!(ms(Duration::ZERO), 1);
         assert_eq!(ms(Duration::from_micros(1500)), 1);
         assert_eq!(ms(Duration::from_secs(2)), 2000);
-        assert_eq!(ms(Duration::MAX), u64::MAX);
+        assert_eq!(ms(Duration::MAX), 100 * 365 * 24 * 3600 * 1000);
     }
 }
