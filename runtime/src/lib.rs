@@ -37,7 +37,7 @@ pub use backend::{
 pub use cache_memoize_macros::cache_memoize;
 pub use codec::Codec;
 pub use error::{BoxError, Error, LockError};
-pub use iter::{MemoIter, memoize_iter, memoize_iter_async};
+pub use iter::{MemoIter, committed_chunk_keys, memoize_iter, memoize_iter_async};
 pub use key::{CacheKey, MAX_KEY_LEN, escape_key_part, make_cache_key, set_key_prefix};
 pub use keypart::KeyPart;
 pub use limits::{MAX_EXPIRE, MIN_LOCK_EXPIRE, MIN_RETRY, MIN_VALUE_EXPIRE};

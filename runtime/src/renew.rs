@@ -243,4 +243,29 @@ mod tests {
         assert!(!Arc::ptr_eq(&a.watcher, &c.watcher), "not one for all");
         assert!(threads() >= before + 2);
     }
+
+    #[test]
+    fn a_watcher_emptied_and_refilled_keeps_working() {
+        let backend: Arc<dyn CacheBackend> = Arc::new(MemoryBackend::new());
+        let lost = Arc::default();
+        // Each drop empties the watcher; the next lock arrives while it idles.
+        for _ in 0..3 {
+            drop(keep_alive(
+                &backend,
+                "k",
+                "t",
+                Duration::from_secs(30),
+                &lost,
+            ));
+            std::thread::yield_now();
+        }
+        let kept = keep_alive(&backend, "k", "t", Duration::from_millis(150), &lost);
+        backend
+            .add("k", b"t", Duration::from_millis(150))
+            .map_err(|err| err.to_string())
+            .unwrap_or_else(|err| panic!("{err}"));
+        std::thread::sleep(Duration::from_millis(400));
+        assert!(!kept.lost(), "renewed past its expiry");
+        assert!(matches!(backend.get("k"), Ok(Some(_))));
+    }
 }

@@ -163,7 +163,9 @@ macro_rules! with_scenarios {
                 iter_backend_failure_mid_stream, iter_concurrent_first_callers_compute_once,
                 iter_async_miss_and_hit, iter_async_missing_chunk_is_recomputed,
                 iter_compressed_round_trip, iter_reads_whatever_compression_it_was_written_with,
-                iter_foreign_chunk_is_recomputed, iter_async_foreign_chunk_is_recomputed
+                iter_foreign_chunk_is_recomputed, iter_async_foreign_chunk_is_recomputed,
+                iter_abandoned_refresh_leaves_the_committed_sequence,
+                iter_reader_during_a_refresh_never_sees_a_mix
             ]
         );
     };

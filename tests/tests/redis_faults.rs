@@ -116,3 +116,55 @@ fn a_stalled_backend_does_not_starve_a_healthy_backends_renewals() {
         "the healthy lock was renewed throughout: computed once"
     );
 }
+
+/// Issue 11, finding 4: with the link stalled mid-stream, the caller's remaining items
+/// were held for 66.6 s while the chunks written so far were deleted one by one (2 s
+/// each). Now a failed write is left to its chunks' short TTL and its lock released
+/// off the caller's thread: after the stall, the caller waits on the failed write only.
+#[test]
+fn a_stalled_link_mid_stream_holds_the_items_for_about_one_response_timeout() {
+    let server = RedisServer::start();
+    let proxy = CountingProxy::start(server.port());
+    let response_timeout = Duration::from_millis(500);
+    let probe = Arc::new(cache_memoize_tests::Probe::new(connect(
+        &proxy.url(),
+        response_timeout,
+    )));
+    // 40 chunks of about 4 items each are written before the stall.
+    let opts = MemoizeOptions::new()
+        .backend(probe.clone())
+        .chunk_size(24)
+        .compress(false)
+        .lock(LockOptions {
+            retry: Duration::from_millis(20),
+            ..LockOptions::default()
+        });
+    let mut items = cache_memoize::memoize_iter("stalled-stream", &opts, || 0..400_u32);
+    let before: Vec<u32> = items.by_ref().take(160).collect();
+    proxy.stall();
+    probe.clear();
+    let stalled_at = Instant::now();
+    let after: Vec<u32> = items.collect();
+    let held = stalled_at.elapsed();
+    proxy.resume();
+
+    assert_eq!(before.len() + after.len(), 400);
+    assert_eq!(after.first(), Some(&160));
+    // The renewal thread's calls are its own; the caller's are the rest.
+    let callers: Vec<&str> = probe
+        .ops()
+        .into_iter()
+        .filter(|op| *op != "compare_and_extend")
+        .collect();
+    assert!(
+        callers.len() <= 2,
+        "the caller waited on {callers:?} after the stall"
+    );
+    // Generous: the failed write's response timeout (plus a reconnection's), with
+    // slack for a loaded machine; before the fix it was one per chunk (40 chunks, 20 s).
+    assert!(
+        held < response_timeout * 6,
+        "the remaining items were held {held:?}"
+    );
+    eprintln!("items held {held:?} after the stall; caller's calls: {callers:?}");
+}

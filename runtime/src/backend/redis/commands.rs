@@ -5,7 +5,7 @@ use std::time::Duration;
 use redis::{Cmd, ScriptInvocation, Value};
 
 use super::scripts::{
-    COMPARE_AND_DELETE, COMPARE_AND_EXTEND, GET_OR_LOCK, INVALIDATE, RELEASE_CHANNEL,
+    COMPARE_AND_DELETE, COMPARE_AND_EXTEND, EXPIRE_MANY, GET_OR_LOCK, INVALIDATE, RELEASE_CHANNEL,
     STORE_AND_RELEASE, TAKE_LOCK,
 };
 use crate::backend::{FENCE_TTL, GetOrLock, LockClaim};
@@ -63,6 +63,16 @@ pub(super) fn compare_and_extend(
 ) -> ScriptInvocation<'static> {
     let mut script = COMPARE_AND_EXTEND.prepare_invoke();
     script.key(key).arg(expected).arg(ms(ttl));
+    script
+}
+
+/// Resets the TTL of every present key of `keys` (a zero `ttl` removes them).
+pub(super) fn expire_many(keys: &[&str], ttl: Duration) -> ScriptInvocation<'static> {
+    let mut script = EXPIRE_MANY.prepare_invoke();
+    for key in keys {
+        script.key(*key);
+    }
+    script.arg(if ttl.is_zero() { 0 } else { ms(ttl) });
     script
 }
 
