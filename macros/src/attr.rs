@@ -119,6 +119,11 @@ fn duration_value(input: ParseStream<'_>) -> syn::Result<Millis> {
     duration::parse(&input.parse::<LitStr>()?)
 }
 
+fn lock_expire_value(input: ParseStream<'_>) -> syn::Result<Millis> {
+    input.parse::<Token![=]>()?;
+    duration::parse_lock_expire(&input.parse::<LitStr>()?)
+}
+
 impl Parse for MemoizeArgs {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
         let mut args = Self::default();
@@ -207,7 +212,7 @@ impl Parse for LockArgs {
                 timeout_span = Some(span);
             } else if lookahead.peek(kw::expire) {
                 input.parse::<kw::expire>()?;
-                once(&mut args.expire, duration_value(input)?, span, "expire")?;
+                once(&mut args.expire, lock_expire_value(input)?, span, "expire")?;
             } else if lookahead.peek(kw::retry) {
                 input.parse::<kw::retry>()?;
                 once(&mut args.retry, duration_value(input)?, span, "retry")?;

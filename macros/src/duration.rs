@@ -4,7 +4,15 @@ use syn::LitStr;
 
 const UNITS: &str = "ms, s, m, h, d";
 
-/// Parses `literal` into milliseconds; errors are spanned on the literal.
+/// The longest duration an option takes: 100 years (365-day years), the runtime's
+/// `MAX_EXPIRE`. Anything longer is a mistake, and would be clamped at run time.
+const MAX_MILLIS: u64 = 100 * 365 * 86_400_000;
+
+/// The shortest lock `expire`: 100 ms, the runtime's `MIN_LOCK_EXPIRE`.
+pub(crate) const MIN_LOCK_EXPIRE_MILLIS: u64 = 100;
+
+/// Parses `literal` into milliseconds, at least 1 and at most 100 years; errors are
+/// spanned on the literal.
 pub(crate) fn parse(literal: &LitStr) -> syn::Result<u64> {
     let text = literal.value();
     let millis = parse_millis(&text).map_err(|why| {
@@ -17,6 +25,29 @@ pub(crate) fn parse(literal: &LitStr) -> syn::Result<u64> {
         return Err(syn::Error::new_spanned(
             literal,
             "the duration must be more than zero",
+        ));
+    }
+    if millis > MAX_MILLIS {
+        return Err(syn::Error::new_spanned(
+            literal,
+            format!(
+                "the duration {text:?} is longer than 100 years (\"36500d\"), the longest allowed"
+            ),
+        ));
+    }
+    Ok(millis)
+}
+
+/// Parses a lock's `expire`: as [`parse`], and at least 100 ms, so that the lock
+/// outlives the round trips that take and renew it.
+pub(crate) fn parse_lock_expire(literal: &LitStr) -> syn::Result<u64> {
+    let millis = parse(literal)?;
+    if millis < MIN_LOCK_EXPIRE_MILLIS {
+        return Err(syn::Error::new_spanned(
+            literal,
+            format!(
+                "a lock's `expire` must be at least \"{MIN_LOCK_EXPIRE_MILLIS}ms\", so that the lock outlives the round trips that take and renew it"
+            ),
         ));
     }
     Ok(millis)
@@ -73,6 +104,11 @@ mod tests {
         assert_eq!(parse_millis("1m30s"), Ok(90_000));
         assert_eq!(parse_millis("1h"), Ok(3_600_000));
         assert_eq!(parse_millis("30d"), Ok(2_592_000_000));
+    }
+
+    #[test]
+    fn the_longest_duration_is_100_years() {
+        assert_eq!(parse_millis("36500d"), Ok(super::MAX_MILLIS));
     }
 
     #[test]

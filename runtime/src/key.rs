@@ -70,9 +70,12 @@ impl CacheKey {
         format!("{FENCE_PREFIX}{}", self.0)
     }
 
-    /// The key of chunk `index` of a memoized iterator stored at this key.
-    pub fn chunk_key(&self, index: usize) -> String {
-        format!("{}:chunk:{index}", self.0)
+    /// The key of chunk `index` of the memoized iterator write `generation` at this
+    /// key. Each write of a sequence picks a generation of its own (recorded in its
+    /// manifest), so a refresh never touches the chunks of the committed sequence;
+    /// [`committed_chunk_keys`](crate::committed_chunk_keys) names those.
+    pub fn chunk_key(&self, generation: u64, index: usize) -> String {
+        format!("{}:chunk:{generation:016x}:{index}", self.0)
     }
 }
 
@@ -235,7 +238,7 @@ mod tests {
             );
             assert_eq!(
                 hash_tag(key.as_str()),
-                hash_tag(&key.chunk_key(0)),
+                hash_tag(&key.chunk_key(7, 0)),
                 "{written}"
             );
             assert_eq!(key.as_str().matches(['{', '}']).count(), 2, "{written}");

@@ -42,6 +42,29 @@ impl Default for LockOptions {
 }
 
 impl LockOptions {
+    /// These options within the bounds every consumer applies: `expire` at least
+    /// [`MIN_LOCK_EXPIRE`](crate::MIN_LOCK_EXPIRE) (100 ms, so the lock outlives the
+    /// round trips that take and renew it), `retry` at least
+    /// [`MIN_RETRY`](crate::MIN_RETRY) (1 ms), and `expire`, `retry` and `timeout` at
+    /// most [`MAX_EXPIRE`](crate::MAX_EXPIRE) (100 years).
+    ///
+    /// ```
+    /// use cache_memoize::{LockOptions, MIN_LOCK_EXPIRE};
+    /// use std::time::Duration;
+    ///
+    /// let zero = LockOptions { expire: Duration::ZERO, ..LockOptions::default() };
+    /// assert_eq!(zero.clamped().expire, MIN_LOCK_EXPIRE);
+    /// ```
+    #[must_use]
+    pub fn clamped(self) -> Self {
+        Self {
+            expire: crate::limits::lock_expire(self.expire),
+            timeout: self.timeout.map(|t| t.min(crate::limits::MAX_EXPIRE)),
+            retry: crate::limits::retry(self.retry),
+            blocking: self.blocking,
+        }
+    }
+
     /// The pause before the next attempt: `retry` plus 0–25 % jitter, so waiters that
     /// started together do not retry together.
     fn pause(&self) -> Duration {
@@ -110,32 +133,36 @@ impl CacheLock {
         self
     }
 
-    /// Replaces all the options at once.
+    /// Replaces all the options at once, clamped as [`LockOptions::clamped`] says.
     #[must_use]
     pub fn options(mut self, options: LockOptions) -> Self {
-        self.options = options;
+        self.options = options.clamped();
         self
     }
 
-    /// How long the lock lives unless released or extended (default 30 s).
+    /// How long the lock lives unless released or extended (default 30 s), clamped to
+    /// at least [`MIN_LOCK_EXPIRE`](crate::MIN_LOCK_EXPIRE) (100 ms) and at most
+    /// [`MAX_EXPIRE`](crate::MAX_EXPIRE) (100 years).
     #[must_use]
     pub fn expire(mut self, expire: Duration) -> Self {
-        self.options.expire = expire;
+        self.options.expire = crate::limits::lock_expire(expire);
         self
     }
 
     /// How long [`acquire`](Self::acquire) waits; `None` (the default) waits without
-    /// limit.
+    /// limit. At most [`MAX_EXPIRE`](crate::MAX_EXPIRE) (100 years).
     #[must_use]
     pub fn timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.options.timeout = timeout;
+        self.options.timeout = timeout.map(|t| t.min(crate::limits::MAX_EXPIRE));
         self
     }
 
-    /// The pause between attempts while waiting (default 250 ms), plus 0–25 % jitter.
+    /// The pause between attempts while waiting (default 250 ms), plus 0–25 % jitter;
+    /// clamped to at least [`MIN_RETRY`](crate::MIN_RETRY) (1 ms) and at most
+    /// [`MAX_EXPIRE`](crate::MAX_EXPIRE).
     #[must_use]
     pub fn retry(mut self, retry: Duration) -> Self {
-        self.options.retry = retry;
+        self.options.retry = crate::limits::retry(retry);
         self
     }
 
@@ -345,7 +372,8 @@ impl LockGuard {
             fence_key,
             token,
             fence: 0,
-            expire,
+            // Whoever armed it, the lock is taken, extended and renewed within bounds.
+            expire: crate::limits::lock_expire(expire),
             lost: Arc::default(),
             released: false,
             on_drop,
@@ -440,8 +468,9 @@ impl LockGuard {
     /// Resets the lock's expiry to `expire` (or the lock's own expiry for `None`),
     /// counted from now. Returns `false`, touching nothing, when the lock was lost (it
     /// expired, and may now belong to someone else).
+    /// `expire` is clamped as [`CacheLock::expire`] says.
     pub fn extend(&mut self, expire: Option<Duration>) -> Result<bool, LockError> {
-        let ttl = expire.unwrap_or(self.expire);
+        let ttl = crate::limits::lock_expire(expire.unwrap_or(self.expire));
         let extended = self
             .backend
             .compare_and_extend(&self.key, self.token.as_bytes(), ttl)?;

@@ -135,10 +135,13 @@ impl MemoizeOptions {
         }
     }
 
-    /// How long a stored value lives.
+    /// How long a stored value lives: clamped to at least
+    /// [`MIN_VALUE_EXPIRE`](crate::MIN_VALUE_EXPIRE) (1 ms) and at most
+    /// [`MAX_EXPIRE`](crate::MAX_EXPIRE) (100 years), so `Duration::MAX` caches "for
+    /// ever" on every backend.
     #[must_use]
     pub fn expire(mut self, expire: Duration) -> Self {
-        self.expire = expire;
+        self.expire = crate::limits::value_expire(expire);
         self
     }
 
@@ -158,10 +161,12 @@ impl MemoizeOptions {
     }
 
     /// Recompute under a [`CacheLock`](crate::CacheLock) with these options, so that after a miss one
-    /// caller computes while the others wait and read its result.
+    /// caller computes while the others wait and read its result. The options are
+    /// clamped as [`LockOptions::clamped`] says (a lock expire of at least 100 ms, a
+    /// retry of at least 1 ms, nothing over 100 years).
     #[must_use]
     pub fn lock(mut self, lock: LockOptions) -> Self {
-        self.lock = Some(lock);
+        self.lock = Some(lock.clamped());
         self
     }
 

@@ -1,7 +1,13 @@
-//! Keeps locks alive while their holders compute: one background thread extends every
-//! watched lock at a third of its expiry, so a computation longer than the lock's
-//! expiry is not joined by a second one. A renewal that fails (the lock was lost) is
-//! recorded for the holder to report.
+//! Keeps locks alive while their holders compute: each backend instance gets its own
+//! renewal thread, which extends every lock watched on that backend at a third of its
+//! expiry, so a computation longer than the lock's expiry is not joined by a second
+//! one. A renewal that fails (the lock was lost, or the backend failed) is recorded for
+//! the holder to report.
+//!
+//! One thread per backend, not one for all: a renewal blocks in its backend call, and
+//! a stalled server must not starve the locks held in a healthy one. A thread ends
+//! once it has had nothing to watch for [`IDLE`]; the next lock on its backend starts
+//! another.
 //!
 //! Renewal compares the token, like every lock step: it never extends a lock that
 //! another owner took.
@@ -15,10 +21,13 @@ use std::time::{Duration, Instant};
 use once_cell::sync::Lazy;
 
 use crate::backend::CacheBackend;
+use crate::limits::MIN_LOCK_EXPIRE;
+
+/// How long a renewal thread with nothing to watch waits for more before it ends.
+const IDLE: Duration = Duration::from_secs(5);
 
 /// A lock being kept alive.
 struct Watched {
-    backend: Arc<dyn CacheBackend>,
     key: String,
     token: String,
     expire: Duration,
@@ -26,28 +35,31 @@ struct Watched {
     lost: Arc<AtomicBool>,
 }
 
-#[derive(Default)]
+/// The renewals of one backend instance, and the thread that runs them.
 struct Watcher {
+    backend: Arc<dyn CacheBackend>,
     watched: Mutex<HashMap<u64, Watched>>,
     changed: Condvar,
-    next_id: AtomicU64,
 }
 
-static WATCHER: Lazy<Arc<Watcher>> = Lazy::new(|| {
-    let watcher = Arc::new(Watcher::default());
-    let worker = Arc::clone(&watcher);
-    let spawned = thread::Builder::new()
-        .name("cache-memoize-renew".into())
-        .spawn(move || worker.run());
-    if let Err(err) = spawned {
-        tracing::warn!(error = %err, "cannot start the lock renewal thread; long computations may run twice");
-    }
-    watcher
-});
+/// The live watchers, by backend instance (the address its `Arc` points at).
+static WATCHERS: Lazy<Mutex<HashMap<usize, Arc<Watcher>>>> = Lazy::new(Mutex::default);
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+fn watchers() -> MutexGuard<'static, HashMap<usize, Arc<Watcher>>> {
+    WATCHERS.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The identity of a backend instance: where its `Arc` points.
+fn identity(backend: &Arc<dyn CacheBackend>) -> usize {
+    Arc::as_ptr(backend).cast::<()>() as usize
+}
 
 /// While this lives, the lock it was made for is extended at a third of its expiry.
 pub(crate) struct Renewal {
     id: u64,
+    watcher: Arc<Watcher>,
     lost: Arc<AtomicBool>,
 }
 
@@ -60,7 +72,8 @@ impl Renewal {
 
 impl Drop for Renewal {
     fn drop(&mut self) {
-        WATCHER.lock().remove(&self.id);
+        self.watcher.lock().remove(&self.id);
+        self.watcher.changed.notify_all();
     }
 }
 
@@ -72,22 +85,48 @@ pub(crate) fn keep_alive(
     expire: Duration,
     lost: &Arc<AtomicBool>,
 ) -> Renewal {
-    let watcher = &*WATCHER;
-    let id = watcher.next_id.fetch_add(1, Ordering::Relaxed);
+    // A lock expiring at once would make the loop spin; options are clamped before
+    // they get here, and this keeps the loop bounded whatever the caller passed.
+    let expire = expire.max(MIN_LOCK_EXPIRE);
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let lost = Arc::clone(lost);
-    watcher.lock().insert(
-        id,
-        Watched {
-            backend: Arc::clone(backend),
-            key: key.to_owned(),
-            token: token.to_owned(),
-            expire,
-            due: Instant::now() + expire / 3,
-            lost: Arc::clone(&lost),
-        },
-    );
+    let lock = Watched {
+        key: key.to_owned(),
+        token: token.to_owned(),
+        expire,
+        due: Instant::now() + expire / 3,
+        lost: Arc::clone(&lost),
+    };
+    // The map of watchers is held while the lock is added, so a thread deciding to end
+    // (which takes the map first too) cannot miss it.
+    let mut all = watchers();
+    let watcher = match all.get(&identity(backend)) {
+        Some(watcher) => Arc::clone(watcher),
+        None => {
+            let watcher = Arc::new(Watcher {
+                backend: Arc::clone(backend),
+                watched: Mutex::default(),
+                changed: Condvar::new(),
+            });
+            let worker = Arc::clone(&watcher);
+            let spawned = thread::Builder::new()
+                .name("cache-memoize-renew".into())
+                .spawn(move || worker.run());
+            match spawned {
+                Ok(_) => {
+                    all.insert(identity(backend), Arc::clone(&watcher));
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot start a lock renewal thread; long computations may run twice");
+                }
+            }
+            watcher
+        }
+    };
+    watcher.lock().insert(id, lock);
+    drop(all);
     watcher.changed.notify_all();
-    Renewal { id, lost }
+    Renewal { id, watcher, lost }
 }
 
 impl Watcher {
@@ -95,10 +134,25 @@ impl Watcher {
         self.watched.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn run(&self) {
+    fn run(self: &Arc<Self>) {
         let mut watched = self.lock();
         loop {
             let now = Instant::now();
+            if watched.is_empty() {
+                watched = self
+                    .changed
+                    .wait_timeout(watched, IDLE)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+                if !watched.is_empty() {
+                    continue;
+                }
+                if self.retire(watched) {
+                    return;
+                }
+                watched = self.lock();
+                continue;
+            }
             let due: Vec<u64> = watched
                 .iter()
                 .filter(|(_, w)| w.due <= now)
@@ -106,9 +160,7 @@ impl Watcher {
                 .collect();
             if due.is_empty() {
                 let next = watched.values().map(|w| w.due).min();
-                let wait = next.map_or(Duration::from_secs(3600), |at| {
-                    at.saturating_duration_since(now)
-                });
+                let wait = next.map_or(IDLE, |at| at.saturating_duration_since(now));
                 watched = self
                     .changed
                     .wait_timeout(watched, wait)
@@ -121,8 +173,7 @@ impl Watcher {
                     continue;
                 };
                 lock.due = Instant::now() + lock.expire / 3;
-                let (backend, key, token, expire, lost) = (
-                    Arc::clone(&lock.backend),
+                let (key, token, expire, lost) = (
                     lock.key.clone(),
                     lock.token.clone(),
                     lock.expire,
@@ -130,13 +181,91 @@ impl Watcher {
                 );
                 // The backend call runs without the map's mutex held.
                 drop(watched);
-                let extended = backend.compare_and_extend(&key, token.as_bytes(), expire);
-                if !matches!(extended, Ok(true)) {
-                    lost.store(true, Ordering::SeqCst);
-                    tracing::warn!(key, ?extended, "renewing the lock failed while computing");
-                }
+                self.renew(&key, &token, expire, &lost);
                 watched = self.lock();
             }
         }
+    }
+
+    /// Extends one lock; a lock found gone, or a backend failure, marks it lost (once:
+    /// the holder reports it).
+    fn renew(&self, key: &str, token: &str, expire: Duration, lost: &AtomicBool) {
+        let extended = self
+            .backend
+            .compare_and_extend(key, token.as_bytes(), expire);
+        if !matches!(extended, Ok(true)) && !lost.swap(true, Ordering::SeqCst) {
+            tracing::debug!(key, ?extended, "renewing the lock failed while computing");
+        }
+    }
+
+    /// Ends this watcher if it still has nothing to watch: takes it out of the map of
+    /// watchers (locks taken in the map's order, then this watcher's). Returns whether
+    /// it ended.
+    fn retire(self: &Arc<Self>, watched: MutexGuard<'_, HashMap<u64, Watched>>) -> bool {
+        drop(watched);
+        let mut all = watchers();
+        if !self.lock().is_empty() {
+            return false;
+        }
+        let key = identity(&self.backend);
+        if all.get(&key).is_some_and(|w| Arc::ptr_eq(w, self)) {
+            all.remove(&key);
+        }
+        true
+    }
+}
+
+/// How many renewal threads run now (one per backend with locks being kept alive, or
+/// recently so).
+#[cfg(test)]
+pub(crate) fn threads() -> usize {
+    watchers().len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::memory::MemoryBackend;
+
+    #[test]
+    fn each_backend_gets_its_own_renewal_thread() {
+        let first: Arc<dyn CacheBackend> = Arc::new(MemoryBackend::new());
+        let second: Arc<dyn CacheBackend> = Arc::new(MemoryBackend::new());
+        let lost = Arc::default();
+        let before = threads();
+        let a = keep_alive(&first, "a", "t", Duration::from_secs(30), &lost);
+        let b = keep_alive(&first, "b", "t", Duration::from_secs(30), &lost);
+        let c = keep_alive(&second, "c", "t", Duration::from_secs(30), &lost);
+        assert!(
+            Arc::ptr_eq(&a.watcher, &b.watcher),
+            "one thread per backend"
+        );
+        assert!(!Arc::ptr_eq(&a.watcher, &c.watcher), "not one for all");
+        assert!(threads() >= before + 2);
+    }
+
+    #[test]
+    fn a_watcher_emptied_and_refilled_keeps_working() {
+        let backend: Arc<dyn CacheBackend> = Arc::new(MemoryBackend::new());
+        let lost = Arc::default();
+        // Each drop empties the watcher; the next lock arrives while it idles.
+        for _ in 0..3 {
+            drop(keep_alive(
+                &backend,
+                "k",
+                "t",
+                Duration::from_secs(30),
+                &lost,
+            ));
+            std::thread::yield_now();
+        }
+        let kept = keep_alive(&backend, "k", "t", Duration::from_millis(150), &lost);
+        backend
+            .add("k", b"t", Duration::from_millis(150))
+            .map_err(|err| err.to_string())
+            .unwrap_or_else(|err| panic!("{err}"));
+        std::thread::sleep(Duration::from_millis(400));
+        assert!(!kept.lost(), "renewed past its expiry");
+        assert!(matches!(backend.get("k"), Ok(Some(_))));
     }
 }

@@ -4,7 +4,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 
-use cache_memoize::{MemoizeOptions, make_cache_key, memoize_iter, memoize_iter_async};
+use cache_memoize::{MemoizeOptions, committed_chunk_keys, memoize_iter, memoize_iter_async};
+use serde::de::DeserializeOwned;
 
 use crate::{Fixture, runtime};
 
@@ -17,17 +18,39 @@ fn chunked(f: &Fixture, items: usize) -> MemoizeOptions {
     f.locked().chunk_size(ENVELOPE + items).compress(false)
 }
 
-fn chunk(f: &Fixture, key: &str, index: usize) -> Option<Vec<u8>> {
-    f.probe
-        .inner()
-        .get(&make_cache_key(key).chunk_key(index))
+/// The keys of the chunks of the sequence of `T` committed at `key`.
+fn committed<T: DeserializeOwned>(f: &Fixture, key: &str) -> Vec<String> {
+    committed_chunk_keys::<T>(key, &f.opts())
         .ok()
         .flatten()
+        .unwrap_or_default()
 }
 
-fn stored_chunks(f: &Fixture, key: &str) -> usize {
-    (0..100_000)
-        .take_while(|i| chunk(f, key, *i).is_some())
+/// Chunk `index` of the sequence of `u8` committed at `key`.
+fn chunk(f: &Fixture, key: &str, index: usize) -> Option<Vec<u8>> {
+    chunk_of::<u8>(f, key, index)
+}
+
+fn chunk_of<T: DeserializeOwned>(f: &Fixture, key: &str, index: usize) -> Option<Vec<u8>> {
+    let name = committed::<T>(f, key).get(index)?.clone();
+    f.probe.inner().get(&name).ok().flatten()
+}
+
+/// How many chunks of the sequence committed at `key` are stored.
+fn stored_chunks<T: DeserializeOwned>(f: &Fixture, key: &str) -> usize {
+    committed::<T>(f, key)
+        .iter()
+        .filter(|name| f.probe.inner().get(name).ok().flatten().is_some())
+        .count()
+}
+
+/// The chunks written so far (committed or not) through the probe that are stored.
+fn written_chunks(f: &Fixture) -> usize {
+    f.probe
+        .keys_of("set")
+        .iter()
+        .filter(|name| name.contains(":chunk:"))
+        .filter(|name| f.probe.inner().get(name).ok().flatten().is_some())
         .count()
 }
 
@@ -49,7 +72,7 @@ fn round_trip(f: &Fixture, name: &str, n: u8, per_chunk: usize, expected_chunks:
     assert_eq!(sequence(f, &key, &opts, n, &runs), expected, "miss");
     assert_eq!(sequence(f, &key, &opts, n, &runs), expected, "hit");
     assert_eq!(runs.load(Ordering::SeqCst), 1);
-    assert_eq!(stored_chunks(f, &key), expected_chunks);
+    assert_eq!(stored_chunks::<u8>(f, &key), expected_chunks);
     for index in 0..expected_chunks {
         assert!(
             chunk(f, &key, index).is_some_and(|c| c.len() <= ENVELOPE + per_chunk),
@@ -97,13 +120,14 @@ pub fn iter_many_chunks(f: &Fixture) {
     let read: Vec<u64> = memoize_iter(&key, &opts, || 0..0_u64).collect();
     assert_eq!((computed == expected, read == expected), (true, true));
     assert_eq!(runs.load(Ordering::SeqCst), 1);
-    assert!(stored_chunks(f, &key) > 100);
+    assert!(stored_chunks::<u64>(f, &key) > 100);
 }
 
 /// Items reach the caller as they are computed, and the manifest appears only after
 /// the last one: no reader sees a partial sequence.
 pub fn iter_streams_and_commits_last(f: &Fixture) {
     let key = f.key("iter-stream");
+    f.probe.clear();
     let produced = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&produced);
     let mut items = memoize_iter(&key, &chunked(f, 2), move || {
@@ -119,7 +143,7 @@ pub fn iter_streams_and_commits_last(f: &Fixture) {
     );
     assert_eq!(items.by_ref().take(4).collect::<Vec<_>>(), [1, 2, 3, 4]);
     assert!(
-        stored_chunks(f, &key) >= 2,
+        written_chunks(f) >= 2,
         "full chunks are stored as they fill"
     );
     assert_eq!(f.stored(&key), None, "no manifest before the end");
@@ -131,23 +155,34 @@ pub fn iter_streams_and_commits_last(f: &Fixture) {
     assert_eq!(items.next(), None);
     assert!(f.stored(&key).is_some(), "the manifest is written last");
     assert_eq!(f.lock_token(&key), None);
-    let extends = f
-        .probe
-        .ops()
-        .iter()
-        .filter(|op| **op == "compare_and_extend")
-        .count();
-    assert_eq!(extends, 3, "the lock is extended after each stored chunk");
+    let count = |name: &str| f.probe.ops().iter().filter(|op| **op == name).count();
+    assert_eq!(count("set"), 3, "one write per chunk");
+    assert_eq!(
+        count("expire_many"),
+        1,
+        "the commit makes every chunk live as long as the value in one step"
+    );
+    assert_eq!(stored_chunks::<u8>(f, &key), 3);
 }
 
 /// Dropping the iterator early commits nothing, removes its chunks, and releases the lock.
 pub fn iter_early_drop_commits_nothing(f: &Fixture) {
     let key = f.key("iter-drop");
+    f.probe.clear();
     let mut items = memoize_iter(&key, &chunked(f, 2), || 0..10_u8);
     assert_eq!(items.by_ref().take(5).count(), 5);
     drop(items);
     assert_eq!(f.stored(&key), None);
-    assert_eq!(stored_chunks(f, &key), 0);
+    assert_eq!(written_chunks(f), 0, "the chunks written are gone");
+    assert_eq!(
+        f.probe
+            .ops()
+            .iter()
+            .filter(|op| **op == "expire_many")
+            .count(),
+        1,
+        "removed in one step"
+    );
     assert_eq!(f.lock_token(&key), None);
     let runs = AtomicUsize::new(0);
     assert_eq!(
@@ -163,7 +198,7 @@ fn damaged(f: &Fixture, name: &str, damage: impl FnOnce(&str)) {
     let runs = AtomicUsize::new(0);
     let expected: Vec<u8> = (0..10).collect();
     assert_eq!(sequence(f, &key, &opts, 10, &runs), expected);
-    damage(&make_cache_key(&key).chunk_key(2));
+    damage(&committed::<u8>(f, &key)[2]);
     assert_eq!(
         sequence(f, &key, &opts, 10, &runs),
         expected,
@@ -292,12 +327,7 @@ pub fn iter_async_missing_chunk_is_recomputed(f: &Fixture) {
     let runs = AtomicUsize::new(0);
     let opts = chunked(f, 3);
     let _ = sequence(f, &key, &opts, 10, &runs);
-    assert!(
-        f.probe
-            .inner()
-            .delete(&make_cache_key(&key).chunk_key(1))
-            .is_ok()
-    );
+    assert!(f.probe.inner().delete(&committed::<u8>(f, &key)[1]).is_ok());
     runtime().block_on(async {
         let items: Vec<u8> = memoize_iter_async(&key, &opts, || async {
             runs.fetch_add(1, Ordering::SeqCst);
@@ -330,8 +360,8 @@ pub fn iter_compressed_round_trip(f: &Fixture) {
         (true, true, true)
     );
     let size = |key: &str| {
-        (0..stored_chunks(f, key))
-            .filter_map(|i| chunk(f, key, i))
+        (0..stored_chunks::<String>(f, key))
+            .filter_map(|i| chunk_of::<String>(f, key, i))
             .map(|c| c.len())
             .sum::<usize>()
     };
@@ -366,7 +396,7 @@ fn with_foreign_chunk(f: &Fixture, key: &str, other: &str, opts: &MemoizeOptions
     let theirs: Vec<u8> = memoize_iter(other, opts, || [7_u8, 8, 9]).collect();
     assert_eq!((mine, theirs), (vec![1, 2, 3], vec![7, 8, 9]));
     let foreign = chunk(f, other, 0).unwrap_or_default();
-    let name = make_cache_key(key).chunk_key(0);
+    let name = committed::<u8>(f, key)[0].clone();
     assert!(
         f.probe
             .inner()
@@ -413,4 +443,49 @@ pub fn iter_async_foreign_chunk_is_recomputed(f: &Fixture) {
     });
     assert_eq!(runs.load(Ordering::SeqCst), 1, "recomputed");
     assert_eq!(f.lock_token(&key), None);
+}
+
+/// Issue 11, finding 4: a refresh overwrote the committed sequence's chunks in place,
+/// so an abandoned refresh destroyed it. A write's chunks have names of their own now:
+/// a refresh given up half-way leaves the committed sequence readable, as a hit.
+pub fn iter_abandoned_refresh_leaves_the_committed_sequence(f: &Fixture) {
+    let key = f.key("iter-abandoned-refresh");
+    let opts = chunked(f, 3);
+    let runs = AtomicUsize::new(0);
+    let committed: Vec<u8> = (0..10).collect();
+    assert_eq!(sequence(f, &key, &opts, 10, &runs), committed);
+    let mut refresh = memoize_iter(&key, &opts.clone().force_overwrite(true), || 100..110_u8);
+    assert_eq!(refresh.by_ref().take(7).count(), 7, "two chunks written");
+    drop(refresh);
+    assert_eq!(sequence(f, &key, &opts, 10, &runs), committed);
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "a hit, not a recompute");
+    assert_eq!(f.lock_token(&key), None);
+}
+
+/// Issue 11, finding 4: a reader during a refresh got new items, then old ones. It
+/// reads the committed sequence whole now, as a hit; after the commit, the new one.
+pub fn iter_reader_during_a_refresh_never_sees_a_mix(f: &Fixture) {
+    let key = f.key("iter-refresh-reader");
+    let opts = chunked(f, 3);
+    let runs = AtomicUsize::new(0);
+    let old: Vec<u8> = (0..10).collect();
+    let new: Vec<u8> = (100..110).collect();
+    assert_eq!(sequence(f, &key, &opts, 10, &runs), old);
+    let mut refresh = memoize_iter(&key, &opts.clone().force_overwrite(true), || 100..110_u8);
+    let mut refreshed: Vec<u8> = refresh.by_ref().take(7).collect();
+    let during: Vec<u8> = memoize_iter(&key, &opts, || {
+        runs.fetch_add(1, Ordering::SeqCst);
+        0..0_u8
+    })
+    .collect();
+    assert_eq!(during, old, "the committed sequence, whole");
+    refreshed.extend(refresh);
+    assert_eq!(refreshed, new);
+    let after: Vec<u8> = memoize_iter(&key, &opts, || {
+        runs.fetch_add(1, Ordering::SeqCst);
+        0..0_u8
+    })
+    .collect();
+    assert_eq!(after, new, "the refreshed sequence, whole");
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "both reads were hits");
 }

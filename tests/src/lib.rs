@@ -154,7 +154,8 @@ macro_rules! with_scenarios {
                 async_cancelled_at_random_points_leaves_no_lock,
                 a_late_holder_does_not_overwrite_the_newer_value,
                 invalidate_during_a_computation_voids_its_store,
-                async_invalidate_during_a_computation_voids_its_store
+                async_invalidate_during_a_computation_voids_its_store,
+                expire_duration_max_still_caches, zero_lock_expire_does_not_spin_the_renewal
             ];
             freshness_suite: [
                 stale_value_is_served_while_one_caller_refreshes,
@@ -174,7 +175,9 @@ macro_rules! with_scenarios {
                 iter_backend_failure_mid_stream, iter_concurrent_first_callers_compute_once,
                 iter_async_miss_and_hit, iter_async_missing_chunk_is_recomputed,
                 iter_compressed_round_trip, iter_reads_whatever_compression_it_was_written_with,
-                iter_foreign_chunk_is_recomputed, iter_async_foreign_chunk_is_recomputed
+                iter_foreign_chunk_is_recomputed, iter_async_foreign_chunk_is_recomputed,
+                iter_abandoned_refresh_leaves_the_committed_sequence,
+                iter_reader_during_a_refresh_never_sees_a_mix
             ]
         );
     };

@@ -738,3 +738,60 @@ pub fn async_invalidate_during_a_computation_voids_its_store(f: &Fixture) {
     });
     assert_eq!(f.stored(&key), None, "nothing stored");
 }
+
+/// Issue 11, finding 6: `expire(Duration::MAX)` is clamped to 100 years, so it still
+/// caches (Redis refused the `PX` it made before).
+pub fn expire_duration_max_still_caches(f: &Fixture) {
+    let key = f.key("expire-max");
+    let counter = Counter::default();
+    for opts in [
+        f.opts().expire(Duration::MAX),
+        f.locked().expire(Duration::MAX),
+    ] {
+        let first = memoize(&key, &opts, counter.compute("forever"));
+        let second = memoize(&key, &opts, counter.compute("again"));
+        assert_eq!((first.as_str(), second.as_str()), ("forever", "forever"));
+        assert!(f.stored(&key).is_some(), "the value was stored");
+        let _ = invalidate_on(f, &key);
+    }
+    assert_eq!(counter.runs(), 2, "each form computed once, then hit");
+}
+
+/// Issue 11, finding 6: a lock `expire` of zero is clamped to 100 ms, so its renewal
+/// runs every ~33 ms instead of spinning (3,095 renewals in 500 ms before).
+pub fn zero_lock_expire_does_not_spin_the_renewal(f: &Fixture) {
+    let key = f.key("zero-lock-expire");
+    let opts = f.opts().lock(LockOptions {
+        expire: Duration::ZERO,
+        ..fast_lock()
+    });
+    f.probe.clear();
+    let computed_for = Duration::from_millis(500);
+    let value = memoize(&key, &opts, || {
+        let started = std::time::Instant::now();
+        wait_until("the computation runs 500 ms", || {
+            started.elapsed() >= computed_for
+        });
+        7_u32
+    });
+    assert_eq!(value, 7);
+    let renewals = f
+        .probe
+        .ops()
+        .iter()
+        .filter(|op| **op == "compare_and_extend")
+        .count();
+    // One per third of the clamped 100 ms expiry: about 15 in 500 ms. The bound is
+    // loose (a slow machine renews late, never more often).
+    assert!(
+        (1..=20).contains(&renewals),
+        "{renewals} renewals in 500 ms"
+    );
+    assert_eq!(
+        CacheLock::new(&key)
+            .expire(Duration::ZERO)
+            .lock_options()
+            .expire,
+        cache_memoize::MIN_LOCK_EXPIRE
+    );
+}

@@ -14,6 +14,8 @@ type Hook = Box<dyn FnMut(&'static str) + Send>;
 pub struct Probe {
     inner: Arc<dyn CacheBackend>,
     ops: Mutex<Vec<&'static str>>,
+    /// Each operation with the (first) key it named.
+    keys: Mutex<Vec<(&'static str, String)>>,
     failing: AtomicBool,
     after: Mutex<Option<Hook>>,
 }
@@ -24,6 +26,7 @@ impl Probe {
         Self {
             inner,
             ops: Mutex::default(),
+            keys: Mutex::default(),
             failing: AtomicBool::new(false),
             after: Mutex::default(),
         }
@@ -42,9 +45,25 @@ impl Probe {
             .clone()
     }
 
+    /// The keys named by the operations `op` run so far (the first key of a
+    /// several-key operation), in order.
+    pub fn keys_of(&self, op: &str) -> Vec<String> {
+        self.keys
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|(name, _)| *name == op)
+            .map(|(_, key)| key.clone())
+            .collect()
+    }
+
     /// Forgets the operations recorded so far.
     pub fn clear(&self) {
         self.ops
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        self.keys
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
@@ -65,6 +84,10 @@ impl Probe {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(op);
+        self.keys
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((op, key.to_owned()));
         if self.failing.load(Ordering::SeqCst) {
             return Err(Error::backend(op, key, "the probe is set to fail"));
         }
@@ -166,6 +189,12 @@ impl Backend for Probe {
 
     fn invalidate(&self, key: &str, lock_key: &str) -> Result<(), Error> {
         self.call("invalidate", key, || self.inner.invalidate(key, lock_key))
+    }
+
+    fn expire_many(&self, keys: &[&str], ttl: Duration) -> Result<usize, Error> {
+        self.call("expire_many", keys.first().copied().unwrap_or(""), || {
+            self.inner.expire_many(keys, ttl)
+        })
     }
 
     fn wait_for_release(&self, lock_key: &str, attempted: Instant, max: Duration) {

@@ -1,15 +1,44 @@
 //! [`CountingProxy`]: a TCP proxy in front of a test server that records every command
-//! a client sends (by name), so round trips are counted on the wire, not assumed.
+//! a client sends (by name), so round trips are counted on the wire, not assumed. It
+//! can also stall the link ([`CountingProxy::stall`]): requests are still read and
+//! recorded, but not forwarded until [`CountingProxy::resume`], as with a server that
+//! stopped answering (SIGSTOP) or a link that drops packets.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
 
 /// Forwards `127.0.0.1:port()` to a server, recording the commands sent to it.
 pub struct CountingProxy {
     port: u16,
     commands: Arc<Mutex<Vec<String>>>,
+    gate: Arc<Gate>,
+}
+
+/// Whether requests are held back, and the signal that they may go again.
+#[derive(Default)]
+struct Gate {
+    stalled: Mutex<bool>,
+    opened: Condvar,
+}
+
+impl Gate {
+    fn set(&self, stalled: bool) {
+        *self.stalled.lock().unwrap_or_else(PoisonError::into_inner) = stalled;
+        self.opened.notify_all();
+    }
+
+    /// Blocks while the link is stalled.
+    fn pass(&self) {
+        let mut stalled = self.stalled.lock().unwrap_or_else(PoisonError::into_inner);
+        while *stalled {
+            stalled = self
+                .opened
+                .wait(stalled)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
 }
 
 impl CountingProxy {
@@ -32,16 +61,33 @@ impl CountingProxy {
         };
         let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
         let commands = Arc::new(Mutex::new(Vec::new()));
-        let log = Arc::clone(&commands);
+        let gate = Arc::new(Gate::default());
+        let (log, shared_gate) = (Arc::clone(&commands), Arc::clone(&gate));
         thread::spawn(move || {
             for client in listener.incoming().flatten() {
                 let (log, upstream) = (Arc::clone(&log), upstream.clone());
+                let gate = Arc::clone(&shared_gate);
                 thread::spawn(move || {
-                    let _ = forward(client, &upstream, &log);
+                    let _ = forward(client, &upstream, &log, &gate);
                 });
             }
         });
-        Self { port, commands }
+        Self {
+            port,
+            commands,
+            gate,
+        }
+    }
+
+    /// Stalls the link: requests (on every connection, new ones included) are
+    /// recorded but held back, so clients wait for replies until their timeouts.
+    pub fn stall(&self) {
+        self.gate.set(true);
+    }
+
+    /// Lets held-back and later requests through again.
+    pub fn resume(&self) {
+        self.gate.set(false);
     }
 
     /// The proxy's URL.
@@ -66,7 +112,12 @@ impl CountingProxy {
     }
 }
 
-fn forward(client: TcpStream, upstream: &str, log: &Mutex<Vec<String>>) -> std::io::Result<()> {
+fn forward(
+    client: TcpStream,
+    upstream: &str,
+    log: &Mutex<Vec<String>>,
+    gate: &Gate,
+) -> std::io::Result<()> {
     let server = TcpStream::connect(upstream)?;
     let _ = server.set_nodelay(true);
     let _ = client.set_nodelay(true);
@@ -79,6 +130,7 @@ fn forward(client: TcpStream, upstream: &str, log: &Mutex<Vec<String>>) -> std::
         log.lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(name);
+        gate.pass();
         to_server.write_all(&raw)?;
     }
 }

@@ -307,6 +307,20 @@ impl Backend for MemoryBackend {
     }
 
     /// Returns when `lock_key` is deleted (or already absent), or after `max`.
+    fn expire_many(&self, keys: &[&str], ttl: Duration) -> Result<usize, Error> {
+        let mut store = self.lock();
+        let mut present = 0;
+        for key in keys {
+            if ttl.is_zero() {
+                present += usize::from(store.remove(key));
+            } else if let Some(entry) = store.live(key) {
+                entry.expires_at = expiry(ttl);
+                present += 1;
+            }
+        }
+        Ok(present)
+    }
+
     fn wait_for_release(&self, lock_key: &str, _attempted: Instant, max: Duration) {
         let store = self.lock();
         if !store.locks.contains_key(lock_key) {

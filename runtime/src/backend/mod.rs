@@ -147,6 +147,27 @@ pub trait Backend: Send + Sync + 'static {
         self.delete(lock_key)
     }
 
+    /// Resets the time to live of each present key of `keys` to `ttl` (a zero `ttl`
+    /// removes them), as one step: the chunks of a memoized iterator's write, made
+    /// to last as long as the value when it commits, or given up at once. Returns how
+    /// many of `keys` were present. The keys share one hash tag (one cluster slot).
+    ///
+    /// The default reads and rewrites each key; a backend that can do it in one
+    /// round trip overrides it.
+    fn expire_many(&self, keys: &[&str], ttl: Duration) -> Result<usize, Error> {
+        let mut present = 0;
+        for key in keys {
+            if ttl.is_zero() {
+                present += usize::from(self.get(key)?.is_some());
+                self.delete(key)?;
+            } else if let Some(value) = self.get(key)? {
+                self.set(key, &value, ttl)?;
+                present += 1;
+            }
+        }
+        Ok(present)
+    }
+
     /// Blocks until `lock_key` may have been released since `attempted` (when the
     /// caller last found it held), or for at most `max`. Polling backends simply sleep;
     /// a backend with notifications returns early, and at once if a release arrived

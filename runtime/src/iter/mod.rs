@@ -10,8 +10,14 @@
 //! - A missing or corrupt chunk makes the entry a miss: the sequence is recomputed
 //!   (and overwritten), skipping the items the caller already has. A backend failure
 //!   while storing stops the storing, not the items.
-//! - Dropping the iterator early commits nothing, deletes the chunks written so far,
-//!   and releases the lock.
+//! - Each write names its chunks after a generation of its own (recorded in the
+//!   manifest): a refresh never touches the committed sequence, and a reader never
+//!   sees a mix of two writes. Uncommitted chunks live about as long as the lock; the
+//!   commit makes them live as long as the value (see `write.rs`).
+//! - Dropping the iterator early commits nothing, removes the chunks written so far
+//!   (one step), and releases the lock.
+//! - Every count read from the cache is checked before anything is allocated for it:
+//!   chunks are fetched in bounded windows, on the async path too.
 
 use std::future::Future;
 use std::marker::PhantomData;
@@ -32,7 +38,7 @@ use crate::sequence::{Driver, Lookup, Storing};
 mod read;
 mod write;
 
-use read::{Reader, read_all_async};
+use read::{Reader, check_manifest, chunk_names, read_all_async};
 use write::{Store, Writer};
 
 /// What the main key holds, written last. Typed by `T` so that another item type
@@ -47,6 +53,8 @@ struct Manifest<T> {
     checksums: Vec<u32>,
     /// Whether each chunk's items are LZ4-compressed.
     compressed: bool,
+    /// The write's generation: its chunks are `key.chunk_key(generation, index)`.
+    generation: u64,
     #[serde(skip)]
     of: PhantomData<fn() -> T>,
 }
@@ -153,11 +161,13 @@ impl<T> Context<T> {
         self.opts.backend_handle()
     }
 
-    /// Where a computed sequence is stored, as the sequence decided.
-    fn store(&self, storing: Storing, lock: Option<LockGuard>) -> Option<Store> {
+    /// Where a computed sequence is stored, as the sequence decided. `refresh`:
+    /// whether it replaces a committed sequence.
+    fn store(&self, storing: Storing, lock: Option<LockGuard>, refresh: Refresh) -> Option<Store> {
+        let replaces = refresh == Refresh::Forced;
         match storing {
             Storing::Nothing => None,
-            Storing::Locked => Some(Store::new(self, lock)),
+            Storing::Locked => Some(Store::new(self, lock, replaces)),
         }
     }
 }
@@ -228,7 +238,9 @@ where
                     refresh = Refresh::Forced;
                 }
             },
-            Lookup::Compute(storing) => break context.store(storing, driver.take_lock()),
+            Lookup::Compute(storing) => {
+                break context.store(storing, driver.take_lock(), refresh);
+            }
             // Only a refresh skips, and iterators are never refreshed that way.
             Lookup::Skip => break None,
         }
@@ -237,6 +249,35 @@ where
     MemoIter {
         state: State::Writing(Writer::streaming(context, inner, store)),
     }
+}
+
+/// The keys of the chunks of the sequence of `T` committed at `key` (in the backend
+/// and with the version `opts` name), in order; `None` when no readable sequence is
+/// committed there. Each write of a sequence names its chunks after a generation of
+/// its own ([`CacheKey::chunk_key`](crate::CacheKey::chunk_key)); this reads the
+/// manifest to name the committed write's.
+///
+/// ```
+/// use cache_memoize::{Backend, MemoizeOptions, committed_chunk_keys, memoize_iter};
+///
+/// let opts = MemoizeOptions::new().chunk_size(16);
+/// let _: Vec<u64> = memoize_iter("chunked:doc", &opts, || 0..10).collect();
+/// let chunks = committed_chunk_keys::<u64>("chunked:doc", &opts)?.unwrap_or_default();
+/// assert!(chunks.len() > 1);
+/// assert!(cache_memoize::backend().get(&chunks[0])?.is_some());
+/// # Ok::<(), cache_memoize::Error>(())
+/// ```
+pub fn committed_chunk_keys<T: DeserializeOwned>(
+    key: &str,
+    opts: &MemoizeOptions,
+) -> Result<Option<Vec<String>>, crate::error::Error> {
+    let key = make_cache_key(key);
+    let Some(bytes) = opts.backend_handle().get(key.as_str())? else {
+        return Ok(None);
+    };
+    Ok(codec::decode::<Manifest<T>>(&bytes, opts.version)
+        .filter(|manifest| check_manifest(manifest).is_ok())
+        .map(|manifest| chunk_names(&key, &manifest, 0..manifest.chunks)))
 }
 
 /// Starts reading or computing: the sequence's lookup, as in `memoize`. `skip` items
@@ -259,7 +300,7 @@ fn open<'a, T: 'a>(
         // Only a refresh skips, and iterators are never refreshed that way.
         Lookup::Skip => State::Writing(Writer::new(context, compute, None, skip)),
         Lookup::Compute(storing) => {
-            let store = context.store(storing, lock);
+            let store = context.store(storing, lock, refresh);
             State::Writing(Writer::new(context, compute, store, skip))
         }
     }
@@ -300,5 +341,101 @@ impl<'a, T: 'a> Iterator for MemoIter<'a, T> {
             },
             State::Finished => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::MemoryBackend;
+    use crate::backend::{Backend, ImmediateBackend};
+    use crate::error::Error;
+
+    /// A memory store that remembers the most keys one `get_many` asked for.
+    #[derive(Default)]
+    struct Widest {
+        inner: MemoryBackend,
+        widest: AtomicUsize,
+    }
+
+    impl Backend for Widest {
+        fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+            self.inner.get(key)
+        }
+        fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, Error> {
+            self.widest.fetch_max(keys.len(), Ordering::SeqCst);
+            self.inner.get_many(keys)
+        }
+        fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), Error> {
+            self.inner.set(key, value, ttl)
+        }
+        fn add(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, Error> {
+            self.inner.add(key, value, ttl)
+        }
+        fn delete(&self, key: &str) -> Result<(), Error> {
+            self.inner.delete(key)
+        }
+        fn compare_and_delete(&self, key: &str, expected: &[u8]) -> Result<bool, Error> {
+            self.inner.compare_and_delete(key, expected)
+        }
+        fn compare_and_extend(
+            &self,
+            key: &str,
+            expected: &[u8],
+            ttl: Duration,
+        ) -> Result<bool, Error> {
+            self.inner.compare_and_extend(key, expected, ttl)
+        }
+    }
+
+    impl ImmediateBackend for Widest {}
+
+    /// Issue 11, finding 5: a CRC-valid manifest claiming 4M chunks made the async read
+    /// allocate 578 MB. Chunks are fetched in bounded windows now, on both paths: the
+    /// forged entry costs one window, then is recomputed. (The claim here is 400
+    /// windows, not 4M chunks: decoding 4M checksums takes a minute in a debug build,
+    /// and the bound does not depend on the claim.)
+    #[test]
+    fn a_forged_manifest_claiming_many_chunks_costs_one_window() -> Result<(), Error> {
+        const CLAIMED: u32 = 400 * read::WINDOW_CHUNKS;
+        let backend = Arc::new(Widest::default());
+        let opts = MemoizeOptions::new()
+            .backend(backend.clone())
+            .chunk_size(64);
+        let forged = Manifest::<u8> {
+            chunks: CLAIMED,
+            items: u64::from(CLAIMED),
+            checksums: vec![0; CLAIMED as usize],
+            compressed: false,
+            generation: 1,
+            of: PhantomData,
+        };
+        let bytes = codec::encode(&forged, 0).map_err(|e| Error::backend("encode", "", e))?;
+        let ttl = Duration::from_secs(60);
+        let store = |key: &str| backend.set(make_cache_key(key).as_str(), &bytes, ttl);
+        store("forged:sync")?;
+        store("forged:async")?;
+
+        let read: Vec<u8> = memoize_iter("forged:sync", &opts, || 0..3_u8).collect();
+        assert_eq!(read, [0, 1, 2]);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::backend("runtime", "", e))?;
+        let read: Vec<u8> = runtime.block_on(async {
+            memoize_iter_async("forged:async", &opts, || async { 0..3_u8 })
+                .await
+                .collect()
+        });
+        assert_eq!(read, [0, 1, 2]);
+        let widest = backend.widest.load(Ordering::SeqCst);
+        assert!(
+            widest <= read::WINDOW_CHUNKS as usize,
+            "one get_many asked for {widest} chunks"
+        );
+        Ok(())
     }
 }

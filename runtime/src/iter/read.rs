@@ -12,6 +12,29 @@ use crate::codec;
 /// Encoded bytes fetched per `get_many` on a hit.
 const WINDOW_BYTES: usize = 4 * 1024 * 1024;
 
+/// The most chunks fetched per `get_many`, whatever the chunk size: what a manifest
+/// claims is never allocated for before the chunks are there.
+pub(super) const WINDOW_CHUNKS: u32 = 256;
+
+/// How many chunks one `get_many` fetches.
+fn window_len<T>(context: &Context<T>) -> u32 {
+    let fit = WINDOW_BYTES / context.opts.chunk_size.max(1);
+    u32::try_from(fit)
+        .unwrap_or(u32::MAX)
+        .clamp(1, WINDOW_CHUNKS)
+}
+
+/// The keys of chunks `range` of the write `manifest` describes.
+pub(super) fn chunk_names<T>(
+    key: &crate::key::CacheKey,
+    manifest: &Manifest<T>,
+    range: std::ops::Range<u32>,
+) -> Vec<String> {
+    range
+        .map(|index| key.chunk_key(manifest.generation, index as usize))
+        .collect()
+}
+
 /// Why a stored sequence cannot be read; it is then recomputed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Unreadable {
@@ -180,14 +203,11 @@ impl<'a, T> Reader<'a, T> {
 
     fn fetch_window(&mut self) -> Result<(), Unreadable> {
         check_manifest(&self.manifest)?;
-        let per_window = (WINDOW_BYTES / self.context.opts.chunk_size.max(1)).max(1) as u32;
         let end = self
             .manifest
             .chunks
-            .min(self.next_chunk.saturating_add(per_window));
-        let names: Vec<String> = (self.next_chunk..end)
-            .map(|i| self.context.key.chunk_key(i as usize))
-            .collect();
+            .min(self.next_chunk.saturating_add(window_len(&self.context)));
+        let names = chunk_names(&self.context.key, &self.manifest, self.next_chunk..end);
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         let chunks = self
             .context
@@ -203,32 +223,39 @@ impl<'a, T> Reader<'a, T> {
     }
 }
 
-/// Reads and opens every chunk of `manifest`, and checks that all its items decode.
+/// Reads and opens every chunk of `manifest`, window by window (so a manifest claiming
+/// more chunks than are stored costs one window, not an allocation per claimed
+/// chunk), and checks that all its items decode.
 pub(super) async fn read_all_async<T>(
     context: &Context<T>,
     manifest: &Manifest<T>,
 ) -> Result<VecDeque<Items>, Unreadable> {
     check_manifest(manifest)?;
-    let names: Vec<String> = (0..manifest.chunks as usize)
-        .map(|i| context.key.chunk_key(i))
-        .collect();
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let chunks = context
-        .backend()
-        .get_many_async(&names)
-        .await
-        .map_err(|_| Unreadable::Backend)?;
-    let mut opened = VecDeque::with_capacity(chunks.len());
+    let backend = context.backend();
+    let mut opened = VecDeque::new();
     let mut items = 0_u64;
-    for (index, chunk) in chunks.into_iter().enumerate() {
-        let (bytes, start) = open_chunk(context, manifest, index, chunk)?;
-        let mut payload = &bytes[start..];
-        while !payload.is_empty() {
-            let (_, used) = (context.items.decode)(payload).ok_or(Unreadable::Item)?;
-            payload = &payload[used..];
-            items += 1;
+    let mut start = 0_u32;
+    while start < manifest.chunks {
+        let end = manifest
+            .chunks
+            .min(start.saturating_add(window_len(context)));
+        let names = chunk_names(&context.key, manifest, start..end);
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let chunks = backend
+            .get_many_async(&names)
+            .await
+            .map_err(|_| Unreadable::Backend)?;
+        for (index, chunk) in (start as usize..).zip(chunks) {
+            let (bytes, first) = open_chunk(context, manifest, index, chunk)?;
+            let mut payload = &bytes[first..];
+            while !payload.is_empty() {
+                let (_, used) = (context.items.decode)(payload).ok_or(Unreadable::Item)?;
+                payload = &payload[used..];
+                items += 1;
+            }
+            opened.push_back((bytes, first));
         }
-        opened.push_back((bytes, start));
+        start = end;
     }
     if items == manifest.items {
         Ok(opened)

@@ -1,8 +1,19 @@
 //! The writing side of memoized iterators: the computation streamed to the caller, and
 //! its items stored in chunks as they pass, committed last.
+//!
+//! Each write names its chunks after a generation of its own (a random `u64` recorded
+//! in the manifest), so it never touches the chunks of the committed sequence: the
+//! manifest swap (`store_and_release`) is the commit. Until then the chunks live only
+//! about as long as the lock (`short_ttl`, refreshed in one step as the write goes on);
+//! the commit makes them live as long as the value, in one step
+//! ([`Backend::expire_many`](crate::Backend::expire_many)). A write given up is cleaned
+//! up in one step; one that failed on the backend is left to the short TTL and its
+//! lock released on another thread, so after the failed call itself the caller's
+//! items are not held up by a cleanup against a failing backend.
 
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::{Chunk, Compute, Context, Manifest};
 use crate::backend::CacheBackend;
@@ -70,10 +81,19 @@ impl<'a, T> Writer<'a, T> {
     }
 }
 
-/// Chunks being written for one sequence. Dropped uncommitted, it deletes them.
+/// Chunks being written for one sequence; see the module docs.
 pub(super) struct Store {
     backend: Arc<dyn CacheBackend>,
     key: crate::key::CacheKey,
+    /// This write's chunk names: `key.chunk_key(generation, index)`.
+    generation: u64,
+    /// How long chunks live until the commit: about the lock's expiry.
+    short_ttl: Duration,
+    /// When the written chunks' short TTL was last reset.
+    refreshed: Instant,
+    /// Whether this write replaces a committed sequence (a forced refresh), whose
+    /// chunks are then shortened to `short_ttl` after the commit.
+    replaces: bool,
     /// Keeps the lock alive while the caller consumes slowly; dropped before the lock.
     renewal: Option<crate::renew::Renewal>,
     guard: Option<LockGuard>,
@@ -82,21 +102,37 @@ pub(super) struct Store {
     scratch: Vec<u8>,
     checksums: Vec<u32>,
     items: u64,
-    committed: bool,
+    state: Progress,
+}
+
+/// Where a write stands, for what its drop must clean up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Progress {
+    /// Chunks are being written; dropped now, the write was given up.
+    Writing,
+    /// The backend failed: the chunks are left to their short TTL.
+    Failed,
+    /// The manifest points at the chunks (or the write is settled otherwise).
+    Done,
 }
 
 impl Store {
-    pub(super) fn new<T>(context: &Context<T>, guard: Option<LockGuard>) -> Self {
+    pub(super) fn new<T>(context: &Context<T>, guard: Option<LockGuard>, replaces: bool) -> Self {
+        let short_ttl = crate::limits::lock_expire(context.opts.lock.unwrap_or_default().expire);
         Self {
             backend: context.backend(),
             key: context.key.clone(),
+            generation: fastrand::u64(..),
+            short_ttl,
+            refreshed: Instant::now(),
+            replaces,
             renewal: guard.as_ref().map(LockGuard::keep_alive),
             guard,
             buffer: Vec::new(),
             scratch: Vec::new(),
             checksums: Vec::new(),
             items: 0,
-            committed: false,
+            state: Progress::Writing,
         }
     }
 
@@ -119,68 +155,159 @@ impl Store {
         self.buffer.len() > codec::HEADER_LEN
     }
 
-    /// Stores the chunk being filled and extends the lock.
+    /// The names of the chunks written so far.
+    fn chunk_names(&self) -> Vec<String> {
+        (0..self.checksums.len())
+            .map(|index| self.key.chunk_key(self.generation, index))
+            .collect()
+    }
+
+    /// Stores the chunk being filled (for the short TTL), and resets the short TTL of
+    /// the chunks written so far once a third of it has passed.
     pub(super) fn flush<T>(&mut self, context: &Context<T>) -> Result<(), &'static str> {
-        let name = self.key.chunk_key(self.checksums.len());
+        if self.guard.as_ref().is_some_and(LockGuard::is_lost) {
+            return Err("the lock was lost; another caller may compute too");
+        }
+        let name = self.key.chunk_key(self.generation, self.checksums.len());
         if context.opts.compress {
             let compressed = lz4_flex::compress_prepend_size(&self.buffer[codec::HEADER_LEN..]);
             self.buffer.truncate(codec::HEADER_LEN);
             self.buffer.extend_from_slice(&compressed);
         }
         let checksum = codec::seal(&mut self.buffer);
-        self.backend
-            .set(&name, &self.buffer, context.opts.expire)
-            .map_err(|_| "the backend failed while storing a chunk")?;
+        if self
+            .backend
+            .set(&name, &self.buffer, self.short_ttl)
+            .is_err()
+        {
+            self.state = Progress::Failed;
+            return Err("the backend failed while storing a chunk");
+        }
         self.checksums.push(checksum);
         self.buffer.clear();
-        if let Some(guard) = &mut self.guard {
-            if !matches!(guard.extend(None), Ok(true)) {
-                tracing::warn!(key = %self.key, "the lock was lost while storing the sequence; another caller may compute too");
+        if self.refreshed.elapsed() >= self.short_ttl / 3 {
+            let names = self.chunk_names();
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            if self.backend.expire_many(&names, self.short_ttl).is_err() {
+                self.state = Progress::Failed;
+                return Err("the backend failed while keeping the chunks alive");
             }
+            self.refreshed = Instant::now();
         }
         Ok(())
     }
 
-    /// Stores the last chunk, then the manifest, releasing the lock in the same step.
+    /// Stores the last chunk, makes every chunk live as long as the value (one step),
+    /// then stores the manifest, releasing the lock in the same step: the commit.
     pub(super) fn commit<T>(mut self, context: &Context<T>) {
         if self.has_items() && self.flush(context).is_err() {
             return;
+        }
+        let ttl = context.opts.expire;
+        let names = self.chunk_names();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        if !names.is_empty() {
+            match self.backend.expire_many(&names, ttl) {
+                Ok(present) if present == names.len() => {}
+                Ok(_) => {
+                    // Some expired before the commit (a very slow consumer): committing
+                    // would point at missing chunks. The lock is given back on drop.
+                    tracing::warn!(key = %self.key, "chunks expired before the sequence was committed; not stored");
+                    self.state = Progress::Done;
+                    return;
+                }
+                Err(err) => {
+                    tracing::warn!(key = %self.key, error = %err, "storing the sequence failed");
+                    self.state = Progress::Failed;
+                    return;
+                }
+            }
         }
         let manifest = Manifest::<T> {
             chunks: self.checksums.len() as u32,
             items: self.items,
             checksums: self.checksums.clone(),
             compressed: context.opts.compress,
+            generation: self.generation,
             of: PhantomData,
         };
         let Ok(bytes) = codec::encode(&manifest, context.opts.version) else {
             return;
         };
+        let previous = if self.replaces {
+            self.previous_chunks(context)
+        } else {
+            Vec::new()
+        };
         self.renewal = None;
         let stored = match self.guard.take() {
-            Some(guard) => guard
-                .store_and_release(self.key.as_str(), &bytes, context.opts.expire)
-                .map(|_| ()),
+            Some(guard) => guard.store_and_release(self.key.as_str(), &bytes, ttl),
             None => self
                 .backend
-                .set(self.key.as_str(), &bytes, context.opts.expire),
+                .set(self.key.as_str(), &bytes, ttl)
+                .map(|()| true),
         };
+        self.state = Progress::Done;
         match stored {
-            Ok(()) => self.committed = true,
+            Ok(true) => self.shorten(&previous),
+            Ok(false) => {
+                // Refused (the lock was lost): these chunks will never be read.
+                let _ = self.backend.expire_many(&names, Duration::ZERO);
+            }
             Err(err) => {
                 tracing::warn!(key = %self.key, error = %err, "storing the sequence's manifest failed");
             }
         }
     }
+
+    /// The chunk names of the sequence committed before this write, if readable.
+    fn previous_chunks<T>(&self, context: &Context<T>) -> Vec<String> {
+        let Ok(Some(bytes)) = self.backend.get(self.key.as_str()) else {
+            return Vec::new();
+        };
+        codec::decode::<Manifest<T>>(&bytes, context.opts.version)
+            .filter(|previous| {
+                previous.generation != self.generation
+                    && super::read::check_manifest(previous).is_ok()
+            })
+            .map(|previous| super::read::chunk_names(&self.key, &previous, 0..previous.chunks))
+            .unwrap_or_default()
+    }
+
+    /// Lets the replaced sequence's chunks go after `short_ttl` (a reader in the middle
+    /// of it has that long to finish; after that it reads a miss, never a mix).
+    fn shorten(&self, previous: &[String]) {
+        if previous.is_empty() {
+            return;
+        }
+        let previous: Vec<&str> = previous.iter().map(String::as_str).collect();
+        let _ = self.backend.expire_many(&previous, self.short_ttl);
+    }
 }
 
 impl Drop for Store {
     fn drop(&mut self) {
-        if self.committed {
-            return;
+        // A write given up (the iterator dropped early, or the lock lost): its chunks
+        // go in one step. A failed one is left to the short TTL: another call to a
+        // failing backend would hold up the caller's items once more.
+        if self.state == Progress::Writing && !self.checksums.is_empty() {
+            let names = self.chunk_names();
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            let _ = self.backend.expire_many(&names, Duration::ZERO);
         }
-        for index in 0..self.checksums.len() {
-            let _ = self.backend.delete(&self.key.chunk_key(index));
+        // After a failure the lock is given back off the caller's thread: the backend
+        // may take a whole response timeout to answer (or not).
+        if self.state == Progress::Failed {
+            self.renewal = None;
+            if let Some(guard) = self.guard.take() {
+                // Should the thread not start, the guard drops with the closure and
+                // releases here.
+                let _ = std::thread::Builder::new()
+                    .name("cache-memoize-release".into())
+                    .spawn(move || {
+                        let _ = guard.give_back();
+                    });
+            }
         }
     }
 }

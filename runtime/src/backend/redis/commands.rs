@@ -5,14 +5,16 @@ use std::time::Duration;
 use redis::{Cmd, ScriptInvocation, Value};
 
 use super::scripts::{
-    COMPARE_AND_DELETE, COMPARE_AND_EXTEND, GET_OR_LOCK, INVALIDATE, RELEASE_CHANNEL,
+    COMPARE_AND_DELETE, COMPARE_AND_EXTEND, EXPIRE_MANY, GET_OR_LOCK, INVALIDATE, RELEASE_CHANNEL,
     STORE_AND_RELEASE, TAKE_LOCK,
 };
 use crate::backend::{FENCE_TTL, GetOrLock, LockClaim};
 use crate::error::Error;
 
-/// A TTL in Redis milliseconds (at least 1: Redis rejects `PX 0`).
+/// A TTL in Redis milliseconds: at least 1 (Redis rejects `PX 0`) and at most
+/// [`MAX_EXPIRE`](crate::MAX_EXPIRE) (Redis rejects a `PX` whose deadline overflows).
 pub(super) fn ms(ttl: Duration) -> u64 {
+    let ttl = ttl.min(crate::limits::MAX_EXPIRE);
     u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
@@ -61,6 +63,16 @@ pub(super) fn compare_and_extend(
 ) -> ScriptInvocation<'static> {
     let mut script = COMPARE_AND_EXTEND.prepare_invoke();
     script.key(key).arg(expected).arg(ms(ttl));
+    script
+}
+
+/// Resets the TTL of every present key of `keys` (a zero `ttl` removes them).
+pub(super) fn expire_many(keys: &[&str], ttl: Duration) -> ScriptInvocation<'static> {
+    let mut script = EXPIRE_MANY.prepare_invoke();
+    for key in keys {
+        script.key(*key);
+    }
+    script.arg(if ttl.is_zero() { 0 } else { ms(ttl) });
     script
 }
 
@@ -149,6 +161,6 @@ mod tests {
         assert_eq!(ms(Duration::ZERO), 1);
         assert_eq!(ms(Duration::from_micros(1500)), 1);
         assert_eq!(ms(Duration::from_secs(2)), 2000);
-        assert_eq!(ms(Duration::MAX), u64::MAX);
+        assert_eq!(ms(Duration::MAX), 100 * 365 * 24 * 3600 * 1000);
     }
 }

@@ -24,8 +24,9 @@ use redis::{Cmd, ConnectionLike, RedisResult, ScriptInvocation};
 use super::{AsyncBackend, Backend, BoxFuture, GetOrLock, LockClaim};
 use crate::error::Error;
 use commands::{
-    compare_and_delete, compare_and_extend, delete_cmd, get_cmd, get_many_cmd, get_or_lock,
-    get_or_lock_reply, invalidate, set_cmd, store_and_release, take_lock, take_lock_reply,
+    compare_and_delete, compare_and_extend, delete_cmd, expire_many, get_cmd, get_many_cmd,
+    get_or_lock, get_or_lock_reply, invalidate, set_cmd, store_and_release, take_lock,
+    take_lock_reply,
 };
 pub use connect::RedisBuilder;
 use connect::{AsyncConnection, Client};
@@ -251,6 +252,16 @@ impl Backend for RedisBackend {
         self.run("invalidate", key, |conn| {
             invalidate(key, lock_key).invoke::<()>(conn)
         })
+    }
+
+    fn expire_many(&self, keys: &[&str], ttl: Duration) -> Result<usize, Error> {
+        let Some(first) = keys.first() else {
+            return Ok(0);
+        };
+        let present: i64 = self.run("expire_many", first, |conn| {
+            expire_many(keys, ttl).invoke(conn)
+        })?;
+        Ok(usize::try_from(present).unwrap_or(0))
     }
 
     fn wait_for_release(&self, lock_key: &str, attempted: Instant, max: Duration) {

@@ -110,3 +110,22 @@ return 0
 ",
     )
 });
+
+/// KEYS: the keys. ARGV: TTL (ms; 0 removes them). Resets the TTL of each present key
+/// (one step for every chunk of a memoized iterator's write). Returns how many were
+/// present.
+pub(crate) static EXPIRE_MANY: Lazy<Script> = Lazy::new(|| {
+    Script::new(
+        r"
+local present = 0
+for _, key in ipairs(KEYS) do
+  if ARGV[1] == '0' then
+    present = present + redis.call('DEL', key)
+  else
+    present = present + redis.call('PEXPIRE', key, ARGV[1])
+  end
+end
+return present
+",
+    )
+});
