@@ -8,6 +8,7 @@
 mod attr;
 mod duration;
 mod expand;
+mod freshness;
 mod key;
 mod sig;
 
