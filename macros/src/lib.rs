@@ -173,8 +173,8 @@ use quote::ToTokens;
 ///   names a lifetime other than `'static`: the refresh runs on a thread of its own (an
 ///   `async fn`'s, as a task on the caller's Tokio runtime), so even the caller that
 ///   found the value stale returns it at once. The refresh owns the arguments, so each
-///   must be `Send + 'static`: otherwise the compile error is on the parameter, and
-///   suggests `refresh = "inline"`.
+///   must be `Send + 'static` (and an `async fn`'s future `Send`): otherwise the compile
+///   error is on the parameter, and suggests `refresh = "inline"`.
 /// - **Inline** otherwise (`&self`, `&str`, `Cow<'a, str>`), or with `refresh =
 ///   "inline"`: the caller that found the value stale refreshes it and returns the
 ///   new value (or the stale one if the refresh fails); every other caller gets the

@@ -211,7 +211,7 @@ where
     T: Cacheable + RefreshInBackground,
     E: Send + 'static,
     F: FnOnce() -> Fut + Send + 'static,
-    Fut: Future<Output = Result<T, E>> + Send + 'static,
+    Fut: Future<Output = Result<T, E>> + RefreshInBackground,
 {
     let codec = opts.codec;
     try_memoize_async_detached(key, opts, move || async move {
@@ -251,7 +251,7 @@ pub async fn memoize_some_async_detached<R: ReturnsOption, Fut>(
 ) -> R
 where
     R::Some: Cacheable + RefreshInBackground,
-    Fut: Future<Output = R> + Send + 'static,
+    Fut: Future<Output = R> + RefreshInBackground,
 {
     R::join(
         try_memoize_checked_async_detached(key, opts, function, move || async move {

@@ -273,14 +273,23 @@ fn a_generated_function_and_the_hand_written_call_agree() {
         .expire(Duration::from_secs(3600));
     let key = format!("same:{}", cache_memoize::escape_key_part(&9.to_string()));
     assert_eq!(generated_cache_key(9), make_cache_key(&key));
+    // Each reads what the other stored (the bytes differ: values carry the time they
+    // were written).
     assert_eq!(generated(9), vec![9, 9, 9]);
-    let generated_bytes = backend().get(make_cache_key(&key).as_str()).ok().flatten();
+    let by_hand: Vec<u32> = memoize(&key, &hand, || vec![0]);
+    assert_eq!(
+        by_hand,
+        vec![9, 9, 9],
+        "the hand-written call read the generated value"
+    );
     assert!(backend().delete(make_cache_key(&key).as_str()).is_ok());
-    let by_hand: Vec<u32> = memoize(&key, &hand, || vec![9; 3]);
-    assert_eq!(by_hand, vec![9, 9, 9]);
-    let hand_bytes = backend().get(make_cache_key(&key).as_str()).ok().flatten();
-    assert!(generated_bytes.is_some());
-    assert_eq!(generated_bytes, hand_bytes, "same key, same stored bytes");
+    let by_hand: Vec<u32> = memoize(&key, &hand, || vec![1, 2, 3]);
+    assert_eq!(by_hand, vec![1, 2, 3]);
+    assert_eq!(
+        generated(9),
+        vec![1, 2, 3],
+        "the generated call read the hand-written value"
+    );
 }
 
 static ASYNC: AtomicUsize = AtomicUsize::new(0);
@@ -591,4 +600,76 @@ async fn an_async_stale_value_is_served_at_once_while_a_task_refreshes_it() {
     );
     assert_eq!(async_price(1).await, 201);
     assert_eq!(ASYNC_RUNS.load(Ordering::SeqCst), 2);
+}
+
+/// The "true" time of the clock-skew test, in milliseconds since the epoch: frozen, so
+/// that one second of skew is exactly one second.
+static TRUE_MS: AtomicU64 = AtomicU64::new(1_800_000_000_000);
+
+/// [`TRUE_MS`] seen by a host whose clock is off by `skew_ms`.
+struct Host {
+    skew_ms: i64,
+}
+
+impl Clock for Host {
+    fn now(&self) -> SystemTime {
+        let ms = TRUE_MS
+            .load(Ordering::SeqCst)
+            .saturating_add_signed(self.skew_ms);
+        SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
+    }
+}
+
+fn on_time() -> Arc<dyn Clock> {
+    Arc::new(Host { skew_ms: 0 })
+}
+
+fn second_ahead() -> Arc<dyn Clock> {
+    Arc::new(Host { skew_ms: 1_000 })
+}
+
+fn second_behind() -> Arc<dyn Clock> {
+    Arc::new(Host { skew_ms: -1_000 })
+}
+
+// Three hosts sharing one key: the same function, on clocks that disagree.
+static ON_TIME_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[cache_memoize(key = "skew:{id}", expire = "10s", clock = on_time)]
+fn on_time_host(id: u32) -> String {
+    ON_TIME_RUNS.fetch_add(1, Ordering::SeqCst);
+    format!("computed on time ({id})")
+}
+
+#[cache_memoize(key = "skew:{id}", expire = "10s", clock = second_ahead)]
+fn ahead_host(id: u32) -> String {
+    format!("computed ahead ({id})")
+}
+
+#[cache_memoize(key = "skew:{id}", expire = "10s", clock = second_behind)]
+fn behind_host(id: u32) -> String {
+    format!("computed behind ({id})")
+}
+
+#[test]
+fn a_reader_ahead_sees_values_stale_early_and_one_behind_serves_them_late() {
+    let start = TRUE_MS.load(Ordering::SeqCst);
+    assert_eq!(on_time_host(1), "computed on time (1)");
+    assert_eq!(on_time_host(2), "computed on time (2)");
+
+    // 9.5 s later: fresh for the writer, past freshness for a reader 1 s ahead.
+    TRUE_MS.store(start + 9_500, Ordering::SeqCst);
+    assert_eq!(behind_host(1), "computed on time (1)");
+    assert_eq!(ahead_host(1), "computed ahead (1)");
+
+    // 10.5 s later: past freshness, yet still served by a reader 1 s behind.
+    TRUE_MS.store(start + 10_500, Ordering::SeqCst);
+    assert_eq!(behind_host(2), "computed on time (2)");
+    assert_eq!(ON_TIME_RUNS.load(Ordering::SeqCst), 2);
+    assert_eq!(on_time_host(2), "computed on time (2)");
+    assert_eq!(
+        ON_TIME_RUNS.load(Ordering::SeqCst),
+        3,
+        "a miss for the writer's own clock"
+    );
 }

@@ -35,4 +35,12 @@ impl Session {
     }
 }
 
+// An `async fn`'s refresh is a task: its future must be `Send` too.
+#[cache_memoize(stale = "5m")]
+async fn held_across_await(n: u32) -> u32 {
+    let local = Rc::new(n);
+    std::future::ready(()).await;
+    *local
+}
+
 fn main() {}
