@@ -8,6 +8,7 @@ use syn::punctuated::Punctuated;
 use syn::{Ident, LitBool, LitInt, LitStr, Token, parenthesized};
 
 use crate::duration;
+use crate::freshness::{self, FreshnessArgs, Set};
 
 mod kw {
     syn::custom_keyword!(key);
@@ -22,9 +23,15 @@ mod kw {
     syn::custom_keyword!(companions);
     syn::custom_keyword!(cache_none);
     syn::custom_keyword!(codec);
+    syn::custom_keyword!(stale);
+    syn::custom_keyword!(fail_safe);
+    syn::custom_keyword!(beta);
+    syn::custom_keyword!(jitter);
+    syn::custom_keyword!(refresh);
+    syn::custom_keyword!(clock);
 }
 
-const OPTIONS: &str = "`key`, `skip`, `expire`, `version`, `force_overwrite`, `lock`, `cache_none`, `codec`, `companions`";
+const OPTIONS: &str = "`key`, `skip`, `expire`, `version`, `force_overwrite`, `lock`, `stale`, `fail_safe`, `beta`, `jitter`, `refresh`, `clock`, `cache_none`, `codec`, `companions`";
 const CODECS: &str = "`\"bincode\"` (the default) or `\"msgpack\"` (self-describing)";
 
 /// The codec named by `codec = "..."`.
@@ -53,6 +60,8 @@ pub(crate) struct MemoizeArgs {
     pub(crate) codec: Option<(CodecArg, Span)>,
     /// `companions = false`: no `<name>_cache_key` / `<name>_invalidate`.
     pub(crate) companions: Option<bool>,
+    /// `stale`, `fail_safe`, `beta`, `jitter`, `refresh`, `clock`.
+    pub(crate) fresh: FreshnessArgs,
 }
 
 /// `lock` or `lock(...)`'s arguments; `None` fields keep the runtime's defaults.
@@ -132,7 +141,9 @@ impl Parse for MemoizeArgs {
         while !input.is_empty() {
             let lookahead = input.lookahead1();
             let span = input.span();
-            if lookahead.peek(kw::key) {
+            if args.parse_freshness(input, &lookahead, span)? {
+                // `stale`, `fail_safe`, `beta`, `jitter`, `refresh` or `clock`, parsed.
+            } else if lookahead.peek(kw::key) {
                 input.parse::<kw::key>()?;
                 input.parse::<Token![=]>()?;
                 once(&mut args.key, input.parse()?, span, "key")?;
@@ -195,6 +206,50 @@ impl Parse for MemoizeArgs {
             input.parse::<Token![,]>()?;
         }
         Ok(args)
+    }
+}
+
+impl MemoizeArgs {
+    /// Parses a freshness option if one comes next; `false` when none does.
+    fn parse_freshness(
+        &mut self,
+        input: ParseStream<'_>,
+        lookahead: &syn::parse::Lookahead1<'_>,
+        span: Span,
+    ) -> syn::Result<bool> {
+        let fresh = &mut self.fresh;
+        if lookahead.peek(kw::stale) {
+            input.parse::<kw::stale>()?;
+            let value = duration_value(input)?;
+            once(&mut fresh.stale, Set { value, span }, span, "stale")?;
+        } else if lookahead.peek(kw::fail_safe) {
+            input.parse::<kw::fail_safe>()?;
+            let value = duration_value(input)?;
+            once(&mut fresh.fail_safe, Set { value, span }, span, "fail_safe")?;
+        } else if lookahead.peek(kw::beta) {
+            input.parse::<kw::beta>()?;
+            let value = freshness::beta_value(input)?;
+            once(&mut fresh.beta, Set { value, span }, span, "beta")?;
+        } else if lookahead.peek(kw::jitter) {
+            input.parse::<kw::jitter>()?;
+            let value = freshness::jitter_value(input)?;
+            once(&mut fresh.jitter, Set { value, span }, span, "jitter")?;
+        } else if lookahead.peek(kw::refresh) {
+            input.parse::<kw::refresh>()?;
+            freshness::refresh_value(input)?;
+            once(&mut fresh.refresh_inline, span, span, "refresh")?;
+        } else if lookahead.peek(kw::clock) {
+            input.parse::<kw::clock>()?;
+            once(
+                &mut fresh.clock,
+                freshness::clock_value(input)?,
+                span,
+                "clock",
+            )?;
+        } else {
+            return Ok(false);
+        }
+        Ok(true)
     }
 }
 

@@ -6,12 +6,13 @@
 //! macro cannot see (is an argument `Display`? is the return type a `Result` under
 //! another name?) is decided by the compiler through traits in `__private`.
 
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::{Literal, Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{FnArg, Ident, Pat, Signature};
 
 use crate::attr::{CodecArg, LockArgs, MemoizeArgs};
+use crate::freshness::FreshnessArgs;
 use crate::key::{self, Placeholder, Segment};
 use crate::sig::{self, Generic, MaybeItemFn, Output, Param};
 
@@ -22,7 +23,7 @@ pub(crate) fn expand(args: &MemoizeArgs, item: &MaybeItemFn) -> syn::Result<Toke
     check_skips(args, &params)?;
     check_options(args, &output)?;
     let key = key_expr(args, &item.sig, &params)?;
-    let memoized = memoized_fn(args, item, &output, &key);
+    let memoized = memoized_fn(args, item, &output, &params, &key);
     let companions = if args.companions.unwrap_or(true) {
         companions(item, args, &params, &key)
     } else {
@@ -68,7 +69,7 @@ fn check_options(args: &MemoizeArgs, output: &Output<'_>) -> syn::Result<()> {
             "a memoized iterator's chunks are always bincode; remove `codec`",
         ));
     }
-    Ok(())
+    args.fresh.check(output)
 }
 
 /// One piece of a key as it is built.
@@ -284,6 +285,34 @@ fn options_expr(args: &MemoizeArgs) -> TokenStream {
     if let Some((CodecArg::MessagePack, _)) = args.codec {
         opts.extend(quote!(.codec(::cache_memoize::__private::Codec::MessagePack)));
     }
+    opts.extend(freshness_options(&args.fresh));
+    opts
+}
+
+/// The `MemoizeOptions` builder calls of the freshness options.
+fn freshness_options(fresh: &FreshnessArgs) -> TokenStream {
+    let mut opts = TokenStream::new();
+    if let Some(stale) = &fresh.stale {
+        let stale = millis(stale.value);
+        opts.extend(quote!(.stale(#stale)));
+    }
+    if let Some(fail_safe) = &fresh.fail_safe {
+        let fail_safe = millis(fail_safe.value);
+        opts.extend(quote!(.fail_safe(#fail_safe)));
+    }
+    if let Some(beta) = &fresh.beta {
+        let beta = Literal::f64_suffixed(beta.value);
+        opts.extend(quote!(.beta(#beta)));
+    }
+    if let Some(jitter) = &fresh.jitter {
+        let jitter = Literal::f64_suffixed(jitter.value);
+        opts.extend(quote!(.jitter(#jitter)));
+    }
+    if let Some(clock) = &fresh.clock {
+        // Spanned on the path: a function of another type is reported there.
+        opts.extend(quote_spanned!(clock.span()=>
+            .clock(::cache_memoize::__private::clock_from(#clock))));
+    }
     opts
 }
 
@@ -320,6 +349,7 @@ fn memoized_fn(
     args: &MemoizeArgs,
     item: &MaybeItemFn,
     output: &Output<'_>,
+    params: &[Param],
     key: &TokenStream,
 ) -> TokenStream {
     let MaybeItemFn {
@@ -333,7 +363,20 @@ fn memoized_fn(
     let opts = options_expr(args);
     let call = match output {
         Output::Iter(item_ty) => iter_call(sig, item_ty, body, &key_var, &opts_var),
-        Output::Value(ret) => value_call(args, sig, ret, body, &key_var, &opts_var),
+        Output::Value(ret) => {
+            let detached = args.fresh.detached(params);
+            let call = value_call(args, sig, ret, body, detached, &key_var, &opts_var);
+            if detached {
+                let checks = params.iter().map(|param| {
+                    let expr = &param.expr;
+                    quote_spanned!(param.span=>
+                        ::cache_memoize::__private::assert_refreshable_in_background(&#expr);)
+                });
+                quote!(#(#checks)* #call)
+            } else {
+                call
+            }
+        }
     };
     quote! {
         #(#attrs)*
@@ -366,11 +409,14 @@ fn iter_call(
 
 /// A value-returning function: the body's value is split by the return type's outcome
 /// (a `Result`'s `Err`, or a `None` under `cache_none = false`, is not stored).
+/// `detached`: a stale value is refreshed in the background, by the `*_detached` forms,
+/// whose closure owns the arguments.
 fn value_call(
     args: &MemoizeArgs,
     sig: &Signature,
     ret: &syn::Type,
     body: &proc_macro2::Group,
+    detached: bool,
     key_var: &Ident,
     opts_var: &Ident,
 ) -> TokenStream {
@@ -393,23 +439,28 @@ fn value_call(
             #value_var
         })
     };
+    let suffix = if detached { "_detached" } else { "" };
     if args.cache_none.as_ref().is_some_and(|c| !c.value) {
         return if is_async {
-            quote_spanned!(span=> ::cache_memoize::__private::memoize_some_async::<#ret, _>(
+            let memoize = format_ident!("memoize_some_async{suffix}", span = span);
+            quote_spanned!(span=> ::cache_memoize::__private::#memoize::<#ret, _>(
                 &#key_var, &#opts_var, #function, move || #compute).await)
         } else {
-            quote_spanned!(span=> ::cache_memoize::__private::memoize_some::<#ret>(
+            let memoize = format_ident!("memoize_some{suffix}", span = span);
+            quote_spanned!(span=> ::cache_memoize::__private::#memoize::<#ret>(
                 &#key_var, &#opts_var, #function, move || #compute))
         };
     }
     let call = if is_async {
+        let memoize = format_ident!("try_memoize_checked_async{suffix}", span = span);
         quote_spanned!(span=>
-            ::cache_memoize::__private::try_memoize_checked_async(&#key_var, &#opts_var, #function, move || async move {
+            ::cache_memoize::__private::#memoize(&#key_var, &#opts_var, #function, move || async move {
                 #outcome_var.split(#compute.await)
             }).await)
     } else {
+        let memoize = format_ident!("try_memoize_checked{suffix}", span = span);
         quote_spanned!(span=>
-        ::cache_memoize::__private::try_memoize_checked(&#key_var, &#opts_var, #function, move || {
+        ::cache_memoize::__private::#memoize(&#key_var, &#opts_var, #function, move || {
             #outcome_var.split(#compute)
         }))
     };

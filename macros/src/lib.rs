@@ -8,6 +8,7 @@
 mod attr;
 mod duration;
 mod expand;
+mod freshness;
 mod key;
 mod sig;
 
@@ -153,6 +154,138 @@ use quote::ToTokens;
 /// #[cache_memoize(lock(timeout = "5s", expire = "30s"))]
 /// fn report(day: u32) -> String { format!("report {day}") }
 /// # assert_eq!(report(1), "report 1");
+/// ```
+///
+/// ## `stale = "1h"`
+///
+/// Never wait at expiry (stale-while-revalidate): a value is fresh for `expire`, then
+/// *stale* for up to `stale` more (the backend keeps it for `expire + stale`). A call
+/// that finds it stale returns it at hit cost, and exactly one caller across every
+/// process sharing the backend refreshes it, under the value's lock taken without
+/// waiting (with or without `lock`); the others return the stale value meanwhile.
+/// A refresh that returns `Err`, panics or cannot reach the backend keeps the stale
+/// value served (stale-if-error), never past `expire + stale`; after that the value is
+/// a miss, as without `stale`. The README's "Freshness" section has the details.
+///
+/// Where the refresh runs depends on the parameters:
+///
+/// - **In the background** when no parameter (receiver included) is a reference or
+///   names a lifetime other than `'static`: the refresh runs on a thread of its own (an
+///   `async fn`'s, as a task on the caller's Tokio runtime), so even the caller that
+///   found the value stale returns it at once. The refresh owns the arguments, so each
+///   must be `Send + 'static` (and an `async fn`'s future `Send`): otherwise the compile
+///   error is on the parameter, and suggests `refresh = "inline"`.
+/// - **Inline** otherwise (`&self`, `&str`, `Cow<'a, str>`), or with `refresh =
+///   "inline"`: the caller that found the value stale refreshes it and returns the
+///   new value (or the stale one if the refresh fails); every other caller gets the
+///   stale value at once.
+///
+/// ```
+/// # use cache_memoize::cache_memoize;
+/// #[cache_memoize(key = "rate:{currency}", expire = "1m", stale = "1h")]
+/// fn exchange_rate(currency: String) -> u32 {
+///     currency.len() as u32 // a remote call; refreshed in the background once stale
+/// }
+///
+/// #[cache_memoize(key = "profile:{user}", expire = "5m", stale = "1h")]
+/// fn profile(user: &str) -> String {
+///     format!("profile of {user}") // borrowed argument: refreshed inline
+/// }
+/// # assert_eq!(exchange_rate("eur".to_owned()), 3);
+/// # assert_eq!(profile("ann"), "profile of ann");
+/// ```
+///
+/// Memoized iterators do not honour `stale` (nor `beta`, `fail_safe`, `jitter`,
+/// `refresh`, `clock`): serving an old sequence while a new one is written would keep
+/// the old chunks alive beside the new ones; writing any of them on an iterator is a
+/// compile error.
+///
+/// ## `fail_safe = "30s"`
+///
+/// After a refresh fails, how long every caller across the fleet serves the stale value
+/// before one tries again (default: a tenth of `expire`, between 1 s and 1 min). Needs
+/// `stale` (or `beta`).
+///
+/// ```
+/// # use cache_memoize::cache_memoize;
+/// #[cache_memoize(expire = "1m", stale = "1h", fail_safe = "30s")]
+/// fn quote(symbol: String) -> Result<u32, String> {
+///     Ok(symbol.len() as u32) // an Err keeps the stale value for 30 s, then one caller retries
+/// }
+/// # assert_eq!(quote("ABC".to_owned()), Ok(3));
+/// ```
+///
+/// ## `beta = 1.0`
+///
+/// Early refresh (`XFetch`, Vattani et al., VLDB 2015): a fresh value is refreshed before
+/// it expires, with a probability that rises as expiry nears, scaled by how long the
+/// value took to compute and by `beta` (1.0 is the paper's choice; larger refreshes
+/// earlier; 0, the default, turns it off; negative is an error). The refresh runs as a
+/// stale one does (in the background or inline, by one caller), so callers of a hot key
+/// need never see it expire. Works with or without `stale`.
+///
+/// ```
+/// # use cache_memoize::cache_memoize;
+/// #[cache_memoize(expire = "10m", beta = 1.0, lock)]
+/// fn leaderboard(game: u32) -> Vec<u32> {
+///     vec![game; 3]
+/// }
+/// # assert_eq!(leaderboard(1), [1, 1, 1]);
+/// ```
+///
+/// ## `jitter = "10%"`
+///
+/// Shortens each stored value's lifetime (its freshness and its TTL alike) by a random
+/// fraction of at most this percentage, so values written together do not expire
+/// together. From `"0%"` to `"90%"`; default none. It only ever shortens.
+///
+/// ```
+/// # use cache_memoize::cache_memoize;
+/// #[cache_memoize(expire = "1h", jitter = "10%")]
+/// fn banner(locale: u16) -> String { format!("banner {locale}") } // lives 54 to 60 min
+/// # assert_eq!(banner(1), "banner 1");
+/// ```
+///
+/// ## `refresh = "inline"`
+///
+/// With `stale` or `beta`: refresh in the caller that finds the value stale, even when
+/// every argument could move to the background (for arguments that are not `Send`, or
+/// to keep refreshes on the caller's thread). `"inline"` is the only value: the
+/// background refresh is the default.
+///
+/// ```
+/// # use cache_memoize::cache_memoize;
+/// use std::rc::Rc;
+///
+/// #[cache_memoize(stale = "1h", refresh = "inline", skip(config))]
+/// fn render(config: Rc<String>, page: u32) -> String {
+///     format!("{config}: page {page}") // `Rc` is not `Send`: refreshed inline
+/// }
+/// # assert_eq!(render(Rc::new("site".into()), 1), "site: page 1");
+/// ```
+///
+/// ## `clock = path::to::function`
+///
+/// Reads wall-clock time from the `fn() -> Arc<dyn Clock>` named here instead of the
+/// system's (values carry the time they stop being fresh, written by whichever process
+/// computed them): for tests that move time instead of sleeping, or for a host whose
+/// clock is known to be off.
+///
+/// ```
+/// # use cache_memoize::cache_memoize;
+/// use cache_memoize::Clock;
+/// use std::sync::Arc;
+/// use std::time::{Duration, SystemTime};
+///
+/// struct TwoMinutesAhead;
+/// impl Clock for TwoMinutesAhead {
+///     fn now(&self) -> SystemTime { SystemTime::now() + Duration::from_secs(120) }
+/// }
+/// fn ahead() -> Arc<dyn Clock> { Arc::new(TwoMinutesAhead) }
+///
+/// #[cache_memoize(expire = "1m", stale = "1h", clock = ahead)]
+/// fn tick(n: u32) -> u32 { n }
+/// # assert_eq!(tick(1), 1);
 /// ```
 ///
 /// ## `cache_none = false`

@@ -75,6 +75,9 @@ pub(crate) struct Param {
     pub(crate) is_self: bool,
     /// Its type has an `impl Trait` (an anonymous type parameter of the function).
     pub(crate) impl_trait: bool,
+    /// It is a reference or its type names a lifetime (other than `'static`): it
+    /// cannot move to a background refresh.
+    pub(crate) borrows: bool,
 }
 
 /// What a generic function's key adds: one part per type or const parameter.
@@ -163,6 +166,7 @@ pub(crate) fn params(sig: &Signature) -> syn::Result<Vec<Param>> {
                 span: receiver.self_token.span,
                 is_self: true,
                 impl_trait: false,
+                borrows: receiver.reference.is_some() || borrows(&receiver.ty),
             }),
             FnArg::Typed(typed) => match &*typed.pat {
                 Pat::Ident(binding) if binding.subpat.is_none() => {
@@ -173,6 +177,7 @@ pub(crate) fn params(sig: &Signature) -> syn::Result<Vec<Param>> {
                         span: ident.span(),
                         is_self: false,
                         impl_trait: has_impl_trait(&typed.ty),
+                        borrows: borrows(&typed.ty),
                     })
                 }
                 pattern => Err(syn::Error::new_spanned(
@@ -189,6 +194,34 @@ fn has_impl_trait(ty: &Type) -> bool {
     impl Visit<'_> for Finder {
         fn visit_type_impl_trait(&mut self, _: &syn::TypeImplTrait) {
             self.0 = true;
+        }
+    }
+    let mut finder = Finder(false);
+    finder.visit_type(ty);
+    finder.0
+}
+
+/// Whether `ty` is or holds a reference or names a lifetime, `'static` aside. Function
+/// pointers and `Fn(..)` bounds are not looked into: their references are bound there.
+fn borrows(ty: &Type) -> bool {
+    struct Finder(bool);
+    impl Visit<'_> for Finder {
+        fn visit_type_reference(&mut self, reference: &syn::TypeReference) {
+            match &reference.lifetime {
+                Some(lifetime) if lifetime.ident == "static" => self.visit_type(&reference.elem),
+                _ => self.0 = true,
+            }
+        }
+        fn visit_lifetime(&mut self, lifetime: &syn::Lifetime) {
+            if lifetime.ident != "static" {
+                self.0 = true;
+            }
+        }
+        fn visit_type_bare_fn(&mut self, _: &syn::TypeBareFn) {}
+        fn visit_parenthesized_generic_arguments(
+            &mut self,
+            _: &syn::ParenthesizedGenericArguments,
+        ) {
         }
     }
     let mut finder = Finder(false);

@@ -15,12 +15,13 @@ pub use crate::keypart::{
 };
 pub use crate::lock::LockOptions;
 pub use crate::memoize::{invalidate, memoize, memoize_async, try_memoize, try_memoize_async};
-pub use crate::options::MemoizeOptions;
+pub use crate::options::{Clock, MemoizeOptions};
 pub use crate::outcome::{OutcomeOf, ReturnsOption, ViaPlain, ViaResult};
+pub use crate::revalidate::{try_memoize_async_detached, try_memoize_detached};
 
 use std::collections::HashSet;
 use std::future::Future;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use once_cell::sync::Lazy;
 use serde::Serialize;
@@ -152,6 +153,110 @@ where
             function,
             || async move { compute().await.split() },
         )
+        .await,
+    )
+}
+
+/// `clock = path`: the clock the named function returns.
+pub fn clock_from(clock: fn() -> Arc<dyn Clock>) -> Arc<dyn Clock> {
+    clock()
+}
+
+/// What a background refresh (`stale` or `beta` with owned arguments) needs of each
+/// argument and of the stored value: they move to the refresh's thread or task. Its
+/// only purpose is the error message.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot move to a background refresh: it is not `Send + 'static`",
+    label = "moved to the thread (or Tokio task) that refreshes a stale value",
+    note = "with `stale` or `beta`, a stale value is refreshed in the background by a closure that owns the arguments, so every caller gets the stale value at once",
+    note = "add `refresh = \"inline\"` to #[cache_memoize] to refresh in the caller that finds the value stale instead (the other callers still get the stale value at once)"
+)]
+pub trait RefreshInBackground: Send + 'static {}
+impl<T: Send + 'static> RefreshInBackground for T {}
+
+/// Names an argument in the bound of [`RefreshInBackground`], so that the error is on
+/// the parameter rather than inside the generated code.
+pub const fn assert_refreshable_in_background<T: RefreshInBackground>(_: &T) {}
+
+/// [`try_memoize_detached`] with the codec check of [`check_round_trip`].
+pub fn try_memoize_checked_detached<T, E, F>(
+    key: &str,
+    opts: &MemoizeOptions,
+    function: &'static str,
+    compute: F,
+) -> Result<T, E>
+where
+    T: Cacheable + RefreshInBackground,
+    E: 'static,
+    F: FnOnce() -> Result<T, E> + Send + 'static,
+{
+    let codec = opts.codec;
+    try_memoize_detached(key, opts, move || {
+        let computed = compute();
+        if let Ok(value) = &computed {
+            check_round_trip(value, function, codec);
+        }
+        computed
+    })
+}
+
+/// The async form of [`try_memoize_checked_detached`].
+pub async fn try_memoize_checked_async_detached<T, E, F, Fut>(
+    key: &str,
+    opts: &MemoizeOptions,
+    function: &'static str,
+    compute: F,
+) -> Result<T, E>
+where
+    T: Cacheable + RefreshInBackground,
+    E: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, E>> + RefreshInBackground,
+{
+    let codec = opts.codec;
+    try_memoize_async_detached(key, opts, move || async move {
+        let computed = compute().await;
+        if let Ok(value) = &computed {
+            check_round_trip(value, function, codec);
+        }
+        computed
+    })
+    .await
+}
+
+/// [`memoize_some`] with a background refresh.
+pub fn memoize_some_detached<R: ReturnsOption>(
+    key: &str,
+    opts: &MemoizeOptions,
+    function: &'static str,
+    compute: impl FnOnce() -> R + Send + 'static,
+) -> R
+where
+    R::Some: Cacheable + RefreshInBackground,
+{
+    R::join(try_memoize_checked_detached(
+        key,
+        opts,
+        function,
+        move || compute().split(),
+    ))
+}
+
+/// The async form of [`memoize_some_detached`].
+pub async fn memoize_some_async_detached<R: ReturnsOption, Fut>(
+    key: &str,
+    opts: &MemoizeOptions,
+    function: &'static str,
+    compute: impl FnOnce() -> Fut + Send + 'static,
+) -> R
+where
+    R::Some: Cacheable + RefreshInBackground,
+    Fut: Future<Output = R> + RefreshInBackground,
+{
+    R::join(
+        try_memoize_checked_async_detached(key, opts, function, move || async move {
+            compute().await.split()
+        })
         .await,
     )
 }

@@ -1,12 +1,16 @@
 //! `#[cache_memoize]`: every accepted form runs and caches as promised, on the default
 //! (in-process) backend. Each test uses its own function, hence its own keys.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier, Mutex, PoisonError, mpsc};
+use std::time::{Duration, SystemTime};
 
-use cache_memoize::{MemoizeOptions, backend, cache_memoize, make_cache_key, memoize, refresh};
+use cache_memoize::{
+    CacheKey, CacheLock, Clock, MemoizeOptions, backend, cache_memoize, make_cache_key, memoize,
+    refresh,
+};
 use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
 
 static PLAIN: AtomicUsize = AtomicUsize::new(0);
 
@@ -269,14 +273,23 @@ fn a_generated_function_and_the_hand_written_call_agree() {
         .expire(Duration::from_secs(3600));
     let key = format!("same:{}", cache_memoize::escape_key_part(&9.to_string()));
     assert_eq!(generated_cache_key(9), make_cache_key(&key));
+    // Each reads what the other stored (the bytes differ: values carry the time they
+    // were written).
     assert_eq!(generated(9), vec![9, 9, 9]);
-    let generated_bytes = backend().get(make_cache_key(&key).as_str()).ok().flatten();
+    let by_hand: Vec<u32> = memoize(&key, &hand, || vec![0]);
+    assert_eq!(
+        by_hand,
+        vec![9, 9, 9],
+        "the hand-written call read the generated value"
+    );
     assert!(backend().delete(make_cache_key(&key).as_str()).is_ok());
-    let by_hand: Vec<u32> = memoize(&key, &hand, || vec![9; 3]);
-    assert_eq!(by_hand, vec![9, 9, 9]);
-    let hand_bytes = backend().get(make_cache_key(&key).as_str()).ok().flatten();
-    assert!(generated_bytes.is_some());
-    assert_eq!(generated_bytes, hand_bytes, "same key, same stored bytes");
+    let by_hand: Vec<u32> = memoize(&key, &hand, || vec![1, 2, 3]);
+    assert_eq!(by_hand, vec![1, 2, 3]);
+    assert_eq!(
+        generated(9),
+        vec![1, 2, 3],
+        "the generated call read the hand-written value"
+    );
 }
 
 static ASYNC: AtomicUsize = AtomicUsize::new(0);
@@ -353,4 +366,310 @@ async fn an_async_iterator_function_is_memoized() {
     assert_eq!(async_rows(4).await.collect::<Vec<_>>(), [0, 1, 4, 9]);
     assert_eq!(async_rows(4).await.collect::<Vec<_>>(), [0, 1, 4, 9]);
     assert_eq!(ASYNC_ITERATED.load(Ordering::SeqCst), 1);
+}
+
+// Freshness (`stale`, `fail_safe`, `refresh`, `clock`): time is moved by an injected
+// clock, never slept; a background refresh is held at a gate the test opens.
+
+/// The system's clock plus a test's own offset, in seconds.
+struct Skewed(&'static AtomicU64);
+
+impl Clock for Skewed {
+    fn now(&self) -> SystemTime {
+        SystemTime::now() + Duration::from_secs(self.0.load(Ordering::SeqCst))
+    }
+}
+
+/// Holds a computation until the test lets it go: it says when it started, then waits.
+struct Gate {
+    started: mpsc::Sender<()>,
+    release: mpsc::Receiver<()>,
+}
+
+/// The test's end of a [`Gate`].
+struct GateHandle {
+    started: mpsc::Receiver<()>,
+    release: mpsc::Sender<()>,
+}
+
+fn gate() -> (Gate, GateHandle) {
+    let (started, started_rx) = mpsc::channel();
+    let (release_tx, release) = mpsc::channel();
+    (
+        Gate { started, release },
+        GateHandle {
+            started: started_rx,
+            release: release_tx,
+        },
+    )
+}
+
+/// Passes the gate armed in `slot`, if any (only one computation takes it).
+fn pass(slot: &Mutex<Option<Gate>>) {
+    let armed = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+    if let Some(gate) = armed {
+        let _ = gate.started.send(());
+        // Bounded: were the refresh not detached, the test itself would be waiting here.
+        let _ = gate.release.recv_timeout(Duration::from_secs(60));
+    }
+}
+
+/// Waits (with a generous bound, so a bug fails instead of hanging) until the lock of
+/// `key` is free, that is until the refresh holding it has stored and released it.
+fn until_unlocked(key: &CacheKey) {
+    let freed = CacheLock::for_key(key).acquire_timeout(Duration::from_secs(60));
+    assert!(freed.is_ok(), "the refresh never released the lock");
+}
+
+static DETACHED_NOW: AtomicU64 = AtomicU64::new(0);
+static DETACHED_RUNS: AtomicUsize = AtomicUsize::new(0);
+static DETACHED_GATE: Mutex<Option<Gate>> = Mutex::new(None);
+
+fn detached_clock() -> Arc<dyn Clock> {
+    Arc::new(Skewed(&DETACHED_NOW))
+}
+
+#[cache_memoize(key = "detached:{id}", expire = "1m", stale = "1h", clock = detached_clock)]
+fn detached_price(id: u32) -> usize {
+    let run = DETACHED_RUNS.fetch_add(1, Ordering::SeqCst) + 1;
+    pass(&DETACHED_GATE);
+    run * 100 + id as usize
+}
+
+#[test]
+fn owned_arguments_get_the_stale_value_at_once_while_a_background_refresh_runs() {
+    assert_eq!(detached_price(1), 101);
+    DETACHED_NOW.store(120, Ordering::SeqCst); // past `expire`, within `stale`
+    let (armed, gate) = gate();
+    *DETACHED_GATE.lock().unwrap_or_else(PoisonError::into_inner) = Some(armed);
+
+    // The caller that finds the value stale returns it at once...
+    assert_eq!(detached_price(1), 101);
+    // ...while its refresh runs elsewhere, held at the gate.
+    assert!(gate.started.recv_timeout(Duration::from_secs(60)).is_ok());
+    assert_eq!(DETACHED_RUNS.load(Ordering::SeqCst), 2);
+
+    let _ = gate.release.send(());
+    until_unlocked(&detached_price_cache_key(1));
+    assert_eq!(detached_price(1), 201, "the refreshed value is served");
+    assert_eq!(DETACHED_RUNS.load(Ordering::SeqCst), 2);
+}
+
+static BORROWED_NOW: AtomicU64 = AtomicU64::new(0);
+static BORROWED_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+fn borrowed_clock() -> Arc<dyn Clock> {
+    Arc::new(Skewed(&BORROWED_NOW))
+}
+
+#[cache_memoize(key = "borrowed:{name}", expire = "1m", stale = "1h", clock = borrowed_clock)]
+fn greeting(name: &str) -> String {
+    let run = BORROWED_RUNS.fetch_add(1, Ordering::SeqCst) + 1;
+    format!("hello {name} #{run}")
+}
+
+#[test]
+fn a_borrowed_argument_is_refreshed_inline_by_the_caller_that_finds_it_stale() {
+    assert_eq!(greeting("ann"), "hello ann #1");
+    assert_eq!(greeting("ann"), "hello ann #1");
+    BORROWED_NOW.store(120, Ordering::SeqCst);
+    assert_eq!(greeting("ann"), "hello ann #2", "refreshed in this caller");
+    assert_eq!(greeting("ann"), "hello ann #2");
+    assert_eq!(BORROWED_RUNS.load(Ordering::SeqCst), 2);
+}
+
+static HELD_NOW: AtomicU64 = AtomicU64::new(0);
+static HELD_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+fn held_clock() -> Arc<dyn Clock> {
+    Arc::new(Skewed(&HELD_NOW))
+}
+
+#[cache_memoize(key = "held:{name}", expire = "1m", stale = "1h", clock = held_clock)]
+fn label(name: &str) -> String {
+    let run = HELD_RUNS.fetch_add(1, Ordering::SeqCst) + 1;
+    format!("{name} #{run}")
+}
+
+#[test]
+fn a_caller_that_finds_the_refresh_taken_gets_the_stale_value_without_waiting() {
+    assert_eq!(label("x"), "x #1");
+    HELD_NOW.store(120, Ordering::SeqCst);
+    // Another caller, here or elsewhere in the fleet, is refreshing: it holds the lock
+    // (which `stale` takes even without `lock`).
+    let refreshing = CacheLock::for_key(&label_cache_key("x")).try_acquire();
+    assert!(matches!(refreshing, Ok(Some(_))));
+    assert_eq!(label("x"), "x #1", "stale, without waiting for the lock");
+    assert_eq!(HELD_RUNS.load(Ordering::SeqCst), 1);
+    drop(refreshing);
+    assert_eq!(
+        label("x"),
+        "x #2",
+        "the lock is free: this caller refreshes"
+    );
+}
+
+static FAILING_NOW: AtomicU64 = AtomicU64::new(0);
+static FAILING_RUNS: AtomicUsize = AtomicUsize::new(0);
+static FAILING: AtomicBool = AtomicBool::new(false);
+
+fn failing_clock() -> Arc<dyn Clock> {
+    Arc::new(Skewed(&FAILING_NOW))
+}
+
+#[cache_memoize(
+    key = "failing:{id}",
+    expire = "1m",
+    stale = "1h",
+    fail_safe = "10m",
+    refresh = "inline",
+    clock = failing_clock
+)]
+fn quote(id: u32) -> Result<u32, String> {
+    let run = FAILING_RUNS.fetch_add(1, Ordering::SeqCst) + 1;
+    if FAILING.load(Ordering::SeqCst) {
+        return Err(format!("quote service down (run {run})"));
+    }
+    Ok(id * 10 + run as u32)
+}
+
+#[test]
+fn a_failing_refresh_keeps_the_stale_value_and_is_throttled_until_expire_plus_stale() {
+    assert_eq!(quote(1), Ok(11));
+    FAILING.store(true, Ordering::SeqCst);
+    FAILING_NOW.store(120, Ordering::SeqCst);
+    assert_eq!(
+        quote(1),
+        Ok(11),
+        "the refresh failed: the stale value is served"
+    );
+    assert_eq!(FAILING_RUNS.load(Ordering::SeqCst), 2);
+    assert_eq!(quote(1), Ok(11), "within `fail_safe`: no new attempt");
+    assert_eq!(FAILING_RUNS.load(Ordering::SeqCst), 2);
+
+    // Past `expire + stale` nothing stale is served: the error surfaces.
+    FAILING_NOW.store(2 * 3600, Ordering::SeqCst);
+    assert!(quote(1).is_err());
+    assert_eq!(FAILING_RUNS.load(Ordering::SeqCst), 3);
+}
+
+static ASYNC_NOW: AtomicU64 = AtomicU64::new(0);
+static ASYNC_RUNS: AtomicUsize = AtomicUsize::new(0);
+static ASYNC_GATE: Mutex<Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>> = Mutex::new(None);
+
+fn async_clock() -> Arc<dyn Clock> {
+    Arc::new(Skewed(&ASYNC_NOW))
+}
+
+#[cache_memoize(key = "async-detached:{id}", expire = "1m", stale = "1h", clock = async_clock)]
+async fn async_price(id: u32) -> usize {
+    let run = ASYNC_RUNS.fetch_add(1, Ordering::SeqCst) + 1;
+    let armed = ASYNC_GATE
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
+    if let Some((started, release)) = armed {
+        let _ = started.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(60), release).await;
+    }
+    run * 100 + id as usize
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_async_stale_value_is_served_at_once_while_a_task_refreshes_it() {
+    assert_eq!(async_price(1).await, 101);
+    ASYNC_NOW.store(120, Ordering::SeqCst);
+    let (started_tx, started) = oneshot::channel();
+    let (release, release_rx) = oneshot::channel();
+    *ASYNC_GATE.lock().unwrap_or_else(PoisonError::into_inner) = Some((started_tx, release_rx));
+
+    assert_eq!(async_price(1).await, 101, "the stale value, at once");
+    assert!(started.await.is_ok(), "the refresh task started");
+    assert_eq!(ASYNC_RUNS.load(Ordering::SeqCst), 2);
+
+    let _ = release.send(());
+    let key = async_price_cache_key(1);
+    let freed = tokio::time::timeout(
+        Duration::from_secs(60),
+        CacheLock::for_key(&key).acquire_async(),
+    )
+    .await;
+    assert!(
+        freed.is_ok_and(|lock| lock.is_ok()),
+        "the refresh never released the lock"
+    );
+    assert_eq!(async_price(1).await, 201);
+    assert_eq!(ASYNC_RUNS.load(Ordering::SeqCst), 2);
+}
+
+/// The "true" time of the clock-skew test, in milliseconds since the epoch: frozen, so
+/// that one second of skew is exactly one second.
+static TRUE_MS: AtomicU64 = AtomicU64::new(1_800_000_000_000);
+
+/// [`TRUE_MS`] seen by a host whose clock is off by `skew_ms`.
+struct Host {
+    skew_ms: i64,
+}
+
+impl Clock for Host {
+    fn now(&self) -> SystemTime {
+        let ms = TRUE_MS
+            .load(Ordering::SeqCst)
+            .saturating_add_signed(self.skew_ms);
+        SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
+    }
+}
+
+fn on_time() -> Arc<dyn Clock> {
+    Arc::new(Host { skew_ms: 0 })
+}
+
+fn second_ahead() -> Arc<dyn Clock> {
+    Arc::new(Host { skew_ms: 1_000 })
+}
+
+fn second_behind() -> Arc<dyn Clock> {
+    Arc::new(Host { skew_ms: -1_000 })
+}
+
+// Three hosts sharing one key: the same function, on clocks that disagree.
+static ON_TIME_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[cache_memoize(key = "skew:{id}", expire = "10s", clock = on_time)]
+fn on_time_host(id: u32) -> String {
+    ON_TIME_RUNS.fetch_add(1, Ordering::SeqCst);
+    format!("computed on time ({id})")
+}
+
+#[cache_memoize(key = "skew:{id}", expire = "10s", clock = second_ahead)]
+fn ahead_host(id: u32) -> String {
+    format!("computed ahead ({id})")
+}
+
+#[cache_memoize(key = "skew:{id}", expire = "10s", clock = second_behind)]
+fn behind_host(id: u32) -> String {
+    format!("computed behind ({id})")
+}
+
+#[test]
+fn a_reader_ahead_sees_values_stale_early_and_one_behind_serves_them_late() {
+    let start = TRUE_MS.load(Ordering::SeqCst);
+    assert_eq!(on_time_host(1), "computed on time (1)");
+    assert_eq!(on_time_host(2), "computed on time (2)");
+
+    // 9.5 s later: fresh for the writer, past freshness for a reader 1 s ahead.
+    TRUE_MS.store(start + 9_500, Ordering::SeqCst);
+    assert_eq!(behind_host(1), "computed on time (1)");
+    assert_eq!(ahead_host(1), "computed ahead (1)");
+
+    // 10.5 s later: past freshness, yet still served by a reader 1 s behind.
+    TRUE_MS.store(start + 10_500, Ordering::SeqCst);
+    assert_eq!(behind_host(2), "computed on time (2)");
+    assert_eq!(ON_TIME_RUNS.load(Ordering::SeqCst), 2);
+    assert_eq!(on_time_host(2), "computed on time (2)");
+    assert_eq!(
+        ON_TIME_RUNS.load(Ordering::SeqCst),
+        3,
+        "a miss for the writer's own clock"
+    );
 }

@@ -12,4 +12,7 @@ fn two_retries() -> u32 { 1 }
 #[cache_memoize(force_overwrite, force_overwrite)]
 fn forced_twice() -> u32 { 1 }
 
+#[cache_memoize(stale = "1m", jitter = "5%", stale = "2m")]
+fn stale_twice() -> u32 { 1 }
+
 fn main() {}
