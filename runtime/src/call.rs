@@ -74,6 +74,10 @@ impl<'a> Call<'a> {
         let key = &self.key;
         match note {
             None => {}
+            // A skipped backend reported it once itself (circuit breaker, no runtime).
+            Some(Note::FailOpen(err) | Note::StoreFailed(err)) if err.is_skipped() => {
+                tracing::debug!(%key, error = %err, "cache backend skipped; computing without it");
+            }
             Some(Note::FailOpen(err)) => {
                 tracing::warn!(%key, error = %err, "cache backend failed; computing without it");
             }
