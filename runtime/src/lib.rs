@@ -43,4 +43,4 @@ pub use lock::{CacheLock, LockGuard, LockOptions};
 pub use memoize::{invalidate, memoize, memoize_async, try_memoize, try_memoize_async};
 pub use options::{DEFAULT_CHUNK_SIZE, DEFAULT_COMPRESS, DEFAULT_EXPIRE, MemoizeOptions};
 pub use refresh::{refresh, refresh_async};
-pub use registry::{backend, set_backend, set_shared_backend};
+pub use registry::{backend, set_backend, set_shared_backend, try_set_backend};

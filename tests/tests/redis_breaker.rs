@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use cache_memoize::{
     AsyncBackend, Backend, Error, MemoizeOptions, RedisBackend, memoize, memoize_async,
 };
-use cache_memoize_tests::runtime;
 use cache_memoize_tests::server::RedisServer;
+use cache_memoize_tests::{runtime, wait_until};
 
 /// A clock the test moves by hand.
 #[derive(Clone)]
@@ -115,9 +115,12 @@ fn a_stalled_server_opens_the_breaker_then_calls_skip_it_until_a_probe_gets_an_a
     // Still skipped: the back-off has not passed on the injected clock.
     assert!(matches!(backend.get("k"), Err(Error::Skipped { .. })));
     clock.advance(Duration::from_secs(2));
+    // The back-off is over: this call starts the probe, and skips the server too.
+    assert!(matches!(backend.get("k"), Err(Error::Skipped { .. })));
+    wait_until("the probe closes the breaker", || {
+        !backend.is_circuit_open()
+    });
     assert_eq!(backend.get("k").ok().flatten().as_deref(), Some(&b"v"[..]));
-    assert!(!backend.is_circuit_open());
-    assert!(backend.get("k").is_ok());
 }
 
 #[test]
@@ -133,8 +136,11 @@ fn the_async_path_shares_the_breaker() {
         assert!(matches!(backend.get("k"), Err(Error::Skipped { .. })));
         server.resume();
         clock.advance(Duration::from_secs(2));
+        assert!(backend.get_async("k").await.is_err());
+        wait_until("the probe closes the breaker", || {
+            !backend.is_circuit_open()
+        });
         assert!(backend.get_async("k").await.is_ok());
-        assert!(!backend.is_circuit_open());
     });
 }
 
@@ -157,16 +163,22 @@ fn memoized_calls_on_a_stalled_server_compute_and_warn_once_per_state_change() {
         }
         server.resume();
         clock.advance(Duration::from_secs(2));
+        // Starts the probe; computes without the cache.
         assert_eq!(memoize("stalled", &opts, || 7_u8), 7);
+        wait_until("the probe closes the breaker", || {
+            !backend.is_circuit_open()
+        });
     });
     assert_eq!(computed.load(Ordering::SeqCst), 20);
+    let stored = memoize("stalled", &opts, || 8_u8);
+    assert_eq!(memoize("stalled", &opts, || 9_u8), stored, "cached again");
     let log = captured.text();
     let warns = log.lines().filter(|line| line.contains("WARN")).count();
     // Two calls failed before it opened (each says so), then one WARN as it opened.
     assert_eq!(warns, 3, "{log}");
     assert_eq!(log.matches("circuit breaker opened").count(), 1, "{log}");
     assert_eq!(log.matches("circuit breaker closed").count(), 1, "{log}");
-    assert!(log.contains("18 calls skipped"), "{log}");
+    assert!(log.contains("19 calls skipped"), "{log}");
 }
 
 /// The issue demands this latency bound (response timeout + 300 ms against a stalled

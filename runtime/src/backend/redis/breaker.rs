@@ -1,7 +1,8 @@
 //! The circuit breaker of one [`RedisBackend`](super::RedisBackend): after
 //! consecutive connection failures or timeouts, calls skip the server (the caller
 //! computes at once) until a half-open probe, sent after a jittered back-off, gets an
-//! answer.
+//! answer. The probe is the backend's own `PING` on a thread of its own, not a
+//! caller's request: no caller waits out a timeout while the breaker is open.
 //!
 //! It lives inside the Redis backend rather than around any backend because only the
 //! backend can tell a dead or hung server (I/O errors, timeouts) from a server that
@@ -102,8 +103,12 @@ impl State {
     pub(crate) fn admit(&mut self, now: Instant) -> (Admit, Option<Change>) {
         match self.phase {
             Phase::Closed { .. } => (Admit::Call, None),
+            // The caller that finds the probe due skips the server too: the probe
+            // goes on its own.
             Phase::Open { probe_at, backoff } if now >= probe_at => {
                 self.phase = Phase::Probing { backoff };
+                self.skipped += 1;
+                self.skipped_since_summary += 1;
                 (Admit::Probe, None)
             }
             Phase::Open { .. } | Phase::Probing { .. } => {
@@ -226,19 +231,36 @@ impl Breaker {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A permit to call the server, or `None` when the call must skip it.
-    pub(crate) fn admit(&self) -> Option<Permit<'_>> {
+    /// Whether a call goes to the server, skips it, or skips it and sends the probe.
+    pub(crate) fn admit(&self) -> Decision<'_> {
         let (admit, change) = self.state().admit((self.clock)());
         if let Some(change) = change {
             self.report(&change, None);
         }
         match admit {
-            Admit::Skip => None,
-            admitted => Some(Permit {
-                breaker: self,
-                admitted,
-                recorded: false,
-            }),
+            Admit::Call => Decision::Call(Permit { breaker: self }),
+            Admit::Probe => Decision::Probe,
+            Admit::Skip => Decision::Skip,
+        }
+    }
+
+    /// Records the probe's outcome: `error` when the server did not answer.
+    pub(crate) fn record_probe(&self, error: Option<&dyn std::fmt::Display>) {
+        self.record(Admit::Probe, error);
+    }
+
+    /// The probe could not be sent: the next call sends it instead.
+    pub(crate) fn abandon_probe(&self) {
+        let now = (self.clock)();
+        self.state().abandon_probe(now);
+    }
+
+    fn record(&self, admitted: Admit, error: Option<&dyn std::fmt::Display>) {
+        let change = self
+            .state()
+            .record(admitted, error.is_some(), (self.clock)());
+        if let Some(change) = change {
+            self.report(&change, error);
         }
     }
 
@@ -280,34 +302,27 @@ impl Breaker {
     }
 }
 
-/// Leave to call the server once; its outcome must be [recorded](Permit::record).
+/// What [`Breaker::admit`] decided for one call.
+pub(crate) enum Decision<'a> {
+    /// Send the call, then record its outcome.
+    Call(Permit<'a>),
+    /// Skip the server, and send the probe (the back-off is over).
+    Probe,
+    /// Skip the server.
+    Skip,
+}
+
+/// Leave to call the server once; its outcome is [recorded](Permit::record) (a call
+/// abandoned before an outcome, such as a dropped future, counts for nothing).
 pub(crate) struct Permit<'a> {
     breaker: &'a Breaker,
-    admitted: Admit,
-    recorded: bool,
 }
 
 impl Permit<'_> {
     /// Records the call's outcome: `error` is the failure when the server did not
     /// answer, `None` when it did (even with an error reply).
-    pub(crate) fn record(mut self, error: Option<&dyn std::fmt::Display>) {
-        self.recorded = true;
-        let breaker = self.breaker;
-        let change = breaker
-            .state()
-            .record(self.admitted, error.is_some(), (breaker.clock)());
-        if let Some(change) = change {
-            breaker.report(&change, error);
-        }
-    }
-}
-
-impl Drop for Permit<'_> {
-    fn drop(&mut self) {
-        if !self.recorded && self.admitted == Admit::Probe {
-            let now = (self.breaker.clock)();
-            self.breaker.state().abandon_probe(now);
-        }
+    pub(crate) fn record(self, error: Option<&dyn std::fmt::Display>) {
+        self.breaker.record(Admit::Call, error);
     }
 }
 
@@ -379,7 +394,7 @@ mod tests {
         assert_eq!(
             change,
             Some(Change::Closed {
-                skipped: 1,
+                skipped: 2,
                 open_for: FIRST_BACKOFF
             })
         );
@@ -459,20 +474,19 @@ mod tests {
         let clock: Clock =
             Arc::new(move || t0 + *read.lock().unwrap_or_else(PoisonError::into_inner));
         let breaker = Breaker::new("test".into(), 1, clock);
-        let permit = breaker.admit();
-        assert!(permit.is_some());
-        if let Some(permit) = permit {
-            permit.record(Some(&"refused"));
-        }
-        assert!(breaker.admit().is_none());
+        let Decision::Call(permit) = breaker.admit() else {
+            panic!("a closed breaker skipped a call");
+        };
+        permit.record(Some(&"refused"));
+        assert!(matches!(breaker.admit(), Decision::Skip));
         *offset.lock().unwrap_or_else(PoisonError::into_inner) = MAX_BACKOFF;
-        let probe = breaker.admit();
-        assert!(probe.is_some());
-        drop(probe);
-        // Dropped without an outcome: the next call probes.
-        if let Some(probe) = breaker.admit() {
-            probe.record(None);
-        }
+        assert!(matches!(breaker.admit(), Decision::Probe));
+        assert!(matches!(breaker.admit(), Decision::Skip));
+        // A probe that could not be sent: the next call sends it.
+        breaker.abandon_probe();
+        assert!(matches!(breaker.admit(), Decision::Probe));
+        breaker.record_probe(None);
         assert!(!breaker.is_open());
+        assert!(matches!(breaker.admit(), Decision::Call(_)));
     }
 }

@@ -28,7 +28,7 @@ use redis::{Cmd, ConnectionLike, RedisResult, ScriptInvocation};
 
 use super::{AsyncBackend, Backend, BoxFuture, GetOrLock, LockClaim};
 use crate::error::Error;
-use breaker::Breaker;
+use breaker::{Breaker, Decision, Permit};
 use commands::{
     compare_and_delete, compare_and_extend, delete_cmd, get_cmd, get_many_cmd, get_or_lock,
     get_or_lock_reply, invalidate, set_cmd, store_and_release, take_lock, take_lock_reply,
@@ -103,12 +103,46 @@ impl RedisBackend {
         key: &str,
         op: impl FnOnce(&mut dyn ConnectionLike) -> RedisResult<T>,
     ) -> Result<T, Error> {
-        let Some(permit) = self.inner.breaker.admit() else {
-            return Err(self.skipped(operation, key, BREAKER_OPEN));
-        };
+        let permit = self.admit(operation, key)?;
         let result = self.inner.pool.run(op);
         permit.record(failure(&result));
         result.map_err(|err| Error::backend(operation, key, err))
+    }
+
+    /// Leave from the breaker to send a call, or the error that skips the server (after
+    /// starting the probe when one is due).
+    fn admit(&self, operation: &'static str, key: &str) -> Result<Permit<'_>, Error> {
+        match self.inner.breaker.admit() {
+            Decision::Call(permit) => Ok(permit),
+            Decision::Probe => {
+                self.spawn_probe();
+                Err(self.skipped(operation, key, BREAKER_OPEN))
+            }
+            Decision::Skip => Err(self.skipped(operation, key, BREAKER_OPEN)),
+        }
+    }
+
+    /// Sends the breaker's probe, a `PING` on a pooled connection, from a thread of its
+    /// own (reporting to the caller's `tracing` subscriber): the caller that found it
+    /// due does not wait for it, whether the server answers or not.
+    fn spawn_probe(&self) {
+        let backend = self.clone();
+        let dispatch = tracing::dispatcher::get_default(Clone::clone);
+        let spawned = std::thread::Builder::new()
+            .name("cache-memoize-breaker-probe".into())
+            .spawn(move || {
+                tracing::dispatcher::with_default(&dispatch, || {
+                    let result = backend
+                        .inner
+                        .pool
+                        .run(|conn| redis::cmd("PING").query::<String>(conn));
+                    backend.inner.breaker.record_probe(failure(&result));
+                });
+            });
+        if let Err(err) = spawned {
+            tracing::debug!(error = %err, "cannot start the circuit breaker's probe");
+            self.inner.breaker.abandon_probe();
+        }
     }
 
     fn skipped(&self, operation: &'static str, key: &str, reason: &'static str) -> Error {
@@ -193,9 +227,7 @@ impl RedisBackend {
             }
             return Err(self.skipped(operation, key, NO_RUNTIME));
         }
-        let Some(permit) = self.inner.breaker.admit() else {
-            return Err(self.skipped(operation, key, BREAKER_OPEN));
-        };
+        let permit = self.admit(operation, key)?;
         let result = self.send_async(&request).await;
         permit.record(failure(&result));
         result.map_err(|err| Error::backend(operation, key, err))
