@@ -44,7 +44,9 @@ fn main() -> Result<(), cache_memoize::Error> {
     let runtime = runtime();
     // Warm: both paths have their connections open.
     memoize("stalled:warm", &sync_opts, || 1_u64);
-    runtime.block_on(memoize_async("stalled:warm", &async_opts, || async { 1_u64 }));
+    runtime.block_on(memoize_async("stalled:warm", &async_opts, || async {
+        1_u64
+    }));
 
     server.pause();
     println!("server stalled (SIGSTOP)");
@@ -77,8 +79,14 @@ fn main() -> Result<(), cache_memoize::Error> {
             async_open.push(start.elapsed());
         }
     });
-    println!("sync, breaker open ({OPEN_FOR:?}): {}", summary(&mut sync_open));
-    println!("async, breaker open ({OPEN_FOR:?}): {}", summary(&mut async_open));
+    println!(
+        "sync, breaker open ({OPEN_FOR:?}): {}",
+        summary(&mut sync_open)
+    );
+    println!(
+        "async, breaker open ({OPEN_FOR:?}): {}",
+        summary(&mut async_open)
+    );
 
     server.resume();
     let resumed = Instant::now();
