@@ -97,9 +97,10 @@ impl std::fmt::Debug for RedisBuilder {
 }
 
 impl RedisBuilder {
-    /// The time allowed to open a connection (default 1 s). While the server is
-    /// unreachable, each call that needs a new connection waits at most this long
-    /// before computing without the cache.
+    /// The time allowed to open a connection, handshake included (default 1 s). While
+    /// the server is unreachable or hung, each call that needs a new connection waits
+    /// at most this long (and no longer than what is left of its [response
+    /// timeout](Self::response_timeout)) before computing without the cache.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self

@@ -154,8 +154,15 @@ impl RedisBackend {
         }
     }
 
-    /// Whether the circuit breaker is open: calls skip the server until a probe gets
-    /// an answer (after a back-off of at most 2 s). For health checks and tests.
+    /// Whether the circuit breaker is open: calls skip the server (and compute without
+    /// the cache) until a probe gets an answer, after a back-off of at most 2 s. See
+    /// [`RedisBuilder::breaker_threshold`]. For health checks and tests.
+    ///
+    /// ```no_run
+    /// let backend = cache_memoize::RedisBackend::connect("redis://127.0.0.1/")?;
+    /// let healthy = !backend.is_circuit_open();
+    /// # Ok::<(), cache_memoize::Error>(())
+    /// ```
     pub fn is_circuit_open(&self) -> bool {
         self.inner.breaker.is_open()
     }
