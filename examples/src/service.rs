@@ -6,13 +6,10 @@
 //!   process or in any other on the same Redis, wait for that one computation and read
 //!   its result; later ones are hits.
 //! - `GET /metrics`: Prometheus text, through the `metrics` facade and
-//!   `metrics-exporter-prometheus`. The service counts its own computations
-//!   (`report_computations_total`).
-//!
-//! TODO(issue 14, Metrics): cache-memoize's own counters (hits, misses, lock waits)
-//! come with its `metrics` feature, being added separately; once it lands, enable
-//! `cache-memoize/metrics` here and they appear on the same `/metrics`, with no change
-//! to this file (they go through the same global recorder).
+//!   `metrics-exporter-prometheus`: cache-memoize's own counters and histograms (its
+//!   `metrics` feature: `cache_memoize_calls_total{function, outcome}`,
+//!   `cache_memoize_compute_seconds`, `cache_memoize_lock_wait_seconds`) beside the
+//!   service's (`report_computations_total`), all through one global recorder.
 
 use std::time::Duration;
 

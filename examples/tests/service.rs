@@ -1,5 +1,5 @@
 //! The example service against a private Redis: concurrent requests for one report
-//! compute it once, and `/metrics` says so.
+//! compute it once, and `/metrics` says so (the service's counter and cache-memoize's).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -73,6 +73,16 @@ fn concurrent_requests_compute_the_report_once_and_metrics_count_it() {
         exported
             .lines()
             .any(|line| line == "report_computations_total 1"),
+        "{exported}"
+    );
+    // cache-memoize's own counter (its `metrics` feature) says the same. (Its
+    // `function` label is not asserted: the attribute does not fill it in yet.)
+    assert!(
+        exported
+            .lines()
+            .any(|line| line.starts_with("cache_memoize_calls_total{")
+                && line.contains("outcome=\"computed\"")
+                && line.ends_with(" 1")),
         "{exported}"
     );
 }
