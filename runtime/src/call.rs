@@ -133,6 +133,10 @@ impl<'a> Call<'a> {
         let key = &self.key;
         match note {
             None => {}
+            // A skipped backend reported it once itself (circuit breaker, no runtime).
+            Some(Note::FailOpen(err) | Note::StoreFailed(err)) if err.is_skipped() => {
+                tracing::debug!(%key, error = %err, "cache backend skipped; computing without it");
+            }
             Some(Note::FailOpen(err)) => {
                 observe::backend_failed(
                     self.backend_id(),

@@ -35,6 +35,20 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+    /// The backend was not asked, for a reason it reported once rather than per call:
+    /// its circuit breaker is open after repeated failures, or an async call found no
+    /// Tokio runtime to run on.
+    #[error("cache backend {address} skipped for {operation} on key {key:?}: {reason}")]
+    Skipped {
+        /// The backend's address, with any password removed.
+        address: String,
+        /// The operation, such as `get` or `compare_and_delete`.
+        operation: &'static str,
+        /// The key the operation was for.
+        key: String,
+        /// Why it was skipped.
+        reason: &'static str,
+    },
 }
 
 impl Error {
@@ -45,6 +59,12 @@ impl Error {
             key: key.to_owned(),
             source: source.into(),
         }
+    }
+
+    /// Whether the backend was skipped rather than asked (see [`Error::Skipped`]):
+    /// already reported by the backend, so callers log it at DEBUG, not per call at WARN.
+    pub fn is_skipped(&self) -> bool {
+        matches!(self, Self::Skipped { .. })
     }
 }
 

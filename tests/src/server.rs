@@ -80,6 +80,37 @@ impl RedisServer {
         }
     }
 
+    /// Stalls the server (SIGSTOP): it keeps its port and accepts connections (the
+    /// kernel completes the handshake) but answers nothing until [`resume`](Self::resume).
+    ///
+    /// # Panics
+    /// If the signal cannot be sent.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a [paused](Self::pause) server run again (SIGCONT).
+    ///
+    /// # Panics
+    /// If the signal cannot be sent.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let Some(child) = &self.child else {
+            panic!("the test server is not running");
+        };
+        let sent = Command::new("kill")
+            .arg(signal)
+            .arg(child.id().to_string())
+            .status();
+        match sent {
+            Ok(status) if status.success() => {}
+            other => panic!("kill {signal} on the test server failed: {other:?}"),
+        }
+    }
+
     /// Starts the server again on the same port (after [`kill`](Self::kill)).
     ///
     /// # Panics

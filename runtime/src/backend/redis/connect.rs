@@ -9,6 +9,7 @@ use once_cell::sync::Lazy;
 use redis::aio::ConnectionManager;
 use redis::{Cmd, RedisError, RedisFuture, RedisResult, Value};
 
+use super::breaker::{self, Breaker, Clock};
 use super::pool::{Connector, Pool};
 use super::wake::{self, Hub};
 use super::{
@@ -63,7 +64,7 @@ impl redis::aio::ConnectionLike for AsyncConnection {
 }
 
 /// Settings for [`RedisBackend`]; made by [`RedisBackend::builder`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[must_use = "call .connect() to open the connection"]
 pub struct RedisBuilder {
     urls: Vec<String>,
@@ -72,20 +73,43 @@ pub struct RedisBuilder {
     response_timeout: Duration,
     max_connections: u32,
     wake_ups: bool,
+    breaker_threshold: u32,
+    clock: Clock,
     #[cfg(feature = "tls")]
     root_certificate: Option<Vec<u8>>,
 }
 
+impl std::fmt::Debug for RedisBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBuilder")
+            .field(
+                "urls",
+                &self.urls.iter().map(|url| redact(url)).collect::<Vec<_>>(),
+            )
+            .field("cluster", &self.cluster)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .field("max_connections", &self.max_connections)
+            .field("wake_ups", &self.wake_ups)
+            .field("breaker_threshold", &self.breaker_threshold)
+            .finish_non_exhaustive()
+    }
+}
+
 impl RedisBuilder {
-    /// The time allowed to open a connection (default 1 s). While the server is
-    /// unreachable, each call that needs a new connection waits at most this long
-    /// before computing without the cache.
+    /// The time allowed to open a connection, handshake included (default 1 s). While
+    /// the server is unreachable or hung, each call that needs a new connection waits
+    /// at most this long (and no longer than what is left of its [response
+    /// timeout](Self::response_timeout)) before computing without the cache.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
     }
 
-    /// The time allowed for each reply (default 1 s), sync and async alike.
+    /// The time allowed for each call (default 1 s), sync and async alike: from its
+    /// start, including any wait for a pooled connection and the opening of a new one
+    /// (which the [connect timeout](Self::connect_timeout) bounds too). Against a
+    /// stalled server every call returns within it, give or take scheduling.
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
         self.response_timeout = timeout;
         self
@@ -116,6 +140,30 @@ impl RedisBuilder {
     /// they only poll every `retry`, as Djblets does: for comparing, not for production.
     pub fn wake_ups(mut self, enabled: bool) -> Self {
         self.wake_ups = enabled;
+        self
+    }
+
+    /// How many consecutive failures (I/O errors, timeouts, refused connections; not
+    /// error replies) open the backend's circuit breaker (default 3; 0 turns it off).
+    ///
+    /// While it is open every call skips the server and computes at once; one call
+    /// probes the server after a back-off (250 ms, doubled after each failed probe up
+    /// to 2 s, minus up to 25 % jitter) and the first answer closes it. It WARNs when
+    /// it opens, then at most once a minute while it stays open, and logs at INFO when
+    /// it closes: not once per call.
+    pub fn breaker_threshold(mut self, failures: u32) -> Self {
+        self.breaker_threshold = failures;
+        self
+    }
+
+    /// Where the circuit breaker reads the time: for tests that open and close it
+    /// without sleeping. Not a stable API.
+    #[doc(hidden)]
+    pub fn breaker_clock(
+        mut self,
+        now: impl Fn() -> std::time::Instant + Send + Sync + 'static,
+    ) -> Self {
+        self.clock = Arc::new(now);
         self
     }
 
@@ -155,7 +203,7 @@ impl RedisBuilder {
             };
             Client::Cluster(cluster.build().map_err(connect_error)?)
         } else {
-            Client::Single(subscriber.clone())
+            Client::Single(without_setup_chatter(&subscriber).map_err(connect_error)?)
         };
         let connector = Connector::new(client.clone(), self.connect_timeout, self.response_timeout);
         let pool = Pool::new(connector, self.max_connections);
@@ -167,8 +215,10 @@ impl RedisBuilder {
         if self.wake_ups {
             wake::spawn_subscriber(subscriber, self.connect_timeout, &hub);
         }
+        let breaker = Breaker::new(address.clone(), self.breaker_threshold, self.clock);
         Ok(RedisBackend {
             inner: Arc::new(Inner {
+                breaker,
                 address,
                 client,
                 pool,
@@ -190,6 +240,25 @@ impl RedisBuilder {
         }
         redis::Client::open(url)
     }
+}
+
+/// `client` without the two `CLIENT SETINFO` commands the `redis` crate sends after
+/// connecting. Each reply of that handshake is awaited for the whole remaining connect
+/// timeout, so against a stalled server every extra command adds one more timeout
+/// (two setup commands: a connect took twice the connect timeout).
+fn without_setup_chatter(client: &redis::Client) -> RedisResult<redis::Client> {
+    let info = client.get_connection_info().clone();
+    let settings = info.redis_settings().clone().set_skip_set_lib_name();
+    redis::Client::open(info.set_redis_settings(settings))
+}
+
+/// How many replies the connection handshake awaits (`HELLO` or `AUTH`, `SELECT`):
+/// each is given this share of the connect timeout, so the handshake as a whole stays
+/// within it against a stalled server.
+pub(super) fn setup_replies(client: &redis::Client) -> u32 {
+    let settings = client.get_connection_info().redis_settings();
+    let hello_or_auth = settings.protocol().supports_resp3() || settings.password().is_some();
+    (u32::from(hello_or_auth) + u32::from(settings.db() != 0)).max(1)
 }
 
 #[cfg(feature = "tls")]
@@ -277,6 +346,8 @@ impl RedisBackend {
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             wake_ups: true,
+            breaker_threshold: breaker::DEFAULT_THRESHOLD,
+            clock: Arc::new(std::time::Instant::now),
             #[cfg(feature = "tls")]
             root_certificate: None,
         }

@@ -6,15 +6,20 @@
 //! - The atomic steps are Lua scripts (`scripts.rs`): a locked miss is three round trips
 //!   (`GET`, get-or-lock, store-and-release), a hit is one `GET`.
 //! - Lock waiters are woken through pub/sub (`wake.rs`) instead of polling.
+//! - A circuit breaker (`breaker.rs`), shared by the sync and async paths, skips a
+//!   server that stopped answering, so callers compute at once instead of each waiting
+//!   out a timeout.
 //! - `connect.rs` opens the clients; `commands.rs` spells each step as a command or a
 //!   script invocation; this file runs them, sync and async.
 
+mod breaker;
 mod commands;
 mod connect;
 mod pool;
 mod scripts;
 mod wake;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -23,6 +28,7 @@ use redis::{Cmd, ConnectionLike, RedisResult, ScriptInvocation};
 
 use super::{AsyncBackend, Backend, BoxFuture, GetOrLock, LockClaim};
 use crate::error::Error;
+use breaker::{Breaker, Decision, Permit};
 use commands::{
     compare_and_delete, compare_and_extend, delete_cmd, expire_many, get_cmd, get_many_cmd,
     get_or_lock, get_or_lock_reply, invalidate, set_cmd, store_and_release, take_lock,
@@ -30,7 +36,7 @@ use commands::{
 };
 pub use connect::RedisBuilder;
 use connect::{AsyncConnection, Client};
-use pool::{Pool, is_connection_failure};
+use pool::{Pool, is_connection_failure, timed_out};
 use wake::Hub;
 
 /// The default time allowed to open a connection.
@@ -76,7 +82,11 @@ struct Inner {
     response_timeout: Duration,
     async_connection: Mutex<Option<AsyncConnection>>,
     hub: Arc<Hub>,
+    breaker: Breaker,
 }
+
+/// Whether the missing Tokio runtime was already reported (once per process).
+static NO_RUNTIME_WARNED: AtomicBool = AtomicBool::new(false);
 
 impl std::fmt::Debug for RedisBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -87,45 +97,114 @@ impl std::fmt::Debug for RedisBackend {
 }
 
 impl RedisBackend {
+    /// Runs `op` on a pooled connection, unless the breaker says to skip the server.
     fn run<T>(
         &self,
         operation: &'static str,
         key: &str,
         op: impl FnOnce(&mut dyn ConnectionLike) -> RedisResult<T>,
     ) -> Result<T, Error> {
-        self.inner
-            .pool
-            .run(op)
-            .map_err(|err| Error::backend(operation, key, err))
+        let permit = self.admit(operation, key)?;
+        let result = self.inner.pool.run(op);
+        permit.record(failure(&result));
+        result.map_err(|err| Error::backend(operation, key, err))
     }
 
-    /// The shared async connection, opened on first use, and whether it was reused.
+    /// Leave from the breaker to send a call, or the error that skips the server (after
+    /// starting the probe when one is due).
+    fn admit(&self, operation: &'static str, key: &str) -> Result<Permit<'_>, Error> {
+        match self.inner.breaker.admit() {
+            Decision::Call(permit) => Ok(permit),
+            Decision::Probe => {
+                self.spawn_probe();
+                Err(self.skipped(operation, key, BREAKER_OPEN))
+            }
+            Decision::Skip => Err(self.skipped(operation, key, BREAKER_OPEN)),
+        }
+    }
+
+    /// Sends the breaker's probe, a `PING` on a pooled connection, from a thread of its
+    /// own (reporting to the caller's `tracing` subscriber): the caller that found it
+    /// due does not wait for it, whether the server answers or not.
+    fn spawn_probe(&self) {
+        let backend = self.clone();
+        let dispatch = tracing::dispatcher::get_default(Clone::clone);
+        let spawned = std::thread::Builder::new()
+            .name("cache-memoize-breaker-probe".into())
+            .spawn(move || {
+                tracing::dispatcher::with_default(&dispatch, || {
+                    let result = backend
+                        .inner
+                        .pool
+                        .run(|conn| redis::cmd("PING").query::<String>(conn));
+                    backend.inner.breaker.record_probe(failure(&result));
+                });
+            });
+        if let Err(err) = spawned {
+            tracing::debug!(error = %err, "cannot start the circuit breaker's probe");
+            self.inner.breaker.abandon_probe();
+        }
+    }
+
+    fn skipped(&self, operation: &'static str, key: &str, reason: &'static str) -> Error {
+        Error::Skipped {
+            address: self.inner.address.clone(),
+            operation,
+            key: key.to_owned(),
+            reason,
+        }
+    }
+
+    /// Whether the circuit breaker is open: calls skip the server (and compute without
+    /// the cache) until a probe gets an answer, after a back-off of at most 2 s. See
+    /// [`RedisBuilder::breaker_threshold`]. For health checks and tests.
+    ///
+    /// ```no_run
+    /// let backend = cache_memoize::RedisBackend::connect("redis://127.0.0.1/")?;
+    /// let healthy = !backend.is_circuit_open();
+    /// # Ok::<(), cache_memoize::Error>(())
+    /// ```
+    pub fn is_circuit_open(&self) -> bool {
+        self.inner.breaker.is_open()
+    }
+
+    /// The shared async connection, opened on first use (within the connect timeout and
+    /// by `deadline`), and whether it was reused.
     async fn async_connection(
         &self,
-        operation: &'static str,
-        key: &str,
-    ) -> Result<(AsyncConnection, bool), Error> {
+        deadline: tokio::time::Instant,
+    ) -> RedisResult<(AsyncConnection, bool)> {
         let cached = self.slot().clone();
         if let Some(conn) = cached {
             return Ok((conn, true));
         }
-        let opened = match &self.inner.client {
-            Client::Single(client) => {
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(self.inner.connect_timeout))
-                    .set_response_timeout(Some(self.inner.response_timeout))
-                    .set_number_of_retries(1);
-                client
-                    .get_connection_manager_with_config(config)
+        let timeout = self
+            .inner
+            .connect_timeout
+            .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        let opening = async {
+            match &self.inner.client {
+                Client::Single(client) => {
+                    let config = ConnectionManagerConfig::new()
+                        .set_connection_timeout(Some(timeout))
+                        .set_response_timeout(Some(self.inner.response_timeout))
+                        .set_number_of_retries(1);
+                    client
+                        .get_connection_manager_with_config(config)
+                        .await
+                        .map(AsyncConnection::Single)
+                }
+                Client::Cluster(client) => client
+                    .get_async_connection()
                     .await
-                    .map(AsyncConnection::Single)
+                    .map(AsyncConnection::Cluster),
             }
-            Client::Cluster(client) => client
-                .get_async_connection()
-                .await
-                .map(AsyncConnection::Cluster),
         };
-        let conn = opened.map_err(|err| Error::backend(operation, key, err))?;
+        // The manager retries a failed connect: bound the whole, not each attempt.
+        let conn = tokio::time::timeout(timeout, opening)
+            .await
+            .unwrap_or_else(|_| Err(timeout_error(timeout, "connecting")))
+            .map_err(|err| timed_out(err, timeout, "connecting"))?;
         *self.slot() = Some(conn.clone());
         Ok((conn, false))
     }
@@ -137,32 +216,78 @@ impl RedisBackend {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Sends `request` on the shared async connection. A failed connection is dropped
-    /// (the next call opens another: its driver may have died with the runtime that
-    /// started it). A reused connection found dropped before the request reached the
-    /// server is replaced and the request sent once more.
+    /// Sends `request` on the shared async connection, unless the breaker says to skip
+    /// the server or there is no Tokio runtime to run it on (reported once, then every
+    /// call fails open).
     async fn request_async<T: redis::FromRedisValue>(
         &self,
         operation: &'static str,
         key: &str,
         request: Request,
     ) -> Result<T, Error> {
-        let (mut conn, reused) = self.async_connection(operation, key).await?;
-        let mut reply = request.send(&mut conn).await;
+        if tokio::runtime::Handle::try_current().is_err() {
+            if !NO_RUNTIME_WARNED.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    address = %self.inner.address,
+                    "an async memoized call on the Redis backend ran outside a Tokio runtime: \
+                     it computes without the cache (reported once per process)"
+                );
+            }
+            return Err(self.skipped(operation, key, NO_RUNTIME));
+        }
+        let permit = self.admit(operation, key)?;
+        let result = self.send_async(&request).await;
+        permit.record(failure(&result));
+        result.map_err(|err| Error::backend(operation, key, err))
+    }
+
+    /// Sends `request`. One deadline covers the call, as on the blocking path: the
+    /// response timeout from its start, opening a connection included (which the
+    /// connect timeout also bounds). A failed connection is dropped (the next call opens
+    /// another: its driver may have died with the runtime that started it). A reused
+    /// connection found dropped before the request reached the server is replaced and
+    /// the request sent once more, by the same deadline.
+    async fn send_async<T: redis::FromRedisValue>(&self, request: &Request) -> RedisResult<T> {
+        let within = self.inner.response_timeout;
+        let deadline = tokio::time::Instant::now() + within;
+        let (mut conn, reused) = self.async_connection(deadline).await?;
+        let mut reply = request.send_by(&mut conn, deadline, within).await;
         if let Err(err) = &reply {
             if is_connection_failure(err) {
                 self.slot().take();
             }
             if reused && err.is_connection_dropped() && !err.is_timeout() {
-                let (mut fresh, _) = self.async_connection(operation, key).await?;
-                reply = request.send(&mut fresh).await;
+                let (mut fresh, _) = self.async_connection(deadline).await?;
+                reply = request.send_by(&mut fresh, deadline, within).await;
                 if reply.as_ref().is_err_and(is_connection_failure) {
                     self.slot().take();
                 }
             }
         }
-        reply.map_err(|err| Error::backend(operation, key, err))
+        reply
     }
+}
+
+/// Why a call skipped an open breaker's server.
+const BREAKER_OPEN: &str = "circuit breaker open after repeated failures (reported when it opened)";
+/// Why an async call outside a Tokio runtime skipped the server.
+const NO_RUNTIME: &str = "no Tokio runtime to run the async Redis client on";
+
+/// The failure to count against the breaker: the server did not answer. An error
+/// reply is an answer.
+fn failure<T>(result: &RedisResult<T>) -> Option<&dyn std::fmt::Display> {
+    match result {
+        Err(err) if is_connection_failure(err) => Some(err),
+        _ => None,
+    }
+}
+
+fn timeout_error(after: Duration, during: &str) -> redis::RedisError {
+    timed_out(
+        std::io::Error::from(std::io::ErrorKind::TimedOut).into(),
+        after,
+        during,
+    )
 }
 
 /// One async request: a command or a script.
@@ -177,6 +302,19 @@ impl Request {
             Self::Command(cmd) => cmd.query_async(conn).await,
             Self::Script(script) => script.invoke_async(conn).await,
         }
+    }
+
+    /// [`send`](Self::send), abandoned at `deadline` (`within` after the call began).
+    async fn send_by<T: redis::FromRedisValue>(
+        &self,
+        conn: &mut AsyncConnection,
+        deadline: tokio::time::Instant,
+        within: Duration,
+    ) -> RedisResult<T> {
+        tokio::time::timeout_at(deadline, self.send(conn))
+            .await
+            .unwrap_or_else(|_| Err(timeout_error(within, "waiting for the reply")))
+            .map_err(|err| timed_out(err, within, "waiting for the reply"))
     }
 }
 

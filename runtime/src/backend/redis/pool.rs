@@ -4,7 +4,11 @@
 //!
 //! A checkout takes an idle connection, or opens one in the caller's thread while fewer
 //! than the maximum are open, or else waits (at most the response timeout) for one to
-//! come back; a caller that gets none fails open. No health-check command on checkout:
+//! come back; a caller that gets none fails open. One deadline covers the whole call:
+//! the response timeout from its start, whatever it spent waiting for a pooled
+//! connection or opening one (opening is also bounded by the connect timeout), so a
+//! stalled server costs a caller one response timeout, never two. No health-check
+//! command on checkout:
 //! a hit stays one command. A connection that failed (I/O error, timeout) is dropped
 //! rather than returned, and its place freed.
 //!
@@ -40,9 +44,25 @@ impl SyncConnection {
             Self::Cluster(conn) => conn.is_open(),
         }
     }
+
+    /// Bounds each read and write on the connection by `timeout`.
+    fn set_timeouts(&self, timeout: Duration) -> RedisResult<()> {
+        let timeout = Some(timeout);
+        match self {
+            Self::Single(conn) => {
+                conn.set_read_timeout(timeout)?;
+                conn.set_write_timeout(timeout)
+            }
+            Self::Cluster(conn) => {
+                conn.set_read_timeout(timeout)?;
+                conn.set_write_timeout(timeout)
+            }
+        }
+    }
 }
 
-/// Opens connections with the configured timeouts.
+/// Opens connections with the configured timeouts. The handshake is bounded as a whole:
+/// the client sends no `CLIENT SETINFO`, and each remaining setup reply gets its share.
 pub(crate) struct Connector {
     client: Client,
     connect_timeout: Duration,
@@ -62,24 +82,32 @@ impl Connector {
         }
     }
 
-    fn open(&self) -> RedisResult<SyncConnection> {
-        let timeout = Some(self.response_timeout);
-        match &self.client {
-            Client::Single(client) => {
-                let conn = client.get_connection_with_timeout(self.connect_timeout)?;
-                conn.set_read_timeout(timeout)?;
-                conn.set_write_timeout(timeout)?;
-                Ok(SyncConnection::Single(conn))
-            }
-            Client::Cluster(client) => {
-                let conn = client.get_connection()?;
-                conn.set_read_timeout(timeout)?;
-                conn.set_write_timeout(timeout)?;
-                Ok(SyncConnection::Cluster(Box::new(conn)))
-            }
-        }
+    /// Opens a connection by `deadline` and within the connect timeout; the handshake
+    /// counts against both (the `redis` crate gives it what is left after the TCP
+    /// connect).
+    fn open(&self, deadline: Instant) -> RedisResult<SyncConnection> {
+        let timeout = self
+            .connect_timeout
+            .min(deadline.saturating_duration_since(Instant::now()))
+            .max(Duration::from_millis(1));
+        let conn = match &self.client {
+            // The crate awaits each handshake reply for the whole remaining timeout.
+            Client::Single(client) => client
+                .get_connection_with_timeout(timeout / super::connect::setup_replies(client))
+                .map(SyncConnection::Single),
+            Client::Cluster(client) => client
+                .get_connection()
+                .map(|conn| SyncConnection::Cluster(Box::new(conn))),
+        };
+        let conn = conn.map_err(|err| timed_out(err, timeout, "connecting"))?;
+        conn.set_timeouts(self.response_timeout)?;
+        Ok(conn)
     }
 }
+
+/// How far below the response timeout what is left of a call's deadline must fall
+/// before the connection's socket timeouts are shortened for it.
+const SHORTEN_PAST: Duration = Duration::from_millis(5);
 
 /// Blocking connections to one client's servers, at most `max` of them open at once.
 pub(crate) struct Pool {
@@ -116,17 +144,35 @@ impl Pool {
         &self,
         op: impl FnOnce(&mut dyn ConnectionLike) -> RedisResult<T>,
     ) -> RedisResult<T> {
-        let mut conn = self.checkout()?;
+        let full = self.connector.response_timeout;
+        let deadline = Instant::now() + full;
+        let mut conn = self.checkout(deadline)?;
+        // What is left of the deadline (at least 1 ms: a zero socket timeout means
+        // none). Shortened only past a little slack: two system calls per command
+        // otherwise.
+        let reply_within = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
+        let shortened = reply_within + SHORTEN_PAST < full;
         // If `op` panics, the connection (state unknown) is dropped and its place freed.
         let place = Place(self);
-        let result = op(conn.as_dyn());
-        std::mem::forget(place);
-        if result.as_ref().is_err_and(is_connection_failure) || !conn.is_open() {
-            drop(conn);
-            self.forget_one();
+        let result = if shortened {
+            conn.set_timeouts(reply_within)
+                .and_then(|()| op(conn.as_dyn()))
         } else {
+            op(conn.as_dyn())
+        };
+        let result = result.map_err(|err| timed_out(err, reply_within, "waiting for the reply"));
+        std::mem::forget(place);
+        let reusable = conn.is_open()
+            && !result.as_ref().is_err_and(is_connection_failure)
+            && (!shortened || conn.set_timeouts(full).is_ok());
+        if reusable {
             self.state().idle.push(conn);
             self.returned.notify_one();
+        } else {
+            drop(conn);
+            self.forget_one();
         }
         result
     }
@@ -136,9 +182,8 @@ impl Pool {
     }
 
     /// An idle connection, or a new one while fewer than `max` are open, or one that
-    /// comes back within the response timeout.
-    fn checkout(&self) -> RedisResult<SyncConnection> {
-        let deadline = Instant::now() + self.connector.response_timeout;
+    /// comes back, all by `deadline`.
+    fn checkout(&self, deadline: Instant) -> RedisResult<SyncConnection> {
         let mut state = self.state();
         loop {
             if let Some(conn) = state.idle.pop() {
@@ -147,7 +192,10 @@ impl Pool {
             if state.open < self.max {
                 state.open += 1;
                 drop(state);
-                return self.connector.open().inspect_err(|_| self.forget_one());
+                return self
+                    .connector
+                    .open(deadline)
+                    .inspect_err(|_| self.forget_one());
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -180,6 +228,20 @@ struct Place<'a>(&'a Pool);
 impl Drop for Place<'_> {
     fn drop(&mut self) {
         self.0.forget_one();
+    }
+}
+
+/// `err` reworded as "timed out after `after` `during`" when it is a timeout: a read
+/// timeout surfaces as "Resource temporarily unavailable (os error 11)", which does not
+/// say what happened.
+pub(crate) fn timed_out(err: RedisError, after: Duration, during: &str) -> RedisError {
+    if err.is_timeout() {
+        RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("timed out after {after:?} {during}"),
+        ))
+    } else {
+        err
     }
 }
 

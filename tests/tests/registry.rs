@@ -1,0 +1,74 @@
+//! Registering the process's backend: `set_backend` says what it registered and what it
+//! replaced; `try_set_backend` never replaces one. One scenario, in order, because the
+//! registry is global to this test binary.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use cache_memoize::{MemoizeOptions, MemoryBackend, memoize, set_backend, try_set_backend};
+
+/// Everything a subscriber writes, shared with the test.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn take(&self) -> String {
+        let bytes = std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner));
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+#[test]
+fn registrations_are_logged_and_try_set_backend_never_replaces() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        // Only the default is in place: the first try registers.
+        assert!(try_set_backend(MemoryBackend::new()));
+        let log = captured.take();
+        assert!(log.contains("cache backend registered"), "{log}");
+        assert!(
+            log.contains("registered=\"cache_memoize::backend::memory::MemoryBackend\""),
+            "{log}"
+        );
+        assert!(
+            log.contains("the default in-process MemoryBackend"),
+            "{log}"
+        );
+
+        assert_eq!(memoize("registry", &MemoizeOptions::new(), || 1_u8), 1);
+        assert!(!try_set_backend(MemoryBackend::new()));
+        let log = captured.take();
+        assert!(log.contains("not registered"), "{log}");
+        // Refused: the value computed on the registered backend is still there.
+        assert_eq!(memoize("registry", &MemoizeOptions::new(), || 2_u8), 1);
+
+        set_backend(MemoryBackend::new());
+        let log = captured.take();
+        assert!(log.contains("cache backend registered"), "{log}");
+        assert!(
+            log.contains("replaced=\"cache_memoize::backend::memory::MemoryBackend\""),
+            "{log}"
+        );
+        assert_eq!(memoize("registry", &MemoizeOptions::new(), || 3_u8), 3);
+    });
+}
