@@ -180,6 +180,100 @@ impl RedisCluster {
         self.nodes.iter().map(RedisServer::url).collect()
     }
 
+    /// A plain connection to node `index` (0, 1 or 2).
+    pub fn connection(&self, index: usize) -> redis::Connection {
+        self.nodes[index].connection()
+    }
+
+    /// The hash slot of `key`.
+    pub fn slot_of(&self, key: &str) -> u16 {
+        query(
+            &mut self.connection(0),
+            redis::cmd("CLUSTER").arg("KEYSLOT").arg(key),
+        )
+    }
+
+    /// The index of the node serving `key`'s slot, as node 0 sees it.
+    pub fn owner_of(&self, key: &str) -> usize {
+        let slot = self.slot_of(key);
+        let nodes: String = query(&mut self.connection(0), redis::cmd("CLUSTER").arg("NODES"));
+        // `<id> <ip:port@bus> <flags> <master> <ping> <pong> <epoch> <link> <slots>...`
+        let port = nodes.lines().find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let serves = fields.iter().skip(8).any(|range| {
+                let (from, to) = range.split_once('-').unwrap_or((range, range));
+                matches!((from.parse::<u16>(), to.parse::<u16>()), (Ok(from), Ok(to)) if (from..=to).contains(&slot))
+            });
+            let address = fields.get(1)?.split('@').next()?;
+            serves.then(|| address.rsplit_once(':')?.1.parse::<u16>().ok())?
+        });
+        match self.nodes.iter().position(|n| Some(n.port()) == port) {
+            Some(index) => index,
+            None => panic!("no node serves slot {slot}"),
+        }
+    }
+
+    /// Reshards: moves `key`'s slot, and the keys in it, to node `to`, the way
+    /// `redis-cli --cluster reshard` does (`SETSLOT IMPORTING`/`MIGRATING`, `MIGRATE`,
+    /// `SETSLOT NODE` on every master).
+    ///
+    /// # Panics
+    /// If a step fails.
+    pub fn move_slot_of(&self, key: &str, to: usize) {
+        let (slot, from) = (self.slot_of(key), self.owner_of(key));
+        assert_ne!(from, to, "the slot is already on node {to}");
+        let id = |index: usize| -> String {
+            query(
+                &mut self.connection(index),
+                redis::cmd("CLUSTER").arg("MYID"),
+            )
+        };
+        let (from_id, to_id) = (id(from), id(to));
+        let setslot = |index: usize, state: &str, node: &str| {
+            let _: () = query(
+                &mut self.connection(index),
+                redis::cmd("CLUSTER")
+                    .arg("SETSLOT")
+                    .arg(slot)
+                    .arg(state)
+                    .arg(node),
+            );
+        };
+        setslot(to, "IMPORTING", &from_id);
+        setslot(from, "MIGRATING", &to_id);
+        loop {
+            let keys: Vec<String> = query(
+                &mut self.connection(from),
+                redis::cmd("CLUSTER")
+                    .arg("GETKEYSINSLOT")
+                    .arg(slot)
+                    .arg(100),
+            );
+            if keys.is_empty() {
+                break;
+            }
+            let _: () = query(
+                &mut self.connection(from),
+                redis::cmd("MIGRATE")
+                    .arg("127.0.0.1")
+                    .arg(self.nodes[to].port())
+                    .arg("")
+                    .arg(0)
+                    .arg(5000)
+                    .arg("KEYS")
+                    .arg(&keys),
+            );
+        }
+        for index in [to, from] {
+            setslot(index, "NODE", &to_id);
+        }
+        for index in 0..self.nodes.len() {
+            if index != to && index != from {
+                setslot(index, "NODE", &to_id);
+            }
+        }
+    }
+
     fn wait_until_ok(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         for node in &self.nodes {
@@ -198,5 +292,12 @@ impl RedisCluster {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
+    }
+}
+
+fn query<T: redis::FromRedisValue>(conn: &mut redis::Connection, cmd: &redis::Cmd) -> T {
+    match cmd.query(conn) {
+        Ok(reply) => reply,
+        Err(err) => panic!("{cmd:?} failed: {err}"),
     }
 }

@@ -1,0 +1,243 @@
+//! Wake-ups that cost nothing for those not waiting: a backend subscribes to a lock's
+//! release channel only while one of its callers waits on that lock (reference-counted
+//! across its waiters), on a cluster with sharded pub/sub on the lock's shard, and
+//! follows the lock's slot when it moves. Every server here is private to its test.
+
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use cache_memoize::{CacheBackend, CacheLock, LockError, LockGuard, RedisBackend, make_cache_key};
+use cache_memoize_tests::server::{RedisCluster, RedisServer};
+use cache_memoize_tests::wait_until;
+
+fn connect(urls: Vec<String>, cluster: bool) -> Arc<RedisBackend> {
+    let builder = RedisBackend::builder(urls);
+    let builder = if cluster { builder.cluster() } else { builder };
+    match builder.connect() {
+        Ok(backend) => Arc::new(backend),
+        Err(err) => panic!("cannot connect: {err}"),
+    }
+}
+
+fn hold(backend: &Arc<RedisBackend>, key: &str) -> LockGuard {
+    match CacheLock::new(key)
+        .backend(Arc::clone(backend) as Arc<dyn CacheBackend>)
+        .try_acquire()
+    {
+        Ok(Some(guard)) => guard,
+        other => panic!("the holder takes {key}: {other:?}"),
+    }
+}
+
+/// Waits for `key` on `backend` with a retry and timeout so long that only a wake-up
+/// can end the wait in time: a missed wake-up is a `Timeout`.
+fn wait_patiently(
+    backend: &Arc<RedisBackend>,
+    key: &str,
+) -> thread::JoinHandle<Result<LockGuard, LockError>> {
+    let lock = CacheLock::new(key)
+        .backend(Arc::clone(backend) as Arc<dyn CacheBackend>)
+        .retry(Duration::from_secs(30))
+        .timeout(Some(Duration::from_secs(30)));
+    thread::spawn(move || lock.acquire())
+}
+
+fn release_channel(key: &str) -> String {
+    format!("cache-memoize:released:{}", make_cache_key(key).lock_key())
+}
+
+fn subscribers(conn: &mut redis::Connection, sharded: bool, channel: &str) -> u64 {
+    let numsub = if sharded { "SHARDNUMSUB" } else { "NUMSUB" };
+    let reply: (String, u64) = redis::cmd("PUBSUB")
+        .arg(numsub)
+        .arg(channel)
+        .query(conn)
+        .unwrap_or_default();
+    reply.1
+}
+
+/// `backend` waits on `key` until `holder` releases it, and takes the lock (on the
+/// single server `server`).
+fn one_wait(
+    server: &RedisServer,
+    holder: &Arc<RedisBackend>,
+    backend: &Arc<RedisBackend>,
+    key: &str,
+) {
+    let held = hold(holder, key);
+    let waiter = wait_patiently(backend, key);
+    let mut inspect = server.connection();
+    wait_until("the waiter subscribes", || {
+        subscribers(&mut inspect, false, &release_channel(key)) == 1
+    });
+    assert!(held.release().is_ok_and(|ours| ours));
+    let taken = waiter.join().ok().map(|r| r.map(LockGuard::release));
+    assert!(
+        matches!(taken, Some(Ok(Ok(true)))),
+        "woken and taken: {taken:?}"
+    );
+}
+
+#[test]
+fn a_process_waiting_on_nothing_receives_no_release_messages() {
+    let server = RedisServer::start();
+    let (holder, idle) = (
+        connect(vec![server.url()], false),
+        connect(vec![server.url()], false),
+    );
+    one_wait(&server, &holder, &idle, "idle-first");
+    wait_until("the idle backend lets its subscription go", || {
+        idle.wake_up_subscriptions() == 0
+    });
+    let mut inspect = server.connection();
+    wait_until("the server has no subscription left", || {
+        redis::cmd("PUBSUB")
+            .arg("CHANNELS")
+            .query::<Vec<String>>(&mut inspect)
+            .is_ok_and(|c| c.is_empty())
+    });
+    let before = idle.wake_up_messages();
+
+    // Others' releases: a hundred locks taken and released by another backend.
+    for n in 0..100 {
+        let key = format!("others-{n}");
+        assert!(hold(&holder, &key).release().is_ok_and(|ours| ours));
+    }
+    // One more wait by the idle backend: its release message comes after any message
+    // the hundred releases could have sent it on the same connection.
+    one_wait(&server, &holder, &idle, "idle-second");
+    assert_eq!(
+        idle.wake_up_messages() - before,
+        1,
+        "only its own lock's release"
+    );
+    let patterns: u64 = redis::cmd("PUBSUB")
+        .arg("NUMPAT")
+        .query(&mut inspect)
+        .unwrap_or(u64::MAX);
+    assert_eq!(patterns, 0, "no pattern subscription on the server");
+}
+
+#[test]
+fn two_waiters_on_one_lock_share_the_subscription_and_one_leaving_keeps_it() {
+    let server = RedisServer::start();
+    let (holder, waiters) = (
+        connect(vec![server.url()], false),
+        connect(vec![server.url()], false),
+    );
+    let key = "shared-wait";
+    let held = hold(&holder, key);
+    let patient = wait_patiently(&waiters, key);
+    let hasty = {
+        let lock = CacheLock::new(key)
+            .backend(Arc::clone(&waiters) as Arc<dyn CacheBackend>)
+            .retry(Duration::from_millis(50))
+            .timeout(Some(Duration::from_millis(300)));
+        thread::spawn(move || lock.acquire())
+    };
+    let mut inspect = server.connection();
+    wait_until("both wait on one subscription", || {
+        waiters.wake_up_subscriptions() == 1
+            && subscribers(&mut inspect, false, &release_channel(key)) == 1
+    });
+    let hasty = hasty.join().ok().map(|r| r.map(|_| ()));
+    assert!(
+        matches!(hasty, Some(Err(LockError::Timeout { .. }))),
+        "the hasty waiter left: {hasty:?}"
+    );
+    // A wait on another lock, begun after the hasty waiter left: once its subscription
+    // has lingered and gone, the shared one would have gone too had the hasty waiter
+    // taken it along.
+    one_wait(&server, &holder, &waiters, "probe");
+    wait_until("the probe's subscription is gone", || {
+        subscribers(&mut inspect, false, &release_channel("probe")) == 0
+    });
+    assert_eq!(
+        subscribers(&mut inspect, false, &release_channel(key)),
+        1,
+        "still subscribed for the patient waiter"
+    );
+    assert!(held.release().is_ok_and(|ours| ours));
+    let taken = patient.join().ok().map(|r| r.map(LockGuard::release));
+    assert!(
+        matches!(taken, Some(Ok(Ok(true)))),
+        "the patient waiter is woken: {taken:?}"
+    );
+}
+
+#[test]
+fn on_a_cluster_waiters_subscribe_on_the_locks_shard_and_follow_its_slot() {
+    let cluster = RedisCluster::start();
+    let (holder, waiter_backend) = (connect(cluster.urls(), true), connect(cluster.urls(), true));
+    let key = "sharded-wait";
+    let lock_key = make_cache_key(key).lock_key();
+    let channel = release_channel(key);
+    assert_eq!(cluster.slot_of(&channel), cluster.slot_of(&lock_key));
+    let held = hold(&holder, key);
+    let waiter = wait_patiently(&waiter_backend, key);
+    let owner = cluster.owner_of(&lock_key);
+    let mut on_owner = cluster.connection(owner);
+    wait_until("the waiter subscribes on the lock's shard", || {
+        subscribers(&mut on_owner, true, &channel) == 1
+    });
+    for node in 0..3 {
+        let mut conn = cluster.connection(node);
+        assert_eq!(
+            subscribers(&mut conn, false, &channel),
+            0,
+            "no classic pub/sub"
+        );
+        if node != owner {
+            assert_eq!(subscribers(&mut conn, true, &channel), 0, "only the owner");
+        }
+    }
+
+    // Reshard the lock's slot: the subscription follows it to the new owner.
+    let to = (owner + 1) % 3;
+    cluster.move_slot_of(&lock_key, to);
+    let mut on_new_owner = cluster.connection(to);
+    wait_until("the subscription follows the slot", || {
+        subscribers(&mut on_new_owner, true, &channel) == 1
+    });
+    assert!(held.release().is_ok_and(|ours| ours));
+    let taken = waiter.join().ok().map(|r| r.map(LockGuard::release));
+    assert!(
+        matches!(taken, Some(Ok(Ok(true)))),
+        "woken on the new owner: {taken:?}"
+    );
+}
+
+#[test]
+fn a_release_between_the_failed_attempt_and_the_subscription_is_not_missed() {
+    use cache_memoize::{AsyncBackend, Backend};
+    let server = RedisServer::start();
+    let (holder, waiter) = (
+        connect(vec![server.url()], false),
+        connect(vec![server.url()], false),
+    );
+    let lock_key = make_cache_key("race").lock_key();
+    let forever = Duration::from_secs(3600);
+    for asynchronous in [false, true] {
+        let held = hold(&holder, "race");
+        // The waiter's failed attempt...
+        let attempted = Instant::now();
+        assert!(waiter.get(&lock_key).is_ok_and(|v| v.is_some()));
+        // ...then the release, published while the waiter is subscribed to nothing...
+        assert!(held.release().is_ok_and(|ours| ours));
+        // ...then the wait: it subscribes, and returns (to retry) instead of waiting
+        // for a release that already happened.
+        let waiting = Instant::now();
+        if asynchronous {
+            cache_memoize_tests::runtime()
+                .block_on(waiter.wait_for_release_async(&lock_key, attempted, forever));
+        } else {
+            waiter.wait_for_release(&lock_key, attempted, forever);
+        }
+        assert!(
+            waiting.elapsed() < forever / 2,
+            "returned, async: {asynchronous}"
+        );
+        assert!(waiter.get(&lock_key).is_ok_and(|v| v.is_none()));
+    }
+}
