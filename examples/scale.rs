@@ -4,22 +4,29 @@
 //!
 //! ```sh
 //! cargo run --release --example scale
-//! cargo run --release --example scale -- --seconds 5 --fleet 0,100,1000   # the defaults
+//! cargo run --release --example scale -- --rounds 3 --seconds 3 --fleet 0,100,1000  # the defaults
+//! cargo run --release --example scale -- --old-pattern     # the design before, for comparison
 //! ```
 //!
 //! For each fleet size it measures (a) the releases per second Redis sustains
 //! (`take_lock` + `store_and_release` on keys nobody waits for, from 4 threads) and the
-//! Redis CPU per release (the empty fleet is measured again at the end, and the
-//! ratios are against the mean of both empty runs: the machine drifts), and (b) the release messages the idle fleet receives (goal:
+//! Redis CPU per release, and (b) the release messages the idle fleet receives (goal:
 //! 0). Then (c) a stampede: the whole fleet (1,000 callers) calls one cold memoized
 //! function: computes, each waiter's latency from the end of the computation to its
 //! return, and the commands per caller (counted by a proxy on the wire for the first
-//! worker's callers). It ends with exactly one line per fleet size:
+//! worker's callers). The fleet is built up and torn down `--rounds` times (the machine
+//! drifts); rates are the median over the rounds, idle messages the sum. It ends with
+//! exactly one line per fleet size:
 //! `fleet=<n> releases_per_s=<x> ratio_vs_empty=<x.xx> idle_messages=<n>`.
+//!
+//! `--old-pattern` adds, for comparison, the design before issue 12 to every idle
+//! backend: a connection holding `PSUBSCRIBE cache-memoize:released:*`, read by a
+//! thread of its own.
 //!
 //! It starts its own `redis-server` (`--maxclients 10000`), and the workers raise their
 //! open-file limit to the hard limit (`ulimit -n`) before they start. It is bounded:
-//! about `4 × seconds` of measuring, plus the fleet's set-up and one stampede.
+//! `rounds × fleets × seconds` of measuring, plus the fleets' set-up (a few
+//! seconds per 1,000 backends) and one stampede: about a minute at the defaults.
 
 // Rates and percentiles of counts: float casts of small counts lose nothing.
 #![allow(clippy::cast_precision_loss, clippy::cast_sign_loss)]
@@ -51,15 +58,22 @@ fn main() -> Result<(), Failure> {
     if args.first().map(String::as_str) == Some("--worker") {
         return worker(&args[1..]);
     }
-    let mut seconds = 5_u64;
+    let mut seconds = 3_u64;
     let mut fleets = vec![0_usize, 100, 1000];
+    let mut old_pattern = false;
+    let mut rounds = 3_usize;
     let mut flags = args.iter();
     while let Some(flag) = flags.next() {
+        if flag == "--old-pattern" {
+            old_pattern = true;
+            continue;
+        }
         let value = flags
             .next()
             .ok_or_else(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--seconds" => seconds = value.parse()?,
+            "--rounds" => rounds = value.parse::<usize>()?.max(1),
             "--fleet" => {
                 fleets = value.split(',').map(str::parse).collect::<Result<_, _>>()?;
             }
@@ -67,7 +81,7 @@ fn main() -> Result<(), Failure> {
         }
     }
     fleets.sort_unstable();
-    run(Duration::from_secs(seconds), &fleets)
+    run(Duration::from_secs(seconds), &fleets, old_pattern, rounds)
 }
 
 /// One worker process holding part of the fleet.
@@ -81,13 +95,14 @@ struct Worker {
 impl Worker {
     /// Starts a worker with `backends` idle backends on `url`, under a raised open-file
     /// limit, and waits until they have each completed a wait.
-    fn start(url: &str, backends: usize, direct: &str) -> Result<Self, Failure> {
+    fn start(url: &str, backends: usize, direct: &str, old_pattern: bool) -> Result<Self, Failure> {
         let exe = std::env::current_exe()?;
         let mut child = Command::new("sh")
             .arg("-c")
             .arg(r#"ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$0" "$@""#)
             .arg(exe)
             .args(["--worker", url, direct, &backends.to_string()])
+            .args(old_pattern.then_some("--old-pattern"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()?;
@@ -137,7 +152,12 @@ struct Measured {
     idle_messages: u64,
 }
 
-fn run(window: Duration, fleets: &[usize]) -> Result<(), Failure> {
+fn run(
+    window: Duration,
+    fleets: &[usize],
+    old_pattern: bool,
+    rounds: usize,
+) -> Result<(), Failure> {
     let server = RedisServer::start_with(&["--maxclients", "10000"]);
     let direct = server.url();
     let proxy = CountingProxy::start(server.port());
@@ -145,73 +165,66 @@ fn run(window: Duration, fleets: &[usize]) -> Result<(), Failure> {
         .max_connections(RELEASERS as u32)
         .connect()?;
     let mut inspect = server.connection();
-    let mut workers: Vec<Worker> = Vec::new();
-    let mut measured = Vec::new();
-    for &fleet in fleets {
-        let setting_up = Instant::now();
-        let mut have: usize = workers.iter().map(|w| w.backends).sum();
-        while have < fleet {
-            // The first worker's callers go through the counting proxy.
-            let (url, size) = if workers.is_empty() {
-                (proxy.url(), (fleet - have).min(100))
-            } else {
-                (direct.clone(), (fleet - have).min(300))
-            };
-            workers.push(Worker::start(&url, size, &direct)?);
-            have += size;
+    let mut measured: Vec<Vec<Measured>> = fleets.iter().map(|_| Vec::new()).collect();
+    for round in 1..=rounds {
+        let mut workers: Vec<Worker> = Vec::new();
+        for (&fleet, measured) in fleets.iter().zip(&mut measured) {
+            let setting_up = Instant::now();
+            let mut have: usize = workers.iter().map(|w| w.backends).sum();
+            while have < fleet {
+                // The first worker's callers go through the counting proxy.
+                let (url, size) = if workers.is_empty() {
+                    (proxy.url(), (fleet - have).min(100))
+                } else {
+                    (direct.clone(), (fleet - have).min(300))
+                };
+                workers.push(Worker::start(&url, size, &direct, old_pattern)?);
+                have += size;
+            }
+            let set_up = setting_up.elapsed();
+            let m = measure(&releasing, &mut workers, &mut inspect, window, fleet)?;
+            eprintln!(
+                "round {round}, fleet {fleet} ({} worker processes, set up in {:.1} s): \
+                 {:.0} releases/s, Redis CPU {:.1} µs per release, idle messages {}",
+                workers.len(),
+                set_up.as_secs_f64(),
+                m.releases_per_s,
+                m.cpu_us_per_release,
+                m.idle_messages
+            );
+            measured.push(m);
         }
-        eprintln!(
-            "fleet {fleet}: {} worker processes set up in {:.1} s",
-            workers.len(),
-            setting_up.elapsed().as_secs_f64()
-        );
-        let before: Vec<u64> = workers
-            .iter_mut()
-            .map(Worker::messages)
-            .collect::<Result<_, _>>()?;
-        let cpu = redis_cpu(&mut inspect)?;
-        let releases = release_for(&releasing, window, fleet)?;
-        let cpu = redis_cpu(&mut inspect)? - cpu;
-        let mut idle_messages = 0;
-        for (worker, before) in workers.iter_mut().zip(before) {
-            idle_messages += worker.messages()? - before;
+        if round == rounds && !workers.is_empty() {
+            stampede(&mut workers, &proxy, &mut inspect)?;
         }
-        let m = Measured {
+        for worker in &mut workers {
+            worker.send("quit")?;
+        }
+        for mut worker in workers {
+            worker.child.wait()?;
+        }
+    }
+    let summary: Vec<Measured> = fleets
+        .iter()
+        .zip(&measured)
+        .map(|(&fleet, runs)| Measured {
             fleet,
-            releases_per_s: releases as f64 / window.as_secs_f64(),
-            cpu_us_per_release: cpu * 1e6 / releases.max(1) as f64,
-            idle_messages,
-        };
-        eprintln!(
-            "fleet {fleet}: {releases} releases in {window:?}, Redis CPU {:.1} µs per release, \
-             idle messages {idle_messages}",
-            m.cpu_us_per_release
-        );
-        measured.push(m);
-    }
-    if !workers.is_empty() {
-        stampede(&mut workers, &proxy, &mut inspect)?;
-    }
-    for worker in &mut workers {
-        worker.send("quit")?;
-    }
-    for mut worker in workers {
-        worker.child.wait()?;
-    }
-    // The machine drifts (other load): the empty rate is measured again once the fleet
-    // is gone, and the ratios use the mean of both empty runs.
-    let mut empty = measured
+            releases_per_s: median(runs.iter().map(|m| m.releases_per_s)),
+            cpu_us_per_release: median(runs.iter().map(|m| m.cpu_us_per_release)),
+            idle_messages: runs.iter().map(|m| m.idle_messages).sum(),
+        })
+        .collect();
+    let empty = summary
         .iter()
         .find(|m| m.fleet == 0)
         .map_or(f64::NAN, |m| m.releases_per_s);
-    if fleets.len() > 1 && empty.is_finite() {
-        let again = release_for(&releasing, window, 0)? as f64 / window.as_secs_f64();
+    for m in &summary {
         eprintln!(
-            "fleet 0 again, after the fleet left: {again:.0} releases/s (before: {empty:.0})"
+            "fleet {}: median of {rounds} rounds: Redis CPU {:.1} µs per release",
+            m.fleet, m.cpu_us_per_release
         );
-        empty = f64::midpoint(empty, again);
     }
-    for m in &measured {
+    for m in &summary {
         println!(
             "fleet={} releases_per_s={:.0} ratio_vs_empty={:.2} idle_messages={}",
             m.fleet,
@@ -221,6 +234,45 @@ fn run(window: Duration, fleets: &[usize]) -> Result<(), Failure> {
         );
     }
     Ok(())
+}
+
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => f64::midpoint(values[n / 2 - 1], values[n / 2]),
+    }
+}
+
+/// Releases for `window` while `workers` hold the idle fleet.
+fn measure(
+    releasing: &RedisBackend,
+    workers: &mut [Worker],
+    inspect: &mut redis::Connection,
+    window: Duration,
+    fleet: usize,
+) -> Result<Measured, Failure> {
+    let before: Vec<u64> = workers
+        .iter_mut()
+        .map(Worker::messages)
+        .collect::<Result<_, _>>()?;
+    // Warm: connections open, scripts cached, the server past the fleet's arrival.
+    release_for(releasing, window / 4, fleet)?;
+    let cpu = redis_cpu(inspect)?;
+    let releases = release_for(releasing, window, fleet)?;
+    let cpu = redis_cpu(inspect)? - cpu;
+    let mut idle_messages = 0;
+    for (worker, before) in workers.iter_mut().zip(before) {
+        idle_messages += worker.messages()? - before;
+    }
+    Ok(Measured {
+        fleet,
+        releases_per_s: releases as f64 / window.as_secs_f64(),
+        cpu_us_per_release: cpu * 1e6 / releases.max(1) as f64,
+        idle_messages,
+    })
 }
 
 /// Redis's CPU time so far (user + system), in seconds.
@@ -344,8 +396,12 @@ fn now_us() -> u64 {
 /// A worker: `backends` backends on `url`, each made idle by one completed wait, then
 /// answering `messages`, `stampede <key>` and `quit` on stdin.
 fn worker(args: &[String]) -> Result<(), Failure> {
+    let (old_pattern, args) = match args {
+        [rest @ .., flag] if flag == "--old-pattern" => (true, rest),
+        _ => (false, args),
+    };
     let [url, direct, count] = args else {
-        return Err("worker arguments: url direct-url backends".into());
+        return Err("worker arguments: url direct-url backends [--old-pattern]".into());
     };
     let count: usize = count.parse()?;
     let backends: Vec<Arc<RedisBackend>> = (0..count)
@@ -359,6 +415,12 @@ fn worker(args: &[String]) -> Result<(), Failure> {
     let holder: Arc<dyn CacheBackend> = Arc::new(RedisBackend::connect(direct)?);
     warm_up(&backends, &holder)?;
     wait_until_unsubscribed(&backends);
+    let pattern_messages = Arc::new(AtomicU64::new(0));
+    if old_pattern {
+        for _ in 0..count {
+            subscribe_to_every_release(direct, &pattern_messages)?;
+        }
+    }
     let (stdin, mut stdout) = (std::io::stdin(), std::io::stdout());
     writeln!(stdout, "ready")?;
     stdout.flush()?;
@@ -366,7 +428,8 @@ fn worker(args: &[String]) -> Result<(), Failure> {
         let line = line?;
         match line.split_once(' ') {
             None if line == "messages" => {
-                let messages: u64 = backends.iter().map(|b| b.wake_up_messages()).sum();
+                let messages: u64 = backends.iter().map(|b| b.wake_up_messages()).sum::<u64>()
+                    + pattern_messages.load(Ordering::Relaxed);
                 writeln!(stdout, "{messages}")?;
             }
             Some(("stampede", key)) => {
@@ -382,6 +445,26 @@ fn worker(args: &[String]) -> Result<(), Failure> {
         stdout.flush()?;
     }
     Ok(())
+}
+
+/// The design before issue 12, for comparison: a connection per backend holding
+/// `PSUBSCRIBE cache-memoize:released:*`, read (and counted) by a thread of its own.
+fn subscribe_to_every_release(direct: &str, counted: &Arc<AtomicU64>) -> Result<(), Failure> {
+    let mut conn = redis::Client::open(direct)?.get_connection()?;
+    let counted = Arc::clone(counted);
+    let (subscribed, confirmed) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let mut pubsub = conn.as_pubsub();
+        let _ = subscribed.send(pubsub.psubscribe("cache-memoize:released:*").is_ok());
+        while pubsub.get_message().is_ok() {
+            counted.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    if confirmed.recv()? {
+        Ok(())
+    } else {
+        Err("PSUBSCRIBE failed".into())
+    }
 }
 
 /// Waits out the subscriptions' linger after the last wait.
