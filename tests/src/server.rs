@@ -145,14 +145,19 @@ impl RedisCluster {
     /// # Panics
     /// If the cluster does not form.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts the cluster with extra `redis-server` arguments on every node.
+    ///
+    /// # Panics
+    /// If the cluster does not form.
+    pub fn start_with(extra: &[&str]) -> Self {
         let nodes: Vec<RedisServer> = (0..3)
             .map(|_| {
-                RedisServer::start_with(&[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-node-timeout",
-                    "5000",
-                ])
+                let mut args = vec!["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"];
+                args.extend_from_slice(extra);
+                RedisServer::start_with(&args)
             })
             .collect();
         let addresses: Vec<String> = nodes

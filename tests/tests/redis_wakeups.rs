@@ -241,3 +241,30 @@ fn a_release_between_the_failed_attempt_and_the_subscription_is_not_missed() {
         assert!(waiter.get(&lock_key).is_ok_and(|v| v.is_none()));
     }
 }
+
+#[test]
+fn a_cluster_without_sharded_pub_sub_wakes_waiters_through_classic_pub_sub() {
+    // What a cluster older than Redis 7 lacks: SSUBSCRIBE and SPUBLISH.
+    let cluster = RedisCluster::start_with(&[
+        "--rename-command",
+        "SSUBSCRIBE",
+        "",
+        "--rename-command",
+        "SPUBLISH",
+        "",
+    ]);
+    let (holder, waiter_backend) = (connect(cluster.urls(), true), connect(cluster.urls(), true));
+    let key = "classic-wait";
+    let channel = release_channel(key);
+    let held = hold(&holder, key);
+    let waiter = wait_patiently(&waiter_backend, key);
+    wait_until("the waiter subscribes, classic", || {
+        (0..3).any(|node| subscribers(&mut cluster.connection(node), false, &channel) == 1)
+    });
+    assert!(held.release().is_ok_and(|ours| ours));
+    let taken = waiter.join().ok().map(|r| r.map(LockGuard::release));
+    assert!(
+        matches!(taken, Some(Ok(Ok(true)))),
+        "woken through classic pub/sub: {taken:?}"
+    );
+}

@@ -14,14 +14,16 @@ use redis::Script;
 pub(crate) const RELEASE_CHANNEL: &str = "cache-memoize:released:";
 
 /// `wake(channel, sharded)`: publishes a release, sharded when asked (on a cluster) and
-/// the server has sharded pub/sub (7.0+, where `redis.REDIS_VERSION_NUM` exists).
+/// the server has sharded pub/sub (7.0+; an older server, or one without `SPUBLISH`,
+/// answers it with an error, and the release goes out classic, as the subscribers of
+/// such a server subscribe).
 const WAKE_BODY: &str = r"
 local function wake(channel, sharded)
-  if sharded == '1' and redis.REDIS_VERSION_NUM and redis.REDIS_VERSION_NUM >= 0x070000 then
-    redis.call('SPUBLISH', channel, '1')
-  else
-    redis.call('PUBLISH', channel, '1')
+  if sharded == '1' then
+    local reply = redis.pcall('SPUBLISH', channel, '1')
+    if type(reply) ~= 'table' or not reply.err then return end
   end
+  redis.call('PUBLISH', channel, '1')
 end
 ";
 
