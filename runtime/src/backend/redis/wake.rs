@@ -301,9 +301,15 @@ impl Hub {
         }
     }
 
-    /// Whether any lock is waited on (or lingering).
+    /// Whether any lock is waited on (or lingering); forgets those that no longer are
+    /// (while disconnected, nobody else does).
     fn wanted(&self) -> bool {
-        !self.state().locks.is_empty()
+        let now = Instant::now();
+        let mut state = self.state();
+        state
+            .locks
+            .retain(|_, w| w.waiters > 0 || now.duration_since(w.idle_since) < LINGER);
+        !state.locks.is_empty()
     }
 }
 
@@ -391,6 +397,7 @@ async fn subscribe_until_dropped(mut servers: Servers, hub: Weak<Hub>, signal: A
     let mut backoff = Duration::from_millis(50);
     loop {
         // Connect on the first wait only: a process that never waits holds no connection.
+        // While disconnected, locks no longer waited on are forgotten here.
         loop {
             match hub.upgrade() {
                 None => return,
