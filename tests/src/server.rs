@@ -153,7 +153,34 @@ impl RedisCluster {
     /// # Panics
     /// If the cluster does not form.
     pub fn start_with(extra: &[&str]) -> Self {
-        let nodes: Vec<RedisServer> = (0..3)
+        Self::start_nodes(3, 0, extra)
+    }
+
+    /// Starts three masters with one replica each (nodes 3, 4 and 5 at first), for
+    /// failovers.
+    ///
+    /// # Panics
+    /// If the cluster does not form.
+    pub fn start_with_replicas() -> Self {
+        let cluster = Self::start_nodes(6, 1, &[]);
+        for node in 0..6 {
+            let mut conn = cluster.connection(node);
+            wait_for(
+                &format!("node {node} is a master or a synced replica"),
+                || {
+                    let info: String = redis::cmd("INFO")
+                        .arg("replication")
+                        .query(&mut conn)
+                        .unwrap_or_default();
+                    info.contains("role:master") || info.contains("master_link_status:up")
+                },
+            );
+        }
+        cluster
+    }
+
+    fn start_nodes(count: usize, replicas: usize, extra: &[&str]) -> Self {
+        let nodes: Vec<RedisServer> = (0..count)
             .map(|_| {
                 let mut args = vec!["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"];
                 args.extend_from_slice(extra);
@@ -167,7 +194,7 @@ impl RedisCluster {
         let created = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addresses)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
@@ -199,9 +226,23 @@ impl RedisCluster {
     }
 
     /// The index of the node serving `key`'s slot, as node 0 sees it.
+    ///
+    /// # Panics
+    /// If node 0 knows no node serving it.
     pub fn owner_of(&self, key: &str) -> usize {
+        match self.owner_seen_by(0, key) {
+            Some(index) => index,
+            None => panic!("no node serves the slot of {key}"),
+        }
+    }
+
+    /// The index of the master serving `key`'s slot, as node `node` sees it.
+    fn owner_seen_by(&self, node: usize, key: &str) -> Option<usize> {
         let slot = self.slot_of(key);
-        let nodes: String = query(&mut self.connection(0), redis::cmd("CLUSTER").arg("NODES"));
+        let nodes: String = redis::cmd("CLUSTER")
+            .arg("NODES")
+            .query(&mut self.connection(node))
+            .ok()?;
         // `<id> <ip:port@bus> <flags> <master> <ping> <pong> <epoch> <link> <slots>...`
         let port = nodes.lines().find_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
@@ -212,10 +253,45 @@ impl RedisCluster {
             let address = fields.get(1)?.split('@').next()?;
             serves.then(|| address.rsplit_once(':')?.1.parse::<u16>().ok())?
         });
-        match self.nodes.iter().position(|n| Some(n.port()) == port) {
-            Some(index) => index,
-            None => panic!("no node serves slot {slot}"),
-        }
+        self.nodes.iter().position(|n| Some(n.port()) == port)
+    }
+
+    /// Fails over `key`'s slot: its master's replica takes over (`CLUSTER FAILOVER`,
+    /// the manual, lossless kind), and the old master becomes its replica. Returns the
+    /// new master's index. Needs [`start_with_replicas`](Self::start_with_replicas).
+    ///
+    /// # Panics
+    /// If the master has no replica or the failover does not complete.
+    pub fn fail_over(&self, key: &str) -> usize {
+        let master = self.owner_of(key);
+        let master_id: String = query(
+            &mut self.connection(master),
+            redis::cmd("CLUSTER").arg("MYID"),
+        );
+        let nodes: String = query(&mut self.connection(0), redis::cmd("CLUSTER").arg("NODES"));
+        let replica_port = nodes.lines().find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.get(3) != Some(&master_id.as_str()) {
+                return None;
+            }
+            let address = fields.get(1)?.split('@').next()?;
+            address.rsplit_once(':')?.1.parse::<u16>().ok()
+        });
+        let Some(replica) = self
+            .nodes
+            .iter()
+            .position(|n| Some(n.port()) == replica_port)
+        else {
+            panic!("the master of {key} has no replica")
+        };
+        let _: () = query(
+            &mut self.connection(replica),
+            redis::cmd("CLUSTER").arg("FAILOVER"),
+        );
+        wait_for("the replica serves the slot", || {
+            (0..self.nodes.len()).all(|node| self.owner_seen_by(node, key) == Some(replica))
+        });
+        replica
     }
 
     /// Reshards: moves `key`'s slot, and the keys in it, to node `to`, the way
@@ -304,5 +380,14 @@ fn query<T: redis::FromRedisValue>(conn: &mut redis::Connection, cmd: &redis::Cm
     match cmd.query(conn) {
         Ok(reply) => reply,
         Err(err) => panic!("{cmd:?} failed: {err}"),
+    }
+}
+
+/// Polls `condition` (every 20 ms, for at most 30 s).
+fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !condition() {
+        assert!(Instant::now() < deadline, "gave up waiting until {what}");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -268,3 +268,30 @@ fn a_cluster_without_sharded_pub_sub_wakes_waiters_through_classic_pub_sub() {
         "woken through classic pub/sub: {taken:?}"
     );
 }
+
+#[test]
+fn on_a_cluster_a_failover_of_the_locks_shard_still_wakes_the_waiter() {
+    let cluster = RedisCluster::start_with_replicas();
+    let (holder, waiter_backend) = (connect(cluster.urls(), true), connect(cluster.urls(), true));
+    let key = "failover-wait";
+    let lock_key = make_cache_key(key).lock_key();
+    let channel = release_channel(key);
+    let held = hold(&holder, key);
+    let waiter = wait_patiently(&waiter_backend, key);
+    let master = cluster.owner_of(&lock_key);
+    let mut on_master = cluster.connection(master);
+    wait_until("the waiter subscribes on the lock's shard", || {
+        subscribers(&mut on_master, true, &channel) == 1
+    });
+    let promoted = cluster.fail_over(&lock_key);
+    assert_ne!(promoted, master);
+    assert!(
+        held.release().is_ok_and(|ours| ours),
+        "released on the new master"
+    );
+    let taken = waiter.join().ok().map(|r| r.map(LockGuard::release));
+    assert!(
+        matches!(taken, Some(Ok(Ok(true)))),
+        "woken after the failover: {taken:?}"
+    );
+}
