@@ -219,6 +219,23 @@ impl Hub {
         self.wake_all();
     }
 
+    /// A confirmation pushed by the server: the first one, or one for a subscription
+    /// the client re-sent by itself (after reconnecting to a node, or a slot map
+    /// refresh), in which case a release may have been missed meanwhile: waiters that
+    /// attempted before it retry.
+    fn on_resubscribed(&self, lock_key: &str) {
+        let mut state = self.state();
+        let Some(watched) = state.locks.get_mut(lock_key) else {
+            return;
+        };
+        if !watched.requested {
+            return;
+        }
+        watched.live_since = Some(Instant::now());
+        drop(state);
+        self.wake_all();
+    }
+
     /// Subscriptions lost (all of them, or `lock_key`'s): a release may go unseen, so
     /// their waiters retry, and the subscriber asks again.
     fn on_lost(&self, lock_key: Option<&str>) {
@@ -256,7 +273,7 @@ impl Hub {
         match (&push.kind, channel, lock_key) {
             (PushKind::SMessage | PushKind::Message, Some(channel), _) => self.on_message(channel),
             (PushKind::SSubscribe | PushKind::Subscribe, _, Some(lock_key)) => {
-                self.on_subscribed(lock_key);
+                self.on_resubscribed(lock_key);
             }
             (PushKind::SUnsubscribe | PushKind::Unsubscribe, _, Some(lock_key)) => {
                 self.on_lost(Some(lock_key));
