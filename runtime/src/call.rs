@@ -3,16 +3,18 @@
 //! the iterator path (`iter`) both run their sequence through one of these.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::backend::CacheBackend;
-use crate::codec;
+use crate::codec::{self, Stamp};
 use crate::key::{CacheKey, make_cache_key};
+use crate::observe;
 use crate::options::{MemoizeOptions, Refresh, Wait};
 use crate::renew::Renewal;
-use crate::sequence::{Decoder, LockPolicy, Machine, Note, Policy};
+use crate::sequence::{DecodeFn, Decoder, FreshPolicy, LockPolicy, Machine, Note, Policy};
 
 /// One memoized call: the key, the options and the backend it runs against.
 pub(crate) struct Call<'a> {
@@ -37,6 +39,22 @@ impl<'a> Call<'a> {
         }
     }
 
+    /// The call that refreshes this one's stale value.
+    pub(crate) fn revalidation(&self) -> Call<'a> {
+        Self {
+            key: self.key.clone(),
+            opts: self.opts,
+            backend: Arc::clone(&self.backend),
+            refresh: Refresh::Revalidate,
+        }
+    }
+
+    /// This call's options, owned, naming the backend it runs against (for work that
+    /// outlives the call: a detached refresh).
+    pub(crate) fn owned_options(&self) -> MemoizeOptions {
+        self.opts.clone().backend(Arc::clone(&self.backend))
+    }
+
     /// What concurrent misses of this call coalesce on in-process: the key, and which
     /// backend it lives in (two backends' values are not shared).
     pub(crate) fn flight_key(&self) -> String {
@@ -47,6 +65,25 @@ impl<'a> Call<'a> {
     /// concurrent misses in this process wait for one leader (a forced refresh never
     /// does: it must not return another caller's older value).
     pub(crate) fn machine<T: DeserializeOwned>(&self, coalesce: bool) -> Machine<T> {
+        self.machine_reading(coalesce, codec::decode_with::<T>)
+    }
+
+    /// The sequence for this call, reading stored bytes with `decode`.
+    pub(crate) fn machine_reading<T>(&self, coalesce: bool, decode: DecodeFn<T>) -> Machine<T> {
+        let freshness = self.opts.freshness;
+        // Without `stale` or `beta`, the backend's own TTL is the only expiry there is:
+        // a value is fresh for as long as it is stored, and the clock is not read.
+        let (freshness, now_ms) = if freshness.stale.is_zero() && freshness.beta == 0.0 {
+            (FreshPolicy::TTL_ONLY, 0)
+        } else {
+            let policy = FreshPolicy {
+                stale_ms: millis(freshness.stale),
+                beta: freshness.beta,
+                fail_safe: self.opts.fail_safe_throttle(),
+                ttl_only: false,
+            };
+            (policy, self.opts.now_ms())
+        };
         let policy = Policy {
             refresh: self.refresh,
             lock: self.opts.lock.map(|lock| LockPolicy {
@@ -54,19 +91,45 @@ impl<'a> Call<'a> {
                 retry: lock.retry,
             }),
             coalesce: coalesce && self.refresh == Refresh::IfMissing,
+            freshness,
+            now_ms,
         };
         let decoder = Decoder {
-            decode: codec::decode_with::<T>,
+            decode,
             codec: self.opts.codec,
             version: self.opts.version,
         };
         Machine::new(policy, decoder, fastrand::Rng::new())
     }
 
-    pub(crate) fn encode<T: Serialize>(&self, value: &T) -> Option<Vec<u8>> {
-        codec::encode_with(self.opts.codec, value, self.opts.version)
+    /// Encodes a value computed in `took`, stamped with when it stops being fresh;
+    /// returns it with the TTL to store it for (`expire + stale`, both shortened by
+    /// the same random fraction when `jitter` is set).
+    pub(crate) fn encode<T: Serialize>(
+        &self,
+        value: &T,
+        took: Duration,
+    ) -> Option<(Vec<u8>, Duration)> {
+        let freshness = self.opts.freshness;
+        let keep = if freshness.jitter > 0.0 {
+            1.0 - fastrand::f64() * freshness.jitter
+        } else {
+            1.0
+        };
+        let fresh = self.opts.expire.mul_f64(keep);
+        let ttl = self
+            .opts
+            .expire
+            .saturating_add(freshness.stale)
+            .mul_f64(keep);
+        let stamp = Stamp {
+            fresh_until_ms: self.opts.now_ms().saturating_add(millis(fresh)),
+            compute_ms: u32::try_from(took.as_millis()).unwrap_or(u32::MAX),
+        };
+        codec::encode_with(self.opts.codec, value, self.opts.version, stamp)
             .inspect_err(|err| tracing::warn!(key = %self.key, error = %err, "cannot encode the value; not stored"))
             .ok()
+            .map(|bytes| (bytes, ttl))
     }
 
     /// Reports what the sequence noted.
@@ -75,7 +138,12 @@ impl<'a> Call<'a> {
         match note {
             None => {}
             Some(Note::FailOpen(err)) => {
-                tracing::warn!(%key, error = %err, "cache backend failed; computing without it");
+                observe::backend_failed(
+                    self.backend_id(),
+                    key,
+                    &err,
+                    "cache backend failed; computing without it",
+                );
             }
             Some(Note::LockTimeout { waited }) => tracing::warn!(
                 %key,
@@ -87,13 +155,35 @@ impl<'a> Call<'a> {
                 "lock not acquired: held by another caller and not blocking; computing without it"
             ),
             Some(Note::StoreFailed(err)) => {
-                tracing::warn!(%key, error = %err, "cache backend failed; the value was not stored");
+                observe::backend_failed(
+                    self.backend_id(),
+                    key,
+                    &err,
+                    "cache backend failed; the value was not stored",
+                );
             }
+            Some(Note::RefreshFailed(Some(err))) => {
+                observe::backend_failed(
+                    self.backend_id(),
+                    key,
+                    &err,
+                    "cache backend failed; serving the stale value",
+                );
+            }
+            Some(Note::RefreshFailed(None)) => tracing::warn!(
+                %key,
+                "refreshing a stale value failed; serving the stale value until the fail-safe throttle allows another try"
+            ),
             Some(Note::LockLost) => tracing::warn!(
                 %key,
                 "the lock was lost while computing (it expired, a later caller took it, or the key was invalidated); the value was returned but not stored"
             ),
         }
+    }
+
+    /// Which backend this call runs against, for reports about its health.
+    pub(crate) fn backend_id(&self) -> usize {
+        Arc::as_ptr(&self.backend).cast::<()>() as usize
     }
 
     /// Warns when the lock was lost while computing (a renewal found it gone).
@@ -105,4 +195,9 @@ impl<'a> Call<'a> {
             );
         }
     }
+}
+
+/// A duration in whole milliseconds (saturating).
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }

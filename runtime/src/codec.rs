@@ -2,11 +2,15 @@
 //! [`Codec`] (bincode unless chosen otherwise).
 //!
 //! ```text
-//! magic "cmz" | format (1 byte) | type fingerprint (8, LE) | user version (4, LE) | CRC-32 of the payload (4, LE) | payload
+//! magic "cmz" | format (1 byte) | type fingerprint (8, LE) | user version (4, LE) | CRC-32 of the rest (4, LE) | rest
 //! ```
 //!
-//! The format byte names the payload's codec (2: bincode, 3: `MessagePack`), so bytes
-//! written with one codec read as a miss under the other, never as a wrong value.
+//! A memoized value's `rest` is its [`Stamp`] (when it stops being fresh, how long it
+//! took to compute: 12 bytes), then its payload; an iterator's chunks and manifest
+//! carry no stamp. The format byte names what follows (2: bincode without a stamp, for
+//! iterators; 4: stamped bincode; 5: stamped `MessagePack`), so bytes written one way
+//! read as a miss any other way, never as a wrong value. The checksum covers the stamp:
+//! a damaged stamp cannot make an old value look fresh.
 //!
 //! Anything that does not match what the reader expects (another type, another
 //! version, truncated, corrupted or foreign bytes) decodes as `None`: a miss, which the
@@ -27,8 +31,46 @@ use crate::error::BoxError;
 const MAGIC: &[u8; 3] = b"cmz";
 /// The format byte of bincode payloads (and of every iterator chunk and manifest).
 const FORMAT_VERSION: u8 = 2;
-/// The format byte of `MessagePack` payloads.
-const FORMAT_MSGPACK: u8 = 3;
+/// The format byte of stamped bincode values.
+const FORMAT_STAMPED_BINCODE: u8 = 4;
+/// The format byte of stamped `MessagePack` values.
+const FORMAT_STAMPED_MSGPACK: u8 = 5;
+
+/// When a memoized value stops being fresh and how long it took to compute, written
+/// with it (inside the checksum) by whoever computed it, so that any reader can tell a
+/// fresh value from a stale one without asking the backend for its TTL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stamp {
+    /// Milliseconds since the Unix epoch, on the writer's clock.
+    pub(crate) fresh_until_ms: u64,
+    /// How long the computation took, in milliseconds (`XFetch`'s delta).
+    pub(crate) compute_ms: u32,
+}
+
+impl Stamp {
+    const LEN: usize = 12;
+
+    /// A stamp that never goes stale.
+    pub(crate) const FOREVER: Self = Self {
+        fresh_until_ms: u64::MAX,
+        compute_ms: 0,
+    };
+
+    fn write(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.fresh_until_ms.to_le_bytes());
+        out.extend_from_slice(&self.compute_ms.to_le_bytes());
+    }
+
+    fn read(bytes: &[u8]) -> Option<(Self, &[u8])> {
+        let (stamp, rest) = bytes.split_at_checked(Self::LEN)?;
+        let (until, took) = stamp.split_at(8);
+        let stamp = Self {
+            fresh_until_ms: u64::from_le_bytes(until.try_into().ok()?),
+            compute_ms: u32::from_le_bytes(took.try_into().ok()?),
+        };
+        Some((stamp, rest))
+    }
+}
 
 /// How a memoized value's payload is written.
 ///
@@ -60,54 +102,56 @@ pub enum Codec {
 impl Codec {
     fn format_byte(self) -> u8 {
         match self {
-            Codec::Bincode => FORMAT_VERSION,
-            Codec::MessagePack => FORMAT_MSGPACK,
+            Codec::Bincode => FORMAT_STAMPED_BINCODE,
+            Codec::MessagePack => FORMAT_STAMPED_MSGPACK,
         }
     }
 }
 
-/// Encodes `value` of type `T` with `codec`, tagged with `version`.
+/// Encodes the memoized value `value` of type `T` with `codec`, tagged with `version`
+/// and stamped with `stamp`.
 pub(crate) fn encode_with<T: Serialize>(
     codec: Codec,
     value: &T,
     version: u32,
+    stamp: Stamp,
 ) -> Result<Vec<u8>, BoxError> {
+    let mut out = Vec::with_capacity(HEADER_LEN + Stamp::LEN + 64);
+    write_header_as::<T>(&mut out, codec.format_byte(), version);
+    stamp.write(&mut out);
     match codec {
-        Codec::Bincode => encode(value, version),
-        Codec::MessagePack => {
-            let mut out = Vec::with_capacity(HEADER_LEN + 64);
-            write_header_as::<T>(&mut out, codec.format_byte(), version);
-            rmp_serde::encode::write_named(&mut out, value)?;
-            seal(&mut out);
-            Ok(out)
-        }
+        Codec::Bincode => encode_item(value, &mut out)?,
+        Codec::MessagePack => rmp_serde::encode::write_named(&mut out, value)?,
     }
+    seal(&mut out);
+    Ok(out)
 }
 
-/// Decodes bytes written by [`encode_with`] for the same codec, `T` and `version`;
-/// `None` (logged at debug) for anything else.
+/// Decodes a value written by [`encode_with`] for the same codec, `T` and `version`,
+/// with its stamp; `None` (logged at debug) for anything else.
 pub(crate) fn decode_with<T: DeserializeOwned>(
     codec: Codec,
     bytes: &[u8],
     version: u32,
-) -> Option<T> {
-    match codec {
-        Codec::Bincode => decode(bytes, version),
-        Codec::MessagePack => {
-            let decoded =
-                payload_as::<T>(bytes, codec.format_byte(), version).and_then(|payload| {
-                    let mut reader = payload;
-                    let value = T::deserialize(&mut rmp_serde::Deserializer::new(&mut reader))
-                        .map_err(|_| "payload does not decode")?;
-                    if reader.is_empty() {
-                        Ok(value)
-                    } else {
-                        Err("payload has trailing bytes")
-                    }
-                });
-            logged::<T, T>(decoded)
-        }
-    }
+) -> Option<(T, Stamp)> {
+    let decoded = payload_as::<T>(bytes, codec.format_byte(), version).and_then(|rest| {
+        let (stamp, payload) = Stamp::read(rest).ok_or("shorter than the stamp")?;
+        let value = match codec {
+            Codec::Bincode => {
+                let (value, read) =
+                    decode_bounded::<T>(payload).map_err(|_| "payload does not decode")?;
+                (read == payload.len()).then_some(value)
+            }
+            Codec::MessagePack => {
+                let mut reader = payload;
+                let value = T::deserialize(&mut rmp_serde::Deserializer::new(&mut reader))
+                    .map_err(|_| "payload does not decode")?;
+                reader.is_empty().then_some(value)
+            }
+        };
+        Ok((value.ok_or("payload has trailing bytes")?, stamp))
+    });
+    logged::<T, (T, Stamp)>(decoded)
 }
 
 /// Whether `value` reads back through `codec` as itself (what it reads back writes the
@@ -116,11 +160,11 @@ pub(crate) fn round_trips<T: Serialize + DeserializeOwned>(
     codec: Codec,
     value: &T,
 ) -> Result<(), String> {
-    let bytes = encode_with(codec, value, 0).map_err(|err| err.to_string())?;
-    let Some(read) = decode_with::<T>(codec, &bytes, 0) else {
+    let bytes = encode_with(codec, value, 0, Stamp::FOREVER).map_err(|err| err.to_string())?;
+    let Some((read, _)) = decode_with::<T>(codec, &bytes, 0) else {
         return Err(format!("{codec:?} cannot read back what it wrote"));
     };
-    match encode_with(codec, &read, 0) {
+    match encode_with(codec, &read, 0, Stamp::FOREVER) {
         Ok(again) if again == bytes => Ok(()),
         _ => Err(format!("{codec:?} reads back another value than it wrote")),
     }
@@ -468,29 +512,58 @@ mod tests {
         assert!(round_trips(Codec::Bincode, &sparse).is_err());
         {
             let codec = Codec::MessagePack;
-            let bytes = encode_with(codec, &tagged, 1).unwrap_or_default();
-            assert_eq!(decode_with::<Vec<Tagged>>(codec, &bytes, 1), Some(tagged));
-            let bytes = encode_with(codec, &sparse, 1).unwrap_or_default();
-            assert_eq!(decode_with::<Sparse>(codec, &bytes, 1), Some(sparse));
+            let bytes = encode_with(codec, &tagged, 1, Stamp::FOREVER).unwrap_or_default();
+            assert_eq!(
+                decode_with::<Vec<Tagged>>(codec, &bytes, 1),
+                Some((tagged, Stamp::FOREVER))
+            );
+            let bytes = encode_with(codec, &sparse, 1, Stamp::FOREVER).unwrap_or_default();
+            assert_eq!(
+                decode_with::<Sparse>(codec, &bytes, 1),
+                Some((sparse, Stamp::FOREVER))
+            );
         }
         assert!(round_trips(Codec::Bincode, &report()).is_ok());
     }
 
     #[test]
+    fn the_stamp_travels_with_the_value_under_the_checksum() {
+        let stamp = Stamp {
+            fresh_until_ms: 1_700_000_000_000,
+            compute_ms: 250,
+        };
+        let bytes = encode_with(Codec::Bincode, &report(), 3, stamp).unwrap_or_default();
+        assert_eq!(
+            decode_with::<Report>(Codec::Bincode, &bytes, 3),
+            Some((report(), stamp))
+        );
+        // A stamp altered to look fresher is caught by the checksum.
+        let mut forged = bytes.clone();
+        forged[HEADER_LEN + 7] ^= 0x01;
+        assert_eq!(decode_with::<Report>(Codec::Bincode, &forged, 3), None);
+        // Unstamped (iterator) bytes of the same type read as a miss, and back.
+        let plain = encode(&report(), 3).unwrap_or_default();
+        assert_eq!(decode_with::<Report>(Codec::Bincode, &plain, 3), None);
+        assert_eq!(decode::<Report>(&bytes, 3), None);
+    }
+
+    #[test]
     fn bytes_of_one_codec_read_as_a_miss_under_the_other() {
-        let bincode = encode_with(Codec::Bincode, &report(), 0).unwrap_or_default();
-        let msgpack = encode_with(Codec::MessagePack, &report(), 0).unwrap_or_default();
+        let bincode = encode_with(Codec::Bincode, &report(), 0, Stamp::FOREVER).unwrap_or_default();
+        let msgpack =
+            encode_with(Codec::MessagePack, &report(), 0, Stamp::FOREVER).unwrap_or_default();
         assert_eq!(decode_with::<Report>(Codec::MessagePack, &bincode, 0), None);
         assert_eq!(decode_with::<Report>(Codec::Bincode, &msgpack, 0), None);
         assert_eq!(
             decode_with::<Report>(Codec::MessagePack, &msgpack, 0),
-            Some(report())
+            Some((report(), Stamp::FOREVER))
         );
     }
 
     #[test]
     fn messagepack_truncations_and_trailing_bytes_read_as_a_miss() {
-        let bytes = encode_with(Codec::MessagePack, &report(), 0).unwrap_or_default();
+        let bytes =
+            encode_with(Codec::MessagePack, &report(), 0, Stamp::FOREVER).unwrap_or_default();
         for len in 0..bytes.len() {
             assert_eq!(
                 decode_with::<Report>(Codec::MessagePack, &bytes[..len], 0),

@@ -16,11 +16,13 @@ mod key;
 mod keypart;
 mod lock;
 mod memoize;
+mod observe;
 mod options;
 mod outcome;
 mod refresh;
 mod registry;
 mod renew;
+mod revalidate;
 mod sequence;
 
 // Inlined: the backends are listed as structs on the front page, not as re-export lines.
@@ -41,6 +43,10 @@ pub use key::{CacheKey, MAX_KEY_LEN, escape_key_part, make_cache_key, set_key_pr
 pub use keypart::KeyPart;
 pub use lock::{CacheLock, LockGuard, LockOptions};
 pub use memoize::{invalidate, memoize, memoize_async, try_memoize, try_memoize_async};
-pub use options::{DEFAULT_CHUNK_SIZE, DEFAULT_COMPRESS, DEFAULT_EXPIRE, MemoizeOptions};
+pub use observe::{Stats, stats};
+pub use options::{Clock, DEFAULT_CHUNK_SIZE, DEFAULT_COMPRESS, DEFAULT_EXPIRE, MemoizeOptions};
 pub use refresh::{refresh, refresh_async};
 pub use registry::{backend, set_backend, set_shared_backend};
+pub use revalidate::{
+    memoize_async_detached, memoize_detached, try_memoize_async_detached, try_memoize_detached,
+};

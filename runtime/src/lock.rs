@@ -468,6 +468,22 @@ impl LockGuard {
             .compare_and_delete(&self.key, self.token.as_bytes())
     }
 
+    /// Keeps the lock for `ttl` from now and lets it end by itself: the guard no
+    /// longer releases it. Returns whether the lock was still ours.
+    pub(crate) fn hold(mut self, ttl: Duration) -> Result<bool, Error> {
+        self.released = true;
+        self.backend
+            .compare_and_extend(&self.key, self.token.as_bytes(), ttl)
+    }
+
+    /// The async form of [`hold`](Self::hold).
+    pub(crate) async fn hold_async(mut self, ttl: Duration) -> Result<bool, Error> {
+        self.released = true;
+        self.backend
+            .compare_and_extend_async(&self.key, self.token.as_bytes(), ttl)
+            .await
+    }
+
     /// The async form of [`give_back`](Self::give_back).
     pub(crate) async fn give_back_async(mut self) -> Result<bool, Error> {
         self.released = true;

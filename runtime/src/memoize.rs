@@ -17,7 +17,8 @@ use crate::key::make_cache_key;
 use crate::options::{MemoizeOptions, Refresh};
 use crate::refresh::take_forced;
 use crate::registry;
-use crate::sequence::{Driver, Lookup};
+use crate::revalidate;
+use crate::sequence::{Driver, Lookup, Revalidate};
 
 /// Returns the value memoized at `key`, computing and storing it on a miss.
 ///
@@ -46,6 +47,10 @@ where
 
 /// Like [`memoize`] for a fallible computation: only `Ok` values are stored; an `Err`
 /// is returned as is, nothing is stored, and the lock is released.
+///
+/// With [`MemoizeOptions::stale`], a caller that finds the value stale refreshes it
+/// inline (if no other caller is) and returns the new value, or the stale one when
+/// the refresh returns `Err` or panics.
 pub fn try_memoize<T, E, F>(key: &str, opts: &MemoizeOptions, compute: F) -> Result<T, E>
 where
     T: Serialize + DeserializeOwned,
@@ -55,16 +60,11 @@ where
     let mut machine = call.machine::<T>(true);
     let mut driver = Driver::blocking(&call);
     match driver.lookup(&mut machine) {
-        Lookup::Found(value) => Ok(value),
-        Lookup::Compute(_) => {
-            let renewal = driver.keep_alive();
-            let output = compute();
-            call.report_renewal(renewal.as_ref());
-            drop(renewal);
-            let encoded = output.as_ref().ok().and_then(|value| call.encode(value));
-            driver.finish(&mut machine, encoded);
-            output
-        }
+        Lookup::Found(value, Revalidate::No) => Ok(value),
+        // Stale (or drawn for an early refresh): this caller refreshes, inline; a
+        // refresh that fails (or that another caller is making) serves `stale`.
+        Lookup::Found(stale, _) => Ok(revalidate::inline(&call, compute).unwrap_or(stale)),
+        Lookup::Compute(_) | Lookup::Skip => driver.compute(&mut machine, compute),
     }
 }
 
@@ -99,16 +99,11 @@ where
     let mut machine = call.machine::<T>(true);
     let mut driver = Driver::nonblocking(&call);
     match driver.lookup_async(&mut machine).await {
-        Lookup::Found(value) => Ok(value),
-        Lookup::Compute(_) => {
-            let renewal = driver.keep_alive();
-            let output = compute().await;
-            call.report_renewal(renewal.as_ref());
-            drop(renewal);
-            let encoded = output.as_ref().ok().and_then(|value| call.encode(value));
-            driver.finish_async(&mut machine, encoded).await;
-            output
-        }
+        Lookup::Found(value, Revalidate::No) => Ok(value),
+        Lookup::Found(stale, _) => Ok(revalidate::inline_async(&call, compute)
+            .await
+            .unwrap_or(stale)),
+        Lookup::Compute(_) | Lookup::Skip => driver.compute_async(&mut machine, compute).await,
     }
 }
 

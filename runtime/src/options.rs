@@ -2,7 +2,7 @@
 //! typed forms the sequence reads them as ([`Refresh`], [`Wait`]).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::backend::CacheBackend;
 use crate::codec::Codec;
@@ -41,6 +41,56 @@ pub struct MemoizeOptions {
     pub(crate) chunk_size: usize,
     pub(crate) compress: bool,
     pub(crate) codec: Codec,
+    pub(crate) freshness: Freshness,
+    pub(crate) clock: Option<Arc<dyn Clock>>,
+    pub(crate) name: &'static str,
+}
+
+/// How long values stay fresh, stale and servable, and how they are refreshed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Freshness {
+    /// How long past `expire` a value may still be served while one caller refreshes it
+    /// (zero: not at all).
+    pub(crate) stale: Duration,
+    /// `XFetch`'s β: 0 turns early refresh off.
+    pub(crate) beta: f64,
+    /// The largest fraction by which a stored TTL is shortened at random.
+    pub(crate) jitter: f64,
+    /// After a failed refresh, how long the fleet waits before the next attempt
+    /// (`None`: a tenth of `expire`, between 1 s and 1 min).
+    pub(crate) fail_safe: Option<Duration>,
+}
+
+impl Freshness {
+    const NONE: Self = Self {
+        stale: Duration::ZERO,
+        beta: 0.0,
+        jitter: 0.0,
+        fail_safe: None,
+    };
+}
+
+/// Where memoization reads the wall-clock time that values' freshness is measured in
+/// (values carry the time they stop being fresh, written by whichever process
+/// computed them). The default is the system clock; tests inject their own.
+///
+/// ```
+/// use cache_memoize::{Clock, MemoizeOptions};
+/// use std::sync::Arc;
+/// use std::time::{Duration, SystemTime};
+///
+/// /// A clock one hour ahead of the system's.
+/// struct Ahead;
+/// impl Clock for Ahead {
+///     fn now(&self) -> SystemTime {
+///         SystemTime::now() + Duration::from_secs(3600)
+///     }
+/// }
+/// let opts = MemoizeOptions::new().clock(Arc::new(Ahead));
+/// ```
+pub trait Clock: Send + Sync + 'static {
+    /// The current wall-clock time.
+    fn now(&self) -> SystemTime;
 }
 
 impl Default for MemoizeOptions {
@@ -59,6 +109,9 @@ impl std::fmt::Debug for MemoizeOptions {
             .field("chunk_size", &self.chunk_size)
             .field("compress", &self.compress)
             .field("codec", &self.codec)
+            .field("freshness", &self.freshness)
+            .field("own_clock", &self.clock.is_some())
+            .field("name", &self.name)
             .field("own_backend", &self.backend.is_some())
             .finish()
     }
@@ -76,6 +129,9 @@ impl MemoizeOptions {
             chunk_size: DEFAULT_CHUNK_SIZE,
             compress: DEFAULT_COMPRESS,
             codec: Codec::Bincode,
+            freshness: Freshness::NONE,
+            clock: None,
+            name: "",
         }
     }
 
@@ -107,6 +163,102 @@ impl MemoizeOptions {
     pub fn lock(mut self, lock: LockOptions) -> Self {
         self.lock = Some(lock);
         self
+    }
+
+    /// Serves a value for up to `stale` past its `expire` while exactly one caller
+    /// across the fleet refreshes it (stale-while-revalidate), and keeps serving it
+    /// while refreshes fail (stale-if-error), never past `expire + stale`. The
+    /// backend keeps values for `expire + stale`. Default: zero (a value past `expire`
+    /// is a miss).
+    ///
+    /// The refresh runs under the value's lock, taken without waiting (whether or not
+    /// [`lock`](Self::lock) is set): callers that find it held return the stale value
+    /// at once. [`memoize`](crate::memoize) and [`try_memoize`](crate::try_memoize)
+    /// refresh inline, in the caller that found the value stale;
+    /// [`memoize_detached`](crate::memoize_detached) and its kin refresh on a thread
+    /// (or a Tokio task), so every caller gets the stale value at once. Memoized
+    /// iterators ignore it (see the README).
+    ///
+    /// ```
+    /// use cache_memoize::MemoizeOptions;
+    /// use std::time::Duration;
+    ///
+    /// let opts = MemoizeOptions::new()
+    ///     .expire(Duration::from_secs(60))
+    ///     .stale(Duration::from_secs(600));
+    /// let rate: u32 = cache_memoize::memoize("rate:eur", &opts, || 100);
+    /// assert_eq!(rate, 100);
+    /// ```
+    #[must_use]
+    pub fn stale(mut self, stale: Duration) -> Self {
+        self.freshness.stale = stale;
+        self
+    }
+
+    /// After a refresh that failed (returned `Err`, panicked, or could not store), how
+    /// long before any caller across the fleet tries again; the stale value is served
+    /// meanwhile. Default: a tenth of `expire`, between 1 s and 1 min.
+    #[must_use]
+    pub fn fail_safe(mut self, throttle: Duration) -> Self {
+        self.freshness.fail_safe = Some(throttle.max(Duration::from_millis(100)));
+        self
+    }
+
+    /// Early refresh (`XFetch`, Vattani et al., VLDB 2015): a fresh value is refreshed
+    /// before it expires with a probability that rises as expiry nears, scaled by how
+    /// long it took to compute and by `beta` (1.0 is the paper's choice; 0, the
+    /// default, turns it off). The refresh runs as a stale one does.
+    #[must_use]
+    pub fn beta(mut self, beta: f64) -> Self {
+        self.freshness.beta = if beta.is_finite() { beta.max(0.0) } else { 0.0 };
+        self
+    }
+
+    /// Shortens each stored value's TTL (and freshness) by a random fraction of at most
+    /// `fraction` (0.1 for "10%"), so values written together do not expire together.
+    /// Default: 0 (no jitter). Clamped to `0.0..=0.9`.
+    #[must_use]
+    pub fn jitter(mut self, fraction: f64) -> Self {
+        self.freshness.jitter = if fraction.is_finite() {
+            fraction.clamp(0.0, 0.9)
+        } else {
+            0.0
+        };
+        self
+    }
+
+    /// The memoized function's name, as events and metrics report it (the attribute
+    /// sets it to the function's path; empty by default).
+    #[must_use]
+    pub fn name(mut self, name: &'static str) -> Self {
+        self.name = name;
+        self
+    }
+
+    /// Reads wall-clock time from `clock` instead of the system's (for tests, or a
+    /// process whose clock is known to be off).
+    #[must_use]
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// The wall-clock time now, in milliseconds since the Unix epoch.
+    pub(crate) fn now_ms(&self) -> u64 {
+        let now = match &self.clock {
+            Some(clock) => clock.now(),
+            None => SystemTime::now(),
+        };
+        now.duration_since(UNIX_EPOCH).map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
+    }
+
+    /// The pause the fleet takes after a failed refresh.
+    pub(crate) fn fail_safe_throttle(&self) -> Duration {
+        self.freshness.fail_safe.unwrap_or_else(|| {
+            (self.expire / 10).clamp(Duration::from_secs(1), Duration::from_secs(60))
+        })
     }
 
     /// The largest chunk a memoized iterator stores (default 1 MiB); a single item
@@ -155,6 +307,9 @@ pub(crate) enum Refresh {
     IfMissing,
     /// Compute and overwrite whatever is stored (`force_overwrite`, or [`crate::refresh`]).
     Forced,
+    /// Refresh a stale value if no one else is: take the lock without waiting, compute,
+    /// store; give up at once if the lock is held.
+    Revalidate,
 }
 
 impl Refresh {

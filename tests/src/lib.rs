@@ -4,6 +4,7 @@
 // Every scenario panics when the behaviour it proves is broken: that is what it is for.
 #![allow(clippy::missing_panics_doc)]
 
+pub mod freshness_suite;
 pub mod iter_suite;
 pub mod keys_suite;
 pub mod lock_suite;
@@ -154,6 +155,16 @@ macro_rules! with_scenarios {
                 a_late_holder_does_not_overwrite_the_newer_value,
                 invalidate_during_a_computation_voids_its_store,
                 async_invalidate_during_a_computation_voids_its_store
+            ];
+            freshness_suite: [
+                stale_value_is_served_while_one_caller_refreshes,
+                nothing_older_than_expire_plus_stale_is_served,
+                an_inline_refresh_returns_the_new_value,
+                a_failing_refresh_keeps_the_stale_value_and_is_throttled,
+                a_panicking_refresh_keeps_the_stale_value,
+                a_detached_refresh_returns_the_stale_value_at_once,
+                an_async_detached_refresh_returns_the_stale_value_at_once,
+                jitter_spreads_expiries, readers_with_skewed_clocks
             ];
             iter_suite: [
                 iter_zero_items, iter_one_item, iter_exactly_one_chunk, iter_one_over_a_chunk,

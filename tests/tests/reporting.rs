@@ -104,3 +104,30 @@ fn a_failing_backend_is_reported_with_the_key_and_the_value_still_returned() {
         "the cause is named: {log}"
     );
 }
+
+/// A backend that keeps failing is reported once, not once per call; its recovery is
+/// reported once too.
+#[test]
+fn a_failing_backend_is_reported_once_per_change_of_state() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .finish();
+    let probe = Arc::new(Probe::new(Arc::new(MemoryBackend::new())));
+    let opts = MemoizeOptions::new().backend(probe.clone());
+    tracing::subscriber::with_default(subscriber, || {
+        probe.set_failing(true);
+        for i in 0..50_u32 {
+            assert_eq!(memoize(&format!("flaky:{i}"), &opts, || i), i);
+        }
+        probe.set_failing(false);
+        assert_eq!(memoize("flaky:ok", &opts, || 1_u8), 1);
+        assert_eq!(memoize("flaky:ok", &opts, || 2_u8), 1);
+    });
+    let log = captured.text();
+    assert_eq!(log.matches("computing without it").count(), 1, "{log}");
+    assert_eq!(log.matches("caching resumed").count(), 1, "{log}");
+}

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::CacheBackend;
 use crate::call::Call;
-use crate::codec;
+use crate::codec::{self, Codec, Stamp};
 use crate::key::{CacheKey, make_cache_key};
 use crate::lock::LockGuard;
 use crate::options::{MemoizeOptions, Refresh};
@@ -49,6 +49,14 @@ struct Manifest<T> {
     compressed: bool,
     #[serde(skip)]
     of: PhantomData<fn() -> T>,
+}
+
+impl<T> Manifest<T> {
+    /// Reads a manifest for the sequence (manifests carry no freshness stamp: a
+    /// memoized iterator is fresh until it expires).
+    fn decode(_codec: Codec, bytes: &[u8], version: u32) -> Option<(Self, Stamp)> {
+        codec::decode::<Self>(bytes, version).map(|manifest| (manifest, Stamp::FOREVER))
+    }
 }
 
 /// The envelope type of a chunk of `T` items.
@@ -205,10 +213,10 @@ where
     let mut refresh = Refresh::of(opts, take_forced());
     let store = loop {
         let call = context.call(refresh);
-        let mut machine = call.machine::<Manifest<T>>(false);
+        let mut machine = call.machine_reading(false, Manifest::<T>::decode);
         let mut driver = Driver::nonblocking(&call);
         match driver.lookup_async(&mut machine).await {
-            Lookup::Found(manifest) => match read_all_async(&context, &manifest).await {
+            Lookup::Found(manifest, _) => match read_all_async(&context, &manifest).await {
                 Ok(chunks) => {
                     let reader = Reader::prefetched(context.clone(), manifest, chunks);
                     return MemoIter {
@@ -222,6 +230,8 @@ where
                 }
             },
             Lookup::Compute(storing) => break context.store(storing, driver.take_lock()),
+            // Only a refresh skips, and iterators are never refreshed that way.
+            Lookup::Skip => break None,
         }
     };
     let inner = Box::new(compute().await.into_iter());
@@ -240,13 +250,15 @@ fn open<'a, T: 'a>(
 ) -> State<'a, T> {
     let (lookup, lock) = {
         let call = context.call(refresh);
-        let mut machine = call.machine::<Manifest<T>>(false);
+        let mut machine = call.machine_reading(false, Manifest::<T>::decode);
         let mut driver = Driver::blocking(&call);
         let lookup = driver.lookup(&mut machine);
         (lookup, driver.take_lock())
     };
     match lookup {
-        Lookup::Found(manifest) => State::Reading(Reader::new(context, manifest, compute, skip)),
+        Lookup::Found(manifest, _) => State::Reading(Reader::new(context, manifest, compute, skip)),
+        // Only a refresh skips, and iterators are never refreshed that way.
+        Lookup::Skip => State::Writing(Writer::new(context, compute, None, skip)),
         Lookup::Compute(storing) => {
             let store = context.store(storing, lock);
             State::Writing(Writer::new(context, compute, store, skip))

@@ -7,22 +7,31 @@
 //! the lock, so a caller dropped mid-attempt gives the lock back) and this process's
 //! flight for the key (a leader dropped before it lands lets a follower lead).
 
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use super::machine::{Event, Io, Machine, Role, Step, Storing};
+use serde::Serialize;
+
+use tracing::Instrument;
+
+use super::machine::{Event, Io, Machine, Note, Revalidate, Role, Step, Storing, Via};
 use crate::backend::GetOrLock;
 use crate::call::Call;
 use crate::coalesce::{self, Flight, Leader};
 use crate::lock::{DropRelease, LockGuard, new_token};
+use crate::observe::{self, Outcome};
+use crate::options::Refresh;
 use crate::renew::Renewal;
 
 /// What the sequence decided before any computation.
 pub(crate) enum Lookup<T> {
-    /// A stored value (or this process's leader's).
-    Found(T),
+    /// A stored value (or this process's leader's), and whether to refresh it.
+    Found(T, Revalidate),
     /// Compute; store as said (the lock, when `Storing::Locked`, is the driver's).
     Compute(Storing),
+    /// Nothing to do: a refresh that another caller is already making.
+    Skip,
 }
 
 /// One call's I/O state; see the module docs.
@@ -34,6 +43,10 @@ pub(crate) struct Driver<'c, 'o> {
     lock: Option<LockGuard>,
     leader: Option<Leader>,
     flight: Option<Arc<Flight>>,
+    /// The TTL the computed value is stored with (set when it is encoded).
+    ttl: Duration,
+    /// How long this call waited for another caller's lock.
+    waited: Duration,
 }
 
 impl<'c, 'o> Driver<'c, 'o> {
@@ -56,7 +69,66 @@ impl<'c, 'o> Driver<'c, 'o> {
             lock: None,
             leader: None,
             flight: None,
+            ttl: call.opts.expire,
+            waited: Duration::ZERO,
         }
+    }
+
+    /// Computes (keeping the lock alive meanwhile), then stores as the sequence says.
+    pub(crate) fn compute<T: Serialize, E>(
+        &mut self,
+        machine: &mut Machine<T>,
+        compute: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
+        let renewal = self.keep_alive();
+        let started = Instant::now();
+        let output = self.compute_span().in_scope(compute);
+        let encoded = self.computed(renewal, started, output.as_ref().ok());
+        self.finish(machine, encoded);
+        output
+    }
+
+    /// The async form of [`compute`](Self::compute).
+    pub(crate) async fn compute_async<T: Serialize, E, Fut>(
+        &mut self,
+        machine: &mut Machine<T>,
+        compute: impl FnOnce() -> Fut,
+    ) -> Result<T, E>
+    where
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let renewal = self.keep_alive();
+        let started = Instant::now();
+        let output = compute().instrument(self.compute_span()).await;
+        let encoded = self.computed(renewal, started, output.as_ref().ok());
+        self.finish_async(machine, encoded).await;
+        output
+    }
+
+    /// The span a computation runs in (for whoever debugs latency).
+    fn compute_span(&self) -> tracing::Span {
+        tracing::debug_span!("cache_memoize.compute", function = self.call.opts.name, key = %self.call.key)
+    }
+
+    /// The span a wait for another caller's lock runs in.
+    fn wait_span(&self) -> tracing::Span {
+        tracing::debug_span!("cache_memoize.wait_for_lock", function = self.call.opts.name, key = %self.call.key)
+    }
+
+    /// Reports a lock lost while computing, and encodes the value with its stamp.
+    fn computed<T: Serialize>(
+        &mut self,
+        renewal: Option<Renewal>,
+        started: Instant,
+        value: Option<&T>,
+    ) -> Option<Vec<u8>> {
+        let took = started.elapsed();
+        observe::computed(self.call.opts.name, &self.call.key, took);
+        self.call.report_renewal(renewal.as_ref());
+        drop(renewal);
+        let (encoded, ttl) = self.call.encode(value?, took)?;
+        self.ttl = ttl;
+        Some(encoded)
     }
 
     /// Runs the sequence until it has a value or must compute.
@@ -83,7 +155,7 @@ impl<'c, 'o> Driver<'c, 'o> {
 
     /// Runs the sequence from a computation's encoded value (`None`: nothing to store)
     /// to its end: stores, releases, reports, and shares the value with followers.
-    pub(crate) fn finish<T>(&mut self, machine: &mut Machine<T>, encoded: Option<Vec<u8>>) {
+    fn finish<T>(&mut self, machine: &mut Machine<T>, encoded: Option<Vec<u8>>) {
         let mut event = Event::Computed(encoded);
         loop {
             match machine.on(event) {
@@ -94,11 +166,7 @@ impl<'c, 'o> Driver<'c, 'o> {
     }
 
     /// The async form of [`finish`](Self::finish).
-    pub(crate) async fn finish_async<T>(
-        &mut self,
-        machine: &mut Machine<T>,
-        encoded: Option<Vec<u8>>,
-    ) {
+    async fn finish_async<T>(&mut self, machine: &mut Machine<T>, encoded: Option<Vec<u8>>) {
         let mut event = Event::Computed(encoded);
         loop {
             match machine.on(event) {
@@ -137,20 +205,23 @@ impl<'c, 'o> Driver<'c, 'o> {
                 self.settle(at, found.map(taken))
             }
             Io::Pause { since, max } => {
-                backend.wait_for_release(&self.call.key.lock_key(), since, max);
+                let started = Instant::now();
+                self.wait_span()
+                    .in_scope(|| backend.wait_for_release(&call.key.lock_key(), since, max));
+                self.waited += started.elapsed();
                 Event::Paused
             }
-            Io::Store(bytes) => Event::Stored(
-                backend
-                    .set(key, bytes, self.call.opts.expire)
-                    .map(|()| true),
-            ),
+            Io::Store(bytes) => Event::Stored(backend.set(key, bytes, self.ttl).map(|()| true)),
             Io::StoreAndRelease(bytes) => Event::Stored(match self.lock.take() {
-                Some(lock) => lock.store_and_release(key, bytes, self.call.opts.expire),
+                Some(lock) => lock.store_and_release(key, bytes, self.ttl),
                 None => Ok(false),
             }),
             Io::Release => Event::Stored(match self.lock.take() {
                 Some(lock) => lock.give_back(),
+                None => Ok(false),
+            }),
+            Io::Hold { ttl } => Event::Stored(match self.lock.take() {
+                Some(lock) => lock.hold(ttl),
                 None => Ok(false),
             }),
         }
@@ -180,25 +251,27 @@ impl<'c, 'o> Driver<'c, 'o> {
                 self.settle(at, found.map(taken))
             }
             Io::Pause { since, max } => {
-                let lock_key = self.call.key.lock_key();
-                backend.wait_for_release_async(&lock_key, since, max).await;
+                let (started, lock_key) = (Instant::now(), call.key.lock_key());
+                backend
+                    .wait_for_release_async(&lock_key, since, max)
+                    .instrument(self.wait_span())
+                    .await;
+                self.waited += started.elapsed();
                 Event::Paused
             }
-            Io::Store(bytes) => Event::Stored(
-                backend
-                    .set_async(key, bytes, self.call.opts.expire)
-                    .await
-                    .map(|()| true),
-            ),
+            Io::Store(bytes) => {
+                Event::Stored(backend.set_async(key, bytes, self.ttl).await.map(|()| true))
+            }
             Io::StoreAndRelease(bytes) => Event::Stored(match self.lock.take() {
-                Some(lock) => {
-                    lock.store_and_release_async(key, bytes, self.call.opts.expire)
-                        .await
-                }
+                Some(lock) => lock.store_and_release_async(key, bytes, self.ttl).await,
                 None => Ok(false),
             }),
             Io::Release => Event::Stored(match self.lock.take() {
                 Some(lock) => lock.give_back_async().await,
+                None => Ok(false),
+            }),
+            Io::Hold { ttl } => Event::Stored(match self.lock.take() {
+                Some(lock) => lock.hold_async(ttl).await,
                 None => Ok(false),
             }),
         }
@@ -247,13 +320,34 @@ impl<'c, 'o> Driver<'c, 'o> {
 
     fn decided<T>(&mut self, step: Step<'_, T>) -> Lookup<T> {
         match step {
-            Step::Hit { value, bytes } => {
+            Step::Hit {
+                value,
+                bytes,
+                revalidate,
+                via,
+            } => {
                 self.land(bytes);
-                Lookup::Found(value)
+                self.observe(match (revalidate, via) {
+                    (Revalidate::Stale | Revalidate::Early, _) => Outcome::StaleServed,
+                    (Revalidate::No, Via::Read) => Outcome::Hit,
+                    (Revalidate::No, Via::Wait) => Outcome::Waited,
+                    (Revalidate::No, Via::Leader) => Outcome::Coalesced,
+                });
+                Lookup::Found(value, revalidate)
             }
             Step::Compute { store, note } => {
+                self.observe(match (&note, self.call.refresh) {
+                    (Some(Note::FailOpen(_)), _) => Outcome::FailOpen,
+                    (Some(Note::LockTimeout { .. } | Note::LockBusy), _) => Outcome::LockTimeout,
+                    (_, Refresh::Revalidate) => Outcome::RefreshStarted,
+                    _ => Outcome::Miss,
+                });
                 self.call.report(note);
                 Lookup::Compute(store)
+            }
+            Step::Skip { note } => {
+                self.call.report(note);
+                Lookup::Skip
             }
             // Only after a computation; were it reached here, computing without the
             // cache is the safe answer.
@@ -269,6 +363,18 @@ impl<'c, 'o> Driver<'c, 'o> {
         if let Step::Finished { note, landing } = step {
             self.call.report(note);
             self.land(landing);
+        }
+    }
+
+    /// Records what the lookup came to (and the backend's health, when it answered).
+    fn observe(&self, outcome: Outcome) {
+        let function = self.call.opts.name;
+        observe::record(function, &self.call.key, outcome);
+        if outcome != Outcome::FailOpen {
+            observe::backend_answered(self.call.backend_id());
+        }
+        if !self.waited.is_zero() {
+            observe::waited(function, self.waited);
         }
     }
 

@@ -19,11 +19,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::backend::GetOrLock;
-use crate::codec::Codec;
+use crate::codec::{Codec, Stamp};
 use crate::error::Error;
 use crate::options::{Refresh, Wait};
 
-/// What the sequence needs to know of the call's options.
+/// What the sequence needs to know of the call's options, and the time.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Policy {
     pub(crate) refresh: Refresh,
@@ -31,6 +31,55 @@ pub(crate) struct Policy {
     pub(crate) lock: Option<LockPolicy>,
     /// Whether concurrent misses in this process wait for one leader.
     pub(crate) coalesce: bool,
+    pub(crate) freshness: FreshPolicy,
+    /// The wall-clock time of the call, in milliseconds since the Unix epoch.
+    pub(crate) now_ms: u64,
+}
+
+/// How stored values are judged fresh, stale or expired.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FreshPolicy {
+    /// How long past its freshness a value may be served while it is refreshed.
+    pub(crate) stale_ms: u64,
+    /// `XFetch`'s β (0: no early refresh).
+    pub(crate) beta: f64,
+    /// How long the lock is kept after a failed refresh, so the fleet waits that long
+    /// before trying again.
+    pub(crate) fail_safe: Duration,
+    /// No `stale`, no `beta`: a value is fresh for as long as the backend keeps it.
+    pub(crate) ttl_only: bool,
+}
+
+impl FreshPolicy {
+    /// Freshness is the backend's TTL alone (no stale serving, no early refresh).
+    pub(crate) const TTL_ONLY: Self = Self {
+        stale_ms: 0,
+        beta: 0.0,
+        fail_safe: Duration::ZERO,
+        ttl_only: true,
+    };
+}
+
+/// How a call came by the value it returns without computing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Via {
+    /// Read from the backend, without waiting.
+    Read,
+    /// Read after waiting for another caller's lock (its computation).
+    Wait,
+    /// From this process's leader (coalesced in-process).
+    Leader,
+}
+
+/// Whether a value found is returned as it is, or returned and refreshed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Revalidate {
+    /// Fresh: return it.
+    No,
+    /// Fresh, but `XFetch` drew an early refresh: return it and refresh.
+    Early,
+    /// Past its freshness, within `stale`: return it and refresh.
+    Stale,
 }
 
 /// How the lock is waited for.
@@ -45,9 +94,18 @@ pub(crate) struct LockPolicy {
 pub(crate) enum Step<'m, T> {
     /// Backend or in-process I/O; its outcome is the next [`Event`].
     Io(Io<'m>),
-    /// Done: return this stored value. `bytes` are its encoding, for in-process
-    /// followers (absent when it came from a leader).
-    Hit { value: T, bytes: Option<Vec<u8>> },
+    /// Done: return this stored value, and refresh it if `revalidate` says so.
+    /// `bytes` are its encoding, for in-process followers (absent when it came from a
+    /// leader).
+    Hit {
+        value: T,
+        bytes: Option<Vec<u8>>,
+        revalidate: Revalidate,
+        via: Via,
+    },
+    /// Done without computing: a refresh found another caller refreshing (or the
+    /// backend failing); the stale value stands.
+    Skip { note: Option<Note> },
     /// Compute the value, then report [`Event::Computed`]; `note` says why, when it is
     /// worth reporting.
     Compute { store: Storing, note: Option<Note> },
@@ -80,6 +138,9 @@ pub(crate) enum Io<'m> {
     StoreAndRelease(&'m [u8]),
     /// Release the lock, storing nothing: [`Event::Stored`].
     Release,
+    /// Keep the lock for `ttl` more and give it up (after a failed refresh: the
+    /// fleet's throttle): [`Event::Stored`].
+    Hold { ttl: Duration },
 }
 
 /// What an I/O step found, fed back with [`Machine::on`].
@@ -136,6 +197,9 @@ pub(crate) enum Note {
     /// The lock had expired, been taken by a later holder, or been voided by an
     /// invalidation when the value was to be stored: it was not stored.
     LockLost,
+    /// A refresh failed (the computation's `Err` or panic, or the backend's error):
+    /// the stale value is served until the fail-safe throttle lets a caller retry.
+    RefreshFailed(Option<Error>),
 }
 
 #[derive(Debug)]
@@ -152,7 +216,7 @@ enum State {
         since: Instant,
     },
     /// The lock was not obtained; the value is read once more before computing.
-    Rereading(Note),
+    Rereading(Box<Note>),
     Computing(Storing),
     Storing,
     Done,
@@ -161,10 +225,14 @@ enum State {
 /// Reads stored bytes as a call's value: a decoding function and the user's version
 /// (a plain function, so a hit allocates nothing for it).
 pub(crate) struct Decoder<T> {
-    pub(crate) decode: fn(Codec, &[u8], u32) -> Option<T>,
+    pub(crate) decode: DecodeFn<T>,
     pub(crate) codec: Codec,
     pub(crate) version: u32,
 }
+
+/// Reads stored bytes (written with a codec, under a user version) as a value and its
+/// stamp.
+pub(crate) type DecodeFn<T> = fn(Codec, &[u8], u32) -> Option<(T, Stamp)>;
 
 /// One memoized call's sequence.
 pub(crate) struct Machine<T> {
@@ -174,6 +242,8 @@ pub(crate) struct Machine<T> {
     state: State,
     /// The computed value's encoding, while it is stored.
     encoded: Option<Vec<u8>>,
+    /// A refresh whose computation failed is holding the lock for the throttle.
+    refresh_failed: bool,
 }
 
 impl<T> Machine<T> {
@@ -184,11 +254,44 @@ impl<T> Machine<T> {
             rng,
             state: State::Start,
             encoded: None,
+            refresh_failed: false,
         }
     }
 
-    fn decode(&self, bytes: &[u8]) -> Option<T> {
+    fn decode(&self, bytes: &[u8]) -> Option<(T, Stamp)> {
         (self.decoder.decode)(self.decoder.codec, bytes, self.decoder.version)
+    }
+
+    /// Whether a value with `stamp` is returned as it is, returned and refreshed, or
+    /// (`None`) too old to return at all: a miss.
+    fn judge(&mut self, stamp: Stamp) -> Option<Revalidate> {
+        let (now, until) = (self.policy.now_ms, stamp.fresh_until_ms);
+        let fresh = self.policy.freshness;
+        if fresh.ttl_only {
+            return Some(Revalidate::No);
+        }
+        if now >= until {
+            let servable = fresh.stale_ms > 0 && now < until.saturating_add(fresh.stale_ms);
+            return servable.then_some(Revalidate::Stale);
+        }
+        if fresh.beta > 0.0 {
+            // `XFetch`: refresh when now − δ·β·ln(r) ≥ expiry, r uniform in (0, 1].
+            let draw = 1.0 - self.rng.f64();
+            let ahead = f64::from(stamp.compute_ms) * fresh.beta * -draw.ln();
+            #[allow(clippy::cast_precision_loss)] // milliseconds: exact far beyond any date
+            if now as f64 + ahead >= until as f64 {
+                return Some(Revalidate::Early);
+            }
+        }
+        Some(Revalidate::No)
+    }
+
+    /// A value found: a hit (perhaps to refresh), or `None` when it is not this call's
+    /// value or too old to serve.
+    fn found(&mut self, bytes: &[u8]) -> Option<(T, Revalidate)> {
+        let (value, stamp) = self.decode(bytes)?;
+        let revalidate = self.judge(stamp)?;
+        Some((value, revalidate))
     }
 
     /// Feeds `event` (the outcome of the last step) and returns the next step.
@@ -197,7 +300,7 @@ impl<T> Machine<T> {
         match (state, event) {
             (State::Start, Event::Start) => self.start(),
             (State::Reading, Event::Read(read)) => self.read(read, None),
-            (State::Rereading(note), Event::Read(read)) => self.read(read, Some(note)),
+            (State::Rereading(note), Event::Read(read)) => self.read(read, Some(*note)),
             (State::Joining, Event::Joined(Role::Lead)) => self.attempt(None, Io::GetOrLock),
             (State::Joining, Event::Joined(Role::Follow)) => {
                 self.state = State::Following;
@@ -205,7 +308,12 @@ impl<T> Machine<T> {
             }
             (State::Following, Event::Landed(landing)) => {
                 match landing.as_deref().and_then(|bytes| self.decode(bytes)) {
-                    Some(value) => Step::Hit { value, bytes: None },
+                    Some((value, _)) => Step::Hit {
+                        value,
+                        bytes: None,
+                        revalidate: Revalidate::No,
+                        via: Via::Leader,
+                    },
                     // The leader stored nothing to share: run the sequence again.
                     None => self.join(),
                 }
@@ -219,6 +327,7 @@ impl<T> Machine<T> {
             (State::Computing(store), Event::Computed(encoded)) => self.computed(store, encoded),
             (State::Storing, Event::Stored(stored)) => {
                 let note = match stored {
+                    _ if self.refresh_failed => Some(Note::RefreshFailed(stored.err())),
                     Ok(true) => None,
                     Ok(false) => Some(Note::LockLost),
                     Err(err) => Some(Note::StoreFailed(err)),
@@ -240,7 +349,9 @@ impl<T> Machine<T> {
                 self.state = State::Reading;
                 Step::Io(Io::Get)
             }
-            (Refresh::Forced, Some(_)) => self.attempt(None, Io::TakeLock),
+            (Refresh::Forced, Some(_)) | (Refresh::Revalidate, _) => {
+                self.attempt(None, Io::TakeLock)
+            }
             (Refresh::Forced, None) => self.compute(Storing::Unlocked, None),
         }
     }
@@ -251,8 +362,18 @@ impl<T> Machine<T> {
             Ok(bytes) => bytes,
             Err(err) => return self.compute(Storing::Nothing, Some(Note::FailOpen(err))),
         };
-        if let Some(value) = bytes.as_deref().and_then(|b| self.decode(b)) {
-            return Step::Hit { value, bytes };
+        if let Some((value, revalidate)) = bytes.as_deref().and_then(|b| self.found(b)) {
+            let via = if missed.is_some() {
+                Via::Wait
+            } else {
+                Via::Read
+            };
+            return Step::Hit {
+                value,
+                bytes,
+                revalidate,
+                via,
+            };
         }
         // A miss, or bytes that are not this call's value (a miss, overwritten).
         match (missed, self.policy.lock) {
@@ -272,7 +393,7 @@ impl<T> Machine<T> {
     fn attempt_io(&self) -> Io<'static> {
         match self.policy.refresh {
             Refresh::IfMissing => Io::GetOrLock,
-            Refresh::Forced => Io::TakeLock,
+            Refresh::Forced | Refresh::Revalidate => Io::TakeLock,
         }
     }
 
@@ -288,16 +409,29 @@ impl<T> Machine<T> {
         found: Result<GetOrLock, Error>,
     ) -> Step<'_, T> {
         match found {
+            Err(err) if self.policy.refresh == Refresh::Revalidate => Step::Skip {
+                note: Some(Note::RefreshFailed(Some(err))),
+            },
             Err(err) => self.compute(Storing::Nothing, Some(Note::FailOpen(err))),
             Ok(GetOrLock::Locked { .. }) => self.compute(Storing::Locked, None),
-            Ok(GetOrLock::Value(bytes)) => match self.decode(&bytes) {
-                Some(value) => Step::Hit {
+            Ok(GetOrLock::Value(bytes)) => match self.found(&bytes) {
+                Some((value, revalidate)) => Step::Hit {
                     value,
                     bytes: Some(bytes),
+                    revalidate,
+                    via: if since.is_some() {
+                        Via::Wait
+                    } else {
+                        Via::Read
+                    },
                 },
-                // Not this call's value: take the lock and overwrite it.
+                // Not this call's value, or too old: take the lock and overwrite it.
                 None => self.attempt(since, Io::TakeLock),
             },
+            // Another caller is refreshing (or throttling after a failed refresh).
+            Ok(GetOrLock::Held) if self.policy.refresh == Refresh::Revalidate => {
+                Step::Skip { note: None }
+            }
             Ok(GetOrLock::Held) => self.held(since.unwrap_or(at), at),
         }
     }
@@ -327,7 +461,7 @@ impl<T> Machine<T> {
         if self.policy.refresh == Refresh::Forced {
             return self.compute(Storing::Unlocked, Some(note));
         }
-        self.state = State::Rereading(note);
+        self.state = State::Rereading(Box::new(note));
         Step::Io(Io::Get)
     }
 
@@ -349,6 +483,14 @@ impl<T> Machine<T> {
         match (store, self.encoded.as_deref()) {
             (Storing::Locked, Some(bytes)) => Step::Io(Io::StoreAndRelease(bytes)),
             (Storing::Unlocked, Some(bytes)) => Step::Io(Io::Store(bytes)),
+            // A failed refresh keeps the lock for the fail-safe throttle: the fleet
+            // serves the stale value meanwhile instead of retrying at once.
+            _ if self.policy.refresh == Refresh::Revalidate => {
+                self.refresh_failed = true;
+                Step::Io(Io::Hold {
+                    ttl: self.policy.freshness.fail_safe,
+                })
+            }
             _ => Step::Io(Io::Release),
         }
     }

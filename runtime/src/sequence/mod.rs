@@ -9,4 +9,6 @@ mod machine;
 mod tests;
 
 pub(crate) use driver::{Driver, Lookup};
-pub(crate) use machine::{Decoder, LockPolicy, Machine, Note, Policy, Storing};
+pub(crate) use machine::{
+    DecodeFn, Decoder, FreshPolicy, LockPolicy, Machine, Note, Policy, Revalidate, Storing,
+};

@@ -3,21 +3,44 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::machine::{Decoder, Event, Io, LockPolicy, Machine, Note, Policy, Role, Step, Storing};
+use super::machine::{
+    Decoder, Event, FreshPolicy, Io, LockPolicy, Machine, Note, Policy, Revalidate, Role, Step,
+    Storing,
+};
 use crate::backend::GetOrLock;
-use crate::codec::Codec;
+use crate::codec::{Codec, Stamp};
 use crate::error::Error;
 use crate::options::{Refresh, Wait};
 
-/// Values are one byte; `0xFF` is unreadable (another type's bytes).
-fn decode(_codec: Codec, bytes: &[u8], _version: u32) -> Option<u8> {
-    match bytes {
-        [value] if *value != 0xFF => Some(*value),
+/// The calls' wall-clock time: 100 s after the epoch.
+const NOW_MS: u64 = 100_000;
+
+/// Values are one byte, fresh forever; a second byte is the second they stop being
+/// fresh (and a third how many ms they took to compute). `0xFF` is unreadable.
+fn decode(_codec: Codec, bytes: &[u8], _version: u32) -> Option<(u8, Stamp)> {
+    let stamp = |until: u8, took: u8| Stamp {
+        fresh_until_ms: u64::from(until) * 1000,
+        compute_ms: u32::from(took),
+    };
+    match *bytes {
+        [value] if value != 0xFF => Some((value, Stamp::FOREVER)),
+        [value, until] => Some((value, stamp(until, 0))),
+        [value, until, took] => Some((value, stamp(until, took))),
         _ => None,
     }
 }
 
 fn machine(refresh: Refresh, wait: Option<Wait>, coalesce: bool) -> Machine<u8> {
+    fresh_machine(refresh, wait, coalesce, 0, 0.0)
+}
+
+fn fresh_machine(
+    refresh: Refresh,
+    wait: Option<Wait>,
+    coalesce: bool,
+    stale_ms: u64,
+    beta: f64,
+) -> Machine<u8> {
     let policy = Policy {
         refresh,
         lock: wait.map(|wait| LockPolicy {
@@ -25,9 +48,16 @@ fn machine(refresh: Refresh, wait: Option<Wait>, coalesce: bool) -> Machine<u8> 
             retry: Duration::from_millis(100),
         }),
         coalesce,
+        freshness: FreshPolicy {
+            stale_ms,
+            beta,
+            fail_safe: Duration::from_secs(5),
+            ttl_only: false,
+        },
+        now_ms: NOW_MS,
     };
     let decoder = Decoder {
-        decode,
+        decode: decode as fn(Codec, &[u8], u32) -> Option<(u8, Stamp)>,
         codec: Codec::Bincode,
         version: 0,
     };
@@ -47,6 +77,8 @@ fn failure() -> Error {
 enum Kind {
     Io(String),
     Hit(u8, bool),
+    Stale(u8, Revalidate),
+    Skip(Option<String>),
     Compute(Storing, Option<String>),
     Finished(Option<String>, bool),
 }
@@ -54,7 +86,16 @@ enum Kind {
 fn kind(step: Step<'_, u8>) -> Kind {
     match step {
         Step::Io(io) => Kind::Io(format!("{io:?}")),
-        Step::Hit { value, bytes } => Kind::Hit(value, bytes.is_some()),
+        Step::Hit {
+            value,
+            bytes,
+            revalidate: Revalidate::No,
+            ..
+        } => Kind::Hit(value, bytes.is_some()),
+        Step::Hit {
+            value, revalidate, ..
+        } => Kind::Stale(value, revalidate),
+        Step::Skip { note } => Kind::Skip(note.as_ref().map(name)),
         Step::Compute { store, note } => Kind::Compute(store, note.as_ref().map(name)),
         Step::Finished { note, landing } => {
             Kind::Finished(note.as_ref().map(name), landing.is_some())
@@ -69,6 +110,7 @@ fn name(note: &Note) -> String {
         Note::LockBusy => "lock busy".into(),
         Note::StoreFailed(_) => "store failed".into(),
         Note::LockLost => "lock lost".into(),
+        Note::RefreshFailed(_) => "refresh failed".into(),
     }
 }
 
@@ -332,4 +374,156 @@ fn an_unexpected_event_fails_safe() {
     let mut m = locked(Wait::Forever);
     let step = m.on(Event::Paused);
     assert_eq!(kind(step), Kind::Compute(Storing::Nothing, None));
+}
+
+#[test]
+fn a_value_past_its_freshness_within_stale_is_served_and_refreshed() {
+    let mut m = fresh_machine(Refresh::IfMissing, Some(Wait::Forever), true, 60_000, 0.0);
+    m.on(Event::Start);
+    // Fresh until 90 s; now is 100 s; stale for 60 s more.
+    let step = m.on(Event::Read(Ok(Some(vec![4, 90]))));
+    assert_eq!(kind(step), Kind::Stale(4, Revalidate::Stale));
+}
+
+#[test]
+fn a_value_past_expire_plus_stale_is_a_miss() {
+    let mut m = fresh_machine(Refresh::IfMissing, Some(Wait::Forever), true, 5_000, 0.0);
+    m.on(Event::Start);
+    // Fresh until 90 s, servable until 95 s; now is 100 s.
+    let step = m.on(Event::Read(Ok(Some(vec![4, 90]))));
+    assert_eq!(kind(step), io("Join"), "never served");
+}
+
+#[test]
+fn with_ttl_only_freshness_a_stored_value_is_fresh_whatever_its_stamp() {
+    let policy = Policy {
+        refresh: Refresh::IfMissing,
+        lock: None,
+        coalesce: false,
+        freshness: FreshPolicy::TTL_ONLY,
+        now_ms: 0,
+    };
+    let decoder = Decoder {
+        decode: decode as fn(Codec, &[u8], u32) -> Option<(u8, Stamp)>,
+        codec: Codec::Bincode,
+        version: 0,
+    };
+    let mut m = Machine::new(policy, decoder, fastrand::Rng::with_seed(1));
+    m.on(Event::Start);
+    assert_eq!(
+        kind(m.on(Event::Read(Ok(Some(vec![4, 1]))))),
+        Kind::Hit(4, true)
+    );
+}
+
+#[test]
+fn without_stale_a_value_past_its_freshness_is_a_miss() {
+    let mut m = locked(Wait::Forever);
+    m.on(Event::Start);
+    assert_eq!(
+        kind(m.on(Event::Read(Ok(Some(vec![4, 99]))))),
+        io("GetOrLock")
+    );
+    assert_eq!(
+        kind(m.on(attempted(Instant::now(), GetOrLock::Value(vec![4, 99])))),
+        io("TakeLock"),
+        "found again while waiting: still too old, overwritten"
+    );
+}
+
+#[test]
+fn a_fresh_value_is_not_refreshed_without_beta() {
+    let mut m = fresh_machine(Refresh::IfMissing, Some(Wait::Forever), true, 60_000, 0.0);
+    m.on(Event::Start);
+    assert_eq!(
+        kind(m.on(Event::Read(Ok(Some(vec![4, 101, 255]))))),
+        Kind::Hit(4, true)
+    );
+}
+
+#[test]
+fn xfetch_refreshes_early_more_often_as_expiry_nears() {
+    let early = |until: u8| {
+        (0..1000)
+            .filter(|seed| {
+                let policy = Policy {
+                    refresh: Refresh::IfMissing,
+                    lock: None,
+                    coalesce: false,
+                    freshness: FreshPolicy {
+                        stale_ms: 0,
+                        beta: 1.0,
+                        fail_safe: Duration::from_secs(5),
+                        ttl_only: false,
+                    },
+                    now_ms: NOW_MS,
+                };
+                let decoder = Decoder {
+                    decode: decode as fn(Codec, &[u8], u32) -> Option<(u8, Stamp)>,
+                    codec: Codec::Bincode,
+                    version: 0,
+                };
+                let mut m = Machine::new(policy, decoder, fastrand::Rng::with_seed(*seed));
+                m.on(Event::Start);
+                // Took 250 ms to compute; fresh until `until` seconds.
+                let step = m.on(Event::Read(Ok(Some(vec![4, until, 250]))));
+                kind(step) == Kind::Stale(4, Revalidate::Early)
+            })
+            .count()
+    };
+    let (far, near) = (early(102), early(101));
+    assert!(
+        far < near,
+        "{far} early refreshes 2 s before expiry, {near} 1 s before"
+    );
+    assert!(near > 0 && far < 1000);
+}
+
+#[test]
+fn a_refresh_takes_the_lock_without_waiting_and_skips_when_it_is_held() {
+    let mut m = fresh_machine(Refresh::Revalidate, Some(Wait::Forever), false, 60_000, 0.0);
+    assert_eq!(kind(m.on(Event::Start)), io("TakeLock"));
+    let step = m.on(attempted(Instant::now(), GetOrLock::Held));
+    assert_eq!(kind(step), Kind::Skip(None), "another caller refreshes");
+}
+
+#[test]
+fn a_refresh_without_a_configured_lock_still_takes_one() {
+    let mut m = fresh_machine(Refresh::Revalidate, None, false, 60_000, 0.0);
+    assert_eq!(kind(m.on(Event::Start)), io("TakeLock"));
+    let step = m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 3 }));
+    assert_eq!(kind(step), Kind::Compute(Storing::Locked, None));
+    assert_eq!(
+        kind(m.on(Event::Computed(Some(vec![5, 200])))),
+        io("StoreAndRelease([5, 200])")
+    );
+}
+
+#[test]
+fn a_failed_refresh_holds_the_lock_for_the_fail_safe_throttle() {
+    let mut m = fresh_machine(Refresh::Revalidate, None, false, 60_000, 0.0);
+    m.on(Event::Start);
+    m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
+    let step = m.on(Event::Computed(None));
+    assert_eq!(
+        kind(step),
+        io("Hold { ttl: 5s }"),
+        "not released: the fleet waits"
+    );
+    let step = m.on(Event::Stored(Ok(true)));
+    assert_eq!(
+        kind(step),
+        Kind::Finished(Some("refresh failed".into()), false)
+    );
+}
+
+#[test]
+fn a_refresh_that_cannot_reach_the_backend_skips() {
+    let mut m = fresh_machine(Refresh::Revalidate, None, false, 60_000, 0.0);
+    m.on(Event::Start);
+    let step = m.on(Event::Attempted {
+        at: Instant::now(),
+        found: Err(failure()),
+    });
+    assert_eq!(kind(step), Kind::Skip(Some("refresh failed".into())));
 }

@@ -1,0 +1,235 @@
+//! What memoization reports about itself: one `tracing` event at DEBUG per call
+//! outcome (with the function and the key), process-wide counters read by [`stats`],
+//! and, with the `metrics` feature, the same counters and the compute and lock-wait
+//! times through the `metrics` facade (so Prometheus, `StatsD` or `OpenTelemetry`
+//! exporters work unchanged). A failing backend is reported at WARN once per change
+//! of state and then in a summary a minute, not once per call.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use once_cell::sync::Lazy;
+
+use crate::key::CacheKey;
+
+/// What became of one memoized call (or of one refresh it started).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// The stored value, read without waiting.
+    Hit,
+    /// Another call of this process computed it; this one waited in-process.
+    Coalesced,
+    /// Another caller held the lock; this one waited, then read its value.
+    Waited,
+    /// Not stored: this call computes (and stores, when it may).
+    Miss,
+    /// The computation ran (counted with its duration).
+    Computed,
+    /// A stale (or early-refresh) value was returned.
+    StaleServed,
+    /// This call refreshes a stale value (it holds the refresh lock).
+    RefreshStarted,
+    /// The lock was not obtained in time (or not at all, when not blocking): computed
+    /// without it.
+    LockTimeout,
+    /// The backend failed: computed without it.
+    FailOpen,
+}
+
+const OUTCOMES: usize = 9;
+
+impl Outcome {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Coalesced => "coalesced",
+            Self::Waited => "waited",
+            Self::Miss => "miss",
+            Self::Computed => "computed",
+            Self::StaleServed => "stale_served",
+            Self::RefreshStarted => "refresh_started",
+            Self::LockTimeout => "lock_timeout",
+            Self::FailOpen => "fail_open",
+        }
+    }
+}
+
+/// Counters striped over cache lines, so that threads hitting at once do not fight
+/// over one line (a hit counts itself; it must stay cheap).
+#[repr(align(128))]
+struct Stripe([AtomicU64; OUTCOMES]);
+
+const STRIPES: usize = 16;
+
+static COUNTERS: [Stripe; STRIPES] =
+    [const { Stripe([const { AtomicU64::new(0) }; OUTCOMES]) }; STRIPES];
+
+static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static STRIPE: usize = NEXT_STRIPE.fetch_add(1, Ordering::Relaxed) % STRIPES;
+}
+
+fn count(outcome: Outcome) {
+    let stripe = STRIPE.with(|stripe| *stripe);
+    COUNTERS[stripe].0[outcome as usize].fetch_add(1, Ordering::Relaxed);
+}
+
+/// Records `outcome` for a call of `function` at `key`.
+pub(crate) fn record(function: &'static str, key: &CacheKey, outcome: Outcome) {
+    count(outcome);
+    tracing::debug!(function, key = %key, outcome = outcome.name(), "memoized call");
+    #[cfg(feature = "metrics")]
+    metrics::counter!(
+        "cache_memoize_calls_total",
+        "function" => function,
+        "outcome" => outcome.name()
+    )
+    .increment(1);
+}
+
+/// Records a computation of `function` at `key` that took `took`.
+pub(crate) fn computed(function: &'static str, key: &CacheKey, took: Duration) {
+    count(Outcome::Computed);
+    tracing::debug!(function, key = %key, outcome = "computed", took_ms = took.as_secs_f64() * 1e3, "memoized call");
+    #[cfg(feature = "metrics")]
+    {
+        metrics::counter!("cache_memoize_calls_total", "function" => function, "outcome" => "computed")
+            .increment(1);
+        metrics::histogram!("cache_memoize_compute_seconds", "function" => function)
+            .record(took.as_secs_f64());
+    }
+}
+
+/// Records that a call of `function` waited `waited` for another caller's lock.
+pub(crate) fn waited(function: &'static str, waited: Duration) {
+    #[cfg(feature = "metrics")]
+    metrics::histogram!("cache_memoize_lock_wait_seconds", "function" => function)
+        .record(waited.as_secs_f64());
+    #[cfg(not(feature = "metrics"))]
+    let _ = (function, waited);
+}
+
+/// A snapshot of memoization's counters, summed over every function and backend since
+/// the process started (the `metrics` feature reports them per function).
+///
+/// ```
+/// use cache_memoize::{MemoizeOptions, memoize, stats};
+///
+/// let before = stats();
+/// let opts = MemoizeOptions::new();
+/// let _: u32 = memoize("stats-doc", &opts, || 1);
+/// let _: u32 = memoize("stats-doc", &opts, || 1);
+/// let after = stats();
+/// assert!(after.misses > before.misses && after.hits > before.hits);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Stored values read without waiting.
+    pub hits: u64,
+    /// Calls that waited for another call of this process and took its value.
+    pub coalesced: u64,
+    /// Calls that waited for another caller's lock, then read its value.
+    pub waited: u64,
+    /// Calls that found nothing stored and computed.
+    pub misses: u64,
+    /// Computations run (misses, refreshes, forced and fail-open calls).
+    pub computed: u64,
+    /// Stale (or early-refresh) values returned while a refresh was started.
+    pub stale_served: u64,
+    /// Refreshes of stale values started (each holding the refresh lock).
+    pub refreshes: u64,
+    /// Calls that gave up on the lock and computed without it.
+    pub lock_timeouts: u64,
+    /// Calls that computed without the backend because it failed.
+    pub fail_open: u64,
+}
+
+/// The counters now; see [`Stats`].
+pub fn stats() -> Stats {
+    let total = |outcome: Outcome| {
+        COUNTERS
+            .iter()
+            .map(|stripe| stripe.0[outcome as usize].load(Ordering::Relaxed))
+            .sum()
+    };
+    Stats {
+        hits: total(Outcome::Hit),
+        coalesced: total(Outcome::Coalesced),
+        waited: total(Outcome::Waited),
+        misses: total(Outcome::Miss),
+        computed: total(Outcome::Computed),
+        stale_served: total(Outcome::StaleServed),
+        refreshes: total(Outcome::RefreshStarted),
+        lock_timeouts: total(Outcome::LockTimeout),
+        fail_open: total(Outcome::FailOpen),
+    }
+}
+
+/// How often a backend that keeps failing is summarized at WARN.
+const SUMMARY_EVERY: Duration = Duration::from_secs(60);
+
+/// Whether any backend is known to be failing (so a healthy call checks one flag).
+static ANY_FAILING: AtomicBool = AtomicBool::new(false);
+
+/// Backends known to be failing, by address: since when, and what was suppressed.
+static FAILING: Lazy<Mutex<HashMap<usize, Failing>>> = Lazy::new(Mutex::default);
+
+struct Failing {
+    last_report: Instant,
+    suppressed: u64,
+}
+
+/// Reports a failure of the backend at `backend`: at WARN when it was healthy, then
+/// once a minute with how many failures were not reported one by one.
+pub(crate) fn backend_failed(
+    backend: usize,
+    key: &CacheKey,
+    error: &dyn std::fmt::Display,
+    what: &str,
+) {
+    let mut failing = FAILING.lock().unwrap_or_else(PoisonError::into_inner);
+    ANY_FAILING.store(true, Ordering::Relaxed);
+    let now = Instant::now();
+    match failing.get_mut(&backend) {
+        None => {
+            failing.insert(
+                backend,
+                Failing {
+                    last_report: now,
+                    suppressed: 0,
+                },
+            );
+            drop(failing);
+            tracing::warn!(%key, %error, "{what} (the backend's later failures are summarized once a minute until it recovers)");
+        }
+        Some(state) if now.duration_since(state.last_report) >= SUMMARY_EVERY => {
+            let suppressed = std::mem::take(&mut state.suppressed);
+            state.last_report = now;
+            drop(failing);
+            tracing::warn!(%key, %error, suppressed, "{what} (the backend is still failing; {suppressed} more failures since the last report)");
+        }
+        Some(state) => state.suppressed += 1,
+    }
+}
+
+/// Notes that the backend at `backend` answered; reports its recovery if it was
+/// failing. Costs one relaxed load while every backend is healthy.
+pub(crate) fn backend_answered(backend: usize) {
+    if !ANY_FAILING.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut failing = FAILING.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(state) = failing.remove(&backend) {
+        tracing::warn!(
+            suppressed = state.suppressed,
+            "the cache backend answers again; caching resumed"
+        );
+    }
+    if failing.is_empty() {
+        ANY_FAILING.store(false, Ordering::Relaxed);
+    }
+}

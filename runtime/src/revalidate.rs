@@ -1,0 +1,196 @@
+//! Refreshing a stale value: [`inline`] in the caller that found it, or detached on a
+//! thread or a Tokio task ([`memoize_detached`] and its kin), so that every caller
+//! gets the stale value at once. Either way the refresh runs the sequence with
+//! `Refresh::Revalidate`: the value's lock taken without waiting (one refresher across
+//! the fleet), and a failure (an `Err`, a panic, a broken backend) keeps the lock for
+//! the fail-safe throttle while the stale value is served.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::call::Call;
+use crate::options::{MemoizeOptions, Refresh};
+use crate::refresh::take_forced;
+use crate::sequence::{Driver, Lookup, Revalidate};
+
+/// Refreshes the value of `stale_call` in this caller; the new value, or `None` when
+/// another caller is refreshing or this refresh failed.
+pub(crate) fn inline<T, E>(
+    stale_call: &Call<'_>,
+    compute: impl FnOnce() -> Result<T, E>,
+) -> Option<T>
+where
+    T: Serialize + DeserializeOwned,
+{
+    let call = stale_call.revalidation();
+    let mut machine = call.machine::<T>(false);
+    let mut driver = Driver::blocking(&call);
+    match driver.lookup(&mut machine) {
+        Lookup::Compute(_) => {
+            let guarded = || match catch_unwind(AssertUnwindSafe(compute)) {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(_)) | Err(_) => Err(()),
+            };
+            driver.compute(&mut machine, guarded).ok()
+        }
+        Lookup::Found(..) | Lookup::Skip => None,
+    }
+}
+
+/// The async form of [`inline`].
+pub(crate) async fn inline_async<T, E, Fut>(
+    stale_call: &Call<'_>,
+    compute: impl FnOnce() -> Fut,
+) -> Option<T>
+where
+    T: Serialize + DeserializeOwned,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let call = stale_call.revalidation();
+    let mut machine = call.machine::<T>(false);
+    let mut driver = Driver::nonblocking(&call);
+    match driver.lookup_async(&mut machine).await {
+        Lookup::Compute(_) => {
+            let guarded = || async {
+                match CatchUnwind(Box::pin(async { compute().await })).await {
+                    Ok(Ok(value)) => Ok(value),
+                    Ok(Err(_)) | Err(()) => Err(()),
+                }
+            };
+            driver.compute_async(&mut machine, guarded).await.ok()
+        }
+        Lookup::Found(..) | Lookup::Skip => None,
+    }
+}
+
+/// A future's output, or `Err` if polling it panicked.
+struct CatchUnwind<F>(Pin<Box<F>>);
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, ()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        match catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(_) => Poll::Ready(Err(())),
+        }
+    }
+}
+
+/// Like [`memoize`](crate::memoize), but a stale value is refreshed on a thread of its
+/// own: every caller, the one that triggered the refresh included, gets the stale
+/// value at once. For that, `compute` must be `Send + 'static` (it owns its inputs).
+/// Without [`MemoizeOptions::stale`] (or `beta`) it behaves as `memoize`.
+///
+/// ```
+/// use cache_memoize::{MemoizeOptions, memoize_detached};
+/// use std::time::Duration;
+///
+/// let opts = MemoizeOptions::new()
+///     .expire(Duration::from_secs(60))
+///     .stale(Duration::from_secs(3600));
+/// let currency = String::from("eur");
+/// let rate: u32 = memoize_detached("rate:detached:eur", &opts, move || currency.len() as u32);
+/// assert_eq!(rate, 3);
+/// ```
+pub fn memoize_detached<T, F>(key: &str, opts: &MemoizeOptions, compute: F) -> T
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    match try_memoize_detached(key, opts, move || Ok::<T, Infallible>(compute())) {
+        Ok(value) => value,
+        Err(never) => match never {},
+    }
+}
+
+/// The fallible form of [`memoize_detached`]: only `Ok` is stored; a detached refresh
+/// that returns `Err` keeps the stale value served.
+pub fn try_memoize_detached<T, E, F>(key: &str, opts: &MemoizeOptions, compute: F) -> Result<T, E>
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+    E: 'static,
+    F: FnOnce() -> Result<T, E> + Send + 'static,
+{
+    let call = Call::new(key, opts, Refresh::of(opts, take_forced()));
+    let mut machine = call.machine::<T>(true);
+    let mut driver = Driver::blocking(&call);
+    match driver.lookup(&mut machine) {
+        Lookup::Found(value, Revalidate::No) => Ok(value),
+        Lookup::Found(stale, _) => {
+            let opts = call.owned_options();
+            let key = call.key.clone();
+            let spawned = std::thread::Builder::new()
+                .name("cache-memoize-refresh".into())
+                .spawn(move || {
+                    let call = Call::for_key(key, &opts, Refresh::IfMissing);
+                    inline(&call, compute);
+                });
+            if let Err(err) = spawned {
+                tracing::warn!(key = %call.key, error = %err, "cannot start a refresh thread; the stale value is served");
+            }
+            Ok(stale)
+        }
+        Lookup::Compute(_) | Lookup::Skip => driver.compute(&mut machine, compute),
+    }
+}
+
+/// The async form of [`memoize_detached`]: the refresh runs as a task on the caller's
+/// Tokio runtime (inline, if there is none).
+pub async fn memoize_async_detached<T, F, Fut>(key: &str, opts: &MemoizeOptions, compute: F) -> T
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = T> + Send + 'static,
+{
+    let compute = move || async move { Ok::<T, Infallible>(compute().await) };
+    match try_memoize_async_detached(key, opts, compute).await {
+        Ok(value) => value,
+        Err(never) => match never {},
+    }
+}
+
+/// The async form of [`try_memoize_detached`].
+pub async fn try_memoize_async_detached<T, E, F, Fut>(
+    key: &str,
+    opts: &MemoizeOptions,
+    compute: F,
+) -> Result<T, E>
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+    E: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, E>> + Send + 'static,
+{
+    let call = Call::new(key, opts, Refresh::of(opts, take_forced()));
+    let mut machine = call.machine::<T>(true);
+    let mut driver = Driver::nonblocking(&call);
+    match driver.lookup_async(&mut machine).await {
+        Lookup::Found(value, Revalidate::No) => Ok(value),
+        Lookup::Found(stale, _) => {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    let opts = call.owned_options();
+                    let key = call.key.clone();
+                    runtime.spawn(async move {
+                        let call = Call::for_key(key, &opts, Refresh::IfMissing);
+                        inline_async(&call, compute).await;
+                    });
+                }
+                Err(_) => {
+                    inline_async(&call, compute).await;
+                }
+            }
+            Ok(stale)
+        }
+        Lookup::Compute(_) | Lookup::Skip => driver.compute_async(&mut machine, compute).await,
+    }
+}

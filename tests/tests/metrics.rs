@@ -1,0 +1,50 @@
+//! With the `metrics` feature, each outcome is a counter labelled by function and
+//! outcome, and computations a histogram, through the `metrics` facade.
+#![cfg(feature = "metrics")]
+
+use std::sync::Arc;
+
+use cache_memoize::{MemoizeOptions, MemoryBackend, memoize};
+use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+#[test]
+fn outcomes_are_counted_per_function_through_the_facade() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let opts = MemoizeOptions::new()
+        .backend(Arc::new(MemoryBackend::new()))
+        .name("metrics::report");
+    metrics::with_local_recorder(&recorder, || {
+        let _: u8 = memoize("metrics:key", &opts, || 1);
+        let _: u8 = memoize("metrics:key", &opts, || 1);
+        let _: u8 = memoize("metrics:key", &opts, || 1);
+    });
+    let mut counters = std::collections::BTreeMap::new();
+    let mut computed_samples = 0;
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let labels: Vec<(String, String)> = key
+            .key()
+            .labels()
+            .map(|l| (l.key().to_owned(), l.value().to_owned()))
+            .collect();
+        assert!(labels.contains(&("function".into(), "metrics::report".into())));
+        match (key.key().name(), value) {
+            ("cache_memoize_calls_total", DebugValue::Counter(n)) => {
+                let outcome = labels
+                    .iter()
+                    .find(|(k, _)| k == "outcome")
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default();
+                counters.insert(outcome, n);
+            }
+            ("cache_memoize_compute_seconds", DebugValue::Histogram(samples)) => {
+                computed_samples = samples.len();
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(counters.get("miss"), Some(&1));
+    assert_eq!(counters.get("computed"), Some(&1));
+    assert_eq!(counters.get("hit"), Some(&2));
+    assert_eq!(computed_samples, 1);
+}

@@ -1,0 +1,196 @@
+//! What memoization reports about itself: the counters of `stats()` and one DEBUG
+//! event per call outcome, after a known sequence of calls on memory and on Redis.
+//! One test, run alone in this binary: the counters are process-wide.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::time::{Duration, SystemTime};
+
+use cache_memoize::{
+    CacheBackend, CacheLock, Clock, LockOptions, MemoizeOptions, MemoryBackend, RedisBackend,
+    Stats, memoize, stats,
+};
+use cache_memoize_tests::Probe;
+use cache_memoize_tests::server::RedisServer;
+
+/// Everything the subscriber writes, shared with the test.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
+    }
+}
+
+/// A clock an hour ahead: every value stored on the real clock reads as stale.
+struct HourAhead;
+
+impl Clock for HourAhead {
+    fn now(&self) -> SystemTime {
+        SystemTime::now() + Duration::from_secs(3600)
+    }
+}
+
+fn delta(after: Stats, before: Stats) -> [u64; 9] {
+    [
+        after.hits - before.hits,
+        after.coalesced - before.coalesced,
+        after.waited - before.waited,
+        after.misses - before.misses,
+        after.computed - before.computed,
+        after.stale_served - before.stale_served,
+        after.refreshes - before.refreshes,
+        after.lock_timeouts - before.lock_timeouts,
+        after.fail_open - before.fail_open,
+    ]
+}
+
+/// One call that waits for another holder of the lock, which stores and releases.
+fn wait_for_another_holder(probe: &Arc<Probe>, opts: &MemoizeOptions, key: &str) {
+    let Ok(holder) = CacheLock::new(key).backend(probe.inner().clone()).acquire() else {
+        panic!("the other holder takes the lock");
+    };
+    let (tried, saw_held) = mpsc::channel();
+    probe.after(move |op| {
+        if op == "get_or_lock" {
+            let _ = tried.send(());
+        }
+    });
+    let caller = {
+        let (opts, key) = (opts.clone(), key.to_owned());
+        std::thread::spawn(move || memoize(&key, &opts, || 0_u8))
+    };
+    assert!(saw_held.recv().is_ok());
+    probe.after(|_| {});
+    let elsewhere = MemoizeOptions::new()
+        .backend(probe.inner().clone())
+        .force_overwrite(true);
+    assert_eq!(memoize(key, &elsewhere, || 7_u8), 7);
+    assert!(matches!(holder.release(), Ok(true)));
+    assert_eq!(caller.join().ok(), Some(7), "waited, then read");
+}
+
+/// miss, hit, waited, lock timeout, stale served + refresh, fail-open: each counted
+/// once, and each reported as an event naming the function and the key.
+fn known_sequence(backend: Arc<dyn CacheBackend>, tag: &str) {
+    let probe = Arc::new(Probe::new(backend));
+    let opts = MemoizeOptions::new()
+        .backend(probe.clone())
+        .name("observe::report")
+        .lock(LockOptions {
+            retry: Duration::from_millis(10),
+            ..LockOptions::default()
+        })
+        .expire(Duration::from_secs(600))
+        .stale(Duration::from_secs(7200));
+    let key = |name: &str| format!("observe:{tag}:{name}:{}", uuid::Uuid::new_v4().simple());
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .finish();
+    let before = stats();
+    let (cold, busy, waited) = (key("cold"), key("busy"), key("waited"));
+    tracing::subscriber::with_default(subscriber, || {
+        assert_eq!(memoize(&cold, &opts, || 1_u8), 1, "miss");
+        assert_eq!(memoize(&cold, &opts, || 2_u8), 1, "hit");
+
+        wait_for_another_holder(&probe, &opts, &waited);
+
+        // Lock timeout: held, not blocking.
+        let Ok(other) = CacheLock::new(&busy)
+            .backend(probe.inner().clone())
+            .acquire()
+        else {
+            panic!("the other holder takes the lock");
+        };
+        let non_blocking = opts.clone().lock(LockOptions {
+            blocking: false,
+            ..LockOptions::default()
+        });
+        assert_eq!(memoize(&busy, &non_blocking, || 3_u8), 3, "lock timeout");
+        drop(other);
+
+        // Stale: read an hour later, refreshed inline.
+        let later = opts.clone().clock(Arc::new(HourAhead));
+        assert_eq!(
+            memoize(&cold, &later, || 4_u8),
+            4,
+            "stale served, refreshed"
+        );
+
+        // Fail-open.
+        probe.set_failing(true);
+        assert_eq!(memoize(&key("broken"), &opts, || 5_u8), 5, "fail-open");
+        probe.set_failing(false);
+    });
+    let [
+        hits,
+        coalesced,
+        waited_n,
+        misses,
+        computed,
+        stale,
+        refreshes,
+        timeouts,
+        fail_open,
+    ] = delta(stats(), before);
+    assert_eq!(
+        (
+            hits, coalesced, waited_n, misses, stale, refreshes, timeouts, fail_open
+        ),
+        (1, 0, 1, 2, 1, 1, 1, 1),
+        "hits, coalesced, waited, misses (the cold key, the other process's forced store), stale served, refreshes, lock timeouts, fail-open"
+    );
+    // The miss, the refresh, the lock timeout, the fail-open and the other process's
+    // forced store computed; the waiter did not.
+    assert_eq!(computed, 5);
+    let log = captured.text();
+    for outcome in [
+        "miss",
+        "hit",
+        "computed",
+        "lock_timeout",
+        "stale_served",
+        "refresh_started",
+        "fail_open",
+    ] {
+        assert!(
+            log.contains(&format!("outcome=\"{outcome}\"")),
+            "an event for {outcome}: {log}"
+        );
+    }
+    assert!(log.contains("function=\"observe::report\""), "{log}");
+    assert!(
+        log.contains(&format!("observe:{tag}:cold:")),
+        "the key is named: {log}"
+    );
+}
+
+#[test]
+fn counters_and_events_after_a_known_sequence_on_memory_and_redis() {
+    known_sequence(Arc::new(MemoryBackend::new()), "memory");
+    let server = RedisServer::start();
+    let redis = match RedisBackend::connect(&server.url()) {
+        Ok(backend) => backend,
+        Err(err) => panic!("cannot connect to the test server: {err}"),
+    };
+    known_sequence(Arc::new(redis), "redis");
+}
