@@ -9,9 +9,14 @@
 //!   confirmed. A waiter whose attempt came first returns as soon as the subscription
 //!   is confirmed, and retries: that retry is the check that nothing was released in
 //!   between. A subscription lost (disconnection, slot moved) counts as a release.
-//! - On Redis Cluster 7+, sharded pub/sub (`SSUBSCRIBE`, routed to the shard owning the
-//!   lock's slot, followed through migrations and failovers); on older clusters and on a
-//!   single server, classic `SUBSCRIBE`. The release scripts publish accordingly.
+//! - On Redis Cluster 7+, sharded pub/sub (`SSUBSCRIBE`, routed to the node owning the
+//!   lock's slot); on older clusters (`SSUBSCRIBE` unknown) and on a single server,
+//!   classic `SUBSCRIBE`. The release scripts publish accordingly. When a slot is
+//!   resharded, its old owner unsubscribes us and we subscribe again (routed to the new
+//!   owner); a confirmation the client re-sends by itself (reconnection, slot map
+//!   refresh) also makes waiters retry. After a `CLUSTER FAILOVER`, Redis 7.0 does not
+//!   tell the demoted master's subscribers: a release in that window may go unheard,
+//!   and the waiters' `retry` covers it.
 //! - The subscriber runs on its own thread (its own current-thread Tokio runtime), so
 //!   blocking and async callers share it; it connects on the first wait, and ends soon
 //!   after the backend is dropped. While it is disconnected, waiters poll every `retry`.
@@ -366,28 +371,31 @@ pub(crate) fn polling() -> Arc<Hub> {
 }
 
 /// A hub fed by a subscriber thread connecting to `servers`; the thread ends soon after
-/// the hub is dropped.
+/// the hub is dropped. Without a thread (it cannot start), a polling hub.
 pub(crate) fn start(servers: Servers) -> Arc<Hub> {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot start the lock wake-up runtime; waiters will poll");
+            return polling();
+        }
+    };
     let signal = Arc::new(Notify::new());
     let hub = Arc::new(Hub::new(Some(Arc::clone(&signal))));
     let weak = Arc::downgrade(&hub);
     let spawned = thread::Builder::new()
         .name("cache-memoize-wake".into())
-        .spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build();
-            match runtime {
-                Ok(runtime) => runtime.block_on(subscribe_until_dropped(servers, weak, signal)),
-                Err(err) => {
-                    tracing::warn!(error = %err, "cannot start the lock wake-up runtime; waiters will poll");
-                }
-            }
-        });
-    if let Err(err) = spawned {
-        tracing::warn!(error = %err, "cannot start the lock wake-up thread; waiters will poll");
+        .spawn(move || runtime.block_on(subscribe_until_dropped(servers, weak, signal)));
+    match spawned {
+        Ok(_) => hub,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot start the lock wake-up thread; waiters will poll");
+            polling()
+        }
     }
-    hub
 }
 
 /// The subscriber connection: classic pub/sub, or sharded pub/sub on a cluster.
