@@ -294,6 +294,20 @@ impl RedisCluster {
         replica
     }
 
+    /// Whether node `replica` is, in node `master`'s own view, one of its replicas.
+    pub fn is_replica_of(&self, replica: usize, master: usize) -> bool {
+        let id: String = query(
+            &mut self.connection(master),
+            redis::cmd("CLUSTER").arg("MYID"),
+        );
+        let port = self.nodes[replica].port();
+        redis::cmd("CLUSTER")
+            .arg("REPLICAS")
+            .arg(&id)
+            .query::<Vec<String>>(&mut self.connection(master))
+            .is_ok_and(|lines| lines.iter().any(|l| l.contains(&format!(":{port}@"))))
+    }
+
     /// Reshards: moves `key`'s slot, and the keys in it, to node `to`, the way
     /// `redis-cli --cluster reshard` does (`SETSLOT IMPORTING`/`MIGRATING`, `MIGRATE`,
     /// `SETSLOT NODE` on every master).

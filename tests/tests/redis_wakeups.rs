@@ -267,9 +267,9 @@ fn a_cluster_without_sharded_pub_sub_wakes_waiters_through_classic_pub_sub() {
 #[test]
 fn on_a_cluster_a_failover_of_the_locks_shard_leaves_the_waiter_its_retry() {
     // Redis 7.0 does not tell a demoted master's sharded subscribers that its slots
-    // moved, and its new master's SPUBLISH may not reach it until the shard's view has
-    // converged: a release right after a failover may go unheard. The waiter's retry
-    // is the fallback, and the lock is still taken by exactly this waiter.
+    // moved, and the new master's SPUBLISH reaches it only once the new master knows
+    // it as its replica: a release right after a failover may go unheard. The waiter's
+    // retry is the fallback, and the lock is still taken by this waiter.
     let cluster = RedisCluster::start_with_replicas();
     let (holder, waiter_backend) = (connect(cluster.urls(), true), connect(cluster.urls(), true));
     let key = "failover-wait";
@@ -299,4 +299,26 @@ fn on_a_cluster_a_failover_of_the_locks_shard_leaves_the_waiter_its_retry() {
         matches!(taken, Some(Ok(Ok(true)))),
         "taken after the failover: {taken:?}"
     );
+}
+
+#[test]
+fn on_a_cluster_after_a_failover_has_settled_the_demoted_masters_subscription_still_hears() {
+    let cluster = RedisCluster::start_with_replicas();
+    let (holder, waiter_backend) = (connect(cluster.urls(), true), connect(cluster.urls(), true));
+    let key = "failover-settled";
+    let lock_key = make_cache_key(key).lock_key();
+    let channel = release_channel(key);
+    let held = hold(&holder, key);
+    let waiter = wait_patiently(&waiter_backend, key);
+    let master = cluster.owner_of(&lock_key);
+    let mut on_master = cluster.connection(master);
+    wait_until("the waiter subscribes on the lock's shard", || {
+        subscribers(&mut on_master, true, &channel) == 1
+    });
+    let promoted = cluster.fail_over(&lock_key);
+    wait_until("the new master knows its replica", || {
+        cluster.is_replica_of(master, promoted)
+    });
+    assert!(held.release().is_ok_and(|ours| ours));
+    assert!(woken(waiter), "woken through the shard's new master");
 }

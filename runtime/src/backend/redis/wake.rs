@@ -14,9 +14,10 @@
 //!   classic `SUBSCRIBE`. The release scripts publish accordingly. When a slot is
 //!   resharded, its old owner unsubscribes us and we subscribe again (routed to the new
 //!   owner); a confirmation the client re-sends by itself (reconnection, slot map
-//!   refresh) also makes waiters retry. After a `CLUSTER FAILOVER`, Redis 7.0 does not
-//!   tell the demoted master's subscribers: a release in that window may go unheard,
-//!   and the waiters' `retry` covers it.
+//!   refresh) also makes waiters retry. After a `CLUSTER FAILOVER`, Redis 7.0 leaves
+//!   the subscription on the demoted master, which hears the shard's releases again
+//!   once the new master knows it as its replica; a release in that short window may
+//!   go unheard, and the waiters' `retry` covers it.
 //! - The subscriber runs on its own thread (its own current-thread Tokio runtime), so
 //!   blocking and async callers share it; it connects on the first wait, and ends soon
 //!   after the backend is dropped. While it is disconnected, waiters poll every `retry`.
