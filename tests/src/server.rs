@@ -176,14 +176,46 @@ impl RedisCluster {
     /// # Panics
     /// If the cluster does not form.
     pub fn start() -> Self {
-        let nodes: Vec<RedisServer> = (0..3)
+        Self::start_with(&[])
+    }
+
+    /// Starts the cluster with extra `redis-server` arguments on every node.
+    ///
+    /// # Panics
+    /// If the cluster does not form.
+    pub fn start_with(extra: &[&str]) -> Self {
+        Self::start_nodes(3, 0, extra)
+    }
+
+    /// Starts three masters with one replica each (nodes 3, 4 and 5 at first), for
+    /// failovers.
+    ///
+    /// # Panics
+    /// If the cluster does not form.
+    pub fn start_with_replicas() -> Self {
+        let cluster = Self::start_nodes(6, 1, &[]);
+        for node in 0..6 {
+            let mut conn = cluster.connection(node);
+            wait_for(
+                &format!("node {node} is a master or a synced replica"),
+                || {
+                    let info: String = redis::cmd("INFO")
+                        .arg("replication")
+                        .query(&mut conn)
+                        .unwrap_or_default();
+                    info.contains("role:master") || info.contains("master_link_status:up")
+                },
+            );
+        }
+        cluster
+    }
+
+    fn start_nodes(count: usize, replicas: usize, extra: &[&str]) -> Self {
+        let nodes: Vec<RedisServer> = (0..count)
             .map(|_| {
-                RedisServer::start_with(&[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-node-timeout",
-                    "5000",
-                ])
+                let mut args = vec!["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"];
+                args.extend_from_slice(extra);
+                RedisServer::start_with(&args)
             })
             .collect();
         let addresses: Vec<String> = nodes
@@ -193,7 +225,7 @@ impl RedisCluster {
         let created = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addresses)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
@@ -209,6 +241,163 @@ impl RedisCluster {
     /// The nodes' URLs.
     pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    /// A plain connection to node `index` (0, 1 or 2).
+    pub fn connection(&self, index: usize) -> redis::Connection {
+        self.nodes[index].connection()
+    }
+
+    /// The hash slot of `key`.
+    pub fn slot_of(&self, key: &str) -> u16 {
+        query(
+            &mut self.connection(0),
+            redis::cmd("CLUSTER").arg("KEYSLOT").arg(key),
+        )
+    }
+
+    /// The index of the node serving `key`'s slot, as node 0 sees it.
+    ///
+    /// # Panics
+    /// If node 0 knows no node serving it.
+    pub fn owner_of(&self, key: &str) -> usize {
+        match self.owner_seen_by(0, key) {
+            Some(index) => index,
+            None => panic!("no node serves the slot of {key}"),
+        }
+    }
+
+    /// The index of the master serving `key`'s slot, as node `node` sees it.
+    fn owner_seen_by(&self, node: usize, key: &str) -> Option<usize> {
+        let slot = self.slot_of(key);
+        let nodes: String = redis::cmd("CLUSTER")
+            .arg("NODES")
+            .query(&mut self.connection(node))
+            .ok()?;
+        // `<id> <ip:port@bus> <flags> <master> <ping> <pong> <epoch> <link> <slots>...`
+        let port = nodes.lines().find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let serves = fields.iter().skip(8).any(|range| {
+                let (from, to) = range.split_once('-').unwrap_or((range, range));
+                matches!((from.parse::<u16>(), to.parse::<u16>()), (Ok(from), Ok(to)) if (from..=to).contains(&slot))
+            });
+            let address = fields.get(1)?.split('@').next()?;
+            serves.then(|| address.rsplit_once(':')?.1.parse::<u16>().ok())?
+        });
+        self.nodes.iter().position(|n| Some(n.port()) == port)
+    }
+
+    /// Fails over `key`'s slot: its master's replica takes over (`CLUSTER FAILOVER`,
+    /// the manual, lossless kind), and the old master becomes its replica. Returns the
+    /// new master's index. Needs [`start_with_replicas`](Self::start_with_replicas).
+    ///
+    /// # Panics
+    /// If the master has no replica or the failover does not complete.
+    pub fn fail_over(&self, key: &str) -> usize {
+        let master = self.owner_of(key);
+        let master_id: String = query(
+            &mut self.connection(master),
+            redis::cmd("CLUSTER").arg("MYID"),
+        );
+        let nodes: String = query(&mut self.connection(0), redis::cmd("CLUSTER").arg("NODES"));
+        let replica_port = nodes.lines().find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.get(3) != Some(&master_id.as_str()) {
+                return None;
+            }
+            let address = fields.get(1)?.split('@').next()?;
+            address.rsplit_once(':')?.1.parse::<u16>().ok()
+        });
+        let Some(replica) = self
+            .nodes
+            .iter()
+            .position(|n| Some(n.port()) == replica_port)
+        else {
+            panic!("the master of {key} has no replica")
+        };
+        let _: () = query(
+            &mut self.connection(replica),
+            redis::cmd("CLUSTER").arg("FAILOVER"),
+        );
+        wait_for("the replica serves the slot", || {
+            (0..self.nodes.len()).all(|node| self.owner_seen_by(node, key) == Some(replica))
+        });
+        replica
+    }
+
+    /// Whether node `replica` is, in node `master`'s own view, one of its replicas.
+    pub fn is_replica_of(&self, replica: usize, master: usize) -> bool {
+        let id: String = query(
+            &mut self.connection(master),
+            redis::cmd("CLUSTER").arg("MYID"),
+        );
+        let port = self.nodes[replica].port();
+        redis::cmd("CLUSTER")
+            .arg("REPLICAS")
+            .arg(&id)
+            .query::<Vec<String>>(&mut self.connection(master))
+            .is_ok_and(|lines| lines.iter().any(|l| l.contains(&format!(":{port}@"))))
+    }
+
+    /// Reshards: moves `key`'s slot, and the keys in it, to node `to`, the way
+    /// `redis-cli --cluster reshard` does (`SETSLOT IMPORTING`/`MIGRATING`, `MIGRATE`,
+    /// `SETSLOT NODE` on every master).
+    ///
+    /// # Panics
+    /// If a step fails.
+    pub fn move_slot_of(&self, key: &str, to: usize) {
+        let (slot, from) = (self.slot_of(key), self.owner_of(key));
+        assert_ne!(from, to, "the slot is already on node {to}");
+        let id = |index: usize| -> String {
+            query(
+                &mut self.connection(index),
+                redis::cmd("CLUSTER").arg("MYID"),
+            )
+        };
+        let (from_id, to_id) = (id(from), id(to));
+        let setslot = |index: usize, state: &str, node: &str| {
+            let _: () = query(
+                &mut self.connection(index),
+                redis::cmd("CLUSTER")
+                    .arg("SETSLOT")
+                    .arg(slot)
+                    .arg(state)
+                    .arg(node),
+            );
+        };
+        setslot(to, "IMPORTING", &from_id);
+        setslot(from, "MIGRATING", &to_id);
+        loop {
+            let keys: Vec<String> = query(
+                &mut self.connection(from),
+                redis::cmd("CLUSTER")
+                    .arg("GETKEYSINSLOT")
+                    .arg(slot)
+                    .arg(100),
+            );
+            if keys.is_empty() {
+                break;
+            }
+            let _: () = query(
+                &mut self.connection(from),
+                redis::cmd("MIGRATE")
+                    .arg("127.0.0.1")
+                    .arg(self.nodes[to].port())
+                    .arg("")
+                    .arg(0)
+                    .arg(5000)
+                    .arg("KEYS")
+                    .arg(&keys),
+            );
+        }
+        for index in [to, from] {
+            setslot(index, "NODE", &to_id);
+        }
+        for index in 0..self.nodes.len() {
+            if index != to && index != from {
+                setslot(index, "NODE", &to_id);
+            }
+        }
     }
 
     fn wait_until_ok(&self) {
@@ -229,5 +418,21 @@ impl RedisCluster {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
+    }
+}
+
+fn query<T: redis::FromRedisValue>(conn: &mut redis::Connection, cmd: &redis::Cmd) -> T {
+    match cmd.query(conn) {
+        Ok(reply) => reply,
+        Err(err) => panic!("{cmd:?} failed: {err}"),
+    }
+}
+
+/// Polls `condition` (every 20 ms, for at most 30 s).
+fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !condition() {
+        assert!(Instant::now() < deadline, "gave up waiting until {what}");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

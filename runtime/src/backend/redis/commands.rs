@@ -18,8 +18,27 @@ pub(super) fn ms(ttl: Duration) -> u64 {
     u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
+/// The channel a lock's release is published on. It carries the lock key, and so its
+/// hash tag: it hashes to the lock's slot, where the release script may `SPUBLISH` it.
 pub(super) fn release_channel(lock_key: &str) -> String {
     format!("{RELEASE_CHANNEL}{lock_key}")
+}
+
+/// How the release scripts publish: on a cluster, sharded (`SPUBLISH`, if the server
+/// has it); on a single server, classic `PUBLISH`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Wake {
+    Classic,
+    Sharded,
+}
+
+impl Wake {
+    fn flag(self) -> &'static str {
+        match self {
+            Self::Classic => "0",
+            Self::Sharded => "1",
+        }
+    }
 }
 
 pub(super) fn get_cmd(key: &str) -> Cmd {
@@ -50,9 +69,17 @@ pub(super) fn delete_cmd(key: &str) -> Cmd {
     cmd
 }
 
-pub(super) fn compare_and_delete(key: &str, expected: &[u8]) -> ScriptInvocation<'static> {
+pub(super) fn compare_and_delete(
+    key: &str,
+    expected: &[u8],
+    wake: Wake,
+) -> ScriptInvocation<'static> {
     let mut script = COMPARE_AND_DELETE.prepare_invoke();
-    script.key(key).arg(expected).arg(release_channel(key));
+    script
+        .key(key)
+        .arg(expected)
+        .arg(release_channel(key))
+        .arg(wake.flag());
     script
 }
 
@@ -99,9 +126,13 @@ pub(super) fn take_lock(lock: &LockClaim<'_>) -> ScriptInvocation<'static> {
     script
 }
 
-pub(super) fn invalidate(key: &str, lock_key: &str) -> ScriptInvocation<'static> {
+pub(super) fn invalidate(key: &str, lock_key: &str, wake: Wake) -> ScriptInvocation<'static> {
     let mut script = INVALIDATE.prepare_invoke();
-    script.key(key).key(lock_key).arg(release_channel(lock_key));
+    script
+        .key(key)
+        .key(lock_key)
+        .arg(release_channel(lock_key))
+        .arg(wake.flag());
     script
 }
 
@@ -123,6 +154,7 @@ pub(super) fn store_and_release(
     value: &[u8],
     ttl: Duration,
     lock: &LockClaim<'_>,
+    wake: Wake,
 ) -> ScriptInvocation<'static> {
     let mut script = STORE_AND_RELEASE.prepare_invoke();
     script
@@ -131,7 +163,8 @@ pub(super) fn store_and_release(
         .arg(value)
         .arg(ms(ttl))
         .arg(lock.token)
-        .arg(release_channel(lock.key));
+        .arg(release_channel(lock.key))
+        .arg(wake.flag());
     script
 }
 

@@ -11,7 +11,7 @@ use redis::{Cmd, RedisError, RedisFuture, RedisResult, Value};
 
 use super::breaker::{self, Breaker, Clock};
 use super::pool::{Connector, Pool};
-use super::wake::{self, Hub};
+use super::wake;
 use super::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_RESPONSE_TIMEOUT, Inner, RedisBackend,
 };
@@ -192,16 +192,7 @@ impl RedisBuilder {
         })?;
         let subscriber = self.open_client(first).map_err(connect_error)?;
         let client = if self.cluster {
-            let cluster =
-                redis::cluster::ClusterClient::builder(self.urls.iter().map(String::as_str))
-                    .connection_timeout(self.connect_timeout)
-                    .response_timeout(self.response_timeout);
-            #[cfg(feature = "tls")]
-            let cluster = match &self.root_certificate {
-                Some(pem) => cluster.certs(certificates(pem)),
-                None => cluster,
-            };
-            Client::Cluster(cluster.build().map_err(connect_error)?)
+            Client::Cluster(self.cluster_builder().build().map_err(connect_error)?)
         } else {
             Client::Single(without_setup_chatter(&subscriber).map_err(connect_error)?)
         };
@@ -211,10 +202,19 @@ impl RedisBuilder {
         pool.run(|conn| redis::cmd("PING").query::<String>(conn))
             .map_err(connect_error)?;
         warn_if_locks_can_be_evicted(&pool, &address);
-        let hub = Arc::new(Hub::default());
-        if self.wake_ups {
-            wake::spawn_subscriber(subscriber, self.connect_timeout, &hub);
-        }
+        let hub = if self.wake_ups {
+            wake::start(wake::Servers {
+                classic: subscriber,
+                cluster: self.cluster.then(|| {
+                    let settings = self.clone();
+                    Box::new(move || settings.cluster_builder()) as Box<_>
+                }),
+                connect_timeout: self.connect_timeout,
+                response_timeout: self.response_timeout,
+            })
+        } else {
+            wake::polling()
+        };
         let breaker = Breaker::new(address.clone(), self.breaker_threshold, self.clock);
         Ok(RedisBackend {
             inner: Arc::new(Inner {
@@ -232,6 +232,19 @@ impl RedisBuilder {
 }
 
 impl RedisBuilder {
+    /// The cluster client's settings (for the data connections and the subscriber).
+    fn cluster_builder(&self) -> redis::cluster::ClusterClientBuilder {
+        let cluster = redis::cluster::ClusterClient::builder(self.urls.iter().map(String::as_str))
+            .connection_timeout(self.connect_timeout)
+            .response_timeout(self.response_timeout);
+        #[cfg(feature = "tls")]
+        let cluster = match &self.root_certificate {
+            Some(pem) => cluster.certs(certificates(pem)),
+            None => cluster,
+        };
+        cluster
+    }
+
     #[cfg_attr(not(feature = "tls"), allow(clippy::unused_self))]
     fn open_client(&self, url: &str) -> RedisResult<redis::Client> {
         #[cfg(feature = "tls")]

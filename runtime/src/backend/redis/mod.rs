@@ -5,7 +5,8 @@
 //!   one multiplexed `ConnectionManager` that reconnects by itself.
 //! - The atomic steps are Lua scripts (`scripts.rs`): a locked miss is three round trips
 //!   (`GET`, get-or-lock, store-and-release), a hit is one `GET`.
-//! - Lock waiters are woken through pub/sub (`wake.rs`) instead of polling.
+//! - Lock waiters are woken through pub/sub (`wake.rs`) instead of polling, subscribed
+//!   only to the locks they wait on.
 //! - A circuit breaker (`breaker.rs`), shared by the sync and async paths, skips a
 //!   server that stopped answering, so callers compute at once instead of each waiting
 //!   out a timeout.
@@ -30,7 +31,7 @@ use super::{AsyncBackend, Backend, BoxFuture, GetOrLock, LockClaim};
 use crate::error::Error;
 use breaker::{Breaker, Decision, Permit};
 use commands::{
-    compare_and_delete, compare_and_extend, delete_cmd, expire_many, get_cmd, get_many_cmd,
+    Wake, compare_and_delete, compare_and_extend, delete_cmd, expire_many, get_cmd, get_many_cmd,
     get_or_lock, get_or_lock_reply, invalidate, set_cmd, store_and_release, take_lock,
     take_lock_reply,
 };
@@ -97,6 +98,33 @@ impl std::fmt::Debug for RedisBackend {
 }
 
 impl RedisBackend {
+    /// How this backend's releases are published (sharded on a cluster).
+    fn wake(&self) -> Wake {
+        match self.inner.client {
+            Client::Single(_) => Wake::Classic,
+            Client::Cluster(_) => Wake::Sharded,
+        }
+    }
+
+    /// Lock-release messages this backend's wake-up subscriber has received, for its
+    /// own waiters or not. A process waiting on no lock is subscribed to no channel, so
+    /// this stays put while other processes release locks.
+    ///
+    /// ```no_run
+    /// let backend = cache_memoize::RedisBackend::connect("redis://127.0.0.1/")?;
+    /// assert_eq!(backend.wake_up_messages(), 0);
+    /// # Ok::<(), cache_memoize::Error>(())
+    /// ```
+    pub fn wake_up_messages(&self) -> u64 {
+        self.inner.hub.messages()
+    }
+
+    /// The locks whose release channel this backend is subscribed to right now: those
+    /// its callers wait on (and, for a second after, those they just waited on).
+    pub fn wake_up_subscriptions(&self) -> usize {
+        self.inner.hub.subscriptions()
+    }
+
     /// Runs `op` on a pooled connection, unless the breaker says to skip the server.
     fn run<T>(
         &self,
@@ -349,7 +377,7 @@ impl Backend for RedisBackend {
 
     fn compare_and_delete(&self, key: &str, expected: &[u8]) -> Result<bool, Error> {
         let deleted: i64 = self.run("compare_and_delete", key, |conn| {
-            compare_and_delete(key, expected).invoke(conn)
+            compare_and_delete(key, expected, self.wake()).invoke(conn)
         })?;
         Ok(deleted == 1)
     }
@@ -376,7 +404,7 @@ impl Backend for RedisBackend {
         lock: &LockClaim<'_>,
     ) -> Result<bool, Error> {
         let ours: i64 = self.run("store_and_release", key, |conn| {
-            store_and_release(key, value, ttl, lock).invoke(conn)
+            store_and_release(key, value, ttl, lock, self.wake()).invoke(conn)
         })?;
         Ok(ours == 1)
     }
@@ -388,7 +416,7 @@ impl Backend for RedisBackend {
 
     fn invalidate(&self, key: &str, lock_key: &str) -> Result<(), Error> {
         self.run("invalidate", key, |conn| {
-            invalidate(key, lock_key).invoke::<()>(conn)
+            invalidate(key, lock_key, self.wake()).invoke::<()>(conn)
         })
     }
 
@@ -468,7 +496,7 @@ impl AsyncBackend for RedisBackend {
                 .request_async(
                     "compare_and_delete",
                     key,
-                    Request::Script(compare_and_delete(key, expected)),
+                    Request::Script(compare_and_delete(key, expected, self.wake())),
                 )
                 .await?;
             Ok(deleted == 1)
@@ -514,7 +542,7 @@ impl AsyncBackend for RedisBackend {
         lock: &'a LockClaim<'a>,
     ) -> BoxFuture<'a, Result<bool, Error>> {
         Box::pin(async move {
-            let script = store_and_release(key, value, ttl, lock);
+            let script = store_and_release(key, value, ttl, lock, self.wake());
             let ours: i64 = self
                 .request_async("store_and_release", key, Request::Script(script))
                 .await?;
@@ -539,7 +567,7 @@ impl AsyncBackend for RedisBackend {
         key: &'a str,
         lock_key: &'a str,
     ) -> BoxFuture<'a, Result<(), Error>> {
-        let script = invalidate(key, lock_key);
+        let script = invalidate(key, lock_key, self.wake());
         Box::pin(self.request_async("invalidate", key, Request::Script(script)))
     }
 

@@ -2,14 +2,30 @@
 //! after a `NOSCRIPT`, such as after `SCRIPT FLUSH` or a failover).
 //!
 //! Each script touches only keys sharing one hash tag (a value and its lock), so it
-//! runs on Redis Cluster too. `PUBLISH` takes no key, and reaches every node's
-//! subscribers.
+//! runs on Redis Cluster too. A release is published on the lock's own channel, which
+//! carries the lock's hash tag: on a Redis 7+ cluster with `SPUBLISH` (the message stays
+//! on the shard owning the slot), elsewhere with `PUBLISH`. Either costs O(1) when
+//! nobody waits (no pattern subscriptions to match against).
 
 use once_cell::sync::Lazy;
 use redis::Script;
 
 /// The prefix of the channel a lock's release is published on (`+ lock key`).
 pub(crate) const RELEASE_CHANNEL: &str = "cache-memoize:released:";
+
+/// `wake(channel, sharded)`: publishes a release, sharded when asked (on a cluster) and
+/// the server has sharded pub/sub (7.0+; an older server, or one without `SPUBLISH`,
+/// answers it with an error, and the release goes out classic, as the subscribers of
+/// such a server subscribe).
+const WAKE_BODY: &str = r"
+local function wake(channel, sharded)
+  if sharded == '1' then
+    local reply = redis.pcall('SPUBLISH', channel, '1')
+    if type(reply) ~= 'table' or not reply.err then return end
+  end
+  redis.call('PUBLISH', channel, '1')
+end
+";
 
 /// Takes the lock (KEYS[1]) for ARGV[1] with TTL ARGV[2] ms and counts the
 /// acquisition in the fencing counter (KEYS[2], kept ARGV[3] ms): returns the fencing
@@ -52,50 +68,50 @@ return take_lock(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])
     ))
 });
 
-/// KEYS: value, lock. ARGV: value, value TTL (ms), token, channel.
+/// KEYS: value, lock. ARGV: value, value TTL (ms), token, channel, sharded (`1`/`0`).
 /// If the lock still holds the token: stores the value, deletes the lock, wakes the
 /// waiters and returns 1. Otherwise (expired, taken by a later holder, or voided by an
 /// invalidation) stores nothing and returns 0: a late writer never overwrites.
 pub(crate) static STORE_AND_RELEASE: Lazy<Script> = Lazy::new(|| {
-    Script::new(
-        r"
+    Script::new(&format!(
+        r"{WAKE_BODY}
 if redis.call('GET', KEYS[2]) ~= ARGV[3] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('DEL', KEYS[2])
-redis.call('PUBLISH', ARGV[4], '1')
+wake(ARGV[4], ARGV[5])
 return 1
-",
-    )
+"
+    ))
 });
 
-/// KEYS: value, lock. ARGV: channel.
+/// KEYS: value, lock. ARGV: channel, sharded (`1`/`0`).
 /// Deletes the value and its lock (voiding the store of a computation running under
 /// it), waking the lock's waiters if there was one.
 pub(crate) static INVALIDATE: Lazy<Script> = Lazy::new(|| {
-    Script::new(
-        r"
+    Script::new(&format!(
+        r"{WAKE_BODY}
 redis.call('DEL', KEYS[1])
 if redis.call('DEL', KEYS[2]) == 1 then
-  redis.call('PUBLISH', ARGV[1], '1')
+  wake(ARGV[1], ARGV[2])
 end
 return 1
-",
-    )
+"
+    ))
 });
 
-/// KEYS: key. ARGV: expected, channel. Deletes the key if it holds `expected` and
-/// wakes its waiters. Returns 1 if deleted.
+/// KEYS: key. ARGV: expected, channel, sharded (`1`/`0`). Deletes the key if it holds
+/// `expected` and wakes its waiters. Returns 1 if deleted.
 pub(crate) static COMPARE_AND_DELETE: Lazy<Script> = Lazy::new(|| {
-    Script::new(
-        r"
+    Script::new(&format!(
+        r"{WAKE_BODY}
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
-  redis.call('PUBLISH', ARGV[2], '1')
+  wake(ARGV[2], ARGV[3])
   return 1
 end
 return 0
-",
-    )
+"
+    ))
 });
 
 /// KEYS: key. ARGV: expected, TTL (ms). Resets the TTL if the key holds `expected`.

@@ -1,83 +1,186 @@
-//! Wake-ups for lock waiters: one subscriber connection per backend, on a pattern
-//! matching every lock's release channel, fed by the release scripts' `PUBLISH`.
+//! Wake-ups for lock waiters: a subscription to a lock's release channel only while
+//! someone in this process waits on that lock, on one subscriber connection per backend.
 //!
-//! A waiter returns as soon as the lock it waits for is released. A release that
-//! arrived after the waiter's failed attempt but before it started waiting is not
-//! lost: the hub remembers when each lock was last released. When the subscriber is
-//! disconnected, waiters fall back to their `retry` pause.
+//! - Per lock, reference-counted: the first waiter on a lock asks for its channel, the
+//!   last one to leave lets it go (after [`LINGER`], which covers the waiter's retry
+//!   between two pauses). A process waiting on nothing is subscribed to nothing, so
+//!   other processes' releases cost it (and Redis) nothing.
+//! - No release is missed: a subscription only counts for attempts made after it was
+//!   confirmed. A waiter whose attempt came first returns as soon as the subscription
+//!   is confirmed, and retries: that retry is the check that nothing was released in
+//!   between. A subscription lost (disconnection, slot moved) counts as a release.
+//! - On Redis Cluster 7+, sharded pub/sub (`SSUBSCRIBE`, routed to the node owning the
+//!   lock's slot); on older clusters (`SSUBSCRIBE` unknown) and on a single server,
+//!   classic `SUBSCRIBE`. The release scripts publish accordingly. When a slot is
+//!   resharded, its old owner unsubscribes us and we subscribe again (routed to the new
+//!   owner); a confirmation the client re-sends by itself (reconnection, slot map
+//!   refresh) also makes waiters retry. After a `CLUSTER FAILOVER`, Redis 7.0 leaves
+//!   the subscription on the demoted master, which hears the shard's releases again
+//!   once the new master knows it as its replica; a release in that short window may
+//!   go unheard, and the waiters' `retry` covers it.
+//! - The subscriber runs on its own thread (its own current-thread Tokio runtime), so
+//!   blocking and async callers share it; it connects on the first wait, and ends soon
+//!   after the backend is dropped. While it is disconnected, waiters poll every `retry`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
+use redis::aio::{PubSubSink, PubSubStream};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{PushInfo, PushKind, RedisResult, Value};
+use tokio::sync::Notify;
+
+use super::commands::release_channel;
 use super::scripts::RELEASE_CHANNEL;
 
-/// How long the subscriber blocks on a read before checking that the backend lives.
-const READ_TIMEOUT: Duration = Duration::from_secs(1);
-/// Release times older than this are forgotten (no waiter can still care).
-const REMEMBER: Duration = Duration::from_secs(60);
+/// How long a lock's subscription outlives its last waiter: long enough for a waiter's
+/// retry between two pauses, so a waiter does not subscribe anew for every pause.
+pub(crate) const LINGER: Duration = Duration::from_secs(1);
 /// The longest pause between reconnection attempts of the subscriber.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
-/// Release times, and the waiters to wake.
-#[derive(Default)]
+/// Where the subscriber connects.
+pub(crate) struct Servers {
+    /// One server (classic pub/sub), or the first node of a cluster (the fallback).
+    pub(crate) classic: redis::Client,
+    /// On a cluster: makes the client settings, for sharded pub/sub.
+    pub(crate) cluster: Option<Box<dyn Fn() -> ClusterClientBuilder + Send>>,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) response_timeout: Duration,
+}
+
+/// The locks waited on, their subscriptions and releases, and the waiters to wake.
 pub(crate) struct Hub {
     state: Mutex<State>,
     released: Condvar,
-    released_async: tokio::sync::Notify,
+    released_async: Notify,
+    /// Wakes the subscriber when the locks waited on change (and when the hub drops);
+    /// `None` when wake-ups are off.
+    subscriber: Option<Arc<Notify>>,
+    /// Release messages received, for the curious (tests, the scale harness).
+    messages: AtomicU64,
 }
 
 #[derive(Default)]
 struct State {
-    /// When each lock was last released, as seen by the subscriber.
-    last_release: HashMap<String, Instant>,
+    /// By lock key: the locks waited on now, or within the last [`LINGER`].
+    locks: HashMap<String, Watched>,
+}
+
+struct Watched {
+    waiters: usize,
+    /// When the last waiter left (meaningful when `waiters == 0`).
+    idle_since: Instant,
+    /// Whether the subscriber has sent (or is sending) the subscription.
+    requested: bool,
+    /// When the subscription was confirmed; `None` while it is not.
+    live_since: Option<Instant>,
+    /// When a release (or a lost subscription) was last seen.
+    released: Option<Instant>,
+}
+
+impl Watched {
+    /// Whether a waiter whose attempt began at `attempted` should try again now.
+    fn should_retry(&self, attempted: Instant) -> bool {
+        self.released.is_some_and(|at| at >= attempted)
+            || self.live_since.is_some_and(|since| since > attempted)
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        if let Some(subscriber) = &self.subscriber {
+            subscriber.notify_one();
+        }
+    }
 }
 
 impl Hub {
+    fn new(subscriber: Option<Arc<Notify>>) -> Self {
+        Self {
+            state: Mutex::default(),
+            released: Condvar::new(),
+            released_async: Notify::new(),
+            subscriber,
+            messages: AtomicU64::new(0),
+        }
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn released_since(state: &State, lock_key: &str, attempted: Instant) -> bool {
-        state
-            .last_release
-            .get(lock_key)
-            .is_some_and(|at| *at >= attempted)
+    /// Release messages this hub has received since it was made.
+    pub(crate) fn messages(&self) -> u64 {
+        self.messages.load(Ordering::Relaxed)
     }
 
-    /// Records a release of `lock_key` and wakes every waiter (each checks its key).
-    fn release(&self, lock_key: &str) {
-        let now = Instant::now();
+    /// The locks whose channel this hub is subscribed to right now.
+    pub(crate) fn subscriptions(&self) -> usize {
+        self.state()
+            .locks
+            .values()
+            .filter(|w| w.live_since.is_some())
+            .count()
+    }
+
+    /// Counts one more waiter on `lock_key` until the returned guard drops.
+    fn watch<'a>(&'a self, lock_key: &'a str) -> Option<Watch<'a>> {
+        let subscriber = self.subscriber.as_ref()?;
         let mut state = self.state();
-        if state.last_release.len() > 1024 {
-            state
-                .last_release
-                .retain(|_, at| now.duration_since(*at) < REMEMBER);
-        }
-        state.last_release.insert(lock_key.to_owned(), now);
+        let watched = state
+            .locks
+            .entry(lock_key.to_owned())
+            .or_insert_with(|| Watched {
+                waiters: 0,
+                idle_since: Instant::now(),
+                requested: false,
+                live_since: None,
+                released: None,
+            });
+        watched.waiters += 1;
+        let ask = !watched.requested;
         drop(state);
-        self.released.notify_all();
-        self.released_async.notify_waiters();
+        if ask {
+            subscriber.notify_one();
+        }
+        Some(Watch {
+            hub: self,
+            lock_key,
+        })
     }
 
-    /// Blocks until `lock_key` is released after `attempted`, or for `max`.
+    fn should_retry(state: &State, lock_key: &str, attempted: Instant) -> bool {
+        state
+            .locks
+            .get(lock_key)
+            .is_some_and(|w| w.should_retry(attempted))
+    }
+
+    /// Blocks until `lock_key` may have been released after `attempted`, or for `max`.
     pub(crate) fn wait(&self, lock_key: &str, attempted: Instant, max: Duration) {
+        let _watch = self.watch(lock_key);
         let state = self.state();
         let _ = self.released.wait_timeout_while(state, max, |state| {
-            !Self::released_since(state, lock_key, attempted)
+            !Self::should_retry(state, lock_key, attempted)
         });
     }
 
     /// The async form of [`wait`](Self::wait).
     pub(crate) async fn wait_async(&self, lock_key: &str, attempted: Instant, max: Duration) {
+        let _watch = self.watch(lock_key);
         let deadline = tokio::time::Instant::now() + max;
         loop {
             let released = self.released_async.notified();
             let mut released = std::pin::pin!(released);
             // Registered before the check: a release in between still wakes us.
             released.as_mut().enable();
-            if Self::released_since(&self.state(), lock_key, attempted) {
+            if Self::should_retry(&self.state(), lock_key, attempted) {
                 return;
             }
             if tokio::time::timeout_at(deadline, released).await.is_err() {
@@ -85,59 +188,498 @@ impl Hub {
             }
         }
     }
-}
 
-/// Starts the subscriber thread for `hub`; it ends soon after the hub is dropped.
-pub(crate) fn spawn_subscriber(client: redis::Client, connect_timeout: Duration, hub: &Arc<Hub>) {
-    let hub = Arc::downgrade(hub);
-    let spawned = thread::Builder::new()
-        .name("cache-memoize-wake".into())
-        .spawn(move || subscribe_until_dropped(&client, connect_timeout, &hub));
-    if let Err(err) = spawned {
-        tracing::warn!(error = %err, "cannot start the lock wake-up thread; waiters will poll");
+    fn wake_all(&self) {
+        self.released.notify_all();
+        self.released_async.notify_waiters();
+    }
+
+    /// A release message on `channel`.
+    fn on_message(&self, channel: &[u8]) {
+        self.messages.fetch_add(1, Ordering::Relaxed);
+        let Some(lock_key) = channel.strip_prefix(RELEASE_CHANNEL.as_bytes()) else {
+            return;
+        };
+        let Ok(lock_key) = std::str::from_utf8(lock_key) else {
+            return;
+        };
+        if let Some(watched) = self.state().locks.get_mut(lock_key) {
+            watched.released = Some(Instant::now());
+        } else {
+            return;
+        }
+        self.wake_all();
+    }
+
+    /// The server confirmed the subscription to `lock_key`'s channel.
+    fn on_subscribed(&self, lock_key: &str) {
+        let mut state = self.state();
+        let Some(watched) = state.locks.get_mut(lock_key) else {
+            return;
+        };
+        if !watched.requested || watched.live_since.is_some() {
+            return;
+        }
+        watched.live_since = Some(Instant::now());
+        drop(state);
+        self.wake_all();
+    }
+
+    /// A confirmation pushed by the server: the first one, or one for a subscription
+    /// the client re-sent by itself (after reconnecting to a node, or a slot map
+    /// refresh), in which case a release may have been missed meanwhile: waiters that
+    /// attempted before it retry.
+    fn on_resubscribed(&self, lock_key: &str) {
+        let mut state = self.state();
+        let Some(watched) = state.locks.get_mut(lock_key) else {
+            return;
+        };
+        if !watched.requested {
+            return;
+        }
+        watched.live_since = Some(Instant::now());
+        drop(state);
+        self.wake_all();
+    }
+
+    /// Subscriptions lost (all of them, or `lock_key`'s): a release may go unseen, so
+    /// their waiters retry, and the subscriber asks again.
+    fn on_lost(&self, lock_key: Option<&str>) {
+        let now = Instant::now();
+        let mut state = self.state();
+        let mut lost = false;
+        for (key, watched) in &mut state.locks {
+            if lock_key.is_some_and(|k| k != key) || !watched.requested {
+                continue;
+            }
+            // An unsubscription we did not ask for: the entry still wants its channel.
+            watched.requested = false;
+            watched.live_since = None;
+            watched.released = Some(now);
+            lost = true;
+        }
+        drop(state);
+        if lost {
+            self.wake_all();
+            if let Some(subscriber) = &self.subscriber {
+                subscriber.notify_one();
+            }
+        }
+    }
+
+    /// A RESP3 push from the sharded subscriber.
+    fn on_push(&self, push: &PushInfo) {
+        let channel = match push.data.first() {
+            Some(Value::BulkString(channel)) => Some(channel.as_slice()),
+            _ => None,
+        };
+        let lock_key = channel
+            .and_then(|c| c.strip_prefix(RELEASE_CHANNEL.as_bytes()))
+            .and_then(|k| std::str::from_utf8(k).ok());
+        match (&push.kind, channel, lock_key) {
+            (PushKind::SMessage | PushKind::Message, Some(channel), _) => self.on_message(channel),
+            (PushKind::SSubscribe | PushKind::Subscribe, _, Some(lock_key)) => {
+                self.on_resubscribed(lock_key);
+            }
+            (PushKind::SUnsubscribe | PushKind::Unsubscribe, _, Some(lock_key)) => {
+                self.on_lost(Some(lock_key));
+            }
+            (PushKind::Disconnection, _, _) => self.on_lost(None),
+            _ => {}
+        }
+    }
+
+    /// What the subscriber should do now: channels to subscribe, to unsubscribe, and
+    /// when to look again (the next lingering subscription to end).
+    fn plan(&self, now: Instant) -> Plan {
+        let mut plan = Plan::default();
+        self.state().locks.retain(|key, watched| {
+            if watched.waiters == 0 && now.duration_since(watched.idle_since) >= LINGER {
+                if watched.requested {
+                    plan.unsubscribe.push(release_channel(key));
+                }
+                return false;
+            }
+            if watched.waiters == 0 {
+                let end = watched.idle_since + LINGER;
+                plan.next = Some(plan.next.map_or(end, |next: Instant| next.min(end)));
+            }
+            if !watched.requested {
+                watched.requested = true;
+                plan.subscribe.push(key.clone());
+            }
+            true
+        });
+        plan
+    }
+
+    /// Forgets that `lock_keys` were asked for (the request failed).
+    fn not_requested(&self, lock_keys: &[String]) {
+        let mut state = self.state();
+        for key in lock_keys {
+            if let Some(watched) = state.locks.get_mut(key) {
+                watched.requested = false;
+                watched.live_since = None;
+            }
+        }
+    }
+
+    /// Whether any lock is waited on (or lingering); forgets those that no longer are
+    /// (while disconnected, nobody else does).
+    fn wanted(&self) -> bool {
+        let now = Instant::now();
+        let mut state = self.state();
+        state
+            .locks
+            .retain(|_, w| w.waiters > 0 || now.duration_since(w.idle_since) < LINGER);
+        !state.locks.is_empty()
     }
 }
 
-fn subscribe_until_dropped(client: &redis::Client, connect_timeout: Duration, hub: &Weak<Hub>) {
+/// One waiter on one lock, counted while it lives.
+struct Watch<'a> {
+    hub: &'a Hub,
+    lock_key: &'a str,
+}
+
+impl Drop for Watch<'_> {
+    fn drop(&mut self) {
+        let mut state = self.hub.state();
+        if let Some(watched) = state.locks.get_mut(self.lock_key) {
+            watched.waiters -= 1;
+            if watched.waiters == 0 {
+                watched.idle_since = Instant::now();
+                drop(state);
+                // The subscriber arms the linger timer.
+                if let Some(subscriber) = &self.hub.subscriber {
+                    subscriber.notify_one();
+                }
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Plan {
+    subscribe: Vec<String>,
+    unsubscribe: Vec<String>,
+    next: Option<Instant>,
+}
+
+/// A hub whose waiters only poll (wake-ups off).
+pub(crate) fn polling() -> Arc<Hub> {
+    Arc::new(Hub::new(None))
+}
+
+/// A hub fed by a subscriber thread connecting to `servers`; the thread ends soon after
+/// the hub is dropped. Without a thread (it cannot start), a polling hub.
+pub(crate) fn start(servers: Servers) -> Arc<Hub> {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot start the lock wake-up runtime; waiters will poll");
+            return polling();
+        }
+    };
+    let signal = Arc::new(Notify::new());
+    let hub = Arc::new(Hub::new(Some(Arc::clone(&signal))));
+    let weak = Arc::downgrade(&hub);
+    let spawned = thread::Builder::new()
+        .name("cache-memoize-wake".into())
+        .spawn(move || runtime.block_on(subscribe_until_dropped(servers, weak, signal)));
+    match spawned {
+        Ok(_) => hub,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot start the lock wake-up thread; waiters will poll");
+            polling()
+        }
+    }
+}
+
+/// The subscriber connection: classic pub/sub, or sharded pub/sub on a cluster.
+enum Connection {
+    Classic {
+        sink: PubSubSink,
+        messages: PubSubStream,
+    },
+    /// Messages and confirmations arrive through the push sender ([`Hub::on_push`]).
+    Sharded(ClusterConnection),
+}
+
+/// Why the connection was given up.
+enum Lost {
+    /// The hub is gone: stop.
+    Dropped,
+    /// The connection failed: reconnect.
+    Failed(redis::RedisError),
+    /// The cluster does not know sharded pub/sub: use classic from now on.
+    NoShardedPubSub,
+}
+
+async fn subscribe_until_dropped(mut servers: Servers, hub: Weak<Hub>, signal: Arc<Notify>) {
     let mut backoff = Duration::from_millis(50);
-    while hub.strong_count() > 0 {
-        match listen(client, connect_timeout, hub) {
-            Ok(()) => return,
-            Err(err) => {
+    loop {
+        // Connect on the first wait only: a process that never waits holds no connection.
+        // While disconnected, locks no longer waited on are forgotten here.
+        loop {
+            match hub.upgrade() {
+                None => return,
+                Some(hub) if hub.wanted() => break,
+                Some(_) => signal.notified().await,
+            }
+        }
+        let lost = match connect(&servers, &hub).await {
+            Ok(conn) => {
+                backoff = Duration::from_millis(50);
+                serve(conn, &servers, &hub, &signal).await
+            }
+            Err(err) if lacks_sharded_pubsub(&err) => Lost::NoShardedPubSub,
+            Err(err) => Lost::Failed(err),
+        };
+        let Some(live) = hub.upgrade() else { return };
+        live.on_lost(None);
+        drop(live);
+        match lost {
+            Lost::Dropped => return,
+            Lost::NoShardedPubSub => {
+                tracing::debug!("no sharded pub/sub on this cluster; wake-ups use classic pub/sub");
+                servers.cluster = None;
+            }
+            Lost::Failed(err) => {
                 tracing::debug!(error = %err, "lock wake-up subscriber disconnected; reconnecting");
-                thread::sleep(backoff);
+                tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
     }
 }
 
-/// Listens until the hub is dropped (`Ok`) or the connection fails (`Err`).
-fn listen(
-    client: &redis::Client,
-    connect_timeout: Duration,
-    hub: &Weak<Hub>,
-) -> redis::RedisResult<()> {
-    let mut conn = client.get_connection_with_timeout(connect_timeout)?;
-    conn.set_read_timeout(Some(READ_TIMEOUT))?;
-    let mut pubsub = conn.as_pubsub();
-    pubsub.psubscribe(format!("{RELEASE_CHANNEL}*"))?;
-    loop {
-        match pubsub.get_message() {
-            Ok(message) => {
-                let Some(hub) = hub.upgrade() else {
-                    return Ok(());
-                };
-                if let Some(lock_key) = message.get_channel_name().strip_prefix(RELEASE_CHANNEL) {
-                    hub.release(lock_key);
-                }
+async fn connect(servers: &Servers, hub: &Weak<Hub>) -> RedisResult<Connection> {
+    let opening = async {
+        match &servers.cluster {
+            Some(builder) => {
+                let client = builder()
+                    .use_protocol(redis::ProtocolVersion::RESP3)
+                    .push_sender(Pushes(hub.clone()))
+                    .build()?;
+                client.get_async_connection().await.map(Connection::Sharded)
             }
-            Err(err) if err.is_timeout() => {
-                if hub.strong_count() == 0 {
-                    return Ok(());
-                }
+            None => {
+                let (sink, messages) = servers.classic.get_async_pubsub().await?.split();
+                Ok(Connection::Classic { sink, messages })
             }
-            Err(err) => return Err(err),
         }
+    };
+    tokio::time::timeout(servers.connect_timeout, opening)
+        .await
+        .unwrap_or_else(|_| Err(timed_out("connecting")))
+}
+
+fn timed_out(what: &str) -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("lock wake-up subscriber: timed out {what}"),
+    ))
+}
+
+/// Whether `err` says the server has no sharded pub/sub (Redis < 7), or no RESP3
+/// (Redis < 6, which has no sharded pub/sub either).
+fn lacks_sharded_pubsub(err: &redis::RedisError) -> bool {
+    err.code().is_some_and(|code| code.starts_with("ERR"))
+        && err
+            .detail()
+            .is_some_and(|detail| detail.contains("unknown command"))
+}
+
+/// Keeps the connection's subscriptions in step with the hub until it fails or the hub
+/// is dropped.
+async fn serve(mut conn: Connection, servers: &Servers, hub: &Weak<Hub>, signal: &Notify) -> Lost {
+    loop {
+        let Some(live) = hub.upgrade() else {
+            return Lost::Dropped;
+        };
+        let plan = live.plan(Instant::now());
+        drop(live);
+        if let Err(lost) = apply(&mut conn, &plan, servers, hub).await {
+            return lost;
+        }
+        let linger_end = plan
+            .next
+            .map(|at| tokio::time::sleep_until(tokio::time::Instant::from_std(at)));
+        let idle = async {
+            match linger_end {
+                Some(end) => end.await,
+                None => std::future::pending().await,
+            }
+        };
+        match &mut conn {
+            Connection::Classic { messages, .. } => {
+                tokio::select! {
+                    () = signal.notified() => {}
+                    () = idle => {}
+                    message = messages.next() => match (message, hub.upgrade()) {
+                        (Some(message), Some(hub)) => hub.on_message(message.get_channel_name().as_bytes()),
+                        (None, _) => return Lost::Failed(redis::RedisError::from(std::io::Error::from(
+                            std::io::ErrorKind::ConnectionAborted,
+                        ))),
+                        (Some(_), None) => return Lost::Dropped,
+                    },
+                }
+            }
+            Connection::Sharded(_) => {
+                tokio::select! {
+                    () = signal.notified() => {}
+                    () = idle => {}
+                }
+            }
+        }
+    }
+}
+
+/// `request`, failed as a timeout past `timeout`.
+async fn bounded(
+    timeout: Duration,
+    what: &str,
+    request: impl std::future::Future<Output = RedisResult<()>>,
+) -> RedisResult<()> {
+    tokio::time::timeout(timeout, request)
+        .await
+        .unwrap_or_else(|_| Err(timed_out(what)))
+}
+
+/// Sends `command` (`subscribe` or `unsubscribe`) for `channels`.
+async fn send(
+    conn: &mut Connection,
+    subscribe: bool,
+    channels: &[String],
+    timeout: Duration,
+) -> RedisResult<()> {
+    let what = if subscribe {
+        "subscribing"
+    } else {
+        "unsubscribing"
+    };
+    match conn {
+        Connection::Classic { sink, .. } if subscribe => {
+            bounded(timeout, what, sink.subscribe(channels)).await
+        }
+        Connection::Classic { sink, .. } => {
+            bounded(timeout, what, sink.unsubscribe(channels)).await
+        }
+        // One command per channel: channels of different slots live on different nodes.
+        Connection::Sharded(cluster) => {
+            for channel in channels {
+                if subscribe {
+                    bounded(timeout, what, cluster.ssubscribe(channel)).await?;
+                } else {
+                    bounded(timeout, what, cluster.sunsubscribe(channel)).await?;
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Sends the plan's subscriptions and unsubscriptions.
+async fn apply(
+    conn: &mut Connection,
+    plan: &Plan,
+    servers: &Servers,
+    hub: &Weak<Hub>,
+) -> Result<(), Lost> {
+    if !plan.subscribe.is_empty() {
+        let channels: Vec<String> = plan.subscribe.iter().map(|k| release_channel(k)).collect();
+        let sent = send(conn, true, &channels, servers.response_timeout).await;
+        let Some(live) = hub.upgrade() else {
+            return Err(Lost::Dropped);
+        };
+        match sent {
+            Ok(()) => {
+                for key in &plan.subscribe {
+                    live.on_subscribed(key);
+                }
+            }
+            Err(err) => {
+                live.not_requested(&plan.subscribe);
+                return Err(if lacks_sharded_pubsub(&err) {
+                    Lost::NoShardedPubSub
+                } else {
+                    Lost::Failed(err)
+                });
+            }
+        }
+    }
+    if !plan.unsubscribe.is_empty() {
+        send(conn, false, &plan.unsubscribe, servers.response_timeout)
+            .await
+            .map_err(Lost::Failed)?;
+    }
+    Ok(())
+}
+
+/// Hands the sharded subscriber's RESP3 pushes to the hub.
+struct Pushes(Weak<Hub>);
+
+impl redis::aio::AsyncPushSender for Pushes {
+    fn send(&self, info: PushInfo) -> Result<(), redis::aio::SendError> {
+        let hub = self.0.upgrade().ok_or(redis::aio::SendError)?;
+        hub.on_push(&info);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn watched(waiters: usize) -> Hub {
+        let hub = Hub::new(Some(Arc::new(Notify::new())));
+        for _ in 0..waiters {
+            std::mem::forget(hub.watch("_lock_:{k}"));
+        }
+        hub
+    }
+
+    #[test]
+    fn an_attempt_before_the_subscription_retries_once_it_is_confirmed() {
+        let hub = watched(1);
+        let attempted = Instant::now();
+        let plan = hub.plan(Instant::now());
+        assert_eq!(plan.subscribe, ["_lock_:{k}"]);
+        assert!(!Hub::should_retry(&hub.state(), "_lock_:{k}", attempted));
+        hub.on_subscribed("_lock_:{k}");
+        assert!(Hub::should_retry(&hub.state(), "_lock_:{k}", attempted));
+        // The retry came after the confirmation: only a release ends its wait.
+        let retried = Instant::now();
+        assert!(!Hub::should_retry(&hub.state(), "_lock_:{k}", retried));
+        hub.on_message(b"cache-memoize:released:_lock_:{k}");
+        assert!(Hub::should_retry(&hub.state(), "_lock_:{k}", retried));
+    }
+
+    #[test]
+    fn a_lost_subscription_counts_as_a_release_and_is_asked_for_again() {
+        let hub = watched(1);
+        let _ = hub.plan(Instant::now());
+        hub.on_subscribed("_lock_:{k}");
+        let attempted = Instant::now();
+        hub.on_lost(Some("_lock_:{k}"));
+        assert!(Hub::should_retry(&hub.state(), "_lock_:{k}", attempted));
+        assert_eq!(hub.plan(Instant::now()).subscribe, ["_lock_:{k}"]);
+    }
+
+    #[test]
+    fn the_last_waiter_leaving_ends_the_subscription_after_the_linger() {
+        let hub = watched(0);
+        drop(hub.watch("_lock_:{k}"));
+        let now = Instant::now();
+        let plan = hub.plan(now);
+        assert_eq!(plan.subscribe, ["_lock_:{k}"], "still lingering");
+        assert!(plan.next.is_some_and(|end| end > now));
+        let plan = hub.plan(now + LINGER);
+        assert_eq!(plan.unsubscribe, ["cache-memoize:released:_lock_:{k}"]);
+        assert!(!hub.wanted());
     }
 }
