@@ -211,6 +211,7 @@ struct Interval {
 struct Run {
     strategy: Strategy,
     windows: f64,
+    expire: Duration,
     /// Each call's latency (µs) and class.
     calls: Vec<(u64, Class)>,
     /// The computations that started during the run.
@@ -318,6 +319,7 @@ fn measure(strategy: Strategy, settings: &Settings, server: &RedisServer) -> Res
     Ok(Run {
         strategy,
         windows: settings.windows(),
+        expire: settings.expire,
         calls,
         computes,
         unrecorded,
@@ -359,6 +361,22 @@ impl Run {
                     .any(|(j, b)| i != j && overlaps(a, b))
             })
             .count()
+    }
+
+    /// For each redundant computation (one that started less than `expire / 2` after a
+    /// successful one ended, so while that one's value was still fresh), how long after
+    /// it ended it started (µs).
+    fn redundant_gaps(&self) -> Vec<u64> {
+        let mut computes = self.computes.clone();
+        computes.sort_unstable_by_key(|c| c.start_us);
+        let half = u64::try_from(self.expire.as_micros() / 2).unwrap_or(u64::MAX);
+        let mut gaps: Vec<u64> = computes
+            .windows(2)
+            .filter(|pair| !pair[0].failed && pair[1].start_us < pair[0].end_us + half)
+            .map(|pair| pair[1].start_us.saturating_sub(pair[0].end_us))
+            .collect();
+        gaps.sort_unstable();
+        gaps
     }
 
     /// The most computations running at one instant.
@@ -414,6 +432,7 @@ impl Run {
         let failed = self.computes.iter().filter(|c| c.failed).count();
         let p99 = self.latency_ms(None, 0.99);
         let hit_p99 = self.latency_ms(Some(Class::Hit), 0.99);
+        let redundant = self.redundant_gaps();
         let warning = if self.unrecorded > 0 {
             format!(
                 "; WARNING: {} computes could not record themselves",
@@ -425,8 +444,10 @@ impl Run {
         format!(
             "{}: {} calls: {} fresh hits, {} stale values served, {} errors; waited {} \
              (own compute {}, on the lock {}, followed an in-process leader {}); \
-             {} computes ({} failed), at most {} at once; latency ms p50 {:.3} p99 {:.3} \
-             max {:.3}, fresh hits p50 {:.3} p99 {:.3}; p99 / hit p99 {:.2}{warning}",
+             {} computes ({} failed), at most {} at once, {} redundant (started a median \
+             {:.1} ms after the previous one ended); latency ms p50 {:.3} p99 {:.3} \
+             max {:.3}, fresh hits p50 {:.3} p99 {:.3}, stale served p50 {:.3} p99 {:.3}; \
+             p99 / hit p99 {:.2}{warning}",
             self.strategy.name(),
             self.calls.len(),
             self.count(Class::Hit),
@@ -439,11 +460,15 @@ impl Run {
             self.computes.len(),
             failed,
             self.most_at_once(),
+            redundant.len(),
+            percentile(&redundant, 0.5) / 1000.0,
             self.latency_ms(None, 0.50),
             p99,
             self.latency_ms(None, 1.0),
             self.latency_ms(Some(Class::Hit), 0.50),
             hit_p99,
+            self.latency_ms(Some(Class::Stale), 0.50),
+            self.latency_ms(Some(Class::Stale), 0.99),
             p99 / hit_p99,
         )
     }
