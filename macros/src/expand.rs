@@ -360,7 +360,10 @@ fn memoized_fn(
     } = item;
     let key_var = Ident::new("__cache_memoize_key", Span::mixed_site());
     let opts_var = Ident::new("__cache_memoize_opts", Span::mixed_site());
-    let opts = options_expr(args);
+    let name = sig.ident.to_string();
+    let mut opts = options_expr(args);
+    // The function's path names its events and metrics.
+    opts.extend(quote!(.name(::core::concat!(::core::module_path!(), "::", #name))));
     let call = match output {
         Output::Iter(item_ty) => iter_call(sig, item_ty, body, &key_var, &opts_var),
         Output::Value(ret) => {

@@ -48,3 +48,34 @@ fn outcomes_are_counted_per_function_through_the_facade() {
     assert_eq!(counters.get("hit"), Some(&2));
     assert_eq!(computed_samples, 1);
 }
+
+#[cache_memoize::cache_memoize(key = "metrics-attribute:{n}")]
+fn doubled(n: u32) -> u32 {
+    n * 2
+}
+
+#[test]
+fn the_attribute_names_its_function_in_the_metrics() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        assert_eq!(doubled(21), 42);
+    });
+    let functions: Vec<String> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .flat_map(|(key, _, _, _)| {
+            key.key()
+                .labels()
+                .filter(|l| l.key() == "function")
+                .map(|l| l.value().to_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(
+        functions.iter().all(|f| f == "metrics::doubled"),
+        "{functions:?}"
+    );
+    assert!(!functions.is_empty());
+}
