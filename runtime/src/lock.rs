@@ -126,6 +126,16 @@ impl CacheLock {
         }
     }
 
+    /// The lock a refresh of the stale value at `key` holds (apart from the value's own
+    /// lock, see [`MemoizeOptions::stale`](crate::MemoizeOptions::stale)): for tools and
+    /// tests that need to see, or stage, a refresh in progress.
+    pub fn refreshing(key: &CacheKey) -> Self {
+        Self {
+            key: key.refresh_key(),
+            ..Self::for_key(key)
+        }
+    }
+
     /// Uses `backend` instead of the registered one.
     #[must_use]
     pub fn backend(mut self, backend: Arc<dyn CacheBackend>) -> Self {
