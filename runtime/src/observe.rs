@@ -6,8 +6,8 @@
 //! of state and then in a summary a minute, not once per call.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use once_cell::sync::Lazy;
@@ -56,25 +56,29 @@ impl Outcome {
     }
 }
 
-/// Counters striped over cache lines, so that threads hitting at once do not fight
-/// over one line (a hit counts itself; it must stay cheap).
-#[repr(align(128))]
-struct Stripe([AtomicU64; OUTCOMES]);
+/// One thread's counters. Only the owning thread writes them (a plain load and store,
+/// no locked read-modify-write on the hit path); [`stats`] sums every thread's.
+struct ThreadCounters([AtomicU64; OUTCOMES]);
 
-const STRIPES: usize = 16;
-
-static COUNTERS: [Stripe; STRIPES] =
-    [const { Stripe([const { AtomicU64::new(0) }; OUTCOMES]) }; STRIPES];
-
-static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
+/// Every thread's counters, kept after the thread ends so that totals never go back.
+static ALL_COUNTERS: Lazy<Mutex<Vec<Arc<ThreadCounters>>>> = Lazy::new(Mutex::default);
 
 thread_local! {
-    static STRIPE: usize = NEXT_STRIPE.fetch_add(1, Ordering::Relaxed) % STRIPES;
+    static COUNTERS: Arc<ThreadCounters> = {
+        let counters = Arc::new(ThreadCounters([const { AtomicU64::new(0) }; OUTCOMES]));
+        ALL_COUNTERS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Arc::clone(&counters));
+        counters
+    };
 }
 
 fn count(outcome: Outcome) {
-    let stripe = STRIPE.with(|stripe| *stripe);
-    COUNTERS[stripe].0[outcome as usize].fetch_add(1, Ordering::Relaxed);
+    COUNTERS.with(|counters| {
+        let counter = &counters.0[outcome as usize];
+        counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    });
 }
 
 /// Records `outcome` for a call of `function` at `key`.
@@ -150,10 +154,10 @@ pub struct Stats {
 
 /// The counters now; see [`Stats`].
 pub fn stats() -> Stats {
+    let all = ALL_COUNTERS.lock().unwrap_or_else(PoisonError::into_inner);
     let total = |outcome: Outcome| {
-        COUNTERS
-            .iter()
-            .map(|stripe| stripe.0[outcome as usize].load(Ordering::Relaxed))
+        all.iter()
+            .map(|counters| counters.0[outcome as usize].load(Ordering::Relaxed))
             .sum()
     };
     Stats {
