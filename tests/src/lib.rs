@@ -4,6 +4,7 @@
 // Every scenario panics when the behaviour it proves is broken: that is what it is for.
 #![allow(clippy::missing_panics_doc)]
 
+pub mod captured;
 pub mod freshness_suite;
 pub mod iter_suite;
 pub mod keys_suite;

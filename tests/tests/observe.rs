@@ -2,8 +2,7 @@
 //! event per call outcome, after a known sequence of calls on memory and on Redis.
 //! One test, run alone in this binary: the counters are process-wide.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, SystemTime};
 
 use cache_memoize::{
@@ -11,31 +10,8 @@ use cache_memoize::{
     RedisBackend, Stats, make_cache_key, memoize, stats,
 };
 use cache_memoize_tests::Probe;
+use cache_memoize_tests::captured::Captured;
 use cache_memoize_tests::server::RedisServer;
-
-/// Everything the subscriber writes, shared with the test.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
-    }
-}
 
 /// A clock an hour ahead: every value stored on the real clock reads as stale.
 struct HourAhead;

@@ -2,35 +2,8 @@
 //! replaced; `try_set_backend` never replaces one. One scenario, in order, because the
 //! registry is global to this test binary.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, PoisonError};
-
 use cache_memoize::{MemoizeOptions, MemoryBackend, memoize, set_backend, try_set_backend};
-
-/// Everything a subscriber writes, shared with the test.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn take(&self) -> String {
-        let bytes = std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner));
-        String::from_utf8_lossy(&bytes).into_owned()
-    }
-}
+use cache_memoize_tests::captured::Captured;
 
 #[test]
 fn registrations_are_logged_and_try_set_backend_never_replaces() {

@@ -1,37 +1,13 @@
 //! A backend failure never breaks the caller, and says so through `tracing`.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use cache_memoize::{LockOptions, MemoizeOptions, MemoryBackend, cache_memoize, memoize};
 use cache_memoize_tests::Probe;
+use cache_memoize_tests::captured::Captured;
 use serde::{Deserialize, Serialize};
-
-/// Everything the subscriber writes, shared with the test.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
-    }
-}
 
 fn capturing(captured: &Captured) -> impl tracing::Subscriber + use<> {
     let writer = captured.clone();
