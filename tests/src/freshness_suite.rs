@@ -44,14 +44,16 @@ fn stale_opts(f: &Fixture, clock: &Arc<ManualClock>) -> MemoizeOptions {
 
 /// Counts the computations of one key, returning `v<n>` for the n-th.
 #[derive(Clone, Default)]
-struct Versions(Arc<AtomicUsize>);
+pub struct Versions(Arc<AtomicUsize>);
 
 impl Versions {
-    fn next(&self) -> String {
+    /// The next version: `v1`, `v2`, …, counting the computation.
+    pub fn next(&self) -> String {
         format!("v{}", self.0.fetch_add(1, Ordering::SeqCst) + 1)
     }
 
-    fn computed(&self) -> usize {
+    /// How many computations ran.
+    pub fn computed(&self) -> usize {
         self.0.load(Ordering::SeqCst)
     }
 }

@@ -4,53 +4,21 @@
 //! time is injected through a `Clock`.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use cache_memoize::RedisBackend;
 use cache_memoize::{
     Backend, Clock, MemoizeOptions, MemoryBackend, escape_key_part, make_cache_key, memoize,
     memoize_async,
 };
+use cache_memoize_tests::freshness_suite::{ManualClock, Versions};
 use cache_memoize_tests::server::RedisServer;
 use cache_memoize_tests::{Fixture, fast_lock};
 
 fn memory() -> Fixture {
     Fixture::new(Arc::new(MemoryBackend::new()))
-}
-
-/// The system's clock, moved forward by the test.
-#[derive(Default)]
-struct ManualClock {
-    ahead_ms: AtomicU64,
-}
-
-impl ManualClock {
-    fn advance(&self, by: Duration) {
-        let by = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
-        self.ahead_ms.fetch_add(by, Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> SystemTime {
-        SystemTime::now() + Duration::from_millis(self.ahead_ms.load(Ordering::SeqCst))
-    }
-}
-
-/// Counts computations, returning `v<n>` for the n-th.
-#[derive(Clone, Default)]
-struct Versions(Arc<AtomicUsize>);
-
-impl Versions {
-    fn next(&self) -> String {
-        format!("v{}", self.0.fetch_add(1, Ordering::SeqCst) + 1)
-    }
-
-    fn computed(&self) -> usize {
-        self.0.load(Ordering::SeqCst)
-    }
 }
 
 // ---------------------------------------------------------------------------------
