@@ -10,9 +10,10 @@ use serde::de::DeserializeOwned;
 
 use crate::backend::CacheBackend;
 use crate::codec::{self, Stamp};
-use crate::key::{CacheKey, make_cache_key};
+use crate::key::{self, CacheKey};
 use crate::observe;
 use crate::options::{MemoizeOptions, Refresh, Wait};
+use crate::registry;
 use crate::renew::Renewal;
 use crate::sequence::{DecodeFn, Decoder, FreshPolicy, LockPolicy, Machine, Note, Policy};
 
@@ -20,13 +21,61 @@ use crate::sequence::{DecodeFn, Decoder, FreshPolicy, LockPolicy, Machine, Note,
 pub(crate) struct Call<'a> {
     pub(crate) key: CacheKey,
     pub(crate) opts: &'a MemoizeOptions,
-    pub(crate) backend: Arc<dyn CacheBackend>,
+    pub(crate) backend: BackendRef<'a>,
     pub(crate) refresh: Refresh,
+}
+
+impl Drop for Call<'_> {
+    fn drop(&mut self) {
+        key::recycle(&mut self.key);
+    }
+}
+
+/// The backend a call runs against: the one its options name, borrowed (a hit then
+/// touches no reference count), or the registered one, held for the call (another
+/// thread may register a new one meanwhile).
+pub(crate) enum BackendRef<'a> {
+    Named(&'a Arc<dyn CacheBackend>),
+    Registered(Arc<dyn CacheBackend>),
+}
+
+impl BackendRef<'_> {
+    fn of(opts: &MemoizeOptions) -> BackendRef<'_> {
+        opts.backend.as_ref().map_or_else(
+            || BackendRef::Registered(registry::backend()),
+            BackendRef::Named,
+        )
+    }
+
+    /// A handle of its own, for work that outlives the call (a lock guard, a refresh).
+    pub(crate) fn to_arc(&self) -> Arc<dyn CacheBackend> {
+        Arc::clone(self.arc())
+    }
+
+    fn arc(&self) -> &Arc<dyn CacheBackend> {
+        match self {
+            BackendRef::Named(backend) => backend,
+            BackendRef::Registered(backend) => backend,
+        }
+    }
+
+    /// Which backend this is (for coalescing and health reports).
+    pub(crate) fn id(&self) -> usize {
+        Arc::as_ptr(self.arc()).cast::<()>() as usize
+    }
+}
+
+impl std::ops::Deref for BackendRef<'_> {
+    type Target = dyn CacheBackend;
+
+    fn deref(&self) -> &Self::Target {
+        &**self.arc()
+    }
 }
 
 impl<'a> Call<'a> {
     pub(crate) fn new(key: &str, opts: &'a MemoizeOptions, refresh: Refresh) -> Self {
-        Self::for_key(make_cache_key(key), opts, refresh)
+        Self::for_key(key::pooled_cache_key(key), opts, refresh)
     }
 
     /// A call for a key already made (an iterator keeps its key for its whole life).
@@ -34,7 +83,7 @@ impl<'a> Call<'a> {
         Self {
             key,
             opts,
-            backend: opts.backend_handle(),
+            backend: BackendRef::of(opts),
             refresh,
         }
     }
@@ -44,7 +93,7 @@ impl<'a> Call<'a> {
         Self {
             key: self.key.clone(),
             opts: self.opts,
-            backend: Arc::clone(&self.backend),
+            backend: BackendRef::Registered(self.backend.to_arc()),
             refresh: Refresh::Revalidate,
         }
     }
@@ -52,13 +101,13 @@ impl<'a> Call<'a> {
     /// This call's options, owned, naming the backend it runs against (for work that
     /// outlives the call: a detached refresh).
     pub(crate) fn owned_options(&self) -> MemoizeOptions {
-        self.opts.clone().backend(Arc::clone(&self.backend))
+        self.opts.clone().backend(self.backend.to_arc())
     }
 
     /// What concurrent misses of this call coalesce on in-process: the key, and which
     /// backend it lives in (two backends' values are not shared).
     pub(crate) fn flight_key(&self) -> String {
-        format!("{:p}|{}", Arc::as_ptr(&self.backend).cast::<()>(), self.key)
+        format!("{:x}|{}", self.backend.id(), self.key)
     }
 
     /// The sequence for this call, reading stored bytes as a `T`. `coalesce`: whether
@@ -99,7 +148,7 @@ impl<'a> Call<'a> {
             codec: self.opts.codec,
             version: self.opts.version,
         };
-        Machine::new(policy, decoder, fastrand::Rng::new())
+        Machine::new(policy, decoder, None)
     }
 
     /// Encodes a value computed in `took`, stamped with when it stops being fresh;
@@ -187,7 +236,7 @@ impl<'a> Call<'a> {
 
     /// Which backend this call runs against, for reports about its health.
     pub(crate) fn backend_id(&self) -> usize {
-        Arc::as_ptr(&self.backend).cast::<()>() as usize
+        self.backend.id()
     }
 
     /// Warns when the lock was lost while computing (a renewal found it gone).

@@ -6,10 +6,11 @@
 //! slot, so the atomic scripts that touch several of them run on a cluster too.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::fmt::{self, Write as _};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{PoisonError, RwLock};
 
-use once_cell::sync::Lazy;
 use sha2::{Digest, Sha256};
 
 /// Keys longer than this (in bytes) are cut and end in their SHA-256 digest.
@@ -20,7 +21,18 @@ const LOCK_PREFIX: &str = "_lock_:";
 const FENCE_PREFIX: &str = "_fence_:";
 const REFRESH_PREFIX: &str = "_refresh_:";
 
-static KEY_PREFIX: Lazy<RwLock<Arc<str>>> = Lazy::new(|| RwLock::new(Arc::from("")));
+/// The prefix. Each one set is leaked (prefixes are set a handful of times in a
+/// process's life), so threads can keep a plain `&'static str` copy of it.
+static KEY_PREFIX: RwLock<&'static str> = RwLock::new("");
+
+/// Bumped by every [`set_key_prefix`]: a thread reads the prefix from its own copy while
+/// this has not moved, so making a key takes no lock and no reference count.
+static PREFIX_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// This thread's copy of the prefix, and the generation it was read at.
+    static PREFIX: Cell<(u64, &'static str)> = const { Cell::new((u64::MAX, "")) };
+}
 
 /// Sets the prefix put before every key, such as a site or deployment name, so several
 /// applications can share one Redis (Djblets' site prefix). Affects keys made after
@@ -33,12 +45,25 @@ static KEY_PREFIX: Lazy<RwLock<Arc<str>>> = Lazy::new(|| RwLock::new(Arc::from("
 /// ```
 pub fn set_key_prefix(prefix: impl Into<String>) {
     let prefix: String = prefix.into();
-    let sanitized = Arc::from(sanitize(&prefix));
-    *KEY_PREFIX.write().unwrap_or_else(PoisonError::into_inner) = sanitized;
+    let sanitized: &'static str = Box::leak(sanitize(&prefix).into_owned().into_boxed_str());
+    let mut current = KEY_PREFIX.write().unwrap_or_else(PoisonError::into_inner);
+    *current = sanitized;
+    // Under the write lock: a thread that sees the new generation reads the new prefix.
+    PREFIX_GENERATION.fetch_add(1, Ordering::AcqRel);
 }
 
-fn key_prefix() -> Arc<str> {
-    Arc::clone(&KEY_PREFIX.read().unwrap_or_else(PoisonError::into_inner))
+/// Runs `f` with the current prefix (this thread's copy, refreshed when it is stale).
+fn with_key_prefix<R>(f: impl FnOnce(&str) -> R) -> R {
+    let generation = PREFIX_GENERATION.load(Ordering::Acquire);
+    let (seen, mut prefix) = PREFIX.get();
+    if seen != generation {
+        // The generation read again under the lock: a `set_key_prefix` racing with this
+        // read leaves a generation that makes the next key read it again.
+        let current = KEY_PREFIX.read().unwrap_or_else(PoisonError::into_inner);
+        prefix = *current;
+        PREFIX.set((PREFIX_GENERATION.load(Ordering::Acquire), prefix));
+    }
+    f(prefix)
 }
 
 /// A finished key, as stored in the backend.
@@ -107,15 +132,44 @@ impl AsRef<str> for CacheKey {
 /// assert_eq!(key.lock_key(), "_lock_:{profile:ann%3Aadmin}");
 /// ```
 pub fn make_cache_key(key: &str) -> CacheKey {
-    let prefix = key_prefix();
-    let key = sanitize(key);
-    // One allocation in the common case: `{prefix:key}` written directly.
-    let mut out = String::with_capacity(prefix.len() + key.len() + 3);
-    out.push('{');
-    if !prefix.is_empty() {
-        out.push_str(&prefix);
-        out.push(':');
+    make_cache_key_in(String::new(), key)
+}
+
+thread_local! {
+    /// A spare key buffer: a memoized call makes its key in it and gives it back when
+    /// it ends, so a hit allocates nothing for its key.
+    static SPARE: Cell<String> = const { Cell::new(String::new()) };
+}
+
+/// Buffers larger than this are not kept as this thread's spare.
+const SPARE_MAX: usize = 1024;
+
+/// [`make_cache_key`], in this thread's spare buffer; give it back with [`recycle`].
+pub(crate) fn pooled_cache_key(key: &str) -> CacheKey {
+    make_cache_key_in(SPARE.take(), key)
+}
+
+/// Keeps `key`'s buffer as this thread's spare.
+pub(crate) fn recycle(key: &mut CacheKey) {
+    let buffer = std::mem::take(&mut key.0);
+    if buffer.capacity() <= SPARE_MAX {
+        SPARE.set(buffer);
     }
+}
+
+/// [`make_cache_key`], written into `out` (whatever it held is dropped).
+fn make_cache_key_in(mut out: String, key: &str) -> CacheKey {
+    let key = sanitize(key);
+    out.clear();
+    // One allocation at most: `{prefix:key}` written directly.
+    with_key_prefix(|prefix| {
+        out.reserve(prefix.len() + key.len() + 3);
+        out.push('{');
+        if !prefix.is_empty() {
+            out.push_str(prefix);
+            out.push(':');
+        }
+    });
     out.push_str(&key);
     if out.len() - 1 > MAX_BODY_LEN {
         out = format!("{{{}}}", shorten(out.split_off(1)));
@@ -159,23 +213,40 @@ fn shorten(body: String) -> String {
 /// assert_eq!(cache_memoize::escape_key_part("a:b c%"), "a%3Ab%20c%25");
 /// ```
 pub fn escape_key_part(part: &str) -> Cow<'_, str> {
-    escape(part, |c| matches!(c, '%' | ':' | '{' | '}'))
+    const PLAIN: [bool; 256] = plain_ascii(b"%:{}");
+    escape(part, &PLAIN, |c| matches!(c, '%' | ':' | '{' | '}'))
 }
 
 /// Escapes what backends reject in keys (spaces and control characters) and braces,
 /// so the key's own `{…}` is its only Redis Cluster hash tag: whatever the key says,
 /// its value, lock and chunks share one slot.
 fn sanitize(key: &str) -> Cow<'_, str> {
-    escape(key, |c| matches!(c, '{' | '}'))
+    const PLAIN: [bool; 256] = plain_ascii(b"{}");
+    escape(key, &PLAIN, |c| matches!(c, '{' | '}'))
 }
 
-fn escape(text: &str, also: impl Fn(char) -> bool) -> Cow<'_, str> {
-    // Most keys are printable ASCII with nothing to escape: checked a byte at a time,
-    // without decoding characters (this runs on every hit).
-    if text
-        .bytes()
-        .all(|byte| byte.is_ascii_graphic() && !also(char::from(byte)))
-    {
+/// The printable ASCII characters other than `escaped`, as a table indexed by byte.
+const fn plain_ascii(escaped: &[u8]) -> [bool; 256] {
+    let mut set = [false; 256];
+    let mut byte = b'!';
+    while byte <= b'~' {
+        set[byte as usize] = true;
+        byte += 1;
+    }
+    let mut i = 0;
+    while i < escaped.len() {
+        set[escaped[i] as usize] = false;
+        i += 1;
+    }
+    set
+}
+
+/// Escapes `text`'s control characters, whitespace and what `also` names; `plain` is
+/// the table of the ASCII bytes that need nothing (`also` must agree with it).
+fn escape<'a>(text: &'a str, plain: &[bool; 256], also: impl Fn(char) -> bool) -> Cow<'a, str> {
+    // Most keys are printable ASCII with nothing to escape: checked a byte at a time
+    // against a table, without decoding characters (this runs on every hit).
+    if text.bytes().all(|byte| plain[usize::from(byte)]) {
         return Cow::Borrowed(text);
     }
     let needs = |c: char| c.is_control() || c.is_whitespace() || also(c);

@@ -54,3 +54,36 @@ fn an_iterator_keeps_the_key_it_started_with() {
     );
     set_key_prefix("");
 }
+
+#[test]
+fn a_thread_that_made_keys_before_sees_a_new_prefix() {
+    let _turn = PREFIX.lock().unwrap_or_else(PoisonError::into_inner);
+    let (ask, asked) = std::sync::mpsc::channel::<()>();
+    let (answer, answers) = std::sync::mpsc::channel::<String>();
+    // A long-lived thread (a worker) keeps its own copy of the prefix between keys.
+    let worker = std::thread::spawn(move || {
+        while asked.recv().is_ok() {
+            let key = make_cache_key("k").as_str().to_owned();
+            if answer.send(key).is_err() {
+                break;
+            }
+        }
+    });
+    let key_on_worker = || {
+        ask.send(()).ok();
+        answers.recv().unwrap_or_default()
+    };
+    set_key_prefix("one");
+    assert_eq!(key_on_worker(), "{one:k}");
+    set_key_prefix("two");
+    assert_eq!(
+        key_on_worker(),
+        "{two:k}",
+        "the worker's copy was refreshed"
+    );
+    assert_eq!(make_cache_key("k").as_str(), "{two:k}");
+    set_key_prefix("");
+    assert_eq!(key_on_worker(), "{k}");
+    drop(ask);
+    assert!(worker.join().is_ok());
+}

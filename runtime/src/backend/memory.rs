@@ -108,6 +108,22 @@ impl MemoryBackend {
 }
 
 impl Store {
+    /// `f` of the live entry at `key`, dropping it if it has expired. A key is in at
+    /// most one of the two maps (both inserts remove it first), so a live value, the
+    /// hit path, costs one lookup.
+    fn read_live<R>(&mut self, key: &str, f: impl FnOnce(&mut Entry) -> R) -> Option<R> {
+        let now = Instant::now();
+        match self.entries.get_mut(key) {
+            Some(entry) if entry.expires_at > now => return Some(f(entry)),
+            Some(_) => {
+                self.remove(key);
+                return None;
+            }
+            None => {}
+        }
+        self.live(key).map(f)
+    }
+
     /// The live entry at `key` (a lock or a value), dropping it if it has expired.
     fn live(&mut self, key: &str) -> Option<&mut Entry> {
         let now = Instant::now();
@@ -204,14 +220,14 @@ fn expiry(ttl: Duration) -> Instant {
 
 impl Backend for MemoryBackend {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
-        Ok(self.lock().live(key).map(|entry| entry.value.clone()))
+        Ok(self.lock().read_live(key, |entry| entry.value.clone()))
     }
 
     fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, Error> {
         let mut store = self.lock();
         Ok(keys
             .iter()
-            .map(|key| store.live(key).map(|entry| entry.value.clone()))
+            .map(|key| store.read_live(key, |entry| entry.value.clone()))
             .collect())
     }
 
@@ -261,8 +277,8 @@ impl Backend for MemoryBackend {
 
     fn get_or_lock(&self, key: &str, lock: &LockClaim<'_>) -> Result<GetOrLock, Error> {
         let mut store = self.lock();
-        if let Some(entry) = store.live(key) {
-            return Ok(GetOrLock::Value(entry.value.clone()));
+        if let Some(value) = store.read_live(key, |entry| entry.value.clone()) {
+            return Ok(GetOrLock::Value(value));
         }
         Ok(match store.take_lock(lock) {
             Some(fence) => GetOrLock::Locked { fence },

@@ -298,7 +298,7 @@ impl<'c, 'o> Driver<'c, 'o> {
             Refresh::IfMissing | Refresh::Forced => self.call.key.lock_key(),
         };
         self.lock.insert(LockGuard::armed(
-            Arc::clone(&self.call.backend),
+            self.call.backend.to_arc(),
             lock_key,
             self.call.key.fence_key(),
             token,

@@ -243,7 +243,7 @@ pub(crate) type DecodeFn<T> = fn(Codec, &[u8], u32) -> Option<(T, Stamp)>;
 pub(crate) struct Machine<T> {
     policy: Policy,
     decoder: Decoder<T>,
-    rng: fastrand::Rng,
+    rng: Option<fastrand::Rng>,
     state: State,
     /// The computed value's encoding, while it is stored.
     encoded: Option<Vec<u8>>,
@@ -252,7 +252,7 @@ pub(crate) struct Machine<T> {
 }
 
 impl<T> Machine<T> {
-    pub(crate) fn new(policy: Policy, decoder: Decoder<T>, rng: fastrand::Rng) -> Self {
+    pub(crate) fn new(policy: Policy, decoder: Decoder<T>, rng: Option<fastrand::Rng>) -> Self {
         Self {
             policy,
             decoder,
@@ -261,6 +261,12 @@ impl<T> Machine<T> {
             encoded: None,
             refresh_failed: false,
         }
+    }
+
+    /// The machine's random numbers, drawn from this thread's generator when first
+    /// needed (a hit without `beta` draws none).
+    fn rng(&mut self) -> &mut fastrand::Rng {
+        self.rng.get_or_insert_with(fastrand::Rng::new)
     }
 
     fn decode(&self, bytes: &[u8]) -> Option<(T, Stamp)> {
@@ -281,7 +287,7 @@ impl<T> Machine<T> {
         }
         if fresh.beta > 0.0 {
             // `XFetch`: refresh when now − δ·β·ln(r) ≥ expiry, r uniform in (0, 1].
-            let draw = 1.0 - self.rng.f64();
+            let draw = 1.0 - self.rng().f64();
             let ahead = f64::from(stamp.compute_ms) * fresh.beta * -draw.ln();
             #[allow(clippy::cast_precision_loss)] // milliseconds: exact far beyond any date
             if now as f64 + ahead >= until as f64 {
@@ -477,7 +483,7 @@ impl<T> Machine<T> {
         };
         let waited = at.saturating_duration_since(since);
         // 0–25 % jitter; a retry too large to scale is used as it is.
-        let jittered = lock.retry.as_secs_f64() * (1.0 + self.rng.f64() * 0.25);
+        let jittered = lock.retry.as_secs_f64() * (1.0 + self.rng().f64() * 0.25);
         let pause = Duration::try_from_secs_f64(jittered).unwrap_or(lock.retry);
         let max = match lock.wait {
             Wait::Never => return self.missed(Note::LockBusy),

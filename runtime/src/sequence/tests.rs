@@ -62,7 +62,7 @@ fn fresh_machine(
         codec: Codec::Bincode,
         version: 0,
     };
-    Machine::new(policy, decoder, fastrand::Rng::with_seed(7))
+    Machine::new(policy, decoder, Some(fastrand::Rng::with_seed(7)))
 }
 
 fn locked(wait: Wait) -> Machine<u8> {
@@ -438,7 +438,7 @@ fn with_ttl_only_freshness_a_stored_value_is_fresh_whatever_its_stamp() {
         codec: Codec::Bincode,
         version: 0,
     };
-    let mut m = Machine::new(policy, decoder, fastrand::Rng::with_seed(1));
+    let mut m = Machine::new(policy, decoder, Some(fastrand::Rng::with_seed(1)));
     m.on(Event::Start);
     assert_eq!(
         kind(m.on(Event::Read(Ok(Some(vec![4, 1]))))),
@@ -493,7 +493,7 @@ fn xfetch_refreshes_early_more_often_as_expiry_nears() {
                     codec: Codec::Bincode,
                     version: 0,
                 };
-                let mut m = Machine::new(policy, decoder, fastrand::Rng::with_seed(*seed));
+                let mut m = Machine::new(policy, decoder, Some(fastrand::Rng::with_seed(*seed)));
                 m.on(Event::Start);
                 // Took 250 ms to compute; fresh until `until` seconds.
                 let step = m.on(Event::Read(Ok(Some(vec![4, until, 250]))));
