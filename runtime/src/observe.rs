@@ -86,12 +86,7 @@ pub(crate) fn record(function: &'static str, key: &CacheKey, outcome: Outcome) {
     count(outcome);
     tracing::debug!(function, key = %key, outcome = outcome.name(), "memoized call");
     #[cfg(feature = "metrics")]
-    metrics::counter!(
-        "cache_memoize_calls_total",
-        "function" => function,
-        "outcome" => outcome.name()
-    )
-    .increment(1);
+    facade::count(function, outcome);
 }
 
 /// Records a computation of `function` at `key` that took `took`.
@@ -100,18 +95,15 @@ pub(crate) fn computed(function: &'static str, key: &CacheKey, took: Duration) {
     tracing::debug!(function, key = %key, outcome = "computed", took_ms = took.as_secs_f64() * 1e3, "memoized call");
     #[cfg(feature = "metrics")]
     {
-        metrics::counter!("cache_memoize_calls_total", "function" => function, "outcome" => "computed")
-            .increment(1);
-        metrics::histogram!("cache_memoize_compute_seconds", "function" => function)
-            .record(took.as_secs_f64());
+        facade::count(function, Outcome::Computed);
+        facade::record(function, facade::Metric::ComputeSeconds, took);
     }
 }
 
 /// Records that a call of `function` waited `waited` for another caller's lock.
 pub(crate) fn waited(function: &'static str, waited: Duration) {
     #[cfg(feature = "metrics")]
-    metrics::histogram!("cache_memoize_lock_wait_seconds", "function" => function)
-        .record(waited.as_secs_f64());
+    facade::record(function, facade::Metric::LockWaitSeconds, waited);
     #[cfg(not(feature = "metrics"))]
     let _ = (function, waited);
 }
@@ -235,5 +227,112 @@ pub(crate) fn backend_answered(backend: usize) {
     }
     if failing.is_empty() {
         ANY_FAILING.store(false, Ordering::Relaxed);
+    }
+}
+
+/// The `metrics` facade, fed through keys made once per thread, function and metric: a
+/// call builds no key (no allocation), so with no recorder installed it costs a
+/// lookup in a short per-thread list and the facade's no-op.
+#[cfg(feature = "metrics")]
+mod facade {
+    use std::cell::RefCell;
+    use std::time::Duration;
+
+    use metrics::{Key, Label, Level, Metadata};
+
+    use super::{OUTCOMES, Outcome};
+
+    /// What is recorded besides the per-outcome counter.
+    #[derive(Clone, Copy)]
+    pub(super) enum Metric {
+        ComputeSeconds,
+        LockWaitSeconds,
+    }
+
+    /// Slots per function: one counter per outcome, then the two histograms.
+    const SLOTS: usize = OUTCOMES + 2;
+
+    static METADATA: Metadata<'static> =
+        Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+    type Keys = [Option<Key>; SLOTS];
+
+    thread_local! {
+        /// This thread's keys, by function name (a handful of memoized functions: a
+        /// list scanned by pointer beats hashing the name).
+        static KEYS: RefCell<Vec<(&'static str, Box<Keys>)>> = const { RefCell::new(Vec::new()) };
+    }
+
+    fn slot_key(function: &'static str, slot: usize) -> Key {
+        let (name, labels) = match slot {
+            s if s < OUTCOMES => (
+                "cache_memoize_calls_total",
+                vec![
+                    Label::new("function", function),
+                    Label::new("outcome", OUTCOMES_BY_SLOT[s].name()),
+                ],
+            ),
+            s if s == OUTCOMES => (
+                "cache_memoize_compute_seconds",
+                vec![Label::new("function", function)],
+            ),
+            _ => (
+                "cache_memoize_lock_wait_seconds",
+                vec![Label::new("function", function)],
+            ),
+        };
+        Key::from_parts(name, labels)
+    }
+
+    const OUTCOMES_BY_SLOT: [Outcome; OUTCOMES] = [
+        Outcome::Hit,
+        Outcome::Coalesced,
+        Outcome::Waited,
+        Outcome::Miss,
+        Outcome::Computed,
+        Outcome::StaleServed,
+        Outcome::RefreshStarted,
+        Outcome::LockTimeout,
+        Outcome::FailOpen,
+    ];
+
+    /// Runs `f` with the key of `function`'s `slot`.
+    fn with_key(function: &'static str, slot: usize, f: impl FnOnce(&Key)) {
+        KEYS.with(|keys| match keys.try_borrow_mut() {
+            Ok(mut keys) => {
+                let at = match keys
+                    .iter()
+                    .position(|(name, _)| std::ptr::eq(*name, function))
+                {
+                    Some(at) => at,
+                    None => {
+                        keys.push((function, Box::new([const { None }; SLOTS])));
+                        keys.len() - 1
+                    }
+                };
+                f(keys[at].1[slot].get_or_insert_with(|| slot_key(function, slot)));
+            }
+            // A recorder that memoizes inside its own calls finds the list borrowed:
+            // it gets a key made for the occasion.
+            Err(_) => f(&slot_key(function, slot)),
+        });
+    }
+
+    pub(super) fn count(function: &'static str, outcome: Outcome) {
+        with_key(function, outcome as usize, |key| {
+            metrics::with_recorder(|recorder| recorder.register_counter(key, &METADATA))
+                .increment(1);
+        });
+    }
+
+    pub(super) fn record(function: &'static str, metric: Metric, took: Duration) {
+        let slot = match metric {
+            Metric::ComputeSeconds => OUTCOMES,
+            Metric::LockWaitSeconds => OUTCOMES + 1,
+        };
+        with_key(function, slot, |key| {
+            metrics::with_recorder(|recorder| recorder.register_histogram(key, &METADATA))
+                .record(took.as_secs_f64());
+        });
     }
 }

@@ -79,3 +79,40 @@ fn the_attribute_names_its_function_in_the_metrics() {
     );
     assert!(!functions.is_empty());
 }
+
+#[test]
+fn a_recorder_installed_after_earlier_calls_still_gets_every_count() {
+    let opts = MemoizeOptions::new()
+        .backend(Arc::new(MemoryBackend::new()))
+        .name("metrics::late");
+    // Calls before any recorder: the facade's no-op (the keys are made and kept).
+    let _: u8 = memoize("metrics:late", &opts, || 1);
+    let _: u8 = memoize("metrics:late", &opts, || 1);
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        let _: u8 = memoize("metrics:late", &opts, || 1);
+        let _: u8 = memoize("metrics:late", &opts, || 1);
+    });
+    let hits: Vec<u64> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter_map(|(key, _, _, value)| match value {
+            DebugValue::Counter(n)
+                if key
+                    .key()
+                    .labels()
+                    .any(|l| l.key() == "outcome" && l.value() == "hit") =>
+            {
+                Some(n)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        hits,
+        vec![2],
+        "the two hits made under the recorder, no more"
+    );
+}
