@@ -359,12 +359,13 @@ impl Backend for HeldRenewal {
 
 impl cache_memoize::ImmediateBackend for HeldRenewal {}
 
-/// A refresh fails while the renewal thread is extending its lock: the `Hold` sets the
-/// lock to the fail-safe throttle (1 h), then the renewal's extension lands and sets it
-/// back to the lock's own expiry (3 s): the fleet retries long before the throttle.
-/// On a private Redis server, whose `PTTL` shows the lock's remaining life.
+/// A refresh fails while the renewal thread is extending its lock. The `Hold` sets the
+/// lock to the fail-safe throttle (1 h); an extension landing after it would set it back
+/// to the lock's own expiry (3 s), and the fleet would retry long before the throttle.
+/// Dropping the renewal waits for the extension in flight, so the hold comes last,
+/// whichever way the race between them would have gone. On a private Redis server,
+/// whose `PTTL` shows the lock's remaining life.
 #[test]
-#[ignore = "known, left open: Renewal::drop does not wait for an extension already in flight, which can cut the fail-safe throttle to the lock's expiry (an extra refresh attempt, never a wrong value)"]
 fn a_renewal_in_flight_does_not_cut_the_fail_safe_throttle_short() {
     let server = RedisServer::start();
     let Ok(redis) = RedisBackend::connect(&server.url()) else {
@@ -395,9 +396,10 @@ fn a_renewal_in_flight_does_not_cut_the_fail_safe_throttle_short() {
     clock.advance(Duration::from_secs(11));
 
     // The refresh fails once the renewal thread is inside its extension (due at a
-    // third of the lock's expiry).
+    // third of the lock's expiry), letting the extension go on as it fails.
     let stale_answer = cache_memoize::try_memoize(&key, &opts, || -> Result<String, ()> {
         let _ = entered.recv();
+        let _ = proceed.send(());
         Err(())
     });
     assert_eq!(
@@ -410,12 +412,7 @@ fn a_renewal_in_flight_does_not_cut_the_fail_safe_throttle_short() {
     let pttl = |conn: &mut redis::Connection| -> i64 {
         redis::cmd("PTTL").arg(&lock_key).query(conn).unwrap_or(-2)
     };
-    assert!(
-        pttl(&mut conn) > 600_000,
-        "the throttle holds the lock for about 1 h"
-    );
-    // The renewal's extension lands after the hold.
-    let _ = proceed.send(());
+    // The extension has landed (before the hold: the caller waited for it).
     let _ = done.recv();
     let left = pttl(&mut conn);
     assert!(
