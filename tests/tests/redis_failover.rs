@@ -157,10 +157,10 @@ impl Stampede {
     fn finish(self) -> HashMap<String, usize> {
         self.gate.open();
         for (key, call) in self.calls {
-            match call.join() {
-                Ok(value) => assert_eq!(value, value_of(&key), "a caller got a wrong value"),
-                Err(_) => panic!("a caller of {key} panicked"),
-            }
+            let value = call.join().unwrap_or_else(|panic| {
+                std::panic::resume_unwind(panic);
+            });
+            assert_eq!(value, value_of(&key), "a caller got a wrong value");
         }
         let computes = self
             .computes
@@ -343,10 +343,10 @@ fn sentinel_fails_over_mid_stampede_and_caching_resumes() {
     let computes = stampede.finish();
 
     for key in &keys {
-        let computed = computes.get(key).copied().unwrap_or(0);
+        let times = computes.get(key).copied().unwrap_or(0);
         assert!(
-            (1..=2).contains(&computed),
-            "{key}: computed {computed} times, at most one extra allowed"
+            (1..=2).contains(&times),
+            "{key}: computed {times} times, at most one extra allowed"
         );
     }
     assert_caching_resumed(&fleet, &keys, &replica);
