@@ -38,7 +38,7 @@ use commands::{
 };
 pub use connect::RedisBuilder;
 use connect::{AsyncConnection, Client};
-use pool::{Pool, is_connection_failure, is_stale, timed_out};
+use pool::{Pool, is_connection_failure, is_stale, timed_out, went_away};
 use wake::Hub;
 
 /// The default time allowed to open a connection.
@@ -131,7 +131,7 @@ impl RedisBackend {
         &self,
         operation: &'static str,
         key: &str,
-        op: impl FnOnce(&mut dyn ConnectionLike) -> RedisResult<T>,
+        op: impl FnMut(&mut dyn ConnectionLike) -> RedisResult<T>,
     ) -> Result<T, Error> {
         let permit = self.admit(operation, key)?;
         let result = self.inner.pool.run(op);
@@ -280,8 +280,9 @@ impl RedisBackend {
     /// response timeout from its start, opening a connection included (which the
     /// connect timeout also bounds). A failed connection is dropped (the next call opens
     /// another: its driver may have died with the runtime that started it). A reused
-    /// connection found dropped before the request reached the server is replaced and
-    /// the request sent once more, by the same deadline.
+    /// connection found dropped before the request reached the server, or answering
+    /// `READONLY` (its server demoted by a failover), is replaced and the request sent
+    /// once more, by the same deadline.
     async fn send_async<T: redis::FromRedisValue>(&self, request: &Request) -> RedisResult<T> {
         let within = self.inner.response_timeout;
         let deadline = tokio::time::Instant::now() + within;
@@ -291,7 +292,7 @@ impl RedisBackend {
             if is_stale(err) {
                 self.drop_async_connection();
             }
-            if reused && err.is_connection_dropped() && !err.is_timeout() {
+            if reused && went_away(err) {
                 let (mut fresh, _) = self.async_connection(deadline).await?;
                 reply = request.send_by(&mut fresh, deadline, within).await;
                 if reply.as_ref().is_err_and(is_stale) {
