@@ -232,3 +232,63 @@ fn timed_out(after: Duration) -> RedisError {
         format!("timed out after {after:?} asking the Sentinels for the master"),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redis::IntoConnectionInfo;
+
+    fn master(url: &str) -> Master {
+        let info = url
+            .into_connection_info()
+            .unwrap_or_else(|err| panic!("{err}"));
+        Master::new(
+            vec![info],
+            "mymaster".into(),
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        )
+        .unwrap_or_else(|err| panic!("{err}"))
+    }
+
+    #[test]
+    fn the_master_gets_the_urls_credentials_and_database_the_sentinels_do_not() {
+        let master = master("redis://user:secret@127.0.0.1:26379/3");
+        let sentinel = master.sentinels[0].redis_settings();
+        assert_eq!((sentinel.db(), sentinel.password()), (0, None));
+        let client = master
+            .client_at("10.0.0.9".into(), 6380)
+            .unwrap_or_else(|err| panic!("{err}"));
+        let info = client.get_connection_info();
+        assert_eq!(
+            info.addr(),
+            &ConnectionAddr::Tcp("10.0.0.9".into(), 6380),
+            "the address the Sentinel gave"
+        );
+        let settings = info.redis_settings();
+        assert_eq!(
+            (settings.db(), settings.username(), settings.password()),
+            (3, Some("user"), Some("secret"))
+        );
+    }
+
+    #[test]
+    fn a_role_reply_is_a_masters_only_when_it_says_so() {
+        let master = redis::Value::BulkString(b"master".to_vec());
+        let replica = redis::Value::BulkString(b"slave".to_vec());
+        assert!(is_master(&[master, redis::Value::Int(0)]));
+        assert!(!is_master(&[replica]));
+        assert!(!is_master(&[]));
+    }
+
+    #[test]
+    fn no_sentinel_is_a_configuration_error() {
+        let made = Master::new(
+            Vec::new(),
+            "mymaster".into(),
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        );
+        assert!(made.is_err());
+    }
+}
