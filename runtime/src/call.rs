@@ -138,6 +138,7 @@ impl<'a> Call<'a> {
             lock: self.opts.lock.map(|lock| LockPolicy {
                 wait: Wait::of(&lock),
                 retry: lock.retry,
+                expire: lock.expire,
             }),
             coalesce: coalesce && self.refresh == Refresh::IfMissing,
             freshness,

@@ -20,7 +20,9 @@ use crate::registry;
 /// 0–25 % jitter, blocking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LockOptions {
-    /// How long the lock lives unless released or extended.
+    /// How long the lock lives unless released or extended. Also the longest a
+    /// memoized call already waiting for the lock keeps waiting through backend errors
+    /// (a failover) before it computes without it (within `timeout`).
     pub expire: Duration,
     /// How long a blocking acquire waits; `None` waits without limit.
     pub timeout: Option<Duration>,

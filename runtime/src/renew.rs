@@ -10,7 +10,9 @@
 //! another.
 //!
 //! Renewal compares the token, like every lock step: it never extends a lock that
-//! another owner took.
+//! another owner took. Dropping a [`Renewal`] waits for an extension of its lock already
+//! in flight (one backend call, bounded by the backend's timeouts): once it returns, no
+//! extension of that lock can land after the holder's release or hold.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -40,6 +42,10 @@ struct Watcher {
     backend: Arc<dyn CacheBackend>,
     watched: Mutex<HashMap<u64, Watched>>,
     changed: Condvar,
+    /// The lock being extended now (set while `watched` is held), if any.
+    renewing: Mutex<Option<u64>>,
+    /// Signalled when an extension ends.
+    renewed: Condvar,
 }
 
 /// The live watchers, by backend instance (the address its `Arc` points at).
@@ -74,6 +80,15 @@ impl Drop for Renewal {
     fn drop(&mut self) {
         self.watcher.lock().remove(&self.id);
         self.watcher.changed.notify_all();
+        // An extension picked before the removal may still be on its way: wait for it,
+        // or it could extend the lock after the holder released it or set its hold.
+        let renewing = self.watcher.renewing();
+        drop(
+            self.watcher
+                .renewed
+                .wait_while(renewing, |renewing| *renewing == Some(self.id))
+                .unwrap_or_else(PoisonError::into_inner),
+        );
     }
 }
 
@@ -107,6 +122,8 @@ pub(crate) fn keep_alive(
                 backend: Arc::clone(backend),
                 watched: Mutex::default(),
                 changed: Condvar::new(),
+                renewing: Mutex::new(None),
+                renewed: Condvar::new(),
             });
             let worker = Arc::clone(&watcher);
             let spawned = thread::Builder::new()
@@ -132,6 +149,10 @@ pub(crate) fn keep_alive(
 impl Watcher {
     fn lock(&self) -> MutexGuard<'_, HashMap<u64, Watched>> {
         self.watched.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn renewing(&self) -> MutexGuard<'_, Option<u64>> {
+        self.renewing.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn run(self: &Arc<Self>) {
@@ -179,9 +200,13 @@ impl Watcher {
                     lock.expire,
                     Arc::clone(&lock.lost),
                 );
+                // Marked while the map is held: a `Renewal` dropped from now on waits.
+                *self.renewing() = Some(id);
                 // The backend call runs without the map's mutex held.
                 drop(watched);
                 self.renew(&key, &token, expire, &lost);
+                *self.renewing() = None;
+                self.renewed.notify_all();
                 watched = self.lock();
             }
         }

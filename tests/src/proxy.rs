@@ -2,7 +2,10 @@
 //! a client sends (by name), so round trips are counted on the wire, not assumed. It
 //! can also stall the link ([`CountingProxy::stall`]): requests are still read and
 //! recorded, but not forwarded until [`CountingProxy::resume`], as with a server that
-//! stopped answering (SIGSTOP) or a link that drops packets.
+//! stopped answering (SIGSTOP) or a link that drops packets. And it can switch its
+//! upstream ([`CountingProxy::retarget`]), as a DNS name or a virtual IP moved to a
+//! promoted replica: new connections go to the new server. A connection whose server
+//! closed it is closed on the client's side too.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -14,6 +17,7 @@ pub struct CountingProxy {
     port: u16,
     commands: Arc<Mutex<Vec<String>>>,
     gate: Arc<Gate>,
+    upstream: Arc<Mutex<String>>,
 }
 
 /// Whether requests are held back, and the signal that they may go again.
@@ -62,10 +66,16 @@ impl CountingProxy {
         let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
         let commands = Arc::new(Mutex::new(Vec::new()));
         let gate = Arc::new(Gate::default());
+        let upstream = Arc::new(Mutex::new(upstream));
         let (log, shared_gate) = (Arc::clone(&commands), Arc::clone(&gate));
+        let target = Arc::clone(&upstream);
         thread::spawn(move || {
             for client in listener.incoming().flatten() {
-                let (log, upstream) = (Arc::clone(&log), upstream.clone());
+                let log = Arc::clone(&log);
+                let upstream = target
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
                 let gate = Arc::clone(&shared_gate);
                 thread::spawn(move || {
                     let _ = forward(client, &upstream, &log, &gate);
@@ -76,7 +86,15 @@ impl CountingProxy {
             port,
             commands,
             gate,
+            upstream,
         }
+    }
+
+    /// Sends new connections to `127.0.0.1:upstream` from now on (open ones stay
+    /// where they are, until their server closes them).
+    pub fn retarget(&self, upstream: u16) {
+        *self.upstream.lock().unwrap_or_else(PoisonError::into_inner) =
+            format!("127.0.0.1:{upstream}");
     }
 
     /// Stalls the link: requests (on every connection, new ones included) are
@@ -122,7 +140,12 @@ fn forward(
     let _ = server.set_nodelay(true);
     let _ = client.set_nodelay(true);
     let (mut to_client, mut from_server) = (client.try_clone()?, server.try_clone()?);
-    thread::spawn(move || std::io::copy(&mut from_server, &mut to_client));
+    thread::spawn(move || {
+        let _ = std::io::copy(&mut from_server, &mut to_client);
+        // The server closed the link (or died): close the client's too, as a direct
+        // connection would be.
+        let _ = to_client.shutdown(std::net::Shutdown::Both);
+    });
     let mut requests = BufReader::new(client);
     let mut to_server = server;
     loop {

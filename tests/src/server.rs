@@ -50,6 +50,46 @@ impl RedisServer {
         server
     }
 
+    /// Starts a replica of `master` (`--replicaof`) and waits until it has synced.
+    ///
+    /// # Panics
+    /// If it does not come up or sync.
+    pub fn start_replica_of(master: &Self) -> Self {
+        let port = master.port().to_string();
+        let replica = Self::start_with(&["--replicaof", "127.0.0.1", &port]);
+        let mut conn = replica.connection();
+        wait_for("the replica has synced", || {
+            redis::cmd("INFO")
+                .arg("replication")
+                .query::<String>(&mut conn)
+                .is_ok_and(|info| info.contains("master_link_status:up"))
+        });
+        replica
+    }
+
+    /// Promotes this replica to a master by hand (`REPLICAOF NO ONE`).
+    ///
+    /// # Panics
+    /// If the server refuses.
+    pub fn promote(&self) {
+        let _: () = query(
+            &mut self.connection(),
+            redis::cmd("REPLICAOF").arg("NO").arg("ONE"),
+        );
+    }
+
+    /// What the server says it is (`ROLE`: `master`, `slave`), if it answers.
+    pub fn role(&self) -> Option<String> {
+        let mut conn = redis::Client::open(self.url())
+            .and_then(|c| c.get_connection())
+            .ok()?;
+        let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut conn).ok()?;
+        match role.first() {
+            Some(redis::Value::BulkString(kind)) => Some(String::from_utf8_lossy(kind).into()),
+            _ => None,
+        }
+    }
+
     /// The server's URL.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
@@ -161,6 +201,116 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A Redis Sentinel (`redis-server <config> --sentinel`, the binary Debian's
+/// `redis-server` package ships) watching one master, with short failure detection
+/// (`down-after-milliseconds`) so that a failover takes about a second. Killed on drop.
+pub struct RedisSentinel {
+    port: u16,
+    child: Child,
+    dir: PathBuf,
+}
+
+impl RedisSentinel {
+    /// Starts a Sentinel watching `master` as `name` (quorum 1), with its replicas
+    /// discovered, and waits until it knows `replicas` of them.
+    ///
+    /// # Panics
+    /// If it does not come up or does not discover the replicas.
+    pub fn start(name: &str, master: &RedisServer, replicas: usize) -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!(
+            "cache-memoize-sentinel-{}-{port}",
+            std::process::id()
+        ));
+        let _ = std::fs::create_dir_all(&dir);
+        let config = dir.join("sentinel.conf");
+        let text = format!(
+            "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+             sentinel monitor {name} 127.0.0.1 {master} 1\n\
+             sentinel down-after-milliseconds {name} 200\n\
+             sentinel failover-timeout {name} 2000\n\
+             sentinel parallel-syncs {name} 1\n",
+            dir = dir.display(),
+            master = master.port(),
+        );
+        if let Err(err) = std::fs::write(&config, text) {
+            panic!("cannot write the Sentinel's configuration: {err}");
+        }
+        let child = Command::new("redis-server")
+            .arg(&config)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let child = match child {
+            Ok(child) => child,
+            Err(err) => panic!("cannot start redis-server --sentinel: {err}"),
+        };
+        let sentinel = Self { port, child, dir };
+        wait_for("the Sentinel knows the replicas", || {
+            sentinel
+                .replicas(name)
+                .is_some_and(|known| known >= replicas)
+        });
+        sentinel
+    }
+
+    /// The Sentinel's URL.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// The healthy replicas the Sentinel knows of `name`'s master, if it answers.
+    fn replicas(&self, name: &str) -> Option<usize> {
+        let mut conn = redis::Client::open(self.url())
+            .and_then(|c| c.get_connection())
+            .ok()?;
+        let replicas: Vec<std::collections::HashMap<String, String>> = redis::cmd("SENTINEL")
+            .arg("REPLICAS")
+            .arg(name)
+            .query(&mut conn)
+            .ok()?;
+        Some(
+            replicas
+                .iter()
+                .filter(|r| r.get("flags").is_some_and(|f| f == "slave"))
+                .count(),
+        )
+    }
+
+    /// The port of the master the Sentinel names for `name` now.
+    pub fn master_port(&self, name: &str) -> Option<u16> {
+        let mut conn = redis::Client::open(self.url())
+            .and_then(|c| c.get_connection())
+            .ok()?;
+        let address: Option<(String, u16)> = redis::cmd("SENTINEL")
+            .arg("GET-MASTER-ADDR-BY-NAME")
+            .arg(name)
+            .query(&mut conn)
+            .ok()?;
+        address.map(|(_, port)| port)
+    }
+
+    /// Waits until the Sentinel names the server on `port` as `name`'s master (after
+    /// a failover).
+    ///
+    /// # Panics
+    /// If it does not within 30 s.
+    pub fn wait_for_master(&self, name: &str, port: u16) {
+        wait_for("the Sentinel has failed over", || {
+            self.master_port(name) == Some(port)
+        });
+    }
+}
+
+impl Drop for RedisSentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -14,6 +14,10 @@
 //! ```
 //!
 //! A backend error anywhere before the computation fails open: compute, store nothing.
+//! Except for a caller already waiting for another's lock: it keeps waiting through
+//! errors (a failover, a cut link), within its timeout and for at most the lock's
+//! expiry, so a failover costs at most one extra computation per key, not one per
+//! waiter.
 
 use std::time::{Duration, Instant};
 
@@ -88,6 +92,9 @@ pub(crate) struct LockPolicy {
     pub(crate) wait: Wait,
     /// The pause between attempts, before 0–25 % jitter.
     pub(crate) retry: Duration,
+    /// How long the lock lives unless renewed: the longest a waiter keeps waiting
+    /// through backend errors (past it, a live backend would have let the lock go).
+    pub(crate) expire: Duration,
 }
 
 /// The next thing a driver does.
@@ -249,6 +256,8 @@ pub(crate) struct Machine<T> {
     encoded: Option<Vec<u8>>,
     /// A refresh whose computation failed is holding the lock for the throttle.
     refresh_failed: bool,
+    /// When the lock attempts of a waiter began failing (`None`: the last succeeded).
+    erring_since: Option<Instant>,
 }
 
 impl<T> Machine<T> {
@@ -260,6 +269,7 @@ impl<T> Machine<T> {
             state: State::Start,
             encoded: None,
             refresh_failed: false,
+            erring_since: None,
         }
     }
 
@@ -443,11 +453,22 @@ impl<T> Machine<T> {
         at: Instant,
         found: Result<GetOrLock, Error>,
     ) -> Step<'_, T> {
+        if found.is_ok() {
+            self.erring_since = None;
+        }
         match found {
             Err(err) if self.policy.refresh == Refresh::Revalidate => Step::Skip {
                 note: Some(Note::RefreshFailed(Some(err))),
             },
-            Err(err) => self.compute(Storing::Nothing, Some(Note::FailOpen(err))),
+            // Waiting for a holder when the backend failed (its primary died, a link
+            // was cut): keep waiting rather than compute, so that waiters do not each
+            // compute; once the backend answers again (a replica promoted), they find
+            // the value, the lock, or (lost in the failover) no lock, which one of them
+            // takes. Within the wait's limit, and for at most the lock's expiry.
+            Err(err) => match since {
+                Some(since) if self.rides_out(at) => self.held(since, at),
+                _ => self.compute(Storing::Nothing, Some(Note::FailOpen(err))),
+            },
             Ok(GetOrLock::Locked { .. }) if self.policy.refresh == Refresh::Revalidate => {
                 self.state = State::Rechecking;
                 Step::Io(Io::Get)
@@ -473,6 +494,19 @@ impl<T> Machine<T> {
             }
             Ok(GetOrLock::Held) => self.held(since.unwrap_or(at), at),
         }
+    }
+
+    /// Whether a waiter whose attempt at `at` failed keeps waiting: it may wait, and
+    /// its attempts have been failing for less than the lock's expiry.
+    fn rides_out(&mut self, at: Instant) -> bool {
+        let Some(lock) = self.policy.lock else {
+            return false;
+        };
+        if lock.wait == Wait::Never {
+            return false;
+        }
+        let first = *self.erring_since.get_or_insert(at);
+        at.saturating_duration_since(first) < lock.expire
     }
 
     /// The lock is held by another caller: wait for it, or give up on it.

@@ -47,6 +47,7 @@ fn fresh_machine(
         lock: wait.map(|wait| LockPolicy {
             wait,
             retry: Duration::from_millis(100),
+            expire: Duration::from_secs(30),
         }),
         coalesce,
         freshness: FreshPolicy {
@@ -228,6 +229,96 @@ fn a_failing_lock_attempt_fails_open() {
         at: Instant::now(),
         found: Err(failure()),
     });
+    assert_eq!(
+        kind(step),
+        Kind::Compute(Storing::Nothing, Some("fail open".into()))
+    );
+}
+
+#[test]
+fn a_waiter_keeps_waiting_through_backend_errors_and_finds_the_value() {
+    let mut m = locked(Wait::Forever);
+    let start = Instant::now();
+    m.on(Event::Start);
+    m.on(Event::Read(Ok(None)));
+    m.on(attempted(start, GetOrLock::Held));
+    m.on(Event::Paused);
+    // The primary died: the attempts fail until a replica is promoted.
+    for after in [1, 2, 29] {
+        let step = m.on(Event::Attempted {
+            at: start + Duration::from_secs(after),
+            found: Err(failure()),
+        });
+        match step {
+            Step::Io(Io::Pause { .. }) => {}
+            other => panic!("expected a pause, got {:?}", kind(other)),
+        }
+        assert_eq!(kind(m.on(Event::Paused)), io("GetOrLock"));
+    }
+    let step = m.on(attempted(
+        start + Duration::from_secs(30),
+        GetOrLock::Value(vec![6]),
+    ));
+    assert_eq!(kind(step), Kind::Hit(6, true));
+}
+
+#[test]
+fn a_waiter_whose_lock_was_lost_in_a_failover_takes_it_and_stores() {
+    let mut m = locked(Wait::Forever);
+    let start = Instant::now();
+    m.on(Event::Start);
+    m.on(Event::Read(Ok(None)));
+    m.on(attempted(start, GetOrLock::Held));
+    m.on(Event::Paused);
+    m.on(Event::Attempted {
+        at: start + Duration::from_secs(1),
+        found: Err(failure()),
+    });
+    m.on(Event::Paused);
+    let step = m.on(attempted(
+        start + Duration::from_secs(2),
+        GetOrLock::Locked { fence: 1 },
+    ));
+    assert_eq!(kind(step), Kind::Compute(Storing::Locked, None));
+}
+
+#[test]
+fn a_waiter_fails_open_once_errors_outlast_the_lock_expiry() {
+    let mut m = locked(Wait::Forever);
+    let start = Instant::now();
+    m.on(Event::Start);
+    m.on(Event::Read(Ok(None)));
+    m.on(attempted(start, GetOrLock::Held));
+    m.on(Event::Paused);
+    let failed = |after: u64| Event::Attempted {
+        at: start + Duration::from_secs(after),
+        found: Err(failure()),
+    };
+    assert!(matches!(m.on(failed(10)), Step::Io(Io::Pause { .. })));
+    m.on(Event::Paused);
+    // The expiry counts from the first error (10 s), not from the wait's start.
+    assert!(matches!(m.on(failed(39)), Step::Io(Io::Pause { .. })));
+    m.on(Event::Paused);
+    assert_eq!(
+        kind(m.on(failed(40))),
+        Kind::Compute(Storing::Nothing, Some("fail open".into()))
+    );
+}
+
+#[test]
+fn a_waiter_with_a_timeout_stops_riding_out_errors_at_the_timeout() {
+    let mut m = locked(Wait::For(Duration::from_secs(2)));
+    let start = Instant::now();
+    m.on(Event::Start);
+    m.on(Event::Read(Ok(None)));
+    m.on(attempted(start, GetOrLock::Held));
+    m.on(Event::Paused);
+    let step = m.on(Event::Attempted {
+        at: start + Duration::from_secs(2),
+        found: Err(failure()),
+    });
+    assert_eq!(kind(step), io("Get"), "one more read before computing");
+    let step = m.on(Event::Read(Err(failure())));
     assert_eq!(
         kind(step),
         Kind::Compute(Storing::Nothing, Some("fail open".into()))

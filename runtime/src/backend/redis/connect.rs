@@ -1,5 +1,6 @@
-//! Connecting: the clients (one server or a cluster), the async connection, and
-//! [`RedisBuilder`], with its timeouts, TLS roots and wake-up switch.
+//! Connecting: the clients (one server, a Sentinel-monitored master, or a cluster), the
+//! async connection, and [`RedisBuilder`], with its timeouts, TLS roots and wake-up
+//! switch.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -11,13 +12,14 @@ use redis::{Cmd, RedisError, RedisFuture, RedisResult, Value};
 
 use super::breaker::{self, Breaker, Clock};
 use super::pool::{Connector, Pool};
+use super::sentinel::Master;
 use super::wake;
 use super::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_RESPONSE_TIMEOUT, Inner, RedisBackend,
 };
 use crate::error::Error;
 
-/// The Redis client: one server, or a cluster.
+/// The Redis client: one server, the master Sentinel names, or a cluster.
 #[derive(Clone)]
 #[allow(
     clippy::large_enum_variant,
@@ -25,6 +27,8 @@ use crate::error::Error;
 )]
 pub(super) enum Client {
     Single(redis::Client),
+    /// Whichever server the Sentinels name as the master now.
+    Sentinel(Arc<Master>),
     Cluster(redis::cluster::ClusterClient),
 }
 
@@ -69,6 +73,7 @@ impl redis::aio::ConnectionLike for AsyncConnection {
 pub struct RedisBuilder {
     urls: Vec<String>,
     cluster: bool,
+    sentinel: Option<String>,
     connect_timeout: Duration,
     response_timeout: Duration,
     max_connections: u32,
@@ -87,6 +92,7 @@ impl std::fmt::Debug for RedisBuilder {
                 &self.urls.iter().map(|url| redact(url)).collect::<Vec<_>>(),
             )
             .field("cluster", &self.cluster)
+            .field("sentinel", &self.sentinel)
             .field("connect_timeout", &self.connect_timeout)
             .field("response_timeout", &self.response_timeout)
             .field("max_connections", &self.max_connections)
@@ -173,6 +179,37 @@ impl RedisBuilder {
         self
     }
 
+    /// Treats the URLs as Redis Sentinels watching the master named `master_name`, and
+    /// connects to whichever server they name as the master, following failovers.
+    ///
+    /// The Sentinels are asked (`SENTINEL GET-MASTER-ADDR-BY-NAME`, each in turn, the
+    /// answer checked with `ROLE`) when a connection is opened and no master is known:
+    /// at the first call, and again after a connection to the master failed or the
+    /// master answered `READONLY` (it was demoted). Idle connections to the old master
+    /// are dropped then, and the wake-up subscriber reconnects to the new one. Each
+    /// step is bounded by the connect and response timeouts; meanwhile calls compute
+    /// without the cache. What a failover does to locks: see the README's "Operating
+    /// Redis".
+    ///
+    /// The first URL's user, password and database are the master's; the Sentinels
+    /// are asked without credentials (Sentinels that require a password are not
+    /// supported yet). Not with [`cluster`](Self::cluster).
+    ///
+    /// ```no_run
+    /// let backend = cache_memoize::RedisBackend::builder([
+    ///     "redis://:secret@10.0.0.1:26379/0",
+    ///     "redis://10.0.0.2:26379",
+    ///     "redis://10.0.0.3:26379",
+    /// ])
+    /// .sentinel("mymaster")
+    /// .connect()?;
+    /// # Ok::<(), cache_memoize::Error>(())
+    /// ```
+    pub fn sentinel(mut self, master_name: impl Into<String>) -> Self {
+        self.sentinel = Some(master_name.into());
+        self
+    }
+
     /// Connects (one connection and a `PING`, to check that the server answers and
     /// accepts the URL's credentials) and starts the wake-up subscriber.
     pub fn connect(self) -> Result<RedisBackend, Error> {
@@ -190,11 +227,48 @@ impl RedisBuilder {
             url: address.clone(),
             source: "no URL given".into(),
         })?;
-        let subscriber = self.open_client(first).map_err(connect_error)?;
-        let client = if self.cluster {
-            Client::Cluster(self.cluster_builder().build().map_err(connect_error)?)
-        } else {
-            Client::Single(without_setup_chatter(&subscriber).map_err(connect_error)?)
+        if self.cluster && self.sentinel.is_some() {
+            return Err(Error::Connect {
+                url: address,
+                source:
+                    "a cluster has no Sentinel: `.cluster()` and `.sentinel(..)` exclude each other"
+                        .into(),
+            });
+        }
+        let first_client = self.open_client(first).map_err(connect_error)?;
+        let (client, subscriber) = match &self.sentinel {
+            Some(name) => {
+                let sentinels = self
+                    .urls
+                    .iter()
+                    .map(|url| {
+                        self.open_client(url)
+                            .map(|c| c.get_connection_info().clone())
+                    })
+                    .collect::<RedisResult<Vec<_>>>()
+                    .map_err(connect_error)?;
+                let master = Arc::new(
+                    Master::new(
+                        sentinels,
+                        name.clone(),
+                        self.connect_timeout,
+                        self.response_timeout,
+                    )
+                    .map_err(connect_error)?,
+                );
+                (
+                    Client::Sentinel(Arc::clone(&master)),
+                    wake::Target::Sentinel(master),
+                )
+            }
+            None if self.cluster => (
+                Client::Cluster(self.cluster_builder().build().map_err(connect_error)?),
+                wake::Target::Server(first_client),
+            ),
+            None => (
+                Client::Single(without_setup_chatter(&first_client).map_err(connect_error)?),
+                wake::Target::Server(first_client),
+            ),
         };
         let connector = Connector::new(client.clone(), self.connect_timeout, self.response_timeout);
         let pool = Pool::new(connector, self.max_connections);
@@ -355,6 +429,7 @@ impl RedisBackend {
         RedisBuilder {
             urls: urls.into_iter().map(Into::into).collect(),
             cluster: false,
+            sentinel: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,

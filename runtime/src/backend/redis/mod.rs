@@ -18,6 +18,7 @@ mod commands;
 mod connect;
 mod pool;
 mod scripts;
+mod sentinel;
 mod wake;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,7 +38,7 @@ use commands::{
 };
 pub use connect::RedisBuilder;
 use connect::{AsyncConnection, Client};
-use pool::{Pool, is_connection_failure, timed_out};
+use pool::{Pool, is_connection_failure, is_stale, timed_out, went_away};
 use wake::Hub;
 
 /// The default time allowed to open a connection.
@@ -101,7 +102,7 @@ impl RedisBackend {
     /// How this backend's releases are published (sharded on a cluster).
     fn wake(&self) -> Wake {
         match self.inner.client {
-            Client::Single(_) => Wake::Classic,
+            Client::Single(_) | Client::Sentinel(_) => Wake::Classic,
             Client::Cluster(_) => Wake::Sharded,
         }
     }
@@ -130,7 +131,7 @@ impl RedisBackend {
         &self,
         operation: &'static str,
         key: &str,
-        op: impl FnOnce(&mut dyn ConnectionLike) -> RedisResult<T>,
+        op: impl FnMut(&mut dyn ConnectionLike) -> RedisResult<T>,
     ) -> Result<T, Error> {
         let permit = self.admit(operation, key)?;
         let result = self.inner.pool.run(op);
@@ -210,13 +211,18 @@ impl RedisBackend {
             .inner
             .connect_timeout
             .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(self.inner.response_timeout))
+            .set_number_of_retries(1);
         let opening = async {
             match &self.inner.client {
-                Client::Single(client) => {
-                    let config = ConnectionManagerConfig::new()
-                        .set_connection_timeout(Some(timeout))
-                        .set_response_timeout(Some(self.inner.response_timeout))
-                        .set_number_of_retries(1);
+                Client::Single(client) => client
+                    .get_connection_manager_with_config(config)
+                    .await
+                    .map(AsyncConnection::Single),
+                Client::Sentinel(master) => {
+                    let client = master.client_async(timeout).await?;
                     client
                         .get_connection_manager_with_config(config)
                         .await
@@ -232,7 +238,8 @@ impl RedisBackend {
         let conn = tokio::time::timeout(timeout, opening)
             .await
             .unwrap_or_else(|_| Err(timeout_error(timeout, "connecting")))
-            .map_err(|err| timed_out(err, timeout, "connecting"))?;
+            .map_err(|err| timed_out(err, timeout, "connecting"))
+            .inspect_err(|_| self.forget_master())?;
         *self.slot() = Some(conn.clone());
         Ok((conn, false))
     }
@@ -273,26 +280,41 @@ impl RedisBackend {
     /// response timeout from its start, opening a connection included (which the
     /// connect timeout also bounds). A failed connection is dropped (the next call opens
     /// another: its driver may have died with the runtime that started it). A reused
-    /// connection found dropped before the request reached the server is replaced and
-    /// the request sent once more, by the same deadline.
+    /// connection found dropped before the request reached the server, or answering
+    /// `READONLY` (its server demoted by a failover), is replaced and the request sent
+    /// once more, by the same deadline.
     async fn send_async<T: redis::FromRedisValue>(&self, request: &Request) -> RedisResult<T> {
         let within = self.inner.response_timeout;
         let deadline = tokio::time::Instant::now() + within;
         let (mut conn, reused) = self.async_connection(deadline).await?;
         let mut reply = request.send_by(&mut conn, deadline, within).await;
         if let Err(err) = &reply {
-            if is_connection_failure(err) {
-                self.slot().take();
+            if is_stale(err) {
+                self.drop_async_connection();
             }
-            if reused && err.is_connection_dropped() && !err.is_timeout() {
+            if reused && went_away(err) {
                 let (mut fresh, _) = self.async_connection(deadline).await?;
                 reply = request.send_by(&mut fresh, deadline, within).await;
-                if reply.as_ref().is_err_and(is_connection_failure) {
-                    self.slot().take();
+                if reply.as_ref().is_err_and(is_stale) {
+                    self.drop_async_connection();
                 }
             }
         }
         reply
+    }
+
+    /// Drops the shared async connection (it failed, or its server was demoted): the
+    /// next call opens another, to the master the Sentinels name then.
+    fn drop_async_connection(&self) {
+        self.slot().take();
+        self.forget_master();
+    }
+
+    /// With Sentinel: forgets the master, so the next connection asks again.
+    fn forget_master(&self) {
+        if let Client::Sentinel(master) = &self.inner.client {
+            master.forget();
+        }
     }
 }
 

@@ -9,8 +9,11 @@
 //! connection or opening one (opening is also bounded by the connect timeout), so a
 //! stalled server costs a caller one response timeout, never two. No health-check
 //! command on checkout:
-//! a hit stays one command. A connection that failed (I/O error, timeout) is dropped
-//! rather than returned, and its place freed.
+//! a hit stays one command. A connection that failed (I/O error, timeout) or whose
+//! server answered `READONLY` (demoted by a failover) is dropped rather than returned,
+//! and its place freed; the idle ones go with it (they lead to the same server), and
+//! with Sentinel the master is asked for again. A request that found its idle
+//! connection closed, or met `READONLY`, is sent once more on a new connection.
 //!
 //! Hand-written rather than r2d2: r2d2 opens connections on its own threads, so while
 //! the server refuses connections every caller waited the whole checkout timeout (1 s
@@ -90,10 +93,21 @@ impl Connector {
             .connect_timeout
             .min(deadline.saturating_duration_since(Instant::now()))
             .max(Duration::from_millis(1));
+        let started = Instant::now();
         let conn = match &self.client {
             // The crate awaits each handshake reply for the whole remaining timeout.
             Client::Single(client) => client
                 .get_connection_with_timeout(timeout / super::connect::setup_replies(client))
+                .map(SyncConnection::Single),
+            Client::Sentinel(master) => master
+                .client(timeout)
+                .and_then(|client| {
+                    let left = timeout
+                        .saturating_sub(started.elapsed())
+                        .max(Duration::from_millis(1));
+                    client
+                        .get_connection_with_timeout(left / super::connect::setup_replies(&client))
+                })
                 .map(SyncConnection::Single),
             Client::Cluster(client) => client
                 .get_connection()
@@ -102,6 +116,14 @@ impl Connector {
         let conn = conn.map_err(|err| timed_out(err, timeout, "connecting"))?;
         conn.set_timeouts(self.response_timeout)?;
         Ok(conn)
+    }
+
+    /// The server the connections lead to may have gone (failed, or demoted): with
+    /// Sentinel, ask for the master again.
+    fn forget_server(&self) {
+        if let Client::Sentinel(master) = &self.client {
+            master.forget();
+        }
     }
 }
 
@@ -140,13 +162,38 @@ impl Pool {
     }
 
     /// Runs `op` on a pooled connection; the connection goes back unless it failed.
+    ///
+    /// An idle connection found dropped (its server died or closed it meanwhile) or
+    /// answering `READONLY` (its server was demoted) is replaced and `op` sent once
+    /// more, by the same deadline: the request never reached a master, and without the
+    /// retry the first call after a failover would compute without the cache. (The
+    /// lock steps are safe to repeat anyway: taking a lock already ours returns its
+    /// token.)
     pub(crate) fn run<T>(
         &self,
-        op: impl FnOnce(&mut dyn ConnectionLike) -> RedisResult<T>,
+        mut op: impl FnMut(&mut dyn ConnectionLike) -> RedisResult<T>,
     ) -> RedisResult<T> {
+        let deadline = Instant::now() + self.connector.response_timeout;
+        let (result, reused) = self.run_once(deadline, &mut op);
+        match result {
+            Err(err) if reused && went_away(&err) && Instant::now() < deadline => {
+                self.run_once(deadline, &mut op).0
+            }
+            result => result,
+        }
+    }
+
+    /// [`run`](Self::run) without the retry; also says whether the connection was idle.
+    fn run_once<T>(
+        &self,
+        deadline: Instant,
+        op: &mut impl FnMut(&mut dyn ConnectionLike) -> RedisResult<T>,
+    ) -> (RedisResult<T>, bool) {
         let full = self.connector.response_timeout;
-        let deadline = Instant::now() + full;
-        let mut conn = self.checkout(deadline)?;
+        let (mut conn, reused) = match self.checkout(deadline) {
+            Ok(checked_out) => checked_out,
+            Err(err) => return (Err(err), false),
+        };
         // What is left of the deadline (at least 1 ms: a zero socket timeout means
         // none). Shortened only past a little slack: two system calls per command
         // otherwise.
@@ -164,9 +211,8 @@ impl Pool {
         };
         let result = result.map_err(|err| timed_out(err, reply_within, "waiting for the reply"));
         std::mem::forget(place);
-        let reusable = conn.is_open()
-            && !result.as_ref().is_err_and(is_connection_failure)
-            && (!shortened || conn.set_timeouts(full).is_ok());
+        let stale = result.as_ref().is_err_and(is_stale);
+        let reusable = conn.is_open() && !stale && (!shortened || conn.set_timeouts(full).is_ok());
         if reusable {
             self.state().idle.push(conn);
             self.returned.notify_one();
@@ -174,7 +220,22 @@ impl Pool {
             drop(conn);
             self.forget_one();
         }
-        result
+        if stale {
+            self.drop_idle();
+            self.connector.forget_server();
+        }
+        (result, reused)
+    }
+
+    /// Drops the idle connections: their server failed or was demoted, so each would
+    /// fail one more call.
+    fn drop_idle(&self) {
+        let mut state = self.state();
+        let dropped = std::mem::take(&mut state.idle);
+        state.open -= dropped.len();
+        drop(state);
+        drop(dropped);
+        self.returned.notify_all();
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -182,12 +243,12 @@ impl Pool {
     }
 
     /// An idle connection, or a new one while fewer than `max` are open, or one that
-    /// comes back, all by `deadline`.
-    fn checkout(&self, deadline: Instant) -> RedisResult<SyncConnection> {
+    /// comes back, all by `deadline`; and whether it was idle (rather than new).
+    fn checkout(&self, deadline: Instant) -> RedisResult<(SyncConnection, bool)> {
         let mut state = self.state();
         loop {
             if let Some(conn) = state.idle.pop() {
-                return Ok(conn);
+                return Ok((conn, true));
             }
             if state.open < self.max {
                 state.open += 1;
@@ -195,7 +256,13 @@ impl Pool {
                 return self
                     .connector
                     .open(deadline)
-                    .inspect_err(|_| self.forget_one());
+                    .map(|conn| (conn, false))
+                    .inspect_err(|err| {
+                        self.forget_one();
+                        if is_connection_failure(err) {
+                            self.connector.forget_server();
+                        }
+                    });
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -252,4 +319,26 @@ pub(crate) fn is_connection_failure(err: &RedisError) -> bool {
         || err.is_connection_dropped()
         || err.is_connection_refusal()
         || err.is_unrecoverable_error()
+}
+
+/// Whether the connection that got `err` should be given up: it failed, or its server
+/// answered `READONLY` (a replica now: a failover demoted it). A write script that
+/// met `READONLY` answers with that code too.
+pub(crate) fn is_stale(err: &RedisError) -> bool {
+    is_connection_failure(err) || is_read_only(err)
+}
+
+/// Whether `err` says the request never reached a master: the connection had been
+/// closed (not a timeout: a request that timed out may have run), or the server is a
+/// replica now.
+pub(crate) fn went_away(err: &RedisError) -> bool {
+    (err.is_connection_dropped() && !err.is_timeout()) || is_read_only(err)
+}
+
+/// Whether `err` is a `READONLY` reply.
+pub(crate) fn is_read_only(err: &RedisError) -> bool {
+    err.code() == Some("READONLY")
+        || err
+            .detail()
+            .is_some_and(|detail| detail.contains("READONLY"))
 }

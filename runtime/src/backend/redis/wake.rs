@@ -18,6 +18,9 @@
 //!   the subscription on the demoted master, which hears the shard's releases again
 //!   once the new master knows it as its replica; a release in that short window may
 //!   go unheard, and the waiters' `retry` covers it.
+//! - With Sentinel, the subscriber connects to the master the Sentinels name, and asks
+//!   again after its connection failed (the old master died): a failover costs the
+//!   waiters one retry, as any disconnection does.
 //! - The subscriber runs on its own thread (its own current-thread Tokio runtime), so
 //!   blocking and async callers share it; it connects on the first wait, and ends soon
 //!   after the backend is dropped. While it is disconnected, waiters poll every `retry`.
@@ -44,10 +47,21 @@ pub(crate) const LINGER: Duration = Duration::from_secs(1);
 /// The longest pause between reconnection attempts of the subscriber.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
+/// Where classic pub/sub subscribes.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per backend; its size does not matter"
+)]
+pub(crate) enum Target {
+    /// One server, or the first node of a cluster (the fallback).
+    Server(redis::Client),
+    /// The master the Sentinels name, asked again after the connection to it failed.
+    Sentinel(Arc<super::sentinel::Master>),
+}
+
 /// Where the subscriber connects.
 pub(crate) struct Servers {
-    /// One server (classic pub/sub), or the first node of a cluster (the fallback).
-    pub(crate) classic: redis::Client,
+    pub(crate) classic: Target,
     /// On a cluster: makes the client settings, for sharded pub/sub.
     pub(crate) cluster: Option<Box<dyn Fn() -> ClusterClientBuilder + Send>>,
     pub(crate) connect_timeout: Duration,
@@ -449,6 +463,10 @@ async fn subscribe_until_dropped(mut servers: Servers, hub: Weak<Hub>, signal: A
                 servers.cluster = None;
             }
             Lost::Failed(err) => {
+                if let Target::Sentinel(master) = &servers.classic {
+                    // The master may have changed: ask the Sentinels again.
+                    master.forget();
+                }
                 tracing::debug!(error = %err, "lock wake-up subscriber disconnected; reconnecting");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -468,7 +486,13 @@ async fn connect(servers: &Servers, hub: &Weak<Hub>) -> RedisResult<Connection> 
                 client.get_async_connection().await.map(Connection::Sharded)
             }
             None => {
-                let (sink, messages) = servers.classic.get_async_pubsub().await?.split();
+                let client = match &servers.classic {
+                    Target::Server(client) => client.clone(),
+                    Target::Sentinel(master) => {
+                        master.client_async(servers.connect_timeout).await?
+                    }
+                };
+                let (sink, messages) = client.get_async_pubsub().await?.split();
                 Ok(Connection::Classic { sink, messages })
             }
         }

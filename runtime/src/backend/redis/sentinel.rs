@@ -1,0 +1,294 @@
+//! Redis Sentinel: which server is the master now ([`Master`]), asked of the Sentinels
+//! when a connection is opened and nothing is known, and asked again after a connection
+//! to it failed or it answered `READONLY` (it was demoted).
+//!
+//! The resolution follows the Sentinel client guidelines: each Sentinel in turn is
+//! asked `SENTINEL GET-MASTER-ADDR-BY-NAME`, and the first address given is checked
+//! with `ROLE` (a Sentinel's view can lag behind a failover). Written here rather than
+//! with redis-rs's `sentinel` module, which opens its connections without timeouts: a
+//! stalled Sentinel or master would hang the caller. Every step here is bounded by the
+//! connect and response timeouts, and by the caller's budget.
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use redis::{ConnectionAddr, ConnectionInfo, RedisError, RedisResult};
+
+/// The master of one Sentinel-monitored service, resolved on demand.
+pub(crate) struct Master {
+    /// The Sentinels (database 0, no credentials).
+    sentinels: Vec<ConnectionInfo>,
+    /// The service's name in the Sentinels' configuration.
+    name: String,
+    /// How to connect to the master (credentials, database, TLS), its address aside.
+    node: ConnectionInfo,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+    /// The master's client, while it is believed to be the master.
+    current: Mutex<Option<redis::Client>>,
+}
+
+impl Master {
+    /// A master named `name`, watched by the Sentinels at `sentinels`; the first
+    /// Sentinel's URL gives the master's credentials and database (the Sentinels are
+    /// asked without them).
+    pub(crate) fn new(
+        sentinels: Vec<ConnectionInfo>,
+        name: String,
+        connect_timeout: Duration,
+        response_timeout: Duration,
+    ) -> RedisResult<Self> {
+        let Some(node) = sentinels.first().cloned() else {
+            return Err(RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "no Sentinel URL given",
+            )));
+        };
+        let sentinels = sentinels
+            .into_iter()
+            .map(|info| {
+                let plain = redis::RedisConnectionInfo::default().set_skip_set_lib_name();
+                info.set_redis_settings(plain)
+            })
+            .collect();
+        Ok(Self {
+            sentinels,
+            name,
+            node,
+            connect_timeout,
+            response_timeout,
+            current: Mutex::new(None),
+        })
+    }
+
+    fn current(&self) -> MutexGuard<'_, Option<redis::Client>> {
+        self.current.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The master's client: the one known, or one resolved now within `budget`.
+    /// Threads that need it meanwhile wait for this resolution rather than repeat it.
+    pub(crate) fn client(&self, budget: Duration) -> RedisResult<redis::Client> {
+        let mut current = self.current();
+        if let Some(client) = &*current {
+            return Ok(client.clone());
+        }
+        let client = self.resolve(Instant::now() + budget)?;
+        *current = Some(client.clone());
+        Ok(client)
+    }
+
+    /// The async form of [`client`](Self::client) (concurrent resolutions are not
+    /// merged: the async path and the subscriber are one connection each).
+    pub(crate) async fn client_async(&self, budget: Duration) -> RedisResult<redis::Client> {
+        if let Some(client) = self.current().clone() {
+            return Ok(client);
+        }
+        let deadline = tokio::time::Instant::now() + budget;
+        let client = tokio::time::timeout_at(deadline, self.resolve_async(budget))
+            .await
+            .unwrap_or_else(|_| Err(timed_out(budget)))?;
+        *self.current() = Some(client.clone());
+        Ok(client)
+    }
+
+    /// Forgets the master: the next connection asks the Sentinels again.
+    pub(crate) fn forget(&self) {
+        self.current().take();
+    }
+
+    /// The client for the master at `host:port`.
+    fn client_at(&self, host: String, port: u16) -> RedisResult<redis::Client> {
+        let addr = match self.node.addr() {
+            ConnectionAddr::TcpTls {
+                insecure,
+                tls_params,
+                ..
+            } => ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure: *insecure,
+                tls_params: tls_params.clone(),
+            },
+            _ => ConnectionAddr::Tcp(host, port),
+        };
+        let settings = self.node.redis_settings().clone().set_skip_set_lib_name();
+        redis::Client::open(
+            self.node
+                .clone()
+                .set_addr(addr)
+                .set_redis_settings(settings),
+        )
+    }
+
+    /// Asks each Sentinel in turn, by `deadline`; the first master confirmed by `ROLE`.
+    fn resolve(&self, deadline: Instant) -> RedisResult<redis::Client> {
+        let mut last = None;
+        for sentinel in &self.sentinels {
+            let found = self
+                .ask(sentinel, deadline)
+                .and_then(|(host, port)| self.client_at(host, port))
+                .and_then(|client| self.confirm(client, deadline));
+            match found {
+                Ok(client) => return Ok(client),
+                Err(err) => last = Some(err),
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+        }
+        Err(last.unwrap_or_else(|| timed_out(self.connect_timeout)))
+    }
+
+    /// A blocking connection to `client`'s server, bounded by the timeouts and `deadline`.
+    fn open(&self, client: &redis::Client, deadline: Instant) -> RedisResult<redis::Connection> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(timed_out(self.connect_timeout));
+        }
+        let conn = client.get_connection_with_timeout(self.connect_timeout.min(left))?;
+        let reply = self
+            .response_timeout
+            .min(left)
+            .max(Duration::from_millis(1));
+        conn.set_read_timeout(Some(reply))?;
+        conn.set_write_timeout(Some(reply))?;
+        Ok(conn)
+    }
+
+    /// The master's address according to `sentinel`.
+    fn ask(&self, sentinel: &ConnectionInfo, deadline: Instant) -> RedisResult<(String, u16)> {
+        let client = redis::Client::open(sentinel.clone())?;
+        let mut conn = self.open(&client, deadline)?;
+        let reply: Option<(String, u16)> = address_query(&self.name).query(&mut conn)?;
+        reply.ok_or_else(|| unknown(&self.name))
+    }
+
+    /// `client`, if its server says it is a master.
+    fn confirm(&self, client: redis::Client, deadline: Instant) -> RedisResult<redis::Client> {
+        let mut conn = self.open(&client, deadline)?;
+        let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut conn)?;
+        is_master(&role).then_some(client).ok_or_else(not_master)
+    }
+
+    async fn resolve_async(&self, budget: Duration) -> RedisResult<redis::Client> {
+        let mut last = None;
+        for sentinel in &self.sentinels {
+            let found = async {
+                let client = redis::Client::open(sentinel.clone())?;
+                let mut conn = Self::open_async(&client).await?;
+                let reply: Option<(String, u16)> =
+                    address_query(&self.name).query_async(&mut conn).await?;
+                let (host, port) = reply.ok_or_else(|| unknown(&self.name))?;
+                let master = self.client_at(host, port)?;
+                let mut conn = Self::open_async(&master).await?;
+                let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(&mut conn).await?;
+                is_master(&role).then_some(master).ok_or_else(not_master)
+            };
+            match tokio::time::timeout(budget, found).await {
+                Ok(Ok(client)) => return Ok(client),
+                Ok(Err(err)) => last = Some(err),
+                Err(_) => last = Some(timed_out(budget)),
+            }
+        }
+        Err(last.unwrap_or_else(|| timed_out(budget)))
+    }
+
+    async fn open_async(client: &redis::Client) -> RedisResult<redis::aio::MultiplexedConnection> {
+        // Bounded by the caller's timeout around the whole resolution.
+        client.get_multiplexed_async_connection().await
+    }
+}
+
+fn address_query(name: &str) -> redis::Cmd {
+    let mut cmd = redis::cmd("SENTINEL");
+    cmd.arg("GET-MASTER-ADDR-BY-NAME").arg(name);
+    cmd
+}
+
+/// Whether a `ROLE` reply is a master's.
+fn is_master(role: &[redis::Value]) -> bool {
+    matches!(role.first(), Some(redis::Value::BulkString(kind)) if kind == b"master")
+        || matches!(role.first(), Some(redis::Value::SimpleString(kind)) if kind == "master")
+}
+
+fn unknown(name: &str) -> RedisError {
+    RedisError::from((
+        redis::ErrorKind::InvalidClientConfig,
+        "the Sentinel does not know the master",
+        name.to_owned(),
+    ))
+}
+
+fn not_master() -> RedisError {
+    RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::ConnectionRefused,
+        "the server the Sentinel named is not (or no longer) a master",
+    ))
+}
+
+fn timed_out(after: Duration) -> RedisError {
+    RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("timed out after {after:?} asking the Sentinels for the master"),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redis::IntoConnectionInfo;
+
+    fn master(url: &str) -> Master {
+        let info = url
+            .into_connection_info()
+            .unwrap_or_else(|err| panic!("{err}"));
+        Master::new(
+            vec![info],
+            "mymaster".into(),
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        )
+        .unwrap_or_else(|err| panic!("{err}"))
+    }
+
+    #[test]
+    fn the_master_gets_the_urls_credentials_and_database_the_sentinels_do_not() {
+        let master = master("redis://user:secret@127.0.0.1:26379/3");
+        let sentinel = master.sentinels[0].redis_settings();
+        assert_eq!((sentinel.db(), sentinel.password()), (0, None));
+        let client = master
+            .client_at("10.0.0.9".into(), 6380)
+            .unwrap_or_else(|err| panic!("{err}"));
+        let info = client.get_connection_info();
+        assert_eq!(
+            info.addr(),
+            &ConnectionAddr::Tcp("10.0.0.9".into(), 6380),
+            "the address the Sentinel gave"
+        );
+        let settings = info.redis_settings();
+        assert_eq!(
+            (settings.db(), settings.username(), settings.password()),
+            (3, Some("user"), Some("secret"))
+        );
+    }
+
+    #[test]
+    fn a_role_reply_is_a_masters_only_when_it_says_so() {
+        let master = redis::Value::BulkString(b"master".to_vec());
+        let replica = redis::Value::BulkString(b"slave".to_vec());
+        assert!(is_master(&[master, redis::Value::Int(0)]));
+        assert!(!is_master(&[replica]));
+        assert!(!is_master(&[]));
+    }
+
+    #[test]
+    fn no_sentinel_is_a_configuration_error() {
+        let made = Master::new(
+            Vec::new(),
+            "mymaster".into(),
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        );
+        assert!(made.is_err());
+    }
+}
