@@ -134,6 +134,15 @@ impl<'c, 'o> Driver<'c, 'o> {
     /// Runs the sequence until it has a value or must compute.
     pub(crate) fn lookup<T>(&mut self, machine: &mut Machine<T>) -> Lookup<T> {
         let mut event = Event::Start;
+        if machine.reads_first() {
+            match self.call.backend.get(self.call.key.as_str()) {
+                Ok(Some(bytes)) => match machine.read_first(&bytes) {
+                    Some((value, revalidate)) => return self.first_hit(value, revalidate),
+                    None => event = Event::Read(Ok(None)),
+                },
+                read => event = Event::Read(read),
+            }
+        }
         loop {
             match machine.on(event) {
                 Step::Io(io) => event = self.perform(io),
@@ -145,6 +154,15 @@ impl<'c, 'o> Driver<'c, 'o> {
     /// The async form of [`lookup`](Self::lookup).
     pub(crate) async fn lookup_async<T>(&mut self, machine: &mut Machine<T>) -> Lookup<T> {
         let mut event = Event::Start;
+        if machine.reads_first() {
+            match self.call.backend.get_async(self.call.key.as_str()).await {
+                Ok(Some(bytes)) => match machine.read_first(&bytes) {
+                    Some((value, revalidate)) => return self.first_hit(value, revalidate),
+                    None => event = Event::Read(Ok(None)),
+                },
+                read => event = Event::Read(read),
+            }
+        }
         loop {
             match machine.on(event) {
                 Step::Io(io) => event = self.perform_async(io).await,
@@ -319,6 +337,15 @@ impl<'c, 'o> Driver<'c, 'o> {
             }
         }
         Event::Attempted { at, found }
+    }
+
+    /// A hit on the first read (no follower to share it with: none joins before it).
+    fn first_hit<T>(&self, value: T, revalidate: Revalidate) -> Lookup<T> {
+        self.observe(match revalidate {
+            Revalidate::No => Outcome::Hit,
+            Revalidate::Stale | Revalidate::Early => Outcome::StaleServed,
+        });
+        Lookup::Found(value, revalidate)
     }
 
     fn decided<T>(&mut self, step: Step<'_, T>) -> Lookup<T> {

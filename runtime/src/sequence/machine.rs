@@ -315,6 +315,29 @@ impl<T> Machine<T> {
         Some((value, revalidate))
     }
 
+    /// Whether the call begins with a plain read (it is not a forced refresh). If so,
+    /// the machine is now waiting for it, as after [`Io::Get`]: the driver reads and
+    /// gives the bytes to [`read_first`](Self::read_first), then, if that is not a
+    /// hit, feeds the read as [`Event::Read`]. The hit path so builds no step and no
+    /// event: on a memory hit, moving them cost a fifth of the time.
+    pub(crate) fn reads_first(&mut self) -> bool {
+        let plain = matches!(self.state, State::Start) && self.policy.refresh == Refresh::IfMissing;
+        if plain {
+            self.state = State::Reading;
+        }
+        plain
+    }
+
+    /// The first read's bytes, judged as [`Event::Read`] would judge them: `Some` is
+    /// a hit (perhaps to refresh), and the sequence is over; `None` (bytes that are
+    /// not this call's value, or too old to serve) leaves the machine waiting for the
+    /// read, which the driver then feeds as a miss.
+    pub(crate) fn read_first(&mut self, bytes: &[u8]) -> Option<(T, Revalidate)> {
+        let hit = self.found(bytes)?;
+        self.state = State::Done;
+        Some(hit)
+    }
+
     /// Feeds `event` (the outcome of the last step) and returns the next step.
     pub(crate) fn on(&mut self, event: Event) -> Step<'_, T> {
         let state = std::mem::replace(&mut self.state, State::Done);

@@ -139,6 +139,38 @@ fn a_hit_is_one_read() {
 }
 
 #[test]
+fn the_first_read_shortcut_decides_as_the_read_event_would() {
+    // A hit: the sequence ends, and nothing else may be fed.
+    let mut m = locked(Wait::Forever);
+    assert!(m.reads_first());
+    assert_eq!(m.read_first(&[5]), Some((5, Revalidate::No)));
+    assert_eq!(
+        kind(m.on(Event::Read(Ok(Some(vec![6]))))),
+        Kind::Compute(Storing::Nothing, None),
+        "a driver that fed more after a hit gets the safe answer"
+    );
+
+    // Stale within `stale`: served, to refresh.
+    let mut m = fresh_machine(Refresh::IfMissing, Some(Wait::Forever), true, 60_000, 0.0);
+    assert!(m.reads_first());
+    assert_eq!(m.read_first(&[7, 90]), Some((7, Revalidate::Stale)));
+
+    // Unreadable bytes, or too old: not a hit; fed as a miss, the sequence goes on as
+    // after any miss (joins this process's flight).
+    for bytes in [&[0xFF][..], &[7, 10][..]] {
+        let mut m = fresh_machine(Refresh::IfMissing, Some(Wait::Forever), true, 60_000, 0.0);
+        assert!(m.reads_first());
+        assert_eq!(m.read_first(bytes), None);
+        assert_eq!(kind(m.on(Event::Read(Ok(None)))), io("Join"));
+    }
+
+    // A forced refresh does not read first: the machine is untouched.
+    let mut m = machine(Refresh::Forced, Some(Wait::Forever), false);
+    assert!(!m.reads_first());
+    assert_eq!(kind(m.on(Event::Start)), io("TakeLock"));
+}
+
+#[test]
 fn a_locked_miss_is_read_lock_store_and_release() {
     let mut m = locked(Wait::Forever);
     m.on(Event::Start);
