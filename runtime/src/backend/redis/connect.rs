@@ -10,7 +10,9 @@ use redis::aio::ConnectionManager;
 use redis::{Cmd, RedisError, RedisFuture, RedisResult, Value};
 
 use super::breaker::{self, Breaker, Clock};
+use super::near::{Near, NearCache};
 use super::pool::{Connector, Pool};
+use super::tracking;
 use super::wake;
 use super::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_RESPONSE_TIMEOUT, Inner, RedisBackend,
@@ -75,6 +77,7 @@ pub struct RedisBuilder {
     wake_ups: bool,
     breaker_threshold: u32,
     clock: Clock,
+    near: Option<NearCache>,
     #[cfg(feature = "tls")]
     root_certificate: Option<Vec<u8>>,
 }
@@ -92,6 +95,7 @@ impl std::fmt::Debug for RedisBuilder {
             .field("max_connections", &self.max_connections)
             .field("wake_ups", &self.wake_ups)
             .field("breaker_threshold", &self.breaker_threshold)
+            .field("near", &self.near)
             .finish_non_exhaustive()
     }
 }
@@ -167,6 +171,38 @@ impl RedisBuilder {
         self
     }
 
+    /// Keeps a copy of the values read in this process, in front of Redis, kept
+    /// coherent by the server (off by default): a hit on a copy costs about what a
+    /// [`MemoryBackend`](crate::MemoryBackend) hit costs, with no command sent.
+    ///
+    /// The server pushes an invalidation for every key written, deleted, expired or
+    /// evicted, by any process (`CLIENT TRACKING` in broadcasting mode, Redis 6 or
+    /// later); this process's own writes drop their copy as soon as they return. A
+    /// copy is never kept past the freshness its value was stamped with (so never past
+    /// its TTL); locks, fencing counters and memoized iterators are never kept. When
+    /// the invalidation connection breaks, every copy is dropped and reads go to Redis
+    /// until tracking is on again.
+    ///
+    /// What it allows: another process's write may be missed for as long as its
+    /// invalidation takes to arrive (a few milliseconds on a LAN); if the network to
+    /// the server stops delivering without closing the connection, for at most half a
+    /// second plus the [response timeout](Self::response_timeout) (the heartbeat).
+    ///
+    /// Not supported on Redis Cluster yet: [`connect`](Self::connect) says so.
+    ///
+    /// ```no_run
+    /// use cache_memoize::{NearCache, RedisBackend};
+    ///
+    /// let backend = RedisBackend::builder(["redis://127.0.0.1/"])
+    ///     .near_cache(NearCache::new())
+    ///     .connect()?;
+    /// # Ok::<(), cache_memoize::Error>(())
+    /// ```
+    pub fn near_cache(mut self, settings: NearCache) -> Self {
+        self.near = Some(settings);
+        self
+    }
+
     /// Treats the URLs as nodes of a Redis Cluster (one is enough to discover the rest).
     pub fn cluster(mut self) -> Self {
         self.cluster = true;
@@ -190,7 +226,19 @@ impl RedisBuilder {
             url: address.clone(),
             source: "no URL given".into(),
         })?;
+        if self.cluster && self.near.is_some() {
+            return Err(Error::Connect {
+                url: address,
+                source: "the near cache does not support Redis Cluster yet: \
+                         connect without `near_cache`"
+                    .into(),
+            });
+        }
         let subscriber = self.open_client(first).map_err(connect_error)?;
+        let tracker = match self.near {
+            Some(_) => Some(tracking::resp3(&subscriber).map_err(connect_error)?),
+            None => None,
+        };
         let client = if self.cluster {
             Client::Cluster(self.cluster_builder().build().map_err(connect_error)?)
         } else {
@@ -215,6 +263,21 @@ impl RedisBuilder {
         } else {
             wake::polling()
         };
+        let near = match (&self.near, tracker) {
+            (Some(settings), Some(client)) => {
+                let near = Arc::new(Near::new(settings));
+                tracking::start(
+                    &near,
+                    tracking::Settings {
+                        client,
+                        connect_timeout: self.connect_timeout,
+                        response_timeout: self.response_timeout,
+                    },
+                );
+                Some(near)
+            }
+            _ => None,
+        };
         let breaker = Breaker::new(address.clone(), self.breaker_threshold, self.clock);
         Ok(RedisBackend {
             inner: Arc::new(Inner {
@@ -226,6 +289,7 @@ impl RedisBuilder {
                 response_timeout: self.response_timeout,
                 async_connection: Mutex::new(None),
                 hub,
+                near,
             }),
         })
     }
@@ -361,6 +425,7 @@ impl RedisBackend {
             wake_ups: true,
             breaker_threshold: breaker::DEFAULT_THRESHOLD,
             clock: Arc::new(std::time::Instant::now),
+            near: None,
             #[cfg(feature = "tls")]
             root_certificate: None,
         }
