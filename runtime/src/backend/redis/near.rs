@@ -194,6 +194,10 @@ impl Near {
         }
         let value = entry.value.clone();
         shard.hits += 1;
+        drop(shard);
+        // Beside `cache_memoize_calls_total{outcome="hit"}`, which counts these too.
+        #[cfg(feature = "metrics")]
+        metrics::counter!("cache_memoize_near_hits_total").increment(1);
         Some(value)
     }
 
