@@ -255,15 +255,86 @@ fn locks_are_never_served_near() {
     assert_eq!(backend.near_cache_hits(), 0);
 }
 
-#[test]
-fn a_near_cache_on_a_cluster_is_refused_with_a_reason() {
-    let cluster = RedisCluster::start();
-    let refused = RedisBackend::builder(cluster.urls())
+fn near_on_cluster(cluster: &RedisCluster) -> Arc<RedisBackend> {
+    let connected = RedisBackend::builder(cluster.urls())
         .cluster()
         .near_cache(NearCache::new())
         .connect();
-    match refused {
-        Err(err) => assert!(err.to_string().contains("near cache"), "{err}"),
-        Ok(_) => panic!("a near cache on a cluster was accepted"),
+    match connected {
+        Ok(backend) => Arc::new(backend),
+        Err(err) => panic!("cannot connect to the cluster with a near cache: {err}"),
+    }
+}
+
+fn plain_on_cluster(cluster: &RedisCluster) -> Arc<RedisBackend> {
+    match RedisBackend::builder(cluster.urls()).cluster().connect() {
+        Ok(backend) => Arc::new(backend),
+        Err(err) => panic!("cannot connect to the cluster: {err}"),
+    }
+}
+
+/// The id of the client with tracking on at node `index` of `cluster`.
+fn tracking_client_on(cluster: &RedisCluster, index: usize) -> Option<String> {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(&mut cluster.connection(index))
+        .unwrap_or_default();
+    list.lines()
+        .find(|line| {
+            line.split(' ').any(|field| {
+                field
+                    .strip_prefix("flags=")
+                    .is_some_and(|f| f.contains('t'))
+            })
+        })
+        .and_then(|line| line.split(' ').find_map(|f| f.strip_prefix("id=")))
+        .map(str::to_owned)
+}
+
+#[test]
+fn on_a_cluster_writes_on_every_master_reach_the_near_copies() {
+    let cluster = RedisCluster::start();
+    let (reader, writer) = (near_on_cluster(&cluster), plain_on_cluster(&cluster));
+    wait_until("tracking is on", || reader.is_near_cache_live());
+    // Keys spread over the three masters.
+    let keys: Vec<String> = (0..12).map(|i| format!("near:cluster:{i}")).collect();
+    let owners: std::collections::BTreeSet<usize> = keys
+        .iter()
+        .map(|key| cluster.owner_of(make_cache_key(key).as_str()))
+        .collect();
+    assert_eq!(owners.len(), 3, "the keys cover every master");
+    for key in &keys {
+        write(&writer, key, "v1");
+        until_served_near(&reader, key, "v1");
+        write(&writer, key, "v2");
+        wait_until("the reader sees the new value", || {
+            read(&reader, key) == "v2"
+        });
+    }
+}
+
+#[test]
+fn on_a_cluster_a_killed_invalidation_connection_leaves_no_stale_copy() {
+    let cluster = RedisCluster::start();
+    let (reader, writer) = (near_on_cluster(&cluster), plain_on_cluster(&cluster));
+    for round in 0..6 {
+        let key = format!("near:cluster-killed:{round}");
+        let owner = cluster.owner_of(make_cache_key(&key).as_str());
+        wait_until("tracking is on", || reader.is_near_cache_live());
+        write(&writer, &key, "old");
+        until_served_near(&reader, &key, "old");
+        let Some(id) = tracking_client_on(&cluster, owner) else {
+            panic!("no client with tracking on at node {owner}");
+        };
+        let killed: Result<i64, _> = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("ID")
+            .arg(&id)
+            .query(&mut cluster.connection(owner));
+        assert_eq!(killed.ok(), Some(1));
+        write(&writer, &key, "new");
+        wait_until("the reader sees the new value", || {
+            read(&reader, &key) == "new"
+        });
     }
 }

@@ -188,7 +188,9 @@ impl RedisBuilder {
     /// the server stops delivering without closing the connection, for at most half a
     /// second plus the [response timeout](Self::response_timeout) (the heartbeat).
     ///
-    /// Not supported on Redis Cluster yet: [`connect`](Self::connect) says so.
+    /// On Redis Cluster, one invalidation connection per master; a change of masters
+    /// (a failover) is found at the next heartbeat and flushes the near cache, so a
+    /// write on a newly promoted master can go unseen until then (500 ms at most).
     ///
     /// ```no_run
     /// use cache_memoize::{NearCache, RedisBackend};
@@ -226,18 +228,15 @@ impl RedisBuilder {
             url: address.clone(),
             source: "no URL given".into(),
         })?;
-        if self.cluster && self.near.is_some() {
-            return Err(Error::Connect {
-                url: address,
-                source: "the near cache does not support Redis Cluster yet: \
-                         connect without `near_cache`"
-                    .into(),
-            });
-        }
         let subscriber = self.open_client(first).map_err(connect_error)?;
-        let tracker = match self.near {
-            Some(_) => Some(tracking::resp3(&subscriber).map_err(connect_error)?),
-            None => None,
+        let tracker = match (&self.near, self.cluster) {
+            (None, _) => None,
+            (Some(_), false) => Some(tracking::Target::Single(
+                tracking::resp3(&subscriber).map_err(connect_error)?,
+            )),
+            (Some(_), true) => Some(tracking::Target::Cluster(
+                tracking::resp3(&subscriber).map_err(connect_error)?,
+            )),
         };
         let client = if self.cluster {
             Client::Cluster(self.cluster_builder().build().map_err(connect_error)?)
@@ -264,12 +263,12 @@ impl RedisBuilder {
             wake::polling()
         };
         let near = match (&self.near, tracker) {
-            (Some(settings), Some(client)) => {
+            (Some(settings), Some(target)) => {
                 let near = Arc::new(Near::new(settings));
                 tracking::start(
                     &near,
                     tracking::Settings {
-                        client,
+                        target,
                         connect_timeout: self.connect_timeout,
                         response_timeout: self.response_timeout,
                     },
