@@ -338,3 +338,25 @@ fn on_a_cluster_a_killed_invalidation_connection_leaves_no_stale_copy() {
         });
     }
 }
+
+#[test]
+fn on_a_cluster_a_failover_leaves_no_stale_copy() {
+    let cluster = RedisCluster::start_with_replicas();
+    let (reader, writer) = (near_on_cluster(&cluster), plain_on_cluster(&cluster));
+    for round in 0..2 {
+        let key = format!("near:failover:{round}");
+        wait_until("tracking is on", || reader.is_near_cache_live());
+        write(&writer, &key, "old");
+        until_served_near(&reader, &key, "old");
+        cluster.fail_over(make_cache_key(&key).as_str());
+        wait_until("the writer stores on the new master", || {
+            let stored: String = memoize(&key, &opts(&writer).force_overwrite(true), || {
+                "new".to_owned()
+            });
+            stored == "new" && read(&writer, &key) == "new"
+        });
+        wait_until("the reader sees the new value", || {
+            read(&reader, &key) == "new"
+        });
+    }
+}
