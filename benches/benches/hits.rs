@@ -1,12 +1,16 @@
 //! Hits, side by side in one run: ours vs the floor (a hand-written lookup + bincode
 //! decode of the same value on the same kind of connection) vs the `cached` crate.
 //! Sizes 100 B, 10 KB, 1 MB; sync and async; and throughput with 1–8 threads/tasks.
+//! The near cache (`hit/near`, `scaling/near_100B`): its hits beside the memory
+//! backend's and plain Redis hits, in the same run.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use cache_memoize::{MemoizeOptions, MemoryBackend, RedisBackend, memoize, memoize_async};
+use cache_memoize::{
+    MemoizeOptions, MemoryBackend, NearCache, RedisBackend, memoize, memoize_async,
+};
 use cache_memoize_benches::{Report, SIZES, decode, encode, report};
 use cache_memoize_tests::server::RedisServer;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -21,6 +25,37 @@ fn redis_opts() -> MemoizeOptions {
     match RedisBackend::connect(&server().url()) {
         Ok(backend) => MemoizeOptions::new().backend(Arc::new(backend)),
         Err(err) => panic!("cannot connect: {err}"),
+    }
+}
+
+/// A backend with a near cache (64 MiB: a 1 MB value fits a shard), live.
+fn near_backend() -> Arc<RedisBackend> {
+    let connected = RedisBackend::builder([server().url()])
+        .near_cache(NearCache::new().capacity(64 * 1024 * 1024))
+        .connect();
+    let backend = match connected {
+        Ok(backend) => Arc::new(backend),
+        Err(err) => panic!("cannot connect: {err}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !backend.is_near_cache_live() {
+        assert!(Instant::now() < deadline, "the near cache never went live");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    backend
+}
+
+/// Reads `key` until `backend` serves it from its near copy.
+fn until_near(backend: &RedisBackend, opts: &MemoizeOptions, key: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let before = backend.near_cache_hits();
+        let _: Report = memoize(key, opts, || unreachable!("a hit"));
+        if backend.near_cache_hits() > before {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{key} is never served near");
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
@@ -77,6 +112,46 @@ fn memory(c: &mut Criterion) {
                 bytes.and_then(|bytes| decode(&bytes))
             });
         });
+    }
+    group.finish();
+}
+
+fn near(c: &mut Criterion) {
+    let mut group = c.benchmark_group("hit/near");
+    let backend = near_backend();
+    let near_opts = MemoizeOptions::new().backend(backend.clone());
+    let redis = redis_opts();
+    let memory = MemoizeOptions::new().backend(Arc::new(MemoryBackend::new()));
+    for size in SIZES {
+        let key = format!("near:{size}");
+        for opts in [&near_opts, &redis, &memory] {
+            let _: Report = memoize(&key, opts, || report(size));
+        }
+        until_near(&backend, &near_opts, &key);
+        for (name, opts) in [("memory", &memory), ("near", &near_opts), ("redis", &redis)] {
+            group.bench_function(BenchmarkId::new(name, size), |b| {
+                b.iter(|| memoize::<Report, _>(&key, opts, || unreachable!("a hit")));
+            });
+        }
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("scaling/near_100B");
+    let _: Report = memoize("near-scaling", &near_opts, || report(100));
+    until_near(&backend, &near_opts, "near-scaling");
+    for threads in [1_u64, 2, 8] {
+        group.throughput(Throughput::Elements(1));
+        for (name, opts) in [("near", &near_opts), ("redis", &redis)] {
+            group.bench_function(BenchmarkId::new(name, threads), |b| {
+                b.iter_custom(|iters| {
+                    spread(threads, iters.max(threads), |n| {
+                        for _ in 0..n {
+                            let _ = memoize::<Report, _>("near-scaling", opts, || report(100));
+                        }
+                    })
+                });
+            });
+        }
     }
     group.finish();
 }
@@ -266,6 +341,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = hits;
     config = config();
-    targets = memory, redis_sync, redis_async, scaling
+    targets = memory, near, redis_sync, redis_async, scaling
 }
 criterion_main!(hits);

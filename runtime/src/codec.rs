@@ -72,6 +72,22 @@ impl Stamp {
     }
 }
 
+/// When the memoized value in `bytes` stops being fresh (milliseconds since the Unix
+/// epoch, on its writer's clock), read from its envelope without checking or decoding
+/// anything else; `None` for anything that is not a stamped value (locks, fencing
+/// counters, iterator chunks and manifests, foreign bytes). For the near cache, which
+/// keeps a copy no longer than that.
+#[cfg(feature = "redis")]
+pub(crate) fn fresh_until_ms(bytes: &[u8]) -> Option<u64> {
+    let format = *bytes.get(MAGIC.len())?;
+    let stamped = format == FORMAT_STAMPED_BINCODE || format == FORMAT_STAMPED_MSGPACK;
+    if !bytes.starts_with(MAGIC) || !stamped {
+        return None;
+    }
+    let (stamp, _) = Stamp::read(bytes.get(HEADER_LEN..)?)?;
+    Some(stamp.fresh_until_ms)
+}
+
 /// How a memoized value's payload is written.
 ///
 /// [`Bincode`](Codec::Bincode), the default, is compact and fast but not

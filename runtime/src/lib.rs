@@ -32,7 +32,7 @@ pub use backend::memory::MemoryBackend;
 #[doc(inline)]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 #[cfg(feature = "redis")]
-pub use backend::redis::{RedisBackend, RedisBuilder};
+pub use backend::redis::{DEFAULT_NEAR_CACHE_CAPACITY, NearCache, RedisBackend, RedisBuilder};
 pub use backend::{
     AsyncBackend, Backend, BoxFuture, CacheBackend, GetOrLock, ImmediateBackend, LockClaim,
 };

@@ -116,3 +116,49 @@ fn a_recorder_installed_after_earlier_calls_still_gets_every_count() {
         "the two hits made under the recorder, no more"
     );
 }
+
+#[test]
+fn near_cache_hits_are_counted_beside_the_calls() {
+    use cache_memoize::{CacheBackend, NearCache, RedisBackend};
+    use cache_memoize_tests::server::RedisServer;
+    use cache_memoize_tests::wait_until;
+
+    let server = RedisServer::start();
+    let backend = match RedisBackend::builder([server.url()])
+        .near_cache(NearCache::new())
+        .connect()
+    {
+        Ok(backend) => Arc::new(backend),
+        Err(err) => panic!("cannot connect: {err}"),
+    };
+    wait_until("tracking is on", || backend.is_near_cache_live());
+    let opts = MemoizeOptions::new()
+        .backend(Arc::clone(&backend) as Arc<dyn CacheBackend>)
+        .name("metrics::near");
+    let _: u8 = memoize("metrics:near", &opts, || 1);
+    wait_until("a near hit", || {
+        let before = backend.near_cache_hits();
+        let _: u8 = memoize("metrics:near", &opts, || 1);
+        backend.near_cache_hits() > before
+    });
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let before = backend.near_cache_hits();
+    metrics::with_local_recorder(&recorder, || {
+        for _ in 0..3 {
+            let _: u8 = memoize("metrics:near", &opts, || 1);
+        }
+    });
+    let near_hits = backend.near_cache_hits() - before;
+    let counted =
+        snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .find_map(|(key, _, _, value)| match (key.key().name(), value) {
+                ("cache_memoize_near_hits_total", DebugValue::Counter(n)) => Some(n),
+                _ => None,
+            });
+    assert_eq!(counted, Some(near_hits));
+    assert!(near_hits > 0);
+}

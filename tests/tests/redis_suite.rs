@@ -29,3 +29,49 @@ cache_memoize_tests::sequential_backend_suite!(
     RedisCluster::start(),
     |cluster| on_cluster(&cluster)
 );
+
+/// The same suite on a backend with a near cache: every scenario holds with copies
+/// kept in the process.
+mod near_cache {
+    use std::sync::Arc;
+
+    use cache_memoize::{NearCache, RedisBackend};
+    use cache_memoize_tests::server::{RedisCluster, RedisServer};
+    use cache_memoize_tests::{Fixture, wait_until};
+
+    fn on_private_server_with_a_near_cache() -> Fixture {
+        let server = RedisServer::start();
+        let connected = RedisBackend::builder([server.url()])
+            .near_cache(NearCache::new())
+            .connect();
+        match connected {
+            Ok(backend) => {
+                wait_until("tracking is on", || backend.is_near_cache_live());
+                Fixture::new(Arc::new(backend)).keeping(server)
+            }
+            Err(err) => panic!("cannot connect to the test server: {err}"),
+        }
+    }
+
+    fn on_cluster_with_a_near_cache(cluster: &RedisCluster) -> Fixture {
+        let connected = RedisBackend::builder(cluster.urls())
+            .cluster()
+            .near_cache(NearCache::new())
+            .connect();
+        match connected {
+            Ok(backend) => {
+                wait_until("tracking is on", || backend.is_near_cache_live());
+                Fixture::new(Arc::new(backend))
+            }
+            Err(err) => panic!("cannot connect to the test cluster: {err}"),
+        }
+    }
+
+    cache_memoize_tests::backend_suite!(on_private_server_with_a_near_cache());
+
+    cache_memoize_tests::sequential_backend_suite!(
+        whole_suite_on_a_three_master_cluster_with_a_near_cache,
+        RedisCluster::start(),
+        |cluster| on_cluster_with_a_near_cache(&cluster)
+    );
+}

@@ -11,8 +11,10 @@ use redis::aio::ConnectionManager;
 use redis::{Cmd, RedisError, RedisFuture, RedisResult, Value};
 
 use super::breaker::{self, Breaker, Clock};
+use super::near::{Near, NearCache};
 use super::pool::{Connector, Pool};
 use super::sentinel::Master;
+use super::tracking;
 use super::wake;
 use super::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_RESPONSE_TIMEOUT, Inner, RedisBackend,
@@ -80,6 +82,7 @@ pub struct RedisBuilder {
     wake_ups: bool,
     breaker_threshold: u32,
     clock: Clock,
+    near: Option<NearCache>,
     #[cfg(feature = "tls")]
     root_certificate: Option<Vec<u8>>,
 }
@@ -98,6 +101,7 @@ impl std::fmt::Debug for RedisBuilder {
             .field("max_connections", &self.max_connections)
             .field("wake_ups", &self.wake_ups)
             .field("breaker_threshold", &self.breaker_threshold)
+            .field("near", &self.near)
             .finish_non_exhaustive()
     }
 }
@@ -173,6 +177,40 @@ impl RedisBuilder {
         self
     }
 
+    /// Keeps a copy of the values read in this process, in front of Redis, kept
+    /// coherent by the server (off by default): a hit on a copy costs about what a
+    /// [`MemoryBackend`](crate::MemoryBackend) hit costs, with no command sent.
+    ///
+    /// The server pushes an invalidation for every key written, deleted, expired or
+    /// evicted, by any process (`CLIENT TRACKING` in broadcasting mode, Redis 6 or
+    /// later); this process's own writes drop their copy as soon as they return. A
+    /// copy is never kept past the freshness its value was stamped with (so never past
+    /// its TTL); locks, fencing counters and memoized iterators are never kept. When
+    /// the invalidation connection breaks, every copy is dropped and reads go to Redis
+    /// until tracking is on again.
+    ///
+    /// What it allows: another process's write may be missed for as long as its
+    /// invalidation takes to arrive (a few milliseconds on a LAN); if the network to
+    /// the server stops delivering without closing the connection, for at most half a
+    /// second plus the [response timeout](Self::response_timeout) (the heartbeat).
+    ///
+    /// On Redis Cluster, one invalidation connection per master; a change of masters
+    /// (a failover) is found at the next heartbeat and flushes the near cache, so a
+    /// write on a newly promoted master can go unseen until then (500 ms at most).
+    ///
+    /// ```no_run
+    /// use cache_memoize::{NearCache, RedisBackend};
+    ///
+    /// let backend = RedisBackend::builder(["redis://127.0.0.1/"])
+    ///     .near_cache(NearCache::new())
+    ///     .connect()?;
+    /// # Ok::<(), cache_memoize::Error>(())
+    /// ```
+    pub fn near_cache(mut self, settings: NearCache) -> Self {
+        self.near = Some(settings);
+        self
+    }
+
     /// Treats the URLs as nodes of a Redis Cluster (one is enough to discover the rest).
     pub fn cluster(mut self) -> Self {
         self.cluster = true;
@@ -210,32 +248,42 @@ impl RedisBuilder {
         self
     }
 
-    /// Connects (one connection and a `PING`, to check that the server answers and
-    /// accepts the URL's credentials) and starts the wake-up subscriber.
-    pub fn connect(self) -> Result<RedisBackend, Error> {
-        let address = self
-            .urls
-            .iter()
-            .map(|url| redact(url))
-            .collect::<Vec<_>>()
-            .join(",");
+    /// The data client, the wake-up subscriber's target and the near cache's tracking
+    /// target, for the topology these settings name.
+    fn clients(
+        &self,
+        first: &str,
+        address: &str,
+    ) -> Result<(Client, wake::Target, Option<tracking::Target>), Error> {
         let connect_error = |source: RedisError| Error::Connect {
-            url: address.clone(),
+            url: address.to_owned(),
             source: source.into(),
         };
-        let first = self.urls.first().ok_or_else(|| Error::Connect {
-            url: address.clone(),
-            source: "no URL given".into(),
-        })?;
         if self.cluster && self.sentinel.is_some() {
             return Err(Error::Connect {
-                url: address,
+                url: address.to_owned(),
                 source:
                     "a cluster has no Sentinel: `.cluster()` and `.sentinel(..)` exclude each other"
                         .into(),
             });
         }
+        if self.near.is_some() && self.sentinel.is_some() {
+            return Err(Error::Connect {
+                url: address.to_owned(),
+                source: "the near cache does not follow a Sentinel failover yet: `.near_cache(..)` and `.sentinel(..)` exclude each other"
+                    .into(),
+            });
+        }
         let first_client = self.open_client(first).map_err(connect_error)?;
+        let tracker = match (&self.near, self.cluster) {
+            (None, _) => None,
+            (Some(_), false) => Some(tracking::Target::Single(
+                tracking::resp3(&first_client).map_err(connect_error)?,
+            )),
+            (Some(_), true) => Some(tracking::Target::Cluster(
+                tracking::resp3(&first_client).map_err(connect_error)?,
+            )),
+        };
         let (client, subscriber) = match &self.sentinel {
             Some(name) => {
                 let sentinels = self
@@ -270,6 +318,27 @@ impl RedisBuilder {
                 wake::Target::Server(first_client),
             ),
         };
+        Ok((client, subscriber, tracker))
+    }
+
+    /// Connects (one connection and a `PING`, to check that the server answers and
+    /// accepts the URL's credentials) and starts the wake-up subscriber.
+    pub fn connect(self) -> Result<RedisBackend, Error> {
+        let address = self
+            .urls
+            .iter()
+            .map(|url| redact(url))
+            .collect::<Vec<_>>()
+            .join(",");
+        let connect_error = |source: RedisError| Error::Connect {
+            url: address.clone(),
+            source: source.into(),
+        };
+        let first = self.urls.first().ok_or_else(|| Error::Connect {
+            url: address.clone(),
+            source: "no URL given".into(),
+        })?;
+        let (client, subscriber, tracker) = self.clients(first, &address)?;
         let connector = Connector::new(client.clone(), self.connect_timeout, self.response_timeout);
         let pool = Pool::new(connector, self.max_connections);
         // One command proves the server answers, and that the URL's credentials work.
@@ -289,6 +358,21 @@ impl RedisBuilder {
         } else {
             wake::polling()
         };
+        let near = match (&self.near, tracker) {
+            (Some(settings), Some(target)) => {
+                let near = Arc::new(Near::new(settings));
+                tracking::start(
+                    &near,
+                    tracking::Settings {
+                        target,
+                        connect_timeout: self.connect_timeout,
+                        response_timeout: self.response_timeout,
+                    },
+                );
+                Some(near)
+            }
+            _ => None,
+        };
         let breaker = Breaker::new(address.clone(), self.breaker_threshold, self.clock);
         Ok(RedisBackend {
             inner: Arc::new(Inner {
@@ -300,6 +384,7 @@ impl RedisBuilder {
                 response_timeout: self.response_timeout,
                 async_connection: Mutex::new(None),
                 hub,
+                near,
             }),
         })
     }
@@ -436,6 +521,7 @@ impl RedisBackend {
             wake_ups: true,
             breaker_threshold: breaker::DEFAULT_THRESHOLD,
             clock: Arc::new(std::time::Instant::now),
+            near: None,
             #[cfg(feature = "tls")]
             root_certificate: None,
         }

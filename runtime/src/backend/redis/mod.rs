@@ -10,15 +10,20 @@
 //! - A circuit breaker (`breaker.rs`), shared by the sync and async paths, skips a
 //!   server that stopped answering, so callers compute at once instead of each waiting
 //!   out a timeout.
+//! - An optional near cache (`near.rs`) keeps copies of values in the process, kept
+//!   coherent by the server's invalidation messages (`tracking.rs`); a hit on a copy
+//!   sends nothing and skips the breaker.
 //! - `connect.rs` opens the clients; `commands.rs` spells each step as a command or a
 //!   script invocation; this file runs them, sync and async.
 
 mod breaker;
 mod commands;
 mod connect;
+mod near;
 mod pool;
 mod scripts;
 mod sentinel;
+mod tracking;
 mod wake;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,6 +43,8 @@ use commands::{
 };
 pub use connect::RedisBuilder;
 use connect::{AsyncConnection, Client};
+pub use near::{DEFAULT_NEAR_CACHE_CAPACITY, NearCache};
+use near::{Near, Ticket};
 use pool::{Pool, is_connection_failure, is_stale, timed_out, went_away};
 use wake::Hub;
 
@@ -85,6 +92,7 @@ struct Inner {
     async_connection: Mutex<Option<AsyncConnection>>,
     hub: Arc<Hub>,
     breaker: Breaker,
+    near: Option<Arc<Near>>,
 }
 
 /// Whether the missing Tokio runtime was already reported (once per process).
@@ -124,6 +132,65 @@ impl RedisBackend {
     /// its callers wait on (and, for a second after, those they just waited on).
     pub fn wake_up_subscriptions(&self) -> usize {
         self.inner.hub.subscriptions()
+    }
+
+    /// Reads answered by the [near cache](RedisBuilder::near_cache) without asking
+    /// Redis, since the backend connected (0 without a near cache).
+    ///
+    /// ```no_run
+    /// use cache_memoize::{NearCache, RedisBackend};
+    ///
+    /// let backend = RedisBackend::builder(["redis://127.0.0.1/"])
+    ///     .near_cache(NearCache::new())
+    ///     .connect()?;
+    /// assert_eq!(backend.near_cache_hits(), 0);
+    /// # Ok::<(), cache_memoize::Error>(())
+    /// ```
+    pub fn near_cache_hits(&self) -> u64 {
+        self.inner.near.as_ref().map_or(0, |near| near.hits())
+    }
+
+    /// Invalidation messages the near cache has received (0 without one).
+    pub fn near_cache_invalidations(&self) -> u64 {
+        self.inner
+            .near
+            .as_ref()
+            .map_or(0, |near| near.invalidations())
+    }
+
+    /// Whether the near cache serves copies right now: its invalidation connection is
+    /// up with tracking on. False without a near cache, before tracking is first on,
+    /// and from the moment the connection breaks until tracking is on again. For
+    /// health checks and tests.
+    pub fn is_near_cache_live(&self) -> bool {
+        self.inner.near.as_ref().is_some_and(|near| near.is_live())
+    }
+
+    /// The near copy of `key`, if there is one to serve.
+    fn near_copy(&self, key: &str) -> Option<Vec<u8>> {
+        self.inner.near.as_ref()?.get(key)
+    }
+
+    /// The ticket a read of `key` from Redis takes before it is sent.
+    fn near_ticket(&self, key: &str) -> Option<Ticket> {
+        self.inner.near.as_ref()?.ticket(key)
+    }
+
+    /// Offers what a read of `key` under `ticket` found to the near cache.
+    fn near_offer(&self, key: &str, ticket: Option<Ticket>, found: Option<&[u8]>) {
+        if let (Some(near), Some(value)) = (&self.inner.near, found) {
+            near.offer(key, ticket, value);
+        }
+    }
+
+    /// Drops the near copies of `keys`, after a write to them (whatever its outcome:
+    /// a write that timed out may still have landed).
+    fn near_forget(&self, keys: &[&str]) {
+        if let Some(near) = &self.inner.near {
+            for key in keys {
+                near.forget(key.as_bytes());
+            }
+        }
     }
 
     /// Runs `op` on a pooled connection, unless the breaker says to skip the server.
@@ -370,7 +437,13 @@ impl Request {
 
 impl Backend for RedisBackend {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
-        self.run("get", key, |conn| get_cmd(key).query(conn))
+        if let Some(copy) = self.near_copy(key) {
+            return Ok(Some(copy));
+        }
+        let ticket = self.near_ticket(key);
+        let found: Option<Vec<u8>> = self.run("get", key, |conn| get_cmd(key).query(conn))?;
+        self.near_offer(key, ticket, found.as_deref());
+        Ok(found)
     }
 
     fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, Error> {
@@ -381,9 +454,11 @@ impl Backend for RedisBackend {
     }
 
     fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), Error> {
-        self.run("set", key, |conn| {
+        let set = self.run("set", key, |conn| {
             set_cmd(key, value, ttl, false).query(conn)
-        })
+        });
+        self.near_forget(&[key]);
+        set
     }
 
     fn add(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, Error> {
@@ -394,7 +469,9 @@ impl Backend for RedisBackend {
     }
 
     fn delete(&self, key: &str) -> Result<(), Error> {
-        self.run("delete", key, |conn| delete_cmd(key).query(conn))
+        let deleted = self.run("delete", key, |conn| delete_cmd(key).query(conn));
+        self.near_forget(&[key]);
+        deleted
     }
 
     fn compare_and_delete(&self, key: &str, expected: &[u8]) -> Result<bool, Error> {
@@ -412,10 +489,15 @@ impl Backend for RedisBackend {
     }
 
     fn get_or_lock(&self, key: &str, lock: &LockClaim<'_>) -> Result<GetOrLock, Error> {
+        let ticket = self.near_ticket(key);
         let reply = self.run("get_or_lock", key, |conn| {
             get_or_lock(key, lock).invoke(conn)
         })?;
-        get_or_lock_reply(key, reply)
+        let found = get_or_lock_reply(key, reply)?;
+        if let GetOrLock::Value(value) = &found {
+            self.near_offer(key, ticket, Some(value));
+        }
+        Ok(found)
     }
 
     fn store_and_release(
@@ -425,10 +507,11 @@ impl Backend for RedisBackend {
         ttl: Duration,
         lock: &LockClaim<'_>,
     ) -> Result<bool, Error> {
-        let ours: i64 = self.run("store_and_release", key, |conn| {
-            store_and_release(key, value, ttl, lock, self.wake()).invoke(conn)
-        })?;
-        Ok(ours == 1)
+        let ours = self.run("store_and_release", key, |conn| {
+            store_and_release(key, value, ttl, lock, self.wake()).invoke::<i64>(conn)
+        });
+        self.near_forget(&[key]);
+        Ok(ours? == 1)
     }
 
     fn take_lock(&self, lock: &LockClaim<'_>) -> Result<Option<u64>, Error> {
@@ -437,19 +520,22 @@ impl Backend for RedisBackend {
     }
 
     fn invalidate(&self, key: &str, lock_key: &str) -> Result<(), Error> {
-        self.run("invalidate", key, |conn| {
+        let invalidated = self.run("invalidate", key, |conn| {
             invalidate(key, lock_key, self.wake()).invoke::<()>(conn)
-        })
+        });
+        self.near_forget(&[key]);
+        invalidated
     }
 
     fn expire_many(&self, keys: &[&str], ttl: Duration) -> Result<usize, Error> {
         let Some(first) = keys.first() else {
             return Ok(0);
         };
-        let present: i64 = self.run("expire_many", first, |conn| {
-            expire_many(keys, ttl).invoke(conn)
-        })?;
-        Ok(usize::try_from(present).unwrap_or(0))
+        let present = self.run("expire_many", first, |conn| {
+            expire_many(keys, ttl).invoke::<i64>(conn)
+        });
+        self.near_forget(keys);
+        Ok(usize::try_from(present?).unwrap_or(0))
     }
 
     fn wait_for_release(&self, lock_key: &str, attempted: Instant, max: Duration) {
@@ -459,7 +545,17 @@ impl Backend for RedisBackend {
 
 impl AsyncBackend for RedisBackend {
     fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, Error>> {
-        Box::pin(self.request_async("get", key, Request::Command(get_cmd(key))))
+        Box::pin(async move {
+            if let Some(copy) = self.near_copy(key) {
+                return Ok(Some(copy));
+            }
+            let ticket = self.near_ticket(key);
+            let found: Option<Vec<u8>> = self
+                .request_async("get", key, Request::Command(get_cmd(key)))
+                .await?;
+            self.near_offer(key, ticket, found.as_deref());
+            Ok(found)
+        })
     }
 
     fn get_many_async<'a>(
@@ -483,11 +579,17 @@ impl AsyncBackend for RedisBackend {
         value: &'a [u8],
         ttl: Duration,
     ) -> BoxFuture<'a, Result<(), Error>> {
-        Box::pin(self.request_async(
-            "set",
-            key,
-            Request::Command(set_cmd(key, value, ttl, false)),
-        ))
+        Box::pin(async move {
+            let set = self
+                .request_async(
+                    "set",
+                    key,
+                    Request::Command(set_cmd(key, value, ttl, false)),
+                )
+                .await;
+            self.near_forget(&[key]);
+            set
+        })
     }
 
     fn add_async<'a>(
@@ -505,7 +607,13 @@ impl AsyncBackend for RedisBackend {
     }
 
     fn delete_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), Error>> {
-        Box::pin(self.request_async("delete", key, Request::Command(delete_cmd(key))))
+        Box::pin(async move {
+            let deleted = self
+                .request_async("delete", key, Request::Command(delete_cmd(key)))
+                .await;
+            self.near_forget(&[key]);
+            deleted
+        })
     }
 
     fn compare_and_delete_async<'a>(
@@ -549,10 +657,15 @@ impl AsyncBackend for RedisBackend {
         lock: &'a LockClaim<'a>,
     ) -> BoxFuture<'a, Result<GetOrLock, Error>> {
         Box::pin(async move {
+            let ticket = self.near_ticket(key);
             let reply = self
                 .request_async("get_or_lock", key, Request::Script(get_or_lock(key, lock)))
                 .await?;
-            get_or_lock_reply(key, reply)
+            let found = get_or_lock_reply(key, reply)?;
+            if let GetOrLock::Value(value) = &found {
+                self.near_offer(key, ticket, Some(value));
+            }
+            Ok(found)
         })
     }
 
@@ -565,10 +678,11 @@ impl AsyncBackend for RedisBackend {
     ) -> BoxFuture<'a, Result<bool, Error>> {
         Box::pin(async move {
             let script = store_and_release(key, value, ttl, lock, self.wake());
-            let ours: i64 = self
-                .request_async("store_and_release", key, Request::Script(script))
-                .await?;
-            Ok(ours == 1)
+            let ours = self
+                .request_async::<i64>("store_and_release", key, Request::Script(script))
+                .await;
+            self.near_forget(&[key]);
+            Ok(ours? == 1)
         })
     }
 
@@ -590,7 +704,13 @@ impl AsyncBackend for RedisBackend {
         lock_key: &'a str,
     ) -> BoxFuture<'a, Result<(), Error>> {
         let script = invalidate(key, lock_key, self.wake());
-        Box::pin(self.request_async("invalidate", key, Request::Script(script)))
+        Box::pin(async move {
+            let invalidated = self
+                .request_async("invalidate", key, Request::Script(script))
+                .await;
+            self.near_forget(&[key]);
+            invalidated
+        })
     }
 
     fn wait_for_release_async<'a>(

@@ -1,0 +1,277 @@
+//! The near cache's coherence, measured between two processes on a private server:
+//!
+//! 1. Invalidation latency: this process (the reader, with a near cache) holds a copy
+//!    of a value; a second process (the writer, this example re-run as `writer`)
+//!    overwrites it; the reader polls until it sees the new value. Timed from the
+//!    moment the reader asks the writer to write (so the write's own round trip and
+//!    the pipe between the processes are included), over 1,000 trials.
+//! 2. Faults: rounds in which the reader holds a copy, then its invalidation connection
+//!    is killed (`CLIENT KILL`) or the server restarted, then the writer writes. Every
+//!    read of the old value after the writer acknowledged its write is a stale read.
+//!
+//! `cargo run --release --example near_cache`
+//!
+//! The last line is `invalidation_p50_ms=.. invalidation_p99_ms=.. invalidation_max_ms=..
+//! stale_reads=.. rounds=..`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cache_memoize::{
+    CacheBackend, MemoizeOptions, NearCache, RedisBackend, make_cache_key, memoize,
+};
+use cache_memoize_tests::server::RedisServer;
+
+const TRIALS: usize = 1_000;
+const KILL_ROUNDS: usize = 100;
+const RESTART_ROUNDS: usize = 100;
+const KEY: &str = "near-example:value";
+/// How long a round may take before the example gives up (something is broken).
+const GIVE_UP: Duration = Duration::from_secs(20);
+
+type Failure = Box<dyn std::error::Error>;
+
+fn opts(backend: &Arc<RedisBackend>) -> MemoizeOptions {
+    MemoizeOptions::new()
+        .backend(Arc::clone(backend) as Arc<dyn CacheBackend>)
+        .expire(Duration::from_secs(3600))
+}
+
+fn main() -> Result<(), Failure> {
+    let mut args = std::env::args().skip(1);
+    if args.next().as_deref() == Some("writer") {
+        let url = args.next().ok_or("writer: no URL")?;
+        return writer(&url);
+    }
+    reader()
+}
+
+/// The writer process: for each line `value` on stdin, overwrites the value (until the
+/// server has it: a write that fails opens no breaker for the reader), then says `ok`.
+fn writer(url: &str) -> Result<(), Failure> {
+    let backend = Arc::new(RedisBackend::connect(url)?);
+    let raw = redis::Client::open(url)?;
+    let key = make_cache_key(KEY);
+    let stdout = std::io::stdout();
+    for line in std::io::stdin().lock().lines() {
+        let value = line?;
+        let before = stored(&raw, key.as_str());
+        let deadline = Instant::now() + GIVE_UP;
+        loop {
+            let _: String = memoize(KEY, &opts(&backend).force_overwrite(true), || value.clone());
+            let after = stored(&raw, key.as_str());
+            if after.is_some() && after != before {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err("writer: the write never landed".into());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        writeln!(stdout.lock(), "ok")?;
+    }
+    Ok(())
+}
+
+/// The bytes stored at `key`, read on a connection of their own (`None` if unreadable).
+fn stored(client: &redis::Client, key: &str) -> Option<Vec<u8>> {
+    let mut conn = client.get_connection().ok()?;
+    redis::cmd("GET").arg(key).query(&mut conn).ok().flatten()
+}
+
+struct Writer {
+    child: Child,
+    input: ChildStdin,
+    output: BufReader<ChildStdout>,
+}
+
+impl Writer {
+    fn start(url: &str) -> Result<Self, Failure> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .arg("writer")
+            .arg(url)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let input = child.stdin.take().ok_or("writer: no stdin")?;
+        let output = BufReader::new(child.stdout.take().ok_or("writer: no stdout")?);
+        Ok(Self {
+            child,
+            input,
+            output,
+        })
+    }
+
+    fn ask(&mut self, value: &str) -> Result<(), Failure> {
+        writeln!(self.input, "{value}")?;
+        self.input.flush()?;
+        Ok(())
+    }
+
+    fn acknowledged(&mut self) -> Result<(), Failure> {
+        let mut line = String::new();
+        self.output.read_line(&mut line)?;
+        if line.trim() == "ok" {
+            Ok(())
+        } else {
+            Err(format!("writer: {line:?}").into())
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn read(backend: &Arc<RedisBackend>) -> String {
+    memoize(KEY, &opts(backend), || "computed by the reader".to_owned())
+}
+
+/// Polls until the reader serves `value` from its near copy.
+fn hold_copy(backend: &Arc<RedisBackend>, value: &str) -> Result<(), Failure> {
+    let deadline = Instant::now() + GIVE_UP;
+    loop {
+        let before = backend.near_cache_hits();
+        if read(backend) == value && backend.near_cache_hits() > before {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("the reader never held a copy of {value}").into());
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// Polls until the reader returns `new`; counts the reads of `old` on the way.
+fn until_seen(backend: &Arc<RedisBackend>, old: &str, new: &str) -> Result<usize, Failure> {
+    let deadline = Instant::now() + GIVE_UP;
+    let mut stale = 0;
+    loop {
+        let got = read(backend);
+        if got == new {
+            return Ok(stale);
+        }
+        stale += usize::from(got == old);
+        if Instant::now() > deadline {
+            return Err(format!("the reader never saw {new} (last {got})").into());
+        }
+        std::thread::yield_now();
+    }
+}
+
+fn wait_live(backend: &Arc<RedisBackend>) -> Result<(), Failure> {
+    let deadline = Instant::now() + GIVE_UP;
+    while !backend.is_near_cache_live() {
+        if Instant::now() > deadline {
+            return Err("tracking never came back".into());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok(())
+}
+
+fn kill_tracking_connection(server: &RedisServer) -> Result<(), Failure> {
+    let mut conn = server.connection();
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut conn)?;
+    let id = list
+        .lines()
+        .find(|line| {
+            line.split(' ').any(|field| {
+                field
+                    .strip_prefix("flags=")
+                    .is_some_and(|f| f.contains('t'))
+            })
+        })
+        .and_then(|line| line.split(' ').find_map(|f| f.strip_prefix("id=")))
+        .ok_or("no client with tracking on")?;
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(id)
+        .query(&mut conn)?;
+    if killed == 1 {
+        Ok(())
+    } else {
+        Err("CLIENT KILL killed nothing".into())
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn reader() -> Result<(), Failure> {
+    let mut server = RedisServer::start();
+    let backend = Arc::new(
+        RedisBackend::builder([server.url()])
+            .near_cache(NearCache::new())
+            .connect()?,
+    );
+    let mut writer = Writer::start(&server.url())?;
+    wait_live(&backend)?;
+
+    let mut version = 0_u64;
+    let mut next = || {
+        version += 1;
+        format!("v{version}")
+    };
+    let mut old = next();
+    writer.ask(&old)?;
+    writer.acknowledged()?;
+
+    let mut latencies = Vec::with_capacity(TRIALS);
+    let mut stale_reads = 0;
+    for _ in 0..TRIALS {
+        hold_copy(&backend, &old)?;
+        let new = next();
+        let start = Instant::now();
+        writer.ask(&new)?;
+        // Polled while the writer writes: the latency is until the reader sees it.
+        until_seen(&backend, "", &new)?;
+        latencies.push(start.elapsed());
+        writer.acknowledged()?;
+        old = new;
+    }
+    latencies.sort_unstable();
+    let at = |per_mille: usize| latencies[(latencies.len() - 1) * per_mille / 1000];
+    let (p50, p99, max) = (at(500), at(990), at(1000));
+    println!("invalidation latency over {TRIALS} trials: p50 {p50:?}, p99 {p99:?}, max {max:?}");
+
+    let mut rounds = 0;
+    let fault_started = Instant::now();
+    for round in 0..KILL_ROUNDS + RESTART_ROUNDS {
+        wait_live(&backend)?;
+        hold_copy(&backend, &old)?;
+        if round < KILL_ROUNDS {
+            kill_tracking_connection(&server)?;
+        } else {
+            server.restart();
+        }
+        let new = next();
+        writer.ask(&new)?;
+        writer.acknowledged()?;
+        stale_reads += until_seen(&backend, &old, &new)?;
+        old = new;
+        rounds += 1;
+    }
+    println!(
+        "{KILL_ROUNDS} CLIENT KILL rounds and {RESTART_ROUNDS} restart rounds in {:?}: \
+         {stale_reads} stale reads; near hits {}, invalidations {}",
+        fault_started.elapsed(),
+        backend.near_cache_hits(),
+        backend.near_cache_invalidations()
+    );
+    println!(
+        "invalidation_p50_ms={:.3} invalidation_p99_ms={:.3} invalidation_max_ms={:.3} \
+         stale_reads={stale_reads} rounds={rounds}",
+        ms(p50),
+        ms(p99),
+        ms(max)
+    );
+    Ok(())
+}

@@ -1,0 +1,468 @@
+//! The near cache: an in-process copy of values read from Redis, kept coherent by the
+//! server's invalidation messages (`tracking.rs` receives them).
+//!
+//! - Only stamped memoized values are kept (never locks, fencing counters, iterator
+//!   chunks or manifests), and a copy lives no longer than its stamp says the value is
+//!   fresh: never past the value's own TTL, which is `expire + stale`.
+//! - A copy is served only while the invalidation connection is known to be live. When
+//!   it breaks, everything is dropped and reads go to Redis until tracking is on again.
+//! - A read from Redis that raced with an invalidation must not put back what it read
+//!   after the invalidation arrived: every read takes a [`Ticket`] (the global epoch
+//!   and its key's stripe epoch) before it is sent, and its value is kept only if
+//!   neither changed meanwhile. Each invalidation bumps its key's stripe; each change
+//!   of the link (lost, live again, `FLUSHALL`) bumps the global epoch. The check and
+//!   the insertion happen under the shard's lock, and an invalidation bumps before it
+//!   takes that lock to remove the key: whichever comes second sees the other.
+//! - Writes through this process drop the local copy as soon as they return.
+//! - Bounded in bytes (keys and values), least recently used first, in 16 shards (one
+//!   lock each) so that threads reading different keys rarely meet.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use lru::LruCache;
+
+use crate::codec;
+
+/// The default bound of a near cache: 32 MiB of keys and values.
+pub const DEFAULT_NEAR_CACHE_CAPACITY: usize = 32 * 1024 * 1024;
+
+const SHARDS: usize = 16;
+const STRIPES: usize = 1024;
+
+/// Settings of the near cache of a [`RedisBackend`](super::RedisBackend), given to
+/// [`RedisBuilder::near_cache`](super::RedisBuilder::near_cache).
+///
+/// ```no_run
+/// use cache_memoize::{NearCache, RedisBackend};
+///
+/// let backend = RedisBackend::builder(["redis://127.0.0.1/"])
+///     .near_cache(NearCache::new().capacity(64 * 1024 * 1024).prefix("shop:"))
+///     .connect()?;
+/// # Ok::<(), cache_memoize::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub struct NearCache {
+    capacity: usize,
+    prefixes: Vec<String>,
+}
+
+impl Default for NearCache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl NearCache {
+    /// A near cache of [`DEFAULT_NEAR_CACHE_CAPACITY`] bytes, told of writes to every
+    /// key of the server.
+    pub fn new() -> Self {
+        Self {
+            capacity: DEFAULT_NEAR_CACHE_CAPACITY,
+            prefixes: Vec::new(),
+        }
+    }
+
+    /// The bound on the bytes of keys and values kept (default 32 MiB). It is split
+    /// into 16 shards: a value larger than a sixteenth of it is never kept near.
+    pub fn capacity(mut self, bytes: usize) -> Self {
+        self.capacity = bytes;
+        self
+    }
+
+    /// Asks the server only for invalidations of keys starting with `prefix` (call it
+    /// again for several). Without one, every write to the server sends this process
+    /// a message. The prefix must cover every key memoized through this backend (the
+    /// [key prefix](crate::set_key_prefix), when one is set): a value under another
+    /// key would never be invalidated, so it is never kept near.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefixes.push(prefix.into());
+        self
+    }
+}
+
+/// The near tier of one backend.
+pub(crate) struct Near {
+    shards: Box<[Mutex<Shard>]>,
+    /// Per stripe of keys: bumped by each invalidation of a key of the stripe.
+    stripes: Box<[AtomicU64]>,
+    /// Bumped by every change of the link and every flush.
+    global: AtomicU64,
+    /// Whether tracking is on on a live invalidation connection.
+    live: AtomicBool,
+    /// Which invalidation connection is current (see [`Near::connecting`]).
+    link: Mutex<Link>,
+    hasher: RandomState,
+    prefixes: Vec<String>,
+    invalidations: AtomicU64,
+}
+
+#[derive(Default)]
+struct Link {
+    generation: u64,
+    lost: bool,
+}
+
+struct Shard {
+    entries: LruCache<String, Entry>,
+    used: usize,
+    capacity: usize,
+    hits: u64,
+}
+
+struct Entry {
+    value: Vec<u8>,
+    /// When the value stops being fresh (Unix milliseconds): the copy is dropped then.
+    until_ms: u64,
+}
+
+/// The epochs a read from Redis saw before it was sent.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ticket {
+    global: u64,
+    stripe: usize,
+    stripe_epoch: u64,
+}
+
+/// The bytes an entry is charged for.
+fn weight(key: &str, value: &[u8]) -> usize {
+    key.len() + value.len()
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
+}
+
+impl Near {
+    pub(crate) fn new(settings: &NearCache) -> Self {
+        let per_shard = settings.capacity / SHARDS;
+        Self {
+            shards: (0..SHARDS)
+                .map(|_| {
+                    Mutex::new(Shard {
+                        entries: LruCache::unbounded(),
+                        used: 0,
+                        capacity: per_shard,
+                        hits: 0,
+                    })
+                })
+                .collect(),
+            stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            global: AtomicU64::new(0),
+            live: AtomicBool::new(false),
+            link: Mutex::default(),
+            hasher: RandomState::new(),
+            prefixes: settings.prefixes.clone(),
+            invalidations: AtomicU64::new(0),
+        }
+    }
+
+    /// The shard and the stripe of `key`.
+    fn place(&self, key: &[u8]) -> (usize, usize) {
+        let hash = self.hasher.hash_one(key);
+        #[allow(clippy::cast_possible_truncation)] // only the low bits are wanted
+        let low = hash as usize;
+        (low % SHARDS, (low >> 4) % STRIPES)
+    }
+
+    fn shard(&self, index: usize) -> MutexGuard<'_, Shard> {
+        // Every mutation leaves a shard consistent before anything can panic.
+        self.shards[index]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The near copy of `key`, while tracking is live and the copy is fresh.
+    pub(crate) fn get(&self, key: &str) -> Option<Vec<u8>> {
+        if !self.live.load(Ordering::Acquire) {
+            return None;
+        }
+        let (shard, _) = self.place(key.as_bytes());
+        let mut shard = self.shard(shard);
+        let entry = shard.entries.get(key)?;
+        if entry.until_ms <= now_ms() {
+            shard.remove(key);
+            return None;
+        }
+        let value = entry.value.clone();
+        shard.hits += 1;
+        drop(shard);
+        // Beside `cache_memoize_calls_total{outcome="hit"}`, which counts these too.
+        #[cfg(feature = "metrics")]
+        metrics::counter!("cache_memoize_near_hits_total").increment(1);
+        Some(value)
+    }
+
+    /// What a read of `key` from Redis must present to keep its value ([`offer`]);
+    /// `None` while tracking is not live (nothing read then is kept).
+    ///
+    /// [`offer`]: Self::offer
+    pub(crate) fn ticket(&self, key: &str) -> Option<Ticket> {
+        let global = self.global.load(Ordering::SeqCst);
+        if !self.live.load(Ordering::SeqCst) || !self.covers(key) {
+            return None;
+        }
+        let (_, stripe) = self.place(key.as_bytes());
+        Some(Ticket {
+            global,
+            stripe,
+            stripe_epoch: self.stripes[stripe].load(Ordering::SeqCst),
+        })
+    }
+
+    /// Whether the server tells us of writes to `key`.
+    fn covers(&self, key: &str) -> bool {
+        self.prefixes.is_empty() || self.prefixes.iter().any(|p| key.starts_with(p.as_str()))
+    }
+
+    fn current(&self, ticket: Ticket) -> bool {
+        self.live.load(Ordering::SeqCst)
+            && self.global.load(Ordering::SeqCst) == ticket.global
+            && self.stripes[ticket.stripe].load(Ordering::SeqCst) == ticket.stripe_epoch
+    }
+
+    /// Keeps `value`, read from Redis under `ticket`, if it is a fresh memoized value
+    /// and nothing invalidated `key` (or broke the link) since the ticket was taken.
+    pub(crate) fn offer(&self, key: &str, ticket: Option<Ticket>, value: &[u8]) {
+        let Some(ticket) = ticket else { return };
+        let Some(until_ms) = codec::fresh_until_ms(value) else {
+            return;
+        };
+        if until_ms <= now_ms() {
+            return;
+        }
+        let (shard, _) = self.place(key.as_bytes());
+        let mut shard = self.shard(shard);
+        // Under the shard's lock: an invalidation that bumped after this check removes
+        // the entry once it gets the lock.
+        if !self.current(ticket) {
+            return;
+        }
+        shard.insert(key, value, until_ms);
+    }
+
+    /// Drops the copy of `key` and voids the tickets of reads in flight on its stripe:
+    /// a write through this process, or an invalidation message.
+    pub(crate) fn forget(&self, key: &[u8]) {
+        let (shard, stripe) = self.place(key);
+        self.stripes[stripe].fetch_add(1, Ordering::SeqCst);
+        if let Ok(key) = std::str::from_utf8(key) {
+            self.shard(shard).remove(key);
+        }
+    }
+
+    /// An invalidation message for `keys`, or (`None`) for everything (`FLUSHALL`,
+    /// `FLUSHDB`).
+    pub(crate) fn invalidated(&self, keys: Option<&[&[u8]]>) {
+        self.invalidations.fetch_add(1, Ordering::Relaxed);
+        match keys {
+            Some(keys) => keys.iter().for_each(|key| self.forget(key)),
+            None => self.flush(),
+        }
+    }
+
+    /// Drops every copy and voids every ticket.
+    fn flush(&self) {
+        self.global.fetch_add(1, Ordering::SeqCst);
+        for index in 0..SHARDS {
+            self.shard(index).clear();
+        }
+    }
+
+    fn link(&self) -> MutexGuard<'_, Link> {
+        self.link.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A new invalidation connection is being opened: its generation. Whatever the
+    /// previous one reports from now on is ignored.
+    pub(crate) fn connecting(&self) -> u64 {
+        let mut link = self.link();
+        link.generation += 1;
+        link.lost = false;
+        link.generation
+    }
+
+    /// Tracking is on on connection `generation`: copies may be kept and served again
+    /// (unless that connection was lost meanwhile).
+    pub(crate) fn went_live(&self, generation: u64) {
+        let link = self.link();
+        if link.generation != generation || link.lost {
+            return;
+        }
+        self.global.fetch_add(1, Ordering::SeqCst);
+        self.live.store(true, Ordering::SeqCst);
+    }
+
+    /// Connection `generation` broke (or its heartbeat failed): a message may be lost,
+    /// so every copy goes and none is served until tracking is on again.
+    pub(crate) fn lost(&self, generation: u64) {
+        let mut link = self.link();
+        if link.generation != generation {
+            return;
+        }
+        link.lost = true;
+        self.live.store(false, Ordering::SeqCst);
+        self.flush();
+    }
+
+    /// Whether copies are served now.
+    pub(crate) fn is_live(&self) -> bool {
+        self.live.load(Ordering::Acquire)
+    }
+
+    /// Reads answered from the near tier since it was made.
+    pub(crate) fn hits(&self) -> u64 {
+        (0..SHARDS).map(|index| self.shard(index).hits).sum()
+    }
+
+    /// Invalidation messages received since it was made.
+    pub(crate) fn invalidations(&self) -> u64 {
+        self.invalidations.load(Ordering::Relaxed)
+    }
+
+    /// What the server is asked to track.
+    pub(crate) fn prefixes(&self) -> &[String] {
+        &self.prefixes
+    }
+}
+
+impl Shard {
+    fn remove(&mut self, key: &str) {
+        if let Some(old) = self.entries.pop(key) {
+            self.used -= weight(key, &old.value);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.used = 0;
+    }
+
+    fn insert(&mut self, key: &str, value: &[u8], until_ms: u64) {
+        self.remove(key);
+        let needed = weight(key, value);
+        if needed > self.capacity {
+            return;
+        }
+        while self.used + needed > self.capacity {
+            match self.entries.pop_lru() {
+                Some((old_key, old)) => self.used -= weight(&old_key, &old.value),
+                None => break,
+            }
+        }
+        self.used += needed;
+        let entry = Entry {
+            value: value.to_vec(),
+            until_ms,
+        };
+        self.entries.put(key.to_owned(), entry);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{Codec, Stamp, encode_with};
+
+    fn value(fresh_for_ms: u64) -> Vec<u8> {
+        let stamp = Stamp {
+            fresh_until_ms: now_ms() + fresh_for_ms,
+            compute_ms: 0,
+        };
+        encode_with(Codec::Bincode, &7_u32, 0, stamp).unwrap_or_default()
+    }
+
+    fn live() -> Near {
+        let near = Near::new(&NearCache::new());
+        let generation = near.connecting();
+        near.went_live(generation);
+        near
+    }
+
+    #[test]
+    fn a_fresh_value_read_while_live_is_served() {
+        let near = live();
+        let ticket = near.ticket("k");
+        let bytes = value(60_000);
+        near.offer("k", ticket, &bytes);
+        assert_eq!(near.get("k"), Some(bytes));
+        assert_eq!(near.hits(), 1);
+    }
+
+    #[test]
+    fn an_invalidation_during_the_read_voids_its_ticket() {
+        let near = live();
+        let ticket = near.ticket("k");
+        near.invalidated(Some(&[b"k".as_slice()]));
+        near.offer("k", ticket, &value(60_000));
+        assert_eq!(near.get("k"), None);
+    }
+
+    #[test]
+    fn a_lost_link_flushes_and_bypasses_until_live_again() {
+        let near = live();
+        near.offer("k", near.ticket("k"), &value(60_000));
+        let before = near.ticket("j");
+        near.lost(1);
+        assert_eq!(near.get("k"), None);
+        assert!(near.ticket("k").is_none());
+        let generation = near.connecting();
+        near.went_live(generation);
+        near.offer("j", before, &value(60_000));
+        assert_eq!(
+            near.get("j"),
+            None,
+            "a read from before the loss is not kept"
+        );
+    }
+
+    #[test]
+    fn an_old_connection_reporting_late_changes_nothing() {
+        let near = live();
+        let second = near.connecting();
+        near.lost(second - 1);
+        near.went_live(second);
+        assert!(near.is_live());
+    }
+
+    #[test]
+    fn locks_and_unstamped_bytes_are_never_kept() {
+        let near = live();
+        near.offer("lock", near.ticket("lock"), b"3f2a-token");
+        near.offer("stale", near.ticket("stale"), &value(0));
+        assert_eq!(near.get("lock"), None);
+        assert_eq!(near.get("stale"), None);
+    }
+
+    #[test]
+    fn keys_outside_the_prefixes_are_never_kept() {
+        let near = Near::new(&NearCache::new().prefix("app:"));
+        let generation = near.connecting();
+        near.went_live(generation);
+        near.offer("other:k", near.ticket("other:k"), &value(60_000));
+        assert_eq!(near.get("other:k"), None);
+        near.offer("app:k", near.ticket("app:k"), &value(60_000));
+        assert!(near.get("app:k").is_some());
+    }
+
+    #[test]
+    fn the_byte_bound_evicts_the_least_recently_used() {
+        let near = Near::new(&NearCache::new().capacity(SHARDS * 200));
+        let generation = near.connecting();
+        near.went_live(generation);
+        for i in 0..100 {
+            let key = format!("k{i}");
+            near.offer(&key, near.ticket(&key), &value(60_000));
+        }
+        let used: usize = (0..SHARDS).map(|i| near.shard(i).used).sum();
+        assert!(used <= SHARDS * 200);
+    }
+}

@@ -1,0 +1,374 @@
+//! The near cache of the Redis backend: a hit on a copy sends nothing, another
+//! process's write reaches the copy through the server's invalidations, and a broken
+//! invalidation channel (killed connection, restarted server) or an expiry never leaves
+//! a stale copy served. Every server here is private to its test; waits poll with a
+//! bounded deadline.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cache_memoize::{
+    Backend, CacheBackend, MemoizeOptions, NearCache, RedisBackend, make_cache_key, memoize,
+};
+use cache_memoize_tests::proxy::CountingProxy;
+use cache_memoize_tests::server::{RedisCluster, RedisServer};
+use cache_memoize_tests::{runtime, wait_until};
+
+fn near(url: &str) -> Arc<RedisBackend> {
+    match RedisBackend::builder([url])
+        .near_cache(NearCache::new())
+        .connect()
+    {
+        Ok(backend) => Arc::new(backend),
+        Err(err) => panic!("cannot connect with a near cache: {err}"),
+    }
+}
+
+fn plain(url: &str) -> Arc<RedisBackend> {
+    match RedisBackend::connect(url) {
+        Ok(backend) => Arc::new(backend),
+        Err(err) => panic!("cannot connect: {err}"),
+    }
+}
+
+fn opts(backend: &Arc<RedisBackend>) -> MemoizeOptions {
+    MemoizeOptions::new()
+        .backend(Arc::clone(backend) as Arc<dyn CacheBackend>)
+        .expire(Duration::from_secs(3600))
+}
+
+/// What `backend` returns for `key`; "computed by the reader" when it found nothing.
+fn read(backend: &Arc<RedisBackend>, key: &str) -> String {
+    memoize(key, &opts(backend), || "computed by the reader".to_owned())
+}
+
+/// Stores `value` at `key` through `backend`, overwriting what is there.
+fn write(backend: &Arc<RedisBackend>, key: &str, value: &str) {
+    let stored: String = memoize(key, &opts(backend).force_overwrite(true), || {
+        value.to_owned()
+    });
+    assert_eq!(stored, value);
+}
+
+/// Waits until `backend` serves `key` from its near copy.
+fn until_served_near(backend: &Arc<RedisBackend>, key: &str, expected: &str) {
+    wait_until("the value is served from the near copy", || {
+        let before = backend.near_cache_hits();
+        assert_eq!(read(backend, key), expected);
+        backend.near_cache_hits() > before
+    });
+}
+
+/// The commands recorded by `proxy`, but the invalidation connection's heartbeat.
+fn sent(proxy: &CountingProxy) -> Vec<String> {
+    let mut commands = proxy.commands();
+    commands.retain(|command| command != "PING");
+    commands
+}
+
+#[test]
+fn a_near_hit_sends_no_command() {
+    let server = RedisServer::start();
+    let proxy = CountingProxy::start(server.port());
+    let backend = near(&proxy.url());
+    let writer = plain(&server.url());
+    write(&writer, "near:hit", "v1");
+    wait_until("tracking is on", || backend.is_near_cache_live());
+    until_served_near(&backend, "near:hit", "v1");
+    // A late invalidation of the write may still drop the copy once: then read again.
+    wait_until("a hundred reads send nothing", || {
+        proxy.clear();
+        let before = backend.near_cache_hits();
+        for _ in 0..100 {
+            assert_eq!(read(&backend, "near:hit"), "v1");
+        }
+        backend.near_cache_hits() == before + 100 && sent(&proxy).is_empty()
+    });
+    let rt = runtime();
+    let opts = opts(&backend);
+    let before = backend.near_cache_hits();
+    proxy.clear();
+    let got: String = rt.block_on(cache_memoize::memoize_async("near:hit", &opts, || async {
+        "computed by the reader".to_owned()
+    }));
+    assert_eq!(got, "v1");
+    assert_eq!(
+        backend.near_cache_hits(),
+        before + 1,
+        "the async hit is near too"
+    );
+    assert_eq!(sent(&proxy), Vec::<String>::new());
+}
+
+#[test]
+fn a_write_from_another_backend_replaces_the_near_copy() {
+    let server = RedisServer::start();
+    let (reader, writer) = (near(&server.url()), plain(&server.url()));
+    wait_until("tracking is on", || reader.is_near_cache_live());
+    for round in 0..20 {
+        let (old, new) = (format!("v{round}"), format!("v{}", round + 1));
+        write(&writer, "near:coherent", &old);
+        until_served_near(&reader, "near:coherent", &old);
+        write(&writer, "near:coherent", &new);
+        wait_until("the reader sees the new value", || {
+            read(&reader, "near:coherent") == new
+        });
+        for _ in 0..50 {
+            assert_eq!(
+                read(&reader, "near:coherent"),
+                new,
+                "never back to the old value"
+            );
+        }
+    }
+    assert!(reader.near_cache_invalidations() > 0);
+}
+
+#[test]
+fn an_invalidation_from_another_backend_reaches_the_near_copy() {
+    let server = RedisServer::start();
+    let (reader, writer) = (near(&server.url()), plain(&server.url()));
+    wait_until("tracking is on", || reader.is_near_cache_live());
+    write(&writer, "near:invalidated", "v1");
+    until_served_near(&reader, "near:invalidated", "v1");
+    let key = make_cache_key("near:invalidated");
+    let invalidated = writer.invalidate(key.as_str(), &key.lock_key());
+    assert!(invalidated.is_ok(), "{invalidated:?}");
+    wait_until("the reader computes again", || {
+        read(&reader, "near:invalidated") == "computed by the reader"
+    });
+}
+
+/// The id of the server's client that has tracking on (the near cache's connection).
+fn tracking_client(server: &RedisServer) -> Option<String> {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(&mut server.connection())
+        .unwrap_or_default();
+    list.lines()
+        .find(|line| {
+            line.split(' ').any(|field| {
+                field
+                    .strip_prefix("flags=")
+                    .is_some_and(|f| f.contains('t'))
+            })
+        })
+        .and_then(|line| line.split(' ').find_map(|f| f.strip_prefix("id=")))
+        .map(str::to_owned)
+}
+
+#[test]
+fn a_killed_invalidation_connection_leaves_no_stale_copy() {
+    let server = RedisServer::start();
+    let (reader, writer) = (near(&server.url()), plain(&server.url()));
+    for round in 0..10 {
+        let (old, new) = (format!("v{round}"), format!("v{}", round + 1));
+        wait_until("tracking is on", || reader.is_near_cache_live());
+        write(&writer, "near:killed", &old);
+        until_served_near(&reader, "near:killed", &old);
+        let Some(id) = tracking_client(&server) else {
+            panic!("no client with tracking on");
+        };
+        let killed: Result<i64, _> = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("ID")
+            .arg(&id)
+            .query(&mut server.connection());
+        assert_eq!(killed.ok(), Some(1));
+        // The invalidation of this write is never sent to the reader.
+        write(&writer, "near:killed", &new);
+        wait_until("the reader sees the new value", || {
+            read(&reader, "near:killed") == new
+        });
+    }
+}
+
+#[test]
+fn a_restarted_server_leaves_no_stale_copy() {
+    let mut server = RedisServer::start();
+    let reader = near(&server.url());
+    for round in 0..5 {
+        let (old, new) = (format!("v{round}"), format!("v{}", round + 1));
+        wait_until("tracking is on", || reader.is_near_cache_live());
+        let writer = plain(&server.url());
+        write(&writer, "near:restarted", &old);
+        until_served_near(&reader, "near:restarted", &old);
+        server.restart();
+        let writer = plain(&server.url());
+        write(&writer, "near:restarted", &new);
+        wait_until("the reader sees the new value", || {
+            read(&reader, "near:restarted") == new
+        });
+    }
+}
+
+#[test]
+fn a_near_copy_never_outlives_its_freshness() {
+    // No active expiry: the server sends no invalidation when the value expires, so
+    // only the copy's own deadline ends it.
+    let server = RedisServer::start_with(&["--enable-debug-command", "yes"]);
+    let set: Result<(), _> = redis::cmd("DEBUG")
+        .arg("SET-ACTIVE-EXPIRE")
+        .arg(0)
+        .query(&mut server.connection());
+    assert!(set.is_ok(), "{set:?}");
+    let reader = near(&server.url());
+    wait_until("tracking is on", || reader.is_near_cache_live());
+    let short = opts(&reader).expire(Duration::from_millis(300));
+    let first: String = memoize("near:short", &short, || "first".to_owned());
+    assert_eq!(first, "first");
+    wait_until("the value is served from the near copy", || {
+        let before = reader.near_cache_hits();
+        let _: String = memoize("near:short", &short, || "first".to_owned());
+        reader.near_cache_hits() > before
+    });
+    wait_until("the expired value is computed again", || {
+        memoize::<String, _>("near:short", &short, || "second".to_owned()) == "second"
+    });
+}
+
+#[test]
+fn own_writes_drop_the_near_copy_at_once() {
+    let server = RedisServer::start();
+    let backend = near(&server.url());
+    wait_until("tracking is on", || backend.is_near_cache_live());
+    write(&backend, "near:own", "v1");
+    until_served_near(&backend, "near:own", "v1");
+    write(&backend, "near:own", "v2");
+    assert_eq!(read(&backend, "near:own"), "v2", "no wait for the message");
+}
+
+#[test]
+fn locks_are_never_served_near() {
+    let server = RedisServer::start();
+    let backend = near(&server.url());
+    wait_until("tracking is on", || backend.is_near_cache_live());
+    let lock = cache_memoize::CacheLock::new("near:lock")
+        .backend(Arc::clone(&backend) as Arc<dyn CacheBackend>);
+    for _ in 0..3 {
+        let guard = lock.try_acquire();
+        assert!(matches!(guard, Ok(Some(_))), "{guard:?}");
+        assert_eq!(lock.is_locked().ok(), Some(true));
+        drop(guard);
+        assert_eq!(lock.is_locked().ok(), Some(false));
+    }
+    assert_eq!(backend.near_cache_hits(), 0);
+}
+
+fn near_on_cluster(cluster: &RedisCluster) -> Arc<RedisBackend> {
+    let connected = RedisBackend::builder(cluster.urls())
+        .cluster()
+        .near_cache(NearCache::new())
+        .connect();
+    match connected {
+        Ok(backend) => Arc::new(backend),
+        Err(err) => panic!("cannot connect to the cluster with a near cache: {err}"),
+    }
+}
+
+fn plain_on_cluster(cluster: &RedisCluster) -> Arc<RedisBackend> {
+    match RedisBackend::builder(cluster.urls()).cluster().connect() {
+        Ok(backend) => Arc::new(backend),
+        Err(err) => panic!("cannot connect to the cluster: {err}"),
+    }
+}
+
+/// The id of the client with tracking on at node `index` of `cluster`.
+fn tracking_client_on(cluster: &RedisCluster, index: usize) -> Option<String> {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(&mut cluster.connection(index))
+        .unwrap_or_default();
+    list.lines()
+        .find(|line| {
+            line.split(' ').any(|field| {
+                field
+                    .strip_prefix("flags=")
+                    .is_some_and(|f| f.contains('t'))
+            })
+        })
+        .and_then(|line| line.split(' ').find_map(|f| f.strip_prefix("id=")))
+        .map(str::to_owned)
+}
+
+#[test]
+fn on_a_cluster_writes_on_every_master_reach_the_near_copies() {
+    let cluster = RedisCluster::start();
+    let (reader, writer) = (near_on_cluster(&cluster), plain_on_cluster(&cluster));
+    wait_until("tracking is on", || reader.is_near_cache_live());
+    // Keys spread over the three masters.
+    let keys: Vec<String> = (0..12).map(|i| format!("near:cluster:{i}")).collect();
+    let owners: std::collections::BTreeSet<usize> = keys
+        .iter()
+        .map(|key| cluster.owner_of(make_cache_key(key).as_str()))
+        .collect();
+    assert_eq!(owners.len(), 3, "the keys cover every master");
+    for key in &keys {
+        write(&writer, key, "v1");
+        until_served_near(&reader, key, "v1");
+        write(&writer, key, "v2");
+        wait_until("the reader sees the new value", || {
+            read(&reader, key) == "v2"
+        });
+    }
+}
+
+#[test]
+fn on_a_cluster_a_killed_invalidation_connection_leaves_no_stale_copy() {
+    let cluster = RedisCluster::start();
+    let (reader, writer) = (near_on_cluster(&cluster), plain_on_cluster(&cluster));
+    for round in 0..6 {
+        let key = format!("near:cluster-killed:{round}");
+        let owner = cluster.owner_of(make_cache_key(&key).as_str());
+        wait_until("tracking is on", || reader.is_near_cache_live());
+        write(&writer, &key, "old");
+        until_served_near(&reader, &key, "old");
+        let Some(id) = tracking_client_on(&cluster, owner) else {
+            panic!("no client with tracking on at node {owner}");
+        };
+        let killed: Result<i64, _> = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("ID")
+            .arg(&id)
+            .query(&mut cluster.connection(owner));
+        assert_eq!(killed.ok(), Some(1));
+        write(&writer, &key, "new");
+        wait_until("the reader sees the new value", || {
+            read(&reader, &key) == "new"
+        });
+    }
+}
+
+#[test]
+fn on_a_cluster_a_failover_leaves_no_stale_copy() {
+    let cluster = RedisCluster::start_with_replicas();
+    let (reader, writer) = (near_on_cluster(&cluster), plain_on_cluster(&cluster));
+    for round in 0..2 {
+        let key = format!("near:failover:{round}");
+        wait_until("tracking is on", || reader.is_near_cache_live());
+        write(&writer, &key, "old");
+        until_served_near(&reader, &key, "old");
+        cluster.fail_over(make_cache_key(&key).as_str());
+        wait_until("the writer stores on the new master", || {
+            let stored: String = memoize(&key, &opts(&writer).force_overwrite(true), || {
+                "new".to_owned()
+            });
+            stored == "new" && read(&writer, &key) == "new"
+        });
+        wait_until("the reader sees the new value", || {
+            read(&reader, &key) == "new"
+        });
+    }
+}
+
+#[test]
+fn a_near_cache_with_sentinel_is_refused_with_a_clear_error() {
+    let refused = cache_memoize::RedisBackend::builder(["redis://127.0.0.1:1/"])
+        .sentinel("mymaster")
+        .near_cache(cache_memoize::NearCache::new())
+        .connect();
+    match refused {
+        Err(err) => assert!(err.to_string().contains("exclude each other"), "{err}"),
+        Ok(_) => panic!("a near cache cannot follow a Sentinel failover yet"),
+    }
+}
