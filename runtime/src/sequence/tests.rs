@@ -19,15 +19,19 @@ const NOW_MS: u64 = 100_000;
 /// Values are one byte, fresh forever; a second byte is the second they stop being
 /// fresh (and a third how many ms they took to compute). `0xFF` is unreadable.
 fn decode(_codec: Codec, bytes: &[u8], _version: u32) -> Option<(u8, Stamp)> {
-    let stamp = |until: u8, took: u8| Stamp {
-        fresh_until_ms: u64::from(until) * 1000,
-        compute_ms: u32::from(took),
-    };
     match *bytes {
         [value] if value != 0xFF => Some((value, Stamp::FOREVER)),
         [value, until] => Some((value, stamp(until, 0))),
         [value, until, took] => Some((value, stamp(until, took))),
         _ => None,
+    }
+}
+
+/// The stamp of a value fresh until second `until` that took `took` ms to compute.
+fn stamp(until: u8, took: u8) -> Stamp {
+    Stamp {
+        fresh_until_ms: u64::from(until) * 1000,
+        compute_ms: u32::from(took),
     }
 }
 
@@ -412,7 +416,30 @@ fn a_value_past_its_freshness_within_stale_is_served_and_refreshed() {
     m.on(Event::Start);
     // Fresh until 90 s; now is 100 s; stale for 60 s more.
     let step = m.on(Event::Read(Ok(Some(vec![4, 90]))));
+    assert_eq!(kind(step), io("ClaimRefresh"), "one refresh per process");
+    let step = m.on(Event::Claimed(true));
     assert_eq!(kind(step), Kind::Stale(4, Revalidate::Stale));
+}
+
+#[test]
+fn a_stale_hit_while_this_process_refreshes_the_key_starts_no_refresh() {
+    let mut m = fresh_machine(Refresh::IfMissing, Some(Wait::Forever), true, 60_000, 0.0);
+    m.on(Event::Start);
+    m.on(Event::Read(Ok(Some(vec![4, 90]))));
+    let step = m.on(Event::Claimed(false));
+    assert_eq!(
+        kind(step),
+        Kind::Stale(4, Revalidate::Underway),
+        "served, not refreshed again"
+    );
+}
+
+#[test]
+fn a_fresh_hit_claims_nothing() {
+    let mut m = fresh_machine(Refresh::IfMissing, Some(Wait::Forever), true, 60_000, 0.0);
+    m.on(Event::Start);
+    let step = m.on(Event::Read(Ok(Some(vec![4, 101]))));
+    assert_eq!(kind(step), Kind::Hit(4, true), "one read, nothing else");
 }
 
 #[test]
@@ -496,8 +523,10 @@ fn xfetch_refreshes_early_more_often_as_expiry_nears() {
                 let mut m = Machine::new(policy, decoder, fastrand::Rng::with_seed(*seed));
                 m.on(Event::Start);
                 // Took 250 ms to compute; fresh until `until` seconds.
-                let step = m.on(Event::Read(Ok(Some(vec![4, until, 250]))));
-                kind(step) == Kind::Stale(4, Revalidate::Early)
+                if kind(m.on(Event::Read(Ok(Some(vec![4, until, 250]))))) != io("ClaimRefresh") {
+                    return false;
+                }
+                kind(m.on(Event::Claimed(true))) == Kind::Stale(4, Revalidate::Early)
             })
             .count()
     };
@@ -576,6 +605,93 @@ fn a_refresh_that_finds_the_value_refreshed_gives_its_lock_back() {
         io("Release")
     );
     assert_eq!(kind(m.on(Event::Stored(Ok(true)))), Kind::Skip(None));
+}
+
+#[test]
+fn a_refresh_that_finds_another_value_under_the_lock_does_not_compute() {
+    // Triggered by the value fresh until 90 s (now: 100 s); another process stored one
+    // fresh until 102 s between this caller's read and its taking the refresh lock.
+    let mut m = fresh_machine(Refresh::Revalidate, Some(Wait::Forever), false, 60_000, 0.0)
+        .refreshing(stamp(90, 0));
+    assert_eq!(kind(m.on(Event::Start)), io("TakeLock"));
+    let step = m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 4 }));
+    assert_eq!(kind(step), io("Get"));
+    assert_eq!(
+        kind(m.on(Event::Read(Ok(Some(vec![5, 102]))))),
+        io("Release")
+    );
+    assert_eq!(kind(m.on(Event::Stored(Ok(true)))), Kind::Skip(None));
+}
+
+#[test]
+fn a_refresh_that_finds_the_value_it_was_triggered_by_computes() {
+    let mut m =
+        fresh_machine(Refresh::Revalidate, None, false, 60_000, 0.0).refreshing(stamp(90, 0));
+    m.on(Event::Start);
+    m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 4 }));
+    assert_eq!(
+        kind(m.on(Event::Read(Ok(Some(vec![4, 90]))))),
+        Kind::Compute(Storing::Locked, None)
+    );
+}
+
+#[test]
+fn a_refresh_that_finds_another_value_already_stale_computes() {
+    let mut m =
+        fresh_machine(Refresh::Revalidate, None, false, 60_000, 0.0).refreshing(stamp(90, 0));
+    m.on(Event::Start);
+    m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 4 }));
+    assert_eq!(
+        kind(m.on(Event::Read(Ok(Some(vec![5, 95]))))),
+        Kind::Compute(Storing::Locked, None),
+        "replaced, but by a value past its freshness too"
+    );
+}
+
+#[test]
+fn an_early_refresh_that_finds_its_value_under_the_lock_computes_without_drawing_again() {
+    // Drawn early for the value fresh until 101 s (now: 100 s) that took 250 ms: a
+    // second draw would say "not yet" 98 % of the time, so the stamp decides, not a draw.
+    for seed in 0..100 {
+        let policy = Policy {
+            refresh: Refresh::Revalidate,
+            lock: None,
+            coalesce: false,
+            freshness: FreshPolicy {
+                stale_ms: 60_000,
+                beta: 1.0,
+                fail_safe: Duration::from_secs(5),
+                ttl_only: false,
+            },
+            now_ms: NOW_MS,
+        };
+        let decoder = Decoder {
+            decode: decode as fn(Codec, &[u8], u32) -> Option<(u8, Stamp)>,
+            codec: Codec::Bincode,
+            version: 0,
+        };
+        let mut m = Machine::new(policy, decoder, fastrand::Rng::with_seed(seed))
+            .refreshing(stamp(101, 250));
+        m.on(Event::Start);
+        m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 4 }));
+        assert_eq!(
+            kind(m.on(Event::Read(Ok(Some(vec![4, 101, 250]))))),
+            Kind::Compute(Storing::Locked, None),
+            "seed {seed}"
+        );
+    }
+}
+
+#[test]
+fn an_early_refresh_that_finds_a_newer_value_under_the_lock_does_not_compute() {
+    let mut m =
+        fresh_machine(Refresh::Revalidate, None, false, 60_000, 1.0).refreshing(stamp(101, 250));
+    m.on(Event::Start);
+    m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 4 }));
+    assert_eq!(
+        kind(m.on(Event::Read(Ok(Some(vec![5, 103, 250]))))),
+        io("Release")
+    );
 }
 
 #[test]
