@@ -66,7 +66,7 @@ where
         Lookup::Refresh(stale, trigger) => {
             Ok(revalidate::inline(&call, trigger, compute).unwrap_or(stale))
         }
-        Lookup::Compute(_) | Lookup::Skip => driver.compute(&mut machine, compute),
+        Lookup::Compute(_) | Lookup::Skip { .. } => driver.compute(&mut machine, compute),
     }
 }
 
@@ -105,7 +105,9 @@ where
         Lookup::Refresh(stale, trigger) => Ok(revalidate::inline_async(&call, trigger, compute)
             .await
             .unwrap_or(stale)),
-        Lookup::Compute(_) | Lookup::Skip => driver.compute_async(&mut machine, compute).await,
+        Lookup::Compute(_) | Lookup::Skip { .. } => {
+            driver.compute_async(&mut machine, compute).await
+        }
     }
 }
 

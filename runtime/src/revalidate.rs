@@ -15,6 +15,7 @@ use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -35,10 +36,7 @@ pub(crate) fn inline<T, E>(
 where
     T: Serialize + DeserializeOwned,
 {
-    let Trigger {
-        stamp,
-        claim: _claim,
-    } = trigger;
+    let Trigger { stamp, mut claim } = trigger;
     let call = stale_call.revalidation();
     let mut machine = call.machine::<T>(false).refreshing(stamp);
     let mut driver = Driver::blocking(&call);
@@ -50,7 +48,13 @@ where
             };
             driver.compute(&mut machine, guarded).ok()
         }
-        Lookup::Found(_) | Lookup::Refresh(..) | Lookup::Skip => None,
+        Lookup::Skip {
+            back_off: Some(back_off),
+        } => {
+            claim.back_off(Instant::now(), back_off);
+            None
+        }
+        Lookup::Found(_) | Lookup::Refresh(..) | Lookup::Skip { back_off: None } => None,
     }
 }
 
@@ -64,10 +68,7 @@ where
     T: Serialize + DeserializeOwned,
     Fut: Future<Output = Result<T, E>>,
 {
-    let Trigger {
-        stamp,
-        claim: _claim,
-    } = trigger;
+    let Trigger { stamp, mut claim } = trigger;
     let call = stale_call.revalidation();
     let mut machine = call.machine::<T>(false).refreshing(stamp);
     let mut driver = Driver::nonblocking(&call);
@@ -81,7 +82,13 @@ where
             };
             driver.compute_async(&mut machine, guarded).await.ok()
         }
-        Lookup::Found(_) | Lookup::Refresh(..) | Lookup::Skip => None,
+        Lookup::Skip {
+            back_off: Some(back_off),
+        } => {
+            claim.back_off(Instant::now(), back_off);
+            None
+        }
+        Lookup::Found(_) | Lookup::Refresh(..) | Lookup::Skip { back_off: None } => None,
     }
 }
 
@@ -156,7 +163,7 @@ where
             }
             Ok(stale)
         }
-        Lookup::Compute(_) | Lookup::Skip => driver.compute(&mut machine, compute),
+        Lookup::Compute(_) | Lookup::Skip { .. } => driver.compute(&mut machine, compute),
     }
 }
 
@@ -208,6 +215,8 @@ where
             }
             Ok(stale)
         }
-        Lookup::Compute(_) | Lookup::Skip => driver.compute_async(&mut machine, compute).await,
+        Lookup::Compute(_) | Lookup::Skip { .. } => {
+            driver.compute_async(&mut machine, compute).await
+        }
     }
 }

@@ -7,8 +7,8 @@ use std::sync::{Arc, mpsc};
 use std::time::{Duration, SystemTime};
 
 use cache_memoize::{
-    CacheBackend, Clock, MemoizeOptions, memoize, memoize_async_detached, memoize_detached,
-    try_memoize,
+    CacheBackend, CacheLock, Clock, LockOptions, MemoizeOptions, make_cache_key, memoize,
+    memoize_async_detached, memoize_detached, try_memoize,
 };
 
 use crate::{Fixture, Probe, fast_lock, runtime, wait_until};
@@ -406,6 +406,38 @@ pub fn stale_hits_on_one_runtime_start_one_refresh_task(f: &Fixture) {
     let refresh_lock = cache_memoize::make_cache_key(&key).refresh_key();
     let attempts = f.probe.keys_of("take_lock");
     assert_eq!(attempts.iter().filter(|k| **k == refresh_lock).count(), 1);
+}
+
+/// A refresh that finds the refresh lock held elsewhere (another process refreshing,
+/// or throttling after a failure) makes its process back off for the lock's `retry`:
+/// meanwhile its stale hits start no refresh and send nothing to the refresh lock.
+pub fn a_process_that_found_the_refresh_lock_held_backs_off(f: &Fixture) {
+    let key = f.key("refresh-back-off");
+    let clock = Arc::new(ManualClock::default());
+    let opts = stale_opts(f, &clock).lock(LockOptions {
+        retry: Duration::from_secs(3600),
+        ..fast_lock()
+    });
+    let versions = Versions::default();
+    assert_eq!(memoize(&key, &opts, || versions.next()), "v1");
+    clock.advance(Duration::from_secs(11));
+    let refresh_lock = CacheLock::refreshing(&make_cache_key(&key))
+        .backend(another_process(f))
+        .try_acquire();
+    let Ok(Some(elsewhere)) = refresh_lock else {
+        panic!("cannot stage another process's refresh: {refresh_lock:?}");
+    };
+    for _ in 0..10 {
+        assert_eq!(memoize(&key, &opts, || versions.next()), "v1");
+    }
+    assert_eq!(versions.computed(), 1);
+    let attempts = f.probe.keys_of("take_lock");
+    assert_eq!(
+        attempts,
+        vec![make_cache_key(&key).refresh_key()],
+        "one attempt, then the back-off"
+    );
+    assert!(matches!(elsewhere.release(), Ok(true)));
 }
 
 /// An early refresh (`XFetch`) drawn in two processes at once computes once: the

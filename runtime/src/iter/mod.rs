@@ -244,7 +244,7 @@ where
                 break context.store(storing, driver.take_lock(), refresh);
             }
             // Only a refresh skips, and iterators are never refreshed that way.
-            Lookup::Skip => break None,
+            Lookup::Skip { .. } => break None,
         }
     };
     let inner = Box::new(compute().await.into_iter());
@@ -302,7 +302,7 @@ fn open<'a, T: 'a>(
             State::Reading(Reader::new(context, manifest, compute, skip))
         }
         // Only a refresh skips, and iterators are never refreshed that way.
-        Lookup::Skip => State::Writing(Writer::new(context, compute, None, skip)),
+        Lookup::Skip { .. } => State::Writing(Writer::new(context, compute, None, skip)),
         Lookup::Compute(storing) => {
             let store = context.store(storing, lock, refresh);
             State::Writing(Writer::new(context, compute, store, skip))

@@ -36,8 +36,9 @@ pub(crate) enum Lookup<T> {
     Refresh(T, Trigger),
     /// Compute; store as said (the lock, when `Storing::Locked`, is the driver's).
     Compute(Storing),
-    /// Nothing to do: a refresh that another caller is already making.
-    Skip,
+    /// Nothing to do: a refresh that another caller made or is making (or that the
+    /// backend failed); `back_off`: how long this process starts no other refresh.
+    Skip { back_off: Option<Duration> },
 }
 
 /// What a refresh takes from the hit that triggered it.
@@ -310,7 +311,7 @@ impl<'c, 'o> Driver<'c, 'o> {
     }
 
     fn claim_refresh(&mut self) -> bool {
-        self.refresh = refreshing::claim(&self.call.flight_key());
+        self.refresh = refreshing::claim(&self.call.flight_key(), Instant::now());
         self.refresh.is_some()
     }
 
@@ -381,9 +382,9 @@ impl<'c, 'o> Driver<'c, 'o> {
                 self.call.report(note);
                 Lookup::Compute(store)
             }
-            Step::Skip { note } => {
+            Step::Skip { note, back_off } => {
                 self.call.report(note);
-                Lookup::Skip
+                Lookup::Skip { back_off }
             }
             // Only after a computation; were it reached here, computing without the
             // cache is the safe answer.

@@ -53,6 +53,9 @@ pub(crate) struct FreshPolicy {
     /// How long the lock is kept after a failed refresh, so the fleet waits that long
     /// before trying again.
     pub(crate) fail_safe: Duration,
+    /// After a refresh found the refresh lock held elsewhere (or the backend failing),
+    /// how long this process starts no other refresh of the key (the lock's `retry`).
+    pub(crate) back_off: Duration,
     /// No `stale`, no `beta`: a value is fresh for as long as the backend keeps it.
     pub(crate) ttl_only: bool,
 }
@@ -63,6 +66,7 @@ impl FreshPolicy {
         stale_ms: 0,
         beta: 0.0,
         fail_safe: Duration::ZERO,
+        back_off: Duration::ZERO,
         ttl_only: true,
     };
 }
@@ -113,9 +117,13 @@ pub(crate) enum Step<'m, T> {
         via: Via,
         stamp: Stamp,
     },
-    /// Done without computing: a refresh found another caller refreshing (or the
-    /// backend failing); the stale value stands.
-    Skip { note: Option<Note> },
+    /// Done without computing: a refresh found the value refreshed, another caller
+    /// refreshing (or throttling), or the backend failing; the stale value stands. In
+    /// the last two cases this process starts no refresh of the key for `back_off`.
+    Skip {
+        note: Option<Note>,
+        back_off: Option<Duration>,
+    },
     /// Compute the value, then report [`Event::Computed`]; `note` says why, when it is
     /// worth reporting.
     Compute { store: Storing, note: Option<Note> },
@@ -424,7 +432,10 @@ impl<T> Machine<T> {
             }
             (State::Claiming, Event::Claimed(claimed)) => self.claimed(claimed),
             (State::Rechecking, Event::Read(read)) => self.rechecked(read),
-            (State::Relinquishing, Event::Stored(_)) => Step::Skip { note: None },
+            (State::Relinquishing, Event::Stored(_)) => Step::Skip {
+                note: None,
+                back_off: None,
+            },
             (State::Computing(store), Event::Computed(encoded)) => self.computed(store, encoded),
             (State::Storing, Event::Stored(stored)) => {
                 let note = match stored {
@@ -512,9 +523,9 @@ impl<T> Machine<T> {
         found: Result<GetOrLock, Error>,
     ) -> Step<'_, T> {
         match found {
-            Err(err) if self.policy.refresh == Refresh::Revalidate => Step::Skip {
-                note: Some(Note::RefreshFailed(Some(err))),
-            },
+            Err(err) if self.policy.refresh == Refresh::Revalidate => {
+                self.refresh_skipped(Some(Note::RefreshFailed(Some(err))))
+            }
             Err(err) => self.compute(Storing::Nothing, Some(Note::FailOpen(err))),
             Ok(GetOrLock::Locked { .. }) if self.policy.refresh == Refresh::Revalidate => {
                 self.state = State::Rechecking;
@@ -535,7 +546,7 @@ impl<T> Machine<T> {
             }
             // Another caller is refreshing (or throttling after a failed refresh).
             Ok(GetOrLock::Held) if self.policy.refresh == Refresh::Revalidate => {
-                Step::Skip { note: None }
+                self.refresh_skipped(None)
             }
             Ok(GetOrLock::Held) => self.held(since.unwrap_or(at), at),
         }
@@ -579,14 +590,21 @@ impl<T> Machine<T> {
     /// the value that triggered the refresh (or it is gone, or no longer this call's).
     fn rechecked(&mut self, read: Result<Option<Vec<u8>>, Error>) -> Step<'_, T> {
         match read {
-            Err(err) => Step::Skip {
-                note: Some(Note::RefreshFailed(Some(err))),
-            },
+            Err(err) => self.refresh_skipped(Some(Note::RefreshFailed(Some(err)))),
             Ok(Some(bytes)) if self.refreshed(&bytes) => {
                 self.state = State::Relinquishing;
                 Step::Io(Io::Release)
             }
             Ok(_) => self.compute(Storing::Locked, None),
+        }
+    }
+
+    /// A refresh that cannot run now (the refresh lock held elsewhere, or the backend
+    /// failing): this process backs off before trying again.
+    fn refresh_skipped(&self, note: Option<Note>) -> Step<'_, T> {
+        Step::Skip {
+            note,
+            back_off: Some(self.policy.freshness.back_off),
         }
     }
 

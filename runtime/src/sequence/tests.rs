@@ -16,6 +16,9 @@ use crate::options::{Refresh, Wait};
 /// The calls' wall-clock time: 100 s after the epoch.
 const NOW_MS: u64 = 100_000;
 
+/// How long a process starts no refresh after one found the refresh lock held.
+const BACK_OFF: Duration = Duration::from_millis(250);
+
 /// Values are one byte, fresh forever; a second byte is the second they stop being
 /// fresh (and a third how many ms they took to compute). `0xFF` is unreadable.
 fn decode(_codec: Codec, bytes: &[u8], _version: u32) -> Option<(u8, Stamp)> {
@@ -57,6 +60,7 @@ fn fresh_machine(
             stale_ms,
             beta,
             fail_safe: Duration::from_secs(5),
+            back_off: BACK_OFF,
             ttl_only: false,
         },
         now_ms: NOW_MS,
@@ -83,7 +87,7 @@ enum Kind {
     Io(String),
     Hit(u8, bool),
     Stale(u8, Revalidate),
-    Skip(Option<String>),
+    Skip(Option<String>, Option<Duration>),
     Compute(Storing, Option<String>),
     Finished(Option<String>, bool),
 }
@@ -100,7 +104,7 @@ fn kind(step: Step<'_, u8>) -> Kind {
         Step::Hit {
             value, revalidate, ..
         } => Kind::Stale(value, revalidate),
-        Step::Skip { note } => Kind::Skip(note.as_ref().map(name)),
+        Step::Skip { note, back_off } => Kind::Skip(note.as_ref().map(name), back_off),
         Step::Compute { store, note } => Kind::Compute(store, note.as_ref().map(name)),
         Step::Finished { note, landing } => {
             Kind::Finished(note.as_ref().map(name), landing.is_some())
@@ -511,6 +515,7 @@ fn xfetch_refreshes_early_more_often_as_expiry_nears() {
                         stale_ms: 0,
                         beta: 1.0,
                         fail_safe: Duration::from_secs(5),
+                        back_off: BACK_OFF,
                         ttl_only: false,
                     },
                     now_ms: NOW_MS,
@@ -543,7 +548,11 @@ fn a_refresh_takes_the_lock_without_waiting_and_skips_when_it_is_held() {
     let mut m = fresh_machine(Refresh::Revalidate, Some(Wait::Forever), false, 60_000, 0.0);
     assert_eq!(kind(m.on(Event::Start)), io("TakeLock"));
     let step = m.on(attempted(Instant::now(), GetOrLock::Held));
-    assert_eq!(kind(step), Kind::Skip(None), "another caller refreshes");
+    assert_eq!(
+        kind(step),
+        Kind::Skip(None, Some(BACK_OFF)),
+        "another caller refreshes: this process backs off"
+    );
 }
 
 #[test]
@@ -591,7 +600,10 @@ fn a_refresh_that_cannot_reach_the_backend_skips() {
         at: Instant::now(),
         found: Err(failure()),
     });
-    assert_eq!(kind(step), Kind::Skip(Some("refresh failed".into())));
+    assert_eq!(
+        kind(step),
+        Kind::Skip(Some("refresh failed".into()), Some(BACK_OFF))
+    );
 }
 
 #[test]
@@ -604,7 +616,11 @@ fn a_refresh_that_finds_the_value_refreshed_gives_its_lock_back() {
         kind(m.on(Event::Read(Ok(Some(vec![5, 200]))))),
         io("Release")
     );
-    assert_eq!(kind(m.on(Event::Stored(Ok(true)))), Kind::Skip(None));
+    assert_eq!(
+        kind(m.on(Event::Stored(Ok(true)))),
+        Kind::Skip(None, None),
+        "refreshed: no back-off needed"
+    );
 }
 
 #[test]
@@ -620,7 +636,11 @@ fn a_refresh_that_finds_another_value_under_the_lock_does_not_compute() {
         kind(m.on(Event::Read(Ok(Some(vec![5, 102]))))),
         io("Release")
     );
-    assert_eq!(kind(m.on(Event::Stored(Ok(true)))), Kind::Skip(None));
+    assert_eq!(
+        kind(m.on(Event::Stored(Ok(true)))),
+        Kind::Skip(None, None),
+        "refreshed: no back-off needed"
+    );
 }
 
 #[test]
@@ -661,6 +681,7 @@ fn an_early_refresh_that_finds_its_value_under_the_lock_computes_without_drawing
                 stale_ms: 60_000,
                 beta: 1.0,
                 fail_safe: Duration::from_secs(5),
+                back_off: BACK_OFF,
                 ttl_only: false,
             },
             now_ms: NOW_MS,
