@@ -218,6 +218,8 @@ struct Run {
     computes: Vec<Interval>,
     /// Computations whose interval a worker could not record.
     unrecorded: u64,
+    /// Attempts at the refresh lock, over all workers, and how many took it.
+    refresh_attempts: (u64, u64),
 }
 
 /// Runs `strategy` once: starts the workers, warms the key, lets them call for the
@@ -280,22 +282,11 @@ fn measure(strategy: Strategy, settings: &Settings, server: &RedisServer) -> Res
         }
     }
 
-    let (mut calls, mut unrecorded) = (Vec::new(), 0);
-    for out in outputs {
-        for line in out.lines() {
-            let line = line?;
-            let mut words = line.split(' ');
-            match (words.next(), words.next(), words.next()) {
-                (Some("call"), Some(latency), Some(code)) => {
-                    let class =
-                        Class::from_code(code).ok_or_else(|| format!("a worker sent {line:?}"))?;
-                    calls.push((latency.parse()?, class));
-                }
-                (Some("unrecorded"), Some(n), None) => unrecorded += n.parse::<u64>()?,
-                _ => return Err(format!("a worker sent {line:?}").into()),
-            }
-        }
-    }
+    let Reports {
+        calls,
+        unrecorded,
+        refresh_attempts,
+    } = Reports::read(outputs)?;
     for mut worker in workers {
         let status = worker.wait()?;
         if !status.success() {
@@ -323,7 +314,47 @@ fn measure(strategy: Strategy, settings: &Settings, server: &RedisServer) -> Res
         calls,
         computes,
         unrecorded,
+        refresh_attempts,
     })
+}
+
+/// What the workers printed after the run.
+struct Reports {
+    calls: Vec<(u64, Class)>,
+    unrecorded: u64,
+    refresh_attempts: (u64, u64),
+}
+
+impl Reports {
+    fn read(outputs: Vec<BufReader<ChildStdout>>) -> Result<Self, Failure> {
+        let mut reports = Self {
+            calls: Vec::new(),
+            unrecorded: 0,
+            refresh_attempts: (0, 0),
+        };
+        for out in outputs {
+            for line in out.lines() {
+                let line = line?;
+                let mut words = line.split(' ');
+                match (words.next(), words.next(), words.next()) {
+                    (Some("call"), Some(latency), Some(code)) => {
+                        let class = Class::from_code(code)
+                            .ok_or_else(|| format!("a worker sent {line:?}"))?;
+                        reports.calls.push((latency.parse()?, class));
+                    }
+                    (Some("unrecorded"), Some(n), None) => {
+                        reports.unrecorded += n.parse::<u64>()?;
+                    }
+                    (Some("refresh_lock"), Some(attempts), Some(taken)) => {
+                        reports.refresh_attempts.0 += attempts.parse::<u64>()?;
+                        reports.refresh_attempts.1 += taken.parse::<u64>()?;
+                    }
+                    _ => return Err(format!("a worker sent {line:?}").into()),
+                }
+            }
+        }
+        Ok(reports)
+    }
 }
 
 /// `"<start µs> <end µs> ok|failed"`.
@@ -447,7 +478,7 @@ impl Run {
              {} computes ({} failed), at most {} at once, {} redundant (started a median \
              {:.1} ms after the previous one ended); latency ms p50 {:.3} p99 {:.3} \
              max {:.3}, fresh hits p50 {:.3} p99 {:.3}, stale served p50 {:.3} p99 {:.3}; \
-             p99 / hit p99 {:.2}{warning}",
+             p99 / hit p99 {:.2}; refresh lock attempted {} times, taken {}{warning}",
             self.strategy.name(),
             self.calls.len(),
             self.count(Class::Hit),
@@ -470,6 +501,8 @@ impl Run {
             self.latency_ms(Some(Class::Stale), 0.50),
             self.latency_ms(Some(Class::Stale), 0.99),
             p99 / hit_p99,
+            self.refresh_attempts.0,
+            self.refresh_attempts.1,
         )
     }
 }

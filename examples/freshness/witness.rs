@@ -6,8 +6,13 @@
 //! The record is per thread: a blocking call runs its backend operations on the
 //! caller's thread, while a detached refresh runs on a thread of its own and leaves the
 //! caller's record alone. Only the blocking half records; the async half forwards.
+//!
+//! It also counts, for the whole process, the attempts at the key's refresh lock and
+//! how many took it: how many refreshes the process started, and how many reached the
+//! lock.
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cache_memoize::{AsyncBackend, Backend, BoxFuture, Error, GetOrLock, LockClaim};
@@ -70,11 +75,38 @@ pub(crate) fn now_us() -> u64 {
 /// Wraps a backend; see the module docs.
 pub(crate) struct Witness<B> {
     inner: B,
+    /// The refresh lock whose attempts are counted.
+    refresh_lock: String,
+    attempts: AtomicU64,
+    taken: AtomicU64,
 }
 
 impl<B> Witness<B> {
-    pub(crate) fn new(inner: B) -> Self {
-        Self { inner }
+    /// Wraps `inner`, counting the attempts at `refresh_lock`.
+    pub(crate) fn new(inner: B, refresh_lock: String) -> Self {
+        Self {
+            inner,
+            refresh_lock,
+            attempts: AtomicU64::new(0),
+            taken: AtomicU64::new(0),
+        }
+    }
+
+    /// The attempts at the refresh lock so far, and how many took it.
+    pub(crate) fn refresh_attempts(&self) -> (u64, u64) {
+        (
+            self.attempts.load(Ordering::Relaxed),
+            self.taken.load(Ordering::Relaxed),
+        )
+    }
+
+    fn count_attempt(&self, lock: &LockClaim<'_>, taken: &Result<Option<u64>, Error>) {
+        if lock.key == self.refresh_lock {
+            self.attempts.fetch_add(1, Ordering::Relaxed);
+            if matches!(taken, Ok(Some(_))) {
+                self.taken.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 }
 
@@ -131,7 +163,9 @@ impl<B: Backend> Backend for Witness<B> {
     }
 
     fn take_lock(&self, lock: &LockClaim<'_>) -> Result<Option<u64>, Error> {
-        self.inner.take_lock(lock)
+        let taken = self.inner.take_lock(lock);
+        self.count_attempt(lock, &taken);
+        taken
     }
 
     fn invalidate(&self, key: &str, lock_key: &str) -> Result<(), Error> {
@@ -217,7 +251,11 @@ impl<B: AsyncBackend> AsyncBackend for Witness<B> {
         &'a self,
         lock: &'a LockClaim<'a>,
     ) -> BoxFuture<'a, Result<Option<u64>, Error>> {
-        self.inner.take_lock_async(lock)
+        Box::pin(async move {
+            let taken = self.inner.take_lock_async(lock).await;
+            self.count_attempt(lock, &taken);
+            taken
+        })
     }
 
     fn invalidate_async<'a>(

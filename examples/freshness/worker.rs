@@ -229,8 +229,9 @@ pub(crate) fn run(args: &[String]) -> Result<(), Failure> {
     let [strategy] = settings.strategies[..] else {
         return Err("a worker runs exactly one strategy".into());
     };
-    let backend = Arc::new(Witness::new(RedisBackend::connect(url)?));
-    let opts = options(strategy, &settings, backend);
+    let refresh_lock = cache_memoize::make_cache_key(base).refresh_key();
+    let witness = Arc::new(Witness::new(RedisBackend::connect(url)?, refresh_lock));
+    let opts = options(strategy, &settings, witness.clone());
     let computation = Arc::new(Computation {
         client: redis::Client::open(url.as_str())?,
         keys: Keys::new(base),
@@ -281,6 +282,8 @@ pub(crate) fn run(args: &[String]) -> Result<(), Failure> {
     }
     let unrecorded = computation.unrecorded.load(Ordering::Relaxed);
     writeln!(out, "unrecorded {unrecorded}")?;
+    let (attempts, taken) = witness.refresh_attempts();
+    writeln!(out, "refresh_lock {attempts} {taken}")?;
     out.flush()?;
     Ok(())
 }

@@ -129,6 +129,7 @@ impl<'a> Call<'a> {
                 stale_ms: millis(freshness.stale),
                 beta: freshness.beta,
                 fail_safe: self.opts.fail_safe_throttle(),
+                back_off: self.opts.lock.unwrap_or_default().retry,
                 ttl_only: false,
             };
             (policy, self.opts.now_ms())

@@ -21,6 +21,7 @@ mod observe;
 mod options;
 mod outcome;
 mod refresh;
+mod refreshing;
 mod registry;
 mod renew;
 mod revalidate;

@@ -18,7 +18,7 @@ use crate::options::{MemoizeOptions, Refresh};
 use crate::refresh::take_forced;
 use crate::registry;
 use crate::revalidate;
-use crate::sequence::{Driver, Lookup, Revalidate};
+use crate::sequence::{Driver, Lookup};
 
 /// Returns the value memoized at `key`, computing and storing it on a miss.
 ///
@@ -60,11 +60,13 @@ where
     let mut machine = call.machine::<T>(true);
     let mut driver = Driver::blocking(&call);
     match driver.lookup(&mut machine) {
-        Lookup::Found(value, Revalidate::No) => Ok(value),
+        Lookup::Found(value) => Ok(value),
         // Stale (or drawn for an early refresh): this caller refreshes, inline; a
         // refresh that fails (or that another caller is making) serves `stale`.
-        Lookup::Found(stale, _) => Ok(revalidate::inline(&call, compute).unwrap_or(stale)),
-        Lookup::Compute(_) | Lookup::Skip => driver.compute(&mut machine, compute),
+        Lookup::Refresh(stale, trigger) => {
+            Ok(revalidate::inline(&call, trigger, compute).unwrap_or(stale))
+        }
+        Lookup::Compute(_) | Lookup::Skip { .. } => driver.compute(&mut machine, compute),
     }
 }
 
@@ -99,11 +101,13 @@ where
     let mut machine = call.machine::<T>(true);
     let mut driver = Driver::nonblocking(&call);
     match driver.lookup_async(&mut machine).await {
-        Lookup::Found(value, Revalidate::No) => Ok(value),
-        Lookup::Found(stale, _) => Ok(revalidate::inline_async(&call, compute)
+        Lookup::Found(value) => Ok(value),
+        Lookup::Refresh(stale, trigger) => Ok(revalidate::inline_async(&call, trigger, compute)
             .await
             .unwrap_or(stale)),
-        Lookup::Compute(_) | Lookup::Skip => driver.compute_async(&mut machine, compute).await,
+        Lookup::Compute(_) | Lookup::Skip { .. } => {
+            driver.compute_async(&mut machine, compute).await
+        }
     }
 }
 

@@ -176,9 +176,12 @@ impl MemoizeOptions {
     /// backend keeps values for `expire + stale`. Default: zero (a value past `expire`
     /// is a miss).
     ///
-    /// The refresh runs under the value's lock, taken without waiting (whether or not
+    /// The refresh runs under a refresh lock taken without waiting
+    /// ([`CacheLock::refreshing`](crate::CacheLock::refreshing), whether or not
     /// [`lock`](Self::lock) is set): callers that find it held return the stale value
-    /// at once. [`memoize`](crate::memoize) and [`try_memoize`](crate::try_memoize)
+    /// at once. A process runs at most one refresh of a key at a time, and a refresher
+    /// computes only if the value it reads under the lock is still the one it found
+    /// stale. [`memoize`](crate::memoize) and [`try_memoize`](crate::try_memoize)
     /// refresh inline, in the caller that found the value stale;
     /// [`memoize_detached`](crate::memoize_detached) and its kin refresh on a thread
     /// (or a Tokio task), so every caller gets the stale value at once. Memoized

@@ -1,15 +1,21 @@
 //! Refreshing a stale value: [`inline`] in the caller that found it, or detached on a
 //! thread or a Tokio task ([`memoize_detached`] and its kin), so that every caller
 //! gets the stale value at once. Either way the refresh runs the sequence with
-//! `Refresh::Revalidate`: the value's lock taken without waiting (one refresher across
-//! the fleet), and a failure (an `Err`, a panic, a broken backend) keeps the lock for
-//! the fail-safe throttle while the stale value is served.
+//! `Refresh::Revalidate`: the value's refresh lock taken without waiting (one refresher
+//! across the fleet), the value read again under it (computed only if it is still the
+//! one found stale), and a failure (an `Err`, a panic, a broken backend) keeps the lock
+//! for the fail-safe throttle while the stale value is served.
+//!
+//! A process runs at most one refresh of a key at a time: the hit that found the value
+//! stale holds this process's claim on it ([`Trigger`]), and the refresh keeps that
+//! claim until it ends. Other stale hits meanwhile start nothing (no thread, no task).
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -17,19 +23,22 @@ use serde::de::DeserializeOwned;
 use crate::call::Call;
 use crate::options::{MemoizeOptions, Refresh};
 use crate::refresh::take_forced;
-use crate::sequence::{Driver, Lookup, Revalidate};
+use crate::sequence::{Driver, Lookup, Trigger};
 
-/// Refreshes the value of `stale_call` in this caller; the new value, or `None` when
-/// another caller is refreshing or this refresh failed.
+/// Refreshes the value of `stale_call` (found as `trigger` says) in this caller; the
+/// new value, or `None` when another caller refreshed or is refreshing, or this
+/// refresh failed.
 pub(crate) fn inline<T, E>(
     stale_call: &Call<'_>,
+    trigger: Trigger,
     compute: impl FnOnce() -> Result<T, E>,
 ) -> Option<T>
 where
     T: Serialize + DeserializeOwned,
 {
+    let Trigger { stamp, mut claim } = trigger;
     let call = stale_call.revalidation();
-    let mut machine = call.machine::<T>(false);
+    let mut machine = call.machine::<T>(false).refreshing(stamp);
     let mut driver = Driver::blocking(&call);
     match driver.lookup(&mut machine) {
         Lookup::Compute(_) => {
@@ -39,21 +48,29 @@ where
             };
             driver.compute(&mut machine, guarded).ok()
         }
-        Lookup::Found(..) | Lookup::Skip => None,
+        Lookup::Skip {
+            back_off: Some(back_off),
+        } => {
+            claim.back_off(Instant::now(), back_off);
+            None
+        }
+        Lookup::Found(_) | Lookup::Refresh(..) | Lookup::Skip { back_off: None } => None,
     }
 }
 
 /// The async form of [`inline`].
 pub(crate) async fn inline_async<T, E, Fut>(
     stale_call: &Call<'_>,
+    trigger: Trigger,
     compute: impl FnOnce() -> Fut,
 ) -> Option<T>
 where
     T: Serialize + DeserializeOwned,
     Fut: Future<Output = Result<T, E>>,
 {
+    let Trigger { stamp, mut claim } = trigger;
     let call = stale_call.revalidation();
-    let mut machine = call.machine::<T>(false);
+    let mut machine = call.machine::<T>(false).refreshing(stamp);
     let mut driver = Driver::nonblocking(&call);
     match driver.lookup_async(&mut machine).await {
         Lookup::Compute(_) => {
@@ -65,7 +82,13 @@ where
             };
             driver.compute_async(&mut machine, guarded).await.ok()
         }
-        Lookup::Found(..) | Lookup::Skip => None,
+        Lookup::Skip {
+            back_off: Some(back_off),
+        } => {
+            claim.back_off(Instant::now(), back_off);
+            None
+        }
+        Lookup::Found(_) | Lookup::Refresh(..) | Lookup::Skip { back_off: None } => None,
     }
 }
 
@@ -124,22 +147,23 @@ where
     let mut machine = call.machine::<T>(true);
     let mut driver = Driver::blocking(&call);
     match driver.lookup(&mut machine) {
-        Lookup::Found(value, Revalidate::No) => Ok(value),
-        Lookup::Found(stale, _) => {
+        Lookup::Found(value) => Ok(value),
+        Lookup::Refresh(stale, trigger) => {
             let opts = call.owned_options();
             let key = call.key.clone();
+            // A thread that cannot start drops the trigger, and with it the claim.
             let spawned = std::thread::Builder::new()
                 .name("cache-memoize-refresh".into())
                 .spawn(move || {
                     let call = Call::for_key(key, &opts, Refresh::IfMissing);
-                    inline(&call, compute);
+                    inline(&call, trigger, compute);
                 });
             if let Err(err) = spawned {
                 tracing::warn!(key = %call.key, error = %err, "cannot start a refresh thread; the stale value is served");
             }
             Ok(stale)
         }
-        Lookup::Compute(_) | Lookup::Skip => driver.compute(&mut machine, compute),
+        Lookup::Compute(_) | Lookup::Skip { .. } => driver.compute(&mut machine, compute),
     }
 }
 
@@ -174,23 +198,25 @@ where
     let mut machine = call.machine::<T>(true);
     let mut driver = Driver::nonblocking(&call);
     match driver.lookup_async(&mut machine).await {
-        Lookup::Found(value, Revalidate::No) => Ok(value),
-        Lookup::Found(stale, _) => {
+        Lookup::Found(value) => Ok(value),
+        Lookup::Refresh(stale, trigger) => {
             match tokio::runtime::Handle::try_current() {
                 Ok(runtime) => {
                     let opts = call.owned_options();
                     let key = call.key.clone();
                     runtime.spawn(async move {
                         let call = Call::for_key(key, &opts, Refresh::IfMissing);
-                        inline_async(&call, compute).await;
+                        inline_async(&call, trigger, compute).await;
                     });
                 }
                 Err(_) => {
-                    inline_async(&call, compute).await;
+                    inline_async(&call, trigger, compute).await;
                 }
             }
             Ok(stale)
         }
-        Lookup::Compute(_) | Lookup::Skip => driver.compute_async(&mut machine, compute).await,
+        Lookup::Compute(_) | Lookup::Skip { .. } => {
+            driver.compute_async(&mut machine, compute).await
+        }
     }
 }

@@ -7,10 +7,11 @@ use std::sync::{Arc, mpsc};
 use std::time::{Duration, SystemTime};
 
 use cache_memoize::{
-    Clock, MemoizeOptions, memoize, memoize_async_detached, memoize_detached, try_memoize,
+    CacheBackend, CacheLock, Clock, LockOptions, MemoizeOptions, make_cache_key, memoize,
+    memoize_async_detached, memoize_detached, try_memoize,
 };
 
-use crate::{Fixture, fast_lock, runtime, wait_until};
+use crate::{Fixture, Probe, fast_lock, runtime, wait_until};
 
 /// The system's clock, moved forward by the test.
 #[derive(Default)]
@@ -217,6 +218,271 @@ pub fn an_async_detached_refresh_returns_the_stale_value_at_once(f: &Fixture) {
         memoize(&key, &f.opts(), || "unexpected".to_owned()) == "v2"
     });
     drop(rt);
+}
+
+/// Another process (a backend handle of its own, on the same store), so that its
+/// in-process state (coalescing, refresh claims) is not this one's.
+fn another_process(f: &Fixture) -> Arc<Probe> {
+    Arc::new(Probe::new(Arc::clone(f.probe.inner())))
+}
+
+/// Makes `process`'s first `get` (a caller's read of the value) wait until `go` says so,
+/// after telling `read` it returned.
+fn pause_after_first_read(process: &Probe) -> (mpsc::Receiver<()>, mpsc::Sender<()>) {
+    let (read_tx, read) = mpsc::channel();
+    let (go, go_rx) = mpsc::channel::<()>();
+    let mut first = true;
+    process.after(move |op| {
+        if op == "get" && std::mem::take(&mut first) {
+            let _ = read_tx.send(());
+            let _ = go_rx.recv();
+        }
+    });
+    (read, go)
+}
+
+/// A process that read the stale value just before another process's refresh stored
+/// its value, and reaches the refresh lock just after that refresh released it, finds
+/// the new value under the lock and does not compute (here on the detached path).
+pub fn a_stale_read_that_reaches_the_refresh_lock_after_another_process_refreshed_does_not_recompute(
+    f: &Fixture,
+) {
+    let key = f.key("late-refresher");
+    let clock = Arc::new(ManualClock::default());
+    let versions = Versions::default();
+    let (late, early) = (another_process(f), another_process(f));
+    let on = |process: &Arc<Probe>| {
+        stale_opts(f, &clock).backend(Arc::clone(process) as Arc<dyn CacheBackend>)
+    };
+    let (late_opts, early_opts) = (on(&late), on(&early));
+    assert_eq!(memoize(&key, &early_opts, || versions.next()), "v1");
+    clock.advance(Duration::from_secs(11));
+
+    let (read, go) = pause_after_first_read(&late);
+    let late_caller = {
+        let (key, versions) = (key.clone(), versions.clone());
+        std::thread::spawn(move || memoize_detached(&key, &late_opts, move || versions.next()))
+    };
+    assert!(read.recv().is_ok(), "the late process read the stale value");
+    assert_eq!(
+        memoize(&key, &early_opts, || versions.next()),
+        "v2",
+        "the other process refreshed it, inline"
+    );
+    assert!(go.send(()).is_ok());
+    assert_eq!(
+        late_caller.join().ok().as_deref(),
+        Some("v1"),
+        "served stale"
+    );
+
+    let refresh_lock = cache_memoize::make_cache_key(&key).refresh_key();
+    wait_until(
+        "the late process's refresh gave the refresh lock back",
+        || late.keys_of("compare_and_delete").contains(&refresh_lock),
+    );
+    assert_eq!(
+        late.keys_of("take_lock"),
+        vec![refresh_lock.clone()],
+        "it took the refresh lock"
+    );
+    assert_eq!(versions.computed(), 2, "and did not compute v3");
+    assert!(f.probe.inner().get(&refresh_lock).ok().flatten().is_none());
+    assert_eq!(memoize(&key, &f.opts(), || "unexpected".to_owned()), "v2");
+}
+
+/// Counts, on drop, whether it was dropped on the thread that made it.
+struct DroppedOnCaller {
+    caller: std::thread::ThreadId,
+    count: Arc<AtomicUsize>,
+}
+
+impl Drop for DroppedOnCaller {
+    fn drop(&mut self) {
+        if std::thread::current().id() == self.caller {
+            self.count.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// While a detached refresh of a key runs, 99 more stale hits in the same process
+/// start nothing: their refresh closures are dropped by their callers (no thread), and
+/// the refresh lock is attempted once.
+pub fn stale_hits_in_one_process_start_one_detached_refresh(f: &Fixture) {
+    let key = f.key("one-refresh-per-process");
+    let clock = Arc::new(ManualClock::default());
+    let opts = stale_opts(f, &clock);
+    let versions = Versions::default();
+    let v = versions.clone();
+    assert_eq!(memoize_detached(&key, &opts, move || v.next()), "v1");
+    clock.advance(Duration::from_secs(11));
+
+    let (started_tx, started) = mpsc::channel();
+    let (finish, finish_rx) = mpsc::channel::<()>();
+    let v = versions.clone();
+    let first = memoize_detached(&key, &opts, move || {
+        let _ = started_tx.send(());
+        let _ = finish_rx.recv();
+        v.next()
+    });
+    assert_eq!(first, "v1");
+    assert!(started.recv().is_ok(), "the first stale hit's refresh runs");
+    let dropped_here = Arc::new(AtomicUsize::new(0));
+    for _ in 0..99 {
+        let witness = DroppedOnCaller {
+            caller: std::thread::current().id(),
+            count: Arc::clone(&dropped_here),
+        };
+        let v = versions.clone();
+        let value = memoize_detached(&key, &opts, move || {
+            let _witness = &witness;
+            v.next()
+        });
+        assert_eq!(value, "v1");
+    }
+    assert_eq!(
+        dropped_here.load(Ordering::SeqCst),
+        99,
+        "no other refresh started: each closure was dropped by its caller"
+    );
+    assert!(finish.send(()).is_ok());
+    wait_until("the refresh stored its value", || {
+        memoize(&key, &f.opts(), || "unexpected".to_owned()) == "v2"
+    });
+    assert_eq!(versions.computed(), 2);
+    let refresh_lock = cache_memoize::make_cache_key(&key).refresh_key();
+    let attempts = f.probe.keys_of("take_lock");
+    assert_eq!(
+        attempts.iter().filter(|k| **k == refresh_lock).count(),
+        1,
+        "one attempt at the refresh lock"
+    );
+}
+
+/// The async form: stale hits on one runtime start one refresh task.
+pub fn stale_hits_on_one_runtime_start_one_refresh_task(f: &Fixture) {
+    let key = f.key("one-refresh-task");
+    let clock = Arc::new(ManualClock::default());
+    let opts = stale_opts(f, &clock);
+    let dropped_here = Arc::new(AtomicUsize::new(0));
+    let rt = runtime();
+    rt.block_on(async {
+        let first: String = memoize_async_detached(&key, &opts, || async { "v1".to_owned() }).await;
+        assert_eq!(first, "v1");
+        clock.advance(Duration::from_secs(11));
+        let (started_tx, started) = tokio::sync::oneshot::channel::<()>();
+        let (finish, finish_rx) = tokio::sync::oneshot::channel::<()>();
+        let stale: String = memoize_async_detached(&key, &opts, move || async move {
+            let _ = started_tx.send(());
+            let _ = finish_rx.await;
+            "v2".to_owned()
+        })
+        .await;
+        assert_eq!(stale, "v1");
+        assert!(started.await.is_ok(), "the first stale hit's refresh runs");
+        for _ in 0..99 {
+            let witness = DroppedOnCaller {
+                caller: std::thread::current().id(),
+                count: Arc::clone(&dropped_here),
+            };
+            let value: String = memoize_async_detached(&key, &opts, move || async move {
+                let _witness = &witness;
+                "unexpected".to_owned()
+            })
+            .await;
+            assert_eq!(value, "v1");
+        }
+        assert!(finish.send(()).is_ok());
+    });
+    assert_eq!(
+        dropped_here.load(Ordering::SeqCst),
+        99,
+        "no other refresh task started: each closure was dropped by its caller"
+    );
+    wait_until("the refresh task stored its value", || {
+        memoize(&key, &f.opts(), || "unexpected".to_owned()) == "v2"
+    });
+    drop(rt);
+    let refresh_lock = cache_memoize::make_cache_key(&key).refresh_key();
+    let attempts = f.probe.keys_of("take_lock");
+    assert_eq!(attempts.iter().filter(|k| **k == refresh_lock).count(), 1);
+}
+
+/// A refresh that finds the refresh lock held elsewhere (another process refreshing,
+/// or throttling after a failure) makes its process back off for the lock's `retry`:
+/// meanwhile its stale hits start no refresh and send nothing to the refresh lock.
+pub fn a_process_that_found_the_refresh_lock_held_backs_off(f: &Fixture) {
+    let key = f.key("refresh-back-off");
+    let clock = Arc::new(ManualClock::default());
+    let opts = stale_opts(f, &clock).lock(LockOptions {
+        retry: Duration::from_secs(3600),
+        ..fast_lock()
+    });
+    let versions = Versions::default();
+    assert_eq!(memoize(&key, &opts, || versions.next()), "v1");
+    clock.advance(Duration::from_secs(11));
+    let refresh_lock = CacheLock::refreshing(&make_cache_key(&key))
+        .backend(another_process(f))
+        .try_acquire();
+    let Ok(Some(elsewhere)) = refresh_lock else {
+        panic!("cannot stage another process's refresh: {refresh_lock:?}");
+    };
+    for _ in 0..10 {
+        assert_eq!(memoize(&key, &opts, || versions.next()), "v1");
+    }
+    assert_eq!(versions.computed(), 1);
+    let attempts = f.probe.keys_of("take_lock");
+    assert_eq!(
+        attempts,
+        vec![make_cache_key(&key).refresh_key()],
+        "one attempt, then the back-off"
+    );
+    assert!(matches!(elsewhere.release(), Ok(true)));
+}
+
+/// An early refresh (`XFetch`) drawn in two processes at once computes once: the
+/// process that reaches the refresh lock second finds a value other than the one it
+/// drew for, and does not compute, although it would draw an early refresh of that
+/// value too.
+pub fn an_early_refresh_drawn_in_two_processes_computes_once(f: &Fixture) {
+    let key = f.key("xfetch-twice");
+    let clock = Arc::new(ManualClock::default());
+    let versions = Versions::default();
+    // Every computation takes at least 5 ms (XFetch's δ), and β is so large that every
+    // hit on a fresh value draws an early refresh.
+    let slow_next = || {
+        std::thread::sleep(Duration::from_millis(5));
+        versions.next()
+    };
+    let (late, early) = (another_process(f), another_process(f));
+    let on = |process: &Arc<Probe>| {
+        stale_opts(f, &clock)
+            .beta(1e9)
+            .backend(Arc::clone(process) as Arc<dyn CacheBackend>)
+    };
+    let (late_opts, early_opts) = (on(&late), on(&early));
+    assert_eq!(memoize(&key, &early_opts, slow_next), "v1");
+
+    let (read, go) = pause_after_first_read(&late);
+    std::thread::scope(|scope| {
+        let late_caller = scope.spawn(|| memoize(&key, &late_opts, slow_next));
+        assert!(read.recv().is_ok(), "the late process read v1");
+        assert_eq!(
+            memoize(&key, &early_opts, slow_next),
+            "v2",
+            "the other process drew an early refresh and made it"
+        );
+        assert!(go.send(()).is_ok());
+        assert_eq!(late_caller.join().ok().as_deref(), Some("v1"));
+    });
+    assert_eq!(
+        versions.computed(),
+        2,
+        "the late process did not compute v3"
+    );
+    let refresh_lock = cache_memoize::make_cache_key(&key).refresh_key();
+    assert_eq!(late.keys_of("take_lock"), vec![refresh_lock.clone()]);
+    assert!(f.probe.inner().get(&refresh_lock).ok().flatten().is_none());
 }
 
 /// With jitter, values written together stop being fresh at different times.

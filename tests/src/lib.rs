@@ -166,6 +166,11 @@ macro_rules! with_scenarios {
                 a_panicking_refresh_keeps_the_stale_value,
                 a_detached_refresh_returns_the_stale_value_at_once,
                 an_async_detached_refresh_returns_the_stale_value_at_once,
+                a_stale_read_that_reaches_the_refresh_lock_after_another_process_refreshed_does_not_recompute,
+                stale_hits_in_one_process_start_one_detached_refresh,
+                stale_hits_on_one_runtime_start_one_refresh_task,
+                a_process_that_found_the_refresh_lock_held_backs_off,
+                an_early_refresh_drawn_in_two_processes_computes_once,
                 jitter_spreads_expiries, readers_with_skewed_clocks,
                 the_largest_durations_still_cache
             ];

@@ -225,24 +225,26 @@ where
         let mut machine = call.machine_reading(false, Manifest::<T>::decode);
         let mut driver = Driver::nonblocking(&call);
         match driver.lookup_async(&mut machine).await {
-            Lookup::Found(manifest, _) => match read_all_async(&context, &manifest).await {
-                Ok(chunks) => {
-                    let reader = Reader::prefetched(context.clone(), manifest, chunks);
-                    return MemoIter {
-                        state: State::Reading(reader),
-                    };
+            Lookup::Found(manifest) | Lookup::Refresh(manifest, _) => {
+                match read_all_async(&context, &manifest).await {
+                    Ok(chunks) => {
+                        let reader = Reader::prefetched(context.clone(), manifest, chunks);
+                        return MemoIter {
+                            state: State::Reading(reader),
+                        };
+                    }
+                    Err(why) => {
+                        tracing::warn!(key = %context.key, %why, "stored sequence unreadable; recomputing");
+                        // A forced sequence never reads, so this loops at most once more.
+                        refresh = Refresh::Forced;
+                    }
                 }
-                Err(why) => {
-                    tracing::warn!(key = %context.key, %why, "stored sequence unreadable; recomputing");
-                    // A forced sequence never reads, so this loops at most once more.
-                    refresh = Refresh::Forced;
-                }
-            },
+            }
             Lookup::Compute(storing) => {
                 break context.store(storing, driver.take_lock(), refresh);
             }
             // Only a refresh skips, and iterators are never refreshed that way.
-            Lookup::Skip => break None,
+            Lookup::Skip { .. } => break None,
         }
     };
     let inner = Box::new(compute().await.into_iter());
@@ -296,9 +298,11 @@ fn open<'a, T: 'a>(
         (lookup, driver.take_lock())
     };
     match lookup {
-        Lookup::Found(manifest, _) => State::Reading(Reader::new(context, manifest, compute, skip)),
+        Lookup::Found(manifest) | Lookup::Refresh(manifest, _) => {
+            State::Reading(Reader::new(context, manifest, compute, skip))
+        }
         // Only a refresh skips, and iterators are never refreshed that way.
-        Lookup::Skip => State::Writing(Writer::new(context, compute, None, skip)),
+        Lookup::Skip { .. } => State::Writing(Writer::new(context, compute, None, skip)),
         Lookup::Compute(storing) => {
             let store = context.store(storing, lock, refresh);
             State::Writing(Writer::new(context, compute, store, skip))

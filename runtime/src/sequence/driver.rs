@@ -5,7 +5,8 @@
 //!
 //! A driver owns what outlives one step: the lock guard (armed before each attempt at
 //! the lock, so a caller dropped mid-attempt gives the lock back) and this process's
-//! flight for the key (a leader dropped before it lands lets a follower lead).
+//! flight for the key (a leader dropped before it lands lets a follower lead), and this
+//! process's claim on refreshing the key, handed with a stale value to its refresh.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -19,19 +20,34 @@ use super::machine::{Event, Io, Machine, Note, Revalidate, Role, Step, Storing, 
 use crate::backend::GetOrLock;
 use crate::call::Call;
 use crate::coalesce::{self, Flight, Landed, Leader};
+use crate::codec::Stamp;
 use crate::lock::{DropRelease, LockGuard, new_token};
 use crate::observe::{self, Outcome};
 use crate::options::Refresh;
+use crate::refreshing::{self, RefreshClaim};
 use crate::renew::Renewal;
 
 /// What the sequence decided before any computation.
 pub(crate) enum Lookup<T> {
-    /// A stored value (or this process's leader's), and whether to refresh it.
-    Found(T, Revalidate),
+    /// A stored value (or this process's leader's): return it.
+    Found(T),
+    /// A stored value to return and refresh (stale, or drawn for an early refresh);
+    /// no other refresh of it is in flight in this process.
+    Refresh(T, Trigger),
     /// Compute; store as said (the lock, when `Storing::Locked`, is the driver's).
     Compute(Storing),
-    /// Nothing to do: a refresh that another caller is already making.
-    Skip,
+    /// Nothing to do: a refresh that another caller made or is making (or that the
+    /// backend failed); `back_off`: how long this process starts no other refresh.
+    Skip { back_off: Option<Duration> },
+}
+
+/// What a refresh takes from the hit that triggered it.
+#[derive(Debug)]
+pub(crate) struct Trigger {
+    /// The stamp of the value found: the refresh computes only while it is stored.
+    pub(crate) stamp: Stamp,
+    /// This process's claim on the key's refresh, kept until the refresh ends.
+    pub(crate) claim: RefreshClaim,
 }
 
 /// One call's I/O state; see the module docs.
@@ -43,6 +59,8 @@ pub(crate) struct Driver<'c, 'o> {
     lock: Option<LockGuard>,
     leader: Option<Leader>,
     flight: Option<Arc<Flight>>,
+    /// This process's claim on refreshing the key, once a stale hit made it.
+    refresh: Option<RefreshClaim>,
     /// The TTL the computed value is stored with (set when it is encoded).
     ttl: Duration,
     /// How long this call waited for another caller's lock.
@@ -69,6 +87,7 @@ impl<'c, 'o> Driver<'c, 'o> {
             lock: None,
             leader: None,
             flight: None,
+            refresh: None,
             ttl: call.opts.expire,
             waited: Duration::ZERO,
         }
@@ -133,19 +152,23 @@ impl<'c, 'o> Driver<'c, 'o> {
 
     /// Runs the sequence until it has a value or must compute.
     pub(crate) fn lookup<T>(&mut self, machine: &mut Machine<T>) -> Lookup<T> {
-        let mut event = Event::Start;
-        if machine.reads_first() {
+        let mut step = if machine.reads_first() {
             match self.call.backend.get(self.call.key.as_str()) {
-                Ok(Some(bytes)) => match machine.read_first(&bytes) {
-                    Some((value, revalidate)) => return self.first_hit(value, revalidate),
-                    None => event = Event::Read(Ok(None)),
+                Ok(Some(bytes)) => match machine.read_first(bytes) {
+                    Ok(value) => return self.first_hit(value),
+                    Err(step) => step,
                 },
-                read => event = Event::Read(read),
+                read => machine.on(Event::Read(read)),
             }
-        }
+        } else {
+            machine.on(Event::Start)
+        };
         loop {
-            match machine.on(event) {
-                Step::Io(io) => event = self.perform(io),
+            match step {
+                Step::Io(io) => {
+                    let event = self.perform(io);
+                    step = machine.on(event);
+                }
                 step => return self.decided(step),
             }
         }
@@ -153,19 +176,23 @@ impl<'c, 'o> Driver<'c, 'o> {
 
     /// The async form of [`lookup`](Self::lookup).
     pub(crate) async fn lookup_async<T>(&mut self, machine: &mut Machine<T>) -> Lookup<T> {
-        let mut event = Event::Start;
-        if machine.reads_first() {
+        let mut step = if machine.reads_first() {
             match self.call.backend.get_async(self.call.key.as_str()).await {
-                Ok(Some(bytes)) => match machine.read_first(&bytes) {
-                    Some((value, revalidate)) => return self.first_hit(value, revalidate),
-                    None => event = Event::Read(Ok(None)),
+                Ok(Some(bytes)) => match machine.read_first(bytes) {
+                    Ok(value) => return self.first_hit(value),
+                    Err(step) => step,
                 },
-                read => event = Event::Read(read),
+                read => machine.on(Event::Read(read)),
             }
-        }
+        } else {
+            machine.on(Event::Start)
+        };
         loop {
-            match machine.on(event) {
-                Step::Io(io) => event = self.perform_async(io).await,
+            match step {
+                Step::Io(io) => {
+                    let event = self.perform_async(io).await;
+                    step = machine.on(event);
+                }
                 step => return self.decided(step),
             }
         }
@@ -211,6 +238,7 @@ impl<'c, 'o> Driver<'c, 'o> {
         match io {
             Io::Get => Event::Read(backend.get(key)),
             Io::Join => Event::Joined(self.join()),
+            Io::ClaimRefresh => Event::Claimed(self.claim_refresh()),
             Io::AwaitLeader { max } => Event::Landed(match self.flight.take() {
                 Some(flight) => flight.wait(max),
                 None => Landed::Abandoned,
@@ -254,6 +282,7 @@ impl<'c, 'o> Driver<'c, 'o> {
         match io {
             Io::Get => Event::Read(backend.get_async(key).await),
             Io::Join => Event::Joined(self.join()),
+            Io::ClaimRefresh => Event::Claimed(self.claim_refresh()),
             Io::AwaitLeader { max } => Event::Landed(match self.flight.take() {
                 Some(flight) => flight.wait_async(max).await,
                 None => Landed::Abandoned,
@@ -307,6 +336,11 @@ impl<'c, 'o> Driver<'c, 'o> {
         }
     }
 
+    fn claim_refresh(&mut self) -> bool {
+        self.refresh = refreshing::claim(&self.call.flight_key(), Instant::now());
+        self.refresh.is_some()
+    }
+
     /// Arms a guard for the lock before an attempt at it; returns it for the claim.
     fn arm(&mut self) -> &LockGuard {
         let expire = self.call.opts.lock.unwrap_or_default().expire;
@@ -339,13 +373,11 @@ impl<'c, 'o> Driver<'c, 'o> {
         Event::Attempted { at, found }
     }
 
-    /// A hit on the first read (no follower to share it with: none joins before it).
-    fn first_hit<T>(&self, value: T, revalidate: Revalidate) -> Lookup<T> {
-        self.observe(match revalidate {
-            Revalidate::No => Outcome::Hit,
-            Revalidate::Stale | Revalidate::Early => Outcome::StaleServed,
-        });
-        Lookup::Found(value, revalidate)
+    /// A fresh hit on the first read (no follower to share it with: none joins
+    /// before it).
+    fn first_hit<T>(&self, value: T) -> Lookup<T> {
+        self.observe(Outcome::Hit);
+        Lookup::Found(value)
     }
 
     fn decided<T>(&mut self, step: Step<'_, T>) -> Lookup<T> {
@@ -355,15 +387,23 @@ impl<'c, 'o> Driver<'c, 'o> {
                 bytes,
                 revalidate,
                 via,
+                stamp,
             } => {
                 self.land(bytes);
                 self.observe(match (revalidate, via) {
-                    (Revalidate::Stale | Revalidate::Early, _) => Outcome::StaleServed,
+                    (Revalidate::Stale | Revalidate::Early | Revalidate::Underway, _) => {
+                        Outcome::StaleServed
+                    }
                     (Revalidate::No, Via::Read) => Outcome::Hit,
                     (Revalidate::No, Via::Wait) => Outcome::Waited,
                     (Revalidate::No, Via::Leader) => Outcome::Coalesced,
                 });
-                Lookup::Found(value, revalidate)
+                match (revalidate, self.refresh.take()) {
+                    (Revalidate::Stale | Revalidate::Early, Some(claim)) => {
+                        Lookup::Refresh(value, Trigger { stamp, claim })
+                    }
+                    _ => Lookup::Found(value),
+                }
             }
             Step::Compute { store, note } => {
                 self.observe(match (&note, self.call.refresh) {
@@ -375,9 +415,9 @@ impl<'c, 'o> Driver<'c, 'o> {
                 self.call.report(note);
                 Lookup::Compute(store)
             }
-            Step::Skip { note } => {
+            Step::Skip { note, back_off } => {
                 self.call.report(note);
-                Lookup::Skip
+                Lookup::Skip { back_off }
             }
             // Only after a computation; were it reached here, computing without the
             // cache is the safe answer.

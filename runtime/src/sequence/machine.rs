@@ -6,6 +6,8 @@
 //!
 //! ```text
 //! Get ─hit──────────────────────────────────────────────▶ Hit
+//!  │stale (or drawn early) ─▶ ClaimRefresh ─▶ Hit (to refresh, if this process's
+//!  │                                          refresh of the key was not underway)
 //!  │miss      (in-process: Join ─follow─▶ AwaitLeader ─landed─▶ Hit, else Join again)
 //!  └─lead──▶ GetOrLock ─value──────────────────────────▶ Hit
 //!             │  │held ─▶ Pause ─▶ GetOrLock …  (timeout: Get ─hit▶ Hit, miss▶ Compute)
@@ -18,6 +20,11 @@
 //! errors (a failover, a cut link), within its timeout and for at most the lock's
 //! expiry, so a failover costs at most one extra computation per key, not one per
 //! waiter.
+//!
+//! A refresh (`Refresh::Revalidate`) takes the key's refresh lock without waiting
+//! (`TakeLock`; held: `Skip`), reads the value again under it (`Get`), and computes only
+//! if the value is still the one whose staleness triggered it: a value stored by another
+//! refresher since (another stamp) means the refresh is done, and the lock goes back.
 
 use std::time::{Duration, Instant};
 
@@ -50,6 +57,9 @@ pub(crate) struct FreshPolicy {
     /// How long the lock is kept after a failed refresh, so the fleet waits that long
     /// before trying again.
     pub(crate) fail_safe: Duration,
+    /// After a refresh found the refresh lock held elsewhere (or the backend failing),
+    /// how long this process starts no other refresh of the key (the lock's `retry`).
+    pub(crate) back_off: Duration,
     /// No `stale`, no `beta`: a value is fresh for as long as the backend keeps it.
     pub(crate) ttl_only: bool,
 }
@@ -60,6 +70,7 @@ impl FreshPolicy {
         stale_ms: 0,
         beta: 0.0,
         fail_safe: Duration::ZERO,
+        back_off: Duration::ZERO,
         ttl_only: true,
     };
 }
@@ -84,6 +95,8 @@ pub(crate) enum Revalidate {
     Early,
     /// Past its freshness, within `stale`: return it and refresh.
     Stale,
+    /// Stale or drawn early, but this process is refreshing the key already: return it.
+    Underway,
 }
 
 /// How the lock is waited for.
@@ -103,16 +116,21 @@ pub(crate) enum Step<'m, T> {
     Io(Io<'m>),
     /// Done: return this stored value, and refresh it if `revalidate` says so.
     /// `bytes` are its encoding, for in-process followers (absent when it came from a
-    /// leader).
+    /// leader); `stamp` is its stamp (a refresh computes only while it is stored).
     Hit {
         value: T,
         bytes: Option<Vec<u8>>,
         revalidate: Revalidate,
         via: Via,
+        stamp: Stamp,
     },
-    /// Done without computing: a refresh found another caller refreshing (or the
-    /// backend failing); the stale value stands.
-    Skip { note: Option<Note> },
+    /// Done without computing: a refresh found the value refreshed, another caller
+    /// refreshing (or throttling), or the backend failing; the stale value stands. In
+    /// the last two cases this process starts no refresh of the key for `back_off`.
+    Skip {
+        note: Option<Note>,
+        back_off: Option<Duration>,
+    },
     /// Compute the value, then report [`Event::Computed`]; `note` says why, when it is
     /// worth reporting.
     Compute { store: Storing, note: Option<Note> },
@@ -133,6 +151,9 @@ pub(crate) enum Io<'m> {
     /// Wait for this process's leader, at most `max` (the lock timeout):
     /// [`Event::Landed`].
     AwaitLeader { max: Option<Duration> },
+    /// Claim this process's refresh of the key (at most one in flight):
+    /// [`Event::Claimed`].
+    ClaimRefresh,
     /// Read the value or take the lock, atomically: [`Event::Attempted`].
     GetOrLock,
     /// Take the lock without reading (the stored value is unwanted): [`Event::Attempted`].
@@ -155,6 +176,8 @@ pub(crate) enum Event {
     Start,
     Read(Result<Option<Vec<u8>>, Error>),
     Joined(Role),
+    /// Whether this call claimed the key's refresh in this process.
+    Claimed(bool),
     /// How the wait for this process's leader ended.
     Landed(Landed),
     /// An attempt at the lock that started `at`.
@@ -215,6 +238,8 @@ enum State {
     Reading,
     Joining,
     Following,
+    /// A value to serve and refresh was found; the refresh is claimed in-process.
+    Claiming,
     /// An attempt at the lock is out; the wait for it began at `since`.
     Attempting {
         since: Option<Instant>,
@@ -246,12 +271,25 @@ pub(crate) struct Decoder<T> {
 /// stamp.
 pub(crate) type DecodeFn<T> = fn(Codec, &[u8], u32) -> Option<(T, Stamp)>;
 
+/// A value found, to return once the sequence is done with it.
+struct Found<T> {
+    value: T,
+    bytes: Option<Vec<u8>>,
+    revalidate: Revalidate,
+    via: Via,
+    stamp: Stamp,
+}
+
 /// One memoized call's sequence.
 pub(crate) struct Machine<T> {
     policy: Policy,
     decoder: Decoder<T>,
     rng: Option<fastrand::Rng>,
     state: State,
+    /// A value to refresh, while this process's refresh of it is claimed.
+    claiming: Option<Found<T>>,
+    /// For a refresh: the stamp of the value whose staleness triggered it.
+    trigger: Option<Stamp>,
     /// The computed value's encoding, while it is stored.
     encoded: Option<Vec<u8>>,
     /// A refresh whose computation failed is holding the lock for the throttle.
@@ -267,6 +305,8 @@ impl<T> Machine<T> {
             decoder,
             rng,
             state: State::Start,
+            claiming: None,
+            trigger: None,
             encoded: None,
             refresh_failed: false,
             erring_since: None,
@@ -277,6 +317,13 @@ impl<T> Machine<T> {
     /// needed (a hit without `beta` draws none).
     fn rng(&mut self) -> &mut fastrand::Rng {
         self.rng.get_or_insert_with(fastrand::Rng::new)
+    }
+
+    /// Makes this (`Refresh::Revalidate`) sequence the refresh of a value found with
+    /// `stamp`: under the refresh lock it computes only if that value is still stored.
+    pub(crate) fn refreshing(mut self, stamp: Stamp) -> Self {
+        self.trigger = Some(stamp);
+        self
     }
 
     fn decode(&self, bytes: &[u8]) -> Option<(T, Stamp)> {
@@ -309,10 +356,48 @@ impl<T> Machine<T> {
 
     /// A value found: a hit (perhaps to refresh), or `None` when it is not this call's
     /// value or too old to serve.
-    fn found(&mut self, bytes: &[u8]) -> Option<(T, Revalidate)> {
-        let (value, stamp) = self.decode(bytes)?;
+    fn found(&mut self, bytes: Vec<u8>, via: Via) -> Option<Found<T>> {
+        let (value, stamp) = self.decode(&bytes)?;
         let revalidate = self.judge(stamp)?;
-        Some((value, revalidate))
+        Some(Found {
+            value,
+            bytes: Some(bytes),
+            revalidate,
+            via,
+            stamp,
+        })
+    }
+
+    /// Returns a value found; one to refresh first claims this process's refresh of
+    /// the key, so that a process starts one refresh of it at a time.
+    fn hit(&mut self, found: Found<T>) -> Step<'_, T> {
+        if found.revalidate == Revalidate::No {
+            return Self::done(found);
+        }
+        self.claiming = Some(found);
+        self.state = State::Claiming;
+        Step::Io(Io::ClaimRefresh)
+    }
+
+    fn claimed(&mut self, claimed: bool) -> Step<'_, T> {
+        match self.claiming.take() {
+            Some(found) if claimed => Self::done(found),
+            Some(found) => Self::done(Found {
+                revalidate: Revalidate::Underway,
+                ..found
+            }),
+            None => self.compute(Storing::Nothing, None),
+        }
+    }
+
+    fn done(found: Found<T>) -> Step<'static, T> {
+        Step::Hit {
+            value: found.value,
+            bytes: found.bytes,
+            revalidate: found.revalidate,
+            via: found.via,
+            stamp: found.stamp,
+        }
     }
 
     /// Whether the call begins with a plain read (it is not a forced refresh). If so,
@@ -328,14 +413,18 @@ impl<T> Machine<T> {
         plain
     }
 
-    /// The first read's bytes, judged as [`Event::Read`] would judge them: `Some` is
-    /// a hit (perhaps to refresh), and the sequence is over; `None` (bytes that are
-    /// not this call's value, or too old to serve) leaves the machine waiting for the
-    /// read, which the driver then feeds as a miss.
-    pub(crate) fn read_first(&mut self, bytes: &[u8]) -> Option<(T, Revalidate)> {
-        let hit = self.found(bytes)?;
-        self.state = State::Done;
-        Some(hit)
+    /// The first read's bytes, judged as [`Event::Read`] would judge them: `Ok` is a
+    /// fresh hit, and the sequence is over; otherwise (a value to refresh, bytes that
+    /// are not this call's value, or too old to serve) the next step.
+    pub(crate) fn read_first(&mut self, bytes: Vec<u8>) -> Result<T, Step<'_, T>> {
+        match self.found(bytes, Via::Read) {
+            Some(found) if found.revalidate == Revalidate::No => {
+                self.state = State::Done;
+                Ok(found.value)
+            }
+            Some(found) => Err(self.hit(found)),
+            None => Err(self.read(Ok(None), None)),
+        }
     }
 
     /// Feeds `event` (the outcome of the last step) and returns the next step.
@@ -367,11 +456,12 @@ impl<T> Machine<T> {
                     Landed::Abandoned | Landed::TimedOut => None,
                 };
                 match landing.as_deref().and_then(|bytes| self.decode(bytes)) {
-                    Some((value, _)) => Step::Hit {
+                    Some((value, stamp)) => Step::Hit {
                         value,
                         bytes: None,
                         revalidate: Revalidate::No,
                         via: Via::Leader,
+                        stamp,
                     },
                     // The leader stored nothing to share: run the sequence again.
                     None => self.join(),
@@ -383,8 +473,12 @@ impl<T> Machine<T> {
             (State::Pausing { since }, Event::Paused) => {
                 self.attempt(Some(since), self.attempt_io())
             }
+            (State::Claiming, Event::Claimed(claimed)) => self.claimed(claimed),
             (State::Rechecking, Event::Read(read)) => self.rechecked(read),
-            (State::Relinquishing, Event::Stored(_)) => Step::Skip { note: None },
+            (State::Relinquishing, Event::Stored(_)) => Step::Skip {
+                note: None,
+                back_off: None,
+            },
             (State::Computing(store), Event::Computed(encoded)) => self.computed(store, encoded),
             (State::Storing, Event::Stored(stored)) => {
                 let note = match stored {
@@ -428,18 +522,13 @@ impl<T> Machine<T> {
             Ok(bytes) => bytes,
             Err(err) => return self.compute(Storing::Nothing, Some(Note::FailOpen(err))),
         };
-        if let Some((value, revalidate)) = bytes.as_deref().and_then(|b| self.found(b)) {
-            let via = if missed.is_some() {
-                Via::Wait
-            } else {
-                Via::Read
-            };
-            return Step::Hit {
-                value,
-                bytes,
-                revalidate,
-                via,
-            };
+        let via = if missed.is_some() {
+            Via::Wait
+        } else {
+            Via::Read
+        };
+        if let Some(found) = bytes.and_then(|bytes| self.found(bytes, via)) {
+            return self.hit(found);
         }
         // A miss, or bytes that are not this call's value (a miss, overwritten).
         match (missed, self.policy.lock) {
@@ -480,9 +569,9 @@ impl<T> Machine<T> {
             self.erring_since = None;
         }
         match found {
-            Err(err) if self.policy.refresh == Refresh::Revalidate => Step::Skip {
-                note: Some(Note::RefreshFailed(Some(err))),
-            },
+            Err(err) if self.policy.refresh == Refresh::Revalidate => {
+                self.refresh_skipped(Some(Note::RefreshFailed(Some(err))))
+            }
             // Waiting for a holder when the backend failed (its primary died, a link
             // was cut): keep waiting rather than compute, so that waiters do not each
             // compute; once the backend answers again (a replica promoted), they find
@@ -497,23 +586,21 @@ impl<T> Machine<T> {
                 Step::Io(Io::Get)
             }
             Ok(GetOrLock::Locked { .. }) => self.compute(Storing::Locked, None),
-            Ok(GetOrLock::Value(bytes)) => match self.found(&bytes) {
-                Some((value, revalidate)) => Step::Hit {
-                    value,
-                    bytes: Some(bytes),
-                    revalidate,
-                    via: if since.is_some() {
-                        Via::Wait
-                    } else {
-                        Via::Read
-                    },
-                },
-                // Not this call's value, or too old: take the lock and overwrite it.
-                None => self.attempt(since, Io::TakeLock),
-            },
+            Ok(GetOrLock::Value(bytes)) => {
+                let via = if since.is_some() {
+                    Via::Wait
+                } else {
+                    Via::Read
+                };
+                match self.found(bytes, via) {
+                    Some(found) => self.hit(found),
+                    // Not this call's value, or too old: take the lock and overwrite it.
+                    None => self.attempt(since, Io::TakeLock),
+                }
+            }
             // Another caller is refreshing (or throttling after a failed refresh).
             Ok(GetOrLock::Held) if self.policy.refresh == Refresh::Revalidate => {
-                Step::Skip { note: None }
+                self.refresh_skipped(None)
             }
             Ok(GetOrLock::Held) => self.held(since.unwrap_or(at), at),
         }
@@ -567,17 +654,38 @@ impl<T> Machine<T> {
     }
 
     /// A refresh holding its lock read the value again: refresh it only if it is still
-    /// stale (or gone).
+    /// the value that triggered the refresh (or it is gone, or no longer this call's).
     fn rechecked(&mut self, read: Result<Option<Vec<u8>>, Error>) -> Step<'_, T> {
         match read {
-            Err(err) => Step::Skip {
-                note: Some(Note::RefreshFailed(Some(err))),
-            },
-            Ok(Some(bytes)) if matches!(self.found(&bytes), Some((_, Revalidate::No))) => {
+            Err(err) => self.refresh_skipped(Some(Note::RefreshFailed(Some(err)))),
+            Ok(Some(bytes)) if self.refreshed(&bytes) => {
                 self.state = State::Relinquishing;
                 Step::Io(Io::Release)
             }
             Ok(_) => self.compute(Storing::Locked, None),
+        }
+    }
+
+    /// A refresh that cannot run now (the refresh lock held elsewhere, or the backend
+    /// failing): this process backs off before trying again.
+    fn refresh_skipped(&self, note: Option<Note>) -> Step<'_, T> {
+        Step::Skip {
+            note,
+            back_off: Some(self.policy.freshness.back_off),
+        }
+    }
+
+    /// Whether `bytes`, read under the refresh lock, are a value another refresher
+    /// stored since this refresh was triggered: another stamp, not yet stale. (Not
+    /// judged again: an early refresh's value is still fresh, and drawing again would
+    /// undo the draw that triggered it.) Without a trigger, a fresh value is refreshed.
+    fn refreshed(&mut self, bytes: &[u8]) -> bool {
+        let Some((_, stamp)) = self.decode(bytes) else {
+            return false;
+        };
+        match self.trigger {
+            Some(trigger) => stamp != trigger && self.policy.now_ms < stamp.fresh_until_ms,
+            None => self.judge(stamp) == Some(Revalidate::No),
         }
     }
 

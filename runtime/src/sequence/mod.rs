@@ -8,7 +8,7 @@ mod machine;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use driver::{Driver, Lookup};
+pub(crate) use driver::{Driver, Lookup, Trigger};
 pub(crate) use machine::{
-    DecodeFn, Decoder, FreshPolicy, LockPolicy, Machine, Note, Policy, Revalidate, Storing,
+    DecodeFn, Decoder, FreshPolicy, LockPolicy, Machine, Note, Policy, Storing,
 };

@@ -16,18 +16,25 @@ use crate::options::{Refresh, Wait};
 /// The calls' wall-clock time: 100 s after the epoch.
 const NOW_MS: u64 = 100_000;
 
+/// How long a process starts no refresh after one found the refresh lock held.
+const BACK_OFF: Duration = Duration::from_millis(250);
+
 /// Values are one byte, fresh forever; a second byte is the second they stop being
 /// fresh (and a third how many ms they took to compute). `0xFF` is unreadable.
 fn decode(_codec: Codec, bytes: &[u8], _version: u32) -> Option<(u8, Stamp)> {
-    let stamp = |until: u8, took: u8| Stamp {
-        fresh_until_ms: u64::from(until) * 1000,
-        compute_ms: u32::from(took),
-    };
     match *bytes {
         [value] if value != 0xFF => Some((value, Stamp::FOREVER)),
         [value, until] => Some((value, stamp(until, 0))),
         [value, until, took] => Some((value, stamp(until, took))),
         _ => None,
+    }
+}
+
+/// The stamp of a value fresh until second `until` that took `took` ms to compute.
+fn stamp(until: u8, took: u8) -> Stamp {
+    Stamp {
+        fresh_until_ms: u64::from(until) * 1000,
+        compute_ms: u32::from(took),
     }
 }
 
@@ -54,6 +61,7 @@ fn fresh_machine(
             stale_ms,
             beta,
             fail_safe: Duration::from_secs(5),
+            back_off: BACK_OFF,
             ttl_only: false,
         },
         now_ms: NOW_MS,
@@ -80,7 +88,7 @@ enum Kind {
     Io(String),
     Hit(u8, bool),
     Stale(u8, Revalidate),
-    Skip(Option<String>),
+    Skip(Option<String>, Option<Duration>),
     Compute(Storing, Option<String>),
     Finished(Option<String>, bool),
 }
@@ -97,7 +105,7 @@ fn kind(step: Step<'_, u8>) -> Kind {
         Step::Hit {
             value, revalidate, ..
         } => Kind::Stale(value, revalidate),
-        Step::Skip { note } => Kind::Skip(note.as_ref().map(name)),
+        Step::Skip { note, back_off } => Kind::Skip(note.as_ref().map(name), back_off),
         Step::Compute { store, note } => Kind::Compute(store, note.as_ref().map(name)),
         Step::Finished { note, landing } => {
             Kind::Finished(note.as_ref().map(name), landing.is_some())
@@ -140,28 +148,35 @@ fn a_hit_is_one_read() {
 
 #[test]
 fn the_first_read_shortcut_decides_as_the_read_event_would() {
-    // A hit: the sequence ends, and nothing else may be fed.
+    // A fresh hit: the sequence ends, and nothing else may be fed.
     let mut m = locked(Wait::Forever);
     assert!(m.reads_first());
-    assert_eq!(m.read_first(&[5]), Some((5, Revalidate::No)));
+    assert!(matches!(m.read_first(vec![5]), Ok(5)));
     assert_eq!(
         kind(m.on(Event::Read(Ok(Some(vec![6]))))),
         Kind::Compute(Storing::Nothing, None),
         "a driver that fed more after a hit gets the safe answer"
     );
 
-    // Stale within `stale`: served, to refresh.
+    // Stale within `stale`: as after a read, this process's refresh is claimed first.
     let mut m = fresh_machine(Refresh::IfMissing, Some(Wait::Forever), true, 60_000, 0.0);
     assert!(m.reads_first());
-    assert_eq!(m.read_first(&[7, 90]), Some((7, Revalidate::Stale)));
+    let step = match m.read_first(vec![7, 90]) {
+        Ok(value) => panic!("a stale value is not a plain hit: {value}"),
+        Err(step) => kind(step),
+    };
+    assert_eq!(step, io("ClaimRefresh"));
 
-    // Unreadable bytes, or too old: not a hit; fed as a miss, the sequence goes on as
-    // after any miss (joins this process's flight).
-    for bytes in [&[0xFF][..], &[7, 10][..]] {
+    // Unreadable bytes, or too old: a miss; the sequence goes on as after any miss
+    // (joins this process's flight).
+    for bytes in [vec![0xFF], vec![7, 10]] {
         let mut m = fresh_machine(Refresh::IfMissing, Some(Wait::Forever), true, 60_000, 0.0);
         assert!(m.reads_first());
-        assert_eq!(m.read_first(bytes), None);
-        assert_eq!(kind(m.on(Event::Read(Ok(None)))), io("Join"));
+        let step = match m.read_first(bytes) {
+            Ok(value) => panic!("not this call's value, or too old: {value}"),
+            Err(step) => kind(step),
+        };
+        assert_eq!(step, io("Join"));
     }
 
     // A forced refresh does not read first: the machine is untouched.
@@ -535,7 +550,30 @@ fn a_value_past_its_freshness_within_stale_is_served_and_refreshed() {
     m.on(Event::Start);
     // Fresh until 90 s; now is 100 s; stale for 60 s more.
     let step = m.on(Event::Read(Ok(Some(vec![4, 90]))));
+    assert_eq!(kind(step), io("ClaimRefresh"), "one refresh per process");
+    let step = m.on(Event::Claimed(true));
     assert_eq!(kind(step), Kind::Stale(4, Revalidate::Stale));
+}
+
+#[test]
+fn a_stale_hit_while_this_process_refreshes_the_key_starts_no_refresh() {
+    let mut m = fresh_machine(Refresh::IfMissing, Some(Wait::Forever), true, 60_000, 0.0);
+    m.on(Event::Start);
+    m.on(Event::Read(Ok(Some(vec![4, 90]))));
+    let step = m.on(Event::Claimed(false));
+    assert_eq!(
+        kind(step),
+        Kind::Stale(4, Revalidate::Underway),
+        "served, not refreshed again"
+    );
+}
+
+#[test]
+fn a_fresh_hit_claims_nothing() {
+    let mut m = fresh_machine(Refresh::IfMissing, Some(Wait::Forever), true, 60_000, 0.0);
+    m.on(Event::Start);
+    let step = m.on(Event::Read(Ok(Some(vec![4, 101]))));
+    assert_eq!(kind(step), Kind::Hit(4, true), "one read, nothing else");
 }
 
 #[test]
@@ -607,6 +645,7 @@ fn xfetch_refreshes_early_more_often_as_expiry_nears() {
                         stale_ms: 0,
                         beta: 1.0,
                         fail_safe: Duration::from_secs(5),
+                        back_off: BACK_OFF,
                         ttl_only: false,
                     },
                     now_ms: NOW_MS,
@@ -619,8 +658,10 @@ fn xfetch_refreshes_early_more_often_as_expiry_nears() {
                 let mut m = Machine::new(policy, decoder, Some(fastrand::Rng::with_seed(*seed)));
                 m.on(Event::Start);
                 // Took 250 ms to compute; fresh until `until` seconds.
-                let step = m.on(Event::Read(Ok(Some(vec![4, until, 250]))));
-                kind(step) == Kind::Stale(4, Revalidate::Early)
+                if kind(m.on(Event::Read(Ok(Some(vec![4, until, 250]))))) != io("ClaimRefresh") {
+                    return false;
+                }
+                kind(m.on(Event::Claimed(true))) == Kind::Stale(4, Revalidate::Early)
             })
             .count()
     };
@@ -637,7 +678,11 @@ fn a_refresh_takes_the_lock_without_waiting_and_skips_when_it_is_held() {
     let mut m = fresh_machine(Refresh::Revalidate, Some(Wait::Forever), false, 60_000, 0.0);
     assert_eq!(kind(m.on(Event::Start)), io("TakeLock"));
     let step = m.on(attempted(Instant::now(), GetOrLock::Held));
-    assert_eq!(kind(step), Kind::Skip(None), "another caller refreshes");
+    assert_eq!(
+        kind(step),
+        Kind::Skip(None, Some(BACK_OFF)),
+        "another caller refreshes: this process backs off"
+    );
 }
 
 #[test]
@@ -685,7 +730,10 @@ fn a_refresh_that_cannot_reach_the_backend_skips() {
         at: Instant::now(),
         found: Err(failure()),
     });
-    assert_eq!(kind(step), Kind::Skip(Some("refresh failed".into())));
+    assert_eq!(
+        kind(step),
+        Kind::Skip(Some("refresh failed".into()), Some(BACK_OFF))
+    );
 }
 
 #[test]
@@ -698,7 +746,103 @@ fn a_refresh_that_finds_the_value_refreshed_gives_its_lock_back() {
         kind(m.on(Event::Read(Ok(Some(vec![5, 200]))))),
         io("Release")
     );
-    assert_eq!(kind(m.on(Event::Stored(Ok(true)))), Kind::Skip(None));
+    assert_eq!(
+        kind(m.on(Event::Stored(Ok(true)))),
+        Kind::Skip(None, None),
+        "refreshed: no back-off needed"
+    );
+}
+
+#[test]
+fn a_refresh_that_finds_another_value_under_the_lock_does_not_compute() {
+    // Triggered by the value fresh until 90 s (now: 100 s); another process stored one
+    // fresh until 102 s between this caller's read and its taking the refresh lock.
+    let mut m = fresh_machine(Refresh::Revalidate, Some(Wait::Forever), false, 60_000, 0.0)
+        .refreshing(stamp(90, 0));
+    assert_eq!(kind(m.on(Event::Start)), io("TakeLock"));
+    let step = m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 4 }));
+    assert_eq!(kind(step), io("Get"));
+    assert_eq!(
+        kind(m.on(Event::Read(Ok(Some(vec![5, 102]))))),
+        io("Release")
+    );
+    assert_eq!(
+        kind(m.on(Event::Stored(Ok(true)))),
+        Kind::Skip(None, None),
+        "refreshed: no back-off needed"
+    );
+}
+
+#[test]
+fn a_refresh_that_finds_the_value_it_was_triggered_by_computes() {
+    let mut m =
+        fresh_machine(Refresh::Revalidate, None, false, 60_000, 0.0).refreshing(stamp(90, 0));
+    m.on(Event::Start);
+    m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 4 }));
+    assert_eq!(
+        kind(m.on(Event::Read(Ok(Some(vec![4, 90]))))),
+        Kind::Compute(Storing::Locked, None)
+    );
+}
+
+#[test]
+fn a_refresh_that_finds_another_value_already_stale_computes() {
+    let mut m =
+        fresh_machine(Refresh::Revalidate, None, false, 60_000, 0.0).refreshing(stamp(90, 0));
+    m.on(Event::Start);
+    m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 4 }));
+    assert_eq!(
+        kind(m.on(Event::Read(Ok(Some(vec![5, 95]))))),
+        Kind::Compute(Storing::Locked, None),
+        "replaced, but by a value past its freshness too"
+    );
+}
+
+#[test]
+fn an_early_refresh_that_finds_its_value_under_the_lock_computes_without_drawing_again() {
+    // Drawn early for the value fresh until 101 s (now: 100 s) that took 250 ms: a
+    // second draw would say "not yet" 98 % of the time, so the stamp decides, not a draw.
+    for seed in 0..100 {
+        let policy = Policy {
+            refresh: Refresh::Revalidate,
+            lock: None,
+            coalesce: false,
+            freshness: FreshPolicy {
+                stale_ms: 60_000,
+                beta: 1.0,
+                fail_safe: Duration::from_secs(5),
+                back_off: BACK_OFF,
+                ttl_only: false,
+            },
+            now_ms: NOW_MS,
+        };
+        let decoder = Decoder {
+            decode: decode as fn(Codec, &[u8], u32) -> Option<(u8, Stamp)>,
+            codec: Codec::Bincode,
+            version: 0,
+        };
+        let mut m = Machine::new(policy, decoder, Some(fastrand::Rng::with_seed(seed)))
+            .refreshing(stamp(101, 250));
+        m.on(Event::Start);
+        m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 4 }));
+        assert_eq!(
+            kind(m.on(Event::Read(Ok(Some(vec![4, 101, 250]))))),
+            Kind::Compute(Storing::Locked, None),
+            "seed {seed}"
+        );
+    }
+}
+
+#[test]
+fn an_early_refresh_that_finds_a_newer_value_under_the_lock_does_not_compute() {
+    let mut m =
+        fresh_machine(Refresh::Revalidate, None, false, 60_000, 1.0).refreshing(stamp(101, 250));
+    m.on(Event::Start);
+    m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 4 }));
+    assert_eq!(
+        kind(m.on(Event::Read(Ok(Some(vec![5, 103, 250]))))),
+        io("Release")
+    );
 }
 
 #[test]
