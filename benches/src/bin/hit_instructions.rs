@@ -12,15 +12,17 @@
 //!
 //! Instructions per hit = (total at 200,000 − total at 100,000) ÷ 100,000 (set-up
 //! cancels out). `time` instead of `floor`/`ours` prints the best of `n` rounds of
-//! 2,000 hits of each, interleaved, in nanoseconds.
+//! 2,000 hits of each, interleaved, in nanoseconds; `time-redis` the same for a Redis
+//! hit (a private `redis-server`) against a raw `GET` + decode, 200 hits a round.
 
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use cache_memoize::{MemoizeOptions, MemoryBackend, memoize};
+use cache_memoize::{MemoizeOptions, MemoryBackend, RedisBackend, memoize};
 use cache_memoize_benches::{Report, decode, encode, report};
+use cache_memoize_tests::server::RedisServer;
 
 const KEY: &str = "memory:100";
 
@@ -72,7 +74,43 @@ fn main() {
                 ours / floor
             );
         }
-        _ => eprintln!("usage: hit_instructions floor|ours|time [n]"),
+        "time-redis" => time_redis(n),
+        _ => eprintln!("usage: hit_instructions floor|ours|time|time-redis [n]"),
     }
     black_box(total);
+}
+
+/// A Redis hit against the raw `GET` + decode floor, interleaved, best of `rounds`.
+fn time_redis(rounds: usize) {
+    let server = RedisServer::start();
+    let backend = match RedisBackend::connect(&server.url()) {
+        Ok(backend) => backend,
+        Err(err) => return eprintln!("cannot connect: {err}"),
+    };
+    let opts = MemoizeOptions::new().backend(Arc::new(backend));
+    let mut raw = server.connection();
+    let _: Report = memoize(KEY, &opts, || report(100));
+    let raw_key = "raw:100";
+    let _: redis::RedisResult<()> = redis::cmd("SET")
+        .arg(raw_key)
+        .arg(encode(&report(100)))
+        .query(&mut raw);
+    let (mut floor, mut ours, mut total) = (f64::MAX, f64::MAX, 0);
+    for _ in 0..rounds {
+        let started = Instant::now();
+        for _ in 0..200 {
+            let bytes: Option<Vec<u8>> = redis::cmd("GET").arg(raw_key).query(&mut raw).ok();
+            total += black_box(bytes.and_then(|b| decode(&b))).map_or(0, |r| r.body.len());
+        }
+        floor = floor.min(started.elapsed().as_secs_f64() * 1e6 / 200.0);
+        let started = Instant::now();
+        for _ in 0..200 {
+            total += black_box(our_hit(&opts)).body.len();
+        }
+        ours = ours.min(started.elapsed().as_secs_f64() * 1e6 / 200.0);
+    }
+    println!(
+        "raw GET {floor:.1} us, ours {ours:.1} us: {:.2}x ({total})",
+        ours / floor
+    );
 }
