@@ -8,7 +8,11 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use cache_memoize::{CacheBackend, MemoizeOptions, MemoryBackend, memoize};
+use cache_memoize::{
+    CacheBackend, MemoizeOptions, MemoryBackend, NearCache, RedisBackend, memoize,
+};
+use cache_memoize_tests::server::RedisServer;
+use cache_memoize_tests::wait_until;
 
 /// Memoizes once when dropped (as a thread-local's destructor, at thread exit) and
 /// sends whether that call panicked.
@@ -75,4 +79,49 @@ fn a_memoized_call_in_a_thread_local_destructor_does_not_panic() {
         Ok(Ok(7)),
         "a memoized call during thread-local destruction computes and returns"
     );
+}
+
+/// A backend with a near cache told of writes to keys starting with `prefix`.
+fn near_with_prefix(url: &str, prefix: &str) -> Arc<RedisBackend> {
+    match RedisBackend::builder([url])
+        .near_cache(NearCache::new().prefix(prefix))
+        .connect()
+    {
+        Ok(backend) => Arc::new(backend),
+        Err(err) => panic!("cannot connect with a near cache: {err}"),
+    }
+}
+
+/// Finding (slow, doc): `NearCache::prefix` is documented (README example
+/// `.prefix("shop:")`, rustdoc "the key prefix, when one is set") as the key prefix,
+/// but a memoized key is stored as `{prefix:key}`: it starts with `{`, so a prefix
+/// given as documented covered no key, and nothing was ever kept near (every read went
+/// to Redis, silently). A prefix given as the key prefix must cover the keys made
+/// under it.
+#[test]
+fn a_near_cache_prefix_given_as_the_key_prefix_covers_its_keys() {
+    let server = RedisServer::start();
+    let backend = near_with_prefix(&server.url(), "review2-shop:");
+    let opts = MemoizeOptions::new()
+        .backend(Arc::clone(&backend) as Arc<dyn CacheBackend>)
+        .expire(Duration::from_secs(3600));
+    wait_until("tracking is on", || backend.is_near_cache_live());
+    // `make_cache_key("review2-shop:cart")` is `{review2-shop:cart}`, as a key made
+    // under `set_key_prefix("review2-shop")` is `{review2-shop:…}`.
+    assert_eq!(memoize("review2-shop:cart", &opts, || 5_u32), 5);
+    wait_until("the value is served from the near copy", || {
+        let before = backend.near_cache_hits();
+        assert_eq!(memoize("review2-shop:cart", &opts, || 6_u32), 5);
+        backend.near_cache_hits() > before
+    });
+    // And the server tells it of another process's write to such a key.
+    let writer: Arc<dyn CacheBackend> = match RedisBackend::connect(&server.url()) {
+        Ok(writer) => Arc::new(writer),
+        Err(err) => panic!("cannot connect: {err}"),
+    };
+    let overwrite = opts.clone().backend(writer).force_overwrite(true);
+    assert_eq!(memoize("review2-shop:cart", &overwrite, || 8_u32), 8);
+    wait_until("the near copy is invalidated", || {
+        memoize("review2-shop:cart", &opts, || 9_u32) == 8
+    });
 }
