@@ -4,12 +4,13 @@
 
 use std::cell::RefCell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
-use std::sync::mpsc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::time::{Duration, Instant};
 
 use cache_memoize::{
-    CacheBackend, MemoizeOptions, MemoryBackend, NearCache, RedisBackend, memoize,
+    Backend, CacheBackend, Error, GetOrLock, ImmediateBackend, LockClaim, LockOptions,
+    MemoizeOptions, MemoryBackend, NearCache, RedisBackend, memoize,
 };
 use cache_memoize_tests::server::RedisServer;
 use cache_memoize_tests::wait_until;
@@ -124,4 +125,110 @@ fn a_near_cache_prefix_given_as_the_key_prefix_covers_its_keys() {
     wait_until("the near copy is invalidated", || {
         memoize("review2-shop:cart", &opts, || 9_u32) == 8
     });
+}
+
+/// A backend over a [`MemoryBackend`] whose lock is held by someone else on the first
+/// attempt, after which every read and lock attempt stalls for [`STALL`] and fails (a
+/// server that stopped answering: each request waits out its response timeout).
+struct StallsAfterHeld {
+    inner: MemoryBackend,
+    attempts: AtomicUsize,
+    ops: Mutex<Vec<&'static str>>,
+}
+
+/// How long a stalled request takes to fail.
+const STALL: Duration = Duration::from_millis(300);
+
+impl StallsAfterHeld {
+    fn stalled(&self, op: &'static str, key: &str) -> Error {
+        self.record(op);
+        std::thread::sleep(STALL);
+        Error::backend(op, key, "timed out waiting for the reply")
+    }
+
+    fn record(&self, op: &'static str) {
+        self.ops
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(op);
+    }
+
+    fn ops(&self) -> Vec<&'static str> {
+        self.ops
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Backend for StallsAfterHeld {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        if self.attempts.load(Ordering::SeqCst) == 0 {
+            self.record("get");
+            return self.inner.get(key);
+        }
+        Err(self.stalled("get", key))
+    }
+    fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, Error> {
+        self.inner.get_many(keys)
+    }
+    fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), Error> {
+        self.inner.set(key, value, ttl)
+    }
+    fn add(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, Error> {
+        self.inner.add(key, value, ttl)
+    }
+    fn delete(&self, key: &str) -> Result<(), Error> {
+        self.inner.delete(key)
+    }
+    fn compare_and_delete(&self, key: &str, expected: &[u8]) -> Result<bool, Error> {
+        self.inner.compare_and_delete(key, expected)
+    }
+    fn compare_and_extend(&self, key: &str, expected: &[u8], ttl: Duration) -> Result<bool, Error> {
+        self.inner.compare_and_extend(key, expected, ttl)
+    }
+    fn get_or_lock(&self, key: &str, _lock: &LockClaim<'_>) -> Result<GetOrLock, Error> {
+        if self.attempts.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.record("get_or_lock");
+            return Ok(GetOrLock::Held);
+        }
+        Err(self.stalled("get_or_lock", key))
+    }
+    fn wait_for_release(&self, _lock_key: &str, _attempted: Instant, _max: Duration) {}
+}
+
+impl ImmediateBackend for StallsAfterHeld {}
+
+/// Finding (slow): a waiter riding out backend errors judged its timeout by when its
+/// failing attempt *began*: an attempt that began within the timeout and failed after
+/// it (a stalled server: a response timeout later) was followed by a pause and another
+/// whole attempt, then the read before computing: with a 50 ms timeout and requests
+/// failing after 300 ms, three stalled requests instead of two. The timeout is judged
+/// when the attempt failed.
+#[test]
+fn a_waiter_riding_out_errors_makes_no_attempt_past_its_timeout() {
+    let backend = Arc::new(StallsAfterHeld {
+        inner: MemoryBackend::new(),
+        attempts: AtomicUsize::new(0),
+        ops: Mutex::default(),
+    });
+    let opts = MemoizeOptions::new()
+        .backend(Arc::clone(&backend) as Arc<dyn CacheBackend>)
+        .expire(Duration::from_secs(60))
+        .lock(LockOptions {
+            timeout: Some(Duration::from_millis(50)),
+            retry: Duration::from_millis(1),
+            ..LockOptions::default()
+        });
+    let computed = AtomicUsize::new(0);
+    let value = memoize("review2:rides-out", &opts, || {
+        computed.fetch_add(1, Ordering::SeqCst);
+        3_u32
+    });
+    assert_eq!((value, computed.load(Ordering::SeqCst)), (3, 1));
+    assert_eq!(
+        backend.ops(),
+        ["get", "get_or_lock", "get_or_lock", "get"],
+        "the attempt that failed past the timeout is the last; then one read, as after any timeout"
+    );
 }
