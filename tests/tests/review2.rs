@@ -9,10 +9,11 @@ use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
 use cache_memoize::{
-    Backend, CacheBackend, Error, GetOrLock, ImmediateBackend, LockClaim, LockOptions,
-    MemoizeOptions, MemoryBackend, NearCache, RedisBackend, memoize,
+    AsyncBackend, Backend, CacheBackend, Error, GetOrLock, ImmediateBackend, LockClaim,
+    LockOptions, MemoizeOptions, MemoryBackend, NearCache, RedisBackend, memoize,
 };
-use cache_memoize_tests::server::RedisServer;
+use cache_memoize_tests::proxy::CountingProxy;
+use cache_memoize_tests::server::{RedisSentinel, RedisServer};
 use cache_memoize_tests::wait_until;
 
 /// Memoizes once when dropped (as a thread-local's destructor, at thread exit) and
@@ -230,5 +231,84 @@ fn a_waiter_riding_out_errors_makes_no_attempt_past_its_timeout() {
         backend.ops(),
         ["get", "get_or_lock", "get_or_lock", "get"],
         "the attempt that failed past the timeout is the last; then one read, as after any timeout"
+    );
+}
+
+/// Finding (slow: an async executor thread blocked): with Sentinel, a blocking caller
+/// that resolves the master holds the resolution's mutex for the whole exchange with
+/// the Sentinels (up to the connect timeout), and the async path read and wrote the
+/// master under the same `std` mutex: an async call made meanwhile blocked its
+/// executor thread (every task on it) until the blocking resolution ended. The async
+/// path must never wait for a blocking caller's I/O.
+#[test]
+fn a_blocking_sentinel_resolution_never_blocks_an_async_executor() {
+    const SERVICE: &str = "review2-service";
+    let master = RedisServer::start();
+    let sentinel = RedisSentinel::start(SERVICE, &master, 0);
+    let sentinel_port = sentinel
+        .url()
+        .trim_start_matches("redis://127.0.0.1:")
+        .trim_end_matches('/')
+        .to_owned();
+    let proxy = CountingProxy::start_to(format!("127.0.0.1:{sentinel_port}"));
+    let backend = match RedisBackend::builder([proxy.url()])
+        .sentinel(SERVICE)
+        .connect_timeout(Duration::from_secs(20))
+        .response_timeout(Duration::from_secs(20))
+        .connect()
+    {
+        Ok(backend) => Arc::new(backend),
+        Err(err) => panic!("cannot connect through the Sentinel: {err}"),
+    };
+    // The pooled connection to the master goes: the next blocking call asks the
+    // Sentinel again, and the Sentinel's link is stalled.
+    let killed: Result<i64, _> = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .query(&mut master.connection());
+    assert!(killed.is_ok(), "{killed:?}");
+    proxy.clear();
+    proxy.stall();
+    let blocking = {
+        let backend = Arc::clone(&backend);
+        std::thread::spawn(move || {
+            // The first call may fail on its killed connection without asking again.
+            for _ in 0..2 {
+                let _ = backend.get("review2:sentinel");
+            }
+        })
+    };
+    wait_until("the blocking caller asks the Sentinel", || {
+        proxy.commands().iter().any(|command| command == "SENTINEL")
+    });
+    let (polled, other_task_ran) = mpsc::channel();
+    let executor = {
+        let backend = Arc::clone(&backend);
+        std::thread::spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(err) => panic!("no runtime: {err}"),
+            };
+            runtime.block_on(async move {
+                tokio::spawn(async move {
+                    let _ = polled.send(());
+                });
+                let _ = AsyncBackend::get_async(&*backend, "review2:sentinel").await;
+            });
+        })
+    };
+    // Within the blocking caller's 20 s resolution, another task on the executor runs.
+    let ran = other_task_ran.recv_timeout(Duration::from_secs(10));
+    proxy.resume();
+    assert!(blocking.join().is_ok());
+    assert!(executor.join().is_ok());
+    assert_eq!(
+        ran,
+        Ok(()),
+        "the async call left its executor free while the blocking caller resolved"
     );
 }
