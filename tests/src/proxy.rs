@@ -180,7 +180,8 @@ fn forward(
         // connection would be.
         let _ = to_client.shutdown(std::net::Shutdown::Both);
     });
-    let mut requests = BufReader::new(client.try_clone()?);
+    let closer = client.try_clone()?;
+    let mut requests = BufReader::new(client);
     let mut to_server = server;
     loop {
         let (name, raw) = read_command(&mut requests)?;
@@ -203,7 +204,7 @@ fn forward(
         }
         to_server.write_all(&raw)?;
         if cutting {
-            let _ = client.shutdown(std::net::Shutdown::Both);
+            let _ = closer.shutdown(std::net::Shutdown::Both);
             return Ok(());
         }
     }
