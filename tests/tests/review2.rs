@@ -361,3 +361,25 @@ fn a_store_whose_reply_was_lost_is_not_undone_by_its_resend() {
         "the committed sequence is read back, not computed again"
     );
 }
+
+/// Finding (slow): Redis refuses `CLIENT TRACKING … BCAST` with overlapping prefixes
+/// ("Prefixes for a single client must not overlap"), so a near cache given, say,
+/// `.prefix("shop").prefix("shop:eu")` never went live: every read went to Redis, with
+/// one WARN. A prefix inside another adds nothing to track and is not sent.
+#[test]
+fn overlapping_near_cache_prefixes_still_turn_tracking_on() {
+    let server = RedisServer::start();
+    let backend = match RedisBackend::builder([server.url()])
+        .near_cache(
+            NearCache::new()
+                .prefix("review2-eu:")
+                .prefix("review2")
+                .prefix("review2-eu:shop:"),
+        )
+        .connect()
+    {
+        Ok(backend) => Arc::new(backend),
+        Err(err) => panic!("cannot connect with a near cache: {err}"),
+    };
+    wait_until("tracking is on", || backend.is_near_cache_live());
+}
