@@ -383,3 +383,27 @@ fn overlapping_near_cache_prefixes_still_turn_tracking_on() {
     };
     wait_until("tracking is on", || backend.is_near_cache_live());
 }
+
+/// Checked, holds (no finding): a `FLUSHALL` from another client (on a server this
+/// test started) drops the near copies: the server's invalidation of the whole
+/// keyspace reaches the near cache, and the next read computes.
+#[test]
+fn a_flushall_from_another_client_drops_the_near_copies() {
+    let server = RedisServer::start();
+    let backend = near_with_prefix(&server.url(), "review2-flush:");
+    let opts = MemoizeOptions::new()
+        .backend(Arc::clone(&backend) as Arc<dyn CacheBackend>)
+        .expire(Duration::from_secs(3600));
+    wait_until("tracking is on", || backend.is_near_cache_live());
+    assert_eq!(memoize("review2-flush:k", &opts, || 1_u32), 1);
+    wait_until("the value is served from the near copy", || {
+        let before = backend.near_cache_hits();
+        assert_eq!(memoize("review2-flush:k", &opts, || 2_u32), 1);
+        backend.near_cache_hits() > before
+    });
+    let flushed: Result<(), _> = redis::cmd("FLUSHALL").query(&mut server.connection());
+    assert!(flushed.is_ok(), "{flushed:?}");
+    wait_until("the next read computes", || {
+        memoize("review2-flush:k", &opts, || 2_u32) == 2
+    });
+}
