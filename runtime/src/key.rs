@@ -146,14 +146,16 @@ const SPARE_MAX: usize = 1024;
 
 /// [`make_cache_key`], in this thread's spare buffer; give it back with [`recycle`].
 pub(crate) fn pooled_cache_key(key: &str) -> CacheKey {
-    make_cache_key_in(SPARE.take(), key)
+    // Not `SPARE.take()`: that panics once the thread's locals are destroyed (a call
+    // made from another thread-local's destructor); a new buffer then.
+    make_cache_key_in(SPARE.try_with(Cell::take).unwrap_or_default(), key)
 }
 
 /// Keeps `key`'s buffer as this thread's spare.
 pub(crate) fn recycle(key: &mut CacheKey) {
     let buffer = std::mem::take(&mut key.0);
     if buffer.capacity() <= SPARE_MAX {
-        SPARE.set(buffer);
+        let _ = SPARE.try_with(|spare| spare.set(buffer));
     }
 }
 
@@ -220,7 +222,7 @@ pub fn escape_key_part(part: &str) -> Cow<'_, str> {
 /// Escapes what backends reject in keys (spaces and control characters) and braces,
 /// so the key's own `{…}` is its only Redis Cluster hash tag: whatever the key says,
 /// its value, lock and chunks share one slot.
-fn sanitize(key: &str) -> Cow<'_, str> {
+pub(crate) fn sanitize(key: &str) -> Cow<'_, str> {
     const PLAIN: [bool; 256] = plain_ascii(b"{}");
     escape(key, &PLAIN, |c| matches!(c, '{' | '}'))
 }

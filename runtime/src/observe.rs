@@ -74,11 +74,18 @@ thread_local! {
     };
 }
 
+/// The counts of calls made on a thread whose counters were already destroyed (a
+/// memoized call in a thread-local's destructor): shared, so counted atomically.
+static LATE_COUNTERS: ThreadCounters = ThreadCounters([const { AtomicU64::new(0) }; OUTCOMES]);
+
 fn count(outcome: Outcome) {
-    COUNTERS.with(|counters| {
+    let counted = COUNTERS.try_with(|counters| {
         let counter = &counters.0[outcome as usize];
         counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     });
+    if counted.is_err() {
+        LATE_COUNTERS.0[outcome as usize].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Records `outcome` for a call of `function` at `key`.
@@ -149,6 +156,8 @@ pub fn stats() -> Stats {
     let all = ALL_COUNTERS.lock().unwrap_or_else(PoisonError::into_inner);
     let total = |outcome: Outcome| {
         all.iter()
+            .map(|counters| &**counters)
+            .chain([&LATE_COUNTERS])
             .map(|counters| counters.0[outcome as usize].load(Ordering::Relaxed))
             .sum()
     };
@@ -298,8 +307,11 @@ mod facade {
 
     /// Runs `f` with the key of `function`'s `slot`.
     fn with_key(function: &'static str, slot: usize, f: impl FnOnce(&Key)) {
-        KEYS.with(|keys| match keys.try_borrow_mut() {
-            Ok(mut keys) => {
+        let mut f = Some(f);
+        let _ = KEYS.try_with(|keys| {
+            // A recorder that memoizes inside its own calls finds the list borrowed:
+            // it gets a key made for the occasion (below).
+            if let (Ok(mut keys), Some(f)) = (keys.try_borrow_mut(), f.take()) {
                 let at = match keys
                     .iter()
                     .position(|(name, _)| std::ptr::eq(*name, function))
@@ -312,10 +324,12 @@ mod facade {
                 };
                 f(keys[at].1[slot].get_or_insert_with(|| slot_key(function, slot)));
             }
-            // A recorder that memoizes inside its own calls finds the list borrowed:
-            // it gets a key made for the occasion.
-            Err(_) => f(&slot_key(function, slot)),
         });
+        // The list borrowed, or already destroyed (a call in a thread-local's
+        // destructor).
+        if let Some(f) = f {
+            f(&slot_key(function, slot));
+        }
     }
 
     pub(super) fn count(function: &'static str, outcome: Outcome) {

@@ -5,10 +5,13 @@
 //! stopped answering (SIGSTOP) or a link that drops packets. And it can switch its
 //! upstream ([`CountingProxy::retarget`]), as a DNS name or a virtual IP moved to a
 //! promoted replica: new connections go to the new server. A connection whose server
-//! closed it is closed on the client's side too.
+//! closed it is closed on the client's side too. And it can cut a connection right
+//! after a request reached the server, before its reply ([`CountingProxy::cut_after`]):
+//! the request ran, the client never hears so.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
 
@@ -18,7 +21,11 @@ pub struct CountingProxy {
     commands: Arc<Mutex<Vec<String>>>,
     gate: Arc<Gate>,
     upstream: Arc<Mutex<String>>,
+    cut: Arc<Cut>,
 }
+
+/// The request to cut a connection after (once): one whose bytes contain this.
+type Cut = Mutex<Option<Vec<u8>>>;
 
 /// Whether requests are held back, and the signal that they may go again.
 #[derive(Default)]
@@ -69,6 +76,8 @@ impl CountingProxy {
         let upstream = Arc::new(Mutex::new(upstream));
         let (log, shared_gate) = (Arc::clone(&commands), Arc::clone(&gate));
         let target = Arc::clone(&upstream);
+        let cut = Arc::new(Cut::default());
+        let shared_cut = Arc::clone(&cut);
         thread::spawn(move || {
             for client in listener.incoming().flatten() {
                 let log = Arc::clone(&log);
@@ -77,8 +86,9 @@ impl CountingProxy {
                     .unwrap_or_else(PoisonError::into_inner)
                     .clone();
                 let gate = Arc::clone(&shared_gate);
+                let cut = Arc::clone(&shared_cut);
                 thread::spawn(move || {
-                    let _ = forward(client, &upstream, &log, &gate);
+                    let _ = forward(client, &upstream, &log, &gate, &cut);
                 });
             }
         });
@@ -87,7 +97,16 @@ impl CountingProxy {
             commands,
             gate,
             upstream,
+            cut,
         }
+    }
+
+    /// Cuts the connection that sends the next request containing `marker` (once):
+    /// the request is forwarded to the server, which runs it, but its reply is never
+    /// relayed and the client's side is closed, as when a server or link dies right
+    /// after running a request.
+    pub fn cut_after(&self, marker: &[u8]) {
+        *self.cut.lock().unwrap_or_else(PoisonError::into_inner) = Some(marker.to_vec());
     }
 
     /// Sends new connections to `127.0.0.1:upstream` from now on (open ones stay
@@ -135,17 +154,33 @@ fn forward(
     upstream: &str,
     log: &Mutex<Vec<String>>,
     gate: &Gate,
+    cut: &Cut,
 ) -> std::io::Result<()> {
     let server = TcpStream::connect(upstream)?;
     let _ = server.set_nodelay(true);
     let _ = client.set_nodelay(true);
     let (mut to_client, mut from_server) = (client.try_clone()?, server.try_clone()?);
+    // Set before a cut request is forwarded: its reply (and anything after) is dropped.
+    let silenced = Arc::new(AtomicBool::new(false));
+    let relaying = Arc::clone(&silenced);
     thread::spawn(move || {
-        let _ = std::io::copy(&mut from_server, &mut to_client);
+        let mut buffer = [0; 16 * 1024];
+        loop {
+            match from_server.read(&mut buffer) {
+                Ok(0) | Err(_) => break,
+                Ok(read) if !relaying.load(Ordering::SeqCst) => {
+                    if to_client.write_all(&buffer[..read]).is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+            }
+        }
         // The server closed the link (or died): close the client's too, as a direct
         // connection would be.
         let _ = to_client.shutdown(std::net::Shutdown::Both);
     });
+    let closer = client.try_clone()?;
     let mut requests = BufReader::new(client);
     let mut to_server = server;
     loop {
@@ -154,7 +189,24 @@ fn forward(
             .unwrap_or_else(PoisonError::into_inner)
             .push(name);
         gate.pass();
+        let cutting = {
+            let mut armed = cut.lock().unwrap_or_else(PoisonError::into_inner);
+            let hit = armed
+                .as_ref()
+                .is_some_and(|marker| raw.windows(marker.len()).any(|w| w == marker.as_slice()));
+            if hit {
+                armed.take();
+            }
+            hit
+        };
+        if cutting {
+            silenced.store(true, Ordering::SeqCst);
+        }
         to_server.write_all(&raw)?;
+        if cutting {
+            let _ = closer.shutdown(std::net::Shutdown::Both);
+            return Ok(());
+        }
     }
 }
 

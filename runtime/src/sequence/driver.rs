@@ -361,7 +361,12 @@ impl<'c, 'o> Driver<'c, 'o> {
 
     /// Keeps the armed guard only if the attempt took the lock. A failed attempt's
     /// guard is disarmed too: a broken backend is not asked again to release.
+    ///
+    /// A failed attempt is reported at the time it failed, not when it began: a
+    /// waiter riding out errors judges its timeout by it, and an attempt that began
+    /// within the timeout may fail a response timeout later, past it.
     fn settle(&mut self, at: Instant, found: Result<GetOrLock, crate::error::Error>) -> Event {
+        let at = if found.is_err() { Instant::now() } else { at };
         match (&found, self.lock.as_mut()) {
             (Ok(GetOrLock::Locked { fence }), Some(lock)) => lock.taken_with(*fence),
             _ => {

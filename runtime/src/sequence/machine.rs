@@ -180,7 +180,8 @@ pub(crate) enum Event {
     Claimed(bool),
     /// How the wait for this process's leader ended.
     Landed(Landed),
-    /// An attempt at the lock that started `at`.
+    /// An attempt at the lock that started `at` (or, when it failed, that failed
+    /// then).
     Attempted {
         at: Instant,
         found: Result<GetOrLock, Error>,

@@ -74,13 +74,27 @@ impl NearCache {
         self
     }
 
-    /// Asks the server only for invalidations of keys starting with `prefix` (call it
-    /// again for several). Without one, every write to the server sends this process
-    /// a message. The prefix must cover every key memoized through this backend (the
-    /// [key prefix](crate::set_key_prefix), when one is set): a value under another
-    /// key would never be invalidated, so it is never kept near.
+    /// Asks the server only for invalidations of keys made under the [key
+    /// prefix](crate::set_key_prefix) `prefix` (call it again for several). Without
+    /// one, every write to the server sends this process a message. The prefix must
+    /// cover every key memoized through this backend: a value under another key would
+    /// never be invalidated, so it is never kept near.
+    ///
+    /// Keys are stored as `{prefix:key}` (see [`make_cache_key`](crate::make_cache_key)):
+    /// `"shop:"` (or `"shop"`, which also covers `"shopping"`) covers the keys made
+    /// under `set_key_prefix("shop")` or as `make_cache_key("shop:…")`; the server is
+    /// told `{shop:`. A prefix that already starts with `{` is taken as the start of
+    /// the stored keys, as it is. A prefix inside another (`"shop:eu:"` beside
+    /// `"shop:"`) adds nothing and is not sent: Redis refuses overlapping prefixes.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefixes.push(prefix.into());
+        let prefix: String = prefix.into();
+        let stored = if prefix.starts_with('{') {
+            prefix
+        } else {
+            // Escaped as `set_key_prefix` escapes it.
+            format!("{{{}", crate::key::sanitize(&prefix))
+        };
+        self.prefixes.push(stored);
         self
     }
 }
@@ -128,6 +142,22 @@ pub(crate) struct Ticket {
     stripe_epoch: u64,
 }
 
+/// `prefixes` without those inside another: they add nothing to what is covered, and
+/// the server refuses overlapping prefixes (tracking would never go on).
+fn outermost(prefixes: &[String]) -> Vec<String> {
+    let mut sorted = prefixes.to_vec();
+    sorted.sort();
+    sorted.dedup();
+    // Sorted, a prefix comes before every key (and prefix) that starts with it.
+    let mut kept: Vec<String> = Vec::with_capacity(sorted.len());
+    for prefix in sorted {
+        if !kept.iter().any(|outer| prefix.starts_with(outer.as_str())) {
+            kept.push(prefix);
+        }
+    }
+    kept
+}
+
 /// The bytes an entry is charged for.
 fn weight(key: &str, value: &[u8]) -> usize {
     key.len() + value.len()
@@ -160,7 +190,7 @@ impl Near {
             live: AtomicBool::new(false),
             link: Mutex::default(),
             hasher: RandomState::new(),
-            prefixes: settings.prefixes.clone(),
+            prefixes: outermost(&settings.prefixes),
             invalidations: AtomicU64::new(0),
         }
     }
@@ -447,10 +477,32 @@ mod tests {
         let near = Near::new(&NearCache::new().prefix("app:"));
         let generation = near.connecting();
         near.went_live(generation);
-        near.offer("other:k", near.ticket("other:k"), &value(60_000));
-        assert_eq!(near.get("other:k"), None);
-        near.offer("app:k", near.ticket("app:k"), &value(60_000));
-        assert!(near.get("app:k").is_some());
+        near.offer("{other:k}", near.ticket("{other:k}"), &value(60_000));
+        assert_eq!(near.get("{other:k}"), None);
+        near.offer("{app:k}", near.ticket("{app:k}"), &value(60_000));
+        assert!(near.get("{app:k}").is_some());
+    }
+
+    #[test]
+    fn prefixes_inside_another_are_not_tracked() {
+        let near = Near::new(
+            &NearCache::new()
+                .prefix("eu:")
+                .prefix("eu")
+                .prefix("eu:shop:")
+                .prefix("us:")
+                .prefix("eu"),
+        );
+        assert_eq!(near.prefixes(), ["{eu", "{us:"]);
+    }
+
+    #[test]
+    fn a_prefix_is_the_key_prefix_or_the_stored_keys_start() {
+        let settings = NearCache::new()
+            .prefix("shop:")
+            .prefix("{raw:")
+            .prefix("a b");
+        assert_eq!(settings.prefixes, ["{shop:", "{raw:", "{a%20b"]);
     }
 
     #[test]

@@ -165,10 +165,12 @@ impl Pool {
     ///
     /// An idle connection found dropped (its server died or closed it meanwhile) or
     /// answering `READONLY` (its server was demoted) is replaced and `op` sent once
-    /// more, by the same deadline: the request never reached a master, and without the
-    /// retry the first call after a failover would compute without the cache. (The
-    /// lock steps are safe to repeat anyway: taking a lock already ours returns its
-    /// token.)
+    /// more, by the same deadline: without the retry the first call after a failover
+    /// would compute without the cache. A closed connection does not prove the request
+    /// never ran (the server may have run it and gone before replying), so the steps
+    /// are made safe to repeat: taking a lock already ours returns its token, and a
+    /// store-and-release finds its own value stored. (A plain `set` or `add` sent
+    /// again may overwrite a newer value, or answer that the key was present.)
     pub(crate) fn run<T>(
         &self,
         mut op: impl FnMut(&mut dyn ConnectionLike) -> RedisResult<T>,

@@ -71,11 +71,18 @@ return take_lock(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])
 /// KEYS: value, lock. ARGV: value, value TTL (ms), token, channel, sharded (`1`/`0`).
 /// If the lock still holds the token: stores the value, deletes the lock, wakes the
 /// waiters and returns 1. Otherwise (expired, taken by a later holder, or voided by an
-/// invalidation) stores nothing and returns 0: a late writer never overwrites.
+/// invalidation) stores nothing and returns 0: a late writer never overwrites. But a
+/// request sent again after its reply was lost (the pool resends on a closed
+/// connection) finds its own first run done: the lock gone and exactly these bytes
+/// stored (a value's stamp, a manifest's generation make them this write's): 1, as
+/// the first run answered.
 pub(crate) static STORE_AND_RELEASE: Lazy<Script> = Lazy::new(|| {
     Script::new(&format!(
         r"{WAKE_BODY}
-if redis.call('GET', KEYS[2]) ~= ARGV[3] then return 0 end
+if redis.call('GET', KEYS[2]) ~= ARGV[3] then
+  if redis.call('GET', KEYS[1]) == ARGV[1] then return 1 end
+  return 0
+end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('DEL', KEYS[2])
 wake(ARGV[4], ARGV[5])

@@ -9,7 +9,8 @@
 //! stalled Sentinel or master would hang the caller. Every step here is bounded by the
 //! connect and response timeouts, and by the caller's budget.
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::{Duration, Instant};
 
 use redis::{ConnectionAddr, ConnectionInfo, RedisError, RedisResult};
@@ -26,6 +27,8 @@ pub(crate) struct Master {
     response_timeout: Duration,
     /// The master's client, while it is believed to be the master.
     current: Mutex<Option<redis::Client>>,
+    /// Set by [`forget`](Self::forget): `current` is dropped by the next caller.
+    forgotten: AtomicBool,
 }
 
 impl Master {
@@ -58,6 +61,7 @@ impl Master {
             connect_timeout,
             response_timeout,
             current: Mutex::new(None),
+            forgotten: AtomicBool::new(false),
         })
     }
 
@@ -69,6 +73,9 @@ impl Master {
     /// Threads that need it meanwhile wait for this resolution rather than repeat it.
     pub(crate) fn client(&self, budget: Duration) -> RedisResult<redis::Client> {
         let mut current = self.current();
+        if self.forgotten.swap(false, Ordering::SeqCst) {
+            current.take();
+        }
         if let Some(client) = &*current {
             return Ok(client.clone());
         }
@@ -78,22 +85,44 @@ impl Master {
     }
 
     /// The async form of [`client`](Self::client) (concurrent resolutions are not
-    /// merged: the async path and the subscriber are one connection each).
+    /// merged: the async path and the subscriber are one connection each). It never
+    /// waits for the mutex: a blocking caller holds it while it asks the Sentinels, and
+    /// an executor thread must not wait for that; it resolves on its own meanwhile.
     pub(crate) async fn client_async(&self, budget: Duration) -> RedisResult<redis::Client> {
-        if let Some(client) = self.current().clone() {
+        let known = self.try_current().and_then(|mut current| {
+            if self.forgotten.swap(false, Ordering::SeqCst) {
+                current.take();
+            }
+            current.clone()
+        });
+        if let Some(client) = known {
             return Ok(client);
         }
         let deadline = tokio::time::Instant::now() + budget;
         let client = tokio::time::timeout_at(deadline, self.resolve_async(budget))
             .await
             .unwrap_or_else(|_| Err(timed_out(budget)))?;
-        *self.current() = Some(client.clone());
+        // Busy: a blocking caller is storing what the Sentinels say now.
+        if let Some(mut current) = self.try_current() {
+            *current = Some(client.clone());
+        }
         Ok(client)
     }
 
-    /// Forgets the master: the next connection asks the Sentinels again.
+    /// The mutex, unless a blocking caller holds it (resolving the master).
+    fn try_current(&self) -> Option<MutexGuard<'_, Option<redis::Client>>> {
+        match self.current.try_lock() {
+            Ok(current) => Some(current),
+            Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
+    }
+
+    /// Forgets the master: the next connection asks the Sentinels again. Never waits
+    /// for the mutex (it is called from async paths too): the next caller that holds
+    /// it drops the master it finds (one a resolution underway stores included).
     pub(crate) fn forget(&self) {
-        self.current().take();
+        self.forgotten.store(true, Ordering::SeqCst);
     }
 
     /// The client for the master at `host:port`.
