@@ -11,13 +11,16 @@
 //!   between. A subscription lost (disconnection, slot moved) counts as a release.
 //! - On Redis Cluster 7+, sharded pub/sub (`SSUBSCRIBE`, routed to the node owning the
 //!   lock's slot); on older clusters (`SSUBSCRIBE` unknown) and on a single server,
-//!   classic `SUBSCRIBE`. The release scripts publish accordingly. When a slot is
-//!   resharded, its old owner unsubscribes us and we subscribe again (routed to the new
-//!   owner); a confirmation the client re-sends by itself (reconnection, slot map
-//!   refresh) also makes waiters retry. After a `CLUSTER FAILOVER`, Redis 7.0 leaves
-//!   the subscription on the demoted master, which hears the shard's releases again
-//!   once the new master knows it as its replica; a release in that short window may
-//!   go unheard, and the waiters' `retry` covers it.
+//!   classic `SUBSCRIBE`. The release scripts publish accordingly.
+//! - Subscriptions follow the slot. When a slot leaves a node (resharded by `SETSLOT
+//!   NODE`, or a `CLUSTER FAILOVER` that demotes its master), the node unsubscribes us
+//!   (an `sunsubscribe` push; Redis 7.0.15 sends it in both cases). We subscribe again
+//!   on the slot's master now (see [`locate`]: a demoted master, now a replica, would
+//!   accept the `SSUBSCRIBE` itself, and hear the shard only once the new master knows
+//!   it). Waiters are not woken by the loss: the new confirmation makes those that
+//!   attempted before it retry (re-subscribe, then re-check the lock, then wait), as on
+//!   the first subscription. A confirmation the client re-sends by itself (reconnection,
+//!   its own slot map refresh) also makes waiters retry.
 //! - The subscriber runs on its own thread (its own current-thread Tokio runtime), so
 //!   blocking and async callers share it; it connects on the first wait, and ends soon
 //!   after the backend is dropped. While it is disconnected, waiters poll every `retry`.
@@ -32,6 +35,7 @@ use futures_util::StreamExt;
 use redis::aio::{PubSubSink, PubSubStream};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{PushInfo, PushKind, RedisResult, Value};
 use tokio::sync::Notify;
 
@@ -43,6 +47,11 @@ use super::scripts::RELEASE_CHANNEL;
 pub(crate) const LINGER: Duration = Duration::from_secs(1);
 /// The longest pause between reconnection attempts of the subscriber.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How often the subscriber looks for a moved slot's master before subscribing, and its
+/// first pause (doubled each time: 1.3 s of pauses in all), while the cluster's nodes learn of a
+/// failover.
+const LOCATE_TRIES: u32 = 8;
+const LOCATE_FIRST_PAUSE: Duration = Duration::from_millis(10);
 
 /// Where the subscriber connects.
 pub(crate) struct Servers {
@@ -80,8 +89,11 @@ struct Watched {
     requested: bool,
     /// When the subscription was confirmed; `None` while it is not.
     live_since: Option<Instant>,
-    /// When a release (or a lost subscription) was last seen.
+    /// When a release (or a lost connection) was last seen.
     released: Option<Instant>,
+    /// Whether the server dropped the subscription (its slot moved): the next one goes
+    /// to the slot's owner as the cluster sees it now.
+    moved: bool,
 }
 
 impl Watched {
@@ -142,6 +154,7 @@ impl Hub {
                 requested: false,
                 live_since: None,
                 released: None,
+                moved: false,
             });
         watched.waiters += 1;
         let ask = !watched.requested;
@@ -242,8 +255,12 @@ impl Hub {
         self.wake_all();
     }
 
-    /// Subscriptions lost (all of them, or `lock_key`'s): a release may go unseen, so
-    /// their waiters retry, and the subscriber asks again.
+    /// Subscriptions lost (all of them, or `lock_key`'s), and asked for again.
+    ///
+    /// The connection lost: a release may go unseen until it is back (after a pause),
+    /// so waiters retry now. One channel dropped by the server (its slot moved): it is
+    /// asked for again at once on the slot's owner, and its waiters retry once that is
+    /// confirmed, so they re-check the lock with the new subscription already live.
     fn on_lost(&self, lock_key: Option<&str>) {
         let now = Instant::now();
         let mut state = self.state();
@@ -255,12 +272,18 @@ impl Hub {
             // An unsubscription we did not ask for: the entry still wants its channel.
             watched.requested = false;
             watched.live_since = None;
-            watched.released = Some(now);
+            if lock_key.is_some() {
+                watched.moved = true;
+            } else {
+                watched.released = Some(now);
+            }
             lost = true;
         }
         drop(state);
         if lost {
-            self.wake_all();
+            if lock_key.is_none() {
+                self.wake_all();
+            }
             if let Some(subscriber) = &self.subscriber {
                 subscriber.notify_one();
             }
@@ -307,6 +330,9 @@ impl Hub {
             if !watched.requested {
                 watched.requested = true;
                 plan.subscribe.push(key.clone());
+                if std::mem::take(&mut watched.moved) {
+                    plan.moved.push(release_channel(key));
+                }
             }
             true
         });
@@ -362,6 +388,8 @@ impl Drop for Watch<'_> {
 #[derive(Default)]
 struct Plan {
     subscribe: Vec<String>,
+    /// Channels among `subscribe` that the server dropped because their slot moved.
+    moved: Vec<String>,
     unsubscribe: Vec<String>,
     next: Option<Instant>,
 }
@@ -583,6 +611,73 @@ async fn send(
     }
 }
 
+/// Brings the client's slot map up to date for `channels`, whose slots moved, so the
+/// `SSUBSCRIBE` that follows goes to each slot's master now. `SSUBSCRIBE` alone would not
+/// do after a failover: the demoted master, now a replica, accepts it (and hears the
+/// shard only once the new master knows it as its replica). So: ask the node the client
+/// would route to for its `ROLE`; while it is a replica, a keyed read (`EXISTS` of the
+/// channel's name, which shares the lock's slot) sent there is answered `MOVED`, which
+/// makes the client refresh its slot map; the node it refreshes from may not have heard
+/// of the failover yet, so this is repeated, with growing pauses, a few times. A master
+/// that no longer owns the slot (resharding) answers the `SSUBSCRIBE` itself with
+/// `MOVED`, which the client follows. Best effort: on an error or after the last try
+/// the subscription is sent anyway.
+async fn locate(cluster: &mut ClusterConnection, channels: &[String], timeout: Duration) {
+    for channel in channels {
+        let master = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::with_key(
+            channel.as_bytes(),
+            SlotAddr::Master,
+        )));
+        let mut pause = LOCATE_FIRST_PAUSE;
+        for tries_left in (0..LOCATE_TRIES).rev() {
+            let role = tokio::time::timeout(
+                timeout,
+                cluster.route_command(redis::cmd("ROLE"), master.clone()),
+            )
+            .await;
+            match role {
+                Ok(Ok(role)) if is_master(&role) => {
+                    let looks = LOCATE_TRIES - tries_left;
+                    tracing::debug!(channel = %channel, looks, "lock wake-up subscription moved with its slot; subscribing on its master now");
+                    break;
+                }
+                Ok(Ok(_)) if tries_left > 0 => {
+                    let mut probe = redis::cmd("EXISTS");
+                    probe.arg(channel);
+                    let _ =
+                        tokio::time::timeout(timeout, probe.query_async::<Value>(cluster)).await;
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                Ok(Ok(_)) => {
+                    tracing::debug!(channel = %channel, "the cluster still routes a moved lock's slot to a replica; subscribing there");
+                }
+                Ok(Err(err)) => {
+                    tracing::debug!(channel = %channel, error = %err, "cannot locate a moved slot's master; subscribing anyway");
+                    break;
+                }
+                Err(_) => {
+                    tracing::debug!(channel = %channel, "timed out locating a moved slot's master; subscribing anyway");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Whether a `ROLE` reply is a master's.
+fn is_master(role: &Value) -> bool {
+    let first = match role {
+        Value::Array(items) => items.first(),
+        _ => None,
+    };
+    match first {
+        Some(Value::BulkString(role)) => role.as_slice() == b"master",
+        Some(Value::SimpleString(role)) => role == "master",
+        _ => false,
+    }
+}
+
 /// Sends the plan's subscriptions and unsubscriptions.
 async fn apply(
     conn: &mut Connection,
@@ -591,6 +686,9 @@ async fn apply(
     hub: &Weak<Hub>,
 ) -> Result<(), Lost> {
     if !plan.subscribe.is_empty() {
+        if let Connection::Sharded(cluster) = conn {
+            locate(cluster, &plan.moved, servers.response_timeout).await;
+        }
         let channels: Vec<String> = plan.subscribe.iter().map(|k| release_channel(k)).collect();
         let sent = send(conn, true, &channels, servers.response_timeout).await;
         let Some(live) = hub.upgrade() else {
@@ -660,14 +758,39 @@ mod tests {
     }
 
     #[test]
-    fn a_lost_subscription_counts_as_a_release_and_is_asked_for_again() {
+    fn a_lost_connection_counts_as_a_release_and_is_asked_for_again() {
+        let hub = watched(1);
+        let _ = hub.plan(Instant::now());
+        hub.on_subscribed("_lock_:{k}");
+        let attempted = Instant::now();
+        hub.on_lost(None);
+        assert!(Hub::should_retry(&hub.state(), "_lock_:{k}", attempted));
+        let plan = hub.plan(Instant::now());
+        assert_eq!(plan.subscribe, ["_lock_:{k}"]);
+        assert!(plan.moved.is_empty(), "routed as before");
+    }
+
+    #[test]
+    fn a_moved_subscription_is_located_and_asked_for_again_before_waiters_retry() {
         let hub = watched(1);
         let _ = hub.plan(Instant::now());
         hub.on_subscribed("_lock_:{k}");
         let attempted = Instant::now();
         hub.on_lost(Some("_lock_:{k}"));
-        assert!(Hub::should_retry(&hub.state(), "_lock_:{k}", attempted));
-        assert_eq!(hub.plan(Instant::now()).subscribe, ["_lock_:{k}"]);
+        assert!(
+            !Hub::should_retry(&hub.state(), "_lock_:{k}", attempted),
+            "no retry before the new subscription is live"
+        );
+        assert_eq!(hub.subscriptions(), 0);
+        let plan = hub.plan(Instant::now());
+        assert_eq!(plan.subscribe, ["_lock_:{k}"]);
+        assert_eq!(plan.moved, ["cache-memoize:released:_lock_:{k}"]);
+        hub.on_resubscribed("_lock_:{k}");
+        assert!(
+            Hub::should_retry(&hub.state(), "_lock_:{k}", attempted),
+            "re-subscribed, then the waiter re-checks the lock"
+        );
+        assert!(hub.plan(Instant::now()).moved.is_empty(), "located once");
     }
 
     #[test]
