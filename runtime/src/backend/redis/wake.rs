@@ -79,6 +79,12 @@ pub(crate) struct Hub {
 struct State {
     /// By lock key: the locks waited on now, or within the last [`LINGER`].
     locks: HashMap<String, Watched>,
+    /// Subscriptions the server dropped because their slot moved, so far: while this
+    /// is ahead of `located`, the client's slot map may be out of date, and every new
+    /// subscription first looks for its slot's master ([`locate`]).
+    moves: u64,
+    /// `moves` when a subscription last found the client's slot map up to date.
+    located: u64,
 }
 
 struct Watched {
@@ -91,9 +97,6 @@ struct Watched {
     live_since: Option<Instant>,
     /// When a release (or a lost connection) was last seen.
     released: Option<Instant>,
-    /// Whether the server dropped the subscription (its slot moved): the next one goes
-    /// to the slot's owner as the cluster sees it now.
-    moved: bool,
 }
 
 impl Watched {
@@ -154,7 +157,6 @@ impl Hub {
                 requested: false,
                 live_since: None,
                 released: None,
-                moved: false,
             });
         watched.waiters += 1;
         let ask = !watched.requested;
@@ -272,12 +274,14 @@ impl Hub {
             // An unsubscription we did not ask for: the entry still wants its channel.
             watched.requested = false;
             watched.live_since = None;
-            if lock_key.is_some() {
-                watched.moved = true;
-            } else {
+            if lock_key.is_none() {
                 watched.released = Some(now);
             }
             lost = true;
+        }
+        if lock_key.is_some() {
+            // Even for a lock no longer waited on: the slot map is what is out of date.
+            state.moves += 1;
         }
         drop(state);
         if lost {
@@ -316,7 +320,10 @@ impl Hub {
     /// when to look again (the next lingering subscription to end).
     fn plan(&self, now: Instant) -> Plan {
         let mut plan = Plan::default();
-        self.state().locks.retain(|key, watched| {
+        let mut state = self.state();
+        let locate = state.moves > state.located;
+        plan.moves = state.moves;
+        state.locks.retain(|key, watched| {
             if watched.waiters == 0 && now.duration_since(watched.idle_since) >= LINGER {
                 if watched.requested {
                     plan.unsubscribe.push(release_channel(key));
@@ -330,13 +337,19 @@ impl Hub {
             if !watched.requested {
                 watched.requested = true;
                 plan.subscribe.push(key.clone());
-                if std::mem::take(&mut watched.moved) {
+                if locate {
                     plan.moved.push(release_channel(key));
                 }
             }
             true
         });
         plan
+    }
+
+    /// The client's slot map was found up to date after `moves` moved subscriptions.
+    fn located(&self, moves: u64) {
+        let mut state = self.state();
+        state.located = state.located.max(moves);
     }
 
     /// Forgets that `lock_keys` were asked for (the request failed).
@@ -388,8 +401,11 @@ impl Drop for Watch<'_> {
 #[derive(Default)]
 struct Plan {
     subscribe: Vec<String>,
-    /// Channels among `subscribe` that the server dropped because their slot moved.
+    /// Channels among `subscribe` to locate first: slots moved since the client's slot
+    /// map was last found up to date.
     moved: Vec<String>,
+    /// [`State::moves`] when the plan was made.
+    moves: u64,
     unsubscribe: Vec<String>,
     next: Option<Instant>,
 }
@@ -621,8 +637,10 @@ async fn send(
 /// of the failover yet, so this is repeated, with growing pauses, a few times. A master
 /// that no longer owns the slot (resharding) answers the `SSUBSCRIBE` itself with
 /// `MOVED`, which the client follows. Best effort: on an error or after the last try
-/// the subscription is sent anyway.
-async fn locate(cluster: &mut ClusterConnection, channels: &[String], timeout: Duration) {
+/// the subscription is sent anyway. Returns whether the client's slot map was up to
+/// date for every channel (a master at the first look).
+async fn locate(cluster: &mut ClusterConnection, channels: &[String], timeout: Duration) -> bool {
+    let mut up_to_date = true;
     for channel in channels {
         let master = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::with_key(
             channel.as_bytes(),
@@ -638,10 +656,12 @@ async fn locate(cluster: &mut ClusterConnection, channels: &[String], timeout: D
             match role {
                 Ok(Ok(role)) if is_master(&role) => {
                     let looks = LOCATE_TRIES - tries_left;
+                    up_to_date &= looks == 1;
                     tracing::debug!(channel = %channel, looks, "lock wake-up subscription moved with its slot; subscribing on its master now");
                     break;
                 }
                 Ok(Ok(_)) if tries_left > 0 => {
+                    up_to_date = false;
                     let mut probe = redis::cmd("EXISTS");
                     probe.arg(channel);
                     let _ =
@@ -654,15 +674,18 @@ async fn locate(cluster: &mut ClusterConnection, channels: &[String], timeout: D
                 }
                 Ok(Err(err)) => {
                     tracing::debug!(channel = %channel, error = %err, "cannot locate a moved slot's master; subscribing anyway");
+                    up_to_date = false;
                     break;
                 }
                 Err(_) => {
                     tracing::debug!(channel = %channel, "timed out locating a moved slot's master; subscribing anyway");
+                    up_to_date = false;
                     break;
                 }
             }
         }
     }
+    up_to_date
 }
 
 /// Whether a `ROLE` reply is a master's.
@@ -686,8 +709,14 @@ async fn apply(
     hub: &Weak<Hub>,
 ) -> Result<(), Lost> {
     if !plan.subscribe.is_empty() {
-        if let Connection::Sharded(cluster) = conn {
-            locate(cluster, &plan.moved, servers.response_timeout).await;
+        if let Connection::Sharded(cluster) = conn
+            && !plan.moved.is_empty()
+            && locate(cluster, &plan.moved, servers.response_timeout).await
+        {
+            let Some(live) = hub.upgrade() else {
+                return Err(Lost::Dropped);
+            };
+            live.located(plan.moves);
         }
         let channels: Vec<String> = plan.subscribe.iter().map(|k| release_channel(k)).collect();
         let sent = send(conn, true, &channels, servers.response_timeout).await;
@@ -790,7 +819,17 @@ mod tests {
             Hub::should_retry(&hub.state(), "_lock_:{k}", attempted),
             "re-subscribed, then the waiter re-checks the lock"
         );
-        assert!(hub.plan(Instant::now()).moved.is_empty(), "located once");
+        // Until a subscription finds the slot map up to date, new ones are located too
+        // (a lock waited on again after its subscription ended, another lock).
+        std::mem::forget(hub.watch("_lock_:{other}"));
+        let plan = hub.plan(Instant::now());
+        assert_eq!(plan.moved, ["cache-memoize:released:_lock_:{other}"]);
+        hub.located(plan.moves);
+        std::mem::forget(hub.watch("_lock_:{third}"));
+        assert!(
+            hub.plan(Instant::now()).moved.is_empty(),
+            "the map is up to date"
+        );
     }
 
     #[test]
