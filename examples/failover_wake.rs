@@ -14,7 +14,8 @@
 //!   costs them; a release they missed would leave them to their retry);
 //! - (b) the subscriptions are watched instead: how long after every node names the new
 //!   master the waiting backends are subscribed on it (`PUBSUB SHARDNUMSUB`, polled
-//!   every millisecond), then the release, and the waiters' return after it.
+//!   every millisecond; given up after 5 s), then the release, and the waiters' return
+//!   after it.
 //!
 //! It starts its own six `redis-server` processes; about a minute at the defaults.
 
@@ -32,6 +33,9 @@ type Failure = Box<dyn std::error::Error>;
 
 const BACKENDS: usize = 2;
 const WAITERS_PER_BACKEND: usize = 4;
+/// How long (b) waits for the subscriptions to reach the new master before it releases
+/// anyway.
+const NOT_MOVED: Duration = Duration::from_secs(5);
 
 fn main() -> Result<(), Failure> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -49,6 +53,7 @@ fn main() -> Result<(), Failure> {
     let waiters: Vec<Arc<RedisBackend>> =
         (0..BACKENDS).map(|_| connect()).collect::<Result<_, _>>()?;
     let (mut immediate, mut moved, mut settled) = (Vec::new(), Vec::new(), Vec::new());
+    let mut not_moved = 0;
     for round in 0..rounds {
         let key = format!("failover-wake:{round}:a");
         let round_a = Round::start(&cluster, &holder, &waiters, &key)?;
@@ -61,13 +66,16 @@ fn main() -> Result<(), Failure> {
         let agreed = Instant::now();
         let channel = release_channel(&key);
         let mut on_promoted = cluster.connection(promoted);
-        while subscribers(&mut on_promoted, &channel) < BACKENDS as u64 {
-            if agreed.elapsed() > Duration::from_secs(20) {
-                return Err("the subscriptions did not move to the new master".into());
-            }
+        while subscribers(&mut on_promoted, &channel) < BACKENDS as u64
+            && agreed.elapsed() < NOT_MOVED
+        {
             thread::sleep(Duration::from_millis(1));
         }
-        moved.push(agreed.elapsed());
+        if agreed.elapsed() < NOT_MOVED {
+            moved.push(agreed.elapsed());
+        } else {
+            not_moved += 1;
+        }
         settled.extend(round_b.release()?);
         eprintln!("round {round} done");
     }
@@ -78,6 +86,9 @@ fn main() -> Result<(), Failure> {
     report(
         "(b) subscriptions on the new master, after every node names it",
         &mut moved,
+    );
+    println!(
+        "(b) rounds whose subscriptions were not on the new master within {NOT_MOVED:?}: {not_moved}"
     );
     report(
         "(b) waiters' return after the release, subscriptions moved",
