@@ -1,7 +1,8 @@
 //! Wake-ups that cost nothing for those not waiting: a backend subscribes to a lock's
 //! release channel only while one of its callers waits on that lock (reference-counted
 //! across its waiters), on a cluster with sharded pub/sub on the lock's shard, and
-//! follows the lock's slot when it moves. Every server here is private to its test.
+//! follows the lock's slot when it moves (resharding, `CLUSTER FAILOVER`). Every server
+//! here is private to its test.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};

@@ -8,7 +8,8 @@
 //! - No release is missed: a subscription only counts for attempts made after it was
 //!   confirmed. A waiter whose attempt came first returns as soon as the subscription
 //!   is confirmed, and retries: that retry is the check that nothing was released in
-//!   between. A subscription lost (disconnection, slot moved) counts as a release.
+//!   between. A lost connection counts as a release; a subscription the server drops
+//!   because its slot moved is asked for again at once (below).
 //! - On Redis Cluster 7+, sharded pub/sub (`SSUBSCRIBE`, routed to the node owning the
 //!   lock's slot); on older clusters (`SSUBSCRIBE` unknown) and on a single server,
 //!   classic `SUBSCRIBE`. The release scripts publish accordingly.
@@ -17,7 +18,8 @@
 //!   (an `sunsubscribe` push; Redis 7.0.15 sends it in both cases). We subscribe again
 //!   on the slot's master now (see [`locate`]: a demoted master, now a replica, would
 //!   accept the `SSUBSCRIBE` itself, and hear the shard only once the new master knows
-//!   it). Waiters are not woken by the loss: the new confirmation makes those that
+//!   it); until one subscription finds the client's slot map up to date, every new one
+//!   (another lock, or this one waited on again) is located first too. Waiters are not woken by the loss: the new confirmation makes those that
 //!   attempted before it retry (re-subscribe, then re-check the lock, then wait), as on
 //!   the first subscription. A confirmation the client re-sends by itself (reconnection,
 //!   its own slot map refresh) also makes waiters retry.
