@@ -438,8 +438,9 @@ impl RedisCluster {
     }
 
     /// Fails over `key`'s slot: its master's replica takes over (`CLUSTER FAILOVER`,
-    /// the manual, lossless kind), and the old master becomes its replica. Returns the
-    /// new master's index. Needs [`start_with_replicas`](Self::start_with_replicas).
+    /// the manual, lossless kind, once the replica is in sync), and the old master
+    /// becomes its replica. Returns the new master's index once every node names it.
+    /// Needs [`start_with_replicas`](Self::start_with_replicas).
     ///
     /// # Panics
     /// If the master has no replica or the failover does not complete.
@@ -449,44 +450,60 @@ impl RedisCluster {
             &mut self.connection(master),
             redis::cmd("CLUSTER").arg("MYID"),
         );
-        let nodes: String = query(&mut self.connection(0), redis::cmd("CLUSTER").arg("NODES"));
-        let replica_port = nodes.lines().find_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            if fields.get(3) != Some(&master_id.as_str()) {
-                return None;
-            }
-            let address = fields.get(1)?.split('@').next()?;
-            address.rsplit_once(':')?.1.parse::<u16>().ok()
+        // The master's own view: the node it knows as its replica (after a failover, the
+        // demoted master, once it has told the new one).
+        let replica_of_master = || -> Option<usize> {
+            let nodes: String = redis::cmd("CLUSTER")
+                .arg("NODES")
+                .query(&mut self.connection(master))
+                .ok()?;
+            let port = nodes.lines().find_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                if fields.get(3) != Some(&master_id.as_str()) {
+                    return None;
+                }
+                let address = fields.get(1)?.split('@').next()?;
+                address.rsplit_once(':')?.1.parse::<u16>().ok()
+            })?;
+            self.nodes.iter().position(|n| n.port() == port)
+        };
+        let mut replica = None;
+        wait_for(&format!("the master of {key} knows a replica"), || {
+            replica = replica_of_master();
+            replica.is_some()
         });
-        let Some(replica) = self
-            .nodes
-            .iter()
-            .position(|n| Some(n.port()) == replica_port)
-        else {
+        let Some(replica) = replica else {
             panic!("the master of {key} has no replica")
         };
-        let _: () = query(
-            &mut self.connection(replica),
-            redis::cmd("CLUSTER").arg("FAILOVER"),
-        );
-        wait_for("the replica serves the slot", || {
-            (0..self.nodes.len()).all(|node| self.owner_seen_by(node, key) == Some(replica))
+        // A replica still syncing (a master demoted by the last failover) refuses.
+        let mut on_replica = self.connection(replica);
+        wait_for("the replica is in sync with its master", || {
+            redis::cmd("INFO")
+                .arg("replication")
+                .query::<String>(&mut on_replica)
+                .is_ok_and(|info| info.contains("master_link_status:up"))
         });
+        let served =
+            || (0..self.nodes.len()).all(|node| self.owner_seen_by(node, key) == Some(replica));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let _: () = query(&mut on_replica, redis::cmd("CLUSTER").arg("FAILOVER"));
+            // A manual failover gives up after 5 s without a word, for instance when the
+            // masters voted on this master's replacement less than twice the node timeout
+            // ago: ask again.
+            let asked = Instant::now();
+            while asked.elapsed() < Duration::from_secs(8) && !served() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if served() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the replica of {key}'s master never took over"
+            );
+        }
         replica
-    }
-
-    /// Whether node `replica` is, in node `master`'s own view, one of its replicas.
-    pub fn is_replica_of(&self, replica: usize, master: usize) -> bool {
-        let id: String = query(
-            &mut self.connection(master),
-            redis::cmd("CLUSTER").arg("MYID"),
-        );
-        let port = self.nodes[replica].port();
-        redis::cmd("CLUSTER")
-            .arg("REPLICAS")
-            .arg(&id)
-            .query::<Vec<String>>(&mut self.connection(master))
-            .is_ok_and(|lines| lines.iter().any(|l| l.contains(&format!(":{port}@"))))
     }
 
     /// Reshards: moves `key`'s slot, and the keys in it, to node `to`, the way

@@ -1,15 +1,20 @@
 //! Wake-ups that cost nothing for those not waiting: a backend subscribes to a lock's
 //! release channel only while one of its callers waits on that lock (reference-counted
 //! across its waiters), on a cluster with sharded pub/sub on the lock's shard, and
-//! follows the lock's slot when it moves. Every server here is private to its test.
+//! follows the lock's slot when it moves (resharding, `CLUSTER FAILOVER`). Every server
+//! here is private to its test.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use cache_memoize::{CacheBackend, CacheLock, LockError, LockGuard, RedisBackend, make_cache_key};
+use cache_memoize::{
+    CacheBackend, CacheLock, LockError, LockGuard, LockOptions, MemoizeOptions, RedisBackend,
+    make_cache_key, memoize,
+};
 use cache_memoize_tests::server::{RedisCluster, RedisServer};
-use cache_memoize_tests::wait_until;
+use cache_memoize_tests::{Probe, wait_until};
 
 fn connect(urls: Vec<String>, cluster: bool) -> Arc<RedisBackend> {
     let builder = RedisBackend::builder(urls);
@@ -264,61 +269,178 @@ fn a_cluster_without_sharded_pub_sub_wakes_waiters_through_classic_pub_sub() {
     assert!(woken(waiter), "woken through classic pub/sub");
 }
 
-#[test]
-fn on_a_cluster_a_failover_of_the_locks_shard_leaves_the_waiter_its_retry() {
-    // Redis 7.0 does not tell a demoted master's sharded subscribers that its slots
-    // moved, and the new master's SPUBLISH reaches it only once the new master knows
-    // it as its replica: a release right after a failover may go unheard. The waiter's
-    // retry is the fallback, and the lock is still taken by this waiter.
-    let cluster = RedisCluster::start_with_replicas();
-    let (holder, waiter_backend) = (connect(cluster.urls(), true), connect(cluster.urls(), true));
-    let key = "failover-wait";
-    let lock_key = make_cache_key(key).lock_key();
-    let channel = release_channel(key);
-    let held = hold(&holder, key);
-    let waiter = {
-        let lock = CacheLock::new(key)
-            .backend(Arc::clone(&waiter_backend) as Arc<dyn CacheBackend>)
-            .retry(Duration::from_millis(200))
-            .timeout(Some(Duration::from_secs(30)));
-        thread::spawn(move || lock.acquire())
-    };
-    let master = cluster.owner_of(&lock_key);
-    let mut on_master = cluster.connection(master);
-    wait_until("the waiter subscribes on the lock's shard", || {
-        subscribers(&mut on_master, true, &channel) == 1
-    });
-    let promoted = cluster.fail_over(&lock_key);
-    assert_ne!(promoted, master);
-    assert!(
-        held.release().is_ok_and(|ours| ours),
-        "released on the new master"
-    );
-    let taken = waiter.join().ok().map(|r| r.map(LockGuard::release));
-    assert!(
-        matches!(taken, Some(Ok(Ok(true)))),
-        "taken after the failover: {taken:?}"
-    );
+/// A retry so long that a waiter returning before it was woken, not timed out: a
+/// waiter woken by its retry timer would have waited at least this long.
+const PATIENCE: Duration = Duration::from_secs(120);
+
+/// A stampede on one memoized key of a cluster: a leader computing (on its own
+/// backend) until told to finish, and waiters on two other backends ("processes").
+struct Stampede {
+    key: String,
+    computes: Arc<AtomicUsize>,
+    finish: mpsc::Sender<()>,
+    leader: thread::JoinHandle<String>,
+    waiter_backends: Vec<Arc<RedisBackend>>,
+    /// Each waiter's value, and how long it waited.
+    waiters: Vec<thread::JoinHandle<(String, Duration)>>,
+}
+
+const WAITER_BACKENDS: usize = 2;
+const WAITERS_PER_BACKEND: usize = 4;
+
+impl Stampede {
+    /// Starts the leader, then the waiters, and returns once every waiter has entered
+    /// its wait and each waiter backend is subscribed on the lock's shard.
+    fn start(cluster: &RedisCluster, key: &str) -> Self {
+        let computes = Arc::new(AtomicUsize::new(0));
+        let options = |backend: Arc<dyn CacheBackend>| {
+            MemoizeOptions::new().backend(backend).lock(LockOptions {
+                expire: PATIENCE * 2,
+                timeout: Some(PATIENCE),
+                retry: PATIENCE,
+                blocking: true,
+            })
+        };
+        let (finish, finished) = mpsc::channel::<()>();
+        let (computing, started) = mpsc::channel::<()>();
+        let leader = {
+            let opts = options(connect(cluster.urls(), true));
+            let (key, computes) = (key.to_owned(), Arc::clone(&computes));
+            thread::spawn(move || {
+                memoize(&key, &opts, || {
+                    computes.fetch_add(1, Ordering::SeqCst);
+                    let _ = computing.send(());
+                    let _ = finished.recv();
+                    "the leader's".to_owned()
+                })
+            })
+        };
+        assert!(started.recv().is_ok(), "the leader computes");
+        let waiter_backends: Vec<Arc<RedisBackend>> = (0..WAITER_BACKENDS)
+            .map(|_| connect(cluster.urls(), true))
+            .collect();
+        let mut waiters = Vec::new();
+        let mut probes = Vec::new();
+        for backend in &waiter_backends {
+            for _ in 0..WAITERS_PER_BACKEND {
+                // A probe of its own per waiter: callers of one key on one backend handle
+                // coalesce in-process, and these must each wait on the Redis lock (sharing
+                // their backend's subscription).
+                let probe = Arc::new(Probe::new(Arc::clone(backend) as Arc<dyn CacheBackend>));
+                let opts = options(Arc::clone(&probe) as Arc<dyn CacheBackend>);
+                let (key, computes) = (key.to_owned(), Arc::clone(&computes));
+                waiters.push(thread::spawn(move || {
+                    let started = Instant::now();
+                    let value = memoize(&key, &opts, || {
+                        computes.fetch_add(1, Ordering::SeqCst);
+                        "a waiter's".to_owned()
+                    });
+                    (value, started.elapsed())
+                }));
+                probes.push(probe);
+            }
+        }
+        let lock_key = make_cache_key(key).lock_key();
+        let channel = release_channel(key);
+        let mut on_owner = cluster.connection(cluster.owner_of(&lock_key));
+        wait_until("every waiter waits, subscribed on the lock's shard", || {
+            probes.iter().all(|p| p.ops().contains(&"wait"))
+                && subscribers(&mut on_owner, true, &channel) == WAITER_BACKENDS as u64
+        });
+        Self {
+            key: key.to_owned(),
+            computes,
+            finish,
+            leader,
+            waiter_backends,
+            waiters,
+        }
+    }
+
+    /// Waits until the waiter backends' subscriptions are on node `owner` and nowhere
+    /// else.
+    fn wait_for_subscriptions_on(&self, cluster: &RedisCluster, owner: usize, nodes: usize) {
+        let channel = release_channel(&self.key);
+        wait_until("the subscriptions follow the lock's slot", || {
+            (0..nodes).all(|node| {
+                let expected = if node == owner {
+                    WAITER_BACKENDS as u64
+                } else {
+                    0
+                };
+                subscribers(&mut cluster.connection(node), true, &channel) == expected
+            })
+        });
+    }
+
+    /// The leader stores and releases (on node `owner`); every waiter must be woken by
+    /// the release message, get the leader's value, and nobody else computes.
+    fn finish_and_check(self, cluster: &RedisCluster, owner: usize) {
+        let before: Vec<u64> = self
+            .waiter_backends
+            .iter()
+            .map(|b| b.wake_up_messages())
+            .collect();
+        assert!(self.finish.send(()).is_ok(), "the leader finishes");
+        assert_eq!(self.leader.join().ok().as_deref(), Some("the leader's"));
+        for waiter in self.waiters {
+            let Ok((value, waited)) = waiter.join() else {
+                panic!("a waiter panicked")
+            };
+            assert_eq!(value, "the leader's", "every waiter gets the value");
+            assert!(
+                waited < PATIENCE,
+                "woken, not retried by its timer: waited {waited:?}"
+            );
+        }
+        assert_eq!(self.computes.load(Ordering::SeqCst), 1, "computed once");
+        let key = make_cache_key(&self.key);
+        let mut on_owner = cluster.connection(owner);
+        let exists = |conn: &mut redis::Connection, key: &str| -> i64 {
+            redis::cmd("EXISTS").arg(key).query(conn).unwrap_or(-1)
+        };
+        assert_eq!(
+            exists(&mut on_owner, key.as_str()),
+            1,
+            "stored on the owner now"
+        );
+        assert_eq!(
+            exists(&mut on_owner, &key.lock_key()),
+            0,
+            "the lock is gone"
+        );
+        for (backend, before) in self.waiter_backends.iter().zip(before) {
+            assert!(
+                backend.wake_up_messages() > before,
+                "each waiting backend heard the release"
+            );
+        }
+    }
 }
 
 #[test]
-fn on_a_cluster_after_a_failover_has_settled_the_demoted_masters_subscription_still_hears() {
+fn on_a_cluster_after_a_failover_waiters_are_woken_through_the_new_master() {
     let cluster = RedisCluster::start_with_replicas();
-    let (holder, waiter_backend) = (connect(cluster.urls(), true), connect(cluster.urls(), true));
-    let key = "failover-settled";
+    let key = "failover-stampede";
     let lock_key = make_cache_key(key).lock_key();
-    let channel = release_channel(key);
-    let held = hold(&holder, key);
-    let waiter = wait_patiently(&waiter_backend, key);
+    let stampede = Stampede::start(&cluster, key);
     let master = cluster.owner_of(&lock_key);
-    let mut on_master = cluster.connection(master);
-    wait_until("the waiter subscribes on the lock's shard", || {
-        subscribers(&mut on_master, true, &channel) == 1
-    });
     let promoted = cluster.fail_over(&lock_key);
-    wait_until("the new master knows its replica", || {
-        cluster.is_replica_of(master, promoted)
-    });
-    assert!(held.release().is_ok_and(|ours| ours));
-    assert!(woken(waiter), "woken through the shard's new master");
+    assert_ne!(promoted, master);
+    // The demoted master drops the subscriptions (Redis 7.0.15 sends `sunsubscribe`),
+    // and each backend subscribes on the new master, not on the demoted one.
+    stampede.wait_for_subscriptions_on(&cluster, promoted, 6);
+    stampede.finish_and_check(&cluster, promoted);
+}
+
+#[test]
+fn on_a_cluster_after_a_resharding_step_waiters_are_woken_through_the_new_owner() {
+    let cluster = RedisCluster::start();
+    let key = "reshard-stampede";
+    let lock_key = make_cache_key(key).lock_key();
+    let stampede = Stampede::start(&cluster, key);
+    let to = (cluster.owner_of(&lock_key) + 1) % 3;
+    cluster.move_slot_of(&lock_key, to);
+    stampede.wait_for_subscriptions_on(&cluster, to, 3);
+    stampede.finish_and_check(&cluster, to);
 }

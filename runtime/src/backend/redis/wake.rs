@@ -8,16 +8,21 @@
 //! - No release is missed: a subscription only counts for attempts made after it was
 //!   confirmed. A waiter whose attempt came first returns as soon as the subscription
 //!   is confirmed, and retries: that retry is the check that nothing was released in
-//!   between. A subscription lost (disconnection, slot moved) counts as a release.
+//!   between. A lost connection counts as a release; a subscription the server drops
+//!   because its slot moved is asked for again at once (below).
 //! - On Redis Cluster 7+, sharded pub/sub (`SSUBSCRIBE`, routed to the node owning the
 //!   lock's slot); on older clusters (`SSUBSCRIBE` unknown) and on a single server,
-//!   classic `SUBSCRIBE`. The release scripts publish accordingly. When a slot is
-//!   resharded, its old owner unsubscribes us and we subscribe again (routed to the new
-//!   owner); a confirmation the client re-sends by itself (reconnection, slot map
-//!   refresh) also makes waiters retry. After a `CLUSTER FAILOVER`, Redis 7.0 leaves
-//!   the subscription on the demoted master, which hears the shard's releases again
-//!   once the new master knows it as its replica; a release in that short window may
-//!   go unheard, and the waiters' `retry` covers it.
+//!   classic `SUBSCRIBE`. The release scripts publish accordingly.
+//! - Subscriptions follow the slot. When a slot leaves a node (resharded by `SETSLOT
+//!   NODE`, or a `CLUSTER FAILOVER` that demotes its master), the node unsubscribes us
+//!   (an `sunsubscribe` push; Redis 7.0.15 sends it in both cases). We subscribe again
+//!   on the slot's master now (see [`locate`]: a demoted master, now a replica, would
+//!   accept the `SSUBSCRIBE` itself, and hear the shard only once the new master knows
+//!   it); until one subscription finds the client's slot map up to date, every new one
+//!   (another lock, or this one waited on again) is located first too. Waiters are not woken by the loss: the new confirmation makes those that
+//!   attempted before it retry (re-subscribe, then re-check the lock, then wait), as on
+//!   the first subscription. A confirmation the client re-sends by itself (reconnection,
+//!   its own slot map refresh) also makes waiters retry.
 //! - With Sentinel, the subscriber connects to the master the Sentinels name, and asks
 //!   again after its connection failed (the old master died): a failover costs the
 //!   waiters one retry, as any disconnection does.
@@ -35,6 +40,7 @@ use futures_util::StreamExt;
 use redis::aio::{PubSubSink, PubSubStream};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{PushInfo, PushKind, RedisResult, Value};
 use tokio::sync::Notify;
 
@@ -46,6 +52,11 @@ use super::scripts::RELEASE_CHANNEL;
 pub(crate) const LINGER: Duration = Duration::from_secs(1);
 /// The longest pause between reconnection attempts of the subscriber.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How often the subscriber looks for a moved slot's master before subscribing, and its
+/// first pause (doubled each time: 1.3 s of pauses in all), while the cluster's nodes learn of a
+/// failover.
+const LOCATE_TRIES: u32 = 8;
+const LOCATE_FIRST_PAUSE: Duration = Duration::from_millis(10);
 
 /// Where classic pub/sub subscribes.
 #[allow(
@@ -84,6 +95,12 @@ pub(crate) struct Hub {
 struct State {
     /// By lock key: the locks waited on now, or within the last [`LINGER`].
     locks: HashMap<String, Watched>,
+    /// Subscriptions the server dropped because their slot moved, so far: while this
+    /// is ahead of `located`, the client's slot map may be out of date, and every new
+    /// subscription first looks for its slot's master ([`locate`]).
+    moves: u64,
+    /// `moves` when a subscription last found the client's slot map up to date.
+    located: u64,
 }
 
 struct Watched {
@@ -94,7 +111,7 @@ struct Watched {
     requested: bool,
     /// When the subscription was confirmed; `None` while it is not.
     live_since: Option<Instant>,
-    /// When a release (or a lost subscription) was last seen.
+    /// When a release (or a lost connection) was last seen.
     released: Option<Instant>,
 }
 
@@ -256,8 +273,12 @@ impl Hub {
         self.wake_all();
     }
 
-    /// Subscriptions lost (all of them, or `lock_key`'s): a release may go unseen, so
-    /// their waiters retry, and the subscriber asks again.
+    /// Subscriptions lost (all of them, or `lock_key`'s), and asked for again.
+    ///
+    /// The connection lost: a release may go unseen until it is back (after a pause),
+    /// so waiters retry now. One channel dropped by the server (its slot moved): it is
+    /// asked for again at once on the slot's owner, and its waiters retry once that is
+    /// confirmed, so they re-check the lock with the new subscription already live.
     fn on_lost(&self, lock_key: Option<&str>) {
         let now = Instant::now();
         let mut state = self.state();
@@ -269,12 +290,20 @@ impl Hub {
             // An unsubscription we did not ask for: the entry still wants its channel.
             watched.requested = false;
             watched.live_since = None;
-            watched.released = Some(now);
+            if lock_key.is_none() {
+                watched.released = Some(now);
+            }
             lost = true;
+        }
+        if lock_key.is_some() {
+            // Even for a lock no longer waited on: the slot map is what is out of date.
+            state.moves += 1;
         }
         drop(state);
         if lost {
-            self.wake_all();
+            if lock_key.is_none() {
+                self.wake_all();
+            }
             if let Some(subscriber) = &self.subscriber {
                 subscriber.notify_one();
             }
@@ -307,7 +336,10 @@ impl Hub {
     /// when to look again (the next lingering subscription to end).
     fn plan(&self, now: Instant) -> Plan {
         let mut plan = Plan::default();
-        self.state().locks.retain(|key, watched| {
+        let mut state = self.state();
+        let locate = state.moves > state.located;
+        plan.moves = state.moves;
+        state.locks.retain(|key, watched| {
             if watched.waiters == 0 && now.duration_since(watched.idle_since) >= LINGER {
                 if watched.requested {
                     plan.unsubscribe.push(release_channel(key));
@@ -321,10 +353,19 @@ impl Hub {
             if !watched.requested {
                 watched.requested = true;
                 plan.subscribe.push(key.clone());
+                if locate {
+                    plan.moved.push(release_channel(key));
+                }
             }
             true
         });
         plan
+    }
+
+    /// The client's slot map was found up to date after `moves` moved subscriptions.
+    fn located(&self, moves: u64) {
+        let mut state = self.state();
+        state.located = state.located.max(moves);
     }
 
     /// Forgets that `lock_keys` were asked for (the request failed).
@@ -376,6 +417,11 @@ impl Drop for Watch<'_> {
 #[derive(Default)]
 struct Plan {
     subscribe: Vec<String>,
+    /// Channels among `subscribe` to locate first: slots moved since the client's slot
+    /// map was last found up to date.
+    moved: Vec<String>,
+    /// [`State::moves`] when the plan was made.
+    moves: u64,
     unsubscribe: Vec<String>,
     next: Option<Instant>,
 }
@@ -607,6 +653,80 @@ async fn send(
     }
 }
 
+/// Brings the client's slot map up to date for `channels`, whose slots moved, so the
+/// `SSUBSCRIBE` that follows goes to each slot's master now. `SSUBSCRIBE` alone would not
+/// do after a failover: the demoted master, now a replica, accepts it (and hears the
+/// shard only once the new master knows it as its replica). So: ask the node the client
+/// would route to for its `ROLE`; while it is a replica, a keyed read (`EXISTS` of the
+/// channel's name, which shares the lock's slot) sent there is answered `MOVED`, which
+/// makes the client refresh its slot map; the node it refreshes from may not have heard
+/// of the failover yet, so this is repeated, with growing pauses, a few times. A master
+/// that no longer owns the slot (resharding) answers the `SSUBSCRIBE` itself with
+/// `MOVED`, which the client follows. Best effort: on an error or after the last try
+/// the subscription is sent anyway. Returns whether the client's slot map was up to
+/// date for every channel (a master at the first look).
+async fn locate(cluster: &mut ClusterConnection, channels: &[String], timeout: Duration) -> bool {
+    let mut up_to_date = true;
+    for channel in channels {
+        let master = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::with_key(
+            channel.as_bytes(),
+            SlotAddr::Master,
+        )));
+        let mut pause = LOCATE_FIRST_PAUSE;
+        for tries_left in (0..LOCATE_TRIES).rev() {
+            let role = tokio::time::timeout(
+                timeout,
+                cluster.route_command(redis::cmd("ROLE"), master.clone()),
+            )
+            .await;
+            match role {
+                Ok(Ok(role)) if is_master(&role) => {
+                    let looks = LOCATE_TRIES - tries_left;
+                    up_to_date &= looks == 1;
+                    tracing::debug!(channel = %channel, looks, "lock wake-up subscription moved with its slot; subscribing on its master now");
+                    break;
+                }
+                Ok(Ok(_)) if tries_left > 0 => {
+                    up_to_date = false;
+                    let mut probe = redis::cmd("EXISTS");
+                    probe.arg(channel);
+                    let _ =
+                        tokio::time::timeout(timeout, probe.query_async::<Value>(cluster)).await;
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                Ok(Ok(_)) => {
+                    tracing::debug!(channel = %channel, "the cluster still routes a moved lock's slot to a replica; subscribing there");
+                }
+                Ok(Err(err)) => {
+                    tracing::debug!(channel = %channel, error = %err, "cannot locate a moved slot's master; subscribing anyway");
+                    up_to_date = false;
+                    break;
+                }
+                Err(_) => {
+                    tracing::debug!(channel = %channel, "timed out locating a moved slot's master; subscribing anyway");
+                    up_to_date = false;
+                    break;
+                }
+            }
+        }
+    }
+    up_to_date
+}
+
+/// Whether a `ROLE` reply is a master's.
+fn is_master(role: &Value) -> bool {
+    let first = match role {
+        Value::Array(items) => items.first(),
+        _ => None,
+    };
+    match first {
+        Some(Value::BulkString(role)) => role.as_slice() == b"master",
+        Some(Value::SimpleString(role)) => role == "master",
+        _ => false,
+    }
+}
+
 /// Sends the plan's subscriptions and unsubscriptions.
 async fn apply(
     conn: &mut Connection,
@@ -615,6 +735,15 @@ async fn apply(
     hub: &Weak<Hub>,
 ) -> Result<(), Lost> {
     if !plan.subscribe.is_empty() {
+        if let Connection::Sharded(cluster) = conn
+            && !plan.moved.is_empty()
+            && locate(cluster, &plan.moved, servers.response_timeout).await
+        {
+            let Some(live) = hub.upgrade() else {
+                return Err(Lost::Dropped);
+            };
+            live.located(plan.moves);
+        }
         let channels: Vec<String> = plan.subscribe.iter().map(|k| release_channel(k)).collect();
         let sent = send(conn, true, &channels, servers.response_timeout).await;
         let Some(live) = hub.upgrade() else {
@@ -684,14 +813,49 @@ mod tests {
     }
 
     #[test]
-    fn a_lost_subscription_counts_as_a_release_and_is_asked_for_again() {
+    fn a_lost_connection_counts_as_a_release_and_is_asked_for_again() {
+        let hub = watched(1);
+        let _ = hub.plan(Instant::now());
+        hub.on_subscribed("_lock_:{k}");
+        let attempted = Instant::now();
+        hub.on_lost(None);
+        assert!(Hub::should_retry(&hub.state(), "_lock_:{k}", attempted));
+        let plan = hub.plan(Instant::now());
+        assert_eq!(plan.subscribe, ["_lock_:{k}"]);
+        assert!(plan.moved.is_empty(), "routed as before");
+    }
+
+    #[test]
+    fn a_moved_subscription_is_located_and_asked_for_again_before_waiters_retry() {
         let hub = watched(1);
         let _ = hub.plan(Instant::now());
         hub.on_subscribed("_lock_:{k}");
         let attempted = Instant::now();
         hub.on_lost(Some("_lock_:{k}"));
-        assert!(Hub::should_retry(&hub.state(), "_lock_:{k}", attempted));
-        assert_eq!(hub.plan(Instant::now()).subscribe, ["_lock_:{k}"]);
+        assert!(
+            !Hub::should_retry(&hub.state(), "_lock_:{k}", attempted),
+            "no retry before the new subscription is live"
+        );
+        assert_eq!(hub.subscriptions(), 0);
+        let plan = hub.plan(Instant::now());
+        assert_eq!(plan.subscribe, ["_lock_:{k}"]);
+        assert_eq!(plan.moved, ["cache-memoize:released:_lock_:{k}"]);
+        hub.on_resubscribed("_lock_:{k}");
+        assert!(
+            Hub::should_retry(&hub.state(), "_lock_:{k}", attempted),
+            "re-subscribed, then the waiter re-checks the lock"
+        );
+        // Until a subscription finds the slot map up to date, new ones are located too
+        // (a lock waited on again after its subscription ended, another lock).
+        std::mem::forget(hub.watch("_lock_:{other}"));
+        let plan = hub.plan(Instant::now());
+        assert_eq!(plan.moved, ["cache-memoize:released:_lock_:{other}"]);
+        hub.located(plan.moves);
+        std::mem::forget(hub.watch("_lock_:{third}"));
+        assert!(
+            hub.plan(Instant::now()).moved.is_empty(),
+            "the map is up to date"
+        );
     }
 
     #[test]

@@ -1,0 +1,195 @@
+//! Wake-ups through a failover: lock waiters on a 3-master cluster with replicas, the
+//! lock's shard failed over with `CLUSTER FAILOVER`, then the lock released on the new
+//! master.
+//!
+//! ```sh
+//! cargo run --release --example failover_wake               # 10 rounds
+//! cargo run --release --example failover_wake -- --rounds 20
+//! ```
+//!
+//! Each round runs two failovers, each with 8 waiters (2 backends × 4 threads, the
+//! default `retry` of 250 ms) on a lock held by another backend:
+//! - (a) the lock is released as soon as every node names the new master: how long the
+//!   waiters take to return after the release (what a release right after a failover
+//!   costs them; a release they missed would leave them to their retry);
+//! - (b) the subscriptions are watched instead: how long after every node names the new
+//!   master the waiting backends are subscribed on it (`PUBSUB SHARDNUMSUB`, polled
+//!   every millisecond; given up after 5 s), then the release, and the waiters' return
+//!   after it.
+//!
+//! It starts its own six `redis-server` processes; about a minute at the defaults.
+
+// Percentiles of small counts: float casts lose nothing.
+#![allow(clippy::cast_precision_loss, clippy::cast_sign_loss)]
+
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use cache_memoize::{CacheBackend, CacheLock, LockGuard, RedisBackend, make_cache_key};
+use cache_memoize_tests::server::RedisCluster;
+
+type Failure = Box<dyn std::error::Error>;
+
+const BACKENDS: usize = 2;
+const WAITERS_PER_BACKEND: usize = 4;
+/// How long (b) waits for the subscriptions to reach the new master before it releases
+/// anyway.
+const NOT_MOVED: Duration = Duration::from_secs(5);
+
+fn main() -> Result<(), Failure> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rounds = match args.iter().position(|a| a == "--rounds") {
+        Some(at) => args.get(at + 1).ok_or("--rounds needs a number")?.parse()?,
+        None => 10,
+    };
+    let cluster = RedisCluster::start_with_replicas();
+    let connect = || -> Result<Arc<RedisBackend>, Failure> {
+        Ok(Arc::new(
+            RedisBackend::builder(cluster.urls()).cluster().connect()?,
+        ))
+    };
+    let holder = connect()?;
+    let waiters: Vec<Arc<RedisBackend>> =
+        (0..BACKENDS).map(|_| connect()).collect::<Result<_, _>>()?;
+    let (mut immediate, mut moved, mut settled) = (Vec::new(), Vec::new(), Vec::new());
+    let mut not_moved = 0;
+    for round in 0..rounds {
+        let key = format!("failover-wake:{round}:a");
+        let round_a = Round::start(&cluster, &holder, &waiters, &key)?;
+        cluster.fail_over(&make_cache_key(&key).lock_key());
+        immediate.extend(round_a.release()?);
+
+        let key = format!("failover-wake:{round}:b");
+        let round_b = Round::start(&cluster, &holder, &waiters, &key)?;
+        let promoted = cluster.fail_over(&make_cache_key(&key).lock_key());
+        let agreed = Instant::now();
+        let channel = release_channel(&key);
+        let mut on_promoted = cluster.connection(promoted);
+        while subscribers(&mut on_promoted, &channel) < BACKENDS as u64
+            && agreed.elapsed() < NOT_MOVED
+        {
+            thread::sleep(Duration::from_millis(1));
+        }
+        if agreed.elapsed() < NOT_MOVED {
+            moved.push(agreed.elapsed());
+        } else {
+            not_moved += 1;
+        }
+        settled.extend(round_b.release()?);
+        eprintln!("round {round} done");
+    }
+    report(
+        "(a) waiters' return after a release right after the failover",
+        &mut immediate,
+    );
+    report(
+        "(b) subscriptions on the new master, after every node names it",
+        &mut moved,
+    );
+    println!(
+        "(b) rounds whose subscriptions were not on the new master within {NOT_MOVED:?}: {not_moved}"
+    );
+    report(
+        "(b) waiters' return after the release, subscriptions moved",
+        &mut settled,
+    );
+    Ok(())
+}
+
+/// A held lock and its waiters, subscribed on the lock's shard.
+struct Round {
+    held: LockGuard,
+    waiters: Vec<thread::JoinHandle<Option<Instant>>>,
+}
+
+impl Round {
+    fn start(
+        cluster: &RedisCluster,
+        holder: &Arc<RedisBackend>,
+        backends: &[Arc<RedisBackend>],
+        key: &str,
+    ) -> Result<Self, Failure> {
+        let held = CacheLock::new(key)
+            .backend(Arc::clone(holder) as Arc<dyn CacheBackend>)
+            .expire(Duration::from_secs(300))
+            .try_acquire()?
+            .ok_or("the holder takes the lock")?;
+        let mut waiters = Vec::new();
+        for backend in backends {
+            for _ in 0..WAITERS_PER_BACKEND {
+                let lock = CacheLock::new(key)
+                    .backend(Arc::clone(backend) as Arc<dyn CacheBackend>)
+                    .timeout(Some(Duration::from_secs(60)));
+                waiters.push(thread::spawn(move || {
+                    let taken = lock.acquire().ok()?;
+                    let returned = Instant::now();
+                    let _ = taken.release();
+                    Some(returned)
+                }));
+            }
+        }
+        let channel = release_channel(key);
+        let mut nodes: Vec<redis::Connection> = (0..6).map(|n| cluster.connection(n)).collect();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while nodes
+            .iter_mut()
+            .map(|n| subscribers(n, &channel))
+            .sum::<u64>()
+            < BACKENDS as u64
+        {
+            if Instant::now() > deadline {
+                return Err("the waiters did not subscribe".into());
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+        // Every waiter past its first attempt and its retry after subscribing.
+        thread::sleep(Duration::from_millis(100));
+        Ok(Self { held, waiters })
+    }
+
+    /// Releases the lock; each waiter's return after the release. The waiters take the
+    /// lock one after the other, so only the first one's return is a wake-up.
+    fn release(self) -> Result<Vec<Duration>, Failure> {
+        let released = Instant::now();
+        if !self.held.release()? {
+            return Err("the holder's lock was lost".into());
+        }
+        let mut returns: Vec<Instant> = Vec::new();
+        for waiter in self.waiters {
+            returns.push(waiter.join().ok().flatten().ok_or("a waiter failed")?);
+        }
+        Ok(vec![returns.iter().min().map_or(Duration::MAX, |first| {
+            first.duration_since(released)
+        })])
+    }
+}
+
+fn release_channel(key: &str) -> String {
+    format!("cache-memoize:released:{}", make_cache_key(key).lock_key())
+}
+
+fn subscribers(conn: &mut redis::Connection, channel: &str) -> u64 {
+    redis::cmd("PUBSUB")
+        .arg("SHARDNUMSUB")
+        .arg(channel)
+        .query::<(String, u64)>(conn)
+        .map_or(0, |reply| reply.1)
+}
+
+fn report(what: &str, samples: &mut [Duration]) {
+    samples.sort();
+    let ms = |at: f64| {
+        let index = ((samples.len() as f64 - 1.0) * at).round() as usize;
+        samples
+            .get(index)
+            .map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
+    };
+    println!(
+        "{what}: n={} p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms",
+        samples.len(),
+        ms(0.5),
+        ms(0.9),
+        ms(1.0)
+    );
+}
