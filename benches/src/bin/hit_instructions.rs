@@ -13,7 +13,9 @@
 //! Instructions per hit = (total at 200,000 − total at 100,000) ÷ 100,000 (set-up
 //! cancels out). `time` instead of `floor`/`ours` prints the best of `n` rounds of
 //! 2,000 hits of each, interleaved, in nanoseconds; `time-redis` the same for a Redis
-//! hit (a private `redis-server`) against a raw `GET` + decode, 200 hits a round.
+//! hit (a private `redis-server`) against a raw `GET` + decode, 200 hits a round;
+//! `time-near` a near-cache hit against a `MemoryBackend` hit and a plain Redis hit, at
+//! 100 B and 10 KB.
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -75,7 +77,8 @@ fn main() {
             );
         }
         "time-redis" => time_redis(n),
-        _ => eprintln!("usage: hit_instructions floor|ours|time|time-redis [n]"),
+        "time-near" => time_near(n),
+        _ => eprintln!("usage: hit_instructions floor|ours|time|time-redis|time-near [n]"),
     }
     black_box(total);
 }
@@ -113,4 +116,61 @@ fn time_redis(rounds: usize) {
         "raw GET {floor:.1} us, ours {ours:.1} us: {:.2}x ({total})",
         ours / floor
     );
+}
+
+/// Best of `rounds` of `per_round` calls of `hit`, in nanoseconds per call.
+fn best_of(rounds: usize, per_round: u32, mut hit: impl FnMut() -> usize) -> f64 {
+    let mut best = f64::MAX;
+    for _ in 0..rounds {
+        let started = Instant::now();
+        for _ in 0..per_round {
+            black_box(hit());
+        }
+        best = best.min(started.elapsed().as_secs_f64() * 1e9 / f64::from(per_round));
+    }
+    best
+}
+
+/// A near-cache hit against a `MemoryBackend` hit and a plain Redis hit.
+fn time_near(rounds: usize) {
+    let server = RedisServer::start();
+    let near = RedisBackend::builder([server.url()])
+        .near_cache(cache_memoize::NearCache::new())
+        .connect();
+    let (Ok(near), Ok(plain)) = (near, RedisBackend::connect(&server.url())) else {
+        return eprintln!("cannot connect");
+    };
+    let near = Arc::new(near);
+    while !near.is_near_cache_live() {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let near_opts =
+        MemoizeOptions::new().backend(Arc::clone(&near) as Arc<dyn cache_memoize::CacheBackend>);
+    let plain_opts = MemoizeOptions::new().backend(Arc::new(plain));
+    let memory_opts = MemoizeOptions::new().backend(Arc::new(MemoryBackend::new()));
+    for size in [100, 10_000] {
+        let key = format!("near:{size}");
+        for opts in [&near_opts, &memory_opts] {
+            let _: Report = memoize(&key, opts, || report(size));
+        }
+        // The near copy is made by a read after the store.
+        let _: Report = memoize(&key, &near_opts, || report(size));
+        let hit = |opts: &MemoizeOptions| {
+            memoize::<Report, _>(&key, opts, || unreachable!("a hit"))
+                .body
+                .len()
+        };
+        let (mut near_ns, mut memory_ns, mut redis_ns) = (f64::MAX, f64::MAX, f64::MAX);
+        for _ in 0..rounds {
+            near_ns = near_ns.min(best_of(1, 2_000, || hit(&near_opts)));
+            memory_ns = memory_ns.min(best_of(1, 2_000, || hit(&memory_opts)));
+            redis_ns = redis_ns.min(best_of(1, 20, || hit(&plain_opts)));
+        }
+        println!(
+            "{size} B: near {near_ns:.0} ns, memory {memory_ns:.0} ns, Redis {redis_ns:.0} ns: near/memory {:.2}x, Redis/near {:.1}x (near hits {})",
+            near_ns / memory_ns,
+            redis_ns / near_ns,
+            near.near_cache_hits()
+        );
+    }
 }
