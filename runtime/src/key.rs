@@ -38,6 +38,9 @@ thread_local! {
 /// applications can share one Redis (Djblets' site prefix). Affects keys made after
 /// the call. Control characters and spaces in it are escaped.
 ///
+/// Set it at start-up (or a handful of times), not per request: each prefix set is
+/// kept for the life of the process, so that making a key reads it without a lock.
+///
 /// ```
 /// cache_memoize::set_key_prefix("shop-eu");
 /// assert_eq!(cache_memoize::make_cache_key("cart:7").as_str(), "{shop-eu:cart:7}");
