@@ -573,6 +573,21 @@ impl RedisCluster {
                 .query::<String>(&mut on_replica)
                 .is_ok_and(|info| info.contains("master_link_status:up"))
         });
+        // Everything the master has written reaches the replica before it dies: what a
+        // replica lacks is lost with its master (asynchronous replication), and the
+        // tests want the failover, not that loss.
+        let offset = |conn: &mut redis::Connection, field: &str| -> Option<u64> {
+            let info: String = redis::cmd("INFO").arg("replication").query(conn).ok()?;
+            info.lines()
+                .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))?
+                .trim()
+                .parse()
+                .ok()
+        };
+        let written = offset(&mut self.connection(master), "master_repl_offset");
+        wait_for("the replica has all the master wrote", || {
+            offset(&mut on_replica, "slave_repl_offset") >= written
+        });
         self.nodes[master].kill();
         wait_for(&format!("the replica of {key}'s master takes over"), || {
             self.running()

@@ -8,8 +8,9 @@
 //! - No release is missed: a subscription only counts for attempts made after it was
 //!   confirmed. A waiter whose attempt came first returns as soon as the subscription
 //!   is confirmed, and retries: that retry is the check that nothing was released in
-//!   between. A lost connection counts as a release; a subscription the server drops
-//!   because its slot moved is asked for again at once (below).
+//!   between. A lost connection to a single server counts as a release; a subscription
+//!   the server drops because its slot moved, or whose cluster node was lost, is asked
+//!   for again at once (below).
 //! - On Redis Cluster 7+, sharded pub/sub (`SSUBSCRIBE`, routed to the node owning the
 //!   lock's slot); on older clusters (`SSUBSCRIBE` unknown) and on a single server,
 //!   classic `SUBSCRIBE`. The release scripts publish accordingly.
@@ -19,10 +20,19 @@
 //!   on the slot's master now (see [`locate`]: a demoted master, now a replica, would
 //!   accept the `SSUBSCRIBE` itself, and hear the shard only once the new master knows
 //!   it); until one subscription finds the client's slot map up to date, every new one
-//!   (another lock, or this one waited on again) is located first too. Waiters are not woken by the loss: the new confirmation makes those that
-//!   attempted before it retry (re-subscribe, then re-check the lock, then wait), as on
-//!   the first subscription. A confirmation the client re-sends by itself (reconnection,
-//!   its own slot map refresh) also makes waiters retry.
+//!   (another lock, or this one waited on again) is located first too. Waiters are not
+//!   woken by the loss: the new confirmation makes those that attempted before it retry
+//!   (re-subscribe, then re-check the lock, then wait), as on the first subscription. A
+//!   confirmation the client re-sends by itself (reconnection, its own slot map
+//!   refresh) also makes waiters retry.
+//! - A cluster master that dies sends nothing: the client loses its connection to it (a
+//!   `Disconnection` push), and its slot map names the dead node until the cluster has
+//!   promoted a replica (after `cluster-node-timeout`). Every subscription is then asked
+//!   for again as after a move: located first (the node the client routes to must say,
+//!   in `CLUSTER NODES`, that it is a master serving the slot; until it does, for up to
+//!   [`LOCATE_FOR`]), and waiters retry on the new confirmation, not at the loss (a
+//!   retry then would find no master). The same after the subscriber's own connection
+//!   to a cluster failed.
 //! - With Sentinel, the subscriber connects to the master the Sentinels name, and asks
 //!   again after its connection failed (the old master died): a failover costs the
 //!   waiters one retry, as any disconnection does.
@@ -696,16 +706,15 @@ async fn send(
 /// now a replica, accepts it (and hears the shard only once the new master knows it as
 /// its replica); and after a master died, the client's slot map still names the dead
 /// node until the cluster has promoted a replica. So: ask the node the client would
-/// route to for its `ROLE`; while it is a replica, a keyed read (`EXISTS` of the
-/// channel's name, which shares the lock's slot) sent there is answered `MOVED`, which
-/// makes the client refresh its slot map; while it does not answer (dead, or the slot
-/// has no master yet), the same read makes the client reconnect or refresh its slot
-/// map from the other nodes. The node it refreshes from may not have heard of the
-/// failover yet, so this is repeated, with growing pauses, for up to [`LOCATE_FOR`]. A
-/// master that no longer owns the slot (resharding) answers the `SSUBSCRIBE` itself
-/// with `MOVED`, which the client follows. Best effort: after [`LOCATE_FOR`] the
-/// subscription is sent anyway. Returns whether the client's slot map was up to date
-/// for every channel (a master at the first look).
+/// route to whether it is a master serving the slot ([`serves`]); while it is not
+/// (a replica, a master the slot left), a keyed read (`EXISTS` of the channel's name,
+/// which shares the lock's slot) sent there is answered `MOVED`, which makes the client
+/// refresh its slot map; while no node answers for the slot (dead, or no master yet),
+/// the same read makes the client reconnect or refresh its slot map from the other
+/// nodes. The node it refreshes from may not have heard of the failover yet, so this
+/// is repeated, with growing pauses, for up to [`LOCATE_FOR`]. Best effort: after that
+/// the subscription is sent anyway. Returns whether the client's slot map was up to
+/// date for every channel (the slot's master at the first look).
 async fn locate(cluster: &mut ClusterConnection, channels: &[String], timeout: Duration) -> bool {
     let mut up_to_date = true;
     let deadline = tokio::time::Instant::now() + LOCATE_FOR;
