@@ -163,7 +163,18 @@ impl Round {
                     .backend(Arc::clone(backend) as Arc<dyn CacheBackend>)
                     .timeout(Some(Duration::from_secs(60)));
                 waiters.push(thread::spawn(move || {
-                    let taken = lock.acquire().ok()?;
+                    // While a dead master's slot has no master, an attempt fails (a
+                    // lock's `acquire` returns the error): wait again, as a caller would.
+                    let given_up = Instant::now() + Duration::from_secs(60);
+                    let taken = loop {
+                        match lock.acquire() {
+                            Ok(taken) => break taken,
+                            Err(_) if Instant::now() < given_up => {
+                                thread::sleep(Duration::from_millis(10));
+                            }
+                            Err(_) => return None,
+                        }
+                    };
                     let returned = Instant::now();
                     let _ = taken.release();
                     Some(returned)

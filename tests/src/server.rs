@@ -551,7 +551,7 @@ impl RedisCluster {
             redis::cmd("CLUSTER").arg("MYID"),
         );
         // Its replica, in sync (a replica whose data is too old would not stand).
-        let replica = (0..self.nodes.len()).find(|&node| {
+        let replica = self.running().into_iter().find(|&node| {
             redis::cmd("CLUSTER")
                 .arg("NODES")
                 .query::<String>(&mut self.connection(node))
