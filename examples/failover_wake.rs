@@ -5,6 +5,7 @@
 //! ```sh
 //! cargo run --release --example failover_wake               # 10 rounds
 //! cargo run --release --example failover_wake -- --rounds 20
+//! cargo run --release --example failover_wake -- --kill    # a master dies instead
 //! ```
 //!
 //! Each round runs two failovers, each with 8 waiters (2 backends × 4 threads, the
@@ -17,7 +18,14 @@
 //!   every millisecond; given up after 5 s), then the release, and the waiters' return
 //!   after it.
 //!
-//! It starts its own six `redis-server` processes; about a minute at the defaults.
+//! With `--kill`, the master is not failed over by hand but killed (SIGKILL), and the
+//! cluster (`cluster-node-timeout` 1500 ms) promotes its replica by itself; (a) and (b)
+//! are counted from the moment every running node names the promoted replica. Each
+//! round kills two masters (one per measurement, of different shards), on a fresh
+//! cluster.
+//!
+//! It starts its own six `redis-server` processes (per round with `--kill`); about a
+//! minute at the defaults (two with `--kill`).
 
 // Percentiles of small counts: float casts lose nothing.
 #![allow(clippy::cast_precision_loss, clippy::cast_sign_loss)]
@@ -43,26 +51,59 @@ fn main() -> Result<(), Failure> {
         Some(at) => args.get(at + 1).ok_or("--rounds needs a number")?.parse()?,
         None => 10,
     };
-    let cluster = RedisCluster::start_with_replicas();
-    let connect = || -> Result<Arc<RedisBackend>, Failure> {
+    let kill = args.iter().any(|a| a == "--kill");
+    let start = || {
+        if kill {
+            RedisCluster::start_with_replicas_and_node_timeout(Duration::from_millis(1500))
+        } else {
+            RedisCluster::start_with_replicas()
+        }
+    };
+    let mut cluster = start();
+    let connect = |cluster: &RedisCluster| -> Result<Arc<RedisBackend>, Failure> {
         Ok(Arc::new(
             RedisBackend::builder(cluster.urls()).cluster().connect()?,
         ))
     };
-    let holder = connect()?;
-    let waiters: Vec<Arc<RedisBackend>> =
-        (0..BACKENDS).map(|_| connect()).collect::<Result<_, _>>()?;
+    let mut holder = connect(&cluster)?;
+    let mut waiters: Vec<Arc<RedisBackend>> = (0..BACKENDS)
+        .map(|_| connect(&cluster))
+        .collect::<Result<_, _>>()?;
     let (mut immediate, mut moved, mut settled) = (Vec::new(), Vec::new(), Vec::new());
     let mut not_moved = 0;
     for round in 0..rounds {
+        if kill && round > 0 {
+            // Two of the three shards have lost their replica: a fresh cluster.
+            drop((holder, waiters));
+            cluster = start();
+            holder = connect(&cluster)?;
+            waiters = (0..BACKENDS)
+                .map(|_| connect(&cluster))
+                .collect::<Result<_, _>>()?;
+        }
         let key = format!("failover-wake:{round}:a");
+        let lock_key = make_cache_key(&key).lock_key();
         let round_a = Round::start(&cluster, &holder, &waiters, &key)?;
-        cluster.fail_over(&make_cache_key(&key).lock_key());
+        if kill {
+            cluster.kill_master_of(&lock_key);
+        } else {
+            cluster.fail_over(&lock_key);
+        }
         immediate.extend(round_a.release()?);
 
-        let key = format!("failover-wake:{round}:b");
+        // With --kill, a key of another shard (that of `a` has no replica left).
+        let shard_a = cluster.owner_of(&lock_key);
+        let key = (0..1000)
+            .map(|n| format!("failover-wake:{round}:b{n}"))
+            .find(|key| !kill || cluster.owner_of(&make_cache_key(key).lock_key()) != shard_a)
+            .ok_or("no key of another shard")?;
+        let lock_key = make_cache_key(&key).lock_key();
         let round_b = Round::start(&cluster, &holder, &waiters, &key)?;
-        let promoted = cluster.fail_over(&make_cache_key(&key).lock_key());
+        let promoted = if kill {
+            cluster.kill_master_of(&lock_key)
+        } else {
+            cluster.fail_over(&lock_key)
+        };
         let agreed = Instant::now();
         let channel = release_channel(&key);
         let mut on_promoted = cluster.connection(promoted);
@@ -122,7 +163,18 @@ impl Round {
                     .backend(Arc::clone(backend) as Arc<dyn CacheBackend>)
                     .timeout(Some(Duration::from_secs(60)));
                 waiters.push(thread::spawn(move || {
-                    let taken = lock.acquire().ok()?;
+                    // While a dead master's slot has no master, an attempt fails (a
+                    // lock's `acquire` returns the error): wait again, as a caller would.
+                    let given_up = Instant::now() + Duration::from_secs(60);
+                    let taken = loop {
+                        match lock.acquire() {
+                            Ok(taken) => break taken,
+                            Err(_) if Instant::now() < given_up => {
+                                thread::sleep(Duration::from_millis(10));
+                            }
+                            Err(_) => return None,
+                        }
+                    };
                     let returned = Instant::now();
                     let _ = taken.release();
                     Some(returned)
@@ -130,7 +182,11 @@ impl Round {
             }
         }
         let channel = release_channel(key);
-        let mut nodes: Vec<redis::Connection> = (0..6).map(|n| cluster.connection(n)).collect();
+        let mut nodes: Vec<redis::Connection> = cluster
+            .running()
+            .into_iter()
+            .map(|n| cluster.connection(n))
+            .collect();
         let deadline = Instant::now() + Duration::from_secs(20);
         while nodes
             .iter_mut()

@@ -112,6 +112,11 @@ impl RedisServer {
         }
     }
 
+    /// Whether the server runs (it was not [`kill`](Self::kill)ed).
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// Kills the server (SIGKILL) and waits for it to exit.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -343,7 +348,19 @@ impl RedisCluster {
     /// # Panics
     /// If the cluster does not form.
     pub fn start_with_replicas() -> Self {
-        let cluster = Self::start_nodes(6, 1, &[]);
+        Self::start_with_replicas_and_node_timeout(Duration::from_secs(5))
+    }
+
+    /// [`start_with_replicas`](Self::start_with_replicas) with `cluster-node-timeout`
+    /// set to `node_timeout`: how long a master may be silent before the others count
+    /// it as failed and its replica takes over (see
+    /// [`kill_master_of`](Self::kill_master_of)).
+    ///
+    /// # Panics
+    /// If the cluster does not form.
+    pub fn start_with_replicas_and_node_timeout(node_timeout: Duration) -> Self {
+        let timeout = node_timeout.as_millis().to_string();
+        let cluster = Self::start_nodes(6, 1, &["--cluster-node-timeout", &timeout]);
         for node in 0..6 {
             let mut conn = cluster.connection(node);
             wait_for(
@@ -360,6 +377,8 @@ impl RedisCluster {
         cluster
     }
 
+    /// Starts `count` cluster nodes; `extra` comes after the defaults (a later
+    /// `--cluster-node-timeout` wins).
     fn start_nodes(count: usize, replicas: usize, extra: &[&str]) -> Self {
         let nodes: Vec<RedisServer> = (0..count)
             .map(|_| {
@@ -398,20 +417,30 @@ impl RedisCluster {
         self.nodes[index].connection()
     }
 
+    /// The nodes still running (all but those [`kill_master_of`](Self::kill_master_of)
+    /// killed).
+    pub fn running(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&node| self.nodes[node].running())
+            .collect()
+    }
+
     /// The hash slot of `key`.
     pub fn slot_of(&self, key: &str) -> u16 {
+        let node = self.running().first().copied().unwrap_or(0);
         query(
-            &mut self.connection(0),
+            &mut self.connection(node),
             redis::cmd("CLUSTER").arg("KEYSLOT").arg(key),
         )
     }
 
-    /// The index of the node serving `key`'s slot, as node 0 sees it.
+    /// The index of the node serving `key`'s slot, as the first running node sees it.
     ///
     /// # Panics
-    /// If node 0 knows no node serving it.
+    /// If that node knows no node serving it.
     pub fn owner_of(&self, key: &str) -> usize {
-        match self.owner_seen_by(0, key) {
+        let node = self.running().first().copied().unwrap_or(0);
+        match self.owner_seen_by(node, key) {
             Some(index) => index,
             None => panic!("no node serves the slot of {key}"),
         }
@@ -503,6 +532,68 @@ impl RedisCluster {
                 "the replica of {key}'s master never took over"
             );
         }
+        replica
+    }
+
+    /// Kills `key`'s master (SIGKILL: no failover handshake, no goodbye to its
+    /// clients) and waits until the cluster has promoted its replica on its own (after
+    /// `cluster-node-timeout`, the others count the master as failed and the replica
+    /// wins an election). Returns the new master's index once every running node names
+    /// it. Needs [`start_with_replicas`](Self::start_with_replicas) (a short node
+    /// timeout keeps this short).
+    ///
+    /// # Panics
+    /// If the master has no synced replica or the cluster does not promote it.
+    pub fn kill_master_of(&mut self, key: &str) -> usize {
+        let master = self.owner_of(key);
+        let master_id: String = query(
+            &mut self.connection(master),
+            redis::cmd("CLUSTER").arg("MYID"),
+        );
+        // Its replica, in sync (a replica whose data is too old would not stand).
+        let replica = self.running().into_iter().find(|&node| {
+            redis::cmd("CLUSTER")
+                .arg("NODES")
+                .query::<String>(&mut self.connection(node))
+                .is_ok_and(|nodes| {
+                    nodes.lines().any(|line| {
+                        let fields: Vec<&str> = line.split_whitespace().collect();
+                        fields.get(2).is_some_and(|flags| flags.contains("myself"))
+                            && fields.get(3) == Some(&master_id.as_str())
+                    })
+                })
+        });
+        let Some(replica) = replica else {
+            panic!("the master of {key} has no replica")
+        };
+        let mut on_replica = self.connection(replica);
+        wait_for("the replica is in sync with its master", || {
+            redis::cmd("INFO")
+                .arg("replication")
+                .query::<String>(&mut on_replica)
+                .is_ok_and(|info| info.contains("master_link_status:up"))
+        });
+        // Everything the master has written reaches the replica before it dies: what a
+        // replica lacks is lost with its master (asynchronous replication), and the
+        // tests want the failover, not that loss.
+        let offset = |conn: &mut redis::Connection, field: &str| -> Option<u64> {
+            let info: String = redis::cmd("INFO").arg("replication").query(conn).ok()?;
+            info.lines()
+                .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))?
+                .trim()
+                .parse()
+                .ok()
+        };
+        let written = offset(&mut self.connection(master), "master_repl_offset");
+        wait_for("the replica has all the master wrote", || {
+            offset(&mut on_replica, "slave_repl_offset") >= written
+        });
+        self.nodes[master].kill();
+        wait_for(&format!("the replica of {key}'s master takes over"), || {
+            self.running()
+                .into_iter()
+                .all(|node| self.owner_seen_by(node, key) == Some(replica))
+        });
         replica
     }
 

@@ -1,8 +1,8 @@
 //! Wake-ups that cost nothing for those not waiting: a backend subscribes to a lock's
 //! release channel only while one of its callers waits on that lock (reference-counted
 //! across its waiters), on a cluster with sharded pub/sub on the lock's shard, and
-//! follows the lock's slot when it moves (resharding, `CLUSTER FAILOVER`). Every server
-//! here is private to its test.
+//! follows the lock's slot when it moves (resharding, `CLUSTER FAILOVER`, a master that
+//! dies and is replaced by its replica). Every server here is private to its test.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
@@ -357,12 +357,12 @@ impl Stampede {
         }
     }
 
-    /// Waits until the waiter backends' subscriptions are on node `owner` and nowhere
-    /// else.
-    fn wait_for_subscriptions_on(&self, cluster: &RedisCluster, owner: usize, nodes: usize) {
+    /// Waits until the waiter backends' subscriptions are on node `owner` and on no
+    /// other running node.
+    fn wait_for_subscriptions_on(&self, cluster: &RedisCluster, owner: usize) {
         let channel = release_channel(&self.key);
         wait_until("the subscriptions follow the lock's slot", || {
-            (0..nodes).all(|node| {
+            cluster.running().into_iter().all(|node| {
                 let expected = if node == owner {
                     WAITER_BACKENDS as u64
                 } else {
@@ -429,7 +429,7 @@ fn on_a_cluster_after_a_failover_waiters_are_woken_through_the_new_master() {
     assert_ne!(promoted, master);
     // The demoted master drops the subscriptions (Redis 7.0.15 sends `sunsubscribe`),
     // and each backend subscribes on the new master, not on the demoted one.
-    stampede.wait_for_subscriptions_on(&cluster, promoted, 6);
+    stampede.wait_for_subscriptions_on(&cluster, promoted);
     stampede.finish_and_check(&cluster, promoted);
 }
 
@@ -441,6 +441,24 @@ fn on_a_cluster_after_a_resharding_step_waiters_are_woken_through_the_new_owner(
     let stampede = Stampede::start(&cluster, key);
     let to = (cluster.owner_of(&lock_key) + 1) % 3;
     cluster.move_slot_of(&lock_key, to);
-    stampede.wait_for_subscriptions_on(&cluster, to, 3);
+    stampede.wait_for_subscriptions_on(&cluster, to);
     stampede.finish_and_check(&cluster, to);
+}
+
+#[test]
+fn on_a_cluster_after_its_master_dies_waiters_are_woken_through_the_promoted_replica() {
+    // A short node timeout: the master counts as failed after 1.5 s of silence.
+    let mut cluster =
+        RedisCluster::start_with_replicas_and_node_timeout(Duration::from_millis(1500));
+    let key = "dead-master-stampede";
+    let lock_key = make_cache_key(key).lock_key();
+    let stampede = Stampede::start(&cluster, key);
+    let master = cluster.owner_of(&lock_key);
+    // No `sunsubscribe` this time: the subscribers' connections to the master break,
+    // and the slot has no master until the replica is promoted.
+    let promoted = cluster.kill_master_of(&lock_key);
+    assert_ne!(promoted, master);
+    // Each backend subscribes again on the promoted replica, not on a stale owner.
+    stampede.wait_for_subscriptions_on(&cluster, promoted);
+    stampede.finish_and_check(&cluster, promoted);
 }

@@ -8,8 +8,9 @@
 //! - No release is missed: a subscription only counts for attempts made after it was
 //!   confirmed. A waiter whose attempt came first returns as soon as the subscription
 //!   is confirmed, and retries: that retry is the check that nothing was released in
-//!   between. A lost connection counts as a release; a subscription the server drops
-//!   because its slot moved is asked for again at once (below).
+//!   between. A lost connection to a single server counts as a release; a subscription
+//!   the server drops because its slot moved, or whose cluster node was lost, is asked
+//!   for again at once (below).
 //! - On Redis Cluster 7+, sharded pub/sub (`SSUBSCRIBE`, routed to the node owning the
 //!   lock's slot); on older clusters (`SSUBSCRIBE` unknown) and on a single server,
 //!   classic `SUBSCRIBE`. The release scripts publish accordingly.
@@ -19,10 +20,19 @@
 //!   on the slot's master now (see [`locate`]: a demoted master, now a replica, would
 //!   accept the `SSUBSCRIBE` itself, and hear the shard only once the new master knows
 //!   it); until one subscription finds the client's slot map up to date, every new one
-//!   (another lock, or this one waited on again) is located first too. Waiters are not woken by the loss: the new confirmation makes those that
-//!   attempted before it retry (re-subscribe, then re-check the lock, then wait), as on
-//!   the first subscription. A confirmation the client re-sends by itself (reconnection,
-//!   its own slot map refresh) also makes waiters retry.
+//!   (another lock, or this one waited on again) is located first too. Waiters are not
+//!   woken by the loss: the new confirmation makes those that attempted before it retry
+//!   (re-subscribe, then re-check the lock, then wait), as on the first subscription. A
+//!   confirmation the client re-sends by itself (reconnection, its own slot map
+//!   refresh) also makes waiters retry.
+//! - A cluster master that dies sends nothing: the client loses its connection to it (a
+//!   `Disconnection` push), and its slot map names the dead node until the cluster has
+//!   promoted a replica (after `cluster-node-timeout`). Every subscription is then asked
+//!   for again as after a move: located first (the node the client routes to must say,
+//!   in `CLUSTER NODES`, that it is a master serving the slot; until it does, for up to
+//!   [`LOCATE_FOR`]), and waiters retry on the new confirmation, not at the loss (a
+//!   retry then would find no master). The same after the subscriber's own connection
+//!   to a cluster failed.
 //! - With Sentinel, the subscriber connects to the master the Sentinels name, and asks
 //!   again after its connection failed (the old master died): a failover costs the
 //!   waiters one retry, as any disconnection does.
@@ -52,11 +62,14 @@ use super::scripts::RELEASE_CHANNEL;
 pub(crate) const LINGER: Duration = Duration::from_secs(1);
 /// The longest pause between reconnection attempts of the subscriber.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
-/// How often the subscriber looks for a moved slot's master before subscribing, and its
-/// first pause (doubled each time: 1.3 s of pauses in all), while the cluster's nodes learn of a
-/// failover.
-const LOCATE_TRIES: u32 = 8;
+/// How long the subscriber looks for a moved slot's master before subscribing anyway:
+/// while the cluster's nodes learn of a failover, and, after a master died, until the
+/// cluster has promoted its replica (`cluster-node-timeout`, 15 s by default, then an
+/// election).
+const LOCATE_FOR: Duration = Duration::from_secs(30);
+/// The first pause between two looks, doubled each time up to [`LOCATE_MAX_PAUSE`].
 const LOCATE_FIRST_PAUSE: Duration = Duration::from_millis(10);
+const LOCATE_MAX_PAUSE: Duration = Duration::from_millis(250);
 
 /// Where classic pub/sub subscribes.
 #[allow(
@@ -95,9 +108,10 @@ pub(crate) struct Hub {
 struct State {
     /// By lock key: the locks waited on now, or within the last [`LINGER`].
     locks: HashMap<String, Watched>,
-    /// Subscriptions the server dropped because their slot moved, so far: while this
-    /// is ahead of `located`, the client's slot map may be out of date, and every new
-    /// subscription first looks for its slot's master ([`locate`]).
+    /// Subscriptions the server dropped because their slot moved, and connections to a
+    /// cluster node lost, so far: while this is ahead of `located`, the client's slot
+    /// map may be out of date, and every new subscription first looks for its slot's
+    /// master ([`locate`]).
     moves: u64,
     /// `moves` when a subscription last found the client's slot map up to date.
     located: u64,
@@ -310,6 +324,32 @@ impl Hub {
         }
     }
 
+    /// The cluster client lost its connection to one node (a `Disconnection` push; which
+    /// node is not said): that node may be a master that died, whose slots have no
+    /// master until the cluster promotes a replica, and the client's slot map still
+    /// names it. Every subscription is asked for again on its slot's master, located
+    /// first as after a move (retrying until the cluster has one); waiters are not
+    /// woken by the loss (a retry now would find no master, and fail): the new
+    /// confirmation makes those that attempted before it retry, so no release in
+    /// between is missed. The client also re-sends subscriptions by itself once it
+    /// reconnects or refreshes its slot map; those confirmations make waiters retry too.
+    fn on_node_lost(&self) {
+        let mut state = self.state();
+        let mut lost = false;
+        for watched in state.locks.values_mut() {
+            if watched.requested {
+                watched.requested = false;
+                watched.live_since = None;
+                lost = true;
+            }
+        }
+        state.moves += 1;
+        drop(state);
+        if lost && let Some(subscriber) = &self.subscriber {
+            subscriber.notify_one();
+        }
+    }
+
     /// A RESP3 push from the sharded subscriber.
     fn on_push(&self, push: &PushInfo) {
         let channel = match push.data.first() {
@@ -327,7 +367,7 @@ impl Hub {
             (PushKind::SUnsubscribe | PushKind::Unsubscribe, _, Some(lock_key)) => {
                 self.on_lost(Some(lock_key));
             }
-            (PushKind::Disconnection, _, _) => self.on_lost(None),
+            (PushKind::Disconnection, _, _) => self.on_node_lost(),
             _ => {}
         }
     }
@@ -500,7 +540,14 @@ async fn subscribe_until_dropped(mut servers: Servers, hub: Weak<Hub>, signal: A
             Err(err) => Lost::Failed(err),
         };
         let Some(live) = hub.upgrade() else { return };
-        live.on_lost(None);
+        if servers.cluster.is_some() && matches!(lost, Lost::Failed(_)) {
+            // A cluster node failed us (a dead master, a slot without a master yet):
+            // the next subscriptions are located, and their confirmation makes the
+            // waiters retry.
+            live.on_node_lost();
+        } else {
+            live.on_lost(None);
+        }
         drop(live);
         match lost {
             Lost::Dropped => return,
@@ -653,78 +700,94 @@ async fn send(
     }
 }
 
-/// Brings the client's slot map up to date for `channels`, whose slots moved, so the
-/// `SSUBSCRIBE` that follows goes to each slot's master now. `SSUBSCRIBE` alone would not
-/// do after a failover: the demoted master, now a replica, accepts it (and hears the
-/// shard only once the new master knows it as its replica). So: ask the node the client
-/// would route to for its `ROLE`; while it is a replica, a keyed read (`EXISTS` of the
-/// channel's name, which shares the lock's slot) sent there is answered `MOVED`, which
-/// makes the client refresh its slot map; the node it refreshes from may not have heard
-/// of the failover yet, so this is repeated, with growing pauses, a few times. A master
-/// that no longer owns the slot (resharding) answers the `SSUBSCRIBE` itself with
-/// `MOVED`, which the client follows. Best effort: on an error or after the last try
+/// Brings the client's slot map up to date for `channels`, whose slots moved (or whose
+/// node's connection was lost), so the `SSUBSCRIBE` that follows goes to each slot's
+/// master now. `SSUBSCRIBE` alone would not do after a failover: the demoted master,
+/// now a replica, accepts it (and hears the shard only once the new master knows it as
+/// its replica); and after a master died, the client's slot map still names the dead
+/// node until the cluster has promoted a replica. So: ask the node the client would
+/// route to whether it is a master serving the slot ([`serves`]); while it is not
+/// (a replica, a master the slot left), a keyed read (`EXISTS` of the channel's name,
+/// which shares the lock's slot) sent there is answered `MOVED`, which makes the client
+/// refresh its slot map; while no node answers for the slot (dead, or no master yet),
+/// the same read makes the client reconnect or refresh its slot map from the other
+/// nodes. The node it refreshes from may not have heard of the failover yet, so this
+/// is repeated, with growing pauses, for up to [`LOCATE_FOR`]. Best effort: after that
 /// the subscription is sent anyway. Returns whether the client's slot map was up to
-/// date for every channel (a master at the first look).
+/// date for every channel (the slot's master at the first look).
 async fn locate(cluster: &mut ClusterConnection, channels: &[String], timeout: Duration) -> bool {
     let mut up_to_date = true;
+    let deadline = tokio::time::Instant::now() + LOCATE_FOR;
     for channel in channels {
         let master = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::with_key(
             channel.as_bytes(),
             SlotAddr::Master,
         )));
         let mut pause = LOCATE_FIRST_PAUSE;
-        for tries_left in (0..LOCATE_TRIES).rev() {
-            let role = tokio::time::timeout(
-                timeout,
-                cluster.route_command(redis::cmd("ROLE"), master.clone()),
-            )
-            .await;
-            match role {
-                Ok(Ok(role)) if is_master(&role) => {
-                    let looks = LOCATE_TRIES - tries_left;
+        let mut looks = 0_u32;
+        loop {
+            looks += 1;
+            let serves = tokio::time::timeout(timeout, serves(cluster, &master, channel)).await;
+            let not_yet = match serves {
+                Ok(Ok(true)) => {
                     up_to_date &= looks == 1;
                     tracing::debug!(channel = %channel, looks, "lock wake-up subscription moved with its slot; subscribing on its master now");
                     break;
                 }
-                Ok(Ok(_)) if tries_left > 0 => {
-                    up_to_date = false;
-                    let mut probe = redis::cmd("EXISTS");
-                    probe.arg(channel);
-                    let _ =
-                        tokio::time::timeout(timeout, probe.query_async::<Value>(cluster)).await;
-                    tokio::time::sleep(pause).await;
-                    pause *= 2;
+                Ok(Ok(false)) => {
+                    "the node the client routes to is not the slot's master".to_owned()
                 }
-                Ok(Ok(_)) => {
-                    tracing::debug!(channel = %channel, "the cluster still routes a moved lock's slot to a replica; subscribing there");
-                }
-                Ok(Err(err)) => {
-                    tracing::debug!(channel = %channel, error = %err, "cannot locate a moved slot's master; subscribing anyway");
-                    up_to_date = false;
-                    break;
-                }
-                Err(_) => {
-                    tracing::debug!(channel = %channel, "timed out locating a moved slot's master; subscribing anyway");
-                    up_to_date = false;
-                    break;
-                }
+                Ok(Err(err)) => err.to_string(),
+                Err(_) => "timed out".to_owned(),
+            };
+            up_to_date = false;
+            if tokio::time::Instant::now() + pause >= deadline {
+                tracing::debug!(channel = %channel, looks, last = %not_yet, "found no master for a moved lock's slot; subscribing anyway");
+                break;
             }
+            let mut probe = redis::cmd("EXISTS");
+            probe.arg(channel);
+            let _ = tokio::time::timeout(timeout, probe.query_async::<Value>(cluster)).await;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(LOCATE_MAX_PAUSE);
         }
     }
     up_to_date
 }
 
-/// Whether a `ROLE` reply is a master's.
-fn is_master(role: &Value) -> bool {
-    let first = match role {
-        Value::Array(items) => items.first(),
-        _ => None,
-    };
-    match first {
-        Some(Value::BulkString(role)) => role.as_slice() == b"master",
-        Some(Value::SimpleString(role)) => role == "master",
-        _ => false,
-    }
+/// Whether the node the client routes `channel` to (`master`) says it is a master
+/// serving the channel's slot (`CLUSTER NODES`, its own line). `ROLE` would not do:
+/// while the client has no connection to the node its slot map names (a dead master),
+/// it sends the command to another node, a master of other slots.
+async fn serves(
+    cluster: &mut ClusterConnection,
+    master: &RoutingInfo,
+    channel: &str,
+) -> RedisResult<bool> {
+    let mut keyslot = redis::cmd("CLUSTER");
+    keyslot.arg("KEYSLOT").arg(channel);
+    let slot: u16 = redis::from_redis_value(cluster.route_command(keyslot, master.clone()).await?)?;
+    let mut nodes = redis::cmd("CLUSTER");
+    nodes.arg("NODES");
+    let nodes: String =
+        redis::from_redis_value(cluster.route_command(nodes, master.clone()).await?)?;
+    Ok(myself_serves(&nodes, slot))
+}
+
+/// Whether the `myself` line of a `CLUSTER NODES` reply is a master serving `slot`
+/// (`<id> <address> <flags> <master> <ping> <pong> <epoch> <link> <slot ranges>...`).
+fn myself_serves(nodes: &str, slot: u16) -> bool {
+    nodes.lines().any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let flags = fields.get(2).copied().unwrap_or_default();
+        let is_master = flags.split(',').any(|f| f == "myself")
+            && flags.split(',').any(|f| f == "master");
+        is_master
+            && fields.iter().skip(8).any(|range| {
+                let (from, to) = range.split_once('-').unwrap_or((range, range));
+                matches!((from.parse::<u16>(), to.parse::<u16>()), (Ok(from), Ok(to)) if (from..=to).contains(&slot))
+            })
+    })
 }
 
 /// Sends the plan's subscriptions and unsubscriptions.
@@ -856,6 +919,50 @@ mod tests {
             hub.plan(Instant::now()).moved.is_empty(),
             "the map is up to date"
         );
+    }
+
+    #[test]
+    fn a_lost_cluster_node_is_located_and_asked_for_again_before_waiters_retry() {
+        let hub = watched(1);
+        let _ = hub.plan(Instant::now());
+        hub.on_subscribed("_lock_:{k}");
+        let attempted = Instant::now();
+        hub.on_node_lost();
+        assert!(
+            !Hub::should_retry(&hub.state(), "_lock_:{k}", attempted),
+            "no retry while the slot may have no master"
+        );
+        assert_eq!(hub.subscriptions(), 0);
+        let plan = hub.plan(Instant::now());
+        assert_eq!(plan.subscribe, ["_lock_:{k}"]);
+        assert_eq!(
+            plan.moved,
+            ["cache-memoize:released:_lock_:{k}"],
+            "located first"
+        );
+        hub.on_subscribed("_lock_:{k}");
+        assert!(
+            Hub::should_retry(&hub.state(), "_lock_:{k}", attempted),
+            "re-subscribed on the master, then the waiter re-checks the lock"
+        );
+    }
+
+    #[test]
+    fn only_a_master_serving_the_slot_counts_as_located() {
+        let nodes = "\
+a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460 5462
+b2 127.0.0.1:7001@17001 master - 0 0 2 connected 5463-10922 [5461->-a1]
+c3 127.0.0.1:7002@17002 slave b2 0 0 2 connected
+";
+        assert!(myself_serves(nodes, 0));
+        assert!(myself_serves(nodes, 5460));
+        assert!(myself_serves(nodes, 5462));
+        assert!(!myself_serves(nodes, 5461), "not its slot");
+        assert!(!myself_serves(nodes, 6000), "another master's slot");
+        let replica = nodes
+            .replace("myself,master", "master")
+            .replace("slave b2", "myself,slave b2");
+        assert!(!myself_serves(&replica, 6000), "a replica serves nothing");
     }
 
     #[test]
