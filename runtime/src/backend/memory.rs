@@ -15,7 +15,9 @@ use crate::error::Error;
 const DEFAULT_CAPACITY: usize = 64 * 1024 * 1024;
 
 /// An in-process cache: bounded in bytes, least recently used entries evicted first,
-/// time to live honoured (an expired entry is absent). Safe to share between threads.
+/// time to live honoured (an expired entry is absent) to within one tick of the
+/// kernel's coarse monotonic clock (1–4 ms), which is cheap to read on every hit.
+/// Safe to share between threads.
 ///
 /// It coordinates the threads of one process only; for several processes use
 /// [`RedisBackend`](crate::RedisBackend).
