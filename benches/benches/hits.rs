@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use cache_memoize::{
     MemoizeOptions, MemoryBackend, NearCache, RedisBackend, memoize, memoize_async,
 };
-use cache_memoize_benches::{Report, SIZES, decode, encode, report};
+use cache_memoize_benches::{Report, SIZES, decode, encode, report, spread};
 use cache_memoize_tests::server::RedisServer;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
@@ -239,17 +239,6 @@ fn redis_async(c: &mut Criterion) {
     }
     let _ = raw.take();
     group.finish();
-}
-
-/// Runs `per_thread` on `threads` threads for `iters` calls in all; returns the wall time.
-fn spread(threads: u64, iters: u64, per_thread: impl Fn(u64) + Sync) -> Duration {
-    let started = Instant::now();
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| per_thread(iters / threads));
-        }
-    });
-    started.elapsed()
 }
 
 fn scaling(c: &mut Criterion) {

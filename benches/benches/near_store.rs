@@ -15,7 +15,7 @@ use cache_memoize::{
     Backend, CacheBackend, MemoizeOptions, MemoryBackend, NearCache, RedisBackend, make_cache_key,
     memoize,
 };
-use cache_memoize_benches::{Report, SIZES, report};
+use cache_memoize_benches::{Report, SIZES, report, spread};
 use cache_memoize_tests::server::RedisServer;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
@@ -87,17 +87,6 @@ fn single(c: &mut Criterion) {
         });
     }
     group.finish();
-}
-
-/// Runs `per_thread` on `threads` threads for `iters` calls in all; returns the wall time.
-fn spread(threads: u64, iters: u64, per_thread: impl Fn(u64) + Sync) -> Duration {
-    let started = Instant::now();
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| per_thread(iters / threads));
-        }
-    });
-    started.elapsed()
 }
 
 fn threads(c: &mut Criterion) {

@@ -1,5 +1,7 @@
 //! Shared fixtures for the benches: a value of a chosen size, and a private Redis.
 
+use std::time::{Duration, Instant};
+
 use serde::{Deserialize, Serialize};
 
 /// The value every bench stores and reads: a title and a body of `size` bytes.
@@ -38,4 +40,16 @@ pub fn decode(bytes: &[u8]) -> Option<Report> {
     bincode::serde::decode_from_slice(bytes, bincode::config::standard())
         .ok()
         .map(|(report, _)| report)
+}
+
+/// Runs `per_thread` on `threads` threads for `iters` calls in all; returns the wall time
+/// (the throughput benches' `iter_custom`).
+pub fn spread(threads: u64, iters: u64, per_thread: impl Fn(u64) + Sync) -> Duration {
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| per_thread(iters / threads));
+        }
+    });
+    started.elapsed()
 }

@@ -153,12 +153,10 @@ impl<'c, 'o> Driver<'c, 'o> {
     /// Runs the sequence until it has a value or must compute.
     pub(crate) fn lookup<T>(&mut self, machine: &mut Machine<T>) -> Lookup<T> {
         let mut step = if machine.reads_first() {
-            match self.call.backend.get(self.call.key.as_str()) {
-                Ok(Some(bytes)) => match machine.read_first(bytes) {
-                    Ok(value) => return self.first_hit(value),
-                    Err(step) => step,
-                },
-                read => machine.on(Event::Read(read)),
+            let read = self.call.backend.get(self.call.key.as_str());
+            match self.first_read(machine, read) {
+                Ok(hit) => return hit,
+                Err(step) => step,
             }
         } else {
             machine.on(Event::Start)
@@ -177,12 +175,10 @@ impl<'c, 'o> Driver<'c, 'o> {
     /// The async form of [`lookup`](Self::lookup).
     pub(crate) async fn lookup_async<T>(&mut self, machine: &mut Machine<T>) -> Lookup<T> {
         let mut step = if machine.reads_first() {
-            match self.call.backend.get_async(self.call.key.as_str()).await {
-                Ok(Some(bytes)) => match machine.read_first(bytes) {
-                    Ok(value) => return self.first_hit(value),
-                    Err(step) => step,
-                },
-                read => machine.on(Event::Read(read)),
+            let read = self.call.backend.get_async(self.call.key.as_str()).await;
+            match self.first_read(machine, read) {
+                Ok(hit) => return hit,
+                Err(step) => step,
             }
         } else {
             machine.on(Event::Start)
@@ -378,11 +374,22 @@ impl<'c, 'o> Driver<'c, 'o> {
         Event::Attempted { at, found }
     }
 
-    /// A fresh hit on the first read (no follower to share it with: none joins
-    /// before it).
-    fn first_hit<T>(&self, value: T) -> Lookup<T> {
-        self.observe(Outcome::Hit);
-        Lookup::Found(value)
+    /// The first read, given to the machine: a fresh hit ends the lookup (no follower
+    /// to share it with: none joins before it); anything else is the machine's next
+    /// step.
+    fn first_read<'m, T>(
+        &self,
+        machine: &'m mut Machine<T>,
+        read: Result<Option<Vec<u8>>, crate::error::Error>,
+    ) -> Result<Lookup<T>, Step<'m, T>> {
+        match read {
+            Ok(Some(bytes)) => {
+                let value = machine.read_first(bytes)?;
+                self.observe(Outcome::Hit);
+                Ok(Lookup::Found(value))
+            }
+            read => Err(machine.on(Event::Read(read))),
+        }
     }
 
     fn decided<T>(&mut self, step: Step<'_, T>) -> Lookup<T> {
