@@ -279,7 +279,10 @@ pub fn a_stale_read_that_reaches_the_refresh_lock_after_another_process_refreshe
     let refresh_lock = cache_memoize::make_cache_key(&key).refresh_key();
     wait_until(
         "the late process's refresh gave the refresh lock back",
-        || late.keys_of("compare_and_delete").contains(&refresh_lock),
+        || {
+            late.keys_done_of("compare_and_delete")
+                .contains(&refresh_lock)
+        },
     );
     assert_eq!(
         late.keys_of("take_lock"),

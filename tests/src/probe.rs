@@ -16,6 +16,8 @@ pub struct Probe {
     ops: Mutex<Vec<&'static str>>,
     /// Each operation with the (first) key it named.
     keys: Mutex<Vec<(&'static str, String)>>,
+    /// The same, recorded once the operation has returned (successfully or not).
+    done: Mutex<Vec<(&'static str, String)>>,
     failing: AtomicBool,
     after: Mutex<Option<Hook>>,
 }
@@ -27,6 +29,7 @@ impl Probe {
             inner,
             ops: Mutex::default(),
             keys: Mutex::default(),
+            done: Mutex::default(),
             failing: AtomicBool::new(false),
             after: Mutex::default(),
         }
@@ -57,6 +60,18 @@ impl Probe {
             .collect()
     }
 
+    /// The keys named by the operations `op` that have returned so far, in order of
+    /// return: unlike [`Probe::keys_of`], a key here has been acted on.
+    pub fn keys_done_of(&self, op: &str) -> Vec<String> {
+        self.done
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|(name, _)| *name == op)
+            .map(|(_, key)| key.clone())
+            .collect()
+    }
+
     /// Forgets the operations recorded so far.
     pub fn clear(&self) {
         self.ops
@@ -64,6 +79,10 @@ impl Probe {
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
         self.keys
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        self.done
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
@@ -94,7 +113,11 @@ impl Probe {
         Ok(())
     }
 
-    fn finished(&self, op: &'static str) {
+    fn finished(&self, op: &'static str, key: &str) {
+        self.done
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((op, key.to_owned()));
         if let Some(hook) = self
             .after
             .lock()
@@ -113,7 +136,7 @@ impl Probe {
     ) -> Result<R, Error> {
         self.before(op, key)?;
         let result = run();
-        self.finished(op);
+        self.finished(op, key);
         result
     }
 
@@ -126,7 +149,7 @@ impl Probe {
         Box::pin(async move {
             self.before(op, key)?;
             let result = run.await;
-            self.finished(op);
+            self.finished(op, key);
             result
         })
     }
@@ -320,7 +343,7 @@ impl AsyncBackend for Probe {
             self.inner
                 .wait_for_release_async(lock_key, attempted, max)
                 .await;
-            self.finished("wait");
+            self.finished("wait", lock_key);
         })
     }
 }
