@@ -21,6 +21,7 @@ mod kw {
     syn::custom_keyword!(blocking);
     syn::custom_keyword!(skip);
     syn::custom_keyword!(companions);
+    syn::custom_keyword!(keep_decoded);
     syn::custom_keyword!(cache_none);
     syn::custom_keyword!(codec);
     syn::custom_keyword!(stale);
@@ -31,7 +32,7 @@ mod kw {
     syn::custom_keyword!(clock);
 }
 
-const OPTIONS: &str = "`key`, `skip`, `expire`, `version`, `force_overwrite`, `lock`, `stale`, `fail_safe`, `beta`, `jitter`, `refresh`, `clock`, `cache_none`, `codec`, `companions`";
+const OPTIONS: &str = "`key`, `skip`, `expire`, `version`, `force_overwrite`, `lock`, `stale`, `fail_safe`, `beta`, `jitter`, `refresh`, `clock`, `cache_none`, `codec`, `companions`, `keep_decoded`";
 const CODECS: &str = "`\"bincode\"` (the default) or `\"msgpack\"` (self-describing)";
 
 /// The codec named by `codec = "..."`.
@@ -60,6 +61,8 @@ pub(crate) struct MemoizeArgs {
     pub(crate) codec: Option<(CodecArg, Span)>,
     /// `companions = false`: no `<name>_cache_key` / `<name>_invalidate`.
     pub(crate) companions: Option<bool>,
+    /// `keep_decoded`: where it was written (hits may clone a value decoded once).
+    pub(crate) keep_decoded: Option<Span>,
     /// `stale`, `fail_safe`, `beta`, `jitter`, `refresh`, `clock`.
     pub(crate) fresh: FreshnessArgs,
 }
@@ -176,6 +179,14 @@ impl Parse for MemoizeArgs {
             } else if lookahead.peek(kw::codec) {
                 input.parse::<kw::codec>()?;
                 once(&mut args.codec, (codec_value(input)?, span), span, "codec")?;
+            } else if lookahead.peek(kw::keep_decoded) {
+                input.parse::<kw::keep_decoded>()?;
+                if input.peek(Token![=]) {
+                    return Err(input.error(
+                        "`keep_decoded` takes no value: write `keep_decoded`, or leave it out",
+                    ));
+                }
+                once(&mut args.keep_decoded, span, span, "keep_decoded")?;
             } else if lookahead.peek(kw::companions) {
                 input.parse::<kw::companions>()?;
                 once(&mut args.companions, bool_value(input)?, span, "companions")?;

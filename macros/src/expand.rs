@@ -69,6 +69,12 @@ fn check_options(args: &MemoizeArgs, output: &Output<'_>) -> syn::Result<()> {
             "a memoized iterator's chunks are always bincode; remove `codec`",
         ));
     }
+    if let (Output::Iter(_), Some(span)) = (output, args.keep_decoded) {
+        return Err(syn::Error::new(
+            span,
+            "`keep_decoded` keeps a returned value decoded; a memoized iterator's items are read as they stream: remove it",
+        ));
+    }
     args.fresh.check(output)
 }
 
@@ -443,27 +449,35 @@ fn value_call(
         })
     };
     let suffix = if detached { "_detached" } else { "" };
+    // Spanned on `keep_decoded`: a value that cannot be kept is reported there.
+    let share = match args.keep_decoded {
+        Some(keep) => quote_spanned!(keep=>
+            ::core::option::Option::Some(::cache_memoize::__private::Share::new())),
+        // Spanned on the return type, as the rest of the call: a type that cannot be
+        // stored is reported there.
+        None => quote_spanned!(span=> ::core::option::Option::None),
+    };
     if args.cache_none.as_ref().is_some_and(|c| !c.value) {
         return if is_async {
             let memoize = format_ident!("memoize_some_async{suffix}", span = span);
             quote_spanned!(span=> ::cache_memoize::__private::#memoize::<#ret, _>(
-                &#key_var, &#opts_var, #function, move || #compute).await)
+                &#key_var, &#opts_var, #function, #share, move || #compute).await)
         } else {
             let memoize = format_ident!("memoize_some{suffix}", span = span);
             quote_spanned!(span=> ::cache_memoize::__private::#memoize::<#ret>(
-                &#key_var, &#opts_var, #function, move || #compute))
+                &#key_var, &#opts_var, #function, #share, move || #compute))
         };
     }
     let call = if is_async {
         let memoize = format_ident!("try_memoize_checked_async{suffix}", span = span);
         quote_spanned!(span=>
-            ::cache_memoize::__private::#memoize(&#key_var, &#opts_var, #function, move || async move {
+            ::cache_memoize::__private::#memoize(&#key_var, &#opts_var, #function, #share, move || async move {
                 #outcome_var.split(#compute.await)
             }).await)
     } else {
         let memoize = format_ident!("try_memoize_checked{suffix}", span = span);
         quote_spanned!(span=>
-        ::cache_memoize::__private::#memoize(&#key_var, &#opts_var, #function, move || {
+        ::cache_memoize::__private::#memoize(&#key_var, &#opts_var, #function, #share, move || {
             #outcome_var.split(#compute)
         }))
     };

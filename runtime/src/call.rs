@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 
 use crate::backend::CacheBackend;
 use crate::codec::{self, Stamp};
+use crate::kept::Share;
 use crate::key::{self, CacheKey};
 use crate::observe;
 use crate::options::{MemoizeOptions, Refresh, Wait};
@@ -113,12 +114,22 @@ impl<'a> Call<'a> {
     /// The sequence for this call, reading stored bytes as a `T`. `coalesce`: whether
     /// concurrent misses in this process wait for one leader (a forced refresh never
     /// does: it must not return another caller's older value).
-    pub(crate) fn machine<T: DeserializeOwned>(&self, coalesce: bool) -> Machine<T> {
-        self.machine_reading(coalesce, codec::decode_with::<T>)
+    /// `share`: with `keep_decoded`, how its values are kept decoded.
+    pub(crate) fn machine<T: DeserializeOwned>(
+        &self,
+        coalesce: bool,
+        share: Option<Share<T>>,
+    ) -> Machine<T> {
+        self.machine_reading(coalesce, codec::decode_with::<T>, share)
     }
 
     /// The sequence for this call, reading stored bytes with `decode`.
-    pub(crate) fn machine_reading<T>(&self, coalesce: bool, decode: DecodeFn<T>) -> Machine<T> {
+    pub(crate) fn machine_reading<T>(
+        &self,
+        coalesce: bool,
+        decode: DecodeFn<T>,
+        share: Option<Share<T>>,
+    ) -> Machine<T> {
         let freshness = self.opts.freshness;
         // Without `stale` or `beta`, the backend's own TTL is the only expiry there is:
         // a value is fresh for as long as it is stored, and the clock is not read.
@@ -149,6 +160,7 @@ impl<'a> Call<'a> {
             decode,
             codec: self.opts.codec,
             version: self.opts.version,
+            share,
         };
         Machine::new(policy, decoder, None)
     }

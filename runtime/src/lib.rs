@@ -12,6 +12,7 @@ mod coalesce;
 mod codec;
 mod error;
 mod iter;
+mod kept;
 mod key;
 mod keypart;
 mod limits;
@@ -35,7 +36,8 @@ pub use backend::memory::MemoryBackend;
 #[cfg(feature = "redis")]
 pub use backend::redis::{DEFAULT_NEAR_CACHE_CAPACITY, NearCache, RedisBackend, RedisBuilder};
 pub use backend::{
-    AsyncBackend, Backend, BoxFuture, CacheBackend, GetOrLock, ImmediateBackend, LockClaim,
+    AsyncBackend, Backend, BoxFuture, CacheBackend, DecodedValue, GetOrLock, ImmediateBackend,
+    LockClaim,
 };
 pub use cache_memoize_macros::cache_memoize;
 pub use codec::Codec;

@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 
 use crate::call::Call;
 use crate::error::Error;
+use crate::kept::Share;
 use crate::key::make_cache_key;
 use crate::options::{MemoizeOptions, Refresh};
 use crate::refresh::take_forced;
@@ -56,8 +57,22 @@ where
     T: Serialize + DeserializeOwned,
     F: FnOnce() -> Result<T, E>,
 {
+    try_memoize_sharing(key, opts, None, compute)
+}
+
+/// [`try_memoize`], keeping values decoded as `share` says (`keep_decoded`).
+pub(crate) fn try_memoize_sharing<T, E, F>(
+    key: &str,
+    opts: &MemoizeOptions,
+    share: Option<Share<T>>,
+    compute: F,
+) -> Result<T, E>
+where
+    T: Serialize + DeserializeOwned,
+    F: FnOnce() -> Result<T, E>,
+{
     let call = Call::new(key, opts, Refresh::of(opts, take_forced()));
-    let mut machine = call.machine::<T>(true);
+    let mut machine = call.machine::<T>(true, share);
     let mut driver = Driver::blocking(&call);
     match driver.lookup(&mut machine) {
         Lookup::Found(value) => Ok(value),
@@ -97,8 +112,22 @@ where
     T: Serialize + DeserializeOwned,
     Fut: Future<Output = Result<T, E>>,
 {
+    try_memoize_async_sharing(key, opts, None, compute).await
+}
+
+/// [`try_memoize_async`], keeping values decoded as `share` says (`keep_decoded`).
+pub(crate) async fn try_memoize_async_sharing<T, E, Fut>(
+    key: &str,
+    opts: &MemoizeOptions,
+    share: Option<Share<T>>,
+    compute: impl FnOnce() -> Fut,
+) -> Result<T, E>
+where
+    T: Serialize + DeserializeOwned,
+    Fut: Future<Output = Result<T, E>>,
+{
     let call = Call::new(key, opts, Refresh::of(opts, take_forced()));
-    let mut machine = call.machine::<T>(true);
+    let mut machine = call.machine::<T>(true, share);
     let mut driver = Driver::nonblocking(&call);
     match driver.lookup_async(&mut machine).await {
         Lookup::Found(value) => Ok(value),

@@ -9,6 +9,7 @@ pub use core::any::{type_name, type_name_of_val};
 pub use crate::codec::Codec;
 pub use crate::error::Error;
 pub use crate::iter::{memoize_iter, memoize_iter_async};
+pub use crate::kept::{Keepable, Share};
 pub use crate::key::{CacheKey, make_cache_key};
 pub use crate::keypart::{
     KeyArg, ViaDisplay, ViaSerialize, ViaStructure, debug_key_part, type_key_part,
@@ -83,13 +84,14 @@ pub fn try_memoize_checked<T, E, F>(
     key: &str,
     opts: &MemoizeOptions,
     function: &'static str,
+    share: Option<Share<T>>,
     compute: F,
 ) -> Result<T, E>
 where
     T: Cacheable,
     F: FnOnce() -> Result<T, E>,
 {
-    try_memoize(key, opts, || {
+    crate::memoize::try_memoize_sharing(key, opts, share, || {
         let computed = compute();
         if let Ok(value) = &computed {
             check_round_trip(value, function, opts.codec);
@@ -103,13 +105,14 @@ pub async fn try_memoize_checked_async<T, E, Fut>(
     key: &str,
     opts: &MemoizeOptions,
     function: &'static str,
+    share: Option<Share<T>>,
     compute: impl FnOnce() -> Fut,
 ) -> Result<T, E>
 where
     T: Cacheable,
     Fut: Future<Output = Result<T, E>>,
 {
-    try_memoize_async(key, opts, || async move {
+    crate::memoize::try_memoize_async_sharing(key, opts, share, || async move {
         let computed = compute().await;
         if let Ok(value) = &computed {
             check_round_trip(value, function, opts.codec);
@@ -126,12 +129,13 @@ pub fn memoize_some<R: ReturnsOption>(
     key: &str,
     opts: &MemoizeOptions,
     function: &'static str,
+    share: Option<Share<R::Some>>,
     compute: impl FnOnce() -> R,
 ) -> R
 where
     R::Some: Cacheable,
 {
-    R::join(try_memoize_checked(key, opts, function, || {
+    R::join(try_memoize_checked(key, opts, function, share, || {
         compute().split()
     }))
 }
@@ -141,18 +145,16 @@ pub async fn memoize_some_async<R: ReturnsOption, Fut: Future<Output = R>>(
     key: &str,
     opts: &MemoizeOptions,
     function: &'static str,
+    share: Option<Share<R::Some>>,
     compute: impl FnOnce() -> Fut,
 ) -> R
 where
     R::Some: Cacheable,
 {
     R::join(
-        try_memoize_checked_async(
-            key,
-            opts,
-            function,
-            || async move { compute().await.split() },
-        )
+        try_memoize_checked_async(key, opts, function, share, || async move {
+            compute().await.split()
+        })
         .await,
     )
 }
@@ -183,6 +185,7 @@ pub fn try_memoize_checked_detached<T, E, F>(
     key: &str,
     opts: &MemoizeOptions,
     function: &'static str,
+    share: Option<Share<T>>,
     compute: F,
 ) -> Result<T, E>
 where
@@ -191,7 +194,7 @@ where
     F: FnOnce() -> Result<T, E> + Send + 'static,
 {
     let codec = opts.codec;
-    try_memoize_detached(key, opts, move || {
+    crate::revalidate::try_memoize_detached_sharing(key, opts, share, move || {
         let computed = compute();
         if let Ok(value) = &computed {
             check_round_trip(value, function, codec);
@@ -205,6 +208,7 @@ pub async fn try_memoize_checked_async_detached<T, E, F, Fut>(
     key: &str,
     opts: &MemoizeOptions,
     function: &'static str,
+    share: Option<Share<T>>,
     compute: F,
 ) -> Result<T, E>
 where
@@ -214,7 +218,7 @@ where
     Fut: Future<Output = Result<T, E>> + RefreshInBackground,
 {
     let codec = opts.codec;
-    try_memoize_async_detached(key, opts, move || async move {
+    crate::revalidate::try_memoize_async_detached_sharing(key, opts, share, move || async move {
         let computed = compute().await;
         if let Ok(value) = &computed {
             check_round_trip(value, function, codec);
@@ -229,6 +233,7 @@ pub fn memoize_some_detached<R: ReturnsOption>(
     key: &str,
     opts: &MemoizeOptions,
     function: &'static str,
+    share: Option<Share<R::Some>>,
     compute: impl FnOnce() -> R + Send + 'static,
 ) -> R
 where
@@ -238,6 +243,7 @@ where
         key,
         opts,
         function,
+        share,
         move || compute().split(),
     ))
 }
@@ -247,6 +253,7 @@ pub async fn memoize_some_async_detached<R: ReturnsOption, Fut>(
     key: &str,
     opts: &MemoizeOptions,
     function: &'static str,
+    share: Option<Share<R::Some>>,
     compute: impl FnOnce() -> Fut + Send + 'static,
 ) -> R
 where
@@ -254,7 +261,7 @@ where
     Fut: Future<Output = R> + RefreshInBackground,
 {
     R::join(
-        try_memoize_checked_async_detached(key, opts, function, move || async move {
+        try_memoize_checked_async_detached(key, opts, function, share, move || async move {
             compute().await.split()
         })
         .await,

@@ -21,6 +21,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::call::Call;
+use crate::kept::Share;
 use crate::options::{MemoizeOptions, Refresh};
 use crate::refresh::take_forced;
 use crate::sequence::{Driver, Lookup, Trigger};
@@ -38,7 +39,7 @@ where
 {
     let Trigger { stamp, mut claim } = trigger;
     let call = stale_call.revalidation();
-    let mut machine = call.machine::<T>(false).refreshing(stamp);
+    let mut machine = call.machine::<T>(false, None).refreshing(stamp);
     let mut driver = Driver::blocking(&call);
     match driver.lookup(&mut machine) {
         Lookup::Compute(_) => {
@@ -70,7 +71,7 @@ where
 {
     let Trigger { stamp, mut claim } = trigger;
     let call = stale_call.revalidation();
-    let mut machine = call.machine::<T>(false).refreshing(stamp);
+    let mut machine = call.machine::<T>(false, None).refreshing(stamp);
     let mut driver = Driver::nonblocking(&call);
     match driver.lookup_async(&mut machine).await {
         Lookup::Compute(_) => {
@@ -143,8 +144,23 @@ where
     E: 'static,
     F: FnOnce() -> Result<T, E> + Send + 'static,
 {
+    try_memoize_detached_sharing(key, opts, None, compute)
+}
+
+/// [`try_memoize_detached`], keeping values decoded as `share` says (`keep_decoded`).
+pub(crate) fn try_memoize_detached_sharing<T, E, F>(
+    key: &str,
+    opts: &MemoizeOptions,
+    share: Option<Share<T>>,
+    compute: F,
+) -> Result<T, E>
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+    E: 'static,
+    F: FnOnce() -> Result<T, E> + Send + 'static,
+{
     let call = Call::new(key, opts, Refresh::of(opts, take_forced()));
-    let mut machine = call.machine::<T>(true);
+    let mut machine = call.machine::<T>(true, share);
     let mut driver = Driver::blocking(&call);
     match driver.lookup(&mut machine) {
         Lookup::Found(value) => Ok(value),
@@ -194,8 +210,25 @@ where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = Result<T, E>> + Send + 'static,
 {
+    try_memoize_async_detached_sharing(key, opts, None, compute).await
+}
+
+/// [`try_memoize_async_detached`], keeping values decoded as `share` says
+/// (`keep_decoded`).
+pub(crate) async fn try_memoize_async_detached_sharing<T, E, F, Fut>(
+    key: &str,
+    opts: &MemoizeOptions,
+    share: Option<Share<T>>,
+    compute: F,
+) -> Result<T, E>
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+    E: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, E>> + Send + 'static,
+{
     let call = Call::new(key, opts, Refresh::of(opts, take_forced()));
-    let mut machine = call.machine::<T>(true);
+    let mut machine = call.machine::<T>(true, share);
     let mut driver = Driver::nonblocking(&call);
     match driver.lookup_async(&mut machine).await {
         Lookup::Found(value) => Ok(value),

@@ -72,7 +72,8 @@ fn main() {
         }
         "time-redis" => time_redis(n),
         "time-near" => time_near(n),
-        _ => eprintln!("usage: hit_instructions floor|ours|time|time-redis|time-near [n]"),
+        "near" => near_hits(n),
+        _ => eprintln!("usage: hit_instructions floor|ours|time|time-redis|time-near|near [n]"),
     }
     black_box(total);
 }
@@ -119,6 +120,34 @@ fn best_of(rounds: usize, per_round: u32, mut hit: impl FnMut() -> usize) -> f64
         best = best.min(started.elapsed().as_secs_f64() * 1e9 / f64::from(per_round));
     }
     best
+}
+
+/// `n` near-cache hits of a 10 KB value, for the instruction counter.
+fn near_hits(n: usize) {
+    let server = RedisServer::start();
+    let near = RedisBackend::builder([server.url()])
+        .near_cache(cache_memoize::NearCache::new())
+        .connect();
+    let Ok(near) = near else {
+        return eprintln!("cannot connect");
+    };
+    let near = Arc::new(near);
+    while !near.is_near_cache_live() {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let opts =
+        MemoizeOptions::new().backend(Arc::clone(&near) as Arc<dyn cache_memoize::CacheBackend>);
+    let key = "near:10000";
+    let _: Report = memoize(key, &opts, || report(10_000));
+    let _: Report = memoize(key, &opts, || report(10_000));
+    let mut total = 0;
+    for _ in 0..n {
+        total += black_box(memoize::<Report, _>(key, &opts, || unreachable!("a hit")))
+            .body
+            .len();
+    }
+    println!("near hits {} of {n}", near.near_cache_hits());
+    black_box(total);
 }
 
 /// A near-cache hit against a `MemoryBackend` hit and a plain Redis hit.

@@ -18,6 +18,7 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
+pub use crate::kept::DecodedValue;
 
 /// A boxed future, as returned by [`AsyncBackend`]'s methods.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -175,6 +176,24 @@ pub trait Backend: Send + Sync + 'static {
     fn wait_for_release(&self, lock_key: &str, attempted: Instant, max: Duration) {
         let _ = (lock_key, attempted);
         std::thread::sleep(max);
+    }
+
+    /// The decoded value kept beside `key`'s bytes by an in-process tier (see
+    /// [`keep_decoded`](Self::keep_decoded)), if the bytes are there to be served now;
+    /// it answers a read of `key` as [`get`](Self::get) would, without the bytes. Never
+    /// blocks: async callers call it too. The default keeps nothing.
+    fn decoded(&self, key: &str) -> Option<DecodedValue> {
+        let _ = key;
+        None
+    }
+
+    /// Offers a decoded form of `bytes`, which a [`get`](Self::get) of `key` just
+    /// returned, to keep beside them: `make` builds it, and is called only if the
+    /// backend keeps it, beside exactly these bytes (not if `key` was written or
+    /// dropped since). A kept value must go whenever its bytes go. Never blocks. The
+    /// default keeps nothing; the [near cache](crate::NearCache) keeps it.
+    fn keep_decoded(&self, key: &str, bytes: &[u8], make: &mut dyn FnMut() -> DecodedValue) {
+        let _ = (key, bytes, make);
     }
 }
 

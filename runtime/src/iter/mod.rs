@@ -222,7 +222,7 @@ where
     let mut refresh = Refresh::of(opts, take_forced());
     let store = loop {
         let call = context.call(refresh);
-        let mut machine = call.machine_reading(false, Manifest::<T>::decode);
+        let mut machine = call.machine_reading(false, Manifest::<T>::decode, None);
         let mut driver = Driver::nonblocking(&call);
         match driver.lookup_async(&mut machine).await {
             Lookup::Found(manifest) | Lookup::Refresh(manifest, _) => {
@@ -292,7 +292,7 @@ fn open<'a, T: 'a>(
 ) -> State<'a, T> {
     let (lookup, lock) = {
         let call = context.call(refresh);
-        let mut machine = call.machine_reading(false, Manifest::<T>::decode);
+        let mut machine = call.machine_reading(false, Manifest::<T>::decode, None);
         let mut driver = Driver::blocking(&call);
         let lookup = driver.lookup(&mut machine);
         (lookup, driver.take_lock())

@@ -153,10 +153,16 @@ impl<'c, 'o> Driver<'c, 'o> {
     /// Runs the sequence until it has a value or must compute.
     pub(crate) fn lookup<T>(&mut self, machine: &mut Machine<T>) -> Lookup<T> {
         let mut step = if machine.reads_first() {
-            let read = self.call.backend.get(self.call.key.as_str());
-            match self.first_read(machine, read) {
-                Ok(hit) => return hit,
-                Err(step) => step,
+            match self.kept(machine) {
+                Some(Ok(hit)) => return hit,
+                Some(Err(step)) => step,
+                None => {
+                    let read = self.call.backend.get(self.call.key.as_str());
+                    match self.first_read(machine, read) {
+                        Ok(hit) => return hit,
+                        Err(step) => step,
+                    }
+                }
             }
         } else {
             machine.on(Event::Start)
@@ -175,10 +181,16 @@ impl<'c, 'o> Driver<'c, 'o> {
     /// The async form of [`lookup`](Self::lookup).
     pub(crate) async fn lookup_async<T>(&mut self, machine: &mut Machine<T>) -> Lookup<T> {
         let mut step = if machine.reads_first() {
-            let read = self.call.backend.get_async(self.call.key.as_str()).await;
-            match self.first_read(machine, read) {
-                Ok(hit) => return hit,
-                Err(step) => step,
+            match self.kept(machine) {
+                Some(Ok(hit)) => return hit,
+                Some(Err(step)) => step,
+                None => {
+                    let read = self.call.backend.get_async(self.call.key.as_str()).await;
+                    match self.first_read(machine, read) {
+                        Ok(hit) => return hit,
+                        Err(step) => step,
+                    }
+                }
             }
         } else {
             machine.on(Event::Start)
@@ -384,12 +396,35 @@ impl<'c, 'o> Driver<'c, 'o> {
     ) -> Result<Lookup<T>, Step<'m, T>> {
         match read {
             Ok(Some(bytes)) => {
-                let value = machine.read_first(bytes)?;
+                let sharing = machine.sharing();
+                let hit = machine.read_first(bytes)?;
+                if let Some(sharing) = sharing {
+                    let key = self.call.key.as_str();
+                    self.call
+                        .backend
+                        .keep_decoded(key, &hit.bytes, &mut || sharing.keep(&hit));
+                }
                 self.observe(Outcome::Hit);
-                Ok(Lookup::Found(value))
+                Ok(Lookup::Found(hit.value))
             }
             read => Err(machine.on(Event::Read(read))),
         }
+    }
+
+    /// With `keep_decoded`, the first read asks the backend for a decoded value it kept
+    /// (a near-cache hit that decodes nothing): `Ok` is a fresh hit, `Err` the
+    /// machine's next step (the value is to be refreshed, or too old); `None`: nothing
+    /// kept for this call, so read the bytes.
+    fn kept<'m, T>(&self, machine: &'m mut Machine<T>) -> Option<Result<Lookup<T>, Step<'m, T>>> {
+        machine.sharing()?;
+        let kept = self.call.backend.decoded(self.call.key.as_str())?;
+        Some(match machine.read_kept(&*kept)? {
+            Ok(value) => {
+                self.observe(Outcome::Hit);
+                Ok(Lookup::Found(value))
+            }
+            Err(step) => Err(step),
+        })
     }
 
     fn decided<T>(&mut self, step: Step<'_, T>) -> Lookup<T> {

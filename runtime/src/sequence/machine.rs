@@ -26,12 +26,14 @@
 //! if the value is still the one whose staleness triggered it: a value stored by another
 //! refresher since (another stamp) means the refresh is done, and the lock goes back.
 
+use std::any::Any;
 use std::time::{Duration, Instant};
 
 use crate::backend::GetOrLock;
 use crate::coalesce::Landed;
 use crate::codec::{Codec, Stamp};
 use crate::error::Error;
+use crate::kept::{DecodedValue, Share};
 use crate::options::{Refresh, Wait};
 
 /// What the sequence needs to know of the call's options, and the time.
@@ -266,6 +268,31 @@ pub(crate) struct Decoder<T> {
     pub(crate) decode: DecodeFn<T>,
     pub(crate) codec: Codec,
     pub(crate) version: u32,
+    /// With `keep_decoded`: how decoded values are kept and taken back.
+    pub(crate) share: Option<Share<T>>,
+}
+
+/// A fresh hit of the first read: the value, and the bytes and stamp it was read from
+/// (to keep the value decoded beside them).
+pub(crate) struct FirstHit<T> {
+    pub(crate) value: T,
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) stamp: Stamp,
+}
+
+/// How a call keeps values decoded, and what it reads them as.
+pub(crate) struct Sharing<T> {
+    pub(crate) share: Share<T>,
+    pub(crate) codec: Codec,
+    pub(crate) version: u32,
+}
+
+impl<T> Sharing<T> {
+    /// `hit`'s value, to keep beside its bytes.
+    pub(crate) fn keep(&self, hit: &FirstHit<T>) -> DecodedValue {
+        self.share
+            .keep(&hit.value, hit.stamp, self.codec, self.version)
+    }
 }
 
 /// Reads stored bytes (written with a codec, under a user version) as a value and its
@@ -417,15 +444,56 @@ impl<T> Machine<T> {
     /// The first read's bytes, judged as [`Event::Read`] would judge them: `Ok` is a
     /// fresh hit, and the sequence is over; otherwise (a value to refresh, bytes that
     /// are not this call's value, or too old to serve) the next step.
-    pub(crate) fn read_first(&mut self, bytes: Vec<u8>) -> Result<T, Step<'_, T>> {
+    pub(crate) fn read_first(&mut self, bytes: Vec<u8>) -> Result<FirstHit<T>, Step<'_, T>> {
         match self.found(bytes, Via::Read) {
             Some(found) if found.revalidate == Revalidate::No => {
                 self.state = State::Done;
-                Ok(found.value)
+                Ok(FirstHit {
+                    value: found.value,
+                    bytes: found.bytes.unwrap_or_default(),
+                    stamp: found.stamp,
+                })
             }
             Some(found) => Err(self.hit(found)),
             None => Err(self.read(Ok(None), None)),
         }
+    }
+
+    /// How this call keeps its values decoded (`keep_decoded`), with what it reads
+    /// them as: before the first read, a decoded value the backend kept is asked for
+    /// ([`read_kept`](Self::read_kept)); after a fresh first hit, its value is offered
+    /// to keep.
+    pub(crate) fn sharing(&self) -> Option<Sharing<T>> {
+        self.decoder.share.map(|share| Sharing {
+            share,
+            codec: self.decoder.codec,
+            version: self.decoder.version,
+        })
+    }
+
+    /// A decoded value the backend kept for the first read, judged as the bytes it
+    /// came from would be ([`read_first`](Self::read_first)); `None` if it was not read
+    /// as this call reads (another type, codec or version): read the bytes instead.
+    pub(crate) fn read_kept(
+        &mut self,
+        kept: &(dyn Any + Send + Sync),
+    ) -> Option<Result<T, Step<'_, T>>> {
+        let sharing = self.sharing()?;
+        let (value, stamp) = sharing.share.take(kept, sharing.codec, sharing.version)?;
+        Some(match self.judge(stamp) {
+            Some(Revalidate::No) => {
+                self.state = State::Done;
+                Ok(value)
+            }
+            Some(revalidate) => Err(self.hit(Found {
+                value,
+                bytes: None,
+                revalidate,
+                via: Via::Read,
+                stamp,
+            })),
+            None => Err(self.read(Ok(None), None)),
+        })
     }
 
     /// Feeds `event` (the outcome of the last step) and returns the next step.

@@ -11,6 +11,7 @@ use crate::backend::GetOrLock;
 use crate::coalesce::Landed;
 use crate::codec::{Codec, Stamp};
 use crate::error::Error;
+use crate::kept::Share;
 use crate::options::{Refresh, Wait};
 
 /// The calls' wall-clock time: 100 s after the epoch.
@@ -49,6 +50,17 @@ fn fresh_machine(
     stale_ms: u64,
     beta: f64,
 ) -> Machine<u8> {
+    sharing_machine(refresh, wait, coalesce, stale_ms, beta, None)
+}
+
+fn sharing_machine(
+    refresh: Refresh,
+    wait: Option<Wait>,
+    coalesce: bool,
+    stale_ms: u64,
+    beta: f64,
+    share: Option<Share<u8>>,
+) -> Machine<u8> {
     let policy = Policy {
         refresh,
         lock: wait.map(|wait| LockPolicy {
@@ -70,6 +82,7 @@ fn fresh_machine(
         decode: decode as fn(Codec, &[u8], u32) -> Option<(u8, Stamp)>,
         codec: Codec::Bincode,
         version: 0,
+        share,
     };
     Machine::new(policy, decoder, Some(fastrand::Rng::with_seed(7)))
 }
@@ -147,11 +160,65 @@ fn a_hit_is_one_read() {
 }
 
 #[test]
+fn a_kept_decoded_value_is_judged_as_its_bytes_would_be() {
+    let keeping = |stale_ms| {
+        let mut m = sharing_machine(
+            Refresh::IfMissing,
+            Some(Wait::Forever),
+            true,
+            stale_ms,
+            0.0,
+            Some(Share::new()),
+        );
+        assert!(m.reads_first());
+        m
+    };
+    let kept = |value: u8, until: u8| {
+        let m = keeping(0);
+        let Some(sharing) = m.sharing() else {
+            panic!("the machine keeps values decoded");
+        };
+        sharing.keep(&super::machine::FirstHit {
+            value,
+            bytes: vec![value, until],
+            stamp: stamp(until, 0),
+        })
+    };
+    // Fresh: a hit, and the sequence is over.
+    let mut m = keeping(0);
+    assert!(matches!(m.read_kept(&*kept(5, 200)), Some(Ok(5))));
+    // Stale within `stale`: this process's refresh is claimed first, as after a read.
+    let mut m = keeping(60_000);
+    let step = match m.read_kept(&*kept(7, 90)) {
+        Some(Err(step)) => kind(step),
+        _ => panic!("a stale kept value is not a plain hit"),
+    };
+    assert_eq!(step, io("ClaimRefresh"));
+    // Too old: a miss.
+    let mut m = keeping(60_000);
+    let step = match m.read_kept(&*kept(7, 10)) {
+        Some(Err(step)) => kind(step),
+        _ => panic!("a kept value too old to serve is a miss"),
+    };
+    assert_eq!(step, io("Join"));
+    // Kept as another type: not this call's; the bytes are read as usual.
+    let mut m = keeping(0);
+    let other: crate::backend::DecodedValue = Arc::new(5_u8);
+    assert!(m.read_kept(&*other).is_none());
+    assert!(matches!(m.read_first(vec![5]), Ok(hit) if hit.value == 5));
+    // A machine that does not keep values decoded ignores them.
+    let mut m = fresh_machine(Refresh::IfMissing, Some(Wait::Forever), true, 0, 0.0);
+    assert!(m.reads_first());
+    assert!(m.sharing().is_none());
+    assert!(m.read_kept(&*kept(5, 200)).is_none());
+}
+
+#[test]
 fn the_first_read_shortcut_decides_as_the_read_event_would() {
     // A fresh hit: the sequence ends, and nothing else may be fed.
     let mut m = locked(Wait::Forever);
     assert!(m.reads_first());
-    assert!(matches!(m.read_first(vec![5]), Ok(5)));
+    assert!(matches!(m.read_first(vec![5]), Ok(hit) if hit.value == 5 && hit.bytes == [5]));
     assert_eq!(
         kind(m.on(Event::Read(Ok(Some(vec![6]))))),
         Kind::Compute(Storing::Nothing, None),
@@ -162,7 +229,7 @@ fn the_first_read_shortcut_decides_as_the_read_event_would() {
     let mut m = fresh_machine(Refresh::IfMissing, Some(Wait::Forever), true, 60_000, 0.0);
     assert!(m.reads_first());
     let step = match m.read_first(vec![7, 90]) {
-        Ok(value) => panic!("a stale value is not a plain hit: {value}"),
+        Ok(hit) => panic!("a stale value is not a plain hit: {}", hit.value),
         Err(step) => kind(step),
     };
     assert_eq!(step, io("ClaimRefresh"));
@@ -173,7 +240,7 @@ fn the_first_read_shortcut_decides_as_the_read_event_would() {
         let mut m = fresh_machine(Refresh::IfMissing, Some(Wait::Forever), true, 60_000, 0.0);
         assert!(m.reads_first());
         let step = match m.read_first(bytes) {
-            Ok(value) => panic!("not this call's value, or too old: {value}"),
+            Ok(hit) => panic!("not this call's value, or too old: {}", hit.value),
             Err(step) => kind(step),
         };
         assert_eq!(step, io("Join"));
@@ -598,6 +665,7 @@ fn with_ttl_only_freshness_a_stored_value_is_fresh_whatever_its_stamp() {
         decode: decode as fn(Codec, &[u8], u32) -> Option<(u8, Stamp)>,
         codec: Codec::Bincode,
         version: 0,
+        share: None,
     };
     let mut m = Machine::new(policy, decoder, Some(fastrand::Rng::with_seed(1)));
     m.on(Event::Start);
@@ -654,6 +722,7 @@ fn xfetch_refreshes_early_more_often_as_expiry_nears() {
                     decode: decode as fn(Codec, &[u8], u32) -> Option<(u8, Stamp)>,
                     codec: Codec::Bincode,
                     version: 0,
+                    share: None,
                 };
                 let mut m = Machine::new(policy, decoder, Some(fastrand::Rng::with_seed(*seed)));
                 m.on(Event::Start);
@@ -820,6 +889,7 @@ fn an_early_refresh_that_finds_its_value_under_the_lock_computes_without_drawing
             decode: decode as fn(Codec, &[u8], u32) -> Option<(u8, Stamp)>,
             codec: Codec::Bincode,
             version: 0,
+            share: None,
         };
         let mut m = Machine::new(policy, decoder, Some(fastrand::Rng::with_seed(seed)))
             .refreshing(stamp(101, 250));

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use redis::aio::ConnectionManagerConfig;
 use redis::{Cmd, ConnectionLike, RedisResult, ScriptInvocation};
 
-use super::{AsyncBackend, Backend, BoxFuture, GetOrLock, LockClaim};
+use super::{AsyncBackend, Backend, BoxFuture, DecodedValue, GetOrLock, LockClaim};
 use crate::error::Error;
 use breaker::{Breaker, Decision, Permit};
 use commands::{
@@ -444,6 +444,16 @@ impl Backend for RedisBackend {
         let found: Option<Vec<u8>> = self.run("get", key, |conn| get_cmd(key).query(conn))?;
         self.near_offer(key, ticket, found.as_deref());
         Ok(found)
+    }
+
+    fn decoded(&self, key: &str) -> Option<DecodedValue> {
+        self.inner.near.as_ref()?.decoded(key)
+    }
+
+    fn keep_decoded(&self, key: &str, bytes: &[u8], make: &mut dyn FnMut() -> DecodedValue) {
+        if let Some(near) = &self.inner.near {
+            near.keep_decoded(key, bytes, make);
+        }
     }
 
     fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, Error> {

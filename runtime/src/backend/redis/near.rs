@@ -26,6 +26,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use lru::LruCache;
 
 use crate::codec;
+use crate::kept::DecodedValue;
 
 /// The default bound of a near cache: 32 MiB of keys and values.
 pub const DEFAULT_NEAR_CACHE_CAPACITY: usize = 32 * 1024 * 1024;
@@ -132,6 +133,21 @@ struct Entry {
     value: Vec<u8>,
     /// When the value stops being fresh (Unix milliseconds): the copy is dropped then.
     until_ms: u64,
+    /// The value decoded from exactly these bytes, for `keep_decoded` calls.
+    decoded: Option<DecodedValue>,
+}
+
+impl Entry {
+    /// The bytes the entry under `key` is charged for: its key and value, and the
+    /// value's length again once a decoded form is kept (its true size is unknown).
+    fn weight(&self, key: &str) -> usize {
+        let decoded = if self.decoded.is_some() {
+            self.value.len()
+        } else {
+            0
+        };
+        weight(key, &self.value) + decoded
+    }
 }
 
 /// The epochs a read from Redis saw before it was sent.
@@ -229,6 +245,61 @@ impl Near {
         #[cfg(feature = "metrics")]
         metrics::counter!("cache_memoize_near_hits_total").increment(1);
         Some(value)
+    }
+
+    /// The decoded value kept beside the near copy of `key`, when the copy would be
+    /// served now (see [`get`](Self::get)).
+    pub(crate) fn decoded(&self, key: &str) -> Option<DecodedValue> {
+        if !self.live.load(Ordering::Acquire) {
+            return None;
+        }
+        let (shard, _) = self.place(key.as_bytes());
+        let mut shard = self.shard(shard);
+        let entry = shard.entries.get(key)?;
+        if entry.until_ms <= now_ms() {
+            shard.remove(key);
+            return None;
+        }
+        let decoded = entry.decoded.clone()?;
+        shard.hits += 1;
+        drop(shard);
+        #[cfg(feature = "metrics")]
+        metrics::counter!("cache_memoize_near_hits_total").increment(1);
+        Some(decoded)
+    }
+
+    /// Keeps what `make` builds beside the near copy of `key`, if that copy is `bytes`
+    /// and has nothing kept yet, and the bound allows (evicting the least recently
+    /// used others if it must).
+    pub(crate) fn keep_decoded(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        make: &mut dyn FnMut() -> DecodedValue,
+    ) {
+        if !self.live.load(Ordering::Acquire) {
+            return;
+        }
+        let (shard, _) = self.place(key.as_bytes());
+        let mut shard = self.shard(shard);
+        let capacity = shard.capacity;
+        // `get_mut` makes the entry the most recently used: evicted last.
+        let Some(entry) = shard.entries.get_mut(key) else {
+            return;
+        };
+        let fits = entry.weight(key) + entry.value.len() <= capacity;
+        if entry.decoded.is_some() || entry.value != bytes || !fits {
+            return;
+        }
+        let extra = entry.value.len();
+        entry.decoded = Some(make());
+        shard.used += extra;
+        while shard.used > shard.capacity {
+            match shard.entries.pop_lru() {
+                Some((old_key, old)) => shard.used -= old.weight(&old_key),
+                None => break,
+            }
+        }
     }
 
     /// What a read of `key` from Redis must present to keep its value ([`offer`]);
@@ -367,7 +438,7 @@ impl Near {
 impl Shard {
     fn remove(&mut self, key: &str) {
         if let Some(old) = self.entries.pop(key) {
-            self.used -= weight(key, &old.value);
+            self.used -= old.weight(key);
         }
     }
 
@@ -384,7 +455,7 @@ impl Shard {
         }
         while self.used + needed > self.capacity {
             match self.entries.pop_lru() {
-                Some((old_key, old)) => self.used -= weight(&old_key, &old.value),
+                Some((old_key, old)) => self.used -= old.weight(&old_key),
                 None => break,
             }
         }
@@ -392,6 +463,7 @@ impl Shard {
         let entry = Entry {
             value: value.to_vec(),
             until_ms,
+            decoded: None,
         };
         self.entries.put(key.to_owned(), entry);
     }
@@ -503,6 +575,84 @@ mod tests {
             .prefix("{raw:")
             .prefix("a b");
         assert_eq!(settings.prefixes, ["{shop:", "{raw:", "{a%20b"]);
+    }
+
+    fn kept(tag: u32) -> DecodedValue {
+        std::sync::Arc::new(tag)
+    }
+
+    fn kept_tag(near: &Near, key: &str) -> Option<u32> {
+        near.decoded(key)
+            .and_then(|kept| kept.downcast_ref::<u32>().copied())
+    }
+
+    #[test]
+    fn a_decoded_value_is_kept_beside_its_own_bytes_only() {
+        let near = live();
+        let bytes = value(60_000);
+        near.offer("k", near.ticket("k"), &bytes);
+        let mut other = bytes.clone();
+        other.push(0);
+        near.keep_decoded("k", &other, &mut || kept(1));
+        assert_eq!(kept_tag(&near, "k"), None, "not beside other bytes");
+        near.keep_decoded("absent", &bytes, &mut || kept(2));
+        assert_eq!(kept_tag(&near, "absent"), None);
+        near.keep_decoded("k", &bytes, &mut || kept(3));
+        near.keep_decoded("k", &bytes, &mut || kept(4));
+        assert_eq!(kept_tag(&near, "k"), Some(3), "the first one kept stays");
+    }
+
+    #[test]
+    fn a_decoded_value_goes_with_its_bytes() {
+        let near = live();
+        let keep = |near: &Near| {
+            let bytes = value(60_000);
+            near.offer("k", near.ticket("k"), &bytes);
+            near.keep_decoded("k", &bytes, &mut || kept(1));
+            assert_eq!(kept_tag(near, "k"), Some(1));
+        };
+        keep(&near);
+        near.invalidated(Some(&[b"k".as_slice()]));
+        assert_eq!(kept_tag(&near, "k"), None, "invalidated");
+        keep(&near);
+        near.invalidated(None);
+        assert_eq!(kept_tag(&near, "k"), None, "flushed");
+        keep(&near);
+        near.lost(1);
+        assert_eq!(kept_tag(&near, "k"), None, "link lost");
+        let generation = near.connecting();
+        near.went_live(generation);
+        keep(&near);
+        let other = value(60_000);
+        near.offer("k", near.ticket("k"), &other);
+        assert_eq!(kept_tag(&near, "k"), None, "replaced by a newer read");
+    }
+
+    #[test]
+    fn a_decoded_value_is_charged_and_never_kept_past_the_bound() {
+        let bytes = value(60_000);
+        let entry = weight("k0", &bytes);
+        // Room for three entries' bytes in each shard, not for two kept decoded.
+        let near = Near::new(&NearCache::new().capacity(SHARDS * (3 * entry)));
+        let generation = near.connecting();
+        near.went_live(generation);
+        near.offer("k0", near.ticket("k0"), &bytes);
+        let (shard, _) = near.place(b"k0");
+        near.keep_decoded("k0", &bytes, &mut || kept(1));
+        assert_eq!(near.shard(shard).used, 2 * entry - "k0".len());
+        let used: usize = (0..SHARDS).map(|i| near.shard(i).used).sum();
+        assert!(used <= SHARDS * 3 * entry);
+        let tiny = Near::new(&NearCache::new().capacity(SHARDS * entry));
+        let generation = tiny.connecting();
+        tiny.went_live(generation);
+        tiny.offer("k0", tiny.ticket("k0"), &bytes);
+        tiny.keep_decoded("k0", &bytes, &mut || kept(1));
+        assert_eq!(
+            kept_tag(&tiny, "k0"),
+            None,
+            "no room for it: the bytes stay alone"
+        );
+        assert!(tiny.get("k0").is_some());
     }
 
     #[test]
