@@ -262,7 +262,8 @@ fn build(pieces: Vec<Piece>) -> TokenStream {
         use ::cache_memoize::__private::{
             ViaDisplay as _, ViaSerialize as _, ViaStructure as _,
         };
-        let mut #key = ::cache_memoize::__private::String::new();
+        // Room for most keys at once: growing it would copy it again.
+        let mut #key = ::cache_memoize::__private::String::with_capacity(64);
         #(#pushes)*
         #key
     })

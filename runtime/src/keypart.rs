@@ -373,7 +373,7 @@ impl<T: Serialize + ?Sized> SerializeKeyPart for T {
 impl DisplayKind {
     /// The key part of `value`.
     pub fn key_part<T: Display + ?Sized>(self, value: &T) -> String {
-        escape_key_part(&value.to_string()).into_owned()
+        escaped(value.to_string())
     }
 }
 
@@ -393,9 +393,17 @@ impl SerializeKind {
     }
 }
 
+/// `text` escaped as a key part, in place when nothing needs escaping (most keys).
+fn escaped(text: String) -> String {
+    match escape_key_part(&text) {
+        Cow::Borrowed(_) => text,
+        Cow::Owned(escaped) => escaped,
+    }
+}
+
 /// The key part of `{x:?}`: the `Debug` output, escaped.
 pub fn debug_key_part<T: Debug + ?Sized>(value: &T) -> String {
-    escape_key_part(&format!("{value:?}")).into_owned()
+    escaped(format!("{value:?}"))
 }
 
 /// The key part naming a type (a generic function's instantiation).
