@@ -321,6 +321,28 @@ use quote::ToTokens;
 /// # let _ = event(1);
 /// ```
 ///
+/// ## `keep_decoded`
+///
+/// With a Redis backend that has a [near cache](https://docs.rs/cache-memoize/latest/cache_memoize/struct.NearCache.html),
+/// keeps the value decoded beside its near copy, so that a near hit returns a clone of
+/// it instead of copying, checking and decoding the bytes again (at 10 KB, a third of
+/// the time). The kept value goes whenever its bytes go (another process's write, an
+/// invalidation, expiry, a broken invalidation link). The value must be
+/// `Clone + Send + Sync + 'static` (the compile error is on `keep_decoded`), and its
+/// `Clone` must give what decoding would: plain data, not state shared through
+/// `Arc<Mutex<_>>` or interior mutability, which callers would then share. On other
+/// backends it changes nothing.
+///
+/// ```
+/// # use cache_memoize::cache_memoize;
+/// #[derive(Clone, serde::Serialize, serde::Deserialize)]
+/// struct Page { html: String }
+///
+/// #[cache_memoize(key = "page:{id}", keep_decoded)]
+/// fn page(id: u32) -> Page { Page { html: format!("<p>{id}</p>") } }
+/// # let _ = page(1);
+/// ```
+///
 /// ## `companions = false`
 ///
 /// The attribute also generates `<name>_cache_key(args) -> CacheKey` and
