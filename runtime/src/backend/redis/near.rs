@@ -700,6 +700,66 @@ mod tests {
         );
     }
 
+    /// Review: `used` is the sum of what the entries are charged for, and within the
+    /// bound, after any sequence of offers, kept values, hits, invalidations and flushes
+    /// (an underflow would panic in a debug build).
+    #[test]
+    fn the_charge_stays_the_sum_of_the_entries_under_any_sequence() {
+        let sizes = [0_usize, 1, 40, 100, 300, 700, 1500];
+        let values: Vec<Vec<u8>> = sizes
+            .iter()
+            .map(|&size| {
+                let stamp = Stamp {
+                    fresh_until_ms: now_ms() + 60_000,
+                    compute_ms: 0,
+                };
+                encode_with(Codec::Bincode, &vec![7_u8; size], 0, stamp).unwrap_or_default()
+            })
+            .collect();
+        let near = Near::new(&NearCache::new().capacity(SHARDS * 1024));
+        let generation = near.connecting();
+        near.went_live(generation);
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |bound: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            usize::try_from(state % bound as u64).unwrap_or_default()
+        };
+        for _ in 0..20_000 {
+            let key = format!("k{}", next(40));
+            let value = &values[next(values.len())];
+            match next(7) {
+                0 | 1 => near.offer(&key, near.ticket(&key), value),
+                2 | 3 => {
+                    let current = near.get(&key);
+                    if let Some(bytes) = current {
+                        near.keep_decoded(&key, &bytes, &mut || kept(1));
+                    }
+                }
+                4 => {
+                    let _ = near.decoded(&key);
+                }
+                5 => near.invalidated(Some(&[key.as_bytes()])),
+                _ => {
+                    if next(100) == 0 {
+                        near.invalidated(None);
+                    }
+                }
+            }
+            for index in 0..SHARDS {
+                let shard = near.shard(index);
+                let sum: usize = shard
+                    .entries
+                    .iter()
+                    .map(|(key, entry)| entry.weight(key))
+                    .sum();
+                assert_eq!(shard.used, sum, "shard {index}");
+                assert!(shard.used <= shard.capacity, "shard {index}");
+            }
+        }
+    }
+
     #[test]
     fn the_byte_bound_evicts_the_least_recently_used() {
         let near = Near::new(&NearCache::new().capacity(SHARDS * 200));
