@@ -207,13 +207,17 @@ fn now() -> Coarse {
 /// by less than a tick, and the margin covers more than one: the copy goes before the
 /// value stops being fresh, even if the wall clock is set back meanwhile.
 fn deadline(until_ms: u64) -> Option<Coarse> {
+    // The coarse clock first: time that passes before the wall clock is read (this
+    // thread preempted between the two reads) then shortens the copy's life. Read
+    // after, it would lengthen it by as much, past the margin if longer.
+    let start = now();
     let left = until_ms.checked_sub(now_ms())?.checked_sub(MARGIN_MS)?;
     if left == 0 {
         return None;
     }
     // Far-future stamps (`Stamp::FOREVER`) are capped: a copy lives at most a year.
     let left = left.min(365 * 24 * 3600 * 1000);
-    Some(now() + CoarseDuration::from_millis(left))
+    Some(start + CoarseDuration::from_millis(left))
 }
 
 impl Near {
