@@ -85,8 +85,9 @@ fn own_refreshes_and_invalidations_are_read_back_through_kept_values() {
         );
     }
     stop.store(true, Ordering::SeqCst);
-    match hammer.join() {
-        Ok(calls) => assert!(calls > 0),
-        Err(_) => panic!("the hitting thread failed"),
-    }
+    let calls = hammer.join();
+    assert!(
+        calls.as_ref().is_ok_and(|calls| *calls > 0),
+        "the hitting thread failed"
+    );
 }
