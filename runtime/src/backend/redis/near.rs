@@ -27,7 +27,7 @@ use foldhash::fast::RandomState;
 use lru::LruCache;
 
 use crate::codec;
-use crate::kept::DecodedValue;
+use crate::kept::{DecodedValue, KeptValue};
 
 /// The default bound of a near cache: 32 MiB of keys and values.
 pub const DEFAULT_NEAR_CACHE_CAPACITY: usize = 32 * 1024 * 1024;
@@ -281,8 +281,12 @@ impl Near {
     }
 
     /// The decoded value kept beside the near copy of `key`, when the copy would be
-    /// served now (see [`get`](Self::get)).
-    pub(crate) fn decoded(&self, key: &str) -> Option<DecodedValue> {
+    /// served now (see [`get`](Self::get)) and `accept` takes it (a hit only then).
+    pub(crate) fn decoded(
+        &self,
+        key: &str,
+        accept: &dyn Fn(&KeptValue) -> bool,
+    ) -> Option<DecodedValue> {
         if !self.live.load(Ordering::Acquire) {
             return None;
         }
@@ -293,7 +297,11 @@ impl Near {
             shard.remove(key);
             return None;
         }
-        let decoded = entry.decoded.clone()?;
+        let decoded = entry.decoded.as_ref()?;
+        if !accept(&**decoded) {
+            return None;
+        }
+        let decoded = DecodedValue::clone(decoded);
         shard.hits += 1;
         drop(shard);
         #[cfg(feature = "metrics")]
@@ -612,7 +620,7 @@ mod tests {
     }
 
     fn kept_tag(near: &Near, key: &str) -> Option<u32> {
-        near.decoded(key)
+        near.decoded(key, &|_| true)
             .and_then(|kept| kept.downcast_ref::<u32>().copied())
     }
 
@@ -742,7 +750,7 @@ mod tests {
                     }
                 }
                 4 => {
-                    let _ = near.decoded(&key);
+                    let _ = near.decoded(&key, &|_| true);
                 }
                 5 => near.invalidated(Some(&[key.as_bytes()])),
                 _ => {
