@@ -329,7 +329,9 @@ impl Near {
             return;
         };
         let fits = entry.weight(key) + entry.value.len() <= capacity;
-        if entry.decoded.is_some() || entry.value != bytes || !fits {
+        // The comparison of the bytes last: it reads all of them, under the lock, and a
+        // value too large to keep decoded comes here on each of its hits.
+        if entry.decoded.is_some() || !fits || entry.value != bytes {
             return;
         }
         let extra = entry.value.len();
