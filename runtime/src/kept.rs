@@ -20,6 +20,11 @@ use crate::codec::{Codec, Stamp};
 /// [`Backend::keep_decoded`]: crate::Backend::keep_decoded
 pub type DecodedValue = Arc<dyn Any + Send + Sync>;
 
+/// A kept value as [`Backend::decoded`]'s `accept` sees it, before it is handed out.
+///
+/// [`Backend::decoded`]: crate::Backend::decoded
+pub type KeptValue = dyn Any + Send + Sync;
+
 /// What a kept value remembers: the value, its stamp, and how it was read.
 struct Decoded<T> {
     value: T,
@@ -34,6 +39,7 @@ struct Decoded<T> {
 pub struct Share<T> {
     keep: fn(&T, Stamp, Codec, u32) -> DecodedValue,
     take: TakeFn<T>,
+    accepts: fn(&KeptValue, Codec, u32) -> bool,
 }
 
 /// Takes a clone of a kept value back, if it was read as a `T` with a codec and version.
@@ -71,6 +77,7 @@ impl<T: Keepable> Share<T> {
         Self {
             keep: keep::<T>,
             take: take::<T>,
+            accepts: accepts::<T>,
         }
     }
 }
@@ -97,6 +104,12 @@ impl<T> Share<T> {
     ) -> Option<(T, Stamp)> {
         (self.take)(kept, codec, version)
     }
+
+    /// Whether `kept` was read as a `T` with `codec` under `version` (what
+    /// [`take`](Self::take) would give back), without cloning it.
+    pub(crate) fn accepts(self, kept: &KeptValue, codec: Codec, version: u32) -> bool {
+        (self.accepts)(kept, codec, version)
+    }
 }
 
 fn keep<T: Keepable>(value: &T, stamp: Stamp, codec: Codec, version: u32) -> DecodedValue {
@@ -116,6 +129,11 @@ fn take<T: Keepable>(
     let decoded = kept.downcast_ref::<Decoded<T>>()?;
     (decoded.codec == codec && decoded.version == version)
         .then(|| (decoded.value.clone(), decoded.stamp))
+}
+
+fn accepts<T: Keepable>(kept: &KeptValue, codec: Codec, version: u32) -> bool {
+    kept.downcast_ref::<Decoded<T>>()
+        .is_some_and(|decoded| decoded.codec == codec && decoded.version == version)
 }
 
 #[cfg(test)]
@@ -149,5 +167,9 @@ mod tests {
             None,
             "another type"
         );
+        assert!(share.accepts(&*kept, Codec::Bincode, 3));
+        assert!(!share.accepts(&*kept, Codec::Bincode, 4));
+        assert!(!share.accepts(&*kept, Codec::MessagePack, 3));
+        assert!(!Share::<Vec<u8>>::new().accepts(&*kept, Codec::Bincode, 3));
     }
 }

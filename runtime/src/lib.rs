@@ -37,7 +37,7 @@ pub use backend::memory::MemoryBackend;
 pub use backend::redis::{DEFAULT_NEAR_CACHE_CAPACITY, NearCache, RedisBackend, RedisBuilder};
 pub use backend::{
     AsyncBackend, Backend, BoxFuture, CacheBackend, DecodedValue, GetOrLock, ImmediateBackend,
-    LockClaim,
+    KeptValue, LockClaim,
 };
 pub use cache_memoize_macros::cache_memoize;
 pub use codec::Codec;

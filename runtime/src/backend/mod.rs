@@ -18,7 +18,7 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
-pub use crate::kept::DecodedValue;
+pub use crate::kept::{DecodedValue, KeptValue};
 
 /// A boxed future, as returned by [`AsyncBackend`]'s methods.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -179,11 +179,14 @@ pub trait Backend: Send + Sync + 'static {
     }
 
     /// The decoded value kept beside `key`'s bytes by an in-process tier (see
-    /// [`keep_decoded`](Self::keep_decoded)), if the bytes are there to be served now;
-    /// it answers a read of `key` as [`get`](Self::get) would, without the bytes. Never
-    /// blocks: async callers call it too. The default keeps nothing.
-    fn decoded(&self, key: &str) -> Option<DecodedValue> {
-        let _ = key;
+    /// [`keep_decoded`](Self::keep_decoded)), if the bytes are there to be served now
+    /// and `accept` takes it (it was read as the caller reads: a kept value of another
+    /// type, codec or version is left alone, and the read is not answered, nor counted
+    /// as a hit, until the bytes are read); it answers a read of `key` as
+    /// [`get`](Self::get) would, without the bytes. Never blocks: async callers call it
+    /// too. The default keeps nothing.
+    fn decoded(&self, key: &str, accept: &dyn Fn(&KeptValue) -> bool) -> Option<DecodedValue> {
+        let _ = (key, accept);
         None
     }
 

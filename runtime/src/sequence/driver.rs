@@ -17,7 +17,7 @@ use serde::Serialize;
 use tracing::Instrument;
 
 use super::machine::{Event, Io, Machine, Note, Revalidate, Role, Step, Storing, Via};
-use crate::backend::GetOrLock;
+use crate::backend::{GetOrLock, KeptValue};
 use crate::call::Call;
 use crate::coalesce::{self, Flight, Landed, Leader};
 use crate::codec::Stamp;
@@ -416,8 +416,9 @@ impl<'c, 'o> Driver<'c, 'o> {
     /// machine's next step (the value is to be refreshed, or too old); `None`: nothing
     /// kept for this call, so read the bytes.
     fn kept<'m, T>(&self, machine: &'m mut Machine<T>) -> Option<Result<Lookup<T>, Step<'m, T>>> {
-        machine.sharing()?;
-        let kept = self.call.backend.decoded(self.call.key.as_str())?;
+        let sharing = machine.sharing()?;
+        let accept = |kept: &KeptValue| sharing.accepts(kept);
+        let kept = self.call.backend.decoded(self.call.key.as_str(), &accept)?;
         Some(match machine.read_kept(&*kept)? {
             Ok(value) => {
                 self.observe(Outcome::Hit);

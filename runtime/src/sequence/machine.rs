@@ -293,6 +293,11 @@ impl<T> Sharing<T> {
         self.share
             .keep(&hit.value, hit.stamp, self.codec, self.version)
     }
+
+    /// Whether `kept` was read as this call reads (see [`Machine::read_kept`]).
+    pub(crate) fn accepts(&self, kept: &(dyn Any + Send + Sync)) -> bool {
+        self.share.accepts(kept, self.codec, self.version)
+    }
 }
 
 /// Reads stored bytes (written with a codec, under a user version) as a value and its

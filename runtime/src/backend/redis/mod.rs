@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use redis::aio::ConnectionManagerConfig;
 use redis::{Cmd, ConnectionLike, RedisResult, ScriptInvocation};
 
-use super::{AsyncBackend, Backend, BoxFuture, DecodedValue, GetOrLock, LockClaim};
+use super::{AsyncBackend, Backend, BoxFuture, DecodedValue, GetOrLock, KeptValue, LockClaim};
 use crate::error::Error;
 use breaker::{Breaker, Decision, Permit};
 use commands::{
@@ -446,8 +446,8 @@ impl Backend for RedisBackend {
         Ok(found)
     }
 
-    fn decoded(&self, key: &str) -> Option<DecodedValue> {
-        self.inner.near.as_ref()?.decoded(key)
+    fn decoded(&self, key: &str, accept: &dyn Fn(&KeptValue) -> bool) -> Option<DecodedValue> {
+        self.inner.near.as_ref()?.decoded(key, accept)
     }
 
     fn keep_decoded(&self, key: &str, bytes: &[u8], make: &mut dyn FnMut() -> DecodedValue) {

@@ -27,7 +27,7 @@ use foldhash::fast::RandomState;
 use lru::LruCache;
 
 use crate::codec;
-use crate::kept::DecodedValue;
+use crate::kept::{DecodedValue, KeptValue};
 
 /// The default bound of a near cache: 32 MiB of keys and values.
 pub const DEFAULT_NEAR_CACHE_CAPACITY: usize = 32 * 1024 * 1024;
@@ -207,13 +207,17 @@ fn now() -> Coarse {
 /// by less than a tick, and the margin covers more than one: the copy goes before the
 /// value stops being fresh, even if the wall clock is set back meanwhile.
 fn deadline(until_ms: u64) -> Option<Coarse> {
+    // The coarse clock first: time that passes before the wall clock is read (this
+    // thread preempted between the two reads) then shortens the copy's life. Read
+    // after, it would lengthen it by as much, past the margin if longer.
+    let start = now();
     let left = until_ms.checked_sub(now_ms())?.checked_sub(MARGIN_MS)?;
     if left == 0 {
         return None;
     }
     // Far-future stamps (`Stamp::FOREVER`) are capped: a copy lives at most a year.
     let left = left.min(365 * 24 * 3600 * 1000);
-    Some(now() + CoarseDuration::from_millis(left))
+    Some(start + CoarseDuration::from_millis(left))
 }
 
 impl Near {
@@ -277,8 +281,12 @@ impl Near {
     }
 
     /// The decoded value kept beside the near copy of `key`, when the copy would be
-    /// served now (see [`get`](Self::get)).
-    pub(crate) fn decoded(&self, key: &str) -> Option<DecodedValue> {
+    /// served now (see [`get`](Self::get)) and `accept` takes it (a hit only then).
+    pub(crate) fn decoded(
+        &self,
+        key: &str,
+        accept: &dyn Fn(&KeptValue) -> bool,
+    ) -> Option<DecodedValue> {
         if !self.live.load(Ordering::Acquire) {
             return None;
         }
@@ -289,7 +297,11 @@ impl Near {
             shard.remove(key);
             return None;
         }
-        let decoded = entry.decoded.clone()?;
+        let decoded = entry.decoded.as_ref()?;
+        if !accept(&**decoded) {
+            return None;
+        }
+        let decoded = DecodedValue::clone(decoded);
         shard.hits += 1;
         drop(shard);
         #[cfg(feature = "metrics")]
@@ -317,7 +329,9 @@ impl Near {
             return;
         };
         let fits = entry.weight(key) + entry.value.len() <= capacity;
-        if entry.decoded.is_some() || entry.value != bytes || !fits {
+        // The comparison of the bytes last: it reads all of them, under the lock, and a
+        // value too large to keep decoded comes here on each of its hits.
+        if entry.decoded.is_some() || !fits || entry.value != bytes {
             return;
         }
         let extra = entry.value.len();
@@ -608,7 +622,7 @@ mod tests {
     }
 
     fn kept_tag(near: &Near, key: &str) -> Option<u32> {
-        near.decoded(key)
+        near.decoded(key, &|_| true)
             .and_then(|kept| kept.downcast_ref::<u32>().copied())
     }
 
@@ -698,6 +712,66 @@ mod tests {
             deadline(u64::MAX).is_some(),
             "a value fresh forever is kept"
         );
+    }
+
+    /// Review: `used` is the sum of what the entries are charged for, and within the
+    /// bound, after any sequence of offers, kept values, hits, invalidations and flushes
+    /// (an underflow would panic in a debug build).
+    #[test]
+    fn the_charge_stays_the_sum_of_the_entries_under_any_sequence() {
+        let sizes = [0_usize, 1, 40, 100, 300, 700, 1500];
+        let values: Vec<Vec<u8>> = sizes
+            .iter()
+            .map(|&size| {
+                let stamp = Stamp {
+                    fresh_until_ms: now_ms() + 60_000,
+                    compute_ms: 0,
+                };
+                encode_with(Codec::Bincode, &vec![7_u8; size], 0, stamp).unwrap_or_default()
+            })
+            .collect();
+        let near = Near::new(&NearCache::new().capacity(SHARDS * 1024));
+        let generation = near.connecting();
+        near.went_live(generation);
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |bound: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            usize::try_from(state % bound as u64).unwrap_or_default()
+        };
+        for _ in 0..20_000 {
+            let key = format!("k{}", next(40));
+            let value = &values[next(values.len())];
+            match next(7) {
+                0 | 1 => near.offer(&key, near.ticket(&key), value),
+                2 | 3 => {
+                    let current = near.get(&key);
+                    if let Some(bytes) = current {
+                        near.keep_decoded(&key, &bytes, &mut || kept(1));
+                    }
+                }
+                4 => {
+                    let _ = near.decoded(&key, &|_| true);
+                }
+                5 => near.invalidated(Some(&[key.as_bytes()])),
+                _ => {
+                    if next(100) == 0 {
+                        near.invalidated(None);
+                    }
+                }
+            }
+            for index in 0..SHARDS {
+                let shard = near.shard(index);
+                let sum: usize = shard
+                    .entries
+                    .iter()
+                    .map(|(key, entry)| entry.weight(key))
+                    .sum();
+                assert_eq!(shard.used, sum, "shard {index}");
+                assert!(shard.used <= shard.capacity, "shard {index}");
+            }
+        }
     }
 
     #[test]

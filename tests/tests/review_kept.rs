@@ -1,0 +1,349 @@
+//! Review of `keep_decoded` (try-to-break-it): races between a read's bytes and the
+//! kept value offered for them, freshness judged on a kept value with a `clock`, two
+//! builds of one key (another version, another type), `cache_none = false` and
+//! `Result` paths, and the near cache's byte bound under many keys and kept values.
+//!
+//! One test: the attribute runs against the registered backend, which is global to
+//! the process, so the scenarios run in turn on one private server.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use cache_memoize::{
+    Backend, CacheBackend, Clock, MemoizeOptions, NearCache, RedisBackend, cache_memoize,
+    make_cache_key, memoize, set_shared_backend,
+};
+use cache_memoize_tests::server::RedisServer;
+use cache_memoize_tests::wait_until;
+use serde::{Deserialize, Deserializer, Serialize};
+
+type Hook = Box<dyn FnOnce() + Send>;
+
+/// Run (once) by the next decoding of a `Hooked` whose text is `HOOK_ON`: between the
+/// reader's bytes and the kept value it offers for them.
+static HOOK: Mutex<Option<Hook>> = Mutex::new(None);
+static HOOK_ON: Mutex<String> = Mutex::new(String::new());
+static RACED_COMPUTED: AtomicUsize = AtomicUsize::new(0);
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct Hooked(String);
+
+impl<'de> Deserialize<'de> for Hooked {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let armed = *HOOK_ON.lock().unwrap_or_else(PoisonError::into_inner) == text;
+        if armed {
+            let hook = HOOK.lock().unwrap_or_else(PoisonError::into_inner).take();
+            if let Some(hook) = hook {
+                hook();
+            }
+        }
+        Ok(Hooked(text))
+    }
+}
+
+fn arm(on: &str, hook: Hook) {
+    on.clone_into(&mut HOOK_ON.lock().unwrap_or_else(PoisonError::into_inner));
+    *HOOK.lock().unwrap_or_else(PoisonError::into_inner) = Some(hook);
+}
+
+fn hook_ran() -> bool {
+    HOOK.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .is_none()
+}
+
+#[cache_memoize(key = "race:{id}", expire = "1h", keep_decoded)]
+fn raced(id: u32) -> Hooked {
+    RACED_COMPUTED.fetch_add(1, Ordering::SeqCst);
+    Hooked(format!("computed {id}"))
+}
+
+// Two builds of one key: another version, another type of the same encoding.
+static V1_COMPUTED: AtomicUsize = AtomicUsize::new(0);
+static V2_COMPUTED: AtomicUsize = AtomicUsize::new(0);
+static BYTES_COMPUTED: AtomicUsize = AtomicUsize::new(0);
+
+#[cache_memoize(key = "builds:{id}", expire = "1h", version = 1, keep_decoded)]
+fn build_v1(id: u32) -> String {
+    V1_COMPUTED.fetch_add(1, Ordering::SeqCst);
+    format!("v1 {id}")
+}
+
+#[cache_memoize(key = "builds:{id}", expire = "1h", version = 2, keep_decoded)]
+fn build_v2(id: u32) -> String {
+    V2_COMPUTED.fetch_add(1, Ordering::SeqCst);
+    format!("v2 {id}")
+}
+
+#[cache_memoize(key = "builds:{id}", expire = "1h", version = 1, keep_decoded)]
+fn build_v1_bytes(id: u32) -> Vec<u8> {
+    BYTES_COMPUTED.fetch_add(1, Ordering::SeqCst);
+    format!("bytes {id}").into_bytes()
+}
+
+// Freshness judged on a kept value, with the function's own clock.
+static CLOCK_SECS: AtomicU64 = AtomicU64::new(0);
+static CLOCKED_COMPUTED: AtomicUsize = AtomicUsize::new(0);
+
+struct Ahead;
+
+impl Clock for Ahead {
+    fn now(&self) -> SystemTime {
+        SystemTime::now() + Duration::from_secs(CLOCK_SECS.load(Ordering::SeqCst))
+    }
+}
+
+fn ahead() -> Arc<dyn Clock> {
+    Arc::new(Ahead)
+}
+
+#[cache_memoize(
+    key = "clocked:{id}",
+    expire = "1h",
+    stale = "1h",
+    refresh = "inline",
+    clock = ahead,
+    keep_decoded
+)]
+fn clocked(id: u32) -> String {
+    let run = CLOCKED_COMPUTED.fetch_add(1, Ordering::SeqCst) + 1;
+    format!("clocked {id} #{run}")
+}
+
+// `cache_none = false` and `Result`.
+static OPTION_COMPUTED: AtomicUsize = AtomicUsize::new(0);
+static RESULT_COMPUTED: AtomicUsize = AtomicUsize::new(0);
+static OPTION_NONE: AtomicUsize = AtomicUsize::new(1);
+static RESULT_ERR: AtomicUsize = AtomicUsize::new(1);
+
+#[cache_memoize(key = "option:{id}", expire = "1h", cache_none = false, keep_decoded)]
+fn optional(id: u32) -> Option<String> {
+    let run = OPTION_COMPUTED.fetch_add(1, Ordering::SeqCst) + 1;
+    (OPTION_NONE.load(Ordering::SeqCst) == 0).then(|| format!("some {id} #{run}"))
+}
+
+#[cache_memoize(key = "result:{id}", expire = "1h", keep_decoded)]
+fn fallible(id: u32) -> Result<String, String> {
+    let run = RESULT_COMPUTED.fetch_add(1, Ordering::SeqCst) + 1;
+    if RESULT_ERR.load(Ordering::SeqCst) == 1 {
+        Err(format!("err {id} #{run}"))
+    } else {
+        Ok(format!("ok {id} #{run}"))
+    }
+}
+
+// Many keys, sizes and kept values under a small bound.
+#[cache_memoize(key = "bound:{id}:{size}", expire = "1h", keep_decoded)]
+fn sized(id: u32, size: usize) -> (u32, Vec<u8>) {
+    #[allow(clippy::cast_possible_truncation)]
+    (id, vec![id as u8; size])
+}
+
+fn connect(url: &str, near: Option<NearCache>) -> Arc<RedisBackend> {
+    let builder = RedisBackend::builder([url]);
+    let builder = match near {
+        Some(near) => builder.near_cache(near),
+        None => builder,
+    };
+    match builder.connect() {
+        Ok(backend) => Arc::new(backend),
+        Err(err) => panic!("cannot connect: {err}"),
+    }
+}
+
+/// Stores `value` under `key` through `writer` (another process), overwriting.
+fn write(writer: &Arc<RedisBackend>, key: &str, value: &str) {
+    let opts = MemoizeOptions::new()
+        .backend(Arc::clone(writer) as Arc<dyn CacheBackend>)
+        .expire(Duration::from_secs(3600))
+        .force_overwrite(true);
+    let stored: Hooked = memoize(key, &opts, || Hooked(value.to_owned()));
+    assert_eq!(stored.0, value);
+}
+
+/// Waits until `raced(id)` has been answered without a decoding a hundred times.
+fn settle(reader: &Arc<RedisBackend>, id: u32, expected: &str) {
+    wait_until("near hits answer it", || {
+        let hits = reader.near_cache_hits();
+        for _ in 0..20 {
+            assert_eq!(raced(id).0, expected);
+        }
+        reader.near_cache_hits() >= hits + 20
+    });
+}
+
+#[test]
+fn review_keep_decoded_races_freshness_builds_and_bound() {
+    let server = RedisServer::start();
+    let reader = connect(&server.url(), Some(NearCache::new()));
+    let writer = connect(&server.url(), None);
+    set_shared_backend(Arc::clone(&reader) as Arc<dyn CacheBackend>);
+    wait_until("tracking is on", || reader.is_near_cache_live());
+
+    races(&reader, &writer);
+    builds();
+    clock_and_paths();
+    drop(reader);
+    bound(&server, &writer);
+}
+
+fn races(reader: &Arc<RedisBackend>, writer: &Arc<RedisBackend>) {
+    eprintln!("scenario: a write or an invalidation lands between the bytes and the kept value");
+    for round in 0..10 {
+        let id = 100 + round;
+        let key = make_cache_key(&format!("race:{id}"));
+        let old = format!("old {id}");
+        let new = format!("new {id}");
+        write(writer, &format!("race:{id}"), &old);
+        // The reader's first call reads the old bytes from Redis (a near miss), keeps
+        // them near, and decodes them: meanwhile another process writes the new value
+        // (even rounds) or invalidates the key (odd rounds), and the reader's near
+        // tier is seen to answer with what Redis now holds (the new bytes, near again,
+        // or nothing).
+        let (w, r) = (Arc::clone(writer), Arc::clone(reader));
+        let (k, n) = (key.as_str().to_owned(), new.clone());
+        let rewrite = round % 2 == 0;
+        arm(
+            &old,
+            Box::new(move || {
+                if rewrite {
+                    write(&w, &format!("race:{id}"), &n);
+                } else {
+                    let key = make_cache_key(&k);
+                    assert!(w.invalidate(&k, &key.lock_key()).is_ok());
+                }
+                // The new bytes answered near (even rounds), or nothing (odd rounds).
+                wait_until("the reader's backend answers with what Redis holds", || {
+                    let hits = r.near_cache_hits();
+                    let read = Backend::get(&*r, &k).ok().flatten();
+                    if rewrite {
+                        read.is_some_and(|bytes| bytes.ends_with(n.as_bytes()))
+                            && r.near_cache_hits() > hits
+                    } else {
+                        read.is_none()
+                    }
+                });
+            }),
+        );
+        let first = raced(id).0;
+        assert!(hook_ran(), "the hook ran during the first call");
+        assert_eq!(first, old, "the call that read the old bytes");
+        let expected = if rewrite {
+            new.clone()
+        } else {
+            format!("computed {id}")
+        };
+        for _ in 0..50 {
+            assert_eq!(
+                raced(id).0,
+                expected,
+                "round {round}: a value kept from the old bytes was served after the change"
+            );
+        }
+        settle(reader, id, &expected);
+    }
+    assert_eq!(RACED_COMPUTED.load(Ordering::SeqCst), 5);
+}
+
+fn builds() {
+    eprintln!("scenario: two builds of one key (another version, another type)");
+    for round in 0..5 {
+        assert_eq!(build_v1(1), "v1 1", "round {round}");
+        for _ in 0..20 {
+            assert_eq!(build_v1(1), "v1 1");
+        }
+        assert_eq!(build_v1_bytes(1), b"bytes 1".to_vec(), "round {round}");
+        for _ in 0..20 {
+            assert_eq!(build_v1_bytes(1), b"bytes 1".to_vec());
+        }
+        assert_eq!(build_v2(1), "v2 1", "round {round}");
+        for _ in 0..20 {
+            assert_eq!(build_v2(1), "v2 1");
+        }
+    }
+    assert_eq!(V1_COMPUTED.load(Ordering::SeqCst), 5);
+    assert_eq!(V2_COMPUTED.load(Ordering::SeqCst), 5);
+    assert_eq!(BYTES_COMPUTED.load(Ordering::SeqCst), 5);
+}
+
+fn clock_and_paths() {
+    eprintln!("scenario: a kept value judged by the function's clock");
+    assert_eq!(clocked(1), "clocked 1 #1");
+    for _ in 0..20 {
+        assert_eq!(clocked(1), "clocked 1 #1");
+    }
+    // Past `expire + stale` on the function's clock (the near copy, timed on the
+    // system's, is still there): never served.
+    CLOCK_SECS.store(3 * 3600, Ordering::SeqCst);
+    assert_eq!(clocked(1), "clocked 1 #2", "a kept value past its TTL");
+    // Within `stale`: served stale once while refreshed inline, never as fresh.
+    CLOCK_SECS.store(0, Ordering::SeqCst);
+    let before = CLOCKED_COMPUTED.load(Ordering::SeqCst);
+    for _ in 0..20 {
+        let _ = clocked(2);
+    }
+    assert_eq!(CLOCKED_COMPUTED.load(Ordering::SeqCst), before + 1);
+    CLOCK_SECS.store(5400, Ordering::SeqCst);
+    let stale = clocked(2);
+    assert_eq!(
+        CLOCKED_COMPUTED.load(Ordering::SeqCst),
+        before + 2,
+        "a stale kept value triggers its refresh ({stale})"
+    );
+
+    eprintln!("scenario: cache_none = false and Result with keep_decoded");
+    assert_eq!(optional(1), None);
+    assert_eq!(optional(1), None);
+    assert_eq!(
+        OPTION_COMPUTED.load(Ordering::SeqCst),
+        2,
+        "None is not stored"
+    );
+    OPTION_NONE.store(0, Ordering::SeqCst);
+    let some = optional(1);
+    assert_eq!(some.as_deref(), Some("some 1 #3"));
+    for _ in 0..20 {
+        assert_eq!(optional(1), some);
+    }
+    assert_eq!(fallible(1), Err("err 1 #1".to_owned()));
+    assert_eq!(fallible(1), Err("err 1 #2".to_owned()));
+    RESULT_ERR.store(0, Ordering::SeqCst);
+    assert_eq!(fallible(1), Ok("ok 1 #3".to_owned()));
+    for _ in 0..20 {
+        assert_eq!(fallible(1), Ok("ok 1 #3".to_owned()));
+    }
+}
+
+fn bound(server: &RedisServer, writer: &Arc<RedisBackend>) {
+    eprintln!("scenario: many keys and kept values under a small bound");
+    // 16 shards of 2 KiB: a few entries each, kept values charged twice.
+    let small = connect(&server.url(), Some(NearCache::new().capacity(16 * 2048)));
+    set_shared_backend(Arc::clone(&small) as Arc<dyn CacheBackend>);
+    wait_until("tracking is on", || small.is_near_cache_live());
+    let threads: Vec<_> = (0..4_u32)
+        .map(|t| {
+            let writer = Arc::clone(writer);
+            std::thread::spawn(move || {
+                for round in 0..400_u32 {
+                    // 24 keys of seven sizes (the largest not kept decoded, the
+                    // largest not kept at all), revisited by every thread.
+                    let id = (round * 7 + t * 5) % 24;
+                    let size = [0, 1, 100, 500, 900, 1100, 2000][(id % 7) as usize];
+                    let (got_id, bytes) = sized(id, size);
+                    assert_eq!(got_id, id);
+                    assert_eq!(bytes.len(), size);
+                    if round % 50 == 0 {
+                        let key = make_cache_key(&format!("bound:{id}:{size}"));
+                        assert!(writer.invalidate(key.as_str(), &key.lock_key()).is_ok());
+                    }
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        assert!(thread.join().is_ok(), "a thread panicked");
+    }
+    assert!(small.near_cache_hits() > 0);
+}

@@ -1,0 +1,110 @@
+//! Review of `keep_decoded` on Redis Cluster: kept values on keys over every master
+//! follow writes by another process, and a killed invalidation connection of one master
+//! leaves no kept value served after a write it did not report.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cache_memoize::{
+    CacheBackend, MemoizeOptions, NearCache, RedisBackend, cache_memoize, make_cache_key, memoize,
+    set_shared_backend,
+};
+use cache_memoize_tests::server::RedisCluster;
+use cache_memoize_tests::wait_until;
+
+#[cache_memoize(key = "kc:{id}", expire = "1h", keep_decoded)]
+fn kept(id: u32) -> String {
+    format!("computed {id}")
+}
+
+fn connect(cluster: &RedisCluster, near: bool) -> Arc<RedisBackend> {
+    let builder = RedisBackend::builder(cluster.urls()).cluster();
+    let builder = if near {
+        builder.near_cache(NearCache::new())
+    } else {
+        builder
+    };
+    match builder.connect() {
+        Ok(backend) => Arc::new(backend),
+        Err(err) => panic!("cannot connect to the cluster: {err}"),
+    }
+}
+
+fn write(writer: &Arc<RedisBackend>, id: u32, value: &str) {
+    let opts = MemoizeOptions::new()
+        .backend(Arc::clone(writer) as Arc<dyn CacheBackend>)
+        .expire(Duration::from_secs(3600))
+        .force_overwrite(true);
+    let stored: String = memoize(&format!("kc:{id}"), &opts, || value.to_owned());
+    assert_eq!(stored, value);
+}
+
+/// Waits until `kept(id)` is answered near (twenty hits counted near in a row).
+fn until_near(reader: &Arc<RedisBackend>, id: u32, expected: &str) {
+    wait_until("hits are near", || {
+        let hits = reader.near_cache_hits();
+        for _ in 0..20 {
+            assert_eq!(kept(id), expected);
+        }
+        reader.near_cache_hits() >= hits + 20
+    });
+}
+
+fn tracking_client_on(cluster: &RedisCluster, index: usize) -> Option<String> {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(&mut cluster.connection(index))
+        .unwrap_or_default();
+    list.lines()
+        .find(|line| {
+            line.split(' ').any(|field| {
+                field
+                    .strip_prefix("flags=")
+                    .is_some_and(|f| f.contains('t'))
+            })
+        })
+        .and_then(|line| line.split(' ').find_map(|f| f.strip_prefix("id=")))
+        .map(str::to_owned)
+}
+
+#[test]
+fn on_a_cluster_kept_values_follow_writes_and_killed_links() {
+    let cluster = RedisCluster::start();
+    let (reader, writer) = (connect(&cluster, true), connect(&cluster, false));
+    set_shared_backend(Arc::clone(&reader) as Arc<dyn CacheBackend>);
+    wait_until("tracking is on", || reader.is_near_cache_live());
+    let owners: std::collections::BTreeSet<usize> = (0..12)
+        .map(|id| cluster.owner_of(make_cache_key(&format!("kc:{id}")).as_str()))
+        .collect();
+    assert_eq!(owners.len(), 3, "the keys cover every master");
+    for id in 0..12 {
+        write(&writer, id, "v1");
+        until_near(&reader, id, "v1");
+        write(&writer, id, "v2");
+        wait_until("the reader sees v2", || kept(id) == "v2");
+        for _ in 0..20 {
+            assert_eq!(kept(id), "v2", "never back to the kept v1");
+        }
+    }
+    for id in 0..6 {
+        let owner = cluster.owner_of(make_cache_key(&format!("kc:{id}")).as_str());
+        wait_until("tracking is on", || reader.is_near_cache_live());
+        write(&writer, id, "old");
+        wait_until("the reader sees old", || kept(id) == "old");
+        until_near(&reader, id, "old");
+        let Some(client) = tracking_client_on(&cluster, owner) else {
+            panic!("no client with tracking on at node {owner}");
+        };
+        let killed: Result<i64, _> = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("ID")
+            .arg(&client)
+            .query(&mut cluster.connection(owner));
+        assert_eq!(killed.ok(), Some(1));
+        write(&writer, id, "new");
+        wait_until("the reader sees the new value", || kept(id) == "new");
+        for _ in 0..20 {
+            assert_eq!(kept(id), "new", "never back to the kept value");
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! REVIEW FINDING (failed before the fix that gives `Backend::decoded` an `accept`
+//! predicate; counted 2): with `keep_decoded`, a read
+//! of a key whose kept value was read as another type, codec or version counts two
+//! near hits (`near_cache_hits()` and `cache_memoize_near_hits_total`): `Near::decoded`
+//! counted one when it handed the kept value out, before the caller found it was not
+//! its own, and the read of the bytes that followed counted another.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use cache_memoize::{CacheBackend, NearCache, RedisBackend, cache_memoize, set_shared_backend};
+use cache_memoize_tests::server::RedisServer;
+use cache_memoize_tests::wait_until;
+
+static V1_COMPUTED: AtomicUsize = AtomicUsize::new(0);
+static V2_COMPUTED: AtomicUsize = AtomicUsize::new(0);
+
+#[cache_memoize(key = "builds:{id}", expire = "1h", version = 1, keep_decoded)]
+fn build_v1(id: u32) -> String {
+    V1_COMPUTED.fetch_add(1, Ordering::SeqCst);
+    format!("v1 {id}")
+}
+
+#[cache_memoize(key = "builds:{id}", expire = "1h", version = 2, keep_decoded)]
+fn build_v2(id: u32) -> String {
+    V2_COMPUTED.fetch_add(1, Ordering::SeqCst);
+    format!("v2 {id}")
+}
+
+#[test]
+fn one_read_answered_near_is_one_near_hit_when_another_builds_value_is_kept() {
+    let server = RedisServer::start();
+    let reader = match RedisBackend::builder([server.url()])
+        .near_cache(NearCache::new())
+        .connect()
+    {
+        Ok(backend) => Arc::new(backend),
+        Err(err) => panic!("cannot connect: {err}"),
+    };
+    set_shared_backend(Arc::clone(&reader) as Arc<dyn CacheBackend>);
+    wait_until("tracking is on", || reader.is_near_cache_live());
+
+    assert_eq!(build_v1(2), "v1 2");
+    wait_until("near hits answer build_v1", || {
+        let hits = reader.near_cache_hits();
+        for _ in 0..20 {
+            assert_eq!(build_v1(2), "v1 2");
+        }
+        reader.near_cache_hits() >= hits + 20
+    });
+    let hits = reader.near_cache_hits();
+    // Another version reads the key once: the near copy answers once (its bytes are not
+    // this build's value, so it computes and stores its own).
+    assert_eq!(build_v2(2), "v2 2");
+    assert_eq!(V2_COMPUTED.load(Ordering::SeqCst), 1);
+    let counted = reader.near_cache_hits() - hits;
+    assert_eq!(
+        counted, 1,
+        "near_cache_hits counted {counted} for one read answered near (a miss for this build)"
+    );
+}
