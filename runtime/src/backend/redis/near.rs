@@ -115,6 +115,9 @@ pub(crate) struct Near {
     hasher: RandomState,
     prefixes: Vec<String>,
     invalidations: AtomicU64,
+    /// The wall clock and the coarse clock at the last heartbeat (see
+    /// [`Near::check_clocks`]).
+    clocks: Mutex<Option<(u64, Coarse)>>,
 }
 
 #[derive(Default)]
@@ -241,6 +244,7 @@ impl Near {
             hasher: RandomState::default(),
             prefixes: outermost(&settings.prefixes),
             invalidations: AtomicU64::new(0),
+            clocks: Mutex::default(),
         }
     }
 
@@ -407,6 +411,28 @@ impl Near {
         match keys {
             Some(keys) => keys.iter().for_each(|key| self.forget(key)),
             None => self.flush(),
+        }
+    }
+
+    /// At each heartbeat: if the wall clock ran ahead of the coarse clock since the
+    /// last one by more than [`MARGIN_MS`] (the machine was suspended, which stops the
+    /// coarse clock, or the wall clock was set forward), the copies' deadlines, kept on
+    /// the coarse clock, may be late: every copy goes.
+    pub(crate) fn check_clocks(&self) {
+        let coarse = now();
+        let wall = now_ms();
+        let mut clocks = self.clocks.lock().unwrap_or_else(PoisonError::into_inner);
+        let jumped = clocks.is_some_and(|(last_wall, last_coarse)| {
+            let coarse_ms = coarse.duration_since(last_coarse).as_millis();
+            wall.saturating_sub(last_wall) > coarse_ms.saturating_add(MARGIN_MS)
+        });
+        *clocks = Some((wall, coarse));
+        drop(clocks);
+        if jumped {
+            tracing::debug!(
+                "near cache: the wall clock ran ahead of the monotonic one (a suspend?); every copy dropped"
+            );
+            self.flush();
         }
     }
 
@@ -772,6 +798,30 @@ mod tests {
                 assert!(shard.used <= shard.capacity, "shard {index}");
             }
         }
+    }
+
+    #[test]
+    fn a_wall_clock_ahead_of_the_monotonic_one_drops_every_copy() {
+        let near = live();
+        near.offer("k", near.ticket("k"), &value(60_000));
+        near.check_clocks();
+        near.check_clocks();
+        assert!(near.get("k").is_some(), "clocks that agree change nothing");
+        // As after ten seconds of suspend: the wall clock moved, the coarse one did not.
+        let stamp = near.clocks.lock().map(|clocks| *clocks).ok().flatten();
+        let Some((wall, coarse)) = stamp else {
+            panic!("the clocks were read");
+        };
+        *near.clocks.lock().unwrap_or_else(PoisonError::into_inner) = Some((wall - 10_000, coarse));
+        near.check_clocks();
+        assert!(near.get("k").is_none(), "every copy dropped");
+        let before = near.ticket("j");
+        near.check_clocks();
+        near.offer("j", before, &value(60_000));
+        assert!(
+            near.get("j").is_some(),
+            "tickets after the flush keep their value"
+        );
     }
 
     #[test]

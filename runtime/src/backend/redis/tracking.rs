@@ -274,7 +274,7 @@ async fn heartbeat(
             Ok::<(), redis::RedisError>(())
         };
         match tokio::time::timeout(settings.response_timeout, check).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => near.upgrade()?.check_clocks(),
             Ok(Err(err)) => {
                 tracing::debug!(error = %err, "near cache: invalidation connection lost");
                 return Some(());
