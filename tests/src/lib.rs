@@ -107,6 +107,16 @@ pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
+/// Holds the process-wide backend registry for one scenario: the tests of one binary
+/// run in parallel, and a scenario that registers a backend and then relies on it
+/// (`invalidate`, say) must not see another test's registration come in between.
+pub fn registry_guard() -> std::sync::MutexGuard<'static, ()> {
+    static REGISTRY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    REGISTRY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A multi-threaded Tokio runtime for the async scenarios.
 ///
 /// # Panics

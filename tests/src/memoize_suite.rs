@@ -194,12 +194,11 @@ pub fn lock_timeout_with_value_present_returns_it(f: &Fixture) {
 pub fn previous_lock_expired_is_taken_over(f: &Fixture) {
     let key = f.key("stale");
     let lock_key = cache_memoize::make_cache_key(&key).lock_key();
-    assert!(matches!(
-        f.probe
-            .inner()
-            .add(&lock_key, b"dead-holder", Duration::from_millis(20)),
-        Ok(true)
-    ));
+    let planted = f
+        .probe
+        .inner()
+        .add(&lock_key, b"dead-holder", Duration::from_millis(20));
+    assert!(matches!(planted, Ok(true)), "{planted:?}");
     let runs = Counter::default();
     assert_eq!(memoize(&key, &f.locked(), runs.compute("fresh")), "fresh");
     assert_eq!(runs.runs(), 1);
@@ -341,8 +340,10 @@ pub fn unlocked_miss_computes_and_stores(f: &Fixture) {
 
 /// `invalidate` removes the value from the registered backend.
 pub fn invalidate_removes_the_value(f: &Fixture) {
-    // The registry is process-wide: register this fixture's backend for this call only
-    // in effect, since every scenario uses its own keys.
+    // The registry is process-wide, and this scenario runs on several fixtures of one
+    // test binary at once: hold the registry until `invalidate` has used it, or another
+    // fixture's registration can come in between and take the invalidation elsewhere.
+    let _registry = crate::registry_guard();
     set_shared_backend(f.backend());
     let key = f.key("invalidate");
     assert_eq!(memoize(&key, &f.opts(), || 1_u8), 1);

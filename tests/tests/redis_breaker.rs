@@ -266,6 +266,10 @@ fn every_call_on_a_stalled_server_returns_within_the_response_timeout_plus_300ms
 }
 
 /// Runs `future` on this thread without a Tokio runtime, parking between polls.
+///
+/// # Panics
+/// If the future is still pending after a minute (a wake-up that never comes would
+/// hang the test).
 fn block_on<F: Future>(future: F) -> F::Output {
     struct Unpark(Thread);
     impl Wake for Unpark {
@@ -276,10 +280,17 @@ fn block_on<F: Future>(future: F) -> F::Output {
     let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
     let mut context = Context::from_waker(&waker);
     let mut future = pin!(future);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         match future.as_mut().poll(&mut context) {
             Poll::Ready(output) => return output,
-            Poll::Pending => std::thread::park(),
+            Poll::Pending => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the future is still pending after a minute"
+                );
+                std::thread::park_timeout(Duration::from_secs(1));
+            }
         }
     }
 }

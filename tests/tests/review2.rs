@@ -205,7 +205,8 @@ impl ImmediateBackend for StallsAfterHeld {}
 /// it (a stalled server: a response timeout later) was followed by a pause and another
 /// whole attempt, then the read before computing: with a 50 ms timeout and requests
 /// failing after 300 ms, three stalled requests instead of two. The timeout is judged
-/// when the attempt failed.
+/// when the attempt failed. (Here the timeout is 200 ms: with 50 ms, a thread paused for
+/// 50 ms before its second attempt, as on a loaded machine, would make none.)
 #[test]
 fn a_waiter_riding_out_errors_makes_no_attempt_past_its_timeout() {
     let backend = Arc::new(StallsAfterHeld {
@@ -217,7 +218,9 @@ fn a_waiter_riding_out_errors_makes_no_attempt_past_its_timeout() {
         .backend(Arc::clone(&backend) as Arc<dyn CacheBackend>)
         .expire(Duration::from_secs(60))
         .lock(LockOptions {
-            timeout: Some(Duration::from_millis(50)),
+            // Well below the stall, so the failing attempt ends past it; well above
+            // the 1 ms retry, so a loaded machine still begins that attempt within it.
+            timeout: Some(STALL * 2 / 3),
             retry: Duration::from_millis(1),
             ..LockOptions::default()
         });
