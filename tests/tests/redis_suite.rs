@@ -2,21 +2,35 @@
 //! three-master cluster running every scenario in turn.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use cache_memoize::RedisBackend;
 use cache_memoize_tests::Fixture;
 use cache_memoize_tests::server::{RedisCluster, RedisServer};
 
+/// The fixtures' response timeout: the suite checks behaviour, not speed, and a reply
+/// that a loaded machine delays past the default second would make a call fail open
+/// (compute without the cache), as it should, and the scenario fail. The fault tests
+/// (`redis_faults.rs`, `redis_breaker.rs`) test the timeouts themselves.
+const PATIENT: Duration = Duration::from_secs(10);
+
 fn on_private_server() -> Fixture {
     let server = RedisServer::start();
-    match RedisBackend::connect(&server.url()) {
+    match RedisBackend::builder([server.url()])
+        .response_timeout(PATIENT)
+        .connect()
+    {
         Ok(backend) => Fixture::new(Arc::new(backend)).keeping(server),
         Err(err) => panic!("cannot connect to the test server: {err}"),
     }
 }
 
 fn on_cluster(cluster: &RedisCluster) -> Fixture {
-    match RedisBackend::builder(cluster.urls()).cluster().connect() {
+    match RedisBackend::builder(cluster.urls())
+        .cluster()
+        .response_timeout(PATIENT)
+        .connect()
+    {
         Ok(backend) => Fixture::new(Arc::new(backend)),
         Err(err) => panic!("cannot connect to the test cluster: {err}"),
     }
@@ -39,9 +53,12 @@ mod near_cache {
     use cache_memoize_tests::server::{RedisCluster, RedisServer};
     use cache_memoize_tests::{Fixture, wait_until};
 
+    use super::PATIENT;
+
     fn on_private_server_with_a_near_cache() -> Fixture {
         let server = RedisServer::start();
         let connected = RedisBackend::builder([server.url()])
+            .response_timeout(PATIENT)
             .near_cache(NearCache::new())
             .connect();
         match connected {
@@ -56,6 +73,7 @@ mod near_cache {
     fn on_cluster_with_a_near_cache(cluster: &RedisCluster) -> Fixture {
         let connected = RedisBackend::builder(cluster.urls())
             .cluster()
+            .response_timeout(PATIENT)
             .near_cache(NearCache::new())
             .connect();
         match connected {
