@@ -694,3 +694,39 @@ fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Kills the client with tracking on (a near cache's invalidation connection) on the
+/// server `conn` talks to.
+///
+/// # Panics
+/// If there is none, or the server does not kill it.
+pub fn kill_tracking_client(conn: &mut redis::Connection) {
+    let Some(id) = tracking_client(conn) else {
+        panic!("no client with tracking on");
+    };
+    let killed: redis::RedisResult<i64> = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(&id)
+        .query(conn);
+    assert_eq!(killed.ok(), Some(1), "the tracking client {id} is killed");
+}
+
+/// The id of the client with tracking on (a near cache's invalidation connection) on
+/// the server `conn` talks to, read from `CLIENT LIST`.
+pub fn tracking_client(conn: &mut redis::Connection) -> Option<String> {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(conn)
+        .unwrap_or_default();
+    list.lines()
+        .find(|line| {
+            line.split(' ').any(|field| {
+                field
+                    .strip_prefix("flags=")
+                    .is_some_and(|f| f.contains('t'))
+            })
+        })
+        .and_then(|line| line.split(' ').find_map(|f| f.strip_prefix("id=")))
+        .map(str::to_owned)
+}

@@ -11,7 +11,7 @@ use cache_memoize::{
     Backend, CacheBackend, MemoizeOptions, NearCache, RedisBackend, make_cache_key, memoize,
 };
 use cache_memoize_tests::proxy::CountingProxy;
-use cache_memoize_tests::server::{RedisCluster, RedisServer};
+use cache_memoize_tests::server::{RedisCluster, RedisServer, kill_tracking_client};
 use cache_memoize_tests::{runtime, wait_until};
 
 fn near(url: &str) -> Arc<RedisBackend> {
@@ -139,24 +139,6 @@ fn an_invalidation_from_another_backend_reaches_the_near_copy() {
     });
 }
 
-/// The id of the server's client that has tracking on (the near cache's connection).
-fn tracking_client(server: &RedisServer) -> Option<String> {
-    let list: String = redis::cmd("CLIENT")
-        .arg("LIST")
-        .query(&mut server.connection())
-        .unwrap_or_default();
-    list.lines()
-        .find(|line| {
-            line.split(' ').any(|field| {
-                field
-                    .strip_prefix("flags=")
-                    .is_some_and(|f| f.contains('t'))
-            })
-        })
-        .and_then(|line| line.split(' ').find_map(|f| f.strip_prefix("id=")))
-        .map(str::to_owned)
-}
-
 #[test]
 fn a_killed_invalidation_connection_leaves_no_stale_copy() {
     let server = RedisServer::start();
@@ -166,15 +148,7 @@ fn a_killed_invalidation_connection_leaves_no_stale_copy() {
         wait_until("tracking is on", || reader.is_near_cache_live());
         write(&writer, "near:killed", &old);
         until_served_near(&reader, "near:killed", &old);
-        let Some(id) = tracking_client(&server) else {
-            panic!("no client with tracking on");
-        };
-        let killed: Result<i64, _> = redis::cmd("CLIENT")
-            .arg("KILL")
-            .arg("ID")
-            .arg(&id)
-            .query(&mut server.connection());
-        assert_eq!(killed.ok(), Some(1));
+        kill_tracking_client(&mut server.connection());
         // The invalidation of this write is never sent to the reader.
         write(&writer, "near:killed", &new);
         wait_until("the reader sees the new value", || {
@@ -273,24 +247,6 @@ fn plain_on_cluster(cluster: &RedisCluster) -> Arc<RedisBackend> {
     }
 }
 
-/// The id of the client with tracking on at node `index` of `cluster`.
-fn tracking_client_on(cluster: &RedisCluster, index: usize) -> Option<String> {
-    let list: String = redis::cmd("CLIENT")
-        .arg("LIST")
-        .query(&mut cluster.connection(index))
-        .unwrap_or_default();
-    list.lines()
-        .find(|line| {
-            line.split(' ').any(|field| {
-                field
-                    .strip_prefix("flags=")
-                    .is_some_and(|f| f.contains('t'))
-            })
-        })
-        .and_then(|line| line.split(' ').find_map(|f| f.strip_prefix("id=")))
-        .map(str::to_owned)
-}
-
 #[test]
 fn on_a_cluster_writes_on_every_master_reach_the_near_copies() {
     let cluster = RedisCluster::start();
@@ -323,15 +279,7 @@ fn on_a_cluster_a_killed_invalidation_connection_leaves_no_stale_copy() {
         wait_until("tracking is on", || reader.is_near_cache_live());
         write(&writer, &key, "old");
         until_served_near(&reader, &key, "old");
-        let Some(id) = tracking_client_on(&cluster, owner) else {
-            panic!("no client with tracking on at node {owner}");
-        };
-        let killed: Result<i64, _> = redis::cmd("CLIENT")
-            .arg("KILL")
-            .arg("ID")
-            .arg(&id)
-            .query(&mut cluster.connection(owner));
-        assert_eq!(killed.ok(), Some(1));
+        kill_tracking_client(&mut cluster.connection(owner));
         write(&writer, &key, "new");
         wait_until("the reader sees the new value", || {
             read(&reader, &key) == "new"

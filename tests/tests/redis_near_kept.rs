@@ -14,7 +14,7 @@ use cache_memoize::{
     Backend, CacheBackend, MemoizeOptions, NearCache, RedisBackend, cache_memoize, make_cache_key,
     memoize, set_shared_backend,
 };
-use cache_memoize_tests::server::RedisServer;
+use cache_memoize_tests::server::{RedisServer, kill_tracking_client};
 use cache_memoize_tests::{runtime, wait_until};
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -81,24 +81,6 @@ fn until_kept(reader: &Arc<RedisBackend>, id: u32, expected: &str) {
     });
 }
 
-/// The id of the server's client that has tracking on (the near cache's connection).
-fn tracking_client(server: &RedisServer) -> Option<String> {
-    let list: String = redis::cmd("CLIENT")
-        .arg("LIST")
-        .query(&mut server.connection())
-        .unwrap_or_default();
-    list.lines()
-        .find(|line| {
-            line.split(' ').any(|field| {
-                field
-                    .strip_prefix("flags=")
-                    .is_some_and(|f| f.contains('t'))
-            })
-        })
-        .and_then(|line| line.split(' ').find_map(|f| f.strip_prefix("id=")))
-        .map(str::to_owned)
-}
-
 #[test]
 fn kept_values_are_cloned_on_near_hits_and_as_coherent_as_the_near_copy() {
     let server = RedisServer::start();
@@ -146,15 +128,7 @@ fn kept_values_are_cloned_on_near_hits_and_as_coherent_as_the_near_copy() {
         write(&writer, 1, &old);
         wait_until("the reader sees the written value", || report(1).0 == old);
         until_kept(&reader, 1, &old);
-        let Some(id) = tracking_client(&server) else {
-            panic!("no client with tracking on");
-        };
-        let killed: Result<i64, _> = redis::cmd("CLIENT")
-            .arg("KILL")
-            .arg("ID")
-            .arg(&id)
-            .query(&mut server.connection());
-        assert_eq!(killed.ok(), Some(1));
+        kill_tracking_client(&mut server.connection());
         // The invalidation of this write is never sent to the reader.
         let new = format!("after the kill {round}");
         write(&writer, 1, &new);

@@ -9,7 +9,7 @@ use cache_memoize::{
     CacheBackend, MemoizeOptions, NearCache, RedisBackend, cache_memoize, make_cache_key, memoize,
     set_shared_backend,
 };
-use cache_memoize_tests::server::RedisCluster;
+use cache_memoize_tests::server::{RedisCluster, kill_tracking_client};
 use cache_memoize_tests::wait_until;
 
 #[cache_memoize(key = "kc:{id}", expire = "1h", keep_decoded)]
@@ -50,23 +50,6 @@ fn until_near(reader: &Arc<RedisBackend>, id: u32, expected: &str) {
     });
 }
 
-fn tracking_client_on(cluster: &RedisCluster, index: usize) -> Option<String> {
-    let list: String = redis::cmd("CLIENT")
-        .arg("LIST")
-        .query(&mut cluster.connection(index))
-        .unwrap_or_default();
-    list.lines()
-        .find(|line| {
-            line.split(' ').any(|field| {
-                field
-                    .strip_prefix("flags=")
-                    .is_some_and(|f| f.contains('t'))
-            })
-        })
-        .and_then(|line| line.split(' ').find_map(|f| f.strip_prefix("id=")))
-        .map(str::to_owned)
-}
-
 #[test]
 fn on_a_cluster_kept_values_follow_writes_and_killed_links() {
     let cluster = RedisCluster::start();
@@ -92,15 +75,7 @@ fn on_a_cluster_kept_values_follow_writes_and_killed_links() {
         write(&writer, id, "old");
         wait_until("the reader sees old", || kept(id) == "old");
         until_near(&reader, id, "old");
-        let Some(client) = tracking_client_on(&cluster, owner) else {
-            panic!("no client with tracking on at node {owner}");
-        };
-        let killed: Result<i64, _> = redis::cmd("CLIENT")
-            .arg("KILL")
-            .arg("ID")
-            .arg(&client)
-            .query(&mut cluster.connection(owner));
-        assert_eq!(killed.ok(), Some(1));
+        kill_tracking_client(&mut cluster.connection(owner));
         write(&writer, id, "new");
         wait_until("the reader sees the new value", || kept(id) == "new");
         for _ in 0..20 {

@@ -265,23 +265,7 @@ impl Near {
 
     /// The near copy of `key`, while tracking is live and the copy is fresh.
     pub(crate) fn get(&self, key: &str) -> Option<Vec<u8>> {
-        if !self.live.load(Ordering::Acquire) {
-            return None;
-        }
-        let (shard, _) = self.place(key.as_bytes());
-        let mut shard = self.shard(shard);
-        let entry = shard.entries.get(key)?;
-        if entry.until <= now() {
-            shard.remove(key);
-            return None;
-        }
-        let value = entry.value.clone();
-        shard.hits += 1;
-        drop(shard);
-        // Beside `cache_memoize_calls_total{outcome="hit"}`, which counts these too.
-        #[cfg(feature = "metrics")]
-        metrics::counter!("cache_memoize_near_hits_total").increment(1);
-        Some(value)
+        self.serve(key, |entry| Some(entry.value.clone()))
     }
 
     /// The decoded value kept beside the near copy of `key`, when the copy would be
@@ -291,6 +275,15 @@ impl Near {
         key: &str,
         accept: &dyn Fn(&KeptValue) -> bool,
     ) -> Option<DecodedValue> {
+        self.serve(key, |entry| {
+            let decoded = entry.decoded.as_ref()?;
+            accept(&**decoded).then(|| DecodedValue::clone(decoded))
+        })
+    }
+
+    /// What `pick` takes from the entry of `key`, while tracking is live and the copy
+    /// is fresh; counted as a near hit when it takes something.
+    fn serve<R>(&self, key: &str, pick: impl FnOnce(&Entry) -> Option<R>) -> Option<R> {
         if !self.live.load(Ordering::Acquire) {
             return None;
         }
@@ -301,16 +294,13 @@ impl Near {
             shard.remove(key);
             return None;
         }
-        let decoded = entry.decoded.as_ref()?;
-        if !accept(&**decoded) {
-            return None;
-        }
-        let decoded = DecodedValue::clone(decoded);
+        let served = pick(entry)?;
         shard.hits += 1;
         drop(shard);
+        // Beside `cache_memoize_calls_total{outcome="hit"}`, which counts these too.
         #[cfg(feature = "metrics")]
         metrics::counter!("cache_memoize_near_hits_total").increment(1);
-        Some(decoded)
+        Some(served)
     }
 
     /// Keeps what `make` builds beside the near copy of `key`, if that copy is `bytes`
