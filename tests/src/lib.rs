@@ -10,6 +10,7 @@ pub mod iter_suite;
 pub mod keys_suite;
 pub mod lock_suite;
 pub mod memoize_suite;
+pub mod near;
 pub mod probe;
 pub mod proxy;
 pub mod server;

@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use cache_memoize::{
     Backend, CacheBackend, MemoizeOptions, NearCache, RedisBackend, cache_memoize, make_cache_key,
-    memoize, set_shared_backend,
+    memoize,
 };
 use cache_memoize_tests::server::{RedisServer, kill_tracking_client};
-use cache_memoize_tests::{runtime, wait_until};
+use cache_memoize_tests::{near, runtime, wait_until};
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// How many `Counted` values were decoded in this process.
@@ -46,19 +46,6 @@ async fn report_async(id: u32) -> Counted {
     Counted(format!("computed {id}"))
 }
 
-fn connect(url: &str, near: bool) -> Arc<RedisBackend> {
-    let builder = RedisBackend::builder([url]);
-    let builder = if near {
-        builder.near_cache(NearCache::new())
-    } else {
-        builder
-    };
-    match builder.connect() {
-        Ok(backend) => Arc::new(backend),
-        Err(err) => panic!("cannot connect: {err}"),
-    }
-}
-
 /// Stores `value` as `report(id)`'s through `writer` (another process), overwriting.
 fn write(writer: &Arc<RedisBackend>, id: u32, value: &str) {
     let opts = MemoizeOptions::new()
@@ -84,10 +71,8 @@ fn until_kept(reader: &Arc<RedisBackend>, id: u32, expected: &str) {
 #[test]
 fn kept_values_are_cloned_on_near_hits_and_as_coherent_as_the_near_copy() {
     let server = RedisServer::start();
-    let reader = connect(&server.url(), true);
-    let writer = connect(&server.url(), false);
-    set_shared_backend(Arc::clone(&reader) as Arc<dyn CacheBackend>);
-    wait_until("tracking is on", || reader.is_near_cache_live());
+    let reader = near::register_near(vec![server.url()], false, NearCache::new());
+    let writer = near::connect(vec![server.url()], false, None);
 
     eprintln!("scenario: hits clone one decoded value");
     assert_eq!(report(1).0, "computed 1");

@@ -12,10 +12,10 @@ use std::time::{Duration, SystemTime};
 
 use cache_memoize::{
     Backend, CacheBackend, Clock, MemoizeOptions, NearCache, RedisBackend, cache_memoize,
-    make_cache_key, memoize, set_shared_backend,
+    make_cache_key, memoize,
 };
 use cache_memoize_tests::server::RedisServer;
-use cache_memoize_tests::wait_until;
+use cache_memoize_tests::{near, wait_until};
 use serde::{Deserialize, Deserializer, Serialize};
 
 type Hook = Box<dyn FnOnce() + Send>;
@@ -141,18 +141,6 @@ fn sized(id: u32, size: usize) -> (u32, Vec<u8>) {
     (id, vec![id as u8; size])
 }
 
-fn connect(url: &str, near: Option<NearCache>) -> Arc<RedisBackend> {
-    let builder = RedisBackend::builder([url]);
-    let builder = match near {
-        Some(near) => builder.near_cache(near),
-        None => builder,
-    };
-    match builder.connect() {
-        Ok(backend) => Arc::new(backend),
-        Err(err) => panic!("cannot connect: {err}"),
-    }
-}
-
 /// Stores `value` under `key` through `writer` (another process), overwriting.
 fn write(writer: &Arc<RedisBackend>, key: &str, value: &str) {
     let opts = MemoizeOptions::new()
@@ -177,10 +165,8 @@ fn settle(reader: &Arc<RedisBackend>, id: u32, expected: &str) {
 #[test]
 fn review_keep_decoded_races_freshness_builds_and_bound() {
     let server = RedisServer::start();
-    let reader = connect(&server.url(), Some(NearCache::new()));
-    let writer = connect(&server.url(), None);
-    set_shared_backend(Arc::clone(&reader) as Arc<dyn CacheBackend>);
-    wait_until("tracking is on", || reader.is_near_cache_live());
+    let reader = near::register_near(vec![server.url()], false, NearCache::new());
+    let writer = near::connect(vec![server.url()], false, None);
 
     races(&reader, &writer);
     builds();
@@ -319,9 +305,11 @@ fn clock_and_paths() {
 fn bound(server: &RedisServer, writer: &Arc<RedisBackend>) {
     eprintln!("scenario: many keys and kept values under a small bound");
     // 16 shards of 2 KiB: a few entries each, kept values charged twice.
-    let small = connect(&server.url(), Some(NearCache::new().capacity(16 * 2048)));
-    set_shared_backend(Arc::clone(&small) as Arc<dyn CacheBackend>);
-    wait_until("tracking is on", || small.is_near_cache_live());
+    let small = near::register_near(
+        vec![server.url()],
+        false,
+        NearCache::new().capacity(16 * 2048),
+    );
     let threads: Vec<_> = (0..4_u32)
         .map(|t| {
             let writer = Arc::clone(writer);

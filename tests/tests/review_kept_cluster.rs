@@ -7,27 +7,13 @@ use std::time::Duration;
 
 use cache_memoize::{
     CacheBackend, MemoizeOptions, NearCache, RedisBackend, cache_memoize, make_cache_key, memoize,
-    set_shared_backend,
 };
 use cache_memoize_tests::server::{RedisCluster, kill_tracking_client};
-use cache_memoize_tests::wait_until;
+use cache_memoize_tests::{near, wait_until};
 
 #[cache_memoize(key = "kc:{id}", expire = "1h", keep_decoded)]
 fn kept(id: u32) -> String {
     format!("computed {id}")
-}
-
-fn connect(cluster: &RedisCluster, near: bool) -> Arc<RedisBackend> {
-    let builder = RedisBackend::builder(cluster.urls()).cluster();
-    let builder = if near {
-        builder.near_cache(NearCache::new())
-    } else {
-        builder
-    };
-    match builder.connect() {
-        Ok(backend) => Arc::new(backend),
-        Err(err) => panic!("cannot connect to the cluster: {err}"),
-    }
 }
 
 fn write(writer: &Arc<RedisBackend>, id: u32, value: &str) {
@@ -53,9 +39,8 @@ fn until_near(reader: &Arc<RedisBackend>, id: u32, expected: &str) {
 #[test]
 fn on_a_cluster_kept_values_follow_writes_and_killed_links() {
     let cluster = RedisCluster::start();
-    let (reader, writer) = (connect(&cluster, true), connect(&cluster, false));
-    set_shared_backend(Arc::clone(&reader) as Arc<dyn CacheBackend>);
-    wait_until("tracking is on", || reader.is_near_cache_live());
+    let reader = near::register_near(cluster.urls(), true, NearCache::new());
+    let writer = near::connect(cluster.urls(), true, None);
     let owners: std::collections::BTreeSet<usize> = (0..12)
         .map(|id| cluster.owner_of(make_cache_key(&format!("kc:{id}")).as_str()))
         .collect();

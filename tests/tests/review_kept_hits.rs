@@ -5,12 +5,11 @@
 //! counted one when it handed the kept value out, before the caller found it was not
 //! its own, and the read of the bytes that followed counted another.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use cache_memoize::{CacheBackend, NearCache, RedisBackend, cache_memoize, set_shared_backend};
+use cache_memoize::{NearCache, cache_memoize};
 use cache_memoize_tests::server::RedisServer;
-use cache_memoize_tests::wait_until;
+use cache_memoize_tests::{near, wait_until};
 
 static V1_COMPUTED: AtomicUsize = AtomicUsize::new(0);
 static V2_COMPUTED: AtomicUsize = AtomicUsize::new(0);
@@ -30,15 +29,7 @@ fn build_v2(id: u32) -> String {
 #[test]
 fn one_read_answered_near_is_one_near_hit_when_another_builds_value_is_kept() {
     let server = RedisServer::start();
-    let reader = match RedisBackend::builder([server.url()])
-        .near_cache(NearCache::new())
-        .connect()
-    {
-        Ok(backend) => Arc::new(backend),
-        Err(err) => panic!("cannot connect: {err}"),
-    };
-    set_shared_backend(Arc::clone(&reader) as Arc<dyn CacheBackend>);
-    wait_until("tracking is on", || reader.is_near_cache_live());
+    let reader = near::register_near(vec![server.url()], false, NearCache::new());
 
     assert_eq!(build_v1(2), "v1 2");
     wait_until("near hits answer build_v1", || {

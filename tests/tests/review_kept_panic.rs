@@ -3,12 +3,11 @@
 //! the panic; the near cache goes on serving the right value afterwards.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use cache_memoize::{CacheBackend, NearCache, RedisBackend, cache_memoize, set_shared_backend};
+use cache_memoize::{NearCache, cache_memoize};
+use cache_memoize_tests::near;
 use cache_memoize_tests::server::RedisServer;
-use cache_memoize_tests::wait_until;
 use serde::{Deserialize, Serialize};
 
 static PANIC_ON_CLONE: AtomicBool = AtomicBool::new(false);
@@ -39,15 +38,7 @@ fn panics(id: u32) -> bool {
 #[test]
 fn a_panicking_clone_leaves_the_near_cache_serving_the_right_value() {
     let server = RedisServer::start();
-    let reader = match RedisBackend::builder([server.url()])
-        .near_cache(NearCache::new())
-        .connect()
-    {
-        Ok(backend) => Arc::new(backend),
-        Err(err) => panic!("cannot connect: {err}"),
-    };
-    set_shared_backend(Arc::clone(&reader) as Arc<dyn CacheBackend>);
-    wait_until("tracking is on", || reader.is_near_cache_live());
+    let reader = near::register_near(vec![server.url()], false, NearCache::new());
 
     for id in 0..20 {
         let first = fragile(id);

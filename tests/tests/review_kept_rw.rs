@@ -7,11 +7,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use cache_memoize::{
-    CacheBackend, NearCache, RedisBackend, cache_memoize, refresh, set_shared_backend,
-};
+use cache_memoize::{NearCache, cache_memoize, refresh};
 use cache_memoize_tests::server::RedisServer;
-use cache_memoize_tests::wait_until;
+use cache_memoize_tests::{near, wait_until};
 
 static RUNS: AtomicUsize = AtomicUsize::new(0);
 
@@ -23,15 +21,7 @@ fn versioned(id: u32) -> (u32, usize) {
 #[test]
 fn own_refreshes_and_invalidations_are_read_back_through_kept_values() {
     let server = RedisServer::start();
-    let reader = match RedisBackend::builder([server.url()])
-        .near_cache(NearCache::new())
-        .connect()
-    {
-        Ok(backend) => Arc::new(backend),
-        Err(err) => panic!("cannot connect: {err}"),
-    };
-    set_shared_backend(Arc::clone(&reader) as Arc<dyn CacheBackend>);
-    wait_until("tracking is on", || reader.is_near_cache_live());
+    let reader = near::register_near(vec![server.url()], false, NearCache::new());
 
     let first = versioned(1);
     wait_until("hits are near", || {
