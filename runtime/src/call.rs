@@ -12,6 +12,7 @@ use crate::backend::CacheBackend;
 use crate::codec::{self, Stamp};
 use crate::kept::Share;
 use crate::key::{self, CacheKey};
+use crate::lock::LockOptions;
 use crate::observe;
 use crate::options::{MemoizeOptions, Refresh, Wait};
 use crate::registry;
@@ -24,6 +25,10 @@ pub(crate) struct Call<'a> {
     pub(crate) opts: &'a MemoizeOptions,
     pub(crate) backend: BackendRef<'a>,
     pub(crate) refresh: Refresh,
+    /// Whether the computation's `Err` is a value not to cache (a `None` under
+    /// `cache_none = false`) rather than a failure: it replaces the stored value with
+    /// the mark of an absent one, so that the stale or older value is not served again.
+    pub(crate) absent: bool,
 }
 
 impl Drop for Call<'_> {
@@ -86,7 +91,15 @@ impl<'a> Call<'a> {
             opts,
             backend: BackendRef::of(opts),
             refresh,
+            absent: false,
         }
+    }
+
+    /// This call, with its computation's `Err` taken as a value not to cache (see
+    /// [`absent`](Self::absent)).
+    pub(crate) fn removing_absent(mut self, absent: bool) -> Self {
+        self.absent = absent;
+        self
     }
 
     /// The call that refreshes this one's stale value.
@@ -96,6 +109,7 @@ impl<'a> Call<'a> {
             opts: self.opts,
             backend: BackendRef::Registered(self.backend.to_arc()),
             refresh: Refresh::Revalidate,
+            absent: self.absent,
         }
     }
 
@@ -147,11 +161,7 @@ impl<'a> Call<'a> {
         };
         let policy = Policy {
             refresh: self.refresh,
-            lock: self.opts.lock.map(|lock| LockPolicy {
-                wait: Wait::of(&lock),
-                retry: lock.retry,
-                expire: lock.expire,
-            }),
+            lock: self.lock_policy(),
             coalesce: coalesce && self.refresh == Refresh::IfMissing,
             freshness,
             now_ms,
@@ -165,12 +175,39 @@ impl<'a> Call<'a> {
         Machine::new(policy, decoder, None)
     }
 
-    /// Encodes a value computed in `took`, stamped with when it stops being fresh;
-    /// returns it with the TTL to store it for (`expire + stale`, both shortened by
-    /// the same random fraction when `jitter` is set).
+    /// How this call waits for the key's lock. A forced refresh always waits for a held
+    /// lock (without `lock`, or with `blocking = false`, at most the lock's expiry): it
+    /// must store its value after the holder's, never compute it only to return it
+    /// while the holder's older value lands.
+    fn lock_policy(&self) -> Option<LockPolicy> {
+        let policy = |lock: LockOptions, wait| LockPolicy {
+            wait,
+            retry: lock.retry,
+            expire: lock.expire,
+        };
+        match (self.opts.lock, self.refresh) {
+            (lock, Refresh::Forced) => {
+                let lock = lock.unwrap_or_default();
+                let wait = match Wait::of(&lock) {
+                    Wait::Never => Wait::For(lock.expire),
+                    wait => wait,
+                };
+                Some(policy(lock, wait))
+            }
+            (Some(lock), Refresh::IfMissing | Refresh::Revalidate) => {
+                Some(policy(lock, Wait::of(&lock)))
+            }
+            (None, Refresh::IfMissing | Refresh::Revalidate) => None,
+        }
+    }
+
+    /// Encodes a value computed in `took` (`None`: the mark of an absent value),
+    /// stamped with when it stops being fresh; returns it with the TTL to store it for
+    /// (`expire + stale`, both shortened by the same random fraction when `jitter` is
+    /// set).
     pub(crate) fn encode<T: Serialize>(
         &self,
-        value: &T,
+        value: Option<&T>,
         took: Duration,
     ) -> Option<(Vec<u8>, Duration)> {
         let freshness = self.opts.freshness;
@@ -185,10 +222,20 @@ impl<'a> Call<'a> {
             fresh_until_ms: self.opts.now_ms().saturating_add(millis(fresh)),
             compute_ms: u32::try_from(took.as_millis()).unwrap_or(u32::MAX),
         };
-        codec::encode_with(self.opts.codec, value, self.opts.version, stamp)
-            .inspect_err(|err| tracing::warn!(key = %self.key, error = %err, "cannot encode the value; not stored"))
+        match value {
+            Some(value) => codec::encode_with(self.opts.codec, value, self.opts.version, stamp),
+            None => codec::encode_absent(self.opts.codec, self.opts.version, stamp),
+        }
+        .inspect_err(|err| tracing::warn!(key = %self.key, error = %err, "cannot encode the value; not stored"))
             .ok()
             .map(|bytes| (bytes, ttl))
+    }
+
+    /// Whether a value with `stamp` may still be served now (within `expire + stale`),
+    /// judged again after an inline refresh that did not replace it.
+    pub(crate) fn servable(&self, stamp: Stamp) -> bool {
+        let stale_ms = millis(self.opts.freshness.stale);
+        crate::sequence::servable(stamp, stale_ms, self.opts.now_ms())
     }
 
     /// Reports what the sequence noted.
@@ -206,6 +253,13 @@ impl<'a> Call<'a> {
                     key,
                     &err,
                     "cache backend failed; computing without it",
+                );
+            }
+            Some(Note::LockTimeout { waited }) if self.refresh == Refresh::Forced => {
+                tracing::warn!(
+                    %key,
+                    ?waited,
+                    "a forced refresh timed out waiting for the lock: its value is returned but not stored"
                 );
             }
             Some(Note::LockTimeout { waited }) => tracing::warn!(

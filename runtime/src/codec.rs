@@ -143,6 +143,18 @@ pub(crate) fn encode_with<T: Serialize>(
     Ok(out)
 }
 
+/// What a computation that returned a value not to cache (a `None` under
+/// `cache_none = false`) stores in the value's place, under the key's lock: a value of
+/// this type reads as a miss to every reader of the key (another type), and takes its
+/// place in the key's order of writes, so no older value stays served.
+#[derive(Serialize)]
+struct Absent;
+
+/// Encodes the mark of an absent value (see [`Absent`]).
+pub(crate) fn encode_absent(codec: Codec, version: u32, stamp: Stamp) -> Result<Vec<u8>, BoxError> {
+    encode_with(codec, &Absent, version, stamp)
+}
+
 /// Decodes a value written by [`encode_with`] for the same codec, `T` and `version`,
 /// with its stamp; `None` (logged at debug) for anything else.
 pub(crate) fn decode_with<T: DeserializeOwned>(

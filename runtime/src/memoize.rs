@@ -18,7 +18,7 @@ use crate::key::make_cache_key;
 use crate::options::{MemoizeOptions, Refresh};
 use crate::refresh::take_forced;
 use crate::registry;
-use crate::revalidate;
+use crate::revalidate::{self, Settled};
 use crate::sequence::{Driver, Lookup};
 
 /// Returns the value memoized at `key`, computing and storing it on a miss.
@@ -57,21 +57,24 @@ where
     T: Serialize + DeserializeOwned,
     F: FnOnce() -> Result<T, E>,
 {
-    try_memoize_sharing(key, opts, None, compute)
+    try_memoize_sharing(key, opts, None, false, compute)
 }
 
-/// [`try_memoize`], keeping values decoded as `share` says (`keep_decoded`).
+/// [`try_memoize`], keeping values decoded as `share` says (`keep_decoded`); `absent`:
+/// the computation's `Err` is a value not to cache (`cache_none = false`'s `None`),
+/// which replaces the stored one (see `Call::absent`).
 pub(crate) fn try_memoize_sharing<T, E, F>(
     key: &str,
     opts: &MemoizeOptions,
     share: Option<Share<T>>,
+    absent: bool,
     compute: F,
 ) -> Result<T, E>
 where
     T: Serialize + DeserializeOwned,
     F: FnOnce() -> Result<T, E>,
 {
-    let call = Call::new(key, opts, Refresh::of(opts, take_forced()));
+    let call = Call::new(key, opts, Refresh::of(opts, take_forced())).removing_absent(absent);
     let mut machine = call.machine::<T>(true, share);
     let mut driver = Driver::blocking(&call);
     match driver.lookup(&mut machine) {
@@ -79,7 +82,12 @@ where
         // Stale (or drawn for an early refresh): this caller refreshes, inline; a
         // refresh that fails (or that another caller is making) serves `stale`.
         Lookup::Refresh(stale, trigger) => {
-            Ok(revalidate::inline(&call, trigger, compute).unwrap_or(stale))
+            let stamp = trigger.stamp;
+            let refreshed = revalidate::inline(&call, trigger, compute);
+            match refreshed.settle(stale, call.servable(stamp)) {
+                Settled::Return(output) => output,
+                Settled::Compute(compute) => compute(),
+            }
         }
         Lookup::Compute(_) | Lookup::Skip { .. } => driver.compute(&mut machine, compute),
     }
@@ -112,42 +120,48 @@ where
     T: Serialize + DeserializeOwned,
     Fut: Future<Output = Result<T, E>>,
 {
-    try_memoize_async_sharing(key, opts, None, compute).await
+    try_memoize_async_sharing(key, opts, None, false, compute).await
 }
 
-/// [`try_memoize_async`], keeping values decoded as `share` says (`keep_decoded`).
+/// [`try_memoize_async`], keeping values decoded as `share` says (`keep_decoded`);
+/// `absent` as in [`try_memoize_sharing`].
 pub(crate) async fn try_memoize_async_sharing<T, E, Fut>(
     key: &str,
     opts: &MemoizeOptions,
     share: Option<Share<T>>,
+    absent: bool,
     compute: impl FnOnce() -> Fut,
 ) -> Result<T, E>
 where
     T: Serialize + DeserializeOwned,
     Fut: Future<Output = Result<T, E>>,
 {
-    let call = Call::new(key, opts, Refresh::of(opts, take_forced()));
+    let call = Call::new(key, opts, Refresh::of(opts, take_forced())).removing_absent(absent);
     let mut machine = call.machine::<T>(true, share);
     let mut driver = Driver::nonblocking(&call);
     match driver.lookup_async(&mut machine).await {
         Lookup::Found(value) => Ok(value),
-        Lookup::Refresh(stale, trigger) => Ok(revalidate::inline_async(&call, trigger, compute)
-            .await
-            .unwrap_or(stale)),
+        Lookup::Refresh(stale, trigger) => {
+            let stamp = trigger.stamp;
+            let refreshed = revalidate::inline_async(&call, trigger, compute).await;
+            match refreshed.settle(stale, call.servable(stamp)) {
+                Settled::Return(output) => output,
+                Settled::Compute(compute) => compute().await,
+            }
+        }
         Lookup::Compute(_) | Lookup::Skip { .. } => {
             driver.compute_async(&mut machine, compute).await
         }
     }
 }
 
-/// Removes the value memoized at `key` from the registered backend, with its lock and
-/// its refresh lock: a locked computation or a refresh running for `key` right now
-/// cannot store its (older) value afterwards. (A computation without a lock, with no
-/// `lock` option, is not fenced: its store may land after the invalidation.)
+/// Removes the value memoized at `key` from the registered backend, with its lock: a
+/// computation running for `key` right now (a miss, a forced or a stale refresh: every
+/// store is made under the key's one lock) cannot store its older value afterwards, and
+/// no call in this process that begins after this returns joins a computation that
+/// began before it.
 pub fn invalidate(key: &str) -> Result<(), Error> {
     let key = make_cache_key(key);
     let backend = registry::backend();
-    // The refresh lock first: a refresh that stores before the value goes, goes too.
-    backend.delete(&key.refresh_key())?;
     backend.invalidate(key.as_str(), &key.lock_key())
 }

@@ -91,7 +91,23 @@ where
     T: Cacheable,
     F: FnOnce() -> Result<T, E>,
 {
-    crate::memoize::try_memoize_sharing(key, opts, share, || {
+    try_memoize_checked_as(key, opts, function, share, false, compute)
+}
+
+/// [`try_memoize_checked`](fn@try_memoize_checked) with `absent` (see `memoize_some`).
+fn try_memoize_checked_as<T, E, F>(
+    key: &str,
+    opts: &MemoizeOptions,
+    function: &'static str,
+    share: Option<Share<T>>,
+    absent: bool,
+    compute: F,
+) -> Result<T, E>
+where
+    T: Cacheable,
+    F: FnOnce() -> Result<T, E>,
+{
+    crate::memoize::try_memoize_sharing(key, opts, share, absent, || {
         let computed = compute();
         if let Ok(value) = &computed {
             check_round_trip(value, function, opts.codec);
@@ -112,7 +128,23 @@ where
     T: Cacheable,
     Fut: Future<Output = Result<T, E>>,
 {
-    crate::memoize::try_memoize_async_sharing(key, opts, share, || async move {
+    try_memoize_checked_async_as(key, opts, function, share, false, compute).await
+}
+
+/// [`try_memoize_checked_async`](fn@try_memoize_checked_async) with `absent` (see `memoize_some`).
+async fn try_memoize_checked_async_as<T, E, Fut>(
+    key: &str,
+    opts: &MemoizeOptions,
+    function: &'static str,
+    share: Option<Share<T>>,
+    absent: bool,
+    compute: impl FnOnce() -> Fut,
+) -> Result<T, E>
+where
+    T: Cacheable,
+    Fut: Future<Output = Result<T, E>>,
+{
+    crate::memoize::try_memoize_async_sharing(key, opts, share, absent, || async move {
         let computed = compute().await;
         if let Ok(value) = &computed {
             check_round_trip(value, function, opts.codec);
@@ -123,7 +155,9 @@ where
 }
 
 /// `cache_none = false`: memoizes a function returning `R = Option<T>`, storing `Some`'s
-/// value and returning a `None` unstored. One bound on `R`, so a function that does not
+/// value and returning a `None` unstored (`absent`: a `None` computed under the lock
+/// replaces the stored value with the mark of an absent one, so that a deleted entity's
+/// older `Some` is not served again). One bound on `R`, so a function that does not
 /// return an `Option` gets one error.
 pub fn memoize_some<R: ReturnsOption>(
     key: &str,
@@ -135,9 +169,14 @@ pub fn memoize_some<R: ReturnsOption>(
 where
     R::Some: Cacheable,
 {
-    R::join(try_memoize_checked(key, opts, function, share, || {
-        compute().split()
-    }))
+    R::join(try_memoize_checked_as(
+        key,
+        opts,
+        function,
+        share,
+        true,
+        || compute().split(),
+    ))
 }
 
 /// The async form of [`memoize_some`].
@@ -152,7 +191,7 @@ where
     R::Some: Cacheable,
 {
     R::join(
-        try_memoize_checked_async(key, opts, function, share, || async move {
+        try_memoize_checked_async_as(key, opts, function, share, true, || async move {
             compute().await.split()
         })
         .await,
@@ -193,8 +232,25 @@ where
     E: 'static,
     F: FnOnce() -> Result<T, E> + Send + 'static,
 {
+    try_memoize_checked_detached_as(key, opts, function, share, false, compute)
+}
+
+/// [`try_memoize_checked_detached`](fn@try_memoize_checked_detached) with `absent` (see `memoize_some`).
+fn try_memoize_checked_detached_as<T, E, F>(
+    key: &str,
+    opts: &MemoizeOptions,
+    function: &'static str,
+    share: Option<Share<T>>,
+    absent: bool,
+    compute: F,
+) -> Result<T, E>
+where
+    T: Cacheable + RefreshInBackground,
+    E: 'static,
+    F: FnOnce() -> Result<T, E> + Send + 'static,
+{
     let codec = opts.codec;
-    crate::revalidate::try_memoize_detached_sharing(key, opts, share, move || {
+    crate::revalidate::try_memoize_detached_sharing(key, opts, share, absent, move || {
         let computed = compute();
         if let Ok(value) = &computed {
             check_round_trip(value, function, codec);
@@ -217,14 +273,38 @@ where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = Result<T, E>> + RefreshInBackground,
 {
+    try_memoize_checked_async_detached_as(key, opts, function, share, false, compute).await
+}
+
+/// [`try_memoize_checked_async_detached`](fn@try_memoize_checked_async_detached) with `absent` (see `memoize_some`).
+async fn try_memoize_checked_async_detached_as<T, E, F, Fut>(
+    key: &str,
+    opts: &MemoizeOptions,
+    function: &'static str,
+    share: Option<Share<T>>,
+    absent: bool,
+    compute: F,
+) -> Result<T, E>
+where
+    T: Cacheable + RefreshInBackground,
+    E: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, E>> + RefreshInBackground,
+{
     let codec = opts.codec;
-    crate::revalidate::try_memoize_async_detached_sharing(key, opts, share, move || async move {
-        let computed = compute().await;
-        if let Ok(value) = &computed {
-            check_round_trip(value, function, codec);
-        }
-        computed
-    })
+    crate::revalidate::try_memoize_async_detached_sharing(
+        key,
+        opts,
+        share,
+        absent,
+        move || async move {
+            let computed = compute().await;
+            if let Ok(value) = &computed {
+                check_round_trip(value, function, codec);
+            }
+            computed
+        },
+    )
     .await
 }
 
@@ -239,11 +319,12 @@ pub fn memoize_some_detached<R: ReturnsOption>(
 where
     R::Some: Cacheable + RefreshInBackground,
 {
-    R::join(try_memoize_checked_detached(
+    R::join(try_memoize_checked_detached_as(
         key,
         opts,
         function,
         share,
+        true,
         move || compute().split(),
     ))
 }
@@ -261,9 +342,14 @@ where
     Fut: Future<Output = R> + RefreshInBackground,
 {
     R::join(
-        try_memoize_checked_async_detached(key, opts, function, share, move || async move {
-            compute().await.split()
-        })
+        try_memoize_checked_async_detached_as(
+            key,
+            opts,
+            function,
+            share,
+            true,
+            move || async move { compute().await.split() },
+        )
         .await,
     )
 }

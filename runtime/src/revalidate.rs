@@ -10,9 +10,10 @@
 //! stale holds this process's claim on it ([`Trigger`]), and the refresh keeps that
 //! claim until it ends. Other stale hits meanwhile start nothing (no thread, no task).
 
+use std::any::Any;
 use std::convert::Infallible;
 use std::future::Future;
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -26,16 +27,58 @@ use crate::options::{MemoizeOptions, Refresh};
 use crate::refresh::take_forced;
 use crate::sequence::{Driver, Lookup, Trigger};
 
-/// Refreshes the value of `stale_call` (found as `trigger` says) in this caller; the
-/// new value, or `None` when another caller refreshed or is refreshing, or this
-/// refresh failed.
-pub(crate) fn inline<T, E>(
+/// How an inline refresh ended.
+pub(crate) enum Refreshed<T, E, C> {
+    /// It computed and stored: the new value, or an `Err` the call takes for a value
+    /// not to cache (stored as the mark of an absent value).
+    Computed(Result<T, E>),
+    /// It computed and failed: an `Err`, or a panic (its payload).
+    Failed(Failure<E>),
+    /// It did not compute (another caller refreshed or is refreshing, or the backend
+    /// failed): the computation, unused.
+    Skipped(C),
+}
+
+/// A refresh's computation that failed.
+pub(crate) enum Failure<E> {
+    Err(E),
+    Panicked(Box<dyn Any + Send>),
+}
+
+/// What the caller that found a value stale does once its inline refresh ended.
+pub(crate) enum Settled<T, E, C> {
+    /// Returns this.
+    Return(Result<T, E>),
+    /// Computes with this, storing nothing: the refresh did not run, and the stale
+    /// value may no longer be served.
+    Compute(C),
+}
+
+impl<T, E, C> Refreshed<T, E, C> {
+    /// The refresh's value; else the stale value if it may still be served now
+    /// (`servable`, judged again after the refresh: nothing older than `expire + stale`
+    /// is returned); else the refresh's error (its panic, resumed), or, if it did not
+    /// run, a computation of the caller's own.
+    pub(crate) fn settle(self, stale: T, servable: bool) -> Settled<T, E, C> {
+        match self {
+            Self::Computed(output) => Settled::Return(output),
+            Self::Failed(_) | Self::Skipped(_) if servable => Settled::Return(Ok(stale)),
+            Self::Failed(Failure::Err(err)) => Settled::Return(Err(err)),
+            Self::Failed(Failure::Panicked(payload)) => resume_unwind(payload),
+            Self::Skipped(unused) => Settled::Compute(unused),
+        }
+    }
+}
+
+/// Refreshes the value of `stale_call` (found as `trigger` says) in this caller.
+pub(crate) fn inline<T, E, F>(
     stale_call: &Call<'_>,
     trigger: Trigger,
-    compute: impl FnOnce() -> Result<T, E>,
-) -> Option<T>
+    compute: F,
+) -> Refreshed<T, E, F>
 where
     T: Serialize + DeserializeOwned,
+    F: FnOnce() -> Result<T, E>,
 {
     let Trigger { stamp, mut claim } = trigger;
     let call = stale_call.revalidation();
@@ -45,28 +88,33 @@ where
         Lookup::Compute(_) => {
             let guarded = || match catch_unwind(AssertUnwindSafe(compute)) {
                 Ok(Ok(value)) => Ok(value),
-                Ok(Err(_)) | Err(_) => Err(()),
+                Ok(Err(err)) => Err(Failure::Err(err)),
+                Err(payload) => Err(Failure::Panicked(payload)),
             };
-            driver.compute(&mut machine, guarded).ok()
+            let output = driver.compute_judged(&mut machine, guarded, is_err);
+            refreshed(&call, output)
         }
         Lookup::Skip {
             back_off: Some(back_off),
         } => {
             claim.back_off(Instant::now(), back_off);
-            None
+            Refreshed::Skipped(compute)
         }
-        Lookup::Found(_) | Lookup::Refresh(..) | Lookup::Skip { back_off: None } => None,
+        Lookup::Found(_) | Lookup::Refresh(..) | Lookup::Skip { back_off: None } => {
+            Refreshed::Skipped(compute)
+        }
     }
 }
 
 /// The async form of [`inline`].
-pub(crate) async fn inline_async<T, E, Fut>(
+pub(crate) async fn inline_async<T, E, F, Fut>(
     stale_call: &Call<'_>,
     trigger: Trigger,
-    compute: impl FnOnce() -> Fut,
-) -> Option<T>
+    compute: F,
+) -> Refreshed<T, E, F>
 where
     T: Serialize + DeserializeOwned,
+    F: FnOnce() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
     let Trigger { stamp, mut claim } = trigger;
@@ -78,33 +126,54 @@ where
             let guarded = || async {
                 match CatchUnwind(Box::pin(async { compute().await })).await {
                     Ok(Ok(value)) => Ok(value),
-                    Ok(Err(_)) | Err(()) => Err(()),
+                    Ok(Err(err)) => Err(Failure::Err(err)),
+                    Err(payload) => Err(Failure::Panicked(payload)),
                 }
             };
-            driver.compute_async(&mut machine, guarded).await.ok()
+            let output = driver
+                .compute_judged_async(&mut machine, guarded, is_err)
+                .await;
+            refreshed(&call, output)
         }
         Lookup::Skip {
             back_off: Some(back_off),
         } => {
             claim.back_off(Instant::now(), back_off);
-            None
+            Refreshed::Skipped(compute)
         }
-        Lookup::Found(_) | Lookup::Refresh(..) | Lookup::Skip { back_off: None } => None,
+        Lookup::Found(_) | Lookup::Refresh(..) | Lookup::Skip { back_off: None } => {
+            Refreshed::Skipped(compute)
+        }
     }
 }
 
-/// A future's output, or `Err` if polling it panicked.
+/// Whether a refresh's failure is the computation's `Err` (which a call that removes
+/// absent values takes for one), not a panic.
+fn is_err<E>(failure: &Failure<E>) -> bool {
+    matches!(failure, Failure::Err(_))
+}
+
+/// A computed refresh's output as [`Refreshed`].
+fn refreshed<T, E, C>(call: &Call<'_>, output: Result<T, Failure<E>>) -> Refreshed<T, E, C> {
+    match output {
+        Ok(value) => Refreshed::Computed(Ok(value)),
+        Err(Failure::Err(err)) if call.absent => Refreshed::Computed(Err(err)),
+        Err(failure) => Refreshed::Failed(failure),
+    }
+}
+
+/// A future's output, or the panic's payload if polling it panicked.
 struct CatchUnwind<F>(Pin<Box<F>>);
 
 impl<F: Future> Future for CatchUnwind<F> {
-    type Output = Result<F::Output, ()>;
+    type Output = Result<F::Output, Box<dyn Any + Send>>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let inner = self.0.as_mut();
         match catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
             Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
             Ok(Poll::Pending) => Poll::Pending,
-            Err(_) => Poll::Ready(Err(())),
+            Err(payload) => Poll::Ready(Err(payload)),
         }
     }
 }
@@ -144,14 +213,16 @@ where
     E: 'static,
     F: FnOnce() -> Result<T, E> + Send + 'static,
 {
-    try_memoize_detached_sharing(key, opts, None, compute)
+    try_memoize_detached_sharing(key, opts, None, false, compute)
 }
 
-/// [`try_memoize_detached`], keeping values decoded as `share` says (`keep_decoded`).
+/// [`try_memoize_detached`], keeping values decoded as `share` says (`keep_decoded`);
+/// `absent`: the computation's `Err` is a value not to cache (see `Call::absent`).
 pub(crate) fn try_memoize_detached_sharing<T, E, F>(
     key: &str,
     opts: &MemoizeOptions,
     share: Option<Share<T>>,
+    absent: bool,
     compute: F,
 ) -> Result<T, E>
 where
@@ -159,7 +230,7 @@ where
     E: 'static,
     F: FnOnce() -> Result<T, E> + Send + 'static,
 {
-    let call = Call::new(key, opts, Refresh::of(opts, take_forced()));
+    let call = Call::new(key, opts, Refresh::of(opts, take_forced())).removing_absent(absent);
     let mut machine = call.machine::<T>(true, share);
     let mut driver = Driver::blocking(&call);
     match driver.lookup(&mut machine) {
@@ -171,7 +242,8 @@ where
             let spawned = std::thread::Builder::new()
                 .name("cache-memoize-refresh".into())
                 .spawn(move || {
-                    let call = Call::for_key(key, &opts, Refresh::IfMissing);
+                    let call =
+                        Call::for_key(key, &opts, Refresh::IfMissing).removing_absent(absent);
                     inline(&call, trigger, compute);
                 });
             if let Err(err) = spawned {
@@ -210,15 +282,16 @@ where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = Result<T, E>> + Send + 'static,
 {
-    try_memoize_async_detached_sharing(key, opts, None, compute).await
+    try_memoize_async_detached_sharing(key, opts, None, false, compute).await
 }
 
 /// [`try_memoize_async_detached`], keeping values decoded as `share` says
-/// (`keep_decoded`).
+/// (`keep_decoded`); `absent`: the computation's `Err` is a value not to cache.
 pub(crate) async fn try_memoize_async_detached_sharing<T, E, F, Fut>(
     key: &str,
     opts: &MemoizeOptions,
     share: Option<Share<T>>,
+    absent: bool,
     compute: F,
 ) -> Result<T, E>
 where
@@ -227,27 +300,31 @@ where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = Result<T, E>> + Send + 'static,
 {
-    let call = Call::new(key, opts, Refresh::of(opts, take_forced()));
+    let call = Call::new(key, opts, Refresh::of(opts, take_forced())).removing_absent(absent);
     let mut machine = call.machine::<T>(true, share);
     let mut driver = Driver::nonblocking(&call);
     match driver.lookup_async(&mut machine).await {
         Lookup::Found(value) => Ok(value),
-        Lookup::Refresh(stale, trigger) => {
-            match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => {
-                    let opts = call.owned_options();
-                    let key = call.key.clone();
-                    runtime.spawn(async move {
-                        let call = Call::for_key(key, &opts, Refresh::IfMissing);
-                        inline_async(&call, trigger, compute).await;
-                    });
-                }
-                Err(_) => {
+        Lookup::Refresh(stale, trigger) => match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let opts = call.owned_options();
+                let key = call.key.clone();
+                runtime.spawn(async move {
+                    let call =
+                        Call::for_key(key, &opts, Refresh::IfMissing).removing_absent(absent);
                     inline_async(&call, trigger, compute).await;
+                });
+                Ok(stale)
+            }
+            Err(_) => {
+                let stamp = trigger.stamp;
+                let refreshed = inline_async(&call, trigger, compute).await;
+                match refreshed.settle(stale, call.servable(stamp)) {
+                    Settled::Return(output) => output,
+                    Settled::Compute(compute) => compute().await,
                 }
             }
-            Ok(stale)
-        }
+        },
         Lookup::Compute(_) | Lookup::Skip { .. } => {
             driver.compute_async(&mut machine, compute).await
         }

@@ -11,6 +11,7 @@ pub mod keys_suite;
 pub mod lock_suite;
 pub mod memoize_suite;
 pub mod near;
+pub mod order_suite;
 pub mod probe;
 pub mod proxy;
 pub mod server;
@@ -184,6 +185,16 @@ macro_rules! with_scenarios {
                 an_early_refresh_drawn_in_two_processes_computes_once,
                 jitter_spreads_expiries, readers_with_skewed_clocks,
                 the_largest_durations_still_cache
+            ];
+            order_suite: [
+                a_stale_refresh_never_lands_over_a_later_forced_refresh,
+                a_miss_during_a_refresh_is_ordered_after_it,
+                a_forced_refresh_without_lock_waits_and_lands,
+                a_call_after_an_invalidation_never_joins_an_older_flight,
+                a_none_refresh_replaces_the_stale_some,
+                a_detached_none_refresh_replaces_the_stale_some,
+                a_refresh_that_fails_past_the_window_returns_its_error,
+                a_refresh_that_panics_past_the_window_panics
             ];
             iter_suite: [
                 iter_zero_items, iter_one_item, iter_exactly_one_chunk, iter_one_over_a_chunk,

@@ -9,7 +9,6 @@
 //! process's claim on refreshing the key, handed with a stale value to its refresh.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -19,7 +18,7 @@ use tracing::Instrument;
 use super::machine::{Event, Io, Machine, Note, Revalidate, Role, Step, Storing, Via};
 use crate::backend::{GetOrLock, KeptValue};
 use crate::call::Call;
-use crate::coalesce::{self, Flight, Landed, Leader};
+use crate::coalesce::{self, Following, Landed, Leader};
 use crate::codec::Stamp;
 use crate::lock::{DropRelease, LockGuard, new_token};
 use crate::observe::{self, Outcome};
@@ -58,7 +57,7 @@ pub(crate) struct Driver<'c, 'o> {
     on_drop: DropRelease,
     lock: Option<LockGuard>,
     leader: Option<Leader>,
-    flight: Option<Arc<Flight>>,
+    flight: Option<Following>,
     /// This process's claim on refreshing the key, once a stale hit made it.
     refresh: Option<RefreshClaim>,
     /// The TTL the computed value is stored with (set when it is encoded).
@@ -99,10 +98,23 @@ impl<'c, 'o> Driver<'c, 'o> {
         machine: &mut Machine<T>,
         compute: impl FnOnce() -> Result<T, E>,
     ) -> Result<T, E> {
+        self.compute_judged(machine, compute, |_| true)
+    }
+
+    /// [`compute`](Self::compute), where `absent` says which of the computation's
+    /// errors are a value not to cache when the call removes those (the others are
+    /// failures: a panic caught by a refresh).
+    pub(crate) fn compute_judged<T: Serialize, E>(
+        &mut self,
+        machine: &mut Machine<T>,
+        compute: impl FnOnce() -> Result<T, E>,
+        absent: impl Fn(&E) -> bool,
+    ) -> Result<T, E> {
         let renewal = self.keep_alive();
+        self.mark(None);
         let started = Instant::now();
         let output = self.compute_span().in_scope(compute);
-        let encoded = self.computed(renewal, started, output.as_ref().ok());
+        let encoded = self.computed(renewal, started, self.stored(&output, &absent));
         self.finish(machine, encoded);
         output
     }
@@ -116,10 +128,24 @@ impl<'c, 'o> Driver<'c, 'o> {
     where
         Fut: Future<Output = Result<T, E>>,
     {
+        self.compute_judged_async(machine, compute, |_| true).await
+    }
+
+    /// The async form of [`compute_judged`](Self::compute_judged).
+    pub(crate) async fn compute_judged_async<T: Serialize, E, Fut>(
+        &mut self,
+        machine: &mut Machine<T>,
+        compute: impl FnOnce() -> Fut,
+        absent: impl Fn(&E) -> bool,
+    ) -> Result<T, E>
+    where
+        Fut: Future<Output = Result<T, E>>,
+    {
         let renewal = self.keep_alive();
+        self.mark(None);
         let started = Instant::now();
         let output = compute().instrument(self.compute_span()).await;
-        let encoded = self.computed(renewal, started, output.as_ref().ok());
+        let encoded = self.computed(renewal, started, self.stored(&output, &absent));
         self.finish_async(machine, encoded).await;
         output
     }
@@ -134,18 +160,38 @@ impl<'c, 'o> Driver<'c, 'o> {
         tracing::debug_span!("cache_memoize.wait_for_lock", function = self.call.opts.name, key = %self.call.key)
     }
 
-    /// Reports a lock lost while computing, and encodes the value with its stamp.
+    /// What of a computation's output is stored: its value, the mark of an absent
+    /// value (an `Err` that `absent` takes for one, in a call that removes those), or
+    /// nothing (a failure).
+    fn stored<'v, T, E>(
+        &self,
+        output: &'v Result<T, E>,
+        absent: &impl Fn(&E) -> bool,
+    ) -> Stored<&'v T> {
+        match output {
+            Ok(value) => Stored::Value(value),
+            Err(err) if self.call.absent && absent(err) => Stored::Absent,
+            Err(_) => Stored::Nothing,
+        }
+    }
+
+    /// Reports a lock lost while computing, and encodes what is stored with its stamp.
     fn computed<T: Serialize>(
         &mut self,
         renewal: Option<Renewal>,
         started: Instant,
-        value: Option<&T>,
+        stored: Stored<&T>,
     ) -> Option<Vec<u8>> {
         let took = started.elapsed();
         observe::computed(self.call.opts.name, &self.call.key, took);
         self.call.report_renewal(renewal.as_ref());
         drop(renewal);
-        let (encoded, ttl) = self.call.encode(value?, took)?;
+        let value = match stored {
+            Stored::Value(value) => Some(value),
+            Stored::Absent => None,
+            Stored::Nothing => return None,
+        };
+        let (encoded, ttl) = self.call.encode(value, took)?;
         self.ttl = ttl;
         Some(encoded)
     }
@@ -239,8 +285,21 @@ impl<'c, 'o> Driver<'c, 'o> {
         self.lock.take()
     }
 
+    /// Counts, for this process's followers, a step this call is about to send or a
+    /// computation it is about to start (see `coalesce`); before a store, closes the
+    /// flight to callers that have not joined yet.
+    fn mark(&mut self, io: Option<&Io<'_>>) {
+        if let Some(leader) = &self.leader {
+            leader.mark();
+            if matches!(io, Some(Io::StoreAndRelease(_))) {
+                leader.close();
+            }
+        }
+    }
+
     /// One I/O step, blocking.
     fn perform(&mut self, io: Io<'_>) -> Event {
+        self.mark(Some(&io));
         let call = self.call;
         let (backend, key) = (&*call.backend, call.key.as_str());
         match io {
@@ -285,6 +344,7 @@ impl<'c, 'o> Driver<'c, 'o> {
 
     /// One I/O step, awaited.
     async fn perform_async(&mut self, io: Io<'_>) -> Event {
+        self.mark(Some(&io));
         let call = self.call;
         let (backend, key) = (&*call.backend, call.key.as_str());
         match io {
@@ -353,13 +413,11 @@ impl<'c, 'o> Driver<'c, 'o> {
     fn arm(&mut self) -> &LockGuard {
         let expire = self.call.opts.lock.unwrap_or_default().expire;
         let token = self.token.get_or_insert_with(new_token).clone();
-        let lock_key = match self.call.refresh {
-            Refresh::Revalidate => self.call.key.refresh_key(),
-            Refresh::IfMissing | Refresh::Forced => self.call.key.lock_key(),
-        };
+        // One lock per key for every write (a miss, a forced or a stale refresh): the
+        // key's writes are ordered by it, and a refresh never lands over a newer value.
         self.lock.insert(LockGuard::armed(
             self.call.backend.to_arc(),
-            lock_key,
+            self.call.key.lock_key(),
             self.call.key.fence_key(),
             token,
             expire,
@@ -502,6 +560,17 @@ impl<'c, 'o> Driver<'c, 'o> {
             leader.land(bytes.into());
         }
     }
+}
+
+/// What of a computation's output is stored.
+#[derive(Clone, Copy)]
+enum Stored<V> {
+    /// Its value.
+    Value(V),
+    /// The mark of an absent value (see `Call::absent`).
+    Absent,
+    /// Nothing: it failed.
+    Nothing,
 }
 
 /// A lock attempt's answer as a get-or-lock's.

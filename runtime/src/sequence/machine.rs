@@ -262,6 +262,12 @@ enum State {
     Done,
 }
 
+/// Whether a value with `stamp` may be served at `now_ms`: fresh, or stale within
+/// `stale_ms` past its freshness.
+pub(crate) fn servable(stamp: Stamp, stale_ms: u64, now_ms: u64) -> bool {
+    now_ms < stamp.fresh_until_ms.saturating_add(stale_ms)
+}
+
 /// Reads stored bytes as a call's value: a decoding function and the user's version
 /// (a plain function, so a hit allocates nothing for it).
 pub(crate) struct Decoder<T> {
@@ -372,7 +378,7 @@ impl<T> Machine<T> {
             return Some(Revalidate::No);
         }
         if now >= until {
-            let servable = fresh.stale_ms > 0 && now < until.saturating_add(fresh.stale_ms);
+            let servable = fresh.stale_ms > 0 && servable(stamp, fresh.stale_ms, now);
             return servable.then_some(Revalidate::Stale);
         }
         if fresh.beta > 0.0 {
@@ -561,14 +567,15 @@ impl<T> Machine<T> {
                     Ok(false) => Some(Note::LockLost),
                     Err(err) => Some(Note::StoreFailed(err)),
                 };
-                // A value the backend refused (the lock was lost: a later holder, or an
-                // invalidation) is this caller's alone: followers that joined after an
-                // invalidation must not get a value computed before it. They run the
-                // sequence again.
-                let landing = if matches!(note, Some(Note::LockLost)) {
-                    None
-                } else {
+                // Only a value the backend accepted goes to followers. One it refused
+                // (the lock was lost: a later holder, or an invalidation), or that it
+                // may not have stored (an error), is this caller's alone: followers
+                // that joined after an invalidation must not get a value computed
+                // before it. They run the sequence again.
+                let landing = if note.is_none() {
                     self.encoded.take()
+                } else {
+                    None
                 };
                 Step::Finished { note, landing }
             }

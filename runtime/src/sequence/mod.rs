@@ -10,5 +10,5 @@ mod tests;
 
 pub(crate) use driver::{Driver, Lookup, Trigger};
 pub(crate) use machine::{
-    DecodeFn, Decoder, FreshPolicy, LockPolicy, Machine, Note, Policy, Storing,
+    DecodeFn, Decoder, FreshPolicy, LockPolicy, Machine, Note, Policy, Storing, servable,
 };
