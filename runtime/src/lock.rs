@@ -128,14 +128,11 @@ impl CacheLock {
         }
     }
 
-    /// The lock a refresh of the stale value at `key` holds (apart from the value's own
-    /// lock, see [`MemoizeOptions::stale`](crate::MemoizeOptions::stale)): for tools and
-    /// tests that need to see, or stage, a refresh in progress.
+    /// The lock a refresh of the stale value at `key` holds: the value's own lock, as
+    /// [`for_key`](Self::for_key) (see [`CacheKey::refresh_key`]). For tools and tests
+    /// that need to see, or stage, a refresh in progress.
     pub fn refreshing(key: &CacheKey) -> Self {
-        Self {
-            key: key.refresh_key(),
-            ..Self::for_key(key)
-        }
+        Self::for_key(key)
     }
 
     /// Uses `backend` instead of the registered one.

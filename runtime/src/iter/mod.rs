@@ -35,9 +35,11 @@ use crate::options::{MemoizeOptions, Refresh};
 use crate::refresh::take_forced;
 use crate::sequence::{Driver, Lookup, Storing};
 
+mod given;
 mod read;
 mod write;
 
+use given::{Given, changed};
 use read::{Reader, check_manifest, chunk_names, read_all_async};
 use write::{Store, Writer};
 
@@ -167,7 +169,8 @@ impl<T> Context<T> {
         let replaces = refresh == Refresh::Forced;
         match storing {
             Storing::Nothing => None,
-            Storing::Locked => Some(Store::new(self, lock, replaces)),
+            // A store always goes through the lock the sequence took.
+            Storing::Locked => lock.map(|lock| Store::new(self, lock, replaces)),
         }
     }
 }
@@ -198,7 +201,7 @@ where
     let refresh = Refresh::of(opts, take_forced());
     let compute: Compute<'a, T> = Box::new(move || Box::new(compute().into_iter()));
     MemoIter {
-        state: open(context, compute, refresh, 0),
+        state: open(context, compute, refresh, Given::default()),
     }
 }
 
@@ -282,13 +285,14 @@ pub fn committed_chunk_keys<T: DeserializeOwned>(
         .map(|manifest| chunk_names(&key, &manifest, 0..manifest.chunks)))
 }
 
-/// Starts reading or computing: the sequence's lookup, as in `memoize`. `skip` items
-/// are passed over (the caller already has them, from a broken read).
+/// Starts reading or computing: the sequence's lookup, as in `memoize`. The items
+/// `given` are passed over, and checked (the caller already has them, from a broken
+/// read).
 fn open<'a, T: 'a>(
     context: Context<T>,
     compute: Compute<'a, T>,
     refresh: Refresh,
-    skip: u64,
+    given: Given,
 ) -> State<'a, T> {
     let (lookup, lock) = {
         let call = context.call(refresh);
@@ -299,13 +303,13 @@ fn open<'a, T: 'a>(
     };
     match lookup {
         Lookup::Found(manifest) | Lookup::Refresh(manifest, _) => {
-            State::Reading(Reader::new(context, manifest, compute, skip))
+            State::Reading(Reader::new(context, manifest, compute, given))
         }
         // Only a refresh skips, and iterators are never refreshed that way.
-        Lookup::Skip { .. } => State::Writing(Writer::new(context, compute, None, skip)),
+        Lookup::Skip { .. } => State::Writing(Writer::new(context, compute, None, given)),
         Lookup::Compute(storing) => {
             let store = context.store(storing, lock, refresh);
-            State::Writing(Writer::new(context, compute, store, skip))
+            State::Writing(Writer::new(context, compute, store, given))
         }
     }
 }
@@ -328,6 +332,7 @@ impl<'a, T: 'a> Iterator for MemoIter<'a, T> {
                     self.state = State::Finished;
                     None
                 }
+                Err(read::Unreadable::Changed) => changed(&reader.context.key),
                 Err(why) => {
                     tracing::warn!(key = %reader.context.key, %why, "stored sequence unreadable; recomputing");
                     let State::Reading(reader) =
@@ -339,7 +344,7 @@ impl<'a, T: 'a> Iterator for MemoIter<'a, T> {
                         // An async hit was checked whole before it was returned.
                         return None;
                     };
-                    self.state = open(reader.context, compute, Refresh::Forced, reader.yielded);
+                    self.state = open(reader.context, compute, Refresh::Forced, reader.given);
                     self.next()
                 }
             },
