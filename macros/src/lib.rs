@@ -291,7 +291,9 @@ use quote::ToTokens;
 /// ## `cache_none = false`
 ///
 /// For a function returning `Option<T>`: a `None` is returned without being stored, so
-/// the next call computes again (a `Some` is stored as usual).
+/// the next call computes again (a `Some` is stored as usual). A `None` computed by a
+/// refresh or a forced call removes the stored value (an absent mark, read as a miss,
+/// replaces it): the old `Some` is never served again.
 ///
 /// ```
 /// # use cache_memoize::cache_memoize;

@@ -8,7 +8,8 @@
 //! - On a hit, the manifest, then the chunks in windows of one `get_many` each, decoded
 //!   item by item: about one window of encoded bytes is held at a time.
 //! - A missing or corrupt chunk makes the entry a miss: the sequence is recomputed
-//!   (and overwritten), skipping the items the caller already has. A backend failure
+//!   (and overwritten), passing over the items the caller already has, which must be
+//!   the same items (see `given.rs`). A backend failure
 //!   while storing stops the storing, not the items.
 //! - Each write names its chunks after a generation of its own (recorded in the
 //!   manifest): a refresh never touches the committed sequence, and a reader never
@@ -187,6 +188,15 @@ impl<T> Context<T> {
 /// let again: Vec<u64> = memoize_iter("squares:5", &opts, || std::iter::empty()).collect();
 /// assert_eq!(again, squares);
 /// ```
+///
+/// # Panics
+///
+/// While the returned iterator is consumed, when a read from the cache breaks in the
+/// middle (chunks expired or evicted) and the sequence computed or committed since
+/// does not begin with the items already yielded: the data changed while the reader
+/// paused, between two windows, for longer than the lock's `expire`. Continuing would
+/// yield the head of one write and the tail of another. A read whose items are the
+/// same goes on.
 pub fn memoize_iter<'a, T, I>(
     key: &str,
     opts: &MemoizeOptions,
