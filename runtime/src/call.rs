@@ -102,6 +102,13 @@ impl<'a> Call<'a> {
         self
     }
 
+    /// Whether an absent value is stored as its mark: only by a call that replaces a
+    /// value (a refresh, a forced call). A plain miss found nothing to replace, and
+    /// holds the lock, so nothing else landed meanwhile: it stores nothing.
+    pub(crate) fn marks_absent(&self) -> bool {
+        self.absent && self.refresh != Refresh::IfMissing
+    }
+
     /// The call that refreshes this one's stale value.
     pub(crate) fn revalidation(&self) -> Call<'a> {
         Self {

@@ -19,6 +19,7 @@ pub const MAX_KEY_LEN: usize = 240;
 /// What goes before a key's lock key.
 const LOCK_PREFIX: &str = "_lock_:";
 const FENCE_PREFIX: &str = "_fence_:";
+const REFRESH_PREFIX: &str = "_refresh_:";
 
 /// The prefix. Each one set is leaked (prefixes are set a handful of times in a
 /// process's life), so threads can keep a plain `&'static str` copy of it.
@@ -83,13 +84,13 @@ impl CacheKey {
         format!("{LOCK_PREFIX}{}", self.0)
     }
 
-    /// The key of the lock a refresh of this key's stale value holds: the key's own
-    /// lock, [`lock_key`](Self::lock_key). A refresh, a miss, a forced refresh and an
-    /// iterator's commit of one key take their places in one order through that one
-    /// lock, so a refresh never lands over a newer value (earlier versions used a
-    /// separate `_refresh_:` lock; kept as a name for tools written against it).
+    /// The key of the mark a failed refresh of this key's stale value leaves for
+    /// `fail_safe` (the fleet's throttle: refreshes back off while it lives):
+    /// `_refresh_:` + the key. Not a lock: refreshes take the key's own lock
+    /// ([`lock_key`](Self::lock_key)), the one lock of every write of the key, and a
+    /// miss never waits for the throttle.
     pub fn refresh_key(&self) -> String {
-        self.lock_key()
+        format!("{REFRESH_PREFIX}{}", self.0)
     }
 
     /// The key of this key's lock's fencing counter: `_fence_:` + the key (in the

@@ -129,8 +129,8 @@ impl CacheLock {
     }
 
     /// The lock a refresh of the stale value at `key` holds: the value's own lock, as
-    /// [`for_key`](Self::for_key) (see [`CacheKey::refresh_key`]). For tools and tests
-    /// that need to see, or stage, a refresh in progress.
+    /// [`for_key`](Self::for_key) (a refresh and a miss are ordered by one lock). For
+    /// tools and tests that need to see, or stage, a refresh in progress.
     pub fn refreshing(key: &CacheKey) -> Self {
         Self::for_key(key)
     }
@@ -505,24 +505,6 @@ impl LockGuard {
         self.released = true;
         self.backend
             .compare_and_delete(&self.key, self.token.as_bytes())
-    }
-
-    /// Keeps the lock for `ttl` from now and lets it end by itself: the guard no
-    /// longer releases it. Returns whether the lock was still ours.
-    pub(crate) fn hold(mut self, ttl: Duration) -> Result<bool, Error> {
-        self.released = true;
-        self.backend
-            .compare_and_extend(&self.key, self.token.as_bytes(), ttl)
-    }
-
-    /// The async form of [`hold`](Self::hold).
-    pub(crate) async fn hold_async(mut self, ttl: Duration) -> Result<bool, Error> {
-        let held = self
-            .backend
-            .compare_and_extend_async(&self.key, self.token.as_bytes(), ttl)
-            .await;
-        self.released = true;
-        held
     }
 
     /// The async form of [`give_back`](Self::give_back).

@@ -29,7 +29,7 @@ pub(crate) enum Outcome {
     Computed,
     /// A stale (or early-refresh) value was returned.
     StaleServed,
-    /// This call refreshes a stale value (it holds the refresh lock).
+    /// This call refreshes a stale value (it holds the key's lock).
     RefreshStarted,
     /// The lock was not obtained in time (or not at all, when not blocking): computed
     /// without it.
@@ -143,7 +143,7 @@ pub struct Stats {
     pub computed: u64,
     /// Stale (or early-refresh) values returned while a refresh was started.
     pub stale_served: u64,
-    /// Refreshes of stale values started (each holding the refresh lock).
+    /// Refreshes of stale values started (each holding the key's lock).
     pub refreshes: u64,
     /// Calls that gave up on the lock and computed without it.
     pub lock_timeouts: u64,

@@ -1,7 +1,7 @@
 //! Refreshing a stale value: [`inline`] in the caller that found it, or detached on a
 //! thread or a Tokio task ([`memoize_detached`] and its kin), so that every caller
 //! gets the stale value at once. Either way the refresh runs the sequence with
-//! `Refresh::Revalidate`: the value's refresh lock taken without waiting (one refresher
+//! `Refresh::Revalidate`: the key's lock taken without waiting (one refresher
 //! across the fleet), the value read again under it (computed only if it is still the
 //! one found stale), and a failure (an `Err`, a panic, a broken backend) keeps the lock
 //! for the fail-safe throttle while the stale value is served.

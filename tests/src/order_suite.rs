@@ -281,8 +281,9 @@ pub fn a_refresh_that_panics_past_the_window_panics(f: &Fixture) {
     assert!(
         f.probe
             .inner()
-            .get(&make_cache_key(&key).lock_key())
-            .is_ok_and(|lock| lock.is_some()),
-        "the lock is kept for the fail-safe throttle"
+            .get(&make_cache_key(&key).refresh_key())
+            .is_ok_and(|mark| mark.is_some()),
+        "the fail-safe throttle's mark is left"
     );
+    assert_eq!(f.lock_token(&key), None, "and the lock given back");
 }

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use tracing::Instrument;
 
-use super::machine::{Event, Io, Machine, Note, Revalidate, Role, Step, Storing, Via};
+use super::machine::{Event, Io, Machine, Note, Recheck, Revalidate, Role, Step, Storing, Via};
 use crate::backend::{GetOrLock, KeptValue};
 use crate::call::Call;
 use crate::coalesce::{self, Following, Landed, Leader};
@@ -170,7 +170,7 @@ impl<'c, 'o> Driver<'c, 'o> {
     ) -> Stored<&'v T> {
         match output {
             Ok(value) => Stored::Value(value),
-            Err(err) if self.call.absent && absent(err) => Stored::Absent,
+            Err(err) if self.call.marks_absent() && absent(err) => Stored::Absent,
             Err(_) => Stored::Nothing,
         }
     }
@@ -335,10 +335,18 @@ impl<'c, 'o> Driver<'c, 'o> {
                 Some(lock) => lock.give_back(),
                 None => Ok(false),
             }),
-            Io::Hold { ttl } => Event::Stored(match self.lock.take() {
-                Some(lock) => lock.hold(ttl),
-                None => Ok(false),
-            }),
+            Io::Recheck => {
+                let mark = call.key.refresh_key();
+                Event::Rechecked(backend.get_many(&[key, &mark]).map(Recheck::of))
+            }
+            Io::Throttle { ttl, until_ms } => {
+                // Best effort: without the mark, the fleet retries sooner.
+                let _ = backend.set(&call.key.refresh_key(), &until_ms.to_le_bytes(), ttl);
+                Event::Stored(match self.lock.take() {
+                    Some(lock) => lock.give_back(),
+                    None => Ok(false),
+                })
+            }
         }
     }
 
@@ -384,10 +392,20 @@ impl<'c, 'o> Driver<'c, 'o> {
                 Some(lock) => lock.give_back_async().await,
                 None => Ok(false),
             }),
-            Io::Hold { ttl } => Event::Stored(match self.lock.take() {
-                Some(lock) => lock.hold_async(ttl).await,
-                None => Ok(false),
-            }),
+            Io::Recheck => {
+                let mark = call.key.refresh_key();
+                let read = backend.get_many_async(&[key, &mark]).await;
+                Event::Rechecked(read.map(Recheck::of))
+            }
+            Io::Throttle { ttl, until_ms } => {
+                // Best effort: without the mark, the fleet retries sooner.
+                let mark = call.key.refresh_key();
+                let _ = backend.set_async(&mark, &until_ms.to_le_bytes(), ttl).await;
+                Event::Stored(match self.lock.take() {
+                    Some(lock) => lock.give_back_async().await,
+                    None => Ok(false),
+                })
+            }
         }
     }
 

@@ -21,10 +21,14 @@
 //! expiry, so a failover costs at most one extra computation per key, not one per
 //! waiter.
 //!
-//! A refresh (`Refresh::Revalidate`) takes the key's refresh lock without waiting
-//! (`TakeLock`; held: `Skip`), reads the value again under it (`Get`), and computes only
-//! if the value is still the one whose staleness triggered it: a value stored by another
-//! refresher since (another stamp) means the refresh is done, and the lock goes back.
+//! A refresh (`Refresh::Revalidate`) takes the key's lock (the one lock of every write
+//! of the key) without waiting (`TakeLock`; held: `Skip`), reads the value and the
+//! key's throttle mark again under it (`Recheck`), and computes only if the value is
+//! still the one whose staleness triggered it and no refresh failed lately: a value
+//! stored by another refresher since (another stamp) means the refresh is done, and a
+//! throttle mark that a refresh failed within `fail_safe`; either way the lock goes
+//! back. A failed refresh leaves the mark and releases the lock (`Throttle`), so a miss
+//! never waits for the throttle.
 
 use std::any::Any;
 use std::time::{Duration, Instant};
@@ -59,7 +63,7 @@ pub(crate) struct FreshPolicy {
     /// How long the lock is kept after a failed refresh, so the fleet waits that long
     /// before trying again.
     pub(crate) fail_safe: Duration,
-    /// After a refresh found the refresh lock held elsewhere (or the backend failing),
+    /// After a refresh found the key's lock held elsewhere (or the backend failing),
     /// how long this process starts no other refresh of the key (the lock's `retry`).
     pub(crate) back_off: Duration,
     /// No `stale`, no `beta`: a value is fresh for as long as the backend keeps it.
@@ -167,9 +171,39 @@ pub(crate) enum Io<'m> {
     StoreAndRelease(&'m [u8]),
     /// Release the lock, storing nothing: [`Event::Stored`].
     Release,
-    /// Keep the lock for `ttl` more and give it up (after a failed refresh: the
-    /// fleet's throttle): [`Event::Stored`].
-    Hold { ttl: Duration },
+    /// Read the value and the key's throttle mark, under the lock a refresh took:
+    /// [`Event::Rechecked`].
+    Recheck,
+    /// Leave the key's throttle mark (the fleet's fail-safe throttle after a failed
+    /// refresh), ending at `until_ms` (wall clock) and living `ttl`, then release the
+    /// lock: [`Event::Stored`].
+    Throttle { ttl: Duration, until_ms: u64 },
+}
+
+/// What a refresh read again under the lock.
+#[derive(Debug, Default)]
+pub(crate) struct Recheck {
+    /// The value.
+    pub(crate) value: Option<Vec<u8>>,
+    /// Until when (wall-clock ms) a refresh that failed elsewhere throttles refreshes.
+    pub(crate) throttled_until_ms: Option<u64>,
+}
+
+impl Recheck {
+    /// The reply to `[value key, throttle mark key]`; a mark that is not ours is none.
+    pub(crate) fn of(read: Vec<Option<Vec<u8>>>) -> Self {
+        let mut read = read.into_iter();
+        let value = read.next().flatten();
+        let throttled_until_ms = read
+            .next()
+            .flatten()
+            .and_then(|mark| <[u8; 8]>::try_from(mark.as_slice()).ok())
+            .map(u64::from_le_bytes);
+        Self {
+            value,
+            throttled_until_ms,
+        }
+    }
 }
 
 /// What an I/O step found, fed back with [`Machine::on`].
@@ -177,6 +211,8 @@ pub(crate) enum Event {
     /// The first event of a call.
     Start,
     Read(Result<Option<Vec<u8>>, Error>),
+    /// What [`Io::Recheck`] read.
+    Rechecked(Result<Recheck, Error>),
     Joined(Role),
     /// Whether this call claimed the key's refresh in this process.
     Claimed(bool),
@@ -255,8 +291,9 @@ enum State {
     /// A refresh holds its lock and reads the value again: another refresher may have
     /// finished since this caller found it stale.
     Rechecking,
-    /// A refresh found the value refreshed already and gives its lock back.
-    Relinquishing,
+    /// A refresh found the value refreshed already (or refreshes throttled) and gives
+    /// its lock back; then it backs off for this long.
+    Relinquishing(Option<Duration>),
     Computing(Storing),
     Storing,
     Done,
@@ -359,7 +396,7 @@ impl<T> Machine<T> {
     }
 
     /// Makes this (`Refresh::Revalidate`) sequence the refresh of a value found with
-    /// `stamp`: under the refresh lock it computes only if that value is still stored.
+    /// `stamp`: under the key's lock it computes only if that value is still stored.
     pub(crate) fn refreshing(mut self, stamp: Stamp) -> Self {
         self.trigger = Some(stamp);
         self
@@ -554,10 +591,10 @@ impl<T> Machine<T> {
                 self.attempt(Some(since), self.attempt_io())
             }
             (State::Claiming, Event::Claimed(claimed)) => self.claimed(claimed),
-            (State::Rechecking, Event::Read(read)) => self.rechecked(read),
-            (State::Relinquishing, Event::Stored(_)) => Step::Skip {
+            (State::Rechecking, Event::Rechecked(read)) => self.rechecked(read),
+            (State::Relinquishing(back_off), Event::Stored(_)) => Step::Skip {
                 note: None,
-                back_off: None,
+                back_off,
             },
             (State::Computing(store), Event::Computed(encoded)) => self.computed(store, encoded),
             (State::Storing, Event::Stored(stored)) => {
@@ -664,7 +701,7 @@ impl<T> Machine<T> {
             },
             Ok(GetOrLock::Locked { .. }) if self.policy.refresh == Refresh::Revalidate => {
                 self.state = State::Rechecking;
-                Step::Io(Io::Get)
+                Step::Io(Io::Recheck)
             }
             Ok(GetOrLock::Locked { .. }) => self.compute(Storing::Locked, None),
             Ok(GetOrLock::Value(bytes)) => {
@@ -736,18 +773,32 @@ impl<T> Machine<T> {
 
     /// A refresh holding its lock read the value again: refresh it only if it is still
     /// the value that triggered the refresh (or it is gone, or no longer this call's).
-    fn rechecked(&mut self, read: Result<Option<Vec<u8>>, Error>) -> Step<'_, T> {
+    fn rechecked(&mut self, read: Result<Recheck, Error>) -> Step<'_, T> {
+        let now_ms = self.policy.now_ms;
         match read {
             Err(err) => self.refresh_skipped(Some(Note::RefreshFailed(Some(err)))),
-            Ok(Some(bytes)) if self.refreshed(&bytes) => {
-                self.state = State::Relinquishing;
+            // A refresh failed elsewhere within `fail_safe`: back off until it passes.
+            Ok(Recheck {
+                throttled_until_ms: Some(until_ms),
+                ..
+            }) if until_ms > now_ms => {
+                let left = Duration::from_millis(until_ms - now_ms)
+                    .min(self.policy.freshness.fail_safe)
+                    .max(self.policy.freshness.back_off);
+                self.state = State::Relinquishing(Some(left));
+                Step::Io(Io::Release)
+            }
+            Ok(Recheck {
+                value: Some(bytes), ..
+            }) if self.refreshed(&bytes) => {
+                self.state = State::Relinquishing(None);
                 Step::Io(Io::Release)
             }
             Ok(_) => self.compute(Storing::Locked, None),
         }
     }
 
-    /// A refresh that cannot run now (the refresh lock held elsewhere, or the backend
+    /// A refresh that cannot run now (the key's lock held elsewhere, or the backend
     /// failing): this process backs off before trying again.
     fn refresh_skipped(&self, note: Option<Note>) -> Step<'_, T> {
         Step::Skip {
@@ -756,7 +807,7 @@ impl<T> Machine<T> {
         }
     }
 
-    /// Whether `bytes`, read under the refresh lock, are a value another refresher
+    /// Whether `bytes`, read under the key's lock, are a value another refresher
     /// stored since this refresh was triggered: another stamp, not yet stale. (Not
     /// judged again: an early refresh's value is still fresh, and drawing again would
     /// undo the draw that triggered it.) Without a trigger, a fresh value is refreshed.
@@ -787,13 +838,17 @@ impl<T> Machine<T> {
         self.encoded = encoded;
         match (store, self.encoded.as_deref()) {
             (Storing::Locked, Some(bytes)) => Step::Io(Io::StoreAndRelease(bytes)),
-            // A failed refresh keeps the lock for the fail-safe throttle: the fleet
-            // serves the stale value meanwhile instead of retrying at once.
+            // A failed refresh leaves the fail-safe throttle's mark: the fleet serves
+            // the stale value meanwhile instead of retrying at once. The lock goes
+            // back, so a miss never waits for the throttle.
             _ if self.policy.refresh == Refresh::Revalidate => {
                 self.refresh_failed = true;
-                Step::Io(Io::Hold {
-                    ttl: self.policy.freshness.fail_safe,
-                })
+                let ttl = self.policy.freshness.fail_safe;
+                let until_ms = self
+                    .policy
+                    .now_ms
+                    .saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+                Step::Io(Io::Throttle { ttl, until_ms })
             }
             _ => Step::Io(Io::Release),
         }
