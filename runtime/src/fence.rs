@@ -69,8 +69,10 @@ impl Clock {
     }
 }
 
-/// The clock of this process's backends that have none of their own (the default
-/// steps of [`Backend`](crate::Backend)).
+/// This process's clock: the in-process store's, and the default steps' of
+/// [`Backend`](crate::Backend) (a networked backend takes its server's instead). One
+/// for the process, so that a store made anew (a restart of the in-process cache)
+/// still hands out larger tokens than the one before.
 pub(crate) static PROCESS: Clock = Clock::new();
 
 #[cfg(test)]

@@ -11,7 +11,6 @@ use lru::LruCache;
 use super::{Backend, BoxFuture, GetOrLock, ImmediateBackend, LockClaim};
 use crate::codec::written_fence;
 use crate::error::Error;
-use crate::fence::Clock;
 
 /// The default bound on stored bytes: 64 MiB.
 const DEFAULT_CAPACITY: usize = 64 * 1024 * 1024;
@@ -21,10 +20,11 @@ const DEFAULT_CAPACITY: usize = 64 * 1024 * 1024;
 /// kernel's coarse monotonic clock (1–4 ms), which is cheap to read on every hit.
 /// Safe to share between threads.
 ///
-/// A lock's fencing tokens come from the store's own clock (this process's clock in
-/// microseconds, never handing out a token twice), ordered after the token the stored
-/// value was written under: nothing is kept per key but values and locks, so a key
-/// whose value and lock have expired holds no entry ([`len`](Self::len) counts them).
+/// A lock's fencing tokens come from this process's clock (microseconds since the Unix
+/// epoch, never handing out a token twice, whichever store asks), ordered after the
+/// token the stored value was written under: nothing is kept per key but values and
+/// locks, so a key whose value and lock have expired holds no entry
+/// ([`len`](Self::len) counts them).
 ///
 /// It coordinates the threads of one process only; for several processes use
 /// [`RedisBackend`](crate::RedisBackend).
@@ -56,8 +56,6 @@ struct Store {
     locks: HashMap<String, Entry>,
     capacity: usize,
     used: usize,
-    /// Where the locks' fencing tokens come from (one clock for the whole store).
-    clock: Clock,
 }
 
 /// Expired locks are swept when the lock map grows past this many entries.
@@ -95,7 +93,6 @@ impl MemoryBackend {
                 locks: HashMap::new(),
                 capacity: bytes,
                 used: 0,
-                clock: Clock::new(),
             }),
             deleted: Condvar::new(),
             deleted_async: tokio::sync::Notify::new(),
@@ -232,14 +229,14 @@ impl Store {
         self.locks.insert(key.to_owned(), entry);
     }
 
-    /// Takes the lock if free: its fencing token, from the store's clock and after the
-    /// stored value's.
+    /// Takes the lock if free: its fencing token, from this process's clock and after
+    /// the stored value's.
     fn take_lock(&mut self, lock: &LockClaim<'_>) -> Option<u64> {
         if self.live(lock.key).is_some() {
             return None;
         }
         self.insert_lock(lock.key, lock.token, lock.ttl);
-        Some(self.clock.next(self.stored_fence(lock.value_key)))
+        Some(crate::fence::PROCESS.next(self.stored_fence(lock.value_key)))
     }
 
     fn insert(&mut self, key: &str, value: &[u8], ttl: Duration) {

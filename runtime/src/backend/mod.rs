@@ -125,8 +125,8 @@ pub trait Backend: Send + Sync + 'static {
     }
 
     /// If `lock` still holds its token and its fencing token is larger than the stored
-    /// value's: stores `value` at `key` for `ttl`, deletes the lock, and wakes its
-    /// waiters. Otherwise (the lock expired, was taken by a later holder, or was voided
+    /// value's (or the stored value has none: absent, not a memoized value): stores
+    /// `value` at `key` for `ttl`, deletes the lock, and wakes its waiters. Otherwise (the lock expired, was taken by a later holder, or was voided
     /// by [`invalidate`](Self::invalidate); or a value written under a later token is
     /// there) stores nothing, and releases the lock if it was still ours: a late writer
     /// never overwrites what came after it. Returns whether the value was stored.
