@@ -12,7 +12,7 @@ use cache_memoize::{
     CacheBackend, CacheLock, LockClaim, LockOptions, MemoizeOptions, MemoryBackend, RedisBackend,
     make_cache_key, memoize, memoize_iter,
 };
-use cache_memoize_tests::server::RedisServer;
+use cache_memoize_tests::server::{RedisCluster, RedisServer};
 use cache_memoize_tests::wait_until;
 
 fn connect(url: &str) -> Arc<dyn CacheBackend> {
@@ -241,19 +241,12 @@ fn use_every_write_path(backend: &Arc<dyn CacheBackend>) {
     }
 }
 
-#[test]
-fn a_redis_key_leaves_no_key_once_its_values_and_locks_expired() {
-    let server = RedisServer::start();
-    let backend = connect(&server.url());
-    use_every_write_path(&backend);
-    let mut conn = server.connection();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("*")
-        .query(&mut conn)
-        .unwrap_or_default();
-    assert!(!keys.is_empty(), "the paths wrote values");
+/// Every key on the server behind `conn` lives no longer than its value or lock, and
+/// once they have expired none is left (`DBSIZE` 0).
+fn assert_nothing_outlives_the_values_and_locks(conn: &mut redis::Connection) {
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(conn).unwrap_or_default();
     for key in &keys {
-        let ttl: i64 = redis::cmd("PTTL").arg(key).query(&mut conn).unwrap_or(-3);
+        let ttl: i64 = redis::cmd("PTTL").arg(key).query(conn).unwrap_or(-3);
         let life = i64::try_from(LIFE.as_millis()).unwrap_or(i64::MAX);
         assert!(
             (1..=life).contains(&ttl),
@@ -262,15 +255,48 @@ fn a_redis_key_leaves_no_key_once_its_values_and_locks_expired() {
     }
     wait_until("every key has expired", || {
         // A scan reclaims the expired keys it passes, so the count is exact at once.
-        let _: Result<redis::Value, _> = redis::cmd("SCAN")
-            .arg(0)
-            .arg("COUNT")
-            .arg(1000)
-            .query(&mut conn);
+        let _: Result<redis::Value, _> =
+            redis::cmd("SCAN").arg(0).arg("COUNT").arg(1000).query(conn);
         redis::cmd("DBSIZE")
-            .query::<i64>(&mut conn)
+            .query::<i64>(conn)
             .is_ok_and(|n| n == 0)
     });
+}
+
+#[test]
+fn a_redis_key_leaves_no_key_once_its_values_and_locks_expired() {
+    let server = RedisServer::start();
+    let backend = connect(&server.url());
+    use_every_write_path(&backend);
+    let mut conn = server.connection();
+    let size: i64 = redis::cmd("DBSIZE").query(&mut conn).unwrap_or(0);
+    assert!(size > 0, "the paths wrote values");
+    assert_nothing_outlives_the_values_and_locks(&mut conn);
+}
+
+/// On a cluster (the scripts read the value and take the lock in one slot): the same
+/// order of writes, and nothing left on any node.
+#[test]
+fn on_a_cluster_tokens_follow_the_stored_value_and_nothing_is_left() {
+    let cluster = RedisCluster::start();
+    let backend: Arc<dyn CacheBackend> = match RedisBackend::builder(cluster.urls())
+        .cluster()
+        .response_timeout(Duration::from_secs(5))
+        .connect()
+    {
+        Ok(backend) => Arc::new(backend),
+        Err(err) => panic!("cannot connect to the test cluster: {err}"),
+    };
+    a_token_follows_the_stored_value_when_the_clock_is_behind_it(&backend);
+    a_store_older_than_the_stored_value_is_refused(&backend);
+    for node in 0..3 {
+        // The two scenarios above store for a minute: they go first.
+        let _: Result<(), _> = redis::cmd("FLUSHALL").query(&mut cluster.connection(node));
+    }
+    use_every_write_path(&backend);
+    for node in 0..3 {
+        assert_nothing_outlives_the_values_and_locks(&mut cluster.connection(node));
+    }
 }
 
 #[test]
