@@ -300,17 +300,21 @@ fn release_for(backend: &RedisBackend, window: Duration, fleet: usize) -> Result
                 while Instant::now() < deadline {
                     n += 1;
                     let key = make_cache_key(&format!("scale:{fleet}:{round}:{releaser}:{n}"));
-                    let (lock_key, fence_key) = (key.lock_key(), key.fence_key());
-                    let claim = LockClaim {
+                    let lock_key = key.lock_key();
+                    let mut claim = LockClaim {
                         key: &lock_key,
                         token: b"releaser",
                         ttl: Duration::from_secs(10),
-                        fence_key: &fence_key,
+                        value_key: key.as_str(),
+                        fence: 0,
                     };
-                    let stored = backend.take_lock(&claim).is_ok_and(|t| t.is_some())
-                        && backend
+                    let taken = backend.take_lock(&claim).ok().flatten();
+                    let stored = taken.is_some_and(|fence| {
+                        claim.fence = fence;
+                        backend
                             .store_and_release(key.as_str(), b"v", Duration::from_secs(10), &claim)
-                            .is_ok_and(|ours| ours);
+                            .is_ok_and(|ours| ours)
+                    });
                     if stored {
                         releases.fetch_add(1, Ordering::Relaxed);
                     }

@@ -93,8 +93,13 @@ impl CacheKey {
         format!("{REFRESH_PREFIX}{}", self.0)
     }
 
-    /// The key of this key's lock's fencing counter: `_fence_:` + the key (in the
-    /// same cluster slot as the value and the lock).
+    /// The key where fencing counters used to live: `_fence_:` + the key. Nothing is
+    /// stored there any more: a lock's fencing tokens are a hybrid logical clock (the
+    /// backend's clock, ordered after the token the stored value was written under; see
+    /// [`LockGuard::fencing_token`](crate::LockGuard::fencing_token)), kept in no key of
+    /// their own. Such keys left by an earlier version expire by themselves (30 days
+    /// after their last use) and may be deleted.
+    #[deprecated(note = "fencing tokens no longer use a counter key; nothing is stored at it")]
     pub fn fence_key(&self) -> String {
         format!("{FENCE_PREFIX}{}", self.0)
     }

@@ -191,7 +191,8 @@ impl<'c, 'o> Driver<'c, 'o> {
             Stored::Absent => None,
             Stored::Nothing => return None,
         };
-        let (encoded, ttl) = self.call.encode(value, took)?;
+        let fence = self.lock.as_ref().map_or(0, LockGuard::fencing_token);
+        let (encoded, ttl) = self.call.encode(value, took, fence)?;
         self.ttl = ttl;
         Some(encoded)
     }
@@ -436,7 +437,7 @@ impl<'c, 'o> Driver<'c, 'o> {
         self.lock.insert(LockGuard::armed(
             self.call.backend.to_arc(),
             self.call.key.lock_key(),
-            self.call.key.fence_key(),
+            self.call.key.to_string(),
             token,
             expire,
             self.on_drop,
