@@ -257,7 +257,9 @@ pub(crate) fn round_trips<T: Serialize + DeserializeOwned>(
 /// The envelope's length; the checksum is its last 4 bytes.
 pub(crate) const HEADER_LEN: usize = MAGIC.len() + 1 + 8 + 4 + 4;
 
-/// Encodes `value` of type `T`, tagged with `version`.
+/// Encodes `value` of type `T`, tagged with `version` (the envelope's own tests; values
+/// and manifests are written by [`encode_with`], with their fencing token).
+#[cfg(test)]
 pub(crate) fn encode<T: Serialize>(value: &T, version: u32) -> Result<Vec<u8>, BoxError> {
     let mut out = Vec::with_capacity(HEADER_LEN + 64);
     write_header::<T>(&mut out, version);
@@ -268,6 +270,7 @@ pub(crate) fn encode<T: Serialize>(value: &T, version: u32) -> Result<Vec<u8>, B
 
 /// Decodes bytes written by [`encode`] for the same `T` and `version`; `None` (logged
 /// at debug) for anything else.
+#[cfg(test)]
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], version: u32) -> Option<T> {
     let decoded = payload::<T>(bytes, version).and_then(|payload| {
         let (value, read) = decode_bounded::<T>(payload).map_err(|_| "payload does not decode")?;

@@ -63,10 +63,16 @@ struct Manifest<T> {
 }
 
 impl<T> Manifest<T> {
-    /// Reads a manifest for the sequence (manifests carry no freshness stamp: a
-    /// memoized iterator is fresh until it expires).
+    /// Reads a manifest for the sequence (stamped [`Stamp::FOREVER`]: a memoized
+    /// iterator is fresh until it expires). Its envelope carries the commit's fencing
+    /// token, so a commit takes its place in the key's order like any store.
     fn decode(_codec: Codec, bytes: &[u8], version: u32) -> Option<(Self, Stamp)> {
-        codec::decode::<Self>(bytes, version).map(|manifest| (manifest, Stamp::FOREVER))
+        codec::decode_with::<Self>(Codec::Bincode, bytes, version)
+    }
+
+    /// Reads a manifest, whatever its stamp.
+    fn read(bytes: &[u8], version: u32) -> Option<Self> {
+        codec::decode_with::<Self>(Codec::Bincode, bytes, version).map(|(manifest, _)| manifest)
     }
 }
 
@@ -290,7 +296,7 @@ pub fn committed_chunk_keys<T: DeserializeOwned>(
     let Some(bytes) = opts.backend_handle().get(key.as_str())? else {
         return Ok(None);
     };
-    Ok(codec::decode::<Manifest<T>>(&bytes, opts.version)
+    Ok(Manifest::<T>::read(&bytes, opts.version)
         .filter(|manifest| check_manifest(manifest).is_ok())
         .map(|manifest| chunk_names(&key, &manifest, 0..manifest.chunks)))
 }
@@ -432,7 +438,8 @@ mod tests {
             generation: 1,
             of: PhantomData,
         };
-        let bytes = codec::encode(&forged, 0).map_err(|e| Error::backend("encode", "", e))?;
+        let bytes = codec::encode_with(Codec::Bincode, &forged, 0, 1, Stamp::FOREVER)
+            .map_err(|e| Error::backend("encode", "", e))?;
         let ttl = Duration::from_secs(60);
         let store = |key: &str| backend.set(make_cache_key(key).as_str(), &bytes, ttl);
         store("forged:sync")?;

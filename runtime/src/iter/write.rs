@@ -258,7 +258,15 @@ impl Store {
             generation: self.generation,
             of: PhantomData,
         };
-        let Ok(bytes) = codec::encode(&manifest, context.opts.version) else {
+        let fence = self.guard.as_ref().map_or(0, LockGuard::fencing_token);
+        let encoded = codec::encode_with(
+            codec::Codec::Bincode,
+            &manifest,
+            context.opts.version,
+            fence,
+            codec::Stamp::FOREVER,
+        );
+        let Ok(bytes) = encoded else {
             return;
         };
         let previous = if self.replaces {
@@ -291,7 +299,7 @@ impl Store {
         let Ok(Some(bytes)) = self.backend.get(self.key.as_str()) else {
             return Vec::new();
         };
-        codec::decode::<Manifest<T>>(&bytes, context.opts.version)
+        Manifest::<T>::read(&bytes, context.opts.version)
             .filter(|previous| {
                 previous.generation != self.generation
                     && super::read::check_manifest(previous).is_ok()

@@ -33,7 +33,7 @@ end
 /// `fence_of(value)`: the fencing token the memoized value at `value` was written
 /// under, read from its envelope with `GETRANGE` (a large value is not copied): the 8
 /// little-endian bytes at [`FENCE_AT`] of bytes that start with the magic and a fenced
-/// format byte; 0 for anything else (absent, an iterator's manifest, foreign bytes).
+/// format byte; 0 for anything else (absent, a value of an earlier format, foreign bytes).
 /// Exact below 2^53 (Lua numbers are doubles): microseconds until the year 2255.
 ///
 /// `next_fence(value)`: the token of an acquisition of the lock of `value`, a hybrid
