@@ -28,6 +28,7 @@ mod registry;
 mod renew;
 mod revalidate;
 mod sequence;
+mod timer;
 
 // Inlined: the backends are listed as structs on the front page, not as re-export lines.
 #[doc(inline)]

@@ -436,7 +436,7 @@ impl ImmediateBackend for MemoryBackend {
             if !self.lock().locks.contains_key(lock_key) {
                 return;
             }
-            let _ = tokio::time::timeout(max, deleted).await;
+            let _ = crate::timer::timeout(max, deleted).await;
         })
     }
 }

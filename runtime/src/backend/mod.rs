@@ -329,7 +329,8 @@ pub trait AsyncBackend: Send + Sync + 'static {
         })
     }
 
-    /// See [`Backend::wait_for_release`]. The default sleeps on Tokio's timer.
+    /// See [`Backend::wait_for_release`]. The default sleeps `max` on the crate's own
+    /// timer (a thread of its own, so it needs no runtime driver).
     fn wait_for_release_async<'a>(
         &'a self,
         lock_key: &'a str,
@@ -337,14 +338,14 @@ pub trait AsyncBackend: Send + Sync + 'static {
         max: Duration,
     ) -> BoxFuture<'a, ()> {
         let _ = (lock_key, attempted);
-        Box::pin(tokio::time::sleep(max))
+        Box::pin(crate::timer::sleep(max))
     }
 }
 
 /// A backend whose every operation completes at once, without waiting on I/O (an
 /// in-process store): implementing it gives the [`AsyncBackend`] half for free, each
 /// future ready as soon as it is made. Only the wait for a release truly waits; its
-/// async form defaults to a sleep on Tokio's timer.
+/// async form defaults to a sleep on the crate's own timer (no runtime driver needed).
 ///
 /// ```
 /// use cache_memoize::{Backend, CacheBackend, Error, ImmediateBackend, MemoryBackend};
@@ -378,7 +379,7 @@ pub trait AsyncBackend: Send + Sync + 'static {
 pub trait ImmediateBackend: Backend {
     /// The async form of [`Backend::wait_for_release`]: returns when `lock_key` may
     /// have been released since `attempted`, or after at most `max`. The default
-    /// sleeps `max` on Tokio's timer.
+    /// sleeps `max` on the crate's own timer (no runtime driver needed).
     fn await_release<'a>(
         &'a self,
         lock_key: &'a str,
@@ -386,7 +387,7 @@ pub trait ImmediateBackend: Backend {
         max: Duration,
     ) -> BoxFuture<'a, ()> {
         let _ = (lock_key, attempted);
-        Box::pin(tokio::time::sleep(max))
+        Box::pin(crate::timer::sleep(max))
     }
 }
 
