@@ -11,6 +11,7 @@ mod call;
 mod coalesce;
 mod codec;
 mod error;
+mod identity;
 mod iter;
 mod kept;
 mod key;

@@ -1,5 +1,5 @@
-//! Keys that cannot lie (issue 10), on a private Redis server, and a key with braces
-//! on a private three-master cluster.
+//! Keys that cannot lie (issue 10) and keys by identity (issue 19), on a private Redis
+//! server, and a key with braces on a private three-master cluster.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,6 +24,15 @@ fn key_scenarios_on_a_private_redis_server() {
         };
     }
     cache_memoize_tests::key_scenarios!(in_turn);
+    macro_rules! identity_in_turn {
+        ($($scenario:ident),* $(,)?) => {
+            $(
+                eprintln!("scenario {}", stringify!($scenario));
+                cache_memoize_tests::identity_suite::$scenario();
+            )*
+        };
+    }
+    cache_memoize_tests::identity_scenarios!(identity_in_turn);
 }
 
 /// `memoize("}abc", ..)` with a lock: the value and its lock share a slot, so the
