@@ -263,6 +263,12 @@ pub fn a_generic_function_keys_by_its_type_parameters() {
         parse_as_cache_key::<u32>("7"),
         parse_as_cache_key::<String>("7")
     );
+    assert_eq!(
+        parse_as_cache_key::<u32>("7").as_str(),
+        "{cache_memoize_tests::keys_suite::parse_as<u32>|7}",
+        "the identity names the instantiation"
+    );
+    assert!(stored(&parse_as_cache_key::<String>("7")));
 }
 
 static DESCRIBED: AtomicUsize = AtomicUsize::new(0);

@@ -23,7 +23,6 @@ fn key_scenarios_on_a_private_redis_server() {
             )*
         };
     }
-    cache_memoize_tests::key_scenarios!(in_turn);
     macro_rules! identity_in_turn {
         ($($scenario:ident),* $(,)?) => {
             $(
@@ -33,6 +32,7 @@ fn key_scenarios_on_a_private_redis_server() {
         };
     }
     cache_memoize_tests::identity_scenarios!(identity_in_turn);
+    cache_memoize_tests::key_scenarios!(in_turn);
 }
 
 /// `memoize("}abc", ..)` with a lock: the value and its lock share a slot, so the
