@@ -124,14 +124,11 @@ fn key_expr(args: &MemoizeArgs, sig: &Signature, params: &[Param]) -> syn::Resul
 /// every generic argument in force: the `impl`'s, the trait's `Self`, the function's
 /// own and its `impl Trait` arguments' types.
 fn identity(sig: &Signature) -> Piece {
-    let name = sig.ident.unraw();
-    let own = format!("::{name}");
-    let key = format!("::{name}_cache_key");
-    let invalidate = format!("::{name}_invalidate");
+    // The companions are `{name}_cache_key` and `{name}_invalidate`.
+    let stem = format!("::{}_", sig.ident.unraw());
     Piece::Raw(quote!(::cache_memoize::__private::fn_identity(
         ::cache_memoize::__private::type_name_of_val(&|| ()),
-        #own,
-        [#key, #invalidate],
+        #stem,
     )))
 }
 

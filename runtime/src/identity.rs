@@ -22,49 +22,79 @@ use std::borrow::Cow;
 /// more for an `async fn`, whose body is a closure of its own).
 const CLOSURE: &str = "::{{closure}}";
 
+/// The companions' names after the function's own name and `_` (see `fn_identity`).
+const COMPANIONS: [&str; 2] = ["cache_key", "invalidate"];
+
 /// The identity of the function whose body (or companion's body) holds the closure
-/// named `closure`: its path, without the closure's own segments, the companions'
-/// names written as the function's (`companions`, such as `::f_cache_key` and
-/// `::f_invalidate`, become `name`, such as `::f`, wherever they occur: the function
-/// and its companions give one identity by the same rewriting), `%` and `|` escaped
-/// (the attribute ends the identity with `|` when the key goes on).
+/// named `closure`: its path, without the closure's own segments, with the companions'
+/// names written as the function's, and `%` and `|` escaped (the attribute ends the
+/// identity with `|` when the key goes on).
+///
+/// `stem` is `::`, the function's name and `_` (`::load_`): wherever `stem` is followed
+/// by `cache_key` or `invalidate` (the companions `load_cache_key`, `load_invalidate`),
+/// both become `::load`. The function and its companions differ only in that segment,
+/// so this one rewriting gives them one identity (whatever else the path holds).
 ///
 /// ```
 /// use cache_memoize::__private::fn_identity;
 ///
-/// let companions = ["::load_cache_key", "::load_invalidate"];
-/// let own = fn_identity("app::Repo<u8>::load::{{closure}}", "::load", companions);
-/// let key = fn_identity("app::Repo<u8>::load_cache_key::{{closure}}", "::load", companions);
+/// let own = fn_identity("app::Repo<u8>::load::{{closure}}", "::load_");
+/// let key = fn_identity("app::Repo<u8>::load_cache_key::{{closure}}", "::load_");
 /// assert_eq!(own, "app::Repo<u8>::load");
 /// assert_eq!(key, own);
 /// ```
-pub fn fn_identity(closure: &'static str, name: &str, companions: [&str; 2]) -> Cow<'static, str> {
+pub fn fn_identity(closure: &'static str, stem: &str) -> Cow<'static, str> {
     let mut path = closure;
     while let Some(outer) = path.strip_suffix(CLOSURE) {
         path = outer;
     }
-    let mut identity = Cow::Borrowed(path);
-    for companion in companions {
-        if identity.contains(companion) {
-            identity = Cow::Owned(identity.replace(companion, name));
-        }
-    }
-    // Only a `char` const argument can hold either (`Grid<'|'>`): checked a byte at a
-    // time, since this runs on every call.
-    if identity.bytes().any(|b| b == b'%' || b == b'|') {
+    // Runs on every call: one search, and one pass over the bytes without an early
+    // exit (so it vectorizes); the rewriting only where one of them found something.
+    let mut identity = if path.contains(stem) {
+        Cow::Owned(companions_renamed(path, stem))
+    } else {
+        Cow::Borrowed(path)
+    };
+    // Only a `char` const argument can hold either (`Grid<'|'>`).
+    let escapes = identity.as_bytes().iter().fold(0_u8, |found, &b| {
+        found | u8::from(b == b'%') | u8::from(b == b'|')
+    });
+    if escapes != 0 {
         identity = Cow::Owned(identity.replace('%', "%25").replace('|', "%7C"));
     }
     identity
+}
+
+/// `path` with each `stem` followed by a companion's name written as `stem` without
+/// its `_`.
+fn companions_renamed(path: &str, stem: &str) -> String {
+    let name = stem.strip_suffix('_').unwrap_or(stem);
+    let mut out = String::with_capacity(path.len());
+    let mut rest = path;
+    while let Some(at) = rest.find(stem) {
+        let after = &rest[at + stem.len()..];
+        match COMPANIONS.iter().find(|c| after.starts_with(**c)) {
+            Some(companion) => {
+                out.push_str(&rest[..at]);
+                out.push_str(name);
+                rest = &after[companion.len()..];
+            }
+            None => {
+                out.push_str(&rest[..at + stem.len()]);
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const COMPANIONS: [&str; 2] = ["::f_cache_key", "::f_invalidate"];
-
     fn id(closure: &'static str) -> Cow<'static, str> {
-        fn_identity(closure, "::f", COMPANIONS)
+        fn_identity(closure, "::f_")
     }
 
     #[test]
@@ -76,6 +106,7 @@ mod tests {
             "app::outer::{{closure}}::f"
         );
         assert!(matches!(id("app::f::{{closure}}"), Cow::Borrowed(_)));
+        assert_eq!(id("app::f_g::f::{{closure}}"), "app::f_g::f");
     }
 
     #[test]
@@ -91,6 +122,12 @@ mod tests {
                 "app::f<app::f_cache_key::T>::{{closure}}::{{closure}}",
                 "app::f_cache_key<app::f_cache_key::T>::{{closure}}",
                 "app::f_invalidate<app::f_cache_key::T>::{{closure}}",
+            ),
+            // Paths holding the stem, with and without a companion's name after it.
+            (
+                "app::f_cache_keys::f_x::f::{{closure}}",
+                "app::f_cache_keys::f_x::f_cache_key::{{closure}}",
+                "app::f_cache_keys::f_x::f_invalidate::{{closure}}",
             ),
             // Nested in a function named like a companion.
             (
