@@ -12,6 +12,7 @@ mod coalesce;
 mod codec;
 mod error;
 mod fence;
+mod identity;
 mod iter;
 mod kept;
 mod key;

@@ -6,6 +6,7 @@
 
 pub mod captured;
 pub mod freshness_suite;
+pub mod identity_suite;
 pub mod iter_suite;
 pub mod keys_suite;
 pub mod lock_suite;
