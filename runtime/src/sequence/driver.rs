@@ -290,6 +290,9 @@ impl<'c, 'o> Driver<'c, 'o> {
     /// computation it is about to start (see `coalesce`); before a store, closes the
     /// flight to callers that have not joined yet.
     fn mark(&mut self, io: Option<&Io<'_>>) {
+        if io.is_some_and(|io| !io.proves()) {
+            return;
+        }
         if let Some(leader) = &self.leader {
             leader.mark();
             if matches!(io, Some(Io::StoreAndRelease(_))) {
@@ -340,9 +343,9 @@ impl<'c, 'o> Driver<'c, 'o> {
                 let mark = call.key.refresh_key();
                 Event::Rechecked(backend.get_many(&[key, &mark]).map(Recheck::of))
             }
-            Io::Throttle { ttl, until_ms } => {
+            Io::Throttle { ttl, mark } => {
                 // Best effort: without the mark, the fleet retries sooner.
-                let _ = backend.set(&call.key.refresh_key(), &until_ms.to_le_bytes(), ttl);
+                let _ = backend.set(&call.key.refresh_key(), &mark.to_bytes(), ttl);
                 Event::Stored(match self.lock.take() {
                     Some(lock) => lock.give_back(),
                     None => Ok(false),
@@ -398,10 +401,10 @@ impl<'c, 'o> Driver<'c, 'o> {
                 let read = backend.get_many_async(&[key, &mark]).await;
                 Event::Rechecked(read.map(Recheck::of))
             }
-            Io::Throttle { ttl, until_ms } => {
+            Io::Throttle { ttl, mark } => {
                 // Best effort: without the mark, the fleet retries sooner.
-                let mark = call.key.refresh_key();
-                let _ = backend.set_async(&mark, &until_ms.to_le_bytes(), ttl).await;
+                let (key, mark) = (call.key.refresh_key(), mark.to_bytes());
+                let _ = backend.set_async(&key, &mark, ttl).await;
                 Event::Stored(match self.lock.take() {
                     Some(lock) => lock.give_back_async().await,
                     None => Ok(false),

@@ -175,9 +175,52 @@ pub(crate) enum Io<'m> {
     /// [`Event::Rechecked`].
     Recheck,
     /// Leave the key's throttle mark (the fleet's fail-safe throttle after a failed
-    /// refresh), ending at `until_ms` (wall clock) and living `ttl`, then release the
-    /// lock: [`Event::Stored`].
-    Throttle { ttl: Duration, until_ms: u64 },
+    /// refresh) for `ttl`, then release the lock: [`Event::Stored`].
+    Throttle { ttl: Duration, mark: Mark },
+}
+
+/// The fail-safe throttle's mark: refreshes of the value fresh until `of_ms` back off
+/// until `until_ms` (wall clock). It throttles that value only: a newer value's first
+/// refresh is never held back by an older value's failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Mark {
+    pub(crate) until_ms: u64,
+    /// The `fresh_until_ms` of the value whose refresh failed (0: any value).
+    pub(crate) of_ms: u64,
+}
+
+impl Mark {
+    /// The mark as stored.
+    pub(crate) fn to_bytes(self) -> [u8; 16] {
+        let mut bytes = [0; 16];
+        bytes[..8].copy_from_slice(&self.until_ms.to_le_bytes());
+        bytes[8..].copy_from_slice(&self.of_ms.to_le_bytes());
+        bytes
+    }
+
+    /// A stored mark; anything else (foreign bytes) is none.
+    fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        let bytes = <[u8; 16]>::try_from(bytes).ok()?;
+        let (until, of) = bytes.split_at(8);
+        Some(Self {
+            until_ms: u64::from_le_bytes(until.try_into().ok()?),
+            of_ms: u64::from_le_bytes(of.try_into().ok()?),
+        })
+    }
+}
+
+impl Io<'_> {
+    /// Whether this step can find or store the value a flight lands (a read, an
+    /// attempt at the lock, a store): the steps that order a leader's value against
+    /// its followers (see `coalesce`). Joining, claiming, waiting and releasing prove
+    /// nothing; counting them would let a follower that joined after the proving read
+    /// take its value.
+    pub(crate) fn proves(&self) -> bool {
+        matches!(
+            self,
+            Self::Get | Self::GetOrLock | Self::TakeLock | Self::Recheck | Self::StoreAndRelease(_)
+        )
+    }
 }
 
 /// What a refresh read again under the lock.
@@ -185,8 +228,8 @@ pub(crate) enum Io<'m> {
 pub(crate) struct Recheck {
     /// The value.
     pub(crate) value: Option<Vec<u8>>,
-    /// Until when (wall-clock ms) a refresh that failed elsewhere throttles refreshes.
-    pub(crate) throttled_until_ms: Option<u64>,
+    /// The throttle mark a refresh that failed elsewhere left, if any.
+    pub(crate) mark: Option<Mark>,
 }
 
 impl Recheck {
@@ -194,15 +237,11 @@ impl Recheck {
     pub(crate) fn of(read: Vec<Option<Vec<u8>>>) -> Self {
         let mut read = read.into_iter();
         let value = read.next().flatten();
-        let throttled_until_ms = read
+        let mark = read
             .next()
             .flatten()
-            .and_then(|mark| <[u8; 8]>::try_from(mark.as_slice()).ok())
-            .map(u64::from_le_bytes);
-        Self {
-            value,
-            throttled_until_ms,
-        }
+            .and_then(|mark| Mark::from_bytes(&mark));
+        Self { value, mark }
     }
 }
 
@@ -777,12 +816,13 @@ impl<T> Machine<T> {
         let now_ms = self.policy.now_ms;
         match read {
             Err(err) => self.refresh_skipped(Some(Note::RefreshFailed(Some(err)))),
-            // A refresh failed elsewhere within `fail_safe`: back off until it passes.
+            // A refresh of this very value failed within `fail_safe`: back off until
+            // the mark ends.
             Ok(Recheck {
-                throttled_until_ms: Some(until_ms),
-                ..
-            }) if until_ms > now_ms => {
-                let left = Duration::from_millis(until_ms - now_ms)
+                mark: Some(mark),
+                value,
+            }) if mark.until_ms > now_ms && self.marks(mark, value.as_deref()) => {
+                let left = Duration::from_millis(mark.until_ms - now_ms)
                     .min(self.policy.freshness.fail_safe)
                     .max(self.policy.freshness.back_off);
                 self.state = State::Relinquishing(Some(left));
@@ -796,6 +836,17 @@ impl<T> Machine<T> {
             }
             Ok(_) => self.compute(Storing::Locked, None),
         }
+    }
+
+    /// Whether `mark` throttles the refresh of `value` (the value read under the lock):
+    /// the mark was left by a failed refresh of this very value.
+    fn marks(&self, mark: Mark, value: Option<&[u8]>) -> bool {
+        if mark.of_ms == 0 {
+            return true;
+        }
+        value
+            .and_then(|bytes| self.decode(bytes))
+            .is_some_and(|(_, stamp)| stamp.fresh_until_ms == mark.of_ms)
     }
 
     /// A refresh that cannot run now (the key's lock held elsewhere, or the backend
@@ -821,6 +872,25 @@ impl<T> Machine<T> {
         }
     }
 
+    /// The mark a failed refresh leaves, and its TTL: `fail_safe`, but never past the
+    /// life of the value it throttles (`expire + stale` from its store), so the mark
+    /// never outlives it. `None` when that life is over.
+    fn throttle(&self) -> Option<(Duration, Mark)> {
+        let now_ms = self.policy.now_ms;
+        let fail_safe = self.policy.freshness.fail_safe;
+        let mut until_ms =
+            now_ms.saturating_add(u64::try_from(fail_safe.as_millis()).unwrap_or(u64::MAX));
+        let of_ms = self.trigger.map_or(0, |stamp| stamp.fresh_until_ms);
+        if let Some(stamp) = self.trigger {
+            let gone_ms = stamp
+                .fresh_until_ms
+                .saturating_add(self.policy.freshness.stale_ms);
+            until_ms = until_ms.min(gone_ms);
+        }
+        let ttl = Duration::from_millis(until_ms.checked_sub(now_ms).filter(|ms| *ms > 0)?);
+        Some((ttl, Mark { until_ms, of_ms }))
+    }
+
     fn compute(&mut self, store: Storing, note: Option<Note>) -> Step<'_, T> {
         self.state = State::Computing(store);
         Step::Compute { store, note }
@@ -843,12 +913,10 @@ impl<T> Machine<T> {
             // back, so a miss never waits for the throttle.
             _ if self.policy.refresh == Refresh::Revalidate => {
                 self.refresh_failed = true;
-                let ttl = self.policy.freshness.fail_safe;
-                let until_ms = self
-                    .policy
-                    .now_ms
-                    .saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
-                Step::Io(Io::Throttle { ttl, until_ms })
+                match self.throttle() {
+                    Some((ttl, mark)) => Step::Io(Io::Throttle { ttl, mark }),
+                    None => Step::Io(Io::Release),
+                }
             }
             _ => Step::Io(Io::Release),
         }

@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::machine::{
-    Decoder, Event, FreshPolicy, Io, LockPolicy, Machine, Note, Policy, Recheck, Revalidate, Role,
-    Step, Storing,
+    Decoder, Event, FreshPolicy, Io, LockPolicy, Machine, Mark, Note, Policy, Recheck, Revalidate,
+    Role, Step, Storing,
 };
 use crate::backend::GetOrLock;
 use crate::coalesce::Landed;
@@ -144,10 +144,7 @@ fn io(name: &str) -> Kind {
 
 /// What a refresh reads again under its lock: `value`, no throttle mark.
 fn rechecked(value: Option<Vec<u8>>) -> Event {
-    Event::Rechecked(Ok(Recheck {
-        value,
-        throttled_until_ms: None,
-    }))
+    Event::Rechecked(Ok(Recheck { value, mark: None }))
 }
 
 fn attempted(at: Instant, found: GetOrLock) -> Event {
@@ -791,7 +788,7 @@ fn a_failed_refresh_leaves_the_throttle_mark_and_releases_the_lock() {
     let step = m.on(Event::Computed(None));
     assert_eq!(
         kind(step),
-        io("Throttle { ttl: 5s, until_ms: 105000 }"),
+        io("Throttle { ttl: 5s, mark: Mark { until_ms: 105000, of_ms: 0 } }"),
         "the fleet backs off until the mark ends; the lock goes back"
     );
     let step = m.on(Event::Stored(Ok(true)));
@@ -808,7 +805,10 @@ fn a_refresh_that_finds_the_throttle_mark_gives_its_lock_back_and_backs_off() {
     m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
     let step = m.on(Event::Rechecked(Ok(Recheck {
         value: Some(vec![4, 90]),
-        throttled_until_ms: Some(NOW_MS + 3_000),
+        mark: Some(Mark {
+            until_ms: NOW_MS + 3_000,
+            of_ms: 90_000,
+        }),
     })));
     assert_eq!(kind(step), io("Release"), "throttled: nothing computed");
     assert_eq!(
@@ -825,9 +825,45 @@ fn a_throttle_mark_that_ended_is_ignored() {
     m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
     let step = m.on(Event::Rechecked(Ok(Recheck {
         value: Some(vec![4, 90]),
-        throttled_until_ms: Some(NOW_MS - 1),
+        mark: Some(Mark {
+            until_ms: NOW_MS - 1,
+            of_ms: 90_000,
+        }),
     })));
     assert_eq!(kind(step), Kind::Compute(Storing::Locked, None));
+}
+
+#[test]
+fn a_throttle_mark_of_another_value_is_ignored() {
+    let mut m = fresh_machine(Refresh::Revalidate, None, false, 60_000, 0.0);
+    m.on(Event::Start);
+    m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
+    let step = m.on(Event::Rechecked(Ok(Recheck {
+        value: Some(vec![4, 90]),
+        mark: Some(Mark {
+            until_ms: NOW_MS + 3_000,
+            of_ms: 80_000,
+        }),
+    })));
+    assert_eq!(
+        kind(step),
+        Kind::Compute(Storing::Locked, None),
+        "left by an older value's failure"
+    );
+}
+
+#[test]
+fn a_failed_refresh_never_marks_past_its_values_life() {
+    // Fresh until 90 s, stale for 12 s more: gone at 102 s; now is 100 s, fail_safe 5 s.
+    let mut m =
+        fresh_machine(Refresh::Revalidate, None, false, 12_000, 0.0).refreshing(stamp(90, 0));
+    m.on(Event::Start);
+    m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
+    m.on(rechecked(Some(vec![4, 90])));
+    assert_eq!(
+        kind(m.on(Event::Computed(None))),
+        io("Throttle { ttl: 2s, mark: Mark { until_ms: 102000, of_ms: 90000 } }")
+    );
 }
 
 #[test]
