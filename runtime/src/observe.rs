@@ -36,9 +36,12 @@ pub(crate) enum Outcome {
     LockTimeout,
     /// The backend failed: computed without it.
     FailOpen,
+    /// A background refresh found no room (`set_refresh_limits`): not started, the
+    /// stale value served.
+    RefreshDropped,
 }
 
-const OUTCOMES: usize = 9;
+const OUTCOMES: usize = 10;
 
 impl Outcome {
     fn name(self) -> &'static str {
@@ -52,6 +55,7 @@ impl Outcome {
             Self::RefreshStarted => "refresh_started",
             Self::LockTimeout => "lock_timeout",
             Self::FailOpen => "fail_open",
+            Self::RefreshDropped => "refresh_dropped",
         }
     }
 }
@@ -186,6 +190,9 @@ pub struct Stats {
     pub lock_timeouts: u64,
     /// Calls that computed without the backend because it failed.
     pub fail_open: u64,
+    /// Background refreshes not started for lack of room (`set_refresh_limits`): the
+    /// stale value was served, and a later stale hit may start one.
+    pub refreshes_dropped: u64,
 }
 
 /// The counters now; see [`Stats`]. Costs one pass over the threads alive now that
@@ -209,6 +216,7 @@ pub fn stats() -> Stats {
         refreshes: total(Outcome::RefreshStarted),
         lock_timeouts: total(Outcome::LockTimeout),
         fail_open: total(Outcome::FailOpen),
+        refreshes_dropped: total(Outcome::RefreshDropped),
     }
 }
 
@@ -341,6 +349,7 @@ mod facade {
         Outcome::RefreshStarted,
         Outcome::LockTimeout,
         Outcome::FailOpen,
+        Outcome::RefreshDropped,
     ];
 
     /// Runs `f` with the key of `function`'s `slot`.
