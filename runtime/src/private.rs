@@ -17,6 +17,7 @@ pub use crate::keypart::{
 };
 pub use crate::lock::LockOptions;
 pub use crate::memoize::{invalidate, memoize, memoize_async, try_memoize, try_memoize_async};
+pub use crate::observe::counter_slots;
 pub use crate::options::{Clock, MemoizeOptions};
 pub use crate::outcome::{OutcomeOf, ReturnsOption, ViaPlain, ViaResult};
 pub use crate::revalidate::{try_memoize_async_detached, try_memoize_detached};
