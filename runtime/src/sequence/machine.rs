@@ -179,6 +179,9 @@ pub(crate) enum Io<'m> {
     Throttle { ttl: Duration, mark: Mark },
 }
 
+/// How long before the value it throttles a throttle mark ends, at the latest.
+const MARK_MARGIN_MS: u64 = 20;
+
 /// The fail-safe throttle's mark: refreshes of the value fresh until `of_ms` back off
 /// until `until_ms` (wall clock). It throttles that value only: a newer value's first
 /// refresh is never held back by an older value's failure.
@@ -882,9 +885,13 @@ impl<T> Machine<T> {
             now_ms.saturating_add(u64::try_from(fail_safe.as_millis()).unwrap_or(u64::MAX));
         let of_ms = self.trigger.map_or(0, |stamp| stamp.fresh_until_ms);
         if let Some(stamp) = self.trigger {
+            // The value's TTL ran from its store, just after its stamp was taken; the
+            // margin covers the backends' coarse clocks (a tick of 1-4 ms), so the
+            // mark ends first.
             let gone_ms = stamp
                 .fresh_until_ms
-                .saturating_add(self.policy.freshness.stale_ms);
+                .saturating_add(self.policy.freshness.stale_ms)
+                .saturating_sub(MARK_MARGIN_MS);
             until_ms = until_ms.min(gone_ms);
         }
         let ttl = Duration::from_millis(until_ms.checked_sub(now_ms).filter(|ms| *ms > 0)?);
