@@ -163,6 +163,7 @@ impl<'a> Call<'a> {
                 fail_safe: self.opts.fail_safe_throttle(),
                 back_off: self.opts.lock.unwrap_or_default().retry,
                 ttl_only: false,
+                jitter: freshness.jitter,
             };
             (policy, self.opts.now_ms())
         };

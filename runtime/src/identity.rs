@@ -65,28 +65,44 @@ pub fn fn_identity(closure: &'static str, stem: &str) -> Cow<'static, str> {
     identity
 }
 
-/// `path` with each `stem` followed by a companion's name written as `stem` without
-/// its `_`.
+/// `path` with its last segment, when it is a companion's (`stem` and a companion's
+/// name, then perhaps the function's generic arguments), written as the function's.
+/// Only the last segment: a module or type named like a companion elsewhere in the
+/// path is another item (`app::load_invalidate::load` is not `app::load::load`).
 fn companions_renamed(path: &str, stem: &str) -> String {
+    let (head, generics) = split_generics(path);
     let name = stem.strip_suffix('_').unwrap_or(stem);
-    let mut out = String::with_capacity(path.len());
-    let mut rest = path;
-    while let Some(at) = rest.find(stem) {
-        let after = &rest[at + stem.len()..];
-        match COMPANIONS.iter().find(|c| after.starts_with(**c)) {
-            Some(companion) => {
-                out.push_str(&rest[..at]);
-                out.push_str(name);
-                rest = &after[companion.len()..];
-            }
-            None => {
-                out.push_str(&rest[..at + stem.len()]);
-                rest = after;
-            }
+    for companion in COMPANIONS {
+        if let Some(function) = head
+            .strip_suffix(companion)
+            .and_then(|head| head.strip_suffix(stem))
+        {
+            return format!("{function}{name}{generics}");
         }
     }
-    out.push_str(rest);
-    out
+    path.to_owned()
+}
+
+/// `path` split before the generic arguments that end it (`app::f<u8>`: `app::f`,
+/// `<u8>`); all of it and nothing when it does not end in any.
+fn split_generics(path: &str) -> (&str, &str) {
+    if !path.ends_with('>') {
+        return (path, "");
+    }
+    let mut depth = 0_usize;
+    for (at, byte) in path.bytes().enumerate().rev() {
+        match byte {
+            b'>' => depth += 1,
+            b'<' => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    return (&path[..at], &path[at..]);
+                }
+            }
+            _ => {}
+        }
+    }
+    (path, "")
 }
 
 #[cfg(test)]
@@ -107,6 +123,28 @@ mod tests {
         );
         assert!(matches!(id("app::f::{{closure}}"), Cow::Borrowed(_)));
         assert_eq!(id("app::f_g::f::{{closure}}"), "app::f_g::f");
+    }
+
+    #[test]
+    fn only_the_last_segment_is_a_companion() {
+        assert_eq!(
+            id("app::f_invalidate::f::{{closure}}"),
+            "app::f_invalidate::f"
+        );
+        assert_eq!(
+            id("app::f_cache_key::f::{{closure}}"),
+            "app::f_cache_key::f"
+        );
+        assert_eq!(id("app::f_invalidate::{{closure}}"), "app::f");
+        assert_eq!(id("app::f_cache_key<u8>::{{closure}}"), "app::f<u8>");
+        assert_eq!(
+            id("app::f<m::f_invalidate>::{{closure}}"),
+            "app::f<m::f_invalidate>"
+        );
+        assert_eq!(
+            id("app::f_invalidate<m::f_invalidate>::{{closure}}"),
+            "app::f<m::f_invalidate>"
+        );
     }
 
     #[test]

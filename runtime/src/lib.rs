@@ -55,7 +55,10 @@ pub use memoize::{invalidate, memoize, memoize_async, try_memoize, try_memoize_a
 pub use observe::{Stats, stats};
 pub use options::{Clock, DEFAULT_CHUNK_SIZE, DEFAULT_COMPRESS, DEFAULT_EXPIRE, MemoizeOptions};
 pub use refresh::{refresh, refresh_async};
-pub use refresh_pool::{DEFAULT_REFRESH_QUEUE, DEFAULT_REFRESH_WORKERS, set_refresh_limits};
+pub use refresh_pool::{
+    DEFAULT_REFRESH_QUEUE, DEFAULT_REFRESH_WORKERS, MAX_REFRESH_QUEUE, MAX_REFRESH_WORKERS,
+    set_refresh_limits,
+};
 pub use registry::{backend, set_backend, set_shared_backend, try_set_backend};
 pub use revalidate::{
     memoize_async_detached, memoize_detached, try_memoize_async_detached, try_memoize_detached,

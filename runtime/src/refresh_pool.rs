@@ -18,6 +18,13 @@ pub const DEFAULT_REFRESH_WORKERS: usize = 4;
 /// The default number of refreshes waiting for a worker ([`set_refresh_limits`]).
 pub const DEFAULT_REFRESH_QUEUE: usize = 64;
 
+/// The most background refreshes [`set_refresh_limits`] lets run at once: each is a
+/// thread (or a task's permit), and more would only queue in the dependency.
+pub const MAX_REFRESH_WORKERS: usize = 1024;
+
+/// The longest queue [`set_refresh_limits`] allows.
+pub const MAX_REFRESH_QUEUE: usize = 1 << 20;
+
 /// The bounds in force, fixed by the first background refresh.
 #[derive(Clone, Copy)]
 struct Limits {
@@ -33,9 +40,10 @@ static LIMITS: Mutex<Limits> = Mutex::new(Limits {
 /// Whether the bounds were fixed (by the first background refresh).
 static FIXED: OnceLock<Limits> = OnceLock::new();
 
-/// Sets how many background refreshes run at once (`workers`, at least 1: worker
-/// threads for blocking refreshes, running tasks for async ones) and how many more wait
-/// for a turn (`queue`); a refresh beyond them is dropped and the stale value served.
+/// Sets how many background refreshes run at once (`workers`, from 1 to
+/// [`MAX_REFRESH_WORKERS`]: worker threads for blocking refreshes, running tasks for
+/// async ones) and how many more wait for a turn (`queue`, at most
+/// [`MAX_REFRESH_QUEUE`]); larger values are clamped; a refresh beyond them is dropped and the stale value served.
 /// Defaults: [`DEFAULT_REFRESH_WORKERS`] and [`DEFAULT_REFRESH_QUEUE`]. The bounds are
 /// fixed by the process's first background refresh: call it at start-up; it returns
 /// `false`, changing nothing, once they are.
@@ -52,8 +60,8 @@ pub fn set_refresh_limits(workers: usize, queue: usize) -> bool {
         return false;
     }
     *limits = Limits {
-        workers: workers.max(1),
-        queue,
+        workers: workers.clamp(1, MAX_REFRESH_WORKERS),
+        queue: queue.min(MAX_REFRESH_QUEUE),
     };
     true
 }

@@ -68,6 +68,9 @@ pub(crate) struct FreshPolicy {
     pub(crate) back_off: Duration,
     /// No `stale`, no `beta`: a value is fresh for as long as the backend keeps it.
     pub(crate) ttl_only: bool,
+    /// The most a value's lifetimes were shortened by (`jitter`, a fraction): its
+    /// stale window in the backend is at least `stale_ms * (1 - jitter)`.
+    pub(crate) jitter: f64,
 }
 
 impl FreshPolicy {
@@ -78,6 +81,7 @@ impl FreshPolicy {
         fail_safe: Duration::ZERO,
         back_off: Duration::ZERO,
         ttl_only: true,
+        jitter: 0.0,
     };
 }
 
@@ -888,9 +892,18 @@ impl<T> Machine<T> {
             // The value's TTL ran from its store, just after its stamp was taken; the
             // margin covers the backends' coarse clocks (a tick of 1-4 ms), so the
             // mark ends first.
+            // With `jitter`, the value's stale window was shortened by as much.
+            let fresh = self.policy.freshness;
+            let kept = 1.0 - fresh.jitter.clamp(0.0, 1.0);
+            #[allow(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                clippy::cast_precision_loss
+            )]
+            let stale_kept_ms = (fresh.stale_ms as f64 * kept) as u64;
             let gone_ms = stamp
                 .fresh_until_ms
-                .saturating_add(self.policy.freshness.stale_ms)
+                .saturating_add(stale_kept_ms)
                 .saturating_sub(MARK_MARGIN_MS);
             until_ms = until_ms.min(gone_ms);
         }

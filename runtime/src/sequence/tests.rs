@@ -75,6 +75,7 @@ fn sharing_machine(
             fail_safe: Duration::from_secs(5),
             back_off: BACK_OFF,
             ttl_only: false,
+            jitter: 0.0,
         },
         now_ms: NOW_MS,
     };
@@ -722,6 +723,7 @@ fn xfetch_refreshes_early_more_often_as_expiry_nears() {
                         fail_safe: Duration::from_secs(5),
                         back_off: BACK_OFF,
                         ttl_only: false,
+                        jitter: 0.0,
                     },
                     now_ms: NOW_MS,
                 };
@@ -952,6 +954,7 @@ fn an_early_refresh_that_finds_its_value_under_the_lock_computes_without_drawing
                 fail_safe: Duration::from_secs(5),
                 back_off: BACK_OFF,
                 ttl_only: false,
+                jitter: 0.0,
             },
             now_ms: NOW_MS,
         };

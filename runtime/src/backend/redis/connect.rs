@@ -110,18 +110,21 @@ impl RedisBuilder {
     /// The time allowed to open a connection, handshake included (default 1 s). While
     /// the server is unreachable or hung, each call that needs a new connection waits
     /// at most this long (and no longer than what is left of its [response
-    /// timeout](Self::response_timeout)) before computing without the cache.
+    /// timeout](Self::response_timeout)) before computing without the cache. Clamped
+    /// to [1 ms, [`MAX_EXPIRE`](crate::MAX_EXPIRE)].
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
+        self.connect_timeout = clamped_timeout(timeout);
         self
     }
 
     /// The time allowed for each call (default 1 s), sync and async alike: from its
     /// start, including any wait for a pooled connection and the opening of a new one
     /// (which the [connect timeout](Self::connect_timeout) bounds too). Against a
-    /// stalled server every call returns within it, give or take scheduling.
+    /// stalled server every call returns within it, give or take scheduling. Clamped
+    /// to [1 ms, [`MAX_EXPIRE`](crate::MAX_EXPIRE)]: `Duration::MAX` means "as long as
+    /// it takes", not an overflow.
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
-        self.response_timeout = timeout;
+        self.response_timeout = clamped_timeout(timeout);
         self
     }
 
@@ -526,6 +529,12 @@ impl RedisBackend {
             root_certificate: None,
         }
     }
+}
+
+/// A timeout as the connections can use it: at least 1 ms (a socket refuses a zero
+/// timeout), at most [`MAX_EXPIRE`](crate::MAX_EXPIRE) (deadlines are `now + timeout`).
+fn clamped_timeout(timeout: Duration) -> Duration {
+    timeout.clamp(Duration::from_millis(1), crate::limits::MAX_EXPIRE)
 }
 
 #[cfg(test)]
