@@ -1,8 +1,9 @@
 //! Whether the library *said* that a forced refresh may not have stored its value.
 //!
 //! A forced refresh "lands or says so" (issue 19): it stores its value, or the caller
-//! can see that it did not (a WARN, or the call's outcome: computed without the
-//! backend, or without the lock). This subscriber watches the thread that makes a
+//! can see that it did not: a WARN, or the call's outcome (`fail_open`, `lock_timeout`:
+//! computed without the backend, or without the lock), which the `metrics` counters
+//! and `stats()` show. A DEBUG line alone is not saying so. This subscriber watches the thread that makes a
 //! refresh ([`watch`]) and notes any of those; a refresh that said nothing is a write
 //! every later call must see. It also counts WARN events process-wide. Everything else
 //! stays disabled: a hit pays one thread-local read for its DEBUG event's check.
@@ -81,16 +82,11 @@ impl Subscriber for Listener {
             }
             return;
         }
-        // DEBUG, while watching: `call`'s reports (a skipped backend, computing beside
-        // another caller), or the call's outcome.
-        let said = if meta.target() == "cache_memoize::call" {
-            true
-        } else {
-            let mut outcome = Outcome(false);
-            event.record(&mut outcome);
-            outcome.0
-        };
-        if said {
+        // DEBUG, while watching: the call's outcome. (Other DEBUG reports are not
+        // "saying so": nobody sees them in production.)
+        let mut outcome = Outcome(false);
+        event.record(&mut outcome);
+        if outcome.0 {
             SAID.with(|flag| flag.set(true));
         }
     }
