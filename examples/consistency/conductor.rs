@@ -19,8 +19,8 @@ use crate::record::{Record, now_us};
 use crate::worker::Orders;
 use crate::{Failure, Settings, faults};
 
-/// How long past the deadline the workers may take to finish their share.
-const GRACE: Duration = Duration::from_secs(180);
+/// How long the workers may take to finish their share (a hang ends the run).
+const GRACE: Duration = Duration::from_secs(3600);
 
 /// How many violations are shown with their key's history.
 const SHOWN: usize = 8;
@@ -69,6 +69,7 @@ pub(crate) fn run(settings: &Settings) -> Result<usize, Failure> {
     let started = Instant::now();
     let run_for = Duration::try_from_secs_f64(settings.seconds).unwrap_or(Duration::ZERO);
     let deadline_us = now_us() + u64::try_from(run_for.as_micros()).unwrap_or(u64::MAX);
+
     for worker in &mut workers {
         writeln!(worker.input, "go {deadline_us}")?;
         worker.input.flush()?;
@@ -81,9 +82,10 @@ pub(crate) fn run(settings: &Settings) -> Result<usize, Failure> {
     } else {
         (None, Some(cache))
     };
-    while now_us() < deadline_us {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // Faults and busy loops go on until every worker has made its share and the
+    // deadline has passed.
+    let finished = expect_all(&lines, settings.processes, "finished", GRACE);
+    let elapsed = started.elapsed();
     stop.store(true, Ordering::SeqCst);
     let (cache, fault_log) = match fault_thread {
         Some(thread) => match thread.join() {
@@ -95,8 +97,7 @@ pub(crate) fn run(settings: &Settings) -> Result<usize, Failure> {
     for loop_thread in busy {
         let _ = loop_thread.join();
     }
-    let finished = expect_all(&lines, settings.processes, "finished", GRACE)?;
-    let elapsed = started.elapsed();
+    let finished = finished?;
     for worker in &mut workers {
         writeln!(worker.input, "dump")?;
         worker.input.flush()?;
