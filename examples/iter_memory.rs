@@ -7,6 +7,10 @@
 //! cargo run --release --example iter_memory                 # 100 MB of 1 KB rows
 //! cargo run --release --example iter_memory -- --mb 20 --item-bytes 200
 //! ```
+//!
+//! Quick mode (`CACHE_MEMOIZE_QUICK=1`): 5 MB. The last line: `mb=<n>
+//! plain_hit_peak_rss_mb=<x> lz4_hit_peak_rss_mb=<x> plain_stored_mb=<x>
+//! lz4_stored_mb=<x>`.
 
 // Byte counts shown in MB: float casts of counts far below 2^52 lose nothing.
 #![allow(clippy::cast_precision_loss)]
@@ -17,6 +21,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use cache_memoize::{LockOptions, MemoizeOptions, RedisBackend, memoize_iter};
+use cache_memoize_examples::quick::sized;
 use cache_memoize_tests::server::RedisServer;
 use serde::{Deserialize, Serialize};
 
@@ -33,7 +38,7 @@ fn main() -> Result<(), Failure> {
     if args.first().map(String::as_str) == Some("--child") {
         return child(&args[1..]);
     }
-    let mut mb = 100_u64;
+    let mut mb = sized(100_u64, 5);
     let mut item_bytes = 1000_u64;
     let mut flags = args.iter();
     while let Some(flag) = flags.next() {
@@ -47,23 +52,28 @@ fn main() -> Result<(), Failure> {
     let server = RedisServer::start();
     let exe = std::env::current_exe()?;
     println!("{mb} MB of {item_bytes}-byte rows; peak RSS of each process (VmHWM)");
+    let mut result = format!("mb={mb}");
     for compress in ["plain", "lz4"] {
         for mode in ["connect-only", "miss", "hit"] {
             let output = Command::new(&exe)
                 .args(["--child", mode, compress, &server.url()])
                 .args([mb.to_string(), item_bytes.to_string()])
                 .output()?;
-            print!(
-                "{compress:>5} {mode:>12}: {}",
-                String::from_utf8_lossy(&output.stdout)
-            );
+            let said = String::from_utf8_lossy(&output.stdout);
+            if !output.status.success() {
+                return Err(format!("the {compress} {mode} process failed: {said}").into());
+            }
+            print!("{compress:>5} {mode:>12}: {said}");
+            if mode == "hit" {
+                let peak = said.split_whitespace().nth(2).unwrap_or("NaN");
+                let _ = write!(result, " {compress}_hit_peak_rss_mb={peak}");
+            }
         }
-        let stored = stored_bytes(&server, compress)?;
-        println!(
-            "{compress:>5} stored in Redis: {:.1} MB",
-            stored as f64 / 1e6
-        );
+        let stored = stored_bytes(&server, compress)? as f64 / 1e6;
+        println!("{compress:>5} stored in Redis: {stored:.1} MB");
+        let _ = write!(result, " {compress}_stored_mb={stored:.1}");
     }
+    println!("{result}");
     Ok(())
 }
 

@@ -9,7 +9,8 @@
 //!    is killed (`CLIENT KILL`) or the server restarted, then the writer writes. Every
 //!    read of the old value after the writer acknowledged its write is a stale read.
 //!
-//! `cargo run --release --example near_cache`
+//! `cargo run --release --example near_cache`; quick mode (`CACHE_MEMOIZE_QUICK=1`): 50
+//! trials, 5 rounds of each fault.
 //!
 //! The last line is `invalidation_p50_ms=.. invalidation_p99_ms=.. invalidation_max_ms=..
 //! stale_reads=.. rounds=..`.
@@ -22,11 +23,9 @@ use std::time::{Duration, Instant};
 use cache_memoize::{
     CacheBackend, MemoizeOptions, NearCache, RedisBackend, make_cache_key, memoize,
 };
+use cache_memoize_examples::quick::sized;
 use cache_memoize_tests::server::RedisServer;
 
-const TRIALS: usize = 1_000;
-const KILL_ROUNDS: usize = 100;
-const RESTART_ROUNDS: usize = 100;
 const KEY: &str = "near-example:value";
 /// How long a round may take before the example gives up (something is broken).
 const GIVE_UP: Duration = Duration::from_secs(20);
@@ -206,6 +205,8 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn reader() -> Result<(), Failure> {
+    let trials = sized(1_000, 50);
+    let (kill_rounds, restart_rounds) = (sized(100, 5), sized(100, 5));
     let mut server = RedisServer::start();
     let backend = Arc::new(
         RedisBackend::builder([server.url()])
@@ -224,9 +225,9 @@ fn reader() -> Result<(), Failure> {
     writer.ask(&old)?;
     writer.acknowledged()?;
 
-    let mut latencies = Vec::with_capacity(TRIALS);
+    let mut latencies = Vec::with_capacity(trials);
     let mut stale_reads = 0;
-    for _ in 0..TRIALS {
+    for _ in 0..trials {
         hold_copy(&backend, &old)?;
         let new = next();
         let start = Instant::now();
@@ -240,14 +241,14 @@ fn reader() -> Result<(), Failure> {
     latencies.sort_unstable();
     let at = |per_mille: usize| latencies[(latencies.len() - 1) * per_mille / 1000];
     let (p50, p99, max) = (at(500), at(990), at(1000));
-    println!("invalidation latency over {TRIALS} trials: p50 {p50:?}, p99 {p99:?}, max {max:?}");
+    println!("invalidation latency over {trials} trials: p50 {p50:?}, p99 {p99:?}, max {max:?}");
 
     let mut rounds = 0;
     let fault_started = Instant::now();
-    for round in 0..KILL_ROUNDS + RESTART_ROUNDS {
+    for round in 0..kill_rounds + restart_rounds {
         wait_live(&backend)?;
         hold_copy(&backend, &old)?;
-        if round < KILL_ROUNDS {
+        if round < kill_rounds {
             kill_tracking_connection(&server)?;
         } else {
             server.restart();
@@ -260,7 +261,7 @@ fn reader() -> Result<(), Failure> {
         rounds += 1;
     }
     println!(
-        "{KILL_ROUNDS} CLIENT KILL rounds and {RESTART_ROUNDS} restart rounds in {:?}: \
+        "{kill_rounds} CLIENT KILL rounds and {restart_rounds} restart rounds in {:?}: \
          {stale_reads} stale reads; near hits {}, invalidations {}",
         fault_started.elapsed(),
         backend.near_cache_hits(),

@@ -12,7 +12,9 @@
 //!
 //! Without `REDIS_URL` it starts a private `redis-server` on a free port.
 //! Options: `--processes N` (4), `--threads N` (8), `--compute-ms N` (200),
-//! `--mode wakeup|polling|cached` (wakeup).
+//! `--mode wakeup|polling|cached` (wakeup). Quick mode (`CACHE_MEMOIZE_QUICK=1`): 2 × 4,
+//! 100 ms. The last line: `callers=<n> computes=<n> beyond_p99_ms=<x>
+//! commands_per_caller=<x>`.
 
 // Percentiles of a few hundred latencies: float casts of small counts lose nothing.
 #![allow(clippy::cast_precision_loss, clippy::cast_sign_loss)]
@@ -24,6 +26,7 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use cache_memoize::{LockOptions, MemoizeOptions, RedisBackend, memoize};
+use cache_memoize_examples::quick::sized;
 use cache_memoize_tests::proxy::CountingProxy;
 use cache_memoize_tests::server::RedisServer;
 
@@ -47,9 +50,9 @@ struct Settings {
 impl Settings {
     fn parse(args: &[String]) -> Result<Self, Failure> {
         let mut settings = Self {
-            processes: 4,
-            threads: 8,
-            compute_ms: 200,
+            processes: sized(4, 2),
+            threads: sized(8, 4),
+            compute_ms: sized(200, 100),
             mode: "wakeup".into(),
         };
         let mut args = args.iter();
@@ -179,10 +182,14 @@ fn report(settings: &Settings, computes: u64, latencies: &mut [f64], commands: &
         at(0.99),
         latencies.last().copied().unwrap_or(f64::NAN)
     );
+    let per_caller = commands.len() as f64 / callers.max(1) as f64;
     println!(
-        "client commands: {} ({:.2} per caller): {by_name:?}",
+        "client commands: {} ({per_caller:.2} per caller): {by_name:?}",
         commands.len(),
-        commands.len() as f64 / callers.max(1) as f64
+    );
+    println!(
+        "callers={callers} computes={computes} beyond_p99_ms={:.1} commands_per_caller={per_caller:.2}",
+        at(0.99)
     );
 }
 

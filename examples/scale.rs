@@ -6,6 +6,7 @@
 //! cargo run --release --example scale
 //! cargo run --release --example scale -- --rounds 3 --seconds 3 --fleet 0,100,1000  # the defaults
 //! cargo run --release --example scale -- --old-pattern     # the design before, for comparison
+//! CACHE_MEMOIZE_QUICK=1 cargo run --release --example scale  # quick: 1 round, 1 s, fleets 0,100
 //! ```
 //!
 //! For each fleet size it measures (a) the releases per second Redis sustains
@@ -40,9 +41,10 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cache_memoize::{
-    Backend, CacheBackend, CacheLock, LockClaim, LockOptions, MemoizeOptions, RedisBackend,
-    make_cache_key, memoize,
+    Backend, CacheBackend, LockClaim, LockOptions, MemoizeOptions, RedisBackend, make_cache_key,
+    memoize,
 };
+use cache_memoize_examples::quick::sized;
 use cache_memoize_tests::proxy::CountingProxy;
 use cache_memoize_tests::server::RedisServer;
 
@@ -58,10 +60,10 @@ fn main() -> Result<(), Failure> {
     if args.first().map(String::as_str) == Some("--worker") {
         return worker(&args[1..]);
     }
-    let mut seconds = 3_u64;
-    let mut fleets = vec![0_usize, 100, 1000];
+    let mut seconds = sized(3_u64, 1);
+    let mut fleets = sized(vec![0_usize, 100, 1000], vec![0, 100]);
     let mut old_pattern = false;
-    let mut rounds = 3_usize;
+    let mut rounds = sized(3_usize, 1);
     let mut flags = args.iter();
     while let Some(flag) = flags.next() {
         if flag == "--old-pattern" {
@@ -300,17 +302,21 @@ fn release_for(backend: &RedisBackend, window: Duration, fleet: usize) -> Result
                 while Instant::now() < deadline {
                     n += 1;
                     let key = make_cache_key(&format!("scale:{fleet}:{round}:{releaser}:{n}"));
-                    let (lock_key, fence_key) = (key.lock_key(), key.fence_key());
-                    let claim = LockClaim {
+                    let lock_key = key.lock_key();
+                    let mut claim = LockClaim {
                         key: &lock_key,
                         token: b"releaser",
                         ttl: Duration::from_secs(10),
-                        fence_key: &fence_key,
+                        value_key: key.as_str(),
+                        fence: 0,
                     };
-                    let stored = backend.take_lock(&claim).is_ok_and(|t| t.is_some())
-                        && backend
+                    let taken = backend.take_lock(&claim).ok().flatten();
+                    let stored = taken.is_some_and(|fence| {
+                        claim.fence = fence;
+                        backend
                             .store_and_release(key.as_str(), b"v", Duration::from_secs(10), &claim)
-                            .is_ok_and(|ours| ours);
+                            .is_ok_and(|ours| ours)
+                    });
                     if stored {
                         releases.fetch_add(1, Ordering::Relaxed);
                     }
@@ -412,7 +418,7 @@ fn worker(args: &[String]) -> Result<(), Failure> {
                 .map(Arc::new)
         })
         .collect::<Result<_, _>>()?;
-    let holder: Arc<dyn CacheBackend> = Arc::new(RedisBackend::connect(direct)?);
+    let holder = Arc::new(RedisBackend::connect(direct)?);
     warm_up(&backends, &holder)?;
     wait_until_unsubscribed(&backends);
     let pattern_messages = Arc::new(AtomicU64::new(0));
@@ -483,38 +489,49 @@ fn locked(backend: &Arc<RedisBackend>) -> MemoizeOptions {
         })
 }
 
-/// Every backend waits once: on a lock the holder takes, then releases with a value.
-fn warm_up(backends: &[Arc<RedisBackend>], holder: &Arc<dyn CacheBackend>) -> Result<(), Failure> {
+/// Every backend waits once: on a lock the holder takes by a memoized call of its own,
+/// whose computation ends (and whose value is stored under that lock) only once every
+/// backend is subscribed. A store needs the lock, so the value cannot come from a
+/// forced call beside a separately held `CacheLock`.
+fn warm_up(backends: &[Arc<RedisBackend>], holder: &Arc<RedisBackend>) -> Result<(), Failure> {
     let key = format!("scale:warm-up:{}:{}", std::process::id(), now_us());
-    let guard = CacheLock::new(&key)
-        .backend(Arc::clone(holder))
-        .try_acquire()?
-        .ok_or("the warm-up lock is taken")?;
+    let (holding, held) = std::sync::mpsc::channel();
     thread::scope(|scope| {
+        let (key, opts) = (&key, locked(holder));
+        let holder = scope.spawn(move || {
+            memoize(key, &opts, || {
+                let _ = holding.send(());
+                while backends.iter().any(|b| b.wake_up_subscriptions() == 0) {
+                    thread::sleep(Duration::from_millis(5));
+                }
+                1_u8
+            })
+        });
+        // The holder computes under the lock from here on: every caller below waits.
+        if held.recv().is_err() {
+            return Err("warm-up: the holder did not compute".into());
+        }
         let waiters: Vec<_> = backends
             .iter()
             .map(|backend| {
-                let (key, opts) = (&key, locked(backend));
+                let opts = locked(backend);
                 scope.spawn(move || memoize(key, &opts, || 0_u8))
             })
             .collect();
-        while backends.iter().any(|b| b.wake_up_subscriptions() == 0) {
-            thread::sleep(Duration::from_millis(5));
-        }
-        let stored = MemoizeOptions::new()
-            .backend(Arc::clone(holder))
-            .force_overwrite(true);
-        let _: u8 = memoize(&key, &stored, || 1);
-        let released = guard.release();
+        let stored = holder.join().ok();
         let woken = waiters
             .into_iter()
             .filter_map(|w| w.join().ok())
-            .filter(|v| *v == 1);
-        match released {
-            Ok(true) if woken.count() == backends.len() => Ok(()),
-            other => {
-                Err(format!("warm-up: release {other:?}, not every waiter read the value").into())
-            }
+            .filter(|v| *v == 1)
+            .count();
+        if stored == Some(1) && woken == backends.len() {
+            Ok(())
+        } else {
+            Err(format!(
+                "warm-up: {woken} of {} waiters read the holder's value",
+                backends.len()
+            )
+            .into())
         }
     })
 }

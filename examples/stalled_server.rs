@@ -4,23 +4,41 @@
 //!
 //! 1. Before the breaker opens: each call waits out the response timeout, then
 //!    computes. Sync and async, each on a backend (so a breaker) of its own.
-//! 2. Breaker open: `OPEN_FOR` of back-to-back calls; their latency (the computation is
+//! 2. Breaker open: 5 s of back-to-back calls; their latency (the computation is
 //!    trivial, so this is what a call costs on top of its computation).
 //! 3. SIGCONT: the time until the breaker closes and a call is served from Redis again,
 //!    against the probe interval (≤ 2 s).
 //!
-//! `cargo run --release --example stalled_server`
+//! `cargo run --release --example stalled_server`; quick mode (`CACHE_MEMOIZE_QUICK=1`):
+//! a response timeout of 200 ms instead of the default, 1 s with the breaker open. The
+//! last line: `sync_open_p99_us=<n> async_open_p99_us=<n> closed_after_ms=<n>
+//! cached_again=<bool>`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cache_memoize::{CacheBackend, MemoizeOptions, RedisBackend, memoize, memoize_async};
+use cache_memoize_examples::quick::{quick, sized};
 use cache_memoize_tests::runtime;
 use cache_memoize_tests::server::RedisServer;
 
-const OPEN_FOR: Duration = Duration::from_secs(5);
+/// A backend with the default timeouts (a shorter response timeout in quick mode).
+fn connect(server: &RedisServer) -> Result<Arc<RedisBackend>, cache_memoize::Error> {
+    let builder = RedisBackend::builder([server.url()]);
+    let builder = if quick() {
+        builder.response_timeout(Duration::from_millis(200))
+    } else {
+        builder
+    };
+    builder.connect().map(Arc::new)
+}
 
-/// Median, 99th and 99.9th percentile and maximum of `samples`.
+/// The 99th percentile of `samples`, sorted.
+fn p99(sorted: &[Duration]) -> Duration {
+    sorted[(sorted.len() - 1) * 990 / 1000]
+}
+
+/// Median, 99th and 99.9th percentile and maximum of `samples` (sorted on return).
 fn summary(samples: &mut [Duration]) -> String {
     samples.sort_unstable();
     // The sample below which `per_mille` thousandths of them lie.
@@ -36,9 +54,10 @@ fn summary(samples: &mut [Duration]) -> String {
 }
 
 fn main() -> Result<(), cache_memoize::Error> {
+    let open_for = sized(Duration::from_secs(5), Duration::from_secs(1));
     let server = RedisServer::start();
-    let sync_backend = Arc::new(RedisBackend::connect(&server.url())?);
-    let async_backend = Arc::new(RedisBackend::connect(&server.url())?);
+    let sync_backend = connect(&server)?;
+    let async_backend = connect(&server)?;
     let sync_opts = MemoizeOptions::new().backend(sync_backend.clone() as Arc<dyn CacheBackend>);
     let async_opts = MemoizeOptions::new().backend(async_backend.clone() as Arc<dyn CacheBackend>);
     let runtime = runtime();
@@ -68,7 +87,7 @@ fn main() -> Result<(), cache_memoize::Error> {
 
     let mut sync_open = Vec::new();
     let mut async_open = Vec::new();
-    let until = Instant::now() + OPEN_FOR;
+    let until = Instant::now() + open_for;
     runtime.block_on(async {
         while Instant::now() < until {
             let start = Instant::now();
@@ -80,11 +99,11 @@ fn main() -> Result<(), cache_memoize::Error> {
         }
     });
     println!(
-        "sync, breaker open ({OPEN_FOR:?}): {}",
+        "sync, breaker open ({open_for:?}): {}",
         summary(&mut sync_open)
     );
     println!(
-        "async, breaker open ({OPEN_FOR:?}): {}",
+        "async, breaker open ({open_for:?}): {}",
         summary(&mut async_open)
     );
 
@@ -101,6 +120,13 @@ fn main() -> Result<(), cache_memoize::Error> {
     let hit = memoize("stalled:after", &sync_opts, || 6_u64);
     println!(
         "SIGCONT: both breakers closed after {closed:?} (probe interval ≤ 2 s); cached again: {}",
+        stored == hit
+    );
+    println!(
+        "sync_open_p99_us={} async_open_p99_us={} closed_after_ms={} cached_again={}",
+        p99(&sync_open).as_micros(),
+        p99(&async_open).as_micros(),
+        closed.as_millis(),
         stored == hit
     );
     Ok(())

@@ -266,26 +266,31 @@ fn iterate(
         }
         items
     };
-    let items = if forced { refresh(read) } else { read() };
     let kind = if forced {
         CallKind::IterRefresh
     } else {
         CallKind::Iter
     };
-    let Some(first) = items.first() else {
-        let nothing = Value {
+    let nothing = |shape| Observed {
+        value: Value {
             f,
             arg,
             version: 0,
             comp: u64::MAX,
             started_us: 0,
             ended_us: 0,
-        };
-        return Observed {
-            value: nothing,
-            shape: Shape::Truncated,
-            kind,
-        };
+        },
+        shape,
+        kind,
+    };
+    let read = std::panic::AssertUnwindSafe(|| if forced { refresh(read) } else { read() });
+    let items = match std::panic::catch_unwind(read) {
+        Ok(items) => items,
+        Err(panic) if is_changed(&*panic) => return nothing(Shape::Changed),
+        Err(panic) => std::panic::resume_unwind(panic),
+    };
+    let Some(first) = items.first() else {
+        return nothing(Shape::Truncated);
     };
     let shape = if items.iter().any(|item| item.value != first.value) {
         Shape::Mixed
@@ -321,6 +326,16 @@ impl Caller {
             _ => invalidate(&spec.key(arg)),
         }
     }
+}
+
+/// Whether a panic is a memoized iterator's "the sequence changed while it was being
+/// read" (its documented answer to a reader slower than the replaced chunks' grace).
+pub(crate) fn is_changed(panic: &(dyn std::any::Any + Send)) -> bool {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied());
+    message.is_some_and(|m| m.contains("changed while it was being read"))
 }
 
 /// The function-form options of `spec`, on `backend`.

@@ -53,6 +53,8 @@ pub(crate) struct Report {
     pub(crate) calls: u64,
     pub(crate) writes: u64,
     pub(crate) refreshes_said: u64,
+    /// Iterator reads that panicked saying their sequence changed under them.
+    pub(crate) iterators_changed: u64,
     /// Calls that returned a value older than a completed write, within the near
     /// cache's allowance.
     pub(crate) stale_allowed: u64,
@@ -127,6 +129,10 @@ pub(crate) fn check(records: &[Record], specs: &[Spec]) -> Report {
         let Some(spec) = spec_of.get(&call.f) else {
             continue;
         };
+        if call.shape == Shape::Changed {
+            report.iterators_changed += 1;
+            continue;
+        }
         for kind in judge_value(call, spec, &comps) {
             report.violations.push(Violation {
                 kind,
@@ -147,7 +153,7 @@ pub(crate) fn check(records: &[Record], specs: &[Spec]) -> Report {
 fn judge_value(call: &Call, spec: &Spec, comps: &HashMap<u64, Comp>) -> Vec<Kind> {
     let mut found = Vec::new();
     match call.shape {
-        Shape::Whole => {}
+        Shape::Whole | Shape::Changed => {}
         Shape::Mixed => found.push(Kind::Mixed),
         Shape::Truncated => found.push(Kind::Truncated),
         Shape::Disordered => found.push(Kind::Disordered),

@@ -236,11 +236,13 @@ fn print_report(
     println!("faults: {faults:?}");
     println!(
         "{} calls and {} writes in {:.1} s; {} forced refreshes said they may not have stored; \
+         {} iterator reads panicked saying their sequence changed; \
          {} reads within the near cache's allowance",
         report.calls,
         report.writes,
         elapsed.as_secs_f64(),
         report.refreshes_said,
+        report.iterators_changed,
         report.stale_allowed
     );
     let mut by_kind: HashMap<Kind, usize> = HashMap::new();

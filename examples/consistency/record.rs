@@ -46,6 +46,9 @@ pub(crate) enum Shape {
     Truncated,
     /// Items out of order, or repeated.
     Disordered,
+    /// The iterator panicked, saying its sequence changed under a slow reader (what
+    /// the contract allows instead of a mixture).
+    Changed,
 }
 
 /// One call and what it returned.
@@ -122,6 +125,7 @@ fn shape(shape: Shape) -> &'static str {
         Shape::Mixed => "mixed",
         Shape::Truncated => "truncated",
         Shape::Disordered => "disordered",
+        Shape::Changed => "changed",
     }
 }
 
@@ -219,6 +223,7 @@ impl Record {
                     "mixed" => Shape::Mixed,
                     "truncated" => Shape::Truncated,
                     "disordered" => Shape::Disordered,
+                    "changed" => Shape::Changed,
                     _ => return None,
                 },
             }),

@@ -20,7 +20,8 @@
 //! Options: `--processes N` (4), `--threads N` (12), `--seconds N` (30), `--expire-ms N`
 //! (2000), `--compute-ms N` (50), `--stale-ms N` (20000), `--pause-ms N` (10, each
 //! thread's pause between calls), `--fail-seconds N` (10), `--fail-safe-ms N` (1000),
-//! `--strategies a,b` (all five).
+//! `--strategies a,b` (all five). Quick mode (`CACHE_MEMOIZE_QUICK=1`): 2 × 4, 2 s each,
+//! `expire` 500 ms, failing for the first second, `fail_safe` 250 ms.
 //!
 //! It ends with one line per strategy:
 //! `strategy=<name> waited=<n> recomputes=<n> per_window=<x.xx> simultaneous=<n>
@@ -39,6 +40,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cache_memoize::{RedisBackend, try_memoize};
+use cache_memoize_examples::quick::sized;
 use cache_memoize_tests::server::RedisServer;
 
 use worker::{Class, Keys, RefreshFailed, Stamped};
@@ -135,15 +137,15 @@ struct Settings {
 impl Settings {
     fn parse(args: &[String]) -> Result<Self, Failure> {
         let mut settings = Self {
-            processes: 4,
-            threads: 12,
-            seconds: Duration::from_secs(30),
-            expire: Duration::from_millis(2000),
+            processes: sized(4, 2),
+            threads: sized(12, 4),
+            seconds: Duration::from_secs(sized(30, 2)),
+            expire: Duration::from_millis(sized(2000, 500)),
             compute: Duration::from_millis(50),
             stale: Duration::from_millis(20_000),
             pause: Duration::from_millis(10),
-            fail_for: Duration::from_secs(10),
-            fail_safe: Duration::from_millis(1000),
+            fail_for: Duration::from_secs(sized(10, 1)),
+            fail_safe: Duration::from_millis(sized(1000, 250)),
             strategies: Strategy::ALL.to_vec(),
         };
         let mut args = args.iter();

@@ -12,6 +12,7 @@ use crate::freshness::{self, FreshnessArgs, Set};
 
 mod kw {
     syn::custom_keyword!(key);
+    syn::custom_keyword!(shared_key);
     syn::custom_keyword!(expire);
     syn::custom_keyword!(version);
     syn::custom_keyword!(force_overwrite);
@@ -32,7 +33,7 @@ mod kw {
     syn::custom_keyword!(clock);
 }
 
-const OPTIONS: &str = "`key`, `skip`, `expire`, `version`, `force_overwrite`, `lock`, `stale`, `fail_safe`, `beta`, `jitter`, `refresh`, `clock`, `cache_none`, `codec`, `companions`, `keep_decoded`";
+const OPTIONS: &str = "`key`, `shared_key`, `skip`, `expire`, `version`, `force_overwrite`, `lock`, `stale`, `fail_safe`, `beta`, `jitter`, `refresh`, `clock`, `cache_none`, `codec`, `companions`, `keep_decoded`";
 const CODECS: &str = "`\"bincode\"` (the default) or `\"msgpack\"` (self-describing)";
 
 /// The codec named by `codec = "..."`.
@@ -50,6 +51,9 @@ pub(crate) type Millis = u64;
 #[derive(Default)]
 pub(crate) struct MemoizeArgs {
     pub(crate) key: Option<LitStr>,
+    /// `shared_key`: where it was written (the template is the whole key, without the
+    /// function's identity, so other functions may share it).
+    pub(crate) shared_key: Option<Span>,
     pub(crate) expire: Option<Millis>,
     pub(crate) version: Option<u32>,
     pub(crate) force_overwrite: bool,
@@ -150,6 +154,14 @@ impl Parse for MemoizeArgs {
                 input.parse::<kw::key>()?;
                 input.parse::<Token![=]>()?;
                 once(&mut args.key, input.parse()?, span, "key")?;
+            } else if lookahead.peek(kw::shared_key) {
+                input.parse::<kw::shared_key>()?;
+                if input.peek(Token![=]) {
+                    return Err(input.error(
+                        "`shared_key` takes no value: write `shared_key` beside `key = \"...\"` to make the template the whole key, or leave it out",
+                    ));
+                }
+                once(&mut args.shared_key, span, span, "shared_key")?;
             } else if lookahead.peek(kw::expire) {
                 input.parse::<kw::expire>()?;
                 once(&mut args.expire, duration_value(input)?, span, "expire")?;
@@ -215,6 +227,12 @@ impl Parse for MemoizeArgs {
                 break;
             }
             input.parse::<Token![,]>()?;
+        }
+        if let (Some(span), None) = (args.shared_key, &args.key) {
+            return Err(syn::Error::new(
+                span,
+                "`shared_key` makes a `key` template the whole key, and there is none: add `key = \"...\"`, or remove `shared_key`",
+            ));
         }
         Ok(args)
     }

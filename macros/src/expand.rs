@@ -8,6 +8,7 @@
 
 use proc_macro2::{Literal, Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
+use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{FnArg, Ident, Pat, Signature};
 
@@ -84,30 +85,58 @@ enum Piece {
     Literal(String),
     /// An argument (or type) written as a key part: never contains `:`.
     Part(TokenStream),
-    /// Text computed but not escaped (the owner's type name of a default key).
+    /// Text computed but not escaped (the function's identity).
     Raw(TokenStream),
 }
 
-/// The expression building the key passed to the runtime (before prefix and digest).
+/// The expression building the key passed to the runtime (before prefix and digest):
+/// the function's identity, `|` and every parameter (or the template), unless
+/// `shared_key` makes the template the whole key.
 fn key_expr(args: &MemoizeArgs, sig: &Signature, params: &[Param]) -> syn::Result<TokenStream> {
     let is_skipped = |p: &Param| args.skip.iter().any(|s| *s == p.name);
-    let mut pieces = match &args.key {
-        Some(template) => template_pieces(args, template, params)?,
-        None => {
-            let name = sig.ident.to_string();
-            let mut pieces = if params.iter().any(|p| p.is_self) {
-                vec![Piece::Raw(quote!(::core::any::type_name::<Self>()))]
-            } else {
-                vec![Piece::Raw(quote!(::core::module_path!()))]
-            };
-            pieces.push(Piece::Literal(format!("::{name}")));
+    let pieces = match (&args.key, args.shared_key) {
+        (Some(template), Some(_)) => {
+            let mut pieces = template_pieces(args, template, params)?;
+            pieces.extend(generic_pieces(sig, params));
+            pieces
+        }
+        (Some(template), None) => {
+            let mut pieces = vec![identity(sig), Piece::Literal("|".to_owned())];
+            pieces.extend(template_pieces(args, template, params)?);
+            pieces
+        }
+        (None, _) => {
+            let mut pieces = vec![identity(sig)];
+            let mut separator = "|";
             for param in params.iter().filter(|p| !is_skipped(p)) {
-                pieces.push(Piece::Literal(":".to_owned()));
+                pieces.push(Piece::Literal(separator.to_owned()));
                 pieces.push(Piece::Part(part(param, &[], false)));
+                separator = ":";
             }
             pieces
         }
     };
+    Ok(build(terminated(pieces)))
+}
+
+/// The function's identity (`__private::fn_identity`): the path `type_name` gives a
+/// closure in the body it is evaluated in (the function's, or a companion's), with
+/// every generic argument in force: the `impl`'s, the trait's `Self`, the function's
+/// own and its `impl Trait` arguments' types.
+fn identity(sig: &Signature) -> Piece {
+    // The companions are `{name}_cache_key` and `{name}_invalidate`.
+    let stem = format!("::{}_", sig.ident.unraw());
+    Piece::Raw(quote!(::cache_memoize::__private::fn_identity(
+        ::cache_memoize::__private::type_name_of_val(&|| ()),
+        #stem,
+    )))
+}
+
+/// A shared key's generic arguments: the function's type parameters and `impl Trait`
+/// arguments (by type name) and const parameters, each after a `:`. (An identity has
+/// them already.)
+fn generic_pieces(sig: &Signature, params: &[Param]) -> Vec<Piece> {
+    let mut pieces = Vec::new();
     for generic in sig::generics(sig) {
         pieces.push(Piece::Literal(":".to_owned()));
         pieces.push(Piece::Part(match generic {
@@ -123,7 +152,7 @@ fn key_expr(args: &MemoizeArgs, sig: &Signature, params: &[Param]) -> syn::Resul
             ::cache_memoize::__private::type_key_part(
                 ::cache_memoize::__private::type_name_of_val(&#expr)))));
     }
-    Ok(build(terminated(pieces)))
+    pieces
 }
 
 /// The pieces of a `key` template, after checking that every parameter is in it or
@@ -532,13 +561,23 @@ fn companions(
     // name) is reported there.
     quote_spanned! {name.span()=>
         #[doc = #key_doc]
-        #[allow(dead_code, clippy::needless_pass_by_value)]
+        #[allow(
+            dead_code,
+            clippy::needless_pass_by_value,
+            clippy::unused_self,
+            clippy::extra_unused_type_parameters
+        )]
         #vis #key_sig {
             ::cache_memoize::__private::make_cache_key(&#key)
         }
 
         #[doc = #invalidate_doc]
-        #[allow(dead_code, clippy::needless_pass_by_value)]
+        #[allow(
+            dead_code,
+            clippy::needless_pass_by_value,
+            clippy::unused_self,
+            clippy::extra_unused_type_parameters
+        )]
         #vis #invalidate_sig {
             ::cache_memoize::__private::invalidate(&#key)
         }

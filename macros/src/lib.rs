@@ -28,7 +28,8 @@ use quote::ToTokens;
 ///
 /// assert_eq!(square(12), 144); // computed and stored
 /// assert_eq!(square(12), 144); // read back
-/// assert_eq!(square_cache_key(12).as_str(), "{square:12}");
+/// // `{my_app::square|square:12}` in a crate `my_app`: the function's path, then the template.
+/// assert!(square_cache_key(12).as_str().ends_with("::square|square:12}"));
 /// ```
 ///
 /// Works on `fn` and `async fn`, free functions, methods and associated functions,
@@ -59,13 +60,22 @@ use quote::ToTokens;
 ///
 /// # The key
 ///
+/// A key starts with the function's identity: the path of the function item itself, as
+/// `core::any::type_name` writes it, with every generic argument in force
+/// (`app::report`, `app::Repo<u8>::load`, `<app::User as app::Named>::name`,
+/// `app::outer::inner`, `app::parse_as<u32>`), then `|`. So two functions never share a
+/// key, whatever their names, unless `shared_key` says they should. Renaming or moving
+/// the function, its type or its module changes its keys (a cold start, never a wrong
+/// value); changing its body does not (bump `version` when the meaning of its values
+/// changes).
+///
 /// Every parameter, the receiver included, is part of the key unless skipped, so calls
 /// that could return different values never share one. Each argument is written by its
 /// type: `Display` types by their escaped `Display` output; `Option`, `Vec`, slices,
 /// arrays, tuples, maps and sets of key parts by structure (`Some(10)`, `["a","b"]`);
 /// byte slices in hex; other `Serialize` types by their encoding. A type that is none
-/// of these is a compile error on the parameter. Generic functions add each type
-/// parameter's name. The README's "Keys" section states the exact form.
+/// of these is a compile error on the parameter. The README's "Keys" section states
+/// the exact form.
 ///
 /// # Options
 ///
@@ -73,8 +83,9 @@ use quote::ToTokens;
 ///
 /// A template: text, `{param}` for an argument, `{param.field}` for a field of one,
 /// `{param:?}` for its `Debug` output, `{{`/`}}` for braces. Every parameter must
-/// appear or be skipped. Default: the module path (or `Self`'s type), the function's
-/// name and every parameter.
+/// appear or be skipped. The key is the function's identity, `|` and the template
+/// (`shared_key` drops the identity). Default: the identity, `|` and every parameter,
+/// separated by `:`.
 ///
 /// ```
 /// # use cache_memoize::cache_memoize;
@@ -88,7 +99,32 @@ use quote::ToTokens;
 /// }
 ///
 /// let account = Account { id: 7 };
-/// assert_eq!(account.statement_cache_key((2024, 5)).as_str(), "{account:7:statement:(2024,%205)}");
+/// assert!(account
+///     .statement_cache_key((2024, 5))
+///     .as_str()
+///     .ends_with("::Account::statement|account:7:statement:(2024,%205)}"));
+/// ```
+///
+/// ## `shared_key`
+///
+/// With `key = "..."`: the template is the whole key, without the function's identity.
+/// For keys other code addresses by their text (`cache_memoize::invalidate("rate:eur")`,
+/// the function form, a near-cache `.prefix(..)`, another service) and for functions
+/// that share their values on purpose (a sync and an async form of one computation).
+/// Two functions with one shared template return each other's values: make sure they
+/// compute the same thing. Without `key` it is a compile error.
+///
+/// ```
+/// # use cache_memoize::cache_memoize;
+/// #[cache_memoize(key = "rate:{currency}", shared_key)]
+/// fn exchange_rate(currency: &str) -> u32 {
+///     currency.len() as u32
+/// }
+///
+/// assert_eq!(exchange_rate_cache_key("eur").as_str(), "{rate:eur}");
+/// assert_eq!(exchange_rate("eur"), 3);
+/// cache_memoize::invalidate("rate:eur")?; // the same entry
+/// # Ok::<(), cache_memoize::Error>(())
 /// ```
 ///
 /// ## `skip(a, b, self)`
@@ -291,7 +327,9 @@ use quote::ToTokens;
 /// ## `cache_none = false`
 ///
 /// For a function returning `Option<T>`: a `None` is returned without being stored, so
-/// the next call computes again (a `Some` is stored as usual).
+/// the next call computes again (a `Some` is stored as usual). A `None` computed by a
+/// refresh or a forced call removes the stored value (an absent mark, read as a miss,
+/// replaces it): the old `Some` is never served again.
 ///
 /// ```
 /// # use cache_memoize::cache_memoize;

@@ -102,6 +102,13 @@ impl<'a> Call<'a> {
         self
     }
 
+    /// Whether an absent value is stored as its mark: only by a call that replaces a
+    /// value (a refresh, a forced call). A plain miss found nothing to replace, and
+    /// holds the lock, so nothing else landed meanwhile: it stores nothing.
+    pub(crate) fn marks_absent(&self) -> bool {
+        self.absent && self.refresh != Refresh::IfMissing
+    }
+
     /// The call that refreshes this one's stale value.
     pub(crate) fn revalidation(&self) -> Call<'a> {
         Self {
@@ -201,14 +208,15 @@ impl<'a> Call<'a> {
         }
     }
 
-    /// Encodes a value computed in `took` (`None`: the mark of an absent value),
-    /// stamped with when it stops being fresh; returns it with the TTL to store it for
-    /// (`expire + stale`, both shortened by the same random fraction when `jitter` is
-    /// set).
+    /// Encodes a value computed in `took` (`None`: the mark of an absent value) under
+    /// the fencing token `fence` (its holder's, taken before it computed), stamped with
+    /// when it stops being fresh; returns it with the TTL to store it for (`expire +
+    /// stale`, both shortened by the same random fraction when `jitter` is set).
     pub(crate) fn encode<T: Serialize>(
         &self,
         value: Option<&T>,
         took: Duration,
+        fence: u64,
     ) -> Option<(Vec<u8>, Duration)> {
         let freshness = self.opts.freshness;
         let keep = if freshness.jitter > 0.0 {
@@ -222,9 +230,10 @@ impl<'a> Call<'a> {
             fresh_until_ms: self.opts.now_ms().saturating_add(millis(fresh)),
             compute_ms: u32::try_from(took.as_millis()).unwrap_or(u32::MAX),
         };
+        let (codec, version) = (self.opts.codec, self.opts.version);
         match value {
-            Some(value) => codec::encode_with(self.opts.codec, value, self.opts.version, stamp),
-            None => codec::encode_absent(self.opts.codec, self.opts.version, stamp),
+            Some(value) => codec::encode_with(codec, value, version, fence, stamp),
+            None => codec::encode_absent(codec, version, fence, stamp),
         }
         .inspect_err(|err| tracing::warn!(key = %self.key, error = %err, "cannot encode the value; not stored"))
             .ok()

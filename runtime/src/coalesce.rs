@@ -141,7 +141,7 @@ impl Following {
                 let _ = ended.await;
             }
             Some(max) => {
-                if tokio::time::timeout(max, ended).await.is_err() {
+                if crate::timer::timeout(max, ended).await.is_none() {
                     return Landed::TimedOut;
                 }
             }

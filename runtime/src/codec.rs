@@ -5,12 +5,20 @@
 //! magic "cmz" | format (1 byte) | type fingerprint (8, LE) | user version (4, LE) | CRC-32 of the rest (4, LE) | rest
 //! ```
 //!
-//! A memoized value's `rest` is its [`Stamp`] (when it stops being fresh, how long it
-//! took to compute: 12 bytes), then its payload; an iterator's chunks and manifest
-//! carry no stamp. The format byte names what follows (2: bincode without a stamp, for
-//! iterators; 4: stamped bincode; 5: stamped `MessagePack`), so bytes written one way
-//! read as a miss any other way, never as a wrong value. The checksum covers the stamp:
-//! a damaged stamp cannot make an old value look fresh.
+//! A memoized value's `rest` is the fencing token it was written under (8 bytes, LE:
+//! its place in the key's order of writes, see `fence`), its [`Stamp`] (when it stops
+//! being fresh, how long it took to compute: 12 bytes), then its payload; an
+//! iterator's chunks and manifest carry neither. The format byte names what follows (2:
+//! bincode without a stamp, for iterators; 6: fenced and stamped bincode; 7: fenced and
+//! stamped `MessagePack`; 4 and 5, stamped without a fence, are no longer written), so
+//! bytes written one way read as a miss any other way, never as a wrong value. The
+//! checksum covers the token and the stamp: a damaged stamp cannot make an old value
+//! look fresh.
+//!
+//! The token sits at a fixed place, [`FENCE_AT`], right after the envelope, where the
+//! backends' store steps read it without decoding anything (the Redis scripts with
+//! `GETRANGE`, so a large value is never copied to read it): keep them in step with
+//! [`written_fence`].
 //!
 //! Anything that does not match what the reader expects (another type, another
 //! version, truncated, corrupted or foreign bytes) decodes as `None`: a miss, which the
@@ -31,10 +39,28 @@ use crate::error::BoxError;
 const MAGIC: &[u8; 3] = b"cmz";
 /// The format byte of bincode payloads (and of every iterator chunk and manifest).
 const FORMAT_VERSION: u8 = 2;
-/// The format byte of stamped bincode values.
-const FORMAT_STAMPED_BINCODE: u8 = 4;
-/// The format byte of stamped `MessagePack` values.
-const FORMAT_STAMPED_MSGPACK: u8 = 5;
+/// The format byte of fenced and stamped bincode values (4, stamped without a fence, is
+/// retired: such bytes read as a miss).
+const FORMAT_STAMPED_BINCODE: u8 = 6;
+/// The format byte of fenced and stamped `MessagePack` values (5 is retired).
+const FORMAT_STAMPED_MSGPACK: u8 = 7;
+
+/// The format bytes of values that carry a fencing token (for the Redis scripts).
+#[cfg(feature = "redis")]
+pub(crate) const FENCED_FORMATS: [u8; 2] = [FORMAT_STAMPED_BINCODE, FORMAT_STAMPED_MSGPACK];
+
+/// Where a memoized value's fencing token starts: right after the envelope. The Redis
+/// scripts read it there too (`fence_of` in `backend/redis/scripts.rs`).
+pub(crate) const FENCE_AT: usize = HEADER_LEN;
+/// The fencing token's length (a `u64`, little-endian).
+const FENCE_LEN: usize = 8;
+
+/// Whether a store written under `fence` comes after the value written under `stored`
+/// in the key's order: a larger token, or a stored value with no token (0: none, an
+/// iterator's manifest, foreign bytes), which any holder of the lock replaces.
+pub(crate) fn newer(fence: u64, stored: u64) -> bool {
+    stored == 0 || stored < fence
+}
 
 /// When a memoized value stops being fresh and how long it took to compute, written
 /// with it (inside the checksum) by whoever computed it, so that any reader can tell a
@@ -72,20 +98,41 @@ impl Stamp {
     }
 }
 
+/// Whether `bytes` start like a memoized value (fenced and stamped), checking nothing
+/// else.
+fn is_stamped(bytes: &[u8]) -> bool {
+    bytes.starts_with(MAGIC)
+        && bytes.get(MAGIC.len()).is_some_and(|&format| {
+            format == FORMAT_STAMPED_BINCODE || format == FORMAT_STAMPED_MSGPACK
+        })
+}
+
 /// When the memoized value in `bytes` stops being fresh (milliseconds since the Unix
 /// epoch, on its writer's clock), read from its envelope without checking or decoding
-/// anything else; `None` for anything that is not a stamped value (locks, fencing
-/// counters, iterator chunks and manifests, foreign bytes). For the near cache, which
-/// keeps a copy no longer than that.
+/// anything else; `None` for anything that is not a stamped value (locks, iterator
+/// chunks and manifests, foreign bytes). For the near cache, which keeps a copy no
+/// longer than that.
 #[cfg(feature = "redis")]
 pub(crate) fn fresh_until_ms(bytes: &[u8]) -> Option<u64> {
-    let format = *bytes.get(MAGIC.len())?;
-    let stamped = format == FORMAT_STAMPED_BINCODE || format == FORMAT_STAMPED_MSGPACK;
-    if !bytes.starts_with(MAGIC) || !stamped {
+    if !is_stamped(bytes) {
         return None;
     }
-    let (stamp, _) = Stamp::read(bytes.get(HEADER_LEN..)?)?;
+    let (stamp, _) = Stamp::read(bytes.get(FENCE_AT + FENCE_LEN..)?)?;
     Some(stamp.fresh_until_ms)
+}
+
+/// The fencing token the memoized value in `bytes` was written under, read from its
+/// envelope without checking or decoding anything else (the store steps order a write
+/// after it); 0 for anything else (absent, an iterator's manifest, foreign bytes): no
+/// place in the order, so any holder of the key's lock may replace it.
+pub(crate) fn written_fence(bytes: &[u8]) -> u64 {
+    if !is_stamped(bytes) {
+        return 0;
+    }
+    bytes
+        .get(FENCE_AT..FENCE_AT + FENCE_LEN)
+        .and_then(|field| field.try_into().ok())
+        .map_or(0, u64::from_le_bytes)
 }
 
 /// How a memoized value's payload is written.
@@ -124,16 +171,18 @@ impl Codec {
     }
 }
 
-/// Encodes the memoized value `value` of type `T` with `codec`, tagged with `version`
-/// and stamped with `stamp`.
+/// Encodes the memoized value `value` of type `T` with `codec`, tagged with `version`,
+/// written under the fencing token `fence` and stamped with `stamp`.
 pub(crate) fn encode_with<T: Serialize>(
     codec: Codec,
     value: &T,
     version: u32,
+    fence: u64,
     stamp: Stamp,
 ) -> Result<Vec<u8>, BoxError> {
-    let mut out = Vec::with_capacity(HEADER_LEN + Stamp::LEN + 64);
+    let mut out = Vec::with_capacity(HEADER_LEN + FENCE_LEN + Stamp::LEN + 64);
     write_header_as::<T>(&mut out, codec.format_byte(), version);
+    out.extend_from_slice(&fence.to_le_bytes());
     stamp.write(&mut out);
     match codec {
         Codec::Bincode => encode_item(value, &mut out)?,
@@ -151,8 +200,13 @@ pub(crate) fn encode_with<T: Serialize>(
 struct Absent;
 
 /// Encodes the mark of an absent value (see [`Absent`]).
-pub(crate) fn encode_absent(codec: Codec, version: u32, stamp: Stamp) -> Result<Vec<u8>, BoxError> {
-    encode_with(codec, &Absent, version, stamp)
+pub(crate) fn encode_absent(
+    codec: Codec,
+    version: u32,
+    fence: u64,
+    stamp: Stamp,
+) -> Result<Vec<u8>, BoxError> {
+    encode_with(codec, &Absent, version, fence, stamp)
 }
 
 /// Decodes a value written by [`encode_with`] for the same codec, `T` and `version`,
@@ -163,6 +217,9 @@ pub(crate) fn decode_with<T: DeserializeOwned>(
     version: u32,
 ) -> Option<(T, Stamp)> {
     let decoded = payload_as::<T>(bytes, codec.format_byte(), version).and_then(|rest| {
+        let rest = rest
+            .get(FENCE_LEN..)
+            .ok_or("shorter than the fencing token")?;
         let (stamp, payload) = Stamp::read(rest).ok_or("shorter than the stamp")?;
         let value = match codec {
             Codec::Bincode => {
@@ -188,11 +245,11 @@ pub(crate) fn round_trips<T: Serialize + DeserializeOwned>(
     codec: Codec,
     value: &T,
 ) -> Result<(), String> {
-    let bytes = encode_with(codec, value, 0, Stamp::FOREVER).map_err(|err| err.to_string())?;
+    let bytes = encode_with(codec, value, 0, 0, Stamp::FOREVER).map_err(|err| err.to_string())?;
     let Some((read, _)) = decode_with::<T>(codec, &bytes, 0) else {
         return Err(format!("{codec:?} cannot read back what it wrote"));
     };
-    match encode_with(codec, &read, 0, Stamp::FOREVER) {
+    match encode_with(codec, &read, 0, 0, Stamp::FOREVER) {
         Ok(again) if again == bytes => Ok(()),
         _ => Err(format!("{codec:?} reads back another value than it wrote")),
     }
@@ -200,7 +257,9 @@ pub(crate) fn round_trips<T: Serialize + DeserializeOwned>(
 /// The envelope's length; the checksum is its last 4 bytes.
 pub(crate) const HEADER_LEN: usize = MAGIC.len() + 1 + 8 + 4 + 4;
 
-/// Encodes `value` of type `T`, tagged with `version`.
+/// Encodes `value` of type `T`, tagged with `version` (the envelope's own tests; values
+/// and manifests are written by [`encode_with`], with their fencing token).
+#[cfg(test)]
 pub(crate) fn encode<T: Serialize>(value: &T, version: u32) -> Result<Vec<u8>, BoxError> {
     let mut out = Vec::with_capacity(HEADER_LEN + 64);
     write_header::<T>(&mut out, version);
@@ -211,6 +270,7 @@ pub(crate) fn encode<T: Serialize>(value: &T, version: u32) -> Result<Vec<u8>, B
 
 /// Decodes bytes written by [`encode`] for the same `T` and `version`; `None` (logged
 /// at debug) for anything else.
+#[cfg(test)]
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], version: u32) -> Option<T> {
     let decoded = payload::<T>(bytes, version).and_then(|payload| {
         let (value, read) = decode_bounded::<T>(payload).map_err(|_| "payload does not decode")?;
@@ -540,12 +600,12 @@ mod tests {
         assert!(round_trips(Codec::Bincode, &sparse).is_err());
         {
             let codec = Codec::MessagePack;
-            let bytes = encode_with(codec, &tagged, 1, Stamp::FOREVER).unwrap_or_default();
+            let bytes = encode_with(codec, &tagged, 1, 9, Stamp::FOREVER).unwrap_or_default();
             assert_eq!(
                 decode_with::<Vec<Tagged>>(codec, &bytes, 1),
                 Some((tagged, Stamp::FOREVER))
             );
-            let bytes = encode_with(codec, &sparse, 1, Stamp::FOREVER).unwrap_or_default();
+            let bytes = encode_with(codec, &sparse, 1, 9, Stamp::FOREVER).unwrap_or_default();
             assert_eq!(
                 decode_with::<Sparse>(codec, &bytes, 1),
                 Some((sparse, Stamp::FOREVER))
@@ -560,14 +620,14 @@ mod tests {
             fresh_until_ms: 1_700_000_000_000,
             compute_ms: 250,
         };
-        let bytes = encode_with(Codec::Bincode, &report(), 3, stamp).unwrap_or_default();
+        let bytes = encode_with(Codec::Bincode, &report(), 3, 7, stamp).unwrap_or_default();
         assert_eq!(
             decode_with::<Report>(Codec::Bincode, &bytes, 3),
             Some((report(), stamp))
         );
         // A stamp altered to look fresher is caught by the checksum.
         let mut forged = bytes.clone();
-        forged[HEADER_LEN + 7] ^= 0x01;
+        forged[FENCE_AT + FENCE_LEN + 7] ^= 0x01;
         assert_eq!(decode_with::<Report>(Codec::Bincode, &forged, 3), None);
         // Unstamped (iterator) bytes of the same type read as a miss, and back.
         let plain = encode(&report(), 3).unwrap_or_default();
@@ -576,10 +636,28 @@ mod tests {
     }
 
     #[test]
+    fn the_fencing_token_is_read_at_its_place_without_decoding() {
+        for codec in [Codec::Bincode, Codec::MessagePack] {
+            let fence = 1_765_000_000_123_456;
+            let bytes = encode_with(codec, &report(), 3, fence, Stamp::FOREVER).unwrap_or_default();
+            assert_eq!(written_fence(&bytes), fence);
+            assert_eq!(bytes[FENCE_AT..FENCE_AT + FENCE_LEN], fence.to_le_bytes());
+            let absent = encode_absent(codec, 3, fence + 1, Stamp::FOREVER).unwrap_or_default();
+            assert_eq!(written_fence(&absent), fence + 1);
+        }
+        // Bytes with no place in the order: none, an iterator's, foreign, truncated.
+        assert_eq!(written_fence(b""), 0);
+        assert_eq!(written_fence(&encoded()), 0);
+        assert_eq!(written_fence(b"cmz\x06 too short"), 0);
+        assert_eq!(written_fence(&[0xff; 64]), 0);
+    }
+
+    #[test]
     fn bytes_of_one_codec_read_as_a_miss_under_the_other() {
-        let bincode = encode_with(Codec::Bincode, &report(), 0, Stamp::FOREVER).unwrap_or_default();
+        let bincode =
+            encode_with(Codec::Bincode, &report(), 0, 0, Stamp::FOREVER).unwrap_or_default();
         let msgpack =
-            encode_with(Codec::MessagePack, &report(), 0, Stamp::FOREVER).unwrap_or_default();
+            encode_with(Codec::MessagePack, &report(), 0, 0, Stamp::FOREVER).unwrap_or_default();
         assert_eq!(decode_with::<Report>(Codec::MessagePack, &bincode, 0), None);
         assert_eq!(decode_with::<Report>(Codec::Bincode, &msgpack, 0), None);
         assert_eq!(
@@ -591,7 +669,7 @@ mod tests {
     #[test]
     fn messagepack_truncations_and_trailing_bytes_read_as_a_miss() {
         let bytes =
-            encode_with(Codec::MessagePack, &report(), 0, Stamp::FOREVER).unwrap_or_default();
+            encode_with(Codec::MessagePack, &report(), 0, 0, Stamp::FOREVER).unwrap_or_default();
         for len in 0..bytes.len() {
             assert_eq!(
                 decode_with::<Report>(Codec::MessagePack, &bytes[..len], 0),

@@ -84,16 +84,22 @@ impl CacheKey {
         format!("{LOCK_PREFIX}{}", self.0)
     }
 
-    /// The key of the lock a refresh of this key's stale value holds (and keeps, after
-    /// a failed refresh, for the fail-safe throttle): `_refresh_:` + the key. Apart
-    /// from the value's own lock, so that callers whose value is gone never wait for
-    /// a throttle.
+    /// The key of the mark a failed refresh of this key's stale value leaves for
+    /// `fail_safe` (the fleet's throttle: refreshes back off while it lives):
+    /// `_refresh_:` + the key. Not a lock: refreshes take the key's own lock
+    /// ([`lock_key`](Self::lock_key)), the one lock of every write of the key, and a
+    /// miss never waits for the throttle.
     pub fn refresh_key(&self) -> String {
         format!("{REFRESH_PREFIX}{}", self.0)
     }
 
-    /// The key of this key's lock's fencing counter: `_fence_:` + the key (in the
-    /// same cluster slot as the value and the lock).
+    /// The key where fencing counters used to live: `_fence_:` + the key. Nothing is
+    /// stored there any more: a lock's fencing tokens are a hybrid logical clock (the
+    /// backend's clock, ordered after the token the stored value was written under; see
+    /// [`LockGuard::fencing_token`](crate::LockGuard::fencing_token)), kept in no key of
+    /// their own. Such keys left by an earlier version expire by themselves (30 days
+    /// after their last use) and may be deleted.
+    #[deprecated(note = "fencing tokens no longer use a counter key; nothing is stored at it")]
     pub fn fence_key(&self) -> String {
         format!("{FENCE_PREFIX}{}", self.0)
     }

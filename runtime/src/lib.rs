@@ -11,6 +11,8 @@ mod call;
 mod coalesce;
 mod codec;
 mod error;
+mod fence;
+mod identity;
 mod iter;
 mod kept;
 mod key;
@@ -22,11 +24,13 @@ mod observe;
 mod options;
 mod outcome;
 mod refresh;
+mod refresh_pool;
 mod refreshing;
 mod registry;
 mod renew;
 mod revalidate;
 mod sequence;
+mod timer;
 
 // Inlined: the backends are listed as structs on the front page, not as re-export lines.
 #[doc(inline)]
@@ -51,6 +55,7 @@ pub use memoize::{invalidate, memoize, memoize_async, try_memoize, try_memoize_a
 pub use observe::{Stats, stats};
 pub use options::{Clock, DEFAULT_CHUNK_SIZE, DEFAULT_COMPRESS, DEFAULT_EXPIRE, MemoizeOptions};
 pub use refresh::{refresh, refresh_async};
+pub use refresh_pool::{DEFAULT_REFRESH_QUEUE, DEFAULT_REFRESH_WORKERS, set_refresh_limits};
 pub use registry::{backend, set_backend, set_shared_backend, try_set_backend};
 pub use revalidate::{
     memoize_async_detached, memoize_detached, try_memoize_async_detached, try_memoize_detached,

@@ -97,7 +97,8 @@ pub(crate) fn new_token() -> String {
 #[derive(Clone)]
 pub struct CacheLock {
     key: String,
-    fence_key: String,
+    /// The key of the value this lock guards (what its fencing tokens are ordered after).
+    value_key: String,
     options: LockOptions,
     backend: Option<Arc<dyn CacheBackend>>,
 }
@@ -122,20 +123,17 @@ impl CacheLock {
     pub fn for_key(key: &CacheKey) -> Self {
         Self {
             key: key.lock_key(),
-            fence_key: key.fence_key(),
+            value_key: key.to_string(),
             options: LockOptions::default(),
             backend: None,
         }
     }
 
-    /// The lock a refresh of the stale value at `key` holds (apart from the value's own
-    /// lock, see [`MemoizeOptions::stale`](crate::MemoizeOptions::stale)): for tools and
-    /// tests that need to see, or stage, a refresh in progress.
+    /// The lock a refresh of the stale value at `key` holds: the value's own lock, as
+    /// [`for_key`](Self::for_key) (a refresh and a miss are ordered by one lock). For
+    /// tools and tests that need to see, or stage, a refresh in progress.
     pub fn refreshing(key: &CacheKey) -> Self {
-        Self {
-            key: key.refresh_key(),
-            ..Self::for_key(key)
-        }
+        Self::for_key(key)
     }
 
     /// Uses `backend` instead of the registered one.
@@ -240,7 +238,7 @@ impl CacheLock {
         LockGuard::armed(
             backend,
             self.key.clone(),
-            self.fence_key.clone(),
+            self.value_key.clone(),
             new_token(),
             self.options.expire,
             on_drop,
@@ -335,7 +333,8 @@ impl Waiter<'_> {
 pub struct LockGuard {
     backend: Arc<dyn CacheBackend>,
     key: String,
-    fence_key: String,
+    /// The key of the value the lock guards.
+    value_key: String,
     token: String,
     /// The acquisition's fencing token (0 until the lock is taken).
     fence: u64,
@@ -373,7 +372,7 @@ impl LockGuard {
     pub(crate) fn armed(
         backend: Arc<dyn CacheBackend>,
         key: String,
-        fence_key: String,
+        value_key: String,
         token: String,
         expire: Duration,
         on_drop: DropRelease,
@@ -381,7 +380,7 @@ impl LockGuard {
         Self {
             backend,
             key,
-            fence_key,
+            value_key,
             token,
             fence: 0,
             // Whoever armed it, the lock is taken, extended and renewed within bounds.
@@ -437,7 +436,8 @@ impl LockGuard {
             key: &self.key,
             token: self.token.as_bytes(),
             ttl: self.expire,
-            fence_key: &self.fence_key,
+            value_key: &self.value_key,
+            fence: self.fence,
         }
     }
 
@@ -445,6 +445,16 @@ impl LockGuard {
     /// acquisition of the same lock, so a resource that remembers the largest token
     /// it has seen can refuse the writes of a holder whose lock expired (Kleppmann's
     /// fencing token).
+    ///
+    /// It is a hybrid logical clock, kept in no key of its own: the backend's clock in
+    /// microseconds since the Unix epoch (the Redis server's `TIME`; this process's
+    /// clock for [`MemoryBackend`](crate::MemoryBackend)), or one more than the token
+    /// the value stored at the lock's key was written under, whichever is larger. So
+    /// tokens keep growing across a restart without persistence, a `FLUSHALL` or an
+    /// eviction. What can still make a token smaller than an earlier one: the server's
+    /// clock stepping back while the key holds no value, or a failover to a replica
+    /// whose clock is behind the old primary's by more than the failover took (README,
+    /// "Failover").
     ///
     /// ```
     /// use cache_memoize::CacheLock;
@@ -508,24 +518,6 @@ impl LockGuard {
         self.released = true;
         self.backend
             .compare_and_delete(&self.key, self.token.as_bytes())
-    }
-
-    /// Keeps the lock for `ttl` from now and lets it end by itself: the guard no
-    /// longer releases it. Returns whether the lock was still ours.
-    pub(crate) fn hold(mut self, ttl: Duration) -> Result<bool, Error> {
-        self.released = true;
-        self.backend
-            .compare_and_extend(&self.key, self.token.as_bytes(), ttl)
-    }
-
-    /// The async form of [`hold`](Self::hold).
-    pub(crate) async fn hold_async(mut self, ttl: Duration) -> Result<bool, Error> {
-        let held = self
-            .backend
-            .compare_and_extend_async(&self.key, self.token.as_bytes(), ttl)
-            .await;
-        self.released = true;
-        held
     }
 
     /// The async form of [`give_back`](Self::give_back).

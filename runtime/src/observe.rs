@@ -29,16 +29,19 @@ pub(crate) enum Outcome {
     Computed,
     /// A stale (or early-refresh) value was returned.
     StaleServed,
-    /// This call refreshes a stale value (it holds the refresh lock).
+    /// This call refreshes a stale value (it holds the key's lock).
     RefreshStarted,
     /// The lock was not obtained in time (or not at all, when not blocking): computed
     /// without it.
     LockTimeout,
     /// The backend failed: computed without it.
     FailOpen,
+    /// A background refresh found no room (`set_refresh_limits`): not started, the
+    /// stale value served.
+    RefreshDropped,
 }
 
-const OUTCOMES: usize = 9;
+const OUTCOMES: usize = 10;
 
 impl Outcome {
     fn name(self) -> &'static str {
@@ -52,40 +55,78 @@ impl Outcome {
             Self::RefreshStarted => "refresh_started",
             Self::LockTimeout => "lock_timeout",
             Self::FailOpen => "fail_open",
+            Self::RefreshDropped => "refresh_dropped",
         }
     }
 }
 
 /// One thread's counters. Only the owning thread writes them (a plain load and store,
-/// no locked read-modify-write on the hit path); [`stats`] sums every thread's.
+/// no locked read-modify-write on the hit path); [`stats`] sums the live threads' and
+/// [`ENDED`].
 struct ThreadCounters([AtomicU64; OUTCOMES]);
 
-/// Every thread's counters, kept after the thread ends so that totals never go back.
-static ALL_COUNTERS: Lazy<Mutex<Vec<Arc<ThreadCounters>>>> = Lazy::new(Mutex::default);
+/// The counters of every live thread that has counted. A thread's entry leaves when the
+/// thread ends (its counts folded into [`ENDED`]), so the list, and the cost of
+/// [`stats`], follow the live threads, not every thread the process ever ran.
+static LIVE: Mutex<Vec<Arc<ThreadCounters>>> = Mutex::new(Vec::new());
 
-thread_local! {
-    static COUNTERS: Arc<ThreadCounters> = {
+/// The counts of the threads that ended, and of calls made on a thread whose counters
+/// were already destroyed (a memoized call in a thread-local's destructor): shared, so
+/// counted atomically.
+static ENDED: ThreadCounters = ThreadCounters([const { AtomicU64::new(0) }; OUTCOMES]);
+
+/// A thread's entry in [`LIVE`], folded into [`ENDED`] when the thread ends.
+struct Registered(Arc<ThreadCounters>);
+
+impl Registered {
+    fn new() -> Self {
         let counters = Arc::new(ThreadCounters([const { AtomicU64::new(0) }; OUTCOMES]));
-        ALL_COUNTERS
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(Arc::clone(&counters));
-        counters
-    };
+        live().push(Arc::clone(&counters));
+        Self(counters)
+    }
 }
 
-/// The counts of calls made on a thread whose counters were already destroyed (a
-/// memoized call in a thread-local's destructor): shared, so counted atomically.
-static LATE_COUNTERS: ThreadCounters = ThreadCounters([const { AtomicU64::new(0) }; OUTCOMES]);
+impl Drop for Registered {
+    fn drop(&mut self) {
+        // Under the list's lock, as `stats` reads: it sees these counts once, either
+        // here or in `ENDED`.
+        let mut live = live();
+        for (total, counter) in ENDED.0.iter().zip(&self.0.0) {
+            total.fetch_add(counter.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        if let Some(at) = live.iter().position(|c| Arc::ptr_eq(c, &self.0)) {
+            live.swap_remove(at);
+        }
+        // After a burst of threads, give the room back.
+        if live.capacity() > 64 && live.len() < live.capacity() / 4 {
+            let keep = live.len() * 2;
+            live.shrink_to(keep);
+        }
+    }
+}
+
+fn live() -> std::sync::MutexGuard<'static, Vec<Arc<ThreadCounters>>> {
+    LIVE.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+thread_local! {
+    static COUNTERS: Registered = Registered::new();
+}
 
 fn count(outcome: Outcome) {
     let counted = COUNTERS.try_with(|counters| {
-        let counter = &counters.0[outcome as usize];
+        let counter = &counters.0.0[outcome as usize];
         counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     });
     if counted.is_err() {
-        LATE_COUNTERS.0[outcome as usize].fetch_add(1, Ordering::Relaxed);
+        ENDED.0[outcome as usize].fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// The live threads' counter entries (for tests: they leave with their thread).
+#[doc(hidden)]
+pub fn counter_slots() -> usize {
+    live().len()
 }
 
 /// Records `outcome` for a call of `function` at `key`.
@@ -143,21 +184,25 @@ pub struct Stats {
     pub computed: u64,
     /// Stale (or early-refresh) values returned while a refresh was started.
     pub stale_served: u64,
-    /// Refreshes of stale values started (each holding the refresh lock).
+    /// Refreshes of stale values started (each holding the key's lock).
     pub refreshes: u64,
     /// Calls that gave up on the lock and computed without it.
     pub lock_timeouts: u64,
     /// Calls that computed without the backend because it failed.
     pub fail_open: u64,
+    /// Background refreshes not started for lack of room (`set_refresh_limits`): the
+    /// stale value was served, and a later stale hit may start one.
+    pub refreshes_dropped: u64,
 }
 
-/// The counters now; see [`Stats`].
+/// The counters now; see [`Stats`]. Costs one pass over the threads alive now that
+/// have made a memoized call (an ended thread's counts were folded into one total).
 pub fn stats() -> Stats {
-    let all = ALL_COUNTERS.lock().unwrap_or_else(PoisonError::into_inner);
+    let live = live();
     let total = |outcome: Outcome| {
-        all.iter()
+        live.iter()
             .map(|counters| &**counters)
-            .chain([&LATE_COUNTERS])
+            .chain([&ENDED])
             .map(|counters| counters.0[outcome as usize].load(Ordering::Relaxed))
             .sum()
     };
@@ -171,6 +216,7 @@ pub fn stats() -> Stats {
         refreshes: total(Outcome::RefreshStarted),
         lock_timeouts: total(Outcome::LockTimeout),
         fail_open: total(Outcome::FailOpen),
+        refreshes_dropped: total(Outcome::RefreshDropped),
     }
 }
 
@@ -303,6 +349,7 @@ mod facade {
         Outcome::RefreshStarted,
         Outcome::LockTimeout,
         Outcome::FailOpen,
+        Outcome::RefreshDropped,
     ];
 
     /// Runs `f` with the key of `function`'s `slot`.

@@ -153,7 +153,11 @@ impl MemoizeOptions {
         self
     }
 
-    /// Always compute and store, ignoring (and replacing) a stored value.
+    /// Always compute and store, ignoring (and replacing) a stored value. A forced call
+    /// waits for a lock another caller holds (within the lock's `timeout`; without a
+    /// `lock`, or non-blocking, for up to its `expire`) so that its value lands after
+    /// the holder's; if it still cannot take the lock it returns its value, stores
+    /// nothing, and logs a WARN.
     #[must_use]
     pub fn force_overwrite(mut self, force: bool) -> Self {
         self.force_overwrite = force;
@@ -176,10 +180,9 @@ impl MemoizeOptions {
     /// backend keeps values for `expire + stale`. Default: zero (a value past `expire`
     /// is a miss).
     ///
-    /// The refresh runs under a refresh lock taken without waiting
-    /// ([`CacheLock::refreshing`](crate::CacheLock::refreshing), whether or not
-    /// [`lock`](Self::lock) is set): callers that find it held return the stale value
-    /// at once. A process runs at most one refresh of a key at a time, and a refresher
+    /// The refresh runs under the key's lock (the one a miss takes, so refreshes and
+    /// misses are ordered), taken without waiting whether or not [`lock`](Self::lock)
+    /// is set: callers that find it held return the stale value at once. A process runs at most one refresh of a key at a time, and a refresher
     /// computes only if the value it reads under the lock is still the one it found
     /// stale. [`memoize`](crate::memoize) and [`try_memoize`](crate::try_memoize)
     /// refresh inline, in the caller that found the value stale;

@@ -8,6 +8,7 @@ pub use core::any::{type_name, type_name_of_val};
 
 pub use crate::codec::Codec;
 pub use crate::error::Error;
+pub use crate::identity::fn_identity;
 pub use crate::iter::{memoize_iter, memoize_iter_async};
 pub use crate::kept::{Keepable, Share};
 pub use crate::key::{CacheKey, make_cache_key};
@@ -16,6 +17,7 @@ pub use crate::keypart::{
 };
 pub use crate::lock::LockOptions;
 pub use crate::memoize::{invalidate, memoize, memoize_async, try_memoize, try_memoize_async};
+pub use crate::observe::counter_slots;
 pub use crate::options::{Clock, MemoizeOptions};
 pub use crate::outcome::{OutcomeOf, ReturnsOption, ViaPlain, ViaResult};
 pub use crate::revalidate::{try_memoize_async_detached, try_memoize_detached};

@@ -12,8 +12,9 @@ thread_local! {
 }
 
 /// Runs `call`; the first memoized call it makes skips the stored value, computes,
-/// and stores the result (as with `force_overwrite`). Memoized calls nested inside that
-/// one are not forced.
+/// and stores the result (as with `force_overwrite`, which says how it waits for a held
+/// lock and what it logs when it cannot store). Memoized calls nested inside that one
+/// are not forced.
 ///
 /// ```
 /// use cache_memoize::{MemoizeOptions, memoize, refresh};

@@ -1,9 +1,9 @@
 //! At most one refresh of a key in flight per process. A hit that finds the value stale
 //! (or draws an early refresh) claims the key's refresh in this process; while the
 //! claim lives, other hits on the key return the value and start nothing: no thread,
-//! no task, no attempt at the refresh lock. Across processes the refresh lock decides.
+//! no task, no attempt at the lock. Across processes the key's lock decides.
 //!
-//! A refresh that found the refresh lock held elsewhere (another process refreshing,
+//! A refresh that found the key's lock held elsewhere (another process refreshing,
 //! or throttling after a failed refresh) or the backend failing leaves its claim in
 //! place for a back-off, so that the process does not ask again on every stale hit.
 

@@ -1,10 +1,11 @@
 //! Refreshing a stale value: [`inline`] in the caller that found it, or detached on a
-//! thread or a Tokio task ([`memoize_detached`] and its kin), so that every caller
-//! gets the stale value at once. Either way the refresh runs the sequence with
-//! `Refresh::Revalidate`: the value's refresh lock taken without waiting (one refresher
+//! worker thread or a Tokio task ([`memoize_detached`] and its kin, bounded by
+//! `refresh_pool.rs`), so that every caller gets the stale value at once. Either way
+//! the refresh runs the sequence with `Refresh::Revalidate`: the key's lock taken
+//! without waiting (one refresher
 //! across the fleet), the value read again under it (computed only if it is still the
-//! one found stale), and a failure (an `Err`, a panic, a broken backend) keeps the lock
-//! for the fail-safe throttle while the stale value is served.
+//! one found stale), and a failure (an `Err`, a panic, a broken backend) leaves the
+//! fail-safe throttle's mark while the stale value is served.
 //!
 //! A process runs at most one refresh of a key at a time: the hit that found the value
 //! stale holds this process's claim on it ([`Trigger`]), and the refresh keeps that
@@ -23,8 +24,10 @@ use serde::de::DeserializeOwned;
 
 use crate::call::Call;
 use crate::kept::Share;
+use crate::observe::{self, Outcome};
 use crate::options::{MemoizeOptions, Refresh};
 use crate::refresh::take_forced;
+use crate::refresh_pool;
 use crate::sequence::{Driver, Lookup, Trigger};
 
 /// How an inline refresh ended.
@@ -178,9 +181,11 @@ impl<F: Future> Future for CatchUnwind<F> {
     }
 }
 
-/// Like [`memoize`](crate::memoize), but a stale value is refreshed on a thread of its
-/// own: every caller, the one that triggered the refresh included, gets the stale
-/// value at once. For that, `compute` must be `Send + 'static` (it owns its inputs).
+/// Like [`memoize`](crate::memoize), but a stale value is refreshed in the background,
+/// on one of a few worker threads: every caller, the one that triggered the refresh
+/// included, gets the stale value at once. For that, `compute` must be `Send +
+/// 'static` (it owns its inputs). A refresh that finds the workers busy and their queue
+/// full is dropped, the stale value served ([`set_refresh_limits`](crate::set_refresh_limits)).
 /// Without [`MemoizeOptions::stale`] (or `beta`) it behaves as `memoize`.
 ///
 /// ```
@@ -238,16 +243,13 @@ where
         Lookup::Refresh(stale, trigger) => {
             let opts = call.owned_options();
             let key = call.key.clone();
-            // A thread that cannot start drops the trigger, and with it the claim.
-            let spawned = std::thread::Builder::new()
-                .name("cache-memoize-refresh".into())
-                .spawn(move || {
-                    let call =
-                        Call::for_key(key, &opts, Refresh::IfMissing).removing_absent(absent);
-                    inline(&call, trigger, compute);
-                });
-            if let Err(err) = spawned {
-                tracing::warn!(key = %call.key, error = %err, "cannot start a refresh thread; the stale value is served");
+            // Without room the job is dropped, with the trigger and its claim.
+            let queued = refresh_pool::run(Box::new(move || {
+                let call = Call::for_key(key, &opts, Refresh::IfMissing).removing_absent(absent);
+                inline(&call, trigger, compute);
+            }));
+            if !queued {
+                observe::record(call.opts.name, &call.key, Outcome::RefreshDropped);
             }
             Ok(stale)
         }
@@ -256,7 +258,9 @@ where
 }
 
 /// The async form of [`memoize_detached`]: the refresh runs as a task on the caller's
-/// Tokio runtime (inline, if there is none).
+/// Tokio runtime (inline, if there is none), a few at once and a bounded number waiting
+/// for a turn; a refresh beyond them is dropped, the stale value served
+/// ([`set_refresh_limits`](crate::set_refresh_limits)).
 pub async fn memoize_async_detached<T, F, Fut>(key: &str, opts: &MemoizeOptions, compute: F) -> T
 where
     T: Serialize + DeserializeOwned + Send + 'static,
@@ -307,13 +311,19 @@ where
         Lookup::Found(value) => Ok(value),
         Lookup::Refresh(stale, trigger) => match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
-                let opts = call.owned_options();
-                let key = call.key.clone();
-                runtime.spawn(async move {
-                    let call =
-                        Call::for_key(key, &opts, Refresh::IfMissing).removing_absent(absent);
-                    inline_async(&call, trigger, compute).await;
-                });
+                // Without room the trigger is dropped, and with it the claim.
+                if let Some(admitted) = refresh_pool::admit_async() {
+                    let opts = call.owned_options();
+                    let key = call.key.clone();
+                    runtime.spawn(async move {
+                        let _turn = admitted.turn().await;
+                        let call =
+                            Call::for_key(key, &opts, Refresh::IfMissing).removing_absent(absent);
+                        inline_async(&call, trigger, compute).await;
+                    });
+                } else {
+                    observe::record(call.opts.name, &call.key, Outcome::RefreshDropped);
+                }
                 Ok(stale)
             }
             Err(_) => {

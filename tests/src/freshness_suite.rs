@@ -155,12 +155,16 @@ pub fn a_failing_refresh_keeps_the_stale_value_and_is_throttled(f: &Fixture) {
         assert_eq!(try_memoize(&key, &opts, failing).as_deref(), Ok("v1"));
     }
     assert_eq!(attempts.load(Ordering::SeqCst), 1, "throttled fleet-wide");
-    let refresh_lock = cache_memoize::make_cache_key(&key).refresh_key();
+    let mark = cache_memoize::make_cache_key(&key).refresh_key();
     assert!(
-        f.probe.inner().get(&refresh_lock).ok().flatten().is_some(),
-        "the throttle is the held refresh lock"
+        f.probe.inner().get(&mark).ok().flatten().is_some(),
+        "the throttle is the refresh mark"
     );
-    assert_eq!(f.lock_token(&key), None, "not the value's own lock");
+    assert_eq!(
+        f.lock_token(&key),
+        None,
+        "the lock went back: misses never wait"
+    );
 }
 
 /// A refresh that panics keeps the stale value served too.
@@ -285,7 +289,7 @@ pub fn a_stale_read_that_reaches_the_refresh_lock_after_another_process_refreshe
         "served stale"
     );
 
-    let refresh_lock = cache_memoize::make_cache_key(&key).refresh_key();
+    let refresh_lock = cache_memoize::make_cache_key(&key).lock_key();
     wait_until(
         "the late process's refresh gave the refresh lock back",
         || {
@@ -362,7 +366,7 @@ pub fn stale_hits_in_one_process_start_one_detached_refresh(f: &Fixture) {
         memoize(&key, &f.opts(), || "unexpected".to_owned()) == "v2"
     });
     assert_eq!(versions.computed(), 2);
-    let refresh_lock = cache_memoize::make_cache_key(&key).refresh_key();
+    let refresh_lock = cache_memoize::make_cache_key(&key).lock_key();
     let attempts = f.probe.keys_of("take_lock");
     assert_eq!(
         attempts.iter().filter(|k| **k == refresh_lock).count(),
@@ -415,7 +419,7 @@ pub fn stale_hits_on_one_runtime_start_one_refresh_task(f: &Fixture) {
         memoize(&key, &f.opts(), || "unexpected".to_owned()) == "v2"
     });
     drop(rt);
-    let refresh_lock = cache_memoize::make_cache_key(&key).refresh_key();
+    let refresh_lock = cache_memoize::make_cache_key(&key).lock_key();
     let attempts = f.probe.keys_of("take_lock");
     assert_eq!(attempts.iter().filter(|k| **k == refresh_lock).count(), 1);
 }
@@ -446,7 +450,7 @@ pub fn a_process_that_found_the_refresh_lock_held_backs_off(f: &Fixture) {
     let attempts = f.probe.keys_of("take_lock");
     assert_eq!(
         attempts,
-        vec![make_cache_key(&key).refresh_key()],
+        vec![make_cache_key(&key).lock_key()],
         "one attempt, then the back-off"
     );
     assert!(matches!(elsewhere.release(), Ok(true)));
@@ -492,7 +496,7 @@ pub fn an_early_refresh_drawn_in_two_processes_computes_once(f: &Fixture) {
         2,
         "the late process did not compute v3"
     );
-    let refresh_lock = cache_memoize::make_cache_key(&key).refresh_key();
+    let refresh_lock = cache_memoize::make_cache_key(&key).lock_key();
     assert_eq!(late.keys_of("take_lock"), vec![refresh_lock.clone()]);
     assert!(f.probe.inner().get(&refresh_lock).ok().flatten().is_none());
 }

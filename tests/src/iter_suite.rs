@@ -489,3 +489,97 @@ pub fn iter_reader_during_a_refresh_never_sees_a_mix(f: &Fixture) {
     assert_eq!(after, new, "the refreshed sequence, whole");
     assert_eq!(runs.load(Ordering::SeqCst), 1, "both reads were hits");
 }
+
+/// A long sequence for [`a_slow_reader`]: 1,000 one-byte items, 3 to a chunk, so that
+/// a reader's first window (256 chunks) ends at item 768.
+fn long_sequence(shift: u32) -> impl Iterator<Item = u8> {
+    (0..1000_u32).map(move |i| u8::try_from((i + shift) % 200).unwrap_or(0))
+}
+
+/// A reader that took 300 items of the sequence committed at `key` (data version
+/// `version` when computed), then lost the rest of its chunks to `lose`. Returns what
+/// the rest of the read gave, or the panic's message.
+fn a_slow_reader(
+    f: &Fixture,
+    name: &str,
+    lose: impl FnOnce(&str, &MemoizeOptions, &Arc<std::sync::atomic::AtomicU32>),
+) -> (Vec<u8>, Result<Vec<u8>, String>, usize) {
+    use std::sync::atomic::AtomicU32;
+    let key = f.key(name);
+    let opts = chunked(f, 3);
+    let version = Arc::new(AtomicU32::new(0));
+    let runs = Arc::new(AtomicUsize::new(0));
+    let compute = {
+        let (version, runs) = (Arc::clone(&version), Arc::clone(&runs));
+        move || {
+            runs.fetch_add(1, Ordering::SeqCst);
+            long_sequence(version.load(Ordering::SeqCst))
+        }
+    };
+    let first: Vec<u8> = memoize_iter(&key, &opts, compute.clone()).collect();
+    assert_eq!(first, long_sequence(0).collect::<Vec<_>>());
+    let mut reader = memoize_iter(&key, &opts, compute);
+    let head: Vec<u8> = reader.by_ref().take(300).collect();
+    lose(&key, &opts, &version);
+    let rest = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reader.collect())).map_err(
+        |panic| {
+            panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_default()
+        },
+    );
+    (head, rest, runs.load(Ordering::SeqCst))
+}
+
+/// Issue 19, behaviour 4: a reader whose chunks are gone (evicted, expired) while the
+/// data did not change continues with the same items: every item once, in order.
+pub fn iter_slow_reader_of_unchanged_data_gets_the_whole_sequence(f: &Fixture) {
+    let inner = Arc::clone(f.probe.inner());
+    let (head, rest, runs) = a_slow_reader(f, "iter-slow-unchanged", |key, opts, _| {
+        let chunks = committed_chunk_keys::<u8>(key, opts).ok().flatten();
+        for chunk in chunks.unwrap_or_default() {
+            assert!(inner.delete(&chunk).is_ok());
+        }
+    });
+    let mut whole = head;
+    whole.extend(rest.unwrap_or_else(|why| panic!("the read went on: {why}")));
+    assert_eq!(whole, long_sequence(0).collect::<Vec<_>>());
+    assert_eq!(runs, 2, "recomputed once");
+}
+
+/// Issue 19, behaviour 4: a reader slower than the grace of replaced chunks, while a
+/// refresh replaced the sequence with other data, took items `v1-00000 … v3-01999`. It
+/// now stops with a panic that says why: never a mixture, never a silent truncation.
+pub fn iter_slow_reader_of_replaced_data_never_mixes_two_writes(f: &Fixture) {
+    let inner = Arc::clone(f.probe.inner());
+    let (head, rest, _) = a_slow_reader(f, "iter-slow-replaced", |key, opts, version| {
+        let old = committed_chunk_keys::<u8>(key, opts).ok().flatten();
+        version.store(7, Ordering::SeqCst);
+        let refreshed: Vec<u8> = memoize_iter(key, &opts.clone().force_overwrite(true), || {
+            long_sequence(7)
+        })
+        .collect();
+        assert_eq!(refreshed, long_sequence(7).collect::<Vec<_>>());
+        // The replaced chunks' grace has passed.
+        for chunk in old.unwrap_or_default() {
+            assert!(inner.delete(&chunk).is_ok());
+        }
+    });
+    assert_eq!(head, long_sequence(0).take(300).collect::<Vec<_>>());
+    let why = rest.err().unwrap_or_default();
+    assert!(
+        why.contains("changed while it was being read"),
+        "the reader stops with a reason, not a mixture or a truncation: {why:?}"
+    );
+    let after: Vec<u8> = memoize_iter(&f.key("iter-slow-replaced"), &chunked(f, 3), || {
+        std::iter::empty()
+    })
+    .collect();
+    assert_eq!(
+        after,
+        long_sequence(7).collect::<Vec<_>>(),
+        "the refreshed sequence"
+    );
+}

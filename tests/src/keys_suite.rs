@@ -79,11 +79,11 @@ pub fn every_parameter_of_a_template_is_in_the_key() {
     assert_eq!(runs(&SEARCHED), 2);
     assert_eq!(
         search_cache_key("rust", None).as_str(),
-        "{search:rust:None}"
+        "{cache_memoize_tests::keys_suite::search|search:rust:None}"
     );
     assert_eq!(
         search_cache_key("rust", Some(10)).as_str(),
-        "{search:rust:Some(10)}"
+        "{cache_memoize_tests::keys_suite::search|search:rust:Some(10)}"
     );
 }
 
@@ -103,7 +103,10 @@ pub fn a_skipped_parameter_is_left_out() {
     assert_eq!(price(&Pool(1), 7), 700);
     assert_eq!(price(&Pool(2), 7), 700);
     assert_eq!(runs(&SKIPPED), 1);
-    assert_eq!(price_cache_key(&Pool(3), 7).as_str(), "{price:7}");
+    assert_eq!(
+        price_cache_key(&Pool(3), 7).as_str(),
+        "{cache_memoize_tests::keys_suite::price|price:7}"
+    );
     assert!(price_invalidate(&Pool(4), 7).is_ok());
     assert!(!stored(&price_cache_key(&Pool(1), 7)));
 }
@@ -260,6 +263,12 @@ pub fn a_generic_function_keys_by_its_type_parameters() {
         parse_as_cache_key::<u32>("7"),
         parse_as_cache_key::<String>("7")
     );
+    assert_eq!(
+        parse_as_cache_key::<u32>("7").as_str(),
+        "{cache_memoize_tests::keys_suite::parse_as<u32>|7}",
+        "the identity names the instantiation"
+    );
+    assert!(stored(&parse_as_cache_key::<String>("7")));
 }
 
 static DESCRIBED: AtomicUsize = AtomicUsize::new(0);
@@ -423,16 +432,23 @@ pub fn adjacent_placeholders_do_not_run_together() {
     assert_eq!(adjacent("a", "b"), "a|b");
     assert_eq!(adjacent("ab", ""), "ab|");
     assert_eq!(runs(&ADJACENT), 2);
-    assert_eq!(adjacent_cache_key("a", "b").as_str(), "{adj:a:b}");
+    assert_eq!(
+        adjacent_cache_key("a", "b").as_str(),
+        "{cache_memoize_tests::keys_suite::adjacent|adj:a:b}"
+    );
 }
 
-/// Keys of all-`Display` named parameters keep the form they had.
+/// Keys of all-`Display` named parameters keep the form they had, after the
+/// function's identity (issue 19).
 pub fn display_keys_keep_their_form() {
     assert_eq!(
         search_cache_key("a b", Some(1)).as_str(),
-        "{search:a%20b:Some(1)}"
+        "{cache_memoize_tests::keys_suite::search|search:a%20b:Some(1)}"
     );
-    assert_eq!(price_cache_key(&Pool(0), 9).as_str(), "{price:9}");
+    assert_eq!(
+        price_cache_key(&Pool(0), 9).as_str(),
+        "{cache_memoize_tests::keys_suite::price|price:9}"
+    );
 }
 
 /// Calls `$callback!` with every scenario's name.

@@ -6,6 +6,7 @@
 
 pub mod captured;
 pub mod freshness_suite;
+pub mod identity_suite;
 pub mod iter_suite;
 pub mod keys_suite;
 pub mod lock_suite;
@@ -205,7 +206,9 @@ macro_rules! with_scenarios {
                 iter_compressed_round_trip, iter_reads_whatever_compression_it_was_written_with,
                 iter_foreign_chunk_is_recomputed, iter_async_foreign_chunk_is_recomputed,
                 iter_abandoned_refresh_leaves_the_committed_sequence,
-                iter_reader_during_a_refresh_never_sees_a_mix
+                iter_reader_during_a_refresh_never_sees_a_mix,
+                iter_slow_reader_of_unchanged_data_gets_the_whole_sequence,
+                iter_slow_reader_of_replaced_data_never_mixes_two_writes
             ]
         );
     };

@@ -14,7 +14,7 @@ use cache_memoize::__private::{memoize_some, memoize_some_detached};
 use cache_memoize::{Clock, MemoizeOptions, make_cache_key, memoize, refresh, try_memoize};
 
 use crate::freshness_suite::ManualClock;
-use crate::{Fixture, fast_lock, wait_until};
+use crate::{Fixture, wait_until};
 
 /// Options with values fresh for 10 s and servable stale for 1 h more, on `clock`,
 /// without a lock option: every store is made under the key's lock all the same.
@@ -160,11 +160,10 @@ pub fn a_call_after_an_invalidation_never_joins_an_older_flight(f: &Fixture) {
     let key = f.key("order-flight-invalidate");
     let opts = f.locked();
     let cache_key = make_cache_key(&key);
-    // The hook runs inside the probe: what it does goes behind the probe's back.
+    // The late caller uses the same backend handle as the leader: the flight is per
+    // key and backend, so it could join the leader's flight.
     let backend = Arc::clone(f.probe.inner());
-    let late_opts = MemoizeOptions::new()
-        .backend(Arc::clone(&backend))
-        .lock(fast_lock());
+    let late_opts = opts.clone();
     let fired = Arc::new(AtomicBool::new(false));
     let (late_tx, late_rx) = mpsc::channel();
     {
@@ -281,8 +280,9 @@ pub fn a_refresh_that_panics_past_the_window_panics(f: &Fixture) {
     assert!(
         f.probe
             .inner()
-            .get(&make_cache_key(&key).lock_key())
-            .is_ok_and(|lock| lock.is_some()),
-        "the lock is kept for the fail-safe throttle"
+            .get(&make_cache_key(&key).refresh_key())
+            .is_ok_and(|mark| mark.is_some()),
+        "the fail-safe throttle's mark is left"
     );
+    assert_eq!(f.lock_token(&key), None, "and the lock given back");
 }

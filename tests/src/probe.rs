@@ -118,13 +118,20 @@ impl Probe {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push((op, key.to_owned()));
-        if let Some(hook) = self
+        // The hook runs outside the lock, so that what it does through the probe (or
+        // what other threads do meanwhile) never waits for it; operations made while
+        // it runs see no hook. It is put back unless replaced meanwhile.
+        let hook = self
             .after
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .as_mut()
-        {
+            .take();
+        if let Some(mut hook) = hook {
             hook(op);
+            let mut slot = self.after.lock().unwrap_or_else(PoisonError::into_inner);
+            if slot.is_none() {
+                *slot = Some(hook);
+            }
         }
     }
 

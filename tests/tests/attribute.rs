@@ -31,7 +31,7 @@ fn a_plain_function_computes_once_per_arguments() {
 
 #[test]
 fn companions_give_the_key_and_invalidate() {
-    assert_eq!(add_cache_key(40, 2).as_str(), "{plain:40:2}");
+    assert_eq!(add_cache_key(40, 2).as_str(), "{attribute::add|plain:40:2}");
     assert_eq!(add(40, 2), 42);
     assert!(
         backend()
@@ -110,10 +110,10 @@ fn greet(name: &str, times: u8) -> String {
 }
 
 #[test]
-fn without_key_the_module_path_name_and_escaped_arguments_make_the_key() {
+fn without_key_the_functions_path_and_escaped_arguments_make_the_key() {
     assert_eq!(
         greet_cache_key("a:b c", 2).as_str(),
-        "{attribute::greet:a%3Ab%20c:2}"
+        "{attribute::greet|a%3Ab%20c:2}"
     );
     assert_eq!(greet("ab", 2), "abab");
     assert_eq!(greet("ab", 2), "abab");
@@ -133,7 +133,7 @@ fn page(user: &str) -> usize {
 fn interpolated_values_cannot_forge_another_key() {
     assert_eq!(
         page_cache_key("ann:page:x").as_str(),
-        "{user:ann%3Apage%3Ax:page}"
+        "{attribute::page|user:ann%3Apage%3Ax:page}"
     );
     assert_ne!(page_cache_key("a:page"), page_cache_key("a%3Apage"));
     assert_eq!(page("a:b"), 3);
@@ -199,11 +199,14 @@ fn methods_taking_self_are_memoized_per_displayed_receiver() {
     assert_eq!(b.totals(3).orders, 3);
     assert_eq!(a.calls.load(Ordering::SeqCst), 1);
     assert_eq!(b.calls.load(Ordering::SeqCst), 1);
-    assert_eq!(a.totals_cache_key(3).as_str(), "{shop:a:totals:3}");
+    assert_eq!(
+        a.totals_cache_key(3).as_str(),
+        "{attribute::Shop::totals|shop:a:totals:3}"
+    );
     assert!(
         a.default_keyed_cache_key(1)
             .as_str()
-            .ends_with("Shop::default_keyed:a:1}"),
+            .ends_with("Shop::default_keyed|a:1}"),
         "the receiver is part of the default key"
     );
 }
@@ -233,7 +236,7 @@ fn generic_functions_are_memoized_per_instantiation() {
 
 static FORCED: AtomicUsize = AtomicUsize::new(0);
 
-#[cache_memoize(key = "forced", force_overwrite)]
+#[cache_memoize(key = "forced", shared_key, force_overwrite)]
 fn always() -> usize {
     FORCED.fetch_add(1, Ordering::SeqCst) + 1
 }
@@ -265,7 +268,7 @@ fn refresh_recomputes_for_given_arguments() {
 
 #[test]
 fn a_generated_function_and_the_hand_written_call_agree() {
-    #[cache_memoize(key = "same:{x}", version = 3, expire = "1h")]
+    #[cache_memoize(key = "same:{x}", shared_key, version = 3, expire = "1h")]
     fn generated(x: u32) -> Vec<u32> {
         vec![x; 3]
     }
@@ -638,18 +641,18 @@ fn second_behind() -> Arc<dyn Clock> {
 // Three hosts sharing one key: the same function, on clocks that disagree.
 static ON_TIME_RUNS: AtomicUsize = AtomicUsize::new(0);
 
-#[cache_memoize(key = "skew:{id}", expire = "10s", clock = on_time)]
+#[cache_memoize(key = "skew:{id}", shared_key, expire = "10s", clock = on_time)]
 fn on_time_host(id: u32) -> String {
     ON_TIME_RUNS.fetch_add(1, Ordering::SeqCst);
     format!("computed on time ({id})")
 }
 
-#[cache_memoize(key = "skew:{id}", expire = "10s", clock = second_ahead)]
+#[cache_memoize(key = "skew:{id}", shared_key, expire = "10s", clock = second_ahead)]
 fn ahead_host(id: u32) -> String {
     format!("computed ahead ({id})")
 }
 
-#[cache_memoize(key = "skew:{id}", expire = "10s", clock = second_behind)]
+#[cache_memoize(key = "skew:{id}", shared_key, expire = "10s", clock = second_behind)]
 fn behind_host(id: u32) -> String {
     format!("computed behind ({id})")
 }

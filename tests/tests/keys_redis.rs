@@ -1,5 +1,5 @@
-//! Keys that cannot lie (issue 10), on a private Redis server, and a key with braces
-//! on a private three-master cluster.
+//! Keys that cannot lie (issue 10) and keys by identity (issue 19), on a private Redis
+//! server, and a key with braces on a private three-master cluster.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,6 +23,15 @@ fn key_scenarios_on_a_private_redis_server() {
             )*
         };
     }
+    macro_rules! identity_in_turn {
+        ($($scenario:ident),* $(,)?) => {
+            $(
+                eprintln!("scenario {}", stringify!($scenario));
+                cache_memoize_tests::identity_suite::$scenario();
+            )*
+        };
+    }
+    cache_memoize_tests::identity_scenarios!(identity_in_turn);
     cache_memoize_tests::key_scenarios!(in_turn);
 }
 

@@ -283,14 +283,13 @@ fn a_primary_killed_mid_stampede_before_its_locks_replicated_costs_one_extra_com
     assert_caching_resumed(&fleet, &keys, &replica);
 }
 
-/// Fencing tokens come from a counter on the primary: one that had not replicated when
-/// the primary died is lost with it, and the promoted replica hands out a token again.
-/// The cache's own stores do not rely on the token's order (a store needs the lock to
-/// still hold its holder's identity, which a lost lock does not), but a user guarding
-/// their own writes with `LockGuard::fencing_token` can see a token repeat across such
-/// a failover: the README says so.
+/// Fencing tokens are a hybrid logical clock (the server's `TIME`, ordered after the
+/// stored value's token), kept in no key: a token that had not replicated when the
+/// primary died is lost with it, and the promoted replica, whose clock has moved on
+/// since, hands out larger ones. (Were the replica's clock behind the primary's by more
+/// than the failover took, its tokens could be smaller: the README says so.)
 #[test]
-fn a_fencing_token_not_replicated_before_a_failover_is_handed_out_again() {
+fn a_fencing_token_lost_with_the_primary_is_not_handed_out_again() {
     let mut primary = RedisServer::start();
     let replica = RedisServer::start_replica_of(&primary);
     let proxy = CountingProxy::start(primary.port());
@@ -306,7 +305,7 @@ fn a_fencing_token_not_replicated_before_a_failover_is_handed_out_again() {
         }
         Err(err) => panic!("cannot take the lock: {err}"),
     };
-    assert_eq!(replicated(&primary), 1, "the replica has the first token");
+    assert_eq!(replicated(&primary), 1, "the replica is in sync");
     // The replica falls behind: what follows does not reach it.
     replica.promote();
     let lost = match lock.acquire() {
@@ -323,9 +322,9 @@ fn a_fencing_token_not_replicated_before_a_failover_is_handed_out_again() {
     proxy.retarget(replica.port());
     let after = loop_until_acquired(&lock);
     eprintln!("tokens: {first} replicated, {lost} lost with the primary, {after} after");
-    assert_eq!(
-        after, lost,
-        "the promoted replica's counter was one behind: the lost token is handed out again"
+    assert!(
+        after > lost,
+        "the promoted replica's clock has moved on: {after} after {lost}"
     );
 }
 

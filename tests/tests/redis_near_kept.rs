@@ -34,13 +34,13 @@ impl<'de> Deserialize<'de> for Counted {
     }
 }
 
-#[cache_memoize(key = "kept:{id}", expire = "1h", keep_decoded)]
+#[cache_memoize(key = "kept:{id}", shared_key, expire = "1h", keep_decoded)]
 fn report(id: u32) -> Counted {
     COMPUTED.fetch_add(1, Ordering::SeqCst);
     Counted(format!("computed {id}"))
 }
 
-#[cache_memoize(key = "kept:{id}", expire = "1h", keep_decoded)]
+#[cache_memoize(key = "kept:{id}", shared_key, expire = "1h", keep_decoded)]
 async fn report_async(id: u32) -> Counted {
     COMPUTED.fetch_add(1, Ordering::SeqCst);
     Counted(format!("computed {id}"))

@@ -359,9 +359,10 @@ impl Backend for HeldRenewal {
 
 impl cache_memoize::ImmediateBackend for HeldRenewal {}
 
-/// A refresh fails while the renewal thread is extending its lock. The `Hold` sets the
-/// lock to the fail-safe throttle (1 h); an extension landing after it would set it back
-/// to the lock's own expiry (3 s), and the fleet would retry long before the throttle.
+/// A refresh fails while the renewal thread is extending its lock. The throttle (1 h)
+/// was once the held lock, which an extension landing after the hold cut back to the
+/// lock's own expiry (3 s); it is now a mark of its own (`refresh_key`), which no
+/// renewal touches, and this checks that it keeps its whole life.
 /// Dropping the renewal waits for the extension in flight, so the hold comes last,
 /// whichever way the race between them would have gone (without that wait, this test
 /// failed 4 runs in 5: the holder reached its hold first). On a private Redis server,

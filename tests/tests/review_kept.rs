@@ -54,7 +54,7 @@ fn hook_ran() -> bool {
         .is_none()
 }
 
-#[cache_memoize(key = "race:{id}", expire = "1h", keep_decoded)]
+#[cache_memoize(key = "race:{id}", shared_key, expire = "1h", keep_decoded)]
 fn raced(id: u32) -> Hooked {
     RACED_COMPUTED.fetch_add(1, Ordering::SeqCst);
     Hooked(format!("computed {id}"))
@@ -65,19 +65,37 @@ static V1_COMPUTED: AtomicUsize = AtomicUsize::new(0);
 static V2_COMPUTED: AtomicUsize = AtomicUsize::new(0);
 static BYTES_COMPUTED: AtomicUsize = AtomicUsize::new(0);
 
-#[cache_memoize(key = "builds:{id}", expire = "1h", version = 1, keep_decoded)]
+#[cache_memoize(
+    key = "builds:{id}",
+    shared_key,
+    expire = "1h",
+    version = 1,
+    keep_decoded
+)]
 fn build_v1(id: u32) -> String {
     V1_COMPUTED.fetch_add(1, Ordering::SeqCst);
     format!("v1 {id}")
 }
 
-#[cache_memoize(key = "builds:{id}", expire = "1h", version = 2, keep_decoded)]
+#[cache_memoize(
+    key = "builds:{id}",
+    shared_key,
+    expire = "1h",
+    version = 2,
+    keep_decoded
+)]
 fn build_v2(id: u32) -> String {
     V2_COMPUTED.fetch_add(1, Ordering::SeqCst);
     format!("v2 {id}")
 }
 
-#[cache_memoize(key = "builds:{id}", expire = "1h", version = 1, keep_decoded)]
+#[cache_memoize(
+    key = "builds:{id}",
+    shared_key,
+    expire = "1h",
+    version = 1,
+    keep_decoded
+)]
 fn build_v1_bytes(id: u32) -> Vec<u8> {
     BYTES_COMPUTED.fetch_add(1, Ordering::SeqCst);
     format!("bytes {id}").into_bytes()
@@ -135,7 +153,7 @@ fn fallible(id: u32) -> Result<String, String> {
 }
 
 // Many keys, sizes and kept values under a small bound.
-#[cache_memoize(key = "bound:{id}:{size}", expire = "1h", keep_decoded)]
+#[cache_memoize(key = "bound:{id}:{size}", shared_key, expire = "1h", keep_decoded)]
 fn sized(id: u32, size: usize) -> (u32, Vec<u8>) {
     #[allow(clippy::cast_possible_truncation)]
     (id, vec![id as u8; size])

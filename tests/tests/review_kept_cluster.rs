@@ -11,7 +11,7 @@ use cache_memoize::{
 use cache_memoize_tests::server::{RedisCluster, kill_tracking_client};
 use cache_memoize_tests::{near, wait_until};
 
-#[cache_memoize(key = "kc:{id}", expire = "1h", keep_decoded)]
+#[cache_memoize(key = "kc:{id}", shared_key, expire = "1h", keep_decoded)]
 fn kept(id: u32) -> String {
     format!("computed {id}")
 }

@@ -14,13 +14,25 @@ use cache_memoize_tests::{near, wait_until};
 static V1_COMPUTED: AtomicUsize = AtomicUsize::new(0);
 static V2_COMPUTED: AtomicUsize = AtomicUsize::new(0);
 
-#[cache_memoize(key = "builds:{id}", expire = "1h", version = 1, keep_decoded)]
+#[cache_memoize(
+    key = "builds:{id}",
+    shared_key,
+    expire = "1h",
+    version = 1,
+    keep_decoded
+)]
 fn build_v1(id: u32) -> String {
     V1_COMPUTED.fetch_add(1, Ordering::SeqCst);
     format!("v1 {id}")
 }
 
-#[cache_memoize(key = "builds:{id}", expire = "1h", version = 2, keep_decoded)]
+#[cache_memoize(
+    key = "builds:{id}",
+    shared_key,
+    expire = "1h",
+    version = 2,
+    keep_decoded
+)]
 fn build_v2(id: u32) -> String {
     V2_COMPUTED.fetch_add(1, Ordering::SeqCst);
     format!("v2 {id}")

@@ -127,7 +127,7 @@ fn best_of(rounds: usize, per_round: u32, mut hit: impl FnMut() -> usize) -> f64
 
 /// The `Report` of `size` bytes at the same key as the other near hits, memoized with
 /// `keep_decoded` (against the registered backend).
-#[cache_memoize::cache_memoize(key = "near:{size}", keep_decoded)]
+#[cache_memoize::cache_memoize(key = "near:{size}", shared_key, keep_decoded)]
 fn kept_report(size: usize) -> Report {
     report(size)
 }

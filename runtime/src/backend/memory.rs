@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use coarsetime::Instant as Coarse;
 use lru::LruCache;
 
-use super::{Backend, BoxFuture, FENCE_TTL, GetOrLock, ImmediateBackend, LockClaim, fence_after};
+use super::{Backend, BoxFuture, GetOrLock, ImmediateBackend, LockClaim};
+use crate::codec::written_fence;
 use crate::error::Error;
 
 /// The default bound on stored bytes: 64 MiB.
@@ -18,6 +19,12 @@ const DEFAULT_CAPACITY: usize = 64 * 1024 * 1024;
 /// time to live honoured (an expired entry is absent) to within one tick of the
 /// kernel's coarse monotonic clock (1–4 ms), which is cheap to read on every hit.
 /// Safe to share between threads.
+///
+/// A lock's fencing tokens come from this process's clock (microseconds since the Unix
+/// epoch, never handing out a token twice, whichever store asks), ordered after the
+/// token the stored value was written under: nothing is kept per key but values and
+/// locks, so a key whose value and lock have expired holds no entry
+/// ([`len`](Self::len) counts them).
 ///
 /// It coordinates the threads of one process only; for several processes use
 /// [`RedisBackend`](crate::RedisBackend).
@@ -43,9 +50,9 @@ pub struct MemoryBackend {
 struct Store {
     /// Values, bounded by `capacity`: the least recently used go first.
     entries: LruCache<String, Entry>,
-    /// Locks (what `add` writes) and fencing counters, outside the bound: a lock is
-    /// never evicted to make room for values (that would let a second holder in).
-    /// They are small and expire; expired ones are swept as the map grows.
+    /// Locks (what `add` writes), outside the bound: a lock is never evicted to make
+    /// room for values (that would let a second holder in). They are small and expire;
+    /// expired ones are swept as the map grows.
     locks: HashMap<String, Entry>,
     capacity: usize,
     used: usize,
@@ -96,6 +103,32 @@ impl MemoryBackend {
     /// are read or evicted).
     pub fn used_bytes(&self) -> usize {
         self.lock().used
+    }
+
+    /// How many entries (values and locks) the store holds, after dropping those that
+    /// have expired: once every value and lock of a key has expired, the key accounts
+    /// for none. A sweep over the whole store, for tests and diagnostics; not for a
+    /// hot path.
+    ///
+    /// ```
+    /// use cache_memoize::{Backend, MemoryBackend};
+    /// use std::time::Duration;
+    ///
+    /// let cache = MemoryBackend::new();
+    /// cache.set("a", b"1", Duration::from_secs(60))?;
+    /// cache.set("b", b"2", Duration::ZERO)?;
+    /// assert_eq!(cache.len(), 1);
+    /// # Ok::<(), cache_memoize::Error>(())
+    /// ```
+    pub fn len(&self) -> usize {
+        let mut store = self.lock();
+        store.sweep();
+        store.entries.len() + store.locks.len()
+    }
+
+    /// Whether the store holds no entry that has not expired (see [`len`](Self::len)).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     fn wake_waiters(&self) {
@@ -158,7 +191,31 @@ impl Store {
         }
     }
 
-    /// Stores a lock or a fencing counter, outside the size bound.
+    /// Drops every expired value and lock.
+    fn sweep(&mut self) {
+        let now = now();
+        self.locks.retain(|_, lock| lock.expires_at > now);
+        let expired: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(_, entry)| entry.expires_at <= now)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in expired {
+            self.remove(&key);
+        }
+    }
+
+    /// The fencing token the live value at `key` was written under (0: none), read
+    /// without touching its recency.
+    fn stored_fence(&self, key: &str) -> u64 {
+        self.entries
+            .peek(key)
+            .filter(|entry| entry.expires_at > now())
+            .map_or(0, |entry| written_fence(&entry.value))
+    }
+
+    /// Stores a lock, outside the size bound.
     fn insert_lock(&mut self, key: &str, value: &[u8], ttl: Duration) {
         self.remove(key);
         if self.locks.len() >= LOCK_SWEEP && self.locks.len().is_power_of_two() {
@@ -172,15 +229,14 @@ impl Store {
         self.locks.insert(key.to_owned(), entry);
     }
 
-    /// Takes the lock if free, and counts the acquisition in its fencing counter.
+    /// Takes the lock if free: its fencing token, from this process's clock and after
+    /// the stored value's.
     fn take_lock(&mut self, lock: &LockClaim<'_>) -> Option<u64> {
         if self.live(lock.key).is_some() {
             return None;
         }
         self.insert_lock(lock.key, lock.token, lock.ttl);
-        let fence = fence_after(self.live(lock.fence_key).map(|e| e.value.as_slice()));
-        self.insert_lock(lock.fence_key, fence.to_string().as_bytes(), FENCE_TTL);
-        Some(fence)
+        Some(crate::fence::PROCESS.next(self.stored_fence(lock.value_key)))
     }
 
     fn insert(&mut self, key: &str, value: &[u8], ttl: Duration) {
@@ -314,11 +370,16 @@ impl Backend for MemoryBackend {
         if !ours {
             return Ok(false);
         }
-        store.insert(key, value, ttl);
+        // While the lock is ours nobody else stores under it: a value written under a
+        // later token can only have come from outside the lock (a `set`). It stands.
+        let newer = crate::codec::newer(lock.fence, store.stored_fence(key));
+        if newer {
+            store.insert(key, value, ttl);
+        }
         store.remove(lock.key);
         drop(store);
         self.wake_waiters();
-        Ok(true)
+        Ok(newer)
     }
 
     fn invalidate(&self, key: &str, lock_key: &str) -> Result<(), Error> {
@@ -375,7 +436,7 @@ impl ImmediateBackend for MemoryBackend {
             if !self.lock().locks.contains_key(lock_key) {
                 return;
             }
-            let _ = tokio::time::timeout(max, deleted).await;
+            let _ = crate::timer::timeout(max, deleted).await;
         })
     }
 }

@@ -24,7 +24,15 @@ pub use crate::kept::{DecodedValue, KeptValue};
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// One acquisition of a lock as a backend sees it: where the lock lives, the owner's
-/// token, how long it lasts unless released, and where its fencing counter lives.
+/// token, how long it lasts unless released, the value it guards, and (once taken) the
+/// acquisition's fencing token.
+///
+/// Fencing tokens order the writes of one key (a hybrid logical clock): an acquisition
+/// gets the larger of the backend's clock, in microseconds since the Unix epoch, and
+/// the fencing token of the value stored at [`value_key`](Self::value_key) plus one;
+/// a stored value records the token it was written under, and a store is applied only
+/// if its token is larger. Nothing else is kept per key: no counter outlives the value
+/// and its lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LockClaim<'a> {
     /// The lock's key.
@@ -33,15 +41,13 @@ pub struct LockClaim<'a> {
     pub token: &'a [u8],
     /// The lock's time to live.
     pub ttl: Duration,
-    /// The key of the lock's fencing counter: incremented by every acquisition, so
-    /// each holder gets a larger number than every earlier one (Kleppmann's fencing
-    /// token). It lives [`FENCE_TTL`] after the last acquisition.
-    pub fence_key: &'a str,
+    /// The key of the value the lock guards: taking the lock orders the acquisition
+    /// after the value stored there.
+    pub value_key: &'a str,
+    /// The acquisition's fencing token, as taking the lock returned it (0 before): a
+    /// store under this claim is applied only if it is larger than the stored value's.
+    pub fence: u64,
 }
-
-/// How long a lock's fencing counter outlives the last acquisition: 30 days, the
-/// default life of a value. Tokens of one key increase for as long as it is in use.
-pub const FENCE_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// What [`Backend::get_or_lock`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,28 +110,28 @@ pub trait Backend: Send + Sync + 'static {
     }
 
     /// Takes `lock` if it is free (an `add` of its token) and returns the
-    /// acquisition's fencing token; `None` when another owner holds it.
+    /// acquisition's fencing token (see [`LockClaim`]); `None` when another owner
+    /// holds it.
     ///
-    /// The default increments the counter with a read and a write after the `add`;
-    /// only acquisitions write it, and they are serialized by the lock itself. A
-    /// backend with an atomic increment overrides this to do it in the same step.
+    /// The default reads the stored value's token after the `add` (only holders of
+    /// the lock store, so it cannot change in between) and takes this process's clock.
+    /// A networked backend overrides this to take the server's clock in the same step.
     fn take_lock(&self, lock: &LockClaim<'_>) -> Result<Option<u64>, Error> {
         if !self.add(lock.key, lock.token, lock.ttl)? {
             return Ok(None);
         }
-        let fence = fence_after(self.get(lock.fence_key)?.as_deref());
-        self.set(lock.fence_key, fence.to_string().as_bytes(), FENCE_TTL)?;
-        Ok(Some(fence))
+        let stored = self.get(lock.value_key)?;
+        Ok(Some(stored_fence_after(stored.as_deref())))
     }
 
-    /// If `lock` still holds its token: stores `value` at `key` for `ttl`, deletes
-    /// the lock, and wakes its waiters. Otherwise (the lock expired, was taken by a
-    /// later holder, or was voided by [`invalidate`](Self::invalidate)) stores
-    /// nothing: a late writer never overwrites what came after it. Returns whether
-    /// the value was stored.
+    /// If `lock` still holds its token and its fencing token is larger than the stored
+    /// value's (or the stored value has none: absent, not a memoized value): stores
+    /// `value` at `key` for `ttl`, deletes the lock, and wakes its waiters. Otherwise (the lock expired, was taken by a later holder, or was voided
+    /// by [`invalidate`](Self::invalidate); or a value written under a later token is
+    /// there) stores nothing, and releases the lock if it was still ours: a late writer
+    /// never overwrites what came after it. Returns whether the value was stored.
     ///
-    /// The default checks the lock, then writes; a networked backend makes it one
-    /// atomic step.
+    /// The default checks, then writes; a networked backend makes it one atomic step.
     fn store_and_release(
         &self,
         key: &str,
@@ -136,9 +142,16 @@ pub trait Backend: Send + Sync + 'static {
         if self.get(lock.key)?.as_deref() != Some(lock.token) {
             return Ok(false);
         }
-        self.set(key, value, ttl)?;
+        let stored = self
+            .get(key)?
+            .as_deref()
+            .map_or(0, crate::codec::written_fence);
+        let newer = crate::codec::newer(lock.fence, stored);
+        if newer {
+            self.set(key, value, ttl)?;
+        }
         self.compare_and_delete(lock.key, lock.token)?;
-        Ok(true)
+        Ok(newer)
     }
 
     /// Removes the value at `key` and its lock at `lock_key`, so that a computation
@@ -276,11 +289,8 @@ pub trait AsyncBackend: Send + Sync + 'static {
             if !self.add_async(lock.key, lock.token, lock.ttl).await? {
                 return Ok(None);
             }
-            let fence = fence_after(self.get_async(lock.fence_key).await?.as_deref());
-            let counter = fence.to_string();
-            self.set_async(lock.fence_key, counter.as_bytes(), FENCE_TTL)
-                .await?;
-            Ok(Some(fence))
+            let stored = self.get_async(lock.value_key).await?;
+            Ok(Some(stored_fence_after(stored.as_deref())))
         })
     }
 
@@ -308,13 +318,19 @@ pub trait AsyncBackend: Send + Sync + 'static {
             if self.get_async(lock.key).await?.as_deref() != Some(lock.token) {
                 return Ok(false);
             }
-            self.set_async(key, value, ttl).await?;
+            let stored = self.get_async(key).await?;
+            let stored = stored.as_deref().map_or(0, crate::codec::written_fence);
+            let newer = crate::codec::newer(lock.fence, stored);
+            if newer {
+                self.set_async(key, value, ttl).await?;
+            }
             self.compare_and_delete_async(lock.key, lock.token).await?;
-            Ok(true)
+            Ok(newer)
         })
     }
 
-    /// See [`Backend::wait_for_release`]. The default sleeps on Tokio's timer.
+    /// See [`Backend::wait_for_release`]. The default sleeps `max` on the crate's own
+    /// timer (a thread of its own, so it needs no runtime driver).
     fn wait_for_release_async<'a>(
         &'a self,
         lock_key: &'a str,
@@ -322,14 +338,14 @@ pub trait AsyncBackend: Send + Sync + 'static {
         max: Duration,
     ) -> BoxFuture<'a, ()> {
         let _ = (lock_key, attempted);
-        Box::pin(tokio::time::sleep(max))
+        Box::pin(crate::timer::sleep(max))
     }
 }
 
 /// A backend whose every operation completes at once, without waiting on I/O (an
 /// in-process store): implementing it gives the [`AsyncBackend`] half for free, each
 /// future ready as soon as it is made. Only the wait for a release truly waits; its
-/// async form defaults to a sleep on Tokio's timer.
+/// async form defaults to a sleep on the crate's own timer (no runtime driver needed).
 ///
 /// ```
 /// use cache_memoize::{Backend, CacheBackend, Error, ImmediateBackend, MemoryBackend};
@@ -363,7 +379,7 @@ pub trait AsyncBackend: Send + Sync + 'static {
 pub trait ImmediateBackend: Backend {
     /// The async form of [`Backend::wait_for_release`]: returns when `lock_key` may
     /// have been released since `attempted`, or after at most `max`. The default
-    /// sleeps `max` on Tokio's timer.
+    /// sleeps `max` on the crate's own timer (no runtime driver needed).
     fn await_release<'a>(
         &'a self,
         lock_key: &'a str,
@@ -371,7 +387,7 @@ pub trait ImmediateBackend: Backend {
         max: Duration,
     ) -> BoxFuture<'a, ()> {
         let _ = (lock_key, attempted);
-        Box::pin(tokio::time::sleep(max))
+        Box::pin(crate::timer::sleep(max))
     }
 }
 
@@ -469,13 +485,10 @@ impl<B: ImmediateBackend> AsyncBackend for B {
     }
 }
 
-/// The fencing token after the counter `stored` (absent or unreadable: none yet).
-pub(crate) fn fence_after(stored: Option<&[u8]>) -> u64 {
-    stored
-        .and_then(|bytes| std::str::from_utf8(bytes).ok())
-        .and_then(|text| text.parse::<u64>().ok())
-        .unwrap_or(0)
-        .saturating_add(1)
+/// The fencing token of an acquisition, by this process's clock, of a key whose
+/// stored value is `stored` (the default steps' clock; see [`LockClaim`]).
+fn stored_fence_after(stored: Option<&[u8]>) -> u64 {
+    crate::fence::PROCESS.next(stored.map_or(0, crate::codec::written_fence))
 }
 
 /// A backend usable both ways: what [`set_backend`](crate::set_backend) registers.
@@ -530,7 +543,8 @@ mod tests {
             key: "lock",
             token: b"token",
             ttl: Duration::from_secs(60),
-            fence_key: "fence",
+            value_key: "value",
+            fence: 0,
         };
         let found = backend.get_or_lock("value", &lock)?;
         assert_eq!(found, GetOrLock::Value(b"stored meanwhile".to_vec()));

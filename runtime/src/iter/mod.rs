@@ -8,7 +8,8 @@
 //! - On a hit, the manifest, then the chunks in windows of one `get_many` each, decoded
 //!   item by item: about one window of encoded bytes is held at a time.
 //! - A missing or corrupt chunk makes the entry a miss: the sequence is recomputed
-//!   (and overwritten), skipping the items the caller already has. A backend failure
+//!   (and overwritten), passing over the items the caller already has, which must be
+//!   the same items (see `given.rs`). A backend failure
 //!   while storing stops the storing, not the items.
 //! - Each write names its chunks after a generation of its own (recorded in the
 //!   manifest): a refresh never touches the committed sequence, and a reader never
@@ -35,9 +36,11 @@ use crate::options::{MemoizeOptions, Refresh};
 use crate::refresh::take_forced;
 use crate::sequence::{Driver, Lookup, Storing};
 
+mod given;
 mod read;
 mod write;
 
+use given::{Given, changed};
 use read::{Reader, check_manifest, chunk_names, read_all_async};
 use write::{Store, Writer};
 
@@ -60,10 +63,16 @@ struct Manifest<T> {
 }
 
 impl<T> Manifest<T> {
-    /// Reads a manifest for the sequence (manifests carry no freshness stamp: a
-    /// memoized iterator is fresh until it expires).
+    /// Reads a manifest for the sequence (stamped [`Stamp::FOREVER`]: a memoized
+    /// iterator is fresh until it expires). Its envelope carries the commit's fencing
+    /// token, so a commit takes its place in the key's order like any store.
     fn decode(_codec: Codec, bytes: &[u8], version: u32) -> Option<(Self, Stamp)> {
-        codec::decode::<Self>(bytes, version).map(|manifest| (manifest, Stamp::FOREVER))
+        codec::decode_with::<Self>(Codec::Bincode, bytes, version)
+    }
+
+    /// Reads a manifest, whatever its stamp.
+    fn read(bytes: &[u8], version: u32) -> Option<Self> {
+        codec::decode_with::<Self>(Codec::Bincode, bytes, version).map(|(manifest, _)| manifest)
     }
 }
 
@@ -167,7 +176,8 @@ impl<T> Context<T> {
         let replaces = refresh == Refresh::Forced;
         match storing {
             Storing::Nothing => None,
-            Storing::Locked => Some(Store::new(self, lock, replaces)),
+            // A store always goes through the lock the sequence took.
+            Storing::Locked => lock.map(|lock| Store::new(self, lock, replaces)),
         }
     }
 }
@@ -184,6 +194,15 @@ impl<T> Context<T> {
 /// let again: Vec<u64> = memoize_iter("squares:5", &opts, || std::iter::empty()).collect();
 /// assert_eq!(again, squares);
 /// ```
+///
+/// # Panics
+///
+/// While the returned iterator is consumed, when a read from the cache breaks in the
+/// middle (chunks expired or evicted) and the sequence computed or committed since
+/// does not begin with the items already yielded: the data changed while the reader
+/// paused, between two windows, for longer than the lock's `expire`. Continuing would
+/// yield the head of one write and the tail of another. A read whose items are the
+/// same goes on.
 pub fn memoize_iter<'a, T, I>(
     key: &str,
     opts: &MemoizeOptions,
@@ -198,7 +217,7 @@ where
     let refresh = Refresh::of(opts, take_forced());
     let compute: Compute<'a, T> = Box::new(move || Box::new(compute().into_iter()));
     MemoIter {
-        state: open(context, compute, refresh, 0),
+        state: open(context, compute, refresh, Given::default()),
     }
 }
 
@@ -277,18 +296,19 @@ pub fn committed_chunk_keys<T: DeserializeOwned>(
     let Some(bytes) = opts.backend_handle().get(key.as_str())? else {
         return Ok(None);
     };
-    Ok(codec::decode::<Manifest<T>>(&bytes, opts.version)
+    Ok(Manifest::<T>::read(&bytes, opts.version)
         .filter(|manifest| check_manifest(manifest).is_ok())
         .map(|manifest| chunk_names(&key, &manifest, 0..manifest.chunks)))
 }
 
-/// Starts reading or computing: the sequence's lookup, as in `memoize`. `skip` items
-/// are passed over (the caller already has them, from a broken read).
+/// Starts reading or computing: the sequence's lookup, as in `memoize`. The items
+/// `given` are passed over, and checked (the caller already has them, from a broken
+/// read).
 fn open<'a, T: 'a>(
     context: Context<T>,
     compute: Compute<'a, T>,
     refresh: Refresh,
-    skip: u64,
+    given: Given,
 ) -> State<'a, T> {
     let (lookup, lock) = {
         let call = context.call(refresh);
@@ -299,13 +319,13 @@ fn open<'a, T: 'a>(
     };
     match lookup {
         Lookup::Found(manifest) | Lookup::Refresh(manifest, _) => {
-            State::Reading(Reader::new(context, manifest, compute, skip))
+            State::Reading(Reader::new(context, manifest, compute, given))
         }
         // Only a refresh skips, and iterators are never refreshed that way.
-        Lookup::Skip { .. } => State::Writing(Writer::new(context, compute, None, skip)),
+        Lookup::Skip { .. } => State::Writing(Writer::new(context, compute, None, given)),
         Lookup::Compute(storing) => {
             let store = context.store(storing, lock, refresh);
-            State::Writing(Writer::new(context, compute, store, skip))
+            State::Writing(Writer::new(context, compute, store, given))
         }
     }
 }
@@ -328,6 +348,7 @@ impl<'a, T: 'a> Iterator for MemoIter<'a, T> {
                     self.state = State::Finished;
                     None
                 }
+                Err(read::Unreadable::Changed) => changed(&reader.context.key),
                 Err(why) => {
                     tracing::warn!(key = %reader.context.key, %why, "stored sequence unreadable; recomputing");
                     let State::Reading(reader) =
@@ -339,7 +360,7 @@ impl<'a, T: 'a> Iterator for MemoIter<'a, T> {
                         // An async hit was checked whole before it was returned.
                         return None;
                     };
-                    self.state = open(reader.context, compute, Refresh::Forced, reader.yielded);
+                    self.state = open(reader.context, compute, Refresh::Forced, reader.given);
                     self.next()
                 }
             },
@@ -417,7 +438,8 @@ mod tests {
             generation: 1,
             of: PhantomData,
         };
-        let bytes = codec::encode(&forged, 0).map_err(|e| Error::backend("encode", "", e))?;
+        let bytes = codec::encode_with(Codec::Bincode, &forged, 0, 1, Stamp::FOREVER)
+            .map_err(|e| Error::backend("encode", "", e))?;
         let ttl = Duration::from_secs(60);
         let store = |key: &str| backend.set(make_cache_key(key).as_str(), &bytes, ttl);
         store("forged:sync")?;

@@ -6,6 +6,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 
+use super::given::{Given, Resuming};
 use super::{Chunk, Compute, Context, Manifest};
 use crate::codec;
 
@@ -52,6 +53,9 @@ pub(super) enum Unreadable {
     ItemCount,
     /// The backend failed while reading.
     Backend,
+    /// The sequence is not the one whose items the caller already has (see
+    /// [`given`](super::given)): it cannot be continued.
+    Changed,
 }
 
 impl fmt::Display for Unreadable {
@@ -64,6 +68,7 @@ impl fmt::Display for Unreadable {
             Self::Item => "an item does not decode",
             Self::ItemCount => "the chunks hold another number of items than the manifest says",
             Self::Backend => "the backend failed while reading",
+            Self::Changed => "the sequence changed while it was being read",
         })
     }
 }
@@ -112,10 +117,12 @@ pub(super) struct Reader<'a, T> {
     window: VecDeque<Items>,
     /// The chunk being decoded, and the offset of its next item.
     current: Option<Items>,
-    /// Items read from the store so far (skipped ones included).
+    /// Items read from the store so far (passed-over ones included).
     read: u64,
-    pub(super) yielded: u64,
-    skip: u64,
+    /// What the caller has been given, from this read and any it resumes.
+    pub(super) given: Given,
+    /// Items the caller had before this read, being passed over.
+    resuming: Option<Resuming>,
     /// The computation, kept to recompute from a broken read (none once every chunk
     /// was checked up front).
     pub(super) compute: Option<Compute<'a, T>>,
@@ -126,7 +133,7 @@ impl<'a, T> Reader<'a, T> {
         context: Context<T>,
         manifest: Manifest<T>,
         compute: Compute<'a, T>,
-        skip: u64,
+        given: Given,
     ) -> Self {
         Self {
             context,
@@ -135,8 +142,8 @@ impl<'a, T> Reader<'a, T> {
             window: VecDeque::new(),
             current: None,
             read: 0,
-            yielded: 0,
-            skip,
+            resuming: Resuming::behind(given.clone()),
+            given,
             compute: Some(compute),
         }
     }
@@ -152,37 +159,31 @@ impl<'a, T> Reader<'a, T> {
             window: chunks,
             current: None,
             read: 0,
-            yielded: 0,
-            skip: 0,
+            given: Given::default(),
+            resuming: None,
             compute: None,
             context,
             manifest,
         }
     }
 
-    /// The next item; `Err` when the stored sequence turns out broken.
+    /// The next item new to the caller; `Err` when the stored sequence turns out broken.
     pub(super) fn next(&mut self) -> Result<Option<T>, Unreadable> {
-        loop {
-            let item = self.next_stored()?;
-            if item.is_some() && self.skip > 0 {
-                self.skip -= 1;
-                continue;
-            }
-            if item.is_some() {
-                self.yielded += 1;
-            }
-            return Ok(item);
-        }
-    }
-
-    fn next_stored(&mut self) -> Result<Option<T>, Unreadable> {
         loop {
             if let Some((items, offset)) = &mut self.current {
                 if *offset < items.len() {
                     let (item, used) =
                         (self.context.items.decode)(&items[*offset..]).ok_or(Unreadable::Item)?;
+                    let encoded = items.get(*offset..*offset + used).ok_or(Unreadable::Item)?;
                     *offset += used;
                     self.read += 1;
+                    if let Some(resuming) = &mut self.resuming {
+                        if resuming.pass(encoded).map_err(|_| Unreadable::Changed)? {
+                            self.resuming = None;
+                        }
+                        continue;
+                    }
+                    self.given.push(encoded);
                     return Ok(Some(item));
                 }
                 self.current = None;
@@ -191,10 +192,13 @@ impl<'a, T> Reader<'a, T> {
                 self.fetch_window()?;
             }
             let Some(items) = self.window.pop_front() else {
-                return if self.read == self.manifest.items {
-                    Ok(None)
-                } else {
+                return if self.read != self.manifest.items {
                     Err(Unreadable::ItemCount)
+                } else if self.resuming.is_some() {
+                    // Fewer items than the caller already has.
+                    Err(Unreadable::Changed)
+                } else {
+                    Ok(None)
                 };
             };
             self.current = Some(items);

@@ -15,6 +15,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::given::{Given, Resuming, changed};
 use super::{Chunk, Compute, Context, Manifest};
 use crate::backend::CacheBackend;
 use crate::codec;
@@ -25,8 +26,10 @@ pub(super) struct Writer<'a, T> {
     context: Context<T>,
     inner: Box<dyn Iterator<Item = T> + 'a>,
     store: Option<Store>,
-    /// Items to store but not yield: the caller already has them.
-    skip: u64,
+    /// Items to store but not yield: the caller already has them, and they are
+    /// checked to be the same.
+    resuming: Option<Resuming>,
+    scratch: Vec<u8>,
 }
 
 impl<'a, T> Writer<'a, T> {
@@ -34,13 +37,14 @@ impl<'a, T> Writer<'a, T> {
         context: Context<T>,
         compute: Compute<'a, T>,
         store: Option<Store>,
-        skip: u64,
+        given: Given,
     ) -> Self {
         Self {
             context,
             inner: compute(),
             store,
-            skip,
+            resuming: Resuming::behind(given),
+            scratch: Vec::new(),
         }
     }
 
@@ -54,13 +58,25 @@ impl<'a, T> Writer<'a, T> {
             context,
             inner,
             store,
-            skip: 0,
+            resuming: None,
+            scratch: Vec::new(),
         }
     }
 
+    /// The next item new to the caller.
+    ///
+    /// # Panics
+    ///
+    /// When the computation does not begin with the items the caller already has
+    /// (see [`given`](super::given)).
     pub(super) fn next(&mut self) -> Option<T> {
         loop {
             let Some(item) = self.inner.next() else {
+                if self.resuming.is_some() {
+                    // Fewer items than the caller already has.
+                    self.store = None;
+                    changed(&self.context.key);
+                }
                 if let Some(store) = self.store.take() {
                     store.commit::<T>(&self.context);
                 }
@@ -72,8 +88,19 @@ impl<'a, T> Writer<'a, T> {
                     self.store = None;
                 }
             }
-            if self.skip > 0 {
-                self.skip -= 1;
+            if let Some(resuming) = &mut self.resuming {
+                self.scratch.clear();
+                let passed = (self.context.items.encode)(&item, &mut self.scratch)
+                    .map_err(|_| super::given::Changed)
+                    .and_then(|()| resuming.pass(&self.scratch));
+                match passed {
+                    Ok(false) => continue,
+                    Ok(true) => self.resuming = None,
+                    Err(_) => {
+                        self.store = None;
+                        changed(&self.context.key);
+                    }
+                }
                 continue;
             }
             return Some(item);
@@ -117,7 +144,7 @@ enum Progress {
 }
 
 impl Store {
-    pub(super) fn new<T>(context: &Context<T>, guard: Option<LockGuard>, replaces: bool) -> Self {
+    pub(super) fn new<T>(context: &Context<T>, guard: LockGuard, replaces: bool) -> Self {
         let short_ttl = crate::limits::lock_expire(context.opts.lock.unwrap_or_default().expire);
         Self {
             backend: context.backend(),
@@ -126,8 +153,8 @@ impl Store {
             short_ttl,
             refreshed: Instant::now(),
             replaces,
-            renewal: guard.as_ref().map(LockGuard::keep_alive),
-            guard,
+            renewal: Some(guard.keep_alive()),
+            guard: Some(guard),
             buffer: Vec::new(),
             scratch: Vec::new(),
             checksums: Vec::new(),
@@ -231,7 +258,15 @@ impl Store {
             generation: self.generation,
             of: PhantomData,
         };
-        let Ok(bytes) = codec::encode(&manifest, context.opts.version) else {
+        let fence = self.guard.as_ref().map_or(0, LockGuard::fencing_token);
+        let encoded = codec::encode_with(
+            codec::Codec::Bincode,
+            &manifest,
+            context.opts.version,
+            fence,
+            codec::Stamp::FOREVER,
+        );
+        let Ok(bytes) = encoded else {
             return;
         };
         let previous = if self.replaces {
@@ -240,12 +275,11 @@ impl Store {
             Vec::new()
         };
         self.renewal = None;
+        // Every commit takes its place in the key's order through the lock (taken
+        // only here, once).
         let stored = match self.guard.take() {
             Some(guard) => guard.store_and_release(self.key.as_str(), &bytes, ttl),
-            None => self
-                .backend
-                .set(self.key.as_str(), &bytes, ttl)
-                .map(|()| true),
+            None => Ok(false),
         };
         self.state = Progress::Done;
         match stored {
@@ -271,7 +305,7 @@ impl Store {
         let Ok(Some(bytes)) = self.backend.get(self.key.as_str()) else {
             return Vec::new();
         };
-        codec::decode::<Manifest<T>>(&bytes, context.opts.version)
+        Manifest::<T>::read(&bytes, context.opts.version)
             .filter(|previous| {
                 previous.generation != self.generation
                     && super::read::check_manifest(previous).is_ok()

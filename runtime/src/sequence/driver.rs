@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use tracing::Instrument;
 
-use super::machine::{Event, Io, Machine, Note, Revalidate, Role, Step, Storing, Via};
+use super::machine::{Event, Io, Machine, Note, Recheck, Revalidate, Role, Step, Storing, Via};
 use crate::backend::{GetOrLock, KeptValue};
 use crate::call::Call;
 use crate::coalesce::{self, Following, Landed, Leader};
@@ -170,7 +170,7 @@ impl<'c, 'o> Driver<'c, 'o> {
     ) -> Stored<&'v T> {
         match output {
             Ok(value) => Stored::Value(value),
-            Err(err) if self.call.absent && absent(err) => Stored::Absent,
+            Err(err) if self.call.marks_absent() && absent(err) => Stored::Absent,
             Err(_) => Stored::Nothing,
         }
     }
@@ -191,7 +191,8 @@ impl<'c, 'o> Driver<'c, 'o> {
             Stored::Absent => None,
             Stored::Nothing => return None,
         };
-        let (encoded, ttl) = self.call.encode(value, took)?;
+        let fence = self.lock.as_ref().map_or(0, LockGuard::fencing_token);
+        let (encoded, ttl) = self.call.encode(value, took, fence)?;
         self.ttl = ttl;
         Some(encoded)
     }
@@ -289,6 +290,9 @@ impl<'c, 'o> Driver<'c, 'o> {
     /// computation it is about to start (see `coalesce`); before a store, closes the
     /// flight to callers that have not joined yet.
     fn mark(&mut self, io: Option<&Io<'_>>) {
+        if io.is_some_and(|io| !io.proves()) {
+            return;
+        }
         if let Some(leader) = &self.leader {
             leader.mark();
             if matches!(io, Some(Io::StoreAndRelease(_))) {
@@ -335,10 +339,18 @@ impl<'c, 'o> Driver<'c, 'o> {
                 Some(lock) => lock.give_back(),
                 None => Ok(false),
             }),
-            Io::Hold { ttl } => Event::Stored(match self.lock.take() {
-                Some(lock) => lock.hold(ttl),
-                None => Ok(false),
-            }),
+            Io::Recheck => {
+                let mark = call.key.refresh_key();
+                Event::Rechecked(backend.get_many(&[key, &mark]).map(Recheck::of))
+            }
+            Io::Throttle { ttl, mark } => {
+                // Best effort: without the mark, the fleet retries sooner.
+                let _ = backend.set(&call.key.refresh_key(), &mark.to_bytes(), ttl);
+                Event::Stored(match self.lock.take() {
+                    Some(lock) => lock.give_back(),
+                    None => Ok(false),
+                })
+            }
         }
     }
 
@@ -384,10 +396,20 @@ impl<'c, 'o> Driver<'c, 'o> {
                 Some(lock) => lock.give_back_async().await,
                 None => Ok(false),
             }),
-            Io::Hold { ttl } => Event::Stored(match self.lock.take() {
-                Some(lock) => lock.hold_async(ttl).await,
-                None => Ok(false),
-            }),
+            Io::Recheck => {
+                let mark = call.key.refresh_key();
+                let read = backend.get_many_async(&[key, &mark]).await;
+                Event::Rechecked(read.map(Recheck::of))
+            }
+            Io::Throttle { ttl, mark } => {
+                // Best effort: without the mark, the fleet retries sooner.
+                let (key, mark) = (call.key.refresh_key(), mark.to_bytes());
+                let _ = backend.set_async(&key, &mark, ttl).await;
+                Event::Stored(match self.lock.take() {
+                    Some(lock) => lock.give_back_async().await,
+                    None => Ok(false),
+                })
+            }
         }
     }
 
@@ -418,7 +440,7 @@ impl<'c, 'o> Driver<'c, 'o> {
         self.lock.insert(LockGuard::armed(
             self.call.backend.to_arc(),
             self.call.key.lock_key(),
-            self.call.key.fence_key(),
+            self.call.key.to_string(),
             token,
             expire,
             self.on_drop,

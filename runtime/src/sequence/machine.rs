@@ -21,10 +21,14 @@
 //! expiry, so a failover costs at most one extra computation per key, not one per
 //! waiter.
 //!
-//! A refresh (`Refresh::Revalidate`) takes the key's refresh lock without waiting
-//! (`TakeLock`; held: `Skip`), reads the value again under it (`Get`), and computes only
-//! if the value is still the one whose staleness triggered it: a value stored by another
-//! refresher since (another stamp) means the refresh is done, and the lock goes back.
+//! A refresh (`Refresh::Revalidate`) takes the key's lock (the one lock of every write
+//! of the key) without waiting (`TakeLock`; held: `Skip`), reads the value and the
+//! key's throttle mark again under it (`Recheck`), and computes only if the value is
+//! still the one whose staleness triggered it and no refresh failed lately: a value
+//! stored by another refresher since (another stamp) means the refresh is done, and a
+//! throttle mark that a refresh failed within `fail_safe`; either way the lock goes
+//! back. A failed refresh leaves the mark and releases the lock (`Throttle`), so a miss
+//! never waits for the throttle.
 
 use std::any::Any;
 use std::time::{Duration, Instant};
@@ -59,7 +63,7 @@ pub(crate) struct FreshPolicy {
     /// How long the lock is kept after a failed refresh, so the fleet waits that long
     /// before trying again.
     pub(crate) fail_safe: Duration,
-    /// After a refresh found the refresh lock held elsewhere (or the backend failing),
+    /// After a refresh found the key's lock held elsewhere (or the backend failing),
     /// how long this process starts no other refresh of the key (the lock's `retry`).
     pub(crate) back_off: Duration,
     /// No `stale`, no `beta`: a value is fresh for as long as the backend keeps it.
@@ -167,9 +171,81 @@ pub(crate) enum Io<'m> {
     StoreAndRelease(&'m [u8]),
     /// Release the lock, storing nothing: [`Event::Stored`].
     Release,
-    /// Keep the lock for `ttl` more and give it up (after a failed refresh: the
-    /// fleet's throttle): [`Event::Stored`].
-    Hold { ttl: Duration },
+    /// Read the value and the key's throttle mark, under the lock a refresh took:
+    /// [`Event::Rechecked`].
+    Recheck,
+    /// Leave the key's throttle mark (the fleet's fail-safe throttle after a failed
+    /// refresh) for `ttl`, then release the lock: [`Event::Stored`].
+    Throttle { ttl: Duration, mark: Mark },
+}
+
+/// How long before the value it throttles a throttle mark ends, at the latest.
+const MARK_MARGIN_MS: u64 = 20;
+
+/// The fail-safe throttle's mark: refreshes of the value fresh until `of_ms` back off
+/// until `until_ms` (wall clock). It throttles that value only: a newer value's first
+/// refresh is never held back by an older value's failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Mark {
+    pub(crate) until_ms: u64,
+    /// The `fresh_until_ms` of the value whose refresh failed (0: any value).
+    pub(crate) of_ms: u64,
+}
+
+impl Mark {
+    /// The mark as stored.
+    pub(crate) fn to_bytes(self) -> [u8; 16] {
+        let mut bytes = [0; 16];
+        bytes[..8].copy_from_slice(&self.until_ms.to_le_bytes());
+        bytes[8..].copy_from_slice(&self.of_ms.to_le_bytes());
+        bytes
+    }
+
+    /// A stored mark; anything else (foreign bytes) is none.
+    fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        let bytes = <[u8; 16]>::try_from(bytes).ok()?;
+        let (until, of) = bytes.split_at(8);
+        Some(Self {
+            until_ms: u64::from_le_bytes(until.try_into().ok()?),
+            of_ms: u64::from_le_bytes(of.try_into().ok()?),
+        })
+    }
+}
+
+impl Io<'_> {
+    /// Whether this step can find or store the value a flight lands (a read, an
+    /// attempt at the lock, a store): the steps that order a leader's value against
+    /// its followers (see `coalesce`). Joining, claiming, waiting and releasing prove
+    /// nothing; counting them would let a follower that joined after the proving read
+    /// take its value.
+    pub(crate) fn proves(&self) -> bool {
+        matches!(
+            self,
+            Self::Get | Self::GetOrLock | Self::TakeLock | Self::Recheck | Self::StoreAndRelease(_)
+        )
+    }
+}
+
+/// What a refresh read again under the lock.
+#[derive(Debug, Default)]
+pub(crate) struct Recheck {
+    /// The value.
+    pub(crate) value: Option<Vec<u8>>,
+    /// The throttle mark a refresh that failed elsewhere left, if any.
+    pub(crate) mark: Option<Mark>,
+}
+
+impl Recheck {
+    /// The reply to `[value key, throttle mark key]`; a mark that is not ours is none.
+    pub(crate) fn of(read: Vec<Option<Vec<u8>>>) -> Self {
+        let mut read = read.into_iter();
+        let value = read.next().flatten();
+        let mark = read
+            .next()
+            .flatten()
+            .and_then(|mark| Mark::from_bytes(&mark));
+        Self { value, mark }
+    }
 }
 
 /// What an I/O step found, fed back with [`Machine::on`].
@@ -177,6 +253,8 @@ pub(crate) enum Event {
     /// The first event of a call.
     Start,
     Read(Result<Option<Vec<u8>>, Error>),
+    /// What [`Io::Recheck`] read.
+    Rechecked(Result<Recheck, Error>),
     Joined(Role),
     /// Whether this call claimed the key's refresh in this process.
     Claimed(bool),
@@ -255,8 +333,9 @@ enum State {
     /// A refresh holds its lock and reads the value again: another refresher may have
     /// finished since this caller found it stale.
     Rechecking,
-    /// A refresh found the value refreshed already and gives its lock back.
-    Relinquishing,
+    /// A refresh found the value refreshed already (or refreshes throttled) and gives
+    /// its lock back; then it backs off for this long.
+    Relinquishing(Option<Duration>),
     Computing(Storing),
     Storing,
     Done,
@@ -359,7 +438,7 @@ impl<T> Machine<T> {
     }
 
     /// Makes this (`Refresh::Revalidate`) sequence the refresh of a value found with
-    /// `stamp`: under the refresh lock it computes only if that value is still stored.
+    /// `stamp`: under the key's lock it computes only if that value is still stored.
     pub(crate) fn refreshing(mut self, stamp: Stamp) -> Self {
         self.trigger = Some(stamp);
         self
@@ -554,10 +633,10 @@ impl<T> Machine<T> {
                 self.attempt(Some(since), self.attempt_io())
             }
             (State::Claiming, Event::Claimed(claimed)) => self.claimed(claimed),
-            (State::Rechecking, Event::Read(read)) => self.rechecked(read),
-            (State::Relinquishing, Event::Stored(_)) => Step::Skip {
+            (State::Rechecking, Event::Rechecked(read)) => self.rechecked(read),
+            (State::Relinquishing(back_off), Event::Stored(_)) => Step::Skip {
                 note: None,
-                back_off: None,
+                back_off,
             },
             (State::Computing(store), Event::Computed(encoded)) => self.computed(store, encoded),
             (State::Storing, Event::Stored(stored)) => {
@@ -664,7 +743,7 @@ impl<T> Machine<T> {
             },
             Ok(GetOrLock::Locked { .. }) if self.policy.refresh == Refresh::Revalidate => {
                 self.state = State::Rechecking;
-                Step::Io(Io::Get)
+                Step::Io(Io::Recheck)
             }
             Ok(GetOrLock::Locked { .. }) => self.compute(Storing::Locked, None),
             Ok(GetOrLock::Value(bytes)) => {
@@ -736,18 +815,44 @@ impl<T> Machine<T> {
 
     /// A refresh holding its lock read the value again: refresh it only if it is still
     /// the value that triggered the refresh (or it is gone, or no longer this call's).
-    fn rechecked(&mut self, read: Result<Option<Vec<u8>>, Error>) -> Step<'_, T> {
+    fn rechecked(&mut self, read: Result<Recheck, Error>) -> Step<'_, T> {
+        let now_ms = self.policy.now_ms;
         match read {
             Err(err) => self.refresh_skipped(Some(Note::RefreshFailed(Some(err)))),
-            Ok(Some(bytes)) if self.refreshed(&bytes) => {
-                self.state = State::Relinquishing;
+            // A refresh of this very value failed within `fail_safe`: back off until
+            // the mark ends.
+            Ok(Recheck {
+                mark: Some(mark),
+                value,
+            }) if mark.until_ms > now_ms && self.marks(mark, value.as_deref()) => {
+                let left = Duration::from_millis(mark.until_ms - now_ms)
+                    .min(self.policy.freshness.fail_safe)
+                    .max(self.policy.freshness.back_off);
+                self.state = State::Relinquishing(Some(left));
+                Step::Io(Io::Release)
+            }
+            Ok(Recheck {
+                value: Some(bytes), ..
+            }) if self.refreshed(&bytes) => {
+                self.state = State::Relinquishing(None);
                 Step::Io(Io::Release)
             }
             Ok(_) => self.compute(Storing::Locked, None),
         }
     }
 
-    /// A refresh that cannot run now (the refresh lock held elsewhere, or the backend
+    /// Whether `mark` throttles the refresh of `value` (the value read under the lock):
+    /// the mark was left by a failed refresh of this very value.
+    fn marks(&self, mark: Mark, value: Option<&[u8]>) -> bool {
+        if mark.of_ms == 0 {
+            return true;
+        }
+        value
+            .and_then(|bytes| self.decode(bytes))
+            .is_some_and(|(_, stamp)| stamp.fresh_until_ms == mark.of_ms)
+    }
+
+    /// A refresh that cannot run now (the key's lock held elsewhere, or the backend
     /// failing): this process backs off before trying again.
     fn refresh_skipped(&self, note: Option<Note>) -> Step<'_, T> {
         Step::Skip {
@@ -756,7 +861,7 @@ impl<T> Machine<T> {
         }
     }
 
-    /// Whether `bytes`, read under the refresh lock, are a value another refresher
+    /// Whether `bytes`, read under the key's lock, are a value another refresher
     /// stored since this refresh was triggered: another stamp, not yet stale. (Not
     /// judged again: an early refresh's value is still fresh, and drawing again would
     /// undo the draw that triggered it.) Without a trigger, a fresh value is refreshed.
@@ -768,6 +873,29 @@ impl<T> Machine<T> {
             Some(trigger) => stamp != trigger && self.policy.now_ms < stamp.fresh_until_ms,
             None => self.judge(stamp) == Some(Revalidate::No),
         }
+    }
+
+    /// The mark a failed refresh leaves, and its TTL: `fail_safe`, but never past the
+    /// life of the value it throttles (`expire + stale` from its store), so the mark
+    /// never outlives it. `None` when that life is over.
+    fn throttle(&self) -> Option<(Duration, Mark)> {
+        let now_ms = self.policy.now_ms;
+        let fail_safe = self.policy.freshness.fail_safe;
+        let mut until_ms =
+            now_ms.saturating_add(u64::try_from(fail_safe.as_millis()).unwrap_or(u64::MAX));
+        let of_ms = self.trigger.map_or(0, |stamp| stamp.fresh_until_ms);
+        if let Some(stamp) = self.trigger {
+            // The value's TTL ran from its store, just after its stamp was taken; the
+            // margin covers the backends' coarse clocks (a tick of 1-4 ms), so the
+            // mark ends first.
+            let gone_ms = stamp
+                .fresh_until_ms
+                .saturating_add(self.policy.freshness.stale_ms)
+                .saturating_sub(MARK_MARGIN_MS);
+            until_ms = until_ms.min(gone_ms);
+        }
+        let ttl = Duration::from_millis(until_ms.checked_sub(now_ms).filter(|ms| *ms > 0)?);
+        Some((ttl, Mark { until_ms, of_ms }))
     }
 
     fn compute(&mut self, store: Storing, note: Option<Note>) -> Step<'_, T> {
@@ -787,13 +915,15 @@ impl<T> Machine<T> {
         self.encoded = encoded;
         match (store, self.encoded.as_deref()) {
             (Storing::Locked, Some(bytes)) => Step::Io(Io::StoreAndRelease(bytes)),
-            // A failed refresh keeps the lock for the fail-safe throttle: the fleet
-            // serves the stale value meanwhile instead of retrying at once.
+            // A failed refresh leaves the fail-safe throttle's mark: the fleet serves
+            // the stale value meanwhile instead of retrying at once. The lock goes
+            // back, so a miss never waits for the throttle.
             _ if self.policy.refresh == Refresh::Revalidate => {
                 self.refresh_failed = true;
-                Step::Io(Io::Hold {
-                    ttl: self.policy.freshness.fail_safe,
-                })
+                match self.throttle() {
+                    Some((ttl, mark)) => Step::Io(Io::Throttle { ttl, mark }),
+                    None => Step::Io(Io::Release),
+                }
             }
             _ => Step::Io(Io::Release),
         }

@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::machine::{
-    Decoder, Event, FreshPolicy, Io, LockPolicy, Machine, Note, Policy, Revalidate, Role, Step,
-    Storing,
+    Decoder, Event, FreshPolicy, Io, LockPolicy, Machine, Mark, Note, Policy, Recheck, Revalidate,
+    Role, Step, Storing,
 };
 use crate::backend::GetOrLock;
 use crate::coalesce::Landed;
@@ -17,7 +17,7 @@ use crate::options::{Refresh, Wait};
 /// The calls' wall-clock time: 100 s after the epoch.
 const NOW_MS: u64 = 100_000;
 
-/// How long a process starts no refresh after one found the refresh lock held.
+/// How long a process starts no refresh after one found the key's lock held.
 const BACK_OFF: Duration = Duration::from_millis(250);
 
 /// Values are one byte, fresh forever; a second byte is the second they stop being
@@ -140,6 +140,11 @@ fn name(note: &Note) -> String {
 
 fn io(name: &str) -> Kind {
     Kind::Io(name.into())
+}
+
+/// What a refresh reads again under its lock: `value`, no throttle mark.
+fn rechecked(value: Option<Vec<u8>>) -> Event {
+    Event::Rechecked(Ok(Recheck { value, mark: None }))
 }
 
 fn attempted(at: Instant, found: GetOrLock) -> Event {
@@ -761,8 +766,8 @@ fn a_refresh_without_a_configured_lock_still_takes_one() {
     let mut m = fresh_machine(Refresh::Revalidate, None, false, 60_000, 0.0);
     assert_eq!(kind(m.on(Event::Start)), io("TakeLock"));
     let step = m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 3 }));
-    assert_eq!(kind(step), io("Get"), "read again under the lock");
-    let step = m.on(Event::Read(Ok(Some(vec![4, 90]))));
+    assert_eq!(kind(step), io("Recheck"), "read again under the lock");
+    let step = m.on(rechecked(Some(vec![4, 90])));
     assert_eq!(
         kind(step),
         Kind::Compute(Storing::Locked, None),
@@ -775,21 +780,90 @@ fn a_refresh_without_a_configured_lock_still_takes_one() {
 }
 
 #[test]
-fn a_failed_refresh_holds_the_lock_for_the_fail_safe_throttle() {
+fn a_failed_refresh_leaves_the_throttle_mark_and_releases_the_lock() {
     let mut m = fresh_machine(Refresh::Revalidate, None, false, 60_000, 0.0);
     m.on(Event::Start);
     m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
-    m.on(Event::Read(Ok(None)));
+    m.on(rechecked(None));
     let step = m.on(Event::Computed(None));
     assert_eq!(
         kind(step),
-        io("Hold { ttl: 5s }"),
-        "not released: the fleet waits"
+        io("Throttle { ttl: 5s, mark: Mark { until_ms: 105000, of_ms: 0 } }"),
+        "the fleet backs off until the mark ends; the lock goes back"
     );
     let step = m.on(Event::Stored(Ok(true)));
     assert_eq!(
         kind(step),
         Kind::Finished(Some("refresh failed".into()), false)
+    );
+}
+
+#[test]
+fn a_refresh_that_finds_the_throttle_mark_gives_its_lock_back_and_backs_off() {
+    let mut m = fresh_machine(Refresh::Revalidate, None, false, 60_000, 0.0);
+    m.on(Event::Start);
+    m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
+    let step = m.on(Event::Rechecked(Ok(Recheck {
+        value: Some(vec![4, 90]),
+        mark: Some(Mark {
+            until_ms: NOW_MS + 3_000,
+            of_ms: 90_000,
+        }),
+    })));
+    assert_eq!(kind(step), io("Release"), "throttled: nothing computed");
+    assert_eq!(
+        kind(m.on(Event::Stored(Ok(true)))),
+        Kind::Skip(None, Some(Duration::from_secs(3))),
+        "backs off until the mark ends"
+    );
+}
+
+#[test]
+fn a_throttle_mark_that_ended_is_ignored() {
+    let mut m = fresh_machine(Refresh::Revalidate, None, false, 60_000, 0.0);
+    m.on(Event::Start);
+    m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
+    let step = m.on(Event::Rechecked(Ok(Recheck {
+        value: Some(vec![4, 90]),
+        mark: Some(Mark {
+            until_ms: NOW_MS - 1,
+            of_ms: 90_000,
+        }),
+    })));
+    assert_eq!(kind(step), Kind::Compute(Storing::Locked, None));
+}
+
+#[test]
+fn a_throttle_mark_of_another_value_is_ignored() {
+    let mut m = fresh_machine(Refresh::Revalidate, None, false, 60_000, 0.0);
+    m.on(Event::Start);
+    m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
+    let step = m.on(Event::Rechecked(Ok(Recheck {
+        value: Some(vec![4, 90]),
+        mark: Some(Mark {
+            until_ms: NOW_MS + 3_000,
+            of_ms: 80_000,
+        }),
+    })));
+    assert_eq!(
+        kind(step),
+        Kind::Compute(Storing::Locked, None),
+        "left by an older value's failure"
+    );
+}
+
+#[test]
+fn a_failed_refresh_never_marks_past_its_values_life() {
+    // Fresh until 90 s, stale for 12 s more: gone at 102 s (the mark ends 20 ms before);
+    // now is 100 s, fail_safe 5 s.
+    let mut m =
+        fresh_machine(Refresh::Revalidate, None, false, 12_000, 0.0).refreshing(stamp(90, 0));
+    m.on(Event::Start);
+    m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
+    m.on(rechecked(Some(vec![4, 90])));
+    assert_eq!(
+        kind(m.on(Event::Computed(None))),
+        io("Throttle { ttl: 1.98s, mark: Mark { until_ms: 101980, of_ms: 90000 } }")
     );
 }
 
@@ -813,10 +887,7 @@ fn a_refresh_that_finds_the_value_refreshed_gives_its_lock_back() {
     m.on(Event::Start);
     m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 2 }));
     // Another refresher stored a value fresh until 200 s meanwhile.
-    assert_eq!(
-        kind(m.on(Event::Read(Ok(Some(vec![5, 200]))))),
-        io("Release")
-    );
+    assert_eq!(kind(m.on(rechecked(Some(vec![5, 200])))), io("Release"));
     assert_eq!(
         kind(m.on(Event::Stored(Ok(true)))),
         Kind::Skip(None, None),
@@ -827,16 +898,13 @@ fn a_refresh_that_finds_the_value_refreshed_gives_its_lock_back() {
 #[test]
 fn a_refresh_that_finds_another_value_under_the_lock_does_not_compute() {
     // Triggered by the value fresh until 90 s (now: 100 s); another process stored one
-    // fresh until 102 s between this caller's read and its taking the refresh lock.
+    // fresh until 102 s between this caller's read and its taking the key's lock.
     let mut m = fresh_machine(Refresh::Revalidate, Some(Wait::Forever), false, 60_000, 0.0)
         .refreshing(stamp(90, 0));
     assert_eq!(kind(m.on(Event::Start)), io("TakeLock"));
     let step = m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 4 }));
-    assert_eq!(kind(step), io("Get"));
-    assert_eq!(
-        kind(m.on(Event::Read(Ok(Some(vec![5, 102]))))),
-        io("Release")
-    );
+    assert_eq!(kind(step), io("Recheck"));
+    assert_eq!(kind(m.on(rechecked(Some(vec![5, 102])))), io("Release"));
     assert_eq!(
         kind(m.on(Event::Stored(Ok(true)))),
         Kind::Skip(None, None),
@@ -851,7 +919,7 @@ fn a_refresh_that_finds_the_value_it_was_triggered_by_computes() {
     m.on(Event::Start);
     m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 4 }));
     assert_eq!(
-        kind(m.on(Event::Read(Ok(Some(vec![4, 90]))))),
+        kind(m.on(rechecked(Some(vec![4, 90])))),
         Kind::Compute(Storing::Locked, None)
     );
 }
@@ -863,7 +931,7 @@ fn a_refresh_that_finds_another_value_already_stale_computes() {
     m.on(Event::Start);
     m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 4 }));
     assert_eq!(
-        kind(m.on(Event::Read(Ok(Some(vec![5, 95]))))),
+        kind(m.on(rechecked(Some(vec![5, 95])))),
         Kind::Compute(Storing::Locked, None),
         "replaced, but by a value past its freshness too"
     );
@@ -898,7 +966,7 @@ fn an_early_refresh_that_finds_its_value_under_the_lock_computes_without_drawing
         m.on(Event::Start);
         m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 4 }));
         assert_eq!(
-            kind(m.on(Event::Read(Ok(Some(vec![4, 101, 250]))))),
+            kind(m.on(rechecked(Some(vec![4, 101, 250])))),
             Kind::Compute(Storing::Locked, None),
             "seed {seed}"
         );
@@ -912,7 +980,7 @@ fn an_early_refresh_that_finds_a_newer_value_under_the_lock_does_not_compute() {
     m.on(Event::Start);
     m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 4 }));
     assert_eq!(
-        kind(m.on(Event::Read(Ok(Some(vec![5, 103, 250]))))),
+        kind(m.on(rechecked(Some(vec![5, 103, 250])))),
         io("Release")
     );
 }

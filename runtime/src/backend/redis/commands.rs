@@ -8,7 +8,7 @@ use super::scripts::{
     COMPARE_AND_DELETE, COMPARE_AND_EXTEND, EXPIRE_MANY, GET_OR_LOCK, INVALIDATE, RELEASE_CHANNEL,
     STORE_AND_RELEASE, TAKE_LOCK,
 };
-use crate::backend::{FENCE_TTL, GetOrLock, LockClaim};
+use crate::backend::{GetOrLock, LockClaim};
 use crate::error::Error;
 
 /// A TTL in Redis milliseconds: at least 1 (Redis rejects `PX 0`) and at most
@@ -108,10 +108,8 @@ pub(super) fn get_or_lock(key: &str, lock: &LockClaim<'_>) -> ScriptInvocation<'
     script
         .key(key)
         .key(lock.key)
-        .key(lock.fence_key)
         .arg(lock.token)
-        .arg(ms(lock.ttl))
-        .arg(ms(FENCE_TTL));
+        .arg(ms(lock.ttl));
     script
 }
 
@@ -119,10 +117,9 @@ pub(super) fn take_lock(lock: &LockClaim<'_>) -> ScriptInvocation<'static> {
     let mut script = TAKE_LOCK.prepare_invoke();
     script
         .key(lock.key)
-        .key(lock.fence_key)
+        .key(lock.value_key)
         .arg(lock.token)
-        .arg(ms(lock.ttl))
-        .arg(ms(FENCE_TTL));
+        .arg(ms(lock.ttl));
     script
 }
 
@@ -164,7 +161,8 @@ pub(super) fn store_and_release(
         .arg(ms(ttl))
         .arg(lock.token)
         .arg(release_channel(lock.key))
-        .arg(wake.flag());
+        .arg(wake.flag())
+        .arg(lock.fence);
     script
 }
 

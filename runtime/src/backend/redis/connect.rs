@@ -185,7 +185,7 @@ impl RedisBuilder {
     /// evicted, by any process (`CLIENT TRACKING` in broadcasting mode, Redis 6 or
     /// later); this process's own writes drop their copy as soon as they return. A
     /// copy is never kept past the freshness its value was stamped with (so never past
-    /// its TTL); locks, fencing counters and memoized iterators are never kept. When
+    /// its TTL); locks and memoized iterators are never kept. When
     /// the invalidation connection breaks, every copy is dropped and reads go to Redis
     /// until tracking is on again.
     ///

@@ -19,6 +19,7 @@
 mod breaker;
 mod commands;
 mod connect;
+mod drivers;
 mod near;
 mod pool;
 mod scripts;
@@ -43,6 +44,7 @@ use commands::{
 };
 pub use connect::RedisBuilder;
 use connect::{AsyncConnection, Client};
+use drivers::Drivers;
 pub use near::{DEFAULT_NEAR_CACHE_CAPACITY, NearCache};
 use near::{Near, Ticket};
 use pool::{Pool, is_connection_failure, is_stale, timed_out, went_away};
@@ -97,6 +99,9 @@ struct Inner {
 
 /// Whether the missing Tokio runtime was already reported (once per process).
 static NO_RUNTIME_WARNED: AtomicBool = AtomicBool::new(false);
+/// Whether a runtime without its I/O or time driver was already reported (once per
+/// process).
+static NO_DRIVERS_WARNED: AtomicBool = AtomicBool::new(false);
 
 impl std::fmt::Debug for RedisBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -319,23 +324,39 @@ impl RedisBackend {
     }
 
     /// Sends `request` on the shared async connection, unless the breaker says to skip
-    /// the server or there is no Tokio runtime to run it on (reported once, then every
-    /// call fails open).
+    /// the server, or there is no Tokio runtime to run it on, or the runtime lacks its
+    /// I/O or time driver (`drivers.rs`; each reported once, then every such call fails
+    /// open: it computes without the cache).
     async fn request_async<T: redis::FromRedisValue>(
         &self,
         operation: &'static str,
         key: &str,
         request: Request,
     ) -> Result<T, Error> {
-        if tokio::runtime::Handle::try_current().is_err() {
-            if !NO_RUNTIME_WARNED.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    address = %self.inner.address,
-                    "an async memoized call on the Redis backend ran outside a Tokio runtime: \
-                     it computes without the cache (reported once per process)"
-                );
+        match drivers::here() {
+            Drivers::Ready => {}
+            Drivers::NoRuntime => {
+                if !NO_RUNTIME_WARNED.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        address = %self.inner.address,
+                        "an async memoized call on the Redis backend ran outside a Tokio \
+                         runtime: it computes without the cache (reported once per process)"
+                    );
+                }
+                return Err(self.skipped(operation, key, NO_RUNTIME));
             }
-            return Err(self.skipped(operation, key, NO_RUNTIME));
+            Drivers::Missing => {
+                if !NO_DRIVERS_WARNED.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        address = %self.inner.address,
+                        "an async memoized call on the Redis backend ran on a Tokio runtime \
+                         built without its I/O or time driver (the panic reported just before \
+                         was cache-memoize's check, caught): such calls compute without the \
+                         cache; build the runtime with `enable_all()` (reported once per process)"
+                    );
+                }
+                return Err(self.skipped(operation, key, NO_DRIVERS));
+            }
         }
         let permit = self.admit(operation, key)?;
         let result = self.send_async(&request).await;
@@ -389,6 +410,9 @@ impl RedisBackend {
 const BREAKER_OPEN: &str = "circuit breaker open after repeated failures (reported when it opened)";
 /// Why an async call outside a Tokio runtime skipped the server.
 const NO_RUNTIME: &str = "no Tokio runtime to run the async Redis client on";
+/// Why an async call on a runtime without its drivers skipped the server.
+const NO_DRIVERS: &str =
+    "the Tokio runtime has no I/O or time driver for the async Redis client (enable_all)";
 
 /// The failure to count against the breaker: the server did not answer. An error
 /// reply is an answer.

@@ -1,8 +1,8 @@
 //! The near cache: an in-process copy of values read from Redis, kept coherent by the
 //! server's invalidation messages (`tracking.rs` receives them).
 //!
-//! - Only stamped memoized values are kept (never locks, fencing counters, iterator
-//!   chunks or manifests), and a copy lives no longer than its stamp says the value is
+//! - Only stamped memoized values are kept (never locks, iterator chunks
+//!   or manifests), and a copy lives no longer than its stamp says the value is
 //!   fresh: never past the value's own TTL, which is `expire + stale`.
 //! - A copy is served only while the invalidation connection is known to be live. When
 //!   it breaks, everything is dropped and reads go to Redis until tracking is on again.
@@ -535,7 +535,7 @@ mod tests {
             fresh_until_ms: now_ms() + fresh_for_ms,
             compute_ms: 0,
         };
-        encode_with(Codec::Bincode, &7_u32, 0, stamp).unwrap_or_default()
+        encode_with(Codec::Bincode, &7_u32, 0, 1, stamp).unwrap_or_default()
     }
 
     fn live() -> Near {
@@ -743,7 +743,7 @@ mod tests {
                     fresh_until_ms: now_ms() + 60_000,
                     compute_ms: 0,
                 };
-                encode_with(Codec::Bincode, &vec![7_u8; size], 0, stamp).unwrap_or_default()
+                encode_with(Codec::Bincode, &vec![7_u8; size], 0, 1, stamp).unwrap_or_default()
             })
             .collect();
         let near = Near::new(&NearCache::new().capacity(SHARDS * 1024));

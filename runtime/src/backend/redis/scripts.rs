@@ -2,13 +2,16 @@
 //! after a `NOSCRIPT`, such as after `SCRIPT FLUSH` or a failover).
 //!
 //! Each script touches only keys sharing one hash tag (a value and its lock), so it
-//! runs on Redis Cluster too. A release is published on the lock's own channel, which
+//! runs on Redis Cluster too. No script keeps anything per key beyond the value and its
+//! lock: fencing tokens come from the server's clock and the stored value's envelope. A release is published on the lock's own channel, which
 //! carries the lock's hash tag: on a Redis 7+ cluster with `SPUBLISH` (the message stays
 //! on the shard owning the slot), elsewhere with `PUBLISH`. Either costs O(1) when
 //! nobody waits (no pattern subscriptions to match against).
 
 use once_cell::sync::Lazy;
 use redis::Script;
+
+use crate::codec::{FENCE_AT, FENCED_FORMATS};
 
 /// The prefix of the channel a lock's release is published on (`+ lock key`).
 pub(crate) const RELEASE_CHANNEL: &str = "cache-memoize:released:";
@@ -27,67 +30,120 @@ local function wake(channel, sharded)
 end
 ";
 
-/// Takes the lock (KEYS[1]) for ARGV[1] with TTL ARGV[2] ms and counts the
-/// acquisition in the fencing counter (KEYS[2], kept ARGV[3] ms): returns the fencing
-/// token (at least 1). Already ours (a retried request): the current token. Held by
-/// another token: 0.
+/// `fence_of(value)`: the fencing token the memoized value at `value` was written
+/// under, read from its envelope with `GETRANGE` (a large value is not copied): the 8
+/// little-endian bytes at [`FENCE_AT`] of bytes that start with the magic and a fenced
+/// format byte; 0 for anything else (absent, a value of an earlier format, foreign bytes).
+/// Exact below 2^53 (Lua numbers are doubles): microseconds until the year 2255.
+///
+/// `next_fence(value)`: the token of an acquisition of the lock of `value`, a hybrid
+/// logical clock: the server's `TIME` in microseconds, or the stored value's token
+/// plus one if that is larger (the server's clock is behind the value's writer's).
+///
+/// `newer(value, fence)`: whether a store under `fence` comes after the stored value
+/// (a value with no token, or none, is replaced by any holder). See `crate::fence`.
+static FENCE_BODY: Lazy<String> = Lazy::new(|| {
+    let (first, last) = (FENCE_AT + 1, FENCE_AT + 8);
+    let [bincode, msgpack] = FENCED_FORMATS;
+    format!(
+        r"
+local function fence_of(value)
+  local head = redis.call('GETRANGE', value, 0, {last} - 1)
+  if string.len(head) < {last} or string.sub(head, 1, 3) ~= 'cmz' then return 0 end
+  local format = string.byte(head, 4)
+  if format ~= {bincode} and format ~= {msgpack} then return 0 end
+  local fence = 0
+  for i = {last}, {first}, -1 do fence = fence * 256 + string.byte(head, i) end
+  return fence
+end
+local function next_fence(value)
+  local now = redis.call('TIME')
+  local clock = tonumber(now[1]) * 1000000 + tonumber(now[2])
+  local after = fence_of(value) + 1
+  if after > clock then return after end
+  return clock
+end
+local function newer(value, fence)
+  local stored = fence_of(value)
+  return stored == 0 or stored < tonumber(fence)
+end
+"
+    )
+});
+
+/// `take_lock(lock, value, token, ttl)`: takes the lock for `token` with TTL `ttl` ms:
+/// returns the acquisition's fencing token (`next_fence(value)`, at least 1). Already
+/// ours (a request sent again after its reply was lost): a token again, so nobody
+/// holds the first one. Held by another token: 0. The script's writes replicate as
+/// effects (`TIME` before a write), which Redis 5 and later do by default.
 const TAKE_LOCK_BODY: &str = r"
-local function take_lock(lock, fence, token, ttl, fence_ttl)
-  if redis.call('SET', lock, token, 'NX', 'PX', ttl) then
-    local n = redis.call('INCR', fence)
-    redis.call('PEXPIRE', fence, fence_ttl)
-    return n
-  end
-  if redis.call('GET', lock) == token then
-    return tonumber(redis.call('GET', fence) or '1')
+local function take_lock(lock, value, token, ttl)
+  if redis.call('SET', lock, token, 'NX', 'PX', ttl) or redis.call('GET', lock) == token then
+    return next_fence(value)
   end
   return 0
 end
 ";
 
-/// KEYS: value, lock, fence. ARGV: token, lock TTL (ms), fence TTL (ms).
+/// What the scripts that take a lock start with: effects replication asked for on the
+/// servers that still need it (Redis 3.2 to 4: `TIME` comes before a write).
+const EFFECTS: &str = r"
+if redis.replicate_commands then redis.replicate_commands() end
+";
+
+/// KEYS: value, lock. ARGV: token, lock TTL (ms).
 /// Returns the value if present; else takes the lock: its fencing token (at least 1;
 /// also when already ours, so a retried request is safe), or 0 if held by another token.
 pub(crate) static GET_OR_LOCK: Lazy<Script> = Lazy::new(|| {
     Script::new(&format!(
-        r"{TAKE_LOCK_BODY}
+        r"{EFFECTS}{fence}{TAKE_LOCK_BODY}
 local value = redis.call('GET', KEYS[1])
 if value then return value end
-return take_lock(KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3])
-"
+return take_lock(KEYS[2], KEYS[1], ARGV[1], ARGV[2])
+",
+        fence = *FENCE_BODY
     ))
 });
 
-/// KEYS: lock, fence. ARGV: token, lock TTL (ms), fence TTL (ms).
+/// KEYS: lock, value. ARGV: token, lock TTL (ms).
 /// Takes the lock: its fencing token, or 0 if held by another token.
 pub(crate) static TAKE_LOCK: Lazy<Script> = Lazy::new(|| {
     Script::new(&format!(
-        r"{TAKE_LOCK_BODY}
-return take_lock(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])
-"
+        r"{EFFECTS}{fence}{TAKE_LOCK_BODY}
+return take_lock(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
+",
+        fence = *FENCE_BODY
     ))
 });
 
-/// KEYS: value, lock. ARGV: value, value TTL (ms), token, channel, sharded (`1`/`0`).
-/// If the lock still holds the token: stores the value, deletes the lock, wakes the
-/// waiters and returns 1. Otherwise (expired, taken by a later holder, or voided by an
-/// invalidation) stores nothing and returns 0: a late writer never overwrites. But a
-/// request sent again after its reply was lost (the pool resends on a closed
+/// KEYS: value, lock. ARGV: value, value TTL (ms), token, channel, sharded (`1`/`0`),
+/// fencing token.
+/// If the lock still holds the token and the fencing token is newer than the stored
+/// value's: stores the value, deletes the lock, wakes the waiters and returns 1. If the
+/// lock is ours but a value written under a later token is there: deletes the lock,
+/// wakes the waiters, returns 0. Otherwise (expired, taken by a later holder, or voided
+/// by an invalidation) stores nothing and returns 0: a late writer never overwrites.
+/// But a request sent again after its reply was lost (the pool resends on a closed
 /// connection) finds its own first run done: the lock gone and exactly these bytes
 /// stored (a value's stamp, a manifest's generation make them this write's): 1, as
 /// the first run answered.
 pub(crate) static STORE_AND_RELEASE: Lazy<Script> = Lazy::new(|| {
     Script::new(&format!(
-        r"{WAKE_BODY}
+        r"{WAKE_BODY}{fence}
 if redis.call('GET', KEYS[2]) ~= ARGV[3] then
   if redis.call('GET', KEYS[1]) == ARGV[1] then return 1 end
   return 0
 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+local stored = 0
+if newer(KEYS[1], ARGV[6]) then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  stored = 1
+end
 redis.call('DEL', KEYS[2])
 wake(ARGV[4], ARGV[5])
-return 1
-"
+return stored
+",
+        fence = *FENCE_BODY
     ))
 });
 

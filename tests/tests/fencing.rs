@@ -1,0 +1,310 @@
+//! Fencing tokens and the key's order of writes, with nothing kept per key beyond the
+//! value and its lock: tokens grow across a restart without persistence and a
+//! `FLUSHALL`; a token is ordered after the stored value's even when the clock is
+//! behind it; a store older than the stored value is refused; and once every value and
+//! lock has expired a key leaves nothing, in Redis (`DBSIZE`) and in `MemoryBackend`.
+//! Every server here is private to its test.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cache_memoize::{
+    CacheBackend, CacheLock, LockClaim, LockOptions, MemoizeOptions, MemoryBackend, RedisBackend,
+    make_cache_key, memoize, memoize_iter,
+};
+use cache_memoize_tests::server::{RedisCluster, RedisServer};
+use cache_memoize_tests::wait_until;
+
+fn connect(url: &str) -> Arc<dyn CacheBackend> {
+    let backend = RedisBackend::builder([url])
+        .connect_timeout(Duration::from_millis(500))
+        .response_timeout(Duration::from_millis(500))
+        .connect();
+    match backend {
+        Ok(backend) => Arc::new(backend),
+        Err(err) => panic!("cannot connect to {url}: {err}"),
+    }
+}
+
+fn unique(name: &str) -> String {
+    format!("{name}:{}", uuid::Uuid::new_v4().simple())
+}
+
+/// The fencing token of one acquisition of `lock` (released at once), once the backend
+/// answers (a restarted server may take a few calls to be reached again).
+fn token(lock: &CacheLock) -> u64 {
+    let mut token = None;
+    wait_until("the lock is taken", || {
+        token = lock
+            .try_acquire()
+            .ok()
+            .flatten()
+            .map(|guard| guard.fencing_token());
+        token.is_some()
+    });
+    token.unwrap_or_default()
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_micros()).unwrap_or(u64::MAX)
+        })
+}
+
+/// The bytes of a memoized value written under the fencing token `fence`, as far as
+/// the store steps read them: the envelope (magic `cmz`, format 6 = fenced bincode,
+/// type fingerprint, version, checksum: 20 bytes), then the token (8 bytes, LE). The
+/// rest (stamp, payload) is not read by them; a reader takes these bytes for a miss.
+fn written_under(fence: u64) -> Vec<u8> {
+    let mut bytes = b"cmz\x06".to_vec();
+    bytes.extend_from_slice(&[0; 16]);
+    bytes.extend_from_slice(&fence.to_le_bytes());
+    bytes.extend_from_slice(&[0; 12]);
+    bytes
+}
+
+#[test]
+fn a_fencing_token_grows_across_a_restart_without_persistence() {
+    let mut server = RedisServer::start();
+    let backend = connect(&server.url());
+    let lock = CacheLock::new(&unique("restarted")).backend(backend);
+    let before = token(&lock);
+    server.restart();
+    let after = token(&lock);
+    assert!(
+        after > before,
+        "the server forgot everything, yet {after} follows {before}"
+    );
+}
+
+#[test]
+fn a_fencing_token_grows_across_a_flushall() {
+    let server = RedisServer::start();
+    let backend = connect(&server.url());
+    let lock = CacheLock::new(&unique("flushed")).backend(Arc::clone(&backend));
+    let opts = MemoizeOptions::new().backend(backend);
+    let _: u32 = memoize(&unique("value"), &opts, || 1);
+    let before = token(&lock);
+    let flushed: Result<(), _> = redis::cmd("FLUSHALL").query(&mut server.connection());
+    assert!(flushed.is_ok(), "{flushed:?}");
+    let after = token(&lock);
+    assert!(after > before, "{after} follows {before}");
+}
+
+#[test]
+fn a_memory_store_made_anew_still_hands_out_larger_tokens() {
+    let name = unique("memory-restart");
+    let first: Arc<dyn CacheBackend> = Arc::new(MemoryBackend::new());
+    let before = token(&CacheLock::new(&name).backend(first));
+    let second: Arc<dyn CacheBackend> = Arc::new(MemoryBackend::new());
+    let after = token(&CacheLock::new(&name).backend(second));
+    assert!(after > before, "{after} follows {before}");
+}
+
+/// The fencing token the memoized value at `key` was written under (see
+/// [`written_under`]).
+fn fence_of(backend: &Arc<dyn CacheBackend>, key: &str) -> u64 {
+    let bytes = backend.get(key).ok().flatten().unwrap_or_default();
+    bytes
+        .get(20..28)
+        .and_then(|field| field.try_into().ok())
+        .map_or(0, u64::from_le_bytes)
+}
+
+/// A value written under a token ahead of this clock (by a server whose clock ran
+/// ahead, before a failover): the next acquisition is ordered after it, not by the
+/// clock alone, and so is the next store and every acquisition after that.
+fn a_token_follows_the_stored_value_when_the_clock_is_behind_it(backend: &Arc<dyn CacheBackend>) {
+    let name = unique("ahead");
+    let key = make_cache_key(&name);
+    let ahead = now_micros() + 3_600_000_000;
+    let set = backend.set(key.as_str(), &written_under(ahead), Duration::from_secs(60));
+    assert!(set.is_ok(), "{set:?}");
+    let lock = CacheLock::for_key(&key).backend(Arc::clone(backend));
+    assert_eq!(token(&lock), ahead + 1);
+
+    // The bytes read as a miss: computed and stored under a token after them.
+    let opts = MemoizeOptions::new().backend(Arc::clone(backend));
+    assert_eq!(memoize(&name, &opts, || 7_u32), 7);
+    assert_eq!(memoize(&name, &opts, || 8_u32), 7, "stored");
+    let stored = fence_of(backend, key.as_str());
+    assert!(stored > ahead, "{stored} after {ahead}");
+    let next = token(&lock);
+    assert!(next > stored, "{next} after {stored}");
+}
+
+#[test]
+fn memory_a_token_follows_the_stored_value_when_the_clock_is_behind_it() {
+    a_token_follows_the_stored_value_when_the_clock_is_behind_it(
+        &(Arc::new(MemoryBackend::new()) as _),
+    );
+}
+
+#[test]
+fn redis_a_token_follows_the_stored_value_when_the_clock_is_behind_it() {
+    let server = RedisServer::start();
+    a_token_follows_the_stored_value_when_the_clock_is_behind_it(&connect(&server.url()));
+}
+
+/// A holder whose lock still holds its UUID, but whose token is older than the stored
+/// value's (a value written outside the lock's order): its store is refused and its
+/// lock released. A stored value with no token (not a memoized value) is replaced.
+fn a_store_older_than_the_stored_value_is_refused(backend: &Arc<dyn CacheBackend>) {
+    let key = make_cache_key(&unique("older"));
+    let lock_key = key.lock_key();
+    let ttl = Duration::from_secs(60);
+    let mut claim = LockClaim {
+        key: &lock_key,
+        token: b"holder",
+        ttl,
+        value_key: key.as_str(),
+        fence: 0,
+    };
+    let Ok(Some(fence)) = backend.take_lock(&claim) else {
+        panic!("a free lock is taken");
+    };
+    claim.fence = fence;
+    let newer = written_under(fence + 1);
+    assert!(backend.set(key.as_str(), &newer, ttl).is_ok());
+    let stored = backend.store_and_release(key.as_str(), b"older", ttl, &claim);
+    assert!(matches!(stored, Ok(false)), "{stored:?}");
+    assert_eq!(backend.get(key.as_str()).ok().flatten(), Some(newer));
+    assert_eq!(backend.get(&lock_key).ok().flatten(), None, "released");
+
+    let Ok(Some(fence)) = backend.take_lock(&claim) else {
+        panic!("the released lock is taken again");
+    };
+    assert!(fence > claim.fence + 1, "after the stored value's token");
+    claim.fence = fence;
+    assert!(backend.set(key.as_str(), b"foreign", ttl).is_ok());
+    let stored = backend.store_and_release(key.as_str(), b"ours", ttl, &claim);
+    assert!(matches!(stored, Ok(true)), "{stored:?}");
+    assert_eq!(
+        backend.get(key.as_str()).ok().flatten(),
+        Some(b"ours".to_vec())
+    );
+}
+
+#[test]
+fn memory_a_store_older_than_the_stored_value_is_refused() {
+    a_store_older_than_the_stored_value_is_refused(&(Arc::new(MemoryBackend::new()) as _));
+}
+
+#[test]
+fn redis_a_store_older_than_the_stored_value_is_refused() {
+    let server = RedisServer::start();
+    a_store_older_than_the_stored_value_is_refused(&connect(&server.url()));
+}
+
+/// How long every value and lock below lives.
+const LIFE: Duration = Duration::from_millis(300);
+
+/// Uses a key every way that writes to the backend: a locked miss, an unlocked miss, a
+/// forced refresh, an invalidation, a memoized iterator, and a lock of its own (one
+/// released, one left to expire).
+fn use_every_write_path(backend: &Arc<dyn CacheBackend>) {
+    let lock = LockOptions {
+        expire: LIFE,
+        retry: Duration::from_millis(10),
+        ..LockOptions::default()
+    };
+    let plain = MemoizeOptions::new()
+        .backend(Arc::clone(backend))
+        .expire(LIFE);
+    let locked = plain.clone().lock(lock);
+    let key = unique("paths");
+    assert_eq!(memoize(&key, &locked, || 1_u32), 1);
+    assert_eq!(memoize(&unique("unlocked"), &plain, || 2_u32), 2);
+    let forced = locked.clone().force_overwrite(true);
+    assert_eq!(memoize(&key, &forced, || 3_u32), 3);
+    let invalidated = make_cache_key(&key);
+    let voided = backend.invalidate(invalidated.as_str(), &invalidated.lock_key());
+    assert!(voided.is_ok(), "{voided:?}");
+    assert_eq!(memoize(&key, &locked, || 4_u32), 4);
+    let items: Vec<u32> = memoize_iter(&unique("iter"), &locked, || 0..100_u32).collect();
+    assert_eq!(items.len(), 100);
+    let own = CacheLock::new(&unique("own"))
+        .backend(Arc::clone(backend))
+        .expire(LIFE);
+    assert_eq!(
+        own.acquire()
+            .map(|guard| guard.release().ok())
+            .ok()
+            .flatten(),
+        Some(true)
+    );
+    match own.acquire() {
+        Ok(guard) => std::mem::forget(guard),
+        Err(err) => panic!("a released lock is taken again: {err}"),
+    }
+}
+
+/// Every key on the server behind `conn` lives no longer than its value or lock, and
+/// once they have expired none is left (`DBSIZE` 0).
+fn assert_nothing_outlives_the_values_and_locks(conn: &mut redis::Connection) {
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(conn).unwrap_or_default();
+    for key in &keys {
+        let ttl: i64 = redis::cmd("PTTL").arg(key).query(conn).unwrap_or(-3);
+        let life = i64::try_from(LIFE.as_millis()).unwrap_or(i64::MAX);
+        assert!(
+            (1..=life).contains(&ttl),
+            "{key} lives {ttl} ms, beyond its value and lock ({life} ms)"
+        );
+    }
+    wait_until("every key has expired", || {
+        // A scan reclaims the expired keys it passes, so the count is exact at once.
+        let _: Result<redis::Value, _> =
+            redis::cmd("SCAN").arg(0).arg("COUNT").arg(1000).query(conn);
+        redis::cmd("DBSIZE")
+            .query::<i64>(conn)
+            .is_ok_and(|n| n == 0)
+    });
+}
+
+#[test]
+fn a_redis_key_leaves_no_key_once_its_values_and_locks_expired() {
+    let server = RedisServer::start();
+    let backend = connect(&server.url());
+    use_every_write_path(&backend);
+    let mut conn = server.connection();
+    let size: i64 = redis::cmd("DBSIZE").query(&mut conn).unwrap_or(0);
+    assert!(size > 0, "the paths wrote values");
+    assert_nothing_outlives_the_values_and_locks(&mut conn);
+}
+
+/// On a cluster (the scripts read the value and take the lock in one slot): the same
+/// order of writes, and nothing left on any node.
+#[test]
+fn on_a_cluster_tokens_follow_the_stored_value_and_nothing_is_left() {
+    let cluster = RedisCluster::start();
+    let backend: Arc<dyn CacheBackend> = match RedisBackend::builder(cluster.urls())
+        .cluster()
+        .response_timeout(Duration::from_secs(5))
+        .connect()
+    {
+        Ok(backend) => Arc::new(backend),
+        Err(err) => panic!("cannot connect to the test cluster: {err}"),
+    };
+    a_token_follows_the_stored_value_when_the_clock_is_behind_it(&backend);
+    a_store_older_than_the_stored_value_is_refused(&backend);
+    for node in 0..3 {
+        // The two scenarios above store for a minute: they go first.
+        let _: Result<(), _> = redis::cmd("FLUSHALL").query(&mut cluster.connection(node));
+    }
+    use_every_write_path(&backend);
+    for node in 0..3 {
+        assert_nothing_outlives_the_values_and_locks(&mut cluster.connection(node));
+    }
+}
+
+#[test]
+fn a_memory_key_leaves_no_entry_once_its_values_and_locks_expired() {
+    let store = Arc::new(MemoryBackend::new());
+    let backend: Arc<dyn CacheBackend> = Arc::clone(&store) as _;
+    use_every_write_path(&backend);
+    assert!(!store.is_empty(), "the paths wrote values");
+    wait_until("every entry has expired", || store.is_empty());
+    assert_eq!(store.len(), 0);
+}
