@@ -40,6 +40,24 @@ impl Drop for Worker {
     }
 }
 
+/// The workers' log directory, removed when the run ends (however it ends).
+struct Logs(PathBuf);
+
+impl Logs {
+    fn create() -> std::io::Result<Self> {
+        let dir =
+            std::env::temp_dir().join(format!("cache-memoize-consistency-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for Logs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// The whole run; prints the report and returns the number of violations.
 pub(crate) fn run(settings: &Settings) -> Result<usize, Failure> {
     let specs = plan::draw(settings.seed);
@@ -59,9 +77,8 @@ pub(crate) fn run(settings: &Settings) -> Result<usize, Failure> {
     }
     let cache = RedisServer::start();
     let truth = RedisServer::start();
-    let dir =
-        std::env::temp_dir().join(format!("cache-memoize-consistency-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    let logs = Logs::create()?;
+    let dir = logs.0.clone();
 
     let (mut workers, lines) = spawn_workers(settings, &dir, &cache, &truth)?;
     expect_all(&lines, settings.processes, "ready", Duration::from_secs(60))?;
@@ -117,7 +134,7 @@ pub(crate) fn run(settings: &Settings) -> Result<usize, Failure> {
     drop(cache);
 
     let mut records = load(&dir, settings.processes)?;
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(logs);
     records.extend(fault_log.into_iter().map(Record::Fault));
     let report = check::check(&records, &specs);
     print_report(&report, &records, &specs, &finished, elapsed);
