@@ -285,7 +285,13 @@ impl Store {
         match stored {
             Ok(true) => self.shorten(&previous),
             Ok(false) => {
-                // Refused (the lock was lost): these chunks will never be read.
+                // Refused (the lock was lost: it expired, a later caller took it, or the
+                // key was invalidated): these chunks will never be read. Said at WARN,
+                // as the value path says it: a forced refresh lands or says so.
+                tracing::warn!(
+                    key = %self.key,
+                    "the lock was lost while computing (it expired, a later caller took it, or the key was invalidated); the sequence was returned but not stored"
+                );
                 let _ = self.backend.expire_many(&names, Duration::ZERO);
             }
             Err(err) => {

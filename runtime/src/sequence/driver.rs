@@ -595,6 +595,9 @@ enum Stored<V> {
     Nothing,
 }
 
+#[cfg(test)]
+mod model;
+
 /// A lock attempt's answer as a get-or-lock's.
 fn taken(fence: Option<u64>) -> GetOrLock {
     match fence {

@@ -1,0 +1,353 @@
+//! The memoized functions and how a worker thread calls them: every computation reads
+//! its input's version from the authoritative store (a Redis server of its own, never
+//! faulted), logs itself before its value exists, and returns the version with its
+//! identity. Function-form functions get their options from the plan; the
+//! `keep_decoded` ones are attribute functions (the option has no function form).
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use cache_memoize::{
+    CacheBackend, Error, MemoizeOptions, cache_memoize, invalidate, memoize, memoize_async,
+    memoize_detached, memoize_iter, refresh, refresh_async,
+};
+
+use crate::plan::{Form, Item, Spec, Value, sequence_len};
+use crate::record::{CallKind, Comp, Shape, now_us};
+
+/// What every computation in this process shares: where the truth lives, and the log
+/// of computations.
+pub(crate) struct Context {
+    truth_url: String,
+    proc: u8,
+    next_comp: AtomicU64,
+    comps: Mutex<Vec<Comp>>,
+    /// The plan's computation delays, by function id.
+    slow: Vec<Duration>,
+}
+
+static CONTEXT: OnceLock<Context> = OnceLock::new();
+
+/// Sets this process's context (once, before any call).
+pub(crate) fn init(truth_url: String, proc: u8, specs: &[Spec]) {
+    let mut slow = vec![Duration::ZERO; 256];
+    for spec in specs {
+        if let Some(at) = slow.get_mut(usize::from(spec.id)) {
+            *at = spec.slow;
+        }
+    }
+    let _ = CONTEXT.set(Context {
+        truth_url,
+        proc,
+        next_comp: AtomicU64::new(0),
+        comps: Mutex::default(),
+        slow,
+    });
+}
+
+/// The computations this process has run so far.
+pub(crate) fn computations() -> Vec<Comp> {
+    CONTEXT.get().map_or_else(Vec::new, |context| {
+        context
+            .comps
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    })
+}
+
+thread_local! {
+    static TRUTH: RefCell<Option<redis::Connection>> = const { RefCell::new(None) };
+}
+
+/// The truth key of function `f`'s argument `arg`.
+pub(crate) fn truth_key(f: u16, arg: u16) -> String {
+    format!("truth:{f}:{arg}")
+}
+
+/// Runs `command` on this thread's connection to the truth store (reconnecting once
+/// after an error). The truth store is never faulted: an error here ends the run.
+pub(crate) fn truth<T: redis::FromRedisValue>(command: &redis::Cmd) -> T {
+    let Some(context) = CONTEXT.get() else {
+        panic!("the checker's context is not set");
+    };
+    TRUTH.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        for _ in 0..2 {
+            if slot.is_none() {
+                *slot = redis::Client::open(context.truth_url.as_str())
+                    .and_then(|client| client.get_connection())
+                    .ok();
+            }
+            if let Some(conn) = slot.as_mut() {
+                match command.query::<T>(conn) {
+                    Ok(out) => return out,
+                    Err(_) => *slot = None,
+                }
+            }
+        }
+        panic!("the truth store does not answer");
+    })
+}
+
+/// One computation of `f(arg)`: logged, then its input read, then (sometimes) a pause.
+fn compute(f: u16, arg: u16) -> Value {
+    let Some(context) = CONTEXT.get() else {
+        panic!("the checker's context is not set");
+    };
+    let started_us = now_us();
+    let comp = (u64::from(context.proc) << 48) | context.next_comp.fetch_add(1, Ordering::Relaxed);
+    let version: Option<u64> = truth(redis::cmd("GET").arg(truth_key(f, arg)));
+    let version = version.unwrap_or(0);
+    context
+        .comps
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(Comp {
+            id: comp,
+            f,
+            arg,
+            version,
+            started_us,
+        });
+    let slow = context
+        .slow
+        .get(usize::from(f))
+        .copied()
+        .unwrap_or_default();
+    if !slow.is_zero() && fastrand::u8(0..3) == 0 {
+        std::thread::sleep(slow.mul_f64(fastrand::f64()));
+    }
+    Value {
+        f,
+        arg,
+        version,
+        comp,
+        started_us,
+        ended_us: now_us(),
+    }
+}
+
+/// One computation of a sequence: its items carry the computation's value.
+fn compute_iter(f: u16, arg: u16) -> impl Iterator<Item = Item> {
+    let value = compute(f, arg);
+    let len = sequence_len(value.version);
+    (0..len).map(move |index| Item {
+        value,
+        index,
+        len,
+        pad: "x".repeat(40),
+    })
+}
+
+#[cache_memoize(
+    key = "cc:kept0:{arg}",
+    expire = "300ms",
+    stale = "300ms",
+    beta = 1.0,
+    lock(expire = "400ms", retry = "5ms"),
+    keep_decoded
+)]
+fn kept0(arg: u16) -> Value {
+    compute(100, arg)
+}
+
+#[cache_memoize(key = "cc:kept1:{arg}", expire = "200ms", keep_decoded)]
+fn kept1(arg: u16) -> Value {
+    compute(101, arg)
+}
+
+#[cache_memoize(
+    key = "cc:kept2:{arg}",
+    expire = "250ms",
+    stale = "500ms",
+    refresh = "inline",
+    lock(expire = "400ms", retry = "5ms", blocking = false),
+    keep_decoded
+)]
+fn kept2(arg: u16) -> Value {
+    compute(102, arg)
+}
+
+/// What one call returned.
+pub(crate) struct Observed {
+    pub(crate) value: Value,
+    pub(crate) shape: Shape,
+    pub(crate) kind: CallKind,
+}
+
+/// A worker thread's way to call the plan's functions.
+pub(crate) struct Caller {
+    specs: Arc<Vec<Spec>>,
+    opts: Vec<MemoizeOptions>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Caller {
+    /// A caller using `near` (registered) for functions with the near cache and
+    /// `plain` for the others.
+    pub(crate) fn new(
+        specs: Arc<Vec<Spec>>,
+        near: &Arc<dyn CacheBackend>,
+        plain: &Arc<dyn CacheBackend>,
+    ) -> std::io::Result<Self> {
+        let opts = specs
+            .iter()
+            .map(|spec| options(spec, if spec.near { near } else { plain }))
+            .collect();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        Ok(Self {
+            specs,
+            opts,
+            runtime,
+        })
+    }
+
+    /// The plan's function `index`.
+    pub(crate) fn spec(&self, index: usize) -> &Spec {
+        &self.specs[index]
+    }
+
+    /// Calls function `index` for `arg`, forced (`refresh`) or not.
+    pub(crate) fn call(&self, index: usize, arg: u16, forced: bool, slow_reader: bool) -> Observed {
+        let spec = &self.specs[index];
+        let opts = &self.opts[index];
+        let (f, key) = (spec.id, spec.key(arg));
+        let force = |call: &dyn Fn() -> Value| if forced { refresh(call) } else { call() };
+        let kind = if forced {
+            CallKind::Refresh
+        } else {
+            CallKind::Read
+        };
+        let value = match spec.form {
+            Form::Sync => force(&|| memoize(&key, opts, || compute(f, arg))),
+            Form::Detached => force(&|| memoize_detached(&key, opts, move || compute(f, arg))),
+            Form::Async => {
+                let call = memoize_async(&key, opts, || async move { compute(f, arg) });
+                if forced {
+                    self.runtime.block_on(refresh_async(call))
+                } else {
+                    self.runtime.block_on(call)
+                }
+            }
+            Form::Kept(0) => force(&|| kept0(arg)),
+            Form::Kept(1) => force(&|| kept1(arg)),
+            Form::Kept(_) => force(&|| kept2(arg)),
+            Form::Iter => return iterate(&key, opts, (f, arg), forced, slow_reader),
+        };
+        Observed {
+            value,
+            shape: Shape::Whole,
+            kind,
+        }
+    }
+}
+
+/// Reads a memoized iterator to its end (a slow reader pauses after its second item),
+/// and judges its items: one computation's, all of them, in order.
+fn iterate(
+    key: &str,
+    opts: &MemoizeOptions,
+    (f, arg): (u16, u16),
+    forced: bool,
+    slow_reader: bool,
+) -> Observed {
+    let read = || -> Vec<Item> {
+        let mut items = Vec::new();
+        for item in memoize_iter(key, opts, || compute_iter(f, arg)) {
+            items.push(item);
+            if slow_reader && items.len() == 2 {
+                std::thread::sleep(Duration::from_millis(fastrand::u64(1..20)));
+            }
+        }
+        items
+    };
+    let kind = if forced {
+        CallKind::IterRefresh
+    } else {
+        CallKind::Iter
+    };
+    let nothing = |shape| Observed {
+        value: Value {
+            f,
+            arg,
+            version: 0,
+            comp: u64::MAX,
+            started_us: 0,
+            ended_us: 0,
+        },
+        shape,
+        kind,
+    };
+    let read = std::panic::AssertUnwindSafe(|| if forced { refresh(read) } else { read() });
+    let items = match std::panic::catch_unwind(read) {
+        Ok(items) => items,
+        Err(panic) if is_changed(&*panic) => return nothing(Shape::Changed),
+        Err(panic) => std::panic::resume_unwind(panic),
+    };
+    let Some(first) = items.first() else {
+        return nothing(Shape::Truncated);
+    };
+    let shape = if items.iter().any(|item| item.value != first.value) {
+        Shape::Mixed
+    } else if items
+        .iter()
+        .enumerate()
+        .any(|(i, item)| u32::try_from(i).ok() != Some(item.index))
+    {
+        Shape::Disordered
+    } else if u32::try_from(items.len()).ok() != Some(first.len)
+        || first.len != sequence_len(first.value.version)
+    {
+        Shape::Truncated
+    } else {
+        Shape::Whole
+    };
+    Observed {
+        value: first.value,
+        shape,
+        kind,
+    }
+}
+
+impl Caller {
+    /// Invalidates function `index`'s value for `arg` (through the registered backend,
+    /// or the attribute's companion).
+    pub(crate) fn invalidate(&self, index: usize, arg: u16) -> Result<(), Error> {
+        let spec = &self.specs[index];
+        match spec.form {
+            Form::Kept(0) => kept0_invalidate(arg),
+            Form::Kept(1) => kept1_invalidate(arg),
+            Form::Kept(_) => kept2_invalidate(arg),
+            _ => invalidate(&spec.key(arg)),
+        }
+    }
+}
+
+/// Whether a panic is a memoized iterator's "the sequence changed while it was being
+/// read" (its documented answer to a reader slower than the replaced chunks' grace).
+pub(crate) fn is_changed(panic: &(dyn std::any::Any + Send)) -> bool {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied());
+    message.is_some_and(|m| m.contains("changed while it was being read"))
+}
+
+/// The function-form options of `spec`, on `backend`.
+fn options(spec: &Spec, backend: &Arc<dyn CacheBackend>) -> MemoizeOptions {
+    let mut opts = MemoizeOptions::new()
+        .backend(Arc::clone(backend))
+        .expire(spec.expire)
+        .stale(spec.stale)
+        .beta(spec.beta)
+        .chunk_size(256);
+    if let Some(lock) = spec.lock {
+        opts = opts.lock(lock);
+    }
+    opts
+}

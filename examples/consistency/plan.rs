@@ -1,0 +1,233 @@
+//! The functions the checker calls, each with an option set drawn from the run's seed
+//! (every process draws the same plan from the same seed, so a key is always called
+//! with one option set), and the values they return.
+
+use std::time::Duration;
+
+use cache_memoize::LockOptions;
+use serde::{Deserialize, Serialize};
+
+/// Each function is called with this many arguments (keys): few, so callers collide.
+pub(crate) const ARGS: u16 = 3;
+
+/// How often the near cache pings its invalidation connection (README, "Near cache":
+/// "a `PING` every 500 ms unanswered within the response timeout").
+pub(crate) const NEAR_HEARTBEAT: Duration = Duration::from_millis(500);
+
+/// The response timeout every backend of the run is built with.
+pub(crate) const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// What a memoized function returns: who computed it, from which version of its
+/// inputs, and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Value {
+    pub(crate) f: u16,
+    pub(crate) arg: u16,
+    /// The authoritative version the computation read.
+    pub(crate) version: u64,
+    /// The computation's id (in the computation log).
+    pub(crate) comp: u64,
+    /// When the computation began (µs since the epoch), before it read its input.
+    pub(crate) started_us: u64,
+    /// When it returned.
+    pub(crate) ended_us: u64,
+}
+
+/// One item of a memoized iterator: the computation's identity, and its place.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Item {
+    pub(crate) value: Value,
+    pub(crate) index: u32,
+    pub(crate) len: u32,
+    /// Makes chunks fill: a sequence spans several chunks.
+    pub(crate) pad: String,
+}
+
+/// How a function is called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Form {
+    /// `memoize` (stale values refreshed inline).
+    Sync,
+    /// `memoize_detached` (stale values refreshed on a thread).
+    Detached,
+    /// `memoize_async` on the thread's own current-thread runtime.
+    Async,
+    /// `memoize_iter`, collected (sometimes slowly).
+    Iter,
+    /// One of the attribute functions with `keep_decoded` (`calls.rs`), by number.
+    Kept(u8),
+}
+
+/// One function: its id, form and options.
+#[derive(Debug, Clone)]
+pub(crate) struct Spec {
+    pub(crate) id: u16,
+    pub(crate) form: Form,
+    /// Whether it runs on the backend with the near cache (the registered one).
+    pub(crate) near: bool,
+    pub(crate) lock: Option<LockOptions>,
+    pub(crate) expire: Duration,
+    pub(crate) stale: Duration,
+    pub(crate) beta: f64,
+    /// The longest a computation sleeps after reading its input (widens races).
+    pub(crate) slow: Duration,
+}
+
+impl Spec {
+    /// Whether in-process callers coalesce on one leader (a blocking lock).
+    pub(crate) fn coalesces(&self) -> bool {
+        self.lock.is_some_and(|lock| lock.blocking)
+    }
+
+    /// A one-line description, for the plan and for violations.
+    pub(crate) fn describe(&self) -> String {
+        let lock = match self.lock {
+            None => "none".to_owned(),
+            Some(lock) => format!(
+                "{}{}expire={}ms",
+                if lock.blocking { "" } else { "nonblocking," },
+                lock.timeout
+                    .map(|t| format!("timeout={}ms,", t.as_millis()))
+                    .unwrap_or_default(),
+                lock.expire.as_millis()
+            ),
+        };
+        format!(
+            "f{} {:?} near={} lock={} coalescing={} expire={}ms stale={}ms beta={} slow={}ms",
+            self.id,
+            self.form,
+            self.near,
+            lock,
+            self.coalesces(),
+            self.expire.as_millis(),
+            self.stale.as_millis(),
+            self.beta,
+            self.slow.as_millis()
+        )
+    }
+
+    /// The key of argument `arg` (function form).
+    pub(crate) fn key(&self, arg: u16) -> String {
+        format!("cc:f{}:{arg}", self.id)
+    }
+}
+
+/// The attribute functions' fixed options (they are written out in `calls.rs`; keep the
+/// two in step).
+fn kept_specs() -> [Spec; 3] {
+    let lock = |blocking| LockOptions {
+        expire: Duration::from_millis(400),
+        timeout: None,
+        retry: Duration::from_millis(5),
+        blocking,
+    };
+    [
+        Spec {
+            id: 100,
+            form: Form::Kept(0),
+            near: true,
+            lock: Some(lock(true)),
+            expire: Duration::from_millis(300),
+            stale: Duration::from_millis(300),
+            beta: 1.0,
+            slow: Duration::from_millis(2),
+        },
+        Spec {
+            id: 101,
+            form: Form::Kept(1),
+            near: true,
+            lock: None,
+            expire: Duration::from_millis(200),
+            stale: Duration::ZERO,
+            beta: 0.0,
+            slow: Duration::from_millis(1),
+        },
+        Spec {
+            id: 102,
+            form: Form::Kept(2),
+            near: true,
+            lock: Some(lock(false)),
+            expire: Duration::from_millis(250),
+            stale: Duration::from_millis(500),
+            beta: 0.0,
+            slow: Duration::from_millis(2),
+        },
+    ]
+}
+
+/// The run's functions, drawn from `seed`: every combination of near cache and lock
+/// kind once, with freshness options and call form drawn at random; the attribute
+/// functions with `keep_decoded`; and memoized iterators.
+pub(crate) fn draw(seed: u64) -> Vec<Spec> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let lock_kinds = [
+        None,
+        Some(LockOptions {
+            timeout: None,
+            ..LockOptions::default()
+        }),
+        Some(LockOptions {
+            timeout: Some(Duration::from_millis(50)),
+            ..LockOptions::default()
+        }),
+        Some(LockOptions {
+            blocking: false,
+            ..LockOptions::default()
+        }),
+    ];
+    let expires = [100, 300, 1_000, 30_000];
+    let stales = [0, 0, 150, 1_000];
+    let betas = [0.0, 0.0, 1.0, 4.0];
+    let mut specs = Vec::new();
+    for (i, lock) in lock_kinds.iter().enumerate() {
+        for near in [true, false] {
+            let lock = lock.map(|lock| LockOptions {
+                expire: Duration::from_millis([300, 2_000][rng.usize(0..2)]),
+                retry: Duration::from_millis(5),
+                ..lock
+            });
+            let form = [Form::Sync, Form::Detached, Form::Async][rng.usize(0..3)];
+            specs.push(Spec {
+                id: u16::try_from(specs.len()).unwrap_or(u16::MAX),
+                form,
+                near,
+                lock,
+                expire: Duration::from_millis(expires[rng.usize(0..expires.len())]),
+                stale: Duration::from_millis(stales[(rng.usize(0..stales.len()) + i) % 4]),
+                beta: betas[rng.usize(0..betas.len())],
+                slow: Duration::from_millis(rng.u64(0..4)),
+            });
+        }
+    }
+    for near in [true, false] {
+        specs.push(Spec {
+            id: u16::try_from(specs.len()).unwrap_or(u16::MAX),
+            form: Form::Iter,
+            near,
+            lock: near.then(|| LockOptions {
+                expire: Duration::from_millis(2_000),
+                retry: Duration::from_millis(5),
+                ..LockOptions::default()
+            }),
+            expire: Duration::from_millis(expires[rng.usize(0..3)]),
+            stale: Duration::ZERO,
+            beta: 0.0,
+            slow: Duration::from_millis(1),
+        });
+    }
+    specs.extend(kept_specs());
+    specs
+}
+
+/// How long after another process's write a near copy may still be served: the
+/// invalidation's delivery, at worst a silent link's heartbeat plus the response
+/// timeout (README, "Near cache"). Writes through a process's own backend drop its
+/// copy before they return: no allowance there, nor without a near cache.
+pub(crate) fn near_bound() -> Duration {
+    NEAR_HEARTBEAT + RESPONSE_TIMEOUT
+}
+
+/// A sequence's length for a version: several chunks, varying with each write.
+pub(crate) fn sequence_len(version: u64) -> u32 {
+    6 + u32::try_from(version % 7).unwrap_or(0) * 2
+}
