@@ -5,7 +5,8 @@
 //! values, and watches two things: how many refreshes reach it at once (at most the
 //! refresh pool's workers), and how long a miss takes. Since refreshes ahead of a miss
 //! are at most the pool's workers, a miss waits for at most `workers + callers - 1`
-//! queries before its own: [`Dependency::miss_bound`].
+//! queries before its own ([`Dependency::ahead_bound`]), counted when it asks; on an
+//! idle machine that is [`Dependency::miss_bound`] of time.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, PoisonError};
@@ -38,6 +39,9 @@ pub(crate) struct Dependency {
     /// and the most refreshes ahead of a caller's query (over the run).
     caller_wait_max: AtomicU64,
     refreshes_ahead_max: AtomicUsize,
+    /// The most queries (refreshes' and other callers') ahead of a caller's query when
+    /// it asked: running, or waiting for their turn.
+    queries_ahead_max: AtomicU64,
 }
 
 /// One report's miss latencies (the whole memoized call), and the longest a miss's
@@ -73,6 +77,7 @@ impl Dependency {
             misses: Mutex::new(Vec::new()),
             caller_wait_max: AtomicU64::new(0),
             refreshes_ahead_max: AtomicUsize::new(0),
+            queries_ahead_max: AtomicU64::new(0),
         }
     }
 
@@ -93,6 +98,8 @@ impl Dependency {
             // Every refresh running or waiting here now is ahead of this query.
             let ahead = self.refreshes_now.load(Ordering::SeqCst);
             self.refreshes_ahead_max.fetch_max(ahead, Ordering::SeqCst);
+            self.queries_ahead_max
+                .fetch_max(ticket - tickets.finished, Ordering::SeqCst);
         }
         // Tickets enter in order, at most `permits` of them past the finished ones.
         let mut tickets = self
@@ -167,17 +174,29 @@ impl Dependency {
         self.refreshes_ahead_max.load(Ordering::SeqCst)
     }
 
+    /// The most queries ahead of a caller's query at the dependency when it asked
+    /// (running there or waiting for their turn): what its wait is made of, whatever
+    /// the machine's load does to each query's time.
+    pub(crate) fn queries_ahead_max(&self) -> u64 {
+        self.queries_ahead_max.load(Ordering::SeqCst)
+    }
+
     /// The queries asked so far.
     pub(crate) fn queries(&self) -> u64 {
         self.queries.load(Ordering::Relaxed)
     }
 
-    /// The longest a miss should wait at the dependency, if at most `workers`
-    /// refreshes and `callers - 1` other misses can be ahead of it: its own query plus
-    /// theirs, `permits` at a time.
+    /// The most queries that can be ahead of a miss's: `workers` refreshes and
+    /// `callers - 1` other misses.
+    pub(crate) fn ahead_bound(workers: u64, callers: u64) -> u64 {
+        workers + callers.saturating_sub(1)
+    }
+
+    /// The longest a miss should take at the dependency when each query takes its
+    /// `query_time`: the queries that can be ahead of it, `permits` at a time, and its
+    /// own.
     pub(crate) fn miss_bound(&self, workers: u64, callers: u64) -> Duration {
-        let ahead = workers + callers.saturating_sub(1);
-        let rounds = ahead.div_ceil(self.permits) + 1;
+        let rounds = Self::ahead_bound(workers, callers).div_ceil(self.permits) + 1;
         self.query_time * u32::try_from(rounds).unwrap_or(u32::MAX)
     }
 }

@@ -253,16 +253,18 @@ fn soak(
     } else {
         (watched.last_rss as f64 - watched.first_rss as f64) * 100.0 / watched.first_rss as f64
     };
+    let ahead_bound = Dependency::ahead_bound(DEFAULT_REFRESH_WORKERS as u64, db_threads);
+    let queries_ahead = dependency.queries_ahead_max();
     println!(
-        "soak: dependency misses: call max {:.1} ms, wait for a turn max {:.1} ms, bound \
-         {:.1} ms of queries ahead and its own (plus scheduling); refreshes ahead of a miss: \
-         max {}; refreshes at the dependency at once: max {} (pool workers \
-         {DEFAULT_REFRESH_WORKERS})",
+        "soak: dependency misses: queries ahead of a miss max {queries_ahead} (bound \
+         {ahead_bound}), of them refreshes max {}; refreshes at the dependency at once max {} \
+         (pool workers {DEFAULT_REFRESH_WORKERS}); a miss's call max {:.1} ms, its wait for a \
+         turn max {:.1} ms ({:.1} ms on an idle machine)",
+        dependency.refreshes_ahead_max(),
+        dependency.refreshes_max(),
         watched.miss_max_ms,
         watched.wait_max_ms,
         miss_bound.as_secs_f64() * 1000.0,
-        dependency.refreshes_ahead_max(),
-        dependency.refreshes_max(),
     );
     let workers = DEFAULT_REFRESH_WORKERS;
     let refreshes_max = dependency.refreshes_max();
@@ -279,6 +281,10 @@ fn soak(
         (
             refreshes_max <= workers,
             format!("{refreshes_max} refreshes at once > {workers} workers"),
+        ),
+        (
+            queries_ahead <= ahead_bound,
+            format!("{queries_ahead} queries ahead of a miss > {ahead_bound}"),
         ),
         // Growth over a few seconds is noise: judged on real runs only.
         (
@@ -359,7 +365,8 @@ fn report(
          db_errors={} short_threads={} panics={} hits={} misses={} waited={} stale_served={} \
          refreshes={} refreshes_dropped={} fail_open={} near_hits={} db_queries={} \
          db_misses={} db_miss_p50_ms={:.1} db_miss_p99_ms={:.1} db_miss_max_ms={:.1} \
-         db_miss_wait_max_ms={:.1} db_refreshes_ahead_max={} db_refreshes_max={}",
+         db_miss_wait_max_ms={:.1} db_queries_ahead_max={} db_refreshes_ahead_max={} \
+         db_refreshes_max={}",
         rss as f64 / 1024.0,
         threads(),
         peak.peak(),
@@ -388,6 +395,7 @@ fn report(
         misses.p99_ms,
         misses.max_ms,
         misses.wait_max_ms,
+        dependency.queries_ahead_max(),
         dependency.refreshes_ahead_max(),
         dependency.refreshes_max(),
     );

@@ -218,10 +218,16 @@ fn a_value_is_served_until_expire_plus_stale_after_its_store() {
     assert_eq!(v1, "v1 (inputs read at t)");
     clock.advance(Duration::from_secs(6));
     let fresh = cache_memoize::memoize_detached(&key, &opts, || "recomputed".to_owned());
-    assert_eq!(fresh, "v1 (inputs read at t)", "fresh for `expire` from its store");
+    assert_eq!(
+        fresh, "v1 (inputs read at t)",
+        "fresh for `expire` from its store"
+    );
     clock.advance(Duration::from_secs(15));
     let gone = cache_memoize::memoize_detached(&key, &opts, || "recomputed".to_owned());
-    assert_eq!(gone, "recomputed", "never past `expire + stale` from its store");
+    assert_eq!(
+        gone, "recomputed",
+        "never past `expire + stale` from its store"
+    );
 }
 
 /// The throttle's mark belongs to the key, not to the value whose refresh failed, and
