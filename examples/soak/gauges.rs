@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// One field of `/proc/self/status` (`VmRSS:` in kB, `Threads:`), if the file and the
 /// field are there.
@@ -47,12 +47,28 @@ fn thread_names() -> Vec<(String, usize)> {
 }
 
 /// The most live threads seen since [`start`](Self::start), counting the sampler's own,
-/// and their names the first time that many were seen.
+/// and their names when that many were last seen (by the kernel's `comm`: 15 bytes, so
+/// `cache-memoize-r` is the refresh workers and the lock-renewal thread).
 pub(crate) struct ThreadPeak {
     peak: Arc<AtomicU64>,
     names: Arc<Mutex<Vec<(String, usize)>>>,
     stop: Arc<AtomicBool>,
     sampler: Option<JoinHandle<()>>,
+}
+
+/// The sampler: every 20 ms until `stop`. Names are read at a new peak, and again at
+/// most once a second while at it (a thread just started still has its parent's name).
+fn sample(peak: &AtomicU64, names: &Mutex<Vec<(String, usize)>>, stop: &AtomicBool) {
+    let mut last_read = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        let now = threads();
+        let before = peak.fetch_max(now, Ordering::Relaxed);
+        if now > before || (now == before && last_read.elapsed() >= Duration::from_secs(1)) {
+            *names.lock().unwrap_or_else(PoisonError::into_inner) = thread_names();
+            last_read = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 impl ThreadPeak {
@@ -65,15 +81,7 @@ impl ThreadPeak {
             let (peak, names, stop) = (Arc::clone(&peak), Arc::clone(&names), Arc::clone(&stop));
             std::thread::Builder::new()
                 .name("soak-thread-peak".into())
-                .spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        let now = threads();
-                        if now > peak.fetch_max(now, Ordering::Relaxed) {
-                            *names.lock().unwrap_or_else(PoisonError::into_inner) = thread_names();
-                        }
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                })
+                .spawn(move || sample(&peak, &names, &stop))
                 .ok()
         };
         Self {
@@ -90,8 +98,8 @@ impl ThreadPeak {
         self.peak.fetch_max(now, Ordering::Relaxed).max(now)
     }
 
-    /// Stops sampling; the most seen, and the threads by name when they were first
-    /// seen (read just after: it may differ by a short-lived thread).
+    /// Stops sampling; the most seen, and the threads by name at that peak (read just
+    /// after it was seen: it may differ by a short-lived thread).
     pub(crate) fn stop(mut self) -> (u64, Vec<(String, usize)>) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(sampler) = self.sampler.take() {

@@ -360,7 +360,7 @@ fn report(
     let n =
         |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
     println!(
-        "minute={minute} rss_mb={:.1} threads={} threads_max={} redis_keys={} redis_used_mb={:.1} \
+        "minute={minute} rss_mb={:.2} threads={} threads_max={} redis_keys={} redis_used_mb={:.1} \
          reads={} near_reads={} async_reads={} invalidations={} iterations={} db_reads={} \
          db_errors={} short_threads={} panics={} hits={} misses={} waited={} stale_served={} \
          refreshes={} refreshes_dropped={} fail_open={} near_hits={} db_queries={} \
