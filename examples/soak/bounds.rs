@@ -30,11 +30,19 @@ pub(crate) struct Sizes {
     pub(crate) stale_keys: usize,
 }
 
-/// Short threads, one hit each: RSS growth in kB, and how many of the calls were
-/// counted as hits.
+/// Short threads, one hit each: RSS growth in kB, how many of the calls were counted
+/// as hits, and as any outcome (a call the backend failed to answer in time counts as
+/// `fail_open`).
 pub(crate) struct ThreadChurn {
     pub(crate) rss_growth_kb: i64,
     pub(crate) hits: u64,
+    pub(crate) counted: u64,
+}
+
+/// The calls `stats()` has counted, one outcome each (refreshes aside).
+fn calls_counted() -> u64 {
+    let s = stats();
+    s.hits + s.coalesced + s.waited + s.misses + s.stale_served + s.lock_timeouts + s.fail_open
 }
 
 /// Detached refreshes run: RSS growth in kB, refreshes computed, refreshes dropped.
@@ -76,11 +84,12 @@ pub(crate) fn thread_churn(sizes: Sizes) -> ThreadChurn {
         }
     };
     run(sizes.threads / 10);
-    let (before, hits) = (rss_kb(), stats().hits);
+    let (before, hits, counted) = (rss_kb(), stats().hits, calls_counted());
     run(sizes.threads);
     ThreadChurn {
         rss_growth_kb: growth(before, rss_kb()),
         hits: stats().hits - hits,
+        counted: calls_counted() - counted,
     }
 }
 

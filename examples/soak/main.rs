@@ -445,12 +445,14 @@ fn measure_bounds(sizes: bounds::Sizes) -> Vec<String> {
     let refreshes = bounds::detached_refreshes(sizes);
     let burst = bounds::stale_burst(sizes);
     println!(
-        "thread_churn={} churn_rss_growth_kb={} churn_hits={} detached_refreshes={} \
+        "thread_churn={} churn_rss_growth_kb={} churn_hits={} churn_counted={} \
+         detached_refreshes={} \
          refresh_rss_growth_kb={} refreshes_dropped={} stale_keys={} burst_max_running={} \
          burst_queued={} burst_dropped={} pool_workers={} pool_queue={}",
         sizes.threads,
         churn.rss_growth_kb,
         churn.hits,
+        churn.counted,
         refreshes.computed,
         refreshes.rss_growth_kb,
         refreshes.dropped,
@@ -468,10 +470,10 @@ fn measure_bounds(sizes: bounds::Sizes) -> Vec<String> {
             burst.max_running
         ));
     }
-    if churn.hits != sizes.threads {
+    if churn.counted != sizes.threads {
         broken.push(format!(
-            "{} of {} churn hits counted",
-            churn.hits, sizes.threads
+            "{} of {} churn calls counted",
+            churn.counted, sizes.threads
         ));
     }
     // RSS growth over a few thousand threads is noise: judged on real runs only.
