@@ -195,7 +195,8 @@ macro_rules! with_scenarios {
                 a_none_refresh_replaces_the_stale_some,
                 a_detached_none_refresh_replaces_the_stale_some,
                 a_refresh_that_fails_past_the_window_returns_its_error,
-                a_refresh_that_panics_past_the_window_panics
+                a_refresh_that_panics_past_the_window_panics,
+                a_value_found_after_a_long_wait_is_judged_when_found
             ];
             iter_suite: [
                 iter_zero_items, iter_one_item, iter_exactly_one_chunk, iter_one_over_a_chunk,

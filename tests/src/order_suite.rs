@@ -277,12 +277,61 @@ pub fn a_refresh_that_panics_past_the_window_panics(f: &Fixture) {
         })
     }));
     assert!(late.is_err(), "the expired value was returned: {late:?}");
+    // The refresh failed after the value's life ended (timed when it failed): no
+    // throttle mark is left for a value that is gone, and the lock goes back.
     assert!(
         f.probe
             .inner()
             .get(&make_cache_key(&key).refresh_key())
-            .is_ok_and(|mark| mark.is_some()),
-        "the fail-safe throttle's mark is left"
+            .is_ok_and(|mark| mark.is_none()),
+        "a throttle mark outlives its value"
     );
-    assert_eq!(f.lock_token(&key), None, "and the lock given back");
+    assert_eq!(f.lock_token(&key), None, "the lock given back");
+}
+
+/// A value found after a long wait for the lock is judged at the time it is found, not
+/// at the time the call began: a caller that waited while a value went past
+/// `expire + stale` computes instead of returning it (issue 21: the core's time came
+/// once, when the machine was built).
+pub fn a_value_found_after_a_long_wait_is_judged_when_found(f: &Fixture) {
+    let key = f.key("order-judged-late");
+    let clock = Arc::new(ManualClock::default());
+    let opts = stale_opts(f, &clock)
+        .stale(Duration::from_secs(1))
+        .lock(crate::fast_lock());
+    // A value stamped now (fresh for 10 s, servable 1 s more), as another process
+    // would store it: made under another key, copied.
+    let donor = f.key("order-judged-late-donor");
+    assert_eq!(memoize(&donor, &opts, || "v1".to_owned()), "v1");
+    let Some(v1) = f.stored(&donor) else {
+        panic!("the donor value was stored");
+    };
+    let cache_key = make_cache_key(&key);
+    let held = cache_memoize::CacheLock::for_key(&cache_key)
+        .backend(Arc::clone(f.probe.inner()))
+        .try_acquire();
+    let Ok(Some(held)) = held else {
+        panic!("cannot stage a holder: {held:?}");
+    };
+    let late = std::thread::scope(|s| {
+        let attempts = lock_attempts(f, &key);
+        let waiter = s.spawn(|| memoize(&key, &opts, || "recomputed".to_owned()));
+        wait_until("the caller found the lock held", || {
+            lock_attempts(f, &key) > attempts
+        });
+        assert!(
+            f.probe
+                .inner()
+                .set(cache_key.as_str(), &v1, Duration::from_secs(3600))
+                .is_ok()
+        );
+        clock.advance(Duration::from_secs(20));
+        drop(held);
+        waiter.join().ok()
+    });
+    assert_eq!(
+        late.as_deref(),
+        Some("recomputed"),
+        "a value past expire + stale when found was returned"
+    );
 }

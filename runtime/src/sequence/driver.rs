@@ -217,7 +217,11 @@ impl<'c, 'o> Driver<'c, 'o> {
         loop {
             match step {
                 Step::Io(io) => {
+                    let waits = io.waits();
                     let event = self.perform(io);
+                    if waits {
+                        machine.at(self.call.opts.now_ms());
+                    }
                     step = machine.on(event);
                 }
                 step => return self.decided(step),
@@ -245,7 +249,11 @@ impl<'c, 'o> Driver<'c, 'o> {
         loop {
             match step {
                 Step::Io(io) => {
+                    let waits = io.waits();
                     let event = self.perform_async(io).await;
+                    if waits {
+                        machine.at(self.call.opts.now_ms());
+                    }
                     step = machine.on(event);
                 }
                 step => return self.decided(step),
@@ -256,6 +264,9 @@ impl<'c, 'o> Driver<'c, 'o> {
     /// Runs the sequence from a computation's encoded value (`None`: nothing to store)
     /// to its end: stores, releases, reports, and shares the value with followers.
     fn finish<T>(&mut self, machine: &mut Machine<T>, encoded: Option<Vec<u8>>) {
+        // The computation took its time: what follows (a failed refresh's throttle
+        // mark) is timed from now.
+        machine.at(self.call.opts.now_ms());
         let mut event = Event::Computed(encoded);
         loop {
             match machine.on(event) {
@@ -267,6 +278,7 @@ impl<'c, 'o> Driver<'c, 'o> {
 
     /// The async form of [`finish`](Self::finish).
     async fn finish_async<T>(&mut self, machine: &mut Machine<T>, encoded: Option<Vec<u8>>) {
+        machine.at(self.call.opts.now_ms());
         let mut event = Event::Computed(encoded);
         loop {
             match machine.on(event) {

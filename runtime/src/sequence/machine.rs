@@ -217,6 +217,12 @@ impl Mark {
 }
 
 impl Io<'_> {
+    /// Whether this step waits (for a release, or for this process's leader): time
+    /// moves on meanwhile, and the driver tells the machine (`Machine::at`).
+    pub(crate) fn waits(&self) -> bool {
+        matches!(self, Self::Pause { .. } | Self::AwaitLeader { .. })
+    }
+
     /// Whether this step can find or store the value a flight lands (a read, an
     /// attempt at the lock, a store): the steps that order a leader's value against
     /// its followers (see `coalesce`). Joining, claiming, waiting and releasing prove
@@ -439,6 +445,12 @@ impl<T> Machine<T> {
     /// needed (a hit without `beta` draws none).
     fn rng(&mut self) -> &mut fastrand::Rng {
         self.rng.get_or_insert_with(fastrand::Rng::new)
+    }
+
+    /// Moves the sequence's time to `now_ms` (wall clock): after a wait or a
+    /// computation, what is found next is judged now, not when the call began.
+    pub(crate) fn at(&mut self, now_ms: u64) {
+        self.policy.now_ms = now_ms;
     }
 
     /// Makes this (`Refresh::Revalidate`) sequence the refresh of a value found with
