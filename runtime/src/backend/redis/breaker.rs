@@ -25,8 +25,8 @@ pub(crate) type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
 
 /// The back-off before the first probe, doubled after each failed probe.
 pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(250);
-/// The longest back-off between probes: the cap.
-pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// The longest back-off between probes: the links' cap.
+pub(crate) use super::link::MAX_BACKOFF;
 /// How often an open breaker repeats its WARN, with what it skipped meanwhile.
 pub(crate) const SUMMARY_EVERY: Duration = Duration::from_secs(60);
 /// The default number of consecutive failures that opens the breaker.

@@ -427,15 +427,6 @@ fn without_setup_chatter(client: &redis::Client) -> RedisResult<redis::Client> {
     redis::Client::open(info.set_redis_settings(settings))
 }
 
-/// How many replies the connection handshake awaits (`HELLO` or `AUTH`, `SELECT`):
-/// each is given this share of the connect timeout, so the handshake as a whole stays
-/// within it against a stalled server.
-pub(super) fn setup_replies(client: &redis::Client) -> u32 {
-    let settings = client.get_connection_info().redis_settings();
-    let hello_or_auth = settings.protocol().supports_resp3() || settings.password().is_some();
-    (u32::from(hello_or_auth) + u32::from(settings.db() != 0)).max(1)
-}
-
 #[cfg(feature = "tls")]
 fn certificates(pem: &[u8]) -> redis::TlsCertificates {
     redis::TlsCertificates {

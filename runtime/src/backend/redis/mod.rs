@@ -20,6 +20,7 @@ mod breaker;
 mod commands;
 mod connect;
 mod drivers;
+mod link;
 mod near;
 mod pool;
 mod scripts;
@@ -45,9 +46,10 @@ use commands::{
 pub use connect::RedisBuilder;
 use connect::{AsyncConnection, Client};
 use drivers::Drivers;
+use link::{is_connection_failure, is_stale, timed_out, went_away};
 pub use near::{DEFAULT_NEAR_CACHE_CAPACITY, NearCache};
 use near::{Near, Ticket};
-use pool::{Pool, is_connection_failure, is_stale, timed_out, went_away};
+use pool::Pool;
 use wake::Hub;
 
 /// The default time allowed to open a connection.

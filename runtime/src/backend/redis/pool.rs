@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use redis::{ConnectionLike, RedisError, RedisResult};
 
 use super::Client;
+use super::link::{is_connection_failure, is_stale, timed_out, went_away};
 
 /// One blocking connection, to a server or to a cluster.
 pub(crate) enum SyncConnection {
@@ -97,7 +98,7 @@ impl Connector {
         let conn = match &self.client {
             // The crate awaits each handshake reply for the whole remaining timeout.
             Client::Single(client) => client
-                .get_connection_with_timeout(timeout / super::connect::setup_replies(client))
+                .get_connection_with_timeout(timeout / super::link::setup_replies(client))
                 .map(SyncConnection::Single),
             Client::Sentinel(master) => master
                 .client(timeout)
@@ -105,8 +106,7 @@ impl Connector {
                     let left = timeout
                         .saturating_sub(started.elapsed())
                         .max(Duration::from_millis(1));
-                    client
-                        .get_connection_with_timeout(left / super::connect::setup_replies(&client))
+                    client.get_connection_with_timeout(left / super::link::setup_replies(&client))
                 })
                 .map(SyncConnection::Single),
             Client::Cluster(client) => client
@@ -298,49 +298,4 @@ impl Drop for Place<'_> {
     fn drop(&mut self) {
         self.0.forget_one();
     }
-}
-
-/// `err` reworded as "timed out after `after` `during`" when it is a timeout: a read
-/// timeout surfaces as "Resource temporarily unavailable (os error 11)", which does not
-/// say what happened.
-pub(crate) fn timed_out(err: RedisError, after: Duration, during: &str) -> RedisError {
-    if err.is_timeout() {
-        RedisError::from(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            format!("timed out after {after:?} {during}"),
-        ))
-    } else {
-        err
-    }
-}
-
-/// Whether `err` leaves the connection unusable (as opposed to a server's answer).
-pub(crate) fn is_connection_failure(err: &RedisError) -> bool {
-    err.is_io_error()
-        || err.is_timeout()
-        || err.is_connection_dropped()
-        || err.is_connection_refusal()
-        || err.is_unrecoverable_error()
-}
-
-/// Whether the connection that got `err` should be given up: it failed, or its server
-/// answered `READONLY` (a replica now: a failover demoted it). A write script that
-/// met `READONLY` answers with that code too.
-pub(crate) fn is_stale(err: &RedisError) -> bool {
-    is_connection_failure(err) || is_read_only(err)
-}
-
-/// Whether `err` says the request never reached a master: the connection had been
-/// closed (not a timeout: a request that timed out may have run), or the server is a
-/// replica now.
-pub(crate) fn went_away(err: &RedisError) -> bool {
-    (err.is_connection_dropped() && !err.is_timeout()) || is_read_only(err)
-}
-
-/// Whether `err` is a `READONLY` reply.
-pub(crate) fn is_read_only(err: &RedisError) -> bool {
-    err.code() == Some("READONLY")
-        || err
-            .detail()
-            .is_some_and(|detail| detail.contains("READONLY"))
 }

@@ -256,9 +256,8 @@ fn not_master() -> RedisError {
 }
 
 fn timed_out(after: Duration) -> RedisError {
-    RedisError::from(std::io::Error::new(
-        std::io::ErrorKind::TimedOut,
-        format!("timed out after {after:?} asking the Sentinels for the master"),
+    super::link::timeout(format_args!(
+        "after {after:?} asking the Sentinels for the master"
     ))
 }
 

@@ -39,7 +39,7 @@ use super::near::Near;
 /// answering without closing (a network partition) is found out within this plus the
 /// response timeout, the longest a lost invalidation can go unnoticed.
 pub(crate) const HEARTBEAT: Duration = Duration::from_millis(500);
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
+use super::link::MAX_BACKOFF;
 
 /// Where the invalidation connections go.
 pub(crate) enum Target {
@@ -106,7 +106,7 @@ async fn track_until_dropped(near: Weak<Near>, settings: Settings) {
                     return;
                 }
             }
-            Err(err) if !warned && !super::pool::is_connection_failure(&err) => {
+            Err(err) if !warned && !super::link::is_connection_failure(&err) => {
                 warned = true;
                 tracing::warn!(error = %err, "near cache: cannot turn invalidation tracking on; reads go to Redis until it is");
             }
@@ -237,10 +237,7 @@ fn at(seed: &redis::Client, host: &str, port: u16) -> RedisResult<redis::Client>
 }
 
 fn timed_out() -> redis::RedisError {
-    redis::RedisError::from(std::io::Error::new(
-        std::io::ErrorKind::TimedOut,
-        "near cache: timed out turning invalidation tracking on",
-    ))
+    super::link::timeout("turning the near cache's invalidation tracking on")
 }
 
 /// Pings the connections every [`HEARTBEAT`] (and on a cluster, checks that the

@@ -60,8 +60,7 @@ use super::scripts::RELEASE_CHANNEL;
 /// How long a lock's subscription outlives its last waiter: long enough for a waiter's
 /// retry between two pauses, so a waiter does not subscribe anew for every pause.
 pub(crate) const LINGER: Duration = Duration::from_secs(1);
-/// The longest pause between reconnection attempts of the subscriber.
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
+use super::link::MAX_BACKOFF;
 /// How long the subscriber looks for a moved slot's master before subscribing anyway:
 /// while the cluster's nodes learn of a failover, and, after a master died, until the
 /// cluster has promoted its replica (`cluster-node-timeout`, 15 s by default, then an
@@ -597,10 +596,7 @@ async fn connect(servers: &Servers, hub: &Weak<Hub>) -> RedisResult<Connection> 
 }
 
 fn timed_out(what: &str) -> redis::RedisError {
-    redis::RedisError::from(std::io::Error::new(
-        std::io::ErrorKind::TimedOut,
-        format!("lock wake-up subscriber: timed out {what}"),
-    ))
+    super::link::timeout(format_args!("{what} (lock wake-up subscriber)"))
 }
 
 /// Whether `err` says the server has no sharded pub/sub (Redis < 7), or no RESP3
