@@ -696,12 +696,19 @@ fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
 }
 
 /// Kills the client with tracking on (a near cache's invalidation connection) on the
-/// server `conn` talks to.
+/// server `conn` talks to, once there is one: a near cache turns tracking on again in
+/// the background after a link broke (on a cluster, on every master at once), so a
+/// test may come here while it reconnects.
 ///
 /// # Panics
-/// If there is none, or the server does not kill it.
+/// If none appears within the wait, or the server does not kill it.
 pub fn kill_tracking_client(conn: &mut redis::Connection) {
-    let Some(id) = tracking_client(conn) else {
+    let mut found = None;
+    wait_for("a client with tracking on", || {
+        found = tracking_client(conn);
+        found.is_some()
+    });
+    let Some(id) = found else {
         panic!("no client with tracking on");
     };
     let killed: redis::RedisResult<i64> = redis::cmd("CLIENT")
