@@ -248,8 +248,10 @@ fn assert_nothing_outlives_the_values_and_locks(conn: &mut redis::Connection) {
     for key in &keys {
         let ttl: i64 = redis::cmd("PTTL").arg(key).query(conn).unwrap_or(-3);
         let life = i64::try_from(LIFE.as_millis()).unwrap_or(i64::MAX);
+        // -2: it expired between KEYS and PTTL; 0: it expires now (a loaded machine
+        // comes here late). Never -1 (no TTL) nor past the value's or lock's life.
         assert!(
-            (1..=life).contains(&ttl),
+            ttl == -2 || (0..=life).contains(&ttl),
             "{key} lives {ttl} ms, beyond its value and lock ({life} ms)"
         );
     }
