@@ -42,8 +42,9 @@ impl Clock for StoppedClock {
     }
 }
 
-/// Options with values fresh for 10 s and servable stale for 1 h more, on `clock`.
-fn stale_opts(f: &Fixture, clock: &Arc<ManualClock>) -> MemoizeOptions {
+/// Options with a lock (so misses coalesce in-process), values fresh for 10 s and
+/// servable stale for 1 h more, on `clock`.
+pub fn stale_opts(f: &Fixture, clock: &Arc<ManualClock>) -> MemoizeOptions {
     f.opts()
         .lock(fast_lock())
         .expire(Duration::from_secs(10))

@@ -7,23 +7,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
-use cache_memoize::{Clock, MemoizeOptions, MemoryBackend, make_cache_key, memoize};
-use cache_memoize_tests::freshness_suite::ManualClock;
-use cache_memoize_tests::{Fixture, fast_lock};
+use cache_memoize::{Clock, MemoryBackend, make_cache_key, memoize};
+use cache_memoize_tests::Fixture;
+use cache_memoize_tests::freshness_suite::{ManualClock, stale_opts};
 
 fn memory() -> Fixture {
     Fixture::new(Arc::new(MemoryBackend::new()))
-}
-
-/// Options with a lock (so misses coalesce in-process), values fresh for 10 s and
-/// servable stale for 1 h more, on `clock`.
-fn stale_locked(f: &Fixture, clock: &Arc<ManualClock>) -> MemoizeOptions {
-    f.opts()
-        .lock(fast_lock())
-        .expire(Duration::from_secs(10))
-        .stale(Duration::from_secs(3600))
-        .fail_safe(Duration::from_secs(3600))
-        .clock(Arc::clone(clock) as Arc<dyn Clock>)
 }
 
 /// A coalescing leader proves its value by the read that found it, but a follower's
@@ -51,7 +40,7 @@ fn a_follower_joining_after_a_stale_leaders_read_never_gets_a_value_from_before_
     let f = memory();
     let key = f.key("adv-flight-stale");
     let clock = Arc::new(ManualClock::default());
-    let opts = stale_locked(&f, &clock);
+    let opts = stale_opts(&f, &clock);
     let cache_key = make_cache_key(&key);
     let inner = Arc::clone(f.probe.inner());
 
@@ -249,7 +238,7 @@ fn a_throttle_mark_of_an_earlier_value_never_throttles_a_later_values_refresh() 
     let f = memory();
     let key = f.key("adv-mark-later-value");
     let clock = Arc::new(ManualClock::default());
-    let opts = stale_locked(&f, &clock);
+    let opts = stale_opts(&f, &clock);
     assert_eq!(memoize(&key, &opts, || "v1".to_owned()), "v1");
     clock.advance(Duration::from_secs(11));
     let failed: Result<String, &str> =

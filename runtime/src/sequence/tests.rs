@@ -143,6 +143,23 @@ fn io(name: &str) -> Kind {
     Kind::Io(name.into())
 }
 
+/// A refresh (no trigger, 60 s of `stale`) that has just taken the key's lock.
+fn refresh_under_lock() -> Machine<u8> {
+    let mut m = fresh_machine(Refresh::Revalidate, None, false, 60_000, 0.0);
+    m.on(Event::Start);
+    m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
+    m
+}
+
+/// What a refresh reads again under its lock: the value fresh until 90 s, and a
+/// throttle mark until `until_ms` left by the value fresh until `of_ms`.
+fn marked(until_ms: u64, of_ms: u64) -> Event {
+    Event::Rechecked(Ok(Recheck {
+        value: Some(vec![4, 90]),
+        mark: Some(Mark { until_ms, of_ms }),
+    }))
+}
+
 /// What a refresh reads again under its lock: `value`, no throttle mark.
 fn rechecked(value: Option<Vec<u8>>) -> Event {
     Event::Rechecked(Ok(Recheck { value, mark: None }))
@@ -783,9 +800,7 @@ fn a_refresh_without_a_configured_lock_still_takes_one() {
 
 #[test]
 fn a_failed_refresh_leaves_the_throttle_mark_and_releases_the_lock() {
-    let mut m = fresh_machine(Refresh::Revalidate, None, false, 60_000, 0.0);
-    m.on(Event::Start);
-    m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
+    let mut m = refresh_under_lock();
     m.on(rechecked(None));
     let step = m.on(Event::Computed(None));
     assert_eq!(
@@ -802,16 +817,8 @@ fn a_failed_refresh_leaves_the_throttle_mark_and_releases_the_lock() {
 
 #[test]
 fn a_refresh_that_finds_the_throttle_mark_gives_its_lock_back_and_backs_off() {
-    let mut m = fresh_machine(Refresh::Revalidate, None, false, 60_000, 0.0);
-    m.on(Event::Start);
-    m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
-    let step = m.on(Event::Rechecked(Ok(Recheck {
-        value: Some(vec![4, 90]),
-        mark: Some(Mark {
-            until_ms: NOW_MS + 3_000,
-            of_ms: 90_000,
-        }),
-    })));
+    let mut m = refresh_under_lock();
+    let step = m.on(marked(NOW_MS + 3_000, 90_000));
     assert_eq!(kind(step), io("Release"), "throttled: nothing computed");
     assert_eq!(
         kind(m.on(Event::Stored(Ok(true)))),
@@ -822,31 +829,15 @@ fn a_refresh_that_finds_the_throttle_mark_gives_its_lock_back_and_backs_off() {
 
 #[test]
 fn a_throttle_mark_that_ended_is_ignored() {
-    let mut m = fresh_machine(Refresh::Revalidate, None, false, 60_000, 0.0);
-    m.on(Event::Start);
-    m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
-    let step = m.on(Event::Rechecked(Ok(Recheck {
-        value: Some(vec![4, 90]),
-        mark: Some(Mark {
-            until_ms: NOW_MS - 1,
-            of_ms: 90_000,
-        }),
-    })));
+    let mut m = refresh_under_lock();
+    let step = m.on(marked(NOW_MS - 1, 90_000));
     assert_eq!(kind(step), Kind::Compute(Storing::Locked, None));
 }
 
 #[test]
 fn a_throttle_mark_of_another_value_is_ignored() {
-    let mut m = fresh_machine(Refresh::Revalidate, None, false, 60_000, 0.0);
-    m.on(Event::Start);
-    m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
-    let step = m.on(Event::Rechecked(Ok(Recheck {
-        value: Some(vec![4, 90]),
-        mark: Some(Mark {
-            until_ms: NOW_MS + 3_000,
-            of_ms: 80_000,
-        }),
-    })));
+    let mut m = refresh_under_lock();
+    let step = m.on(marked(NOW_MS + 3_000, 80_000));
     assert_eq!(
         kind(step),
         Kind::Compute(Storing::Locked, None),
