@@ -1,5 +1,40 @@
-// The crate's README (a copy of the workspace's, kept equal by a test) is its front page.
-#![doc = include_str!("../README.md")]
+//! Stampede-proof memoization: a function's result is stored in a shared backend
+//! (Redis, or an in-process store); after a miss it is recomputed **once**, under a
+//! distributed lock, while every other caller on every thread, process and machine
+//! waits and then reads the stored value. A hit costs one round trip (none from the
+//! near cache); a broken backend never breaks the caller.
+//!
+//! ```
+//! use cache_memoize::cache_memoize;
+//!
+//! #[cache_memoize(key = "report:{day}", expire = "1h", lock(timeout = "5s"))]
+//! fn daily_report(day: u32) -> String {
+//!     format!("report for day {day}") // slow; runs once per miss across all callers
+//! }
+//!
+//! assert_eq!(daily_report(7), "report for day 7"); // miss: computed and stored
+//! assert_eq!(daily_report(7), "report for day 7"); // hit: read back
+//! ```
+//!
+//! # Where to start
+//!
+//! - [`macro@cache_memoize`]: the attribute, with every option. Values live 30 days
+//!   unless `expire` says otherwise; an `Option` result stores `None` too unless
+//!   `cache_none = false`. Each memoized `f` gets `f_cache_key` and `f_invalidate`.
+//! - [`memoize`], [`try_memoize`], [`memoize_async`], [`memoize_iter`]: the function
+//!   form, for keys built at run time, with [`MemoizeOptions`]; [`invalidate`] and
+//!   [`refresh`] for writes.
+//! - Backends: [`MemoryBackend`] (the default: per process) and, with the `redis`
+//!   feature, [`RedisBackend`] (shared; [`RedisBuilder`] for timeouts, a cluster,
+//!   Sentinel, a [`NearCache`]). Register one with [`set_backend`]; the [`mod@backend`]
+//!   module describes how to write another.
+//! - [`CacheLock`]: the distributed lock on its own.
+//! - [`stats`] and the `tracing` events (and, with the `metrics` feature, counters and
+//!   histograms) say what the cache did.
+//!
+//! The repository's README has the guide (keys, freshness, consistency bounds,
+//! operating Redis) and the measurements:
+//! <https://github.com/cache-memoize/cache-memoize#readme>.
 // docs.rs builds with `--cfg docsrs`: feature-gated items carry a "feature" badge.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
