@@ -1,5 +1,6 @@
 //! Code generation: the memoized function (sync and async side by side, values and
-//! iterators), its key, and its companions `<name>_cache_key` and `<name>_invalidate`.
+//! iterators), its key, and its companions `<name>_cache_key`, `<name>_invalidate` and
+//! `<name>_invalidate_async`.
 //!
 //! Generated code names only `::cache_memoize::__private::…` and `::core::…`; its
 //! locals use `Span::mixed_site()`, so the function's body cannot see them. What the
@@ -124,7 +125,7 @@ fn key_expr(args: &MemoizeArgs, sig: &Signature, params: &[Param]) -> syn::Resul
 /// every generic argument in force: the `impl`'s, the trait's `Self`, the function's
 /// own and its `impl Trait` arguments' types.
 fn identity(sig: &Signature) -> Piece {
-    // The companions are `{name}_cache_key` and `{name}_invalidate`.
+    // The companions are `{name}_cache_key`, `{name}_invalidate`, `{name}_invalidate_async`.
     let stem = format!("::{}_", sig.ident.unraw());
     Piece::Raw(quote!(::cache_memoize::__private::fn_identity(
         ::cache_memoize::__private::type_name_of_val(&|| ()),
@@ -552,10 +553,27 @@ fn companions(
         &quote!(::core::result::Result<(), ::cache_memoize::__private::Error>),
         &unread,
     );
+    let invalidate_async_sig = companion_sig(
+        &item.sig,
+        format_ident!("{name}_invalidate_async", span = name.span()),
+        &quote!(
+            ::cache_memoize::__private::BoxFuture<
+                'static,
+                ::core::result::Result<(), ::cache_memoize::__private::Error>,
+            >
+        ),
+        &unread,
+    );
     let key_doc =
         format!(" The cache key under which `{name}` stores its result for these arguments.");
     let invalidate_doc = format!(
-        " Removes the result `{name}` stored for these arguments; the next call computes it again."
+        " Removes the result `{name}` stored for these arguments; the next call computes it again.\n\n \
+         Blocks the calling thread until the backend answers: in async code, \
+         `{name}_invalidate_async(..).await`."
+    );
+    let invalidate_async_doc = format!(
+        " Removes the result `{name}` stored for these arguments, without blocking the thread: \
+         the key is rendered at the call, and the returned future (`Send + 'static`) removes it."
     );
     // Spanned on the function's name: a clash (a trait impl, an item of the same
     // name) is reported there.
@@ -580,6 +598,17 @@ fn companions(
         )]
         #vis #invalidate_sig {
             ::cache_memoize::__private::invalidate(&#key)
+        }
+
+        #[doc = #invalidate_async_doc]
+        #[allow(
+            dead_code,
+            clippy::needless_pass_by_value,
+            clippy::unused_self,
+            clippy::extra_unused_type_parameters
+        )]
+        #vis #invalidate_async_sig {
+            ::cache_memoize::__private::invalidate_owned_async(#key)
         }
     }
 }

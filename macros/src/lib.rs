@@ -383,9 +383,11 @@ use quote::ToTokens;
 ///
 /// ## `companions = false`
 ///
-/// The attribute also generates `<name>_cache_key(args) -> CacheKey` and
-/// `<name>_invalidate(args) -> Result<(), Error>`, taking every parameter of the
-/// function (skipped ones included). In a trait impl, where they cannot be added
+/// The attribute also generates `<name>_cache_key(args) -> CacheKey`,
+/// `<name>_invalidate(args) -> Result<(), Error>` (it blocks the thread until the
+/// backend answers) and `<name>_invalidate_async(args)` (a `Send + 'static` future of
+/// the same result, for async code), taking every parameter of the function (skipped
+/// ones included). In a trait impl, where they cannot be added
 /// ("method ... is not a member of trait"), or when you already have a function of that
 /// name, turn them off.
 ///

@@ -23,7 +23,7 @@ use std::borrow::Cow;
 const CLOSURE: &str = "::{{closure}}";
 
 /// The companions' names after the function's own name and `_` (see `fn_identity`).
-const COMPANIONS: [&str; 2] = ["cache_key", "invalidate"];
+const COMPANIONS: [&str; 3] = ["cache_key", "invalidate", "invalidate_async"];
 
 /// The identity of the function whose body (or companion's body) holds the closure
 /// named `closure`: its path, without the closure's own segments, with the companions'
@@ -31,8 +31,8 @@ const COMPANIONS: [&str; 2] = ["cache_key", "invalidate"];
 /// identity with `|` when the key goes on).
 ///
 /// `stem` is `::`, the function's name and `_` (`::load_`): wherever `stem` is followed
-/// by `cache_key` or `invalidate` (the companions `load_cache_key`, `load_invalidate`),
-/// both become `::load`. The function and its companions differ only in that segment,
+/// by `cache_key`, `invalidate` or `invalidate_async` (the companions `load_cache_key`,
+/// `load_invalidate`, `load_invalidate_async`), all become `::load`. The function and its companions differ only in that segment,
 /// so this one rewriting gives them one identity (whatever else the path holds).
 ///
 /// ```
@@ -136,6 +136,7 @@ mod tests {
             "app::f_cache_key::f"
         );
         assert_eq!(id("app::f_invalidate::{{closure}}"), "app::f");
+        assert_eq!(id("app::f_invalidate_async::{{closure}}"), "app::f");
         assert_eq!(id("app::f_cache_key<u8>::{{closure}}"), "app::f<u8>");
         assert_eq!(
             id("app::f<m::f_invalidate>::{{closure}}"),

@@ -86,7 +86,9 @@ pub use key::{CacheKey, MAX_KEY_LEN, escape_key_part, make_cache_key, set_key_pr
 pub use keypart::KeyPart;
 pub use limits::{MAX_EXPIRE, MIN_LOCK_EXPIRE, MIN_RETRY, MIN_VALUE_EXPIRE};
 pub use lock::{CacheLock, LockGuard, LockOptions};
-pub use memoize::{invalidate, memoize, memoize_async, try_memoize, try_memoize_async};
+pub use memoize::{
+    invalidate, invalidate_async, memoize, memoize_async, try_memoize, try_memoize_async,
+};
 pub use observe::{Stats, stats};
 pub use options::{Clock, DEFAULT_CHUNK_SIZE, DEFAULT_COMPRESS, DEFAULT_EXPIRE, MemoizeOptions};
 pub use refresh::{refresh, refresh_async};

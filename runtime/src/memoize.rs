@@ -165,3 +165,22 @@ pub fn invalidate(key: &str) -> Result<(), Error> {
     let backend = registry::backend();
     backend.invalidate(key.as_str(), &key.lock_key())
 }
+
+/// [`invalidate`] for async code: the same removal, awaited instead of blocking the
+/// thread. In a handler on a Tokio runtime, `invalidate` would hold a worker for as long
+/// as Redis takes to answer (up to the response timeout when it does not); this one
+/// yields it.
+///
+/// ```
+/// # async fn example() -> Result<(), cache_memoize::Error> {
+/// cache_memoize::invalidate_async("rate:eur").await?;
+/// # Ok(())
+/// # }
+/// ```
+pub async fn invalidate_async(key: &str) -> Result<(), Error> {
+    let key = make_cache_key(key);
+    let backend = registry::backend();
+    backend
+        .invalidate_async(key.as_str(), &key.lock_key())
+        .await
+}

@@ -6,6 +6,7 @@ pub use std::string::String;
 
 pub use core::any::{type_name, type_name_of_val};
 
+pub use crate::backend::BoxFuture;
 pub use crate::codec::Codec;
 pub use crate::error::Error;
 pub use crate::identity::fn_identity;
@@ -17,6 +18,12 @@ pub use crate::keypart::{
 };
 pub use crate::lock::LockOptions;
 pub use crate::memoize::{invalidate, memoize, memoize_async, try_memoize, try_memoize_async};
+
+/// `<name>_invalidate_async`: the key is rendered now, from the arguments; the future
+/// owns it, so it is `Send + 'static` whatever the arguments borrow.
+pub fn invalidate_owned_async(key: String) -> BoxFuture<'static, Result<(), Error>> {
+    Box::pin(async move { crate::memoize::invalidate_async(&key).await })
+}
 pub use crate::observe::counter_slots;
 pub use crate::options::{Clock, MemoizeOptions};
 pub use crate::outcome::{OutcomeOf, ReturnsOption, ViaPlain, ViaResult};

@@ -101,6 +101,16 @@ pub fn instantiations_of_a_generic_impl_do_not_share() {
     assert!(stored(&Repo::<String>::table_cache_key(7)));
     assert_eq!(Repo::<u8>::table(7), "u8:7");
     assert_eq!(runs(&TABLES), 3, "the invalidated key is computed again");
+    assert!(
+        crate::runtime()
+            .block_on(Repo::<u8>::table_invalidate_async(7))
+            .is_ok()
+    );
+    assert!(
+        !stored(&Repo::<u8>::table_cache_key(7)),
+        "the async companion, the same key"
+    );
+    assert!(stored(&Repo::<String>::table_cache_key(7)));
 
     crate::runtime().block_on(async {
         for _ in 0..2 {
@@ -112,6 +122,14 @@ pub fn instantiations_of_a_generic_impl_do_not_share() {
         assert!(Repo::<u16>::load_invalidate(1).is_ok());
         assert!(!stored(&Repo::<u16>::load_cache_key(1)));
         assert_eq!(Repo::<u16>::load(1).await, "u16:1");
+        assert_eq!(runs(&LOADS), 3);
+        assert!(Repo::<u16>::load_invalidate_async(1).await.is_ok());
+        assert!(!stored(&Repo::<u16>::load_cache_key(1)));
+        assert_eq!(
+            Repo::<u8>::load(1).await,
+            "u8:1",
+            "another instantiation kept its value"
+        );
         assert_eq!(runs(&LOADS), 3);
     });
 }

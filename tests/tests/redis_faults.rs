@@ -168,3 +168,66 @@ fn a_stalled_link_mid_stream_holds_the_items_for_about_one_response_timeout() {
     );
     eprintln!("items held {held:?} after the stall; caller's calls: {callers:?}");
 }
+
+#[cache_memoize::cache_memoize(key = "rate:{currency}")]
+fn rate(currency: &str) -> u32 {
+    u32::try_from(currency.len()).unwrap_or(0)
+}
+
+/// Issue 22: invalidating from async code never blocks the executor. The server is
+/// frozen (SIGSTOP) while `rate_invalidate_async` is pending on a current-thread
+/// runtime: the only thread stays free (another future runs to completion meanwhile);
+/// once the server runs again the invalidation lands and the next call computes.
+#[test]
+fn an_async_invalidation_of_a_frozen_server_leaves_the_executor_free() {
+    let server = RedisServer::start();
+    cache_memoize::set_backend(
+        match RedisBackend::builder([server.url()])
+            .response_timeout(PATIENCE)
+            .connect()
+        {
+            Ok(backend) => backend,
+            Err(err) => panic!("cannot connect: {err}"),
+        },
+    );
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => panic!("cannot build a runtime: {err}"),
+    };
+    runtime.block_on(async {
+        assert_eq!(rate("eur"), 3);
+        assert!(
+            cache_memoize::backend()
+                .get(rate_cache_key("eur").as_str())
+                .is_ok_and(|found| found.is_some()),
+            "the value is stored before the server freezes"
+        );
+        // The connection is open before the freeze: the request reaches the server.
+        assert!(cache_memoize::invalidate_async("warm-up").await.is_ok());
+        server.pause();
+        let pending = tokio::spawn(rate_invalidate_async("eur"));
+        for _ in 0..16 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            !pending.is_finished(),
+            "the invalidation waits for the frozen server without holding the thread"
+        );
+        // The thread is free: another task on it runs to the end meanwhile.
+        assert_eq!(tokio::spawn(async { 7 }).await.ok(), Some(7));
+        server.resume();
+        match pending.await {
+            Ok(result) => assert!(result.is_ok(), "{result:?}"),
+            Err(err) => panic!("the invalidation task failed: {err}"),
+        }
+    });
+    assert!(
+        cache_memoize::backend()
+            .get(rate_cache_key("eur").as_str())
+            .is_ok_and(|found| found.is_none()),
+        "the invalidation landed once the server answered"
+    );
+}
