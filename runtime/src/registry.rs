@@ -3,8 +3,13 @@
 //!
 //! Until something is registered, the process uses an in-process [`MemoryBackend`].
 //! Each registration is logged at INFO with what it replaced, so a second
-//! `set_backend` somewhere in a program (a library, a test helper) does not go unseen.
+//! `set_backend` somewhere in a program (a library, a test helper) does not go unseen,
+//! and the first memoized call says at INFO which backend it uses and whether its
+//! values are shared between processes, so a forgotten `set_backend` does not go
+//! unseen either.
 
+use std::any::{Any, TypeId};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use once_cell::sync::Lazy;
@@ -17,14 +22,34 @@ struct Registered {
     backend: Arc<dyn CacheBackend>,
     /// The backend's type name, or `None` for the default.
     name: Option<&'static str>,
+    /// Whether its values are shared between processes, when the type says so.
+    shared: Option<bool>,
 }
 
 static BACKEND: Lazy<RwLock<Registered>> = Lazy::new(|| {
     RwLock::new(Registered {
         backend: Arc::new(MemoryBackend::new()),
         name: None,
+        shared: Some(false),
     })
 });
+
+/// Whether the backend in use was announced (at the first call that asked for it).
+static ANNOUNCED: AtomicBool = AtomicBool::new(false);
+
+/// Whether a backend of type `B` shares its values between processes: known for the
+/// crate's own backends.
+fn shared<B: Any>() -> Option<bool> {
+    let id = TypeId::of::<B>();
+    if id == TypeId::of::<MemoryBackend>() {
+        return Some(false);
+    }
+    #[cfg(feature = "redis")]
+    if id == TypeId::of::<crate::backend::redis::RedisBackend>() {
+        return Some(true);
+    }
+    None
+}
 
 /// The name the log gives the default backend.
 const DEFAULT_NAME: &str = "the default in-process MemoryBackend";
@@ -38,12 +63,17 @@ const DEFAULT_NAME: &str = "the default in-process MemoryBackend";
 /// cache_memoize::set_backend(cache_memoize::MemoryBackend::with_capacity(16 << 20));
 /// ```
 pub fn set_backend<B: CacheBackend>(backend: B) {
-    register(Arc::new(backend), std::any::type_name::<B>(), true);
+    register(
+        Arc::new(backend),
+        std::any::type_name::<B>(),
+        shared::<B>(),
+        true,
+    );
 }
 
 /// Like [`set_backend`], for a backend the caller keeps a handle to.
 pub fn set_shared_backend(backend: Arc<dyn CacheBackend>) {
-    register(backend, SHARED_NAME, true);
+    register(backend, SHARED_NAME, None, true);
 }
 
 /// Registers `backend` only if none has been registered yet (the default in-process
@@ -61,14 +91,24 @@ pub fn set_shared_backend(backend: Arc<dyn CacheBackend>) {
 /// ```
 #[must_use = "false means the backend was not registered"]
 pub fn try_set_backend<B: CacheBackend>(backend: B) -> bool {
-    register(Arc::new(backend), std::any::type_name::<B>(), false)
+    register(
+        Arc::new(backend),
+        std::any::type_name::<B>(),
+        shared::<B>(),
+        false,
+    )
 }
 
 /// The name the log gives a backend registered through [`set_shared_backend`].
 const SHARED_NAME: &str = "a shared backend (Arc<dyn CacheBackend>)";
 
 /// Registers `backend` unless `replace` is false and one is registered; logs either way.
-fn register(backend: Arc<dyn CacheBackend>, name: &'static str, replace: bool) -> bool {
+fn register(
+    backend: Arc<dyn CacheBackend>,
+    name: &'static str,
+    shared: Option<bool>,
+    replace: bool,
+) -> bool {
     let mut registered = BACKEND.write().unwrap_or_else(PoisonError::into_inner);
     if let (false, Some(current)) = (replace, registered.name) {
         drop(registered);
@@ -84,6 +124,7 @@ fn register(backend: Arc<dyn CacheBackend>, name: &'static str, replace: bool) -
         Registered {
             backend,
             name: Some(name),
+            shared,
         },
     );
     drop(registered);
@@ -97,10 +138,32 @@ fn register(backend: Arc<dyn CacheBackend>, name: &'static str, replace: bool) -
 
 /// The registered backend.
 pub fn backend() -> Arc<dyn CacheBackend> {
-    Arc::clone(
-        &BACKEND
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .backend,
-    )
+    let registered = BACKEND.read().unwrap_or_else(PoisonError::into_inner);
+    if !ANNOUNCED.load(Ordering::Relaxed) && !ANNOUNCED.swap(true, Ordering::Relaxed) {
+        announce(&registered);
+    }
+    Arc::clone(&registered.backend)
+}
+
+/// The INFO line of the first call: the backend in use and whether values are shared.
+#[cold]
+fn announce(registered: &Registered) {
+    let name = registered.name.unwrap_or(DEFAULT_NAME);
+    match registered.shared {
+        Some(false) => tracing::info!(
+            backend = name,
+            "memoized values are kept in this process only, not shared with other processes; \
+             to share them, register a shared backend first: \
+             cache_memoize::set_backend(RedisBackend::connect(url)?)"
+        ),
+        Some(true) => tracing::info!(
+            backend = name,
+            "memoized values are shared by every process that uses the same server"
+        ),
+        None => tracing::info!(
+            backend = name,
+            "memoized values are kept by a backend of your own (whether processes share \
+             them is up to it)"
+        ),
+    }
 }

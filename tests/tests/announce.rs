@@ -1,0 +1,49 @@
+//! The first memoized call of a process says which backend it uses and whether its
+//! values are shared (issue 22: a forgotten `set_backend` used to cache per process
+//! with no word at any level). One test: the announcement is once per process.
+
+use cache_memoize::cache_memoize;
+use cache_memoize_tests::captured::Captured;
+
+#[cache_memoize]
+fn answer(n: u32) -> u32 {
+    n + 41
+}
+
+#[test]
+fn the_first_call_names_the_backend_once_and_says_values_stay_in_the_process() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .finish();
+    if let Err(err) = tracing::subscriber::set_global_default(subscriber) {
+        panic!("cannot install the subscriber: {err}");
+    }
+    assert_eq!(answer(1), 42);
+    assert_eq!(answer(1), 42);
+    assert_eq!(answer(2), 43);
+    let log = captured.take();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("memoized values are"))
+        .collect();
+    assert_eq!(lines.len(), 1, "announced once: {log}");
+    assert!(lines[0].contains("INFO"), "{log}");
+    assert!(
+        lines[0].contains("MemoryBackend"),
+        "the backend is named: {log}"
+    );
+    assert!(
+        lines[0].contains("not shared with other processes") && lines[0].contains("set_backend"),
+        "what it means and the fix: {log}"
+    );
+    cache_memoize::set_backend(cache_memoize::MemoryBackend::new());
+    assert_eq!(answer(3), 44);
+    assert!(
+        !captured.take().contains("memoized values are"),
+        "once per process"
+    );
+}
