@@ -37,6 +37,13 @@ use quote::ToTokens;
 /// error says so on the return type. `-> impl Iterator<Item = T>` is a memoized
 /// iterator, streamed while computed and stored in chunks.
 ///
+/// **Defaults to know:** a value lives **30 days** (`expire = "30d"`) and an `Option`
+/// result stores `None` too (`cache_none = false` returns it unstored); without `lock`,
+/// concurrent misses in other processes may each compute. Until
+/// `cache_memoize::set_backend` registers a shared backend (Redis), values are kept per
+/// process (the first call says so at INFO). Each function also gets `<name>_cache_key`,
+/// `<name>_invalidate` (blocking) and `<name>_invalidate_async` (see `companions`).
+///
 /// # What is stored
 ///
 /// - A return type that is a `Result` under any name (`Result<T, E>`, `io::Result<T>`,
