@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use cache_memoize::{
     Backend, CacheBackend, CacheLock, Clock, LockOptions, MemoizeOptions, MemoryBackend,
-    RedisBackend, Stats, make_cache_key, memoize, stats,
+    RedisBackend, Stats, make_cache_key, memoize, memoize_iter, stats,
 };
 use cache_memoize_tests::Probe;
 use cache_memoize_tests::captured::Captured;
@@ -125,6 +125,19 @@ fn known_sequence(backend: Arc<dyn CacheBackend>, tag: &str) {
             "stale served, refreshed"
         );
 
+        // A memoized iterator: a miss computed, then a hit (counted like any other).
+        let rows = key("rows");
+        let iter_opts = MemoizeOptions::new()
+            .backend(probe.clone())
+            .name("observe::rows");
+        let first: Vec<u8> = memoize_iter(&rows, &iter_opts, || 0..3_u8).collect();
+        let again: Vec<u8> = memoize_iter(&rows, &iter_opts, || 0..9_u8).collect();
+        assert_eq!(
+            (first.len(), again),
+            (3, vec![0, 1, 2]),
+            "iterator miss, then hit"
+        );
+
         // Fail-open.
         probe.set_failing(true);
         assert_eq!(memoize(&key("broken"), &opts, || 5_u8), 5, "fail-open");
@@ -145,12 +158,12 @@ fn known_sequence(backend: Arc<dyn CacheBackend>, tag: &str) {
         (
             hits, coalesced, waited_n, misses, stale, refreshes, timeouts, fail_open
         ),
-        (1, 0, 1, 2, 1, 1, 1, 1),
-        "hits, coalesced, waited, misses (the cold key, the holder's scratch value), stale served, refreshes, lock timeouts, fail-open"
+        (2, 0, 1, 3, 1, 1, 1, 1),
+        "hits (the cold key, the iterator), coalesced, waited, misses (the cold key, the holder's scratch value, the iterator), stale served, refreshes, lock timeouts, fail-open"
     );
-    // The miss, the scratch value, the refresh, the lock timeout and the fail-open
-    // computed; the waiter did not.
-    assert_eq!(computed, 5);
+    // The miss, the scratch value, the refresh, the lock timeout, the iterator's miss
+    // and the fail-open computed; the waiter did not.
+    assert_eq!(computed, 6);
     let log = captured.text();
     for outcome in [
         "miss",

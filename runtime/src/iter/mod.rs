@@ -266,9 +266,10 @@ where
             Lookup::Skip { .. } => break None,
         }
     };
+    let started = std::time::Instant::now();
     let inner = Box::new(compute().await.into_iter());
     MemoIter {
-        state: State::Writing(Writer::streaming(context, inner, store)),
+        state: State::Writing(Writer::streaming(context, inner, store, started)),
     }
 }
 

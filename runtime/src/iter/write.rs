@@ -20,6 +20,7 @@ use super::{Chunk, Compute, Context, Manifest};
 use crate::backend::CacheBackend;
 use crate::codec;
 use crate::lock::LockGuard;
+use crate::observe;
 
 /// A computation being streamed to the caller and, while `store` lasts, stored.
 pub(super) struct Writer<'a, T> {
@@ -30,6 +31,9 @@ pub(super) struct Writer<'a, T> {
     /// checked to be the same.
     resuming: Option<Resuming>,
     scratch: Vec<u8>,
+    /// When the computation began, until it is counted (at its end, or when the
+    /// caller drops it first): an iterator's computation is counted like any other.
+    started: Option<Instant>,
 }
 
 impl<'a, T> Writer<'a, T> {
@@ -45,14 +49,17 @@ impl<'a, T> Writer<'a, T> {
             store,
             resuming: Resuming::behind(given),
             scratch: Vec::new(),
+            started: Some(Instant::now()),
         }
     }
 
     /// Streams an iterator the caller already computed (the async path).
+    /// `started`: when its computation (the future that made `inner`) began.
     pub(super) fn streaming(
         context: Context<T>,
         inner: Box<dyn Iterator<Item = T> + 'a>,
         store: Option<Store>,
+        started: Instant,
     ) -> Self {
         Self {
             context,
@@ -60,6 +67,14 @@ impl<'a, T> Writer<'a, T> {
             store,
             resuming: None,
             scratch: Vec::new(),
+            started: Some(started),
+        }
+    }
+
+    /// Counts the computation once, with the time it has taken so far.
+    fn counted(&mut self) {
+        if let Some(started) = self.started.take() {
+            observe::computed(self.context.opts.name, &self.context.key, started.elapsed());
         }
     }
 
@@ -72,6 +87,7 @@ impl<'a, T> Writer<'a, T> {
     pub(super) fn next(&mut self) -> Option<T> {
         loop {
             let Some(item) = self.inner.next() else {
+                self.counted();
                 if self.resuming.is_some() {
                     // Fewer items than the caller already has.
                     self.store = None;
@@ -105,6 +121,12 @@ impl<'a, T> Writer<'a, T> {
             }
             return Some(item);
         }
+    }
+}
+
+impl<T> Drop for Writer<'_, T> {
+    fn drop(&mut self) {
+        self.counted();
     }
 }
 
