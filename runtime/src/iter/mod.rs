@@ -112,6 +112,8 @@ pub struct MemoIter<'a, T> {
     state: State<'a, T>,
 }
 
+// Not boxed: a call makes one or the other, and boxing either costs an allocation.
+#[allow(clippy::large_enum_variant)]
 enum State<'a, T> {
     Reading(Reader<'a, T>),
     Writing(Writer<'a, T>),
