@@ -11,7 +11,9 @@ use cache_memoize::{
     Backend, CacheBackend, MemoizeOptions, NearCache, RedisBackend, make_cache_key, memoize,
 };
 use cache_memoize_tests::proxy::CountingProxy;
-use cache_memoize_tests::server::{RedisCluster, RedisServer, kill_tracking_client};
+use cache_memoize_tests::server::{
+    RedisCluster, RedisSentinel, RedisServer, kill_tracking_client, tracking_client,
+};
 use cache_memoize_tests::{runtime, wait_until};
 
 fn near(url: &str) -> Arc<RedisBackend> {
@@ -309,14 +311,58 @@ fn on_a_cluster_a_failover_leaves_no_stale_copy() {
     }
 }
 
+/// With Sentinel the near cache follows the master: the master killed, Sentinel
+/// promotes the replica, and the invalidation connection goes to the new master. No
+/// copy from before the failover is served, and once tracking is on again a write on
+/// the new master reaches the copy.
 #[test]
-fn a_near_cache_with_sentinel_is_refused_with_a_clear_error() {
-    let refused = cache_memoize::RedisBackend::builder(["redis://127.0.0.1:1/"])
-        .sentinel("mymaster")
-        .near_cache(cache_memoize::NearCache::new())
-        .connect();
-    match refused {
-        Err(err) => assert!(err.to_string().contains("exclude each other"), "{err}"),
-        Ok(_) => panic!("a near cache cannot follow a Sentinel failover yet"),
-    }
+fn with_sentinel_the_near_cache_follows_the_master_after_a_failover() {
+    const SERVICE: &str = "cache-memoize-near";
+    let mut primary = RedisServer::start();
+    let replica = RedisServer::start_replica_of(&primary);
+    let sentinel = RedisSentinel::start(SERVICE, &primary, 1);
+    let on_sentinel = |near_cache: bool| {
+        let builder = RedisBackend::builder([sentinel.url()])
+            .sentinel(SERVICE)
+            .connect_timeout(Duration::from_millis(300))
+            .response_timeout(Duration::from_millis(500));
+        let builder = if near_cache {
+            builder.near_cache(NearCache::new())
+        } else {
+            builder
+        };
+        match builder.connect() {
+            Ok(backend) => Arc::new(backend),
+            Err(err) => panic!("cannot connect through the Sentinel: {err}"),
+        }
+    };
+    let (reader, writer) = (on_sentinel(true), on_sentinel(false));
+    wait_until("tracking is on", || reader.is_near_cache_live());
+    assert!(tracking_client(&mut primary.connection()).is_some());
+    write(&writer, "near:sentinel", "old");
+    until_served_near(&reader, "near:sentinel", "old");
+
+    primary.kill();
+    sentinel.wait_for_master(SERVICE, replica.port());
+    wait_until("tracking is on on the new master", || {
+        reader.is_near_cache_live() && tracking_client(&mut replica.connection()).is_some()
+    });
+    wait_until("the writer stores on the new master", || {
+        let stored: String = memoize(
+            "near:sentinel",
+            &opts(&writer).force_overwrite(true),
+            || "new".to_owned(),
+        );
+        stored == "new" && read(&writer, "near:sentinel") == "new"
+    });
+    assert_eq!(
+        read(&reader, "near:sentinel"),
+        "new",
+        "the copy from before the failover is gone"
+    );
+    until_served_near(&reader, "near:sentinel", "new");
+    write(&writer, "near:sentinel", "newer");
+    wait_until("the new master's invalidation reaches the copy", || {
+        read(&reader, "near:sentinel") == "newer"
+    });
 }

@@ -16,16 +16,11 @@
 //! - `connect.rs` opens the clients; `commands.rs` spells each step as a command or a
 //!   script invocation; this file runs them, sync and async.
 
-mod breaker;
+mod builder;
 mod commands;
-mod connect;
-mod drivers;
 mod link;
 mod near;
-mod pool;
 mod scripts;
-mod sentinel;
-mod tracking;
 mod wake;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,19 +32,18 @@ use redis::{Cmd, ConnectionLike, RedisResult, ScriptInvocation};
 
 use super::{AsyncBackend, Backend, BoxFuture, DecodedValue, GetOrLock, KeptValue, LockClaim};
 use crate::error::Error;
-use breaker::{Breaker, Decision, Permit};
+pub use builder::RedisBuilder;
 use commands::{
     Wake, compare_and_delete, compare_and_extend, delete_cmd, expire_many, get_cmd, get_many_cmd,
     get_or_lock, get_or_lock_reply, invalidate, set_cmd, store_and_release, take_lock,
     take_lock_reply,
 };
-pub use connect::RedisBuilder;
-use connect::{AsyncConnection, Client};
-use drivers::Drivers;
-use link::{is_connection_failure, is_stale, timed_out, went_away};
+use link::breaker::{Breaker, Decision, Permit};
+use link::drivers::{self, Drivers};
+use link::pool::Pool;
+use link::{AsyncConnection, Client, is_connection_failure, is_stale, timed_out, went_away};
 pub use near::{DEFAULT_NEAR_CACHE_CAPACITY, NearCache};
-use near::{Near, Ticket};
-use pool::Pool;
+use near::{Ticket, Tier};
 use wake::Hub;
 
 /// The default time allowed to open a connection.
@@ -96,7 +90,7 @@ struct Inner {
     async_connection: Mutex<Option<AsyncConnection>>,
     hub: Arc<Hub>,
     breaker: Breaker,
-    near: Option<Arc<Near>>,
+    near: Option<Arc<Tier>>,
 }
 
 /// Whether the missing Tokio runtime was already reported (once per process).
@@ -117,7 +111,7 @@ impl RedisBackend {
     /// How this backend's releases are published (sharded on a cluster).
     fn wake(&self) -> Wake {
         match self.inner.client {
-            Client::Single(_) | Client::Sentinel(_) => Wake::Classic,
+            Client::Node(_) => Wake::Classic,
             Client::Cluster(_) => Wake::Sharded,
         }
     }
@@ -291,17 +285,12 @@ impl RedisBackend {
             .set_number_of_retries(1);
         let opening = async {
             match &self.inner.client {
-                Client::Single(client) => client
+                Client::Node(node) => node
+                    .client_async(timeout)
+                    .await?
                     .get_connection_manager_with_config(config)
                     .await
                     .map(AsyncConnection::Single),
-                Client::Sentinel(master) => {
-                    let client = master.client_async(timeout).await?;
-                    client
-                        .get_connection_manager_with_config(config)
-                        .await
-                        .map(AsyncConnection::Single)
-                }
                 Client::Cluster(client) => client
                     .get_async_connection()
                     .await
@@ -313,7 +302,7 @@ impl RedisBackend {
             .await
             .unwrap_or_else(|_| Err(timeout_error(timeout, "connecting")))
             .map_err(|err| timed_out(err, timeout, "connecting"))
-            .inspect_err(|_| self.forget_master())?;
+            .inspect_err(|_| self.inner.client.forget())?;
         *self.slot() = Some(conn.clone());
         Ok((conn, false))
     }
@@ -397,14 +386,7 @@ impl RedisBackend {
     /// next call opens another, to the master the Sentinels name then.
     fn drop_async_connection(&self) {
         self.slot().take();
-        self.forget_master();
-    }
-
-    /// With Sentinel: forgets the master, so the next connection asks again.
-    fn forget_master(&self) {
-        if let Client::Sentinel(master) = &self.inner.client {
-            master.forget();
-        }
+        self.inner.client.forget();
     }
 }
 

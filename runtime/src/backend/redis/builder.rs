@@ -1,73 +1,24 @@
-//! Connecting: the clients (one server, a Sentinel-monitored master, or a cluster), the
-//! async connection, and [`RedisBuilder`], with its timeouts, TLS roots and wake-up
-//! switch.
+//! [`RedisBuilder`]: the settings (timeouts, TLS roots, topology, wake-ups, near cache,
+//! breaker), and the connecting that makes a [`RedisBackend`] of them: the clients, the
+//! pool, the wake-up subscriber and the near cache's tracking connection.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use once_cell::sync::Lazy;
-use redis::aio::ConnectionManager;
-use redis::{Cmd, RedisError, RedisFuture, RedisResult, Value};
+use redis::{RedisError, RedisResult};
 
-use super::breaker::{self, Breaker, Clock};
-use super::near::{Near, NearCache};
-use super::pool::{Connector, Pool};
-use super::sentinel::Master;
-use super::tracking;
+use super::link::breaker::{self, Breaker, Clock};
+use super::link::pool::{Connector, Pool};
+use super::link::sentinel::Master;
+use super::link::{Client, Node};
+use super::near::{NearCache, Tier, tracking};
 use super::wake;
 use super::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_RESPONSE_TIMEOUT, Inner, RedisBackend,
 };
 use crate::error::Error;
-
-/// The Redis client: one server, the master Sentinel names, or a cluster.
-#[derive(Clone)]
-#[allow(
-    clippy::large_enum_variant,
-    reason = "one per backend; its size does not matter"
-)]
-pub(super) enum Client {
-    Single(redis::Client),
-    /// Whichever server the Sentinels name as the master now.
-    Sentinel(Arc<Master>),
-    Cluster(redis::cluster::ClusterClient),
-}
-
-/// An async connection: to a server (reconnecting by itself), or to a cluster.
-#[derive(Clone)]
-pub(super) enum AsyncConnection {
-    Single(ConnectionManager),
-    Cluster(redis::cluster_async::ClusterConnection),
-}
-
-impl redis::aio::ConnectionLike for AsyncConnection {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Self::Single(conn) => conn.req_packed_command(cmd),
-            Self::Cluster(conn) => conn.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a redis::Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Self::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
-            Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Self::Single(conn) => conn.get_db(),
-            Self::Cluster(conn) => conn.get_db(),
-        }
-    }
-}
 
 /// Settings for [`RedisBackend`]; made by [`RedisBackend::builder`].
 #[derive(Clone)]
@@ -251,18 +202,28 @@ impl RedisBuilder {
         self
     }
 
-    /// The data client, the wake-up subscriber's target and the near cache's tracking
-    /// target, for the topology these settings name.
-    fn clients(
-        &self,
-        first: &str,
-        address: &str,
-    ) -> Result<(Client, wake::Target, Option<tracking::Target>), Error> {
+    /// The data client, and the node the wake-up subscriber and the near cache's
+    /// tracking connection go to (on a cluster, its first node), for the topology these
+    /// settings name.
+    fn clients(&self, first: &str, address: &str) -> Result<(Client, Node), Error> {
         let connect_error = |source: RedisError| Error::Connect {
             url: address.to_owned(),
             source: source.into(),
         };
-        if self.cluster && self.sentinel.is_some() {
+        let first_client = self
+            .open_client(first)
+            .and_then(|client| without_setup_chatter(&client))
+            .map_err(connect_error)?;
+        let Some(name) = &self.sentinel else {
+            let node = Node::Server(first_client);
+            let client = if self.cluster {
+                Client::Cluster(self.cluster_builder().build().map_err(connect_error)?)
+            } else {
+                Client::Node(node.clone())
+            };
+            return Ok((client, node));
+        };
+        if self.cluster {
             return Err(Error::Connect {
                 url: address.to_owned(),
                 source:
@@ -270,58 +231,24 @@ impl RedisBuilder {
                         .into(),
             });
         }
-        if self.near.is_some() && self.sentinel.is_some() {
-            return Err(Error::Connect {
-                url: address.to_owned(),
-                source: "the near cache does not follow a Sentinel failover yet: `.near_cache(..)` and `.sentinel(..)` exclude each other"
-                    .into(),
-            });
-        }
-        let first_client = self.open_client(first).map_err(connect_error)?;
-        let tracker = match (&self.near, self.cluster) {
-            (None, _) => None,
-            (Some(_), false) => Some(tracking::Target::Single(
-                tracking::resp3(&first_client).map_err(connect_error)?,
-            )),
-            (Some(_), true) => Some(tracking::Target::Cluster(
-                tracking::resp3(&first_client).map_err(connect_error)?,
-            )),
-        };
-        let (client, subscriber) = match &self.sentinel {
-            Some(name) => {
-                let sentinels = self
-                    .urls
-                    .iter()
-                    .map(|url| {
-                        self.open_client(url)
-                            .map(|c| c.get_connection_info().clone())
-                    })
-                    .collect::<RedisResult<Vec<_>>>()
-                    .map_err(connect_error)?;
-                let master = Arc::new(
-                    Master::new(
-                        sentinels,
-                        name.clone(),
-                        self.connect_timeout,
-                        self.response_timeout,
-                    )
-                    .map_err(connect_error)?,
-                );
-                (
-                    Client::Sentinel(Arc::clone(&master)),
-                    wake::Target::Sentinel(master),
-                )
-            }
-            None if self.cluster => (
-                Client::Cluster(self.cluster_builder().build().map_err(connect_error)?),
-                wake::Target::Server(first_client),
-            ),
-            None => (
-                Client::Single(without_setup_chatter(&first_client).map_err(connect_error)?),
-                wake::Target::Server(first_client),
-            ),
-        };
-        Ok((client, subscriber, tracker))
+        let sentinels = self
+            .urls
+            .iter()
+            .map(|url| {
+                self.open_client(url)
+                    .map(|c| c.get_connection_info().clone())
+            })
+            .collect::<RedisResult<Vec<_>>>()
+            .map_err(connect_error)?;
+        let master = Master::new(
+            sentinels,
+            name.clone(),
+            self.connect_timeout,
+            self.response_timeout,
+        )
+        .map_err(connect_error)?;
+        let node = Node::Sentinel(Arc::new(master));
+        Ok((Client::Node(node.clone()), node))
     }
 
     /// Connects (one connection and a `PING`, to check that the server answers and
@@ -341,7 +268,7 @@ impl RedisBuilder {
             url: address.clone(),
             source: "no URL given".into(),
         })?;
-        let (client, subscriber, tracker) = self.clients(first, &address)?;
+        let (client, node) = self.clients(first, &address)?;
         let connector = Connector::new(client.clone(), self.connect_timeout, self.response_timeout);
         let pool = Pool::new(connector, self.max_connections);
         // One command proves the server answers, and that the URL's credentials work.
@@ -349,8 +276,8 @@ impl RedisBuilder {
             .map_err(connect_error)?;
         warn_if_locks_can_be_evicted(&pool, &address);
         let hub = if self.wake_ups {
-            wake::start(wake::Servers {
-                classic: subscriber,
+            wake::start(wake::Settings {
+                node: node.clone(),
                 cluster: self.cluster.then(|| {
                     let settings = self.clone();
                     Box::new(move || settings.cluster_builder()) as Box<_>
@@ -361,21 +288,17 @@ impl RedisBuilder {
         } else {
             wake::polling()
         };
-        let near = match (&self.near, tracker) {
-            (Some(settings), Some(target)) => {
-                let near = Arc::new(Near::new(settings));
-                tracking::start(
-                    &near,
-                    tracking::Settings {
-                        target,
-                        connect_timeout: self.connect_timeout,
-                        response_timeout: self.response_timeout,
-                    },
-                );
-                Some(near)
-            }
-            _ => None,
-        };
+        let near = self.near.as_ref().map(|settings| {
+            let tier = Arc::new(Tier::new(settings));
+            let settings = tracking::Settings {
+                node,
+                cluster: self.cluster,
+                connect_timeout: self.connect_timeout,
+                response_timeout: self.response_timeout,
+            };
+            tracking::start(&tier, settings);
+            tier
+        });
         let breaker = Breaker::new(address.clone(), self.breaker_threshold, self.clock);
         Ok(RedisBackend {
             inner: Arc::new(Inner {

@@ -24,8 +24,7 @@ use std::time::{Duration, Instant};
 
 use redis::{ConnectionLike, RedisError, RedisResult};
 
-use super::Client;
-use super::link::{is_connection_failure, is_stale, timed_out, went_away};
+use super::{Client, is_connection_failure, is_stale, setup_replies, timed_out, went_away};
 
 /// One blocking connection, to a server or to a cluster.
 pub(crate) enum SyncConnection {
@@ -96,17 +95,14 @@ impl Connector {
             .max(Duration::from_millis(1));
         let started = Instant::now();
         let conn = match &self.client {
-            // The crate awaits each handshake reply for the whole remaining timeout.
-            Client::Single(client) => client
-                .get_connection_with_timeout(timeout / super::link::setup_replies(client))
-                .map(SyncConnection::Single),
-            Client::Sentinel(master) => master
+            Client::Node(node) => node
                 .client(timeout)
                 .and_then(|client| {
                     let left = timeout
                         .saturating_sub(started.elapsed())
                         .max(Duration::from_millis(1));
-                    client.get_connection_with_timeout(left / super::link::setup_replies(&client))
+                    // The crate awaits each handshake reply for the whole remaining timeout.
+                    client.get_connection_with_timeout(left / setup_replies(&client))
                 })
                 .map(SyncConnection::Single),
             Client::Cluster(client) => client
@@ -121,9 +117,7 @@ impl Connector {
     /// The server the connections lead to may have gone (failed, or demoted): with
     /// Sentinel, ask for the master again.
     fn forget_server(&self) {
-        if let Client::Sentinel(master) = &self.client {
-            master.forget();
-        }
+        self.client.forget();
     }
 }
 

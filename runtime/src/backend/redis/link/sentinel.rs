@@ -235,7 +235,7 @@ fn address_query(name: &str) -> redis::Cmd {
 }
 
 /// Whether a `ROLE` reply is a master's.
-fn is_master(role: &[redis::Value]) -> bool {
+pub(crate) fn is_master(role: &[redis::Value]) -> bool {
     matches!(role.first(), Some(redis::Value::BulkString(kind)) if kind == b"master")
         || matches!(role.first(), Some(redis::Value::SimpleString(kind)) if kind == "master")
 }
@@ -256,7 +256,7 @@ fn not_master() -> RedisError {
 }
 
 fn timed_out(after: Duration) -> RedisError {
-    super::link::timeout(format_args!(
+    super::timeout(format_args!(
         "after {after:?} asking the Sentinels for the master"
     ))
 }
