@@ -96,24 +96,15 @@ pub(crate) trait Listener: Send + Sync + 'static {
 
 /// Hands one connection's RESP3 pushes to its listener while the listener lives; a
 /// `Disconnection` also wakes [`broken`](Self::broken).
-pub(crate) struct Pushes<L> {
-    to: Weak<L>,
+#[derive(Clone)]
+pub(crate) struct Pushes {
+    to: Weak<dyn Listener>,
     generation: u64,
     broken: Arc<Notify>,
 }
 
-impl<L> Clone for Pushes<L> {
-    fn clone(&self) -> Self {
-        Self {
-            to: Weak::clone(&self.to),
-            generation: self.generation,
-            broken: Arc::clone(&self.broken),
-        }
-    }
-}
-
-impl<L: Listener> Pushes<L> {
-    pub(crate) fn new(to: Weak<L>, generation: u64) -> Self {
+impl Pushes {
+    pub(crate) fn new(to: Weak<dyn Listener>, generation: u64) -> Self {
         Self {
             to,
             generation,
@@ -127,7 +118,7 @@ impl<L: Listener> Pushes<L> {
     }
 }
 
-impl<L: Listener> redis::aio::AsyncPushSender for Pushes<L> {
+impl redis::aio::AsyncPushSender for Pushes {
     fn send(&self, info: PushInfo) -> Result<(), redis::aio::SendError> {
         let to = self.to.upgrade().ok_or(redis::aio::SendError)?;
         if info.kind == PushKind::Disconnection {

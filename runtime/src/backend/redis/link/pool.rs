@@ -22,9 +22,11 @@
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use redis::{ConnectionLike, RedisError, RedisResult};
+use redis::{ConnectionLike, RedisResult};
 
-use super::{Client, is_connection_failure, is_stale, setup_replies, timed_out, went_away};
+use super::{
+    Client, is_connection_failure, is_stale, setup_replies, timed_out, timeout, went_away,
+};
 
 /// One blocking connection, to a server or to a cluster.
 pub(crate) enum SyncConnection {
@@ -262,12 +264,9 @@ impl Pool {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(RedisError::from(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!(
-                        "timed out after {:?} waiting for one of the {} pooled connections",
-                        self.connector.response_timeout, self.max
-                    ),
+                return Err(timeout(format_args!(
+                    "after {:?} waiting for one of the {} pooled connections",
+                    self.connector.response_timeout, self.max
                 )));
             }
             state = self

@@ -98,10 +98,7 @@ impl Master {
         if let Some(client) = known {
             return Ok(client);
         }
-        let deadline = tokio::time::Instant::now() + budget;
-        let client = tokio::time::timeout_at(deadline, self.resolve_async(budget))
-            .await
-            .unwrap_or_else(|_| Err(timed_out(budget)))?;
+        let client = super::within(budget, asking(budget), self.resolve_async(budget)).await?;
         // Busy: a blocking caller is storing what the Sentinels say now.
         if let Some(mut current) = self.try_current() {
             *current = Some(client.clone());
@@ -165,14 +162,14 @@ impl Master {
                 break;
             }
         }
-        Err(last.unwrap_or_else(|| timed_out(self.connect_timeout)))
+        Err(last.unwrap_or_else(|| super::timeout(asking(self.connect_timeout))))
     }
 
     /// A blocking connection to `client`'s server, bounded by the timeouts and `deadline`.
     fn open(&self, client: &redis::Client, deadline: Instant) -> RedisResult<redis::Connection> {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(timed_out(self.connect_timeout));
+            return Err(super::timeout(asking(self.connect_timeout)));
         }
         let conn = client.get_connection_with_timeout(self.connect_timeout.min(left))?;
         let reply = self
@@ -213,13 +210,12 @@ impl Master {
                 let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(&mut conn).await?;
                 is_master(&role).then_some(master).ok_or_else(not_master)
             };
-            match tokio::time::timeout(budget, found).await {
-                Ok(Ok(client)) => return Ok(client),
-                Ok(Err(err)) => last = Some(err),
-                Err(_) => last = Some(timed_out(budget)),
+            match super::within(budget, asking(budget), found).await {
+                Ok(client) => return Ok(client),
+                Err(err) => last = Some(err),
             }
         }
-        Err(last.unwrap_or_else(|| timed_out(budget)))
+        Err(last.unwrap_or_else(|| super::timeout(asking(budget))))
     }
 
     async fn open_async(client: &redis::Client) -> RedisResult<redis::aio::MultiplexedConnection> {
@@ -255,10 +251,9 @@ fn not_master() -> RedisError {
     ))
 }
 
-fn timed_out(after: Duration) -> RedisError {
-    super::timeout(format_args!(
-        "after {after:?} asking the Sentinels for the master"
-    ))
+/// What timed out: "after `after` asking the Sentinels for the master".
+fn asking(after: Duration) -> impl std::fmt::Display {
+    format!("after {after:?} asking the Sentinels for the master")
 }
 
 #[cfg(test)]

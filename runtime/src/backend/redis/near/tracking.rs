@@ -137,7 +137,7 @@ async fn open(
     settings: &Settings,
     server: redis::Client,
     prefixes: &[String],
-    pushes: Pushes<Tier>,
+    pushes: Pushes,
 ) -> RedisResult<Tracked> {
     let server = resp3(&server)?;
     if !settings.cluster {
@@ -172,7 +172,7 @@ async fn track(
     client: &redis::Client,
     settings: &Settings,
     prefixes: &[String],
-    pushes: Pushes<Tier>,
+    pushes: Pushes,
 ) -> RedisResult<MultiplexedConnection> {
     let mut conn = client
         .get_multiplexed_async_connection_with_config(&config(settings).set_push_sender(pushes))

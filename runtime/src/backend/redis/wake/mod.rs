@@ -224,30 +224,17 @@ impl Hub {
         self.wake_all();
     }
 
-    /// The server confirmed the subscription to `lock_key`'s channel.
-    fn on_subscribed(&self, lock_key: &str) {
+    /// The server confirmed the subscription to `lock_key`'s channel: the reply to the
+    /// subscriber's request, or (`pushed`) a confirmation pushed by the server, maybe
+    /// for a subscription the client re-sent by itself (after reconnecting to a node, or
+    /// a slot map refresh), in which case a release may have been missed meanwhile.
+    /// Either way, waiters that attempted before it retry.
+    fn on_subscribed(&self, lock_key: &str, pushed: bool) {
         let mut state = self.state();
         let Some(watched) = state.locks.get_mut(lock_key) else {
             return;
         };
-        if !watched.requested || watched.live_since.is_some() {
-            return;
-        }
-        watched.live_since = Some(Instant::now());
-        drop(state);
-        self.wake_all();
-    }
-
-    /// A confirmation pushed by the server: the first one, or one for a subscription
-    /// the client re-sent by itself (after reconnecting to a node, or a slot map
-    /// refresh), in which case a release may have been missed meanwhile: waiters that
-    /// attempted before it retry.
-    fn on_resubscribed(&self, lock_key: &str) {
-        let mut state = self.state();
-        let Some(watched) = state.locks.get_mut(lock_key) else {
-            return;
-        };
-        if !watched.requested {
+        if !watched.requested || (watched.live_since.is_some() && !pushed) {
             return;
         }
         watched.live_since = Some(Instant::now());
@@ -257,11 +244,22 @@ impl Hub {
 
     /// Subscriptions lost (all of them, or `lock_key`'s), and asked for again.
     ///
-    /// The connection lost: a release may go unseen until it is back (after a pause),
-    /// so waiters retry now. One channel dropped by the server (its slot moved): it is
-    /// asked for again at once on the slot's owner, and its waiters retry once that is
-    /// confirmed, so they re-check the lock with the new subscription already live.
-    fn on_lost(&self, lock_key: Option<&str>) {
+    /// - The connection lost (all, not `moved`): a release may go unseen until it is
+    ///   back (after a pause), so waiters retry now.
+    /// - One channel dropped by the server (its slot `moved`): it is asked for again at
+    ///   once on the slot's owner, located first, and its waiters retry once that is
+    ///   confirmed, so they re-check the lock with the new subscription already live.
+    /// - The cluster client lost its connection to one node (all, `moved`: a
+    ///   `Disconnection` push, which does not say which node): it may be a master that
+    ///   died, whose slots have no master until the cluster promotes a replica, while
+    ///   the client's slot map still names it. Every subscription is asked for again on
+    ///   its slot's master, located first as after a move (retrying until the cluster
+    ///   has one); waiters are not woken by the loss (a retry now would find no
+    ///   master, and fail): the new confirmation makes those that attempted before it
+    ///   retry, so no release in between is missed. The client also re-sends
+    ///   subscriptions by itself once it reconnects or refreshes its slot map; those
+    ///   confirmations make waiters retry too.
+    fn on_lost(&self, lock_key: Option<&str>, moved: bool) {
         let now = Instant::now();
         let mut state = self.state();
         let mut lost = false;
@@ -272,49 +270,23 @@ impl Hub {
             // An unsubscription we did not ask for: the entry still wants its channel.
             watched.requested = false;
             watched.live_since = None;
-            if lock_key.is_none() {
+            if !moved {
                 watched.released = Some(now);
             }
             lost = true;
         }
-        if lock_key.is_some() {
+        if moved {
             // Even for a lock no longer waited on: the slot map is what is out of date.
             state.moves += 1;
         }
         drop(state);
         if lost {
-            if lock_key.is_none() {
+            if !moved {
                 self.wake_all();
             }
             if let Some(subscriber) = &self.subscriber {
                 subscriber.notify_one();
             }
-        }
-    }
-
-    /// The cluster client lost its connection to one node (a `Disconnection` push; which
-    /// node is not said): that node may be a master that died, whose slots have no
-    /// master until the cluster promotes a replica, and the client's slot map still
-    /// names it. Every subscription is asked for again on its slot's master, located
-    /// first as after a move (retrying until the cluster has one); waiters are not
-    /// woken by the loss (a retry now would find no master, and fail): the new
-    /// confirmation makes those that attempted before it retry, so no release in
-    /// between is missed. The client also re-sends subscriptions by itself once it
-    /// reconnects or refreshes its slot map; those confirmations make waiters retry too.
-    fn on_node_lost(&self) {
-        let mut state = self.state();
-        let mut lost = false;
-        for watched in state.locks.values_mut() {
-            if watched.requested {
-                watched.requested = false;
-                watched.live_since = None;
-                lost = true;
-            }
-        }
-        state.moves += 1;
-        drop(state);
-        if lost && let Some(subscriber) = &self.subscriber {
-            subscriber.notify_one();
         }
     }
 
@@ -330,12 +302,12 @@ impl Hub {
         match (&push.kind, channel, lock_key) {
             (PushKind::SMessage | PushKind::Message, Some(channel), _) => self.on_message(channel),
             (PushKind::SSubscribe | PushKind::Subscribe, _, Some(lock_key)) => {
-                self.on_resubscribed(lock_key);
+                self.on_subscribed(lock_key, true);
             }
             (PushKind::SUnsubscribe | PushKind::Unsubscribe, _, Some(lock_key)) => {
-                self.on_lost(Some(lock_key));
+                self.on_lost(Some(lock_key), true);
             }
-            (PushKind::Disconnection, _, _) => self.on_node_lost(),
+            (PushKind::Disconnection, _, _) => self.on_lost(None, true),
             _ => {}
         }
     }
@@ -464,7 +436,7 @@ mod tests {
         let plan = hub.plan(Instant::now());
         assert_eq!(plan.subscribe, ["_lock_:{k}"]);
         assert!(!Hub::should_retry(&hub.state(), "_lock_:{k}", attempted));
-        hub.on_subscribed("_lock_:{k}");
+        hub.on_subscribed("_lock_:{k}", false);
         assert!(Hub::should_retry(&hub.state(), "_lock_:{k}", attempted));
         // The retry came after the confirmation: only a release ends its wait.
         let retried = Instant::now();
@@ -477,9 +449,9 @@ mod tests {
     fn a_lost_connection_counts_as_a_release_and_is_asked_for_again() {
         let hub = watched(1);
         let _ = hub.plan(Instant::now());
-        hub.on_subscribed("_lock_:{k}");
+        hub.on_subscribed("_lock_:{k}", false);
         let attempted = Instant::now();
-        hub.on_lost(None);
+        hub.on_lost(None, false);
         assert!(Hub::should_retry(&hub.state(), "_lock_:{k}", attempted));
         let plan = hub.plan(Instant::now());
         assert_eq!(plan.subscribe, ["_lock_:{k}"]);
@@ -490,9 +462,9 @@ mod tests {
     fn a_moved_subscription_is_located_and_asked_for_again_before_waiters_retry() {
         let hub = watched(1);
         let _ = hub.plan(Instant::now());
-        hub.on_subscribed("_lock_:{k}");
+        hub.on_subscribed("_lock_:{k}", false);
         let attempted = Instant::now();
-        hub.on_lost(Some("_lock_:{k}"));
+        hub.on_lost(Some("_lock_:{k}"), true);
         assert!(
             !Hub::should_retry(&hub.state(), "_lock_:{k}", attempted),
             "no retry before the new subscription is live"
@@ -501,7 +473,7 @@ mod tests {
         let plan = hub.plan(Instant::now());
         assert_eq!(plan.subscribe, ["_lock_:{k}"]);
         assert_eq!(plan.moved, ["cache-memoize:released:_lock_:{k}"]);
-        hub.on_resubscribed("_lock_:{k}");
+        hub.on_subscribed("_lock_:{k}", true);
         assert!(
             Hub::should_retry(&hub.state(), "_lock_:{k}", attempted),
             "re-subscribed, then the waiter re-checks the lock"
@@ -523,9 +495,9 @@ mod tests {
     fn a_lost_cluster_node_is_located_and_asked_for_again_before_waiters_retry() {
         let hub = watched(1);
         let _ = hub.plan(Instant::now());
-        hub.on_subscribed("_lock_:{k}");
+        hub.on_subscribed("_lock_:{k}", false);
         let attempted = Instant::now();
-        hub.on_node_lost();
+        hub.on_lost(None, true);
         assert!(
             !Hub::should_retry(&hub.state(), "_lock_:{k}", attempted),
             "no retry while the slot may have no master"
@@ -538,7 +510,7 @@ mod tests {
             ["cache-memoize:released:_lock_:{k}"],
             "located first"
         );
-        hub.on_subscribed("_lock_:{k}");
+        hub.on_subscribed("_lock_:{k}", false);
         assert!(
             Hub::should_retry(&hub.state(), "_lock_:{k}", attempted),
             "re-subscribed on the master, then the waiter re-checks the lock"

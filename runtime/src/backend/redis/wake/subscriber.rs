@@ -83,41 +83,36 @@ impl Session for Subscriber {
     }
 
     async fn serve(&mut self, server: redis::Client) -> Ended {
-        let opening = self.connect(server);
-        let lost = match link::within(
-            self.connect_timeout,
-            "connecting (lock wake-up subscriber)",
-            opening,
-        )
-        .await
-        {
-            Ok(conn) => match serve(conn, self.response_timeout, &self.hub, &self.signal).await {
-                Lost::Failed(err) => return Ended::Failed { err, served: true },
-                lost => lost,
-            },
-            Err(err) if lacks_sharded_pubsub(&err) => Lost::NoShardedPubSub,
-            Err(err) => return Ended::Failed { err, served: false },
-        };
-        if let Lost::NoShardedPubSub = lost {
-            tracing::debug!("no sharded pub/sub on this cluster; wake-ups use classic pub/sub");
-            self.cluster = None;
-            return Ended::Again;
+        let what = "connecting (lock wake-up subscriber)";
+        match link::within(self.connect_timeout, what, self.connect(server)).await {
+            Ok(conn) => serve(conn, self.response_timeout, &self.hub, &self.signal).await,
+            Err(err) => failed(err, false),
         }
-        Ended::Dropped
     }
 
     fn ended(&mut self, ended: &Ended) {
+        if let Ended::Again = ended {
+            tracing::debug!("no sharded pub/sub on this cluster; wake-ups use classic pub/sub");
+            self.cluster = None;
+        }
         let Some(hub) = self.hub.upgrade() else {
             return;
         };
-        if self.cluster.is_some() && matches!(ended, Ended::Failed { .. }) {
-            // A cluster node failed us (a dead master, a slot without a master yet):
-            // the next subscriptions are located, and their confirmation makes the
-            // waiters retry.
-            hub.on_node_lost();
-        } else {
-            hub.on_lost(None);
-        }
+        // A cluster node failed us (a dead master, a slot without a master yet): the
+        // next subscriptions are located, and their confirmation makes the waiters
+        // retry. Otherwise a lost connection counts as a release.
+        let node_lost = self.cluster.is_some() && matches!(ended, Ended::Failed { .. });
+        hub.on_lost(None, node_lost);
+    }
+}
+
+/// How a failure `err` ends the connection: with a move to classic pub/sub if the
+/// cluster has no sharded pub/sub ([`Ended::Again`]).
+fn failed(err: redis::RedisError, served: bool) -> Ended {
+    if lacks_sharded_pubsub(&err) {
+        Ended::Again
+    } else {
+        Ended::Failed { err, served }
     }
 }
 
@@ -149,16 +144,6 @@ enum Connection {
     Sharded(ClusterConnection),
 }
 
-/// Why the connection was given up.
-enum Lost {
-    /// The hub is gone: stop.
-    Dropped,
-    /// The connection failed: reconnect.
-    Failed(redis::RedisError),
-    /// The cluster does not know sharded pub/sub: use classic from now on.
-    NoShardedPubSub,
-}
-
 /// Whether `err` says the server has no sharded pub/sub (Redis < 7), or no RESP3
 /// (Redis < 6, which has no sharded pub/sub either).
 fn lacks_sharded_pubsub(err: &redis::RedisError) -> bool {
@@ -175,10 +160,10 @@ async fn serve(
     response_timeout: Duration,
     hub: &Weak<Hub>,
     signal: &Notify,
-) -> Lost {
+) -> Ended {
     loop {
         let Some(live) = hub.upgrade() else {
-            return Lost::Dropped;
+            return Ended::Dropped;
         };
         let plan = live.plan(Instant::now());
         drop(live);
@@ -201,10 +186,8 @@ async fn serve(
                     () = idle => {}
                     message = messages.next() => match (message, hub.upgrade()) {
                         (Some(message), Some(hub)) => hub.on_message(message.get_channel_name().as_bytes()),
-                        (None, _) => return Lost::Failed(redis::RedisError::from(std::io::Error::from(
-                            std::io::ErrorKind::ConnectionAborted,
-                        ))),
-                        (Some(_), None) => return Lost::Dropped,
+                        (None, _) => return failed(std::io::Error::from(std::io::ErrorKind::ConnectionAborted).into(), true),
+                        (Some(_), None) => return Ended::Dropped,
                     },
                 }
             }
@@ -347,42 +330,38 @@ async fn apply(
     plan: &Plan,
     response_timeout: Duration,
     hub: &Weak<Hub>,
-) -> Result<(), Lost> {
+) -> Result<(), Ended> {
     if !plan.subscribe.is_empty() {
         if let Connection::Sharded(cluster) = conn
             && !plan.moved.is_empty()
             && locate(cluster, &plan.moved, response_timeout).await
         {
             let Some(live) = hub.upgrade() else {
-                return Err(Lost::Dropped);
+                return Err(Ended::Dropped);
             };
             live.located(plan.moves);
         }
         let channels: Vec<String> = plan.subscribe.iter().map(|k| release_channel(k)).collect();
         let sent = send(conn, true, &channels, response_timeout).await;
         let Some(live) = hub.upgrade() else {
-            return Err(Lost::Dropped);
+            return Err(Ended::Dropped);
         };
         match sent {
             Ok(()) => {
                 for key in &plan.subscribe {
-                    live.on_subscribed(key);
+                    live.on_subscribed(key, false);
                 }
             }
             Err(err) => {
                 live.not_requested(&plan.subscribe);
-                return Err(if lacks_sharded_pubsub(&err) {
-                    Lost::NoShardedPubSub
-                } else {
-                    Lost::Failed(err)
-                });
+                return Err(failed(err, true));
             }
         }
     }
     if !plan.unsubscribe.is_empty() {
         send(conn, false, &plan.unsubscribe, response_timeout)
             .await
-            .map_err(Lost::Failed)?;
+            .map_err(|err| failed(err, true))?;
     }
     Ok(())
 }
