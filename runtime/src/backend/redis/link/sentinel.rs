@@ -10,7 +10,7 @@
 //! connect and response timeouts, and by the caller's budget.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use redis::{ConnectionAddr, ConnectionInfo, RedisError, RedisResult};
@@ -84,35 +84,20 @@ impl Master {
         Ok(client)
     }
 
-    /// The async form of [`client`](Self::client) (concurrent resolutions are not
-    /// merged: the async path and the subscriber are one connection each). It never
-    /// waits for the mutex: a blocking caller holds it while it asks the Sentinels, and
-    /// an executor thread must not wait for that; it resolves on its own meanwhile.
-    pub(crate) async fn client_async(&self, budget: Duration) -> RedisResult<redis::Client> {
-        let known = self.try_current().and_then(|mut current| {
-            if self.forgotten.swap(false, Ordering::SeqCst) {
-                current.take();
-            }
-            current.clone()
-        });
-        if let Some(client) = known {
-            return Ok(client);
-        }
-        let client = super::within(budget, asking(budget), self.resolve_async(budget)).await?;
-        // Busy: a blocking caller is storing what the Sentinels say now.
-        if let Some(mut current) = self.try_current() {
-            *current = Some(client.clone());
-        }
-        Ok(client)
-    }
-
-    /// The mutex, unless a blocking caller holds it (resolving the master).
-    fn try_current(&self) -> Option<MutexGuard<'_, Option<redis::Client>>> {
-        match self.current.try_lock() {
-            Ok(current) => Some(current),
-            Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
-            Err(TryLockError::WouldBlock) => None,
-        }
+    /// The async form of [`client`](Self::client), run on a blocking thread: an
+    /// executor thread never waits for the Sentinels, nor for a blocking caller asking
+    /// them (it holds the mutex meanwhile), and concurrent resolutions are merged.
+    pub(crate) async fn client_async(
+        self: &Arc<Self>,
+        budget: Duration,
+    ) -> RedisResult<redis::Client> {
+        let master = Arc::clone(self);
+        let resolving = async {
+            tokio::task::spawn_blocking(move || master.client(budget))
+                .await
+                .unwrap_or_else(|err| Err(std::io::Error::other(err).into()))
+        };
+        super::within(budget, asking(budget), resolving).await
     }
 
     /// Forgets the master: the next connection asks the Sentinels again. Never waits
@@ -194,33 +179,6 @@ impl Master {
         let mut conn = self.open(&client, deadline)?;
         let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut conn)?;
         is_master(&role).then_some(client).ok_or_else(not_master)
-    }
-
-    async fn resolve_async(&self, budget: Duration) -> RedisResult<redis::Client> {
-        let mut last = None;
-        for sentinel in &self.sentinels {
-            let found = async {
-                let client = redis::Client::open(sentinel.clone())?;
-                let mut conn = Self::open_async(&client).await?;
-                let reply: Option<(String, u16)> =
-                    address_query(&self.name).query_async(&mut conn).await?;
-                let (host, port) = reply.ok_or_else(|| unknown(&self.name))?;
-                let master = self.client_at(host, port)?;
-                let mut conn = Self::open_async(&master).await?;
-                let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(&mut conn).await?;
-                is_master(&role).then_some(master).ok_or_else(not_master)
-            };
-            match super::within(budget, asking(budget), found).await {
-                Ok(client) => return Ok(client),
-                Err(err) => last = Some(err),
-            }
-        }
-        Err(last.unwrap_or_else(|| super::timeout(asking(budget))))
-    }
-
-    async fn open_async(client: &redis::Client) -> RedisResult<redis::aio::MultiplexedConnection> {
-        // Bounded by the caller's timeout around the whole resolution.
-        client.get_multiplexed_async_connection().await
     }
 }
 
