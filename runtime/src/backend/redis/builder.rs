@@ -151,6 +151,9 @@ impl RedisBuilder {
     /// On Redis Cluster, one invalidation connection per master; a change of masters
     /// (a failover) is found at the next heartbeat and flushes the near cache, so a
     /// write on a newly promoted master can go unseen until then (500 ms at most).
+    /// With [Sentinel](Self::sentinel), the invalidation connection goes to the master
+    /// the Sentinels name and checks `ROLE` at each heartbeat: after a failover nothing
+    /// is served near until tracking is on again on the new master.
     ///
     /// ```no_run
     /// use cache_memoize::{NearCache, RedisBackend};
@@ -178,10 +181,10 @@ impl RedisBuilder {
     /// answer checked with `ROLE`) when a connection is opened and no master is known:
     /// at the first call, and again after a connection to the master failed or the
     /// master answered `READONLY` (it was demoted). Idle connections to the old master
-    /// are dropped then, and the wake-up subscriber reconnects to the new one. Each
-    /// step is bounded by the connect and response timeouts; meanwhile calls compute
-    /// without the cache. What a failover does to locks: see the README's "Operating
-    /// Redis".
+    /// are dropped then, and the wake-up subscriber and the near cache's invalidation
+    /// connection reconnect to the new one. Each step is bounded by the connect and
+    /// response timeouts; meanwhile calls compute without the cache. What a failover
+    /// does to locks: see the README's "Operating Redis".
     ///
     /// The first URL's user, password and database are the master's; the Sentinels
     /// are asked without credentials (Sentinels that require a password are not

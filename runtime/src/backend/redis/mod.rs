@@ -1,20 +1,20 @@
 //! [`RedisBackend`]: values and locks in Redis (a server or a cluster), shared by every
 //! process that connects to it.
 //!
-//! - Blocking callers share a bounded pool of connections (`pool.rs`); async callers share
-//!   one multiplexed `ConnectionManager` that reconnects by itself.
+//! - Blocking callers share a bounded pool of connections (`link/pool.rs`); async
+//!   callers share one multiplexed `ConnectionManager` that reconnects by itself.
 //! - The atomic steps are Lua scripts (`scripts.rs`): a locked miss is three round trips
 //!   (`GET`, get-or-lock, store-and-release), a hit is one `GET`.
-//! - Lock waiters are woken through pub/sub (`wake.rs`) instead of polling, subscribed
+//! - Lock waiters are woken through pub/sub (`wake/`) instead of polling, subscribed
 //!   only to the locks they wait on.
-//! - A circuit breaker (`breaker.rs`), shared by the sync and async paths, skips a
+//! - A circuit breaker (`link/breaker.rs`), shared by the sync and async paths, skips a
 //!   server that stopped answering, so callers compute at once instead of each waiting
 //!   out a timeout.
-//! - An optional near cache (`near.rs`) keeps copies of values in the process, kept
-//!   coherent by the server's invalidation messages (`tracking.rs`); a hit on a copy
-//!   sends nothing and skips the breaker.
-//! - `connect.rs` opens the clients; `commands.rs` spells each step as a command or a
-//!   script invocation; this file runs them, sync and async.
+//! - An optional near cache (`near/`) keeps copies of values in the process, kept
+//!   coherent by the server's invalidation messages (`near/tracking.rs`); a hit on a
+//!   copy sends nothing and skips the breaker.
+//! - `builder.rs` connects (the clients are in `link/`); `commands.rs` spells each
+//!   step as a command or a script invocation; this file runs them, sync and async.
 
 mod builder;
 mod commands;
@@ -316,7 +316,7 @@ impl RedisBackend {
 
     /// Sends `request` on the shared async connection, unless the breaker says to skip
     /// the server, or there is no Tokio runtime to run it on, or the runtime lacks its
-    /// I/O or time driver (`drivers.rs`; each reported once, then every such call fails
+    /// I/O or time driver (`link/drivers.rs`; each reported once, then every such call fails
     /// open: it computes without the cache).
     async fn request_async<T: redis::FromRedisValue>(
         &self,
