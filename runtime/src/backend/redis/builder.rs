@@ -10,9 +10,9 @@ use once_cell::sync::Lazy;
 use redis::{RedisError, RedisResult};
 
 use super::link::breaker::{self, Breaker, Clock};
-use super::link::pool::{Connector, Pool};
+use super::link::pool::Pool;
 use super::link::sentinel::Master;
-use super::link::{Client, Node};
+use super::link::{Client, Node, Timeouts};
 use super::near::{NearCache, Tier, tracking};
 use super::wake;
 use super::{
@@ -27,8 +27,7 @@ pub struct RedisBuilder {
     urls: Vec<String>,
     cluster: bool,
     sentinel: Option<String>,
-    connect_timeout: Duration,
-    response_timeout: Duration,
+    timeouts: Timeouts,
     max_connections: u32,
     wake_ups: bool,
     breaker_threshold: u32,
@@ -47,8 +46,7 @@ impl std::fmt::Debug for RedisBuilder {
             )
             .field("cluster", &self.cluster)
             .field("sentinel", &self.sentinel)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("response_timeout", &self.response_timeout)
+            .field("timeouts", &self.timeouts)
             .field("max_connections", &self.max_connections)
             .field("wake_ups", &self.wake_ups)
             .field("breaker_threshold", &self.breaker_threshold)
@@ -64,7 +62,7 @@ impl RedisBuilder {
     /// timeout](Self::response_timeout)) before computing without the cache. Clamped
     /// to [1 ms, [`MAX_EXPIRE`](crate::MAX_EXPIRE)].
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = clamped_timeout(timeout);
+        self.timeouts.connect = clamped_timeout(timeout);
         self
     }
 
@@ -75,7 +73,7 @@ impl RedisBuilder {
     /// to [1 ms, [`MAX_EXPIRE`](crate::MAX_EXPIRE)]: `Duration::MAX` means "as long as
     /// it takes", not an overflow.
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
-        self.response_timeout = clamped_timeout(timeout);
+        self.timeouts.response = clamped_timeout(timeout);
         self
     }
 
@@ -243,13 +241,7 @@ impl RedisBuilder {
             })
             .collect::<RedisResult<Vec<_>>>()
             .map_err(connect_error)?;
-        let master = Master::new(
-            sentinels,
-            name.clone(),
-            self.connect_timeout,
-            self.response_timeout,
-        )
-        .map_err(connect_error)?;
+        let master = Master::new(sentinels, name.clone(), self.timeouts).map_err(connect_error)?;
         let node = Node::Sentinel(Arc::new(master));
         Ok((Client::Node(node.clone()), node))
     }
@@ -272,34 +264,23 @@ impl RedisBuilder {
             source: "no URL given".into(),
         })?;
         let (client, node) = self.clients(first, &address)?;
-        let connector = Connector::new(client.clone(), self.connect_timeout, self.response_timeout);
-        let pool = Pool::new(connector, self.max_connections);
+        let pool = Pool::new(client.clone(), self.timeouts, self.max_connections);
         // One command proves the server answers, and that the URL's credentials work.
         pool.run(|conn| redis::cmd("PING").query::<String>(conn))
             .map_err(connect_error)?;
         warn_if_locks_can_be_evicted(&pool, &address);
         let hub = if self.wake_ups {
-            wake::start(wake::Settings {
-                node: node.clone(),
-                cluster: self.cluster.then(|| {
-                    let settings = self.clone();
-                    Box::new(move || settings.cluster_builder()) as Box<_>
-                }),
-                connect_timeout: self.connect_timeout,
-                response_timeout: self.response_timeout,
-            })
+            let cluster = self.cluster.then(|| {
+                let settings = self.clone();
+                Box::new(move || settings.cluster_builder()) as Box<_>
+            });
+            wake::start(node.clone(), cluster, self.timeouts)
         } else {
             wake::polling()
         };
         let near = self.near.as_ref().map(|settings| {
             let tier = Arc::new(Tier::new(settings));
-            let settings = tracking::Settings {
-                node,
-                cluster: self.cluster,
-                connect_timeout: self.connect_timeout,
-                response_timeout: self.response_timeout,
-            };
-            tracking::start(&tier, settings);
+            tracking::start(&tier, node, self.cluster, self.timeouts);
             tier
         });
         let breaker = Breaker::new(address.clone(), self.breaker_threshold, self.clock);
@@ -309,8 +290,8 @@ impl RedisBuilder {
                 address,
                 client,
                 pool,
-                connect_timeout: self.connect_timeout,
-                response_timeout: self.response_timeout,
+                connect_timeout: self.timeouts.connect,
+                response_timeout: self.timeouts.response,
                 async_connection: Mutex::new(None),
                 hub,
                 near,
@@ -323,8 +304,8 @@ impl RedisBuilder {
     /// The cluster client's settings (for the data connections and the subscriber).
     fn cluster_builder(&self) -> redis::cluster::ClusterClientBuilder {
         let cluster = redis::cluster::ClusterClient::builder(self.urls.iter().map(String::as_str))
-            .connection_timeout(self.connect_timeout)
-            .response_timeout(self.response_timeout);
+            .connection_timeout(self.timeouts.connect)
+            .response_timeout(self.timeouts.response);
         #[cfg(feature = "tls")]
         let cluster = match &self.root_certificate {
             Some(pem) => cluster.certs(certificates(pem)),
@@ -435,8 +416,10 @@ impl RedisBackend {
             urls: urls.into_iter().map(Into::into).collect(),
             cluster: false,
             sentinel: None,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            timeouts: Timeouts {
+                connect: DEFAULT_CONNECT_TIMEOUT,
+                response: DEFAULT_RESPONSE_TIMEOUT,
+            },
             max_connections: DEFAULT_MAX_CONNECTIONS,
             wake_ups: true,
             breaker_threshold: breaker::DEFAULT_THRESHOLD,

@@ -316,8 +316,8 @@ impl RedisBackend {
 
     /// Sends `request` on the shared async connection, unless the breaker says to skip
     /// the server, or there is no Tokio runtime to run it on, or the runtime lacks its
-    /// I/O or time driver (`link/drivers.rs`; each reported once, then every such call fails
-    /// open: it computes without the cache).
+    /// I/O or time driver (`link/drivers.rs`; each reported once, then every such call
+    /// fails open: it computes without the cache).
     async fn request_async<T: redis::FromRedisValue>(
         &self,
         operation: &'static str,

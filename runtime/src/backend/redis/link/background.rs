@@ -12,7 +12,7 @@ use std::time::Duration;
 use redis::{PushInfo, PushKind, RedisError};
 use tokio::sync::Notify;
 
-use super::{MAX_BACKOFF, Node};
+use super::{MAX_BACKOFF, Node, Timeouts};
 
 /// The first pause before reconnecting, doubled after each failure.
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
@@ -48,14 +48,14 @@ pub(crate) trait Session: Send + 'static {
 
 /// Runs `session` against `node` on a thread of its own; `false` (after a WARN) if the
 /// thread or its runtime cannot start.
-pub(crate) fn spawn<S: Session>(node: Node, connect_timeout: Duration, session: S) -> bool {
+pub(crate) fn spawn<S: Session>(node: Node, timeouts: Timeouts, session: S) -> bool {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build();
     let started = runtime.and_then(|runtime| {
         std::thread::Builder::new()
             .name(S::THREAD.into())
-            .spawn(move || runtime.block_on(run(&node, connect_timeout, session)))
+            .spawn(move || runtime.block_on(run(&node, timeouts.connect, session)))
     });
     if let Err(err) = &started {
         tracing::warn!(error = %err, "cannot start the {}'s thread; it stays off", S::WHAT);

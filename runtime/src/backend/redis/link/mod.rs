@@ -19,6 +19,15 @@ use redis::{Cmd, RedisError, RedisFuture, RedisResult, Value};
 
 use sentinel::Master;
 
+/// The two timeouts every link keeps to (see [`RedisBuilder`](crate::RedisBuilder)).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timeouts {
+    /// Opening a connection, handshake included.
+    pub(crate) connect: Duration,
+    /// Each reply.
+    pub(crate) response: Duration,
+}
+
 /// The longest pause between two attempts to reconnect a background link (and the
 /// breaker's longest back-off).
 pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(2);

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use redis::{ConnectionAddr, ConnectionInfo, RedisError, RedisResult};
 
+use super::Timeouts;
+
 /// The master of one Sentinel-monitored service, resolved on demand.
 pub(crate) struct Master {
     /// The Sentinels (database 0, no credentials).
@@ -23,8 +25,7 @@ pub(crate) struct Master {
     name: String,
     /// How to connect to the master (credentials, database, TLS), its address aside.
     node: ConnectionInfo,
-    connect_timeout: Duration,
-    response_timeout: Duration,
+    timeouts: Timeouts,
     /// The master's client, while it is believed to be the master.
     current: Mutex<Option<redis::Client>>,
     /// Set by [`forget`](Self::forget): `current` is dropped by the next caller.
@@ -38,8 +39,7 @@ impl Master {
     pub(crate) fn new(
         sentinels: Vec<ConnectionInfo>,
         name: String,
-        connect_timeout: Duration,
-        response_timeout: Duration,
+        timeouts: Timeouts,
     ) -> RedisResult<Self> {
         let Some(node) = sentinels.first().cloned() else {
             return Err(RedisError::from((
@@ -58,8 +58,7 @@ impl Master {
             sentinels,
             name,
             node,
-            connect_timeout,
-            response_timeout,
+            timeouts,
             current: Mutex::new(None),
             forgotten: AtomicBool::new(false),
         })
@@ -147,18 +146,19 @@ impl Master {
                 break;
             }
         }
-        Err(last.unwrap_or_else(|| super::timeout(asking(self.connect_timeout))))
+        Err(last.unwrap_or_else(|| super::timeout(asking(self.timeouts.connect))))
     }
 
     /// A blocking connection to `client`'s server, bounded by the timeouts and `deadline`.
     fn open(&self, client: &redis::Client, deadline: Instant) -> RedisResult<redis::Connection> {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(super::timeout(asking(self.connect_timeout)));
+            return Err(super::timeout(asking(self.timeouts.connect)));
         }
-        let conn = client.get_connection_with_timeout(self.connect_timeout.min(left))?;
+        let conn = client.get_connection_with_timeout(self.timeouts.connect.min(left))?;
         let reply = self
-            .response_timeout
+            .timeouts
+            .response
             .min(left)
             .max(Duration::from_millis(1));
         conn.set_read_timeout(Some(reply))?;
@@ -226,8 +226,10 @@ mod tests {
         Master::new(
             vec![info],
             "mymaster".into(),
-            Duration::from_secs(1),
-            Duration::from_secs(1),
+            Timeouts {
+                connect: Duration::from_secs(1),
+                response: Duration::from_secs(1),
+            },
         )
         .unwrap_or_else(|err| panic!("{err}"))
     }
@@ -267,8 +269,10 @@ mod tests {
         let made = Master::new(
             Vec::new(),
             "mymaster".into(),
-            Duration::from_secs(1),
-            Duration::from_secs(1),
+            Timeouts {
+                connect: Duration::from_secs(1),
+                response: Duration::from_secs(1),
+            },
         );
         assert!(made.is_err());
     }

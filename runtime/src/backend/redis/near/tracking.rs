@@ -39,40 +39,35 @@ use tokio::sync::Notify;
 
 use super::Tier;
 use crate::backend::redis::link::background::{self, Ended, Listener, Pushes, Session};
-use crate::backend::redis::link::{self, Node, is_connection_failure, sentinel};
+use crate::backend::redis::link::{self, Node, Timeouts, is_connection_failure, sentinel};
 
 /// How often the invalidation connection is checked: a connection that stopped
 /// answering without closing (a network partition) is found out within this plus the
 /// response timeout, the longest a lost invalidation can go unnoticed.
 pub(crate) const HEARTBEAT: Duration = Duration::from_millis(500);
 
-/// Where and how the invalidation connections connect.
-pub(crate) struct Settings {
-    /// The server (or, with `cluster`, the node that lists the cluster's masters).
-    pub(crate) node: Node,
-    pub(crate) cluster: bool,
-    pub(crate) connect_timeout: Duration,
-    pub(crate) response_timeout: Duration,
-}
-
-/// Starts the thread that keeps `tier` coherent; it ends soon after `tier` is dropped.
-/// Without a thread the near tier simply never goes live (every read goes to Redis).
-pub(crate) fn start(tier: &Arc<Tier>, settings: Settings) {
-    let node = settings.node.clone();
-    let connect_timeout = settings.connect_timeout;
+/// Starts the thread that keeps `tier` coherent, tracking on `node` (on a `cluster`,
+/// on every master it lists); it ends soon after `tier` is dropped. Without a thread
+/// the near tier simply never goes live (every read goes to Redis).
+pub(crate) fn start(tier: &Arc<Tier>, node: Node, cluster: bool, timeouts: Timeouts) {
     let tracker = Tracker {
         tier: Arc::downgrade(tier),
-        settings,
+        sentinel: matches!(node, Node::Sentinel(_)),
+        cluster,
+        timeouts,
         generation: 0,
         warned: false,
     };
-    background::spawn(node, connect_timeout, tracker);
+    background::spawn(node, timeouts, tracker);
 }
 
 /// The near tier's side of the invalidation connection.
 struct Tracker {
     tier: Weak<Tier>,
-    settings: Settings,
+    /// Whether the server is the master the Sentinels name (checked with `ROLE`).
+    sentinel: bool,
+    cluster: bool,
+    timeouts: Timeouts,
     /// The connection being served (see [`Tier::connecting`]).
     generation: u64,
     /// Whether a failure to turn tracking on was reported since it last was on.
@@ -92,9 +87,9 @@ impl Session for Tracker {
         drop(tier);
         let pushes = Pushes::new(self.tier.clone(), self.generation);
         let broken = pushes.broken();
-        let opening = open(&self.settings, server, &prefixes, pushes);
+        let opening = self.open(server, &prefixes, pushes);
         let what = "turning the near cache's invalidation tracking on";
-        let tracked = match link::within(self.settings.connect_timeout, what, opening).await {
+        let tracked = match link::within(self.timeouts.connect, what, opening).await {
             Ok(tracked) => tracked,
             Err(err) => return Ended::Failed { err, served: false },
         };
@@ -105,7 +100,7 @@ impl Session for Tracker {
         drop(tier);
         tracing::debug!("near cache: tracking on; copies are served");
         self.warned = false;
-        match heartbeat(tracked, &self.settings, &self.tier, &broken).await {
+        match self.heartbeat(tracked, &broken).await {
             Some(err) => Ended::Failed { err, served: true },
             None => Ended::Dropped,
         }
@@ -133,49 +128,88 @@ struct Tracked {
 
 /// Opens the connections to `server` (on a cluster, to every master it lists) and
 /// turns tracking on.
-async fn open(
-    settings: &Settings,
-    server: redis::Client,
-    prefixes: &[String],
-    pushes: Pushes,
-) -> RedisResult<Tracked> {
-    let server = resp3(&server)?;
-    if !settings.cluster {
-        return Ok(Tracked {
-            connections: vec![track(&server, settings, prefixes, pushes).await?],
-            masters: None,
-        });
+impl Tracker {
+    async fn open(
+        &self,
+        server: redis::Client,
+        prefixes: &[String],
+        pushes: Pushes,
+    ) -> RedisResult<Tracked> {
+        let server = resp3(&server)?;
+        if !self.cluster {
+            return Ok(Tracked {
+                connections: vec![track(&server, self.timeouts, prefixes, pushes).await?],
+                masters: None,
+            });
+        }
+        let mut probe = server
+            .get_multiplexed_async_connection_with_config(&config(self.timeouts))
+            .await?;
+        let masters = masters(&mut probe).await?;
+        let mut connections = Vec::with_capacity(masters.len());
+        for (host, port) in &masters {
+            let client = at(&server, host, *port)?;
+            connections.push(track(&client, self.timeouts, prefixes, pushes.clone()).await?);
+        }
+        Ok(Tracked {
+            connections,
+            masters: Some(masters),
+        })
     }
-    let mut probe = server
-        .get_multiplexed_async_connection_with_config(&config(settings))
-        .await?;
-    let masters = masters(&mut probe).await?;
-    let mut connections = Vec::with_capacity(masters.len());
-    for (host, port) in &masters {
-        let client = at(&server, host, *port)?;
-        connections.push(track(&client, settings, prefixes, pushes.clone()).await?);
+
+    /// Checks the connections every [`HEARTBEAT`] (`PING`; with Sentinel, `ROLE`: still a
+    /// master; on a cluster, also that the masters are still the ones tracked) until one
+    /// breaks (`Some`) or the near tier is dropped (`None`).
+    async fn heartbeat(&self, mut tracked: Tracked, broken: &Notify) -> Option<RedisError> {
+        loop {
+            tokio::select! {
+                () = broken.notified() => return Some(lost("the invalidation connection was closed")),
+                () = tokio::time::sleep(HEARTBEAT) => {}
+            }
+            self.tier.upgrade()?;
+            let check = async {
+                for conn in &mut tracked.connections {
+                    if !self.sentinel {
+                        redis::cmd("PING").query_async::<()>(conn).await?;
+                    } else if !sentinel::is_master(
+                        &redis::cmd("ROLE").query_async::<Vec<Value>>(conn).await?,
+                    ) {
+                        return Err(lost("the server is no longer the master"));
+                    }
+                }
+                if let (Some(tracked_masters), Some(conn)) =
+                    (&tracked.masters, tracked.connections.first_mut())
+                {
+                    if masters(conn).await? != *tracked_masters {
+                        return Err(lost("the cluster's masters changed"));
+                    }
+                }
+                Ok(())
+            };
+            let what = "checking the near cache's invalidation connection";
+            match link::within(self.timeouts.response, what, check).await {
+                Ok(()) => self.tier.upgrade()?.check_clocks(),
+                Err(err) => return Some(err),
+            }
+        }
     }
-    Ok(Tracked {
-        connections,
-        masters: Some(masters),
-    })
 }
 
-fn config(settings: &Settings) -> AsyncConnectionConfig {
+fn config(timeouts: Timeouts) -> AsyncConnectionConfig {
     AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(settings.connect_timeout))
-        .set_response_timeout(Some(settings.response_timeout))
+        .set_connection_timeout(Some(timeouts.connect))
+        .set_response_timeout(Some(timeouts.response))
 }
 
 /// One connection to `client`'s server, its pushes to `pushes`, with tracking on.
 async fn track(
     client: &redis::Client,
-    settings: &Settings,
+    timeouts: Timeouts,
     prefixes: &[String],
     pushes: Pushes,
 ) -> RedisResult<MultiplexedConnection> {
     let mut conn = client
-        .get_multiplexed_async_connection_with_config(&config(settings).set_push_sender(pushes))
+        .get_multiplexed_async_connection_with_config(&config(timeouts).set_push_sender(pushes))
         .await?;
     let mut tracking = redis::cmd("CLIENT");
     tracking.arg("TRACKING").arg("ON").arg("BCAST");
@@ -235,49 +269,6 @@ fn at(seed: &redis::Client, host: &str, port: u16) -> RedisResult<redis::Client>
         }
     }
     redis::Client::open(info.set_addr(addr))
-}
-
-/// Checks the connections every [`HEARTBEAT`] (`PING`; with Sentinel, `ROLE`: still a
-/// master; on a cluster, also that the masters are still the ones tracked) until one
-/// breaks (`Some`) or the near tier is dropped (`None`).
-async fn heartbeat(
-    mut tracked: Tracked,
-    settings: &Settings,
-    tier: &Weak<Tier>,
-    broken: &Notify,
-) -> Option<RedisError> {
-    let sentinel = matches!(settings.node, Node::Sentinel(_));
-    loop {
-        tokio::select! {
-            () = broken.notified() => return Some(lost("the invalidation connection was closed")),
-            () = tokio::time::sleep(HEARTBEAT) => {}
-        }
-        tier.upgrade()?;
-        let check = async {
-            for conn in &mut tracked.connections {
-                if !sentinel {
-                    redis::cmd("PING").query_async::<()>(conn).await?;
-                } else if !sentinel::is_master(
-                    &redis::cmd("ROLE").query_async::<Vec<Value>>(conn).await?,
-                ) {
-                    return Err(lost("the server is no longer the master"));
-                }
-            }
-            if let (Some(tracked_masters), Some(conn)) =
-                (&tracked.masters, tracked.connections.first_mut())
-            {
-                if masters(conn).await? != *tracked_masters {
-                    return Err(lost("the cluster's masters changed"));
-                }
-            }
-            Ok(())
-        };
-        let what = "checking the near cache's invalidation connection";
-        match link::within(settings.response_timeout, what, check).await {
-            Ok(()) => tier.upgrade()?.check_clocks(),
-            Err(err) => return Some(err),
-        }
-    }
 }
 
 fn lost(why: &'static str) -> RedisError {

@@ -53,7 +53,7 @@ use tokio::sync::Notify;
 use super::commands::release_channel;
 use super::scripts::RELEASE_CHANNEL;
 use crate::backend::redis::link::background::Listener;
-pub(crate) use subscriber::{Settings, start};
+pub(crate) use subscriber::start;
 
 /// How long a lock's subscription outlives its last waiter: long enough for a waiter's
 /// retry between two pauses, so a waiter does not subscribe anew for every pause.

@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 
 use super::{Hub, Plan, polling, release_channel};
 use crate::backend::redis::link::background::{self, Ended, Pushes, Session};
-use crate::backend::redis::link::{self, Node};
+use crate::backend::redis::link::{self, Node, Timeouts};
 
 /// How long the subscriber looks for a moved slot's master before subscribing anyway:
 /// while the cluster's nodes learn of a failover, and, after a master died, until the
@@ -26,43 +26,36 @@ const LOCATE_FOR: Duration = Duration::from_secs(30);
 const LOCATE_FIRST_PAUSE: Duration = Duration::from_millis(10);
 const LOCATE_MAX_PAUSE: Duration = Duration::from_millis(250);
 
-/// Where the subscriber connects.
-pub(crate) struct Settings {
-    /// For classic pub/sub: one server (on a cluster, its first node: the fallback), or
-    /// the master the Sentinels name.
-    pub(crate) node: Node,
-    /// On a cluster: makes the client settings, for sharded pub/sub.
-    pub(crate) cluster: Option<Box<dyn Fn() -> ClusterClientBuilder + Send>>,
-    pub(crate) connect_timeout: Duration,
-    pub(crate) response_timeout: Duration,
-}
-
-/// A hub fed by a subscriber thread connecting as `settings` say; the thread ends soon
-/// after the hub is dropped. Without a thread (it cannot start), a polling hub.
-pub(crate) fn start(settings: Settings) -> Arc<Hub> {
+/// A hub fed by a subscriber thread connecting to `node` (on a cluster, the first
+/// node: the fallback of sharded pub/sub, whose settings `cluster` makes); the thread
+/// ends soon after the hub is dropped. Without a thread (it cannot start), a polling
+/// hub.
+pub(crate) fn start(node: Node, cluster: Option<ClusterSettings>, timeouts: Timeouts) -> Arc<Hub> {
     let signal = Arc::new(Notify::new());
     let hub = Arc::new(Hub::new(Some(Arc::clone(&signal))));
     let subscriber = Subscriber {
         hub: Arc::downgrade(&hub),
         signal,
-        cluster: settings.cluster,
-        connect_timeout: settings.connect_timeout,
-        response_timeout: settings.response_timeout,
+        cluster,
+        timeouts,
     };
-    if background::spawn(settings.node, settings.connect_timeout, subscriber) {
+    if background::spawn(node, timeouts, subscriber) {
         hub
     } else {
         polling()
     }
 }
 
+/// Makes a cluster client's settings, for sharded pub/sub.
+pub(crate) type ClusterSettings = Box<dyn Fn() -> ClusterClientBuilder + Send>;
+
 struct Subscriber {
     hub: Weak<Hub>,
     /// Notified when the locks waited on change, and when the hub drops.
     signal: Arc<Notify>,
-    cluster: Option<Box<dyn Fn() -> ClusterClientBuilder + Send>>,
-    connect_timeout: Duration,
-    response_timeout: Duration,
+    /// On a cluster (until it turns out to have no sharded pub/sub).
+    cluster: Option<ClusterSettings>,
+    timeouts: Timeouts,
 }
 
 impl Session for Subscriber {
@@ -84,8 +77,8 @@ impl Session for Subscriber {
 
     async fn serve(&mut self, server: redis::Client) -> Ended {
         let what = "connecting (lock wake-up subscriber)";
-        match link::within(self.connect_timeout, what, self.connect(server)).await {
-            Ok(conn) => serve(conn, self.response_timeout, &self.hub, &self.signal).await,
+        match link::within(self.timeouts.connect, what, self.connect(server)).await {
+            Ok(conn) => serve(conn, self.timeouts.response, &self.hub, &self.signal).await,
             Err(err) => failed(err, false),
         }
     }
