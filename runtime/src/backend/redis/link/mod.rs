@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
-use redis::{Cmd, RedisError, RedisFuture, RedisResult, Value};
+use redis::{Cmd, ConnectionAddr, ConnectionInfo, RedisError, RedisFuture, RedisResult, Value};
 
 use sentinel::Master;
 
@@ -100,6 +100,27 @@ pub(crate) fn setup_replies(client: &redis::Client) -> u32 {
     let settings = client.get_connection_info().redis_settings();
     let hello_or_auth = settings.protocol().supports_resp3() || settings.password().is_some();
     (u32::from(hello_or_auth) + u32::from(settings.db() != 0)).max(1)
+}
+
+/// A client for the server at `host:port`, with `info`'s settings (credentials,
+/// database, TLS, protocol): a cluster's master, the master a Sentinel names.
+pub(crate) fn client_at(
+    info: &ConnectionInfo,
+    host: &str,
+    port: u16,
+) -> RedisResult<redis::Client> {
+    let mut addr = info.addr().clone();
+    match &mut addr {
+        ConnectionAddr::Tcp(h, p)
+        | ConnectionAddr::TcpTls {
+            host: h, port: p, ..
+        } => {
+            host.clone_into(h);
+            *p = port;
+        }
+        _ => addr = ConnectionAddr::Tcp(host.to_owned(), port),
+    }
+    redis::Client::open(info.clone().set_addr(addr))
 }
 
 /// One server: the one given, or the master the Sentinels name now.

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use redis::{ConnectionAddr, ConnectionInfo, RedisError, RedisResult};
+use redis::{ConnectionInfo, RedisError, RedisResult};
 
 use super::Timeouts;
 
@@ -41,7 +41,11 @@ impl Master {
         name: String,
         timeouts: Timeouts,
     ) -> RedisResult<Self> {
-        let Some(node) = sentinels.first().cloned() else {
+        // Without the setup chatter (see `builder.rs`).
+        let Some(node) = sentinels.first().map(|info| {
+            let settings = info.redis_settings().clone().set_skip_set_lib_name();
+            info.clone().set_redis_settings(settings)
+        }) else {
             return Err(RedisError::from((
                 redis::ErrorKind::InvalidClientConfig,
                 "no Sentinel URL given",
@@ -106,37 +110,13 @@ impl Master {
         self.forgotten.store(true, Ordering::SeqCst);
     }
 
-    /// The client for the master at `host:port`.
-    fn client_at(&self, host: String, port: u16) -> RedisResult<redis::Client> {
-        let addr = match self.node.addr() {
-            ConnectionAddr::TcpTls {
-                insecure,
-                tls_params,
-                ..
-            } => ConnectionAddr::TcpTls {
-                host,
-                port,
-                insecure: *insecure,
-                tls_params: tls_params.clone(),
-            },
-            _ => ConnectionAddr::Tcp(host, port),
-        };
-        let settings = self.node.redis_settings().clone().set_skip_set_lib_name();
-        redis::Client::open(
-            self.node
-                .clone()
-                .set_addr(addr)
-                .set_redis_settings(settings),
-        )
-    }
-
     /// Asks each Sentinel in turn, by `deadline`; the first master confirmed by `ROLE`.
     fn resolve(&self, deadline: Instant) -> RedisResult<redis::Client> {
         let mut last = None;
         for sentinel in &self.sentinels {
             let found = self
                 .ask(sentinel, deadline)
-                .and_then(|(host, port)| self.client_at(host, port))
+                .and_then(|(host, port)| super::client_at(&self.node, &host, port))
                 .and_then(|client| self.confirm(client, deadline));
             match found {
                 Ok(client) => return Ok(client),
@@ -217,7 +197,7 @@ fn asking(after: Duration) -> impl std::fmt::Display {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use redis::IntoConnectionInfo;
+    use redis::{ConnectionAddr, IntoConnectionInfo};
 
     fn master(url: &str) -> Master {
         let info = url
@@ -239,8 +219,7 @@ mod tests {
         let master = master("redis://user:secret@127.0.0.1:26379/3");
         let sentinel = master.sentinels[0].redis_settings();
         assert_eq!((sentinel.db(), sentinel.password()), (0, None));
-        let client = master
-            .client_at("10.0.0.9".into(), 6380)
+        let client = super::super::client_at(&master.node, "10.0.0.9", 6380)
             .unwrap_or_else(|err| panic!("{err}"));
         let info = client.get_connection_info();
         assert_eq!(

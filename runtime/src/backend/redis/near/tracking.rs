@@ -32,8 +32,7 @@ use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::{
-    AsyncConnectionConfig, ConnectionAddr, ProtocolVersion, PushInfo, PushKind, RedisError,
-    RedisResult, Value,
+    AsyncConnectionConfig, ProtocolVersion, PushInfo, PushKind, RedisError, RedisResult, Value,
 };
 use tokio::sync::Notify;
 
@@ -148,7 +147,7 @@ impl Tracker {
         let masters = masters(&mut probe).await?;
         let mut connections = Vec::with_capacity(masters.len());
         for (host, port) in &masters {
-            let client = at(&server, host, *port)?;
+            let client = link::client_at(server.get_connection_info(), host, *port)?;
             connections.push(track(&client, self.timeouts, prefixes, pushes.clone()).await?);
         }
         Ok(Tracked {
@@ -248,27 +247,6 @@ async fn masters(conn: &mut MultiplexedConnection) -> RedisResult<BTreeSet<(Stri
         )));
     }
     Ok(masters)
-}
-
-/// `seed`'s settings (credentials, TLS, RESP3) for the node at `host:port`.
-fn at(seed: &redis::Client, host: &str, port: u16) -> RedisResult<redis::Client> {
-    let info = seed.get_connection_info().clone();
-    let mut addr = info.addr().clone();
-    match &mut addr {
-        ConnectionAddr::Tcp(h, p)
-        | ConnectionAddr::TcpTls {
-            host: h, port: p, ..
-        } => {
-            host.clone_into(h);
-            *p = port;
-        }
-        _ => {
-            return Err(redis::RedisError::from(std::io::Error::other(
-                "near cache: a cluster node address that is not TCP",
-            )));
-        }
-    }
-    redis::Client::open(info.set_addr(addr))
 }
 
 fn lost(why: &'static str) -> RedisError {
