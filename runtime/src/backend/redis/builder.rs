@@ -78,7 +78,7 @@ impl RedisBuilder {
     }
 
     /// The most blocking connections this backend keeps open at once (default
-    /// [`DEFAULT_MAX_CONNECTIONS`](super::DEFAULT_MAX_CONNECTIONS); at least 1).
+    /// [`DEFAULT_MAX_CONNECTIONS`]; at least 1).
     ///
     /// Connections are opened on demand and shared by every thread; when all are busy,
     /// a caller waits for a free one at most the [response

@@ -17,9 +17,9 @@
 //! - Subscriptions follow the slot. When a slot leaves a node (resharded by `SETSLOT
 //!   NODE`, or a `CLUSTER FAILOVER` that demotes its master), the node unsubscribes us
 //!   (an `sunsubscribe` push; Redis 7.0.15 sends it in both cases). We subscribe again
-//!   on the slot's master now (see [`locate`]: a demoted master, now a replica, would
-//!   accept the `SSUBSCRIBE` itself, and hear the shard only once the new master knows
-//!   it); until one subscription finds the client's slot map up to date, every new one
+//!   on the slot's master now (see `subscriber::locate`: a demoted master, now a
+//!   replica, would accept the `SSUBSCRIBE` itself, and hear the shard only once the new
+//!   master knows it); until one subscription finds the client's slot map up to date, every new one
 //!   (another lock, or this one waited on again) is located first too. Waiters are not
 //!   woken by the loss: the new confirmation makes those that attempted before it retry
 //!   (re-subscribe, then re-check the lock, then wait), as on the first subscription. A
@@ -30,15 +30,16 @@
 //!   promoted a replica (after `cluster-node-timeout`). Every subscription is then asked
 //!   for again as after a move: located first (the node the client routes to must say,
 //!   in `CLUSTER NODES`, that it is a master serving the slot; until it does, for up to
-//!   [`LOCATE_FOR`]), and waiters retry on the new confirmation, not at the loss (a
-//!   retry then would find no master). The same after the subscriber's own connection
-//!   to a cluster failed.
+//!   `subscriber::LOCATE_FOR`), and waiters retry on the new confirmation, not at the
+//!   loss (a retry then would find no master). The same after the subscriber's own
+//!   connection to a cluster failed.
 //! - With Sentinel, the subscriber connects to the master the Sentinels name, and asks
 //!   again after its connection failed (the old master died): a failover costs the
 //!   waiters one retry, as any disconnection does.
-//! - The subscriber runs on its own thread (its own current-thread Tokio runtime), so
-//!   blocking and async callers share it; it connects on the first wait, and ends soon
-//!   after the backend is dropped. While it is disconnected, waiters poll every `retry`.
+//! - The subscriber (`subscriber.rs`) runs on the links' background skeleton (a thread
+//!   of its own, shared by blocking and async callers, see `link/background.rs`); it
+//!   connects on the first wait, and ends soon after the backend is dropped. While it
+//!   is disconnected, waiters poll every `retry`.
 
 mod subscriber;
 
@@ -78,7 +79,7 @@ struct State {
     /// Subscriptions the server dropped because their slot moved, and connections to a
     /// cluster node lost, so far: while this is ahead of `located`, the client's slot
     /// map may be out of date, and every new subscription first looks for its slot's
-    /// master ([`locate`]).
+    /// master (`subscriber::locate`).
     moves: u64,
     /// `moves` when a subscription last found the client's slot map up to date.
     located: u64,
