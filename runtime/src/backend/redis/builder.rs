@@ -12,7 +12,7 @@ use redis::{RedisError, RedisResult};
 use super::link::breaker::{self, Breaker, Clock};
 use super::link::pool::Pool;
 use super::link::sentinel::Master;
-use super::link::{Client, Node, Timeouts};
+use super::link::{Client, Node, Timeouts, quiet};
 use super::near::{NearCache, Tier, tracking};
 use super::wake;
 use super::{
@@ -213,7 +213,7 @@ impl RedisBuilder {
         };
         let first_client = self
             .open_client(first)
-            .and_then(|client| without_setup_chatter(&client))
+            .and_then(|client| redis::Client::open(quiet(client.get_connection_info())))
             .map_err(connect_error)?;
         let Some(name) = &self.sentinel else {
             let node = Node::Server(first_client);
@@ -322,16 +322,6 @@ impl RedisBuilder {
         }
         redis::Client::open(url)
     }
-}
-
-/// `client` without the two `CLIENT SETINFO` commands the `redis` crate sends after
-/// connecting. Each reply of that handshake is awaited for the whole remaining connect
-/// timeout, so against a stalled server every extra command adds one more timeout
-/// (two setup commands: a connect took twice the connect timeout).
-fn without_setup_chatter(client: &redis::Client) -> RedisResult<redis::Client> {
-    let info = client.get_connection_info().clone();
-    let settings = info.redis_settings().clone().set_skip_set_lib_name();
-    redis::Client::open(info.set_redis_settings(settings))
 }
 
 #[cfg(feature = "tls")]

@@ -102,6 +102,15 @@ pub(crate) fn setup_replies(client: &redis::Client) -> u32 {
     (u32::from(hello_or_auth) + u32::from(settings.db() != 0)).max(1)
 }
 
+/// `info` without the two `CLIENT SETINFO` commands the `redis` crate sends after
+/// connecting. Each reply of that handshake is awaited for the whole remaining connect
+/// timeout, so against a stalled server every extra command adds one more timeout
+/// (two setup commands: a connect took twice the connect timeout).
+pub(crate) fn quiet(info: &ConnectionInfo) -> ConnectionInfo {
+    let settings = info.redis_settings().clone().set_skip_set_lib_name();
+    info.clone().set_redis_settings(settings)
+}
+
 /// A client for the server at `host:port`, with `info`'s settings (credentials,
 /// database, TLS, protocol): a cluster's master, the master a Sentinel names.
 pub(crate) fn client_at(

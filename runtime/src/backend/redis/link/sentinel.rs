@@ -41,11 +41,7 @@ impl Master {
         name: String,
         timeouts: Timeouts,
     ) -> RedisResult<Self> {
-        // Without the setup chatter (see `builder.rs`).
-        let Some(node) = sentinels.first().map(|info| {
-            let settings = info.redis_settings().clone().set_skip_set_lib_name();
-            info.clone().set_redis_settings(settings)
-        }) else {
+        let Some(node) = sentinels.first().map(super::quiet) else {
             return Err(RedisError::from((
                 redis::ErrorKind::InvalidClientConfig,
                 "no Sentinel URL given",
