@@ -334,12 +334,7 @@ impl Tier {
         let extra = entry.value.len();
         entry.decoded = Some(make());
         shard.used += extra;
-        while shard.used > shard.capacity {
-            match shard.entries.pop_lru() {
-                Some((old_key, old)) => shard.used -= old.weight(&old_key),
-                None => break,
-            }
-        }
+        shard.evict_for(0);
     }
 
     /// What a read of `key` from Redis must present to keep its value ([`offer`]);
@@ -506,18 +501,23 @@ impl Shard {
         self.used = 0;
     }
 
-    fn insert(&mut self, key: &str, value: &[u8], until: Coarse) {
-        self.remove(key);
-        let needed = weight(key, value);
-        if needed > self.capacity {
-            return;
-        }
+    /// Evicts the least recently used entries until `needed` more bytes fit.
+    fn evict_for(&mut self, needed: usize) {
         while self.used + needed > self.capacity {
             match self.entries.pop_lru() {
                 Some((old_key, old)) => self.used -= old.weight(&old_key),
                 None => break,
             }
         }
+    }
+
+    fn insert(&mut self, key: &str, value: &[u8], until: Coarse) {
+        self.remove(key);
+        let needed = weight(key, value);
+        if needed > self.capacity {
+            return;
+        }
+        self.evict_for(needed);
         self.used += needed;
         let entry = Entry {
             value: value.to_vec(),
@@ -542,9 +542,12 @@ mod tests {
     }
 
     fn live() -> Tier {
-        let near = Tier::new(&NearCache::new());
-        let generation = near.connecting();
-        near.went_live(generation);
+        live_with(&NearCache::new())
+    }
+
+    fn live_with(settings: &NearCache) -> Tier {
+        let near = Tier::new(settings);
+        near.went_live(near.connecting());
         near
     }
 
@@ -575,8 +578,7 @@ mod tests {
         near.lost(1);
         assert_eq!(near.get("k"), None);
         assert!(near.ticket("k").is_none());
-        let generation = near.connecting();
-        near.went_live(generation);
+        near.went_live(near.connecting());
         near.offer("j", before, &value(60_000));
         assert_eq!(
             near.get("j"),
@@ -605,9 +607,7 @@ mod tests {
 
     #[test]
     fn keys_outside_the_prefixes_are_never_kept() {
-        let near = Tier::new(&NearCache::new().prefix("app:"));
-        let generation = near.connecting();
-        near.went_live(generation);
+        let near = live_with(&NearCache::new().prefix("app:"));
         near.offer("{other:k}", near.ticket("{other:k}"), &value(60_000));
         assert_eq!(near.get("{other:k}"), None);
         near.offer("{app:k}", near.ticket("{app:k}"), &value(60_000));
@@ -679,8 +679,7 @@ mod tests {
         keep(&near);
         near.lost(1);
         assert_eq!(kept_tag(&near, "k"), None, "link lost");
-        let generation = near.connecting();
-        near.went_live(generation);
+        near.went_live(near.connecting());
         keep(&near);
         let other = value(60_000);
         near.offer("k", near.ticket("k"), &other);
@@ -692,18 +691,14 @@ mod tests {
         let bytes = value(60_000);
         let entry = weight("k0", &bytes);
         // Room for three entries' bytes in each shard, not for two kept decoded.
-        let near = Tier::new(&NearCache::new().capacity(SHARDS * (3 * entry)));
-        let generation = near.connecting();
-        near.went_live(generation);
+        let near = live_with(&NearCache::new().capacity(SHARDS * (3 * entry)));
         near.offer("k0", near.ticket("k0"), &bytes);
         let (shard, _) = near.place(b"k0");
         near.keep_decoded("k0", &bytes, &mut || kept(1));
         assert_eq!(near.shard(shard).used, 2 * entry - "k0".len());
         let used: usize = (0..SHARDS).map(|i| near.shard(i).used).sum();
         assert!(used <= SHARDS * 3 * entry);
-        let tiny = Tier::new(&NearCache::new().capacity(SHARDS * entry));
-        let generation = tiny.connecting();
-        tiny.went_live(generation);
+        let tiny = live_with(&NearCache::new().capacity(SHARDS * entry));
         tiny.offer("k0", tiny.ticket("k0"), &bytes);
         tiny.keep_decoded("k0", &bytes, &mut || kept(1));
         assert_eq!(
@@ -749,9 +744,7 @@ mod tests {
                 encode_with(Codec::Bincode, &vec![7_u8; size], 0, 1, stamp).unwrap_or_default()
             })
             .collect();
-        let near = Tier::new(&NearCache::new().capacity(SHARDS * 1024));
-        let generation = near.connecting();
-        near.went_live(generation);
+        let near = live_with(&NearCache::new().capacity(SHARDS * 1024));
         let mut state = 0x2545_f491_4f6c_dd1d_u64;
         let mut next = |bound: usize| {
             state ^= state << 13;
@@ -819,9 +812,7 @@ mod tests {
 
     #[test]
     fn the_byte_bound_evicts_the_least_recently_used() {
-        let near = Tier::new(&NearCache::new().capacity(SHARDS * 200));
-        let generation = near.connecting();
-        near.went_live(generation);
+        let near = live_with(&NearCache::new().capacity(SHARDS * 200));
         for i in 0..100 {
             let key = format!("k{i}");
             near.offer(&key, near.ticket(&key), &value(60_000));
