@@ -195,19 +195,16 @@ mod tests {
     use super::*;
     use redis::{ConnectionAddr, IntoConnectionInfo};
 
+    const SECONDS: Timeouts = Timeouts {
+        connect: Duration::from_secs(1),
+        response: Duration::from_secs(1),
+    };
+
     fn master(url: &str) -> Master {
         let info = url
             .into_connection_info()
             .unwrap_or_else(|err| panic!("{err}"));
-        Master::new(
-            vec![info],
-            "mymaster".into(),
-            Timeouts {
-                connect: Duration::from_secs(1),
-                response: Duration::from_secs(1),
-            },
-        )
-        .unwrap_or_else(|err| panic!("{err}"))
+        Master::new(vec![info], "mymaster".into(), SECONDS).unwrap_or_else(|err| panic!("{err}"))
     }
 
     #[test]
@@ -241,14 +238,7 @@ mod tests {
 
     #[test]
     fn no_sentinel_is_a_configuration_error() {
-        let made = Master::new(
-            Vec::new(),
-            "mymaster".into(),
-            Timeouts {
-                connect: Duration::from_secs(1),
-                response: Duration::from_secs(1),
-            },
-        );
+        let made = Master::new(Vec::new(), "mymaster".into(), SECONDS);
         assert!(made.is_err());
     }
 }

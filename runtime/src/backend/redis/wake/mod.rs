@@ -430,6 +430,14 @@ mod tests {
         hub
     }
 
+    /// A hub with one waiter on `_lock_:{k}`, subscribed.
+    fn subscribed() -> Hub {
+        let hub = watched(1);
+        let _ = hub.plan(Instant::now());
+        hub.on_subscribed("_lock_:{k}", false);
+        hub
+    }
+
     #[test]
     fn an_attempt_before_the_subscription_retries_once_it_is_confirmed() {
         let hub = watched(1);
@@ -448,9 +456,7 @@ mod tests {
 
     #[test]
     fn a_lost_connection_counts_as_a_release_and_is_asked_for_again() {
-        let hub = watched(1);
-        let _ = hub.plan(Instant::now());
-        hub.on_subscribed("_lock_:{k}", false);
+        let hub = subscribed();
         let attempted = Instant::now();
         hub.on_lost(None, false);
         assert!(Hub::should_retry(&hub.state(), "_lock_:{k}", attempted));
@@ -461,9 +467,7 @@ mod tests {
 
     #[test]
     fn a_moved_subscription_is_located_and_asked_for_again_before_waiters_retry() {
-        let hub = watched(1);
-        let _ = hub.plan(Instant::now());
-        hub.on_subscribed("_lock_:{k}", false);
+        let hub = subscribed();
         let attempted = Instant::now();
         hub.on_lost(Some("_lock_:{k}"), true);
         assert!(
@@ -494,9 +498,7 @@ mod tests {
 
     #[test]
     fn a_lost_cluster_node_is_located_and_asked_for_again_before_waiters_retry() {
-        let hub = watched(1);
-        let _ = hub.plan(Instant::now());
-        hub.on_subscribed("_lock_:{k}", false);
+        let hub = subscribed();
         let attempted = Instant::now();
         hub.on_lost(None, true);
         assert!(
