@@ -11,7 +11,9 @@ use cache_memoize::{
     Backend, CacheBackend, MemoizeOptions, NearCache, RedisBackend, make_cache_key, memoize,
 };
 use cache_memoize_tests::proxy::CountingProxy;
-use cache_memoize_tests::server::{RedisCluster, RedisServer, kill_tracking_client};
+use cache_memoize_tests::server::{
+    RedisCluster, RedisSentinel, RedisServer, kill_tracking_client, tracking_client,
+};
 use cache_memoize_tests::{runtime, wait_until};
 
 fn near(url: &str) -> Arc<RedisBackend> {
@@ -309,14 +311,103 @@ fn on_a_cluster_a_failover_leaves_no_stale_copy() {
     }
 }
 
-#[test]
-fn a_near_cache_with_sentinel_is_refused_with_a_clear_error() {
-    let refused = cache_memoize::RedisBackend::builder(["redis://127.0.0.1:1/"])
-        .sentinel("mymaster")
-        .near_cache(cache_memoize::NearCache::new())
-        .connect();
-    match refused {
-        Err(err) => assert!(err.to_string().contains("exclude each other"), "{err}"),
-        Ok(_) => panic!("a near cache cannot follow a Sentinel failover yet"),
+/// The Sentinel service of the tests below.
+const SERVICE: &str = "cache-memoize-near";
+
+/// A backend through the Sentinel, with a near cache or without.
+fn on_sentinel(sentinel: &RedisSentinel, near_cache: bool) -> Arc<RedisBackend> {
+    let builder = RedisBackend::builder([sentinel.url()])
+        .sentinel(SERVICE)
+        .connect_timeout(Duration::from_millis(300))
+        .response_timeout(Duration::from_millis(500));
+    let builder = if near_cache {
+        builder.near_cache(NearCache::new())
+    } else {
+        builder
+    };
+    match builder.connect() {
+        Ok(backend) => Arc::new(backend),
+        Err(err) => panic!("cannot connect through the Sentinel: {err}"),
     }
+}
+
+/// With Sentinel: a reader's near copy of "old" is served from the master, then
+/// `fail_over` moves the master to the replica. The near cache must follow: tracking
+/// on again on the new master, no copy from before served, and the new master's
+/// invalidations reaching the copies made after.
+fn near_cache_follows_sentinel(
+    fail_over: impl FnOnce(&mut RedisServer, &RedisSentinel, &RedisBackend),
+) {
+    let mut primary = RedisServer::start();
+    let replica = RedisServer::start_replica_of(&primary);
+    let sentinel = RedisSentinel::start(SERVICE, &primary, 1);
+    let (reader, writer) = (on_sentinel(&sentinel, true), on_sentinel(&sentinel, false));
+    wait_until("tracking is on", || reader.is_near_cache_live());
+    assert!(tracking_client(&mut primary.connection()).is_some());
+    write(&writer, "near:sentinel", "old");
+    until_served_near(&reader, "near:sentinel", "old");
+
+    fail_over(&mut primary, &sentinel, &reader);
+    sentinel.wait_for_master(SERVICE, replica.port());
+    wait_until("tracking is on on the new master", || {
+        reader.is_near_cache_live() && tracking_client(&mut replica.connection()).is_some()
+    });
+    wait_until("the writer stores on the new master", || {
+        let stored: String = memoize(
+            "near:sentinel",
+            &opts(&writer).force_overwrite(true),
+            || "new".to_owned(),
+        );
+        stored == "new" && read(&writer, "near:sentinel") == "new"
+    });
+    assert_eq!(
+        read(&reader, "near:sentinel"),
+        "new",
+        "the copy from before the failover is gone"
+    );
+    until_served_near(&reader, "near:sentinel", "new");
+    write(&writer, "near:sentinel", "newer");
+    wait_until("the new master's invalidation reaches the copy", || {
+        read(&reader, "near:sentinel") == "newer"
+    });
+}
+
+/// The master killed: its invalidation connection breaks, the near cache is bypassed
+/// until Sentinel has promoted the replica and tracking is on there.
+#[test]
+fn with_sentinel_the_near_cache_follows_the_master_after_a_failover() {
+    near_cache_follows_sentinel(|primary, _, reader| {
+        primary.kill();
+        // Sentinel takes its down-after period (200 ms) and an election to promote the
+        // replica: the channel is known lost long before tracking can be on again.
+        wait_until("the near cache is bypassed", || {
+            !reader.is_near_cache_live()
+        });
+    });
+}
+
+/// A graceful failover (`SENTINEL FAILOVER`): the old master stays up, demoted to a
+/// replica; the near cache leaves it for the new master.
+#[test]
+fn with_sentinel_the_near_cache_leaves_a_demoted_master() {
+    near_cache_follows_sentinel(|primary, sentinel, _| {
+        let _: () = redis::cmd("SENTINEL")
+            .arg("FAILOVER")
+            .arg(SERVICE)
+            .query(
+                &mut redis::Client::open(sentinel.url())
+                    .and_then(|c| c.get_connection())
+                    .unwrap_or_else(|err| panic!("cannot reach the Sentinel: {err}")),
+            )
+            .unwrap_or_else(|err| panic!("SENTINEL FAILOVER failed: {err}"));
+        // The Sentinel reconfigures the old master when it next reads its INFO.
+        let demoted = std::time::Instant::now() + Duration::from_secs(30);
+        while primary.role().as_deref() != Some("slave") {
+            assert!(
+                std::time::Instant::now() < demoted,
+                "the old master was not demoted"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
 }

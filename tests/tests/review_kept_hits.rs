@@ -1,7 +1,7 @@
 //! REVIEW FINDING (failed before the fix that gives `Backend::decoded` an `accept`
 //! predicate; counted 2): with `keep_decoded`, a read
 //! of a key whose kept value was read as another type, codec or version counts two
-//! near hits (`near_cache_hits()` and `cache_memoize_near_hits_total`): `Near::decoded`
+//! near hits (`near_cache_hits()` and `cache_memoize_near_hits_total`): `near::Tier::decoded`
 //! counted one when it handed the kept value out, before the caller found it was not
 //! its own, and the read of the bytes that followed counted another.
 

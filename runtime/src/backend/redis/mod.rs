@@ -1,31 +1,26 @@
 //! [`RedisBackend`]: values and locks in Redis (a server or a cluster), shared by every
 //! process that connects to it.
 //!
-//! - Blocking callers share a bounded pool of connections (`pool.rs`); async callers share
-//!   one multiplexed `ConnectionManager` that reconnects by itself.
+//! - Blocking callers share a bounded pool of connections (`link/pool.rs`); async
+//!   callers share one multiplexed `ConnectionManager` that reconnects by itself.
 //! - The atomic steps are Lua scripts (`scripts.rs`): a locked miss is three round trips
 //!   (`GET`, get-or-lock, store-and-release), a hit is one `GET`.
-//! - Lock waiters are woken through pub/sub (`wake.rs`) instead of polling, subscribed
+//! - Lock waiters are woken through pub/sub (`wake/`) instead of polling, subscribed
 //!   only to the locks they wait on.
-//! - A circuit breaker (`breaker.rs`), shared by the sync and async paths, skips a
+//! - A circuit breaker (`link/breaker.rs`), shared by the sync and async paths, skips a
 //!   server that stopped answering, so callers compute at once instead of each waiting
 //!   out a timeout.
-//! - An optional near cache (`near.rs`) keeps copies of values in the process, kept
-//!   coherent by the server's invalidation messages (`tracking.rs`); a hit on a copy
-//!   sends nothing and skips the breaker.
-//! - `connect.rs` opens the clients; `commands.rs` spells each step as a command or a
-//!   script invocation; this file runs them, sync and async.
+//! - An optional near cache (`near/`) keeps copies of values in the process, kept
+//!   coherent by the server's invalidation messages (`near/tracking.rs`); a hit on a
+//!   copy sends nothing and skips the breaker.
+//! - `builder.rs` connects (the clients are in `link/`); `commands.rs` spells each
+//!   step as a command or a script invocation; this file runs them, sync and async.
 
-mod breaker;
+mod builder;
 mod commands;
-mod connect;
-mod drivers;
 mod link;
 mod near;
-mod pool;
 mod scripts;
-mod sentinel;
-mod tracking;
 mod wake;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,19 +32,18 @@ use redis::{Cmd, ConnectionLike, RedisResult, ScriptInvocation};
 
 use super::{AsyncBackend, Backend, BoxFuture, DecodedValue, GetOrLock, KeptValue, LockClaim};
 use crate::error::Error;
-use breaker::{Breaker, Decision, Permit};
+pub use builder::RedisBuilder;
 use commands::{
     Wake, compare_and_delete, compare_and_extend, delete_cmd, expire_many, get_cmd, get_many_cmd,
     get_or_lock, get_or_lock_reply, invalidate, set_cmd, store_and_release, take_lock,
     take_lock_reply,
 };
-pub use connect::RedisBuilder;
-use connect::{AsyncConnection, Client};
-use drivers::Drivers;
-use link::{is_connection_failure, is_stale, timed_out, went_away};
+use link::breaker::{Breaker, Decision, Permit};
+use link::drivers::{self, Drivers};
+use link::pool::Pool;
+use link::{AsyncConnection, Client, is_connection_failure, is_stale, timed_out, went_away};
 pub use near::{DEFAULT_NEAR_CACHE_CAPACITY, NearCache};
-use near::{Near, Ticket};
-use pool::Pool;
+use near::{Ticket, Tier};
 use wake::Hub;
 
 /// The default time allowed to open a connection.
@@ -96,7 +90,7 @@ struct Inner {
     async_connection: Mutex<Option<AsyncConnection>>,
     hub: Arc<Hub>,
     breaker: Breaker,
-    near: Option<Arc<Near>>,
+    near: Option<Arc<Tier>>,
 }
 
 /// Whether the missing Tokio runtime was already reported (once per process).
@@ -117,7 +111,7 @@ impl RedisBackend {
     /// How this backend's releases are published (sharded on a cluster).
     fn wake(&self) -> Wake {
         match self.inner.client {
-            Client::Single(_) | Client::Sentinel(_) => Wake::Classic,
+            Client::Node(_) => Wake::Classic,
             Client::Cluster(_) => Wake::Sharded,
         }
     }
@@ -291,17 +285,12 @@ impl RedisBackend {
             .set_number_of_retries(1);
         let opening = async {
             match &self.inner.client {
-                Client::Single(client) => client
+                Client::Node(node) => node
+                    .client_async(timeout)
+                    .await?
                     .get_connection_manager_with_config(config)
                     .await
                     .map(AsyncConnection::Single),
-                Client::Sentinel(master) => {
-                    let client = master.client_async(timeout).await?;
-                    client
-                        .get_connection_manager_with_config(config)
-                        .await
-                        .map(AsyncConnection::Single)
-                }
                 Client::Cluster(client) => client
                     .get_async_connection()
                     .await
@@ -313,7 +302,7 @@ impl RedisBackend {
             .await
             .unwrap_or_else(|_| Err(timeout_error(timeout, "connecting")))
             .map_err(|err| timed_out(err, timeout, "connecting"))
-            .inspect_err(|_| self.forget_master())?;
+            .inspect_err(|_| self.inner.client.forget())?;
         *self.slot() = Some(conn.clone());
         Ok((conn, false))
     }
@@ -327,8 +316,8 @@ impl RedisBackend {
 
     /// Sends `request` on the shared async connection, unless the breaker says to skip
     /// the server, or there is no Tokio runtime to run it on, or the runtime lacks its
-    /// I/O or time driver (`drivers.rs`; each reported once, then every such call fails
-    /// open: it computes without the cache).
+    /// I/O or time driver (`link/drivers.rs`; each reported once, then every such call
+    /// fails open: it computes without the cache).
     async fn request_async<T: redis::FromRedisValue>(
         &self,
         operation: &'static str,
@@ -397,14 +386,7 @@ impl RedisBackend {
     /// next call opens another, to the master the Sentinels name then.
     fn drop_async_connection(&self) {
         self.slot().take();
-        self.forget_master();
-    }
-
-    /// With Sentinel: forgets the master, so the next connection asks again.
-    fn forget_master(&self) {
-        if let Client::Sentinel(master) = &self.inner.client {
-            master.forget();
-        }
+        self.inner.client.forget();
     }
 }
 

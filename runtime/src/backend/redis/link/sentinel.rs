@@ -10,10 +10,12 @@
 //! connect and response timeouts, and by the caller's budget.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use redis::{ConnectionAddr, ConnectionInfo, RedisError, RedisResult};
+use redis::{ConnectionInfo, RedisError, RedisResult};
+
+use super::Timeouts;
 
 /// The master of one Sentinel-monitored service, resolved on demand.
 pub(crate) struct Master {
@@ -23,8 +25,7 @@ pub(crate) struct Master {
     name: String,
     /// How to connect to the master (credentials, database, TLS), its address aside.
     node: ConnectionInfo,
-    connect_timeout: Duration,
-    response_timeout: Duration,
+    timeouts: Timeouts,
     /// The master's client, while it is believed to be the master.
     current: Mutex<Option<redis::Client>>,
     /// Set by [`forget`](Self::forget): `current` is dropped by the next caller.
@@ -38,10 +39,9 @@ impl Master {
     pub(crate) fn new(
         sentinels: Vec<ConnectionInfo>,
         name: String,
-        connect_timeout: Duration,
-        response_timeout: Duration,
+        timeouts: Timeouts,
     ) -> RedisResult<Self> {
-        let Some(node) = sentinels.first().cloned() else {
+        let Some(node) = sentinels.first().map(super::quiet) else {
             return Err(RedisError::from((
                 redis::ErrorKind::InvalidClientConfig,
                 "no Sentinel URL given",
@@ -58,8 +58,7 @@ impl Master {
             sentinels,
             name,
             node,
-            connect_timeout,
-            response_timeout,
+            timeouts,
             current: Mutex::new(None),
             forgotten: AtomicBool::new(false),
         })
@@ -84,38 +83,20 @@ impl Master {
         Ok(client)
     }
 
-    /// The async form of [`client`](Self::client) (concurrent resolutions are not
-    /// merged: the async path and the subscriber are one connection each). It never
-    /// waits for the mutex: a blocking caller holds it while it asks the Sentinels, and
-    /// an executor thread must not wait for that; it resolves on its own meanwhile.
-    pub(crate) async fn client_async(&self, budget: Duration) -> RedisResult<redis::Client> {
-        let known = self.try_current().and_then(|mut current| {
-            if self.forgotten.swap(false, Ordering::SeqCst) {
-                current.take();
-            }
-            current.clone()
-        });
-        if let Some(client) = known {
-            return Ok(client);
-        }
-        let deadline = tokio::time::Instant::now() + budget;
-        let client = tokio::time::timeout_at(deadline, self.resolve_async(budget))
-            .await
-            .unwrap_or_else(|_| Err(timed_out(budget)))?;
-        // Busy: a blocking caller is storing what the Sentinels say now.
-        if let Some(mut current) = self.try_current() {
-            *current = Some(client.clone());
-        }
-        Ok(client)
-    }
-
-    /// The mutex, unless a blocking caller holds it (resolving the master).
-    fn try_current(&self) -> Option<MutexGuard<'_, Option<redis::Client>>> {
-        match self.current.try_lock() {
-            Ok(current) => Some(current),
-            Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
-            Err(TryLockError::WouldBlock) => None,
-        }
+    /// The async form of [`client`](Self::client), run on a blocking thread: an
+    /// executor thread never waits for the Sentinels, nor for a blocking caller asking
+    /// them (it holds the mutex meanwhile), and concurrent resolutions are merged.
+    pub(crate) async fn client_async(
+        self: &Arc<Self>,
+        budget: Duration,
+    ) -> RedisResult<redis::Client> {
+        let master = Arc::clone(self);
+        let resolving = async {
+            tokio::task::spawn_blocking(move || master.client(budget))
+                .await
+                .unwrap_or_else(|err| Err(std::io::Error::other(err).into()))
+        };
+        super::within(budget, asking(budget), resolving).await
     }
 
     /// Forgets the master: the next connection asks the Sentinels again. Never waits
@@ -125,37 +106,13 @@ impl Master {
         self.forgotten.store(true, Ordering::SeqCst);
     }
 
-    /// The client for the master at `host:port`.
-    fn client_at(&self, host: String, port: u16) -> RedisResult<redis::Client> {
-        let addr = match self.node.addr() {
-            ConnectionAddr::TcpTls {
-                insecure,
-                tls_params,
-                ..
-            } => ConnectionAddr::TcpTls {
-                host,
-                port,
-                insecure: *insecure,
-                tls_params: tls_params.clone(),
-            },
-            _ => ConnectionAddr::Tcp(host, port),
-        };
-        let settings = self.node.redis_settings().clone().set_skip_set_lib_name();
-        redis::Client::open(
-            self.node
-                .clone()
-                .set_addr(addr)
-                .set_redis_settings(settings),
-        )
-    }
-
     /// Asks each Sentinel in turn, by `deadline`; the first master confirmed by `ROLE`.
     fn resolve(&self, deadline: Instant) -> RedisResult<redis::Client> {
         let mut last = None;
         for sentinel in &self.sentinels {
             let found = self
                 .ask(sentinel, deadline)
-                .and_then(|(host, port)| self.client_at(host, port))
+                .and_then(|(host, port)| super::client_at(&self.node, &host, port))
                 .and_then(|client| self.confirm(client, deadline));
             match found {
                 Ok(client) => return Ok(client),
@@ -165,18 +122,19 @@ impl Master {
                 break;
             }
         }
-        Err(last.unwrap_or_else(|| timed_out(self.connect_timeout)))
+        Err(last.unwrap_or_else(|| super::timeout(asking(self.timeouts.connect))))
     }
 
     /// A blocking connection to `client`'s server, bounded by the timeouts and `deadline`.
     fn open(&self, client: &redis::Client, deadline: Instant) -> RedisResult<redis::Connection> {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(timed_out(self.connect_timeout));
+            return Err(super::timeout(asking(self.timeouts.connect)));
         }
-        let conn = client.get_connection_with_timeout(self.connect_timeout.min(left))?;
+        let conn = client.get_connection_with_timeout(self.timeouts.connect.min(left))?;
         let reply = self
-            .response_timeout
+            .timeouts
+            .response
             .min(left)
             .max(Duration::from_millis(1));
         conn.set_read_timeout(Some(reply))?;
@@ -198,34 +156,6 @@ impl Master {
         let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut conn)?;
         is_master(&role).then_some(client).ok_or_else(not_master)
     }
-
-    async fn resolve_async(&self, budget: Duration) -> RedisResult<redis::Client> {
-        let mut last = None;
-        for sentinel in &self.sentinels {
-            let found = async {
-                let client = redis::Client::open(sentinel.clone())?;
-                let mut conn = Self::open_async(&client).await?;
-                let reply: Option<(String, u16)> =
-                    address_query(&self.name).query_async(&mut conn).await?;
-                let (host, port) = reply.ok_or_else(|| unknown(&self.name))?;
-                let master = self.client_at(host, port)?;
-                let mut conn = Self::open_async(&master).await?;
-                let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(&mut conn).await?;
-                is_master(&role).then_some(master).ok_or_else(not_master)
-            };
-            match tokio::time::timeout(budget, found).await {
-                Ok(Ok(client)) => return Ok(client),
-                Ok(Err(err)) => last = Some(err),
-                Err(_) => last = Some(timed_out(budget)),
-            }
-        }
-        Err(last.unwrap_or_else(|| timed_out(budget)))
-    }
-
-    async fn open_async(client: &redis::Client) -> RedisResult<redis::aio::MultiplexedConnection> {
-        // Bounded by the caller's timeout around the whole resolution.
-        client.get_multiplexed_async_connection().await
-    }
 }
 
 fn address_query(name: &str) -> redis::Cmd {
@@ -235,7 +165,7 @@ fn address_query(name: &str) -> redis::Cmd {
 }
 
 /// Whether a `ROLE` reply is a master's.
-fn is_master(role: &[redis::Value]) -> bool {
+pub(crate) fn is_master(role: &[redis::Value]) -> bool {
     matches!(role.first(), Some(redis::Value::BulkString(kind)) if kind == b"master")
         || matches!(role.first(), Some(redis::Value::SimpleString(kind)) if kind == "master")
 }
@@ -255,28 +185,26 @@ fn not_master() -> RedisError {
     ))
 }
 
-fn timed_out(after: Duration) -> RedisError {
-    super::link::timeout(format_args!(
-        "after {after:?} asking the Sentinels for the master"
-    ))
+/// What timed out: "after `after` asking the Sentinels for the master".
+fn asking(after: Duration) -> impl std::fmt::Display {
+    format!("after {after:?} asking the Sentinels for the master")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use redis::IntoConnectionInfo;
+    use redis::{ConnectionAddr, IntoConnectionInfo};
+
+    const SECONDS: Timeouts = Timeouts {
+        connect: Duration::from_secs(1),
+        response: Duration::from_secs(1),
+    };
 
     fn master(url: &str) -> Master {
         let info = url
             .into_connection_info()
             .unwrap_or_else(|err| panic!("{err}"));
-        Master::new(
-            vec![info],
-            "mymaster".into(),
-            Duration::from_secs(1),
-            Duration::from_secs(1),
-        )
-        .unwrap_or_else(|err| panic!("{err}"))
+        Master::new(vec![info], "mymaster".into(), SECONDS).unwrap_or_else(|err| panic!("{err}"))
     }
 
     #[test]
@@ -284,8 +212,7 @@ mod tests {
         let master = master("redis://user:secret@127.0.0.1:26379/3");
         let sentinel = master.sentinels[0].redis_settings();
         assert_eq!((sentinel.db(), sentinel.password()), (0, None));
-        let client = master
-            .client_at("10.0.0.9".into(), 6380)
+        let client = super::super::client_at(&master.node, "10.0.0.9", 6380)
             .unwrap_or_else(|err| panic!("{err}"));
         let info = client.get_connection_info();
         assert_eq!(
@@ -311,12 +238,7 @@ mod tests {
 
     #[test]
     fn no_sentinel_is_a_configuration_error() {
-        let made = Master::new(
-            Vec::new(),
-            "mymaster".into(),
-            Duration::from_secs(1),
-            Duration::from_secs(1),
-        );
+        let made = Master::new(Vec::new(), "mymaster".into(), SECONDS);
         assert!(made.is_err());
     }
 }

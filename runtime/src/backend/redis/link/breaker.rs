@@ -1,4 +1,4 @@
-//! The circuit breaker of one [`RedisBackend`](super::RedisBackend): after
+//! The circuit breaker of one [`RedisBackend`](crate::RedisBackend): after
 //! consecutive connection failures or timeouts, calls skip the server (the caller
 //! computes at once) until a half-open probe, sent after a jittered back-off, gets an
 //! answer. The probe is the backend's own `PING` on a thread of its own, not a
@@ -26,7 +26,7 @@ pub(crate) type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
 /// The back-off before the first probe, doubled after each failed probe.
 pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 /// The longest back-off between probes: the links' cap.
-pub(crate) use super::link::MAX_BACKOFF;
+pub(crate) use super::MAX_BACKOFF;
 /// How often an open breaker repeats its WARN, with what it skipped meanwhile.
 pub(crate) const SUMMARY_EVERY: Duration = Duration::from_secs(60);
 /// The default number of consecutive failures that opens the breaker.

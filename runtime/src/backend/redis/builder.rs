@@ -1,73 +1,24 @@
-//! Connecting: the clients (one server, a Sentinel-monitored master, or a cluster), the
-//! async connection, and [`RedisBuilder`], with its timeouts, TLS roots and wake-up
-//! switch.
+//! [`RedisBuilder`]: the settings (timeouts, TLS roots, topology, wake-ups, near cache,
+//! breaker), and the connecting that makes a [`RedisBackend`] of them: the clients, the
+//! pool, the wake-up subscriber and the near cache's tracking connection.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use once_cell::sync::Lazy;
-use redis::aio::ConnectionManager;
-use redis::{Cmd, RedisError, RedisFuture, RedisResult, Value};
+use redis::{RedisError, RedisResult};
 
-use super::breaker::{self, Breaker, Clock};
-use super::near::{Near, NearCache};
-use super::pool::{Connector, Pool};
-use super::sentinel::Master;
-use super::tracking;
+use super::link::breaker::{self, Breaker, Clock};
+use super::link::pool::Pool;
+use super::link::sentinel::Master;
+use super::link::{Client, Node, Timeouts, quiet};
+use super::near::{NearCache, Tier, tracking};
 use super::wake;
 use super::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_RESPONSE_TIMEOUT, Inner, RedisBackend,
 };
 use crate::error::Error;
-
-/// The Redis client: one server, the master Sentinel names, or a cluster.
-#[derive(Clone)]
-#[allow(
-    clippy::large_enum_variant,
-    reason = "one per backend; its size does not matter"
-)]
-pub(super) enum Client {
-    Single(redis::Client),
-    /// Whichever server the Sentinels name as the master now.
-    Sentinel(Arc<Master>),
-    Cluster(redis::cluster::ClusterClient),
-}
-
-/// An async connection: to a server (reconnecting by itself), or to a cluster.
-#[derive(Clone)]
-pub(super) enum AsyncConnection {
-    Single(ConnectionManager),
-    Cluster(redis::cluster_async::ClusterConnection),
-}
-
-impl redis::aio::ConnectionLike for AsyncConnection {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Self::Single(conn) => conn.req_packed_command(cmd),
-            Self::Cluster(conn) => conn.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a redis::Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Self::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
-            Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Self::Single(conn) => conn.get_db(),
-            Self::Cluster(conn) => conn.get_db(),
-        }
-    }
-}
 
 /// Settings for [`RedisBackend`]; made by [`RedisBackend::builder`].
 #[derive(Clone)]
@@ -76,8 +27,7 @@ pub struct RedisBuilder {
     urls: Vec<String>,
     cluster: bool,
     sentinel: Option<String>,
-    connect_timeout: Duration,
-    response_timeout: Duration,
+    timeouts: Timeouts,
     max_connections: u32,
     wake_ups: bool,
     breaker_threshold: u32,
@@ -96,8 +46,7 @@ impl std::fmt::Debug for RedisBuilder {
             )
             .field("cluster", &self.cluster)
             .field("sentinel", &self.sentinel)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("response_timeout", &self.response_timeout)
+            .field("timeouts", &self.timeouts)
             .field("max_connections", &self.max_connections)
             .field("wake_ups", &self.wake_ups)
             .field("breaker_threshold", &self.breaker_threshold)
@@ -113,7 +62,7 @@ impl RedisBuilder {
     /// timeout](Self::response_timeout)) before computing without the cache. Clamped
     /// to [1 ms, [`MAX_EXPIRE`](crate::MAX_EXPIRE)].
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = clamped_timeout(timeout);
+        self.timeouts.connect = clamped_timeout(timeout);
         self
     }
 
@@ -124,12 +73,12 @@ impl RedisBuilder {
     /// to [1 ms, [`MAX_EXPIRE`](crate::MAX_EXPIRE)]: `Duration::MAX` means "as long as
     /// it takes", not an overflow.
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
-        self.response_timeout = clamped_timeout(timeout);
+        self.timeouts.response = clamped_timeout(timeout);
         self
     }
 
     /// The most blocking connections this backend keeps open at once (default
-    /// [`DEFAULT_MAX_CONNECTIONS`](super::DEFAULT_MAX_CONNECTIONS); at least 1).
+    /// [`DEFAULT_MAX_CONNECTIONS`]; at least 1).
     ///
     /// Connections are opened on demand and shared by every thread; when all are busy,
     /// a caller waits for a free one at most the [response
@@ -200,6 +149,9 @@ impl RedisBuilder {
     /// On Redis Cluster, one invalidation connection per master; a change of masters
     /// (a failover) is found at the next heartbeat and flushes the near cache, so a
     /// write on a newly promoted master can go unseen until then (500 ms at most).
+    /// With [Sentinel](Self::sentinel), the invalidation connection goes to the master
+    /// the Sentinels name and checks `ROLE` at each heartbeat: after a failover nothing
+    /// is served near until tracking is on again on the new master.
     ///
     /// ```no_run
     /// use cache_memoize::{NearCache, RedisBackend};
@@ -227,10 +179,10 @@ impl RedisBuilder {
     /// answer checked with `ROLE`) when a connection is opened and no master is known:
     /// at the first call, and again after a connection to the master failed or the
     /// master answered `READONLY` (it was demoted). Idle connections to the old master
-    /// are dropped then, and the wake-up subscriber reconnects to the new one. Each
-    /// step is bounded by the connect and response timeouts; meanwhile calls compute
-    /// without the cache. What a failover does to locks: see the README's "Operating
-    /// Redis".
+    /// are dropped then, and the wake-up subscriber and the near cache's invalidation
+    /// connection reconnect to the new one. Each step is bounded by the connect and
+    /// response timeouts; meanwhile calls compute without the cache. What a failover
+    /// does to locks: see the README's "Operating Redis".
     ///
     /// The first URL's user, password and database are the master's; the Sentinels
     /// are asked without credentials (Sentinels that require a password are not
@@ -251,18 +203,28 @@ impl RedisBuilder {
         self
     }
 
-    /// The data client, the wake-up subscriber's target and the near cache's tracking
-    /// target, for the topology these settings name.
-    fn clients(
-        &self,
-        first: &str,
-        address: &str,
-    ) -> Result<(Client, wake::Target, Option<tracking::Target>), Error> {
+    /// The data client, and the node the wake-up subscriber and the near cache's
+    /// tracking connection go to (on a cluster, its first node), for the topology these
+    /// settings name.
+    fn clients(&self, first: &str, address: &str) -> Result<(Client, Node), Error> {
         let connect_error = |source: RedisError| Error::Connect {
             url: address.to_owned(),
             source: source.into(),
         };
-        if self.cluster && self.sentinel.is_some() {
+        let first_client = self
+            .open_client(first)
+            .and_then(|client| redis::Client::open(quiet(client.get_connection_info())))
+            .map_err(connect_error)?;
+        let Some(name) = &self.sentinel else {
+            let node = Node::Server(first_client);
+            let client = if self.cluster {
+                Client::Cluster(self.cluster_builder().build().map_err(connect_error)?)
+            } else {
+                Client::Node(node.clone())
+            };
+            return Ok((client, node));
+        };
+        if self.cluster {
             return Err(Error::Connect {
                 url: address.to_owned(),
                 source:
@@ -270,58 +232,18 @@ impl RedisBuilder {
                         .into(),
             });
         }
-        if self.near.is_some() && self.sentinel.is_some() {
-            return Err(Error::Connect {
-                url: address.to_owned(),
-                source: "the near cache does not follow a Sentinel failover yet: `.near_cache(..)` and `.sentinel(..)` exclude each other"
-                    .into(),
-            });
-        }
-        let first_client = self.open_client(first).map_err(connect_error)?;
-        let tracker = match (&self.near, self.cluster) {
-            (None, _) => None,
-            (Some(_), false) => Some(tracking::Target::Single(
-                tracking::resp3(&first_client).map_err(connect_error)?,
-            )),
-            (Some(_), true) => Some(tracking::Target::Cluster(
-                tracking::resp3(&first_client).map_err(connect_error)?,
-            )),
-        };
-        let (client, subscriber) = match &self.sentinel {
-            Some(name) => {
-                let sentinels = self
-                    .urls
-                    .iter()
-                    .map(|url| {
-                        self.open_client(url)
-                            .map(|c| c.get_connection_info().clone())
-                    })
-                    .collect::<RedisResult<Vec<_>>>()
-                    .map_err(connect_error)?;
-                let master = Arc::new(
-                    Master::new(
-                        sentinels,
-                        name.clone(),
-                        self.connect_timeout,
-                        self.response_timeout,
-                    )
-                    .map_err(connect_error)?,
-                );
-                (
-                    Client::Sentinel(Arc::clone(&master)),
-                    wake::Target::Sentinel(master),
-                )
-            }
-            None if self.cluster => (
-                Client::Cluster(self.cluster_builder().build().map_err(connect_error)?),
-                wake::Target::Server(first_client),
-            ),
-            None => (
-                Client::Single(without_setup_chatter(&first_client).map_err(connect_error)?),
-                wake::Target::Server(first_client),
-            ),
-        };
-        Ok((client, subscriber, tracker))
+        let sentinels = self
+            .urls
+            .iter()
+            .map(|url| {
+                self.open_client(url)
+                    .map(|c| c.get_connection_info().clone())
+            })
+            .collect::<RedisResult<Vec<_>>>()
+            .map_err(connect_error)?;
+        let master = Master::new(sentinels, name.clone(), self.timeouts).map_err(connect_error)?;
+        let node = Node::Sentinel(Arc::new(master));
+        Ok((Client::Node(node.clone()), node))
     }
 
     /// Connects (one connection and a `PING`, to check that the server answers and
@@ -341,41 +263,26 @@ impl RedisBuilder {
             url: address.clone(),
             source: "no URL given".into(),
         })?;
-        let (client, subscriber, tracker) = self.clients(first, &address)?;
-        let connector = Connector::new(client.clone(), self.connect_timeout, self.response_timeout);
-        let pool = Pool::new(connector, self.max_connections);
+        let (client, node) = self.clients(first, &address)?;
+        let pool = Pool::new(client.clone(), self.timeouts, self.max_connections);
         // One command proves the server answers, and that the URL's credentials work.
         pool.run(|conn| redis::cmd("PING").query::<String>(conn))
             .map_err(connect_error)?;
         warn_if_locks_can_be_evicted(&pool, &address);
         let hub = if self.wake_ups {
-            wake::start(wake::Servers {
-                classic: subscriber,
-                cluster: self.cluster.then(|| {
-                    let settings = self.clone();
-                    Box::new(move || settings.cluster_builder()) as Box<_>
-                }),
-                connect_timeout: self.connect_timeout,
-                response_timeout: self.response_timeout,
-            })
+            let cluster = self.cluster.then(|| {
+                let settings = self.clone();
+                Box::new(move || settings.cluster_builder()) as Box<_>
+            });
+            wake::start(node.clone(), cluster, self.timeouts)
         } else {
             wake::polling()
         };
-        let near = match (&self.near, tracker) {
-            (Some(settings), Some(target)) => {
-                let near = Arc::new(Near::new(settings));
-                tracking::start(
-                    &near,
-                    tracking::Settings {
-                        target,
-                        connect_timeout: self.connect_timeout,
-                        response_timeout: self.response_timeout,
-                    },
-                );
-                Some(near)
-            }
-            _ => None,
-        };
+        let near = self.near.as_ref().map(|settings| {
+            let tier = Arc::new(Tier::new(settings));
+            tracking::start(&tier, node, self.cluster, self.timeouts);
+            tier
+        });
         let breaker = Breaker::new(address.clone(), self.breaker_threshold, self.clock);
         Ok(RedisBackend {
             inner: Arc::new(Inner {
@@ -383,8 +290,8 @@ impl RedisBuilder {
                 address,
                 client,
                 pool,
-                connect_timeout: self.connect_timeout,
-                response_timeout: self.response_timeout,
+                connect_timeout: self.timeouts.connect,
+                response_timeout: self.timeouts.response,
                 async_connection: Mutex::new(None),
                 hub,
                 near,
@@ -397,8 +304,8 @@ impl RedisBuilder {
     /// The cluster client's settings (for the data connections and the subscriber).
     fn cluster_builder(&self) -> redis::cluster::ClusterClientBuilder {
         let cluster = redis::cluster::ClusterClient::builder(self.urls.iter().map(String::as_str))
-            .connection_timeout(self.connect_timeout)
-            .response_timeout(self.response_timeout);
+            .connection_timeout(self.timeouts.connect)
+            .response_timeout(self.timeouts.response);
         #[cfg(feature = "tls")]
         let cluster = match &self.root_certificate {
             Some(pem) => cluster.certs(certificates(pem)),
@@ -415,16 +322,6 @@ impl RedisBuilder {
         }
         redis::Client::open(url)
     }
-}
-
-/// `client` without the two `CLIENT SETINFO` commands the `redis` crate sends after
-/// connecting. Each reply of that handshake is awaited for the whole remaining connect
-/// timeout, so against a stalled server every extra command adds one more timeout
-/// (two setup commands: a connect took twice the connect timeout).
-fn without_setup_chatter(client: &redis::Client) -> RedisResult<redis::Client> {
-    let info = client.get_connection_info().clone();
-    let settings = info.redis_settings().clone().set_skip_set_lib_name();
-    redis::Client::open(info.set_redis_settings(settings))
 }
 
 #[cfg(feature = "tls")]
@@ -509,8 +406,10 @@ impl RedisBackend {
             urls: urls.into_iter().map(Into::into).collect(),
             cluster: false,
             sentinel: None,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            timeouts: Timeouts {
+                connect: DEFAULT_CONNECT_TIMEOUT,
+                response: DEFAULT_RESPONSE_TIMEOUT,
+            },
             max_connections: DEFAULT_MAX_CONNECTIONS,
             wake_ups: true,
             breaker_threshold: breaker::DEFAULT_THRESHOLD,

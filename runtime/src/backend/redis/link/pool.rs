@@ -22,10 +22,11 @@
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use redis::{ConnectionLike, RedisError, RedisResult};
+use redis::{ConnectionLike, RedisResult};
 
-use super::Client;
-use super::link::{is_connection_failure, is_stale, timed_out, went_away};
+use super::{
+    Client, Timeouts, is_connection_failure, is_stale, setup_replies, timed_out, timeout, went_away,
+};
 
 /// One blocking connection, to a server or to a cluster.
 pub(crate) enum SyncConnection {
@@ -65,75 +66,14 @@ impl SyncConnection {
     }
 }
 
-/// Opens connections with the configured timeouts. The handshake is bounded as a whole:
-/// the client sends no `CLIENT SETINFO`, and each remaining setup reply gets its share.
-pub(crate) struct Connector {
-    client: Client,
-    connect_timeout: Duration,
-    response_timeout: Duration,
-}
-
-impl Connector {
-    pub(crate) fn new(
-        client: Client,
-        connect_timeout: Duration,
-        response_timeout: Duration,
-    ) -> Self {
-        Self {
-            client,
-            connect_timeout,
-            response_timeout,
-        }
-    }
-
-    /// Opens a connection by `deadline` and within the connect timeout; the handshake
-    /// counts against both (the `redis` crate gives it what is left after the TCP
-    /// connect).
-    fn open(&self, deadline: Instant) -> RedisResult<SyncConnection> {
-        let timeout = self
-            .connect_timeout
-            .min(deadline.saturating_duration_since(Instant::now()))
-            .max(Duration::from_millis(1));
-        let started = Instant::now();
-        let conn = match &self.client {
-            // The crate awaits each handshake reply for the whole remaining timeout.
-            Client::Single(client) => client
-                .get_connection_with_timeout(timeout / super::link::setup_replies(client))
-                .map(SyncConnection::Single),
-            Client::Sentinel(master) => master
-                .client(timeout)
-                .and_then(|client| {
-                    let left = timeout
-                        .saturating_sub(started.elapsed())
-                        .max(Duration::from_millis(1));
-                    client.get_connection_with_timeout(left / super::link::setup_replies(&client))
-                })
-                .map(SyncConnection::Single),
-            Client::Cluster(client) => client
-                .get_connection()
-                .map(|conn| SyncConnection::Cluster(Box::new(conn))),
-        };
-        let conn = conn.map_err(|err| timed_out(err, timeout, "connecting"))?;
-        conn.set_timeouts(self.response_timeout)?;
-        Ok(conn)
-    }
-
-    /// The server the connections lead to may have gone (failed, or demoted): with
-    /// Sentinel, ask for the master again.
-    fn forget_server(&self) {
-        if let Client::Sentinel(master) = &self.client {
-            master.forget();
-        }
-    }
-}
-
 /// How far below the response timeout what is left of a call's deadline must fall
 /// before the connection's socket timeouts are shortened for it.
 const SHORTEN_PAST: Duration = Duration::from_millis(5);
 
 /// Blocking connections to one client's servers, at most `max` of them open at once.
 pub(crate) struct Pool {
-    connector: Connector,
+    client: Client,
+    timeouts: Timeouts,
     max: usize,
     state: Mutex<State>,
     /// Signalled when a connection comes back or a place is freed.
@@ -149,9 +89,10 @@ struct State {
 
 impl Pool {
     /// A pool of at most `max_connections` (at least 1), opened on demand.
-    pub(crate) fn new(connector: Connector, max_connections: u32) -> Self {
+    pub(crate) fn new(client: Client, timeouts: Timeouts, max_connections: u32) -> Self {
         Self {
-            connector,
+            client,
+            timeouts,
             max: (max_connections as usize).max(1),
             state: Mutex::new(State {
                 idle: Vec::new(),
@@ -175,7 +116,7 @@ impl Pool {
         &self,
         mut op: impl FnMut(&mut dyn ConnectionLike) -> RedisResult<T>,
     ) -> RedisResult<T> {
-        let deadline = Instant::now() + self.connector.response_timeout;
+        let deadline = Instant::now() + self.timeouts.response;
         let (result, reused) = self.run_once(deadline, &mut op);
         match result {
             Err(err) if reused && went_away(&err) && Instant::now() < deadline => {
@@ -191,7 +132,7 @@ impl Pool {
         deadline: Instant,
         op: &mut impl FnMut(&mut dyn ConnectionLike) -> RedisResult<T>,
     ) -> (RedisResult<T>, bool) {
-        let full = self.connector.response_timeout;
+        let full = self.timeouts.response;
         let (mut conn, reused) = match self.checkout(deadline) {
             Ok(checked_out) => checked_out,
             Err(err) => return (Err(err), false),
@@ -224,7 +165,7 @@ impl Pool {
         }
         if stale {
             self.drop_idle();
-            self.connector.forget_server();
+            self.client.forget();
         }
         (result, reused)
     }
@@ -256,24 +197,20 @@ impl Pool {
                 state.open += 1;
                 drop(state);
                 return self
-                    .connector
                     .open(deadline)
                     .map(|conn| (conn, false))
                     .inspect_err(|err| {
                         self.forget_one();
                         if is_connection_failure(err) {
-                            self.connector.forget_server();
+                            self.client.forget();
                         }
                     });
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(RedisError::from(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!(
-                        "timed out after {:?} waiting for one of the {} pooled connections",
-                        self.connector.response_timeout, self.max
-                    ),
+                return Err(timeout(format_args!(
+                    "after {:?} waiting for one of the {} pooled connections",
+                    self.timeouts.response, self.max
                 )));
             }
             state = self
@@ -282,6 +219,37 @@ impl Pool {
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
+    }
+
+    /// Opens a connection by `deadline` and within the connect timeout; the handshake
+    /// counts against both (the `redis` crate gives it what is left after the TCP
+    /// connect), as a whole: the client sends no `CLIENT SETINFO`, and each remaining
+    /// setup reply gets its share.
+    fn open(&self, deadline: Instant) -> RedisResult<SyncConnection> {
+        let timeout = self
+            .timeouts
+            .connect
+            .min(deadline.saturating_duration_since(Instant::now()))
+            .max(Duration::from_millis(1));
+        let started = Instant::now();
+        let conn = match &self.client {
+            Client::Node(node) => node
+                .client(timeout)
+                .and_then(|client| {
+                    let left = timeout
+                        .saturating_sub(started.elapsed())
+                        .max(Duration::from_millis(1));
+                    // The crate awaits each handshake reply for the whole remaining timeout.
+                    client.get_connection_with_timeout(left / setup_replies(&client))
+                })
+                .map(SyncConnection::Single),
+            Client::Cluster(client) => client
+                .get_connection()
+                .map(|conn| SyncConnection::Cluster(Box::new(conn))),
+        };
+        let conn = conn.map_err(|err| timed_out(err, timeout, "connecting"))?;
+        conn.set_timeouts(self.timeouts.response)?;
+        Ok(conn)
     }
 
     /// Frees the place of a connection that failed to open or was dropped.

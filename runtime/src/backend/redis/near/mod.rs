@@ -1,5 +1,6 @@
-//! The near cache: an in-process copy of values read from Redis, kept coherent by the
-//! server's invalidation messages (`tracking.rs` receives them).
+//! The near cache: [`NearCache`] (its public settings) and [`Tier`] (the near tier
+//! itself, one per backend): an in-process copy of values read from Redis, kept
+//! coherent by the server's invalidation messages (`tracking.rs` receives them).
 //!
 //! - Only stamped memoized values are kept (never locks, iterator chunks
 //!   or manifests), and a copy lives no longer than its stamp says the value is
@@ -16,6 +17,8 @@
 //! - Writes through this process drop the local copy as soon as they return.
 //! - Bounded in bytes (keys and values), least recently used first, in 16 shards (one
 //!   lock each) so that threads reading different keys rarely meet.
+
+pub(crate) mod tracking;
 
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -35,8 +38,8 @@ pub const DEFAULT_NEAR_CACHE_CAPACITY: usize = 32 * 1024 * 1024;
 const SHARDS: usize = 16;
 const STRIPES: usize = 1024;
 
-/// Settings of the near cache of a [`RedisBackend`](super::RedisBackend), given to
-/// [`RedisBuilder::near_cache`](super::RedisBuilder::near_cache).
+/// Settings of the near cache of a [`RedisBackend`](crate::RedisBackend), given to
+/// [`RedisBuilder::near_cache`](crate::RedisBuilder::near_cache).
 ///
 /// ```no_run
 /// use cache_memoize::{NearCache, RedisBackend};
@@ -102,7 +105,7 @@ impl NearCache {
 }
 
 /// The near tier of one backend.
-pub(crate) struct Near {
+pub(crate) struct Tier {
     shards: Box<[Mutex<Shard>]>,
     /// Per stripe of keys: bumped by each invalidation of a key of the stripe.
     stripes: Box<[AtomicU64]>,
@@ -110,13 +113,13 @@ pub(crate) struct Near {
     global: AtomicU64,
     /// Whether tracking is on on a live invalidation connection.
     live: AtomicBool,
-    /// Which invalidation connection is current (see [`Near::connecting`]).
+    /// Which invalidation connection is current (see [`Tier::connecting`]).
     link: Mutex<Link>,
     hasher: RandomState,
     prefixes: Vec<String>,
     invalidations: AtomicU64,
     /// The wall clock and the coarse clock at the last heartbeat (see
-    /// [`Near::check_clocks`]).
+    /// [`Tier::check_clocks`]).
     clocks: Mutex<Option<(u64, Coarse)>>,
 }
 
@@ -223,7 +226,7 @@ fn deadline(until_ms: u64) -> Option<Coarse> {
     Some(start + CoarseDuration::from_millis(left))
 }
 
-impl Near {
+impl Tier {
     pub(crate) fn new(settings: &NearCache) -> Self {
         let per_shard = settings.capacity / SHARDS;
         Self {
@@ -331,12 +334,7 @@ impl Near {
         let extra = entry.value.len();
         entry.decoded = Some(make());
         shard.used += extra;
-        while shard.used > shard.capacity {
-            match shard.entries.pop_lru() {
-                Some((old_key, old)) => shard.used -= old.weight(&old_key),
-                None => break,
-            }
-        }
+        shard.evict_for(0);
     }
 
     /// What a read of `key` from Redis must present to keep its value ([`offer`]);
@@ -503,18 +501,23 @@ impl Shard {
         self.used = 0;
     }
 
-    fn insert(&mut self, key: &str, value: &[u8], until: Coarse) {
-        self.remove(key);
-        let needed = weight(key, value);
-        if needed > self.capacity {
-            return;
-        }
+    /// Evicts the least recently used entries until `needed` more bytes fit.
+    fn evict_for(&mut self, needed: usize) {
         while self.used + needed > self.capacity {
             match self.entries.pop_lru() {
                 Some((old_key, old)) => self.used -= old.weight(&old_key),
                 None => break,
             }
         }
+    }
+
+    fn insert(&mut self, key: &str, value: &[u8], until: Coarse) {
+        self.remove(key);
+        let needed = weight(key, value);
+        if needed > self.capacity {
+            return;
+        }
+        self.evict_for(needed);
         self.used += needed;
         let entry = Entry {
             value: value.to_vec(),
@@ -538,10 +541,13 @@ mod tests {
         encode_with(Codec::Bincode, &7_u32, 0, 1, stamp).unwrap_or_default()
     }
 
-    fn live() -> Near {
-        let near = Near::new(&NearCache::new());
-        let generation = near.connecting();
-        near.went_live(generation);
+    fn live() -> Tier {
+        live_with(&NearCache::new())
+    }
+
+    fn live_with(settings: &NearCache) -> Tier {
+        let near = Tier::new(settings);
+        near.went_live(near.connecting());
         near
     }
 
@@ -572,8 +578,7 @@ mod tests {
         near.lost(1);
         assert_eq!(near.get("k"), None);
         assert!(near.ticket("k").is_none());
-        let generation = near.connecting();
-        near.went_live(generation);
+        near.went_live(near.connecting());
         near.offer("j", before, &value(60_000));
         assert_eq!(
             near.get("j"),
@@ -602,9 +607,7 @@ mod tests {
 
     #[test]
     fn keys_outside_the_prefixes_are_never_kept() {
-        let near = Near::new(&NearCache::new().prefix("app:"));
-        let generation = near.connecting();
-        near.went_live(generation);
+        let near = live_with(&NearCache::new().prefix("app:"));
         near.offer("{other:k}", near.ticket("{other:k}"), &value(60_000));
         assert_eq!(near.get("{other:k}"), None);
         near.offer("{app:k}", near.ticket("{app:k}"), &value(60_000));
@@ -613,7 +616,7 @@ mod tests {
 
     #[test]
     fn prefixes_inside_another_are_not_tracked() {
-        let near = Near::new(
+        let near = Tier::new(
             &NearCache::new()
                 .prefix("eu:")
                 .prefix("eu")
@@ -637,7 +640,7 @@ mod tests {
         std::sync::Arc::new(tag)
     }
 
-    fn kept_tag(near: &Near, key: &str) -> Option<u32> {
+    fn kept_tag(near: &Tier, key: &str) -> Option<u32> {
         near.decoded(key, &|_| true)
             .and_then(|kept| kept.downcast_ref::<u32>().copied())
     }
@@ -661,7 +664,7 @@ mod tests {
     #[test]
     fn a_decoded_value_goes_with_its_bytes() {
         let near = live();
-        let keep = |near: &Near| {
+        let keep = |near: &Tier| {
             let bytes = value(60_000);
             near.offer("k", near.ticket("k"), &bytes);
             near.keep_decoded("k", &bytes, &mut || kept(1));
@@ -676,8 +679,7 @@ mod tests {
         keep(&near);
         near.lost(1);
         assert_eq!(kept_tag(&near, "k"), None, "link lost");
-        let generation = near.connecting();
-        near.went_live(generation);
+        near.went_live(near.connecting());
         keep(&near);
         let other = value(60_000);
         near.offer("k", near.ticket("k"), &other);
@@ -689,18 +691,14 @@ mod tests {
         let bytes = value(60_000);
         let entry = weight("k0", &bytes);
         // Room for three entries' bytes in each shard, not for two kept decoded.
-        let near = Near::new(&NearCache::new().capacity(SHARDS * (3 * entry)));
-        let generation = near.connecting();
-        near.went_live(generation);
+        let near = live_with(&NearCache::new().capacity(SHARDS * (3 * entry)));
         near.offer("k0", near.ticket("k0"), &bytes);
         let (shard, _) = near.place(b"k0");
         near.keep_decoded("k0", &bytes, &mut || kept(1));
         assert_eq!(near.shard(shard).used, 2 * entry - "k0".len());
         let used: usize = (0..SHARDS).map(|i| near.shard(i).used).sum();
         assert!(used <= SHARDS * 3 * entry);
-        let tiny = Near::new(&NearCache::new().capacity(SHARDS * entry));
-        let generation = tiny.connecting();
-        tiny.went_live(generation);
+        let tiny = live_with(&NearCache::new().capacity(SHARDS * entry));
         tiny.offer("k0", tiny.ticket("k0"), &bytes);
         tiny.keep_decoded("k0", &bytes, &mut || kept(1));
         assert_eq!(
@@ -746,9 +744,7 @@ mod tests {
                 encode_with(Codec::Bincode, &vec![7_u8; size], 0, 1, stamp).unwrap_or_default()
             })
             .collect();
-        let near = Near::new(&NearCache::new().capacity(SHARDS * 1024));
-        let generation = near.connecting();
-        near.went_live(generation);
+        let near = live_with(&NearCache::new().capacity(SHARDS * 1024));
         let mut state = 0x2545_f491_4f6c_dd1d_u64;
         let mut next = |bound: usize| {
             state ^= state << 13;
@@ -816,9 +812,7 @@ mod tests {
 
     #[test]
     fn the_byte_bound_evicts_the_least_recently_used() {
-        let near = Near::new(&NearCache::new().capacity(SHARDS * 200));
-        let generation = near.connecting();
-        near.went_live(generation);
+        let near = live_with(&NearCache::new().capacity(SHARDS * 200));
         for i in 0..100 {
             let key = format!("k{i}");
             near.offer(&key, near.ticket(&key), &value(60_000));
