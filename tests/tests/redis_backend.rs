@@ -442,3 +442,71 @@ fn credentials_come_from_the_url_and_wrong_ones_are_a_connect_error() {
         }
     }
 }
+
+/// Issue 22: a service can start before its cache. `connect_lazy` returns at once with
+/// the server down; calls compute without the cache meanwhile (enough of them to open
+/// the breaker, whose clock is frozen here: its own probe would never come); once the
+/// server runs, calls are hits within a second (the backend asks every 100 ms and
+/// closes the breaker at the first answer), with no restart.
+#[test]
+fn a_lazily_connected_backend_computes_until_the_server_answers_then_uses_it() {
+    let mut server = RedisServer::start();
+    server.kill();
+    let frozen = std::time::Instant::now();
+    let lazy = RedisBackend::builder([server.url()])
+        .connect_timeout(Duration::from_millis(200))
+        .response_timeout(Duration::from_millis(500))
+        .breaker_clock(move || frozen)
+        .connect_lazy();
+    let redis = match lazy {
+        Ok(backend) => backend,
+        Err(err) => panic!("connect_lazy fails only for settings that can never work: {err}"),
+    };
+    let backend: Arc<dyn CacheBackend> = Arc::new(redis.clone());
+    let opts = MemoizeOptions::new().backend(Arc::clone(&backend));
+    let key = format!("lazy:{}", uuid::Uuid::new_v4().simple());
+    let runs = AtomicUsize::new(0);
+    let call = || {
+        memoize(&key, &opts, || {
+            runs.fetch_add(1, Ordering::SeqCst);
+            7_u32
+        })
+    };
+    for _ in 0..4 {
+        assert_eq!(call(), 7);
+    }
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        4,
+        "no server: each call computes"
+    );
+    assert!(redis.is_circuit_open(), "the calls opened the breaker");
+
+    server.restart();
+    let answered = std::time::Instant::now();
+    wait_until("calls are hits", || {
+        let before = runs.load(Ordering::SeqCst);
+        call();
+        call();
+        runs.load(Ordering::SeqCst) == before
+    });
+    let took = answered.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "hits within a second of the server answering, not after the breaker's back-off: {took:?}"
+    );
+    assert!(
+        backend
+            .get(make_cache_key(&key).as_str())
+            .is_ok_and(|found| found.is_some()),
+        "the value is in the server"
+    );
+}
+
+#[test]
+fn connect_lazy_still_refuses_settings_that_can_never_work() {
+    let refused = RedisBackend::builder(["not a url"]).connect_lazy();
+    assert!(refused.is_err(), "a URL that does not parse");
+    let refused = RedisBackend::builder(Vec::<String>::new()).connect_lazy();
+    assert!(refused.is_err(), "no URL");
+}

@@ -249,6 +249,36 @@ impl RedisBuilder {
     /// Connects (one connection and a `PING`, to check that the server answers and
     /// accepts the URL's credentials) and starts the wake-up subscriber.
     pub fn connect(self) -> Result<RedisBackend, Error> {
+        self.open(Contact::Now)
+    }
+
+    /// Returns at once, whether the server answers yet or not: for a service that must
+    /// start before its cache (Redis restarting, deployed after it, briefly
+    /// unreachable). Until the server answers, memoized calls compute without the
+    /// cache: one WARN says so, then the breaker's usual rate-limited reports. A
+    /// thread of the backend's own `PING`s the server every
+    /// [`FIRST_CONTACT_EVERY`](Self::FIRST_CONTACT_EVERY) until it answers (then ends;
+    /// it also ends when the backend is dropped); from that answer on, calls use the
+    /// server, with no restart. Errors only for settings that can never work (no URL,
+    /// a URL that does not parse, a cluster with Sentinel).
+    ///
+    /// ```
+    /// use cache_memoize::RedisBackend;
+    ///
+    /// // Nothing listens on port 1: the backend is made anyway; calls compute meanwhile.
+    /// let backend = RedisBackend::builder(["redis://127.0.0.1:1/"]).connect_lazy()?;
+    /// cache_memoize::set_backend(backend);
+    /// # Ok::<(), cache_memoize::Error>(())
+    /// ```
+    pub fn connect_lazy(self) -> Result<RedisBackend, Error> {
+        self.open(Contact::Lazy)
+    }
+
+    /// How often a [lazily connected](Self::connect_lazy) backend asks whether the
+    /// server answers yet.
+    pub const FIRST_CONTACT_EVERY: Duration = Duration::from_millis(100);
+
+    fn open(self, contact: Contact) -> Result<RedisBackend, Error> {
         let address = self
             .urls
             .iter()
@@ -265,10 +295,12 @@ impl RedisBuilder {
         })?;
         let (client, node) = self.clients(first, &address)?;
         let pool = Pool::new(client.clone(), self.timeouts, self.max_connections);
-        // One command proves the server answers, and that the URL's credentials work.
-        pool.run(|conn| redis::cmd("PING").query::<String>(conn))
-            .map_err(connect_error)?;
-        warn_if_locks_can_be_evicted(&pool, &address);
+        if contact == Contact::Now {
+            // One command proves the server answers, and that the URL's credentials work.
+            pool.run(|conn| redis::cmd("PING").query::<String>(conn))
+                .map_err(connect_error)?;
+            warn_if_locks_can_be_evicted(&pool, &address);
+        }
         let hub = if self.wake_ups {
             let cluster = self.cluster.then(|| {
                 let settings = self.clone();
@@ -284,7 +316,7 @@ impl RedisBuilder {
             tier
         });
         let breaker = Breaker::new(address.clone(), self.breaker_threshold, self.clock);
-        Ok(RedisBackend {
+        let backend = RedisBackend {
             inner: Arc::new(Inner {
                 breaker,
                 address,
@@ -296,7 +328,70 @@ impl RedisBuilder {
                 hub,
                 near,
             }),
-        })
+        };
+        if contact == Contact::Lazy {
+            first_contact(&backend);
+        }
+        Ok(backend)
+    }
+}
+
+/// Whether connecting waits for the server's first answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Contact {
+    /// [`RedisBuilder::connect`]: fails if the server does not answer.
+    Now,
+    /// [`RedisBuilder::connect_lazy`]: returns at once.
+    Lazy,
+}
+
+/// Starts the thread that asks a lazily connected server for its first answer: a
+/// `PING` every [`RedisBuilder::FIRST_CONTACT_EVERY`] until one is answered, then
+/// closes the breaker (calls use the server from then on), checks the eviction policy
+/// as `connect` does, and ends. It holds the backend weakly: dropping the backend ends
+/// it too. One WARN at its first failure; the breaker reports the rest.
+fn first_contact(backend: &RedisBackend) {
+    let inner = Arc::downgrade(&backend.inner);
+    let dispatch = tracing::dispatcher::get_default(Clone::clone);
+    let spawned = std::thread::Builder::new()
+        .name("cache-memoize-first-contact".into())
+        .spawn(move || {
+            tracing::dispatcher::with_default(&dispatch, || {
+                let mut warned = false;
+                while let Some(inner) = inner.upgrade() {
+                    match inner
+                        .pool
+                        .run(|conn| redis::cmd("PING").query::<String>(conn))
+                    {
+                        Ok(_) => {
+                            inner.breaker.answered();
+                            warn_if_locks_can_be_evicted(&inner.pool, &inner.address);
+                            if warned {
+                                tracing::info!(
+                                    address = %inner.address,
+                                    "the Redis server answers: memoized calls use it from now on"
+                                );
+                            }
+                            return;
+                        }
+                        Err(err) if !warned => {
+                            warned = true;
+                            tracing::warn!(
+                                address = %inner.address,
+                                error = %err,
+                                "the Redis server does not answer yet (connect_lazy): memoized \
+                                 calls compute without the cache until it does"
+                            );
+                        }
+                        Err(_) => {}
+                    }
+                    drop(inner);
+                    std::thread::sleep(RedisBuilder::FIRST_CONTACT_EVERY);
+                }
+            });
+        });
+    if let Err(err) = spawned {
+        tracing::warn!(error = %err, "cannot start the thread that waits for the Redis server's first answer; the breaker's probes will find it");
     }
 }
 

@@ -249,6 +249,12 @@ impl Breaker {
         self.record(Admit::Probe, error);
     }
 
+    /// The server answered a request of the backend's own (not a call's): closes the
+    /// breaker if it is open.
+    pub(crate) fn answered(&self) {
+        self.record(Admit::Call, None);
+    }
+
     /// The probe could not be sent: the next call sends it instead.
     pub(crate) fn abandon_probe(&self) {
         let now = (self.clock)();
