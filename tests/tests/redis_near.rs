@@ -411,3 +411,46 @@ fn with_sentinel_the_near_cache_leaves_a_demoted_master() {
         }
     });
 }
+
+/// Issue 22: the README's near-cache snippet pasted without its `set_key_prefix` kept
+/// no copy and said nothing. A near cache that covers none of the keys read through it
+/// says so once (WARN), with the fix; one that covers them says nothing.
+#[test]
+fn a_near_cache_that_covers_none_of_the_keys_read_says_so_once_with_the_fix() {
+    let server = RedisServer::start();
+    let connect = || match RedisBackend::builder([server.url()])
+        .near_cache(NearCache::new().prefix("shop:"))
+        .connect()
+    {
+        Ok(backend) => Arc::new(backend),
+        Err(err) => panic!("cannot connect with a near cache: {err}"),
+    };
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    for (prefix, expected) in [("other", 1), ("shop", 0)] {
+        let backend = connect();
+        wait_until("tracking is on", || backend.is_near_cache_live());
+        let captured = cache_memoize_tests::captured::Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            for i in 0..100 {
+                // Stored as `{shop:…}`, as under set_key_prefix("shop").
+                let key = format!("{prefix}:{run}:{i}");
+                assert_eq!(read(&backend, &key), "computed by the reader");
+            }
+        });
+        let log = captured.text();
+        assert_eq!(
+            log.matches("covers none of the").count(),
+            expected,
+            "keys under {prefix:?}: {log}"
+        );
+        if expected == 1 {
+            assert!(log.contains("set_key_prefix"), "the fix is named: {log}");
+        }
+    }
+}

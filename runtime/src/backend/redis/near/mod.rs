@@ -104,6 +104,10 @@ impl NearCache {
     }
 }
 
+/// How many reads of keys outside the prefixes (and none inside) make the near tier
+/// say that it covers none of the keys read through it.
+const UNCOVERED_WARNING: u64 = 32;
+
 /// The near tier of one backend.
 pub(crate) struct Tier {
     shards: Box<[Mutex<Shard>]>,
@@ -117,6 +121,11 @@ pub(crate) struct Tier {
     link: Mutex<Link>,
     hasher: RandomState,
     prefixes: Vec<String>,
+    /// Whether a read of a key under the prefixes was seen; until one is, the reads of
+    /// keys outside them are counted, and at [`UNCOVERED_WARNING`] of them the tier
+    /// says once that it covers none of the keys read through it.
+    covered: AtomicBool,
+    uncovered: AtomicU64,
     invalidations: AtomicU64,
     /// The wall clock and the coarse clock at the last heartbeat (see
     /// [`Tier::check_clocks`]).
@@ -246,6 +255,8 @@ impl Tier {
             link: Mutex::default(),
             hasher: RandomState::default(),
             prefixes: outermost(&settings.prefixes),
+            covered: AtomicBool::new(false),
+            uncovered: AtomicU64::new(0),
             invalidations: AtomicU64::new(0),
             clocks: Mutex::default(),
         }
@@ -343,8 +354,15 @@ impl Tier {
     /// [`offer`]: Self::offer
     pub(crate) fn ticket(&self, key: &str) -> Option<Ticket> {
         let global = self.global.load(Ordering::SeqCst);
-        if !self.live.load(Ordering::SeqCst) || !self.covers(key) {
+        if !self.live.load(Ordering::SeqCst) {
             return None;
+        }
+        if !self.covers(key) {
+            self.not_covered(key);
+            return None;
+        }
+        if !self.covered.load(Ordering::Relaxed) {
+            self.covered.store(true, Ordering::Relaxed);
         }
         let (_, stripe) = self.place(key.as_bytes());
         Some(Ticket {
@@ -357,6 +375,27 @@ impl Tier {
     /// Whether the server tells us of writes to `key`.
     fn covers(&self, key: &str) -> bool {
         self.prefixes.is_empty() || self.prefixes.iter().any(|p| key.starts_with(p.as_str()))
+    }
+
+    /// Counts a read of `key`, outside the prefixes, while no read inside them was
+    /// seen; at the [`UNCOVERED_WARNING`]th, says so once, with the fix: a near cache
+    /// pasted without the matching `set_key_prefix` would otherwise never hit, silently.
+    #[cold]
+    fn not_covered(&self, key: &str) {
+        if self.covered.load(Ordering::Relaxed) {
+            return;
+        }
+        if self.uncovered.fetch_add(1, Ordering::Relaxed) + 1 == UNCOVERED_WARNING {
+            tracing::warn!(
+                key,
+                prefixes = ?self.prefixes,
+                "the near cache covers none of the {UNCOVERED_WARNING} keys read through it so \
+                 far: it keeps copies only of keys under its prefixes; register the same \
+                 prefix with cache_memoize::set_key_prefix (NearCache::prefix(\"shop:\") covers \
+                 the keys of set_key_prefix(\"shop\")), or give NearCache::prefix the start of \
+                 these keys"
+            );
+        }
     }
 
     fn current(&self, ticket: Ticket) -> bool {
