@@ -553,7 +553,7 @@ fn options(spec: &Spec, backend: &Arc<dyn CacheBackend>) -> MemoizeOptions {
         .force_overwrite(spec.force)
         .compress(spec.compress)
         .name(name)
-        .chunk_size(256);
+        .chunk_size(spec.chunk_size);
     if let Some(lock) = spec.lock {
         opts = opts.lock(lock);
     }

@@ -3,7 +3,7 @@
 //! random from every option (lock or none, blocking or not, so coalescing on or off;
 //! `expire`; `stale`; `beta`; `jitter`; `fail_safe` with computations that fail;
 //! `codec`; `version`; `force_overwrite`; `clock`; near cache or not; memoized
-//! iterators with `compress`; sync, detached and async calls) and attribute functions
+//! iterators with `compress` and `chunk_size`; sync, detached and async calls) and attribute functions
 //! for what has no function form or a spelling of its own (`keep_decoded`,
 //! `shared_key` with `skip` on a key the function form shares, `cache_none` both
 //! ways, `refresh = "inline"`, `Result` returns),

@@ -94,6 +94,9 @@ pub(crate) struct Spec {
     pub(crate) clock_ms: i64,
     /// `compress` (memoized iterators).
     pub(crate) compress: bool,
+    /// `chunk_size` in bytes (memoized iterators: 64 gives each item a chunk of its
+    /// own, 4,096 a whole sequence one chunk).
+    pub(crate) chunk_size: usize,
 }
 
 impl Spec {
@@ -116,6 +119,7 @@ impl Spec {
             force: false,
             clock_ms: 0,
             compress: cache_memoize::DEFAULT_COMPRESS,
+            chunk_size: 256,
         }
     }
 }
@@ -142,7 +146,7 @@ impl Spec {
         format!(
             "f{} {:?} near={} lock={} coalescing={} expire={}ms stale={}ms beta={} slow={}ms \
              jitter={} fail_safe={} fails={}% codec={:?} version={} force_overwrite={} \
-             clock={:+}ms compress={}",
+             clock={:+}ms compress={} chunk_size={}",
             self.id,
             self.form,
             self.near,
@@ -161,6 +165,7 @@ impl Spec {
             self.force,
             self.clock_ms,
             self.compress,
+            self.chunk_size,
         )
     }
 
@@ -247,7 +252,8 @@ pub(crate) const OFFSET_MS: i64 = 7_000;
 /// kind once, with freshness options (`stale`, `beta`, `jitter`, `fail_safe`), failing
 /// computations, `codec`, `version`, `force_overwrite`, `clock` and call form drawn at
 /// random; the attribute functions (`keep_decoded`, `shared_key` with `skip`,
-/// `cache_none`, `Result`); and memoized iterators (`compress` drawn).
+/// `cache_none`, `Result`); and memoized iterators (`compress` and `chunk_size`
+/// drawn).
 pub(crate) fn draw(seed: u64) -> Vec<Spec> {
     let mut rng = fastrand::Rng::with_seed(seed);
     let lock_kinds = [
@@ -313,6 +319,7 @@ pub(crate) fn draw(seed: u64) -> Vec<Spec> {
             version: rng.u32(0..3),
             clock_ms: offsets[rng.usize(0..offsets.len())],
             compress: rng.bool(),
+            chunk_size: [64, 256, 4_096][rng.usize(0..3)],
             ..Spec::new(id, Form::Iter, near)
         });
     }
