@@ -1,7 +1,7 @@
-//! The examples are `[[example]]` targets. Their code of their own: [`service`], the
-//! example HTTP service's router, kept here so that its test (`tests/service.rs`) drives
-//! the same code that `examples/service.rs` serves; and [`quick`], the quick mode every
-//! example has (`CACHE_MEMOIZE_QUICK=1`, what CI runs).
-
-pub mod quick;
-pub mod service;
+//! The teaching examples of cache-memoize are `[[example]]` targets of this package
+//! (`cargo run --example quickstart`); this library is empty. The package depends on
+//! `cache-memoize` alone, so a fresh clone builds an example in seconds.
+//!
+//! Elsewhere: the example HTTP service, an axum service to copy, is a package of its
+//! own (`examples/service/`: its dependencies are its own); the measurement harnesses
+//! and the consistency checker are the `harness/` package.

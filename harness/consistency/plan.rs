@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use cache_memoize::LockOptions;
+use cache_memoize::{Codec, LockOptions};
 use serde::{Deserialize, Serialize};
 
 /// Each function is called with this many arguments (keys): few, so callers collide.
@@ -54,7 +54,12 @@ pub(crate) enum Form {
     Async,
     /// `memoize_iter`, collected (sometimes slowly).
     Iter,
-    /// One of the attribute functions with `keep_decoded` (`calls.rs`), by number.
+    /// One of the attribute functions (`calls.rs`), by number: 0-2 with `keep_decoded`;
+    /// 3 under a `shared_key` (two attribute functions, one with a `skip`ped
+    /// parameter, and the function form, on one key); 4 returning `Result` with
+    /// `fail_safe`, `jitter`, `codec`, `version` and `clock`; 5 returning `Option` with
+    /// `cache_none = false`; 6 returning `Option` with `cache_none = true` and
+    /// `force_overwrite`.
     Kept(u8),
 }
 
@@ -71,6 +76,52 @@ pub(crate) struct Spec {
     pub(crate) beta: f64,
     /// The longest a computation sleeps after reading its input (widens races).
     pub(crate) slow: Duration,
+    /// `jitter`: the largest fraction a stored TTL is cut by.
+    pub(crate) jitter: f64,
+    /// `fail_safe`: the pause after a failed refresh (`None`: the default).
+    pub(crate) fail_safe: Option<Duration>,
+    /// The percentage of computations that fail (return `Err`, so the function form
+    /// is `try_memoize`'s); for `Option` functions, that return `None`.
+    pub(crate) fails: u32,
+    /// `codec`.
+    pub(crate) codec: Codec,
+    /// `version`.
+    pub(crate) version: u32,
+    /// `force_overwrite`: every call computes and stores (and counts as a write).
+    pub(crate) force: bool,
+    /// `clock`: the offset (ms) of the clock every process of the run reads for this
+    /// function (0: the system clock). One offset fleet-wide, so freshness is unchanged.
+    pub(crate) clock_ms: i64,
+    /// `compress` (memoized iterators).
+    pub(crate) compress: bool,
+    /// `chunk_size` in bytes (memoized iterators: 64 gives each item a chunk of its
+    /// own, 4,096 a whole sequence one chunk).
+    pub(crate) chunk_size: usize,
+}
+
+impl Spec {
+    /// A function with the runtime's defaults for every option the plan may draw.
+    pub(crate) fn new(id: u16, form: Form, near: bool) -> Self {
+        Self {
+            id,
+            form,
+            near,
+            lock: None,
+            expire: Duration::from_secs(60),
+            stale: Duration::ZERO,
+            beta: 0.0,
+            slow: Duration::ZERO,
+            jitter: 0.0,
+            fail_safe: None,
+            fails: 0,
+            codec: Codec::Bincode,
+            version: 0,
+            force: false,
+            clock_ms: 0,
+            compress: cache_memoize::DEFAULT_COMPRESS,
+            chunk_size: 256,
+        }
+    }
 }
 
 impl Spec {
@@ -93,7 +144,9 @@ impl Spec {
             ),
         };
         format!(
-            "f{} {:?} near={} lock={} coalescing={} expire={}ms stale={}ms beta={} slow={}ms",
+            "f{} {:?} near={} lock={} coalescing={} expire={}ms stale={}ms beta={} slow={}ms \
+             jitter={} fail_safe={} fails={}% codec={:?} version={} force_overwrite={} \
+             clock={:+}ms compress={} chunk_size={}",
             self.id,
             self.form,
             self.near,
@@ -102,7 +155,17 @@ impl Spec {
             self.expire.as_millis(),
             self.stale.as_millis(),
             self.beta,
-            self.slow.as_millis()
+            self.slow.as_millis(),
+            self.jitter,
+            self.fail_safe
+                .map_or_else(|| "default".to_owned(), |d| format!("{}ms", d.as_millis())),
+            self.fails,
+            self.codec,
+            self.version,
+            self.force,
+            self.clock_ms,
+            self.compress,
+            self.chunk_size,
         )
     }
 
@@ -114,7 +177,7 @@ impl Spec {
 
 /// The attribute functions' fixed options (they are written out in `calls.rs`; keep the
 /// two in step).
-fn kept_specs() -> [Spec; 3] {
+pub(crate) fn kept_specs() -> [Spec; 7] {
     let lock = |blocking| LockOptions {
         expire: Duration::from_millis(400),
         timeout: None,
@@ -123,41 +186,74 @@ fn kept_specs() -> [Spec; 3] {
     };
     [
         Spec {
-            id: 100,
-            form: Form::Kept(0),
-            near: true,
             lock: Some(lock(true)),
             expire: Duration::from_millis(300),
             stale: Duration::from_millis(300),
             beta: 1.0,
             slow: Duration::from_millis(2),
+            ..Spec::new(100, Form::Kept(0), true)
         },
         Spec {
-            id: 101,
-            form: Form::Kept(1),
-            near: true,
-            lock: None,
             expire: Duration::from_millis(200),
-            stale: Duration::ZERO,
-            beta: 0.0,
             slow: Duration::from_millis(1),
+            ..Spec::new(101, Form::Kept(1), true)
         },
         Spec {
-            id: 102,
-            form: Form::Kept(2),
-            near: true,
             lock: Some(lock(false)),
             expire: Duration::from_millis(250),
             stale: Duration::from_millis(500),
-            beta: 0.0,
             slow: Duration::from_millis(2),
+            ..Spec::new(102, Form::Kept(2), true)
+        },
+        Spec {
+            lock: Some(lock(true)),
+            expire: Duration::from_millis(250),
+            stale: Duration::from_millis(250),
+            jitter: 0.3,
+            slow: Duration::from_millis(2),
+            ..Spec::new(103, Form::Kept(3), true)
+        },
+        Spec {
+            lock: Some(lock(true)),
+            expire: Duration::from_millis(200),
+            stale: Duration::from_millis(400),
+            slow: Duration::from_millis(1),
+            jitter: 0.2,
+            fail_safe: Some(Duration::from_millis(100)),
+            fails: 30,
+            codec: Codec::MessagePack,
+            version: 3,
+            clock_ms: OFFSET_MS,
+            ..Spec::new(104, Form::Kept(4), true)
+        },
+        Spec {
+            lock: Some(lock(true)),
+            expire: Duration::from_millis(300),
+            stale: Duration::from_millis(300),
+            slow: Duration::from_millis(1),
+            fails: 25,
+            ..Spec::new(105, Form::Kept(5), true)
+        },
+        Spec {
+            expire: Duration::from_millis(300),
+            slow: Duration::from_millis(1),
+            fails: 25,
+            jitter: 0.5,
+            force: true,
+            ..Spec::new(106, Form::Kept(6), true)
         },
     ]
 }
 
+/// The offset of the clock some functions read (`Spec::clock_ms`), in ms.
+pub(crate) const OFFSET_MS: i64 = 7_000;
+
 /// The run's functions, drawn from `seed`: every combination of near cache and lock
-/// kind once, with freshness options and call form drawn at random; the attribute
-/// functions with `keep_decoded`; and memoized iterators.
+/// kind once, with freshness options (`stale`, `beta`, `jitter`, `fail_safe`), failing
+/// computations, `codec`, `version`, `force_overwrite`, `clock` and call form drawn at
+/// random; the attribute functions (`keep_decoded`, `shared_key` with `skip`,
+/// `cache_none`, `Result`); and memoized iterators (`compress` and `chunk_size`
+/// drawn).
 pub(crate) fn draw(seed: u64) -> Vec<Spec> {
     let mut rng = fastrand::Rng::with_seed(seed);
     let lock_kinds = [
@@ -178,6 +274,10 @@ pub(crate) fn draw(seed: u64) -> Vec<Spec> {
     let expires = [100, 300, 1_000, 30_000];
     let stales = [0, 0, 150, 1_000];
     let betas = [0.0, 0.0, 1.0, 4.0];
+    let jitters = [0.0, 0.0, 0.1, 0.5];
+    let fail_safes = [None, None, Some(100), Some(1_000)];
+    let fails = [0, 0, 10, 40];
+    let offsets = [0, 0, OFFSET_MS, -OFFSET_MS];
     let mut specs = Vec::new();
     for (i, lock) in lock_kinds.iter().enumerate() {
         for near in [true, false] {
@@ -187,32 +287,40 @@ pub(crate) fn draw(seed: u64) -> Vec<Spec> {
                 ..lock
             });
             let form = [Form::Sync, Form::Detached, Form::Async][rng.usize(0..3)];
+            let id = u16::try_from(specs.len()).unwrap_or(u16::MAX);
             specs.push(Spec {
-                id: u16::try_from(specs.len()).unwrap_or(u16::MAX),
-                form,
-                near,
                 lock,
                 expire: Duration::from_millis(expires[rng.usize(0..expires.len())]),
                 stale: Duration::from_millis(stales[(rng.usize(0..stales.len()) + i) % 4]),
                 beta: betas[rng.usize(0..betas.len())],
                 slow: Duration::from_millis(rng.u64(0..4)),
+                jitter: jitters[rng.usize(0..jitters.len())],
+                fail_safe: fail_safes[rng.usize(0..fail_safes.len())].map(Duration::from_millis),
+                fails: fails[rng.usize(0..fails.len())],
+                codec: [Codec::Bincode, Codec::MessagePack][rng.usize(0..2)],
+                version: rng.u32(0..3),
+                force: rng.usize(0..8) == 0,
+                clock_ms: offsets[rng.usize(0..offsets.len())],
+                ..Spec::new(id, form, near)
             });
         }
     }
     for near in [true, false] {
+        let id = u16::try_from(specs.len()).unwrap_or(u16::MAX);
         specs.push(Spec {
-            id: u16::try_from(specs.len()).unwrap_or(u16::MAX),
-            form: Form::Iter,
-            near,
             lock: near.then(|| LockOptions {
                 expire: Duration::from_millis(2_000),
                 retry: Duration::from_millis(5),
                 ..LockOptions::default()
             }),
             expire: Duration::from_millis(expires[rng.usize(0..3)]),
-            stale: Duration::ZERO,
-            beta: 0.0,
             slow: Duration::from_millis(1),
+            jitter: jitters[rng.usize(0..jitters.len())],
+            version: rng.u32(0..3),
+            clock_ms: offsets[rng.usize(0..offsets.len())],
+            compress: rng.bool(),
+            chunk_size: [64, 256, 4_096][rng.usize(0..3)],
+            ..Spec::new(id, Form::Iter, near)
         });
     }
     specs.extend(kept_specs());

@@ -40,7 +40,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cache_memoize::{RedisBackend, try_memoize};
-use cache_memoize_examples::quick::sized;
+use cache_memoize_harness::quick::sized;
 use cache_memoize_tests::server::RedisServer;
 
 use worker::{Class, Keys, RefreshFailed, Stamped};

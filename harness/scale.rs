@@ -44,7 +44,7 @@ use cache_memoize::{
     Backend, CacheBackend, LockClaim, LockOptions, MemoizeOptions, RedisBackend, make_cache_key,
     memoize,
 };
-use cache_memoize_examples::quick::sized;
+use cache_memoize_harness::quick::sized;
 use cache_memoize_tests::proxy::CountingProxy;
 use cache_memoize_tests::server::RedisServer;
 

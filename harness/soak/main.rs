@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 use cache_memoize::{
     CacheBackend, DEFAULT_REFRESH_QUEUE, DEFAULT_REFRESH_WORKERS, NearCache, RedisBackend, stats,
 };
-use cache_memoize_examples::quick::{quick, sized};
+use cache_memoize_harness::quick::{quick, sized};
 use cache_memoize_tests::server::RedisServer;
 
 use dependency::Dependency;

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use cache_memoize::{
     CacheBackend, MemoizeOptions, NearCache, RedisBackend, make_cache_key, memoize,
 };
-use cache_memoize_examples::quick::sized;
+use cache_memoize_harness::quick::sized;
 use cache_memoize_tests::server::RedisServer;
 
 const KEY: &str = "near-example:value";

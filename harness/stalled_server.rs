@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cache_memoize::{CacheBackend, MemoizeOptions, RedisBackend, memoize, memoize_async};
-use cache_memoize_examples::quick::{quick, sized};
+use cache_memoize_harness::quick::{quick, sized};
 use cache_memoize_tests::runtime;
 use cache_memoize_tests::server::RedisServer;
 

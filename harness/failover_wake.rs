@@ -37,7 +37,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use cache_memoize::{CacheBackend, CacheLock, LockGuard, RedisBackend, make_cache_key};
-use cache_memoize_examples::quick::sized;
+use cache_memoize_harness::quick::sized;
 use cache_memoize_tests::server::RedisCluster;
 
 type Failure = Box<dyn std::error::Error>;

@@ -244,16 +244,7 @@ mod tests {
     use crate::record::{CallKind, WriteKind};
 
     fn spec(near: bool) -> Spec {
-        Spec {
-            id: 1,
-            form: Form::Sync,
-            near,
-            lock: None,
-            expire: Duration::from_secs(60),
-            stale: Duration::ZERO,
-            beta: 0.0,
-            slow: Duration::ZERO,
-        }
+        Spec::new(1, Form::Sync, near)
     }
 
     fn comp(comp: u64, version: u64, started_us: u64) -> Record {

@@ -30,7 +30,7 @@ pub struct Report {
 }
 
 /// The day's report: computed once per day and kept 10 minutes, in whichever backend
-/// the process registered (Redis, in `examples/service.rs`).
+/// the process registered (Redis, in `examples/service/service.rs`).
 #[cache_memoize(
     key = "service:report:{day}",
     expire = "10m",

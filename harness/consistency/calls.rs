@@ -1,20 +1,23 @@
 //! The memoized functions and how a worker thread calls them: every computation reads
 //! its input's version from the authoritative store (a Redis server of its own, never
 //! faulted), logs itself before its value exists, and returns the version with its
-//! identity. Function-form functions get their options from the plan; the
-//! `keep_decoded` ones are attribute functions (the option has no function form).
+//! identity (or, for functions that may fail, sometimes `Err`/`None` after reading).
+//! Function-form functions get their options from the plan; the attribute functions
+//! cover what has no function form (`keep_decoded`, `shared_key`, `skip`,
+//! `cache_none`) and the attribute's spelling of the others.
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use cache_memoize::{
-    CacheBackend, Error, MemoizeOptions, cache_memoize, invalidate, memoize, memoize_async,
-    memoize_detached, memoize_iter, refresh, refresh_async,
+    CacheBackend, Clock, Error, MemoizeOptions, cache_memoize, invalidate, make_cache_key, memoize,
+    memoize_async, memoize_detached, memoize_iter, refresh, refresh_async, try_memoize,
+    try_memoize_async, try_memoize_detached,
 };
 
-use crate::plan::{Form, Item, Spec, Value, sequence_len};
+use crate::plan::{self, Form, Item, Spec, Value, sequence_len};
 use crate::record::{CallKind, Comp, Shape, now_us};
 
 /// What every computation in this process shares: where the truth lives, and the log
@@ -26,6 +29,8 @@ pub(crate) struct Context {
     comps: Mutex<Vec<Comp>>,
     /// The plan's computation delays, by function id.
     slow: Vec<Duration>,
+    /// The plan's failure rates (percent), by function id.
+    fails: Vec<u32>,
 }
 
 static CONTEXT: OnceLock<Context> = OnceLock::new();
@@ -33,9 +38,13 @@ static CONTEXT: OnceLock<Context> = OnceLock::new();
 /// Sets this process's context (once, before any call).
 pub(crate) fn init(truth_url: String, proc: u8, specs: &[Spec]) {
     let mut slow = vec![Duration::ZERO; 256];
+    let mut fails = vec![0; 256];
     for spec in specs {
         if let Some(at) = slow.get_mut(usize::from(spec.id)) {
             *at = spec.slow;
+        }
+        if let Some(at) = fails.get_mut(usize::from(spec.id)) {
+            *at = spec.fails;
         }
     }
     let _ = CONTEXT.set(Context {
@@ -44,7 +53,65 @@ pub(crate) fn init(truth_url: String, proc: u8, specs: &[Spec]) {
         next_comp: AtomicU64::new(0),
         comps: Mutex::default(),
         slow,
+        fails,
     });
+}
+
+/// Calls that returned no value: a computation's `Err` (or a stale value's refresh
+/// that failed and had nothing to serve), and `None`s of the `Option` functions.
+static FAILED: AtomicU64 = AtomicU64::new(0);
+static ABSENT: AtomicU64 = AtomicU64::new(0);
+
+/// How many calls of this process returned `Err`, and how many `None`.
+pub(crate) fn missing() -> (u64, u64) {
+    (
+        FAILED.load(Ordering::Relaxed),
+        ABSENT.load(Ordering::Relaxed),
+    )
+}
+
+/// What a failing computation returns.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Flaky;
+
+impl std::fmt::Display for Flaky {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the computation failed (drawn)")
+    }
+}
+
+impl std::error::Error for Flaky {}
+
+/// A clock `ms` ahead of the system's (behind if negative); every process of the run
+/// uses the same offset for a function.
+struct Offset(i64);
+
+impl Clock for Offset {
+    fn now(&self) -> SystemTime {
+        let now = SystemTime::now();
+        let by = Duration::from_millis(self.0.unsigned_abs());
+        if self.0 >= 0 { now + by } else { now - by }
+    }
+}
+
+/// `clock = offset_clock` (the attribute function with `Spec::clock_ms` set).
+fn offset_clock() -> Arc<dyn Clock> {
+    Arc::new(Offset(plan::OFFSET_MS))
+}
+
+/// Checks that the `shared_key` attribute functions' key is the function form's (so
+/// all three ways of calling function 103 share its entries).
+pub(crate) fn check_shared_key() -> Result<(), String> {
+    for arg in 0..plan::ARGS {
+        let wanted = make_cache_key(&format!("cc:f103:{arg}"));
+        let (a, b) = (shared_a_cache_key(arg), shared_b_cache_key(arg, 0));
+        if a != wanted || b != wanted {
+            return Err(format!(
+                "shared_key: {a:?} and {b:?} are not the function form's {wanted:?}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The computations this process has run so far.
@@ -130,6 +197,21 @@ fn compute(f: u16, arg: u16) -> Value {
     }
 }
 
+/// Whether this computation of function `f` fails (drawn at its plan's rate).
+fn fails_now(f: u16) -> bool {
+    let rate = CONTEXT
+        .get()
+        .and_then(|context| context.fails.get(usize::from(f)).copied())
+        .unwrap_or(0);
+    rate > 0 && fastrand::u32(0..100) < rate
+}
+
+/// A computation that may fail after reading its input (`Spec::fails`).
+fn compute_fallible(f: u16, arg: u16) -> Result<Value, Flaky> {
+    let value = compute(f, arg);
+    if fails_now(f) { Err(Flaky) } else { Ok(value) }
+}
+
 /// One computation of a sequence: its items carry the computation's value.
 fn compute_iter(f: u16, arg: u16) -> impl Iterator<Item = Item> {
     let value = compute(f, arg);
@@ -169,6 +251,70 @@ fn kept1(arg: u16) -> Value {
 )]
 fn kept2(arg: u16) -> Value {
     compute(102, arg)
+}
+
+#[cache_memoize(
+    key = "cc:f103:{arg}",
+    shared_key,
+    expire = "250ms",
+    stale = "250ms",
+    jitter = "30%",
+    lock(expire = "400ms", retry = "5ms")
+)]
+fn shared_a(arg: u16) -> Value {
+    compute(103, arg)
+}
+
+#[cache_memoize(
+    key = "cc:f103:{arg}",
+    shared_key,
+    skip(note),
+    expire = "250ms",
+    stale = "250ms",
+    jitter = "30%",
+    lock(expire = "400ms", retry = "5ms")
+)]
+async fn shared_b(arg: u16, note: u32) -> Value {
+    let _ = note;
+    compute(103, arg)
+}
+
+#[cache_memoize(
+    key = "cc:kept4:{arg}",
+    expire = "200ms",
+    stale = "400ms",
+    fail_safe = "100ms",
+    jitter = "20%",
+    codec = "msgpack",
+    version = 3,
+    clock = offset_clock,
+    lock(expire = "400ms", retry = "5ms")
+)]
+fn kept4(arg: u16) -> Result<Value, Flaky> {
+    compute_fallible(104, arg)
+}
+
+#[cache_memoize(
+    key = "cc:kept5:{arg}",
+    expire = "300ms",
+    stale = "300ms",
+    refresh = "inline",
+    cache_none = false,
+    lock(expire = "400ms", retry = "5ms")
+)]
+fn kept5(arg: u16) -> Option<Value> {
+    compute_fallible(105, arg).ok()
+}
+
+#[cache_memoize(
+    key = "cc:kept6:{arg}",
+    expire = "300ms",
+    jitter = "50%",
+    cache_none = true,
+    force_overwrite
+)]
+fn kept6(arg: u16) -> Option<Value> {
+    compute_fallible(106, arg).ok()
 }
 
 /// What one call returned.
@@ -212,37 +358,84 @@ impl Caller {
         &self.specs[index]
     }
 
-    /// Calls function `index` for `arg`, forced (`refresh`) or not.
-    pub(crate) fn call(&self, index: usize, arg: u16, forced: bool, slow_reader: bool) -> Observed {
+    /// Calls function `index` for `arg`, forced (`refresh`) or not; `None` when it
+    /// returned no value (an `Err`, or a `None`), counted in [`missing`].
+    pub(crate) fn call(
+        &self,
+        index: usize,
+        arg: u16,
+        forced: bool,
+        slow_reader: bool,
+    ) -> Option<Observed> {
         let spec = &self.specs[index];
         let opts = &self.opts[index];
         let (f, key) = (spec.id, spec.key(arg));
-        let force = |call: &dyn Fn() -> Value| if forced { refresh(call) } else { call() };
+        let force = |call: &dyn Fn() -> Result<Value, Flaky>| {
+            if forced { refresh(call) } else { call() }
+        };
         let kind = if forced {
             CallKind::Refresh
         } else {
             CallKind::Read
         };
-        let value = match spec.form {
-            Form::Sync => force(&|| memoize(&key, opts, || compute(f, arg))),
-            Form::Detached => force(&|| memoize_detached(&key, opts, move || compute(f, arg))),
+        let fallible = spec.fails > 0;
+        let got = match spec.form {
+            Form::Sync if fallible => {
+                force(&|| try_memoize(&key, opts, || compute_fallible(f, arg)))
+            }
+            Form::Sync => force(&|| Ok(memoize(&key, opts, || compute(f, arg)))),
+            Form::Detached if fallible => {
+                force(&|| try_memoize_detached(&key, opts, move || compute_fallible(f, arg)))
+            }
+            Form::Detached => force(&|| Ok(memoize_detached(&key, opts, move || compute(f, arg)))),
             Form::Async => {
-                let call = memoize_async(&key, opts, || async move { compute(f, arg) });
+                let call = async {
+                    if fallible {
+                        try_memoize_async(&key, opts, || async move { compute_fallible(f, arg) })
+                            .await
+                    } else {
+                        Ok(memoize_async(&key, opts, || async move { compute(f, arg) }).await)
+                    }
+                };
                 if forced {
                     self.runtime.block_on(refresh_async(call))
                 } else {
                     self.runtime.block_on(call)
                 }
             }
-            Form::Kept(0) => force(&|| kept0(arg)),
-            Form::Kept(1) => force(&|| kept1(arg)),
-            Form::Kept(_) => force(&|| kept2(arg)),
-            Form::Iter => return iterate(&key, opts, (f, arg), forced, slow_reader),
+            Form::Kept(0) => force(&|| Ok(kept0(arg))),
+            Form::Kept(1) => force(&|| Ok(kept1(arg))),
+            Form::Kept(2) => force(&|| Ok(kept2(arg))),
+            // One key, three callers: two attribute functions and the function form.
+            Form::Kept(3) => match fastrand::u8(0..3) {
+                0 => force(&|| Ok(shared_a(arg))),
+                1 => {
+                    let call = shared_b(arg, fastrand::u32(..));
+                    Ok(if forced {
+                        self.runtime.block_on(refresh_async(call))
+                    } else {
+                        self.runtime.block_on(call)
+                    })
+                }
+                _ => force(&|| Ok(memoize(&key, opts, || compute(f, arg)))),
+            },
+            Form::Kept(4) => force(&|| kept4(arg)),
+            Form::Kept(5) => force(&|| kept5(arg).ok_or(Flaky)),
+            Form::Kept(_) => force(&|| kept6(arg).ok_or(Flaky)),
+            Form::Iter => return Some(iterate(&key, opts, (f, arg), forced, slow_reader)),
         };
-        Observed {
-            value,
-            shape: Shape::Whole,
-            kind,
+        match got {
+            Ok(value) => Some(Observed {
+                value,
+                shape: Shape::Whole,
+                kind,
+            }),
+            Err(Flaky) => {
+                let absent = matches!(spec.form, Form::Kept(5 | 6));
+                let count = if absent { &ABSENT } else { &FAILED };
+                count.fetch_add(1, Ordering::Relaxed);
+                None
+            }
         }
     }
 }
@@ -322,7 +515,15 @@ impl Caller {
         match spec.form {
             Form::Kept(0) => kept0_invalidate(arg),
             Form::Kept(1) => kept1_invalidate(arg),
-            Form::Kept(_) => kept2_invalidate(arg),
+            Form::Kept(2) => kept2_invalidate(arg),
+            Form::Kept(3) => match fastrand::u8(0..3) {
+                0 => shared_a_invalidate(arg),
+                1 => shared_b_invalidate(arg, fastrand::u32(..)),
+                _ => invalidate(&spec.key(arg)),
+            },
+            Form::Kept(4) => kept4_invalidate(arg),
+            Form::Kept(5) => kept5_invalidate(arg),
+            Form::Kept(_) => kept6_invalidate(arg),
             _ => invalidate(&spec.key(arg)),
         }
     }
@@ -340,14 +541,27 @@ pub(crate) fn is_changed(panic: &(dyn std::any::Any + Send)) -> bool {
 
 /// The function-form options of `spec`, on `backend`.
 fn options(spec: &Spec, backend: &Arc<dyn CacheBackend>) -> MemoizeOptions {
+    let name: &'static str = Box::leak(format!("consistency::f{}", spec.id).into_boxed_str());
     let mut opts = MemoizeOptions::new()
         .backend(Arc::clone(backend))
         .expire(spec.expire)
         .stale(spec.stale)
         .beta(spec.beta)
-        .chunk_size(256);
+        .jitter(spec.jitter)
+        .codec(spec.codec)
+        .version(spec.version)
+        .force_overwrite(spec.force)
+        .compress(spec.compress)
+        .name(name)
+        .chunk_size(spec.chunk_size);
     if let Some(lock) = spec.lock {
         opts = opts.lock(lock);
+    }
+    if let Some(fail_safe) = spec.fail_safe {
+        opts = opts.fail_safe(fail_safe);
+    }
+    if spec.clock_ms != 0 {
+        opts = opts.clock(Arc::new(Offset(spec.clock_ms)));
     }
     opts
 }

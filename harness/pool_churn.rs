@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use cache_memoize::{Backend, RedisBackend};
-use cache_memoize_examples::quick::sized;
+use cache_memoize_harness::quick::sized;
 use cache_memoize_tests::server::RedisServer;
 
 fn connections_received(server: &RedisServer) -> u64 {

@@ -1,4 +1,4 @@
-//! The example service (`src/service.rs`): a report memoized in Redis, served over HTTP,
+//! The example service (`src/lib.rs`): a report memoized in Redis, served over HTTP,
 //! with Prometheus metrics on `/metrics`.
 //!
 //! ```sh
@@ -17,12 +17,17 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 
 use cache_memoize::RedisBackend;
-use cache_memoize_examples::quick::quick;
-use cache_memoize_examples::service::app;
+use cache_memoize_example_service::app;
 use cache_memoize_tests::server::RedisServer;
 use metrics_exporter_prometheus::PrometheusBuilder;
 
 type Failure = Box<dyn std::error::Error + Send + Sync>;
+
+/// Whether this is quick mode (`CACHE_MEMOIZE_QUICK=1`, what CI runs; see
+/// `harness/src/quick.rs` for the convention every example follows).
+fn quick() -> bool {
+    std::env::var_os("CACHE_MEMOIZE_QUICK").is_some_and(|v| v == "1")
+}
 
 /// Concurrent requests for one report in quick mode.
 const QUICK_REQUESTS: usize = 8;

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use cache_memoize::{LockOptions, MemoizeOptions, RedisBackend, memoize_iter};
-use cache_memoize_examples::quick::sized;
+use cache_memoize_harness::quick::sized;
 use cache_memoize_tests::server::RedisServer;
 use serde::{Deserialize, Serialize};
 

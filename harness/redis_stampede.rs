@@ -26,7 +26,7 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use cache_memoize::{LockOptions, MemoizeOptions, RedisBackend, memoize};
-use cache_memoize_examples::quick::sized;
+use cache_memoize_harness::quick::sized;
 use cache_memoize_tests::proxy::CountingProxy;
 use cache_memoize_tests::server::RedisServer;
 

@@ -136,9 +136,23 @@ pub(crate) fn run(settings: &Settings) -> Result<usize, Failure> {
     let mut records = load(&dir, settings.processes)?;
     drop(logs);
     records.extend(fault_log.into_iter().map(Record::Fault));
-    let report = check::check(&records, &specs);
+    let mut report = check::check(&records, &specs);
+    // Calls that returned no value (an `Err`, a `None`) are operations too, with
+    // nothing to judge; each worker counts them on its `finished` line.
+    report.operations += finished
+        .iter()
+        .map(|line| said_count(line, "failed=") + said_count(line, "absent="))
+        .sum::<u64>();
     print_report(&report, &records, &specs, &finished, elapsed);
     Ok(report.violations.len())
+}
+
+/// The number after `name` in a worker's `finished` line (0 if it is not there).
+fn said_count(line: &str, name: &str) -> u64 {
+    line.split_whitespace()
+        .find_map(|word| word.strip_prefix(name))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Starts the worker processes; their stdout lines arrive on the receiver, by index.
@@ -252,12 +266,14 @@ fn print_report(
     faults.sort_unstable();
     println!("faults: {faults:?}");
     println!(
-        "{} calls and {} writes in {:.1} s; {} forced refreshes said they may not have stored; \
+        "{} calls with a value and {} writes in {:.1} s (and {} calls with none: an `Err` \
+         or a `None`); {} forced refreshes said they may not have stored; \
          {} iterator reads panicked saying their sequence changed; \
          {} reads within the near cache's allowance",
         report.calls,
         report.writes,
         elapsed.as_secs_f64(),
+        report.operations - report.calls - report.writes,
         report.refreshes_said,
         report.iterators_changed,
         report.stale_allowed

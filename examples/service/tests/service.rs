@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 
 use cache_memoize::RedisBackend;
-use cache_memoize_examples::service::app;
+use cache_memoize_example_service::app;
 use cache_memoize_tests::runtime;
 use cache_memoize_tests::server::RedisServer;
 use metrics_exporter_prometheus::PrometheusBuilder;

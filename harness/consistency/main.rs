@@ -1,7 +1,12 @@
 //! The consistency checker: several processes × threads call memoized functions whose
 //! inputs live in an authoritative store with versions, with option sets drawn at
-//! random (lock or none, blocking or not, so coalescing on or off; `stale`; `beta`;
-//! near cache; `keep_decoded`; memoized iterators; sync, detached and async calls),
+//! random from every option (lock or none, blocking or not, so coalescing on or off;
+//! `expire`; `stale`; `beta`; `jitter`; `fail_safe` with computations that fail;
+//! `codec`; `version`; `force_overwrite`; `clock`; near cache or not; memoized
+//! iterators with `compress` and `chunk_size`; sync, detached and async calls) and attribute functions
+//! for what has no function form or a spelling of its own (`keep_decoded`,
+//! `shared_key` with `skip` on a key the function form shares, `cache_none` both
+//! ways, `refresh = "inline"`, `Result` returns),
 //! reading, forcing refreshes, invalidating and changing the data, while a fault
 //! thread kills the near caches' invalidation connections, restarts the server,
 //! stalls it (`CLIENT PAUSE`, `SIGSTOP`) and busy loops contend for every core. Every

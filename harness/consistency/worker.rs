@@ -73,6 +73,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), Failure> {
     quiet_changed_panics();
     let specs = Arc::new(plan::draw(orders.seed));
     calls::init(orders.truth_url.clone(), orders.index, &specs);
+    calls::check_shared_key()?;
     let near = RedisBackend::builder([orders.cache_url.as_str()])
         .near_cache(NearCache::new())
         .response_timeout(RESPONSE_TIMEOUT)
@@ -134,8 +135,9 @@ pub(crate) fn run(args: &[String]) -> Result<(), Failure> {
         .iter()
         .filter(|r| matches!(r, Record::Call(_) | Record::Write(_)))
         .count();
+    let (failed, absent) = calls::missing();
     say(&format!(
-        "finished {ops} warnings={} near_hits={}",
+        "finished {ops} warnings={} near_hits={} failed={failed} absent={absent}",
         said::warnings(),
         near.near_cache_hits()
     ))?;
@@ -203,7 +205,10 @@ impl Thread {
         }
     }
 
+    /// A call; forced by `refresh` (or by the function's `force_overwrite`), it is a
+    /// write too, unless it returned no value.
     fn read(&mut self, index: usize, arg: u16, forced: bool) {
+        let forced = forced || self.caller.spec(index).force;
         let slow_reader = self.rng.u8(0..4) == 0;
         let start_us = now_us();
         let (observed, said) = if forced {
@@ -212,6 +217,8 @@ impl Thread {
             (self.caller.call(index, arg, false, slow_reader), false)
         };
         let end_us = now_us();
+        // An `Err` or a `None`: nothing to judge, and a forced one stored nothing.
+        let Some(observed) = observed else { return };
         let f = self.caller_spec_id(index);
         self.records.push(Record::Call(Call {
             proc: self.proc,
