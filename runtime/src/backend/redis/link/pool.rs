@@ -17,7 +17,7 @@
 //!
 //! Hand-written rather than r2d2: r2d2 opens connections on its own threads, so while
 //! the server refuses connections every caller waited the whole checkout timeout (1 s
-//! at the defaults) instead of failing at once (`examples/pool_churn.rs`).
+//! at the defaults) instead of failing at once (`harness/pool_churn.rs`).
 
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
