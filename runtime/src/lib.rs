@@ -7,7 +7,6 @@
 #[path = "private.rs"]
 pub mod __private;
 pub mod backend;
-mod call;
 mod coalesce;
 mod codec;
 mod error;

@@ -11,7 +11,6 @@ use std::future::Future;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::call::Call;
 use crate::error::Error;
 use crate::kept::Share;
 use crate::key::make_cache_key;
@@ -19,6 +18,7 @@ use crate::options::{MemoizeOptions, Refresh};
 use crate::refresh::take_forced;
 use crate::registry;
 use crate::revalidate::{self, Settled};
+use crate::sequence::Call;
 use crate::sequence::{Driver, Lookup};
 
 /// Returns the value memoized at `key`, computing and storing it on a miss.

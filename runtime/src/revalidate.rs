@@ -22,12 +22,12 @@ use std::time::Instant;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::call::Call;
 use crate::kept::Share;
 use crate::observe::{self, Outcome};
 use crate::options::{MemoizeOptions, Refresh};
 use crate::refresh::take_forced;
 use crate::refresh_pool;
+use crate::sequence::Call;
 use crate::sequence::{Driver, Lookup, Trigger};
 
 /// How an inline refresh ended.

@@ -28,12 +28,12 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::CacheBackend;
-use crate::call::Call;
 use crate::codec::{self, Codec, Stamp};
 use crate::key::{CacheKey, make_cache_key};
 use crate::lock::LockGuard;
 use crate::options::{MemoizeOptions, Refresh};
 use crate::refresh::take_forced;
+use crate::sequence::Call;
 use crate::sequence::{Driver, Lookup, Storing};
 
 mod given;

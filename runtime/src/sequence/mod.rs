@@ -3,12 +3,12 @@
 //! async [`Driver`]. The value path (`memoize`) and the iterator path (`iter`) both run
 //! it; new behaviour belongs in the machine, so that sync and async cannot drift apart.
 
+mod call;
 mod driver;
 mod machine;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use call::Call;
 pub(crate) use driver::{Driver, Lookup, Trigger};
-pub(crate) use machine::{
-    DecodeFn, Decoder, FreshPolicy, LockPolicy, Machine, Note, Policy, Storing, servable,
-};
+pub(crate) use machine::{Storing, servable};

@@ -22,11 +22,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use proptest::prelude::*;
 
+use super::super::call::Call;
 use super::super::machine::{Event, Io, Machine, Note, Step};
 use super::{Driver, Lookup, Stored};
 use crate::backend::memory::MemoryBackend;
 use crate::backend::{Backend, CacheBackend};
-use crate::call::Call;
 use crate::codec::{self, Codec};
 use crate::lock::LockOptions;
 use crate::options::{Clock, MemoizeOptions, Refresh};
@@ -129,7 +129,7 @@ struct Caller<'c, 'o> {
     call: &'c Call<'o>,
     revalidation: &'c Call<'o>,
     driver: Driver<'c, 'o>,
-    machine: Machine<Val>,
+    machine: Machine<'c, Val>,
     next: Next,
     /// The model time the current call began.
     began: u64,
@@ -295,7 +295,8 @@ impl<'c, 'o> Caller<'c, 'o> {
     /// Feeds `event` and goes as far as the next backend operation (performed), the
     /// start of a computation, or the call's end.
     fn feed(&mut self, event: Event, world: &mut World) {
-        let step = self.machine.on(event);
+        let now_ms = self.driver.now_ms(&self.machine);
+        let step = self.machine.on(now_ms, event);
         let io = match step {
             Step::Io(io) => io,
             Step::Finished { note, landing } => {
@@ -325,7 +326,7 @@ impl<'c, 'o> Caller<'c, 'o> {
                 Next::Feed(Event::Paused)
             }
             io => {
-                self.sent_store |= matches!(io, Io::StoreAndRelease(_));
+                self.sent_store |= matches!(io, Io::StoreAndRelease { .. });
                 Next::Feed(self.driver.perform(io))
             }
         };
