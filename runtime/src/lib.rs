@@ -23,11 +23,7 @@ mod observe;
 mod options;
 mod outcome;
 mod refresh;
-mod refresh_pool;
-mod refreshing;
 mod registry;
-mod renew;
-mod revalidate;
 mod sequence;
 mod timer;
 
@@ -53,12 +49,9 @@ pub use lock::{CacheLock, LockGuard, LockOptions};
 pub use memoize::{invalidate, memoize, memoize_async, try_memoize, try_memoize_async};
 pub use observe::{Stats, stats};
 pub use options::{Clock, DEFAULT_CHUNK_SIZE, DEFAULT_COMPRESS, DEFAULT_EXPIRE, MemoizeOptions};
-pub use refresh::{refresh, refresh_async};
-pub use refresh_pool::{
+pub use refresh::{
     DEFAULT_REFRESH_QUEUE, DEFAULT_REFRESH_WORKERS, MAX_REFRESH_QUEUE, MAX_REFRESH_WORKERS,
-    set_refresh_limits,
+    memoize_async_detached, memoize_detached, refresh, refresh_async, set_refresh_limits,
+    try_memoize_async_detached, try_memoize_detached,
 };
 pub use registry::{backend, set_backend, set_shared_backend, try_set_backend};
-pub use revalidate::{
-    memoize_async_detached, memoize_detached, try_memoize_async_detached, try_memoize_detached,
-};

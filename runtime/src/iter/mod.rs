@@ -32,7 +32,7 @@ use crate::codec::{self, Codec, Stamp};
 use crate::key::{CacheKey, make_cache_key};
 use crate::lock::LockGuard;
 use crate::options::{MemoizeOptions, Refresh};
-use crate::refresh::take_forced;
+use crate::refresh::scope::take_forced;
 use crate::sequence::Call;
 use crate::sequence::{Driver, Lookup, Storing};
 

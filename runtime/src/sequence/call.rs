@@ -14,10 +14,10 @@ use crate::codec::{self, Stamp};
 use crate::kept::Share;
 use crate::key::{self, CacheKey};
 use crate::lock::LockOptions;
+use crate::lock::renew::Renewal;
 use crate::observe;
 use crate::options::{MemoizeOptions, Refresh, Wait};
 use crate::registry;
-use crate::renew::Renewal;
 
 /// One memoized call: the key, the options and the backend it runs against.
 pub(crate) struct Call<'a> {

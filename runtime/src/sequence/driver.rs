@@ -22,11 +22,11 @@ use super::machine::{
 use crate::backend::GetOrLock;
 use crate::coalesce::{self, Following, Landed, Leader};
 use crate::codec::Stamp;
+use crate::lock::renew::Renewal;
 use crate::lock::{DropRelease, LockGuard, new_token};
 use crate::observe::{self, Outcome};
 use crate::options::Refresh;
-use crate::refreshing::{self, RefreshClaim};
-use crate::renew::Renewal;
+use crate::refresh::claim::{self, RefreshClaim};
 
 /// What the sequence decided before any computation.
 pub(crate) enum Lookup<T> {
@@ -425,7 +425,7 @@ impl<'c, 'o> Driver<'c, 'o> {
     }
 
     fn claim_refresh(&mut self) -> bool {
-        self.refresh = refreshing::claim(&self.call.flight_key(), Instant::now());
+        self.refresh = claim::claim(&self.call.flight_key(), Instant::now());
         self.refresh.is_some()
     }
 

@@ -30,7 +30,7 @@ use crate::backend::{Backend, CacheBackend};
 use crate::codec::{self, Codec};
 use crate::lock::LockOptions;
 use crate::options::{Clock, MemoizeOptions, Refresh};
-use crate::refreshing::RefreshClaim;
+use crate::refresh::claim::RefreshClaim;
 
 /// A value: the version its computation read, and the computation's number (the
 /// model time it began).

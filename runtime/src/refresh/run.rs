@@ -1,18 +1,18 @@
-//! Refreshing a stale value: [`inline`] in the caller that found it, or detached on a
-//! worker thread or a Tokio task ([`memoize_detached`] and its kin, bounded by
-//! `refresh_pool.rs`), so that every caller gets the stale value at once. Either way
-//! the refresh runs the sequence with `Refresh::Revalidate`: the key's lock taken
-//! without waiting (one refresher
-//! across the fleet), the value read again under it (computed only if it is still the
-//! one found stale), and a failure (an `Err`, a panic, a broken backend) leaves the
-//! fail-safe throttle's mark while the stale value is served.
+//! Revalidation: a value found stale (or drawn for an early refresh) is returned and
+//! refreshed, [`Inline`] in the caller that found it, or [`Detached`] on a worker
+//! thread or a Tokio task (bounded by `refresh::pool`), so that every caller gets the
+//! stale value at once. Either way the refresh runs the sequence with
+//! `Refresh::Revalidate`: the key's lock taken without waiting (one refresher across the
+//! fleet), the value read again under it (computed only if it is still the one found
+//! stale), and a failure (an `Err`, a panic, a broken backend) leaves the fail-safe
+//! throttle's mark while the stale value is served.
 //!
-//! A process runs at most one refresh of a key at a time: the hit that found the value
-//! stale holds this process's claim on it ([`Trigger`]), and the refresh keeps that
-//! claim until it ends. Other stale hits meanwhile start nothing (no thread, no task).
+//! A process runs at most one revalidation of a key at a time: the hit that found the
+//! value stale holds this process's refresh claim on it ([`Trigger`], see
+//! `refresh::claim`), and the refresh keeps that claim until it ends. Other stale hits
+//! meanwhile start nothing (no thread, no task).
 
 use std::any::Any;
-use std::convert::Infallible;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::pin::Pin;
@@ -22,13 +22,12 @@ use std::time::Instant;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::kept::Share;
+use crate::memoize::{Cacheable, Entry, Job, call, call_async};
 use crate::observe::{self, Outcome};
 use crate::options::{MemoizeOptions, Refresh};
-use crate::refresh::take_forced;
-use crate::refresh_pool;
-use crate::sequence::Call;
-use crate::sequence::{Driver, Lookup, Trigger};
+use crate::outcome::{PlainOutcome, ResultOutcome, Shape};
+use crate::refresh::pool;
+use crate::sequence::{Call, Driver, Lookup, Trigger};
 
 /// How an inline refresh ended.
 pub(crate) enum Refreshed<T, E, C> {
@@ -181,6 +180,148 @@ impl<F: Future> Future for CatchUnwind<F> {
     }
 }
 
+/// A revalidation runs in the caller that found the value stale (`refresh = "inline"`,
+/// and [`memoize`](crate::memoize) and its kin).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Inline;
+
+/// A revalidation runs in the background, on a worker thread or a Tokio task (with
+/// `stale` or `beta` and owned arguments, and [`memoize_detached`] and its kin).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Detached;
+
+/// What a background refresh (`stale` or `beta` with owned arguments) needs of each
+/// argument and of the stored value: they move to the refresh's thread or task. Its
+/// only purpose is the error message.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot move to a background refresh: it is not `Send + 'static`",
+    label = "moved to the thread (or Tokio task) that refreshes a stale value",
+    note = "with `stale` or `beta`, a stale value is refreshed in the background by a closure that owns the arguments, so every caller gets the stale value at once",
+    note = "add `refresh = \"inline\"` to #[cache_memoize] to refresh in the caller that finds the value stale instead (the other callers still get the stale value at once)"
+)]
+pub trait RefreshInBackground: Send + 'static {}
+impl<T: Send + 'static> RefreshInBackground for T {}
+
+/// Where the revalidation of a blocking call runs.
+#[diagnostic::on_unimplemented(
+    message = "this call's revalidation cannot move to the background",
+    note = "a detached revalidation owns the computation and its value: both must be `Send + 'static`"
+)]
+#[allow(private_interfaces)]
+pub trait Revalidation<R, S, F>: Copy {
+    /// Hands `job`'s revalidation to the background (`None`), or gives it back to run
+    /// in the caller.
+    fn detach(
+        self,
+        call: &Call<'_>,
+        trigger: Trigger,
+        job: Job<S, F>,
+    ) -> Option<(Trigger, Job<S, F>)>;
+}
+
+/// Where the revalidation of an async call runs.
+#[diagnostic::on_unimplemented(
+    message = "this call's revalidation cannot move to the background",
+    note = "a detached revalidation owns the computation, its future and its value: all must be `Send + 'static`"
+)]
+#[allow(private_interfaces)]
+pub trait RevalidationAsync<R, S, F>: Copy {
+    /// The async form of [`Revalidation::detach`]: a task on the caller's Tokio
+    /// runtime, or (without one) the caller.
+    fn detach(
+        self,
+        call: &Call<'_>,
+        trigger: Trigger,
+        job: Job<S, F>,
+    ) -> Option<(Trigger, Job<S, F>)>;
+}
+
+#[allow(private_interfaces)]
+impl<R, S, F> Revalidation<R, S, F> for Inline {
+    fn detach(
+        self,
+        _: &Call<'_>,
+        trigger: Trigger,
+        job: Job<S, F>,
+    ) -> Option<(Trigger, Job<S, F>)> {
+        Some((trigger, job))
+    }
+}
+
+#[allow(private_interfaces)]
+impl<R, S, F> RevalidationAsync<R, S, F> for Inline {
+    fn detach(
+        self,
+        _: &Call<'_>,
+        trigger: Trigger,
+        job: Job<S, F>,
+    ) -> Option<(Trigger, Job<S, F>)> {
+        Some((trigger, job))
+    }
+}
+
+#[allow(private_interfaces)]
+impl<R, S, F> Revalidation<R, S, F> for Detached
+where
+    R: 'static,
+    S: Shape<R>,
+    S::Stored: Cacheable + RefreshInBackground,
+    S::Passed: 'static,
+    F: FnOnce() -> R + RefreshInBackground,
+{
+    fn detach(
+        self,
+        call: &Call<'_>,
+        trigger: Trigger,
+        job: Job<S, F>,
+    ) -> Option<(Trigger, Job<S, F>)> {
+        let (opts, key, absent) = (call.owned_options(), call.key.clone(), call.absent);
+        // Without room the job is dropped, with the trigger and its claim.
+        let queued = pool::run(Box::new(move || {
+            let call = Call::for_key(key, &opts, Refresh::IfMissing).removing_absent(absent);
+            inline(&call, trigger, move || job.run());
+        }));
+        if !queued {
+            observe::record(call.opts.name, &call.key, Outcome::RefreshDropped);
+        }
+        None
+    }
+}
+
+#[allow(private_interfaces)]
+impl<R, S, F, Fut> RevalidationAsync<R, S, F> for Detached
+where
+    R: 'static,
+    S: Shape<R>,
+    S::Stored: Cacheable + RefreshInBackground,
+    S::Passed: RefreshInBackground,
+    F: FnOnce() -> Fut + RefreshInBackground,
+    Fut: Future<Output = R> + RefreshInBackground,
+{
+    fn detach(
+        self,
+        call: &Call<'_>,
+        trigger: Trigger,
+        job: Job<S, F>,
+    ) -> Option<(Trigger, Job<S, F>)> {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return Some((trigger, job));
+        };
+        // Without room the trigger is dropped, and with it the claim.
+        if let Some(admitted) = pool::admit_async() {
+            let (opts, key, absent) = (call.owned_options(), call.key.clone(), call.absent);
+            runtime.spawn(async move {
+                let _turn = admitted.turn().await;
+                let call = Call::for_key(key, &opts, Refresh::IfMissing).removing_absent(absent);
+                inline_async(&call, trigger, move || job.run_async()).await;
+            });
+        } else {
+            observe::record(call.opts.name, &call.key, Outcome::RefreshDropped);
+        }
+        None
+    }
+}
+
 /// Like [`memoize`](crate::memoize), but a stale value is refreshed in the background,
 /// on one of a few worker threads: every caller, the one that triggered the refresh
 /// included, gets the stale value at once. For that, `compute` must be `Send +
@@ -204,10 +345,7 @@ where
     T: Serialize + DeserializeOwned + Send + 'static,
     F: FnOnce() -> T + Send + 'static,
 {
-    match try_memoize_detached(key, opts, move || Ok::<T, Infallible>(compute())) {
-        Ok(value) => value,
-        Err(never) => match never {},
-    }
+    call(key, opts, Entry::new(PlainOutcome, Detached), compute)
 }
 
 /// The fallible form of [`memoize_detached`]: only `Ok` is stored; a detached refresh
@@ -218,43 +356,7 @@ where
     E: 'static,
     F: FnOnce() -> Result<T, E> + Send + 'static,
 {
-    try_memoize_detached_sharing(key, opts, None, false, compute)
-}
-
-/// [`try_memoize_detached`], keeping values decoded as `share` says (`keep_decoded`);
-/// `absent`: the computation's `Err` is a value not to cache (see `Call::absent`).
-pub(crate) fn try_memoize_detached_sharing<T, E, F>(
-    key: &str,
-    opts: &MemoizeOptions,
-    share: Option<Share<T>>,
-    absent: bool,
-    compute: F,
-) -> Result<T, E>
-where
-    T: Serialize + DeserializeOwned + Send + 'static,
-    E: 'static,
-    F: FnOnce() -> Result<T, E> + Send + 'static,
-{
-    let call = Call::new(key, opts, Refresh::of(opts, take_forced())).removing_absent(absent);
-    let mut machine = call.machine::<T>(true, share);
-    let mut driver = Driver::blocking(&call);
-    match driver.lookup(&mut machine) {
-        Lookup::Found(value) => Ok(value),
-        Lookup::Refresh(stale, trigger) => {
-            let opts = call.owned_options();
-            let key = call.key.clone();
-            // Without room the job is dropped, with the trigger and its claim.
-            let queued = refresh_pool::run(Box::new(move || {
-                let call = Call::for_key(key, &opts, Refresh::IfMissing).removing_absent(absent);
-                inline(&call, trigger, compute);
-            }));
-            if !queued {
-                observe::record(call.opts.name, &call.key, Outcome::RefreshDropped);
-            }
-            Ok(stale)
-        }
-        Lookup::Compute(_) | Lookup::Skip { .. } => driver.compute(&mut machine, compute),
-    }
+    call(key, opts, Entry::new(ResultOutcome, Detached), compute)
 }
 
 /// The async form of [`memoize_detached`]: the refresh runs as a task on the caller's
@@ -267,11 +369,7 @@ where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = T> + Send + 'static,
 {
-    let compute = move || async move { Ok::<T, Infallible>(compute().await) };
-    match try_memoize_async_detached(key, opts, compute).await {
-        Ok(value) => value,
-        Err(never) => match never {},
-    }
+    call_async(key, opts, Entry::new(PlainOutcome, Detached), compute).await
 }
 
 /// The async form of [`try_memoize_detached`].
@@ -286,57 +384,5 @@ where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = Result<T, E>> + Send + 'static,
 {
-    try_memoize_async_detached_sharing(key, opts, None, false, compute).await
-}
-
-/// [`try_memoize_async_detached`], keeping values decoded as `share` says
-/// (`keep_decoded`); `absent`: the computation's `Err` is a value not to cache.
-pub(crate) async fn try_memoize_async_detached_sharing<T, E, F, Fut>(
-    key: &str,
-    opts: &MemoizeOptions,
-    share: Option<Share<T>>,
-    absent: bool,
-    compute: F,
-) -> Result<T, E>
-where
-    T: Serialize + DeserializeOwned + Send + 'static,
-    E: Send + 'static,
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: Future<Output = Result<T, E>> + Send + 'static,
-{
-    let call = Call::new(key, opts, Refresh::of(opts, take_forced())).removing_absent(absent);
-    let mut machine = call.machine::<T>(true, share);
-    let mut driver = Driver::nonblocking(&call);
-    match driver.lookup_async(&mut machine).await {
-        Lookup::Found(value) => Ok(value),
-        Lookup::Refresh(stale, trigger) => match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                // Without room the trigger is dropped, and with it the claim.
-                if let Some(admitted) = refresh_pool::admit_async() {
-                    let opts = call.owned_options();
-                    let key = call.key.clone();
-                    runtime.spawn(async move {
-                        let _turn = admitted.turn().await;
-                        let call =
-                            Call::for_key(key, &opts, Refresh::IfMissing).removing_absent(absent);
-                        inline_async(&call, trigger, compute).await;
-                    });
-                } else {
-                    observe::record(call.opts.name, &call.key, Outcome::RefreshDropped);
-                }
-                Ok(stale)
-            }
-            Err(_) => {
-                let stamp = trigger.stamp;
-                let refreshed = inline_async(&call, trigger, compute).await;
-                match refreshed.settle(stale, call.servable(stamp)) {
-                    Settled::Return(output) => output,
-                    Settled::Compute(compute) => compute().await,
-                }
-            }
-        },
-        Lookup::Compute(_) | Lookup::Skip { .. } => {
-            driver.compute_async(&mut machine, compute).await
-        }
-    }
+    call_async(key, opts, Entry::new(ResultOutcome, Detached), compute).await
 }
