@@ -248,7 +248,9 @@ where
                 }
             }
         },
-        Lookup::Compute(_) | Lookup::Skip { .. } => driver.compute(&mut machine, move || job.run()),
+        Lookup::Compute(_) | Lookup::Skip { .. } => {
+            driver.compute(&mut machine, move || job.run(), |_| true)
+        }
     })
 }
 
@@ -285,7 +287,7 @@ where
         },
         Lookup::Compute(_) | Lookup::Skip { .. } => {
             driver
-                .compute_async(&mut machine, move || job.run_async())
+                .compute_async(&mut machine, move || job.run_async(), |_| true)
                 .await
         }
     })

@@ -26,6 +26,7 @@ use crate::memoize::{Cacheable, Entry, Job, call, call_async};
 use crate::observe::{self, Outcome};
 use crate::options::{MemoizeOptions, Refresh};
 use crate::outcome::{PlainOutcome, ResultOutcome, Shape};
+use crate::refresh::claim::RefreshClaim;
 use crate::refresh::pool;
 use crate::sequence::{Call, Driver, Lookup, Trigger};
 
@@ -82,7 +83,7 @@ where
     T: Serialize + DeserializeOwned,
     F: FnOnce() -> Result<T, E>,
 {
-    let Trigger { stamp, mut claim } = trigger;
+    let Trigger { stamp, claim } = trigger;
     let call = stale_call.revalidation();
     let mut machine = call.machine::<T>(false, None).refreshing(stamp);
     let mut driver = Driver::blocking(&call);
@@ -93,18 +94,10 @@ where
                 Ok(Err(err)) => Err(Failure::Err(err)),
                 Err(payload) => Err(Failure::Panicked(payload)),
             };
-            let output = driver.compute_judged(&mut machine, guarded, is_err);
+            let output = driver.compute(&mut machine, guarded, is_err);
             refreshed(&call, output)
         }
-        Lookup::Skip {
-            back_off: Some(back_off),
-        } => {
-            claim.back_off(Instant::now(), back_off);
-            Refreshed::Skipped(compute)
-        }
-        Lookup::Found(_) | Lookup::Refresh(..) | Lookup::Skip { back_off: None } => {
-            Refreshed::Skipped(compute)
-        }
+        lookup => skipped(&lookup, claim, compute),
     }
 }
 
@@ -119,7 +112,7 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    let Trigger { stamp, mut claim } = trigger;
+    let Trigger { stamp, claim } = trigger;
     let call = stale_call.revalidation();
     let mut machine = call.machine::<T>(false, None).refreshing(stamp);
     let mut driver = Driver::nonblocking(&call);
@@ -132,21 +125,27 @@ where
                     Err(payload) => Err(Failure::Panicked(payload)),
                 }
             };
-            let output = driver
-                .compute_judged_async(&mut machine, guarded, is_err)
-                .await;
+            let output = driver.compute_async(&mut machine, guarded, is_err).await;
             refreshed(&call, output)
         }
-        Lookup::Skip {
-            back_off: Some(back_off),
-        } => {
-            claim.back_off(Instant::now(), back_off);
-            Refreshed::Skipped(compute)
-        }
-        Lookup::Found(_) | Lookup::Refresh(..) | Lookup::Skip { back_off: None } => {
-            Refreshed::Skipped(compute)
-        }
+        lookup => skipped(&lookup, claim, compute),
     }
+}
+
+/// A refresh that did not compute: it backs off, if the sequence says so, and hands its
+/// computation back unused.
+fn skipped<T, E, C, V>(
+    lookup: &Lookup<V>,
+    mut claim: RefreshClaim,
+    compute: C,
+) -> Refreshed<T, E, C> {
+    if let Lookup::Skip {
+        back_off: Some(back_off),
+    } = lookup
+    {
+        claim.back_off(Instant::now(), *back_off);
+    }
+    Refreshed::Skipped(compute)
 }
 
 /// Whether a refresh's failure is the computation's `Err` (which a call that removes

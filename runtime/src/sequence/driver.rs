@@ -17,7 +17,7 @@ use tracing::Instrument;
 
 use super::call::Call;
 use super::machine::{
-    Event, Found, Io, Life, LockSpec, Machine, Note, Recheck, Revalidate, Role, Step, Storing, Via,
+    Event, Found, Io, Life, LockSpec, Machine, Note, Recheck, Role, Step, Storing, Verdict, Via,
 };
 use crate::backend::GetOrLock;
 use crate::coalesce::{self, Following, Landed, Leader};
@@ -94,27 +94,16 @@ impl<'c, 'o> Driver<'c, 'o> {
         }
     }
 
-    /// Computes (keeping the lock alive meanwhile), then stores as the sequence says.
+    /// Computes (keeping the lock alive meanwhile), then stores as the sequence says;
+    /// `absent` says which of the computation's errors are a value not to cache when
+    /// the call removes those (the others are failures: a panic caught by a refresh).
     pub(crate) fn compute<T: Serialize, E>(
-        &mut self,
-        machine: &mut Machine<'_, T>,
-        compute: impl FnOnce() -> Result<T, E>,
-    ) -> Result<T, E> {
-        self.compute_judged(machine, compute, |_| true)
-    }
-
-    /// [`compute`](Self::compute), where `absent` says which of the computation's
-    /// errors are a value not to cache when the call removes those (the others are
-    /// failures: a panic caught by a refresh).
-    pub(crate) fn compute_judged<T: Serialize, E>(
         &mut self,
         machine: &mut Machine<'_, T>,
         compute: impl FnOnce() -> Result<T, E>,
         absent: impl Fn(&E) -> bool,
     ) -> Result<T, E> {
-        let renewal = self.keep_alive();
-        self.mark(None);
-        let started = Instant::now();
+        let (renewal, started) = self.computing();
         let output = self.compute_span().in_scope(compute);
         let encoded = self.computed(renewal, started, self.stored(&output, &absent));
         self.finish(machine, encoded);
@@ -126,30 +115,23 @@ impl<'c, 'o> Driver<'c, 'o> {
         &mut self,
         machine: &mut Machine<'_, T>,
         compute: impl FnOnce() -> Fut,
-    ) -> Result<T, E>
-    where
-        Fut: Future<Output = Result<T, E>>,
-    {
-        self.compute_judged_async(machine, compute, |_| true).await
-    }
-
-    /// The async form of [`compute_judged`](Self::compute_judged).
-    pub(crate) async fn compute_judged_async<T: Serialize, E, Fut>(
-        &mut self,
-        machine: &mut Machine<'_, T>,
-        compute: impl FnOnce() -> Fut,
         absent: impl Fn(&E) -> bool,
     ) -> Result<T, E>
     where
         Fut: Future<Output = Result<T, E>>,
     {
-        let renewal = self.keep_alive();
-        self.mark(None);
-        let started = Instant::now();
+        let (renewal, started) = self.computing();
         let output = compute().instrument(self.compute_span()).await;
         let encoded = self.computed(renewal, started, self.stored(&output, &absent));
-        self.finish_async(machine, encoded).await;
+        self.drive_async(machine, Event::Computed(encoded)).await;
         output
+    }
+
+    /// A computation starts: the lock is kept alive, followers are told.
+    fn computing(&mut self) -> (Option<Renewal>, Instant) {
+        let renewal = self.keep_alive();
+        self.mark(None);
+        (renewal, Instant::now())
     }
 
     /// The span a computation runs in (for whoever debugs latency).
@@ -215,11 +197,6 @@ impl<'c, 'o> Driver<'c, 'o> {
     /// to its end: stores, releases, reports, and shares the value with followers.
     fn finish<T>(&mut self, machine: &mut Machine<'_, T>, encoded: Option<Vec<u8>>) {
         self.drive(machine, Event::Computed(encoded));
-    }
-
-    /// The async form of [`finish`](Self::finish).
-    async fn finish_async<T>(&mut self, machine: &mut Machine<'_, T>, encoded: Option<Vec<u8>>) {
-        self.drive_async(machine, Event::Computed(encoded)).await;
     }
 
     /// Feeds `event` and the events of the steps that follow, each with the time it
@@ -467,7 +444,7 @@ impl<'c, 'o> Driver<'c, 'o> {
             Step::Hit(Found {
                 value,
                 bytes,
-                revalidate,
+                verdict,
                 via,
                 stamp,
                 keep,
@@ -478,16 +455,16 @@ impl<'c, 'o> Driver<'c, 'o> {
                     self.call.backend.keep_decoded(key, bytes, make);
                 }
                 self.land(bytes);
-                self.observe(match (revalidate, via) {
-                    (Revalidate::Stale | Revalidate::Early | Revalidate::Underway, _) => {
+                self.observe(match (verdict, via) {
+                    (Verdict::Stale | Verdict::Early | Verdict::Underway, _) => {
                         Outcome::StaleServed
                     }
-                    (Revalidate::No, Via::Read) => Outcome::Hit,
-                    (Revalidate::No, Via::Wait) => Outcome::Waited,
-                    (Revalidate::No, Via::Leader) => Outcome::Coalesced,
+                    (Verdict::Fresh, Via::Read) => Outcome::Hit,
+                    (Verdict::Fresh, Via::Wait) => Outcome::Waited,
+                    (Verdict::Fresh, Via::Leader) => Outcome::Coalesced,
                 });
-                match (revalidate, self.refresh.take()) {
-                    (Revalidate::Stale | Revalidate::Early, Some(claim)) => {
+                match (verdict, self.refresh.take()) {
+                    (Verdict::Stale | Verdict::Early, Some(claim)) => {
                         Lookup::Refresh(value, Trigger { stamp, claim })
                     }
                     _ => Lookup::Found(value),

@@ -146,11 +146,11 @@ pub(crate) enum Via {
     Leader,
 }
 
-/// Whether a value found is returned as it is, or returned and refreshed.
+/// The judgement of a value found: returned as it is, or returned and revalidated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Revalidate {
+pub(crate) enum Verdict {
     /// Fresh: return it.
-    No,
+    Fresh,
     /// Fresh, but `XFetch` drew an early refresh: return it and refresh.
     Early,
     /// Past its freshness, within `stale`: return it and refresh.
@@ -171,7 +171,7 @@ pub(crate) struct LockPolicy {
 pub(crate) enum Step<'m, T> {
     /// Backend or in-process I/O; its outcome is the next [`Event`].
     Io(Io<'m>),
-    /// Done: return this stored value, and refresh it if its `revalidate` says so.
+    /// Done: return this stored value, and refresh it if its `verdict` says so.
     Hit(Found<T>),
     /// Done without computing: a refresh found the value refreshed, another caller
     /// refreshing (or throttling), or the backend failing; the stale value stands. In
@@ -435,7 +435,7 @@ pub(crate) struct Found<T> {
     /// from a leader).
     pub(crate) bytes: Option<Vec<u8>>,
     /// Whether it is returned as it is, or returned and refreshed.
-    pub(crate) revalidate: Revalidate,
+    pub(crate) verdict: Verdict,
     pub(crate) via: Via,
     /// Its stamp (a refresh computes only while it is stored).
     pub(crate) stamp: Stamp,
@@ -555,15 +555,15 @@ impl<'k, T> Machine<'k, T> {
 
     /// Whether a value with `stamp` is returned as it is, returned and refreshed, or
     /// (`None`) too old to return at all: a miss.
-    fn judge(&mut self, stamp: Stamp) -> Option<Revalidate> {
+    fn judge(&mut self, stamp: Stamp) -> Option<Verdict> {
         let (now, until) = (self.now_ms, stamp.fresh_until_ms);
         let fresh = self.policy.freshness;
         if fresh.ttl_only {
-            return Some(Revalidate::No);
+            return Some(Verdict::Fresh);
         }
         if now >= until {
             let servable = fresh.stale_ms > 0 && servable(stamp, fresh.stale_ms, now);
-            return servable.then_some(Revalidate::Stale);
+            return servable.then_some(Verdict::Stale);
         }
         if fresh.beta > 0.0 {
             // `XFetch`: refresh when now − δ·β·ln(r) ≥ expiry, r uniform in (0, 1].
@@ -571,10 +571,10 @@ impl<'k, T> Machine<'k, T> {
             let ahead = f64::from(stamp.compute_ms) * fresh.beta * -draw.ln();
             #[allow(clippy::cast_precision_loss)] // milliseconds: exact far beyond any date
             if now as f64 + ahead >= until as f64 {
-                return Some(Revalidate::Early);
+                return Some(Verdict::Early);
             }
         }
-        Some(Revalidate::No)
+        Some(Verdict::Fresh)
     }
 
     /// A value found (`bytes` read, or `kept` decoded): a hit (perhaps to refresh), or
@@ -586,9 +586,9 @@ impl<'k, T> Machine<'k, T> {
         bytes: Option<Vec<u8>>,
         via: Via,
     ) -> Option<Found<T>> {
-        let revalidate = self.judge(stamp)?;
-        let keep = match (&bytes, revalidate, via) {
-            (Some(_), Revalidate::No, Via::Read) => self.decoder.share.map(|share| Keep {
+        let verdict = self.judge(stamp)?;
+        let keep = match (&bytes, verdict, via) {
+            (Some(_), Verdict::Fresh, Via::Read) => self.decoder.share.map(|share| Keep {
                 share,
                 codec: self.decoder.codec,
                 version: self.decoder.version,
@@ -598,7 +598,7 @@ impl<'k, T> Machine<'k, T> {
         Some(Found {
             value,
             bytes,
-            revalidate,
+            verdict,
             via,
             stamp,
             keep,
@@ -614,7 +614,7 @@ impl<'k, T> Machine<'k, T> {
     /// Returns a value found; one to refresh first claims this process's refresh of
     /// the key, so that a process starts one refresh of it at a time.
     fn hit(&mut self, found: Found<T>) -> Step<'_, T> {
-        if found.revalidate == Revalidate::No {
+        if found.verdict == Verdict::Fresh {
             return Step::Hit(found);
         }
         self.claiming = Some(found);
@@ -626,7 +626,7 @@ impl<'k, T> Machine<'k, T> {
         match self.claiming.take() {
             Some(found) if claimed => Step::Hit(found),
             Some(found) => Step::Hit(Found {
-                revalidate: Revalidate::Underway,
+                verdict: Verdict::Underway,
                 ..found
             }),
             None => self.compute(Storing::Nothing, None),
@@ -689,7 +689,7 @@ impl<'k, T> Machine<'k, T> {
                     Some((value, stamp)) => Step::Hit(Found {
                         value,
                         bytes: None,
-                        revalidate: Revalidate::No,
+                        verdict: Verdict::Fresh,
                         via: Via::Leader,
                         stamp,
                         keep: None,
@@ -961,7 +961,7 @@ impl<'k, T> Machine<'k, T> {
         };
         match self.trigger {
             Some(trigger) => stamp != trigger && self.now_ms < stamp.fresh_until_ms,
-            None => self.judge(stamp) == Some(Revalidate::No),
+            None => self.judge(stamp) == Some(Verdict::Fresh),
         }
     }
 

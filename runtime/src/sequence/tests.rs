@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::machine::{
-    Decoder, Event, Found, FreshPolicy, Io, LockPolicy, Machine, Mark, Note, Policy, Recheck,
-    Revalidate, Role, Step, Storing,
+    Decoder, Event, Found, FreshPolicy, Io, LockPolicy, Machine, Mark, Note, Policy, Recheck, Role,
+    Step, Storing, Verdict,
 };
 use crate::backend::GetOrLock;
 use crate::coalesce::Landed;
@@ -108,7 +108,7 @@ fn failure() -> Error {
 enum Kind {
     Io(String),
     Hit(u8, bool),
-    Stale(u8, Revalidate),
+    Stale(u8, Verdict),
     Skip(Option<String>, Option<Duration>),
     Compute(Storing, Option<String>),
     Finished(Option<String>, bool),
@@ -130,12 +130,10 @@ fn kind(step: Step<'_, u8>) -> Kind {
         Step::Hit(Found {
             value,
             bytes,
-            revalidate: Revalidate::No,
+            verdict: Verdict::Fresh,
             ..
         }) => Kind::Hit(value, bytes.is_some()),
-        Step::Hit(Found {
-            value, revalidate, ..
-        }) => Kind::Stale(value, revalidate),
+        Step::Hit(Found { value, verdict, .. }) => Kind::Stale(value, verdict),
         Step::Skip { note, back_off } => Kind::Skip(note.as_ref().map(name), back_off),
         Step::Compute { store, note, .. } => Kind::Compute(store, note.as_ref().map(name)),
         Step::Finished { note, landing } => {
@@ -752,7 +750,7 @@ fn a_value_past_its_freshness_within_stale_is_served_and_refreshed() {
     let step = m.on(NOW_MS, Event::Read(Ok(Some(vec![4, 90]))));
     assert_eq!(kind(step), io("ClaimRefresh"), "one refresh per process");
     let step = m.on(NOW_MS, Event::Claimed(true));
-    assert_eq!(kind(step), Kind::Stale(4, Revalidate::Stale));
+    assert_eq!(kind(step), Kind::Stale(4, Verdict::Stale));
 }
 
 #[test]
@@ -763,7 +761,7 @@ fn a_stale_hit_while_this_process_refreshes_the_key_starts_no_refresh() {
     let step = m.on(NOW_MS, Event::Claimed(false));
     assert_eq!(
         kind(step),
-        Kind::Stale(4, Revalidate::Underway),
+        Kind::Stale(4, Verdict::Underway),
         "served, not refreshed again"
     );
 }
@@ -876,7 +874,7 @@ fn xfetch_refreshes_early_more_often_as_expiry_nears() {
                 {
                     return false;
                 }
-                kind(m.on(NOW_MS, Event::Claimed(true))) == Kind::Stale(4, Revalidate::Early)
+                kind(m.on(NOW_MS, Event::Claimed(true))) == Kind::Stale(4, Verdict::Early)
             })
             .count()
     };
