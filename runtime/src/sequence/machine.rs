@@ -93,7 +93,7 @@ pub(crate) struct Life {
 }
 
 /// A lock a step takes: its key and how long it lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct LockSpec<'m> {
     pub(crate) key: &'m str,
     pub(crate) expire: Duration,
@@ -114,14 +114,6 @@ impl Accept {
         (self.accepts)(kept, self.codec, self.version)
     }
 }
-
-impl PartialEq for Accept {
-    fn eq(&self, other: &Self) -> bool {
-        self.codec == other.codec && self.version == other.version
-    }
-}
-
-impl Eq for Accept {}
 
 impl FreshPolicy {
     /// Freshness is the backend's TTL alone (no stale serving, no early refresh).
@@ -195,7 +187,7 @@ pub(crate) enum Step<'m, T> {
 }
 
 /// The I/O steps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) enum Io<'m> {
     /// Read the value: [`Event::Read`].
     Get,

@@ -89,6 +89,17 @@ fn sharing_machine(
     Machine::new(policy, decoder, key(), Some(fastrand::Rng::with_seed(7)))
 }
 
+/// Feeds events at the calls' time.
+trait Feed {
+    fn feed(&mut self, event: Event) -> Step<'_, u8>;
+}
+
+impl Feed for Machine<'_, u8> {
+    fn feed(&mut self, event: Event) -> Step<'_, u8> {
+        self.on(NOW_MS, event)
+    }
+}
+
 /// The calls' key.
 fn key() -> &'static CacheKey {
     static KEY: std::sync::OnceLock<CacheKey> = std::sync::OnceLock::new();
@@ -161,11 +172,8 @@ fn io(name: &str) -> Kind {
 /// A refresh (no trigger, 60 s of `stale`) that has just taken the key's lock.
 fn refresh_under_lock() -> Machine<'static, u8> {
     let mut m = fresh_machine(Refresh::Revalidate, None, false, 60_000, 0.0);
-    m.on(NOW_MS, Event::Start);
-    m.on(
-        NOW_MS,
-        attempted(Instant::now(), GetOrLock::Locked { fence: 1 }),
-    );
+    m.feed(Event::Start);
+    m.feed(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
     m
 }
 
@@ -193,9 +201,9 @@ fn attempted(at: Instant, found: GetOrLock) -> Event {
 #[test]
 fn a_hit_is_one_read() {
     let mut m = locked(Wait::Forever);
-    assert_eq!(kind(m.on(NOW_MS, Event::Start)), io("Get"));
+    assert_eq!(kind(m.feed(Event::Start)), io("Get"));
     assert_eq!(
-        kind(m.on(NOW_MS, Event::Read(Ok(Some(vec![5]))))),
+        kind(m.feed(Event::Read(Ok(Some(vec![5]))))),
         Kind::Hit(5, true)
     );
 }
@@ -211,7 +219,7 @@ fn a_kept_decoded_value_is_judged_as_its_bytes_would_be() {
             0.0,
             Some(Share::new()),
         );
-        assert_eq!(kind(m.on(NOW_MS, Event::Start)), io("GetKept"));
+        assert_eq!(kind(m.feed(Event::Start)), io("GetKept"));
         m
     };
     let kept = |value: u8, until: u8| -> Option<crate::backend::DecodedValue> {
@@ -219,25 +227,19 @@ fn a_kept_decoded_value_is_judged_as_its_bytes_would_be() {
     };
     // Fresh: a hit (nothing to keep: it came decoded), and the sequence is over.
     let mut m = keeping(0);
-    assert_eq!(
-        kind(m.on(NOW_MS, Event::Kept(kept(5, 200)))),
-        Kind::Hit(5, false)
-    );
+    assert_eq!(kind(m.feed(Event::Kept(kept(5, 200)))), Kind::Hit(5, false));
     // Stale within `stale`: this process's refresh is claimed first, as after a read.
     let mut m = keeping(60_000);
-    assert_eq!(
-        kind(m.on(NOW_MS, Event::Kept(kept(7, 90)))),
-        io("ClaimRefresh")
-    );
+    assert_eq!(kind(m.feed(Event::Kept(kept(7, 90)))), io("ClaimRefresh"));
     // Too old: a miss.
     let mut m = keeping(60_000);
-    assert_eq!(kind(m.on(NOW_MS, Event::Kept(kept(7, 10)))), io("Join"));
+    assert_eq!(kind(m.feed(Event::Kept(kept(7, 10)))), io("Join"));
     // Kept as another type, or nothing kept: the bytes are read as usual, and a fresh
     // hit read as bytes is offered to keep.
     for other in [Some(Arc::new(5_u16) as crate::backend::DecodedValue), None] {
         let mut m = keeping(0);
-        assert_eq!(kind(m.on(NOW_MS, Event::Kept(other))), io("Get"));
-        match m.on(NOW_MS, Event::Read(Ok(Some(vec![5])))) {
+        assert_eq!(kind(m.feed(Event::Kept(other))), io("Get"));
+        match m.feed(Event::Read(Ok(Some(vec![5])))) {
             Step::Hit(Found {
                 value: 5,
                 keep: Some(keep),
@@ -253,24 +255,24 @@ fn a_kept_decoded_value_is_judged_as_its_bytes_would_be() {
     }
     // A machine that does not keep values decoded reads the bytes, and keeps nothing.
     let mut m = fresh_machine(Refresh::IfMissing, Some(Wait::Forever), true, 0, 0.0);
-    assert_eq!(kind(m.on(NOW_MS, Event::Start)), io("Get"));
-    let step = m.on(NOW_MS, Event::Read(Ok(Some(vec![5]))));
+    assert_eq!(kind(m.feed(Event::Start)), io("Get"));
+    let step = m.feed(Event::Read(Ok(Some(vec![5]))));
     assert!(matches!(step, Step::Hit(Found { keep: None, .. })));
     // A forced refresh does not read first.
     let mut m = machine(Refresh::Forced, Some(Wait::Forever), false);
-    assert_eq!(kind(m.on(NOW_MS, Event::Start)), io("TakeLock"));
+    assert_eq!(kind(m.feed(Event::Start)), io("TakeLock"));
 }
 
 #[test]
 fn a_hit_ends_the_sequence_and_a_driver_feeding_more_gets_the_safe_answer() {
     let mut m = locked(Wait::Forever);
-    m.on(NOW_MS, Event::Start);
+    m.feed(Event::Start);
     assert_eq!(
-        kind(m.on(NOW_MS, Event::Read(Ok(Some(vec![5]))))),
+        kind(m.feed(Event::Read(Ok(Some(vec![5]))))),
         Kind::Hit(5, true)
     );
     assert_eq!(
-        kind(m.on(NOW_MS, Event::Read(Ok(Some(vec![6]))))),
+        kind(m.feed(Event::Read(Ok(Some(vec![6]))))),
         Kind::Compute(Storing::Nothing, None),
     );
 }
@@ -278,31 +280,28 @@ fn a_hit_ends_the_sequence_and_a_driver_feeding_more_gets_the_safe_answer() {
 #[test]
 fn the_machine_names_the_lock_its_expiry_the_mark_and_the_ttl() {
     let mut m = fresh_machine(Refresh::Revalidate, None, false, 60_000, 0.0);
-    match m.on(NOW_MS, Event::Start) {
+    match m.feed(Event::Start) {
         Step::Io(Io::TakeLock(lock)) => {
             assert_eq!(lock.key, key().lock_key());
             assert_eq!(lock.expire, Duration::from_secs(30));
         }
         _ => panic!("a refresh takes the lock"),
     }
-    m.on(
-        NOW_MS,
-        attempted(Instant::now(), GetOrLock::Locked { fence: 1 }),
-    );
-    match m.on(NOW_MS, rechecked(None)) {
+    m.feed(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
+    match m.feed(rechecked(None)) {
         Step::Compute { life, .. } => {
             assert_eq!(life.fresh, Duration::from_secs(60));
             assert_eq!(life.ttl, Duration::from_secs(120), "expire + stale");
         }
         _ => panic!("nothing stored: the refresh computes"),
     }
-    match m.on(NOW_MS, Event::Computed(Some(vec![9]))) {
+    match m.feed(Event::Computed(Some(vec![9]))) {
         Step::Io(Io::StoreAndRelease { ttl, .. }) => assert_eq!(ttl, Duration::from_secs(120)),
         _ => panic!("stored under the lock"),
     }
     let mut m = refresh_under_lock();
-    m.on(NOW_MS, rechecked(None));
-    match m.on(NOW_MS, Event::Computed(None)) {
+    m.feed(rechecked(None));
+    match m.feed(Event::Computed(None)) {
         Step::Io(Io::Throttle { mark_key, .. }) => assert_eq!(mark_key, key().refresh_key()),
         _ => panic!("a failed refresh leaves the throttle mark"),
     }
@@ -313,10 +312,10 @@ fn a_value_is_judged_at_the_time_of_the_event_that_found_it() {
     // Stale within `stale` 10 s after the call began (fresh until 105 s): a waiter that
     // finds it after its wait judges it then, not at the time the call began.
     let mut m = fresh_machine(Refresh::IfMissing, Some(Wait::Forever), true, 60_000, 0.0);
-    m.on(NOW_MS, Event::Start);
-    m.on(NOW_MS, Event::Read(Ok(None)));
-    m.on(NOW_MS, Event::Joined(Role::Lead));
-    m.on(NOW_MS, attempted(Instant::now(), GetOrLock::Held));
+    m.feed(Event::Start);
+    m.feed(Event::Read(Ok(None)));
+    m.feed(Event::Joined(Role::Lead));
+    m.feed(attempted(Instant::now(), GetOrLock::Held));
     let step = m.on(NOW_MS + 10_000, Event::Paused);
     assert_eq!(kind(step), io("GetOrLock"));
     let found = attempted(Instant::now(), GetOrLock::Value(vec![4, 105]));
@@ -326,19 +325,16 @@ fn a_value_is_judged_at_the_time_of_the_event_that_found_it() {
 #[test]
 fn a_locked_miss_is_read_lock_store_and_release() {
     let mut m = locked(Wait::Forever);
-    m.on(NOW_MS, Event::Start);
-    assert_eq!(kind(m.on(NOW_MS, Event::Read(Ok(None)))), io("GetOrLock"));
-    let step = m.on(
-        NOW_MS,
-        attempted(Instant::now(), GetOrLock::Locked { fence: 1 }),
-    );
+    m.feed(Event::Start);
+    assert_eq!(kind(m.feed(Event::Read(Ok(None)))), io("GetOrLock"));
+    let step = m.feed(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
     assert_eq!(kind(step), Kind::Compute(Storing::Locked, None));
-    match m.on(NOW_MS, Event::Computed(Some(vec![9]))) {
+    match m.feed(Event::Computed(Some(vec![9]))) {
         Step::Io(Io::StoreAndRelease { bytes, .. }) => assert_eq!(bytes, [9]),
         other => panic!("expected store-and-release, got {:?}", kind(other)),
     }
     assert_eq!(
-        kind(m.on(NOW_MS, Event::Stored(Ok(true)))),
+        kind(m.feed(Event::Stored(Ok(true)))),
         Kind::Finished(None, true)
     );
 }
@@ -346,16 +342,13 @@ fn a_locked_miss_is_read_lock_store_and_release() {
 #[test]
 fn a_miss_without_a_configured_lock_still_stores_under_the_lock() {
     let mut m = machine(Refresh::IfMissing, None, true);
-    m.on(NOW_MS, Event::Start);
-    let step = m.on(NOW_MS, Event::Read(Ok(None)));
+    m.feed(Event::Start);
+    let step = m.feed(Event::Read(Ok(None)));
     assert_eq!(kind(step), io("GetOrLock"), "not coalesced, but fenced");
-    let step = m.on(
-        NOW_MS,
-        attempted(Instant::now(), GetOrLock::Locked { fence: 1 }),
-    );
+    let step = m.feed(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
     assert_eq!(kind(step), Kind::Compute(Storing::Locked, None));
     assert_eq!(
-        kind(m.on(NOW_MS, Event::Computed(Some(vec![1])))),
+        kind(m.feed(Event::Computed(Some(vec![1])))),
         io("StoreAndRelease([1])")
     );
 }
@@ -363,13 +356,13 @@ fn a_miss_without_a_configured_lock_still_stores_under_the_lock() {
 #[test]
 fn a_miss_without_a_configured_lock_never_waits_and_stores_nothing_when_it_is_held() {
     let mut m = machine(Refresh::IfMissing, None, true);
-    m.on(NOW_MS, Event::Start);
-    m.on(NOW_MS, Event::Read(Ok(None)));
+    m.feed(Event::Start);
+    m.feed(Event::Read(Ok(None)));
     assert_eq!(
-        kind(m.on(NOW_MS, attempted(Instant::now(), GetOrLock::Held))),
+        kind(m.feed(attempted(Instant::now(), GetOrLock::Held))),
         io("Get")
     );
-    let step = m.on(NOW_MS, Event::Read(Ok(None)));
+    let step = m.feed(Event::Read(Ok(None)));
     assert_eq!(
         kind(step),
         Kind::Compute(Storing::Nothing, Some("concurrent".into()))
@@ -379,37 +372,31 @@ fn a_miss_without_a_configured_lock_never_waits_and_stores_nothing_when_it_is_he
 #[test]
 fn unreadable_stored_bytes_are_a_miss_and_are_overwritten_under_the_lock() {
     let mut m = locked(Wait::Forever);
-    m.on(NOW_MS, Event::Start);
+    m.feed(Event::Start);
     assert_eq!(
-        kind(m.on(NOW_MS, Event::Read(Ok(Some(vec![0xFF]))))),
+        kind(m.feed(Event::Read(Ok(Some(vec![0xFF]))))),
         io("GetOrLock")
     );
-    let step = m.on(
-        NOW_MS,
-        attempted(Instant::now(), GetOrLock::Value(vec![0xFF])),
-    );
+    let step = m.feed(attempted(Instant::now(), GetOrLock::Value(vec![0xFF])));
     assert_eq!(
         kind(step),
         io("TakeLock"),
         "the unreadable value is not returned"
     );
-    let step = m.on(
-        NOW_MS,
-        attempted(Instant::now(), GetOrLock::Locked { fence: 1 }),
-    );
+    let step = m.feed(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
     assert_eq!(kind(step), Kind::Compute(Storing::Locked, None));
 }
 
 #[test]
 fn a_failing_read_fails_open_and_stores_nothing() {
     let mut m = locked(Wait::Forever);
-    m.on(NOW_MS, Event::Start);
-    let step = m.on(NOW_MS, Event::Read(Err(failure())));
+    m.feed(Event::Start);
+    let step = m.feed(Event::Read(Err(failure())));
     assert_eq!(
         kind(step),
         Kind::Compute(Storing::Nothing, Some("fail open".into()))
     );
-    let step = m.on(NOW_MS, Event::Computed(Some(vec![3])));
+    let step = m.feed(Event::Computed(Some(vec![3])));
     assert_eq!(
         kind(step),
         Kind::Finished(None, true),
@@ -420,15 +407,12 @@ fn a_failing_read_fails_open_and_stores_nothing() {
 #[test]
 fn a_failing_lock_attempt_fails_open() {
     let mut m = locked(Wait::Forever);
-    m.on(NOW_MS, Event::Start);
-    m.on(NOW_MS, Event::Read(Ok(None)));
-    let step = m.on(
-        NOW_MS,
-        Event::Attempted {
-            at: Instant::now(),
-            found: Err(failure()),
-        },
-    );
+    m.feed(Event::Start);
+    m.feed(Event::Read(Ok(None)));
+    let step = m.feed(Event::Attempted {
+        at: Instant::now(),
+        found: Err(failure()),
+    });
     assert_eq!(
         kind(step),
         Kind::Compute(Storing::Nothing, Some("fail open".into()))
@@ -439,29 +423,26 @@ fn a_failing_lock_attempt_fails_open() {
 fn a_waiter_keeps_waiting_through_backend_errors_and_finds_the_value() {
     let mut m = locked(Wait::Forever);
     let start = Instant::now();
-    m.on(NOW_MS, Event::Start);
-    m.on(NOW_MS, Event::Read(Ok(None)));
-    m.on(NOW_MS, attempted(start, GetOrLock::Held));
-    m.on(NOW_MS, Event::Paused);
+    m.feed(Event::Start);
+    m.feed(Event::Read(Ok(None)));
+    m.feed(attempted(start, GetOrLock::Held));
+    m.feed(Event::Paused);
     // The primary died: the attempts fail until a replica is promoted.
     for after in [1, 2, 29] {
-        let step = m.on(
-            NOW_MS,
-            Event::Attempted {
-                at: start + Duration::from_secs(after),
-                found: Err(failure()),
-            },
-        );
+        let step = m.feed(Event::Attempted {
+            at: start + Duration::from_secs(after),
+            found: Err(failure()),
+        });
         match step {
             Step::Io(Io::Pause { .. }) => {}
             other => panic!("expected a pause, got {:?}", kind(other)),
         }
-        assert_eq!(kind(m.on(NOW_MS, Event::Paused)), io("GetOrLock"));
+        assert_eq!(kind(m.feed(Event::Paused)), io("GetOrLock"));
     }
-    let step = m.on(
-        NOW_MS,
-        attempted(start + Duration::from_secs(30), GetOrLock::Value(vec![6])),
-    );
+    let step = m.feed(attempted(
+        start + Duration::from_secs(30),
+        GetOrLock::Value(vec![6]),
+    ));
     assert_eq!(kind(step), Kind::Hit(6, true));
 }
 
@@ -469,25 +450,19 @@ fn a_waiter_keeps_waiting_through_backend_errors_and_finds_the_value() {
 fn a_waiter_whose_lock_was_lost_in_a_failover_takes_it_and_stores() {
     let mut m = locked(Wait::Forever);
     let start = Instant::now();
-    m.on(NOW_MS, Event::Start);
-    m.on(NOW_MS, Event::Read(Ok(None)));
-    m.on(NOW_MS, attempted(start, GetOrLock::Held));
-    m.on(NOW_MS, Event::Paused);
-    m.on(
-        NOW_MS,
-        Event::Attempted {
-            at: start + Duration::from_secs(1),
-            found: Err(failure()),
-        },
-    );
-    m.on(NOW_MS, Event::Paused);
-    let step = m.on(
-        NOW_MS,
-        attempted(
-            start + Duration::from_secs(2),
-            GetOrLock::Locked { fence: 1 },
-        ),
-    );
+    m.feed(Event::Start);
+    m.feed(Event::Read(Ok(None)));
+    m.feed(attempted(start, GetOrLock::Held));
+    m.feed(Event::Paused);
+    m.feed(Event::Attempted {
+        at: start + Duration::from_secs(1),
+        found: Err(failure()),
+    });
+    m.feed(Event::Paused);
+    let step = m.feed(attempted(
+        start + Duration::from_secs(2),
+        GetOrLock::Locked { fence: 1 },
+    ));
     assert_eq!(kind(step), Kind::Compute(Storing::Locked, None));
 }
 
@@ -495,27 +470,21 @@ fn a_waiter_whose_lock_was_lost_in_a_failover_takes_it_and_stores() {
 fn a_waiter_fails_open_once_errors_outlast_the_lock_expiry() {
     let mut m = locked(Wait::Forever);
     let start = Instant::now();
-    m.on(NOW_MS, Event::Start);
-    m.on(NOW_MS, Event::Read(Ok(None)));
-    m.on(NOW_MS, attempted(start, GetOrLock::Held));
-    m.on(NOW_MS, Event::Paused);
+    m.feed(Event::Start);
+    m.feed(Event::Read(Ok(None)));
+    m.feed(attempted(start, GetOrLock::Held));
+    m.feed(Event::Paused);
     let failed = |after: u64| Event::Attempted {
         at: start + Duration::from_secs(after),
         found: Err(failure()),
     };
-    assert!(matches!(
-        m.on(NOW_MS, failed(10)),
-        Step::Io(Io::Pause { .. })
-    ));
-    m.on(NOW_MS, Event::Paused);
+    assert!(matches!(m.feed(failed(10)), Step::Io(Io::Pause { .. })));
+    m.feed(Event::Paused);
     // The expiry counts from the first error (10 s), not from the wait's start.
-    assert!(matches!(
-        m.on(NOW_MS, failed(39)),
-        Step::Io(Io::Pause { .. })
-    ));
-    m.on(NOW_MS, Event::Paused);
+    assert!(matches!(m.feed(failed(39)), Step::Io(Io::Pause { .. })));
+    m.feed(Event::Paused);
     assert_eq!(
-        kind(m.on(NOW_MS, failed(40))),
+        kind(m.feed(failed(40))),
         Kind::Compute(Storing::Nothing, Some("fail open".into()))
     );
 }
@@ -524,19 +493,16 @@ fn a_waiter_fails_open_once_errors_outlast_the_lock_expiry() {
 fn a_waiter_with_a_timeout_stops_riding_out_errors_at_the_timeout() {
     let mut m = locked(Wait::For(Duration::from_secs(2)));
     let start = Instant::now();
-    m.on(NOW_MS, Event::Start);
-    m.on(NOW_MS, Event::Read(Ok(None)));
-    m.on(NOW_MS, attempted(start, GetOrLock::Held));
-    m.on(NOW_MS, Event::Paused);
-    let step = m.on(
-        NOW_MS,
-        Event::Attempted {
-            at: start + Duration::from_secs(2),
-            found: Err(failure()),
-        },
-    );
+    m.feed(Event::Start);
+    m.feed(Event::Read(Ok(None)));
+    m.feed(attempted(start, GetOrLock::Held));
+    m.feed(Event::Paused);
+    let step = m.feed(Event::Attempted {
+        at: start + Duration::from_secs(2),
+        found: Err(failure()),
+    });
     assert_eq!(kind(step), io("Get"), "one more read before computing");
-    let step = m.on(NOW_MS, Event::Read(Err(failure())));
+    let step = m.feed(Event::Read(Err(failure())));
     assert_eq!(
         kind(step),
         Kind::Compute(Storing::Nothing, Some("fail open".into()))
@@ -547,17 +513,17 @@ fn a_waiter_with_a_timeout_stops_riding_out_errors_at_the_timeout() {
 fn a_held_lock_is_waited_for_then_the_stored_value_is_returned() {
     let mut m = locked(Wait::Forever);
     let start = Instant::now();
-    m.on(NOW_MS, Event::Start);
-    m.on(NOW_MS, Event::Read(Ok(None)));
-    match m.on(NOW_MS, attempted(start, GetOrLock::Held)) {
+    m.feed(Event::Start);
+    m.feed(Event::Read(Ok(None)));
+    match m.feed(attempted(start, GetOrLock::Held)) {
         Step::Io(Io::Pause { since, max, .. }) => {
             assert_eq!(since, start);
             assert!(max >= Duration::from_millis(100) && max <= Duration::from_millis(125));
         }
         other => panic!("expected a pause, got {:?}", kind(other)),
     }
-    assert_eq!(kind(m.on(NOW_MS, Event::Paused)), io("GetOrLock"));
-    let step = m.on(NOW_MS, attempted(start, GetOrLock::Value(vec![4])));
+    assert_eq!(kind(m.feed(Event::Paused)), io("GetOrLock"));
+    let step = m.feed(attempted(start, GetOrLock::Value(vec![4])));
     assert_eq!(kind(step), Kind::Hit(4, true));
 }
 
@@ -565,28 +531,25 @@ fn a_held_lock_is_waited_for_then_the_stored_value_is_returned() {
 fn a_timeout_rereads_then_computes_unlocked() {
     let mut m = locked(Wait::For(Duration::from_secs(1)));
     let start = Instant::now();
-    m.on(NOW_MS, Event::Start);
-    m.on(NOW_MS, Event::Read(Ok(None)));
-    match m.on(NOW_MS, attempted(start, GetOrLock::Held)) {
+    m.feed(Event::Start);
+    m.feed(Event::Read(Ok(None)));
+    match m.feed(attempted(start, GetOrLock::Held)) {
         Step::Io(Io::Pause { .. }) => {}
         other => panic!("expected a pause, got {:?}", kind(other)),
     }
-    m.on(NOW_MS, Event::Paused);
+    m.feed(Event::Paused);
     // The last pause is cut to what is left of the timeout.
-    match m.on(
-        NOW_MS,
-        attempted(start + Duration::from_millis(950), GetOrLock::Held),
-    ) {
+    match m.feed(attempted(
+        start + Duration::from_millis(950),
+        GetOrLock::Held,
+    )) {
         Step::Io(Io::Pause { max, .. }) => assert_eq!(max, Duration::from_millis(50)),
         other => panic!("expected a pause, got {:?}", kind(other)),
     }
-    m.on(NOW_MS, Event::Paused);
-    let step = m.on(
-        NOW_MS,
-        attempted(start + Duration::from_secs(1), GetOrLock::Held),
-    );
+    m.feed(Event::Paused);
+    let step = m.feed(attempted(start + Duration::from_secs(1), GetOrLock::Held));
     assert_eq!(kind(step), io("Get"), "one more read before computing");
-    let step = m.on(NOW_MS, Event::Read(Ok(None)));
+    let step = m.feed(Event::Read(Ok(None)));
     assert_eq!(
         kind(step),
         Kind::Compute(Storing::Nothing, Some("lock timeout".into()))
@@ -596,14 +559,14 @@ fn a_timeout_rereads_then_computes_unlocked() {
 #[test]
 fn a_timeout_that_finds_the_value_returns_it() {
     let mut m = locked(Wait::Never);
-    m.on(NOW_MS, Event::Start);
-    m.on(NOW_MS, Event::Read(Ok(None)));
+    m.feed(Event::Start);
+    m.feed(Event::Read(Ok(None)));
     assert_eq!(
-        kind(m.on(NOW_MS, attempted(Instant::now(), GetOrLock::Held))),
+        kind(m.feed(attempted(Instant::now(), GetOrLock::Held))),
         io("Get")
     );
     assert_eq!(
-        kind(m.on(NOW_MS, Event::Read(Ok(Some(vec![8]))))),
+        kind(m.feed(Event::Read(Ok(Some(vec![8]))))),
         Kind::Hit(8, true)
     );
 }
@@ -611,10 +574,10 @@ fn a_timeout_that_finds_the_value_returns_it() {
 #[test]
 fn a_lock_that_never_blocks_computes_at_once_when_held() {
     let mut m = locked(Wait::Never);
-    m.on(NOW_MS, Event::Start);
-    m.on(NOW_MS, Event::Read(Ok(None)));
-    m.on(NOW_MS, attempted(Instant::now(), GetOrLock::Held));
-    let step = m.on(NOW_MS, Event::Read(Ok(None)));
+    m.feed(Event::Start);
+    m.feed(Event::Read(Ok(None)));
+    m.feed(attempted(Instant::now(), GetOrLock::Held));
+    let step = m.feed(Event::Read(Ok(None)));
     assert_eq!(
         kind(step),
         Kind::Compute(Storing::Nothing, Some("lock busy".into()))
@@ -624,28 +587,25 @@ fn a_lock_that_never_blocks_computes_at_once_when_held() {
 #[test]
 fn a_forced_refresh_never_reads_and_takes_the_lock() {
     let mut m = machine(Refresh::Forced, Some(Wait::Forever), true);
-    assert_eq!(kind(m.on(NOW_MS, Event::Start)), io("TakeLock"));
-    match m.on(NOW_MS, attempted(Instant::now(), GetOrLock::Held)) {
+    assert_eq!(kind(m.feed(Event::Start)), io("TakeLock"));
+    match m.feed(attempted(Instant::now(), GetOrLock::Held)) {
         Step::Io(Io::Pause { .. }) => {}
         other => panic!("expected a pause, got {:?}", kind(other)),
     }
     assert_eq!(
-        kind(m.on(NOW_MS, Event::Paused)),
+        kind(m.feed(Event::Paused)),
         io("TakeLock"),
         "never GetOrLock"
     );
-    let step = m.on(
-        NOW_MS,
-        attempted(Instant::now(), GetOrLock::Locked { fence: 1 }),
-    );
+    let step = m.feed(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
     assert_eq!(kind(step), Kind::Compute(Storing::Locked, None));
 }
 
 #[test]
 fn a_forced_refresh_without_a_configured_lock_takes_it_without_waiting() {
     let mut m = machine(Refresh::Forced, None, true);
-    assert_eq!(kind(m.on(NOW_MS, Event::Start)), io("TakeLock"));
-    let step = m.on(NOW_MS, attempted(Instant::now(), GetOrLock::Held));
+    assert_eq!(kind(m.feed(Event::Start)), io("TakeLock"));
+    let step = m.feed(attempted(Instant::now(), GetOrLock::Held));
     assert_eq!(
         kind(step),
         Kind::Compute(Storing::Nothing, Some("concurrent".into()))
@@ -655,15 +615,12 @@ fn a_forced_refresh_without_a_configured_lock_takes_it_without_waiting() {
 #[test]
 fn a_failed_computation_releases_the_lock_and_stores_nothing() {
     let mut m = locked(Wait::Forever);
-    m.on(NOW_MS, Event::Start);
-    m.on(NOW_MS, Event::Read(Ok(None)));
-    m.on(
-        NOW_MS,
-        attempted(Instant::now(), GetOrLock::Locked { fence: 1 }),
-    );
-    assert_eq!(kind(m.on(NOW_MS, Event::Computed(None))), io("Release"));
+    m.feed(Event::Start);
+    m.feed(Event::Read(Ok(None)));
+    m.feed(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
+    assert_eq!(kind(m.feed(Event::Computed(None))), io("Release"));
     assert_eq!(
-        kind(m.on(NOW_MS, Event::Stored(Ok(true)))),
+        kind(m.feed(Event::Stored(Ok(true)))),
         Kind::Finished(None, false)
     );
 }
@@ -671,14 +628,11 @@ fn a_failed_computation_releases_the_lock_and_stores_nothing() {
 #[test]
 fn a_lock_lost_before_the_store_is_reported() {
     let mut m = locked(Wait::Forever);
-    m.on(NOW_MS, Event::Start);
-    m.on(NOW_MS, Event::Read(Ok(None)));
-    m.on(
-        NOW_MS,
-        attempted(Instant::now(), GetOrLock::Locked { fence: 1 }),
-    );
-    m.on(NOW_MS, Event::Computed(Some(vec![1])));
-    let step = m.on(NOW_MS, Event::Stored(Ok(false)));
+    m.feed(Event::Start);
+    m.feed(Event::Read(Ok(None)));
+    m.feed(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
+    m.feed(Event::Computed(Some(vec![1])));
+    let step = m.feed(Event::Stored(Ok(false)));
     assert_eq!(
         kind(step),
         Kind::Finished(Some("lock lost".into()), false),
@@ -691,14 +645,11 @@ fn a_lock_lost_before_the_store_is_reported() {
 #[test]
 fn a_failing_store_is_reported_and_the_value_not_shared() {
     let mut m = locked(Wait::Forever);
-    m.on(NOW_MS, Event::Start);
-    m.on(NOW_MS, Event::Read(Ok(None)));
-    m.on(
-        NOW_MS,
-        attempted(Instant::now(), GetOrLock::Locked { fence: 1 }),
-    );
-    m.on(NOW_MS, Event::Computed(Some(vec![1])));
-    let step = m.on(NOW_MS, Event::Stored(Err(failure())));
+    m.feed(Event::Start);
+    m.feed(Event::Read(Ok(None)));
+    m.feed(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
+    m.feed(Event::Computed(Some(vec![1])));
+    let step = m.feed(Event::Stored(Err(failure())));
     assert_eq!(
         kind(step),
         Kind::Finished(Some("store failed".into()), false)
@@ -708,57 +659,51 @@ fn a_failing_store_is_reported_and_the_value_not_shared() {
 #[test]
 fn followers_take_the_leaders_value() {
     let mut m = machine(Refresh::IfMissing, Some(Wait::Forever), true);
-    m.on(NOW_MS, Event::Start);
-    assert_eq!(kind(m.on(NOW_MS, Event::Read(Ok(None)))), io("Join"));
+    m.feed(Event::Start);
+    assert_eq!(kind(m.feed(Event::Read(Ok(None)))), io("Join"));
     assert_eq!(
-        kind(m.on(NOW_MS, Event::Joined(Role::Follow))),
+        kind(m.feed(Event::Joined(Role::Follow))),
         io("AwaitLeader { max: None }")
     );
     let landing: Arc<[u8]> = Arc::from(vec![6]);
-    let step = m.on(NOW_MS, Event::Landed(Landed::Value(landing)));
+    let step = m.feed(Event::Landed(Landed::Value(landing)));
     assert_eq!(kind(step), Kind::Hit(6, false), "nothing to land again");
 }
 
 #[test]
 fn followers_of_a_failed_leader_join_again_and_one_leads() {
     let mut m = machine(Refresh::IfMissing, Some(Wait::Forever), true);
-    m.on(NOW_MS, Event::Start);
-    m.on(NOW_MS, Event::Read(Ok(None)));
-    m.on(NOW_MS, Event::Joined(Role::Follow));
-    assert_eq!(
-        kind(m.on(NOW_MS, Event::Landed(Landed::Abandoned))),
-        io("Join")
-    );
-    assert_eq!(
-        kind(m.on(NOW_MS, Event::Joined(Role::Lead))),
-        io("GetOrLock")
-    );
+    m.feed(Event::Start);
+    m.feed(Event::Read(Ok(None)));
+    m.feed(Event::Joined(Role::Follow));
+    assert_eq!(kind(m.feed(Event::Landed(Landed::Abandoned))), io("Join"));
+    assert_eq!(kind(m.feed(Event::Joined(Role::Lead))), io("GetOrLock"));
 }
 
 #[test]
 fn an_unexpected_event_fails_safe() {
     let mut m = locked(Wait::Forever);
-    let step = m.on(NOW_MS, Event::Paused);
+    let step = m.feed(Event::Paused);
     assert_eq!(kind(step), Kind::Compute(Storing::Nothing, None));
 }
 
 #[test]
 fn a_value_past_its_freshness_within_stale_is_served_and_refreshed() {
     let mut m = fresh_machine(Refresh::IfMissing, Some(Wait::Forever), true, 60_000, 0.0);
-    m.on(NOW_MS, Event::Start);
+    m.feed(Event::Start);
     // Fresh until 90 s; now is 100 s; stale for 60 s more.
-    let step = m.on(NOW_MS, Event::Read(Ok(Some(vec![4, 90]))));
+    let step = m.feed(Event::Read(Ok(Some(vec![4, 90]))));
     assert_eq!(kind(step), io("ClaimRefresh"), "one refresh per process");
-    let step = m.on(NOW_MS, Event::Claimed(true));
+    let step = m.feed(Event::Claimed(true));
     assert_eq!(kind(step), Kind::Stale(4, Verdict::Stale));
 }
 
 #[test]
 fn a_stale_hit_while_this_process_refreshes_the_key_starts_no_refresh() {
     let mut m = fresh_machine(Refresh::IfMissing, Some(Wait::Forever), true, 60_000, 0.0);
-    m.on(NOW_MS, Event::Start);
-    m.on(NOW_MS, Event::Read(Ok(Some(vec![4, 90]))));
-    let step = m.on(NOW_MS, Event::Claimed(false));
+    m.feed(Event::Start);
+    m.feed(Event::Read(Ok(Some(vec![4, 90]))));
+    let step = m.feed(Event::Claimed(false));
     assert_eq!(
         kind(step),
         Kind::Stale(4, Verdict::Underway),
@@ -769,17 +714,17 @@ fn a_stale_hit_while_this_process_refreshes_the_key_starts_no_refresh() {
 #[test]
 fn a_fresh_hit_claims_nothing() {
     let mut m = fresh_machine(Refresh::IfMissing, Some(Wait::Forever), true, 60_000, 0.0);
-    m.on(NOW_MS, Event::Start);
-    let step = m.on(NOW_MS, Event::Read(Ok(Some(vec![4, 101]))));
+    m.feed(Event::Start);
+    let step = m.feed(Event::Read(Ok(Some(vec![4, 101]))));
     assert_eq!(kind(step), Kind::Hit(4, true), "one read, nothing else");
 }
 
 #[test]
 fn a_value_past_expire_plus_stale_is_a_miss() {
     let mut m = fresh_machine(Refresh::IfMissing, Some(Wait::Forever), true, 5_000, 0.0);
-    m.on(NOW_MS, Event::Start);
+    m.feed(Event::Start);
     // Fresh until 90 s, servable until 95 s; now is 100 s.
-    let step = m.on(NOW_MS, Event::Read(Ok(Some(vec![4, 90]))));
+    let step = m.feed(Event::Read(Ok(Some(vec![4, 90]))));
     assert_eq!(kind(step), io("Join"), "never served");
 }
 
@@ -800,9 +745,9 @@ fn with_ttl_only_freshness_a_stored_value_is_fresh_whatever_its_stamp() {
         share: None,
     };
     let mut m = Machine::new(policy, decoder, key(), Some(fastrand::Rng::with_seed(1)));
-    m.on(NOW_MS, Event::Start);
+    m.feed(Event::Start);
     assert_eq!(
-        kind(m.on(NOW_MS, Event::Read(Ok(Some(vec![4, 1]))))),
+        kind(m.feed(Event::Read(Ok(Some(vec![4, 1]))))),
         Kind::Hit(4, true)
     );
 }
@@ -810,16 +755,13 @@ fn with_ttl_only_freshness_a_stored_value_is_fresh_whatever_its_stamp() {
 #[test]
 fn without_stale_a_value_past_its_freshness_is_a_miss() {
     let mut m = locked(Wait::Forever);
-    m.on(NOW_MS, Event::Start);
+    m.feed(Event::Start);
     assert_eq!(
-        kind(m.on(NOW_MS, Event::Read(Ok(Some(vec![4, 99]))))),
+        kind(m.feed(Event::Read(Ok(Some(vec![4, 99]))))),
         io("GetOrLock")
     );
     assert_eq!(
-        kind(m.on(
-            NOW_MS,
-            attempted(Instant::now(), GetOrLock::Value(vec![4, 99]))
-        )),
+        kind(m.feed(attempted(Instant::now(), GetOrLock::Value(vec![4, 99])))),
         io("TakeLock"),
         "found again while waiting: still too old, overwritten"
     );
@@ -828,9 +770,9 @@ fn without_stale_a_value_past_its_freshness_is_a_miss() {
 #[test]
 fn a_fresh_value_is_not_refreshed_without_beta() {
     let mut m = fresh_machine(Refresh::IfMissing, Some(Wait::Forever), true, 60_000, 0.0);
-    m.on(NOW_MS, Event::Start);
+    m.feed(Event::Start);
     assert_eq!(
-        kind(m.on(NOW_MS, Event::Read(Ok(Some(vec![4, 101, 255]))))),
+        kind(m.feed(Event::Read(Ok(Some(vec![4, 101, 255]))))),
         Kind::Hit(4, true)
     );
 }
@@ -867,14 +809,12 @@ fn xfetch_refreshes_early_more_often_as_expiry_nears() {
                     key(),
                     Some(fastrand::Rng::with_seed(*seed)),
                 );
-                m.on(NOW_MS, Event::Start);
+                m.feed(Event::Start);
                 // Took 250 ms to compute; fresh until `until` seconds.
-                if kind(m.on(NOW_MS, Event::Read(Ok(Some(vec![4, until, 250])))))
-                    != io("ClaimRefresh")
-                {
+                if kind(m.feed(Event::Read(Ok(Some(vec![4, until, 250]))))) != io("ClaimRefresh") {
                     return false;
                 }
-                kind(m.on(NOW_MS, Event::Claimed(true))) == Kind::Stale(4, Verdict::Early)
+                kind(m.feed(Event::Claimed(true))) == Kind::Stale(4, Verdict::Early)
             })
             .count()
     };
@@ -889,8 +829,8 @@ fn xfetch_refreshes_early_more_often_as_expiry_nears() {
 #[test]
 fn a_refresh_takes_the_lock_without_waiting_and_skips_when_it_is_held() {
     let mut m = fresh_machine(Refresh::Revalidate, Some(Wait::Forever), false, 60_000, 0.0);
-    assert_eq!(kind(m.on(NOW_MS, Event::Start)), io("TakeLock"));
-    let step = m.on(NOW_MS, attempted(Instant::now(), GetOrLock::Held));
+    assert_eq!(kind(m.feed(Event::Start)), io("TakeLock"));
+    let step = m.feed(attempted(Instant::now(), GetOrLock::Held));
     assert_eq!(
         kind(step),
         Kind::Skip(None, Some(BACK_OFF)),
@@ -901,20 +841,17 @@ fn a_refresh_takes_the_lock_without_waiting_and_skips_when_it_is_held() {
 #[test]
 fn a_refresh_without_a_configured_lock_still_takes_one() {
     let mut m = fresh_machine(Refresh::Revalidate, None, false, 60_000, 0.0);
-    assert_eq!(kind(m.on(NOW_MS, Event::Start)), io("TakeLock"));
-    let step = m.on(
-        NOW_MS,
-        attempted(Instant::now(), GetOrLock::Locked { fence: 3 }),
-    );
+    assert_eq!(kind(m.feed(Event::Start)), io("TakeLock"));
+    let step = m.feed(attempted(Instant::now(), GetOrLock::Locked { fence: 3 }));
     assert_eq!(kind(step), io("Recheck"), "read again under the lock");
-    let step = m.on(NOW_MS, rechecked(Some(vec![4, 90])));
+    let step = m.feed(rechecked(Some(vec![4, 90])));
     assert_eq!(
         kind(step),
         Kind::Compute(Storing::Locked, None),
         "still stale"
     );
     assert_eq!(
-        kind(m.on(NOW_MS, Event::Computed(Some(vec![5, 200])))),
+        kind(m.feed(Event::Computed(Some(vec![5, 200])))),
         io("StoreAndRelease([5, 200])")
     );
 }
@@ -922,14 +859,14 @@ fn a_refresh_without_a_configured_lock_still_takes_one() {
 #[test]
 fn a_failed_refresh_leaves_the_throttle_mark_and_releases_the_lock() {
     let mut m = refresh_under_lock();
-    m.on(NOW_MS, rechecked(None));
-    let step = m.on(NOW_MS, Event::Computed(None));
+    m.feed(rechecked(None));
+    let step = m.feed(Event::Computed(None));
     assert_eq!(
         kind(step),
         io("Throttle { ttl: 5s, mark: Mark { until_ms: 105000, of_ms: 0 } }"),
         "the fleet backs off until the mark ends; the lock goes back"
     );
-    let step = m.on(NOW_MS, Event::Stored(Ok(true)));
+    let step = m.feed(Event::Stored(Ok(true)));
     assert_eq!(
         kind(step),
         Kind::Finished(Some("refresh failed".into()), false)
@@ -939,10 +876,10 @@ fn a_failed_refresh_leaves_the_throttle_mark_and_releases_the_lock() {
 #[test]
 fn a_refresh_that_finds_the_throttle_mark_gives_its_lock_back_and_backs_off() {
     let mut m = refresh_under_lock();
-    let step = m.on(NOW_MS, marked(NOW_MS + 3_000, 90_000));
+    let step = m.feed(marked(NOW_MS + 3_000, 90_000));
     assert_eq!(kind(step), io("Release"), "throttled: nothing computed");
     assert_eq!(
-        kind(m.on(NOW_MS, Event::Stored(Ok(true)))),
+        kind(m.feed(Event::Stored(Ok(true)))),
         Kind::Skip(None, Some(Duration::from_secs(3))),
         "backs off until the mark ends"
     );
@@ -951,14 +888,14 @@ fn a_refresh_that_finds_the_throttle_mark_gives_its_lock_back_and_backs_off() {
 #[test]
 fn a_throttle_mark_that_ended_is_ignored() {
     let mut m = refresh_under_lock();
-    let step = m.on(NOW_MS, marked(NOW_MS - 1, 90_000));
+    let step = m.feed(marked(NOW_MS - 1, 90_000));
     assert_eq!(kind(step), Kind::Compute(Storing::Locked, None));
 }
 
 #[test]
 fn a_throttle_mark_of_another_value_is_ignored() {
     let mut m = refresh_under_lock();
-    let step = m.on(NOW_MS, marked(NOW_MS + 3_000, 80_000));
+    let step = m.feed(marked(NOW_MS + 3_000, 80_000));
     assert_eq!(
         kind(step),
         Kind::Compute(Storing::Locked, None),
@@ -972,14 +909,11 @@ fn a_failed_refresh_never_marks_past_its_values_life() {
     // now is 100 s, fail_safe 5 s.
     let mut m =
         fresh_machine(Refresh::Revalidate, None, false, 12_000, 0.0).refreshing(stamp(90, 0));
-    m.on(NOW_MS, Event::Start);
-    m.on(
-        NOW_MS,
-        attempted(Instant::now(), GetOrLock::Locked { fence: 1 }),
-    );
-    m.on(NOW_MS, rechecked(Some(vec![4, 90])));
+    m.feed(Event::Start);
+    m.feed(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
+    m.feed(rechecked(Some(vec![4, 90])));
     assert_eq!(
-        kind(m.on(NOW_MS, Event::Computed(None))),
+        kind(m.feed(Event::Computed(None))),
         io("Throttle { ttl: 1.98s, mark: Mark { until_ms: 101980, of_ms: 90000 } }")
     );
 }
@@ -987,14 +921,11 @@ fn a_failed_refresh_never_marks_past_its_values_life() {
 #[test]
 fn a_refresh_that_cannot_reach_the_backend_skips() {
     let mut m = fresh_machine(Refresh::Revalidate, None, false, 60_000, 0.0);
-    m.on(NOW_MS, Event::Start);
-    let step = m.on(
-        NOW_MS,
-        Event::Attempted {
-            at: Instant::now(),
-            found: Err(failure()),
-        },
-    );
+    m.feed(Event::Start);
+    let step = m.feed(Event::Attempted {
+        at: Instant::now(),
+        found: Err(failure()),
+    });
     assert_eq!(
         kind(step),
         Kind::Skip(Some("refresh failed".into()), Some(BACK_OFF))
@@ -1004,18 +935,12 @@ fn a_refresh_that_cannot_reach_the_backend_skips() {
 #[test]
 fn a_refresh_that_finds_the_value_refreshed_gives_its_lock_back() {
     let mut m = fresh_machine(Refresh::Revalidate, None, false, 60_000, 0.0);
-    m.on(NOW_MS, Event::Start);
-    m.on(
-        NOW_MS,
-        attempted(Instant::now(), GetOrLock::Locked { fence: 2 }),
-    );
+    m.feed(Event::Start);
+    m.feed(attempted(Instant::now(), GetOrLock::Locked { fence: 2 }));
     // Another refresher stored a value fresh until 200 s meanwhile.
+    assert_eq!(kind(m.feed(rechecked(Some(vec![5, 200])))), io("Release"));
     assert_eq!(
-        kind(m.on(NOW_MS, rechecked(Some(vec![5, 200])))),
-        io("Release")
-    );
-    assert_eq!(
-        kind(m.on(NOW_MS, Event::Stored(Ok(true)))),
+        kind(m.feed(Event::Stored(Ok(true)))),
         Kind::Skip(None, None),
         "refreshed: no back-off needed"
     );
@@ -1027,18 +952,12 @@ fn a_refresh_that_finds_another_value_under_the_lock_does_not_compute() {
     // fresh until 102 s between this caller's read and its taking the key's lock.
     let mut m = fresh_machine(Refresh::Revalidate, Some(Wait::Forever), false, 60_000, 0.0)
         .refreshing(stamp(90, 0));
-    assert_eq!(kind(m.on(NOW_MS, Event::Start)), io("TakeLock"));
-    let step = m.on(
-        NOW_MS,
-        attempted(Instant::now(), GetOrLock::Locked { fence: 4 }),
-    );
+    assert_eq!(kind(m.feed(Event::Start)), io("TakeLock"));
+    let step = m.feed(attempted(Instant::now(), GetOrLock::Locked { fence: 4 }));
     assert_eq!(kind(step), io("Recheck"));
+    assert_eq!(kind(m.feed(rechecked(Some(vec![5, 102])))), io("Release"));
     assert_eq!(
-        kind(m.on(NOW_MS, rechecked(Some(vec![5, 102])))),
-        io("Release")
-    );
-    assert_eq!(
-        kind(m.on(NOW_MS, Event::Stored(Ok(true)))),
+        kind(m.feed(Event::Stored(Ok(true)))),
         Kind::Skip(None, None),
         "refreshed: no back-off needed"
     );
@@ -1048,13 +967,10 @@ fn a_refresh_that_finds_another_value_under_the_lock_does_not_compute() {
 fn a_refresh_that_finds_the_value_it_was_triggered_by_computes() {
     let mut m =
         fresh_machine(Refresh::Revalidate, None, false, 60_000, 0.0).refreshing(stamp(90, 0));
-    m.on(NOW_MS, Event::Start);
-    m.on(
-        NOW_MS,
-        attempted(Instant::now(), GetOrLock::Locked { fence: 4 }),
-    );
+    m.feed(Event::Start);
+    m.feed(attempted(Instant::now(), GetOrLock::Locked { fence: 4 }));
     assert_eq!(
-        kind(m.on(NOW_MS, rechecked(Some(vec![4, 90])))),
+        kind(m.feed(rechecked(Some(vec![4, 90])))),
         Kind::Compute(Storing::Locked, None)
     );
 }
@@ -1063,13 +979,10 @@ fn a_refresh_that_finds_the_value_it_was_triggered_by_computes() {
 fn a_refresh_that_finds_another_value_already_stale_computes() {
     let mut m =
         fresh_machine(Refresh::Revalidate, None, false, 60_000, 0.0).refreshing(stamp(90, 0));
-    m.on(NOW_MS, Event::Start);
-    m.on(
-        NOW_MS,
-        attempted(Instant::now(), GetOrLock::Locked { fence: 4 }),
-    );
+    m.feed(Event::Start);
+    m.feed(attempted(Instant::now(), GetOrLock::Locked { fence: 4 }));
     assert_eq!(
-        kind(m.on(NOW_MS, rechecked(Some(vec![5, 95])))),
+        kind(m.feed(rechecked(Some(vec![5, 95])))),
         Kind::Compute(Storing::Locked, None),
         "replaced, but by a value past its freshness too"
     );
@@ -1103,13 +1016,10 @@ fn an_early_refresh_that_finds_its_value_under_the_lock_computes_without_drawing
         };
         let mut m = Machine::new(policy, decoder, key(), Some(fastrand::Rng::with_seed(seed)))
             .refreshing(stamp(101, 250));
-        m.on(NOW_MS, Event::Start);
-        m.on(
-            NOW_MS,
-            attempted(Instant::now(), GetOrLock::Locked { fence: 4 }),
-        );
+        m.feed(Event::Start);
+        m.feed(attempted(Instant::now(), GetOrLock::Locked { fence: 4 }));
         assert_eq!(
-            kind(m.on(NOW_MS, rechecked(Some(vec![4, 101, 250])))),
+            kind(m.feed(rechecked(Some(vec![4, 101, 250])))),
             Kind::Compute(Storing::Locked, None),
             "seed {seed}"
         );
@@ -1120,13 +1030,10 @@ fn an_early_refresh_that_finds_its_value_under_the_lock_computes_without_drawing
 fn an_early_refresh_that_finds_a_newer_value_under_the_lock_does_not_compute() {
     let mut m =
         fresh_machine(Refresh::Revalidate, None, false, 60_000, 1.0).refreshing(stamp(101, 250));
-    m.on(NOW_MS, Event::Start);
-    m.on(
-        NOW_MS,
-        attempted(Instant::now(), GetOrLock::Locked { fence: 4 }),
-    );
+    m.feed(Event::Start);
+    m.feed(attempted(Instant::now(), GetOrLock::Locked { fence: 4 }));
     assert_eq!(
-        kind(m.on(NOW_MS, rechecked(Some(vec![5, 103, 250])))),
+        kind(m.feed(rechecked(Some(vec![5, 103, 250])))),
         io("Release")
     );
 }
@@ -1140,15 +1047,12 @@ fn a_follower_waits_for_its_leader_no_longer_than_its_lock_timeout() {
         0,
         0.0,
     );
-    m.on(NOW_MS, Event::Start);
-    m.on(NOW_MS, Event::Read(Ok(None)));
-    let step = m.on(NOW_MS, Event::Joined(Role::Follow));
+    m.feed(Event::Start);
+    m.feed(Event::Read(Ok(None)));
+    let step = m.feed(Event::Joined(Role::Follow));
     assert_eq!(kind(step), io("AwaitLeader { max: Some(2s) }"));
-    assert_eq!(
-        kind(m.on(NOW_MS, Event::Landed(Landed::TimedOut))),
-        io("Get")
-    );
-    let step = m.on(NOW_MS, Event::Read(Ok(None)));
+    assert_eq!(kind(m.feed(Event::Landed(Landed::TimedOut))), io("Get"));
+    let step = m.feed(Event::Read(Ok(None)));
     assert_eq!(
         kind(step),
         Kind::Compute(Storing::Nothing, Some("lock timeout".into()))
@@ -1158,9 +1062,9 @@ fn a_follower_waits_for_its_leader_no_longer_than_its_lock_timeout() {
 #[test]
 fn a_caller_that_never_waits_never_follows_a_leader() {
     let mut m = fresh_machine(Refresh::IfMissing, Some(Wait::Never), true, 0, 0.0);
-    m.on(NOW_MS, Event::Start);
+    m.feed(Event::Start);
     assert_eq!(
-        kind(m.on(NOW_MS, Event::Read(Ok(None)))),
+        kind(m.feed(Event::Read(Ok(None)))),
         io("GetOrLock"),
         "no Join"
     );
@@ -1169,14 +1073,11 @@ fn a_caller_that_never_waits_never_follows_a_leader() {
 #[test]
 fn a_refused_store_is_not_shared_with_followers() {
     let mut m = machine(Refresh::IfMissing, Some(Wait::Forever), true);
-    m.on(NOW_MS, Event::Start);
-    m.on(NOW_MS, Event::Read(Ok(None)));
-    m.on(NOW_MS, Event::Joined(Role::Lead));
-    m.on(
-        NOW_MS,
-        attempted(Instant::now(), GetOrLock::Locked { fence: 1 }),
-    );
-    m.on(NOW_MS, Event::Computed(Some(vec![1])));
-    let step = m.on(NOW_MS, Event::Stored(Ok(false)));
+    m.feed(Event::Start);
+    m.feed(Event::Read(Ok(None)));
+    m.feed(Event::Joined(Role::Lead));
+    m.feed(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
+    m.feed(Event::Computed(Some(vec![1])));
+    let step = m.feed(Event::Stored(Ok(false)));
     assert_eq!(kind(step), Kind::Finished(Some("lock lost".into()), false));
 }
