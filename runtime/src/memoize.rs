@@ -237,7 +237,7 @@ where
         Lookup::Found(value) => Ok(value),
         // Stale (or drawn for an early refresh): revalidated in the background, or
         // here; one that fails (or that another caller is making) serves `stale`.
-        Lookup::Refresh(stale, trigger) => match mode.detach(&call, trigger, job) {
+        Lookup::Revalidate(stale, trigger) => match mode.detach(&call, trigger, job) {
             None => Ok(stale),
             Some((trigger, job)) => {
                 let stamp = trigger.stamp;
@@ -274,7 +274,7 @@ where
     let mut driver = Driver::nonblocking(&call);
     shape.join(match driver.lookup_async(&mut machine).await {
         Lookup::Found(value) => Ok(value),
-        Lookup::Refresh(stale, trigger) => match mode.detach(&call, trigger, job) {
+        Lookup::Revalidate(stale, trigger) => match mode.detach(&call, trigger, job) {
             None => Ok(stale),
             Some((trigger, job)) => {
                 let stamp = trigger.stamp;

@@ -244,7 +244,7 @@ where
         let mut machine = call.machine_reading(false, Manifest::<T>::decode, None);
         let mut driver = Driver::nonblocking(&call);
         match driver.lookup_async(&mut machine).await {
-            Lookup::Found(manifest) | Lookup::Refresh(manifest, _) => {
+            Lookup::Found(manifest) | Lookup::Revalidate(manifest, _) => {
                 match read_all_async(&context, &manifest).await {
                     Ok(chunks) => {
                         let reader = Reader::prefetched(context.clone(), manifest, chunks);
@@ -318,7 +318,7 @@ fn open<'a, T: 'a>(
         (lookup, driver.take_lock())
     };
     match lookup {
-        Lookup::Found(manifest) | Lookup::Refresh(manifest, _) => {
+        Lookup::Found(manifest) | Lookup::Revalidate(manifest, _) => {
             State::Reading(Reader::new(context, manifest, compute, given))
         }
         // Only a refresh skips, and iterators are never refreshed that way.

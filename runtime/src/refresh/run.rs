@@ -85,7 +85,7 @@ where
 {
     let Trigger { stamp, claim } = trigger;
     let call = stale_call.revalidation();
-    let mut machine = call.machine::<T>(false, None).refreshing(stamp);
+    let mut machine = call.machine::<T>(false, None).revalidating(stamp);
     let mut driver = Driver::blocking(&call);
     match driver.lookup(&mut machine) {
         Lookup::Compute(_) => {
@@ -114,7 +114,7 @@ where
 {
     let Trigger { stamp, claim } = trigger;
     let call = stale_call.revalidation();
-    let mut machine = call.machine::<T>(false, None).refreshing(stamp);
+    let mut machine = call.machine::<T>(false, None).revalidating(stamp);
     let mut driver = Driver::nonblocking(&call);
     match driver.lookup_async(&mut machine).await {
         Lookup::Compute(_) => {

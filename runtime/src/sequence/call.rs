@@ -286,7 +286,7 @@ impl<'a> Call<'a> {
                     "cache backend failed; the value was not stored",
                 );
             }
-            Some(Note::RefreshFailed(Some(err))) => {
+            Some(Note::RevalidationFailed(Some(err))) => {
                 observe::backend_failed(
                     self.backend_id(),
                     key,
@@ -294,9 +294,9 @@ impl<'a> Call<'a> {
                     "cache backend failed; serving the stale value",
                 );
             }
-            Some(Note::RefreshFailed(None)) => tracing::warn!(
+            Some(Note::RevalidationFailed(None)) => tracing::warn!(
                 %key,
-                "refreshing a stale value failed; serving the stale value until the fail-safe throttle allows another try"
+                "revalidating a stale value failed; serving the stale value until the fail-safe throttle allows another try"
             ),
             Some(Note::LockLost) => tracing::warn!(
                 %key,

@@ -34,7 +34,7 @@ pub(crate) enum Lookup<T> {
     Found(T),
     /// A stored value to return and refresh (stale, or drawn for an early refresh);
     /// no other refresh of it is in flight in this process.
-    Refresh(T, Trigger),
+    Revalidate(T, Trigger),
     /// Compute; store as said (the lock, when `Storing::Locked`, is the driver's).
     Compute(Storing),
     /// Nothing to do: a refresh that another caller made or is making (or that the
@@ -465,7 +465,7 @@ impl<'c, 'o> Driver<'c, 'o> {
                 });
                 match (verdict, self.refresh.take()) {
                     (Verdict::Stale | Verdict::Early, Some(claim)) => {
-                        Lookup::Refresh(value, Trigger { stamp, claim })
+                        Lookup::Revalidate(value, Trigger { stamp, claim })
                     }
                     _ => Lookup::Found(value),
                 }

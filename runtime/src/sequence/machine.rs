@@ -366,7 +366,7 @@ pub(crate) enum Note {
     LockLost,
     /// A refresh failed (the computation's `Err` or panic, or the backend's error):
     /// the stale value is served until the fail-safe throttle lets a caller retry.
-    RefreshFailed(Option<Error>),
+    RevalidationFailed(Option<Error>),
 }
 
 #[derive(Debug)]
@@ -518,7 +518,7 @@ impl<'k, T> Machine<'k, T> {
 
     /// Makes this (`Refresh::Revalidate`) sequence the refresh of a value found with
     /// `stamp`: under the key's lock it computes only if that value is still stored.
-    pub(crate) fn refreshing(mut self, stamp: Stamp) -> Self {
+    pub(crate) fn revalidating(mut self, stamp: Stamp) -> Self {
         self.trigger = Some(stamp);
         self
     }
@@ -706,7 +706,7 @@ impl<'k, T> Machine<'k, T> {
             (State::Computing(store), Event::Computed(encoded)) => self.computed(store, encoded),
             (State::Storing, Event::Stored(stored)) => {
                 let note = match stored {
-                    _ if self.refresh_failed => Some(Note::RefreshFailed(stored.err())),
+                    _ if self.refresh_failed => Some(Note::RevalidationFailed(stored.err())),
                     Ok(true) => None,
                     Ok(false) => Some(Note::LockLost),
                     Err(err) => Some(Note::StoreFailed(err)),
@@ -806,7 +806,7 @@ impl<'k, T> Machine<'k, T> {
         }
         match found {
             Err(err) if self.policy.refresh == Refresh::Revalidate => {
-                self.refresh_skipped(Some(Note::RefreshFailed(Some(err))))
+                self.refresh_skipped(Some(Note::RevalidationFailed(Some(err))))
             }
             // Waiting for a holder when the backend failed (its primary died, a link
             // was cut): keep waiting rather than compute, so that waiters do not each
@@ -900,7 +900,7 @@ impl<'k, T> Machine<'k, T> {
     fn rechecked(&mut self, read: Result<Recheck, Error>) -> Step<'_, T> {
         let now_ms = self.now_ms;
         match read {
-            Err(err) => self.refresh_skipped(Some(Note::RefreshFailed(Some(err)))),
+            Err(err) => self.refresh_skipped(Some(Note::RevalidationFailed(Some(err)))),
             // A refresh of this very value failed within `fail_safe`: back off until
             // the mark ends.
             Ok(Recheck {

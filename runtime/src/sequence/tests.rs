@@ -62,7 +62,19 @@ fn sharing_machine(
     beta: f64,
     share: Option<Share<u8>>,
 ) -> Machine<'static, u8> {
-    let policy = Policy {
+    let policy = policy(refresh, wait, coalesce, stale_ms, beta);
+    seeded(policy, share, 7)
+}
+
+/// The calls' policy.
+fn policy(
+    refresh: Refresh,
+    wait: Option<Wait>,
+    coalesce: bool,
+    stale_ms: u64,
+    beta: f64,
+) -> Policy {
+    Policy {
         refresh,
         lock: wait.map(|wait| LockPolicy {
             wait,
@@ -79,14 +91,18 @@ fn sharing_machine(
         },
         lock_expire: Duration::from_secs(30),
         expire: Duration::from_secs(60),
-    };
+    }
+}
+
+/// A machine of `policy` whose random numbers are drawn from `seed`.
+fn seeded(policy: Policy, share: Option<Share<u8>>, seed: u64) -> Machine<'static, u8> {
     let decoder = Decoder {
         decode: decode as fn(Codec, &[u8], u32) -> Option<(u8, Stamp)>,
         codec: Codec::Bincode,
         version: 0,
         share,
     };
-    Machine::new(policy, decoder, key(), Some(fastrand::Rng::with_seed(7)))
+    Machine::new(policy, decoder, key(), Some(fastrand::Rng::with_seed(seed)))
 }
 
 /// Feeds events at the calls' time.
@@ -161,7 +177,7 @@ fn name(note: &Note) -> String {
         Note::Concurrent => "concurrent".into(),
         Note::StoreFailed(_) => "store failed".into(),
         Note::LockLost => "lock lost".into(),
-        Note::RefreshFailed(_) => "refresh failed".into(),
+        Note::RevalidationFailed(_) => "refresh failed".into(),
     }
 }
 
@@ -731,20 +747,10 @@ fn a_value_past_expire_plus_stale_is_a_miss() {
 #[test]
 fn with_ttl_only_freshness_a_stored_value_is_fresh_whatever_its_stamp() {
     let policy = Policy {
-        refresh: Refresh::IfMissing,
-        lock: None,
-        coalesce: false,
         freshness: FreshPolicy::TTL_ONLY,
-        lock_expire: Duration::from_secs(30),
-        expire: Duration::from_secs(60),
+        ..policy(Refresh::IfMissing, None, false, 0, 0.0)
     };
-    let decoder = Decoder {
-        decode: decode as fn(Codec, &[u8], u32) -> Option<(u8, Stamp)>,
-        codec: Codec::Bincode,
-        version: 0,
-        share: None,
-    };
-    let mut m = Machine::new(policy, decoder, key(), Some(fastrand::Rng::with_seed(1)));
+    let mut m = seeded(policy, None, 1);
     m.feed(Event::Start);
     assert_eq!(
         kind(m.feed(Event::Read(Ok(Some(vec![4, 1]))))),
@@ -782,33 +788,8 @@ fn xfetch_refreshes_early_more_often_as_expiry_nears() {
     let early = |until: u8| {
         (0..1000)
             .filter(|seed| {
-                let policy = Policy {
-                    refresh: Refresh::IfMissing,
-                    lock: None,
-                    coalesce: false,
-                    freshness: FreshPolicy {
-                        stale_ms: 0,
-                        beta: 1.0,
-                        fail_safe: Duration::from_secs(5),
-                        back_off: BACK_OFF,
-                        ttl_only: false,
-                        jitter: 0.0,
-                    },
-                    lock_expire: Duration::from_secs(30),
-                    expire: Duration::from_secs(60),
-                };
-                let decoder = Decoder {
-                    decode: decode as fn(Codec, &[u8], u32) -> Option<(u8, Stamp)>,
-                    codec: Codec::Bincode,
-                    version: 0,
-                    share: None,
-                };
-                let mut m = Machine::new(
-                    policy,
-                    decoder,
-                    key(),
-                    Some(fastrand::Rng::with_seed(*seed)),
-                );
+                let policy = policy(Refresh::IfMissing, None, false, 0, 1.0);
+                let mut m = seeded(policy, None, *seed);
                 m.feed(Event::Start);
                 // Took 250 ms to compute; fresh until `until` seconds.
                 if kind(m.feed(Event::Read(Ok(Some(vec![4, until, 250]))))) != io("ClaimRefresh") {
@@ -908,7 +889,7 @@ fn a_failed_refresh_never_marks_past_its_values_life() {
     // Fresh until 90 s, stale for 12 s more: gone at 102 s (the mark ends 20 ms before);
     // now is 100 s, fail_safe 5 s.
     let mut m =
-        fresh_machine(Refresh::Revalidate, None, false, 12_000, 0.0).refreshing(stamp(90, 0));
+        fresh_machine(Refresh::Revalidate, None, false, 12_000, 0.0).revalidating(stamp(90, 0));
     m.feed(Event::Start);
     m.feed(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
     m.feed(rechecked(Some(vec![4, 90])));
@@ -951,7 +932,7 @@ fn a_refresh_that_finds_another_value_under_the_lock_does_not_compute() {
     // Triggered by the value fresh until 90 s (now: 100 s); another process stored one
     // fresh until 102 s between this caller's read and its taking the key's lock.
     let mut m = fresh_machine(Refresh::Revalidate, Some(Wait::Forever), false, 60_000, 0.0)
-        .refreshing(stamp(90, 0));
+        .revalidating(stamp(90, 0));
     assert_eq!(kind(m.feed(Event::Start)), io("TakeLock"));
     let step = m.feed(attempted(Instant::now(), GetOrLock::Locked { fence: 4 }));
     assert_eq!(kind(step), io("Recheck"));
@@ -966,7 +947,7 @@ fn a_refresh_that_finds_another_value_under_the_lock_does_not_compute() {
 #[test]
 fn a_refresh_that_finds_the_value_it_was_triggered_by_computes() {
     let mut m =
-        fresh_machine(Refresh::Revalidate, None, false, 60_000, 0.0).refreshing(stamp(90, 0));
+        fresh_machine(Refresh::Revalidate, None, false, 60_000, 0.0).revalidating(stamp(90, 0));
     m.feed(Event::Start);
     m.feed(attempted(Instant::now(), GetOrLock::Locked { fence: 4 }));
     assert_eq!(
@@ -978,7 +959,7 @@ fn a_refresh_that_finds_the_value_it_was_triggered_by_computes() {
 #[test]
 fn a_refresh_that_finds_another_value_already_stale_computes() {
     let mut m =
-        fresh_machine(Refresh::Revalidate, None, false, 60_000, 0.0).refreshing(stamp(90, 0));
+        fresh_machine(Refresh::Revalidate, None, false, 60_000, 0.0).revalidating(stamp(90, 0));
     m.feed(Event::Start);
     m.feed(attempted(Instant::now(), GetOrLock::Locked { fence: 4 }));
     assert_eq!(
@@ -993,29 +974,8 @@ fn an_early_refresh_that_finds_its_value_under_the_lock_computes_without_drawing
     // Drawn early for the value fresh until 101 s (now: 100 s) that took 250 ms: a
     // second draw would say "not yet" 98 % of the time, so the stamp decides, not a draw.
     for seed in 0..100 {
-        let policy = Policy {
-            refresh: Refresh::Revalidate,
-            lock: None,
-            coalesce: false,
-            freshness: FreshPolicy {
-                stale_ms: 60_000,
-                beta: 1.0,
-                fail_safe: Duration::from_secs(5),
-                back_off: BACK_OFF,
-                ttl_only: false,
-                jitter: 0.0,
-            },
-            lock_expire: Duration::from_secs(30),
-            expire: Duration::from_secs(60),
-        };
-        let decoder = Decoder {
-            decode: decode as fn(Codec, &[u8], u32) -> Option<(u8, Stamp)>,
-            codec: Codec::Bincode,
-            version: 0,
-            share: None,
-        };
-        let mut m = Machine::new(policy, decoder, key(), Some(fastrand::Rng::with_seed(seed)))
-            .refreshing(stamp(101, 250));
+        let policy = policy(Refresh::Revalidate, None, false, 60_000, 1.0);
+        let mut m = seeded(policy, None, seed).revalidating(stamp(101, 250));
         m.feed(Event::Start);
         m.feed(attempted(Instant::now(), GetOrLock::Locked { fence: 4 }));
         assert_eq!(
@@ -1029,7 +989,7 @@ fn an_early_refresh_that_finds_its_value_under_the_lock_computes_without_drawing
 #[test]
 fn an_early_refresh_that_finds_a_newer_value_under_the_lock_does_not_compute() {
     let mut m =
-        fresh_machine(Refresh::Revalidate, None, false, 60_000, 1.0).refreshing(stamp(101, 250));
+        fresh_machine(Refresh::Revalidate, None, false, 60_000, 1.0).revalidating(stamp(101, 250));
     m.feed(Event::Start);
     m.feed(attempted(Instant::now(), GetOrLock::Locked { fence: 4 }));
     assert_eq!(

@@ -335,7 +335,7 @@ impl<'c, 'o> Caller<'c, 'o> {
     fn decided(&mut self, lookup: Lookup<Val>, world: &mut World) {
         match lookup {
             Lookup::Found(value) => self.returned(value, world),
-            Lookup::Refresh(value, trigger) => {
+            Lookup::Revalidate(value, trigger) => {
                 // Returned at once (as a detached refresh does); the refresh goes on.
                 self.returned(value, world);
                 self.refreshing = Some(trigger.claim);
@@ -343,7 +343,7 @@ impl<'c, 'o> Caller<'c, 'o> {
                 self.machine = self
                     .revalidation
                     .machine::<Val>(false, None)
-                    .refreshing(trigger.stamp);
+                    .revalidating(trigger.stamp);
                 self.next = Next::Feed(Event::Start);
             }
             Lookup::Compute(_) => {
