@@ -244,19 +244,16 @@ impl<'a> Call<'a> {
     /// Reports what the sequence noted.
     pub(crate) fn report(&self, note: Option<Note>) {
         let key = &self.key;
+        let failed = match &note {
+            Some(Note::FailOpen(_)) => "cache backend failed; computing without it",
+            Some(Note::StoreFailed(_)) => "cache backend failed; the value was not stored",
+            _ => "cache backend failed; serving the stale value",
+        };
         match note {
             None => {}
             // A skipped backend reported it once itself (circuit breaker, no runtime).
             Some(Note::FailOpen(err) | Note::StoreFailed(err)) if err.is_skipped() => {
                 tracing::debug!(%key, error = %err, "cache backend skipped; computing without it");
-            }
-            Some(Note::FailOpen(err)) => {
-                observe::backend_failed(
-                    self.backend_id(),
-                    key,
-                    &err,
-                    "cache backend failed; computing without it",
-                );
             }
             Some(Note::LockTimeout { waited }) if self.refresh == Refresh::Forced => {
                 tracing::warn!(
@@ -278,22 +275,9 @@ impl<'a> Call<'a> {
                 %key,
                 "lock not acquired: held by another caller and not blocking; computing without it"
             ),
-            Some(Note::StoreFailed(err)) => {
-                observe::backend_failed(
-                    self.backend_id(),
-                    key,
-                    &err,
-                    "cache backend failed; the value was not stored",
-                );
-            }
-            Some(Note::RevalidationFailed(Some(err))) => {
-                observe::backend_failed(
-                    self.backend_id(),
-                    key,
-                    &err,
-                    "cache backend failed; serving the stale value",
-                );
-            }
+            Some(
+                Note::FailOpen(err) | Note::StoreFailed(err) | Note::RevalidationFailed(Some(err)),
+            ) => observe::backend_failed(self.backend_id(), key, &err, failed),
             Some(Note::RevalidationFailed(None)) => tracing::warn!(
                 %key,
                 "revalidating a stale value failed; serving the stale value until the fail-safe throttle allows another try"

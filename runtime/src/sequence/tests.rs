@@ -51,19 +51,7 @@ fn fresh_machine(
     stale_ms: u64,
     beta: f64,
 ) -> Machine<'static, u8> {
-    sharing_machine(refresh, wait, coalesce, stale_ms, beta, None)
-}
-
-fn sharing_machine(
-    refresh: Refresh,
-    wait: Option<Wait>,
-    coalesce: bool,
-    stale_ms: u64,
-    beta: f64,
-    share: Option<Share<u8>>,
-) -> Machine<'static, u8> {
-    let policy = policy(refresh, wait, coalesce, stale_ms, beta);
-    seeded(policy, share, 7)
+    seeded(policy(refresh, wait, coalesce, stale_ms, beta), None, 7)
 }
 
 /// The calls' policy.
@@ -227,14 +215,8 @@ fn a_hit_is_one_read() {
 #[test]
 fn a_kept_decoded_value_is_judged_as_its_bytes_would_be() {
     let keeping = |stale_ms| {
-        let mut m = sharing_machine(
-            Refresh::IfMissing,
-            Some(Wait::Forever),
-            true,
-            stale_ms,
-            0.0,
-            Some(Share::new()),
-        );
+        let policy = policy(Refresh::IfMissing, Some(Wait::Forever), true, stale_ms, 0.0);
+        let mut m = seeded(policy, Some(Share::new()), 7);
         assert_eq!(kind(m.feed(Event::Start)), io("GetKept"));
         m
     };
