@@ -1,12 +1,13 @@
 //! The two drivers of the sequence: [`Driver::perform`] runs one I/O step against a
 //! blocking [`Backend`](crate::Backend), [`Driver::perform_async`] against an
-//! [`AsyncBackend`](crate::AsyncBackend). Everything else (what to do next, when to
-//! give up waiting, what to store) is the machine's.
+//! [`AsyncBackend`](crate::AsyncBackend), and each event goes back to the machine with
+//! the time it came at. Everything else (what to do next, when to give up waiting,
+//! which lock and mark keys, what to store and for how long) is the machine's.
 //!
 //! A driver owns what outlives one step: the lock guard (armed before each attempt at
 //! the lock, so a caller dropped mid-attempt gives the lock back) and this process's
 //! flight for the key (a leader dropped before it lands lets a follower lead), and this
-//! process's claim on refreshing the key, handed with a stale value to its refresh.
+//! process's refresh claim on the key, handed with a stale value to its revalidation.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -266,9 +267,12 @@ impl<'c, 'o> Driver<'c, 'o> {
         self.mark(Some(&io));
         let call = self.call;
         let (backend, key) = (&*call.backend, call.key.as_str());
+        let (codec, version) = (call.opts.codec, call.opts.version);
         match io {
             Io::Get => Event::Read(backend.get(key)),
-            Io::GetKept(accept) => Event::Kept(backend.decoded(key, &|kept| accept.accepts(kept))),
+            Io::GetKept(accepts) => {
+                Event::Kept(backend.decoded(key, &|kept| accepts(kept, codec, version)))
+            }
             Io::Join => Event::Joined(self.join()),
             Io::ClaimRefresh => Event::Claimed(self.claim_refresh()),
             Io::AwaitLeader { max } => Event::Landed(match self.flight.take() {
@@ -327,9 +331,12 @@ impl<'c, 'o> Driver<'c, 'o> {
         self.mark(Some(&io));
         let call = self.call;
         let (backend, key) = (&*call.backend, call.key.as_str());
+        let (codec, version) = (call.opts.codec, call.opts.version);
         match io {
             Io::Get => Event::Read(backend.get_async(key).await),
-            Io::GetKept(accept) => Event::Kept(backend.decoded(key, &|kept| accept.accepts(kept))),
+            Io::GetKept(accepts) => {
+                Event::Kept(backend.decoded(key, &|kept| accepts(kept, codec, version)))
+            }
             Io::Join => Event::Joined(self.join()),
             Io::ClaimRefresh => Event::Claimed(self.claim_refresh()),
             Io::AwaitLeader { max } => Event::Landed(match self.flight.take() {
@@ -449,9 +456,9 @@ impl<'c, 'o> Driver<'c, 'o> {
                 stamp,
                 keep,
             }) => {
-                if let (Some(keep), Some(bytes)) = (keep, &bytes) {
-                    let key = self.call.key.as_str();
-                    let make = &mut || keep.decoded(&value, stamp);
+                if let (Some(share), Some(bytes)) = (keep, &bytes) {
+                    let (key, opts) = (self.call.key.as_str(), self.call.opts);
+                    let make = &mut || share.keep(&value, stamp, opts.codec, opts.version);
                     self.call.backend.keep_decoded(key, bytes, make);
                 }
                 self.land(bytes);

@@ -99,22 +99,6 @@ pub(crate) struct LockSpec<'m> {
     pub(crate) expire: Duration,
 }
 
-/// How a call reads decoded values the backend kept (`keep_decoded`): whether one was
-/// read as this call reads (its type, codec and version), without cloning it.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Accept {
-    accepts: fn(&KeptValue, Codec, u32) -> bool,
-    codec: Codec,
-    version: u32,
-}
-
-impl Accept {
-    /// Whether `kept` was read as this call reads.
-    pub(crate) fn accepts(&self, kept: &KeptValue) -> bool {
-        (self.accepts)(kept, self.codec, self.version)
-    }
-}
-
 impl FreshPolicy {
     /// Freshness is the backend's TTL alone (no stale serving, no early refresh).
     pub(crate) const TTL_ONLY: Self = Self {
@@ -191,9 +175,10 @@ pub(crate) enum Step<'m, T> {
 pub(crate) enum Io<'m> {
     /// Read the value: [`Event::Read`].
     Get,
-    /// Ask the backend for a decoded value it kept (`keep_decoded`), read as `Accept`
-    /// says: [`Event::Kept`].
-    GetKept(Accept),
+    /// Ask the backend for a decoded value it kept (`keep_decoded`), one this test
+    /// says was read as this call reads (its type, with the call's codec and version):
+    /// [`Event::Kept`].
+    GetKept(fn(&KeptValue, Codec, u32) -> bool),
     /// Join this process's flight for the key: [`Event::Joined`].
     Join,
     /// Wait for this process's leader, at most `max` (the lock timeout):
@@ -432,30 +417,8 @@ pub(crate) struct Found<T> {
     /// Its stamp (a refresh computes only while it is stored).
     pub(crate) stamp: Stamp,
     /// With `keep_decoded`, for a fresh value read as bytes: how to keep it decoded
-    /// beside them.
-    pub(crate) keep: Option<Keep<T>>,
-}
-
-/// How a value read as bytes is kept decoded beside them (`keep_decoded`).
-pub(crate) struct Keep<T> {
-    share: Share<T>,
-    codec: Codec,
-    version: u32,
-}
-
-impl<T> Clone for Keep<T> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-
-impl<T> Copy for Keep<T> {}
-
-impl<T> Keep<T> {
-    /// `value`, stamped `stamp`, as the backend keeps it.
-    pub(crate) fn decoded(self, value: &T, stamp: Stamp) -> DecodedValue {
-        self.share.keep(value, stamp, self.codec, self.version)
-    }
+    /// beside them (with the call's codec and version).
+    pub(crate) keep: Option<Share<T>>,
 }
 
 /// One memoized call's sequence.
@@ -580,11 +543,7 @@ impl<'k, T> Machine<'k, T> {
     ) -> Option<Found<T>> {
         let verdict = self.judge(stamp)?;
         let keep = match (&bytes, verdict, via) {
-            (Some(_), Verdict::Fresh, Via::Read) => self.decoder.share.map(|share| Keep {
-                share,
-                codec: self.decoder.codec,
-                version: self.decoder.version,
-            }),
+            (Some(_), Verdict::Fresh, Via::Read) => self.decoder.share,
             _ => None,
         };
         Some(Found {
@@ -733,14 +692,7 @@ impl<'k, T> Machine<'k, T> {
         match (self.policy.refresh, self.decoder.share) {
             (Refresh::IfMissing, share) => {
                 self.state = State::Reading;
-                Step::Io(match share {
-                    Some(share) => Io::GetKept(Accept {
-                        accepts: share.accepts(),
-                        codec: self.decoder.codec,
-                        version: self.decoder.version,
-                    }),
-                    None => Io::Get,
-                })
+                Step::Io(share.map_or(Io::Get, |share| Io::GetKept(share.accepts())))
             }
             // Even without a configured lock, a store is made under the lock (taken
             // without waiting), so that every store is fenced.
