@@ -201,6 +201,10 @@ pub struct Detached;
 pub trait RefreshInBackground: Send + 'static {}
 impl<T: Send + 'static> RefreshInBackground for T {}
 
+/// A revalidation handed back to run in the caller (`None`: it went to the background,
+/// or was dropped for lack of room).
+type Handed<S, F> = Option<(Trigger, Job<S, F>)>;
+
 /// Where the revalidation of a blocking call runs.
 #[diagnostic::on_unimplemented(
     message = "this call's revalidation cannot move to the background",
@@ -210,12 +214,7 @@ impl<T: Send + 'static> RefreshInBackground for T {}
 pub trait Revalidation<R, S, F>: Copy {
     /// Hands `job`'s revalidation to the background (`None`), or gives it back to run
     /// in the caller.
-    fn detach(
-        self,
-        call: &Call<'_>,
-        trigger: Trigger,
-        job: Job<S, F>,
-    ) -> Option<(Trigger, Job<S, F>)>;
+    fn detach(self, call: &Call<'_>, trigger: Trigger, job: Job<S, F>) -> Handed<S, F>;
 }
 
 /// Where the revalidation of an async call runs.
@@ -227,34 +226,19 @@ pub trait Revalidation<R, S, F>: Copy {
 pub trait RevalidationAsync<R, S, F>: Copy {
     /// The async form of [`Revalidation::detach`]: a task on the caller's Tokio
     /// runtime, or (without one) the caller.
-    fn detach(
-        self,
-        call: &Call<'_>,
-        trigger: Trigger,
-        job: Job<S, F>,
-    ) -> Option<(Trigger, Job<S, F>)>;
+    fn detach(self, call: &Call<'_>, trigger: Trigger, job: Job<S, F>) -> Handed<S, F>;
 }
 
 #[allow(private_interfaces)]
 impl<R, S, F> Revalidation<R, S, F> for Inline {
-    fn detach(
-        self,
-        _: &Call<'_>,
-        trigger: Trigger,
-        job: Job<S, F>,
-    ) -> Option<(Trigger, Job<S, F>)> {
+    fn detach(self, _: &Call<'_>, trigger: Trigger, job: Job<S, F>) -> Handed<S, F> {
         Some((trigger, job))
     }
 }
 
 #[allow(private_interfaces)]
 impl<R, S, F> RevalidationAsync<R, S, F> for Inline {
-    fn detach(
-        self,
-        _: &Call<'_>,
-        trigger: Trigger,
-        job: Job<S, F>,
-    ) -> Option<(Trigger, Job<S, F>)> {
+    fn detach(self, _: &Call<'_>, trigger: Trigger, job: Job<S, F>) -> Handed<S, F> {
         Some((trigger, job))
     }
 }
@@ -268,12 +252,7 @@ where
     S::Passed: 'static,
     F: FnOnce() -> R + RefreshInBackground,
 {
-    fn detach(
-        self,
-        call: &Call<'_>,
-        trigger: Trigger,
-        job: Job<S, F>,
-    ) -> Option<(Trigger, Job<S, F>)> {
+    fn detach(self, call: &Call<'_>, trigger: Trigger, job: Job<S, F>) -> Handed<S, F> {
         let (opts, key, absent) = (call.owned_options(), call.key.clone(), call.absent);
         // Without room the job is dropped, with the trigger and its claim.
         let queued = pool::run(Box::new(move || {
@@ -297,12 +276,7 @@ where
     F: FnOnce() -> Fut + RefreshInBackground,
     Fut: Future<Output = R> + RefreshInBackground,
 {
-    fn detach(
-        self,
-        call: &Call<'_>,
-        trigger: Trigger,
-        job: Job<S, F>,
-    ) -> Option<(Trigger, Job<S, F>)> {
+    fn detach(self, call: &Call<'_>, trigger: Trigger, job: Job<S, F>) -> Handed<S, F> {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return Some((trigger, job));
         };
