@@ -25,7 +25,7 @@
 //! expiry, so a failover costs at most one extra computation per key, not one per
 //! waiter.
 //!
-//! A refresh (`Refresh::Revalidate`) takes the key's lock (the one lock of every write
+//! A revalidation (`Refresh::Revalidate`) takes the key's lock (the one lock of every write
 //! of the key) without waiting (`TakeLock`; held: `Skip`), reads the value and the
 //! key's throttle mark again under it (`Recheck`), and computes only if the value is
 //! still the one whose staleness triggered it and no refresh failed lately: a value
