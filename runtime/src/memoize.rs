@@ -3,7 +3,7 @@
 //! through one entry, [`call`] (blocking) or [`call_async`], described by a typed
 //! [`Entry`]: how the return value is stored (its [`Shape`]: plain, `Result`, or
 //! `Option` under `cache_none = false`), where a revalidation runs ([`Inline`] or
-//! [`Detached`]), whether values are kept decoded, and whether the codec's round trip
+//! [`Detached`](crate::refresh::run::Detached)), whether values are kept decoded, and whether the codec's round trip
 //! is checked. Each call runs the sequence (`crate::sequence`) once and computes when
 //! it says so.
 //!
@@ -93,7 +93,7 @@ where
 
 /// What a memoized value call is, beside its key, options and computation: the return
 /// value's [`Shape`] `S`, where a revalidation runs (`M`: [`Inline`] or
-/// [`Detached`]), how values of the stored type `T` are kept decoded, and whether the
+/// [`Detached`](crate::refresh::run::Detached)), how values of the stored type `T` are kept decoded, and whether the
 /// codec's round trip is checked.
 pub struct Entry<S, M, T> {
     shape: S,

@@ -1,6 +1,6 @@
 //! Refreshing stored values, one word per concept:
 //!
-//! - **forced refresh** ([`scope`]): [`refresh`](crate::refresh) and `force_overwrite`
+//! - **forced refresh** ([`scope`]): [`refresh`](fn@crate::refresh) and `force_overwrite`
 //!   make a call compute and overwrite (`Refresh::Forced`);
 //! - **revalidation** ([`run`]): a value found stale (or drawn for an early refresh)
 //!   is returned and refreshed, inline or detached (`Refresh::Revalidate`);

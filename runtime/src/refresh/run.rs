@@ -180,7 +180,7 @@ impl<F: Future> Future for CatchUnwind<F> {
 }
 
 /// A revalidation runs in the caller that found the value stale (`refresh = "inline"`,
-/// and [`memoize`](crate::memoize) and its kin).
+/// and [`memoize`](fn@crate::memoize) and its kin).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Inline;
 
@@ -295,7 +295,7 @@ where
     }
 }
 
-/// Like [`memoize`](crate::memoize), but a stale value is refreshed in the background,
+/// Like [`memoize`](fn@crate::memoize), but a stale value is refreshed in the background,
 /// on one of a few worker threads: every caller, the one that triggered the refresh
 /// included, gets the stale value at once. For that, `compute` must be `Send +
 /// 'static` (it owns its inputs). A refresh that finds the workers busy and their queue

@@ -1,5 +1,5 @@
 //! One memoized call's sequence: fetch → (miss) lock-or-read → compute →
-//! store-and-release, decided once by a sans-IO [`Machine`] and run by a blocking or an
+//! store-and-release, decided once by a sans-IO [`Machine`](machine::Machine) and run by a blocking or an
 //! async [`Driver`]. The value path (`memoize`) and the iterator path (`iter`) both run
 //! it; new behaviour belongs in the machine, so that sync and async cannot drift apart.
 //!
