@@ -449,8 +449,9 @@ fn iter_call(
 
 /// A value-returning function: the body's value is split by the return type's outcome
 /// (a `Result`'s `Err`, or a `None` under `cache_none = false`, is not stored).
-/// `detached`: a stale value is refreshed in the background, by the `*_detached` forms,
-/// whose closure owns the arguments.
+/// `detached`: a stale value is revalidated in the background (`__private::Detached`),
+/// by a closure that owns the arguments. One runtime entry, `__private::call` (or
+/// `call_async`), described by a typed `__private::Entry`.
 fn value_call(
     args: &MemoizeArgs,
     sig: &Signature,
@@ -467,8 +468,10 @@ fn value_call(
     let function = quote!(::core::concat!(::core::module_path!(), "::", #name));
     let is_async = sig.asyncness.is_some();
     // The body's `return`s need a closure (or async block) of their own, returning `#ret`.
+    // Spanned on the return type: a future that cannot move to a detached
+    // revalidation is reported there.
     let compute = if is_async {
-        quote!(async move {
+        quote_spanned!(span=> async move {
             let #value_var: #ret = async move #body.await;
             #value_var
         })
@@ -479,7 +482,6 @@ fn value_call(
             #value_var
         })
     };
-    let suffix = if detached { "_detached" } else { "" };
     // Spanned on `keep_decoded`: a value that cannot be kept is reported there.
     let share = match args.keep_decoded {
         Some(keep) => quote_spanned!(keep=>
@@ -488,32 +490,12 @@ fn value_call(
         // stored is reported there.
         None => quote_spanned!(span=> ::core::option::Option::None),
     };
-    if args.cache_none.as_ref().is_some_and(|c| !c.value) {
-        return if is_async {
-            let memoize = format_ident!("memoize_some_async{suffix}", span = span);
-            quote_spanned!(span=> ::cache_memoize::__private::#memoize::<#ret, _>(
-                &#key_var, &#opts_var, #function, #share, move || #compute).await)
-        } else {
-            let memoize = format_ident!("memoize_some{suffix}", span = span);
-            quote_spanned!(span=> ::cache_memoize::__private::#memoize::<#ret>(
-                &#key_var, &#opts_var, #function, #share, move || #compute))
-        };
-    }
-    let call = if is_async {
-        let memoize = format_ident!("try_memoize_checked_async{suffix}", span = span);
-        quote_spanned!(span=>
-            ::cache_memoize::__private::#memoize(&#key_var, &#opts_var, #function, #share, move || async move {
-                #outcome_var.split(#compute.await)
-            }).await)
+    // How the return value is stored: an `Option` under `cache_none = false`, else a
+    // `Result` (under any name) or a plain value, as the compiler sees the type.
+    let outcome = if args.cache_none.as_ref().is_some_and(|c| !c.value) {
+        quote_spanned!(span=> ::cache_memoize::__private::OptionOutcome)
     } else {
-        let memoize = format_ident!("try_memoize_checked{suffix}", span = span);
-        quote_spanned!(span=>
-        ::cache_memoize::__private::#memoize(&#key_var, &#opts_var, #function, #share, move || {
-            #outcome_var.split(#compute)
-        }))
-    };
-    quote! {
-        let #outcome_var = {
+        quote! {{
             #[allow(unused_imports)]
             use ::cache_memoize::__private::{ViaPlain as _, ViaResult as _};
             // The borrows choose the outcome (autoref specialization).
@@ -521,8 +503,21 @@ fn value_call(
             let #outcome_var = (&&::cache_memoize::__private::OutcomeOf::<#ret>::new())
                 .__cache_memoize_outcome();
             #outcome_var
-        };
-        #outcome_var.join(#call)
+        }}
+    };
+    let mode = if detached {
+        quote_spanned!(span=> ::cache_memoize::__private::Detached)
+    } else {
+        quote_spanned!(span=> ::cache_memoize::__private::Inline)
+    };
+    let entry = quote_spanned!(span=>
+        ::cache_memoize::__private::Entry::new(#outcome, #mode).share(#share).checked(#function));
+    if is_async {
+        quote_spanned!(span=>
+            ::cache_memoize::__private::call_async(&#key_var, &#opts_var, #entry, move || #compute).await)
+    } else {
+        quote_spanned!(span=>
+            ::cache_memoize::__private::call(&#key_var, &#opts_var, #entry, move || #compute))
     }
 }
 

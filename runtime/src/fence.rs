@@ -42,11 +42,11 @@ pub(crate) fn now_micros() -> u64 {
 /// even if the system clock steps back or two acquisitions fall in one microsecond.
 /// One number per clock, never one per key.
 #[derive(Debug, Default)]
-pub(crate) struct Clock {
+pub(crate) struct TokenClock {
     last: AtomicU64,
 }
 
-impl Clock {
+impl TokenClock {
     /// A clock that has handed out nothing yet.
     pub(crate) const fn new() -> Self {
         Self {
@@ -73,7 +73,7 @@ impl Clock {
 /// [`Backend`](crate::Backend) (a networked backend takes its server's instead). One
 /// for the process, so that a store made anew (a restart of the in-process cache)
 /// still hands out larger tokens than the one before.
-pub(crate) static PROCESS: Clock = Clock::new();
+pub(crate) static PROCESS: TokenClock = TokenClock::new();
 
 #[cfg(test)]
 mod tests {
@@ -92,7 +92,7 @@ mod tests {
 
     #[test]
     fn a_clock_never_hands_out_a_token_twice() {
-        let clock = Clock::new();
+        let clock = TokenClock::new();
         let mut last = 0;
         for _ in 0..10_000 {
             let token = clock.next(0);

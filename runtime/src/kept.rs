@@ -105,10 +105,11 @@ impl<T> Share<T> {
         (self.take)(kept, codec, version)
     }
 
-    /// Whether `kept` was read as a `T` with `codec` under `version` (what
-    /// [`take`](Self::take) would give back), without cloning it.
-    pub(crate) fn accepts(self, kept: &KeptValue, codec: Codec, version: u32) -> bool {
-        (self.accepts)(kept, codec, version)
+    /// Whether a kept value was read as a `T` with a codec under a version (what
+    /// [`take`](Self::take) would give back), without cloning it: a plain function, so
+    /// a step can carry it.
+    pub(crate) fn accepts(self) -> fn(&KeptValue, Codec, u32) -> bool {
+        self.accepts
     }
 }
 
@@ -167,9 +168,13 @@ mod tests {
             None,
             "another type"
         );
-        assert!(share.accepts(&*kept, Codec::Bincode, 3));
-        assert!(!share.accepts(&*kept, Codec::Bincode, 4));
-        assert!(!share.accepts(&*kept, Codec::MessagePack, 3));
-        assert!(!Share::<Vec<u8>>::new().accepts(&*kept, Codec::Bincode, 3));
+        assert!(share.accepts()(&*kept, Codec::Bincode, 3));
+        assert!(!share.accepts()(&*kept, Codec::Bincode, 4));
+        assert!(!share.accepts()(&*kept, Codec::MessagePack, 3));
+        assert!(!Share::<Vec<u8>>::new().accepts()(
+            &*kept,
+            Codec::Bincode,
+            3
+        ));
     }
 }

@@ -42,7 +42,6 @@
 #[path = "private.rs"]
 pub mod __private;
 pub mod backend;
-mod call;
 mod coalesce;
 mod codec;
 mod error;
@@ -59,11 +58,7 @@ mod observe;
 mod options;
 mod outcome;
 mod refresh;
-mod refresh_pool;
-mod refreshing;
 mod registry;
-mod renew;
-mod revalidate;
 mod sequence;
 mod timer;
 
@@ -91,12 +86,9 @@ pub use memoize::{
 };
 pub use observe::{Stats, stats};
 pub use options::{Clock, DEFAULT_CHUNK_SIZE, DEFAULT_COMPRESS, DEFAULT_EXPIRE, MemoizeOptions};
-pub use refresh::{refresh, refresh_async};
-pub use refresh_pool::{
+pub use refresh::{
     DEFAULT_REFRESH_QUEUE, DEFAULT_REFRESH_WORKERS, MAX_REFRESH_QUEUE, MAX_REFRESH_WORKERS,
-    set_refresh_limits,
+    memoize_async_detached, memoize_detached, refresh, refresh_async, set_refresh_limits,
+    try_memoize_async_detached, try_memoize_detached,
 };
 pub use registry::{backend, set_backend, set_shared_backend, try_set_backend};
-pub use revalidate::{
-    memoize_async_detached, memoize_detached, try_memoize_async_detached, try_memoize_detached,
-};

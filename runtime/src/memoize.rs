@@ -1,25 +1,33 @@
-//! The value path's entry points: [`memoize`], [`try_memoize`], their async forms, and
-//! [`invalidate`]. Each runs the sequence (`crate::sequence`) once and computes when it
-//! says so.
+//! The value path's entries: [`memoize`], [`try_memoize`], their async forms, the
+//! detached forms (`refresh::run`) and the code `#[cache_memoize]` generates all run
+//! through one entry, [`call`] (blocking) or [`call_async`], described by a typed
+//! [`Entry`]: how the return value is stored (its [`Shape`]: plain, `Result`, or
+//! `Option` under `cache_none = false`), where a revalidation runs ([`Inline`] or
+//! [`Detached`](crate::refresh::run::Detached)), whether values are kept decoded, and whether the codec's round trip
+//! is checked. Each call runs the sequence (`crate::sequence`) once and computes when
+//! it says so.
 //!
 //! Every backend failure is logged through `tracing` and the value is computed and
 //! returned anyway: memoization never breaks the caller.
 
-use std::convert::Infallible;
+use std::collections::HashSet;
 use std::future::Future;
+use std::sync::{Mutex, PoisonError};
 
+use once_cell::sync::Lazy;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::call::Call;
+use crate::codec::Codec;
 use crate::error::Error;
 use crate::kept::Share;
 use crate::key::make_cache_key;
 use crate::options::{MemoizeOptions, Refresh};
-use crate::refresh::take_forced;
+use crate::outcome::{PlainOutcome, ResultOutcome, Shape};
+use crate::refresh::run::{self, Inline, Revalidation, RevalidationAsync, Settled};
+use crate::refresh::scope::take_forced;
 use crate::registry;
-use crate::revalidate::{self, Settled};
-use crate::sequence::{Driver, Lookup};
+use crate::sequence::{Call, Driver, Lookup};
 
 /// Returns the value memoized at `key`, computing and storing it on a miss.
 ///
@@ -40,10 +48,7 @@ where
     T: Serialize + DeserializeOwned,
     F: FnOnce() -> T,
 {
-    match try_memoize(key, opts, || Ok::<T, Infallible>(compute())) {
-        Ok(value) => value,
-        Err(never) => match never {},
-    }
+    call(key, opts, Entry::new(PlainOutcome, Inline), compute)
 }
 
 /// Like [`memoize`] for a fallible computation: only `Ok` values are stored; an `Err`
@@ -57,40 +62,7 @@ where
     T: Serialize + DeserializeOwned,
     F: FnOnce() -> Result<T, E>,
 {
-    try_memoize_sharing(key, opts, None, false, compute)
-}
-
-/// [`try_memoize`], keeping values decoded as `share` says (`keep_decoded`); `absent`:
-/// the computation's `Err` is a value not to cache (`cache_none = false`'s `None`),
-/// which replaces the stored one (see `Call::absent`).
-pub(crate) fn try_memoize_sharing<T, E, F>(
-    key: &str,
-    opts: &MemoizeOptions,
-    share: Option<Share<T>>,
-    absent: bool,
-    compute: F,
-) -> Result<T, E>
-where
-    T: Serialize + DeserializeOwned,
-    F: FnOnce() -> Result<T, E>,
-{
-    let call = Call::new(key, opts, Refresh::of(opts, take_forced())).removing_absent(absent);
-    let mut machine = call.machine::<T>(true, share);
-    let mut driver = Driver::blocking(&call);
-    match driver.lookup(&mut machine) {
-        Lookup::Found(value) => Ok(value),
-        // Stale (or drawn for an early refresh): this caller refreshes, inline; a
-        // refresh that fails (or that another caller is making) serves `stale`.
-        Lookup::Refresh(stale, trigger) => {
-            let stamp = trigger.stamp;
-            let refreshed = revalidate::inline(&call, trigger, compute);
-            match refreshed.settle(stale, call.servable(stamp)) {
-                Settled::Return(output) => output,
-                Settled::Compute(compute) => compute(),
-            }
-        }
-        Lookup::Compute(_) | Lookup::Skip { .. } => driver.compute(&mut machine, compute),
-    }
+    call(key, opts, Entry::new(ResultOutcome, Inline), compute)
 }
 
 /// The async form of [`memoize`]: waits without blocking the executor.
@@ -103,11 +75,7 @@ where
     T: Serialize + DeserializeOwned,
     Fut: Future<Output = T>,
 {
-    let compute = || async move { Ok::<T, Infallible>(compute().await) };
-    match try_memoize_async(key, opts, compute).await {
-        Ok(value) => value,
-        Err(never) => match never {},
-    }
+    call_async(key, opts, Entry::new(PlainOutcome, Inline), compute).await
 }
 
 /// The async form of [`try_memoize`].
@@ -120,38 +88,241 @@ where
     T: Serialize + DeserializeOwned,
     Fut: Future<Output = Result<T, E>>,
 {
-    try_memoize_async_sharing(key, opts, None, false, compute).await
+    call_async(key, opts, Entry::new(ResultOutcome, Inline), compute).await
 }
 
-/// [`try_memoize_async`], keeping values decoded as `share` says (`keep_decoded`);
-/// `absent` as in [`try_memoize_sharing`].
-pub(crate) async fn try_memoize_async_sharing<T, E, Fut>(
+/// What a memoized value call is, beside its key, options and computation: the return
+/// value's [`Shape`] `S`, where a revalidation runs (`M`: [`Inline`] or
+/// [`Detached`](crate::refresh::run::Detached)), how values of the stored type `T` are kept decoded, and whether the
+/// codec's round trip is checked.
+pub struct Entry<S, M, T> {
+    shape: S,
+    mode: M,
+    share: Option<Share<T>>,
+    /// The function whose first computed value's round trip is checked.
+    checked: Option<&'static str>,
+}
+
+impl<S, M, T> Entry<S, M, T> {
+    /// A call whose return value has `shape`, revalidated as `mode` says; values are
+    /// not kept decoded and the round trip is not checked.
+    pub const fn new(shape: S, mode: M) -> Self {
+        Self {
+            shape,
+            mode,
+            share: None,
+            checked: None,
+        }
+    }
+
+    /// Keeps values decoded as `share` says (`keep_decoded`).
+    #[must_use]
+    pub const fn share(mut self, share: Option<Share<T>>) -> Self {
+        self.share = share;
+        self
+    }
+
+    /// Checks, the first time a value of this type is computed in this process, that
+    /// the codec reads it back (see [`check_round_trip`]), naming `function`.
+    #[must_use]
+    pub const fn checked(mut self, function: &'static str) -> Self {
+        self.checked = Some(function);
+        self
+    }
+}
+
+/// What a memoized function's stored value needs; its only purpose is the error message.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be stored in the cache: it is not `Serialize + DeserializeOwned`",
+    label = "the value this function stores",
+    note = "derive `serde::Serialize` and `serde::Deserialize` for it, or memoize a serializable part of it (a `Result`'s `Ok` type is what is stored)"
+)]
+pub trait Cacheable: Serialize + DeserializeOwned {}
+impl<T: Serialize + DeserializeOwned> Cacheable for T {}
+
+/// A call's computation with what it needs to hand over its output: the shape that
+/// splits it into what is stored and what is passed through, and the round-trip check.
+pub struct Job<S, F> {
+    shape: S,
+    compute: F,
+    checked: Option<(&'static str, Codec)>,
+}
+
+impl<S, F> Job<S, F> {
+    /// Computes, splits, and checks a stored value's round trip.
+    pub(crate) fn run<R>(self) -> Result<S::Stored, S::Passed>
+    where
+        S: Shape<R>,
+        S::Stored: Cacheable,
+        F: FnOnce() -> R,
+    {
+        let Self {
+            shape,
+            compute,
+            checked,
+        } = self;
+        let output = shape.split(compute());
+        check(&output, checked);
+        output
+    }
+
+    /// The async form of [`run`](Self::run).
+    pub(crate) async fn run_async<R, Fut>(self) -> Result<S::Stored, S::Passed>
+    where
+        S: Shape<R>,
+        S::Stored: Cacheable,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = R>,
+    {
+        let Self {
+            shape,
+            compute,
+            checked,
+        } = self;
+        let output = shape.split(compute().await);
+        check(&output, checked);
+        output
+    }
+}
+
+/// Checks a stored value's round trip, if `checked` names its function.
+fn check<T: Cacheable, E>(output: &Result<T, E>, checked: Option<(&'static str, Codec)>) {
+    if let (Ok(value), Some((function, codec))) = (output, checked) {
+        check_round_trip(value, function, codec);
+    }
+}
+
+/// Splits an entry into the call it makes, its sequence's parts and its job.
+fn start<'o, S, M, T, F>(
+    key: &str,
+    opts: &'o MemoizeOptions,
+    entry: Entry<S, M, T>,
+    compute: F,
+    absent: bool,
+) -> (Call<'o>, Option<Share<T>>, M, Job<S, F>) {
+    let Entry {
+        shape,
+        mode,
+        share,
+        checked,
+    } = entry;
+    let call = Call::new(key, opts, Refresh::of(opts, take_forced())).removing_absent(absent);
+    let job = Job {
+        shape,
+        compute,
+        checked: checked.map(|function| (function, opts.codec)),
+    };
+    (call, share, mode, job)
+}
+
+/// The one blocking entry of a memoized value call (see the module docs): looks the
+/// value up, computes it on a miss, revalidates a stale one as `entry` says.
+pub fn call<R, S, M, F>(
     key: &str,
     opts: &MemoizeOptions,
-    share: Option<Share<T>>,
-    absent: bool,
-    compute: impl FnOnce() -> Fut,
-) -> Result<T, E>
+    entry: Entry<S, M, S::Stored>,
+    compute: F,
+) -> R
 where
-    T: Serialize + DeserializeOwned,
-    Fut: Future<Output = Result<T, E>>,
+    S: Shape<R>,
+    S::Stored: Cacheable,
+    M: Revalidation<R, S, F>,
+    F: FnOnce() -> R,
 {
-    let call = Call::new(key, opts, Refresh::of(opts, take_forced())).removing_absent(absent);
-    let mut machine = call.machine::<T>(true, share);
-    let mut driver = Driver::nonblocking(&call);
-    match driver.lookup_async(&mut machine).await {
+    let shape = entry.shape;
+    let (call, keeping, mode, job) = start(key, opts, entry, compute, S::ABSENT);
+    let mut machine = call.machine::<S::Stored>(true, keeping);
+    let mut driver = Driver::blocking(&call);
+    shape.join(match driver.lookup(&mut machine) {
         Lookup::Found(value) => Ok(value),
-        Lookup::Refresh(stale, trigger) => {
-            let stamp = trigger.stamp;
-            let refreshed = revalidate::inline_async(&call, trigger, compute).await;
-            match refreshed.settle(stale, call.servable(stamp)) {
-                Settled::Return(output) => output,
-                Settled::Compute(compute) => compute().await,
+        // Stale (or drawn for an early refresh): revalidated in the background, or
+        // here; one that fails (or that another caller is making) serves `stale`.
+        Lookup::Revalidate(stale, trigger) => match mode.detach(&call, trigger, job) {
+            None => Ok(stale),
+            Some((trigger, job)) => {
+                let stamp = trigger.stamp;
+                let refreshed = run::inline(&call, trigger, move || job.run());
+                match refreshed.settle(stale, call.servable(stamp)) {
+                    Settled::Return(output) => output,
+                    Settled::Compute(compute) => compute(),
+                }
             }
-        }
+        },
         Lookup::Compute(_) | Lookup::Skip { .. } => {
-            driver.compute_async(&mut machine, compute).await
+            driver.compute(&mut machine, move || job.run(), |_| true)
         }
+    })
+}
+
+/// The async form of [`call`]: waits without blocking the executor.
+pub async fn call_async<R, S, M, F, Fut>(
+    key: &str,
+    opts: &MemoizeOptions,
+    entry: Entry<S, M, S::Stored>,
+    compute: F,
+) -> R
+where
+    S: Shape<R>,
+    S::Stored: Cacheable,
+    M: RevalidationAsync<R, S, F>,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = R>,
+{
+    let shape = entry.shape;
+    let (call, keeping, mode, job) = start(key, opts, entry, compute, S::ABSENT);
+    let mut machine = call.machine::<S::Stored>(true, keeping);
+    let mut driver = Driver::nonblocking(&call);
+    shape.join(match driver.lookup_async(&mut machine).await {
+        Lookup::Found(value) => Ok(value),
+        Lookup::Revalidate(stale, trigger) => match mode.detach(&call, trigger, job) {
+            None => Ok(stale),
+            Some((trigger, job)) => {
+                let stamp = trigger.stamp;
+                let refreshed = run::inline_async(&call, trigger, move || job.run_async()).await;
+                match refreshed.settle(stale, call.servable(stamp)) {
+                    Settled::Return(output) => output,
+                    Settled::Compute(compute) => compute().await,
+                }
+            }
+        },
+        Lookup::Compute(_) | Lookup::Skip { .. } => {
+            driver
+                .compute_async(&mut machine, move || job.run_async(), |_| true)
+                .await
+        }
+    })
+}
+
+/// The value types (by name) and codecs whose round trip was checked in this process.
+static CHECKED: Lazy<Mutex<HashSet<(&'static str, Codec)>>> = Lazy::new(Mutex::default);
+
+/// The first time a value of type `T` is computed in this process, checks that `codec`
+/// reads it back as itself; when it does not, warns once, naming `function`, the type
+/// and the fix. (Such a value is stored but never read: every call computes.)
+pub fn check_round_trip<T: Serialize + DeserializeOwned>(
+    value: &T,
+    function: &'static str,
+    codec: Codec,
+) {
+    let ty = core::any::type_name::<T>();
+    let first = CHECKED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert((ty, codec));
+    if !first {
+        return;
+    }
+    if let Err(why) = crate::codec::round_trips(codec, value) {
+        tracing::warn!(
+            function,
+            ty,
+            ?codec,
+            why,
+            "values of this type are stored but cannot be read back, so every call computes again; \
+             add `codec = \"msgpack\"` to #[cache_memoize] (MemoizeOptions::codec(Codec::MessagePack)), \
+             a self-describing codec, or drop the serde attributes that need one \
+             (`tag = ..`, `flatten`, `skip_serializing_if`, `untagged`)"
+        );
     }
 }
 

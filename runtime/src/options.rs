@@ -184,7 +184,7 @@ impl MemoizeOptions {
     /// misses are ordered), taken without waiting whether or not [`lock`](Self::lock)
     /// is set: callers that find it held return the stale value at once. A process runs at most one refresh of a key at a time, and a refresher
     /// computes only if the value it reads under the lock is still the one it found
-    /// stale. [`memoize`](crate::memoize) and [`try_memoize`](crate::try_memoize)
+    /// stale. [`memoize`](fn@crate::memoize) and [`try_memoize`](crate::try_memoize)
     /// refresh inline, in the caller that found the value stale;
     /// [`memoize_detached`](crate::memoize_detached) and its kin refresh on a thread
     /// (or a Tokio task), so every caller gets the stale value at once. Memoized
@@ -281,7 +281,7 @@ impl MemoizeOptions {
     }
 
     /// Whether a memoized iterator's chunks are LZ4-compressed (see
-    /// [`DEFAULT_COMPRESS`](crate::DEFAULT_COMPRESS) for the default and why).
+    /// [`DEFAULT_COMPRESS`] for the default and why).
     #[must_use]
     pub fn compress(mut self, compress: bool) -> Self {
         self.compress = compress;
@@ -316,7 +316,7 @@ impl MemoizeOptions {
 pub(crate) enum Refresh {
     /// Return the stored value if there is one (the normal case).
     IfMissing,
-    /// Compute and overwrite whatever is stored (`force_overwrite`, or [`crate::refresh`]).
+    /// Compute and overwrite whatever is stored (`force_overwrite`, or [`crate::refresh`](fn@crate::refresh)).
     Forced,
     /// Refresh a stale value if no one else is: take the lock without waiting, compute,
     /// store; give up at once if the lock is held.
@@ -325,7 +325,7 @@ pub(crate) enum Refresh {
 
 impl Refresh {
     /// The refresh these options ask for, or `Forced` when `forced_here` (a
-    /// [`crate::refresh`] scope armed this call).
+    /// [`crate::refresh`](fn@crate::refresh) scope armed this call).
     pub(crate) fn of(opts: &MemoizeOptions, forced_here: bool) -> Self {
         if opts.force_overwrite || forced_here {
             Self::Forced

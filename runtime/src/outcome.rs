@@ -64,30 +64,70 @@ pub trait ViaPlain {
 }
 impl<R: ?Sized> ViaPlain for OutcomeOf<R> {}
 
-impl ResultOutcome {
+/// `cache_none = false`: a function returning an `Option` (under any name), whose
+/// `None` is not stored (and replaces a stored value with the mark of an absent one).
+#[derive(Clone, Copy)]
+pub struct OptionOutcome;
+
+/// How a return type `R` is stored: split into what is stored (`Ok`) and what is passed
+/// through unstored (`Err`), and joined back into `R`.
+pub trait Shape<R>: Copy + Send + Sync + 'static {
+    /// What is stored.
+    type Stored;
+    /// What is returned but not stored.
+    type Passed;
+    /// Whether a passed value is a value not to cache (`cache_none = false`'s `None`)
+    /// rather than a failure: computed by a refresh or a forced call, it replaces the
+    /// stored value with the mark of an absent one.
+    const ABSENT: bool = false;
+
     /// What to store and what to pass through.
-    pub fn split<T, E>(self, value: Result<T, E>) -> Result<T, E> {
+    fn split(self, value: R) -> Result<Self::Stored, Self::Passed>;
+
+    /// The function's return value again.
+    fn join(self, answer: Result<Self::Stored, Self::Passed>) -> R;
+}
+
+impl<T, E> Shape<Result<T, E>> for ResultOutcome {
+    type Stored = T;
+    type Passed = E;
+
+    fn split(self, value: Result<T, E>) -> Result<T, E> {
         value
     }
 
-    /// The function's return value again.
-    pub fn join<T, E>(self, answer: Result<T, E>) -> Result<T, E> {
+    fn join(self, answer: Result<T, E>) -> Result<T, E> {
         answer
     }
 }
 
-impl PlainOutcome {
-    /// What to store: all of it.
-    pub fn split<R>(self, value: R) -> Result<R, Infallible> {
+impl<R> Shape<R> for PlainOutcome {
+    type Stored = R;
+    type Passed = Infallible;
+
+    fn split(self, value: R) -> Result<R, Infallible> {
         Ok(value)
     }
 
-    /// The function's return value again.
-    pub fn join<R>(self, answer: Result<R, Infallible>) -> R {
+    fn join(self, answer: Result<R, Infallible>) -> R {
         match answer {
             Ok(value) => value,
             Err(never) => match never {},
         }
+    }
+}
+
+impl<R: ReturnsOption> Shape<R> for OptionOutcome {
+    type Stored = R::Some;
+    type Passed = NotStored;
+    const ABSENT: bool = true;
+
+    fn split(self, value: R) -> Result<R::Some, NotStored> {
+        value.split()
+    }
+
+    fn join(self, answer: Result<R::Some, NotStored>) -> R {
+        R::join(answer)
     }
 }
 
@@ -140,7 +180,8 @@ mod tests {
 
     #[test]
     fn cache_none_false_passes_none_through() {
-        assert!(None::<u8>.split().is_err());
-        assert_eq!(Option::join(Some(3_u8).split()), Some(3));
+        assert!(OptionOutcome.split(None::<u8>).is_err());
+        let split = OptionOutcome.split(Some(3_u8));
+        assert_eq!(Shape::<Option<u8>>::join(OptionOutcome, split), Some(3));
     }
 }

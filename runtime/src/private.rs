@@ -17,7 +17,7 @@ pub use crate::keypart::{
     KeyArg, ViaDisplay, ViaSerialize, ViaStructure, debug_key_part, type_key_part,
 };
 pub use crate::lock::LockOptions;
-pub use crate::memoize::{invalidate, memoize, memoize_async, try_memoize, try_memoize_async};
+pub use crate::memoize::{Cacheable, Entry, call, call_async, check_round_trip, invalidate};
 
 /// `<name>_invalidate_async`: the key is rendered now, from the arguments; the future
 /// owns it, so it is `Send + 'static` whatever the arguments borrow.
@@ -26,49 +26,15 @@ pub fn invalidate_owned_async(key: String) -> BoxFuture<'static, Result<(), Erro
 }
 pub use crate::observe::counter_slots;
 pub use crate::options::{Clock, MemoizeOptions};
-pub use crate::outcome::{OutcomeOf, ReturnsOption, ViaPlain, ViaResult};
-pub use crate::revalidate::{try_memoize_async_detached, try_memoize_detached};
+pub use crate::outcome::{OptionOutcome, OutcomeOf, ReturnsOption, Shape, ViaPlain, ViaResult};
+pub use crate::refresh::run::{
+    Detached, Inline, RefreshInBackground, Revalidation, RevalidationAsync,
+};
 
-use std::collections::HashSet;
-use std::future::Future;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
-use once_cell::sync::Lazy;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-
-/// The value types (by name) and codecs whose round trip was checked in this process.
-static CHECKED: Lazy<Mutex<HashSet<(&'static str, Codec)>>> = Lazy::new(Mutex::default);
-
-/// The first time a value of type `T` is computed in this process, checks that `codec`
-/// reads it back as itself; when it does not, warns once, naming `function`, the type
-/// and the fix. (Such a value is stored but never read: every call computes.)
-pub fn check_round_trip<T: Serialize + DeserializeOwned>(
-    value: &T,
-    function: &'static str,
-    codec: Codec,
-) {
-    let ty = core::any::type_name::<T>();
-    let first = CHECKED
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .insert((ty, codec));
-    if !first {
-        return;
-    }
-    if let Err(why) = crate::codec::round_trips(codec, value) {
-        tracing::warn!(
-            function,
-            ty,
-            ?codec,
-            why,
-            "values of this type are stored but cannot be read back, so every call computes again; \
-             add `codec = \"msgpack\"` to #[cache_memoize] (MemoizeOptions::codec(Codec::MessagePack)), \
-             a self-describing codec, or drop the serde attributes that need one \
-             (`tag = ..`, `flatten`, `skip_serializing_if`, `untagged`)"
-        );
-    }
-}
 
 /// Names the return type in a bound, so a type that cannot be cached is reported at the
 /// return type rather than inside the generated code.
@@ -79,286 +45,11 @@ pub const fn millis(ms: u64) -> core::time::Duration {
     core::time::Duration::from_millis(ms)
 }
 
-/// What a memoized function's stored value needs; its only purpose is the error message.
-#[diagnostic::on_unimplemented(
-    message = "`{Self}` cannot be stored in the cache: it is not `Serialize + DeserializeOwned`",
-    label = "the value this function stores",
-    note = "derive `serde::Serialize` and `serde::Deserialize` for it, or memoize a serializable part of it (a `Result`'s `Ok` type is what is stored)"
-)]
-pub trait Cacheable: Serialize + DeserializeOwned {}
-impl<T: Serialize + DeserializeOwned> Cacheable for T {}
-
-/// [`try_memoize`] with the codec check of [`check_round_trip`] on each computed `Ok`.
-pub fn try_memoize_checked<T, E, F>(
-    key: &str,
-    opts: &MemoizeOptions,
-    function: &'static str,
-    share: Option<Share<T>>,
-    compute: F,
-) -> Result<T, E>
-where
-    T: Cacheable,
-    F: FnOnce() -> Result<T, E>,
-{
-    try_memoize_checked_as(key, opts, function, share, false, compute)
-}
-
-/// [`try_memoize_checked`](fn@try_memoize_checked) with `absent` (see `memoize_some`).
-fn try_memoize_checked_as<T, E, F>(
-    key: &str,
-    opts: &MemoizeOptions,
-    function: &'static str,
-    share: Option<Share<T>>,
-    absent: bool,
-    compute: F,
-) -> Result<T, E>
-where
-    T: Cacheable,
-    F: FnOnce() -> Result<T, E>,
-{
-    crate::memoize::try_memoize_sharing(key, opts, share, absent, || {
-        let computed = compute();
-        if let Ok(value) = &computed {
-            check_round_trip(value, function, opts.codec);
-        }
-        computed
-    })
-}
-
-/// The async form of [`try_memoize_checked`].
-pub async fn try_memoize_checked_async<T, E, Fut>(
-    key: &str,
-    opts: &MemoizeOptions,
-    function: &'static str,
-    share: Option<Share<T>>,
-    compute: impl FnOnce() -> Fut,
-) -> Result<T, E>
-where
-    T: Cacheable,
-    Fut: Future<Output = Result<T, E>>,
-{
-    try_memoize_checked_async_as(key, opts, function, share, false, compute).await
-}
-
-/// [`try_memoize_checked_async`](fn@try_memoize_checked_async) with `absent` (see `memoize_some`).
-async fn try_memoize_checked_async_as<T, E, Fut>(
-    key: &str,
-    opts: &MemoizeOptions,
-    function: &'static str,
-    share: Option<Share<T>>,
-    absent: bool,
-    compute: impl FnOnce() -> Fut,
-) -> Result<T, E>
-where
-    T: Cacheable,
-    Fut: Future<Output = Result<T, E>>,
-{
-    crate::memoize::try_memoize_async_sharing(key, opts, share, absent, || async move {
-        let computed = compute().await;
-        if let Ok(value) = &computed {
-            check_round_trip(value, function, opts.codec);
-        }
-        computed
-    })
-    .await
-}
-
-/// `cache_none = false`: memoizes a function returning `R = Option<T>`, storing `Some`'s
-/// value and returning a `None` unstored (`absent`: a `None` computed under the lock
-/// replaces the stored value with the mark of an absent one, so that a deleted entity's
-/// older `Some` is not served again). One bound on `R`, so a function that does not
-/// return an `Option` gets one error.
-pub fn memoize_some<R: ReturnsOption>(
-    key: &str,
-    opts: &MemoizeOptions,
-    function: &'static str,
-    share: Option<Share<R::Some>>,
-    compute: impl FnOnce() -> R,
-) -> R
-where
-    R::Some: Cacheable,
-{
-    R::join(try_memoize_checked_as(
-        key,
-        opts,
-        function,
-        share,
-        true,
-        || compute().split(),
-    ))
-}
-
-/// The async form of [`memoize_some`].
-pub async fn memoize_some_async<R: ReturnsOption, Fut: Future<Output = R>>(
-    key: &str,
-    opts: &MemoizeOptions,
-    function: &'static str,
-    share: Option<Share<R::Some>>,
-    compute: impl FnOnce() -> Fut,
-) -> R
-where
-    R::Some: Cacheable,
-{
-    R::join(
-        try_memoize_checked_async_as(key, opts, function, share, true, || async move {
-            compute().await.split()
-        })
-        .await,
-    )
-}
-
 /// `clock = path`: the clock the named function returns.
 pub fn clock_from(clock: fn() -> Arc<dyn Clock>) -> Arc<dyn Clock> {
     clock()
 }
 
-/// What a background refresh (`stale` or `beta` with owned arguments) needs of each
-/// argument and of the stored value: they move to the refresh's thread or task. Its
-/// only purpose is the error message.
-#[diagnostic::on_unimplemented(
-    message = "`{Self}` cannot move to a background refresh: it is not `Send + 'static`",
-    label = "moved to the thread (or Tokio task) that refreshes a stale value",
-    note = "with `stale` or `beta`, a stale value is refreshed in the background by a closure that owns the arguments, so every caller gets the stale value at once",
-    note = "add `refresh = \"inline\"` to #[cache_memoize] to refresh in the caller that finds the value stale instead (the other callers still get the stale value at once)"
-)]
-pub trait RefreshInBackground: Send + 'static {}
-impl<T: Send + 'static> RefreshInBackground for T {}
-
 /// Names an argument in the bound of [`RefreshInBackground`], so that the error is on
 /// the parameter rather than inside the generated code.
 pub const fn assert_refreshable_in_background<T: RefreshInBackground>(_: &T) {}
-
-/// [`try_memoize_detached`] with the codec check of [`check_round_trip`].
-pub fn try_memoize_checked_detached<T, E, F>(
-    key: &str,
-    opts: &MemoizeOptions,
-    function: &'static str,
-    share: Option<Share<T>>,
-    compute: F,
-) -> Result<T, E>
-where
-    T: Cacheable + RefreshInBackground,
-    E: 'static,
-    F: FnOnce() -> Result<T, E> + Send + 'static,
-{
-    try_memoize_checked_detached_as(key, opts, function, share, false, compute)
-}
-
-/// [`try_memoize_checked_detached`](fn@try_memoize_checked_detached) with `absent` (see `memoize_some`).
-fn try_memoize_checked_detached_as<T, E, F>(
-    key: &str,
-    opts: &MemoizeOptions,
-    function: &'static str,
-    share: Option<Share<T>>,
-    absent: bool,
-    compute: F,
-) -> Result<T, E>
-where
-    T: Cacheable + RefreshInBackground,
-    E: 'static,
-    F: FnOnce() -> Result<T, E> + Send + 'static,
-{
-    let codec = opts.codec;
-    crate::revalidate::try_memoize_detached_sharing(key, opts, share, absent, move || {
-        let computed = compute();
-        if let Ok(value) = &computed {
-            check_round_trip(value, function, codec);
-        }
-        computed
-    })
-}
-
-/// The async form of [`try_memoize_checked_detached`].
-pub async fn try_memoize_checked_async_detached<T, E, F, Fut>(
-    key: &str,
-    opts: &MemoizeOptions,
-    function: &'static str,
-    share: Option<Share<T>>,
-    compute: F,
-) -> Result<T, E>
-where
-    T: Cacheable + RefreshInBackground,
-    E: Send + 'static,
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: Future<Output = Result<T, E>> + RefreshInBackground,
-{
-    try_memoize_checked_async_detached_as(key, opts, function, share, false, compute).await
-}
-
-/// [`try_memoize_checked_async_detached`](fn@try_memoize_checked_async_detached) with `absent` (see `memoize_some`).
-async fn try_memoize_checked_async_detached_as<T, E, F, Fut>(
-    key: &str,
-    opts: &MemoizeOptions,
-    function: &'static str,
-    share: Option<Share<T>>,
-    absent: bool,
-    compute: F,
-) -> Result<T, E>
-where
-    T: Cacheable + RefreshInBackground,
-    E: Send + 'static,
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: Future<Output = Result<T, E>> + RefreshInBackground,
-{
-    let codec = opts.codec;
-    crate::revalidate::try_memoize_async_detached_sharing(
-        key,
-        opts,
-        share,
-        absent,
-        move || async move {
-            let computed = compute().await;
-            if let Ok(value) = &computed {
-                check_round_trip(value, function, codec);
-            }
-            computed
-        },
-    )
-    .await
-}
-
-/// [`memoize_some`] with a background refresh.
-pub fn memoize_some_detached<R: ReturnsOption>(
-    key: &str,
-    opts: &MemoizeOptions,
-    function: &'static str,
-    share: Option<Share<R::Some>>,
-    compute: impl FnOnce() -> R + Send + 'static,
-) -> R
-where
-    R::Some: Cacheable + RefreshInBackground,
-{
-    R::join(try_memoize_checked_detached_as(
-        key,
-        opts,
-        function,
-        share,
-        true,
-        move || compute().split(),
-    ))
-}
-
-/// The async form of [`memoize_some_detached`].
-pub async fn memoize_some_async_detached<R: ReturnsOption, Fut>(
-    key: &str,
-    opts: &MemoizeOptions,
-    function: &'static str,
-    share: Option<Share<R::Some>>,
-    compute: impl FnOnce() -> Fut + Send + 'static,
-) -> R
-where
-    R::Some: Cacheable + RefreshInBackground,
-    Fut: Future<Output = R> + RefreshInBackground,
-{
-    R::join(
-        try_memoize_checked_async_detached_as(
-            key,
-            opts,
-            function,
-            share,
-            true,
-            move || async move { compute().await.split() },
-        )
-        .await,
-    )
-}

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
-use cache_memoize::__private::{memoize_some, memoize_some_detached};
+use cache_memoize::__private::{Detached, Entry, Inline, OptionOutcome, call};
 use cache_memoize::{Clock, MemoizeOptions, make_cache_key, memoize, refresh, try_memoize};
 
 use crate::freshness_suite::ManualClock;
@@ -202,14 +202,29 @@ pub fn a_none_refresh_replaces_the_stale_some(f: &Fixture) {
     let key = f.key("order-none-refresh");
     let clock = Arc::new(ManualClock::default());
     let opts = stale_opts(f, &clock);
-    let first: Option<String> = memoize_some(&key, &opts, "f", None, || Some("alive".to_owned()));
+    let first: Option<String> = call(
+        &key,
+        &opts,
+        Entry::new(OptionOutcome, Inline).checked("f"),
+        || Some("alive".to_owned()),
+    );
     assert_eq!(first.as_deref(), Some("alive"));
     clock.advance(Duration::from_secs(11));
-    let refreshed: Option<String> = memoize_some(&key, &opts, "f", None, || None);
+    let refreshed: Option<String> = call(
+        &key,
+        &opts,
+        Entry::new(OptionOutcome, Inline).checked("f"),
+        || None,
+    );
     assert_eq!(refreshed, None, "the refresh's None is returned");
     for _ in 0..3 {
         clock.advance(Duration::from_secs(60));
-        let again: Option<String> = memoize_some(&key, &opts, "f", None, || None);
+        let again: Option<String> = call(
+            &key,
+            &opts,
+            Entry::new(OptionOutcome, Inline).checked("f"),
+            || None,
+        );
         assert_eq!(
             again, None,
             "the deleted entity's Some is never served again"
@@ -224,17 +239,31 @@ pub fn a_detached_none_refresh_replaces_the_stale_some(f: &Fixture) {
     let key = f.key("order-none-detached");
     let clock = Arc::new(ManualClock::default());
     let opts = stale_opts(f, &clock);
-    let first: Option<String> =
-        memoize_some_detached(&key, &opts, "f", None, || Some("alive".to_owned()));
+    let first: Option<String> = call(
+        &key,
+        &opts,
+        Entry::new(OptionOutcome, Detached).checked("f"),
+        || Some("alive".to_owned()),
+    );
     assert_eq!(first.as_deref(), Some("alive"));
     let before = f.stored(&key);
     clock.advance(Duration::from_secs(11));
-    let stale: Option<String> = memoize_some_detached(&key, &opts, "f", None, || None);
+    let stale: Option<String> = call(
+        &key,
+        &opts,
+        Entry::new(OptionOutcome, Detached).checked("f"),
+        || None,
+    );
     assert_eq!(stale.as_deref(), Some("alive"), "the stale value, at once");
     wait_until("the background refresh replaced the value", || {
         f.stored(&key) != before
     });
-    let after: Option<String> = memoize_some_detached(&key, &opts, "f", None, || None);
+    let after: Option<String> = call(
+        &key,
+        &opts,
+        Entry::new(OptionOutcome, Detached).checked("f"),
+        || None,
+    );
     assert_eq!(after, None);
 }
 

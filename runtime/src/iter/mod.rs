@@ -28,12 +28,12 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::CacheBackend;
-use crate::call::Call;
 use crate::codec::{self, Codec, Stamp};
 use crate::key::{CacheKey, make_cache_key};
 use crate::lock::LockGuard;
 use crate::options::{MemoizeOptions, Refresh};
-use crate::refresh::take_forced;
+use crate::refresh::scope::take_forced;
+use crate::sequence::Call;
 use crate::sequence::{Driver, Lookup, Storing};
 
 mod given;
@@ -246,7 +246,7 @@ where
         let mut machine = call.machine_reading(false, Manifest::<T>::decode, None);
         let mut driver = Driver::nonblocking(&call);
         match driver.lookup_async(&mut machine).await {
-            Lookup::Found(manifest) | Lookup::Refresh(manifest, _) => {
+            Lookup::Found(manifest) | Lookup::Revalidate(manifest, _) => {
                 match read_all_async(&context, &manifest).await {
                     Ok(chunks) => {
                         let reader = Reader::prefetched(context.clone(), manifest, chunks);
@@ -321,7 +321,7 @@ fn open<'a, T: 'a>(
         (lookup, driver.take_lock())
     };
     match lookup {
-        Lookup::Found(manifest) | Lookup::Refresh(manifest, _) => {
+        Lookup::Found(manifest) | Lookup::Revalidate(manifest, _) => {
             State::Reading(Reader::new(context, manifest, compute, given))
         }
         // Only a refresh skips, and iterators are never refreshed that way.

@@ -144,7 +144,7 @@ pub(super) struct Store {
     /// chunks are then shortened to `short_ttl` after the commit.
     replaces: bool,
     /// Keeps the lock alive while the caller consumes slowly; dropped before the lock.
-    renewal: Option<crate::renew::Renewal>,
+    renewal: Option<crate::lock::renew::Renewal>,
     guard: Option<LockGuard>,
     /// The chunk being filled: envelope (`codec::HEADER_LEN` bytes), then items.
     buffer: Vec<u8>,

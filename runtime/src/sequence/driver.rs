@@ -1,12 +1,13 @@
 //! The two drivers of the sequence: [`Driver::perform`] runs one I/O step against a
 //! blocking [`Backend`](crate::Backend), [`Driver::perform_async`] against an
-//! [`AsyncBackend`](crate::AsyncBackend). Everything else (what to do next, when to
-//! give up waiting, what to store) is the machine's.
+//! [`AsyncBackend`](crate::AsyncBackend), and each event goes back to the machine with
+//! the time it came at. Everything else (what to do next, when to give up waiting,
+//! which lock and mark keys, what to store and for how long) is the machine's.
 //!
 //! A driver owns what outlives one step: the lock guard (armed before each attempt at
 //! the lock, so a caller dropped mid-attempt gives the lock back) and this process's
 //! flight for the key (a leader dropped before it lands lets a follower lead), and this
-//! process's claim on refreshing the key, handed with a stale value to its refresh.
+//! process's refresh claim on the key, handed with a stale value to its revalidation.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -15,16 +16,18 @@ use serde::Serialize;
 
 use tracing::Instrument;
 
-use super::machine::{Event, Io, Machine, Note, Recheck, Revalidate, Role, Step, Storing, Via};
-use crate::backend::{GetOrLock, KeptValue};
-use crate::call::Call;
+use super::call::Call;
+use super::machine::{
+    Event, Found, Io, Life, LockSpec, Machine, Note, Recheck, Role, Step, Storing, Verdict, Via,
+};
+use crate::backend::GetOrLock;
 use crate::coalesce::{self, Following, Landed, Leader};
 use crate::codec::Stamp;
+use crate::lock::renew::Renewal;
 use crate::lock::{DropRelease, LockGuard, new_token};
 use crate::observe::{self, Outcome};
 use crate::options::Refresh;
-use crate::refreshing::{self, RefreshClaim};
-use crate::renew::Renewal;
+use crate::refresh::claim::{self, RefreshClaim};
 
 /// What the sequence decided before any computation.
 pub(crate) enum Lookup<T> {
@@ -32,7 +35,7 @@ pub(crate) enum Lookup<T> {
     Found(T),
     /// A stored value to return and refresh (stale, or drawn for an early refresh);
     /// no other refresh of it is in flight in this process.
-    Refresh(T, Trigger),
+    Revalidate(T, Trigger),
     /// Compute; store as said (the lock, when `Storing::Locked`, is the driver's).
     Compute(Storing),
     /// Nothing to do: a refresh that another caller made or is making (or that the
@@ -60,8 +63,8 @@ pub(crate) struct Driver<'c, 'o> {
     flight: Option<Following>,
     /// This process's claim on refreshing the key, once a stale hit made it.
     refresh: Option<RefreshClaim>,
-    /// The TTL the computed value is stored with (set when it is encoded).
-    ttl: Duration,
+    /// The life the machine gave the value being computed (its stamp).
+    life: Option<Life>,
     /// How long this call waited for another caller's lock.
     waited: Duration,
 }
@@ -87,32 +90,21 @@ impl<'c, 'o> Driver<'c, 'o> {
             leader: None,
             flight: None,
             refresh: None,
-            ttl: call.opts.expire,
+            life: None,
             waited: Duration::ZERO,
         }
     }
 
-    /// Computes (keeping the lock alive meanwhile), then stores as the sequence says.
+    /// Computes (keeping the lock alive meanwhile), then stores as the sequence says;
+    /// `absent` says which of the computation's errors are a value not to cache when
+    /// the call removes those (the others are failures: a panic caught by a refresh).
     pub(crate) fn compute<T: Serialize, E>(
         &mut self,
-        machine: &mut Machine<T>,
-        compute: impl FnOnce() -> Result<T, E>,
-    ) -> Result<T, E> {
-        self.compute_judged(machine, compute, |_| true)
-    }
-
-    /// [`compute`](Self::compute), where `absent` says which of the computation's
-    /// errors are a value not to cache when the call removes those (the others are
-    /// failures: a panic caught by a refresh).
-    pub(crate) fn compute_judged<T: Serialize, E>(
-        &mut self,
-        machine: &mut Machine<T>,
+        machine: &mut Machine<'_, T>,
         compute: impl FnOnce() -> Result<T, E>,
         absent: impl Fn(&E) -> bool,
     ) -> Result<T, E> {
-        let renewal = self.keep_alive();
-        self.mark(None);
-        let started = Instant::now();
+        let (renewal, started) = self.computing();
         let output = self.compute_span().in_scope(compute);
         let encoded = self.computed(renewal, started, self.stored(&output, &absent));
         self.finish(machine, encoded);
@@ -122,32 +114,25 @@ impl<'c, 'o> Driver<'c, 'o> {
     /// The async form of [`compute`](Self::compute).
     pub(crate) async fn compute_async<T: Serialize, E, Fut>(
         &mut self,
-        machine: &mut Machine<T>,
-        compute: impl FnOnce() -> Fut,
-    ) -> Result<T, E>
-    where
-        Fut: Future<Output = Result<T, E>>,
-    {
-        self.compute_judged_async(machine, compute, |_| true).await
-    }
-
-    /// The async form of [`compute_judged`](Self::compute_judged).
-    pub(crate) async fn compute_judged_async<T: Serialize, E, Fut>(
-        &mut self,
-        machine: &mut Machine<T>,
+        machine: &mut Machine<'_, T>,
         compute: impl FnOnce() -> Fut,
         absent: impl Fn(&E) -> bool,
     ) -> Result<T, E>
     where
         Fut: Future<Output = Result<T, E>>,
     {
-        let renewal = self.keep_alive();
-        self.mark(None);
-        let started = Instant::now();
+        let (renewal, started) = self.computing();
         let output = compute().instrument(self.compute_span()).await;
         let encoded = self.computed(renewal, started, self.stored(&output, &absent));
-        self.finish_async(machine, encoded).await;
+        self.drive_async(machine, Event::Computed(encoded)).await;
         output
+    }
+
+    /// A computation starts: the lock is kept alive, followers are told.
+    fn computing(&mut self) -> (Option<Renewal>, Instant) {
+        let renewal = self.keep_alive();
+        self.mark(None);
+        (renewal, Instant::now())
     }
 
     /// The span a computation runs in (for whoever debugs latency).
@@ -192,99 +177,63 @@ impl<'c, 'o> Driver<'c, 'o> {
             Stored::Nothing => return None,
         };
         let fence = self.lock.as_ref().map_or(0, LockGuard::fencing_token);
-        let (encoded, ttl) = self.call.encode(value, took, fence)?;
-        self.ttl = ttl;
-        Some(encoded)
+        let life = self.life.unwrap_or(Life {
+            fresh: self.call.opts.expire,
+            ttl: self.call.opts.expire,
+        });
+        self.call.encode(value, took, fence, life)
     }
 
     /// Runs the sequence until it has a value or must compute.
-    pub(crate) fn lookup<T>(&mut self, machine: &mut Machine<T>) -> Lookup<T> {
-        let mut step = if machine.reads_first() {
-            match self.kept(machine) {
-                Some(Ok(hit)) => return hit,
-                Some(Err(step)) => step,
-                None => {
-                    let read = self.call.backend.get(self.call.key.as_str());
-                    match self.first_read(machine, read) {
-                        Ok(hit) => return hit,
-                        Err(step) => step,
-                    }
-                }
-            }
-        } else {
-            machine.on(Event::Start)
-        };
-        loop {
-            match step {
-                Step::Io(io) => {
-                    let waits = io.waits();
-                    let event = self.perform(io);
-                    if waits {
-                        machine.at(self.call.opts.now_ms());
-                    }
-                    step = machine.on(event);
-                }
-                step => return self.decided(step),
-            }
-        }
+    pub(crate) fn lookup<T>(&mut self, machine: &mut Machine<'_, T>) -> Lookup<T> {
+        self.drive(machine, Event::Start)
     }
 
     /// The async form of [`lookup`](Self::lookup).
-    pub(crate) async fn lookup_async<T>(&mut self, machine: &mut Machine<T>) -> Lookup<T> {
-        let mut step = if machine.reads_first() {
-            match self.kept(machine) {
-                Some(Ok(hit)) => return hit,
-                Some(Err(step)) => step,
-                None => {
-                    let read = self.call.backend.get_async(self.call.key.as_str()).await;
-                    match self.first_read(machine, read) {
-                        Ok(hit) => return hit,
-                        Err(step) => step,
-                    }
-                }
-            }
-        } else {
-            machine.on(Event::Start)
-        };
-        loop {
-            match step {
-                Step::Io(io) => {
-                    let waits = io.waits();
-                    let event = self.perform_async(io).await;
-                    if waits {
-                        machine.at(self.call.opts.now_ms());
-                    }
-                    step = machine.on(event);
-                }
-                step => return self.decided(step),
-            }
-        }
+    pub(crate) async fn lookup_async<T>(&mut self, machine: &mut Machine<'_, T>) -> Lookup<T> {
+        self.drive_async(machine, Event::Start).await
     }
 
     /// Runs the sequence from a computation's encoded value (`None`: nothing to store)
     /// to its end: stores, releases, reports, and shares the value with followers.
-    fn finish<T>(&mut self, machine: &mut Machine<T>, encoded: Option<Vec<u8>>) {
-        // The computation took its time: what follows (a failed refresh's throttle
-        // mark) is timed from now.
-        machine.at(self.call.opts.now_ms());
-        let mut event = Event::Computed(encoded);
+    fn finish<T>(&mut self, machine: &mut Machine<'_, T>, encoded: Option<Vec<u8>>) {
+        self.drive(machine, Event::Computed(encoded));
+    }
+
+    /// Feeds `event` and the events of the steps that follow, each with the time it
+    /// came at, until the machine decides.
+    fn drive<T>(&mut self, machine: &mut Machine<'_, T>, mut event: Event) -> Lookup<T> {
         loop {
-            match machine.on(event) {
+            let now_ms = self.now_ms(machine);
+            match machine.on(now_ms, event) {
                 Step::Io(io) => event = self.perform(io),
-                step => return self.finished(step),
+                step => return self.decided(step),
             }
         }
     }
 
-    /// The async form of [`finish`](Self::finish).
-    async fn finish_async<T>(&mut self, machine: &mut Machine<T>, encoded: Option<Vec<u8>>) {
-        machine.at(self.call.opts.now_ms());
-        let mut event = Event::Computed(encoded);
+    /// The async form of [`drive`](Self::drive).
+    async fn drive_async<T>(
+        &mut self,
+        machine: &mut Machine<'_, T>,
+        mut event: Event,
+    ) -> Lookup<T> {
         loop {
-            match machine.on(event) {
+            let now_ms = self.now_ms(machine);
+            match machine.on(now_ms, event) {
                 Step::Io(io) => event = self.perform_async(io).await,
-                step => return self.finished(step),
+                step => return self.decided(step),
             }
+        }
+    }
+
+    /// The time now, for the machine (0 when it judges by the backend's TTL alone: the
+    /// clock is not read).
+    pub(crate) fn now_ms<T>(&self, machine: &Machine<'_, T>) -> u64 {
+        if machine.reads_clock() {
+            self.call.opts.now_ms()
+        } else {
+            0
         }
     }
 
@@ -307,7 +256,7 @@ impl<'c, 'o> Driver<'c, 'o> {
         }
         if let Some(leader) = &self.leader {
             leader.mark();
-            if matches!(io, Some(Io::StoreAndRelease(_))) {
+            if matches!(io, Some(Io::StoreAndRelease { .. })) {
                 leader.close();
             }
         }
@@ -318,46 +267,57 @@ impl<'c, 'o> Driver<'c, 'o> {
         self.mark(Some(&io));
         let call = self.call;
         let (backend, key) = (&*call.backend, call.key.as_str());
+        let (codec, version) = (call.opts.codec, call.opts.version);
         match io {
             Io::Get => Event::Read(backend.get(key)),
+            Io::GetKept(accepts) => {
+                Event::Kept(backend.decoded(key, &|kept| accepts(kept, codec, version)))
+            }
             Io::Join => Event::Joined(self.join()),
             Io::ClaimRefresh => Event::Claimed(self.claim_refresh()),
             Io::AwaitLeader { max } => Event::Landed(match self.flight.take() {
                 Some(flight) => flight.wait(max),
                 None => Landed::Abandoned,
             }),
-            Io::GetOrLock => {
-                let (at, lock) = (Instant::now(), self.arm());
+            Io::GetOrLock(spec) => {
+                let (at, lock) = (Instant::now(), self.arm(spec));
                 let found = backend.get_or_lock(key, &lock.claim());
                 self.settle(at, found)
             }
-            Io::TakeLock => {
-                let (at, lock) = (Instant::now(), self.arm());
+            Io::TakeLock(spec) => {
+                let (at, lock) = (Instant::now(), self.arm(spec));
                 let found = backend.take_lock(&lock.claim());
                 self.settle(at, found.map(taken))
             }
-            Io::Pause { since, max } => {
+            Io::Pause {
+                lock_key,
+                since,
+                max,
+            } => {
                 let started = Instant::now();
                 self.wait_span()
-                    .in_scope(|| backend.wait_for_release(&call.key.lock_key(), since, max));
+                    .in_scope(|| backend.wait_for_release(lock_key, since, max));
                 self.waited += started.elapsed();
                 Event::Paused
             }
-            Io::StoreAndRelease(bytes) => Event::Stored(match self.lock.take() {
-                Some(lock) => lock.store_and_release(key, bytes, self.ttl),
+            Io::StoreAndRelease { bytes, ttl } => Event::Stored(match self.lock.take() {
+                Some(lock) => lock.store_and_release(key, bytes, ttl),
                 None => Ok(false),
             }),
             Io::Release => Event::Stored(match self.lock.take() {
                 Some(lock) => lock.give_back(),
                 None => Ok(false),
             }),
-            Io::Recheck => {
-                let mark = call.key.refresh_key();
-                Event::Rechecked(backend.get_many(&[key, &mark]).map(Recheck::of))
+            Io::Recheck { mark_key } => {
+                Event::Rechecked(backend.get_many(&[key, mark_key]).map(Recheck::of))
             }
-            Io::Throttle { ttl, mark } => {
+            Io::Throttle {
+                mark_key,
+                ttl,
+                mark,
+            } => {
                 // Best effort: without the mark, the fleet retries sooner.
-                let _ = backend.set(&call.key.refresh_key(), &mark.to_bytes(), ttl);
+                let _ = backend.set(mark_key, &mark.to_bytes(), ttl);
                 Event::Stored(match self.lock.take() {
                     Some(lock) => lock.give_back(),
                     None => Ok(false),
@@ -371,52 +331,62 @@ impl<'c, 'o> Driver<'c, 'o> {
         self.mark(Some(&io));
         let call = self.call;
         let (backend, key) = (&*call.backend, call.key.as_str());
+        let (codec, version) = (call.opts.codec, call.opts.version);
         match io {
             Io::Get => Event::Read(backend.get_async(key).await),
+            Io::GetKept(accepts) => {
+                Event::Kept(backend.decoded(key, &|kept| accepts(kept, codec, version)))
+            }
             Io::Join => Event::Joined(self.join()),
             Io::ClaimRefresh => Event::Claimed(self.claim_refresh()),
             Io::AwaitLeader { max } => Event::Landed(match self.flight.take() {
                 Some(flight) => flight.wait_async(max).await,
                 None => Landed::Abandoned,
             }),
-            Io::GetOrLock => {
-                let (at, lock) = (Instant::now(), self.arm());
+            Io::GetOrLock(spec) => {
+                let (at, lock) = (Instant::now(), self.arm(spec));
                 let claim = lock.claim();
                 let found = backend.get_or_lock_async(key, &claim).await;
                 self.settle(at, found)
             }
-            Io::TakeLock => {
-                let (at, lock) = (Instant::now(), self.arm());
+            Io::TakeLock(spec) => {
+                let (at, lock) = (Instant::now(), self.arm(spec));
                 let claim = lock.claim();
                 let found = backend.take_lock_async(&claim).await;
                 self.settle(at, found.map(taken))
             }
-            Io::Pause { since, max } => {
-                let (started, lock_key) = (Instant::now(), call.key.lock_key());
+            Io::Pause {
+                lock_key,
+                since,
+                max,
+            } => {
+                let started = Instant::now();
                 backend
-                    .wait_for_release_async(&lock_key, since, max)
+                    .wait_for_release_async(lock_key, since, max)
                     .instrument(self.wait_span())
                     .await;
                 self.waited += started.elapsed();
                 Event::Paused
             }
-            Io::StoreAndRelease(bytes) => Event::Stored(match self.lock.take() {
-                Some(lock) => lock.store_and_release_async(key, bytes, self.ttl).await,
+            Io::StoreAndRelease { bytes, ttl } => Event::Stored(match self.lock.take() {
+                Some(lock) => lock.store_and_release_async(key, bytes, ttl).await,
                 None => Ok(false),
             }),
             Io::Release => Event::Stored(match self.lock.take() {
                 Some(lock) => lock.give_back_async().await,
                 None => Ok(false),
             }),
-            Io::Recheck => {
-                let mark = call.key.refresh_key();
-                let read = backend.get_many_async(&[key, &mark]).await;
+            Io::Recheck { mark_key } => {
+                let read = backend.get_many_async(&[key, mark_key]).await;
                 Event::Rechecked(read.map(Recheck::of))
             }
-            Io::Throttle { ttl, mark } => {
+            Io::Throttle {
+                mark_key,
+                ttl,
+                mark,
+            } => {
                 // Best effort: without the mark, the fleet retries sooner.
-                let (key, mark) = (call.key.refresh_key(), mark.to_bytes());
-                let _ = backend.set_async(&key, &mark, ttl).await;
+                let _ = backend.set_async(mark_key, &mark.to_bytes(), ttl).await;
                 Event::Stored(match self.lock.take() {
                     Some(lock) => lock.give_back_async().await,
                     None => Ok(false),
@@ -439,22 +409,20 @@ impl<'c, 'o> Driver<'c, 'o> {
     }
 
     fn claim_refresh(&mut self) -> bool {
-        self.refresh = refreshing::claim(&self.call.flight_key(), Instant::now());
+        self.refresh = claim::claim(&self.call.flight_key(), Instant::now());
         self.refresh.is_some()
     }
 
-    /// Arms a guard for the lock before an attempt at it; returns it for the claim.
-    fn arm(&mut self) -> &LockGuard {
-        let expire = self.call.opts.lock.unwrap_or_default().expire;
+    /// Arms a guard for the lock the machine named before an attempt at it; returns it
+    /// for the claim.
+    fn arm(&mut self, spec: LockSpec<'_>) -> &LockGuard {
         let token = self.token.get_or_insert_with(new_token).clone();
-        // One lock per key for every write (a miss, a forced or a stale refresh): the
-        // key's writes are ordered by it, and a refresh never lands over a newer value.
         self.lock.insert(LockGuard::armed(
             self.call.backend.to_arc(),
-            self.call.key.lock_key(),
+            spec.key.to_owned(),
             self.call.key.to_string(),
             token,
-            expire,
+            spec.expire,
             self.on_drop,
         ))
     }
@@ -478,74 +446,39 @@ impl<'c, 'o> Driver<'c, 'o> {
         Event::Attempted { at, found }
     }
 
-    /// The first read, given to the machine: a fresh hit ends the lookup (no follower
-    /// to share it with: none joins before it); anything else is the machine's next
-    /// step.
-    fn first_read<'m, T>(
-        &self,
-        machine: &'m mut Machine<T>,
-        read: Result<Option<Vec<u8>>, crate::error::Error>,
-    ) -> Result<Lookup<T>, Step<'m, T>> {
-        match read {
-            Ok(Some(bytes)) => {
-                let sharing = machine.sharing();
-                let hit = machine.read_first(bytes)?;
-                if let Some(sharing) = sharing {
-                    let key = self.call.key.as_str();
-                    self.call
-                        .backend
-                        .keep_decoded(key, &hit.bytes, &mut || sharing.keep(&hit));
-                }
-                self.observe(Outcome::Hit);
-                Ok(Lookup::Found(hit.value))
-            }
-            read => Err(machine.on(Event::Read(read))),
-        }
-    }
-
-    /// With `keep_decoded`, the first read asks the backend for a decoded value it kept
-    /// (a near-cache hit that decodes nothing): `Ok` is a fresh hit, `Err` the
-    /// machine's next step (the value is to be refreshed, or too old); `None`: nothing
-    /// kept for this call, so read the bytes.
-    fn kept<'m, T>(&self, machine: &'m mut Machine<T>) -> Option<Result<Lookup<T>, Step<'m, T>>> {
-        let sharing = machine.sharing()?;
-        let accept = |kept: &KeptValue| sharing.accepts(kept);
-        let kept = self.call.backend.decoded(self.call.key.as_str(), &accept)?;
-        Some(match machine.read_kept(&*kept)? {
-            Ok(value) => {
-                self.observe(Outcome::Hit);
-                Ok(Lookup::Found(value))
-            }
-            Err(step) => Err(step),
-        })
-    }
-
     fn decided<T>(&mut self, step: Step<'_, T>) -> Lookup<T> {
         match step {
-            Step::Hit {
+            Step::Hit(Found {
                 value,
                 bytes,
-                revalidate,
+                verdict,
                 via,
                 stamp,
-            } => {
+                keep,
+            }) => {
+                if let (Some(share), Some(bytes)) = (keep, &bytes) {
+                    let (key, opts) = (self.call.key.as_str(), self.call.opts);
+                    let make = &mut || share.keep(&value, stamp, opts.codec, opts.version);
+                    self.call.backend.keep_decoded(key, bytes, make);
+                }
                 self.land(bytes);
-                self.observe(match (revalidate, via) {
-                    (Revalidate::Stale | Revalidate::Early | Revalidate::Underway, _) => {
+                self.observe(match (verdict, via) {
+                    (Verdict::Stale | Verdict::Early | Verdict::Underway, _) => {
                         Outcome::StaleServed
                     }
-                    (Revalidate::No, Via::Read) => Outcome::Hit,
-                    (Revalidate::No, Via::Wait) => Outcome::Waited,
-                    (Revalidate::No, Via::Leader) => Outcome::Coalesced,
+                    (Verdict::Fresh, Via::Read) => Outcome::Hit,
+                    (Verdict::Fresh, Via::Wait) => Outcome::Waited,
+                    (Verdict::Fresh, Via::Leader) => Outcome::Coalesced,
                 });
-                match (revalidate, self.refresh.take()) {
-                    (Revalidate::Stale | Revalidate::Early, Some(claim)) => {
-                        Lookup::Refresh(value, Trigger { stamp, claim })
+                match (verdict, self.refresh.take()) {
+                    (Verdict::Stale | Verdict::Early, Some(claim)) => {
+                        Lookup::Revalidate(value, Trigger { stamp, claim })
                     }
                     _ => Lookup::Found(value),
                 }
             }
-            Step::Compute { store, note } => {
+            Step::Compute { store, note, life } => {
+                self.life = Some(life);
                 self.observe(match (&note, self.call.refresh) {
                     (Some(Note::FailOpen(_)), _) => Outcome::FailOpen,
                     (Some(Note::LockTimeout { .. } | Note::LockBusy), _) => Outcome::LockTimeout,
@@ -559,10 +492,10 @@ impl<'c, 'o> Driver<'c, 'o> {
                 self.call.report(note);
                 Lookup::Skip { back_off }
             }
-            // Only after a computation; were it reached here, computing without the
-            // cache is the safe answer.
-            Step::Finished { note, .. } => {
-                self.call.report(note);
+            // The end of a computation's store (`finish`); were it reached before
+            // one, computing without the cache is the safe answer.
+            step @ Step::Finished { .. } => {
+                self.finished(step);
                 Lookup::Compute(Storing::Nothing)
             }
             Step::Io(_) => Lookup::Compute(Storing::Nothing),

@@ -1,10 +1,14 @@
-//! The decisions of one memoized call, without I/O: fed what the backend answered (and
-//! when), it says what to do next as a [`Step`]. It reads no clock, logs nothing and
-//! touches no backend; the drivers in `driver.rs` do, one blocking and one async.
+//! The decisions of one memoized call, without I/O: fed what the backend answered and
+//! the time it is now (`on(now_ms, event)`: the time comes with every event), it says
+//! what to do next as a [`Step`]. It names the keys a step touches (the lock, the
+//! throttle mark), the lock's expiry and the stored value's TTL. It reads no clock,
+//! logs nothing and touches no backend; the drivers in `driver.rs` do, one blocking
+//! and one async.
 //!
 //! The sequence (Djblets' `cache_memoize` with `lock=`):
 //!
 //! ```text
+//! [GetKept ─kept─▶ judged as Get's bytes] (keep_decoded)
 //! Get ─hit──────────────────────────────────────────────▶ Hit
 //!  │stale (or drawn early) ─▶ ClaimRefresh ─▶ Hit (to refresh, if this process's
 //!  │                                          refresh of the key was not underway)
@@ -21,7 +25,7 @@
 //! expiry, so a failover costs at most one extra computation per key, not one per
 //! waiter.
 //!
-//! A refresh (`Refresh::Revalidate`) takes the key's lock (the one lock of every write
+//! A revalidation (`Refresh::Revalidate`) takes the key's lock (the one lock of every write
 //! of the key) without waiting (`TakeLock`; held: `Skip`), reads the value and the
 //! key's throttle mark again under it (`Recheck`), and computes only if the value is
 //! still the one whose staleness triggered it and no refresh failed lately: a value
@@ -30,27 +34,32 @@
 //! back. A failed refresh leaves the mark and releases the lock (`Throttle`), so a miss
 //! never waits for the throttle.
 
-use std::any::Any;
+use std::cell::OnceCell;
 use std::time::{Duration, Instant};
 
 use crate::backend::GetOrLock;
 use crate::coalesce::Landed;
 use crate::codec::{Codec, Stamp};
 use crate::error::Error;
-use crate::kept::{DecodedValue, Share};
+use crate::kept::{DecodedValue, KeptValue, Share};
+use crate::key::CacheKey;
 use crate::options::{Refresh, Wait};
 
-/// What the sequence needs to know of the call's options, and the time.
+/// What the sequence needs to know of the call's options.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Policy {
     pub(crate) refresh: Refresh,
     /// `None`: compute on a miss without a lock.
     pub(crate) lock: Option<LockPolicy>,
+    /// How long the key's lock lives unless renewed (every store is made under it,
+    /// configured or not): the longest a waiter keeps waiting through backend errors
+    /// (past it, a live backend would have let the lock go).
+    pub(crate) lock_expire: Duration,
+    /// How long a computed value is fresh (`expire`).
+    pub(crate) expire: Duration,
     /// Whether concurrent misses in this process wait for one leader.
     pub(crate) coalesce: bool,
     pub(crate) freshness: FreshPolicy,
-    /// The wall-clock time of the call, in milliseconds since the Unix epoch.
-    pub(crate) now_ms: u64,
 }
 
 /// How stored values are judged fresh, stale or expired.
@@ -66,11 +75,28 @@ pub(crate) struct FreshPolicy {
     /// After a refresh found the key's lock held elsewhere (or the backend failing),
     /// how long this process starts no other refresh of the key (the lock's `retry`).
     pub(crate) back_off: Duration,
-    /// No `stale`, no `beta`: a value is fresh for as long as the backend keeps it.
+    /// No `stale`, no `beta`: a value is fresh for as long as the backend keeps it,
+    /// and the driver need not read the clock (it gives 0 as the time).
     pub(crate) ttl_only: bool,
-    /// The most a value's lifetimes were shortened by (`jitter`, a fraction): its
+    /// The most a value's lifetimes are shortened by (`jitter`, a fraction): its
     /// stale window in the backend is at least `stale_ms * (1 - jitter)`.
     pub(crate) jitter: f64,
+}
+
+/// How long a computed value is fresh and how long it is stored (`expire`, and
+/// `expire + stale`, both shortened by one draw of `jitter`), decided when the
+/// computation starts; its stamp is `fresh` from the time it is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Life {
+    pub(crate) fresh: Duration,
+    pub(crate) ttl: Duration,
+}
+
+/// A lock a step takes: its key and how long it lives.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LockSpec<'m> {
+    pub(crate) key: &'m str,
+    pub(crate) expire: Duration,
 }
 
 impl FreshPolicy {
@@ -96,11 +122,11 @@ pub(crate) enum Via {
     Leader,
 }
 
-/// Whether a value found is returned as it is, or returned and refreshed.
+/// The judgement of a value found: returned as it is, or returned and revalidated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Revalidate {
+pub(crate) enum Verdict {
     /// Fresh: return it.
-    No,
+    Fresh,
     /// Fresh, but `XFetch` drew an early refresh: return it and refresh.
     Early,
     /// Past its freshness, within `stale`: return it and refresh.
@@ -115,25 +141,14 @@ pub(crate) struct LockPolicy {
     pub(crate) wait: Wait,
     /// The pause between attempts, before 0–25 % jitter.
     pub(crate) retry: Duration,
-    /// How long the lock lives unless renewed: the longest a waiter keeps waiting
-    /// through backend errors (past it, a live backend would have let the lock go).
-    pub(crate) expire: Duration,
 }
 
 /// The next thing a driver does.
 pub(crate) enum Step<'m, T> {
     /// Backend or in-process I/O; its outcome is the next [`Event`].
     Io(Io<'m>),
-    /// Done: return this stored value, and refresh it if `revalidate` says so.
-    /// `bytes` are its encoding, for in-process followers (absent when it came from a
-    /// leader); `stamp` is its stamp (a refresh computes only while it is stored).
-    Hit {
-        value: T,
-        bytes: Option<Vec<u8>>,
-        revalidate: Revalidate,
-        via: Via,
-        stamp: Stamp,
-    },
+    /// Done: return this stored value, and refresh it if its `verdict` says so.
+    Hit(Found<T>),
     /// Done without computing: a refresh found the value refreshed, another caller
     /// refreshing (or throttling), or the backend failing; the stale value stands. In
     /// the last two cases this process starts no refresh of the key for `back_off`.
@@ -141,9 +156,13 @@ pub(crate) enum Step<'m, T> {
         note: Option<Note>,
         back_off: Option<Duration>,
     },
-    /// Compute the value, then report [`Event::Computed`]; `note` says why, when it is
-    /// worth reporting.
-    Compute { store: Storing, note: Option<Note> },
+    /// Compute the value, then report [`Event::Computed`] (its encoding, stamped with
+    /// `life.fresh`); `note` says why, when it is worth reporting.
+    Compute {
+        store: Storing,
+        note: Option<Note>,
+        life: Life,
+    },
     /// Done: return the computed value; `landing` is its encoding, for followers.
     Finished {
         note: Option<Note>,
@@ -152,10 +171,14 @@ pub(crate) enum Step<'m, T> {
 }
 
 /// The I/O steps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) enum Io<'m> {
     /// Read the value: [`Event::Read`].
     Get,
+    /// Ask the backend for a decoded value it kept (`keep_decoded`), one this test
+    /// says was read as this call reads (its type, with the call's codec and version):
+    /// [`Event::Kept`].
+    GetKept(fn(&KeptValue, Codec, u32) -> bool),
     /// Join this process's flight for the key: [`Event::Joined`].
     Join,
     /// Wait for this process's leader, at most `max` (the lock timeout):
@@ -165,22 +188,30 @@ pub(crate) enum Io<'m> {
     /// [`Event::Claimed`].
     ClaimRefresh,
     /// Read the value or take the lock, atomically: [`Event::Attempted`].
-    GetOrLock,
+    GetOrLock(LockSpec<'m>),
     /// Take the lock without reading (the stored value is unwanted): [`Event::Attempted`].
-    TakeLock,
-    /// Wait until the lock may have been released since `since`, at most `max`:
-    /// [`Event::Paused`].
-    Pause { since: Instant, max: Duration },
-    /// Store these bytes and release the lock, in one step: [`Event::Stored`].
-    StoreAndRelease(&'m [u8]),
+    TakeLock(LockSpec<'m>),
+    /// Wait until the lock at `lock_key` may have been released since `since`, at
+    /// most `max`: [`Event::Paused`].
+    Pause {
+        lock_key: &'m str,
+        since: Instant,
+        max: Duration,
+    },
+    /// Store these bytes for `ttl` and release the lock, in one step: [`Event::Stored`].
+    StoreAndRelease { bytes: &'m [u8], ttl: Duration },
     /// Release the lock, storing nothing: [`Event::Stored`].
     Release,
-    /// Read the value and the key's throttle mark, under the lock a refresh took:
-    /// [`Event::Rechecked`].
-    Recheck,
+    /// Read the value and the key's throttle mark (at `mark_key`), under the lock a
+    /// refresh took: [`Event::Rechecked`].
+    Recheck { mark_key: &'m str },
     /// Leave the key's throttle mark (the fleet's fail-safe throttle after a failed
-    /// refresh) for `ttl`, then release the lock: [`Event::Stored`].
-    Throttle { ttl: Duration, mark: Mark },
+    /// refresh) at `mark_key` for `ttl`, then release the lock: [`Event::Stored`].
+    Throttle {
+        mark_key: &'m str,
+        ttl: Duration,
+        mark: Mark,
+    },
 }
 
 /// How long before the value it throttles a throttle mark ends, at the latest.
@@ -217,12 +248,6 @@ impl Mark {
 }
 
 impl Io<'_> {
-    /// Whether this step waits (for a release, or for this process's leader): time
-    /// moves on meanwhile, and the driver tells the machine (`Machine::at`).
-    pub(crate) fn waits(&self) -> bool {
-        matches!(self, Self::Pause { .. } | Self::AwaitLeader { .. })
-    }
-
     /// Whether this step can find or store the value a flight lands (a read, an
     /// attempt at the lock, a store): the steps that order a leader's value against
     /// its followers (see `coalesce`). Joining, claiming, waiting and releasing prove
@@ -231,7 +256,11 @@ impl Io<'_> {
     pub(crate) fn proves(&self) -> bool {
         matches!(
             self,
-            Self::Get | Self::GetOrLock | Self::TakeLock | Self::Recheck | Self::StoreAndRelease(_)
+            Self::Get
+                | Self::GetOrLock(_)
+                | Self::TakeLock(_)
+                | Self::Recheck { .. }
+                | Self::StoreAndRelease { .. }
         )
     }
 }
@@ -263,6 +292,8 @@ pub(crate) enum Event {
     /// The first event of a call.
     Start,
     Read(Result<Option<Vec<u8>>, Error>),
+    /// What [`Io::GetKept`] found: a decoded value the backend kept, if any.
+    Kept(Option<DecodedValue>),
     /// What [`Io::Recheck`] read.
     Rechecked(Result<Recheck, Error>),
     Joined(Role),
@@ -320,7 +351,7 @@ pub(crate) enum Note {
     LockLost,
     /// A refresh failed (the computation's `Err` or panic, or the backend's error):
     /// the stale value is served until the fail-safe throttle lets a caller retry.
-    RefreshFailed(Option<Error>),
+    RevalidationFailed(Option<Error>),
 }
 
 #[derive(Debug)]
@@ -359,6 +390,8 @@ pub(crate) fn servable(stamp: Stamp, stale_ms: u64, now_ms: u64) -> bool {
 
 /// Reads stored bytes as a call's value: a decoding function and the user's version
 /// (a plain function, so a hit allocates nothing for it).
+/// Reads stored bytes as a call's value: a decoding function and the user's version
+/// (a plain function, so a hit allocates nothing for it).
 pub(crate) struct Decoder<T> {
     pub(crate) decode: DecodeFn<T>,
     pub(crate) codec: Codec,
@@ -367,57 +400,46 @@ pub(crate) struct Decoder<T> {
     pub(crate) share: Option<Share<T>>,
 }
 
-/// A fresh hit of the first read: the value, and the bytes and stamp it was read from
-/// (to keep the value decoded beside them).
-pub(crate) struct FirstHit<T> {
-    pub(crate) value: T,
-    pub(crate) bytes: Vec<u8>,
-    pub(crate) stamp: Stamp,
-}
-
-/// How a call keeps values decoded, and what it reads them as.
-pub(crate) struct Sharing<T> {
-    pub(crate) share: Share<T>,
-    pub(crate) codec: Codec,
-    pub(crate) version: u32,
-}
-
-impl<T> Sharing<T> {
-    /// `hit`'s value, to keep beside its bytes.
-    pub(crate) fn keep(&self, hit: &FirstHit<T>) -> DecodedValue {
-        self.share
-            .keep(&hit.value, hit.stamp, self.codec, self.version)
-    }
-
-    /// Whether `kept` was read as this call reads (see [`Machine::read_kept`]).
-    pub(crate) fn accepts(&self, kept: &(dyn Any + Send + Sync)) -> bool {
-        self.share.accepts(kept, self.codec, self.version)
-    }
-}
-
 /// Reads stored bytes (written with a codec, under a user version) as a value and its
 /// stamp.
 pub(crate) type DecodeFn<T> = fn(Codec, &[u8], u32) -> Option<(T, Stamp)>;
 
-/// A value found, to return once the sequence is done with it.
-struct Found<T> {
-    value: T,
-    bytes: Option<Vec<u8>>,
-    revalidate: Revalidate,
-    via: Via,
-    stamp: Stamp,
+/// A value found: the one shape of a hit, whether read, kept decoded, waited for or
+/// taken from this process's leader.
+pub(crate) struct Found<T> {
+    pub(crate) value: T,
+    /// Its encoding, for in-process followers (absent when it came decoded: kept, or
+    /// from a leader).
+    pub(crate) bytes: Option<Vec<u8>>,
+    /// Whether it is returned as it is, or returned and refreshed.
+    pub(crate) verdict: Verdict,
+    pub(crate) via: Via,
+    /// Its stamp (a refresh computes only while it is stored).
+    pub(crate) stamp: Stamp,
+    /// With `keep_decoded`, for a fresh value read as bytes: how to keep it decoded
+    /// beside them (with the call's codec and version).
+    pub(crate) keep: Option<Share<T>>,
 }
 
 /// One memoized call's sequence.
-pub(crate) struct Machine<T> {
+pub(crate) struct Machine<'k, T> {
     policy: Policy,
     decoder: Decoder<T>,
+    /// The call's key, which the keys of its lock and throttle mark are named after
+    /// (each made when first needed: a hit makes neither).
+    key: &'k CacheKey,
+    lock_key: OnceCell<String>,
+    mark_key: OnceCell<String>,
     rng: Option<fastrand::Rng>,
     state: State,
+    /// The time of the event being handled (wall clock, ms since the Unix epoch).
+    now_ms: u64,
     /// A value to refresh, while this process's refresh of it is claimed.
     claiming: Option<Found<T>>,
     /// For a refresh: the stamp of the value whose staleness triggered it.
     trigger: Option<Stamp>,
+    /// The life of the value being computed (its TTL once stored).
+    life: Option<Life>,
     /// The computed value's encoding, while it is stored.
     encoded: Option<Vec<u8>>,
     /// A refresh whose computation failed is holding the lock for the throttle.
@@ -426,15 +448,25 @@ pub(crate) struct Machine<T> {
     erring_since: Option<Instant>,
 }
 
-impl<T> Machine<T> {
-    pub(crate) fn new(policy: Policy, decoder: Decoder<T>, rng: Option<fastrand::Rng>) -> Self {
+impl<'k, T> Machine<'k, T> {
+    pub(crate) fn new(
+        policy: Policy,
+        decoder: Decoder<T>,
+        key: &'k CacheKey,
+        rng: Option<fastrand::Rng>,
+    ) -> Self {
         Self {
             policy,
             decoder,
+            key,
+            lock_key: OnceCell::new(),
+            mark_key: OnceCell::new(),
             rng,
             state: State::Start,
+            now_ms: 0,
             claiming: None,
             trigger: None,
+            life: None,
             encoded: None,
             refresh_failed: false,
             erring_since: None,
@@ -447,34 +479,46 @@ impl<T> Machine<T> {
         self.rng.get_or_insert_with(fastrand::Rng::new)
     }
 
-    /// Moves the sequence's time to `now_ms` (wall clock): after a wait or a
-    /// computation, what is found next is judged now, not when the call began.
-    pub(crate) fn at(&mut self, now_ms: u64) {
-        self.policy.now_ms = now_ms;
-    }
-
     /// Makes this (`Refresh::Revalidate`) sequence the refresh of a value found with
     /// `stamp`: under the key's lock it computes only if that value is still stored.
-    pub(crate) fn refreshing(mut self, stamp: Stamp) -> Self {
+    pub(crate) fn revalidating(mut self, stamp: Stamp) -> Self {
         self.trigger = Some(stamp);
         self
+    }
+
+    /// Whether the times given with events matter: without `stale` or `beta`, a value
+    /// is fresh for as long as it is stored, and a driver need not read the clock.
+    pub(crate) fn reads_clock(&self) -> bool {
+        !self.policy.freshness.ttl_only
     }
 
     fn decode(&self, bytes: &[u8]) -> Option<(T, Stamp)> {
         (self.decoder.decode)(self.decoder.codec, bytes, self.decoder.version)
     }
 
+    /// The key's lock, as the next attempt takes it.
+    fn lock(&self) -> LockSpec<'_> {
+        LockSpec {
+            key: self.lock_key.get_or_init(|| self.key.lock_key()),
+            expire: self.policy.lock_expire,
+        }
+    }
+
+    fn mark_key(&self) -> &str {
+        self.mark_key.get_or_init(|| self.key.refresh_key())
+    }
+
     /// Whether a value with `stamp` is returned as it is, returned and refreshed, or
     /// (`None`) too old to return at all: a miss.
-    fn judge(&mut self, stamp: Stamp) -> Option<Revalidate> {
-        let (now, until) = (self.policy.now_ms, stamp.fresh_until_ms);
+    fn judge(&mut self, stamp: Stamp) -> Option<Verdict> {
+        let (now, until) = (self.now_ms, stamp.fresh_until_ms);
         let fresh = self.policy.freshness;
         if fresh.ttl_only {
-            return Some(Revalidate::No);
+            return Some(Verdict::Fresh);
         }
         if now >= until {
             let servable = fresh.stale_ms > 0 && servable(stamp, fresh.stale_ms, now);
-            return servable.then_some(Revalidate::Stale);
+            return servable.then_some(Verdict::Stale);
         }
         if fresh.beta > 0.0 {
             // `XFetch`: refresh when now − δ·β·ln(r) ≥ expiry, r uniform in (0, 1].
@@ -482,31 +526,47 @@ impl<T> Machine<T> {
             let ahead = f64::from(stamp.compute_ms) * fresh.beta * -draw.ln();
             #[allow(clippy::cast_precision_loss)] // milliseconds: exact far beyond any date
             if now as f64 + ahead >= until as f64 {
-                return Some(Revalidate::Early);
+                return Some(Verdict::Early);
             }
         }
-        Some(Revalidate::No)
+        Some(Verdict::Fresh)
     }
 
-    /// A value found: a hit (perhaps to refresh), or `None` when it is not this call's
-    /// value or too old to serve.
-    fn found(&mut self, bytes: Vec<u8>, via: Via) -> Option<Found<T>> {
-        let (value, stamp) = self.decode(&bytes)?;
-        let revalidate = self.judge(stamp)?;
+    /// A value found (`bytes` read, or `kept` decoded): a hit (perhaps to refresh), or
+    /// `None` when it is not this call's value or too old to serve.
+    fn found(
+        &mut self,
+        value: T,
+        stamp: Stamp,
+        bytes: Option<Vec<u8>>,
+        via: Via,
+    ) -> Option<Found<T>> {
+        let verdict = self.judge(stamp)?;
+        let keep = match (&bytes, verdict, via) {
+            (Some(_), Verdict::Fresh, Via::Read) => self.decoder.share,
+            _ => None,
+        };
         Some(Found {
             value,
-            bytes: Some(bytes),
-            revalidate,
+            bytes,
+            verdict,
             via,
             stamp,
+            keep,
         })
+    }
+
+    /// Bytes found: see [`found`](Self::found).
+    fn found_bytes(&mut self, bytes: Vec<u8>, via: Via) -> Option<Found<T>> {
+        let (value, stamp) = self.decode(&bytes)?;
+        self.found(value, stamp, Some(bytes), via)
     }
 
     /// Returns a value found; one to refresh first claims this process's refresh of
     /// the key, so that a process starts one refresh of it at a time.
     fn hit(&mut self, found: Found<T>) -> Step<'_, T> {
-        if found.revalidate == Revalidate::No {
-            return Self::done(found);
+        if found.verdict == Verdict::Fresh {
+            return Step::Hit(found);
         }
         self.claiming = Some(found);
         self.state = State::Claiming;
@@ -515,101 +575,47 @@ impl<T> Machine<T> {
 
     fn claimed(&mut self, claimed: bool) -> Step<'_, T> {
         match self.claiming.take() {
-            Some(found) if claimed => Self::done(found),
-            Some(found) => Self::done(Found {
-                revalidate: Revalidate::Underway,
+            Some(found) if claimed => Step::Hit(found),
+            Some(found) => Step::Hit(Found {
+                verdict: Verdict::Underway,
                 ..found
             }),
             None => self.compute(Storing::Nothing, None),
         }
     }
 
-    fn done(found: Found<T>) -> Step<'static, T> {
-        Step::Hit {
-            value: found.value,
-            bytes: found.bytes,
-            revalidate: found.revalidate,
-            via: found.via,
-            stamp: found.stamp,
-        }
-    }
-
-    /// Whether the call begins with a plain read (it is not a forced refresh). If so,
-    /// the machine is now waiting for it, as after [`Io::Get`]: the driver reads and
-    /// gives the bytes to [`read_first`](Self::read_first), then, if that is not a
-    /// hit, feeds the read as [`Event::Read`]. The hit path so builds no step and no
-    /// event: on a memory hit, moving them cost a fifth of the time.
-    pub(crate) fn reads_first(&mut self) -> bool {
-        let plain = matches!(self.state, State::Start) && self.policy.refresh == Refresh::IfMissing;
-        if plain {
+    /// A decoded value the backend kept, judged as the bytes it came from would be;
+    /// one not read as this call reads (another type, codec or version), or none: the
+    /// bytes are read.
+    fn kept(&mut self, kept: Option<DecodedValue>) -> Step<'_, T> {
+        let taken = match (kept, self.decoder.share) {
+            (Some(kept), Some(share)) => {
+                share.take(&*kept, self.decoder.codec, self.decoder.version)
+            }
+            _ => None,
+        };
+        let Some((value, stamp)) = taken else {
             self.state = State::Reading;
-        }
-        plain
-    }
-
-    /// The first read's bytes, judged as [`Event::Read`] would judge them: `Ok` is a
-    /// fresh hit, and the sequence is over; otherwise (a value to refresh, bytes that
-    /// are not this call's value, or too old to serve) the next step.
-    pub(crate) fn read_first(&mut self, bytes: Vec<u8>) -> Result<FirstHit<T>, Step<'_, T>> {
-        match self.found(bytes, Via::Read) {
-            Some(found) if found.revalidate == Revalidate::No => {
-                self.state = State::Done;
-                Ok(FirstHit {
-                    value: found.value,
-                    bytes: found.bytes.unwrap_or_default(),
-                    stamp: found.stamp,
-                })
-            }
-            Some(found) => Err(self.hit(found)),
-            None => Err(self.read(Ok(None), None)),
+            return Step::Io(Io::Get);
+        };
+        match self.found(value, stamp, None, Via::Read) {
+            Some(found) => self.hit(found),
+            None => self.read(Ok(None), None),
         }
     }
 
-    /// How this call keeps its values decoded (`keep_decoded`), with what it reads
-    /// them as: before the first read, a decoded value the backend kept is asked for
-    /// ([`read_kept`](Self::read_kept)); after a fresh first hit, its value is offered
-    /// to keep.
-    pub(crate) fn sharing(&self) -> Option<Sharing<T>> {
-        self.decoder.share.map(|share| Sharing {
-            share,
-            codec: self.decoder.codec,
-            version: self.decoder.version,
-        })
-    }
-
-    /// A decoded value the backend kept for the first read, judged as the bytes it
-    /// came from would be ([`read_first`](Self::read_first)); `None` if it was not read
-    /// as this call reads (another type, codec or version): read the bytes instead.
-    pub(crate) fn read_kept(
-        &mut self,
-        kept: &(dyn Any + Send + Sync),
-    ) -> Option<Result<T, Step<'_, T>>> {
-        let sharing = self.sharing()?;
-        let (value, stamp) = sharing.share.take(kept, sharing.codec, sharing.version)?;
-        Some(match self.judge(stamp) {
-            Some(Revalidate::No) => {
-                self.state = State::Done;
-                Ok(value)
-            }
-            Some(revalidate) => Err(self.hit(Found {
-                value,
-                bytes: None,
-                revalidate,
-                via: Via::Read,
-                stamp,
-            })),
-            None => Err(self.read(Ok(None), None)),
-        })
-    }
-
-    /// Feeds `event` (the outcome of the last step) and returns the next step.
-    pub(crate) fn on(&mut self, event: Event) -> Step<'_, T> {
+    /// Feeds `event` (the outcome of the last step), which came at `now_ms` (wall
+    /// clock, ms since the Unix epoch: what is found is judged at the time it is
+    /// found, not when the call began), and returns the next step.
+    pub(crate) fn on(&mut self, now_ms: u64, event: Event) -> Step<'_, T> {
+        self.now_ms = now_ms;
         let state = std::mem::replace(&mut self.state, State::Done);
         match (state, event) {
             (State::Start, Event::Start) => self.start(),
+            (State::Reading, Event::Kept(kept)) => self.kept(kept),
             (State::Reading, Event::Read(read)) => self.read(read, None),
             (State::Rereading(note), Event::Read(read)) => self.read(read, Some(*note)),
-            (State::Joining, Event::Joined(Role::Lead)) => self.attempt(None, Io::GetOrLock),
+            (State::Joining, Event::Joined(Role::Lead)) => self.attempt(None, Attempt::GetOrLock),
             (State::Joining, Event::Joined(Role::Follow)) => {
                 self.state = State::Following;
                 let max = match self.policy.lock.map(|lock| lock.wait) {
@@ -631,13 +637,14 @@ impl<T> Machine<T> {
                     Landed::Abandoned | Landed::TimedOut => None,
                 };
                 match landing.as_deref().and_then(|bytes| self.decode(bytes)) {
-                    Some((value, stamp)) => Step::Hit {
+                    Some((value, stamp)) => Step::Hit(Found {
                         value,
                         bytes: None,
-                        revalidate: Revalidate::No,
+                        verdict: Verdict::Fresh,
                         via: Via::Leader,
                         stamp,
-                    },
+                        keep: None,
+                    }),
                     // The leader stored nothing to share: run the sequence again.
                     None => self.join(),
                 }
@@ -646,7 +653,8 @@ impl<T> Machine<T> {
                 self.attempted(since, at, found)
             }
             (State::Pausing { since }, Event::Paused) => {
-                self.attempt(Some(since), self.attempt_io())
+                let attempt = self.waiters_attempt();
+                self.attempt(Some(since), attempt)
             }
             (State::Claiming, Event::Claimed(claimed)) => self.claimed(claimed),
             (State::Rechecking, Event::Rechecked(read)) => self.rechecked(read),
@@ -657,7 +665,7 @@ impl<T> Machine<T> {
             (State::Computing(store), Event::Computed(encoded)) => self.computed(store, encoded),
             (State::Storing, Event::Stored(stored)) => {
                 let note = match stored {
-                    _ if self.refresh_failed => Some(Note::RefreshFailed(stored.err())),
+                    _ if self.refresh_failed => Some(Note::RevalidationFailed(stored.err())),
                     Ok(true) => None,
                     Ok(false) => Some(Note::LockLost),
                     Err(err) => Some(Note::StoreFailed(err)),
@@ -681,14 +689,14 @@ impl<T> Machine<T> {
     }
 
     fn start(&mut self) -> Step<'_, T> {
-        match (self.policy.refresh, self.policy.lock) {
-            (Refresh::IfMissing, _) => {
+        match (self.policy.refresh, self.decoder.share) {
+            (Refresh::IfMissing, share) => {
                 self.state = State::Reading;
-                Step::Io(Io::Get)
+                Step::Io(share.map_or(Io::Get, |share| Io::GetKept(share.accepts())))
             }
             // Even without a configured lock, a store is made under the lock (taken
             // without waiting), so that every store is fenced.
-            (Refresh::Forced | Refresh::Revalidate, _) => self.attempt(None, Io::TakeLock),
+            (Refresh::Forced | Refresh::Revalidate, _) => self.attempt(None, Attempt::TakeLock),
         }
     }
 
@@ -703,7 +711,7 @@ impl<T> Machine<T> {
         } else {
             Via::Read
         };
-        if let Some(found) = bytes.and_then(|bytes| self.found(bytes, via)) {
+        if let Some(found) = bytes.and_then(|bytes| self.found_bytes(bytes, via)) {
             return self.hit(found);
         }
         // A miss, or bytes that are not this call's value (a miss, overwritten).
@@ -713,7 +721,7 @@ impl<T> Machine<T> {
             // A caller that never waits for the lock never waits for a leader either.
             (None, Some(lock)) if self.policy.coalesce && lock.wait != Wait::Never => self.join(),
             // No lock configured, or no waiting: take it if free, never wait for it.
-            (None, _) => self.attempt(None, Io::GetOrLock),
+            (None, _) => self.attempt(None, Attempt::GetOrLock),
         }
     }
 
@@ -723,16 +731,20 @@ impl<T> Machine<T> {
     }
 
     /// The lock attempt a waiter makes: a forced refresh never reads the value.
-    fn attempt_io(&self) -> Io<'static> {
+    fn waiters_attempt(&self) -> Attempt {
         match self.policy.refresh {
-            Refresh::IfMissing => Io::GetOrLock,
-            Refresh::Forced | Refresh::Revalidate => Io::TakeLock,
+            Refresh::IfMissing => Attempt::GetOrLock,
+            Refresh::Forced | Refresh::Revalidate => Attempt::TakeLock,
         }
     }
 
-    fn attempt(&mut self, since: Option<Instant>, io: Io<'static>) -> Step<'_, T> {
+    fn attempt(&mut self, since: Option<Instant>, attempt: Attempt) -> Step<'_, T> {
         self.state = State::Attempting { since };
-        Step::Io(io)
+        let lock = self.lock();
+        Step::Io(match attempt {
+            Attempt::GetOrLock => Io::GetOrLock(lock),
+            Attempt::TakeLock => Io::TakeLock(lock),
+        })
     }
 
     fn attempted(
@@ -746,7 +758,7 @@ impl<T> Machine<T> {
         }
         match found {
             Err(err) if self.policy.refresh == Refresh::Revalidate => {
-                self.refresh_skipped(Some(Note::RefreshFailed(Some(err))))
+                self.refresh_skipped(Some(Note::RevalidationFailed(Some(err))))
             }
             // Waiting for a holder when the backend failed (its primary died, a link
             // was cut): keep waiting rather than compute, so that waiters do not each
@@ -759,7 +771,9 @@ impl<T> Machine<T> {
             },
             Ok(GetOrLock::Locked { .. }) if self.policy.refresh == Refresh::Revalidate => {
                 self.state = State::Rechecking;
-                Step::Io(Io::Recheck)
+                Step::Io(Io::Recheck {
+                    mark_key: self.mark_key(),
+                })
             }
             Ok(GetOrLock::Locked { .. }) => self.compute(Storing::Locked, None),
             Ok(GetOrLock::Value(bytes)) => {
@@ -768,10 +782,10 @@ impl<T> Machine<T> {
                 } else {
                     Via::Read
                 };
-                match self.found(bytes, via) {
+                match self.found_bytes(bytes, via) {
                     Some(found) => self.hit(found),
                     // Not this call's value, or too old: take the lock and overwrite it.
-                    None => self.attempt(since, Io::TakeLock),
+                    None => self.attempt(since, Attempt::TakeLock),
                 }
             }
             // Another caller is refreshing (or throttling after a failed refresh).
@@ -792,7 +806,7 @@ impl<T> Machine<T> {
             return false;
         }
         let first = *self.erring_since.get_or_insert(at);
-        at.saturating_duration_since(first) < lock.expire
+        at.saturating_duration_since(first) < self.policy.lock_expire
     }
 
     /// The lock is held by another caller: wait for it, or give up on it.
@@ -814,7 +828,11 @@ impl<T> Machine<T> {
             Wait::Forever => pause,
         };
         self.state = State::Pausing { since };
-        Step::Io(Io::Pause { since: at, max })
+        Step::Io(Io::Pause {
+            lock_key: self.lock().key,
+            since: at,
+            max,
+        })
     }
 
     /// The lock was not obtained: read once more (the holder may have stored the
@@ -832,9 +850,9 @@ impl<T> Machine<T> {
     /// A refresh holding its lock read the value again: refresh it only if it is still
     /// the value that triggered the refresh (or it is gone, or no longer this call's).
     fn rechecked(&mut self, read: Result<Recheck, Error>) -> Step<'_, T> {
-        let now_ms = self.policy.now_ms;
+        let now_ms = self.now_ms;
         match read {
-            Err(err) => self.refresh_skipped(Some(Note::RefreshFailed(Some(err)))),
+            Err(err) => self.refresh_skipped(Some(Note::RevalidationFailed(Some(err)))),
             // A refresh of this very value failed within `fail_safe`: back off until
             // the mark ends.
             Ok(Recheck {
@@ -886,8 +904,8 @@ impl<T> Machine<T> {
             return false;
         };
         match self.trigger {
-            Some(trigger) => stamp != trigger && self.policy.now_ms < stamp.fresh_until_ms,
-            None => self.judge(stamp) == Some(Revalidate::No),
+            Some(trigger) => stamp != trigger && self.now_ms < stamp.fresh_until_ms,
+            None => self.judge(stamp) == Some(Verdict::Fresh),
         }
     }
 
@@ -895,7 +913,7 @@ impl<T> Machine<T> {
     /// life of the value it throttles (`expire + stale` from its store), so the mark
     /// never outlives it. `None` when that life is over.
     fn throttle(&self) -> Option<(Duration, Mark)> {
-        let now_ms = self.policy.now_ms;
+        let now_ms = self.now_ms;
         let fail_safe = self.policy.freshness.fail_safe;
         let mut until_ms =
             now_ms.saturating_add(u64::try_from(fail_safe.as_millis()).unwrap_or(u64::MAX));
@@ -925,7 +943,26 @@ impl<T> Machine<T> {
 
     fn compute(&mut self, store: Storing, note: Option<Note>) -> Step<'_, T> {
         self.state = State::Computing(store);
-        Step::Compute { store, note }
+        let life = self.life();
+        self.life = Some(life);
+        Step::Compute { store, note, life }
+    }
+
+    /// The life of a value computed now: `expire`, and `expire + stale` in the backend,
+    /// both shortened by the same random fraction when `jitter` is set.
+    fn life(&mut self) -> Life {
+        let jitter = self.policy.freshness.jitter;
+        let keep = if jitter > 0.0 {
+            1.0 - self.rng().f64() * jitter
+        } else {
+            1.0
+        };
+        let expire = self.policy.expire;
+        let stale = Duration::from_millis(self.policy.freshness.stale_ms);
+        Life {
+            fresh: shortened(expire, keep),
+            ttl: shortened(expire.saturating_add(stale), keep),
+        }
     }
 
     fn computed(&mut self, store: Storing, encoded: Option<Vec<u8>>) -> Step<'_, T> {
@@ -938,19 +975,41 @@ impl<T> Machine<T> {
         }
         self.state = State::Storing;
         self.encoded = encoded;
+        let ttl = self.life.map_or(self.policy.expire, |life| life.ttl);
         match (store, self.encoded.as_deref()) {
-            (Storing::Locked, Some(bytes)) => Step::Io(Io::StoreAndRelease(bytes)),
+            (Storing::Locked, Some(bytes)) => Step::Io(Io::StoreAndRelease { bytes, ttl }),
             // A failed refresh leaves the fail-safe throttle's mark: the fleet serves
             // the stale value meanwhile instead of retrying at once. The lock goes
             // back, so a miss never waits for the throttle.
             _ if self.policy.refresh == Refresh::Revalidate => {
                 self.refresh_failed = true;
                 match self.throttle() {
-                    Some((ttl, mark)) => Step::Io(Io::Throttle { ttl, mark }),
+                    Some((ttl, mark)) => Step::Io(Io::Throttle {
+                        mark_key: self.mark_key(),
+                        ttl,
+                        mark,
+                    }),
                     None => Step::Io(Io::Release),
                 }
             }
             _ => Step::Io(Io::Release),
         }
     }
+}
+
+/// Which attempt at the lock a caller makes.
+#[derive(Clone, Copy)]
+enum Attempt {
+    GetOrLock,
+    TakeLock,
+}
+
+/// `duration` shortened to the fraction `keep` (at most 1): never longer, and never a
+/// panic for durations too large for floating point (such as `Duration::MAX`).
+fn shortened(duration: Duration, keep: f64) -> Duration {
+    if keep >= 1.0 {
+        return duration;
+    }
+    Duration::try_from_secs_f64(duration.as_secs_f64() * keep)
+        .map_or(duration, |short| short.min(duration))
 }

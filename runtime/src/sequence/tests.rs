@@ -4,14 +4,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::machine::{
-    Decoder, Event, FreshPolicy, Io, LockPolicy, Machine, Mark, Note, Policy, Recheck, Revalidate,
-    Role, Step, Storing,
+    Decoder, Event, Found, FreshPolicy, Io, LockPolicy, Machine, Mark, Note, Policy, Recheck, Role,
+    Step, Storing, Verdict,
 };
 use crate::backend::GetOrLock;
 use crate::coalesce::Landed;
 use crate::codec::{Codec, Stamp};
 use crate::error::Error;
 use crate::kept::Share;
+use crate::key::CacheKey;
 use crate::options::{Refresh, Wait};
 
 /// The calls' wall-clock time: 100 s after the epoch.
@@ -39,7 +40,7 @@ fn stamp(until: u8, took: u8) -> Stamp {
     }
 }
 
-fn machine(refresh: Refresh, wait: Option<Wait>, coalesce: bool) -> Machine<u8> {
+fn machine(refresh: Refresh, wait: Option<Wait>, coalesce: bool) -> Machine<'static, u8> {
     fresh_machine(refresh, wait, coalesce, 0, 0.0)
 }
 
@@ -49,24 +50,23 @@ fn fresh_machine(
     coalesce: bool,
     stale_ms: u64,
     beta: f64,
-) -> Machine<u8> {
-    sharing_machine(refresh, wait, coalesce, stale_ms, beta, None)
+) -> Machine<'static, u8> {
+    seeded(policy(refresh, wait, coalesce, stale_ms, beta), None, 7)
 }
 
-fn sharing_machine(
+/// The calls' policy.
+fn policy(
     refresh: Refresh,
     wait: Option<Wait>,
     coalesce: bool,
     stale_ms: u64,
     beta: f64,
-    share: Option<Share<u8>>,
-) -> Machine<u8> {
-    let policy = Policy {
+) -> Policy {
+    Policy {
         refresh,
         lock: wait.map(|wait| LockPolicy {
             wait,
             retry: Duration::from_millis(100),
-            expire: Duration::from_secs(30),
         }),
         coalesce,
         freshness: FreshPolicy {
@@ -77,18 +77,40 @@ fn sharing_machine(
             ttl_only: false,
             jitter: 0.0,
         },
-        now_ms: NOW_MS,
-    };
+        lock_expire: Duration::from_secs(30),
+        expire: Duration::from_secs(60),
+    }
+}
+
+/// A machine of `policy` whose random numbers are drawn from `seed`.
+fn seeded(policy: Policy, share: Option<Share<u8>>, seed: u64) -> Machine<'static, u8> {
     let decoder = Decoder {
         decode: decode as fn(Codec, &[u8], u32) -> Option<(u8, Stamp)>,
         codec: Codec::Bincode,
         version: 0,
         share,
     };
-    Machine::new(policy, decoder, Some(fastrand::Rng::with_seed(7)))
+    Machine::new(policy, decoder, key(), Some(fastrand::Rng::with_seed(seed)))
 }
 
-fn locked(wait: Wait) -> Machine<u8> {
+/// Feeds events at the calls' time.
+trait Feed {
+    fn feed(&mut self, event: Event) -> Step<'_, u8>;
+}
+
+impl Feed for Machine<'_, u8> {
+    fn feed(&mut self, event: Event) -> Step<'_, u8> {
+        self.on(NOW_MS, event)
+    }
+}
+
+/// The calls' key.
+fn key() -> &'static CacheKey {
+    static KEY: std::sync::OnceLock<CacheKey> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| crate::key::make_cache_key("k"))
+}
+
+fn locked(wait: Wait) -> Machine<'static, u8> {
     machine(Refresh::IfMissing, Some(wait), false)
 }
 
@@ -101,7 +123,7 @@ fn failure() -> Error {
 enum Kind {
     Io(String),
     Hit(u8, bool),
-    Stale(u8, Revalidate),
+    Stale(u8, Verdict),
     Skip(Option<String>, Option<Duration>),
     Compute(Storing, Option<String>),
     Finished(Option<String>, bool),
@@ -109,18 +131,26 @@ enum Kind {
 
 fn kind(step: Step<'_, u8>) -> Kind {
     match step {
-        Step::Io(io) => Kind::Io(format!("{io:?}")),
-        Step::Hit {
+        Step::Io(io) => Kind::Io(match io {
+            Io::GetKept(_) => "GetKept".into(),
+            Io::GetOrLock(_) => "GetOrLock".into(),
+            Io::TakeLock(_) => "TakeLock".into(),
+            Io::Recheck { .. } => "Recheck".into(),
+            Io::StoreAndRelease { bytes, .. } => format!("StoreAndRelease({bytes:?})"),
+            Io::Throttle { ttl, mark, .. } => {
+                format!("Throttle {{ ttl: {ttl:?}, mark: {mark:?} }}")
+            }
+            io => format!("{io:?}"),
+        }),
+        Step::Hit(Found {
             value,
             bytes,
-            revalidate: Revalidate::No,
+            verdict: Verdict::Fresh,
             ..
-        } => Kind::Hit(value, bytes.is_some()),
-        Step::Hit {
-            value, revalidate, ..
-        } => Kind::Stale(value, revalidate),
+        }) => Kind::Hit(value, bytes.is_some()),
+        Step::Hit(Found { value, verdict, .. }) => Kind::Stale(value, verdict),
         Step::Skip { note, back_off } => Kind::Skip(note.as_ref().map(name), back_off),
-        Step::Compute { store, note } => Kind::Compute(store, note.as_ref().map(name)),
+        Step::Compute { store, note, .. } => Kind::Compute(store, note.as_ref().map(name)),
         Step::Finished { note, landing } => {
             Kind::Finished(note.as_ref().map(name), landing.is_some())
         }
@@ -135,7 +165,7 @@ fn name(note: &Note) -> String {
         Note::Concurrent => "concurrent".into(),
         Note::StoreFailed(_) => "store failed".into(),
         Note::LockLost => "lock lost".into(),
-        Note::RefreshFailed(_) => "refresh failed".into(),
+        Note::RevalidationFailed(_) => "refresh failed".into(),
     }
 }
 
@@ -144,10 +174,10 @@ fn io(name: &str) -> Kind {
 }
 
 /// A refresh (no trigger, 60 s of `stale`) that has just taken the key's lock.
-fn refresh_under_lock() -> Machine<u8> {
+fn refresh_under_lock() -> Machine<'static, u8> {
     let mut m = fresh_machine(Refresh::Revalidate, None, false, 60_000, 0.0);
-    m.on(Event::Start);
-    m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
+    m.feed(Event::Start);
+    m.feed(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
     m
 }
 
@@ -175,119 +205,123 @@ fn attempted(at: Instant, found: GetOrLock) -> Event {
 #[test]
 fn a_hit_is_one_read() {
     let mut m = locked(Wait::Forever);
-    assert_eq!(kind(m.on(Event::Start)), io("Get"));
+    assert_eq!(kind(m.feed(Event::Start)), io("Get"));
+    let hit = m.feed(Event::Read(Ok(Some(vec![5]))));
+    assert_eq!(kind(hit), Kind::Hit(5, true));
+    let more = m.feed(Event::Read(Ok(Some(vec![6]))));
     assert_eq!(
-        kind(m.on(Event::Read(Ok(Some(vec![5]))))),
-        Kind::Hit(5, true)
+        kind(more),
+        Kind::Compute(Storing::Nothing, None),
+        "the sequence is over: safe end"
     );
 }
 
 #[test]
 fn a_kept_decoded_value_is_judged_as_its_bytes_would_be() {
     let keeping = |stale_ms| {
-        let mut m = sharing_machine(
-            Refresh::IfMissing,
-            Some(Wait::Forever),
-            true,
-            stale_ms,
-            0.0,
-            Some(Share::new()),
-        );
-        assert!(m.reads_first());
+        let policy = policy(Refresh::IfMissing, Some(Wait::Forever), true, stale_ms, 0.0);
+        let mut m = seeded(policy, Some(Share::new()), 7);
+        assert_eq!(kind(m.feed(Event::Start)), io("GetKept"));
         m
     };
-    let kept = |value: u8, until: u8| {
-        let m = keeping(0);
-        let Some(sharing) = m.sharing() else {
-            panic!("the machine keeps values decoded");
-        };
-        sharing.keep(&super::machine::FirstHit {
-            value,
-            bytes: vec![value, until],
-            stamp: stamp(until, 0),
-        })
+    let kept = |value: u8, until: u8| -> Option<crate::backend::DecodedValue> {
+        Some(Share::<u8>::new().keep(&value, stamp(until, 0), Codec::Bincode, 0))
     };
-    // Fresh: a hit, and the sequence is over.
+    // Fresh: a hit (nothing to keep: it came decoded), and the sequence is over.
     let mut m = keeping(0);
-    assert!(matches!(m.read_kept(&*kept(5, 200)), Some(Ok(5))));
+    assert_eq!(kind(m.feed(Event::Kept(kept(5, 200)))), Kind::Hit(5, false));
     // Stale within `stale`: this process's refresh is claimed first, as after a read.
     let mut m = keeping(60_000);
-    let step = match m.read_kept(&*kept(7, 90)) {
-        Some(Err(step)) => kind(step),
-        _ => panic!("a stale kept value is not a plain hit"),
-    };
-    assert_eq!(step, io("ClaimRefresh"));
+    assert_eq!(kind(m.feed(Event::Kept(kept(7, 90)))), io("ClaimRefresh"));
     // Too old: a miss.
     let mut m = keeping(60_000);
-    let step = match m.read_kept(&*kept(7, 10)) {
-        Some(Err(step)) => kind(step),
-        _ => panic!("a kept value too old to serve is a miss"),
-    };
-    assert_eq!(step, io("Join"));
-    // Kept as another type: not this call's; the bytes are read as usual.
-    let mut m = keeping(0);
-    let other: crate::backend::DecodedValue = Arc::new(5_u8);
-    assert!(m.read_kept(&*other).is_none());
-    assert!(matches!(m.read_first(vec![5]), Ok(hit) if hit.value == 5));
-    // A machine that does not keep values decoded ignores them.
+    assert_eq!(kind(m.feed(Event::Kept(kept(7, 10)))), io("Join"));
+    // Kept as another type, or nothing kept: the bytes are read as usual, and a fresh
+    // hit read as bytes is offered to keep.
+    for other in [Some(Arc::new(5_u16) as crate::backend::DecodedValue), None] {
+        let mut m = keeping(0);
+        assert_eq!(kind(m.feed(Event::Kept(other))), io("Get"));
+        match m.feed(Event::Read(Ok(Some(vec![5])))) {
+            Step::Hit(Found {
+                value: 5,
+                keep: Some(keep),
+                stamp,
+                ..
+            }) => {
+                let kept = keep.keep(&5, stamp, Codec::Bincode, 0);
+                assert!(Share::<u8>::new().take(&*kept, Codec::Bincode, 0).is_some());
+            }
+            _ => panic!("a fresh hit read as bytes is kept decoded"),
+        }
+    }
+    // A machine that does not keep values decoded reads the bytes, and keeps nothing.
     let mut m = fresh_machine(Refresh::IfMissing, Some(Wait::Forever), true, 0, 0.0);
-    assert!(m.reads_first());
-    assert!(m.sharing().is_none());
-    assert!(m.read_kept(&*kept(5, 200)).is_none());
+    assert_eq!(kind(m.feed(Event::Start)), io("Get"));
+    let step = m.feed(Event::Read(Ok(Some(vec![5]))));
+    assert!(matches!(step, Step::Hit(Found { keep: None, .. })));
+    // A forced refresh does not read first.
+    let mut m = machine(Refresh::Forced, Some(Wait::Forever), false);
+    assert_eq!(kind(m.feed(Event::Start)), io("TakeLock"));
 }
 
 #[test]
-fn the_first_read_shortcut_decides_as_the_read_event_would() {
-    // A fresh hit: the sequence ends, and nothing else may be fed.
-    let mut m = locked(Wait::Forever);
-    assert!(m.reads_first());
-    assert!(matches!(m.read_first(vec![5]), Ok(hit) if hit.value == 5 && hit.bytes == [5]));
-    assert_eq!(
-        kind(m.on(Event::Read(Ok(Some(vec![6]))))),
-        Kind::Compute(Storing::Nothing, None),
-        "a driver that fed more after a hit gets the safe answer"
-    );
-
-    // Stale within `stale`: as after a read, this process's refresh is claimed first.
-    let mut m = fresh_machine(Refresh::IfMissing, Some(Wait::Forever), true, 60_000, 0.0);
-    assert!(m.reads_first());
-    let step = match m.read_first(vec![7, 90]) {
-        Ok(hit) => panic!("a stale value is not a plain hit: {}", hit.value),
-        Err(step) => kind(step),
-    };
-    assert_eq!(step, io("ClaimRefresh"));
-
-    // Unreadable bytes, or too old: a miss; the sequence goes on as after any miss
-    // (joins this process's flight).
-    for bytes in [vec![0xFF], vec![7, 10]] {
-        let mut m = fresh_machine(Refresh::IfMissing, Some(Wait::Forever), true, 60_000, 0.0);
-        assert!(m.reads_first());
-        let step = match m.read_first(bytes) {
-            Ok(hit) => panic!("not this call's value, or too old: {}", hit.value),
-            Err(step) => kind(step),
-        };
-        assert_eq!(step, io("Join"));
+fn the_machine_names_the_lock_its_expiry_the_mark_and_the_ttl() {
+    let mut m = fresh_machine(Refresh::Revalidate, None, false, 60_000, 0.0);
+    match m.feed(Event::Start) {
+        Step::Io(Io::TakeLock(lock)) => {
+            assert_eq!(lock.key, key().lock_key());
+            assert_eq!(lock.expire, Duration::from_secs(30));
+        }
+        _ => panic!("a refresh takes the lock"),
     }
+    m.feed(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
+    match m.feed(rechecked(None)) {
+        Step::Compute { life, .. } => {
+            assert_eq!(life.fresh, Duration::from_secs(60));
+            assert_eq!(life.ttl, Duration::from_secs(120), "expire + stale");
+        }
+        _ => panic!("nothing stored: the refresh computes"),
+    }
+    match m.feed(Event::Computed(Some(vec![9]))) {
+        Step::Io(Io::StoreAndRelease { ttl, .. }) => assert_eq!(ttl, Duration::from_secs(120)),
+        _ => panic!("stored under the lock"),
+    }
+    let mut m = refresh_under_lock();
+    m.feed(rechecked(None));
+    match m.feed(Event::Computed(None)) {
+        Step::Io(Io::Throttle { mark_key, .. }) => assert_eq!(mark_key, key().refresh_key()),
+        _ => panic!("a failed refresh leaves the throttle mark"),
+    }
+}
 
-    // A forced refresh does not read first: the machine is untouched.
-    let mut m = machine(Refresh::Forced, Some(Wait::Forever), false);
-    assert!(!m.reads_first());
-    assert_eq!(kind(m.on(Event::Start)), io("TakeLock"));
+#[test]
+fn a_value_is_judged_at_the_time_of_the_event_that_found_it() {
+    // Stale within `stale` 10 s after the call began (fresh until 105 s): a waiter that
+    // finds it after its wait judges it then, not at the time the call began.
+    let mut m = fresh_machine(Refresh::IfMissing, Some(Wait::Forever), true, 60_000, 0.0);
+    m.feed(Event::Start);
+    m.feed(Event::Read(Ok(None)));
+    m.feed(Event::Joined(Role::Lead));
+    m.feed(attempted(Instant::now(), GetOrLock::Held));
+    let step = m.on(NOW_MS + 10_000, Event::Paused);
+    assert_eq!(kind(step), io("GetOrLock"));
+    let found = attempted(Instant::now(), GetOrLock::Value(vec![4, 105]));
+    assert_eq!(kind(m.on(NOW_MS + 10_000, found)), io("ClaimRefresh"));
 }
 
 #[test]
 fn a_locked_miss_is_read_lock_store_and_release() {
     let mut m = locked(Wait::Forever);
-    m.on(Event::Start);
-    assert_eq!(kind(m.on(Event::Read(Ok(None)))), io("GetOrLock"));
-    let step = m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
+    m.feed(Event::Start);
+    assert_eq!(kind(m.feed(Event::Read(Ok(None)))), io("GetOrLock"));
+    let step = m.feed(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
     assert_eq!(kind(step), Kind::Compute(Storing::Locked, None));
-    match m.on(Event::Computed(Some(vec![9]))) {
-        Step::Io(Io::StoreAndRelease(bytes)) => assert_eq!(bytes, [9]),
+    match m.feed(Event::Computed(Some(vec![9]))) {
+        Step::Io(Io::StoreAndRelease { bytes, .. }) => assert_eq!(bytes, [9]),
         other => panic!("expected store-and-release, got {:?}", kind(other)),
     }
     assert_eq!(
-        kind(m.on(Event::Stored(Ok(true)))),
+        kind(m.feed(Event::Stored(Ok(true)))),
         Kind::Finished(None, true)
     );
 }
@@ -295,13 +329,13 @@ fn a_locked_miss_is_read_lock_store_and_release() {
 #[test]
 fn a_miss_without_a_configured_lock_still_stores_under_the_lock() {
     let mut m = machine(Refresh::IfMissing, None, true);
-    m.on(Event::Start);
-    let step = m.on(Event::Read(Ok(None)));
+    m.feed(Event::Start);
+    let step = m.feed(Event::Read(Ok(None)));
     assert_eq!(kind(step), io("GetOrLock"), "not coalesced, but fenced");
-    let step = m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
+    let step = m.feed(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
     assert_eq!(kind(step), Kind::Compute(Storing::Locked, None));
     assert_eq!(
-        kind(m.on(Event::Computed(Some(vec![1])))),
+        kind(m.feed(Event::Computed(Some(vec![1])))),
         io("StoreAndRelease([1])")
     );
 }
@@ -309,13 +343,13 @@ fn a_miss_without_a_configured_lock_still_stores_under_the_lock() {
 #[test]
 fn a_miss_without_a_configured_lock_never_waits_and_stores_nothing_when_it_is_held() {
     let mut m = machine(Refresh::IfMissing, None, true);
-    m.on(Event::Start);
-    m.on(Event::Read(Ok(None)));
+    m.feed(Event::Start);
+    m.feed(Event::Read(Ok(None)));
     assert_eq!(
-        kind(m.on(attempted(Instant::now(), GetOrLock::Held))),
+        kind(m.feed(attempted(Instant::now(), GetOrLock::Held))),
         io("Get")
     );
-    let step = m.on(Event::Read(Ok(None)));
+    let step = m.feed(Event::Read(Ok(None)));
     assert_eq!(
         kind(step),
         Kind::Compute(Storing::Nothing, Some("concurrent".into()))
@@ -325,31 +359,31 @@ fn a_miss_without_a_configured_lock_never_waits_and_stores_nothing_when_it_is_he
 #[test]
 fn unreadable_stored_bytes_are_a_miss_and_are_overwritten_under_the_lock() {
     let mut m = locked(Wait::Forever);
-    m.on(Event::Start);
+    m.feed(Event::Start);
     assert_eq!(
-        kind(m.on(Event::Read(Ok(Some(vec![0xFF]))))),
+        kind(m.feed(Event::Read(Ok(Some(vec![0xFF]))))),
         io("GetOrLock")
     );
-    let step = m.on(attempted(Instant::now(), GetOrLock::Value(vec![0xFF])));
+    let step = m.feed(attempted(Instant::now(), GetOrLock::Value(vec![0xFF])));
     assert_eq!(
         kind(step),
         io("TakeLock"),
         "the unreadable value is not returned"
     );
-    let step = m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
+    let step = m.feed(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
     assert_eq!(kind(step), Kind::Compute(Storing::Locked, None));
 }
 
 #[test]
 fn a_failing_read_fails_open_and_stores_nothing() {
     let mut m = locked(Wait::Forever);
-    m.on(Event::Start);
-    let step = m.on(Event::Read(Err(failure())));
+    m.feed(Event::Start);
+    let step = m.feed(Event::Read(Err(failure())));
     assert_eq!(
         kind(step),
         Kind::Compute(Storing::Nothing, Some("fail open".into()))
     );
-    let step = m.on(Event::Computed(Some(vec![3])));
+    let step = m.feed(Event::Computed(Some(vec![3])));
     assert_eq!(
         kind(step),
         Kind::Finished(None, true),
@@ -360,9 +394,9 @@ fn a_failing_read_fails_open_and_stores_nothing() {
 #[test]
 fn a_failing_lock_attempt_fails_open() {
     let mut m = locked(Wait::Forever);
-    m.on(Event::Start);
-    m.on(Event::Read(Ok(None)));
-    let step = m.on(Event::Attempted {
+    m.feed(Event::Start);
+    m.feed(Event::Read(Ok(None)));
+    let step = m.feed(Event::Attempted {
         at: Instant::now(),
         found: Err(failure()),
     });
@@ -376,13 +410,13 @@ fn a_failing_lock_attempt_fails_open() {
 fn a_waiter_keeps_waiting_through_backend_errors_and_finds_the_value() {
     let mut m = locked(Wait::Forever);
     let start = Instant::now();
-    m.on(Event::Start);
-    m.on(Event::Read(Ok(None)));
-    m.on(attempted(start, GetOrLock::Held));
-    m.on(Event::Paused);
+    m.feed(Event::Start);
+    m.feed(Event::Read(Ok(None)));
+    m.feed(attempted(start, GetOrLock::Held));
+    m.feed(Event::Paused);
     // The primary died: the attempts fail until a replica is promoted.
     for after in [1, 2, 29] {
-        let step = m.on(Event::Attempted {
+        let step = m.feed(Event::Attempted {
             at: start + Duration::from_secs(after),
             found: Err(failure()),
         });
@@ -390,9 +424,9 @@ fn a_waiter_keeps_waiting_through_backend_errors_and_finds_the_value() {
             Step::Io(Io::Pause { .. }) => {}
             other => panic!("expected a pause, got {:?}", kind(other)),
         }
-        assert_eq!(kind(m.on(Event::Paused)), io("GetOrLock"));
+        assert_eq!(kind(m.feed(Event::Paused)), io("GetOrLock"));
     }
-    let step = m.on(attempted(
+    let step = m.feed(attempted(
         start + Duration::from_secs(30),
         GetOrLock::Value(vec![6]),
     ));
@@ -403,16 +437,16 @@ fn a_waiter_keeps_waiting_through_backend_errors_and_finds_the_value() {
 fn a_waiter_whose_lock_was_lost_in_a_failover_takes_it_and_stores() {
     let mut m = locked(Wait::Forever);
     let start = Instant::now();
-    m.on(Event::Start);
-    m.on(Event::Read(Ok(None)));
-    m.on(attempted(start, GetOrLock::Held));
-    m.on(Event::Paused);
-    m.on(Event::Attempted {
+    m.feed(Event::Start);
+    m.feed(Event::Read(Ok(None)));
+    m.feed(attempted(start, GetOrLock::Held));
+    m.feed(Event::Paused);
+    m.feed(Event::Attempted {
         at: start + Duration::from_secs(1),
         found: Err(failure()),
     });
-    m.on(Event::Paused);
-    let step = m.on(attempted(
+    m.feed(Event::Paused);
+    let step = m.feed(attempted(
         start + Duration::from_secs(2),
         GetOrLock::Locked { fence: 1 },
     ));
@@ -423,21 +457,21 @@ fn a_waiter_whose_lock_was_lost_in_a_failover_takes_it_and_stores() {
 fn a_waiter_fails_open_once_errors_outlast_the_lock_expiry() {
     let mut m = locked(Wait::Forever);
     let start = Instant::now();
-    m.on(Event::Start);
-    m.on(Event::Read(Ok(None)));
-    m.on(attempted(start, GetOrLock::Held));
-    m.on(Event::Paused);
+    m.feed(Event::Start);
+    m.feed(Event::Read(Ok(None)));
+    m.feed(attempted(start, GetOrLock::Held));
+    m.feed(Event::Paused);
     let failed = |after: u64| Event::Attempted {
         at: start + Duration::from_secs(after),
         found: Err(failure()),
     };
-    assert!(matches!(m.on(failed(10)), Step::Io(Io::Pause { .. })));
-    m.on(Event::Paused);
+    assert!(matches!(m.feed(failed(10)), Step::Io(Io::Pause { .. })));
+    m.feed(Event::Paused);
     // The expiry counts from the first error (10 s), not from the wait's start.
-    assert!(matches!(m.on(failed(39)), Step::Io(Io::Pause { .. })));
-    m.on(Event::Paused);
+    assert!(matches!(m.feed(failed(39)), Step::Io(Io::Pause { .. })));
+    m.feed(Event::Paused);
     assert_eq!(
-        kind(m.on(failed(40))),
+        kind(m.feed(failed(40))),
         Kind::Compute(Storing::Nothing, Some("fail open".into()))
     );
 }
@@ -446,16 +480,16 @@ fn a_waiter_fails_open_once_errors_outlast_the_lock_expiry() {
 fn a_waiter_with_a_timeout_stops_riding_out_errors_at_the_timeout() {
     let mut m = locked(Wait::For(Duration::from_secs(2)));
     let start = Instant::now();
-    m.on(Event::Start);
-    m.on(Event::Read(Ok(None)));
-    m.on(attempted(start, GetOrLock::Held));
-    m.on(Event::Paused);
-    let step = m.on(Event::Attempted {
+    m.feed(Event::Start);
+    m.feed(Event::Read(Ok(None)));
+    m.feed(attempted(start, GetOrLock::Held));
+    m.feed(Event::Paused);
+    let step = m.feed(Event::Attempted {
         at: start + Duration::from_secs(2),
         found: Err(failure()),
     });
     assert_eq!(kind(step), io("Get"), "one more read before computing");
-    let step = m.on(Event::Read(Err(failure())));
+    let step = m.feed(Event::Read(Err(failure())));
     assert_eq!(
         kind(step),
         Kind::Compute(Storing::Nothing, Some("fail open".into()))
@@ -466,17 +500,17 @@ fn a_waiter_with_a_timeout_stops_riding_out_errors_at_the_timeout() {
 fn a_held_lock_is_waited_for_then_the_stored_value_is_returned() {
     let mut m = locked(Wait::Forever);
     let start = Instant::now();
-    m.on(Event::Start);
-    m.on(Event::Read(Ok(None)));
-    match m.on(attempted(start, GetOrLock::Held)) {
-        Step::Io(Io::Pause { since, max }) => {
+    m.feed(Event::Start);
+    m.feed(Event::Read(Ok(None)));
+    match m.feed(attempted(start, GetOrLock::Held)) {
+        Step::Io(Io::Pause { since, max, .. }) => {
             assert_eq!(since, start);
             assert!(max >= Duration::from_millis(100) && max <= Duration::from_millis(125));
         }
         other => panic!("expected a pause, got {:?}", kind(other)),
     }
-    assert_eq!(kind(m.on(Event::Paused)), io("GetOrLock"));
-    let step = m.on(attempted(start, GetOrLock::Value(vec![4])));
+    assert_eq!(kind(m.feed(Event::Paused)), io("GetOrLock"));
+    let step = m.feed(attempted(start, GetOrLock::Value(vec![4])));
     assert_eq!(kind(step), Kind::Hit(4, true));
 }
 
@@ -484,25 +518,25 @@ fn a_held_lock_is_waited_for_then_the_stored_value_is_returned() {
 fn a_timeout_rereads_then_computes_unlocked() {
     let mut m = locked(Wait::For(Duration::from_secs(1)));
     let start = Instant::now();
-    m.on(Event::Start);
-    m.on(Event::Read(Ok(None)));
-    match m.on(attempted(start, GetOrLock::Held)) {
+    m.feed(Event::Start);
+    m.feed(Event::Read(Ok(None)));
+    match m.feed(attempted(start, GetOrLock::Held)) {
         Step::Io(Io::Pause { .. }) => {}
         other => panic!("expected a pause, got {:?}", kind(other)),
     }
-    m.on(Event::Paused);
+    m.feed(Event::Paused);
     // The last pause is cut to what is left of the timeout.
-    match m.on(attempted(
+    match m.feed(attempted(
         start + Duration::from_millis(950),
         GetOrLock::Held,
     )) {
         Step::Io(Io::Pause { max, .. }) => assert_eq!(max, Duration::from_millis(50)),
         other => panic!("expected a pause, got {:?}", kind(other)),
     }
-    m.on(Event::Paused);
-    let step = m.on(attempted(start + Duration::from_secs(1), GetOrLock::Held));
+    m.feed(Event::Paused);
+    let step = m.feed(attempted(start + Duration::from_secs(1), GetOrLock::Held));
     assert_eq!(kind(step), io("Get"), "one more read before computing");
-    let step = m.on(Event::Read(Ok(None)));
+    let step = m.feed(Event::Read(Ok(None)));
     assert_eq!(
         kind(step),
         Kind::Compute(Storing::Nothing, Some("lock timeout".into()))
@@ -512,14 +546,14 @@ fn a_timeout_rereads_then_computes_unlocked() {
 #[test]
 fn a_timeout_that_finds_the_value_returns_it() {
     let mut m = locked(Wait::Never);
-    m.on(Event::Start);
-    m.on(Event::Read(Ok(None)));
+    m.feed(Event::Start);
+    m.feed(Event::Read(Ok(None)));
     assert_eq!(
-        kind(m.on(attempted(Instant::now(), GetOrLock::Held))),
+        kind(m.feed(attempted(Instant::now(), GetOrLock::Held))),
         io("Get")
     );
     assert_eq!(
-        kind(m.on(Event::Read(Ok(Some(vec![8]))))),
+        kind(m.feed(Event::Read(Ok(Some(vec![8]))))),
         Kind::Hit(8, true)
     );
 }
@@ -527,10 +561,10 @@ fn a_timeout_that_finds_the_value_returns_it() {
 #[test]
 fn a_lock_that_never_blocks_computes_at_once_when_held() {
     let mut m = locked(Wait::Never);
-    m.on(Event::Start);
-    m.on(Event::Read(Ok(None)));
-    m.on(attempted(Instant::now(), GetOrLock::Held));
-    let step = m.on(Event::Read(Ok(None)));
+    m.feed(Event::Start);
+    m.feed(Event::Read(Ok(None)));
+    m.feed(attempted(Instant::now(), GetOrLock::Held));
+    let step = m.feed(Event::Read(Ok(None)));
     assert_eq!(
         kind(step),
         Kind::Compute(Storing::Nothing, Some("lock busy".into()))
@@ -540,21 +574,25 @@ fn a_lock_that_never_blocks_computes_at_once_when_held() {
 #[test]
 fn a_forced_refresh_never_reads_and_takes_the_lock() {
     let mut m = machine(Refresh::Forced, Some(Wait::Forever), true);
-    assert_eq!(kind(m.on(Event::Start)), io("TakeLock"));
-    match m.on(attempted(Instant::now(), GetOrLock::Held)) {
+    assert_eq!(kind(m.feed(Event::Start)), io("TakeLock"));
+    match m.feed(attempted(Instant::now(), GetOrLock::Held)) {
         Step::Io(Io::Pause { .. }) => {}
         other => panic!("expected a pause, got {:?}", kind(other)),
     }
-    assert_eq!(kind(m.on(Event::Paused)), io("TakeLock"), "never GetOrLock");
-    let step = m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
+    assert_eq!(
+        kind(m.feed(Event::Paused)),
+        io("TakeLock"),
+        "never GetOrLock"
+    );
+    let step = m.feed(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
     assert_eq!(kind(step), Kind::Compute(Storing::Locked, None));
 }
 
 #[test]
 fn a_forced_refresh_without_a_configured_lock_takes_it_without_waiting() {
     let mut m = machine(Refresh::Forced, None, true);
-    assert_eq!(kind(m.on(Event::Start)), io("TakeLock"));
-    let step = m.on(attempted(Instant::now(), GetOrLock::Held));
+    assert_eq!(kind(m.feed(Event::Start)), io("TakeLock"));
+    let step = m.feed(attempted(Instant::now(), GetOrLock::Held));
     assert_eq!(
         kind(step),
         Kind::Compute(Storing::Nothing, Some("concurrent".into()))
@@ -564,12 +602,12 @@ fn a_forced_refresh_without_a_configured_lock_takes_it_without_waiting() {
 #[test]
 fn a_failed_computation_releases_the_lock_and_stores_nothing() {
     let mut m = locked(Wait::Forever);
-    m.on(Event::Start);
-    m.on(Event::Read(Ok(None)));
-    m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
-    assert_eq!(kind(m.on(Event::Computed(None))), io("Release"));
+    m.feed(Event::Start);
+    m.feed(Event::Read(Ok(None)));
+    m.feed(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
+    assert_eq!(kind(m.feed(Event::Computed(None))), io("Release"));
     assert_eq!(
-        kind(m.on(Event::Stored(Ok(true)))),
+        kind(m.feed(Event::Stored(Ok(true)))),
         Kind::Finished(None, false)
     );
 }
@@ -577,11 +615,11 @@ fn a_failed_computation_releases_the_lock_and_stores_nothing() {
 #[test]
 fn a_lock_lost_before_the_store_is_reported() {
     let mut m = locked(Wait::Forever);
-    m.on(Event::Start);
-    m.on(Event::Read(Ok(None)));
-    m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
-    m.on(Event::Computed(Some(vec![1])));
-    let step = m.on(Event::Stored(Ok(false)));
+    m.feed(Event::Start);
+    m.feed(Event::Read(Ok(None)));
+    m.feed(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
+    m.feed(Event::Computed(Some(vec![1])));
+    let step = m.feed(Event::Stored(Ok(false)));
     assert_eq!(
         kind(step),
         Kind::Finished(Some("lock lost".into()), false),
@@ -594,11 +632,11 @@ fn a_lock_lost_before_the_store_is_reported() {
 #[test]
 fn a_failing_store_is_reported_and_the_value_not_shared() {
     let mut m = locked(Wait::Forever);
-    m.on(Event::Start);
-    m.on(Event::Read(Ok(None)));
-    m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
-    m.on(Event::Computed(Some(vec![1])));
-    let step = m.on(Event::Stored(Err(failure())));
+    m.feed(Event::Start);
+    m.feed(Event::Read(Ok(None)));
+    m.feed(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
+    m.feed(Event::Computed(Some(vec![1])));
+    let step = m.feed(Event::Stored(Err(failure())));
     assert_eq!(
         kind(step),
         Kind::Finished(Some("store failed".into()), false)
@@ -608,54 +646,54 @@ fn a_failing_store_is_reported_and_the_value_not_shared() {
 #[test]
 fn followers_take_the_leaders_value() {
     let mut m = machine(Refresh::IfMissing, Some(Wait::Forever), true);
-    m.on(Event::Start);
-    assert_eq!(kind(m.on(Event::Read(Ok(None)))), io("Join"));
+    m.feed(Event::Start);
+    assert_eq!(kind(m.feed(Event::Read(Ok(None)))), io("Join"));
     assert_eq!(
-        kind(m.on(Event::Joined(Role::Follow))),
+        kind(m.feed(Event::Joined(Role::Follow))),
         io("AwaitLeader { max: None }")
     );
     let landing: Arc<[u8]> = Arc::from(vec![6]);
-    let step = m.on(Event::Landed(Landed::Value(landing)));
+    let step = m.feed(Event::Landed(Landed::Value(landing)));
     assert_eq!(kind(step), Kind::Hit(6, false), "nothing to land again");
 }
 
 #[test]
 fn followers_of_a_failed_leader_join_again_and_one_leads() {
     let mut m = machine(Refresh::IfMissing, Some(Wait::Forever), true);
-    m.on(Event::Start);
-    m.on(Event::Read(Ok(None)));
-    m.on(Event::Joined(Role::Follow));
-    assert_eq!(kind(m.on(Event::Landed(Landed::Abandoned))), io("Join"));
-    assert_eq!(kind(m.on(Event::Joined(Role::Lead))), io("GetOrLock"));
+    m.feed(Event::Start);
+    m.feed(Event::Read(Ok(None)));
+    m.feed(Event::Joined(Role::Follow));
+    assert_eq!(kind(m.feed(Event::Landed(Landed::Abandoned))), io("Join"));
+    assert_eq!(kind(m.feed(Event::Joined(Role::Lead))), io("GetOrLock"));
 }
 
 #[test]
 fn an_unexpected_event_fails_safe() {
     let mut m = locked(Wait::Forever);
-    let step = m.on(Event::Paused);
+    let step = m.feed(Event::Paused);
     assert_eq!(kind(step), Kind::Compute(Storing::Nothing, None));
 }
 
 #[test]
 fn a_value_past_its_freshness_within_stale_is_served_and_refreshed() {
     let mut m = fresh_machine(Refresh::IfMissing, Some(Wait::Forever), true, 60_000, 0.0);
-    m.on(Event::Start);
+    m.feed(Event::Start);
     // Fresh until 90 s; now is 100 s; stale for 60 s more.
-    let step = m.on(Event::Read(Ok(Some(vec![4, 90]))));
+    let step = m.feed(Event::Read(Ok(Some(vec![4, 90]))));
     assert_eq!(kind(step), io("ClaimRefresh"), "one refresh per process");
-    let step = m.on(Event::Claimed(true));
-    assert_eq!(kind(step), Kind::Stale(4, Revalidate::Stale));
+    let step = m.feed(Event::Claimed(true));
+    assert_eq!(kind(step), Kind::Stale(4, Verdict::Stale));
 }
 
 #[test]
 fn a_stale_hit_while_this_process_refreshes_the_key_starts_no_refresh() {
     let mut m = fresh_machine(Refresh::IfMissing, Some(Wait::Forever), true, 60_000, 0.0);
-    m.on(Event::Start);
-    m.on(Event::Read(Ok(Some(vec![4, 90]))));
-    let step = m.on(Event::Claimed(false));
+    m.feed(Event::Start);
+    m.feed(Event::Read(Ok(Some(vec![4, 90]))));
+    let step = m.feed(Event::Claimed(false));
     assert_eq!(
         kind(step),
-        Kind::Stale(4, Revalidate::Underway),
+        Kind::Stale(4, Verdict::Underway),
         "served, not refreshed again"
     );
 }
@@ -663,39 +701,30 @@ fn a_stale_hit_while_this_process_refreshes_the_key_starts_no_refresh() {
 #[test]
 fn a_fresh_hit_claims_nothing() {
     let mut m = fresh_machine(Refresh::IfMissing, Some(Wait::Forever), true, 60_000, 0.0);
-    m.on(Event::Start);
-    let step = m.on(Event::Read(Ok(Some(vec![4, 101]))));
+    m.feed(Event::Start);
+    let step = m.feed(Event::Read(Ok(Some(vec![4, 101]))));
     assert_eq!(kind(step), Kind::Hit(4, true), "one read, nothing else");
 }
 
 #[test]
 fn a_value_past_expire_plus_stale_is_a_miss() {
     let mut m = fresh_machine(Refresh::IfMissing, Some(Wait::Forever), true, 5_000, 0.0);
-    m.on(Event::Start);
+    m.feed(Event::Start);
     // Fresh until 90 s, servable until 95 s; now is 100 s.
-    let step = m.on(Event::Read(Ok(Some(vec![4, 90]))));
+    let step = m.feed(Event::Read(Ok(Some(vec![4, 90]))));
     assert_eq!(kind(step), io("Join"), "never served");
 }
 
 #[test]
 fn with_ttl_only_freshness_a_stored_value_is_fresh_whatever_its_stamp() {
     let policy = Policy {
-        refresh: Refresh::IfMissing,
-        lock: None,
-        coalesce: false,
         freshness: FreshPolicy::TTL_ONLY,
-        now_ms: 0,
+        ..policy(Refresh::IfMissing, None, false, 0, 0.0)
     };
-    let decoder = Decoder {
-        decode: decode as fn(Codec, &[u8], u32) -> Option<(u8, Stamp)>,
-        codec: Codec::Bincode,
-        version: 0,
-        share: None,
-    };
-    let mut m = Machine::new(policy, decoder, Some(fastrand::Rng::with_seed(1)));
-    m.on(Event::Start);
+    let mut m = seeded(policy, None, 1);
+    m.feed(Event::Start);
     assert_eq!(
-        kind(m.on(Event::Read(Ok(Some(vec![4, 1]))))),
+        kind(m.feed(Event::Read(Ok(Some(vec![4, 1]))))),
         Kind::Hit(4, true)
     );
 }
@@ -703,13 +732,13 @@ fn with_ttl_only_freshness_a_stored_value_is_fresh_whatever_its_stamp() {
 #[test]
 fn without_stale_a_value_past_its_freshness_is_a_miss() {
     let mut m = locked(Wait::Forever);
-    m.on(Event::Start);
+    m.feed(Event::Start);
     assert_eq!(
-        kind(m.on(Event::Read(Ok(Some(vec![4, 99]))))),
+        kind(m.feed(Event::Read(Ok(Some(vec![4, 99]))))),
         io("GetOrLock")
     );
     assert_eq!(
-        kind(m.on(attempted(Instant::now(), GetOrLock::Value(vec![4, 99])))),
+        kind(m.feed(attempted(Instant::now(), GetOrLock::Value(vec![4, 99])))),
         io("TakeLock"),
         "found again while waiting: still too old, overwritten"
     );
@@ -718,9 +747,9 @@ fn without_stale_a_value_past_its_freshness_is_a_miss() {
 #[test]
 fn a_fresh_value_is_not_refreshed_without_beta() {
     let mut m = fresh_machine(Refresh::IfMissing, Some(Wait::Forever), true, 60_000, 0.0);
-    m.on(Event::Start);
+    m.feed(Event::Start);
     assert_eq!(
-        kind(m.on(Event::Read(Ok(Some(vec![4, 101, 255]))))),
+        kind(m.feed(Event::Read(Ok(Some(vec![4, 101, 255]))))),
         Kind::Hit(4, true)
     );
 }
@@ -730,33 +759,14 @@ fn xfetch_refreshes_early_more_often_as_expiry_nears() {
     let early = |until: u8| {
         (0..1000)
             .filter(|seed| {
-                let policy = Policy {
-                    refresh: Refresh::IfMissing,
-                    lock: None,
-                    coalesce: false,
-                    freshness: FreshPolicy {
-                        stale_ms: 0,
-                        beta: 1.0,
-                        fail_safe: Duration::from_secs(5),
-                        back_off: BACK_OFF,
-                        ttl_only: false,
-                        jitter: 0.0,
-                    },
-                    now_ms: NOW_MS,
-                };
-                let decoder = Decoder {
-                    decode: decode as fn(Codec, &[u8], u32) -> Option<(u8, Stamp)>,
-                    codec: Codec::Bincode,
-                    version: 0,
-                    share: None,
-                };
-                let mut m = Machine::new(policy, decoder, Some(fastrand::Rng::with_seed(*seed)));
-                m.on(Event::Start);
+                let policy = policy(Refresh::IfMissing, None, false, 0, 1.0);
+                let mut m = seeded(policy, None, *seed);
+                m.feed(Event::Start);
                 // Took 250 ms to compute; fresh until `until` seconds.
-                if kind(m.on(Event::Read(Ok(Some(vec![4, until, 250]))))) != io("ClaimRefresh") {
+                if kind(m.feed(Event::Read(Ok(Some(vec![4, until, 250]))))) != io("ClaimRefresh") {
                     return false;
                 }
-                kind(m.on(Event::Claimed(true))) == Kind::Stale(4, Revalidate::Early)
+                kind(m.feed(Event::Claimed(true))) == Kind::Stale(4, Verdict::Early)
             })
             .count()
     };
@@ -771,8 +781,8 @@ fn xfetch_refreshes_early_more_often_as_expiry_nears() {
 #[test]
 fn a_refresh_takes_the_lock_without_waiting_and_skips_when_it_is_held() {
     let mut m = fresh_machine(Refresh::Revalidate, Some(Wait::Forever), false, 60_000, 0.0);
-    assert_eq!(kind(m.on(Event::Start)), io("TakeLock"));
-    let step = m.on(attempted(Instant::now(), GetOrLock::Held));
+    assert_eq!(kind(m.feed(Event::Start)), io("TakeLock"));
+    let step = m.feed(attempted(Instant::now(), GetOrLock::Held));
     assert_eq!(
         kind(step),
         Kind::Skip(None, Some(BACK_OFF)),
@@ -783,17 +793,17 @@ fn a_refresh_takes_the_lock_without_waiting_and_skips_when_it_is_held() {
 #[test]
 fn a_refresh_without_a_configured_lock_still_takes_one() {
     let mut m = fresh_machine(Refresh::Revalidate, None, false, 60_000, 0.0);
-    assert_eq!(kind(m.on(Event::Start)), io("TakeLock"));
-    let step = m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 3 }));
+    assert_eq!(kind(m.feed(Event::Start)), io("TakeLock"));
+    let step = m.feed(attempted(Instant::now(), GetOrLock::Locked { fence: 3 }));
     assert_eq!(kind(step), io("Recheck"), "read again under the lock");
-    let step = m.on(rechecked(Some(vec![4, 90])));
+    let step = m.feed(rechecked(Some(vec![4, 90])));
     assert_eq!(
         kind(step),
         Kind::Compute(Storing::Locked, None),
         "still stale"
     );
     assert_eq!(
-        kind(m.on(Event::Computed(Some(vec![5, 200])))),
+        kind(m.feed(Event::Computed(Some(vec![5, 200])))),
         io("StoreAndRelease([5, 200])")
     );
 }
@@ -801,14 +811,14 @@ fn a_refresh_without_a_configured_lock_still_takes_one() {
 #[test]
 fn a_failed_refresh_leaves_the_throttle_mark_and_releases_the_lock() {
     let mut m = refresh_under_lock();
-    m.on(rechecked(None));
-    let step = m.on(Event::Computed(None));
+    m.feed(rechecked(None));
+    let step = m.feed(Event::Computed(None));
     assert_eq!(
         kind(step),
         io("Throttle { ttl: 5s, mark: Mark { until_ms: 105000, of_ms: 0 } }"),
         "the fleet backs off until the mark ends; the lock goes back"
     );
-    let step = m.on(Event::Stored(Ok(true)));
+    let step = m.feed(Event::Stored(Ok(true)));
     assert_eq!(
         kind(step),
         Kind::Finished(Some("refresh failed".into()), false)
@@ -818,10 +828,10 @@ fn a_failed_refresh_leaves_the_throttle_mark_and_releases_the_lock() {
 #[test]
 fn a_refresh_that_finds_the_throttle_mark_gives_its_lock_back_and_backs_off() {
     let mut m = refresh_under_lock();
-    let step = m.on(marked(NOW_MS + 3_000, 90_000));
+    let step = m.feed(marked(NOW_MS + 3_000, 90_000));
     assert_eq!(kind(step), io("Release"), "throttled: nothing computed");
     assert_eq!(
-        kind(m.on(Event::Stored(Ok(true)))),
+        kind(m.feed(Event::Stored(Ok(true)))),
         Kind::Skip(None, Some(Duration::from_secs(3))),
         "backs off until the mark ends"
     );
@@ -830,14 +840,14 @@ fn a_refresh_that_finds_the_throttle_mark_gives_its_lock_back_and_backs_off() {
 #[test]
 fn a_throttle_mark_that_ended_is_ignored() {
     let mut m = refresh_under_lock();
-    let step = m.on(marked(NOW_MS - 1, 90_000));
+    let step = m.feed(marked(NOW_MS - 1, 90_000));
     assert_eq!(kind(step), Kind::Compute(Storing::Locked, None));
 }
 
 #[test]
 fn a_throttle_mark_of_another_value_is_ignored() {
     let mut m = refresh_under_lock();
-    let step = m.on(marked(NOW_MS + 3_000, 80_000));
+    let step = m.feed(marked(NOW_MS + 3_000, 80_000));
     assert_eq!(
         kind(step),
         Kind::Compute(Storing::Locked, None),
@@ -850,12 +860,12 @@ fn a_failed_refresh_never_marks_past_its_values_life() {
     // Fresh until 90 s, stale for 12 s more: gone at 102 s (the mark ends 20 ms before);
     // now is 100 s, fail_safe 5 s.
     let mut m =
-        fresh_machine(Refresh::Revalidate, None, false, 12_000, 0.0).refreshing(stamp(90, 0));
-    m.on(Event::Start);
-    m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
-    m.on(rechecked(Some(vec![4, 90])));
+        fresh_machine(Refresh::Revalidate, None, false, 12_000, 0.0).revalidating(stamp(90, 0));
+    m.feed(Event::Start);
+    m.feed(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
+    m.feed(rechecked(Some(vec![4, 90])));
     assert_eq!(
-        kind(m.on(Event::Computed(None))),
+        kind(m.feed(Event::Computed(None))),
         io("Throttle { ttl: 1.98s, mark: Mark { until_ms: 101980, of_ms: 90000 } }")
     );
 }
@@ -863,8 +873,8 @@ fn a_failed_refresh_never_marks_past_its_values_life() {
 #[test]
 fn a_refresh_that_cannot_reach_the_backend_skips() {
     let mut m = fresh_machine(Refresh::Revalidate, None, false, 60_000, 0.0);
-    m.on(Event::Start);
-    let step = m.on(Event::Attempted {
+    m.feed(Event::Start);
+    let step = m.feed(Event::Attempted {
         at: Instant::now(),
         found: Err(failure()),
     });
@@ -877,12 +887,12 @@ fn a_refresh_that_cannot_reach_the_backend_skips() {
 #[test]
 fn a_refresh_that_finds_the_value_refreshed_gives_its_lock_back() {
     let mut m = fresh_machine(Refresh::Revalidate, None, false, 60_000, 0.0);
-    m.on(Event::Start);
-    m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 2 }));
+    m.feed(Event::Start);
+    m.feed(attempted(Instant::now(), GetOrLock::Locked { fence: 2 }));
     // Another refresher stored a value fresh until 200 s meanwhile.
-    assert_eq!(kind(m.on(rechecked(Some(vec![5, 200])))), io("Release"));
+    assert_eq!(kind(m.feed(rechecked(Some(vec![5, 200])))), io("Release"));
     assert_eq!(
-        kind(m.on(Event::Stored(Ok(true)))),
+        kind(m.feed(Event::Stored(Ok(true)))),
         Kind::Skip(None, None),
         "refreshed: no back-off needed"
     );
@@ -893,13 +903,13 @@ fn a_refresh_that_finds_another_value_under_the_lock_does_not_compute() {
     // Triggered by the value fresh until 90 s (now: 100 s); another process stored one
     // fresh until 102 s between this caller's read and its taking the key's lock.
     let mut m = fresh_machine(Refresh::Revalidate, Some(Wait::Forever), false, 60_000, 0.0)
-        .refreshing(stamp(90, 0));
-    assert_eq!(kind(m.on(Event::Start)), io("TakeLock"));
-    let step = m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 4 }));
+        .revalidating(stamp(90, 0));
+    assert_eq!(kind(m.feed(Event::Start)), io("TakeLock"));
+    let step = m.feed(attempted(Instant::now(), GetOrLock::Locked { fence: 4 }));
     assert_eq!(kind(step), io("Recheck"));
-    assert_eq!(kind(m.on(rechecked(Some(vec![5, 102])))), io("Release"));
+    assert_eq!(kind(m.feed(rechecked(Some(vec![5, 102])))), io("Release"));
     assert_eq!(
-        kind(m.on(Event::Stored(Ok(true)))),
+        kind(m.feed(Event::Stored(Ok(true)))),
         Kind::Skip(None, None),
         "refreshed: no back-off needed"
     );
@@ -908,11 +918,11 @@ fn a_refresh_that_finds_another_value_under_the_lock_does_not_compute() {
 #[test]
 fn a_refresh_that_finds_the_value_it_was_triggered_by_computes() {
     let mut m =
-        fresh_machine(Refresh::Revalidate, None, false, 60_000, 0.0).refreshing(stamp(90, 0));
-    m.on(Event::Start);
-    m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 4 }));
+        fresh_machine(Refresh::Revalidate, None, false, 60_000, 0.0).revalidating(stamp(90, 0));
+    m.feed(Event::Start);
+    m.feed(attempted(Instant::now(), GetOrLock::Locked { fence: 4 }));
     assert_eq!(
-        kind(m.on(rechecked(Some(vec![4, 90])))),
+        kind(m.feed(rechecked(Some(vec![4, 90])))),
         Kind::Compute(Storing::Locked, None)
     );
 }
@@ -920,11 +930,11 @@ fn a_refresh_that_finds_the_value_it_was_triggered_by_computes() {
 #[test]
 fn a_refresh_that_finds_another_value_already_stale_computes() {
     let mut m =
-        fresh_machine(Refresh::Revalidate, None, false, 60_000, 0.0).refreshing(stamp(90, 0));
-    m.on(Event::Start);
-    m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 4 }));
+        fresh_machine(Refresh::Revalidate, None, false, 60_000, 0.0).revalidating(stamp(90, 0));
+    m.feed(Event::Start);
+    m.feed(attempted(Instant::now(), GetOrLock::Locked { fence: 4 }));
     assert_eq!(
-        kind(m.on(rechecked(Some(vec![5, 95])))),
+        kind(m.feed(rechecked(Some(vec![5, 95])))),
         Kind::Compute(Storing::Locked, None),
         "replaced, but by a value past its freshness too"
     );
@@ -935,32 +945,12 @@ fn an_early_refresh_that_finds_its_value_under_the_lock_computes_without_drawing
     // Drawn early for the value fresh until 101 s (now: 100 s) that took 250 ms: a
     // second draw would say "not yet" 98 % of the time, so the stamp decides, not a draw.
     for seed in 0..100 {
-        let policy = Policy {
-            refresh: Refresh::Revalidate,
-            lock: None,
-            coalesce: false,
-            freshness: FreshPolicy {
-                stale_ms: 60_000,
-                beta: 1.0,
-                fail_safe: Duration::from_secs(5),
-                back_off: BACK_OFF,
-                ttl_only: false,
-                jitter: 0.0,
-            },
-            now_ms: NOW_MS,
-        };
-        let decoder = Decoder {
-            decode: decode as fn(Codec, &[u8], u32) -> Option<(u8, Stamp)>,
-            codec: Codec::Bincode,
-            version: 0,
-            share: None,
-        };
-        let mut m = Machine::new(policy, decoder, Some(fastrand::Rng::with_seed(seed)))
-            .refreshing(stamp(101, 250));
-        m.on(Event::Start);
-        m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 4 }));
+        let policy = policy(Refresh::Revalidate, None, false, 60_000, 1.0);
+        let mut m = seeded(policy, None, seed).revalidating(stamp(101, 250));
+        m.feed(Event::Start);
+        m.feed(attempted(Instant::now(), GetOrLock::Locked { fence: 4 }));
         assert_eq!(
-            kind(m.on(rechecked(Some(vec![4, 101, 250])))),
+            kind(m.feed(rechecked(Some(vec![4, 101, 250])))),
             Kind::Compute(Storing::Locked, None),
             "seed {seed}"
         );
@@ -970,11 +960,11 @@ fn an_early_refresh_that_finds_its_value_under_the_lock_computes_without_drawing
 #[test]
 fn an_early_refresh_that_finds_a_newer_value_under_the_lock_does_not_compute() {
     let mut m =
-        fresh_machine(Refresh::Revalidate, None, false, 60_000, 1.0).refreshing(stamp(101, 250));
-    m.on(Event::Start);
-    m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 4 }));
+        fresh_machine(Refresh::Revalidate, None, false, 60_000, 1.0).revalidating(stamp(101, 250));
+    m.feed(Event::Start);
+    m.feed(attempted(Instant::now(), GetOrLock::Locked { fence: 4 }));
     assert_eq!(
-        kind(m.on(rechecked(Some(vec![5, 103, 250])))),
+        kind(m.feed(rechecked(Some(vec![5, 103, 250])))),
         io("Release")
     );
 }
@@ -988,12 +978,12 @@ fn a_follower_waits_for_its_leader_no_longer_than_its_lock_timeout() {
         0,
         0.0,
     );
-    m.on(Event::Start);
-    m.on(Event::Read(Ok(None)));
-    let step = m.on(Event::Joined(Role::Follow));
+    m.feed(Event::Start);
+    m.feed(Event::Read(Ok(None)));
+    let step = m.feed(Event::Joined(Role::Follow));
     assert_eq!(kind(step), io("AwaitLeader { max: Some(2s) }"));
-    assert_eq!(kind(m.on(Event::Landed(Landed::TimedOut))), io("Get"));
-    let step = m.on(Event::Read(Ok(None)));
+    assert_eq!(kind(m.feed(Event::Landed(Landed::TimedOut))), io("Get"));
+    let step = m.feed(Event::Read(Ok(None)));
     assert_eq!(
         kind(step),
         Kind::Compute(Storing::Nothing, Some("lock timeout".into()))
@@ -1003,9 +993,9 @@ fn a_follower_waits_for_its_leader_no_longer_than_its_lock_timeout() {
 #[test]
 fn a_caller_that_never_waits_never_follows_a_leader() {
     let mut m = fresh_machine(Refresh::IfMissing, Some(Wait::Never), true, 0, 0.0);
-    m.on(Event::Start);
+    m.feed(Event::Start);
     assert_eq!(
-        kind(m.on(Event::Read(Ok(None)))),
+        kind(m.feed(Event::Read(Ok(None)))),
         io("GetOrLock"),
         "no Join"
     );
@@ -1014,11 +1004,11 @@ fn a_caller_that_never_waits_never_follows_a_leader() {
 #[test]
 fn a_refused_store_is_not_shared_with_followers() {
     let mut m = machine(Refresh::IfMissing, Some(Wait::Forever), true);
-    m.on(Event::Start);
-    m.on(Event::Read(Ok(None)));
-    m.on(Event::Joined(Role::Lead));
-    m.on(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
-    m.on(Event::Computed(Some(vec![1])));
-    let step = m.on(Event::Stored(Ok(false)));
+    m.feed(Event::Start);
+    m.feed(Event::Read(Ok(None)));
+    m.feed(Event::Joined(Role::Lead));
+    m.feed(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
+    m.feed(Event::Computed(Some(vec![1])));
+    let step = m.feed(Event::Stored(Ok(false)));
     assert_eq!(kind(step), Kind::Finished(Some("lock lost".into()), false));
 }

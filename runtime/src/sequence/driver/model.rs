@@ -22,15 +22,15 @@ use std::time::{Duration, Instant, SystemTime};
 
 use proptest::prelude::*;
 
+use super::super::call::Call;
 use super::super::machine::{Event, Io, Machine, Note, Step};
 use super::{Driver, Lookup, Stored};
 use crate::backend::memory::MemoryBackend;
 use crate::backend::{Backend, CacheBackend};
-use crate::call::Call;
 use crate::codec::{self, Codec};
 use crate::lock::LockOptions;
 use crate::options::{Clock, MemoizeOptions, Refresh};
-use crate::refreshing::RefreshClaim;
+use crate::refresh::claim::RefreshClaim;
 
 /// A value: the version its computation read, and the computation's number (the
 /// model time it began).
@@ -129,7 +129,7 @@ struct Caller<'c, 'o> {
     call: &'c Call<'o>,
     revalidation: &'c Call<'o>,
     driver: Driver<'c, 'o>,
-    machine: Machine<Val>,
+    machine: Machine<'c, Val>,
     next: Next,
     /// The model time the current call began.
     began: u64,
@@ -295,7 +295,8 @@ impl<'c, 'o> Caller<'c, 'o> {
     /// Feeds `event` and goes as far as the next backend operation (performed), the
     /// start of a computation, or the call's end.
     fn feed(&mut self, event: Event, world: &mut World) {
-        let step = self.machine.on(event);
+        let now_ms = self.driver.now_ms(&self.machine);
+        let step = self.machine.on(now_ms, event);
         let io = match step {
             Step::Io(io) => io,
             Step::Finished { note, landing } => {
@@ -325,7 +326,7 @@ impl<'c, 'o> Caller<'c, 'o> {
                 Next::Feed(Event::Paused)
             }
             io => {
-                self.sent_store |= matches!(io, Io::StoreAndRelease(_));
+                self.sent_store |= matches!(io, Io::StoreAndRelease { .. });
                 Next::Feed(self.driver.perform(io))
             }
         };
@@ -334,7 +335,7 @@ impl<'c, 'o> Caller<'c, 'o> {
     fn decided(&mut self, lookup: Lookup<Val>, world: &mut World) {
         match lookup {
             Lookup::Found(value) => self.returned(value, world),
-            Lookup::Refresh(value, trigger) => {
+            Lookup::Revalidate(value, trigger) => {
                 // Returned at once (as a detached refresh does); the refresh goes on.
                 self.returned(value, world);
                 self.refreshing = Some(trigger.claim);
@@ -342,7 +343,7 @@ impl<'c, 'o> Caller<'c, 'o> {
                 self.machine = self
                     .revalidation
                     .machine::<Val>(false, None)
-                    .refreshing(trigger.stamp);
+                    .revalidating(trigger.stamp);
                 self.next = Next::Feed(Event::Start);
             }
             Lookup::Compute(_) => {

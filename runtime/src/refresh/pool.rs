@@ -101,13 +101,13 @@ fn start() -> Option<SyncSender<Job>> {
         match spawned {
             Ok(_) => started += 1,
             Err(err) => {
-                tracing::warn!(error = %err, started, workers, "cannot start a refresh worker thread");
+                tracing::warn!(error = %err, started, workers, "cannot start a refresh pool worker thread");
             }
         }
     }
     if started == 0 {
         tracing::warn!(
-            "no refresh worker thread: background refreshes are dropped, stale values served"
+            "no refresh pool worker thread: detached revalidations are dropped, stale values served"
         );
         return None;
     }

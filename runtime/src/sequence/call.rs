@@ -8,16 +8,16 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::machine::{DecodeFn, Decoder, FreshPolicy, Life, LockPolicy, Machine, Note, Policy};
 use crate::backend::CacheBackend;
 use crate::codec::{self, Stamp};
 use crate::kept::Share;
 use crate::key::{self, CacheKey};
 use crate::lock::LockOptions;
+use crate::lock::renew::Renewal;
 use crate::observe;
 use crate::options::{MemoizeOptions, Refresh, Wait};
 use crate::registry;
-use crate::renew::Renewal;
-use crate::sequence::{DecodeFn, Decoder, FreshPolicy, LockPolicy, Machine, Note, Policy};
 
 /// One memoized call: the key, the options and the backend it runs against.
 pub(crate) struct Call<'a> {
@@ -140,7 +140,7 @@ impl<'a> Call<'a> {
         &self,
         coalesce: bool,
         share: Option<Share<T>>,
-    ) -> Machine<T> {
+    ) -> Machine<'_, T> {
         self.machine_reading(coalesce, codec::decode_with::<T>, share)
     }
 
@@ -150,29 +150,32 @@ impl<'a> Call<'a> {
         coalesce: bool,
         decode: DecodeFn<T>,
         share: Option<Share<T>>,
-    ) -> Machine<T> {
+    ) -> Machine<'_, T> {
         let freshness = self.opts.freshness;
         // Without `stale` or `beta`, the backend's own TTL is the only expiry there is:
         // a value is fresh for as long as it is stored, and the clock is not read.
-        let (freshness, now_ms) = if freshness.stale.is_zero() && freshness.beta == 0.0 {
-            (FreshPolicy::TTL_ONLY, 0)
+        let freshness = if freshness.stale.is_zero() && freshness.beta == 0.0 {
+            FreshPolicy {
+                jitter: freshness.jitter,
+                ..FreshPolicy::TTL_ONLY
+            }
         } else {
-            let policy = FreshPolicy {
+            FreshPolicy {
                 stale_ms: millis(freshness.stale),
                 beta: freshness.beta,
                 fail_safe: self.opts.fail_safe_throttle(),
                 back_off: self.opts.lock.unwrap_or_default().retry,
                 ttl_only: false,
                 jitter: freshness.jitter,
-            };
-            (policy, self.opts.now_ms())
+            }
         };
         let policy = Policy {
             refresh: self.refresh,
             lock: self.lock_policy(),
+            lock_expire: self.opts.lock.unwrap_or_default().expire,
+            expire: self.opts.expire,
             coalesce: coalesce && self.refresh == Refresh::IfMissing,
             freshness,
-            now_ms,
         };
         let decoder = Decoder {
             decode,
@@ -180,7 +183,7 @@ impl<'a> Call<'a> {
             version: self.opts.version,
             share,
         };
-        Machine::new(policy, decoder, None)
+        Machine::new(policy, decoder, &self.key, None)
     }
 
     /// How this call waits for the key's lock. A forced refresh always waits for a held
@@ -191,7 +194,6 @@ impl<'a> Call<'a> {
         let policy = |lock: LockOptions, wait| LockPolicy {
             wait,
             retry: lock.retry,
-            expire: lock.expire,
         };
         match (self.opts.lock, self.refresh) {
             (lock, Refresh::Forced) => {
@@ -211,24 +213,16 @@ impl<'a> Call<'a> {
 
     /// Encodes a value computed in `took` (`None`: the mark of an absent value) under
     /// the fencing token `fence` (its holder's, taken before it computed), stamped with
-    /// when it stops being fresh; returns it with the TTL to store it for (`expire +
-    /// stale`, both shortened by the same random fraction when `jitter` is set).
+    /// when it stops being fresh (`life.fresh` from now, as the machine decided).
     pub(crate) fn encode<T: Serialize>(
         &self,
         value: Option<&T>,
         took: Duration,
         fence: u64,
-    ) -> Option<(Vec<u8>, Duration)> {
-        let freshness = self.opts.freshness;
-        let keep = if freshness.jitter > 0.0 {
-            1.0 - fastrand::f64() * freshness.jitter
-        } else {
-            1.0
-        };
-        let fresh = shortened(self.opts.expire, keep);
-        let ttl = shortened(self.opts.expire.saturating_add(freshness.stale), keep);
+        life: Life,
+    ) -> Option<Vec<u8>> {
         let stamp = Stamp {
-            fresh_until_ms: self.opts.now_ms().saturating_add(millis(fresh)),
+            fresh_until_ms: self.opts.now_ms().saturating_add(millis(life.fresh)),
             compute_ms: u32::try_from(took.as_millis()).unwrap_or(u32::MAX),
         };
         let (codec, version) = (self.opts.codec, self.opts.version);
@@ -238,32 +232,28 @@ impl<'a> Call<'a> {
         }
         .inspect_err(|err| tracing::warn!(key = %self.key, error = %err, "cannot encode the value; not stored"))
             .ok()
-            .map(|bytes| (bytes, ttl))
     }
 
     /// Whether a value with `stamp` may still be served now (within `expire + stale`),
     /// judged again after an inline refresh that did not replace it.
     pub(crate) fn servable(&self, stamp: Stamp) -> bool {
         let stale_ms = millis(self.opts.freshness.stale);
-        crate::sequence::servable(stamp, stale_ms, self.opts.now_ms())
+        super::servable(stamp, stale_ms, self.opts.now_ms())
     }
 
     /// Reports what the sequence noted.
     pub(crate) fn report(&self, note: Option<Note>) {
         let key = &self.key;
+        let failed = match &note {
+            Some(Note::FailOpen(_)) => "cache backend failed; computing without it",
+            Some(Note::StoreFailed(_)) => "cache backend failed; the value was not stored",
+            _ => "cache backend failed; serving the stale value",
+        };
         match note {
             None => {}
             // A skipped backend reported it once itself (circuit breaker, no runtime).
             Some(Note::FailOpen(err) | Note::StoreFailed(err)) if err.is_skipped() => {
                 tracing::debug!(%key, error = %err, "cache backend skipped; computing without it");
-            }
-            Some(Note::FailOpen(err)) => {
-                observe::backend_failed(
-                    self.backend_id(),
-                    key,
-                    &err,
-                    "cache backend failed; computing without it",
-                );
             }
             Some(Note::LockTimeout { waited }) if self.refresh == Refresh::Forced => {
                 tracing::warn!(
@@ -285,25 +275,12 @@ impl<'a> Call<'a> {
                 %key,
                 "lock not acquired: held by another caller and not blocking; computing without it"
             ),
-            Some(Note::StoreFailed(err)) => {
-                observe::backend_failed(
-                    self.backend_id(),
-                    key,
-                    &err,
-                    "cache backend failed; the value was not stored",
-                );
-            }
-            Some(Note::RefreshFailed(Some(err))) => {
-                observe::backend_failed(
-                    self.backend_id(),
-                    key,
-                    &err,
-                    "cache backend failed; serving the stale value",
-                );
-            }
-            Some(Note::RefreshFailed(None)) => tracing::warn!(
+            Some(
+                Note::FailOpen(err) | Note::StoreFailed(err) | Note::RevalidationFailed(Some(err)),
+            ) => observe::backend_failed(self.backend_id(), key, &err, failed),
+            Some(Note::RevalidationFailed(None)) => tracing::warn!(
                 %key,
-                "refreshing a stale value failed; serving the stale value until the fail-safe throttle allows another try"
+                "revalidating a stale value failed; serving the stale value until the fail-safe throttle allows another try"
             ),
             Some(Note::LockLost) => tracing::warn!(
                 %key,
@@ -331,14 +308,4 @@ impl<'a> Call<'a> {
 /// A duration in whole milliseconds (saturating).
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// `duration` shortened to the fraction `keep` (at most 1): never longer, and never a
-/// panic for durations too large for floating point (such as `Duration::MAX`).
-fn shortened(duration: Duration, keep: f64) -> Duration {
-    if keep >= 1.0 {
-        return duration;
-    }
-    Duration::try_from_secs_f64(duration.as_secs_f64() * keep)
-        .map_or(duration, |short| short.min(duration))
 }

@@ -5,6 +5,8 @@
 //! crashed holder's lock always ends. Releasing and extending compare the token in one
 //! atomic step, so they never touch a lock another owner took after ours expired.
 
+pub(crate) mod renew;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -568,8 +570,8 @@ impl LockGuard {
 
     /// Keeps this lock alive (extended at a third of its expiry) until the returned
     /// value drops.
-    pub(crate) fn keep_alive(&self) -> crate::renew::Renewal {
-        crate::renew::keep_alive(
+    pub(crate) fn keep_alive(&self) -> crate::lock::renew::Renewal {
+        crate::lock::renew::keep_alive(
             &self.backend,
             &self.key,
             &self.token,
