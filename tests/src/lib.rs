@@ -8,6 +8,7 @@ pub mod captured;
 pub mod freshness_suite;
 pub mod identity_suite;
 pub mod iter_suite;
+pub mod keep_decoded_suite;
 pub mod keys_suite;
 pub mod lock_suite;
 pub mod memoize_suite;
@@ -210,6 +211,16 @@ macro_rules! with_scenarios {
                 iter_reader_during_a_refresh_never_sees_a_mix,
                 iter_slow_reader_of_unchanged_data_gets_the_whole_sequence,
                 iter_slow_reader_of_replaced_data_never_mixes_two_writes
+            ];
+            keep_decoded_suite: [
+                kept_hits_return_the_value_computed_once,
+                writes_and_invalidations_elsewhere_replace_the_kept_value,
+                a_change_between_the_bytes_and_the_kept_value_is_never_served_after,
+                two_builds_of_one_key_keep_their_own_values,
+                a_kept_value_is_judged_by_the_callers_clock,
+                none_and_errors_are_never_kept,
+                a_panicking_clone_leaves_the_right_value_served,
+                own_refreshes_and_invalidations_are_read_back
             ]
         );
     };
