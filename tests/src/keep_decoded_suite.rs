@@ -35,11 +35,11 @@ fn kept<T: Cacheable + Keepable>(
     }
 }
 
-/// `kept` with `force_overwrite`, on the fixture's backend behind the probe: a write
-/// by another caller.
+/// `kept` with `force_overwrite`, by another client of the fixture's store (another
+/// process).
 fn overwrite<T: Cacheable + Keepable>(f: &Fixture, key: &str, value: T) {
     let opts = MemoizeOptions::new()
-        .backend(Arc::clone(f.probe.inner()))
+        .backend(f.other_client())
         .expire(Duration::from_secs(3600))
         .force_overwrite(true);
     let _: T = kept(key, &opts, || value);
@@ -193,17 +193,34 @@ pub fn a_change_between_the_bytes_and_the_kept_value_is_never_served_after(f: &F
         let (old, new) = (format!("old {name}"), format!("new {name}"));
         overwrite(f, &name, Hooked(old.clone()));
         let rewrite = round % 2 == 0;
-        let (inner, n, k) = (Arc::clone(f.probe.inner()), new.clone(), name.clone());
+        let (inner, n, k) = (f.other_client(), new.clone(), name.clone());
+        let reader = Arc::clone(f.probe.inner());
         let hook: Hook = Box::new(move || {
             let key = make_cache_key(&k);
+            // Until the reader's backend answers with what the store holds now (a near
+            // cache learns of another client's write through its invalidation link).
+            let settled = || {
+                let read = reader.get(key.as_str()).ok().flatten();
+                if rewrite {
+                    read.is_some_and(|bytes| bytes.ends_with(n.as_bytes()))
+                } else {
+                    read.is_none()
+                }
+            };
             if rewrite {
                 let opts = MemoizeOptions::new()
                     .backend(Arc::clone(&inner))
                     .force_overwrite(true);
-                let _: Hooked = kept(&k, &opts.expire(Duration::from_secs(3600)), || Hooked(n));
+                let _: Hooked = kept(&k, &opts.expire(Duration::from_secs(3600)), || {
+                    Hooked(n.clone())
+                });
             } else {
                 assert!(inner.invalidate(key.as_str(), &key.lock_key()).is_ok());
             }
+            wait_until(
+                "the reader's backend answers with what the store holds",
+                settled,
+            );
         });
         let mut hooks = HOOKS.lock().unwrap_or_else(PoisonError::into_inner);
         hooks

@@ -32,6 +32,8 @@ pub struct Fixture {
     id: String,
     /// What must live as long as the backend (a private server).
     keep: Option<Box<dyn std::any::Any>>,
+    /// Another client of the same store ("another process"), if the row has one.
+    other: Option<Arc<dyn CacheBackend>>,
 }
 
 impl Fixture {
@@ -41,7 +43,26 @@ impl Fixture {
             probe: Arc::new(Probe::new(backend)),
             id: uuid::Uuid::new_v4().simple().to_string(),
             keep: None,
+            other: None,
         }
+    }
+
+    /// Gives the fixture another client of the same store, for writes made by
+    /// "another process" (which a near cache learns of only through its invalidation
+    /// link).
+    #[must_use]
+    pub fn with_other_client(mut self, other: Arc<dyn CacheBackend>) -> Self {
+        self.other = Some(other);
+        self
+    }
+
+    /// Another client of the fixture's store: the one given to
+    /// [`with_other_client`](Self::with_other_client), or else the backend behind the
+    /// probe.
+    pub fn other_client(&self) -> Arc<dyn CacheBackend> {
+        self.other
+            .clone()
+            .unwrap_or_else(|| Arc::clone(self.probe.inner()))
     }
 
     /// Keeps `guard` (such as the server behind the backend) alive with the fixture.
