@@ -287,7 +287,8 @@ fn expiry(ttl: Duration) -> Coarse {
 impl BackendCore for MemoryBackend {
     // Inlined into each typed method (`Backend::get`, ...), where the match folds to
     // the one arm: the hit path pays for no dispatch on the operation.
-    #[inline]
+    #[inline(always)]
+    #[allow(clippy::inline_always)]
     fn execute(&self, op: Op<'_>) -> Result<Reply, Error> {
         Ok(match op {
             Op::Get { key } => {

@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 use redis::{FromRedisValue, Value};
 
 use super::RedisBackend;
-use super::commands::{
-    compare_and_delete, compare_and_extend, delete_cmd, expire_many, get_cmd, get_many_cmd,
-    get_or_lock, get_or_lock_reply, invalidate, set_cmd, store_and_release, take_lock,
-    take_lock_reply,
-};
+use super::commands::{ms, release_channel};
 use super::exec::Request;
 use super::near::Ticket;
+use super::scripts::{
+    COMPARE_AND_DELETE, COMPARE_AND_EXTEND, EXPIRE_MANY, GET_OR_LOCK, INVALIDATE,
+    STORE_AND_RELEASE, TAKE_LOCK,
+};
 use crate::backend::{GetOrLock, Op, Reply};
 use crate::error::Error;
 
@@ -77,75 +77,112 @@ enum Forget<'a> {
 
 impl RedisBackend {
     /// The route of `op`: every operation's command, reply and near-cache effects.
+    // One arm per operation: the table of what each sends and does near.
+    #[allow(clippy::too_many_lines)]
     pub(super) fn route<'a>(&self, op: Op<'a>) -> Route<'a> {
         let near = self.inner.near.as_deref();
-        let wake = self.wake();
+        let wake = self.wake().flag();
         let (name, key) = (op.name(), op.key());
         let (request, reply, forget) = match op {
             Op::Get { key } => {
                 if let Some(copy) = near.and_then(|near| near.get(key)) {
                     return Route::Local(Reply::Value(Some(copy)));
                 }
-                let request = Request::Command(get_cmd(key));
+                let request = command("GET", |cmd| cmd.arg(key));
                 return Route::Send(Plan::read(name, key, request, Shape::Value, self));
             }
             Op::GetOrLock { key, lock } => {
-                let request = Request::Script(get_or_lock(key, &lock));
+                let mut script = GET_OR_LOCK.prepare_invoke();
+                script
+                    .key(key)
+                    .key(lock.key)
+                    .arg(lock.token)
+                    .arg(ms(lock.ttl));
+                let request = Request::Script(script);
                 return Route::Send(Plan::read(name, key, request, Shape::Found, self));
             }
             Op::GetMany { keys: [] } => return Route::Local(Reply::Values(Vec::new())),
             Op::GetMany { keys } => (
-                Request::Command(get_many_cmd(keys)),
+                command("MGET", |cmd| cmd.arg(keys)),
                 Shape::Values,
                 Forget::Nothing,
             ),
-            Op::Set { key, value, ttl } => (
-                Request::Command(set_cmd(key, value, ttl, false)),
-                Shape::Done,
-                Forget::Key(key),
-            ),
-            Op::Add { key, value, ttl } => (
-                Request::Command(set_cmd(key, value, ttl, true)),
-                Shape::Added,
-                Forget::Nothing,
-            ),
+            Op::Set { key, value, ttl } => {
+                let set = command("SET", |cmd| cmd.arg(key).arg(value).arg("PX").arg(ms(ttl)));
+                (set, Shape::Done, Forget::Key(key))
+            }
+            Op::Add { key, value, ttl } => {
+                let add = command("SET", |cmd| {
+                    cmd.arg(key).arg(value).arg("NX").arg("PX").arg(ms(ttl))
+                });
+                (add, Shape::Added, Forget::Nothing)
+            }
             Op::Delete { key } => (
-                Request::Command(delete_cmd(key)),
+                command("DEL", |cmd| cmd.arg(key)),
                 Shape::Done,
                 Forget::Key(key),
             ),
             Op::CompareAndDelete { key, expected } => {
-                let script = compare_and_delete(key, expected, wake);
+                let mut script = COMPARE_AND_DELETE.prepare_invoke();
+                script
+                    .key(key)
+                    .arg(expected)
+                    .arg(release_channel(key))
+                    .arg(wake);
                 (Request::Script(script), Shape::One, Forget::Nothing)
             }
             Op::CompareAndExtend { key, expected, ttl } => {
-                let script = compare_and_extend(key, expected, ttl);
+                let mut script = COMPARE_AND_EXTEND.prepare_invoke();
+                script.key(key).arg(expected).arg(ms(ttl));
                 (Request::Script(script), Shape::One, Forget::Nothing)
             }
-            Op::TakeLock { lock } => (
-                Request::Script(take_lock(&lock)),
-                Shape::Fence,
-                Forget::Nothing,
-            ),
+            Op::TakeLock { lock } => {
+                let mut script = TAKE_LOCK.prepare_invoke();
+                script
+                    .key(lock.key)
+                    .key(lock.value_key)
+                    .arg(lock.token)
+                    .arg(ms(lock.ttl));
+                (Request::Script(script), Shape::Fence, Forget::Nothing)
+            }
             Op::StoreAndRelease {
                 key,
                 value,
                 ttl,
                 lock,
             } => {
-                let script = store_and_release(key, value, ttl, &lock, wake);
+                let mut script = STORE_AND_RELEASE.prepare_invoke();
+                script
+                    .key(key)
+                    .key(lock.key)
+                    .arg(value)
+                    .arg(ms(ttl))
+                    .arg(lock.token);
+                script
+                    .arg(release_channel(lock.key))
+                    .arg(wake)
+                    .arg(lock.fence);
                 (Request::Script(script), Shape::One, Forget::Key(key))
             }
             Op::Invalidate { key, lock_key } => {
-                let script = invalidate(key, lock_key, wake);
+                let mut script = INVALIDATE.prepare_invoke();
+                script
+                    .key(key)
+                    .key(lock_key)
+                    .arg(release_channel(lock_key))
+                    .arg(wake);
                 (Request::Script(script), Shape::Done, Forget::Key(key))
             }
             Op::ExpireMany { keys: [], .. } => return Route::Local(Reply::Count(0)),
-            Op::ExpireMany { keys, ttl } => (
-                Request::Script(expire_many(keys, ttl)),
-                Shape::Count,
-                Forget::Keys(keys),
-            ),
+            Op::ExpireMany { keys, ttl } => {
+                // Resets the TTL of every present key (a zero `ttl` removes them).
+                let mut script = EXPIRE_MANY.prepare_invoke();
+                for key in keys {
+                    script.key(*key);
+                }
+                script.arg(if ttl.is_zero() { 0 } else { ms(ttl) });
+                (Request::Script(script), Shape::Count, Forget::Keys(keys))
+            }
             Op::WaitForRelease {
                 lock_key,
                 attempted,
@@ -206,6 +243,11 @@ impl RedisBackend {
     }
 }
 
+/// A command request: `name` and its arguments.
+fn command(name: &str, build: impl FnOnce(&mut redis::Cmd) -> &mut redis::Cmd) -> Request {
+    Request::Command(build(&mut redis::cmd(name)).take())
+}
+
 impl<'a> Plan<'a> {
     /// A read of `key`: with a near cache, it takes a ticket now (before it is sent)
     /// and offers what it finds.
@@ -234,17 +276,30 @@ impl<'a> Plan<'a> {
 impl Shape {
     fn read(self, name: &'static str, key: &str, value: Value) -> Result<Reply, Error> {
         let parse = |err| Error::backend(name, key, err);
+        let unexpected = |reply: &dyn std::fmt::Debug| {
+            Error::backend(name, key, format!("unexpected reply {reply:?}"))
+        };
         Ok(match self {
             Self::Value => Reply::Value(FromRedisValue::from_redis_value(value).map_err(parse)?),
             Self::Values => Reply::Values(FromRedisValue::from_redis_value(value).map_err(parse)?),
             Self::Done => Reply::Done,
             Self::Added => Reply::Applied(!matches!(value, Value::Nil)),
             Self::One => Reply::Applied(i64::from_redis_value(value).map_err(parse)? == 1),
-            Self::Fence => Reply::Fence(take_lock_reply(
-                key,
-                i64::from_redis_value(value).map_err(parse)?,
-            )?),
-            Self::Found => Reply::Found(get_or_lock_reply(key, value)?),
+            // The take-lock script's fencing token, or 0 (held).
+            Self::Fence => match i64::from_redis_value(value).map_err(parse)? {
+                0 => Reply::Fence(None),
+                fence @ 1.. => Reply::Fence(Some(fence.unsigned_abs())),
+                other => return Err(unexpected(&other)),
+            },
+            // The get-or-lock script's value, fencing token (locked) or 0 (held).
+            Self::Found => Reply::Found(match value {
+                Value::BulkString(value) => GetOrLock::Value(value),
+                Value::Int(0) => GetOrLock::Held,
+                Value::Int(fence @ 1..) => GetOrLock::Locked {
+                    fence: fence.unsigned_abs(),
+                },
+                other => return Err(unexpected(&other)),
+            }),
             Self::Count => {
                 let count = i64::from_redis_value(value).map_err(parse)?;
                 Reply::Count(usize::try_from(count).unwrap_or(0))
