@@ -234,6 +234,22 @@ fn wrong(reply: &Reply, op: &'static str, key: &str) -> Error {
     Error::backend(op, key, format!("a reply of the wrong shape: {reply:?}"))
 }
 
+/// The typed accessors of [`Reply`]: each takes one shape back, or says the shape
+/// was wrong (for `op` on `key`).
+macro_rules! accessors {
+    ($($name:ident: $variant:ident -> $out:ty;)*) => {
+        $(
+            #[doc = concat!("The content of [`Reply::", stringify!($variant), "`], or the error for `op` on `key`.")]
+            pub fn $name(self, op: &'static str, key: &str) -> Result<$out, Error> {
+                match self {
+                    Self::$variant(content) => Ok(content),
+                    other => Err(wrong(&other, op, key)),
+                }
+            }
+        )*
+    };
+}
+
 impl Reply {
     /// [`Reply::Done`], or the error for `op` on `key`.
     pub fn into_done(self, op: &'static str, key: &str) -> Result<(), Error> {
@@ -243,52 +259,13 @@ impl Reply {
         }
     }
 
-    /// The value of [`Reply::Value`], or the error for `op` on `key`.
-    pub fn into_value(self, op: &'static str, key: &str) -> Result<Option<Vec<u8>>, Error> {
-        match self {
-            Self::Value(value) => Ok(value),
-            other => Err(wrong(&other, op, key)),
-        }
-    }
-
-    /// The values of [`Reply::Values`], or the error for `op` on `key`.
-    pub fn into_values(self, op: &'static str, key: &str) -> Result<Vec<Option<Vec<u8>>>, Error> {
-        match self {
-            Self::Values(values) => Ok(values),
-            other => Err(wrong(&other, op, key)),
-        }
-    }
-
-    /// The flag of [`Reply::Applied`], or the error for `op` on `key`.
-    pub fn into_applied(self, op: &'static str, key: &str) -> Result<bool, Error> {
-        match self {
-            Self::Applied(applied) => Ok(applied),
-            other => Err(wrong(&other, op, key)),
-        }
-    }
-
-    /// The count of [`Reply::Count`], or the error for `op` on `key`.
-    pub fn into_count(self, op: &'static str, key: &str) -> Result<usize, Error> {
-        match self {
-            Self::Count(count) => Ok(count),
-            other => Err(wrong(&other, op, key)),
-        }
-    }
-
-    /// The token of [`Reply::Fence`], or the error for `op` on `key`.
-    pub fn into_fence(self, op: &'static str, key: &str) -> Result<Option<u64>, Error> {
-        match self {
-            Self::Fence(fence) => Ok(fence),
-            other => Err(wrong(&other, op, key)),
-        }
-    }
-
-    /// What [`Reply::Found`] found, or the error for `op` on `key`.
-    pub fn into_found(self, op: &'static str, key: &str) -> Result<GetOrLock, Error> {
-        match self {
-            Self::Found(found) => Ok(found),
-            other => Err(wrong(&other, op, key)),
-        }
+    accessors! {
+        into_value: Value -> Option<Vec<u8>>;
+        into_values: Values -> Vec<Option<Vec<u8>>>;
+        into_applied: Applied -> bool;
+        into_count: Count -> usize;
+        into_fence: Fence -> Option<u64>;
+        into_found: Found -> GetOrLock;
     }
 
     /// The kept value of [`Reply::Decoded`] (`None` for any other shape: the local

@@ -17,9 +17,9 @@ use crate::error::Error;
 /// writes. A networked backend implements [`BackendCore`] itself to save round trips.
 ///
 /// ```
-/// use cache_memoize::{Backend, CacheBackend, Error, LockClaim, GetOrLock, Store};
+/// use cache_memoize::{Backend, Error, GetOrLock, LockClaim, Store};
 /// use std::collections::HashMap;
-/// use std::sync::Mutex;
+/// use std::sync::{Mutex, MutexGuard};
 /// use std::time::Duration;
 ///
 /// /// A store that never expires anything (TTLs ignored): for illustration only.
@@ -27,7 +27,7 @@ use crate::error::Error;
 /// struct Map(Mutex<HashMap<String, Vec<u8>>>);
 ///
 /// impl Map {
-///     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<u8>>> {
+///     fn map(&self) -> MutexGuard<'_, HashMap<String, Vec<u8>>> {
 ///         self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 ///     }
 /// }
@@ -37,8 +37,7 @@ use crate::error::Error;
 ///         Ok(self.map().get(key).cloned())
 ///     }
 ///     fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, Error> {
-///         let map = self.map();
-///         Ok(keys.iter().map(|key| map.get(*key).cloned()).collect())
+///         Ok(keys.iter().map(|key| self.map().get(*key).cloned()).collect())
 ///     }
 ///     fn set(&self, key: &str, value: &[u8], _ttl: Duration) -> Result<(), Error> {
 ///         self.map().insert(key.to_owned(), value.to_vec());
@@ -46,11 +45,11 @@ use crate::error::Error;
 ///     }
 ///     fn add(&self, key: &str, value: &[u8], _ttl: Duration) -> Result<bool, Error> {
 ///         let mut map = self.map();
-///         if map.contains_key(key) {
-///             return Ok(false);
+///         let absent = !map.contains_key(key);
+///         if absent {
+///             map.insert(key.to_owned(), value.to_vec());
 ///         }
-///         map.insert(key.to_owned(), value.to_vec());
-///         Ok(true)
+///         Ok(absent)
 ///     }
 ///     fn delete(&self, key: &str) -> Result<(), Error> {
 ///         self.map().remove(key);
@@ -59,10 +58,7 @@ use crate::error::Error;
 ///     fn compare_and_delete(&self, key: &str, expected: &[u8]) -> Result<bool, Error> {
 ///         let mut map = self.map();
 ///         let ours = map.get(key).is_some_and(|value| value == expected);
-///         if ours {
-///             map.remove(key);
-///         }
-///         Ok(ours)
+///         Ok(ours && map.remove(key).is_some())
 ///     }
 ///     fn compare_and_extend(&self, key: &str, expected: &[u8], _ttl: Duration) -> Result<bool, Error> {
 ///         Ok(self.map().get(key).is_some_and(|value| value == expected))
@@ -74,9 +70,6 @@ use crate::error::Error;
 /// let lock = LockClaim { key: "_lock_:k", token: b"me", ttl: Duration::from_secs(5), value_key: "k", fence: 0 };
 /// assert!(matches!(map.get_or_lock("k", &lock)?, GetOrLock::Locked { .. }));
 /// assert_eq!(Backend::get(&map, "_lock_:k")?, Some(b"me".to_vec()));
-///
-/// fn registrable<B: CacheBackend>(_: &B) {}
-/// registrable(&map);
 /// cache_memoize::set_backend(map);
 /// # Ok::<(), Error>(())
 /// ```
