@@ -13,9 +13,9 @@
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use cache_memoize::{AsyncBackend, Backend, BoxFuture, Error, GetOrLock, LockClaim};
+use cache_memoize::{AsyncBackendCore, BackendCore, BoxFuture, Error, LockClaim, Op, Reply};
 
 /// What one call went through, as seen on its thread.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -100,178 +100,55 @@ impl<B> Witness<B> {
         )
     }
 
-    fn count_attempt(&self, lock: &LockClaim<'_>, taken: &Result<Option<u64>, Error>) {
+    fn count_attempt(&self, lock: &LockClaim<'_>, taken: &Result<Reply, Error>) {
         if lock.key == self.refresh_lock {
             self.attempts.fetch_add(1, Ordering::Relaxed);
-            if matches!(taken, Ok(Some(_))) {
+            if matches!(taken, Ok(Reply::Fence(Some(_)))) {
                 self.taken.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
 }
 
-impl<B: Backend> Backend for Witness<B> {
-    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
-        let read = self.inner.get(key);
-        update(|seen| {
-            if seen.first_read.is_none() {
-                seen.first_read = Some(FirstRead {
-                    at_us: now_us(),
-                    found: matches!(read, Ok(Some(_))),
+impl<B: BackendCore> BackendCore for Witness<B> {
+    fn execute(&self, op: Op<'_>) -> Result<Reply, Error> {
+        match op {
+            Op::Get { .. } | Op::Decoded { .. } => {
+                let read = self.inner.execute(op);
+                let found = matches!(read, Ok(Reply::Value(Some(_)) | Reply::Decoded(Some(_))));
+                let answered = found || matches!(read, Ok(Reply::Value(None)) | Err(_));
+                update(|seen| {
+                    if answered && seen.first_read.is_none() {
+                        let at_us = now_us();
+                        seen.first_read = Some(FirstRead { at_us, found });
+                    }
                 });
+                read
             }
-        });
-        read
-    }
-
-    fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, Error> {
-        self.inner.get_many(keys)
-    }
-
-    fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), Error> {
-        self.inner.set(key, value, ttl)
-    }
-
-    fn add(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, Error> {
-        self.inner.add(key, value, ttl)
-    }
-
-    fn delete(&self, key: &str) -> Result<(), Error> {
-        self.inner.delete(key)
-    }
-
-    fn compare_and_delete(&self, key: &str, expected: &[u8]) -> Result<bool, Error> {
-        self.inner.compare_and_delete(key, expected)
-    }
-
-    fn compare_and_extend(&self, key: &str, expected: &[u8], ttl: Duration) -> Result<bool, Error> {
-        self.inner.compare_and_extend(key, expected, ttl)
-    }
-
-    fn get_or_lock(&self, key: &str, lock: &LockClaim<'_>) -> Result<GetOrLock, Error> {
-        self.inner.get_or_lock(key, lock)
-    }
-
-    fn store_and_release(
-        &self,
-        key: &str,
-        value: &[u8],
-        ttl: Duration,
-        lock: &LockClaim<'_>,
-    ) -> Result<bool, Error> {
-        self.inner.store_and_release(key, value, ttl, lock)
-    }
-
-    fn take_lock(&self, lock: &LockClaim<'_>) -> Result<Option<u64>, Error> {
-        let taken = self.inner.take_lock(lock);
-        self.count_attempt(lock, &taken);
-        taken
-    }
-
-    fn invalidate(&self, key: &str, lock_key: &str) -> Result<(), Error> {
-        self.inner.invalidate(key, lock_key)
-    }
-
-    fn wait_for_release(&self, lock_key: &str, attempted: Instant, max: Duration) {
-        update(|seen| seen.lock_waits += 1);
-        self.inner.wait_for_release(lock_key, attempted, max);
+            Op::TakeLock { lock } => {
+                let taken = self.inner.execute(op);
+                self.count_attempt(&lock, &taken);
+                taken
+            }
+            Op::WaitForRelease { .. } => {
+                update(|seen| seen.lock_waits += 1);
+                self.inner.execute(op)
+            }
+            op => self.inner.execute(op),
+        }
     }
 }
 
-impl<B: AsyncBackend> AsyncBackend for Witness<B> {
-    fn get_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, Error>> {
-        self.inner.get_async(key)
-    }
-
-    fn get_many_async<'a>(
-        &'a self,
-        keys: &'a [&'a str],
-    ) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, Error>> {
-        self.inner.get_many_async(keys)
-    }
-
-    fn set_async<'a>(
-        &'a self,
-        key: &'a str,
-        value: &'a [u8],
-        ttl: Duration,
-    ) -> BoxFuture<'a, Result<(), Error>> {
-        self.inner.set_async(key, value, ttl)
-    }
-
-    fn add_async<'a>(
-        &'a self,
-        key: &'a str,
-        value: &'a [u8],
-        ttl: Duration,
-    ) -> BoxFuture<'a, Result<bool, Error>> {
-        self.inner.add_async(key, value, ttl)
-    }
-
-    fn delete_async<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), Error>> {
-        self.inner.delete_async(key)
-    }
-
-    fn compare_and_delete_async<'a>(
-        &'a self,
-        key: &'a str,
-        expected: &'a [u8],
-    ) -> BoxFuture<'a, Result<bool, Error>> {
-        self.inner.compare_and_delete_async(key, expected)
-    }
-
-    fn compare_and_extend_async<'a>(
-        &'a self,
-        key: &'a str,
-        expected: &'a [u8],
-        ttl: Duration,
-    ) -> BoxFuture<'a, Result<bool, Error>> {
-        self.inner.compare_and_extend_async(key, expected, ttl)
-    }
-
-    fn get_or_lock_async<'a>(
-        &'a self,
-        key: &'a str,
-        lock: &'a LockClaim<'a>,
-    ) -> BoxFuture<'a, Result<GetOrLock, Error>> {
-        self.inner.get_or_lock_async(key, lock)
-    }
-
-    fn store_and_release_async<'a>(
-        &'a self,
-        key: &'a str,
-        value: &'a [u8],
-        ttl: Duration,
-        lock: &'a LockClaim<'a>,
-    ) -> BoxFuture<'a, Result<bool, Error>> {
-        self.inner.store_and_release_async(key, value, ttl, lock)
-    }
-
-    fn take_lock_async<'a>(
-        &'a self,
-        lock: &'a LockClaim<'a>,
-    ) -> BoxFuture<'a, Result<Option<u64>, Error>> {
+impl<B: AsyncBackendCore> AsyncBackendCore for Witness<B> {
+    fn execute_async<'a>(&'a self, op: Op<'a>) -> BoxFuture<'a, Result<Reply, Error>> {
+        let Op::TakeLock { lock } = op else {
+            return self.inner.execute_async(op);
+        };
+        let taking = self.inner.execute_async(op);
         Box::pin(async move {
-            let taken = self.inner.take_lock_async(lock).await;
-            self.count_attempt(lock, &taken);
+            let taken = taking.await;
+            self.count_attempt(&lock, &taken);
             taken
         })
-    }
-
-    fn invalidate_async<'a>(
-        &'a self,
-        key: &'a str,
-        lock_key: &'a str,
-    ) -> BoxFuture<'a, Result<(), Error>> {
-        self.inner.invalidate_async(key, lock_key)
-    }
-
-    fn wait_for_release_async<'a>(
-        &'a self,
-        lock_key: &'a str,
-        attempted: Instant,
-        max: Duration,
-    ) -> BoxFuture<'a, ()> {
-        self.inner.wait_for_release_async(lock_key, attempted, max)
     }
 }

@@ -70,8 +70,8 @@ pub use backend::memory::MemoryBackend;
 #[cfg(feature = "redis")]
 pub use backend::redis::{DEFAULT_NEAR_CACHE_CAPACITY, NearCache, RedisBackend, RedisBuilder};
 pub use backend::{
-    AsyncBackend, Backend, BoxFuture, CacheBackend, DecodedValue, GetOrLock, ImmediateBackend,
-    KeptValue, LockClaim,
+    AsyncBackend, AsyncBackendCore, Backend, BackendCore, BoxFuture, CacheBackend, DecodedValue,
+    GetOrLock, ImmediateBackend, KeptValue, LockClaim, Op, Pending, Reply, Store,
 };
 pub use cache_memoize_macros::cache_memoize;
 pub use codec::Codec;

@@ -8,6 +8,7 @@ pub mod captured;
 pub mod freshness_suite;
 pub mod identity_suite;
 pub mod iter_suite;
+pub mod keep_decoded_suite;
 pub mod keys_suite;
 pub mod lock_suite;
 pub mod memoize_suite;
@@ -31,6 +32,8 @@ pub struct Fixture {
     id: String,
     /// What must live as long as the backend (a private server).
     keep: Option<Box<dyn std::any::Any>>,
+    /// Another client of the same store ("another process"), if the row has one.
+    other: Option<Arc<dyn CacheBackend>>,
 }
 
 impl Fixture {
@@ -40,7 +43,26 @@ impl Fixture {
             probe: Arc::new(Probe::new(backend)),
             id: uuid::Uuid::new_v4().simple().to_string(),
             keep: None,
+            other: None,
         }
+    }
+
+    /// Gives the fixture another client of the same store, for writes made by
+    /// "another process" (which a near cache learns of only through its invalidation
+    /// link).
+    #[must_use]
+    pub fn with_other_client(mut self, other: Arc<dyn CacheBackend>) -> Self {
+        self.other = Some(other);
+        self
+    }
+
+    /// Another client of the fixture's store: the one given to
+    /// [`with_other_client`](Self::with_other_client), or else the backend behind the
+    /// probe.
+    pub fn other_client(&self) -> Arc<dyn CacheBackend> {
+        self.other
+            .clone()
+            .unwrap_or_else(|| Arc::clone(self.probe.inner()))
     }
 
     /// Keeps `guard` (such as the server behind the backend) alive with the fixture.
@@ -210,6 +232,16 @@ macro_rules! with_scenarios {
                 iter_reader_during_a_refresh_never_sees_a_mix,
                 iter_slow_reader_of_unchanged_data_gets_the_whole_sequence,
                 iter_slow_reader_of_replaced_data_never_mixes_two_writes
+            ];
+            keep_decoded_suite: [
+                kept_hits_return_the_value_computed_once,
+                writes_and_invalidations_elsewhere_replace_the_kept_value,
+                a_change_between_the_bytes_and_the_kept_value_is_never_served_after,
+                two_builds_of_one_key_keep_their_own_values,
+                a_kept_value_is_judged_by_the_callers_clock,
+                none_and_errors_are_never_kept,
+                a_panicking_clone_leaves_the_right_value_served,
+                own_refreshes_and_invalidations_are_read_back
             ]
         );
     };

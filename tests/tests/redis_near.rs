@@ -4,6 +4,19 @@
 //! a stale copy served. Every server here is private to its test; waits poll with a
 //! bounded deadline.
 
+// `keep_decoded` with a near cache: what only a near cache shows (its hit counts, its
+// invalidation links, its byte bound). Each test registers its backend for the
+// attribute and holds the registry while it runs. The scenarios that hold on every
+// backend are in `tests/src/keep_decoded_suite.rs`.
+#[path = "redis_near/kept_values_count_one_near_hit.rs"]
+mod kept_values_count_one_near_hit;
+#[path = "redis_near/kept_values_follow_the_near_copy.rs"]
+mod kept_values_follow_the_near_copy;
+#[path = "redis_near/kept_values_on_a_cluster_follow_killed_links.rs"]
+mod kept_values_on_a_cluster_follow_killed_links;
+#[path = "redis_near/kept_values_race_writes_and_stay_bounded.rs"]
+mod kept_values_race_writes_and_stay_bounded;
+
 use std::sync::Arc;
 use std::time::Duration;
 

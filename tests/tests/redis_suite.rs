@@ -55,6 +55,14 @@ mod near_cache {
 
     use super::PATIENT;
 
+    /// Another client of the same server or cluster, without a near cache.
+    fn plain(builder: cache_memoize::RedisBuilder) -> Arc<dyn cache_memoize::CacheBackend> {
+        match builder.response_timeout(PATIENT).connect() {
+            Ok(backend) => Arc::new(backend),
+            Err(err) => panic!("cannot connect another client: {err}"),
+        }
+    }
+
     fn on_private_server_with_a_near_cache() -> Fixture {
         let server = RedisServer::start();
         let connected = RedisBackend::builder([server.url()])
@@ -64,7 +72,10 @@ mod near_cache {
         match connected {
             Ok(backend) => {
                 wait_until("tracking is on", || backend.is_near_cache_live());
-                Fixture::new(Arc::new(backend)).keeping(server)
+                let other = plain(RedisBackend::builder([server.url()]));
+                Fixture::new(Arc::new(backend))
+                    .with_other_client(other)
+                    .keeping(server)
             }
             Err(err) => panic!("cannot connect to the test server: {err}"),
         }
@@ -79,7 +90,8 @@ mod near_cache {
         match connected {
             Ok(backend) => {
                 wait_until("tracking is on", || backend.is_near_cache_live());
-                Fixture::new(Arc::new(backend))
+                let other = plain(RedisBackend::builder(cluster.urls()).cluster());
+                Fixture::new(Arc::new(backend)).with_other_client(other)
             }
             Err(err) => panic!("cannot connect to the test cluster: {err}"),
         }

@@ -8,11 +8,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
-use cache_memoize::RedisBackend;
 use cache_memoize::{
-    Backend, Clock, MemoizeOptions, MemoryBackend, escape_key_part, make_cache_key, memoize,
-    memoize_async,
+    Clock, MemoizeOptions, MemoryBackend, escape_key_part, make_cache_key, memoize, memoize_async,
 };
+use cache_memoize::{Op, RedisBackend, Reply};
 use cache_memoize_tests::freshness_suite::{ManualClock, Versions};
 use cache_memoize_tests::server::RedisServer;
 use cache_memoize_tests::{Fixture, fast_lock};
@@ -289,71 +288,25 @@ struct HeldRenewal {
 
 type Gate = (mpsc::Sender<()>, mpsc::Receiver<()>, mpsc::Sender<()>);
 
-impl Backend for HeldRenewal {
-    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, cache_memoize::Error> {
-        self.inner.get(key)
-    }
-    fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, cache_memoize::Error> {
-        self.inner.get_many(keys)
-    }
-    fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), cache_memoize::Error> {
-        self.inner.set(key, value, ttl)
-    }
-    fn add(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, cache_memoize::Error> {
-        self.inner.add(key, value, ttl)
-    }
-    fn delete(&self, key: &str) -> Result<(), cache_memoize::Error> {
-        self.inner.delete(key)
-    }
-    fn compare_and_delete(&self, key: &str, expected: &[u8]) -> Result<bool, cache_memoize::Error> {
-        self.inner.compare_and_delete(key, expected)
-    }
-    fn compare_and_extend(
-        &self,
-        key: &str,
-        expected: &[u8],
-        ttl: Duration,
-    ) -> Result<bool, cache_memoize::Error> {
-        if std::thread::current().name() == Some("cache-memoize-renew") {
-            let gate = self
-                .gate
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take();
-            if let Some((entered, proceed, done)) = gate {
-                let _ = entered.send(());
-                let _ = proceed.recv();
-                let extended = self.inner.compare_and_extend(key, expected, ttl);
-                let _ = done.send(());
-                return extended;
-            }
+impl cache_memoize::BackendCore for HeldRenewal {
+    fn execute(&self, op: Op<'_>) -> Result<Reply, cache_memoize::Error> {
+        let renewing = std::thread::current().name() == Some("cache-memoize-renew");
+        if !(renewing && matches!(op, Op::CompareAndExtend { .. })) {
+            return self.inner.execute(op);
         }
-        self.inner.compare_and_extend(key, expected, ttl)
-    }
-    fn get_or_lock(
-        &self,
-        key: &str,
-        lock: &cache_memoize::LockClaim<'_>,
-    ) -> Result<cache_memoize::GetOrLock, cache_memoize::Error> {
-        self.inner.get_or_lock(key, lock)
-    }
-    fn take_lock(
-        &self,
-        lock: &cache_memoize::LockClaim<'_>,
-    ) -> Result<Option<u64>, cache_memoize::Error> {
-        self.inner.take_lock(lock)
-    }
-    fn store_and_release(
-        &self,
-        key: &str,
-        value: &[u8],
-        ttl: Duration,
-        lock: &cache_memoize::LockClaim<'_>,
-    ) -> Result<bool, cache_memoize::Error> {
-        self.inner.store_and_release(key, value, ttl, lock)
-    }
-    fn invalidate(&self, key: &str, lock_key: &str) -> Result<(), cache_memoize::Error> {
-        self.inner.invalidate(key, lock_key)
+        let gate = self
+            .gate
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let Some((entered, proceed, done)) = gate else {
+            return self.inner.execute(op);
+        };
+        let _ = entered.send(());
+        let _ = proceed.recv();
+        let extended = self.inner.execute(op);
+        let _ = done.send(());
+        extended
     }
 }
 
@@ -666,125 +619,20 @@ struct StalledStore {
     entered: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
 }
 
-type R<T> = Result<T, cache_memoize::Error>;
-
-impl Backend for StalledStore {
-    fn get(&self, key: &str) -> R<Option<Vec<u8>>> {
-        self.inner.get(key)
-    }
-    fn get_many(&self, keys: &[&str]) -> R<Vec<Option<Vec<u8>>>> {
-        self.inner.get_many(keys)
-    }
-    fn set(&self, key: &str, value: &[u8], ttl: Duration) -> R<()> {
-        self.inner.set(key, value, ttl)
-    }
-    fn add(&self, key: &str, value: &[u8], ttl: Duration) -> R<bool> {
-        self.inner.add(key, value, ttl)
-    }
-    fn delete(&self, key: &str) -> R<()> {
-        self.inner.delete(key)
-    }
-    fn compare_and_delete(&self, key: &str, expected: &[u8]) -> R<bool> {
-        self.inner.compare_and_delete(key, expected)
-    }
-    fn compare_and_extend(&self, key: &str, expected: &[u8], ttl: Duration) -> R<bool> {
-        self.inner.compare_and_extend(key, expected, ttl)
-    }
-    fn get_or_lock(
-        &self,
-        key: &str,
-        lock: &cache_memoize::LockClaim<'_>,
-    ) -> R<cache_memoize::GetOrLock> {
-        self.inner.get_or_lock(key, lock)
-    }
-    fn take_lock(&self, lock: &cache_memoize::LockClaim<'_>) -> R<Option<u64>> {
-        self.inner.take_lock(lock)
-    }
-    fn store_and_release(
-        &self,
-        key: &str,
-        value: &[u8],
-        ttl: Duration,
-        lock: &cache_memoize::LockClaim<'_>,
-    ) -> R<bool> {
-        self.inner.store_and_release(key, value, ttl, lock)
-    }
-    fn invalidate(&self, key: &str, lock_key: &str) -> R<()> {
-        self.inner.invalidate(key, lock_key)
+impl cache_memoize::BackendCore for StalledStore {
+    fn execute(&self, op: Op<'_>) -> Result<Reply, cache_memoize::Error> {
+        self.inner.execute(op)
     }
 }
 
-impl cache_memoize::AsyncBackend for StalledStore {
-    fn get_async<'a>(&'a self, key: &'a str) -> cache_memoize::BoxFuture<'a, R<Option<Vec<u8>>>> {
-        self.inner.get_async(key)
-    }
-    fn get_many_async<'a>(
+impl cache_memoize::AsyncBackendCore for StalledStore {
+    fn execute_async<'a>(
         &'a self,
-        keys: &'a [&'a str],
-    ) -> cache_memoize::BoxFuture<'a, R<Vec<Option<Vec<u8>>>>> {
-        self.inner.get_many_async(keys)
-    }
-    fn set_async<'a>(
-        &'a self,
-        key: &'a str,
-        value: &'a [u8],
-        ttl: Duration,
-    ) -> cache_memoize::BoxFuture<'a, R<()>> {
-        self.inner.set_async(key, value, ttl)
-    }
-    fn add_async<'a>(
-        &'a self,
-        key: &'a str,
-        value: &'a [u8],
-        ttl: Duration,
-    ) -> cache_memoize::BoxFuture<'a, R<bool>> {
-        self.inner.add_async(key, value, ttl)
-    }
-    fn delete_async<'a>(&'a self, key: &'a str) -> cache_memoize::BoxFuture<'a, R<()>> {
-        self.inner.delete_async(key)
-    }
-    fn compare_and_delete_async<'a>(
-        &'a self,
-        key: &'a str,
-        expected: &'a [u8],
-    ) -> cache_memoize::BoxFuture<'a, R<bool>> {
-        self.inner.compare_and_delete_async(key, expected)
-    }
-    fn compare_and_extend_async<'a>(
-        &'a self,
-        key: &'a str,
-        expected: &'a [u8],
-        ttl: Duration,
-    ) -> cache_memoize::BoxFuture<'a, R<bool>> {
-        self.inner.compare_and_extend_async(key, expected, ttl)
-    }
-    fn get_or_lock_async<'a>(
-        &'a self,
-        key: &'a str,
-        lock: &'a cache_memoize::LockClaim<'a>,
-    ) -> cache_memoize::BoxFuture<'a, R<cache_memoize::GetOrLock>> {
-        self.inner.get_or_lock_async(key, lock)
-    }
-    fn take_lock_async<'a>(
-        &'a self,
-        lock: &'a cache_memoize::LockClaim<'a>,
-    ) -> cache_memoize::BoxFuture<'a, R<Option<u64>>> {
-        self.inner.take_lock_async(lock)
-    }
-    fn invalidate_async<'a>(
-        &'a self,
-        key: &'a str,
-        lock_key: &'a str,
-    ) -> cache_memoize::BoxFuture<'a, R<()>> {
-        self.inner.invalidate_async(key, lock_key)
-    }
-    fn store_and_release_async<'a>(
-        &'a self,
-        _key: &'a str,
-        _value: &'a [u8],
-        _ttl: Duration,
-        _lock: &'a cache_memoize::LockClaim<'a>,
-    ) -> cache_memoize::BoxFuture<'a, R<bool>> {
+        op: Op<'a>,
+    ) -> cache_memoize::BoxFuture<'a, Result<Reply, cache_memoize::Error>> {
+        if !matches!(op, Op::StoreAndRelease { .. }) {
+            return self.inner.execute_async(op);
+        }
         Box::pin(async move {
             let entered = self
                 .entered

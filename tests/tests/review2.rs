@@ -6,11 +6,11 @@ use std::cell::RefCell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cache_memoize::{
-    AsyncBackend, Backend, CacheBackend, Error, GetOrLock, ImmediateBackend, LockClaim,
-    LockOptions, MemoizeOptions, MemoryBackend, NearCache, RedisBackend, memoize,
+    AsyncBackend, Backend, BackendCore, CacheBackend, Error, GetOrLock, ImmediateBackend,
+    LockOptions, MemoizeOptions, MemoryBackend, NearCache, Op, RedisBackend, Reply, memoize,
 };
 use cache_memoize_tests::proxy::CountingProxy;
 use cache_memoize_tests::server::{RedisSentinel, RedisServer};
@@ -162,40 +162,27 @@ impl StallsAfterHeld {
     }
 }
 
-impl Backend for StallsAfterHeld {
-    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
-        if self.attempts.load(Ordering::SeqCst) == 0 {
-            self.record("get");
-            return self.inner.get(key);
+impl BackendCore for StallsAfterHeld {
+    fn execute(&self, op: Op<'_>) -> Result<Reply, Error> {
+        match op {
+            Op::Get { key } => {
+                if self.attempts.load(Ordering::SeqCst) == 0 {
+                    self.record("get");
+                    return self.inner.execute(op);
+                }
+                Err(self.stalled("get", key))
+            }
+            Op::GetOrLock { key, .. } => {
+                if self.attempts.fetch_add(1, Ordering::SeqCst) == 0 {
+                    self.record("get_or_lock");
+                    return Ok(Reply::Found(GetOrLock::Held));
+                }
+                Err(self.stalled("get_or_lock", key))
+            }
+            Op::WaitForRelease { .. } => Ok(Reply::Done),
+            op => self.inner.execute(op),
         }
-        Err(self.stalled("get", key))
     }
-    fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, Error> {
-        self.inner.get_many(keys)
-    }
-    fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), Error> {
-        self.inner.set(key, value, ttl)
-    }
-    fn add(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, Error> {
-        self.inner.add(key, value, ttl)
-    }
-    fn delete(&self, key: &str) -> Result<(), Error> {
-        self.inner.delete(key)
-    }
-    fn compare_and_delete(&self, key: &str, expected: &[u8]) -> Result<bool, Error> {
-        self.inner.compare_and_delete(key, expected)
-    }
-    fn compare_and_extend(&self, key: &str, expected: &[u8], ttl: Duration) -> Result<bool, Error> {
-        self.inner.compare_and_extend(key, expected, ttl)
-    }
-    fn get_or_lock(&self, key: &str, _lock: &LockClaim<'_>) -> Result<GetOrLock, Error> {
-        if self.attempts.fetch_add(1, Ordering::SeqCst) == 0 {
-            self.record("get_or_lock");
-            return Ok(GetOrLock::Held);
-        }
-        Err(self.stalled("get_or_lock", key))
-    }
-    fn wait_for_release(&self, _lock_key: &str, _attempted: Instant, _max: Duration) {}
 }
 
 impl ImmediateBackend for StallsAfterHeld {}

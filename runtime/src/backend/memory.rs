@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use coarsetime::Instant as Coarse;
 use lru::LruCache;
 
-use super::{Backend, BoxFuture, GetOrLock, ImmediateBackend, LockClaim};
+use super::{BackendCore, BoxFuture, GetOrLock, ImmediateBackend, LockClaim, Op, Reply};
 use crate::codec::written_fence;
 use crate::error::Error;
 
@@ -284,91 +284,130 @@ fn expiry(ttl: Duration) -> Coarse {
     now().saturating_add(ttl.into())
 }
 
-impl Backend for MemoryBackend {
-    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
-        Ok(self.lock().read_live(key, |entry| entry.value.clone()))
-    }
-
-    fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, Error> {
-        let mut store = self.lock();
-        Ok(keys
-            .iter()
-            .map(|key| store.read_live(key, |entry| entry.value.clone()))
-            .collect())
-    }
-
-    fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), Error> {
-        self.lock().insert(key, value, ttl);
-        Ok(())
-    }
-
-    /// Adds outside the size bound: `add` is how locks are taken.
-    fn add(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, Error> {
-        let mut store = self.lock();
-        if store.live(key).is_some() {
-            return Ok(false);
-        }
-        store.insert_lock(key, value, ttl);
-        Ok(true)
-    }
-
-    fn delete(&self, key: &str) -> Result<(), Error> {
-        if self.lock().remove(key) {
-            self.wake_waiters();
-        }
-        Ok(())
-    }
-
-    fn compare_and_delete(&self, key: &str, expected: &[u8]) -> Result<bool, Error> {
-        let mut store = self.lock();
-        let matches = store.live(key).is_some_and(|entry| entry.value == expected);
-        let removed = matches && store.remove(key);
-        drop(store);
-        if removed {
-            self.wake_waiters();
-        }
-        Ok(removed)
-    }
-
-    fn compare_and_extend(&self, key: &str, expected: &[u8], ttl: Duration) -> Result<bool, Error> {
-        let mut store = self.lock();
-        match store.live(key) {
-            Some(entry) if entry.value == expected => {
-                entry.expires_at = expiry(ttl);
-                Ok(true)
+impl BackendCore for MemoryBackend {
+    // Inlined into each typed method (`Backend::get`, ...), where the match folds to
+    // the one arm: the hit path pays for no dispatch on the operation.
+    #[inline(always)]
+    #[allow(clippy::inline_always)]
+    fn execute(&self, op: Op<'_>) -> Result<Reply, Error> {
+        Ok(match op {
+            Op::Get { key } => {
+                Reply::Value(self.lock().read_live(key, |entry| entry.value.clone()))
             }
-            _ => Ok(false),
-        }
-    }
-
-    fn get_or_lock(&self, key: &str, lock: &LockClaim<'_>) -> Result<GetOrLock, Error> {
-        let mut store = self.lock();
-        if let Some(value) = store.read_live(key, |entry| entry.value.clone()) {
-            return Ok(GetOrLock::Value(value));
-        }
-        Ok(match store.take_lock(lock) {
-            Some(fence) => GetOrLock::Locked { fence },
-            None => GetOrLock::Held,
+            Op::GetMany { keys } => {
+                let mut store = self.lock();
+                Reply::Values(
+                    keys.iter()
+                        .map(|key| store.read_live(key, |entry| entry.value.clone()))
+                        .collect(),
+                )
+            }
+            Op::Set { key, value, ttl } => {
+                self.lock().insert(key, value, ttl);
+                Reply::Done
+            }
+            // Outside the size bound: `add` is how locks are taken.
+            Op::Add { key, value, ttl } => {
+                let mut store = self.lock();
+                let free = store.live(key).is_none();
+                if free {
+                    store.insert_lock(key, value, ttl);
+                }
+                Reply::Applied(free)
+            }
+            Op::Delete { key } => {
+                if self.lock().remove(key) {
+                    self.wake_waiters();
+                }
+                Reply::Done
+            }
+            Op::CompareAndDelete { key, expected } => {
+                let mut store = self.lock();
+                let matches = store.live(key).is_some_and(|entry| entry.value == expected);
+                let removed = matches && store.remove(key);
+                drop(store);
+                if removed {
+                    self.wake_waiters();
+                }
+                Reply::Applied(removed)
+            }
+            Op::CompareAndExtend { key, expected, ttl } => {
+                let mut store = self.lock();
+                let entry = store.live(key).filter(|entry| entry.value == expected);
+                let extended = entry.map(|entry| entry.expires_at = expiry(ttl));
+                Reply::Applied(extended.is_some())
+            }
+            Op::GetOrLock { key, lock } => {
+                let mut store = self.lock();
+                Reply::Found(match store.read_live(key, |entry| entry.value.clone()) {
+                    Some(value) => GetOrLock::Value(value),
+                    None => match store.take_lock(&lock) {
+                        Some(fence) => GetOrLock::Locked { fence },
+                        None => GetOrLock::Held,
+                    },
+                })
+            }
+            Op::TakeLock { lock } => Reply::Fence(self.lock().take_lock(&lock)),
+            Op::StoreAndRelease {
+                key,
+                value,
+                ttl,
+                lock,
+            } => Reply::Applied(self.store_and_release(key, value, ttl, &lock)),
+            Op::Invalidate { key, lock_key } => {
+                let mut store = self.lock();
+                store.remove(key);
+                let voided = store.remove(lock_key);
+                drop(store);
+                if voided {
+                    self.wake_waiters();
+                }
+                Reply::Done
+            }
+            Op::ExpireMany { keys, ttl } => {
+                let mut store = self.lock();
+                let mut present = 0;
+                for key in keys {
+                    if ttl.is_zero() {
+                        present += usize::from(store.remove(key));
+                    } else if let Some(entry) = store.live(key) {
+                        entry.expires_at = expiry(ttl);
+                        present += 1;
+                    }
+                }
+                Reply::Count(present)
+            }
+            // Returns when the lock is deleted (or already absent), or after `max`.
+            Op::WaitForRelease { lock_key, max, .. } => {
+                let store = self.lock();
+                if store.locks.contains_key(lock_key) {
+                    // Waiting on the store's own mutex: a delete cannot slip in
+                    // between the check and the wait.
+                    let _ = self.deleted.wait_timeout(store, max);
+                }
+                Reply::Done
+            }
+            Op::Decoded { .. } => Reply::Decoded(None),
+            Op::KeepDecoded { .. } => Reply::Done,
         })
     }
+}
 
-    fn take_lock(&self, lock: &LockClaim<'_>) -> Result<Option<u64>, Error> {
-        Ok(self.lock().take_lock(lock))
-    }
-
+impl MemoryBackend {
+    /// Stores under the lock if it is still ours and the write is newer; releases it.
     fn store_and_release(
         &self,
         key: &str,
         value: &[u8],
         ttl: Duration,
         lock: &LockClaim<'_>,
-    ) -> Result<bool, Error> {
+    ) -> bool {
         let mut store = self.lock();
         let ours = store
             .live(lock.key)
             .is_some_and(|entry| entry.value == lock.token);
         if !ours {
-            return Ok(false);
+            return false;
         }
         // While the lock is ours nobody else stores under it: a value written under a
         // later token can only have come from outside the lock (a `set`). It stands.
@@ -379,43 +418,7 @@ impl Backend for MemoryBackend {
         store.remove(lock.key);
         drop(store);
         self.wake_waiters();
-        Ok(newer)
-    }
-
-    fn invalidate(&self, key: &str, lock_key: &str) -> Result<(), Error> {
-        let mut store = self.lock();
-        store.remove(key);
-        let voided = store.remove(lock_key);
-        drop(store);
-        if voided {
-            self.wake_waiters();
-        }
-        Ok(())
-    }
-
-    /// Returns when `lock_key` is deleted (or already absent), or after `max`.
-    fn expire_many(&self, keys: &[&str], ttl: Duration) -> Result<usize, Error> {
-        let mut store = self.lock();
-        let mut present = 0;
-        for key in keys {
-            if ttl.is_zero() {
-                present += usize::from(store.remove(key));
-            } else if let Some(entry) = store.live(key) {
-                entry.expires_at = expiry(ttl);
-                present += 1;
-            }
-        }
-        Ok(present)
-    }
-
-    fn wait_for_release(&self, lock_key: &str, _attempted: Instant, max: Duration) {
-        let store = self.lock();
-        if !store.locks.contains_key(lock_key) {
-            return;
-        }
-        // Waiting on the store's own mutex: a delete cannot slip in between the check
-        // and the wait.
-        let _ = self.deleted.wait_timeout(store, max);
+        newer
     }
 }
 
@@ -444,6 +447,7 @@ impl ImmediateBackend for MemoryBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::Backend;
 
     #[test]
     fn full_store_evicts_the_least_recently_used_entry() -> Result<(), Error> {

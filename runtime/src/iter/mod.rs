@@ -379,7 +379,7 @@ mod tests {
 
     use super::*;
     use crate::MemoryBackend;
-    use crate::backend::{Backend, ImmediateBackend};
+    use crate::backend::{Backend, BackendCore, ImmediateBackend, Op, Reply};
     use crate::error::Error;
 
     /// A memory store that remembers the most keys one `get_many` asked for.
@@ -389,33 +389,12 @@ mod tests {
         widest: AtomicUsize,
     }
 
-    impl Backend for Widest {
-        fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
-            self.inner.get(key)
-        }
-        fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, Error> {
-            self.widest.fetch_max(keys.len(), Ordering::SeqCst);
-            self.inner.get_many(keys)
-        }
-        fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), Error> {
-            self.inner.set(key, value, ttl)
-        }
-        fn add(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, Error> {
-            self.inner.add(key, value, ttl)
-        }
-        fn delete(&self, key: &str) -> Result<(), Error> {
-            self.inner.delete(key)
-        }
-        fn compare_and_delete(&self, key: &str, expected: &[u8]) -> Result<bool, Error> {
-            self.inner.compare_and_delete(key, expected)
-        }
-        fn compare_and_extend(
-            &self,
-            key: &str,
-            expected: &[u8],
-            ttl: Duration,
-        ) -> Result<bool, Error> {
-            self.inner.compare_and_extend(key, expected, ttl)
+    impl BackendCore for Widest {
+        fn execute(&self, op: Op<'_>) -> Result<Reply, Error> {
+            if let Op::GetMany { keys } = op {
+                self.widest.fetch_max(keys.len(), Ordering::SeqCst);
+            }
+            self.inner.execute(op)
         }
     }
 

@@ -38,6 +38,7 @@ fn until_near(reader: &Arc<RedisBackend>, id: u32, expected: &str) {
 
 #[test]
 fn on_a_cluster_kept_values_follow_writes_and_killed_links() {
+    let _registry = cache_memoize_tests::registry_guard();
     let cluster = RedisCluster::start();
     let reader = near::register_near(cluster.urls(), true, NearCache::new());
     let writer = near::connect(cluster.urls(), true, None);

@@ -40,6 +40,7 @@ fn build_v2(id: u32) -> String {
 
 #[test]
 fn one_read_answered_near_is_one_near_hit_when_another_builds_value_is_kept() {
+    let _registry = cache_memoize_tests::registry_guard();
     let server = RedisServer::start();
     let reader = near::register_near(vec![server.url()], false, NearCache::new());
 

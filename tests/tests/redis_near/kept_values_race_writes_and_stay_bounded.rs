@@ -1,18 +1,19 @@
-//! Review of `keep_decoded` (try-to-break-it): races between a read's bytes and the
-//! kept value offered for them, freshness judged on a kept value with a `clock`, two
-//! builds of one key (another version, another type), `cache_none = false` and
-//! `Result` paths, and the near cache's byte bound under many keys and kept values.
+//! `keep_decoded` with a near cache, against another process: races between a read's
+//! bytes and the kept value offered for them (answered near afterwards), and the near
+//! cache's byte bound under many keys and kept values. (Two builds of one key, a kept
+//! value judged by a `clock`, `cache_none = false` and `Result` run on every backend
+//! row: `tests/src/keep_decoded_suite.rs`.)
 //!
-//! One test: the attribute runs against the registered backend, which is global to
-//! the process, so the scenarios run in turn on one private server.
+//! The attribute runs against the registered backend, global to the process: the test
+//! holds the registry.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use cache_memoize::{
-    Backend, CacheBackend, Clock, MemoizeOptions, NearCache, RedisBackend, cache_memoize,
-    make_cache_key, memoize,
+    Backend, CacheBackend, MemoizeOptions, NearCache, RedisBackend, cache_memoize, make_cache_key,
+    memoize,
 };
 use cache_memoize_tests::server::RedisServer;
 use cache_memoize_tests::{near, wait_until};
@@ -60,98 +61,6 @@ fn raced(id: u32) -> Hooked {
     Hooked(format!("computed {id}"))
 }
 
-// Two builds of one key: another version, another type of the same encoding.
-static V1_COMPUTED: AtomicUsize = AtomicUsize::new(0);
-static V2_COMPUTED: AtomicUsize = AtomicUsize::new(0);
-static BYTES_COMPUTED: AtomicUsize = AtomicUsize::new(0);
-
-#[cache_memoize(
-    key = "builds:{id}",
-    shared_key,
-    expire = "1h",
-    version = 1,
-    keep_decoded
-)]
-fn build_v1(id: u32) -> String {
-    V1_COMPUTED.fetch_add(1, Ordering::SeqCst);
-    format!("v1 {id}")
-}
-
-#[cache_memoize(
-    key = "builds:{id}",
-    shared_key,
-    expire = "1h",
-    version = 2,
-    keep_decoded
-)]
-fn build_v2(id: u32) -> String {
-    V2_COMPUTED.fetch_add(1, Ordering::SeqCst);
-    format!("v2 {id}")
-}
-
-#[cache_memoize(
-    key = "builds:{id}",
-    shared_key,
-    expire = "1h",
-    version = 1,
-    keep_decoded
-)]
-fn build_v1_bytes(id: u32) -> Vec<u8> {
-    BYTES_COMPUTED.fetch_add(1, Ordering::SeqCst);
-    format!("bytes {id}").into_bytes()
-}
-
-// Freshness judged on a kept value, with the function's own clock.
-static CLOCK_SECS: AtomicU64 = AtomicU64::new(0);
-static CLOCKED_COMPUTED: AtomicUsize = AtomicUsize::new(0);
-
-struct Ahead;
-
-impl Clock for Ahead {
-    fn now(&self) -> SystemTime {
-        SystemTime::now() + Duration::from_secs(CLOCK_SECS.load(Ordering::SeqCst))
-    }
-}
-
-fn ahead() -> Arc<dyn Clock> {
-    Arc::new(Ahead)
-}
-
-#[cache_memoize(
-    key = "clocked:{id}",
-    expire = "1h",
-    stale = "1h",
-    refresh = "inline",
-    clock = ahead,
-    keep_decoded
-)]
-fn clocked(id: u32) -> String {
-    let run = CLOCKED_COMPUTED.fetch_add(1, Ordering::SeqCst) + 1;
-    format!("clocked {id} #{run}")
-}
-
-// `cache_none = false` and `Result`.
-static OPTION_COMPUTED: AtomicUsize = AtomicUsize::new(0);
-static RESULT_COMPUTED: AtomicUsize = AtomicUsize::new(0);
-static OPTION_NONE: AtomicUsize = AtomicUsize::new(1);
-static RESULT_ERR: AtomicUsize = AtomicUsize::new(1);
-
-#[cache_memoize(key = "option:{id}", expire = "1h", cache_none = false, keep_decoded)]
-fn optional(id: u32) -> Option<String> {
-    let run = OPTION_COMPUTED.fetch_add(1, Ordering::SeqCst) + 1;
-    (OPTION_NONE.load(Ordering::SeqCst) == 0).then(|| format!("some {id} #{run}"))
-}
-
-#[cache_memoize(key = "result:{id}", expire = "1h", keep_decoded)]
-fn fallible(id: u32) -> Result<String, String> {
-    let run = RESULT_COMPUTED.fetch_add(1, Ordering::SeqCst) + 1;
-    if RESULT_ERR.load(Ordering::SeqCst) == 1 {
-        Err(format!("err {id} #{run}"))
-    } else {
-        Ok(format!("ok {id} #{run}"))
-    }
-}
-
 // Many keys, sizes and kept values under a small bound.
 #[cache_memoize(key = "bound:{id}:{size}", shared_key, expire = "1h", keep_decoded)]
 fn sized(id: u32, size: usize) -> (u32, Vec<u8>) {
@@ -181,14 +90,13 @@ fn settle(reader: &Arc<RedisBackend>, id: u32, expected: &str) {
 }
 
 #[test]
-fn review_keep_decoded_races_freshness_builds_and_bound() {
+fn kept_values_race_writes_and_stay_bounded() {
+    let _registry = cache_memoize_tests::registry_guard();
     let server = RedisServer::start();
     let reader = near::register_near(vec![server.url()], false, NearCache::new());
     let writer = near::connect(vec![server.url()], false, None);
 
     races(&reader, &writer);
-    builds();
-    clock_and_paths();
     drop(reader);
     bound(&server, &writer);
 }
@@ -249,75 +157,6 @@ fn races(reader: &Arc<RedisBackend>, writer: &Arc<RedisBackend>) {
         settle(reader, id, &expected);
     }
     assert_eq!(RACED_COMPUTED.load(Ordering::SeqCst), 5);
-}
-
-fn builds() {
-    eprintln!("scenario: two builds of one key (another version, another type)");
-    for round in 0..5 {
-        assert_eq!(build_v1(1), "v1 1", "round {round}");
-        for _ in 0..20 {
-            assert_eq!(build_v1(1), "v1 1");
-        }
-        assert_eq!(build_v1_bytes(1), b"bytes 1".to_vec(), "round {round}");
-        for _ in 0..20 {
-            assert_eq!(build_v1_bytes(1), b"bytes 1".to_vec());
-        }
-        assert_eq!(build_v2(1), "v2 1", "round {round}");
-        for _ in 0..20 {
-            assert_eq!(build_v2(1), "v2 1");
-        }
-    }
-    assert_eq!(V1_COMPUTED.load(Ordering::SeqCst), 5);
-    assert_eq!(V2_COMPUTED.load(Ordering::SeqCst), 5);
-    assert_eq!(BYTES_COMPUTED.load(Ordering::SeqCst), 5);
-}
-
-fn clock_and_paths() {
-    eprintln!("scenario: a kept value judged by the function's clock");
-    assert_eq!(clocked(1), "clocked 1 #1");
-    for _ in 0..20 {
-        assert_eq!(clocked(1), "clocked 1 #1");
-    }
-    // Past `expire + stale` on the function's clock (the near copy, timed on the
-    // system's, is still there): never served.
-    CLOCK_SECS.store(3 * 3600, Ordering::SeqCst);
-    assert_eq!(clocked(1), "clocked 1 #2", "a kept value past its TTL");
-    // Within `stale`: served stale once while refreshed inline, never as fresh.
-    CLOCK_SECS.store(0, Ordering::SeqCst);
-    let before = CLOCKED_COMPUTED.load(Ordering::SeqCst);
-    for _ in 0..20 {
-        let _ = clocked(2);
-    }
-    assert_eq!(CLOCKED_COMPUTED.load(Ordering::SeqCst), before + 1);
-    CLOCK_SECS.store(5400, Ordering::SeqCst);
-    let stale = clocked(2);
-    assert_eq!(
-        CLOCKED_COMPUTED.load(Ordering::SeqCst),
-        before + 2,
-        "a stale kept value triggers its refresh ({stale})"
-    );
-
-    eprintln!("scenario: cache_none = false and Result with keep_decoded");
-    assert_eq!(optional(1), None);
-    assert_eq!(optional(1), None);
-    assert_eq!(
-        OPTION_COMPUTED.load(Ordering::SeqCst),
-        2,
-        "None is not stored"
-    );
-    OPTION_NONE.store(0, Ordering::SeqCst);
-    let some = optional(1);
-    assert_eq!(some.as_deref(), Some("some 1 #3"));
-    for _ in 0..20 {
-        assert_eq!(optional(1), some);
-    }
-    assert_eq!(fallible(1), Err("err 1 #1".to_owned()));
-    assert_eq!(fallible(1), Err("err 1 #2".to_owned()));
-    RESULT_ERR.store(0, Ordering::SeqCst);
-    assert_eq!(fallible(1), Ok("ok 1 #3".to_owned()));
-    for _ in 0..20 {
-        assert_eq!(fallible(1), Ok("ok 1 #3".to_owned()));
-    }
 }
 
 fn bound(server: &RedisServer, writer: &Arc<RedisBackend>) {

@@ -70,6 +70,7 @@ fn until_kept(reader: &Arc<RedisBackend>, id: u32, expected: &str) {
 
 #[test]
 fn kept_values_are_cloned_on_near_hits_and_as_coherent_as_the_near_copy() {
+    let _registry = cache_memoize_tests::registry_guard();
     let server = RedisServer::start();
     let reader = near::register_near(vec![server.url()], false, NearCache::new());
     let writer = near::connect(vec![server.url()], false, None);

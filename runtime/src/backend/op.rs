@@ -1,0 +1,279 @@
+//! Every backend operation written once, as data: an [`Op`] names the step and its
+//! arguments, a [`Reply`] is what it answered. A backend implements one
+//! [`execute`](super::BackendCore::execute) (and one
+//! [`execute_async`](super::AsyncBackendCore::execute_async)) over them; the typed methods
+//! ([`Backend`](super::Backend), [`AsyncBackend`](super::AsyncBackend)) are
+//! built on top, once, for every backend.
+
+use std::time::{Duration, Instant};
+
+use super::{DecodedValue, GetOrLock, KeptValue, LockClaim};
+use crate::error::Error;
+
+/// One backend operation and its arguments. See the typed method of the same name on
+/// [`Backend`](super::Backend) for what each does.
+///
+/// New operations may be added: a backend that forwards to another answers the ones it
+/// does not handle itself by forwarding them, and one that executes operations
+/// answers an unknown one with an error ([`Op::unsupported`]).
+#[non_exhaustive]
+pub enum Op<'a> {
+    /// Reads a key ([`Backend::get`](super::Backend::get)).
+    Get {
+        /// The key.
+        key: &'a str,
+    },
+    /// Reads several keys, in order.
+    GetMany {
+        /// The keys.
+        keys: &'a [&'a str],
+    },
+    /// Stores a value, replacing any previous one.
+    Set {
+        /// The key.
+        key: &'a str,
+        /// The value.
+        value: &'a [u8],
+        /// Its time to live.
+        ttl: Duration,
+    },
+    /// Stores a value only if the key is absent (how locks are taken).
+    Add {
+        /// The key.
+        key: &'a str,
+        /// The value.
+        value: &'a [u8],
+        /// Its time to live.
+        ttl: Duration,
+    },
+    /// Removes a key.
+    Delete {
+        /// The key.
+        key: &'a str,
+    },
+    /// Removes a key only if it holds `expected`.
+    CompareAndDelete {
+        /// The key.
+        key: &'a str,
+        /// The value it must hold.
+        expected: &'a [u8],
+    },
+    /// Resets a key's time to live only if it holds `expected`.
+    CompareAndExtend {
+        /// The key.
+        key: &'a str,
+        /// The value it must hold.
+        expected: &'a [u8],
+        /// The new time to live.
+        ttl: Duration,
+    },
+    /// Reads `key`, or takes `lock` if it is absent, as one step.
+    GetOrLock {
+        /// The value's key.
+        key: &'a str,
+        /// The lock to take.
+        lock: LockClaim<'a>,
+    },
+    /// Takes `lock` if it is free, with a fencing token.
+    TakeLock {
+        /// The lock to take.
+        lock: LockClaim<'a>,
+    },
+    /// Stores `value` under `lock` if the lock is still ours and the write is newer,
+    /// and releases the lock.
+    StoreAndRelease {
+        /// The value's key.
+        key: &'a str,
+        /// The value.
+        value: &'a [u8],
+        /// Its time to live.
+        ttl: Duration,
+        /// The lock it was computed under.
+        lock: LockClaim<'a>,
+    },
+    /// Removes a value and voids its lock.
+    Invalidate {
+        /// The value's key.
+        key: &'a str,
+        /// Its lock's key.
+        lock_key: &'a str,
+    },
+    /// Resets the time to live of every present key (zero removes them).
+    ExpireMany {
+        /// The keys (one hash slot).
+        keys: &'a [&'a str],
+        /// The new time to live.
+        ttl: Duration,
+    },
+    /// Waits until a lock may have been released, or for at most `max`.
+    WaitForRelease {
+        /// The lock's key.
+        lock_key: &'a str,
+        /// When the caller last found it held.
+        attempted: Instant,
+        /// The longest wait.
+        max: Duration,
+    },
+    /// The local tier: the decoded value kept beside `key`'s bytes, if `accept` takes
+    /// it. Never blocks.
+    Decoded {
+        /// The key.
+        key: &'a str,
+        /// Whether the kept value was read as the caller reads.
+        accept: &'a dyn Fn(&KeptValue) -> bool,
+    },
+    /// The local tier: offers a decoded form of `bytes` (just read at `key`) to keep
+    /// beside them; `make` is called only if it is kept. Never blocks.
+    KeepDecoded {
+        /// The key.
+        key: &'a str,
+        /// The bytes just read.
+        bytes: &'a [u8],
+        /// Builds the decoded value.
+        make: &'a mut dyn FnMut() -> DecodedValue,
+    },
+}
+
+impl<'a> Op<'a> {
+    /// The operation's name, as errors and metrics report it (`"get"`,
+    /// `"store_and_release"`, ...; a wait is `"wait"`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Get { .. } => "get",
+            Self::GetMany { .. } => "get_many",
+            Self::Set { .. } => "set",
+            Self::Add { .. } => "add",
+            Self::Delete { .. } => "delete",
+            Self::CompareAndDelete { .. } => "compare_and_delete",
+            Self::CompareAndExtend { .. } => "compare_and_extend",
+            Self::GetOrLock { .. } => "get_or_lock",
+            Self::TakeLock { .. } => "take_lock",
+            Self::StoreAndRelease { .. } => "store_and_release",
+            Self::Invalidate { .. } => "invalidate",
+            Self::ExpireMany { .. } => "expire_many",
+            Self::WaitForRelease { .. } => "wait",
+            Self::Decoded { .. } => "decoded",
+            Self::KeepDecoded { .. } => "keep_decoded",
+        }
+    }
+
+    /// The (first) key the operation names; `""` for an empty list of keys.
+    pub fn key(&self) -> &'a str {
+        match self {
+            Self::Get { key }
+            | Self::Set { key, .. }
+            | Self::Add { key, .. }
+            | Self::Delete { key }
+            | Self::CompareAndDelete { key, .. }
+            | Self::CompareAndExtend { key, .. }
+            | Self::GetOrLock { key, .. }
+            | Self::StoreAndRelease { key, .. }
+            | Self::Invalidate { key, .. }
+            | Self::Decoded { key, .. }
+            | Self::KeepDecoded { key, .. } => key,
+            Self::GetMany { keys } | Self::ExpireMany { keys, .. } => {
+                keys.first().copied().unwrap_or("")
+            }
+            Self::TakeLock { lock } => lock.key,
+            Self::WaitForRelease { lock_key, .. } => lock_key,
+        }
+    }
+
+    /// Whether the operation stays in the process (the decoded tier): it never sends
+    /// anything, never fails, and is not a round trip to count.
+    pub fn is_local(&self) -> bool {
+        matches!(self, Self::Decoded { .. } | Self::KeepDecoded { .. })
+    }
+
+    /// The error a backend answers an operation it does not know with.
+    pub fn unsupported(&self) -> Error {
+        Error::backend(
+            self.name(),
+            self.key(),
+            "operation not supported by this backend",
+        )
+    }
+}
+
+impl std::fmt::Debug for Op<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Op")
+            .field("name", &self.name())
+            .field("key", &self.key())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What an [`Op`] answered. Each operation has one shape (named on each variant); the
+/// typed accessors take it back, or say the shape was wrong.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Reply {
+    /// Done, nothing to report: `Set`, `Delete`, `Invalidate`, `WaitForRelease`,
+    /// `KeepDecoded`.
+    Done,
+    /// `Get`: the value, `None` when absent.
+    Value(Option<Vec<u8>>),
+    /// `GetMany`: the values, in order.
+    Values(Vec<Option<Vec<u8>>>),
+    /// `Add`, `CompareAndDelete`, `CompareAndExtend`, `StoreAndRelease`: whether it
+    /// took effect.
+    Applied(bool),
+    /// `ExpireMany`: how many keys were present.
+    Count(usize),
+    /// `TakeLock`: the fencing token, `None` when another owner holds the lock.
+    Fence(Option<u64>),
+    /// `GetOrLock`: what it found.
+    Found(GetOrLock),
+    /// `Decoded`: the kept value, if any.
+    Decoded(Option<DecodedValue>),
+}
+
+/// A typed accessor's verdict on a reply of another shape.
+fn wrong(reply: &Reply, op: &'static str, key: &str) -> Error {
+    Error::backend(op, key, format!("a reply of the wrong shape: {reply:?}"))
+}
+
+/// The typed accessors of [`Reply`]: each takes one shape back, or says the shape
+/// was wrong (for `op` on `key`).
+macro_rules! accessors {
+    ($($name:ident: $variant:ident -> $out:ty;)*) => {
+        $(
+            #[doc = concat!("The content of [`Reply::", stringify!($variant), "`], or the error for `op` on `key`.")]
+            pub fn $name(self, op: &'static str, key: &str) -> Result<$out, Error> {
+                match self {
+                    Self::$variant(content) => Ok(content),
+                    other => Err(wrong(&other, op, key)),
+                }
+            }
+        )*
+    };
+}
+
+impl Reply {
+    /// [`Reply::Done`], or the error for `op` on `key`.
+    pub fn into_done(self, op: &'static str, key: &str) -> Result<(), Error> {
+        match self {
+            Self::Done => Ok(()),
+            other => Err(wrong(&other, op, key)),
+        }
+    }
+
+    accessors! {
+        into_value: Value -> Option<Vec<u8>>;
+        into_values: Values -> Vec<Option<Vec<u8>>>;
+        into_applied: Applied -> bool;
+        into_count: Count -> usize;
+        into_fence: Fence -> Option<u64>;
+        into_found: Found -> GetOrLock;
+    }
+
+    /// The kept value of [`Reply::Decoded`] (`None` for any other shape: the local
+    /// tier never fails, it only keeps nothing).
+    pub fn into_decoded(self) -> Option<DecodedValue> {
+        match self {
+            Self::Decoded(kept) => kept,
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! Each operation of the Redis backend written once, as data: what it sends (a
+//! command or a script, `commands.rs`), how its reply reads, and what it does to the
+//! near cache (a copy served instead, a ticket taken before a read and what it read
+//! offered after, copies forgotten after a write). `exec.rs` sends the result, on
+//! either path.
+
+use std::time::{Duration, Instant};
+
+use redis::{FromRedisValue, Value};
+
+use super::RedisBackend;
+use super::commands::{ms, release_channel};
+use super::exec::Request;
+use super::near::Ticket;
+use super::scripts::{
+    COMPARE_AND_DELETE, COMPARE_AND_EXTEND, EXPIRE_MANY, GET_OR_LOCK, INVALIDATE,
+    STORE_AND_RELEASE, TAKE_LOCK,
+};
+use crate::backend::{GetOrLock, Op, Reply};
+use crate::error::Error;
+
+/// Where an operation goes.
+pub(super) enum Route<'a> {
+    /// Answered in the process: a near copy, the decoded tier, nothing to send.
+    Local(Reply),
+    /// A wait for a lock's release, on the wake-up hub.
+    Wait {
+        lock_key: &'a str,
+        attempted: Instant,
+        max: Duration,
+    },
+    /// A request for the server.
+    Send(Plan<'a>),
+}
+
+/// A request, and what to make of its reply.
+pub(super) struct Plan<'a> {
+    /// The operation, for errors, the breaker and metrics.
+    pub(super) name: &'static str,
+    /// Its (first) key.
+    pub(super) key: &'a str,
+    pub(super) request: Request,
+    reply: Shape,
+    /// A read's near-cache ticket, taken before it is sent: what it finds is offered.
+    offer: Option<Ticket>,
+    /// The near copies a write drops once it is sent (whatever its outcome: a write
+    /// that timed out may still have landed).
+    forget: Forget<'a>,
+}
+
+/// How a reply reads.
+#[derive(Clone, Copy)]
+enum Shape {
+    /// `GET`: a value or nil.
+    Value,
+    /// `MGET`: values or nils.
+    Values,
+    /// Anything: done.
+    Done,
+    /// `SET NX`: `OK` or nil.
+    Added,
+    /// A script's 1 (applied) or 0.
+    One,
+    /// The take-lock script's fencing token or 0.
+    Fence,
+    /// The get-or-lock script's value, fencing token or 0.
+    Found,
+    /// The expire-many script's count.
+    Count,
+}
+
+enum Forget<'a> {
+    Nothing,
+    Key(&'a str),
+    Keys(&'a [&'a str]),
+}
+
+impl RedisBackend {
+    /// The route of `op`: every operation's command, reply and near-cache effects.
+    // One arm per operation: the table of what each sends and does near.
+    #[allow(clippy::too_many_lines)]
+    pub(super) fn route<'a>(&self, op: Op<'a>) -> Route<'a> {
+        let near = self.inner.near.as_deref();
+        let wake = self.wake().flag();
+        let (name, key) = (op.name(), op.key());
+        let (request, reply, forget) = match op {
+            Op::Get { key } => {
+                if let Some(copy) = near.and_then(|near| near.get(key)) {
+                    return Route::Local(Reply::Value(Some(copy)));
+                }
+                let request = command("GET", |cmd| cmd.arg(key));
+                return Route::Send(Plan::read(name, key, request, Shape::Value, self));
+            }
+            Op::GetOrLock { key, lock } => {
+                let mut script = GET_OR_LOCK.prepare_invoke();
+                script
+                    .key(key)
+                    .key(lock.key)
+                    .arg(lock.token)
+                    .arg(ms(lock.ttl));
+                let request = Request::Script(script);
+                return Route::Send(Plan::read(name, key, request, Shape::Found, self));
+            }
+            Op::GetMany { keys: [] } => return Route::Local(Reply::Values(Vec::new())),
+            Op::GetMany { keys } => (
+                command("MGET", |cmd| cmd.arg(keys)),
+                Shape::Values,
+                Forget::Nothing,
+            ),
+            Op::Set { key, value, ttl } => {
+                let set = command("SET", |cmd| cmd.arg(key).arg(value).arg("PX").arg(ms(ttl)));
+                (set, Shape::Done, Forget::Key(key))
+            }
+            Op::Add { key, value, ttl } => {
+                let add = command("SET", |cmd| {
+                    cmd.arg(key).arg(value).arg("NX").arg("PX").arg(ms(ttl))
+                });
+                (add, Shape::Added, Forget::Nothing)
+            }
+            Op::Delete { key } => (
+                command("DEL", |cmd| cmd.arg(key)),
+                Shape::Done,
+                Forget::Key(key),
+            ),
+            Op::CompareAndDelete { key, expected } => {
+                let mut script = COMPARE_AND_DELETE.prepare_invoke();
+                script
+                    .key(key)
+                    .arg(expected)
+                    .arg(release_channel(key))
+                    .arg(wake);
+                (Request::Script(script), Shape::One, Forget::Nothing)
+            }
+            Op::CompareAndExtend { key, expected, ttl } => {
+                let mut script = COMPARE_AND_EXTEND.prepare_invoke();
+                script.key(key).arg(expected).arg(ms(ttl));
+                (Request::Script(script), Shape::One, Forget::Nothing)
+            }
+            Op::TakeLock { lock } => {
+                let mut script = TAKE_LOCK.prepare_invoke();
+                script
+                    .key(lock.key)
+                    .key(lock.value_key)
+                    .arg(lock.token)
+                    .arg(ms(lock.ttl));
+                (Request::Script(script), Shape::Fence, Forget::Nothing)
+            }
+            Op::StoreAndRelease {
+                key,
+                value,
+                ttl,
+                lock,
+            } => {
+                let mut script = STORE_AND_RELEASE.prepare_invoke();
+                script
+                    .key(key)
+                    .key(lock.key)
+                    .arg(value)
+                    .arg(ms(ttl))
+                    .arg(lock.token);
+                script
+                    .arg(release_channel(lock.key))
+                    .arg(wake)
+                    .arg(lock.fence);
+                (Request::Script(script), Shape::One, Forget::Key(key))
+            }
+            Op::Invalidate { key, lock_key } => {
+                let mut script = INVALIDATE.prepare_invoke();
+                script
+                    .key(key)
+                    .key(lock_key)
+                    .arg(release_channel(lock_key))
+                    .arg(wake);
+                (Request::Script(script), Shape::Done, Forget::Key(key))
+            }
+            Op::ExpireMany { keys: [], .. } => return Route::Local(Reply::Count(0)),
+            Op::ExpireMany { keys, ttl } => {
+                // Resets the TTL of every present key (a zero `ttl` removes them).
+                let mut script = EXPIRE_MANY.prepare_invoke();
+                for key in keys {
+                    script.key(*key);
+                }
+                script.arg(if ttl.is_zero() { 0 } else { ms(ttl) });
+                (Request::Script(script), Shape::Count, Forget::Keys(keys))
+            }
+            Op::WaitForRelease {
+                lock_key,
+                attempted,
+                max,
+            } => {
+                return Route::Wait {
+                    lock_key,
+                    attempted,
+                    max,
+                };
+            }
+            Op::Decoded { key, accept } => {
+                return Route::Local(Reply::Decoded(
+                    near.and_then(|near| near.decoded(key, accept)),
+                ));
+            }
+            Op::KeepDecoded { key, bytes, make } => {
+                if let Some(near) = near {
+                    near.keep_decoded(key, bytes, make);
+                }
+                return Route::Local(Reply::Done);
+            }
+        };
+        Route::Send(Plan {
+            name,
+            key,
+            request,
+            reply,
+            offer: None,
+            forget,
+        })
+    }
+
+    /// What `plan`'s request answered, read, with its near-cache effects applied.
+    pub(super) fn finish(
+        &self,
+        plan: &Plan<'_>,
+        sent: Result<Value, Error>,
+    ) -> Result<Reply, Error> {
+        if let Some(near) = &self.inner.near {
+            match plan.forget {
+                Forget::Nothing => {}
+                Forget::Key(key) => near.forget(key.as_bytes()),
+                Forget::Keys(keys) => keys.iter().for_each(|key| near.forget(key.as_bytes())),
+            }
+        }
+        let reply = plan.reply.read(plan.name, plan.key, sent?)?;
+        if let (Some(near), Some(ticket)) = (&self.inner.near, plan.offer) {
+            let found = match &reply {
+                Reply::Value(Some(value)) | Reply::Found(GetOrLock::Value(value)) => Some(value),
+                _ => None,
+            };
+            if let Some(value) = found {
+                near.offer(plan.key, Some(ticket), value);
+            }
+        }
+        Ok(reply)
+    }
+}
+
+/// A command request: `name` and its arguments.
+fn command(name: &str, build: impl FnOnce(&mut redis::Cmd) -> &mut redis::Cmd) -> Request {
+    Request::Command(build(&mut redis::cmd(name)).take())
+}
+
+impl<'a> Plan<'a> {
+    /// A read of `key`: with a near cache, it takes a ticket now (before it is sent)
+    /// and offers what it finds.
+    fn read(
+        name: &'static str,
+        key: &'a str,
+        request: Request,
+        reply: Shape,
+        backend: &RedisBackend,
+    ) -> Self {
+        Self {
+            name,
+            key,
+            request,
+            reply,
+            offer: backend
+                .inner
+                .near
+                .as_ref()
+                .and_then(|near| near.ticket(key)),
+            forget: Forget::Nothing,
+        }
+    }
+}
+
+impl Shape {
+    fn read(self, name: &'static str, key: &str, value: Value) -> Result<Reply, Error> {
+        let parse = |err| Error::backend(name, key, err);
+        let unexpected = |reply: &dyn std::fmt::Debug| {
+            Error::backend(name, key, format!("unexpected reply {reply:?}"))
+        };
+        Ok(match self {
+            Self::Value => Reply::Value(FromRedisValue::from_redis_value(value).map_err(parse)?),
+            Self::Values => Reply::Values(FromRedisValue::from_redis_value(value).map_err(parse)?),
+            Self::Done => Reply::Done,
+            Self::Added => Reply::Applied(!matches!(value, Value::Nil)),
+            Self::One => Reply::Applied(i64::from_redis_value(value).map_err(parse)? == 1),
+            // The take-lock script's fencing token, or 0 (held).
+            Self::Fence => match i64::from_redis_value(value).map_err(parse)? {
+                0 => Reply::Fence(None),
+                fence @ 1.. => Reply::Fence(Some(fence.unsigned_abs())),
+                other => return Err(unexpected(&other)),
+            },
+            // The get-or-lock script's value, fencing token (locked) or 0 (held).
+            Self::Found => Reply::Found(match value {
+                Value::BulkString(value) => GetOrLock::Value(value),
+                Value::Int(0) => GetOrLock::Held,
+                Value::Int(fence @ 1..) => GetOrLock::Locked {
+                    fence: fence.unsigned_abs(),
+                },
+                other => return Err(unexpected(&other)),
+            }),
+            Self::Count => {
+                let count = i64::from_redis_value(value).map_err(parse)?;
+                Reply::Count(usize::try_from(count).unwrap_or(0))
+            }
+        })
+    }
+}
