@@ -26,7 +26,10 @@ pub fn invalidate_owned_async(key: String) -> BoxFuture<'static, Result<(), Erro
 }
 pub use crate::observe::counter_slots;
 pub use crate::options::{Clock, MemoizeOptions};
-pub use crate::outcome::{OptionOutcome, OutcomeOf, ReturnsOption, Shape, ViaPlain, ViaResult};
+pub use crate::outcome::{
+    OptionOutcome, OutcomeOf, PlainOutcome, ResultOutcome, ReturnsOption, Shape, ViaPlain,
+    ViaResult,
+};
 pub use crate::refresh::run::{
     Detached, Inline, RefreshInBackground, Revalidation, RevalidationAsync,
 };

@@ -14,7 +14,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use cache_memoize::__private::{Cacheable, Keepable, Share, memoize_some, try_memoize_checked};
+use cache_memoize::__private::{
+    Cacheable, Entry, Inline, Keepable, OptionOutcome, PlainOutcome, ResultOutcome, Share, call,
+    call_async,
+};
 use cache_memoize::{Clock, MemoizeOptions, make_cache_key, refresh};
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -26,13 +29,15 @@ fn kept<T: Cacheable + Keepable>(
     opts: &MemoizeOptions,
     compute: impl FnOnce() -> T,
 ) -> T {
-    let computed = try_memoize_checked(key, opts, "kept_suite", Some(Share::new()), || {
-        Ok::<T, Infallible>(compute())
-    });
-    match computed {
-        Ok(value) => value,
-        Err(never) => match never {},
-    }
+    call(key, opts, kept_entry(PlainOutcome), compute)
+}
+
+/// A call that keeps values decoded and checks the first one's round trip, as the
+/// attribute's `keep_decoded` makes it.
+fn kept_entry<S, T: Keepable>(shape: S) -> Entry<S, Inline, T> {
+    Entry::new(shape, Inline)
+        .share(Some(Share::new()))
+        .checked("kept_suite")
 }
 
 /// `kept` with `force_overwrite`, by another client of the fixture's store (another
@@ -96,11 +101,10 @@ pub fn kept_hits_return_the_value_computed_once(f: &Fixture) {
         panic!("cannot start a runtime")
     };
     for _ in 0..10 {
-        let found = rt.block_on(cache_memoize::__private::try_memoize_checked_async(
+        let found = rt.block_on(call_async(
             &key,
             &hour(f),
-            "kept_suite",
-            Some(Share::new()),
+            kept_entry(ResultOutcome),
             || async { Ok::<_, Infallible>(compute()) },
         ));
         assert_eq!(found.map(|c| c.0).ok().as_deref(), Some("computed"));
@@ -342,7 +346,7 @@ pub fn none_and_errors_are_never_kept(f: &Fixture) {
     let key = f.key("kept-option");
     let (runs, some) = (AtomicUsize::new(0), AtomicBool::new(false));
     let optional = || {
-        memoize_some(&key, &hour(f), "kept_suite", Some(Share::new()), || {
+        call(&key, &hour(f), kept_entry(OptionOutcome), || {
             let run = runs.fetch_add(1, Ordering::SeqCst) + 1;
             some.load(Ordering::SeqCst).then(|| format!("some #{run}"))
         })
@@ -358,7 +362,7 @@ pub fn none_and_errors_are_never_kept(f: &Fixture) {
     let key = f.key("kept-result");
     let (runs, ok) = (AtomicUsize::new(0), AtomicBool::new(false));
     let fallible = || {
-        try_memoize_checked(&key, &hour(f), "kept_suite", Some(Share::new()), || {
+        call(&key, &hour(f), kept_entry(ResultOutcome), || {
             let run = runs.fetch_add(1, Ordering::SeqCst) + 1;
             if ok.load(Ordering::SeqCst) {
                 Ok(format!("ok #{run}"))
