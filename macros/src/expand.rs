@@ -397,10 +397,16 @@ fn memoized_fn(
     } = item;
     let key_var = Ident::new("__cache_memoize_key", Span::mixed_site());
     let opts_var = Ident::new("__cache_memoize_opts", Span::mixed_site());
-    let name = sig.ident.to_string();
     let mut opts = options_expr(args);
-    // The function's path names its events and metrics.
-    opts.extend(quote!(.name(::core::concat!(::core::module_path!(), "::", #name))));
+    // The function's identity (its path, a method's type included), without generic
+    // arguments, names its events and metrics: made at the first call.
+    let stem = format!("::{}_", sig.ident.unraw());
+    let name_var = Ident::new("__CACHE_MEMOIZE_NAME", Span::mixed_site());
+    opts.extend(quote!(.name({
+        static #name_var: ::cache_memoize::__private::FnName =
+            ::cache_memoize::__private::FnName::new();
+        #name_var.get(::cache_memoize::__private::type_name_of_val(&|| ()), #stem)
+    })));
     let call = match output {
         Output::Iter(item_ty) => iter_call(sig, item_ty, body, &key_var, &opts_var),
         Output::Value(ret) => {

@@ -17,6 +17,7 @@
 //! generic arguments of the `impl` around it (`Repo<_>`); a closure has them all.
 
 use std::borrow::Cow;
+use std::sync::OnceLock;
 
 /// What `type_name` writes after the function's path for a closure in its body (once
 /// more for an `async fn`, whose body is a closure of its own).
@@ -65,6 +66,56 @@ pub fn fn_identity(closure: &'static str, stem: &str) -> Cow<'static, str> {
     identity
 }
 
+/// A memoized function's name in its events and metrics: its identity (see
+/// [`fn_identity`]) without generic arguments, so that a method is named with its type
+/// (`app::Repo::load`, `<app::User as app::Named>::name`) and the instantiations of a
+/// generic function share one label. Made at its first call and kept for the process:
+/// one per function.
+#[derive(Debug)]
+pub struct FnName(OnceLock<&'static str>);
+
+impl FnName {
+    /// A name not made yet.
+    #[allow(clippy::new_without_default)] // a `static`'s initializer: `const` only
+    pub const fn new() -> Self {
+        Self(OnceLock::new())
+    }
+
+    /// The name, made from the first call's `closure` and `stem` (as for
+    /// [`fn_identity`]).
+    ///
+    /// ```
+    /// use cache_memoize::__private::FnName;
+    ///
+    /// static NAME: FnName = FnName::new();
+    /// assert_eq!(NAME.get("app::Repo<u8>::load::{{closure}}", "::load_"), "app::Repo::load");
+    /// assert_eq!(NAME.get("app::Repo<u16>::load::{{closure}}", "::load_"), "app::Repo::load");
+    /// ```
+    pub fn get(&'static self, closure: &'static str, stem: &str) -> &'static str {
+        self.0.get_or_init(|| {
+            let name = without_generics(&fn_identity(closure, stem));
+            Box::leak(name.into_boxed_str())
+        })
+    }
+}
+
+/// `path` without the generic arguments that follow a name (`Repo<u8>` is `Repo`); a
+/// qualified path's own angle brackets (`<T as Trait>::f`) stay.
+fn without_generics(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let (mut depth, mut after_name) = (0_usize, false);
+    for c in path.chars() {
+        match c {
+            '<' if depth > 0 || after_name => depth += 1,
+            '>' if depth > 0 => depth -= 1,
+            _ if depth > 0 => {}
+            _ => out.push(c),
+        }
+        after_name = depth == 0 && (c.is_alphanumeric() || c == '_');
+    }
+    out
+}
+
 /// `path` with its last segment, when it is a companion's (`stem` and a companion's
 /// name, then perhaps the function's generic arguments), written as the function's.
 /// Only the last segment: a module or type named like a companion elsewhere in the
@@ -108,6 +159,17 @@ fn split_generics(path: &str) -> (&str, &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_drop_generic_arguments_but_keep_qualified_paths() {
+        assert_eq!(without_generics("app::Repo<u8>::load"), "app::Repo::load");
+        assert_eq!(without_generics("app::f<alloc::vec::Vec<u8>>"), "app::f");
+        assert_eq!(
+            without_generics("<app::Repo<u8> as app::Named>::name"),
+            "<app::Repo as app::Named>::name"
+        );
+        assert_eq!(without_generics("app::outer::inner"), "app::outer::inner");
+    }
 
     fn id(closure: &'static str) -> Cow<'static, str> {
         fn_identity(closure, "::f_")

@@ -9,7 +9,7 @@ pub use core::any::{type_name, type_name_of_val};
 pub use crate::backend::BoxFuture;
 pub use crate::codec::Codec;
 pub use crate::error::Error;
-pub use crate::identity::fn_identity;
+pub use crate::identity::{FnName, fn_identity};
 pub use crate::iter::{memoize_iter, memoize_iter_async};
 pub use crate::kept::{Keepable, Share};
 pub use crate::key::{CacheKey, make_cache_key};

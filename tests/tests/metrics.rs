@@ -54,12 +54,25 @@ fn doubled(n: u32) -> u32 {
     n * 2
 }
 
+/// Methods are labelled by their type (issue 22: by module path alone, two types'
+/// `price` shared one label); a generic type's instantiations share one.
+struct Catalog<T>(T);
+
+impl<T: std::fmt::Display> Catalog<T> {
+    #[cache_memoize::cache_memoize(key = "metrics-catalog:{n}", skip(self))]
+    fn price(&self, n: u32) -> u32 {
+        n + 1
+    }
+}
+
 #[test]
 fn the_attribute_names_its_function_in_the_metrics() {
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
     metrics::with_local_recorder(&recorder, || {
         assert_eq!(doubled(21), 42);
+        assert_eq!(Catalog(1_u8).price(1), 2);
+        assert_eq!(Catalog("x").price(2), 3);
     });
     let functions: Vec<String> = snapshotter
         .snapshot()
@@ -74,10 +87,19 @@ fn the_attribute_names_its_function_in_the_metrics() {
         })
         .collect();
     assert!(
-        functions.iter().all(|f| f == "metrics::doubled"),
+        functions
+            .iter()
+            .all(|f| f == "metrics::doubled" || f == "metrics::Catalog::price"),
         "{functions:?}"
     );
-    assert!(!functions.is_empty());
+    assert!(
+        functions.iter().any(|f| f == "metrics::doubled"),
+        "{functions:?}"
+    );
+    assert!(
+        functions.iter().any(|f| f == "metrics::Catalog::price"),
+        "the method's type: {functions:?}"
+    );
 }
 
 #[test]
