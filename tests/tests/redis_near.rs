@@ -467,3 +467,37 @@ fn a_near_cache_that_covers_none_of_the_keys_read_says_so_once_with_the_fix() {
         }
     }
 }
+
+/// A memoized iterator's manifest, read through the near cache, is kept there no longer
+/// than its `expire` (review 3, finding 1: it was stamped fresh for ever, so its copy
+/// lived a year, ended only by Redis's expiry message; here the server sends none).
+#[test]
+fn an_iterator_manifest_is_kept_near_no_longer_than_its_expire() {
+    let server = RedisServer::start_with(&["--enable-debug-command", "yes"]);
+    let mut admin = server.connection();
+    // Keys expire only when read: no expiry message reaches the near cache.
+    let disabled = redis::cmd("DEBUG")
+        .arg("SET-ACTIVE-EXPIRE")
+        .arg(0)
+        .query::<()>(&mut admin);
+    assert!(disabled.is_ok(), "{disabled:?}");
+    let backend = near(&server.url());
+    wait_until("tracking is on", || backend.is_near_cache_live());
+    let opts = opts(&backend).expire(Duration::from_millis(300));
+    let read = || cache_memoize::memoize_iter("near-iter", &opts, || 0..3_u8).collect::<Vec<_>>();
+    assert_eq!(read(), [0, 1, 2]);
+    wait_until("the manifest is served near", || {
+        let before = backend.near_cache_hits();
+        assert_eq!(read(), [0, 1, 2]);
+        backend.near_cache_hits() > before
+    });
+    // Time passing, not synchronisation: the manifest's `expire` runs out.
+    std::thread::sleep(Duration::from_millis(400));
+    let before = backend.near_cache_hits();
+    assert_eq!(read(), [0, 1, 2]);
+    assert_eq!(
+        backend.near_cache_hits(),
+        before,
+        "a manifest past its expire was served near"
+    );
+}
