@@ -501,3 +501,32 @@ fn an_iterator_manifest_is_kept_near_no_longer_than_its_expire() {
         "a manifest past its expire was served near"
     );
 }
+
+/// A conditional delete through the backend drops its own near copy as it returns, as
+/// `delete` and `invalidate` do (review 3, finding 2: `compare_and_delete` left the
+/// copy to the invalidation message, so a read right after it still got the deleted
+/// value; `add` likewise). Rounds, since the message usually comes soon after.
+#[test]
+fn a_compare_and_delete_through_the_backend_drops_its_near_copy_at_once() {
+    let server = RedisServer::start();
+    let backend = near(&server.url());
+    wait_until("tracking is on", || backend.is_near_cache_live());
+    let key = make_cache_key("near-cad");
+    for round in 0..50 {
+        let value = format!("round {round}");
+        write(&backend, "near-cad", &value);
+        until_served_near(&backend, "near-cad", &value);
+        let bytes = match backend.get(key.as_str()) {
+            Ok(Some(bytes)) => bytes,
+            other => panic!("the value is stored: {other:?}"),
+        };
+        assert!(matches!(
+            backend.compare_and_delete(key.as_str(), &bytes),
+            Ok(true)
+        ));
+        assert!(
+            matches!(backend.get(key.as_str()), Ok(None)),
+            "round {round}: the deleted value was read back from the near copy"
+        );
+    }
+}
