@@ -231,7 +231,8 @@ macro_rules! with_scenarios {
                 iter_abandoned_refresh_leaves_the_committed_sequence,
                 iter_reader_during_a_refresh_never_sees_a_mix,
                 iter_slow_reader_of_unchanged_data_gets_the_whole_sequence,
-                iter_slow_reader_of_replaced_data_never_mixes_two_writes
+                iter_slow_reader_of_replaced_data_never_mixes_two_writes,
+                iter_is_fresh_until_it_expires_whatever_the_clock
             ];
             keep_decoded_suite: [
                 kept_hits_return_the_value_computed_once,
