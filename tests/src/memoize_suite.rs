@@ -797,3 +797,46 @@ pub fn zero_lock_expire_does_not_spin_the_renewal(f: &Fixture) {
         cache_memoize::MIN_LOCK_EXPIRE
     );
 }
+
+/// A caller waiting for another's lock rides out a backend that starts failing, at the
+/// lock's pace: a wait the backend fails sleeps out its `max` (review 3, finding 3: it
+/// returned at once, so the caller retried as fast as the failures came back, about
+/// 150,000 attempts in 300 ms, for up to the lock's expiry). Sync and async.
+pub fn a_waiter_riding_out_a_failing_backend_retries_at_the_locks_pace(f: &Fixture) {
+    let opts = f.opts().lock(LockOptions {
+        timeout: Some(Duration::from_millis(300)),
+        retry: Duration::from_millis(50),
+        ..LockOptions::default()
+    });
+    let rt = runtime();
+    for round in ["sync", "async"] {
+        let key = f.key(&format!("riding-out-{round}"));
+        let lock_key = cache_memoize::make_cache_key(&key).lock_key();
+        let held = f
+            .probe
+            .inner()
+            .add(&lock_key, b"elsewhere", Duration::from_secs(60));
+        assert!(matches!(held, Ok(true)), "the lock is held elsewhere");
+        f.probe.set_failing(false);
+        f.probe.clear();
+        // The backend fails from the first attempt's return on.
+        let probe = Arc::downgrade(&f.probe);
+        f.probe.after(move |op| {
+            if let (Some(probe), "get_or_lock") = (probe.upgrade(), op) {
+                probe.set_failing(true);
+            }
+        });
+        let computed = if round == "sync" {
+            memoize(&key, &opts, || 7_u32)
+        } else {
+            rt.block_on(memoize_async(&key, &opts, || async { 7_u32 }))
+        };
+        assert_eq!(computed, 7, "{round}: computed without the lock");
+        let attempts = f.probe.keys_of("get_or_lock").len();
+        assert!(
+            attempts <= 20,
+            "{round}: {attempts} attempts at the lock in its 300 ms timeout (retry 50 ms)"
+        );
+    }
+    f.probe.set_failing(false);
+}
