@@ -192,7 +192,8 @@ macro_rules! with_scenarios {
                 invalidate_during_a_computation_voids_its_store,
                 async_invalidate_during_a_computation_voids_its_store,
                 expire_duration_max_still_caches, zero_lock_expire_does_not_spin_the_renewal,
-                a_waiter_riding_out_a_failing_backend_retries_at_the_locks_pace
+                a_waiter_riding_out_a_failing_backend_retries_at_the_locks_pace,
+                a_panicking_refresh_async_forces_nothing_after
             ];
             freshness_suite: [
                 stale_value_is_served_while_one_caller_refreshes,

@@ -840,3 +840,26 @@ pub fn a_waiter_riding_out_a_failing_backend_retries_at_the_locks_pace(f: &Fixtu
     }
     f.probe.set_failing(false);
 }
+
+/// A `refresh_async` whose future panics before its memoized call leaves nothing
+/// forced on the thread that polled it (review 3, finding 4: the flag set around the
+/// poll stayed set through the unwind, and the thread's next memoized call, any
+/// function's, recomputed and overwrote its value).
+pub fn a_panicking_refresh_async_forces_nothing_after(f: &Fixture) {
+    let key = f.key("refresh-async-panic");
+    let opts = f.locked();
+    assert_eq!(memoize(&key, &opts, || 1_u8), 1);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let Ok(rt) = rt else {
+        panic!("cannot start a current-thread runtime");
+    };
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        rt.block_on(cache_memoize::refresh_async(async {
+            panic!("the wrapped future fails before its memoized call");
+        }))
+    }));
+    assert!(panicked.is_err());
+    assert_eq!(memoize(&key, &opts, || 2_u8), 1, "a hit, not a forced call");
+}
