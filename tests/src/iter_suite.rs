@@ -3,10 +3,14 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
+use std::time::Duration;
 
-use cache_memoize::{MemoizeOptions, committed_chunk_keys, memoize_iter, memoize_iter_async};
+use cache_memoize::{
+    Clock, MemoizeOptions, committed_chunk_keys, memoize_iter, memoize_iter_async,
+};
 use serde::de::DeserializeOwned;
 
+use crate::freshness_suite::ManualClock;
 use crate::{Fixture, runtime};
 
 /// Envelope bytes at the start of every chunk.
@@ -582,4 +586,29 @@ pub fn iter_slow_reader_of_replaced_data_never_mixes_two_writes(f: &Fixture) {
         long_sequence(7).collect::<Vec<_>>(),
         "the refreshed sequence"
     );
+}
+
+/// A memoized iterator is fresh until it expires, whatever the options' `stale` and
+/// clock say (they do not apply to iterators): its manifest is stamped with its TTL
+/// (review 3, finding 1, so that a near cache's copy of it ends), but judged as fresh.
+pub fn iter_is_fresh_until_it_expires_whatever_the_clock(f: &Fixture) {
+    let key = f.key("iter-clock");
+    let clock = Arc::new(ManualClock::default());
+    let opts = f
+        .locked()
+        .expire(Duration::from_secs(3600))
+        .stale(Duration::from_secs(1))
+        .clock(Arc::clone(&clock) as Arc<dyn Clock>);
+    let computed = AtomicUsize::new(0);
+    let read = || {
+        memoize_iter(&key, &opts, || {
+            computed.fetch_add(1, Ordering::SeqCst);
+            0..3_u8
+        })
+        .collect::<Vec<_>>()
+    };
+    assert_eq!(read(), [0, 1, 2]);
+    clock.advance(Duration::from_secs(2 * 3600));
+    assert_eq!(read(), [0, 1, 2]);
+    assert_eq!(computed.load(Ordering::SeqCst), 1, "read as a hit");
 }

@@ -191,7 +191,9 @@ macro_rules! with_scenarios {
                 a_late_holder_does_not_overwrite_the_newer_value,
                 invalidate_during_a_computation_voids_its_store,
                 async_invalidate_during_a_computation_voids_its_store,
-                expire_duration_max_still_caches, zero_lock_expire_does_not_spin_the_renewal
+                expire_duration_max_still_caches, zero_lock_expire_does_not_spin_the_renewal,
+                a_waiter_riding_out_a_failing_backend_retries_at_the_locks_pace,
+                a_panicking_refresh_async_forces_nothing_after
             ];
             freshness_suite: [
                 stale_value_is_served_while_one_caller_refreshes,
@@ -231,7 +233,8 @@ macro_rules! with_scenarios {
                 iter_abandoned_refresh_leaves_the_committed_sequence,
                 iter_reader_during_a_refresh_never_sees_a_mix,
                 iter_slow_reader_of_unchanged_data_gets_the_whole_sequence,
-                iter_slow_reader_of_replaced_data_never_mixes_two_writes
+                iter_slow_reader_of_replaced_data_never_mixes_two_writes,
+                iter_is_fresh_until_it_expires_whatever_the_clock
             ];
             keep_decoded_suite: [
                 kept_hits_return_the_value_computed_once,

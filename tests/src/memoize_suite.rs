@@ -797,3 +797,69 @@ pub fn zero_lock_expire_does_not_spin_the_renewal(f: &Fixture) {
         cache_memoize::MIN_LOCK_EXPIRE
     );
 }
+
+/// A caller waiting for another's lock rides out a backend that starts failing, at the
+/// lock's pace: a wait the backend fails sleeps out its `max` (review 3, finding 3: it
+/// returned at once, so the caller retried as fast as the failures came back, about
+/// 150,000 attempts in 300 ms, for up to the lock's expiry). Sync and async.
+pub fn a_waiter_riding_out_a_failing_backend_retries_at_the_locks_pace(f: &Fixture) {
+    let opts = f.opts().lock(LockOptions {
+        timeout: Some(Duration::from_millis(300)),
+        retry: Duration::from_millis(50),
+        ..LockOptions::default()
+    });
+    let rt = runtime();
+    for round in ["sync", "async"] {
+        let key = f.key(&format!("riding-out-{round}"));
+        let lock_key = cache_memoize::make_cache_key(&key).lock_key();
+        let held = f
+            .probe
+            .inner()
+            .add(&lock_key, b"elsewhere", Duration::from_secs(60));
+        assert!(matches!(held, Ok(true)), "the lock is held elsewhere");
+        f.probe.set_failing(false);
+        f.probe.clear();
+        // The backend fails from the first attempt's return on.
+        let probe = Arc::downgrade(&f.probe);
+        f.probe.after(move |op| {
+            if let (Some(probe), "get_or_lock") = (probe.upgrade(), op) {
+                probe.set_failing(true);
+            }
+        });
+        let computed = if round == "sync" {
+            memoize(&key, &opts, || 7_u32)
+        } else {
+            rt.block_on(memoize_async(&key, &opts, || async { 7_u32 }))
+        };
+        assert_eq!(computed, 7, "{round}: computed without the lock");
+        let attempts = f.probe.keys_of("get_or_lock").len();
+        assert!(
+            attempts <= 20,
+            "{round}: {attempts} attempts at the lock in its 300 ms timeout (retry 50 ms)"
+        );
+    }
+    f.probe.set_failing(false);
+}
+
+/// A `refresh_async` whose future panics before its memoized call leaves nothing
+/// forced on the thread that polled it (review 3, finding 4: the flag set around the
+/// poll stayed set through the unwind, and the thread's next memoized call, any
+/// function's, recomputed and overwrote its value).
+pub fn a_panicking_refresh_async_forces_nothing_after(f: &Fixture) {
+    let key = f.key("refresh-async-panic");
+    let opts = f.locked();
+    assert_eq!(memoize(&key, &opts, || 1_u8), 1);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let Ok(rt) = rt else {
+        panic!("cannot start a current-thread runtime");
+    };
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        rt.block_on(cache_memoize::refresh_async(async {
+            panic!("the wrapped future fails before its memoized call");
+        }))
+    }));
+    assert!(panicked.is_err());
+    assert_eq!(memoize(&key, &opts, || 2_u8), 1, "a hit, not a forced call");
+}

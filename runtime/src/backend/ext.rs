@@ -42,10 +42,14 @@ macro_rules! typed {
             /// Blocks until `lock_key` may have been released since `attempted` (when
             /// the caller last found it held), or for at most `max`. Polling backends
             /// simply sleep; a backend with notifications returns early, and at once if
-            /// a release arrived after `attempted`. A failed wait returns at once (the
-            /// caller retries).
+            /// a release arrived after `attempted`. A wait the backend fails sleeps out
+            /// the rest of `max`, as a polling backend's does: a caller riding out a
+            /// failing backend retries at its pace, not as fast as failures come back.
             fn wait_for_release(&self, lock_key: &str, attempted: Instant, max: Duration) {
-                let _ = self.execute(Op::WaitForRelease { lock_key, attempted, max });
+                let started = Instant::now();
+                if self.execute(Op::WaitForRelease { lock_key, attempted, max }).is_err() {
+                    std::thread::sleep(max.saturating_sub(started.elapsed()));
+                }
             }
 
             /// The decoded value kept beside `key`'s bytes by an in-process tier (see
@@ -96,15 +100,23 @@ macro_rules! typed {
 
             /// See [`Backend::wait_for_release`]. Backends without notifications sleep
             /// `max` on the crate's own timer (a thread of its own, so it needs no
-            /// runtime driver).
+            /// runtime driver); so does a wait the backend fails, for the rest of `max`.
             fn wait_for_release_async<'a>(
                 &'a self,
                 lock_key: &'a str,
                 attempted: Instant,
                 max: Duration,
             ) -> Pending<'a, ()> {
+                let started = Instant::now();
                 let sent = self.execute_async(Op::WaitForRelease { lock_key, attempted, max });
-                Pending::new(sent, |_, _, _| (), "wait", lock_key)
+                let paced: BoxFuture<'a, Result<Reply, Error>> = Box::pin(async move {
+                    let waited = sent.await;
+                    if waited.is_err() {
+                        crate::timer::sleep(max.saturating_sub(started.elapsed())).await;
+                    }
+                    waited
+                });
+                Pending::new(paced, |_, _, _| (), "wait", lock_key)
             }
         }
     };

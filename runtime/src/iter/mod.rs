@@ -63,11 +63,14 @@ struct Manifest<T> {
 }
 
 impl<T> Manifest<T> {
-    /// Reads a manifest for the sequence (stamped [`Stamp::FOREVER`]: a memoized
-    /// iterator is fresh until it expires). Its envelope carries the commit's fencing
-    /// token, so a commit takes its place in the key's order like any store.
+    /// Reads a manifest for the sequence, judged as [`Stamp::FOREVER`] whatever it is
+    /// stamped with: a memoized iterator is fresh until it expires (`stale`, `beta` and
+    /// the clock do not apply). Its stored stamp (its TTL) only bounds a near cache's
+    /// copy. Its envelope carries the commit's fencing token, so a commit takes its
+    /// place in the key's order like any store.
     fn decode(_codec: Codec, bytes: &[u8], version: u32) -> Option<(Self, Stamp)> {
         codec::decode_with::<Self>(Codec::Bincode, bytes, version)
+            .map(|(manifest, _)| (manifest, Stamp::FOREVER))
     }
 
     /// Reads a manifest, whatever its stamp.

@@ -281,12 +281,19 @@ impl Store {
             of: PhantomData,
         };
         let fence = self.guard.as_ref().map_or(0, LockGuard::fencing_token);
+        // Stamped fresh for as long as it is stored: a near cache keeps a copy of it no
+        // longer than that (a manifest's reader ignores the stamp).
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        let stamp = codec::Stamp {
+            fresh_until_ms: context.opts.now_ms().saturating_add(ttl_ms),
+            compute_ms: 0,
+        };
         let encoded = codec::encode_with(
             codec::Codec::Bincode,
             &manifest,
             context.opts.version,
             fence,
-            codec::Stamp::FOREVER,
+            stamp,
         );
         let Ok(bytes) = encoded else {
             return;

@@ -74,10 +74,13 @@ impl<F: Future> Future for Forced<F> {
         if !self.armed {
             return self.inner.as_mut().poll(cx);
         }
-        FORCE_NEXT.with(|force| force.set(true));
+        // Cleared after the poll even if it panics (`Armed`'s drop): a flag left set
+        // would force the thread's next memoized call, whatever it is.
+        let armed = Armed::new();
         let polled = self.inner.as_mut().poll(cx);
         // Still set: nothing consumed it in this poll; try again next poll.
-        self.armed = FORCE_NEXT.with(|force| force.replace(false));
+        self.armed = FORCE_NEXT.with(Cell::get);
+        drop(armed);
         polled
     }
 }

@@ -115,7 +115,8 @@ impl RedisBackend {
                 let add = command("SET", |cmd| {
                     cmd.arg(key).arg(value).arg("NX").arg("PX").arg(ms(ttl))
                 });
-                (add, Shape::Added, Forget::Nothing)
+                // A write (when it lands): the copy goes, as after `Set`.
+                (add, Shape::Added, Forget::Key(key))
             }
             Op::Delete { key } => (
                 command("DEL", |cmd| cmd.arg(key)),
@@ -129,7 +130,8 @@ impl RedisBackend {
                     .arg(expected)
                     .arg(release_channel(key))
                     .arg(wake);
-                (Request::Script(script), Shape::One, Forget::Nothing)
+                // A delete (when it matches): the copy goes, as after `Delete`.
+                (Request::Script(script), Shape::One, Forget::Key(key))
             }
             Op::CompareAndExtend { key, expected, ttl } => {
                 let mut script = COMPARE_AND_EXTEND.prepare_invoke();
