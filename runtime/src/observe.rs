@@ -39,9 +39,12 @@ pub(crate) enum Outcome {
     /// A background refresh found no room (`set_refresh_limits`): not started, the
     /// stale value served.
     RefreshDropped,
+    /// An invalidation voided the computation's lock: its value was returned, not
+    /// stored (it may predate the invalidation).
+    Voided,
 }
 
-const OUTCOMES: usize = 10;
+const OUTCOMES: usize = 11;
 
 impl Outcome {
     fn name(self) -> &'static str {
@@ -56,6 +59,7 @@ impl Outcome {
             Self::LockTimeout => "lock_timeout",
             Self::FailOpen => "fail_open",
             Self::RefreshDropped => "refresh_dropped",
+            Self::Voided => "voided",
         }
     }
 }
@@ -148,6 +152,26 @@ pub(crate) fn computed(function: &'static str, key: &CacheKey, took: Duration) {
     }
 }
 
+/// Reports a store (of a `what`: value, sequence) refused because the lock was gone:
+/// at DEBUG, and counted, when an invalidation voided it while it could not have
+/// expired (the value may predate the invalidation: not storing it is the right
+/// outcome, and normal operation); at WARN when it may have expired (the computation
+/// outlived its lock: renewals failed, or the process stalled).
+pub(crate) fn lock_lost(function: &'static str, key: &CacheKey, voided: bool, what: &str) {
+    if voided {
+        record(function, key, Outcome::Voided);
+        tracing::debug!(
+            %key,
+            "the key was invalidated while computing; the {what} was returned but not stored"
+        );
+    } else {
+        tracing::warn!(
+            %key,
+            "the lock expired while computing (it outlived its lock: renewals failed, or the process stalled); the {what} was returned but not stored"
+        );
+    }
+}
+
 /// Records that a call of `function` waited `waited` for another caller's lock.
 pub(crate) fn waited(function: &'static str, waited: Duration) {
     #[cfg(feature = "metrics")]
@@ -193,6 +217,9 @@ pub struct Stats {
     /// Background refreshes not started for lack of room (`set_refresh_limits`): the
     /// stale value was served, and a later stale hit may start one.
     pub refreshes_dropped: u64,
+    /// Computations whose store an invalidation voided while they ran: their value was
+    /// returned, not stored (normal operation: it may predate the invalidation).
+    pub voided: u64,
 }
 
 /// The counters now; see [`Stats`]. Costs one pass over the threads alive now that
@@ -217,6 +244,7 @@ pub fn stats() -> Stats {
         lock_timeouts: total(Outcome::LockTimeout),
         fail_open: total(Outcome::FailOpen),
         refreshes_dropped: total(Outcome::RefreshDropped),
+        voided: total(Outcome::Voided),
     }
 }
 
@@ -350,6 +378,7 @@ mod facade {
         Outcome::LockTimeout,
         Outcome::FailOpen,
         Outcome::RefreshDropped,
+        Outcome::Voided,
     ];
 
     /// Runs `f` with the key of `function`'s `slot`.

@@ -107,3 +107,89 @@ fn a_failing_backend_is_reported_once_per_change_of_state() {
     assert_eq!(log.matches("computing without it").count(), 1, "{log}");
     assert_eq!(log.matches("caching resumed").count(), 1, "{log}");
 }
+
+/// Issue 22: an invalidation that lands during a computation voids its lock; the value
+/// is returned, not stored: the right outcome, so said at DEBUG and counted
+/// (`Stats::voided`), not at WARN (165–326 WARN lines per 70 s in a real service).
+#[test]
+fn a_computation_voided_by_an_invalidation_is_no_warning_and_is_counted() {
+    let captured = Captured::default();
+    let subscriber = capturing(&captured);
+    let backend: Arc<dyn cache_memoize::CacheBackend> = Arc::new(MemoryBackend::new());
+    let opts = MemoizeOptions::new()
+        .backend(Arc::clone(&backend))
+        .lock(LockOptions::default());
+    let before = cache_memoize::stats().voided;
+    let value = tracing::subscriber::with_default(subscriber, || {
+        memoize("voided", &opts, || {
+            let key = cache_memoize::make_cache_key("voided");
+            assert!(backend.invalidate(key.as_str(), &key.lock_key()).is_ok());
+            7_u8
+        })
+    });
+    assert_eq!(value, 7, "the computed value is returned");
+    let key = cache_memoize::make_cache_key("voided");
+    assert!(
+        backend.get(key.as_str()).is_ok_and(|found| found.is_none()),
+        "and not stored over the invalidation"
+    );
+    let log = captured.text();
+    assert!(!log.contains("WARN"), "no warning: {log}");
+    assert!(cache_memoize::stats().voided > before, "counted");
+}
+
+/// A computation that outlives its lock (its renewals fail, so the lock expires) is
+/// worth a WARN: that one says the lock expired.
+#[test]
+fn a_lock_that_expired_while_computing_is_a_warning() {
+    use cache_memoize::{AsyncBackendCore, Backend, BackendCore, BoxFuture, Error, Op, Reply};
+
+    /// Fails every extension: the lock expires under the computation.
+    struct NoRenewal(MemoryBackend);
+    impl BackendCore for NoRenewal {
+        fn execute(&self, op: Op<'_>) -> Result<Reply, Error> {
+            if op.name() == "compare_and_extend" {
+                return Err(Error::Skipped {
+                    address: "test".into(),
+                    operation: "compare_and_extend",
+                    key: op.key().to_owned(),
+                    reason: "renewals fail in this test",
+                });
+            }
+            self.0.execute(op)
+        }
+    }
+    impl AsyncBackendCore for NoRenewal {
+        fn execute_async<'a>(&'a self, op: Op<'a>) -> BoxFuture<'a, Result<Reply, Error>> {
+            Box::pin(std::future::ready(self.execute(op)))
+        }
+    }
+
+    let captured = Captured::default();
+    let subscriber = capturing(&captured);
+    let backend: Arc<NoRenewal> = Arc::new(NoRenewal(MemoryBackend::new()));
+    let opts = MemoizeOptions::new()
+        .backend(Arc::clone(&backend) as Arc<dyn cache_memoize::CacheBackend>)
+        .lock(LockOptions {
+            expire: cache_memoize::MIN_LOCK_EXPIRE,
+            ..LockOptions::default()
+        });
+    let key = cache_memoize::make_cache_key("expired");
+    let value = tracing::subscriber::with_default(subscriber, || {
+        memoize("expired", &opts, || {
+            cache_memoize_tests::wait_until("the lock expired", || {
+                backend
+                    .0
+                    .get(&key.lock_key())
+                    .is_ok_and(|found| found.is_none())
+            });
+            7_u8
+        })
+    });
+    assert_eq!(value, 7);
+    let log = captured.text();
+    assert!(
+        log.contains("WARN") && log.contains("the lock expired while computing"),
+        "{log}"
+    );
+}

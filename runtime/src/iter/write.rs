@@ -306,21 +306,23 @@ impl Store {
         self.renewal = None;
         // Every commit takes its place in the key's order through the lock (taken
         // only here, once).
+        let mut liveness = None;
         let stored = match self.guard.take() {
-            Some(guard) => guard.store_and_release(self.key.as_str(), &bytes, ttl),
+            Some(guard) => {
+                liveness = Some(guard.liveness());
+                guard.store_and_release(self.key.as_str(), &bytes, ttl)
+            }
             None => Ok(false),
         };
         self.state = Progress::Done;
         match stored {
             Ok(true) => self.shorten(&previous),
             Ok(false) => {
-                // Refused (the lock was lost: it expired, a later caller took it, or the
-                // key was invalidated): these chunks will never be read. Said at WARN,
-                // as the value path says it: a forced refresh lands or says so.
-                tracing::warn!(
-                    key = %self.key,
-                    "the lock was lost while computing (it expired, a later caller took it, or the key was invalidated); the sequence was returned but not stored"
-                );
+                // Refused (the lock was lost: the key was invalidated, or the lock
+                // expired): these chunks will never be read. Said as the value path
+                // says it: DEBUG for an invalidation, WARN for an expiry.
+                let voided = liveness.is_some_and(|liveness| liveness.voided_now());
+                observe::lock_lost(context.opts.name, &self.key, voided, "sequence");
                 let _ = self.backend.expire_many(&names, Duration::ZERO);
             }
             Err(err) => {

@@ -8,7 +8,7 @@
 pub(crate) mod renew;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::backend::{CacheBackend, LockClaim};
@@ -343,6 +343,8 @@ pub struct LockGuard {
     expire: Duration,
     /// Set when an extension or a renewal found the lock gone.
     lost: Arc<AtomicBool>,
+    /// Until when the lock cannot have expired, and whether it was found gone before.
+    liveness: Arc<Liveness>,
     released: bool,
     on_drop: DropRelease,
 }
@@ -388,9 +390,15 @@ impl LockGuard {
             // Whoever armed it, the lock is taken, extended and renewed within bounds.
             expire: crate::limits::lock_expire(expire),
             lost: Arc::default(),
+            liveness: Arc::new(Liveness::taken(Liveness::now_ms(), expire)),
             released: false,
             on_drop,
         }
+    }
+
+    /// Until when this lock cannot have expired; see [`Liveness`].
+    pub(crate) fn liveness(&self) -> Arc<Liveness> {
+        Arc::clone(&self.liveness)
     }
 
     /// Takes the lock if free: the guard, holding its fencing token; `None` (the
@@ -495,10 +503,14 @@ impl LockGuard {
     /// `expire` is clamped as [`CacheLock::expire`] says.
     pub fn extend(&mut self, expire: Option<Duration>) -> Result<bool, LockError> {
         let ttl = crate::limits::lock_expire(expire.unwrap_or(self.expire));
+        let sent_ms = Liveness::now_ms();
         let extended = self
             .backend
             .compare_and_extend(&self.key, self.token.as_bytes(), ttl)?;
-        if !extended {
+        if extended {
+            self.liveness.lives(sent_ms, ttl);
+        } else {
+            self.liveness.found_gone(sent_ms);
             self.lost.store(true, Ordering::SeqCst);
         }
         Ok(extended)
@@ -577,7 +589,68 @@ impl LockGuard {
             &self.token,
             self.expire,
             &self.lost,
+            &self.liveness,
         )
+    }
+}
+
+/// Until when a held lock cannot have expired (from the start of the step that took
+/// or last extended it, plus its expiry, less a tenth for safety), and whether a step
+/// found it gone before then. A lock gone while it could not have expired was deleted:
+/// by an invalidation, which voids the computation under it (its value is returned,
+/// not stored) as it must; that is normal operation, reported at DEBUG and counted. A
+/// lock that may have expired is worth a WARN.
+#[derive(Debug)]
+pub(crate) struct Liveness {
+    /// Milliseconds since [`EPOCH`].
+    until_ms: AtomicU64,
+    voided: AtomicBool,
+}
+
+/// Where [`Liveness`] counts milliseconds from.
+static EPOCH: once_cell::sync::Lazy<Instant> = once_cell::sync::Lazy::new(Instant::now);
+
+impl Liveness {
+    /// A lock taken by a step that started at `since_ms`, for `expire`.
+    pub(crate) fn taken(since_ms: u64, expire: Duration) -> Self {
+        let liveness = Self {
+            until_ms: AtomicU64::new(0),
+            voided: AtomicBool::new(false),
+        };
+        liveness.lives(since_ms, expire);
+        liveness
+    }
+
+    /// The time now, in milliseconds since [`EPOCH`].
+    pub(crate) fn now_ms() -> u64 {
+        u64::try_from(EPOCH.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// A step that started at `since_ms` took or extended the lock for `expire`.
+    pub(crate) fn lives(&self, since_ms: u64, expire: Duration) {
+        let expire_ms = u64::try_from(expire.as_millis()).unwrap_or(u64::MAX);
+        let until = since_ms.saturating_add(expire_ms - expire_ms / 10);
+        self.until_ms.fetch_max(until, Ordering::SeqCst);
+    }
+
+    /// A step that started at `at_ms` found the lock gone.
+    pub(crate) fn found_gone(&self, at_ms: u64) {
+        if at_ms < self.until_ms.load(Ordering::SeqCst) {
+            self.voided.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Whether a step found the lock gone while it could not have expired (an
+    /// extension or a renewal that the backend answered `false`).
+    pub(crate) fn was_voided(&self) -> bool {
+        self.voided.load(Ordering::SeqCst)
+    }
+
+    /// The lock was found gone just now (a store refused): whether it was deleted
+    /// while it could not have expired, now or before: voided by an invalidation.
+    pub(crate) fn voided_now(&self) -> bool {
+        self.found_gone(Self::now_ms());
+        self.was_voided()
     }
 }
 

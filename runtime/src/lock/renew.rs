@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use once_cell::sync::Lazy;
 
+use super::Liveness;
 use crate::backend::CacheBackend;
 use crate::limits::MIN_LOCK_EXPIRE;
 
@@ -35,6 +36,7 @@ struct Watched {
     expire: Duration,
     due: Instant,
     lost: Arc<AtomicBool>,
+    liveness: Arc<Liveness>,
 }
 
 /// The renewals of one backend instance, and the thread that runs them.
@@ -99,6 +101,7 @@ pub(crate) fn keep_alive(
     token: &str,
     expire: Duration,
     lost: &Arc<AtomicBool>,
+    liveness: &Arc<Liveness>,
 ) -> Renewal {
     // A lock expiring at once would make the loop spin; options are clamped before
     // they get here, and this keeps the loop bounded whatever the caller passed.
@@ -111,6 +114,7 @@ pub(crate) fn keep_alive(
         expire,
         due: Instant::now() + expire / 3,
         lost: Arc::clone(&lost),
+        liveness: Arc::clone(liveness),
     };
     // The map of watchers is held while the lock is added, so a thread deciding to end
     // (which takes the map first too) cannot miss it.
@@ -194,17 +198,18 @@ impl Watcher {
                     continue;
                 };
                 lock.due = Instant::now() + lock.expire / 3;
-                let (key, token, expire, lost) = (
+                let (key, token, expire, lost, liveness) = (
                     lock.key.clone(),
                     lock.token.clone(),
                     lock.expire,
                     Arc::clone(&lock.lost),
+                    Arc::clone(&lock.liveness),
                 );
                 // Marked while the map is held: a `Renewal` dropped from now on waits.
                 *self.renewing() = Some(id);
                 // The backend call runs without the map's mutex held.
                 drop(watched);
-                self.renew(&key, &token, expire, &lost);
+                self.renew(&key, &token, expire, &lost, &liveness);
                 *self.renewing() = None;
                 self.renewed.notify_all();
                 watched = self.lock();
@@ -214,10 +219,23 @@ impl Watcher {
 
     /// Extends one lock; a lock found gone, or a backend failure, marks it lost (once:
     /// the holder reports it).
-    fn renew(&self, key: &str, token: &str, expire: Duration, lost: &AtomicBool) {
+    fn renew(
+        &self,
+        key: &str,
+        token: &str,
+        expire: Duration,
+        lost: &AtomicBool,
+        liveness: &Liveness,
+    ) {
+        let sent_ms = Liveness::now_ms();
         let extended = self
             .backend
             .compare_and_extend(key, token.as_bytes(), expire);
+        match extended {
+            Ok(true) => liveness.lives(sent_ms, expire),
+            Ok(false) => liveness.found_gone(sent_ms),
+            Err(_) => {}
+        }
         if !matches!(extended, Ok(true)) && !lost.swap(true, Ordering::SeqCst) {
             tracing::debug!(key, ?extended, "renewing the lock failed while computing");
         }
@@ -252,15 +270,19 @@ mod tests {
     use super::*;
     use crate::backend::memory::MemoryBackend;
 
+    fn alive() -> Arc<Liveness> {
+        Arc::new(Liveness::taken(Liveness::now_ms(), Duration::from_secs(30)))
+    }
+
     #[test]
     fn each_backend_gets_its_own_renewal_thread() {
         let first: Arc<dyn CacheBackend> = Arc::new(MemoryBackend::new());
         let second: Arc<dyn CacheBackend> = Arc::new(MemoryBackend::new());
         let lost = Arc::default();
         let before = threads();
-        let a = keep_alive(&first, "a", "t", Duration::from_secs(30), &lost);
-        let b = keep_alive(&first, "b", "t", Duration::from_secs(30), &lost);
-        let c = keep_alive(&second, "c", "t", Duration::from_secs(30), &lost);
+        let a = keep_alive(&first, "a", "t", Duration::from_secs(30), &lost, &alive());
+        let b = keep_alive(&first, "b", "t", Duration::from_secs(30), &lost, &alive());
+        let c = keep_alive(&second, "c", "t", Duration::from_secs(30), &lost, &alive());
         assert!(
             Arc::ptr_eq(&a.watcher, &b.watcher),
             "one thread per backend"
@@ -281,10 +303,18 @@ mod tests {
                 "t",
                 Duration::from_secs(30),
                 &lost,
+                &alive(),
             ));
             std::thread::yield_now();
         }
-        let kept = keep_alive(&backend, "k", "t", Duration::from_millis(150), &lost);
+        let kept = keep_alive(
+            &backend,
+            "k",
+            "t",
+            Duration::from_millis(150),
+            &lost,
+            &alive(),
+        );
         backend
             .add("k", b"t", Duration::from_millis(150))
             .map_err(|err| err.to_string())

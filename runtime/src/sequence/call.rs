@@ -294,12 +294,13 @@ impl<'a> Call<'a> {
         self.backend.id()
     }
 
-    /// Warns when the lock was lost while computing (a renewal found it gone).
-    pub(crate) fn report_renewal(&self, renewal: Option<&Renewal>) {
-        if renewal.is_some_and(Renewal::lost) {
+    /// Warns when the lock was lost while computing (a renewal found it gone), unless
+    /// an invalidation voided it (`voided`: said when the store is refused).
+    pub(crate) fn report_renewal(&self, renewal: Option<&Renewal>, voided: bool) {
+        if renewal.is_some_and(Renewal::lost) && !voided {
             tracing::warn!(
                 key = %self.key,
-                "the lock was lost while computing; another caller may compute too"
+                "the lock was lost while computing (it expired); another caller may compute too"
             );
         }
     }

@@ -10,6 +10,7 @@
 //! process's refresh claim on the key, handed with a stale value to its revalidation.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -24,7 +25,7 @@ use crate::backend::GetOrLock;
 use crate::coalesce::{self, Following, Landed, Leader};
 use crate::codec::Stamp;
 use crate::lock::renew::Renewal;
-use crate::lock::{DropRelease, LockGuard, new_token};
+use crate::lock::{DropRelease, Liveness, LockGuard, new_token};
 use crate::observe::{self, Outcome};
 use crate::options::Refresh;
 use crate::refresh::claim::{self, RefreshClaim};
@@ -59,6 +60,9 @@ pub(crate) struct Driver<'c, 'o> {
     token: Option<String>,
     on_drop: DropRelease,
     lock: Option<LockGuard>,
+    /// The liveness of the lock the store was sent under: a refused store is voided
+    /// (an invalidation) or expired, and said so.
+    stored_under: Option<Arc<Liveness>>,
     leader: Option<Leader>,
     flight: Option<Following>,
     /// This process's claim on refreshing the key, once a stale hit made it.
@@ -87,6 +91,7 @@ impl<'c, 'o> Driver<'c, 'o> {
             token: None,
             on_drop,
             lock: None,
+            stored_under: None,
             leader: None,
             flight: None,
             refresh: None,
@@ -169,7 +174,11 @@ impl<'c, 'o> Driver<'c, 'o> {
     ) -> Option<Vec<u8>> {
         let took = started.elapsed();
         observe::computed(self.call.opts.name, &self.call.key, took);
-        self.call.report_renewal(renewal.as_ref());
+        let voided = self
+            .lock
+            .as_ref()
+            .is_some_and(|lock| lock.liveness().was_voided());
+        self.call.report_renewal(renewal.as_ref(), voided);
         drop(renewal);
         let value = match stored {
             Stored::Value(value) => Some(value),
@@ -301,7 +310,10 @@ impl<'c, 'o> Driver<'c, 'o> {
                 Event::Paused
             }
             Io::StoreAndRelease { bytes, ttl } => Event::Stored(match self.lock.take() {
-                Some(lock) => lock.store_and_release(key, bytes, ttl),
+                Some(lock) => {
+                    self.stored_under = Some(lock.liveness());
+                    lock.store_and_release(key, bytes, ttl)
+                }
                 None => Ok(false),
             }),
             Io::Release => Event::Stored(match self.lock.take() {
@@ -369,7 +381,10 @@ impl<'c, 'o> Driver<'c, 'o> {
                 Event::Paused
             }
             Io::StoreAndRelease { bytes, ttl } => Event::Stored(match self.lock.take() {
-                Some(lock) => lock.store_and_release_async(key, bytes, ttl).await,
+                Some(lock) => {
+                    self.stored_under = Some(lock.liveness());
+                    lock.store_and_release_async(key, bytes, ttl).await
+                }
                 None => Ok(false),
             }),
             Io::Release => Event::Stored(match self.lock.take() {
@@ -504,7 +519,13 @@ impl<'c, 'o> Driver<'c, 'o> {
 
     fn finished<T>(&mut self, step: Step<'_, T>) {
         if let Step::Finished { note, landing } = step {
-            self.call.report(note);
+            match note {
+                Some(Note::LockLost) => {
+                    let voided = self.stored_under.as_ref().is_some_and(|l| l.voided_now());
+                    observe::lock_lost(self.call.opts.name, &self.call.key, voided, "value");
+                }
+                note => self.call.report(note),
+            }
             self.land(landing);
         }
     }
