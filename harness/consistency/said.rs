@@ -2,7 +2,8 @@
 //!
 //! A forced refresh "lands or says so" (issue 19): it stores its value, or the caller
 //! can see that it did not: a WARN, or the call's outcome (`fail_open`, `lock_timeout`:
-//! computed without the backend, or without the lock), which the `metrics` counters
+//! computed without the backend, or without the lock; `voided`: its lock voided by an
+//! invalidation), which the `metrics` counters
 //! and `stats()` show. A DEBUG line alone is not saying so. This subscriber watches the thread that makes a
 //! refresh ([`watch`]) and notes any of those; a refresh that said nothing is a write
 //! every later call must see. It also counts WARN events process-wide. Everything else
@@ -47,8 +48,9 @@ pub(crate) fn install() {
 struct Listener;
 
 /// The outcomes of `cache_memoize::observe`'s per-call DEBUG event that mean the call
-/// computed without storing under the lock.
-const UNSTORED: [&str; 2] = ["fail_open", "lock_timeout"];
+/// computed without storing under the lock (`voided`: an invalidation voided its lock,
+/// counted in `Stats::voided`).
+const UNSTORED: [&str; 3] = ["fail_open", "lock_timeout", "voided"];
 
 fn ours(meta: &Metadata<'_>) -> bool {
     meta.target().starts_with("cache_memoize")
