@@ -335,8 +335,41 @@ fn logged<Tag, V>(decoded: Result<V, &'static str>) -> Option<V> {
                 ty = type_name::<Tag>(),
                 "cached bytes unreadable; treated as a miss"
             );
+            if *reason == ANOTHER_TYPE {
+                another_type::<Tag>();
+            }
         })
         .ok()
+}
+
+/// Why bytes written for another type (not an absent value's mark) are a miss.
+const ANOTHER_TYPE: &str = "written for another type";
+
+/// Says once per type, at WARN, that a value of another type was found where a `Tag`
+/// is read: a miss, then overwritten. Once is a deploy that changed the type; over and
+/// over, two writers that disagree on one key (two functions under `shared_key` that
+/// return different types, or two versions deployed side by side), which evict each
+/// other: silent otherwise.
+#[cold]
+fn another_type<Tag>() {
+    static WARNED: once_cell::sync::Lazy<
+        std::sync::Mutex<std::collections::HashSet<&'static str>>,
+    > = once_cell::sync::Lazy::new(Default::default);
+    let ty = type_name::<Tag>();
+    let first = WARNED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(ty);
+    if first {
+        tracing::warn!(
+            ty,
+            "a value of another type was found where a `{ty}` is read: read as a miss and \
+             overwritten (said once per type). If it repeats, two writers disagree on the \
+             type at one key: two functions under `shared_key` returning different types \
+             (give them different templates), or two versions of a function deployed side \
+             by side (bump its `version`)"
+        );
+    }
 }
 
 fn payload<Tag>(bytes: &[u8], version: u32) -> Result<&[u8], &'static str> {
@@ -357,7 +390,11 @@ fn payload_as<Tag>(bytes: &[u8], expected: u8, version: u32) -> Result<&[u8], &'
     }
     let (type_print, rest) = rest.split_at(8);
     if type_print != fingerprint::<Tag>().to_le_bytes() {
-        return Err("written for another type");
+        return Err(if type_print == fingerprint::<Absent>().to_le_bytes() {
+            "an absent value's mark"
+        } else {
+            ANOTHER_TYPE
+        });
     }
     let (user_version, checksum) = rest.split_at(4);
     if user_version != version.to_le_bytes() {

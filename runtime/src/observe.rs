@@ -172,6 +172,15 @@ pub(crate) fn lock_lost(function: &'static str, key: &CacheKey, voided: bool, wh
     }
 }
 
+/// Records that a hit of `function` was answered by the near tier (no command sent);
+/// it is counted as a hit too.
+pub(crate) fn near_hit(function: &'static str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!("cache_memoize_near_hits_total", "function" => function).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = function;
+}
+
 /// Records that a call of `function` waited `waited` for another caller's lock.
 pub(crate) fn waited(function: &'static str, waited: Duration) {
     #[cfg(feature = "metrics")]

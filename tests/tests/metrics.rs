@@ -178,9 +178,20 @@ fn near_cache_hits_are_counted_beside_the_calls() {
             .into_vec()
             .into_iter()
             .find_map(|(key, _, _, value)| match (key.key().name(), value) {
-                ("cache_memoize_near_hits_total", DebugValue::Counter(n)) => Some(n),
+                ("cache_memoize_near_hits_total", DebugValue::Counter(n)) => {
+                    let function = key
+                        .key()
+                        .labels()
+                        .find(|l| l.key() == "function")
+                        .map(|l| l.value().to_owned());
+                    Some((n, function))
+                }
                 _ => None,
             });
-    assert_eq!(counted, Some(near_hits));
+    assert_eq!(
+        counted,
+        Some((near_hits, Some("metrics::near".to_owned()))),
+        "near hits, labelled by function (issue 22)"
+    );
     assert!(near_hits > 0);
 }

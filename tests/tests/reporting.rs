@@ -193,3 +193,36 @@ fn a_lock_that_expired_while_computing_is_a_warning() {
         "{log}"
     );
 }
+
+#[cache_memoize(key = "thrash:{n}", shared_key)]
+fn thrash_count(n: u32) -> u32 {
+    n
+}
+
+#[cache_memoize(key = "thrash:{n}", shared_key)]
+fn thrash_name(n: u32) -> String {
+    format!("n{n}")
+}
+
+/// Issue 22 (a new user's trial): two functions under `shared_key` with one template
+/// and different types evicted each other for ever, silently. A value of another type
+/// where a type is read is said at WARN (once per type), with both likely causes.
+#[test]
+fn two_shared_key_functions_of_different_types_are_said_not_silent() {
+    let captured = Captured::default();
+    tracing::subscriber::with_default(capturing(&captured), || {
+        assert_eq!(thrash_count(1), 1);
+        assert_eq!(thrash_name(1), "n1");
+        assert_eq!(thrash_count(1), 1);
+        assert_eq!(thrash_name(1), "n1");
+    });
+    let log = captured.text();
+    assert!(
+        log.contains("a value of another type was found") && log.contains("shared_key"),
+        "{log}"
+    );
+    assert!(
+        log.matches("a value of another type was found").count() <= 2,
+        "once per type: {log}"
+    );
+}

@@ -214,6 +214,10 @@ pub enum Reply {
     Done,
     /// `Get`: the value, `None` when absent.
     Value(Option<Vec<u8>>),
+    /// `Get` answered from this process's near copy, with no command sent: the value.
+    /// Read as [`Value`](Self::Value) by [`into_value`](Self::into_value); the
+    /// memoized call counts it as a near hit.
+    Near(Vec<u8>),
     /// `GetMany`: the values, in order.
     Values(Vec<Option<Vec<u8>>>),
     /// `Add`, `CompareAndDelete`, `CompareAndExtend`, `StoreAndRelease`: whether it
@@ -259,8 +263,17 @@ impl Reply {
         }
     }
 
+    /// The value of [`Reply::Value`] (or [`Reply::Near`]), or the error for `op` on
+    /// `key`.
+    pub fn into_value(self, op: &'static str, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        match self {
+            Self::Value(value) => Ok(value),
+            Self::Near(value) => Ok(Some(value)),
+            other => Err(wrong(&other, op, key)),
+        }
+    }
+
     accessors! {
-        into_value: Value -> Option<Vec<u8>>;
         into_values: Values -> Vec<Option<Vec<u8>>>;
         into_applied: Applied -> bool;
         into_count: Count -> usize;

@@ -21,7 +21,7 @@ use super::call::Call;
 use super::machine::{
     Event, Found, Io, Life, LockSpec, Machine, Note, Recheck, Role, Step, Storing, Verdict, Via,
 };
-use crate::backend::GetOrLock;
+use crate::backend::{GetOrLock, Op, Reply};
 use crate::coalesce::{self, Following, Landed, Leader};
 use crate::codec::Stamp;
 use crate::lock::renew::Renewal;
@@ -63,6 +63,8 @@ pub(crate) struct Driver<'c, 'o> {
     /// The liveness of the lock the store was sent under: a refused store is voided
     /// (an invalidation) or expired, and said so.
     stored_under: Option<Arc<Liveness>>,
+    /// Whether the near tier answered the last I/O step (a hit then is a near hit).
+    near: bool,
     leader: Option<Leader>,
     flight: Option<Following>,
     /// This process's claim on refreshing the key, once a stale hit made it.
@@ -92,6 +94,7 @@ impl<'c, 'o> Driver<'c, 'o> {
             on_drop,
             lock: None,
             stored_under: None,
+            near: false,
             leader: None,
             flight: None,
             refresh: None,
@@ -271,16 +274,29 @@ impl<'c, 'o> Driver<'c, 'o> {
         }
     }
 
+    /// A read's reply as the machine's event, noting whether the near tier answered.
+    fn read(&mut self, reply: Result<Reply, crate::error::Error>, key: &str) -> Event {
+        self.near = matches!(reply, Ok(Reply::Near(_)));
+        Event::Read(reply.and_then(|reply| reply.into_value("get", key)))
+    }
+
+    /// A decoded value the near tier kept, as the machine's event.
+    fn kept(&mut self, kept: Option<crate::backend::DecodedValue>) -> Event {
+        self.near = kept.is_some();
+        Event::Kept(kept)
+    }
+
     /// One I/O step, blocking.
     fn perform(&mut self, io: Io<'_>) -> Event {
         self.mark(Some(&io));
+        self.near = false;
         let call = self.call;
         let (backend, key) = (&*call.backend, call.key.as_str());
         let (codec, version) = (call.opts.codec, call.opts.version);
         match io {
-            Io::Get => Event::Read(backend.get(key)),
+            Io::Get => self.read(backend.execute(Op::Get { key }), key),
             Io::GetKept(accepts) => {
-                Event::Kept(backend.decoded(key, &|kept| accepts(kept, codec, version)))
+                self.kept(backend.decoded(key, &|kept| accepts(kept, codec, version)))
             }
             Io::Join => Event::Joined(self.join()),
             Io::ClaimRefresh => Event::Claimed(self.claim_refresh()),
@@ -341,13 +357,14 @@ impl<'c, 'o> Driver<'c, 'o> {
     /// One I/O step, awaited.
     async fn perform_async(&mut self, io: Io<'_>) -> Event {
         self.mark(Some(&io));
+        self.near = false;
         let call = self.call;
         let (backend, key) = (&*call.backend, call.key.as_str());
         let (codec, version) = (call.opts.codec, call.opts.version);
         match io {
-            Io::Get => Event::Read(backend.get_async(key).await),
+            Io::Get => self.read(backend.execute_async(Op::Get { key }).await, key),
             Io::GetKept(accepts) => {
-                Event::Kept(backend.decoded(key, &|kept| accepts(kept, codec, version)))
+                self.kept(backend.decoded(key, &|kept| accepts(kept, codec, version)))
             }
             Io::Join => Event::Joined(self.join()),
             Io::ClaimRefresh => Event::Claimed(self.claim_refresh()),
@@ -477,6 +494,9 @@ impl<'c, 'o> Driver<'c, 'o> {
                     self.call.backend.keep_decoded(key, bytes, make);
                 }
                 self.land(bytes);
+                if self.near {
+                    observe::near_hit(self.call.opts.name);
+                }
                 self.observe(match (verdict, via) {
                     (Verdict::Stale | Verdict::Early | Verdict::Underway, _) => {
                         Outcome::StaleServed

@@ -86,7 +86,7 @@ impl RedisBackend {
         let (request, reply, forget) = match op {
             Op::Get { key } => {
                 if let Some(copy) = near.and_then(|near| near.get(key)) {
-                    return Route::Local(Reply::Value(Some(copy)));
+                    return Route::Local(Reply::Near(copy));
                 }
                 let request = command("GET", |cmd| cmd.arg(key));
                 return Route::Send(Plan::read(name, key, request, Shape::Value, self));

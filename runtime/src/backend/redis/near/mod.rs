@@ -311,9 +311,8 @@ impl Tier {
         let served = pick(entry)?;
         shard.hits += 1;
         drop(shard);
-        // Beside `cache_memoize_calls_total{outcome="hit"}`, which counts these too.
-        #[cfg(feature = "metrics")]
-        metrics::counter!("cache_memoize_near_hits_total").increment(1);
+        // The memoized call that gets it counts it (`cache_memoize_near_hits_total`,
+        // labelled by its function) when it is a hit.
         Some(served)
     }
 
