@@ -199,6 +199,15 @@ pub(crate) fn encode_with<T: Serialize>(
 #[derive(Serialize)]
 struct Absent;
 
+/// Whether `bytes` are the mark of an absent value (see [`Absent`]): read as a miss.
+// Read by the near tier (feature `redis`) only.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) fn is_absent_mark(bytes: &[u8]) -> bool {
+    static ABSENT: once_cell::sync::Lazy<[u8; 8]> =
+        once_cell::sync::Lazy::new(|| fingerprint::<Absent>().to_le_bytes());
+    bytes.starts_with(MAGIC) && bytes.get(MAGIC.len() + 1..MAGIC.len() + 9) == Some(&ABSENT[..])
+}
+
 /// Encodes the mark of an absent value (see [`Absent`]).
 pub(crate) fn encode_absent(
     codec: Codec,
@@ -681,7 +690,13 @@ mod tests {
             assert_eq!(bytes[FENCE_AT..FENCE_AT + FENCE_LEN], fence.to_le_bytes());
             let absent = encode_absent(codec, 3, fence + 1, Stamp::FOREVER).unwrap_or_default();
             assert_eq!(written_fence(&absent), fence + 1);
+            assert!(
+                is_absent_mark(&absent),
+                "an absent value's mark is told apart"
+            );
+            assert!(!is_absent_mark(&bytes), "a value is no absent mark");
         }
+        assert!(!is_absent_mark(b"foreign bytes, not an envelope"));
         // Bytes with no place in the order: none, an iterator's, foreign, truncated.
         assert_eq!(written_fence(b""), 0);
         assert_eq!(written_fence(&encoded()), 0);

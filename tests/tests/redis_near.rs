@@ -537,7 +537,6 @@ fn a_compare_and_delete_through_the_backend_drops_its_near_copy_at_once() {
 /// though the call computes; keeping them saves the first round trip, so the fix
 /// belongs in the count, not the keeping).
 #[test]
-#[ignore = "finding 5: near_cache_hits() still counts reads of a near-kept absent mark (the near-hits metric no longer does: the call counts it, as a hit)"]
 fn an_absent_mark_read_near_is_no_near_hit() {
     use cache_memoize::__private::{Entry, Inline, OptionOutcome, call};
     let server = RedisServer::start();

@@ -308,8 +308,12 @@ impl Tier {
             shard.remove(key);
             return None;
         }
+        // The mark of an absent value reads as a miss: the call computes; no near hit.
+        let absent = codec::is_absent_mark(&entry.value);
         let served = pick(entry)?;
-        shard.hits += 1;
+        if !absent {
+            shard.hits += 1;
+        }
         drop(shard);
         // The memoized call that gets it counts it (`cache_memoize_near_hits_total`,
         // labelled by its function) when it is a hit.
