@@ -341,9 +341,8 @@ pub struct LockGuard {
     /// The acquisition's fencing token (0 until the lock is taken).
     fence: u64,
     expire: Duration,
-    /// Set when an extension or a renewal found the lock gone.
-    lost: Arc<AtomicBool>,
-    /// Until when the lock cannot have expired, and whether it was found gone before.
+    /// Until when the lock cannot have expired, and whether an extension or a renewal
+    /// found it gone (shared with the renewal).
     liveness: Arc<Liveness>,
     released: bool,
     on_drop: DropRelease,
@@ -389,7 +388,6 @@ impl LockGuard {
             fence: 0,
             // Whoever armed it, the lock is taken, extended and renewed within bounds.
             expire: crate::limits::lock_expire(expire),
-            lost: Arc::default(),
             liveness: Arc::new(Liveness::taken(Liveness::now_ms(), expire)),
             released: false,
             on_drop,
@@ -484,7 +482,7 @@ impl LockGuard {
     /// owner). A lost lock's holder may still finish, but its memoized store is
     /// refused.
     pub fn is_lost(&self) -> bool {
-        self.lost.load(Ordering::SeqCst)
+        self.liveness.is_lost()
     }
 
     /// The token stored in the backend for this acquisition (a UUID4).
@@ -510,8 +508,7 @@ impl LockGuard {
         if extended {
             self.liveness.lives(sent_ms, ttl);
         } else {
-            self.liveness.found_gone(sent_ms);
-            self.lost.store(true, Ordering::SeqCst);
+            self.liveness.lost_at(sent_ms, true);
         }
         Ok(extended)
     }
@@ -588,15 +585,15 @@ impl LockGuard {
             &self.key,
             &self.token,
             self.expire,
-            &self.lost,
             &self.liveness,
         )
     }
 }
 
 /// Until when a held lock cannot have expired (from the start of the step that took
-/// or last extended it, plus its expiry, less a tenth for safety), and whether a step
-/// found it gone before then. A lock gone while it could not have expired was deleted:
+/// or last extended it, plus its expiry, less a tenth for safety), whether a step found
+/// it gone before then, and whether any step found it lost (gone, or the backend not
+/// answering). A lock gone while it could not have expired was deleted:
 /// by an invalidation, which voids the computation under it (its value is returned,
 /// not stored) as it must; that is normal operation, reported at DEBUG and counted. A
 /// lock that may have expired is worth a WARN.
@@ -605,6 +602,7 @@ pub(crate) struct Liveness {
     /// Milliseconds since [`EPOCH`].
     until_ms: AtomicU64,
     voided: AtomicBool,
+    lost: AtomicBool,
 }
 
 /// Where [`Liveness`] counts milliseconds from.
@@ -616,6 +614,7 @@ impl Liveness {
         let liveness = Self {
             until_ms: AtomicU64::new(0),
             voided: AtomicBool::new(false),
+            lost: AtomicBool::new(false),
         };
         liveness.lives(since_ms, expire);
         liveness
@@ -633,8 +632,22 @@ impl Liveness {
         self.until_ms.fetch_max(until, Ordering::SeqCst);
     }
 
+    /// A step that started at `at_ms` found the lock lost: `gone` (the backend said
+    /// so) or unreachable. Returns whether it is the first to.
+    pub(crate) fn lost_at(&self, at_ms: u64, gone: bool) -> bool {
+        if gone {
+            self.found_gone(at_ms);
+        }
+        !self.lost.swap(true, Ordering::SeqCst)
+    }
+
+    /// Whether a step found the lock lost.
+    pub(crate) fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+
     /// A step that started at `at_ms` found the lock gone.
-    pub(crate) fn found_gone(&self, at_ms: u64) {
+    fn found_gone(&self, at_ms: u64) {
         if at_ms < self.until_ms.load(Ordering::SeqCst) {
             self.voided.store(true, Ordering::SeqCst);
         }

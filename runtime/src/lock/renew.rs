@@ -15,7 +15,7 @@
 //! extension of that lock can land after the holder's release or hold.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -35,7 +35,6 @@ struct Watched {
     token: String,
     expire: Duration,
     due: Instant,
-    lost: Arc<AtomicBool>,
     liveness: Arc<Liveness>,
 }
 
@@ -68,13 +67,20 @@ fn identity(backend: &Arc<dyn CacheBackend>) -> usize {
 pub(crate) struct Renewal {
     id: u64,
     watcher: Arc<Watcher>,
-    lost: Arc<AtomicBool>,
+    liveness: Arc<Liveness>,
 }
 
 impl Renewal {
-    /// Whether a renewal found the lock gone (expired, or taken by another owner).
+    /// Whether a renewal found the lock gone (expired, or taken by another owner), or
+    /// could not reach the backend.
     pub(crate) fn lost(&self) -> bool {
-        self.lost.load(Ordering::SeqCst)
+        self.liveness.is_lost()
+    }
+
+    /// Whether a renewal found the lock gone while it could not have expired: voided
+    /// by an invalidation.
+    pub(crate) fn voided(&self) -> bool {
+        self.liveness.was_voided()
     }
 }
 
@@ -100,20 +106,17 @@ pub(crate) fn keep_alive(
     key: &str,
     token: &str,
     expire: Duration,
-    lost: &Arc<AtomicBool>,
     liveness: &Arc<Liveness>,
 ) -> Renewal {
     // A lock expiring at once would make the loop spin; options are clamped before
     // they get here, and this keeps the loop bounded whatever the caller passed.
     let expire = expire.max(MIN_LOCK_EXPIRE);
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    let lost = Arc::clone(lost);
     let lock = Watched {
         key: key.to_owned(),
         token: token.to_owned(),
         expire,
         due: Instant::now() + expire / 3,
-        lost: Arc::clone(&lost),
         liveness: Arc::clone(liveness),
     };
     // The map of watchers is held while the lock is added, so a thread deciding to end
@@ -147,7 +150,11 @@ pub(crate) fn keep_alive(
     watcher.lock().insert(id, lock);
     drop(all);
     watcher.changed.notify_all();
-    Renewal { id, watcher, lost }
+    Renewal {
+        id,
+        watcher,
+        liveness: Arc::clone(liveness),
+    }
 }
 
 impl Watcher {
@@ -198,18 +205,17 @@ impl Watcher {
                     continue;
                 };
                 lock.due = Instant::now() + lock.expire / 3;
-                let (key, token, expire, lost, liveness) = (
+                let (key, token, expire, liveness) = (
                     lock.key.clone(),
                     lock.token.clone(),
                     lock.expire,
-                    Arc::clone(&lock.lost),
                     Arc::clone(&lock.liveness),
                 );
                 // Marked while the map is held: a `Renewal` dropped from now on waits.
                 *self.renewing() = Some(id);
                 // The backend call runs without the map's mutex held.
                 drop(watched);
-                self.renew(&key, &token, expire, &lost, &liveness);
+                self.renew(&key, &token, expire, &liveness);
                 *self.renewing() = None;
                 self.renewed.notify_all();
                 watched = self.lock();
@@ -219,24 +225,20 @@ impl Watcher {
 
     /// Extends one lock; a lock found gone, or a backend failure, marks it lost (once:
     /// the holder reports it).
-    fn renew(
-        &self,
-        key: &str,
-        token: &str,
-        expire: Duration,
-        lost: &AtomicBool,
-        liveness: &Liveness,
-    ) {
+    fn renew(&self, key: &str, token: &str, expire: Duration, liveness: &Liveness) {
         let sent_ms = Liveness::now_ms();
         let extended = self
             .backend
             .compare_and_extend(key, token.as_bytes(), expire);
-        match extended {
-            Ok(true) => liveness.lives(sent_ms, expire),
-            Ok(false) => liveness.found_gone(sent_ms),
-            Err(_) => {}
-        }
-        if !matches!(extended, Ok(true)) && !lost.swap(true, Ordering::SeqCst) {
+        let first = match extended {
+            Ok(true) => {
+                liveness.lives(sent_ms, expire);
+                return;
+            }
+            Ok(false) => liveness.lost_at(sent_ms, true),
+            Err(_) => liveness.lost_at(sent_ms, false),
+        };
+        if first {
             tracing::debug!(key, ?extended, "renewing the lock failed while computing");
         }
     }
@@ -278,11 +280,10 @@ mod tests {
     fn each_backend_gets_its_own_renewal_thread() {
         let first: Arc<dyn CacheBackend> = Arc::new(MemoryBackend::new());
         let second: Arc<dyn CacheBackend> = Arc::new(MemoryBackend::new());
-        let lost = Arc::default();
         let before = threads();
-        let a = keep_alive(&first, "a", "t", Duration::from_secs(30), &lost, &alive());
-        let b = keep_alive(&first, "b", "t", Duration::from_secs(30), &lost, &alive());
-        let c = keep_alive(&second, "c", "t", Duration::from_secs(30), &lost, &alive());
+        let a = keep_alive(&first, "a", "t", Duration::from_secs(30), &alive());
+        let b = keep_alive(&first, "b", "t", Duration::from_secs(30), &alive());
+        let c = keep_alive(&second, "c", "t", Duration::from_secs(30), &alive());
         assert!(
             Arc::ptr_eq(&a.watcher, &b.watcher),
             "one thread per backend"
@@ -294,7 +295,6 @@ mod tests {
     #[test]
     fn a_watcher_emptied_and_refilled_keeps_working() {
         let backend: Arc<dyn CacheBackend> = Arc::new(MemoryBackend::new());
-        let lost = Arc::default();
         // Each drop empties the watcher; the next lock arrives while it idles.
         for _ in 0..3 {
             drop(keep_alive(
@@ -302,19 +302,11 @@ mod tests {
                 "k",
                 "t",
                 Duration::from_secs(30),
-                &lost,
                 &alive(),
             ));
             std::thread::yield_now();
         }
-        let kept = keep_alive(
-            &backend,
-            "k",
-            "t",
-            Duration::from_millis(150),
-            &lost,
-            &alive(),
-        );
+        let kept = keep_alive(&backend, "k", "t", Duration::from_millis(150), &alive());
         backend
             .add("k", b"t", Duration::from_millis(150))
             .map_err(|err| err.to_string())

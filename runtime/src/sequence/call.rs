@@ -295,9 +295,9 @@ impl<'a> Call<'a> {
     }
 
     /// Warns when the lock was lost while computing (a renewal found it gone), unless
-    /// an invalidation voided it (`voided`: said when the store is refused).
-    pub(crate) fn report_renewal(&self, renewal: Option<&Renewal>, voided: bool) {
-        if renewal.is_some_and(Renewal::lost) && !voided {
+    /// an invalidation voided it (said when the store is refused).
+    pub(crate) fn report_renewal(&self, renewal: Option<&Renewal>) {
+        if renewal.is_some_and(|renewal| renewal.lost() && !renewal.voided()) {
             tracing::warn!(
                 key = %self.key,
                 "the lock was lost while computing (it expired); another caller may compute too"

@@ -177,11 +177,7 @@ impl<'c, 'o> Driver<'c, 'o> {
     ) -> Option<Vec<u8>> {
         let took = started.elapsed();
         observe::computed(self.call.opts.name, &self.call.key, took);
-        let voided = self
-            .lock
-            .as_ref()
-            .is_some_and(|lock| lock.liveness().was_voided());
-        self.call.report_renewal(renewal.as_ref(), voided);
+        self.call.report_renewal(renewal.as_ref());
         drop(renewal);
         let value = match stored {
             Stored::Value(value) => Some(value),
