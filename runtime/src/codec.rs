@@ -200,12 +200,20 @@ pub(crate) fn encode_with<T: Serialize>(
 struct Absent;
 
 /// Whether `bytes` are the mark of an absent value (see [`Absent`]): read as a miss.
-// Read by the near tier (feature `redis`) only.
-#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) fn is_absent_mark(bytes: &[u8]) -> bool {
+    // Made once: the near tier asks on each of its hits.
     static ABSENT: once_cell::sync::Lazy<[u8; 8]> =
         once_cell::sync::Lazy::new(|| fingerprint::<Absent>().to_le_bytes());
-    bytes.starts_with(MAGIC) && bytes.get(MAGIC.len() + 1..MAGIC.len() + 9) == Some(&ABSENT[..])
+    bytes.starts_with(MAGIC) && type_print(bytes) == Some(&*ABSENT)
+}
+
+/// Where the envelope keeps its type's fingerprint: after the magic and the format
+/// byte.
+const TYPE_PRINT_AT: usize = MAGIC.len() + 1;
+
+/// The type fingerprint `bytes` carry, if they are long enough to carry one.
+fn type_print(bytes: &[u8]) -> Option<&[u8; 8]> {
+    bytes.get(TYPE_PRINT_AT..TYPE_PRINT_AT + 8)?.try_into().ok()
 }
 
 /// Encodes the mark of an absent value (see [`Absent`]).
@@ -399,7 +407,7 @@ fn payload_as<Tag>(bytes: &[u8], expected: u8, version: u32) -> Result<&[u8], &'
     }
     let (type_print, rest) = rest.split_at(8);
     if type_print != fingerprint::<Tag>().to_le_bytes() {
-        return Err(if type_print == fingerprint::<Absent>().to_le_bytes() {
+        return Err(if is_absent_mark(bytes) {
             "an absent value's mark"
         } else {
             ANOTHER_TYPE

@@ -139,17 +139,21 @@ fn register(
 /// The registered backend.
 pub fn backend() -> Arc<dyn CacheBackend> {
     let registered = BACKEND.read().unwrap_or_else(PoisonError::into_inner);
+    let backend = Arc::clone(&registered.backend);
     if !ANNOUNCED.load(Ordering::Relaxed) && !ANNOUNCED.swap(true, Ordering::Relaxed) {
-        announce(&registered);
+        let (name, shared) = (registered.name, registered.shared);
+        // Said with the registry released: a subscriber may call back into it.
+        drop(registered);
+        announce(name, shared);
     }
-    Arc::clone(&registered.backend)
+    backend
 }
 
 /// The INFO line of the first call: the backend in use and whether values are shared.
 #[cold]
-fn announce(registered: &Registered) {
-    let name = registered.name.unwrap_or(DEFAULT_NAME);
-    match registered.shared {
+fn announce(name: Option<&'static str>, shared: Option<bool>) {
+    let name = name.unwrap_or(DEFAULT_NAME);
+    match shared {
         Some(false) => tracing::info!(
             backend = name,
             "memoized values are kept in this process only, not shared with other processes; \

@@ -43,13 +43,15 @@ impl<'a, T> Writer<'a, T> {
         store: Option<Store>,
         given: Given,
     ) -> Self {
+        // The body runs in `compute()` (an eager query, say): counted from before it.
+        let started = Instant::now();
         Self {
             context,
             inner: compute(),
             store,
             resuming: Resuming::behind(given),
             scratch: Vec::new(),
-            started: Some(Instant::now()),
+            started: Some(started),
         }
     }
 

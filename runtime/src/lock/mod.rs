@@ -388,7 +388,10 @@ impl LockGuard {
             fence: 0,
             // Whoever armed it, the lock is taken, extended and renewed within bounds.
             expire: crate::limits::lock_expire(expire),
-            liveness: Arc::new(Liveness::taken(Liveness::now_ms(), expire)),
+            liveness: Arc::new(Liveness::taken(
+                Liveness::now_ms(),
+                crate::limits::lock_expire(expire),
+            )),
             released: false,
             on_drop,
         }

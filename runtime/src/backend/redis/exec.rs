@@ -15,7 +15,9 @@ use redis::{Cmd, ConnectionLike, RedisResult, ScriptInvocation, Value};
 use super::RedisBackend;
 use super::link::breaker::{Decision, Permit};
 use super::link::drivers::{self, Drivers};
-use super::link::{AsyncConnection, Client, is_connection_failure, is_stale, timed_out, went_away};
+use super::link::{
+    self, AsyncConnection, Client, is_connection_failure, is_stale, timed_out, went_away,
+};
 use super::ops::{Plan, Route};
 use crate::backend::{AsyncBackendCore, BackendCore, BoxFuture, Op, Reply};
 use crate::error::Error;
@@ -206,9 +208,8 @@ impl RedisBackend {
             }
         };
         // The manager retries a failed connect: bound the whole, not each attempt.
-        let conn = tokio::time::timeout(timeout, opening)
+        let conn = link::within(timeout, format!("after {timeout:?} connecting"), opening)
             .await
-            .unwrap_or_else(|_| Err(timeout_error(timeout, "connecting")))
             .map_err(|err| timed_out(err, timeout, "connecting"))
             .inspect_err(|_| self.inner.client.forget())?;
         *self.slot() = Some(conn.clone());
@@ -274,14 +275,6 @@ fn failure<T>(result: &RedisResult<T>) -> Option<&dyn std::fmt::Display> {
     }
 }
 
-fn timeout_error(after: Duration, during: &str) -> redis::RedisError {
-    timed_out(
-        std::io::Error::from(std::io::ErrorKind::TimedOut).into(),
-        after,
-        during,
-    )
-}
-
 /// One request: a command or a script.
 pub(super) enum Request {
     Command(Cmd),
@@ -313,7 +306,11 @@ impl Request {
     ) -> RedisResult<Value> {
         tokio::time::timeout_at(deadline, self.send(conn))
             .await
-            .unwrap_or_else(|_| Err(timeout_error(within, "waiting for the reply")))
+            .unwrap_or_else(|_| {
+                Err(link::timeout(format_args!(
+                    "after {within:?} waiting for the reply"
+                )))
+            })
             .map_err(|err| timed_out(err, within, "waiting for the reply"))
     }
 }

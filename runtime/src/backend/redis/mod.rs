@@ -13,8 +13,8 @@
 //! - An optional near cache (`near/`) keeps copies of values in the process, kept
 //!   coherent by the server's invalidation messages (`near/tracking.rs`); a hit on a
 //!   copy sends nothing and skips the breaker.
-//! - `builder.rs` connects (the clients are in `link/`); `commands.rs` spells each step
-//!   as a command or a script invocation; `ops.rs` maps each operation
+//! - `builder.rs` connects (the clients are in `link/`); `scripts.rs` holds the Lua
+//!   scripts and `commands.rs` what requests share (TTLs, channels); `ops.rs` maps each operation
 //!   ([`Op`](crate::Op)) to its request, its reply and its near-cache effects, once;
 //!   `exec.rs` sends them, on one blocking and one async path. This file holds the type
 //!   and its accessors.

@@ -1,5 +1,6 @@
 //! Each operation of the Redis backend written once, as data: what it sends (a
-//! command or a script, `commands.rs`), how its reply reads, and what it does to the
+//! command, or a script of `scripts.rs`; `commands.rs` holds the TTLs and channels they
+//! share), how its reply reads, and what it does to the
 //! near cache (a copy served instead, a ticket taken before a read and what it read
 //! offered after, copies forgotten after a write). `exec.rs` sends the result, on
 //! either path.

@@ -385,7 +385,10 @@ impl Tier {
     /// pasted without the matching `set_key_prefix` would otherwise never hit, silently.
     #[cold]
     fn not_covered(&self, key: &str) {
-        if self.covered.load(Ordering::Relaxed) {
+        // Counted only until a covered read is seen or the warning was given.
+        if self.covered.load(Ordering::Relaxed)
+            || self.uncovered.load(Ordering::Relaxed) >= UNCOVERED_WARNING
+        {
             return;
         }
         if self.uncovered.fetch_add(1, Ordering::Relaxed) + 1 == UNCOVERED_WARNING {
