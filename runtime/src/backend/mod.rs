@@ -141,7 +141,8 @@ pub trait AsyncBackendCore: Send + Sync + 'static {
 /// ```
 /// use cache_memoize::{BackendCore, CacheBackend, Error, ImmediateBackend, MemoryBackend, Op, Reply};
 ///
-/// /// Refuses to store values larger than 1 KiB; forwards everything else.
+/// /// Drops plain `set`s of values larger than 1 KiB (memoized values are stored by
+/// /// `Op::StoreAndRelease`, under their lock, and pass); forwards everything else.
 /// struct Small(MemoryBackend);
 ///
 /// impl BackendCore for Small {
