@@ -2,9 +2,9 @@
 //! local tier, the near cache's), and whatever they return is what the bytes say,
 //! after writes and invalidations by this caller or another, two builds of one key, a
 //! caller's own clock, `cache_none = false` and `Result`, and a `Clone` that panics.
-//! Rows without a local tier decode each hit: the same answers. (Folded from the
-//! `review_kept*.rs` and `redis_near_kept.rs` binaries; what only a near cache shows,
-//! its hit counts and its links, is in `tests/tests/redis_near.rs`.)
+//! Rows without a local tier decode each hit: the same answers. What only a near cache
+//! shows, its hit counts and its links, is in `tests/tests/redis_near.rs` and
+//! `tests/tests/redis_near/`.
 
 use std::cell::Cell;
 use std::collections::HashMap;

@@ -37,6 +37,11 @@ pub struct Fixture {
 }
 
 impl Fixture {
+    /// A fixture over a fresh in-process [`MemoryBackend`](cache_memoize::MemoryBackend).
+    pub fn memory() -> Self {
+        Self::new(Arc::new(cache_memoize::MemoryBackend::new()))
+    }
+
     /// A fixture over `backend`.
     pub fn new(backend: Arc<dyn CacheBackend>) -> Self {
         Self {
@@ -153,6 +158,28 @@ pub fn runtime() -> tokio::runtime::Runtime {
     {
         Ok(runtime) => runtime,
         Err(err) => panic!("cannot start a Tokio runtime: {err}"),
+    }
+}
+
+/// A single-threaded Tokio runtime with its drivers, for scenarios whose
+/// interleaving must be exact (see [`settle`]).
+///
+/// # Panics
+/// If the runtime cannot start.
+pub fn current_thread_runtime() -> tokio::runtime::Runtime {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => panic!("cannot start a runtime: {err}"),
+    }
+}
+
+/// Lets every other task of a current-thread runtime run until it is pending.
+pub async fn settle() {
+    for _ in 0..16 {
+        tokio::task::yield_now().await;
     }
 }
 

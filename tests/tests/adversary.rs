@@ -11,10 +11,6 @@ use cache_memoize::{Clock, MemoryBackend, make_cache_key, memoize};
 use cache_memoize_tests::Fixture;
 use cache_memoize_tests::freshness_suite::{ManualClock, stale_opts};
 
-fn memory() -> Fixture {
-    Fixture::new(Arc::new(MemoryBackend::new()))
-}
-
 /// A coalescing leader proves its value by the read that found it, but a follower's
 /// right to it is judged against the leader's step count when the leader *ends*: when
 /// the value found is stale (or drawn early by `beta`), the leader sends one more step
@@ -37,7 +33,7 @@ fn memory() -> Fixture {
 /// join the leader's flight and passes whatever the flight does.
 #[test]
 fn a_follower_joining_after_a_stale_leaders_read_never_gets_a_value_from_before_an_invalidation() {
-    let f = memory();
+    let f = Fixture::memory();
     let key = f.key("adv-flight-stale");
     let clock = Arc::new(ManualClock::default());
     let opts = stale_opts(&f, &clock);
@@ -192,7 +188,7 @@ fn a_throttle_mark_never_outlives_the_value_it_throttles() {
 /// says "after it was stored".)
 #[test]
 fn a_value_is_served_until_expire_plus_stale_after_its_store() {
-    let f = memory();
+    let f = Fixture::memory();
     let key = f.key("adv-bound-start");
     let clock = Arc::new(ManualClock::default());
     let opts = f
@@ -235,7 +231,7 @@ fn a_value_is_served_until_expire_plus_stale_after_its_store() {
 /// an hour although none failed since v2 was stored.
 #[test]
 fn a_throttle_mark_of_an_earlier_value_never_throttles_a_later_values_refresh() {
-    let f = memory();
+    let f = Fixture::memory();
     let key = f.key("adv-mark-later-value");
     let clock = Arc::new(ManualClock::default());
     let opts = stale_opts(&f, &clock);

@@ -3,6 +3,8 @@
 //! `FLUSHALL`; a token is ordered after the stored value's even when the clock is
 //! behind it; a store older than the stored value is refused; and once every value and
 //! lock has expired a key leaves nothing, in Redis (`DBSIZE`) and in `MemoryBackend`.
+//! `invalidate` fences out every computation running when it returns: an unlocked one,
+//! one that gave up on a busy lock, and an in-process flight a later caller would join.
 //! Every server here is private to its test.
 
 use std::sync::Arc;
@@ -10,10 +12,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cache_memoize::{
     CacheBackend, CacheLock, LockClaim, LockOptions, MemoizeOptions, MemoryBackend, RedisBackend,
-    make_cache_key, memoize, memoize_iter,
+    make_cache_key, memoize, memoize_async, memoize_iter,
 };
 use cache_memoize_tests::server::{RedisCluster, RedisServer};
-use cache_memoize_tests::wait_until;
+use cache_memoize_tests::{Fixture, current_thread_runtime, fast_lock, settle, wait_until};
 
 fn connect(url: &str) -> Arc<dyn CacheBackend> {
     let backend = RedisBackend::builder([url])
@@ -309,4 +311,122 @@ fn a_memory_key_leaves_no_entry_once_its_values_and_locks_expired() {
     assert!(!store.is_empty(), "the paths wrote values");
     wait_until("every entry has expired", || store.is_empty());
     assert_eq!(store.len(), 0);
+}
+
+/// `invalidate`'s contract: "a computation running for `key` right now cannot store
+/// its (older) value afterwards". Without `lock` (the default), it does.
+#[test]
+fn an_unlocked_computation_does_not_store_across_an_invalidation() {
+    let f = Fixture::memory();
+    let key = f.key("unlocked-invalidated");
+    let opts = f.opts();
+    let cache_key = make_cache_key(&key);
+    let computed: String = memoize(&key, &opts, || {
+        assert!(
+            f.backend()
+                .invalidate(cache_key.as_str(), &cache_key.lock_key())
+                .is_ok()
+        );
+        "before the invalidation".to_owned()
+    });
+    assert_eq!(computed, "before the invalidation");
+    assert_eq!(
+        memoize(&key, &opts, || "after".to_owned()),
+        "after",
+        "a value computed before the invalidation is served after it"
+    );
+}
+
+/// The same for a locked call that gave up on the lock (not blocking): it computes
+/// "without the lock" and stores unconditionally, across the invalidation.
+#[test]
+fn a_lock_busy_computation_does_not_store_across_an_invalidation() {
+    let f = Fixture::memory();
+    let key = f.key("busy-invalidated");
+    let opts = f.opts().lock(cache_memoize::LockOptions {
+        blocking: false,
+        ..fast_lock()
+    });
+    let cache_key = make_cache_key(&key);
+    // Another holder has the lock.
+    assert_eq!(
+        f.probe
+            .inner()
+            .add(
+                &cache_key.lock_key(),
+                b"another holder",
+                Duration::from_secs(60)
+            )
+            .ok(),
+        Some(true)
+    );
+    let computed: String = memoize(&key, &opts, || {
+        assert!(
+            f.backend()
+                .invalidate(cache_key.as_str(), &cache_key.lock_key())
+                .is_ok()
+        );
+        "before the invalidation".to_owned()
+    });
+    assert_eq!(computed, "before the invalidation");
+    assert_eq!(
+        memoize(&key, &opts, || "after".to_owned()),
+        "after",
+        "a value computed before the invalidation is served after it"
+    );
+}
+
+/// Single-threaded runtime, so the interleaving is exact: the leader computes (pending),
+/// the key is invalidated, a new caller starts and joins the leader's flight, the
+/// leader finishes: its store is refused, but the new caller gets its value.
+#[test]
+fn a_caller_starting_after_invalidate_never_gets_a_value_computed_before_it() {
+    let f = Fixture::memory();
+    let key = f.key("coalesced-across-invalidate");
+    let opts = f.locked();
+    let cache_key = make_cache_key(&key);
+    let rt = current_thread_runtime();
+    rt.block_on(async {
+        let (finish, finish_rx) = tokio::sync::oneshot::channel::<()>();
+        let leader = {
+            let (key, opts) = (key.clone(), opts.clone());
+            tokio::spawn(async move {
+                memoize_async(&key, &opts, || async move {
+                    let _ = finish_rx.await;
+                    "computed before the invalidation".to_owned()
+                })
+                .await
+            })
+        };
+        settle().await; // the leader is computing, under the lock
+        assert!(
+            f.backend()
+                .invalidate(cache_key.as_str(), &cache_key.lock_key())
+                .is_ok()
+        );
+        let late = {
+            let (key, opts) = (key.clone(), opts.clone());
+            tokio::spawn(async move {
+                memoize_async(&key, &opts, || async { "computed after".to_owned() }).await
+            })
+        };
+        settle().await; // the late caller has started (after the invalidation)
+        let _ = finish.send(());
+        assert_eq!(
+            leader.await.ok().as_deref(),
+            Some("computed before the invalidation")
+        );
+        // The leader's store was refused (the late caller may have stored its own
+        // value meanwhile: never the leader's).
+        assert!(
+            !f.stored(&key)
+                .is_some_and(|bytes| bytes.windows(6).any(|w| w == b"before")),
+            "the leader's store was refused"
+        );
+        assert_eq!(
+            late.await.ok().as_deref(),
+            Some("computed after"),
+            "a call begun after invalidate() returned got the value computed before it"
+        );
+    });
 }

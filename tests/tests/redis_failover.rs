@@ -1,14 +1,16 @@
 //! Failover (issue 11): a primary with a replica, the primary killed mid-stampede and
 //! the replica promoted, by hand behind the proxy (as a DNS name or virtual IP moved to
 //! it) or by Redis Sentinel. Callers get correct values, at most one extra computation
-//! per key, and caching resumes by itself. Every server here is private to its test.
+//! per key, and caching resumes by itself; a blocking caller resolving the master
+//! through Sentinel never blocks an async executor. Every server here is private to its
+//! test.
 //!
 //! Each "process" of the fleet is a backend of its own: calls on different backends
 //! are not coalesced in-process, they meet at the lock in Redis.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, mpsc};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -535,4 +537,83 @@ fn sentinel_fails_over_under_async_callers() {
     // first call on each finds its connection dropped and retries on a new one, to the
     // new master (a hit, not a computation).
     assert_caching_resumed(&fleet, &keys, &replica);
+}
+
+/// A review finding (slow: an async executor thread blocked): with Sentinel, a blocking caller
+/// that resolves the master holds the resolution's mutex for the whole exchange with
+/// the Sentinels (up to the connect timeout), and the async path read and wrote the
+/// master under the same `std` mutex: an async call made meanwhile blocked its
+/// executor thread (every task on it) until the blocking resolution ended. The async
+/// path must never wait for a blocking caller's I/O.
+#[test]
+fn a_blocking_sentinel_resolution_never_blocks_an_async_executor() {
+    const SERVICE: &str = "cache-memoize-resolving";
+    let master = RedisServer::start();
+    let sentinel = RedisSentinel::start(SERVICE, &master, 0);
+    let sentinel_port = sentinel
+        .url()
+        .trim_start_matches("redis://127.0.0.1:")
+        .trim_end_matches('/')
+        .to_owned();
+    let proxy = CountingProxy::start_to(format!("127.0.0.1:{sentinel_port}"));
+    let backend = match RedisBackend::builder([proxy.url()])
+        .sentinel(SERVICE)
+        .connect_timeout(Duration::from_secs(20))
+        .response_timeout(Duration::from_secs(20))
+        .connect()
+    {
+        Ok(backend) => Arc::new(backend),
+        Err(err) => panic!("cannot connect through the Sentinel: {err}"),
+    };
+    // The pooled connection to the master goes: the next blocking call asks the
+    // Sentinel again, and the Sentinel's link is stalled.
+    let killed: Result<i64, _> = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .query(&mut master.connection());
+    assert!(killed.is_ok(), "{killed:?}");
+    proxy.clear();
+    proxy.stall();
+    let blocking = {
+        let backend = Arc::clone(&backend);
+        std::thread::spawn(move || {
+            // The first call may fail on its killed connection without asking again.
+            for _ in 0..2 {
+                let _ = backend.get("failover:sentinel");
+            }
+        })
+    };
+    wait_until("the blocking caller asks the Sentinel", || {
+        proxy.commands().iter().any(|command| command == "SENTINEL")
+    });
+    let (polled, other_task_ran) = mpsc::channel();
+    let executor = {
+        let backend = Arc::clone(&backend);
+        std::thread::spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(err) => panic!("no runtime: {err}"),
+            };
+            runtime.block_on(async move {
+                tokio::spawn(async move {
+                    let _ = polled.send(());
+                });
+                let _ = AsyncBackend::get_async(&*backend, "failover:sentinel").await;
+            });
+        })
+    };
+    // Within the blocking caller's 20 s resolution, another task on the executor runs.
+    let ran = other_task_ran.recv_timeout(Duration::from_secs(10));
+    proxy.resume();
+    assert!(blocking.join().is_ok());
+    assert!(executor.join().is_ok());
+    assert_eq!(
+        ran,
+        Ok(()),
+        "the async call left its executor free while the blocking caller resolved"
+    );
 }

@@ -1,8 +1,9 @@
 //! The near cache of the Redis backend: a hit on a copy sends nothing, another
 //! process's write reaches the copy through the server's invalidations, and a broken
 //! invalidation channel (killed connection, restarted server) or an expiry never leaves
-//! a stale copy served. Every server here is private to its test; waits poll with a
-//! bounded deadline.
+//! a stale copy served, nor does a `FLUSHALL` from another client. `NearCache::prefix`
+//! takes the key prefix as documented, and overlapping prefixes still turn tracking on.
+//! Every server here is private to its test; waits poll with a bounded deadline.
 
 // `keep_decoded` with a near cache: what only a near cache shows (its hit counts, its
 // invalidation links, its byte bound). Each test registers its backend for the
@@ -562,4 +563,95 @@ fn an_absent_mark_read_near_is_no_near_hit() {
         before,
         "calls that computed were counted as near hits"
     );
+}
+
+/// A backend with a near cache told of writes to keys starting with `prefix`.
+fn near_with_prefix(url: &str, prefix: &str) -> Arc<RedisBackend> {
+    match RedisBackend::builder([url])
+        .near_cache(NearCache::new().prefix(prefix))
+        .connect()
+    {
+        Ok(backend) => Arc::new(backend),
+        Err(err) => panic!("cannot connect with a near cache: {err}"),
+    }
+}
+
+/// A review finding (slow, doc): `NearCache::prefix` is documented (README example
+/// `.prefix("shop:")`, rustdoc "the key prefix, when one is set") as the key prefix,
+/// but a memoized key is stored as `{prefix:key}`: it starts with `{`, so a prefix
+/// given as documented covered no key, and nothing was ever kept near (every read went
+/// to Redis, silently). A prefix given as the key prefix must cover the keys made
+/// under it.
+#[test]
+fn a_near_cache_prefix_given_as_the_key_prefix_covers_its_keys() {
+    let server = RedisServer::start();
+    let backend = near_with_prefix(&server.url(), "shop:");
+    let opts = MemoizeOptions::new()
+        .backend(Arc::clone(&backend) as Arc<dyn CacheBackend>)
+        .expire(Duration::from_secs(3600));
+    wait_until("tracking is on", || backend.is_near_cache_live());
+    // `make_cache_key("shop:cart")` is `{shop:cart}`, as a key made
+    // under `set_key_prefix("shop")` is `{shop:…}`.
+    assert_eq!(memoize("shop:cart", &opts, || 5_u32), 5);
+    wait_until("the value is served from the near copy", || {
+        let before = backend.near_cache_hits();
+        assert_eq!(memoize("shop:cart", &opts, || 6_u32), 5);
+        backend.near_cache_hits() > before
+    });
+    // And the server tells it of another process's write to such a key.
+    let writer: Arc<dyn CacheBackend> = match RedisBackend::connect(&server.url()) {
+        Ok(writer) => Arc::new(writer),
+        Err(err) => panic!("cannot connect: {err}"),
+    };
+    let overwrite = opts.clone().backend(writer).force_overwrite(true);
+    assert_eq!(memoize("shop:cart", &overwrite, || 8_u32), 8);
+    wait_until("the near copy is invalidated", || {
+        memoize("shop:cart", &opts, || 9_u32) == 8
+    });
+}
+
+/// A review finding (slow): Redis refuses `CLIENT TRACKING … BCAST` with overlapping prefixes
+/// ("Prefixes for a single client must not overlap"), so a near cache given, say,
+/// `.prefix("shop").prefix("shop:eu")` never went live: every read went to Redis, with
+/// one WARN. A prefix inside another adds nothing to track and is not sent.
+#[test]
+fn overlapping_near_cache_prefixes_still_turn_tracking_on() {
+    let server = RedisServer::start();
+    let backend = match RedisBackend::builder([server.url()])
+        .near_cache(
+            NearCache::new()
+                .prefix("shop-eu:")
+                .prefix("shop")
+                .prefix("shop-eu:cart:"),
+        )
+        .connect()
+    {
+        Ok(backend) => Arc::new(backend),
+        Err(err) => panic!("cannot connect with a near cache: {err}"),
+    };
+    wait_until("tracking is on", || backend.is_near_cache_live());
+}
+
+/// Checked in review, held (no finding): a `FLUSHALL` from another client (on a server this
+/// test started) drops the near copies: the server's invalidation of the whole
+/// keyspace reaches the near cache, and the next read computes.
+#[test]
+fn a_flushall_from_another_client_drops_the_near_copies() {
+    let server = RedisServer::start();
+    let backend = near_with_prefix(&server.url(), "flush:");
+    let opts = MemoizeOptions::new()
+        .backend(Arc::clone(&backend) as Arc<dyn CacheBackend>)
+        .expire(Duration::from_secs(3600));
+    wait_until("tracking is on", || backend.is_near_cache_live());
+    assert_eq!(memoize("flush:k", &opts, || 1_u32), 1);
+    wait_until("the value is served from the near copy", || {
+        let before = backend.near_cache_hits();
+        assert_eq!(memoize("flush:k", &opts, || 2_u32), 1);
+        backend.near_cache_hits() > before
+    });
+    let flushed: Result<(), _> = redis::cmd("FLUSHALL").query(&mut server.connection());
+    assert!(flushed.is_ok(), "{flushed:?}");
+    wait_until("the next read computes", || {
+        memoize("flush:k", &opts, || 2_u32) == 2
+    });
 }

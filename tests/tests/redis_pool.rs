@@ -1,12 +1,15 @@
 //! The blocking connection pool of `RedisBackend` (bounded, failed connections dropped,
-//! a bounded wait for a free one) and what `connect` says about the server's eviction
+//! a bounded wait for a free one, a request resent after its connection closed that
+//! recognises its own store) and what `connect` says about the server's eviction
 //! policy. Every server here is private to its test.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use cache_memoize::{Backend, Error, RedisBackend};
+use cache_memoize::{Backend, CacheBackend, Error, LockOptions, MemoizeOptions, RedisBackend};
+use cache_memoize_tests::proxy::CountingProxy;
 use cache_memoize_tests::server::RedisServer;
 use cache_memoize_tests::wait_until;
 
@@ -228,4 +231,53 @@ fn a_server_that_refuses_config_connects_without_a_warning() {
         1,
     );
     assert_eq!(log, "", "the policy cannot be read: nothing to say at WARN");
+}
+
+/// A review finding (slow: a committed value destroyed): the pool sends a request once more
+/// when its connection was found closed, on the ground that it "never reached a
+/// master", but a connection closed after the server ran the request looks the same.
+/// A `store_and_release` that ran, whose reply was lost, was sent again, found its lock
+/// gone (it had released it) and answered "not stored": a memoized iterator then
+/// deleted the chunks of the sequence it had just committed (a value then reports
+/// its lock lost). A resent store must recognise its own value.
+#[test]
+fn a_store_whose_reply_was_lost_is_not_undone_by_its_resend() {
+    let server = RedisServer::start();
+    let proxy = CountingProxy::start(server.port());
+    let backend: Arc<dyn CacheBackend> = match RedisBackend::connect(&proxy.url()) {
+        Ok(backend) => Arc::new(backend),
+        Err(err) => panic!("cannot connect: {err}"),
+    };
+    let opts = MemoizeOptions::new()
+        .backend(backend)
+        .expire(Duration::from_secs(3600))
+        .lock(LockOptions::default());
+    // Loads the scripts: the cut request below runs (it is not answered `NOSCRIPT`).
+    let warm: Vec<u32> = cache_memoize::memoize_iter("pool:warm", &opts, || 0..1_u32).collect();
+    assert_eq!(warm, [0]);
+    let computed = AtomicUsize::new(0);
+    let first: Vec<u32> = cache_memoize::memoize_iter("pool:resent", &opts, || {
+        computed.fetch_add(1, Ordering::SeqCst);
+        // The commit (the manifest's store, which publishes the release) runs, and
+        // its connection is cut before the reply.
+        proxy.cut_after(b"cache-memoize:released:");
+        0..3_u32
+    })
+    .collect();
+    assert_eq!(first, [0, 1, 2]);
+    assert!(
+        proxy.commands().iter().filter(|c| *c == "EVALSHA").count() >= 2,
+        "the store was sent"
+    );
+    let again: Vec<u32> = cache_memoize::memoize_iter("pool:resent", &opts, || {
+        computed.fetch_add(1, Ordering::SeqCst);
+        0..3_u32
+    })
+    .collect();
+    assert_eq!(again, [0, 1, 2]);
+    assert_eq!(
+        computed.load(Ordering::SeqCst),
+        1,
+        "the committed sequence is read back, not computed again"
+    );
 }
