@@ -4,16 +4,19 @@
 //! behind it; a store older than the stored value is refused; and once every value and
 //! lock has expired a key leaves nothing, in Redis (`DBSIZE`) and in `MemoryBackend`.
 //! `invalidate` fences out every computation running when it returns: an unlocked one,
-//! one that gave up on a busy lock, and an in-process flight a later caller would join.
+//! one that gave up on a busy lock, and an in-process flight a later caller would join
+//! (also when its leader found a stale value and claims its refresh).
 //! Every server here is private to its test.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cache_memoize::{
     CacheBackend, CacheLock, LockClaim, LockOptions, MemoizeOptions, MemoryBackend, RedisBackend,
     make_cache_key, memoize, memoize_async, memoize_iter,
 };
+use cache_memoize_tests::freshness_suite::{ManualClock, stale_opts};
 use cache_memoize_tests::server::{RedisCluster, RedisServer};
 use cache_memoize_tests::{Fixture, current_thread_runtime, fast_lock, settle, wait_until};
 
@@ -429,4 +432,123 @@ fn a_caller_starting_after_invalidate_never_gets_a_value_computed_before_it() {
             "a call begun after invalidate() returned got the value computed before it"
         );
     });
+}
+
+/// A coalescing leader proves its value by the read that found it, but a follower's
+/// right to it is judged against the leader's step count when the leader *ends*: when
+/// the value found is stale (or drawn early by `beta`), the leader sends one more step
+/// (`ClaimRefresh`) after the read, so a follower that joined after the read was sent
+/// might still take the value.
+///
+/// Interleaving (one process, `lock` + `stale`):
+/// 1. leader L: first `GET` misses; the key is then written (v1, already stale on L's
+///    clock: another process's store, or a clock behind);
+/// 2. L joins the flight as leader, sends `GET_OR_LOCK` (step counted), finds v1;
+/// 3. `invalidate(key)` runs and returns;
+/// 4. caller C begins: its `GET` misses (invalidated), it joins L's flight;
+/// 5. L claims the refresh (one more step counted), lands v1, ends.
+///
+/// Expected: C, begun after the invalidation returned, does not get v1 (it runs the
+/// sequence again). Got: C returns v1 from L's flight (4 runs in 6 on `MemoryBackend`;
+/// in the others C was turned away). Note: the order suite's
+/// `a_call_after_an_invalidation_never_joins_an_older_flight` gives its late caller
+/// another backend handle (`probe.inner()`), hence another flight key, so it cannot
+/// join the leader's flight and passes whatever the flight does.
+#[test]
+fn a_follower_joining_after_a_stale_leaders_read_never_gets_a_value_from_before_an_invalidation() {
+    let f = Fixture::memory();
+    let key = f.key("flight-stale");
+    let clock = Arc::new(ManualClock::default());
+    let opts = stale_opts(&f, &clock);
+    let cache_key = make_cache_key(&key);
+    let inner = Arc::clone(f.probe.inner());
+
+    // v1, as another process stored it; then the key is empty again.
+    assert_eq!(memoize(&key, &opts, || "v1".to_owned()), "v1");
+    let v1 = f.stored(&key).unwrap_or_default();
+    assert!(!v1.is_empty());
+    assert!(
+        inner
+            .invalidate(cache_key.as_str(), &cache_key.lock_key())
+            .is_ok()
+    );
+    clock.advance(Duration::from_secs(11));
+
+    let leader = std::thread::current().id();
+    let (late_tx, late_rx) = mpsc::channel::<String>();
+    let late_result = Arc::new(std::sync::Mutex::new(None::<mpsc::Receiver<String>>));
+    let joined_late = Arc::new(AtomicBool::new(false));
+    {
+        let (inner, cache_key, v1) = (Arc::clone(&inner), cache_key.clone(), v1.clone());
+        let (key, opts) = (key.clone(), opts.clone());
+        let late_tx = std::sync::Mutex::new(Some(late_tx));
+        let late_result = Arc::clone(&late_result);
+        let joined_late = Arc::clone(&joined_late);
+        let mut late_rx = Some(late_rx);
+        f.probe.after(move |op| {
+            if std::thread::current().id() != leader {
+                return;
+            }
+            match op {
+                // Step 1: after L's first read missed, v1 lands (stale on L's clock).
+                "get" => {
+                    assert!(
+                        inner
+                            .set(cache_key.as_str(), &v1, Duration::from_secs(3600))
+                            .is_ok()
+                    );
+                }
+                // Step 3 and 4: L's GET_OR_LOCK found v1; invalidate, then C begins.
+                "get_or_lock" => {
+                    assert!(
+                        inner
+                            .invalidate(cache_key.as_str(), &cache_key.lock_key())
+                            .is_ok()
+                    );
+                    let Some(tx) = late_tx.lock().ok().and_then(|mut tx| tx.take()) else {
+                        return;
+                    };
+                    let (key, opts) = (key.clone(), opts.clone());
+                    std::thread::spawn(move || {
+                        let late = memoize(&key, &opts, || "after the invalidation".to_owned());
+                        let _ = tx.send(late);
+                    });
+                    // C finishes by itself unless it joined L's flight (it then waits
+                    // for L, which waits here).
+                    let Some(rx) = late_rx.take() else { return };
+                    match rx.recv_timeout(Duration::from_secs(2)) {
+                        Ok(late) => {
+                            let (tx, rx) = mpsc::channel();
+                            let _ = tx.send(late);
+                            *late_result
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(rx);
+                        }
+                        Err(_) => {
+                            joined_late.store(true, Ordering::SeqCst);
+                            *late_result
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(rx);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        });
+    }
+    let _ = memoize(&key, &opts, || "L's refresh".to_owned());
+    f.probe.after(|_| {});
+    let rx = late_result
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    let late = rx.and_then(|rx| rx.recv_timeout(Duration::from_secs(10)).ok());
+    assert!(late.is_some(), "the late caller returned");
+    assert_ne!(
+        late.as_deref(),
+        Some("v1"),
+        "a call begun after invalidate() returned got a value stored before it \
+         (joined the leader's flight: {})",
+        joined_late.load(Ordering::SeqCst)
+    );
 }

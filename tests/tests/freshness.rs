@@ -1,17 +1,34 @@
 //! Stale values, their one refresh and the fail-safe throttle, in stagings the shared
 //! `freshness_suite` cannot run on every backend: another process's refresh hooked in
 //! between a read and the refresh lock, a lock renewal held back mid-flight (on a
-//! private Redis server), callers past `expire + stale` while a throttle is on. Time is
-//! injected through a `Clock`; races are staged with the probe's hooks and channels.
+//! private Redis server), callers past `expire + stale` while a throttle is on. A value
+//! is served until `expire + stale` after its store, never later; the throttle's mark
+//! never outlives the value it throttles (with `jitter` too) nor throttles a later
+//! value's refresh. Time is injected through a `Clock` (one test waits out real
+//! expiries); races are staged with the probe's hooks and channels.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
-use cache_memoize::{Clock, MemoizeOptions, Op, RedisBackend, Reply, make_cache_key, memoize};
-use cache_memoize_tests::freshness_suite::{ManualClock, Versions};
+use cache_memoize::{
+    CacheBackend, Clock, MemoizeOptions, MemoryBackend, Op, RedisBackend, Reply, make_cache_key,
+    memoize, try_memoize,
+};
+use cache_memoize_tests::freshness_suite::{ManualClock, Versions, stale_opts};
 use cache_memoize_tests::server::RedisServer;
 use cache_memoize_tests::{Fixture, fast_lock};
+
+fn plain(url: &str) -> Arc<RedisBackend> {
+    match RedisBackend::connect(url) {
+        Ok(backend) => Arc::new(backend),
+        Err(err) => panic!("cannot connect: {err}"),
+    }
+}
+
+fn pttl(conn: &mut redis::Connection, key: &str) -> i64 {
+    redis::cmd("PTTL").arg(key).query(conn).unwrap_or(-3)
+}
 
 /// Caller A reads the stale value; before its refresh takes the lock, caller B
 /// (another process: same store, bypassing the probe) refreshes it completely. A then
@@ -205,4 +222,174 @@ fn past_expire_plus_stale_callers_do_not_wait_for_the_fail_safe_throttle() {
         "a caller with nothing servable waited on the fail-safe throttle's lock (up to 1 h)"
     );
     assert_eq!(got.ok().as_deref(), Some("v2"));
+}
+
+/// The fail-safe throttle's mark (`_refresh_:{key}`) lives `fail_safe`, whatever is
+/// left of the value it throttles: with the defaults (`fail_safe` = a tenth of
+/// `expire`, at least 1 s) and any `stale` shorter than that, a refresh that fails
+/// near the end of the window leaves the mark behind the value.
+///
+/// Interleaving (real time; `expire` 200 ms, `stale` 800 ms, default `fail_safe` 1 s):
+/// 1. v1 stored (TTL 1 s);
+/// 2. past 200 ms, a call finds v1 stale; its inline refresh returns `Err`: the mark
+///    is written with TTL 1 s, from then;
+/// 3. v1 expires (1 s after it was stored).
+///
+/// Expected (README "What the cache writes to Redis": everything with "a TTL no
+/// longer than the value's own", "a key whose value and lock have expired leaves
+/// nothing behind"; issue 19 "Done when": 0 entries in `MemoryBackend`): `len() == 0`.
+/// Got: 1 (the mark, for up to `fail_safe` more).
+#[test]
+fn a_throttle_mark_never_outlives_the_value_it_throttles() {
+    let backend = Arc::new(MemoryBackend::new());
+    let f = Fixture::new(backend.clone());
+    let key = f.key("mark-outlives");
+    let opts = f
+        .opts()
+        .expire(Duration::from_millis(200))
+        .stale(Duration::from_millis(800));
+    let stored_at = std::time::Instant::now();
+    assert_eq!(memoize(&key, &opts, || "v1".to_owned()), "v1");
+    cache_memoize_tests::wait_until("v1 is stale", || {
+        stored_at.elapsed() >= Duration::from_millis(250)
+    });
+    let served: Result<String, &str> =
+        cache_memoize::try_memoize(&key, &opts, || Err("the source is down"));
+    assert_eq!(served.as_deref(), Ok("v1"), "stale-if-error");
+    let mark = make_cache_key(&key).refresh_key();
+    assert!(
+        f.probe.inner().get(&mark).is_ok_and(|m| m.is_some()),
+        "the failed refresh left its mark"
+    );
+    cache_memoize_tests::wait_until("v1 expired", || f.stored(&key).is_none());
+    assert_eq!(
+        backend.len(),
+        0,
+        "the value and its lock are gone, but the key still holds an entry: {:?}",
+        f.probe
+            .inner()
+            .get(&mark)
+            .ok()
+            .flatten()
+            .map(|_| mark.clone())
+    );
+}
+
+/// The bound the README states: a value's freshness and its TTL start when it is
+/// *stored*, so a value whose computation took `d` (it read its inputs when it began)
+/// is returned until `d + expire + stale` after its computation began, never later.
+/// (The review found the README counting from the computation's start; the README now
+/// says "after it was stored".)
+#[test]
+fn a_value_is_served_until_expire_plus_stale_after_its_store() {
+    let f = Fixture::memory();
+    let key = f.key("bound-start");
+    let clock = Arc::new(ManualClock::default());
+    let opts = f
+        .opts()
+        .expire(Duration::from_secs(10))
+        .stale(Duration::from_secs(10))
+        .clock(Arc::clone(&clock) as Arc<dyn Clock>);
+    let v1 = memoize(&key, &opts, || {
+        clock.advance(Duration::from_secs(15));
+        "v1 (inputs read at t)".to_owned()
+    });
+    assert_eq!(v1, "v1 (inputs read at t)");
+    clock.advance(Duration::from_secs(6));
+    let fresh = cache_memoize::memoize_detached(&key, &opts, || "recomputed".to_owned());
+    assert_eq!(
+        fresh, "v1 (inputs read at t)",
+        "fresh for `expire` from its store"
+    );
+    clock.advance(Duration::from_secs(15));
+    let gone = cache_memoize::memoize_detached(&key, &opts, || "recomputed".to_owned());
+    assert_eq!(
+        gone, "recomputed",
+        "never past `expire + stale` from its store"
+    );
+}
+
+/// The throttle's mark belongs to the key, not to the value whose refresh failed, and
+/// nothing that stores a newer value clears it: a forced refresh (or a miss) stores
+/// v2, and when v2 goes stale its first refresh, which never failed, is throttled by
+/// v1's failure for the rest of `fail_safe`.
+///
+/// Interleaving (injected clock; `expire` 10 s, `stale` 1 h, `fail_safe` 1 h):
+/// 1. v1 goes stale; its inline refresh fails: mark until +1 h;
+/// 2. `refresh(..)` stores v2 (it ignores the mark, as documented);
+/// 3. 11 s later v2 is stale; a call refreshes inline with a function that works.
+///
+/// Expected (README: the mark throttles "after a failed refresh ... before a retry"):
+/// the refresh runs and the call returns "v3". Got: the refresh backs off on v1's mark
+/// and the call returns the stale "v2"; every refresh of the key is skipped for up to
+/// an hour although none failed since v2 was stored.
+#[test]
+fn a_throttle_mark_of_an_earlier_value_never_throttles_a_later_values_refresh() {
+    let f = Fixture::memory();
+    let key = f.key("mark-later-value");
+    let clock = Arc::new(ManualClock::default());
+    let opts = stale_opts(&f, &clock);
+    assert_eq!(memoize(&key, &opts, || "v1".to_owned()), "v1");
+    clock.advance(Duration::from_secs(11));
+    let failed: Result<String, &str> =
+        cache_memoize::try_memoize(&key, &opts, || Err("the source is down"));
+    assert_eq!(failed.as_deref(), Ok("v1"));
+    let forced = cache_memoize::refresh(|| memoize(&key, &opts, || "v2".to_owned()));
+    assert_eq!(forced, "v2");
+    clock.advance(Duration::from_secs(11));
+    let refreshed: Result<String, &str> =
+        cache_memoize::try_memoize(&key, &opts, || Ok("v3".to_owned()));
+    assert_eq!(refreshed.as_deref(), Ok("v3"));
+}
+
+/// The fail-safe throttle's mark must never outlive the value it throttles ("the mark
+/// never outlives its value"; after every value, lock and mark expired, 0 keys). With
+/// `jitter`, the value's TTL is `(expire + stale) * keep` (keep in `[1 - jitter, 1]`),
+/// but the mark's end is computed as `fresh_until + stale - 20 ms` =
+/// `store + expire * keep + stale - 20 ms`: `stale * (1 - keep)` past the value.
+///
+/// Interleaving (Redis, `stale = 60 s`, `jitter = 0.9`, `fail_safe = 1 h`, injected clock):
+/// 1. v1 is stored (TTL shortened by the jitter);
+/// 2. the clock moves past freshness; a call refreshes inline and the refresh fails:
+///    the mark `_refresh_:{key}` is left.
+///
+/// Expected: PTTL(mark) <= PTTL(value) for each of 8 keys. Got: the mark outlives the
+/// value (by up to ~54 s here), left on the server after the value expired.
+#[test]
+fn a_throttle_mark_never_outlives_a_jittered_value() {
+    let server = RedisServer::start();
+    let backend = plain(&server.url());
+    let mut conn = server.connection();
+    let clock = Arc::new(ManualClock::default());
+    let opts = MemoizeOptions::new()
+        .backend(Arc::clone(&backend) as Arc<dyn CacheBackend>)
+        .expire(Duration::from_secs(1))
+        .stale(Duration::from_secs(60))
+        .jitter(0.9)
+        .fail_safe(Duration::from_secs(3600))
+        .clock(Arc::clone(&clock) as Arc<dyn Clock>);
+    let keys: Vec<String> = (0..8).map(|i| format!("mark-jitter:{i}")).collect();
+    for key in &keys {
+        let first: Result<String, String> = try_memoize(key, &opts, || Ok("v1".to_owned()));
+        assert_eq!(first, Ok("v1".to_owned()));
+    }
+    clock.advance(Duration::from_secs(2));
+    let mut outliving = Vec::new();
+    for key in &keys {
+        let again: Result<String, String> = try_memoize(key, &opts, || Err("down".to_owned()));
+        assert_eq!(again, Ok("v1".to_owned()), "the stale value is served");
+        let cache_key = make_cache_key(key);
+        let (value, mark) = (
+            pttl(&mut conn, cache_key.as_str()),
+            pttl(&mut conn, &cache_key.refresh_key()),
+        );
+        assert!(mark > 0, "the failed refresh left its mark");
+        if mark > value {
+            outliving.push(format!("{key}: mark {mark} ms > value {value} ms"));
+        }
+    }
+    assert!(
+        outliving.is_empty(),
+        "marks outlive their values: {outliving:?}"
+    );
 }

@@ -1,8 +1,9 @@
 //! Keys that cannot lie (issue 10) and keys by identity (issue 19), on the embedded
-//! in-process store; a long key's digest is no short key's spelling.
+//! in-process store; a long key's digest is no short key's spelling, and same-named
+//! functions in modules named after a companion have keys of their own.
 
-use cache_memoize::{escape_key_part, make_cache_key, memoize};
-use cache_memoize_tests::Fixture;
+use cache_memoize::{cache_memoize, escape_key_part, make_cache_key, memoize};
+use cache_memoize_tests::{Fixture, registry_guard};
 
 macro_rules! on_memory {
     ($($scenario:ident),* $(,)?) => {
@@ -60,4 +61,43 @@ fn a_short_key_spelled_like_a_long_keys_digest_is_another_key() {
         other, "the crafted id's document",
         "the crafted id was served the long id's value"
     );
+}
+
+/// Two same-named functions in two modules, `load::load` and `load_invalidate::load`
+/// (or `load_cache_key::load`): `fn_identity` rewrites every `::load_` followed by a
+/// companion's name (`cache_key`, `invalidate`) anywhere in the path, not only the
+/// function's own segment, so `keys_memory::load_invalidate::load` becomes
+/// `keys_memory::load::load`: the identity of the other function.
+///
+/// Interleaving: `load::load(7)` is called (stored); then `load_invalidate::load(7)`.
+///
+/// Expected: each returns its own value ("README: Keys": the identity names the
+/// function item itself). Got: the second returns the first's value ("load 7").
+#[test]
+fn same_named_functions_in_modules_named_after_a_companion_have_keys_of_their_own() {
+    let _registry = registry_guard();
+    assert_eq!(load::load(7), "load 7");
+    assert_eq!(load_invalidate::load(7), "load_invalidate 7");
+    assert_ne!(
+        load::load_cache_key(7).as_str(),
+        load_invalidate::load_cache_key(7).as_str()
+    );
+}
+
+mod load {
+    use super::cache_memoize;
+
+    #[cache_memoize(expire = "10m")]
+    pub(crate) fn load(x: u32) -> String {
+        format!("load {x}")
+    }
+}
+
+mod load_invalidate {
+    use super::cache_memoize;
+
+    #[cache_memoize(expire = "10m")]
+    pub(crate) fn load(x: u32) -> String {
+        format!("load_invalidate {x}")
+    }
 }
