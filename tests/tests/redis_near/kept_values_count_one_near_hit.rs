@@ -1,9 +1,8 @@
-//! REVIEW FINDING (failed before the fix that gives `Backend::decoded` an `accept`
-//! predicate; counted 2): with `keep_decoded`, a read
-//! of a key whose kept value was read as another type, codec or version counts two
-//! near hits (`near_cache_hits()` and `cache_memoize_near_hits_total`): `near::Tier::decoded`
-//! counted one when it handed the kept value out, before the caller found it was not
-//! its own, and the read of the bytes that followed counted another.
+//! A read of a key whose kept value was read as another type, codec or version counts
+//! one near hit, not two (`near_cache_hits()` and `cache_memoize_near_hits_total`):
+//! `Backend::decoded` takes an `accept` predicate, so the tier no longer counts a kept
+//! value handed out and then found not to be the caller's own, before the read of the
+//! bytes that follows counts another.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
