@@ -173,8 +173,8 @@ impl RedisBuilder {
     /// default): every key name it writes or reads (values, locks, refresh marks,
     /// iterator chunks and manifests, and the lock-release channels) has its hash tag
     /// replaced by a keyed hash (HMAC-SHA256), so `SCAN` and `MONITOR` show no
-    /// argument; every value is sealed with XChaCha20-Poly1305 (authenticated, bound
-    /// to its key name). Bytes that do not open (tampered, truncated, moved from
+    /// argument; every value is sealed with AES-256-GCM under a key of its own
+    /// (derived from the value key; authenticated, bound to its key name). Bytes that do not open (tampered, truncated, moved from
     /// another key, sealed under a key no longer listed) read as a miss: recomputed
     /// and overwritten, never an error. [`make_cache_key`](crate::make_cache_key) and
     /// the attribute's `f_cache_key` still show the readable key.

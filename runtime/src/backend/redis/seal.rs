@@ -8,7 +8,12 @@
 //!   fixed spelling and stays, so a value, its lock and its chunks keep one cluster
 //!   slot. A key with no hash tag is hashed whole.
 //! - **Values.** Bytes written by `Set` and `StoreAndRelease` are sealed with
-//!   XChaCha20-Poly1305 under the first key. What the Lua scripts read inside Redis
+//!   AES-256-GCM under a key of their own, derived from the first value key and 12
+//!   random bytes (HMAC-SHA256), with 12 more random bytes as the GCM nonce: 192 random
+//!   bits per value, so no bound on the writes under one value key (a single key with
+//!   random 96-bit nonces would be good for 2^32 writes only). AES-GCM rather than
+//!   XChaCha20-Poly1305 for speed: 7 µs against 12.7 µs for 10 KB here (AES-NI and
+//!   carry-less multiplication), which is most of what encryption adds to a hit. What the Lua scripts read inside Redis
 //!   stays in clear (the magic, the format byte and a memoized value's fencing token:
 //!   no argument and no value data); the type's fingerprint, the user version, the
 //!   stamp and the payload are encrypted; the checksum is dropped (recomputed on
@@ -22,7 +27,7 @@
 //!   are.
 //!
 //! ```text
-//! sealed:  "cmz" | format | "seal" | key id | 0 × 11 | [fence, 8 LE] | nonce (24) | ciphertext | tag (16)
+//! sealed:  "cmz" | format | "seal" | key id | 0 × 11 | [fence, 8 LE] | salt (12) | nonce (12) | ciphertext | tag (16)
 //! opened:  "cmz" | format | type print (8) | version (4) | CRC-32 | [fence] | rest
 //! ```
 //! Format 0 seals bytes that are not an envelope (written by hand through
@@ -30,8 +35,9 @@
 
 use std::fmt::Write as _;
 
-use chacha20poly1305::aead::{AeadCore, AeadInPlace, KeyInit, OsRng};
-use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
+use aes_gcm::aead::rand_core::RngCore;
+use aes_gcm::aead::{AeadInPlace, KeyInit, OsRng};
+use aes_gcm::{Aes256Gcm, Nonce, Tag};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -43,7 +49,8 @@ use crate::codec::{FENCE_AT, FENCED_FORMATS, HEADER_LEN};
 /// Two kinds of secret: the **name key** hashes key names (so `SCAN` and `MONITOR`
 /// show no argument) and must stay the same for as long as the cached values should
 /// be found (a new one is a cold cache); the **value keys** seal values, each with a
-/// one-byte id written in clear beside its ciphertext. The first value key listed
+/// one-byte id written in clear beside its ciphertext (AES-256-GCM under a key derived
+/// per value, see the README's "Encryption at rest"). The first value key listed
 /// seals every new write; every listed key opens what it sealed. Rotation: list the
 /// new key first and the old one after it (old values stay readable: no extra miss),
 /// then, once the old values have expired or been rewritten, remove the old key
@@ -109,7 +116,11 @@ const RAW: u8 = 0;
 /// envelope's length (so a fencing token sits where the scripts read it).
 const HEAD_LEN: usize = HEADER_LEN;
 const KEY_ID_AT: usize = 8;
-const NONCE_LEN: usize = 24;
+/// The random bytes per value: a salt (its key's derivation) and the GCM nonce.
+const NONCE_LEN: usize = SALT_LEN + 12;
+const SALT_LEN: usize = 12;
+/// What a value's key is derived from, beside its salt (domain separation).
+const DERIVE: &[u8] = b"cache-memoize seal v1";
 const TAG_LEN: usize = 16;
 const FENCE_LEN: usize = 8;
 /// The envelope's fields that move into the ciphertext: type print and user version.
@@ -122,8 +133,16 @@ const NAME_HEX: usize = 32;
 /// The backend's encryption at rest: the name hash and the value keys, ready.
 pub(crate) struct Seal {
     names: Hmac<Sha256>,
-    /// The sealing key first.
-    keys: Vec<(u8, XChaCha20Poly1305)>,
+    /// The value keys, the sealing one first, each ready to derive values' keys.
+    keys: Vec<(u8, Hmac<Sha256>)>,
+}
+
+/// The cipher of one value: AES-256-GCM under HMAC-SHA256(`key`, [`DERIVE`] | `salt`).
+fn cipher_of(key: &Hmac<Sha256>, salt: &[u8]) -> Aes256Gcm {
+    let mut derive = key.clone();
+    derive.update(DERIVE);
+    derive.update(salt);
+    Aes256Gcm::new(&derive.finalize().into_bytes())
 }
 
 /// What opening read bytes gave.
@@ -148,18 +167,15 @@ impl Seal {
                 return Err(format!("encryption key id {id} is listed twice"));
             }
         }
-        let names = <Hmac<Sha256> as Mac>::new_from_slice(&settings.names)
-            .map_err(|err| format!("the name key: {err}"))?;
+        let keyed = |key: &[u8; 32]| {
+            <Hmac<Sha256> as Mac>::new_from_slice(key).map_err(|err| format!("a key: {err}"))
+        };
+        let names = keyed(&settings.names)?;
         let keys = settings
             .keys
             .iter()
-            .map(|(id, key)| {
-                (
-                    *id,
-                    XChaCha20Poly1305::new(chacha20poly1305::Key::from_slice(key)),
-                )
-            })
-            .collect();
+            .map(|(id, key)| Ok((*id, keyed(key)?)))
+            .collect::<Result<_, String>>()?;
         Ok(Self { names, keys })
     }
 
@@ -197,7 +213,7 @@ impl Seal {
 
     /// `value`, to be stored at the (hashed) key `key`, sealed under the first key.
     pub(crate) fn seal(&self, key: &str, value: &[u8]) -> Vec<u8> {
-        let Some((id, cipher)) = self.keys.first() else {
+        let Some((id, value_key)) = self.keys.first() else {
             return value.to_vec();
         };
         let (format, fenced) = envelope(value);
@@ -216,7 +232,10 @@ impl Seal {
             HEADER_LEN
         };
         let clear = out.len();
-        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let mut nonce = [0; NONCE_LEN];
+        OsRng.fill_bytes(&mut nonce);
+        let (salt, gcm_nonce) = nonce.split_at(SALT_LEN);
+        let cipher = cipher_of(value_key, salt);
         out.extend_from_slice(&nonce);
         let plain_at = out.len();
         if format != RAW {
@@ -224,7 +243,12 @@ impl Seal {
         }
         out.extend_from_slice(&value[rest_at..]);
         let aad = associated(&out[..clear], key);
-        match cipher.encrypt_in_place_detached(&nonce, &aad, &mut out[plain_at..]) {
+        let sealed = cipher.encrypt_in_place_detached(
+            Nonce::from_slice(gcm_nonce),
+            &aad,
+            &mut out[plain_at..],
+        );
+        match sealed {
             Ok(tag) => out.extend_from_slice(&tag),
             // Only for plaintexts over 256 GiB: stored unreadable rather than in clear.
             Err(_) => out.truncate(clear),
@@ -249,7 +273,7 @@ impl Seal {
         {
             return Opened::Unreadable;
         }
-        let Some((_, cipher)) = self.keys.iter().find(|(id, _)| *id == stored[KEY_ID_AT]) else {
+        let Some((_, value_key)) = self.keys.iter().find(|(id, _)| *id == stored[KEY_ID_AT]) else {
             return Opened::Unreadable;
         };
         let aad = associated(&stored[..clear], key);
@@ -257,11 +281,14 @@ impl Seal {
         let plain_at = clear + NONCE_LEN;
         let (head, sealed) = stored.split_at_mut(plain_at);
         let (ciphertext, tag) = sealed.split_at_mut(tag_at - plain_at);
-        let nonce = XNonce::from_slice(&head[clear..]);
-        if cipher
-            .decrypt_in_place_detached(nonce, &aad, ciphertext, Tag::from_slice(tag))
-            .is_err()
-        {
+        let (salt, nonce) = head[clear..].split_at(SALT_LEN);
+        let opened = cipher_of(value_key, salt).decrypt_in_place_detached(
+            Nonce::from_slice(nonce),
+            &aad,
+            ciphertext,
+            Tag::from_slice(tag),
+        );
+        if opened.is_err() {
             return Opened::Unreadable;
         }
         stored.truncate(tag_at);
