@@ -503,3 +503,91 @@ fn hashed_names_keep_a_value_its_lock_and_chunks_in_one_cluster_slot() {
     .collect();
     assert_eq!((first, again), (items.clone(), items));
 }
+
+/// The whole behaviour suite on an encrypted backend, with another encrypted client of
+/// the same server for "another process": every scenario holds on hashed names and
+/// sealed values.
+mod behaviour_suite {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use cache_memoize::RedisBackend;
+    use cache_memoize_tests::Fixture;
+    use cache_memoize_tests::server::RedisServer;
+
+    use super::{KEY_1, KEY_2, sealed_with};
+
+    fn encrypted_fixture() -> Fixture {
+        let server = RedisServer::start();
+        let connect = || {
+            RedisBackend::builder([server.url()])
+                .response_timeout(Duration::from_secs(10))
+                .encryption(sealed_with(&[(2, KEY_2), (1, KEY_1)]))
+                .connect()
+        };
+        match (connect(), connect()) {
+            (Ok(backend), Ok(other)) => Fixture::new(Arc::new(backend))
+                .with_other_client(Arc::new(other))
+                .keeping(server),
+            (Err(err), _) | (_, Err(err)) => panic!("cannot connect to the test server: {err}"),
+        }
+    }
+
+    cache_memoize_tests::backend_suite!(encrypted_fixture());
+
+    /// The suite again with a near cache in front (copies kept opened), and on a
+    /// three-master cluster.
+    mod with_a_near_cache_and_on_a_cluster {
+        use std::sync::Arc;
+        use std::time::Duration;
+
+        use cache_memoize::{NearCache, RedisBackend};
+        use cache_memoize_tests::server::{RedisCluster, RedisServer};
+        use cache_memoize_tests::{Fixture, wait_until};
+
+        use super::super::{KEY_1, sealed_with};
+
+        fn near_fixture() -> Fixture {
+            let server = RedisServer::start();
+            let connect = |near: bool| {
+                let builder = RedisBackend::builder([server.url()])
+                    .response_timeout(Duration::from_secs(10))
+                    .encryption(sealed_with(&[(1, KEY_1)]));
+                let builder = if near {
+                    builder.near_cache(NearCache::new())
+                } else {
+                    builder
+                };
+                match builder.connect() {
+                    Ok(backend) => backend,
+                    Err(err) => panic!("cannot connect to the test server: {err}"),
+                }
+            };
+            let backend = connect(true);
+            wait_until("tracking is on", || backend.is_near_cache_live());
+            Fixture::new(Arc::new(backend))
+                .with_other_client(Arc::new(connect(false)))
+                .keeping(server)
+        }
+
+        fn on_cluster(cluster: &RedisCluster) -> Fixture {
+            match RedisBackend::builder(cluster.urls())
+                .cluster()
+                .response_timeout(Duration::from_secs(10))
+                .encryption(sealed_with(&[(1, KEY_1)]))
+                .connect()
+            {
+                Ok(backend) => Fixture::new(Arc::new(backend)),
+                Err(err) => panic!("cannot connect to the test cluster: {err}"),
+            }
+        }
+
+        cache_memoize_tests::backend_suite!(near_fixture());
+
+        cache_memoize_tests::sequential_backend_suite!(
+            whole_suite_on_a_three_master_cluster_encrypted,
+            RedisCluster::start(),
+            |cluster| on_cluster(&cluster)
+        );
+    }
+}
