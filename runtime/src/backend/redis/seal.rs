@@ -386,6 +386,7 @@ mod tests {
         let plain = value();
         let sealed = seal.seal("{k}", &plain);
         assert_eq!(written_fence(&sealed), 77, "the scripts read the fence");
+        assert_eq!(sealed.len(), plain.len() + 52, "the size the README gives");
         assert!(!sealed.windows(6).any(|w| w == b"secret"));
         assert_eq!(
             seal.open("{k}", sealed.clone()),
