@@ -31,7 +31,7 @@ impl BackendCore for RedisBackend {
                 attempted,
                 max,
             } => {
-                self.inner.hub.wait(lock_key, attempted, max);
+                self.inner.hub.wait(&lock_key, attempted, max);
                 Ok(Reply::Done)
             }
             Route::Send(plan) => {
@@ -51,7 +51,7 @@ impl AsyncBackendCore for RedisBackend {
                 attempted,
                 max,
             } => Box::pin(async move {
-                self.inner.hub.wait_async(lock_key, attempted, max).await;
+                self.inner.hub.wait_async(&lock_key, attempted, max).await;
                 Ok(Reply::Done)
             }),
             Route::Send(plan) => Box::pin(async move {
@@ -72,7 +72,7 @@ impl RedisBackend {
     /// Sends `plan`'s request on a pooled connection (the pool bounds it by the
     /// response timeout), unless the breaker says to skip the server.
     fn exec(&self, plan: &Plan<'_>) -> Result<Value, Error> {
-        let permit = self.admit(plan.name, plan.key)?;
+        let permit = self.admit(plan.name, &plan.key)?;
         let result = self.inner.pool.run(|conn| plan.request.query(conn));
         Self::sent(plan, permit, result)
     }
@@ -82,7 +82,7 @@ impl RedisBackend {
     /// lacks its I/O or time driver (`drivers.rs`; each reported once, then every such
     /// call fails open: it computes without the cache).
     async fn exec_async(&self, plan: &Plan<'_>) -> Result<Value, Error> {
-        let (operation, key) = (plan.name, plan.key);
+        let (operation, key) = (plan.name, &*plan.key);
         match drivers::here() {
             Drivers::Ready => {}
             Drivers::NoRuntime => {
@@ -127,7 +127,7 @@ impl RedisBackend {
                 .increment(1);
         }
         permit.record(failed);
-        result.map_err(|err| Error::backend(plan.name, plan.key, err))
+        result.map_err(|err| Error::backend(plan.name, &plan.key, err))
     }
 
     /// Leave from the breaker to send a call, or the error that skips the server (after
