@@ -289,7 +289,9 @@ impl RedisBuilder {
     /// Returns at once, whether the server answers yet or not: for a service that must
     /// start before its cache (Redis restarting, deployed after it, briefly
     /// unreachable). Until the server answers, memoized calls compute without the
-    /// cache: one WARN says so, then the breaker's usual rate-limited reports. A
+    /// cache, at once (they skip the server as an open circuit breaker's calls do: none
+    /// waits out a connect timeout against a server that does not answer): one WARN
+    /// says so, then the breaker's usual rate-limited reports. A
     /// thread of the backend's own `PING`s the server every
     /// [`FIRST_CONTACT_EVERY`](Self::FIRST_CONTACT_EVERY) until it answers (then ends;
     /// it also ends when the backend is dropped); from that answer on, calls use the
@@ -384,6 +386,8 @@ impl RedisBuilder {
             }),
         };
         if contact == Contact::Lazy {
+            // Calls skip the server (computing at once) until its first answer.
+            backend.inner.breaker.await_first_answer();
             first_contact(&backend);
         }
         Ok(backend)
@@ -446,6 +450,8 @@ fn first_contact(backend: &RedisBackend) {
         });
     if let Err(err) = spawned {
         tracing::warn!(error = %err, "cannot start the thread that waits for the Redis server's first answer; the breaker's probes will find it");
+        // The next call probes, then the breaker's usual back-off.
+        backend.inner.breaker.abandon_probe();
     }
 }
 
