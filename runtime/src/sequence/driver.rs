@@ -24,6 +24,7 @@ use super::machine::{
 use crate::backend::{GetOrLock, Op, Reply};
 use crate::coalesce::{self, Following, Landed, Leader};
 use crate::codec::Stamp;
+use crate::error::Error;
 use crate::lock::renew::Renewal;
 use crate::lock::{DropRelease, Liveness, LockGuard, new_token};
 use crate::observe::{self, Outcome};
@@ -148,11 +149,6 @@ impl<'c, 'o> Driver<'c, 'o> {
         tracing::debug_span!("cache_memoize.compute", function = self.call.opts.name, key = %self.call.key)
     }
 
-    /// The span a wait for another caller's lock runs in.
-    fn wait_span(&self) -> tracing::Span {
-        tracing::debug_span!("cache_memoize.wait_for_lock", function = self.call.opts.name, key = %self.call.key)
-    }
-
     /// What of a computation's output is stored: its value, the mark of an absent
     /// value (an `Err` that `absent` takes for one, in a call that removes those), or
     /// nothing (a failure).
@@ -271,7 +267,7 @@ impl<'c, 'o> Driver<'c, 'o> {
     }
 
     /// A read's reply as the machine's event, noting whether the near tier answered.
-    fn read(&mut self, reply: Result<Reply, crate::error::Error>, key: &str) -> Event {
+    fn read(&mut self, reply: Result<Reply, Error>, key: &str) -> Event {
         self.near = matches!(reply, Ok(Reply::Near(_)));
         Event::Read(reply.and_then(|reply| reply.into_value("get", key)))
     }
@@ -282,105 +278,58 @@ impl<'c, 'o> Driver<'c, 'o> {
         Event::Kept(kept)
     }
 
-    /// One I/O step, blocking.
-    fn perform(&mut self, io: Io<'_>) -> Event {
-        self.mark(Some(&io));
-        self.near = false;
+    /// One I/O step, blocking: the step's [`Plan`], carried out.
+    fn perform(&mut self, mut io: Io<'_>) -> Event {
         let call = self.call;
-        let (backend, key) = (&*call.backend, call.key.as_str());
-        let (codec, version) = (call.opts.codec, call.opts.version);
-        match io {
-            Io::Get => self.read(backend.execute(Op::Get { key }), key),
-            Io::GetKept(accepts) => {
-                self.kept(backend.decoded(key, &|kept| accepts(kept, codec, version)))
+        let backend = &*call.backend;
+        let mut scratch = Scratch::default();
+        let wait = loop {
+            let (reply, then) = match self.plan(io, &mut scratch) {
+                Plan::Event(event) => return event,
+                Plan::Send(op, then) => (backend.execute(op), then),
+                Plan::Wait(wait) => break wait,
+            };
+            match self.answer(then, reply) {
+                Next::Event(event) => return event,
+                Next::Io(next) => io = next,
             }
-            Io::Join => Event::Joined(self.join()),
-            Io::ClaimRefresh => Event::Claimed(self.claim_refresh()),
-            Io::AwaitLeader { max } => Event::Landed(match self.flight.take() {
-                Some(flight) => flight.wait(max),
-                None => Landed::Abandoned,
-            }),
-            Io::GetOrLock(spec) => {
-                let (at, lock) = (Instant::now(), self.arm(spec));
-                let found = backend.get_or_lock(key, &lock.claim());
-                self.settle(at, found)
-            }
-            Io::TakeLock(spec) => {
-                let (at, lock) = (Instant::now(), self.arm(spec));
-                let found = backend.take_lock(&lock.claim());
-                self.settle(at, found.map(taken))
-            }
-            Io::Pause {
+        };
+        match wait {
+            Wait::Leader(flight, max) => Event::Landed(flight.wait(max)),
+            Wait::Release {
                 lock_key,
                 since,
                 max,
             } => {
                 let started = Instant::now();
-                self.wait_span()
-                    .in_scope(|| backend.wait_for_release(lock_key, since, max));
-                self.waited += started.elapsed();
-                Event::Paused
-            }
-            Io::StoreAndRelease { bytes, ttl } => Event::Stored(match self.lock.take() {
-                Some(lock) => {
-                    self.stored_under = Some(lock.liveness());
-                    lock.store_and_release(key, bytes, ttl)
-                }
-                None => Ok(false),
-            }),
-            Io::Release => Event::Stored(match self.lock.take() {
-                Some(lock) => lock.give_back(),
-                None => Ok(false),
-            }),
-            Io::Recheck { mark_key } => {
-                Event::Rechecked(backend.get_many(&[key, mark_key]).map(Recheck::of))
-            }
-            Io::Throttle {
-                mark_key,
-                ttl,
-                mark,
-            } => {
-                // Best effort: without the mark, the fleet retries sooner.
-                let _ = backend.set(mark_key, &mark.to_bytes(), ttl);
-                Event::Stored(match self.lock.take() {
-                    Some(lock) => lock.give_back(),
-                    None => Ok(false),
-                })
+                wait_span(call).in_scope(|| backend.wait_for_release(lock_key, since, max));
+                self.paused(started)
             }
         }
     }
 
-    /// One I/O step, awaited.
-    async fn perform_async(&mut self, io: Io<'_>) -> Event {
-        self.mark(Some(&io));
-        self.near = false;
+    /// One I/O step, awaited: the step's [`Plan`], carried out.
+    async fn perform_async(&mut self, mut io: Io<'_>) -> Event {
         let call = self.call;
-        let (backend, key) = (&*call.backend, call.key.as_str());
-        let (codec, version) = (call.opts.codec, call.opts.version);
-        match io {
-            Io::Get => self.read(backend.execute_async(Op::Get { key }).await, key),
-            Io::GetKept(accepts) => {
-                self.kept(backend.decoded(key, &|kept| accepts(kept, codec, version)))
+        let backend = &*call.backend;
+        let mut scratch = Scratch::default();
+        let wait = loop {
+            // No await within the match: the plan's operation may borrow what is not
+            // `Sync` (the decoded tier's test), and is sent (moved) first.
+            let (sent, then) = match self.plan(io, &mut scratch) {
+                Plan::Event(event) => return event,
+                Plan::Send(op, then) => (backend.execute_async(op), then),
+                Plan::Wait(wait) => break wait,
+            };
+            let reply = sent.await;
+            match self.answer(then, reply) {
+                Next::Event(event) => return event,
+                Next::Io(next) => io = next,
             }
-            Io::Join => Event::Joined(self.join()),
-            Io::ClaimRefresh => Event::Claimed(self.claim_refresh()),
-            Io::AwaitLeader { max } => Event::Landed(match self.flight.take() {
-                Some(flight) => flight.wait_async(max).await,
-                None => Landed::Abandoned,
-            }),
-            Io::GetOrLock(spec) => {
-                let (at, lock) = (Instant::now(), self.arm(spec));
-                let claim = lock.claim();
-                let found = backend.get_or_lock_async(key, &claim).await;
-                self.settle(at, found)
-            }
-            Io::TakeLock(spec) => {
-                let (at, lock) = (Instant::now(), self.arm(spec));
-                let claim = lock.claim();
-                let found = backend.take_lock_async(&claim).await;
-                self.settle(at, found.map(taken))
-            }
-            Io::Pause {
+        };
+        match wait {
+            Wait::Leader(flight, max) => Event::Landed(flight.wait_async(max).await),
+            Wait::Release {
                 lock_key,
                 since,
                 max,
@@ -388,41 +337,134 @@ impl<'c, 'o> Driver<'c, 'o> {
                 let started = Instant::now();
                 backend
                     .wait_for_release_async(lock_key, since, max)
-                    .instrument(self.wait_span())
+                    .instrument(wait_span(call))
                     .await;
-                self.waited += started.elapsed();
-                Event::Paused
+                self.paused(started)
             }
-            Io::StoreAndRelease { bytes, ttl } => Event::Stored(match self.lock.take() {
+        }
+    }
+
+    /// What `io` comes to, the same for both drivers: its event, when no backend
+    /// operation is needed (a local action: joining the flight, claiming the refresh,
+    /// the decoded tier, which never blocks); or the operation to send and how its
+    /// reply is read; or one of the two waits. The lock a store or release is sent
+    /// under stays armed until its reply is read ([`answer`](Self::answer)): a caller
+    /// dropped before then gives the lock back.
+    fn plan<'a, 'k: 'a>(&'a mut self, io: Io<'k>, scratch: &'a mut Scratch<'k>) -> Plan<'a>
+    where
+        'c: 'k,
+    {
+        self.mark(Some(&io));
+        self.near = false;
+        let call = self.call;
+        let key = call.key.as_str();
+        let (codec, version) = (call.opts.codec, call.opts.version);
+        match io {
+            Io::Get => Plan::Send(Op::Get { key }, Then::Read),
+            Io::GetKept(accepts) => Plan::Event(
+                self.kept(
+                    call.backend
+                        .decoded(key, &|kept| accepts(kept, codec, version)),
+                ),
+            ),
+            Io::Join => Plan::Event(Event::Joined(self.join())),
+            Io::ClaimRefresh => Plan::Event(Event::Claimed(self.claim_refresh())),
+            Io::AwaitLeader { max } => match self.flight.take() {
+                Some(flight) => Plan::Wait(Wait::Leader(flight, max)),
+                None => Plan::Event(Event::Landed(Landed::Abandoned)),
+            },
+            Io::GetOrLock(spec) => {
+                let at = Instant::now();
+                let lock = self.arm(spec).claim();
+                Plan::Send(
+                    Op::GetOrLock { key, lock },
+                    Then::Attempt { at, take: false },
+                )
+            }
+            Io::TakeLock(spec) => {
+                let at = Instant::now();
+                let lock = self.arm(spec).claim();
+                Plan::Send(Op::TakeLock { lock }, Then::Attempt { at, take: true })
+            }
+            Io::Pause {
+                lock_key,
+                since,
+                max,
+            } => Plan::Wait(Wait::Release {
+                lock_key,
+                since,
+                max,
+            }),
+            Io::StoreAndRelease { bytes, ttl } => match &self.lock {
                 Some(lock) => {
                     self.stored_under = Some(lock.liveness());
-                    lock.store_and_release_async(key, bytes, ttl).await
+                    Plan::Send(lock.store_op(key, bytes, ttl), Then::Stored)
                 }
-                None => Ok(false),
-            }),
-            Io::Release => Event::Stored(match self.lock.take() {
-                Some(lock) => lock.give_back_async().await,
-                None => Ok(false),
-            }),
+                None => Plan::Event(Event::Stored(Ok(false))),
+            },
+            Io::Release => match &self.lock {
+                Some(lock) => Plan::Send(lock.release_op(), Then::Released),
+                None => Plan::Event(Event::Stored(Ok(false))),
+            },
             Io::Recheck { mark_key } => {
-                let read = backend.get_many_async(&[key, mark_key]).await;
-                Event::Rechecked(read.map(Recheck::of))
+                let keys = scratch.keys.insert([key, mark_key]);
+                Plan::Send(Op::GetMany { keys }, Then::Rechecked)
             }
             Io::Throttle {
                 mark_key,
                 ttl,
                 mark,
             } => {
-                // Best effort: without the mark, the fleet retries sooner.
-                let _ = backend.set_async(mark_key, &mark.to_bytes(), ttl).await;
-                Event::Stored(match self.lock.take() {
-                    Some(lock) => lock.give_back_async().await,
-                    None => Ok(false),
-                })
+                let value = scratch.mark.insert(mark.to_bytes());
+                let op = Op::Set {
+                    key: mark_key,
+                    value,
+                    ttl,
+                };
+                Plan::Send(op, Then::Marked)
             }
         }
     }
 
+    /// The reply to a planned operation as the machine's event (or the next step).
+    fn answer(&mut self, then: Then, reply: Result<Reply, Error>) -> Next {
+        let key = self.call.key.as_str();
+        Next::Event(match then {
+            Then::Read => self.read(reply, key),
+            Then::Attempt { at, take: false } => {
+                let found = reply.and_then(|reply| reply.into_found("get_or_lock", key));
+                self.settle(at, found)
+            }
+            Then::Attempt { at, take: true } => {
+                let lock_key = self.lock.as_ref().map_or(key, LockGuard::key);
+                let fence = reply.and_then(|reply| reply.into_fence("take_lock", lock_key));
+                self.settle(at, fence.map(taken))
+            }
+            Then::Stored => Event::Stored(
+                self.lock
+                    .take()
+                    .map_or(Ok(false), |lock| lock.stored(key, reply)),
+            ),
+            Then::Released => Event::Stored(
+                self.lock
+                    .take()
+                    .map_or(Ok(false), |lock| lock.released(reply)),
+            ),
+            Then::Rechecked => Event::Rechecked(
+                reply
+                    .and_then(|reply| reply.into_values("get_many", key))
+                    .map(Recheck::of),
+            ),
+            // Best effort: without the mark, the fleet retries sooner.
+            Then::Marked => return Next::Io(Io::Release),
+        })
+    }
+
+    /// A wait for another caller's lock that began at `started` has ended.
+    fn paused(&mut self, started: Instant) -> Event {
+        self.waited += started.elapsed();
+        Event::Paused
+    }
     fn join(&mut self) -> Role {
         match coalesce::join(&self.call.flight_key()) {
             coalesce::Role::Lead(leader) => {
@@ -461,7 +503,7 @@ impl<'c, 'o> Driver<'c, 'o> {
     /// A failed attempt is reported at the time it failed, not when it began: a
     /// waiter riding out errors judges its timeout by it, and an attempt that began
     /// within the timeout may fail a response timeout later, past it.
-    fn settle(&mut self, at: Instant, found: Result<GetOrLock, crate::error::Error>) -> Event {
+    fn settle(&mut self, at: Instant, found: Result<GetOrLock, Error>) -> Event {
         let at = if found.is_err() { Instant::now() } else { at };
         match (&found, self.lock.as_mut()) {
             (Ok(GetOrLock::Locked { fence }), Some(lock)) => lock.taken_with(*fence),
@@ -575,6 +617,66 @@ enum Stored<V> {
     Absent,
     /// Nothing: it failed.
     Nothing,
+}
+
+/// What one I/O step comes to (see [`Driver::plan`]).
+enum Plan<'a> {
+    /// Its event, known without the backend.
+    Event(Event),
+    /// The operation to send, and how its reply is read.
+    Send(Op<'a>, Then),
+    /// One of the two waits.
+    Wait(Wait<'a>),
+}
+
+/// The waits, the only steps whose form differs between the drivers beyond sending.
+enum Wait<'a> {
+    /// For this process's leader, at most this long.
+    Leader(Following, Option<Duration>),
+    /// Until the lock may have been released (in the wait span, counted in `waited`).
+    Release {
+        lock_key: &'a str,
+        since: Instant,
+        max: Duration,
+    },
+}
+
+/// How a planned operation's reply is read (see [`Driver::answer`]).
+#[derive(Clone, Copy)]
+enum Then {
+    /// A read of the value: [`Event::Read`], noting whether the near tier answered.
+    Read,
+    /// An attempt at the lock that began `at` (`take`: a take-lock, answered with a
+    /// fencing token; or else a get-or-lock): [`Event::Attempted`].
+    Attempt { at: Instant, take: bool },
+    /// The store under the lock, which releases it: [`Event::Stored`].
+    Stored,
+    /// The lock's release: [`Event::Stored`].
+    Released,
+    /// The value and the throttle mark, read again: [`Event::Rechecked`].
+    Rechecked,
+    /// The throttle mark left (best effort): the lock is released next.
+    Marked,
+}
+
+/// What follows a reply: the machine's event, or one more step first.
+enum Next {
+    Event(Event),
+    Io(Io<'static>),
+}
+
+/// What a planned operation borrows that neither the call nor the machine holds.
+#[derive(Default)]
+struct Scratch<'k> {
+    /// A recheck's keys: the value's and the throttle mark's.
+    keys: Option<[&'k str; 2]>,
+    /// A throttle mark's bytes.
+    mark: Option<[u8; 16]>,
+}
+
+/// The span a wait for another caller's lock runs in.
+fn wait_span(call: &Call<'_>) -> tracing::Span {
+    tracing::debug_span!("cache_memoize.wait_for_lock", function = call.opts.name, key = %call.key)
 }
 
 #[cfg(test)]
