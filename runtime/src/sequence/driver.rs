@@ -284,9 +284,9 @@ impl<'c, 'o> Driver<'c, 'o> {
         let backend = &*call.backend;
         let mut scratch = Scratch::default();
         let wait = loop {
-            let (reply, then) = match self.plan(io, &mut scratch) {
+            let (reply, then) = match self.plan(io, &mut scratch, |op| backend.execute(op)) {
                 Plan::Event(event) => return event,
-                Plan::Send(op, then) => (backend.execute(op), then),
+                Plan::Sent(reply, then) => (reply, then),
                 Plan::Wait(wait) => break wait,
             };
             match self.answer(then, reply) {
@@ -314,11 +314,9 @@ impl<'c, 'o> Driver<'c, 'o> {
         let backend = &*call.backend;
         let mut scratch = Scratch::default();
         let wait = loop {
-            // No await within the match: the plan's operation may borrow what is not
-            // `Sync` (the decoded tier's test), and is sent (moved) first.
-            let (sent, then) = match self.plan(io, &mut scratch) {
+            let (sent, then) = match self.plan(io, &mut scratch, |op| backend.execute_async(op)) {
                 Plan::Event(event) => return event,
-                Plan::Send(op, then) => (backend.execute_async(op), then),
+                Plan::Sent(sent, then) => (sent, then),
                 Plan::Wait(wait) => break wait,
             };
             let reply = sent.await;
@@ -346,11 +344,18 @@ impl<'c, 'o> Driver<'c, 'o> {
 
     /// What `io` comes to, the same for both drivers: its event, when no backend
     /// operation is needed (a local action: joining the flight, claiming the refresh,
-    /// the decoded tier, which never blocks); or the operation to send and how its
-    /// reply is read; or one of the two waits. The lock a store or release is sent
-    /// under stays armed until its reply is read ([`answer`](Self::answer)): a caller
-    /// dropped before then gives the lock back.
-    fn plan<'a, 'k: 'a>(&'a mut self, io: Io<'k>, scratch: &'a mut Scratch<'k>) -> Plan<'a>
+    /// the decoded tier, which never blocks); or the operation, handed to `send` (the
+    /// driver's `execute` or `execute_async`), and how its reply is read; or one of the
+    /// two waits. The lock a store or release is sent under stays armed until its reply
+    /// is read ([`answer`](Self::answer)): a caller dropped before then gives the lock
+    /// back.
+    #[inline]
+    fn plan<'a, 'k: 'a, S>(
+        &'a mut self,
+        io: Io<'k>,
+        scratch: &'a mut Scratch<'k>,
+        send: impl FnOnce(Op<'a>) -> S,
+    ) -> Plan<'a, S>
     where
         'c: 'k,
     {
@@ -360,7 +365,7 @@ impl<'c, 'o> Driver<'c, 'o> {
         let key = call.key.as_str();
         let (codec, version) = (call.opts.codec, call.opts.version);
         match io {
-            Io::Get => Plan::Send(Op::Get { key }, Then::Read),
+            Io::Get => Plan::Sent(send(Op::Get { key }), Then::Read),
             Io::GetKept(accepts) => Plan::Event(
                 self.kept(
                     call.backend
@@ -376,15 +381,18 @@ impl<'c, 'o> Driver<'c, 'o> {
             Io::GetOrLock(spec) => {
                 let at = Instant::now();
                 let lock = self.arm(spec).claim();
-                Plan::Send(
-                    Op::GetOrLock { key, lock },
+                Plan::Sent(
+                    send(Op::GetOrLock { key, lock }),
                     Then::Attempt { at, take: false },
                 )
             }
             Io::TakeLock(spec) => {
                 let at = Instant::now();
                 let lock = self.arm(spec).claim();
-                Plan::Send(Op::TakeLock { lock }, Then::Attempt { at, take: true })
+                Plan::Sent(
+                    send(Op::TakeLock { lock }),
+                    Then::Attempt { at, take: true },
+                )
             }
             Io::Pause {
                 lock_key,
@@ -398,17 +406,17 @@ impl<'c, 'o> Driver<'c, 'o> {
             Io::StoreAndRelease { bytes, ttl } => match &self.lock {
                 Some(lock) => {
                     self.stored_under = Some(lock.liveness());
-                    Plan::Send(lock.store_op(key, bytes, ttl), Then::Stored)
+                    Plan::Sent(send(lock.store_op(key, bytes, ttl)), Then::Stored)
                 }
                 None => Plan::Event(Event::Stored(Ok(false))),
             },
             Io::Release => match &self.lock {
-                Some(lock) => Plan::Send(lock.release_op(), Then::Released),
+                Some(lock) => Plan::Sent(send(lock.release_op()), Then::Released),
                 None => Plan::Event(Event::Stored(Ok(false))),
             },
             Io::Recheck { mark_key } => {
                 let keys = scratch.keys.insert([key, mark_key]);
-                Plan::Send(Op::GetMany { keys }, Then::Rechecked)
+                Plan::Sent(send(Op::GetMany { keys }), Then::Rechecked)
             }
             Io::Throttle {
                 mark_key,
@@ -421,12 +429,13 @@ impl<'c, 'o> Driver<'c, 'o> {
                     value,
                     ttl,
                 };
-                Plan::Send(op, Then::Marked)
+                Plan::Sent(send(op), Then::Marked)
             }
         }
     }
 
     /// The reply to a planned operation as the machine's event (or the next step).
+    #[inline]
     fn answer(&mut self, then: Then, reply: Result<Reply, Error>) -> Next {
         let key = self.call.key.as_str();
         Next::Event(match then {
@@ -619,12 +628,13 @@ enum Stored<V> {
     Nothing,
 }
 
-/// What one I/O step comes to (see [`Driver::plan`]).
-enum Plan<'a> {
+/// What one I/O step comes to (see [`Driver::plan`]); `S`: what sending an operation
+/// returned (its reply, or the future of it).
+enum Plan<'a, S> {
     /// Its event, known without the backend.
     Event(Event),
-    /// The operation to send, and how its reply is read.
-    Send(Op<'a>, Then),
+    /// An operation sent, and how its reply is read.
+    Sent(S, Then),
     /// One of the two waits.
     Wait(Wait<'a>),
 }
