@@ -284,14 +284,13 @@ impl<'c, 'o> Driver<'c, 'o> {
         let backend = &*call.backend;
         let mut scratch = Scratch::default();
         let wait = loop {
-            let (reply, then) = match self.plan(io, &mut scratch, |op| backend.execute(op)) {
+            match self.plan(io, &mut scratch, |op| backend.execute(op)) {
                 Plan::Event(event) => return event,
-                Plan::Sent(reply, then) => (reply, then),
+                Plan::Sent(reply, then) => match then.next() {
+                    Some(next) => io = next,
+                    None => return self.answer(then, reply),
+                },
                 Plan::Wait(wait) => break wait,
-            };
-            match self.answer(then, reply) {
-                Next::Event(event) => return event,
-                Next::Io(next) => io = next,
             }
         };
         match wait {
@@ -320,9 +319,9 @@ impl<'c, 'o> Driver<'c, 'o> {
                 Plan::Wait(wait) => break wait,
             };
             let reply = sent.await;
-            match self.answer(then, reply) {
-                Next::Event(event) => return event,
-                Next::Io(next) => io = next,
+            match then.next() {
+                Some(next) => io = next,
+                None => return self.answer(then, reply),
             }
         };
         match wait {
@@ -434,11 +433,12 @@ impl<'c, 'o> Driver<'c, 'o> {
         }
     }
 
-    /// The reply to a planned operation as the machine's event (or the next step).
+    /// The reply to a planned operation as the machine's event (see [`Then::next`]
+    /// for one that is not).
     #[inline]
-    fn answer(&mut self, then: Then, reply: Result<Reply, Error>) -> Next {
+    fn answer(&mut self, then: Then, reply: Result<Reply, Error>) -> Event {
         let key = self.call.key.as_str();
-        Next::Event(match then {
+        match then {
             Then::Read => self.read(reply, key),
             Then::Attempt { at, take: false } => {
                 let found = reply.and_then(|reply| reply.into_found("get_or_lock", key));
@@ -464,9 +464,9 @@ impl<'c, 'o> Driver<'c, 'o> {
                     .and_then(|reply| reply.into_values("get_many", key))
                     .map(Recheck::of),
             ),
-            // Best effort: without the mark, the fleet retries sooner.
-            Then::Marked => return Next::Io(Io::Release),
-        })
+            // Never answered: the release follows (`Then::next`).
+            Then::Marked => Event::Stored(Ok(false)),
+        }
     }
 
     /// A wait for another caller's lock that began at `started` has ended.
@@ -669,10 +669,16 @@ enum Then {
     Marked,
 }
 
-/// What follows a reply: the machine's event, or one more step first.
-enum Next {
-    Event(Event),
-    Io(Io<'static>),
+impl Then {
+    /// The step that follows the reply, before the machine hears of it: a throttle
+    /// mark's is not read (best effort: without the mark, the fleet retries sooner),
+    /// the lock is released next.
+    fn next(self) -> Option<Io<'static>> {
+        match self {
+            Self::Marked => Some(Io::Release),
+            _ => None,
+        }
+    }
 }
 
 /// What a planned operation borrows that neither the call nor the machine holds.
