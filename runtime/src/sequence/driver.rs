@@ -295,11 +295,7 @@ impl<'c, 'o> Driver<'c, 'o> {
         };
         match wait {
             Wait::Leader(flight, max) => Event::Landed(flight.wait(max)),
-            Wait::Release {
-                lock_key,
-                since,
-                max,
-            } => {
+            Wait::Release(lock_key, since, max) => {
                 let started = Instant::now();
                 wait_span(call).in_scope(|| backend.wait_for_release(lock_key, since, max));
                 self.paused(started)
@@ -326,11 +322,7 @@ impl<'c, 'o> Driver<'c, 'o> {
         };
         match wait {
             Wait::Leader(flight, max) => Event::Landed(flight.wait_async(max).await),
-            Wait::Release {
-                lock_key,
-                since,
-                max,
-            } => {
+            Wait::Release(lock_key, since, max) => {
                 let started = Instant::now();
                 backend
                     .wait_for_release_async(lock_key, since, max)
@@ -380,28 +372,18 @@ impl<'c, 'o> Driver<'c, 'o> {
             Io::GetOrLock(spec) => {
                 let at = Instant::now();
                 let lock = self.arm(spec).claim();
-                Plan::Sent(
-                    send(Op::GetOrLock { key, lock }),
-                    Then::Attempt { at, take: false },
-                )
+                Plan::Sent(send(Op::GetOrLock { key, lock }), Then::Found(at))
             }
             Io::TakeLock(spec) => {
                 let at = Instant::now();
                 let lock = self.arm(spec).claim();
-                Plan::Sent(
-                    send(Op::TakeLock { lock }),
-                    Then::Attempt { at, take: true },
-                )
+                Plan::Sent(send(Op::TakeLock { lock }), Then::Taken(at))
             }
             Io::Pause {
                 lock_key,
                 since,
                 max,
-            } => Plan::Wait(Wait::Release {
-                lock_key,
-                since,
-                max,
-            }),
+            } => Plan::Wait(Wait::Release(lock_key, since, max)),
             Io::StoreAndRelease { bytes, ttl } => match &self.lock {
                 Some(lock) => {
                     self.stored_under = Some(lock.liveness());
@@ -423,12 +405,14 @@ impl<'c, 'o> Driver<'c, 'o> {
                 mark,
             } => {
                 let value = scratch.mark.insert(mark.to_bytes());
-                let op = Op::Set {
-                    key: mark_key,
-                    value,
-                    ttl,
-                };
-                Plan::Sent(send(op), Then::Marked)
+                Plan::Sent(
+                    send(Op::Set {
+                        key: mark_key,
+                        value,
+                        ttl,
+                    }),
+                    Then::Marked,
+                )
             }
         }
     }
@@ -440,11 +424,11 @@ impl<'c, 'o> Driver<'c, 'o> {
         let key = self.call.key.as_str();
         match then {
             Then::Read => self.read(reply, key),
-            Then::Attempt { at, take: false } => {
+            Then::Found(at) => {
                 let found = reply.and_then(|reply| reply.into_found("get_or_lock", key));
                 self.settle(at, found)
             }
-            Then::Attempt { at, take: true } => {
+            Then::Taken(at) => {
                 let lock_key = self.lock.as_ref().map_or(key, LockGuard::key);
                 let fence = reply.and_then(|reply| reply.into_fence("take_lock", lock_key));
                 self.settle(at, fence.map(taken))
@@ -643,12 +627,9 @@ enum Plan<'a, S> {
 enum Wait<'a> {
     /// For this process's leader, at most this long.
     Leader(Following, Option<Duration>),
-    /// Until the lock may have been released (in the wait span, counted in `waited`).
-    Release {
-        lock_key: &'a str,
-        since: Instant,
-        max: Duration,
-    },
+    /// Until the lock at this key may have been released since then, at most this
+    /// long (in the wait span, counted in `waited`).
+    Release(&'a str, Instant, Duration),
 }
 
 /// How a planned operation's reply is read (see [`Driver::answer`]).
@@ -656,9 +637,10 @@ enum Wait<'a> {
 enum Then {
     /// A read of the value: [`Event::Read`], noting whether the near tier answered.
     Read,
-    /// An attempt at the lock that began `at` (`take`: a take-lock, answered with a
-    /// fencing token; or else a get-or-lock): [`Event::Attempted`].
-    Attempt { at: Instant, take: bool },
+    /// A get-or-lock that began then: [`Event::Attempted`].
+    Found(Instant),
+    /// A take-lock that began then (answered with a fencing token): [`Event::Attempted`].
+    Taken(Instant),
     /// The store under the lock, which releases it: [`Event::Stored`].
     Stored,
     /// The lock's release: [`Event::Stored`].
