@@ -164,7 +164,8 @@ impl<'c, 'o> Driver<'c, 'o> {
         }
     }
 
-    /// Reports a lock lost while computing, and encodes what is stored with its stamp.
+    /// Encodes what is stored with its stamp (a lock lost while computing is reported
+    /// once: by the refused store, or here when nothing is stored).
     fn computed<T: Serialize>(
         &mut self,
         renewal: Option<Renewal>,
@@ -173,13 +174,18 @@ impl<'c, 'o> Driver<'c, 'o> {
     ) -> Option<Vec<u8>> {
         let took = started.elapsed();
         observe::computed(self.call.opts.name, &self.call.key, took);
-        self.call.report_renewal(renewal.as_ref());
-        drop(renewal);
         let value = match stored {
             Stored::Value(value) => Some(value),
             Stored::Absent => None,
-            Stored::Nothing => return None,
+            Stored::Nothing => {
+                // Nothing to store: the renewal's word is the only one about the lock.
+                self.call.report_renewal(renewal.as_ref());
+                return None;
+            }
         };
+        // A lock the renewal found lost refuses the store, which says so once
+        // (`finished`): one report per lost lock, not two.
+        drop(renewal);
         let fence = self.lock.as_ref().map_or(0, LockGuard::fencing_token);
         let life = self.life.unwrap_or(Life {
             fresh: self.call.opts.expire,
