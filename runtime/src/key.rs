@@ -6,7 +6,7 @@
 //! slot, so the atomic scripts that touch several of them run on a cluster too.
 
 use std::borrow::Cow;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock};
@@ -145,27 +145,95 @@ pub fn make_cache_key(key: &str) -> CacheKey {
 }
 
 thread_local! {
-    /// A spare key buffer: a memoized call makes its key in it and gives it back when
-    /// it ends, so a hit allocates nothing for its key.
-    static SPARE: Cell<String> = const { Cell::new(String::new()) };
+    /// This thread's spare key buffer: a memoized call makes its key in it and gives it
+    /// back when it ends, so a hit allocates nothing for its key; and the next call
+    /// with the same key (under the same prefix) takes it as it is, made already.
+    static SPARE: RefCell<Spare> = const {
+        RefCell::new(Spare {
+            made: String::new(),
+            from: String::new(),
+            generation: UNKNOWN,
+            ticket: 0,
+        })
+    };
 }
 
 /// Buffers larger than this are not kept as this thread's spare.
 const SPARE_MAX: usize = 1024;
 
-/// [`make_cache_key`], in this thread's spare buffer; give it back with [`recycle`].
-pub(crate) fn pooled_cache_key(key: &str) -> CacheKey {
-    // Not `SPARE.take()`: that panics once the thread's locals are destroyed (a call
-    // made from another thread-local's destructor); a new buffer then.
-    make_cache_key_in(SPARE.try_with(Cell::take).unwrap_or_default(), key)
+/// A generation no prefix has: the spare holds no key's made form.
+const UNKNOWN: u64 = u64::MAX;
+
+/// A thread's spare key buffer. While `made` is here and not empty, it is the made
+/// form of `from` under the prefix of `generation`.
+struct Spare {
+    made: String,
+    from: String,
+    generation: u64,
+    /// Bumped each time `from` changes: a buffer given back with another ticket was
+    /// taken before, and is not the made form of `from`.
+    ticket: u64,
 }
 
-/// Keeps `key`'s buffer as this thread's spare.
-pub(crate) fn recycle(key: &mut CacheKey) {
-    let buffer = std::mem::take(&mut key.0);
-    if buffer.capacity() <= SPARE_MAX {
-        let _ = SPARE.try_with(|spare| spare.set(buffer));
+/// What a key made by [`pooled_cache_key`] is given back with (see [`recycle`]).
+pub(crate) type Ticket = u64;
+
+/// The ticket of a key not made by [`pooled_cache_key`].
+pub(crate) const NO_TICKET: Ticket = u64::MAX;
+
+/// [`make_cache_key`], in this thread's spare buffer; give it back with [`recycle`].
+/// When the spare holds this very key, made under the current prefix, it is returned
+/// as it is (no escaping, no copy).
+pub(crate) fn pooled_cache_key(key: &str) -> (CacheKey, Ticket) {
+    // `try_with`: a call made from another thread-local's destructor finds the spare
+    // destroyed; and a spare in use (a key made within a key's making: never, but no
+    // panic for it) is no spare. A new buffer then.
+    let pooled = SPARE.try_with(|spare| {
+        let mut spare = spare.try_borrow_mut().ok()?;
+        let generation = PREFIX_GENERATION.load(Ordering::Acquire);
+        if spare.generation == generation && !spare.made.is_empty() && spare.from == key {
+            return Some((CacheKey(std::mem::take(&mut spare.made)), spare.ticket));
+        }
+        let made = make_cache_key_in(std::mem::take(&mut spare.made), key);
+        spare.from.clear();
+        if key.len() <= SPARE_MAX {
+            spare.from.push_str(key);
+            // The generation read before the prefix: a prefix set meanwhile makes the
+            // next call make the key again.
+            spare.generation = generation;
+        } else {
+            spare.generation = UNKNOWN;
+        }
+        spare.ticket = spare.ticket.wrapping_add(1) % NO_TICKET;
+        Some((made, spare.ticket))
+    });
+    pooled
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| (make_cache_key_in(String::new(), key), NO_TICKET))
+}
+
+/// Keeps `key`'s buffer as this thread's spare; `ticket`: what it was made with.
+pub(crate) fn recycle(key: &mut CacheKey, ticket: Ticket) {
+    let made = std::mem::take(&mut key.0);
+    if made.capacity() > SPARE_MAX {
+        return;
     }
+    let _ = SPARE.try_with(|spare| {
+        let Ok(mut spare) = spare.try_borrow_mut() else {
+            return;
+        };
+        if ticket == spare.ticket {
+            // Nothing was made since this key: still the made form of `from`.
+            spare.made = made;
+        } else if spare.made.capacity() == 0 {
+            // Another key was made since (its buffer still out): keep the buffer, as
+            // the made form of no key.
+            spare.made = made;
+            spare.generation = UNKNOWN;
+            spare.ticket = spare.ticket.wrapping_add(1) % NO_TICKET;
+        }
+    });
 }
 
 /// [`make_cache_key`], written into `out` (whatever it held is dropped).
@@ -281,6 +349,66 @@ fn escape<'a>(text: &'a str, plain: &[bool; 256], also: impl Fn(char) -> bool) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A pooled key, given back at once; its text and ticket.
+    fn pooled_and_back(key: &str) -> (String, Ticket) {
+        let (mut made, ticket) = pooled_cache_key(key);
+        let text = made.as_str().to_owned();
+        recycle(&mut made, ticket);
+        (text, ticket)
+    }
+
+    #[test]
+    fn a_pooled_key_is_reused_only_for_the_same_key_and_prefix() {
+        let (first, ticket) = pooled_and_back("pool:a");
+        assert_eq!(first, make_cache_key("pool:a").as_str());
+        // The same key again: the buffer as it is, same ticket (nothing made).
+        assert_eq!(pooled_and_back("pool:a"), (first.clone(), ticket));
+        // Another key (even a prefix of it, or a longer one): made again.
+        for other in ["pool:", "pool:ab", "pool:b", ""] {
+            let (made, other_ticket) = pooled_and_back(other);
+            assert_eq!(made, make_cache_key(other).as_str());
+            assert_ne!(other_ticket, ticket);
+        }
+        let (again, _) = pooled_and_back("pool:a");
+        assert_eq!(again, first);
+        // A new prefix generation (the same prefix here): made again.
+        let (_, before) = pooled_and_back("pool:a");
+        PREFIX_GENERATION.fetch_add(1, Ordering::AcqRel);
+        let (after_bump, after) = pooled_and_back("pool:a");
+        assert_eq!(after_bump, first);
+        assert_ne!(after, before);
+    }
+
+    #[test]
+    fn a_key_made_while_another_is_out_keeps_the_spare_consistent() {
+        let (outer, outer_ticket) = pooled_cache_key("nest:outer");
+        let mut outer = outer;
+        // Made while the spare is out (a memoized call inside another's computation).
+        let (mut inner, inner_ticket) = pooled_cache_key("nest:outer");
+        assert_eq!(inner.as_str(), make_cache_key("nest:outer").as_str());
+        let (mut third, third_ticket) = pooled_cache_key("nest:third");
+        assert_eq!(third.as_str(), make_cache_key("nest:third").as_str());
+        recycle(&mut inner, inner_ticket);
+        recycle(&mut third, third_ticket);
+        recycle(&mut outer, outer_ticket);
+        for key in ["nest:outer", "nest:third", "nest:outer"] {
+            assert_eq!(pooled_and_back(key).0, make_cache_key(key).as_str());
+        }
+        // A key made elsewhere given back: the spare is no key's made form.
+        let mut foreign = make_cache_key("nest:foreign");
+        let (mut held, held_ticket) = pooled_cache_key("nest:third");
+        recycle(&mut foreign, NO_TICKET);
+        recycle(&mut held, held_ticket);
+        assert_eq!(
+            pooled_and_back("nest:foreign").0,
+            make_cache_key("nest:foreign").as_str()
+        );
+        assert_eq!(
+            pooled_and_back("nest:third").0,
+            make_cache_key("nest:third").as_str()
+        );
+    }
 
     #[test]
     fn parts_escape_separators_percent_braces_spaces_and_controls() {

@@ -29,11 +29,13 @@ pub(crate) struct Call<'a> {
     /// `cache_none = false`) rather than a failure: it replaces the stored value with
     /// the mark of an absent one, so that the stale or older value is not served again.
     pub(crate) absent: bool,
+    /// What the key is given back with (see `key::recycle`).
+    ticket: key::Ticket,
 }
 
 impl Drop for Call<'_> {
     fn drop(&mut self) {
-        key::recycle(&mut self.key);
+        key::recycle(&mut self.key, self.ticket);
     }
 }
 
@@ -81,7 +83,10 @@ impl std::ops::Deref for BackendRef<'_> {
 
 impl<'a> Call<'a> {
     pub(crate) fn new(key: &str, opts: &'a MemoizeOptions, refresh: Refresh) -> Self {
-        Self::for_key(key::pooled_cache_key(key), opts, refresh)
+        let (key, ticket) = key::pooled_cache_key(key);
+        let mut call = Self::for_key(key, opts, refresh);
+        call.ticket = ticket;
+        call
     }
 
     /// A call for a key already made (an iterator keeps its key for its whole life).
@@ -92,6 +97,7 @@ impl<'a> Call<'a> {
             backend: BackendRef::of(opts),
             refresh,
             absent: false,
+            ticket: key::NO_TICKET,
         }
     }
 
@@ -117,6 +123,7 @@ impl<'a> Call<'a> {
             backend: BackendRef::Registered(self.backend.to_arc()),
             refresh: Refresh::Revalidate,
             absent: self.absent,
+            ticket: key::NO_TICKET,
         }
     }
 
