@@ -154,6 +154,7 @@ thread_local! {
             from: String::new(),
             generation: UNKNOWN,
             ticket: 0,
+            tickets_end: 0,
         })
     };
 }
@@ -170,9 +171,30 @@ struct Spare {
     made: String,
     from: String,
     generation: u64,
-    /// Bumped each time `from` changes: a buffer given back with another ticket was
-    /// taken before, and is not the made form of `from`.
+    /// Changed each time `from` changes: a buffer given back with another ticket was
+    /// taken before, or on another thread (an async call resumed elsewhere), and is not
+    /// the made form of `from`. Unique in the process (see [`Spare::next_ticket`]).
     ticket: u64,
+    /// The end of the block of tickets this thread reserved.
+    tickets_end: u64,
+}
+
+/// The next block of tickets a thread reserves (none is ever issued twice, on any
+/// thread: a key given back on another thread than it was made on never matches).
+static TICKETS: AtomicU64 = AtomicU64::new(TICKET_BLOCK);
+
+/// How many tickets a thread reserves at a time (one atomic operation per block).
+const TICKET_BLOCK: u64 = 1 << 32;
+
+impl Spare {
+    /// Moves to a ticket no key was given yet.
+    fn next_ticket(&mut self) {
+        self.ticket += 1;
+        if self.ticket >= self.tickets_end {
+            self.ticket = TICKETS.fetch_add(TICKET_BLOCK, Ordering::Relaxed);
+            self.tickets_end = self.ticket.saturating_add(TICKET_BLOCK);
+        }
+    }
 }
 
 /// What a key made by [`pooled_cache_key`] is given back with (see [`recycle`]).
@@ -204,7 +226,7 @@ pub(crate) fn pooled_cache_key(key: &str) -> (CacheKey, Ticket) {
         } else {
             spare.generation = UNKNOWN;
         }
-        spare.ticket = spare.ticket.wrapping_add(1) % NO_TICKET;
+        spare.next_ticket();
         Some((made, spare.ticket))
     });
     pooled
@@ -231,7 +253,7 @@ pub(crate) fn recycle(key: &mut CacheKey, ticket: Ticket) {
             // the made form of no key.
             spare.made = made;
             spare.generation = UNKNOWN;
-            spare.ticket = spare.ticket.wrapping_add(1) % NO_TICKET;
+            spare.next_ticket();
         }
     });
 }
@@ -378,6 +400,35 @@ mod tests {
         let (after_bump, after) = pooled_and_back("pool:a");
         assert_eq!(after_bump, first);
         assert_ne!(after, before);
+    }
+
+    /// A key made on another thread, with its ticket.
+    fn made_elsewhere() -> (CacheKey, Ticket) {
+        match std::thread::spawn(|| pooled_cache_key("moved:elsewhere")).join() {
+            Ok(made) => made,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+
+    #[test]
+    fn a_key_given_back_on_another_thread_is_no_key_there() {
+        // This thread's spare holds the made form of "moved:here".
+        let (here, _) = pooled_and_back("moved:here");
+        // A key made on another thread (an async call that resumed here) is given back
+        // here: whatever its ticket, it is not taken for the made form of "moved:here".
+        let (elsewhere, ticket) = made_elsewhere();
+        let (mut held, held_ticket) = pooled_cache_key("moved:here");
+        let mut elsewhere = elsewhere;
+        recycle(&mut elsewhere, ticket);
+        recycle(&mut held, held_ticket);
+        assert_eq!(pooled_and_back("moved:here").0, here);
+        let (mut out, out_ticket) = pooled_cache_key("moved:here");
+        let (elsewhere, ticket) = made_elsewhere();
+        let mut elsewhere = elsewhere;
+        recycle(&mut elsewhere, ticket);
+        recycle(&mut out, out_ticket);
+        assert_eq!(pooled_and_back("moved:here").0, here);
+        assert_ne!(ticket, out_ticket);
     }
 
     #[test]
