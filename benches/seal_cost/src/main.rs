@@ -180,6 +180,31 @@ fn copy_only(plain: &[u8]) -> Duration {
     started.elapsed() / PER_ROUND
 }
 
+/// Both libraries write the same bytes for the same key, salt and nonce: values
+/// sealed before the move to ring open after it.
+fn same_bytes(rc_key: &HmacSha256, ring_key_: &ring::hmac::Key, plain: &[u8]) {
+    let (salt, nonce) = ([3u8; 12], [5u8; 12]);
+    let mut mac = rc_key.clone();
+    mac.update(DERIVE);
+    mac.update(&salt);
+    let mut a = plain.to_vec();
+    let tag_a = aes_gcm::Aes256Gcm::new(&mac.finalize().into_bytes())
+        .encrypt_in_place_detached(aes_gcm::Nonce::from_slice(&nonce), AAD, &mut a)
+        .expect("seals");
+    let mut ctx = ring::hmac::Context::with_key(ring_key_);
+    ctx.update(DERIVE);
+    ctx.update(&salt);
+    let mut b = plain.to_vec();
+    let tag_b = ring_key(ctx.sign().as_ref())
+        .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(AAD), &mut b)
+        .expect("seals");
+    assert!(
+        a == b && tag_a.as_slice() == tag_b.as_ref(),
+        "the same stored bytes"
+    );
+    println!("aes-gcm and ring write the same bytes (ciphertext and tag)");
+}
+
 fn main() {
     let rounds: usize = std::env::args()
         .nth(1)
@@ -192,6 +217,7 @@ fn main() {
     let prk = ring::hkdf::Prk::new_less_safe(ring::hkdf::HKDF_SHA256, &value_key);
     let fixed = ring_key(&value_key);
     let rng = ring::rand::SystemRandom::new();
+    same_bytes(&rc_key, &ring_hmac_key, &plain);
     let mut counter = 0u64;
     let names = ["rustcrypto", "ring_hmac", "ring_hkdf", "ring_fixed"];
     let mut costs: Vec<Costs> = names
