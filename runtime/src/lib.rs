@@ -66,11 +66,13 @@ mod timer;
 #[doc(inline)]
 pub use backend::memory::MemoryBackend;
 #[doc(inline)]
+#[cfg_attr(docsrs, doc(cfg(feature = "encryption")))]
+#[cfg(feature = "encryption")]
+pub use backend::redis::Encryption;
+#[doc(inline)]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 #[cfg(feature = "redis")]
-pub use backend::redis::{
-    DEFAULT_NEAR_CACHE_CAPACITY, Encryption, NearCache, RedisBackend, RedisBuilder,
-};
+pub use backend::redis::{DEFAULT_NEAR_CACHE_CAPACITY, NearCache, RedisBackend, RedisBuilder};
 pub use backend::{
     AsyncBackend, AsyncBackendCore, Backend, BackendCore, BoxFuture, CacheBackend, DecodedValue,
     GetOrLock, ImmediateBackend, KeptValue, LockClaim, Op, Pending, Reply, Store,

@@ -409,12 +409,14 @@ fn the_near_cache_keeps_opened_values_and_is_invalidated_across_backends() {
     let key = format!("n:{SECRET}");
     let calls = AtomicUsize::new(0);
     let _: String = memoize(&key, &on(&first), counted(&calls, "v1".into()));
-    // Read from Redis (opened, kept near), then served near.
-    for _ in 0..2 {
+    // Read from Redis (opened, kept near), then served near. A read is not kept while
+    // the first write's invalidation messages, which arrive when they arrive (late on
+    // a loaded machine), void its ticket: read until one is kept and served.
+    wait_until("a read is served near", || {
         let read: String = memoize(&key, &on(&first), counted(&calls, "v1 again".into()));
         assert_eq!(read, "v1");
-    }
-    assert!(first.near_cache_hits() >= 1, "served near");
+        first.near_cache_hits() >= 1
+    });
     // Another backend invalidates: the first one's copy goes.
     let before = first.near_cache_invalidations();
     let stored = make_cache_key(&key);

@@ -1,7 +1,8 @@
 //! Measures a memoized 10 KB Redis hit with encryption at rest against a plain one,
 //! side by side on one private `redis-server` (started on a free port, stopped at the
 //! end): interleaved rounds, the order alternating, medians and bests per hit.
-//! Usage: `cargo run --release -p cache-memoize-tests --bin encrypted_hit [rounds]`.
+//! Usage: `cargo run --release -p cache-memoize-tests --features encryption --bin
+//! encrypted_hit [rounds]`.
 //! Its last line: `plain_us= encrypted_us= ratio_median= ratio_best=`.
 
 use std::sync::Arc;

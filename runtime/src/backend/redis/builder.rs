@@ -14,7 +14,9 @@ use super::link::pool::Pool;
 use super::link::sentinel::Master;
 use super::link::{Client, Node, Timeouts, quiet};
 use super::near::{NearCache, Tier, tracking};
-use super::seal::{Encryption, Seal};
+#[cfg(feature = "encryption")]
+use super::seal::Encryption;
+use super::seal::Seal;
 use super::wake;
 use super::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_RESPONSE_TIMEOUT, Inner, RedisBackend,
@@ -34,6 +36,7 @@ pub struct RedisBuilder {
     breaker_threshold: u32,
     clock: Clock,
     near: Option<NearCache>,
+    #[cfg(feature = "encryption")]
     encryption: Option<Encryption>,
     #[cfg(feature = "tls")]
     root_certificate: Option<Vec<u8>>,
@@ -41,7 +44,8 @@ pub struct RedisBuilder {
 
 impl std::fmt::Debug for RedisBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisBuilder")
+        let mut debug = f.debug_struct("RedisBuilder");
+        debug
             .field(
                 "urls",
                 &self.urls.iter().map(|url| redact(url)).collect::<Vec<_>>(),
@@ -52,9 +56,10 @@ impl std::fmt::Debug for RedisBuilder {
             .field("max_connections", &self.max_connections)
             .field("wake_ups", &self.wake_ups)
             .field("breaker_threshold", &self.breaker_threshold)
-            .field("near", &self.near)
-            .field("encryption", &self.encryption)
-            .finish_non_exhaustive()
+            .field("near", &self.near);
+        #[cfg(feature = "encryption")]
+        debug.field("encryption", &self.encryption);
+        debug.finish_non_exhaustive()
     }
 }
 
@@ -170,7 +175,7 @@ impl RedisBuilder {
     }
 
     /// Encrypts what this backend stores, with the keys of `settings` (off by
-    /// default): every key name it writes or reads (values, locks, refresh marks,
+    /// default; the `encryption` feature, which builds `ring`): every key name it writes or reads (values, locks, refresh marks,
     /// iterator chunks and manifests, and the lock-release channels) has its hash tag
     /// replaced by a keyed hash (HMAC-SHA256), so `SCAN` and `MONITOR` show no
     /// argument; every value is sealed with AES-256-GCM under a key of its own
@@ -195,6 +200,8 @@ impl RedisBuilder {
     ///     .connect()?;
     /// # Ok::<(), cache_memoize::Error>(())
     /// ```
+    #[cfg_attr(docsrs, doc(cfg(feature = "encryption")))]
+    #[cfg(feature = "encryption")]
     pub fn encryption(mut self, settings: Encryption) -> Self {
         self.encryption = Some(settings);
         self
@@ -329,6 +336,9 @@ impl RedisBuilder {
             url: address.clone(),
             source: "no URL given".into(),
         })?;
+        #[cfg(not(feature = "encryption"))]
+        let seal: Option<Box<Seal>> = None;
+        #[cfg(feature = "encryption")]
         let seal = match &self.encryption {
             Some(settings) => Some(Box::new(Seal::new(settings).map_err(|reason| {
                 Error::Connect {
@@ -570,6 +580,7 @@ impl RedisBackend {
             breaker_threshold: breaker::DEFAULT_THRESHOLD,
             clock: Arc::new(std::time::Instant::now),
             near: None,
+            #[cfg(feature = "encryption")]
             encryption: None,
             #[cfg(feature = "tls")]
             root_certificate: None,
