@@ -21,7 +21,7 @@ use super::call::Call;
 use super::machine::{
     Event, Found, Io, Life, LockSpec, Machine, Note, Recheck, Role, Step, Storing, Verdict, Via,
 };
-use crate::backend::{GetOrLock, Op, Reply};
+use crate::backend::{GetOrLock, Op, Reply, wait_for_value, wait_for_value_async};
 use crate::coalesce::{self, Following, Landed, Leader};
 use crate::codec::Stamp;
 use crate::lock::renew::Renewal;
@@ -316,10 +316,11 @@ impl<'c, 'o> Driver<'c, 'o> {
                 max,
             } => {
                 let started = Instant::now();
-                self.wait_span()
-                    .in_scope(|| backend.wait_for_release(lock_key, since, max));
+                let delivered = self
+                    .wait_span()
+                    .in_scope(|| wait_for_value(backend, lock_key, since, max));
                 self.waited += started.elapsed();
-                Event::Paused
+                Event::Paused(delivered)
             }
             Io::StoreAndRelease { bytes, ttl } => Event::Stored(match self.lock.take() {
                 Some(lock) => {
@@ -386,12 +387,11 @@ impl<'c, 'o> Driver<'c, 'o> {
                 max,
             } => {
                 let started = Instant::now();
-                backend
-                    .wait_for_release_async(lock_key, since, max)
+                let delivered = wait_for_value_async(backend, lock_key, since, max)
                     .instrument(self.wait_span())
                     .await;
                 self.waited += started.elapsed();
-                Event::Paused
+                Event::Paused(delivered)
             }
             Io::StoreAndRelease { bytes, ttl } => Event::Stored(match self.lock.take() {
                 Some(lock) => {
