@@ -246,6 +246,64 @@ fn a_release_between_the_failed_attempt_and_the_subscription_is_not_missed() {
     }
 }
 
+/// A waiter woken by its holder's release returns the value the release carried: no
+/// command after the wake-up (one read, the attempt, the retry once subscribed).
+#[test]
+fn a_waiter_returns_the_value_its_holders_release_delivered_without_reading_it() {
+    use cache_memoize_tests::proxy::CountingProxy;
+    let server = RedisServer::start();
+    let proxy = CountingProxy::start(server.port());
+    let holder = connect(vec![server.url()], false);
+    let waiter = connect(vec![proxy.url()], false);
+    let opts = |backend: &Arc<RedisBackend>| {
+        MemoizeOptions::new()
+            .backend(Arc::clone(backend) as Arc<dyn CacheBackend>)
+            .lock(LockOptions {
+                timeout: Some(Duration::from_secs(60)),
+                retry: Duration::from_secs(60),
+                ..LockOptions::default()
+            })
+    };
+    let (holder_opts, waiter_opts) = (opts(&holder), opts(&waiter));
+    let (computing, computes) = mpsc::channel();
+    let (release, released) = mpsc::channel::<()>();
+    let mut inspect = server.connection();
+    let evalsha = || {
+        proxy
+            .commands()
+            .iter()
+            .filter(|name| name.as_str() == "EVALSHA")
+            .count()
+    };
+    thread::scope(|scope| {
+        let holder_opts = &holder_opts;
+        let held = scope.spawn(move || {
+            memoize("delivered", holder_opts, || {
+                let _ = computing.send(());
+                let _ = released.recv();
+                7_u32
+            })
+        });
+        assert!(computes.recv().is_ok(), "the holder computes");
+        let started = Instant::now();
+        let woken = scope.spawn(|| memoize("delivered", &waiter_opts, || 0_u32));
+        wait_until("the waiter subscribes and retries", || {
+            subscribers(&mut inspect, false, &release_channel("delivered")) == 1 && evalsha() == 2
+        });
+        assert!(release.send(()).is_ok());
+        assert_eq!(held.join().ok(), Some(7));
+        assert_eq!(woken.join().ok(), Some(7), "the holder's value");
+        assert!(started.elapsed() < Duration::from_secs(30), "woken");
+    });
+    let commands = proxy.commands();
+    let count = |name: &str| commands.iter().filter(|c| c.as_str() == name).count();
+    assert_eq!(
+        (count("GET"), count("EVALSHA")),
+        (1, 2),
+        "nothing read after the wake-up: {commands:?}"
+    );
+}
+
 #[test]
 fn a_cluster_without_sharded_pub_sub_wakes_waiters_through_classic_pub_sub() {
     // What a cluster older than Redis 7 lacks: SSUBSCRIBE and SPUBLISH.

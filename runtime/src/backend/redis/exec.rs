@@ -30,10 +30,7 @@ impl BackendCore for RedisBackend {
                 lock_key,
                 attempted,
                 max,
-            } => {
-                self.inner.hub.wait(lock_key, attempted, max);
-                Ok(Reply::Done)
-            }
+            } => Ok(delivered(self.inner.hub.wait(lock_key, attempted, max))),
             Route::Send(plan) => {
                 let sent = self.exec(&plan);
                 self.finish(&plan, sent)
@@ -51,8 +48,8 @@ impl AsyncBackendCore for RedisBackend {
                 attempted,
                 max,
             } => Box::pin(async move {
-                self.inner.hub.wait_async(lock_key, attempted, max).await;
-                Ok(Reply::Done)
+                let value = self.inner.hub.wait_async(lock_key, attempted, max).await;
+                Ok(delivered(value))
             }),
             Route::Send(plan) => Box::pin(async move {
                 let sent = self.exec_async(&plan).await;
@@ -60,6 +57,11 @@ impl AsyncBackendCore for RedisBackend {
             }),
         }
     }
+}
+
+/// A wait's reply: the value the release delivered (see `wake`), or done.
+fn delivered(value: Option<Vec<u8>>) -> Reply {
+    value.map_or(Reply::Done, |value| Reply::Value(Some(value)))
 }
 
 /// Whether the missing Tokio runtime was already reported (once per process).

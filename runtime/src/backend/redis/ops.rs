@@ -47,6 +47,9 @@ pub(super) struct Plan<'a> {
     /// The near copies a write drops once it is sent (whatever its outcome: a write
     /// that timed out may still have landed).
     forget: Forget<'a>,
+    /// A get-or-lock attempt's lock and when it was sent: the holder it finds is told
+    /// to the wake-up hub (a waiter takes only that holder's delivered value).
+    holder_of: Option<(&'a str, Instant)>,
 }
 
 /// How a reply reads.
@@ -100,7 +103,9 @@ impl RedisBackend {
                     .arg(lock.token)
                     .arg(ms(lock.ttl));
                 let request = Request::Script(script);
-                return Route::Send(Plan::read(name, key, request, Shape::Found, self));
+                let mut plan = Plan::read(name, key, request, Shape::Found, self);
+                plan.holder_of = Some((lock.key, Instant::now()));
+                return Route::Send(plan);
             }
             Op::GetMany { keys: [] } => return Route::Local(Reply::Values(Vec::new())),
             Op::GetMany { keys } => (
@@ -216,6 +221,7 @@ impl RedisBackend {
             reply,
             offer: None,
             forget,
+            holder_of: None,
         })
     }
 
@@ -232,7 +238,13 @@ impl RedisBackend {
                 Forget::Keys(keys) => keys.iter().for_each(|key| near.forget(key.as_bytes())),
             }
         }
-        let reply = plan.reply.read(plan.name, plan.key, sent?)?;
+        let sent = sent?;
+        if let (Some((lock_key, at)), Value::Array(items)) = (plan.holder_of, &sent)
+            && let [Value::Int(0), Value::BulkString(holder)] = items.as_slice()
+        {
+            self.inner.hub.held(lock_key, holder.clone(), at);
+        }
+        let reply = plan.reply.read(plan.name, plan.key, sent)?;
         if let (Some(near), Some(ticket)) = (&self.inner.near, plan.offer) {
             let found = match &reply {
                 Reply::Value(Some(value)) | Reply::Found(GetOrLock::Value(value)) => Some(value),
@@ -272,6 +284,7 @@ impl<'a> Plan<'a> {
                 .as_ref()
                 .and_then(|near| near.ticket(key)),
             forget: Forget::Nothing,
+            holder_of: None,
         }
     }
 }
@@ -294,10 +307,14 @@ impl Shape {
                 fence @ 1.. => Reply::Fence(Some(fence.unsigned_abs())),
                 other => return Err(unexpected(&other)),
             },
-            // The get-or-lock script's value, fencing token (locked) or 0 (held).
+            // The get-or-lock script's value, fencing token (locked), or 0 or
+            // `{0, holder}` (held).
             Self::Found => Reply::Found(match value {
                 Value::BulkString(value) => GetOrLock::Value(value),
                 Value::Int(0) => GetOrLock::Held,
+                Value::Array(items) if matches!(items.first(), Some(Value::Int(0))) => {
+                    GetOrLock::Held
+                }
                 Value::Int(fence @ 1..) => GetOrLock::Locked {
                     fence: fence.unsigned_abs(),
                 },
