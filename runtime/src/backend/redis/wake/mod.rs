@@ -3,7 +3,8 @@
 //!
 //! - Per lock, reference-counted: the first waiter on a lock asks for its channel, the
 //!   last one to leave lets it go (after [`LINGER`], which covers the waiter's retry
-//!   between two pauses). A process waiting on nothing is subscribed to nothing, so
+//!   between two pauses; the subscriber looks within a linger, so between one and two
+//!   lingers: a waiter leaving wakes nobody). A process waiting on nothing is subscribed to nothing, so
 //!   other processes' releases cost it (and Redis) nothing.
 //! - No release is missed: a subscription only counts for attempts made after it was
 //!   confirmed. A waiter whose attempt came first returns as soon as the subscription
@@ -433,10 +434,15 @@ impl Hub {
                 }
                 return false;
             }
-            if watched.waiters == 0 {
-                let end = watched.idle_since + LINGER;
-                plan.next = Some(plan.next.map_or(end, |next: Instant| next.min(end)));
-            }
+            // A lock waited on is looked at again within a linger: its last waiter
+            // leaving does not wake the subscriber (at the end of a stampede, that
+            // would be one more thread woken per process as the waiters return).
+            let end = if watched.waiters == 0 {
+                watched.idle_since + LINGER
+            } else {
+                now + LINGER
+            };
+            plan.next = Some(plan.next.map_or(end, |next: Instant| next.min(end)));
             if !watched.requested {
                 watched.requested = true;
                 plan.subscribe.push(key.clone());
@@ -493,12 +499,8 @@ impl Drop for Watch<'_> {
         if let Some(watched) = state.locks.get_mut(self.lock_key) {
             watched.waiters -= 1;
             if watched.waiters == 0 {
+                // The subscriber finds it idle when it next looks (within a linger).
                 watched.idle_since = Instant::now();
-                drop(state);
-                // The subscriber arms the linger timer.
-                if let Some(subscriber) = &self.hub.subscriber {
-                    subscriber.notify_one();
-                }
             }
         }
     }
@@ -663,12 +665,20 @@ mod tests {
     #[test]
     fn the_last_waiter_leaving_ends_the_subscription_after_the_linger() {
         let hub = watched(0);
-        drop(hub.watch("_lock_:{k}"));
+        let watch = hub.watch("_lock_:{k}");
         let now = Instant::now();
         let plan = hub.plan(now);
-        assert_eq!(plan.subscribe, ["_lock_:{k}"], "still lingering");
-        assert!(plan.next.is_some_and(|end| end > now));
-        let plan = hub.plan(now + LINGER);
+        assert_eq!(plan.subscribe, ["_lock_:{k}"]);
+        assert!(
+            plan.next.is_some_and(|at| at <= now + LINGER),
+            "looked at again while waited on"
+        );
+        drop(watch);
+        let left = Instant::now();
+        let plan = hub.plan(left);
+        assert!(plan.unsubscribe.is_empty(), "still lingering");
+        assert!(plan.next.is_some_and(|end| end > left));
+        let plan = hub.plan(left + LINGER);
         assert_eq!(plan.unsubscribe, ["cache-memoize:released:_lock_:{k}"]);
         assert!(!hub.wanted());
     }
