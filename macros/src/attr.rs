@@ -132,12 +132,27 @@ fn skip_list(input: ParseStream<'_>) -> syn::Result<Vec<Ident>> {
 
 fn duration_value(input: ParseStream<'_>) -> syn::Result<Millis> {
     input.parse::<Token![=]>()?;
-    duration::parse(&input.parse::<LitStr>()?)
+    duration::parse(&duration_text(input)?)
 }
 
 fn lock_expire_value(input: ParseStream<'_>) -> syn::Result<Millis> {
     input.parse::<Token![=]>()?;
-    duration::parse_lock_expire(&input.parse::<LitStr>()?)
+    duration::parse_lock_expire(&duration_text(input)?)
+}
+
+/// A duration's string; a bare number is an error that shows it with a unit.
+fn duration_text(input: ParseStream<'_>) -> syn::Result<LitStr> {
+    if input.peek(LitInt) {
+        let number: LitInt = input.parse()?;
+        return Err(syn::Error::new(
+            number.span(),
+            format!(
+                "a duration is a string with its unit: write \"{}s\" for seconds (or ms, m, h, d)",
+                number.base10_digits()
+            ),
+        ));
+    }
+    input.parse()
 }
 
 impl Parse for MemoizeArgs {

@@ -42,8 +42,21 @@ fn listed(params: &[Param]) -> String {
     format!("parameters: {}", names.join(", "))
 }
 
-/// Every skipped name is a parameter.
+/// Every skipped name is a parameter, and every `&mut` parameter is skipped: on a hit
+/// the body does not run, so what it would have changed through a key part is not.
 fn check_skips(args: &MemoizeArgs, params: &[Param]) -> syn::Result<()> {
+    for param in params {
+        let Some(span) = param.mutable else { continue };
+        if !args.skip.iter().any(|skipped| *skipped == param.name) {
+            let name = &param.name;
+            return Err(syn::Error::new(
+                span,
+                format!(
+                    "`{name}` is a `&mut`: on a hit the body does not run, so its changes to `{name}` would be lost; take it by `&` or by value and return what changes, or, for a handle such as a connection, leave it out of the key with `skip({name})`"
+                ),
+            ));
+        }
+    }
     for skipped in &args.skip {
         if !params.iter().any(|p| *skipped == p.name) {
             return Err(syn::Error::new(
@@ -382,6 +395,9 @@ fn lock_expr(lock: &LockArgs) -> TokenStream {
     })
 }
 
+/// Said once at the first call of a function with `stale` and no `expire`.
+const STALE_WITHOUT_EXPIRE: &str = "`stale` is set without `expire`: values stay fresh for the default 30 days and are served stale only after that; set `expire` to the freshness you mean (`expire = \"5m\", stale = \"1h\"`)";
+
 fn memoized_fn(
     args: &MemoizeArgs,
     item: &MaybeItemFn,
@@ -402,9 +418,15 @@ fn memoized_fn(
     // arguments, names its events and metrics: made at the first call.
     let stem = format!("::{}_", sig.ident.unraw());
     let name_var = Ident::new("__CACHE_MEMOIZE_NAME", Span::mixed_site());
+    // `stale` counts from `expire`: without it, from the default 30 days. Valid, and
+    // said once at the first call (a compile error would refuse working code).
+    let made = if args.fresh.stale.is_some() && args.expire.is_none() {
+        quote!(::cache_memoize::__private::FnName::noting(#STALE_WITHOUT_EXPIRE))
+    } else {
+        quote!(::cache_memoize::__private::FnName::new())
+    };
     opts.extend(quote!(.name({
-        static #name_var: ::cache_memoize::__private::FnName =
-            ::cache_memoize::__private::FnName::new();
+        static #name_var: ::cache_memoize::__private::FnName = #made;
         #name_var.get(::cache_memoize::__private::type_name_of_val(&|| ()), #stem)
     })));
     let call = match output {

@@ -138,6 +138,9 @@ use quote::ToTokens;
 ///
 /// Leaves parameters out of the key: for what does not change the result (a
 /// connection, a handle, a logger). Calls differing only in them share one value.
+/// A `&mut` parameter (or `&mut self`) must be skipped: on a hit the body does not
+/// run, so a change it makes through a key part would be lost; anything else is a
+/// compile error on its `&mut`.
 ///
 /// ```
 /// # use cache_memoize::cache_memoize;
@@ -209,6 +212,8 @@ use quote::ToTokens;
 /// A refresh that returns `Err`, panics or cannot reach the backend keeps the stale
 /// value served (stale-if-error), never past `expire + stale`; after that the value is
 /// a miss, as without `stale`. The README's "Freshness" section has the details.
+/// `stale` counts from `expire`, so set both: without `expire` a value is fresh for
+/// the default 30 days, and the function's first call says so once at WARN.
 ///
 /// Where the refresh runs depends on the parameters:
 ///

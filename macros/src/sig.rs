@@ -78,6 +78,8 @@ pub(crate) struct Param {
     /// It is a reference or its type names a lifetime (other than `'static`): it
     /// cannot move to a background refresh.
     pub(crate) borrows: bool,
+    /// It is a `&mut` (or `&mut self`): where the `&mut` is written.
+    pub(crate) mutable: Option<Span>,
 }
 
 /// What a generic function's key adds: one part per type or const parameter.
@@ -167,6 +169,10 @@ pub(crate) fn params(sig: &Signature) -> syn::Result<Vec<Param>> {
                 is_self: true,
                 impl_trait: false,
                 borrows: receiver.reference.is_some() || borrows(&receiver.ty),
+                mutable: receiver
+                    .mutability
+                    .filter(|_| receiver.reference.is_some())
+                    .map(|token| token.span),
             }),
             FnArg::Typed(typed) => match &*typed.pat {
                 Pat::Ident(binding) if binding.subpat.is_none() => {
@@ -178,6 +184,12 @@ pub(crate) fn params(sig: &Signature) -> syn::Result<Vec<Param>> {
                         is_self: false,
                         impl_trait: has_impl_trait(&typed.ty),
                         borrows: borrows(&typed.ty),
+                        mutable: match &*typed.ty {
+                            Type::Reference(reference) => {
+                                reference.mutability.map(|token| token.span)
+                            }
+                            _ => None,
+                        },
                     })
                 }
                 pattern => Err(syn::Error::new_spanned(

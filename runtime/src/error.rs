@@ -27,7 +27,9 @@ pub enum Error {
         source: BoxError,
     },
     /// Connecting to the backend failed.
-    #[error("cannot connect to cache backend {url}: {source}")]
+    #[error(
+        "cannot connect to cache backend {url}: {source} (to start before the cache server is up, connect with `RedisBuilder::connect_lazy()`)"
+    )]
     Connect {
         /// The address, with any password removed.
         url: String,

@@ -72,13 +72,30 @@ pub fn fn_identity(closure: &'static str, stem: &str) -> Cow<'static, str> {
 /// generic function share one label. Made at its first call and kept for the process:
 /// one per function.
 #[derive(Debug)]
-pub struct FnName(OnceLock<&'static str>);
+pub struct FnName {
+    name: OnceLock<&'static str>,
+    /// Said once (WARN), naming the function, when the name is made: an attribute
+    /// that is valid but most likely not what was meant.
+    note: Option<&'static str>,
+}
 
 impl FnName {
     /// A name not made yet.
     #[allow(clippy::new_without_default)] // a `static`'s initializer: `const` only
     pub const fn new() -> Self {
-        Self(OnceLock::new())
+        Self {
+            name: OnceLock::new(),
+            note: None,
+        }
+    }
+
+    /// A name not made yet, whose function's attribute is worth a word at its first
+    /// call (`note`, said once at WARN with the function's name).
+    pub const fn noting(note: &'static str) -> Self {
+        Self {
+            name: OnceLock::new(),
+            note: Some(note),
+        }
     }
 
     /// The name, made from the first call's `closure` and `stem` (as for
@@ -92,9 +109,13 @@ impl FnName {
     /// assert_eq!(NAME.get("app::Repo<u16>::load::{{closure}}", "::load_"), "app::Repo::load");
     /// ```
     pub fn get(&'static self, closure: &'static str, stem: &str) -> &'static str {
-        self.0.get_or_init(|| {
-            let name = without_generics(&fn_identity(closure, stem));
-            Box::leak(name.into_boxed_str())
+        self.name.get_or_init(|| {
+            let name: &'static str =
+                Box::leak(without_generics(&fn_identity(closure, stem)).into_boxed_str());
+            if let Some(note) = self.note {
+                tracing::warn!(function = name, "{note}");
+            }
+            name
         })
     }
 }

@@ -68,7 +68,9 @@ pub use backend::memory::MemoryBackend;
 #[doc(inline)]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 #[cfg(feature = "redis")]
-pub use backend::redis::{DEFAULT_NEAR_CACHE_CAPACITY, NearCache, RedisBackend, RedisBuilder};
+pub use backend::redis::{
+    DEFAULT_NEAR_CACHE_CAPACITY, Encryption, NearCache, RedisBackend, RedisBuilder,
+};
 pub use backend::{
     AsyncBackend, AsyncBackendCore, Backend, BackendCore, BoxFuture, CacheBackend, DecodedValue,
     GetOrLock, ImmediateBackend, KeptValue, LockClaim, Op, Pending, Reply, Store,

@@ -312,7 +312,8 @@ pub(crate) fn backend_answered(backend: usize) {
     }
     let mut failing = FAILING.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(state) = failing.remove(&backend) {
-        tracing::warn!(
+        // Good news, said once: INFO, as the breaker's own closing.
+        tracing::info!(
             suppressed = state.suppressed,
             "the cache backend answers again; caching resumed"
         );

@@ -1,6 +1,8 @@
 //! The first memoized call of a process says which backend it uses and whether its
 //! values are shared (issue 22: a forgotten `set_backend` used to cache per process
-//! with no word at any level). One test: the announcement is once per process.
+//! with no word at any level). One test: the announcement is once per process; and a
+//! function with `stale` but no `expire` says so once (a stale window that opens only
+//! after the default 30 days is seldom what was meant).
 
 use cache_memoize::cache_memoize;
 use cache_memoize_tests::captured::Captured;
@@ -8,6 +10,16 @@ use cache_memoize_tests::captured::Captured;
 #[cache_memoize]
 fn answer(n: u32) -> u32 {
     n + 41
+}
+
+#[cache_memoize(stale = "1h")]
+fn stale_only(n: u32) -> u32 {
+    n + 1
+}
+
+#[cache_memoize(expire = "5m", stale = "1h")]
+fn stale_and_expire(n: u32) -> u32 {
+    n + 2
 }
 
 #[test]
@@ -46,4 +58,19 @@ fn the_first_call_names_the_backend_once_and_says_values_stay_in_the_process() {
         !captured.take().contains("memoized values are"),
         "once per process"
     );
+
+    assert_eq!(stale_only(1), 2);
+    assert_eq!(stale_only(2), 3);
+    assert_eq!(stale_and_expire(1), 3);
+    let log = captured.take();
+    let noted: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("without `expire`"))
+        .collect();
+    assert_eq!(noted.len(), 1, "said once, for stale_only only: {log}");
+    assert!(
+        noted[0].contains("WARN") && noted[0].contains("stale_only"),
+        "{log}"
+    );
+    assert!(noted[0].contains("expire = \"5m\""), "with the fix: {log}");
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::backend::{CacheBackend, LockClaim};
+use crate::backend::{CacheBackend, LockClaim, Op, Reply};
 use crate::error::{Error, LockError};
 use crate::key::{CacheKey, make_cache_key};
 use crate::registry;
@@ -528,54 +528,61 @@ impl LockGuard {
     }
 
     /// [`release`](Self::release), failing only as the backend does.
-    pub(crate) fn give_back(mut self) -> Result<bool, Error> {
-        self.released = true;
-        self.backend
-            .compare_and_delete(&self.key, self.token.as_bytes())
+    pub(crate) fn give_back(self) -> Result<bool, Error> {
+        let reply = self.backend.execute(self.release_op());
+        self.released(reply)
     }
 
     /// The async form of [`give_back`](Self::give_back).
-    pub(crate) async fn give_back_async(mut self) -> Result<bool, Error> {
-        let released = self
-            .backend
-            .compare_and_delete_async(&self.key, self.token.as_bytes())
-            .await;
-        // Only now: a caller cancelled before the reply still releases on drop.
+    pub(crate) async fn give_back_async(self) -> Result<bool, Error> {
+        let reply = self.backend.execute_async(self.release_op()).await;
+        self.released(reply)
+    }
+
+    /// The step that gives the lock back: a compare-and-delete of its token.
+    pub(crate) fn release_op(&self) -> Op<'_> {
+        Op::CompareAndDelete {
+            key: &self.key,
+            expected: self.token.as_bytes(),
+        }
+    }
+
+    /// Reads the reply to [`release_op`](Self::release_op): whether the lock was still
+    /// ours. Only now is the guard released: a caller cancelled before the reply
+    /// still releases on drop; a release that failed is not tried again.
+    pub(crate) fn released(mut self, reply: Result<Reply, Error>) -> Result<bool, Error> {
         self.released = true;
-        released
+        reply?.into_applied("compare_and_delete", &self.key)
     }
 
     /// Stores `value` at `key` and releases the lock in one backend step. Returns
     /// whether the lock was still ours.
     pub(crate) fn store_and_release(
-        mut self,
+        self,
         key: &str,
         value: &[u8],
         ttl: Duration,
     ) -> Result<bool, Error> {
-        let stored = self
-            .backend
-            .store_and_release(key, value, ttl, &self.claim());
-        // A failed step (the backend refused the store, or did not answer) may have
-        // left the lock: the guard's drop gives it back.
-        self.released = stored.is_ok();
-        stored
+        let reply = self.backend.execute(self.store_op(key, value, ttl));
+        self.stored(key, reply)
     }
 
-    /// The async form of [`store_and_release`](Self::store_and_release).
-    pub(crate) async fn store_and_release_async(
-        mut self,
-        key: &str,
-        value: &[u8],
-        ttl: Duration,
-    ) -> Result<bool, Error> {
-        let claim = self.claim();
-        let stored = self
-            .backend
-            .store_and_release_async(key, value, ttl, &claim)
-            .await;
-        // Only now, and only if it answered: a caller cancelled before the reply, or a
-        // failed step, still releases on drop.
+    /// The step that stores `value` at `key` for `ttl` and releases the lock, as one.
+    pub(crate) fn store_op<'a>(&'a self, key: &'a str, value: &'a [u8], ttl: Duration) -> Op<'a> {
+        Op::StoreAndRelease {
+            key,
+            value,
+            ttl,
+            lock: self.claim(),
+        }
+    }
+
+    /// Reads the reply to [`store_op`](Self::store_op) (of the value at `key`): whether
+    /// the lock was still ours. Only if it answered is the guard released: a caller
+    /// cancelled before the reply, or a failed step (the backend refused the store, or
+    /// did not answer, and may have left the lock), still releases on drop.
+    pub(crate) fn stored(mut self, key: &str, reply: Result<Reply, Error>) -> Result<bool, Error> {
+        let stored = reply.and_then(|reply| reply.into_applied("store_and_release", key));
         self.released = stored.is_ok();
         stored
     }

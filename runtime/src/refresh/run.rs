@@ -89,11 +89,7 @@ where
     let mut driver = Driver::blocking(&call);
     match driver.lookup(&mut machine) {
         Lookup::Compute(_) => {
-            let guarded = || match catch_unwind(AssertUnwindSafe(compute)) {
-                Ok(Ok(value)) => Ok(value),
-                Ok(Err(err)) => Err(Failure::Err(err)),
-                Err(payload) => Err(Failure::Panicked(payload)),
-            };
+            let guarded = || caught(catch_unwind(AssertUnwindSafe(compute)));
             let output = driver.compute(&mut machine, guarded, is_err);
             refreshed(&call, output)
         }
@@ -118,17 +114,21 @@ where
     let mut driver = Driver::nonblocking(&call);
     match driver.lookup_async(&mut machine).await {
         Lookup::Compute(_) => {
-            let guarded = || async {
-                match CatchUnwind(Box::pin(async { compute().await })).await {
-                    Ok(Ok(value)) => Ok(value),
-                    Ok(Err(err)) => Err(Failure::Err(err)),
-                    Err(payload) => Err(Failure::Panicked(payload)),
-                }
-            };
+            let guarded =
+                || async { caught(CatchUnwind(Box::pin(async { compute().await })).await) };
             let output = driver.compute_async(&mut machine, guarded, is_err).await;
             refreshed(&call, output)
         }
         lookup => skipped(&lookup, claim, compute),
+    }
+}
+
+/// A computation's output, or the panic it was caught in, as a refresh's.
+fn caught<T, E>(output: Result<Result<T, E>, Box<dyn Any + Send>>) -> Result<T, Failure<E>> {
+    match output {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(err)) => Err(Failure::Err(err)),
+        Err(payload) => Err(Failure::Panicked(payload)),
     }
 }
 

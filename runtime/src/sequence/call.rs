@@ -246,7 +246,9 @@ impl<'a> Call<'a> {
         let key = &self.key;
         let failed = match &note {
             Some(Note::FailOpen(_)) => "cache backend failed; computing without it",
-            Some(Note::StoreFailed(_)) => "cache backend failed; the value was not stored",
+            Some(Note::StoreFailed(_)) => {
+                "cache backend failed; the value may not have been stored (a large value can outlast the response timeout)"
+            }
             _ => "cache backend failed; serving the stale value",
         };
         match note {

@@ -24,6 +24,7 @@ use super::machine::{
 use crate::backend::{GetOrLock, Op, Reply, wait_for_value, wait_for_value_async};
 use crate::coalesce::{self, Following, Landed, Leader};
 use crate::codec::Stamp;
+use crate::error::Error;
 use crate::lock::renew::Renewal;
 use crate::lock::{DropRelease, Liveness, LockGuard, new_token};
 use crate::observe::{self, Outcome};
@@ -148,11 +149,6 @@ impl<'c, 'o> Driver<'c, 'o> {
         tracing::debug_span!("cache_memoize.compute", function = self.call.opts.name, key = %self.call.key)
     }
 
-    /// The span a wait for another caller's lock runs in.
-    fn wait_span(&self) -> tracing::Span {
-        tracing::debug_span!("cache_memoize.wait_for_lock", function = self.call.opts.name, key = %self.call.key)
-    }
-
     /// What of a computation's output is stored: its value, the mark of an absent
     /// value (an `Err` that `absent` takes for one, in a call that removes those), or
     /// nothing (a failure).
@@ -168,7 +164,8 @@ impl<'c, 'o> Driver<'c, 'o> {
         }
     }
 
-    /// Reports a lock lost while computing, and encodes what is stored with its stamp.
+    /// Encodes what is stored with its stamp (a lock lost while computing is reported
+    /// once: by the refused store, or here when nothing is stored).
     fn computed<T: Serialize>(
         &mut self,
         renewal: Option<Renewal>,
@@ -177,13 +174,18 @@ impl<'c, 'o> Driver<'c, 'o> {
     ) -> Option<Vec<u8>> {
         let took = started.elapsed();
         observe::computed(self.call.opts.name, &self.call.key, took);
-        self.call.report_renewal(renewal.as_ref());
-        drop(renewal);
         let value = match stored {
             Stored::Value(value) => Some(value),
             Stored::Absent => None,
-            Stored::Nothing => return None,
+            Stored::Nothing => {
+                // Nothing to store: the renewal's word is the only one about the lock.
+                self.call.report_renewal(renewal.as_ref());
+                return None;
+            }
         };
+        // A lock the renewal found lost refuses the store, which says so once
+        // (`finished`): one report per lost lock, not two.
+        drop(renewal);
         let fence = self.lock.as_ref().map_or(0, LockGuard::fencing_token);
         let life = self.life.unwrap_or(Life {
             fresh: self.call.opts.expire,
@@ -271,7 +273,7 @@ impl<'c, 'o> Driver<'c, 'o> {
     }
 
     /// A read's reply as the machine's event, noting whether the near tier answered.
-    fn read(&mut self, reply: Result<Reply, crate::error::Error>, key: &str) -> Event {
+    fn read(&mut self, reply: Result<Reply, Error>, key: &str) -> Event {
         self.near = matches!(reply, Ok(Reply::Near(_)));
         Event::Read(reply.and_then(|reply| reply.into_value("get", key)))
     }
@@ -282,147 +284,186 @@ impl<'c, 'o> Driver<'c, 'o> {
         Event::Kept(kept)
     }
 
-    /// One I/O step, blocking.
-    fn perform(&mut self, io: Io<'_>) -> Event {
-        self.mark(Some(&io));
-        self.near = false;
+    /// One I/O step, blocking: the step's [`Plan`], carried out.
+    fn perform(&mut self, mut io: Io<'_>) -> Event {
         let call = self.call;
-        let (backend, key) = (&*call.backend, call.key.as_str());
-        let (codec, version) = (call.opts.codec, call.opts.version);
-        match io {
-            Io::Get => self.read(backend.execute(Op::Get { key }), key),
-            Io::GetKept(accepts) => {
-                self.kept(backend.decoded(key, &|kept| accepts(kept, codec, version)))
+        let backend = &*call.backend;
+        let mut scratch = Scratch::default();
+        let wait = loop {
+            match self.plan(io, &mut scratch, |op| backend.execute(op)) {
+                Plan::Event(event) => return event,
+                Plan::Sent(reply, then) => match then.next() {
+                    Some(next) => io = next,
+                    None => return self.answer(then, reply),
+                },
+                Plan::Wait(wait) => break wait,
             }
-            Io::Join => Event::Joined(self.join()),
-            Io::ClaimRefresh => Event::Claimed(self.claim_refresh()),
-            Io::AwaitLeader { max } => Event::Landed(match self.flight.take() {
-                Some(flight) => flight.wait(max),
-                None => Landed::Abandoned,
-            }),
-            Io::GetOrLock(spec) => {
-                let (at, lock) = (Instant::now(), self.arm(spec));
-                let found = backend.get_or_lock(key, &lock.claim());
-                self.settle(at, found)
-            }
-            Io::TakeLock(spec) => {
-                let (at, lock) = (Instant::now(), self.arm(spec));
-                let found = backend.take_lock(&lock.claim());
-                self.settle(at, found.map(taken))
-            }
-            Io::Pause {
-                lock_key,
-                since,
-                max,
-            } => {
+        };
+        match wait {
+            Wait::Leader(flight, max) => Event::Landed(flight.wait(max)),
+            Wait::Release(lock_key, since, max) => {
                 let started = Instant::now();
-                let delivered = self
-                    .wait_span()
-                    .in_scope(|| wait_for_value(backend, lock_key, since, max));
-                self.waited += started.elapsed();
-                Event::Paused(delivered)
-            }
-            Io::StoreAndRelease { bytes, ttl } => Event::Stored(match self.lock.take() {
-                Some(lock) => {
-                    self.stored_under = Some(lock.liveness());
-                    lock.store_and_release(key, bytes, ttl)
-                }
-                None => Ok(false),
-            }),
-            Io::Release => Event::Stored(match self.lock.take() {
-                Some(lock) => lock.give_back(),
-                None => Ok(false),
-            }),
-            Io::Recheck { mark_key } => {
-                Event::Rechecked(backend.get_many(&[key, mark_key]).map(Recheck::of))
-            }
-            Io::Throttle {
-                mark_key,
-                ttl,
-                mark,
-            } => {
-                // Best effort: without the mark, the fleet retries sooner.
-                let _ = backend.set(mark_key, &mark.to_bytes(), ttl);
-                Event::Stored(match self.lock.take() {
-                    Some(lock) => lock.give_back(),
-                    None => Ok(false),
-                })
+                let delivered =
+                    wait_span(call).in_scope(|| wait_for_value(backend, lock_key, since, max));
+                self.paused(started, delivered)
             }
         }
     }
 
-    /// One I/O step, awaited.
-    async fn perform_async(&mut self, io: Io<'_>) -> Event {
-        self.mark(Some(&io));
-        self.near = false;
+    /// One I/O step, awaited: the step's [`Plan`], carried out.
+    async fn perform_async(&mut self, mut io: Io<'_>) -> Event {
         let call = self.call;
-        let (backend, key) = (&*call.backend, call.key.as_str());
-        let (codec, version) = (call.opts.codec, call.opts.version);
-        match io {
-            Io::Get => self.read(backend.execute_async(Op::Get { key }).await, key),
-            Io::GetKept(accepts) => {
-                self.kept(backend.decoded(key, &|kept| accepts(kept, codec, version)))
+        let backend = &*call.backend;
+        let mut scratch = Scratch::default();
+        let wait = loop {
+            let (sent, then) = match self.plan(io, &mut scratch, |op| backend.execute_async(op)) {
+                Plan::Event(event) => return event,
+                Plan::Sent(sent, then) => (sent, then),
+                Plan::Wait(wait) => break wait,
+            };
+            let reply = sent.await;
+            match then.next() {
+                Some(next) => io = next,
+                None => return self.answer(then, reply),
             }
-            Io::Join => Event::Joined(self.join()),
-            Io::ClaimRefresh => Event::Claimed(self.claim_refresh()),
-            Io::AwaitLeader { max } => Event::Landed(match self.flight.take() {
-                Some(flight) => flight.wait_async(max).await,
-                None => Landed::Abandoned,
-            }),
-            Io::GetOrLock(spec) => {
-                let (at, lock) = (Instant::now(), self.arm(spec));
-                let claim = lock.claim();
-                let found = backend.get_or_lock_async(key, &claim).await;
-                self.settle(at, found)
-            }
-            Io::TakeLock(spec) => {
-                let (at, lock) = (Instant::now(), self.arm(spec));
-                let claim = lock.claim();
-                let found = backend.take_lock_async(&claim).await;
-                self.settle(at, found.map(taken))
-            }
-            Io::Pause {
-                lock_key,
-                since,
-                max,
-            } => {
+        };
+        match wait {
+            Wait::Leader(flight, max) => Event::Landed(flight.wait_async(max).await),
+            Wait::Release(lock_key, since, max) => {
                 let started = Instant::now();
                 let delivered = wait_for_value_async(backend, lock_key, since, max)
-                    .instrument(self.wait_span())
+                    .instrument(wait_span(call))
                     .await;
-                self.waited += started.elapsed();
-                Event::Paused(delivered)
+                self.paused(started, delivered)
             }
-            Io::StoreAndRelease { bytes, ttl } => Event::Stored(match self.lock.take() {
+        }
+    }
+
+    /// What `io` comes to, the same for both drivers: its event, when no backend
+    /// operation is needed (a local action: joining the flight, claiming the refresh,
+    /// the decoded tier, which never blocks); or the operation, handed to `send` (the
+    /// driver's `execute` or `execute_async`), and how its reply is read; or one of the
+    /// two waits. The lock a store or release is sent under stays armed until its reply
+    /// is read ([`answer`](Self::answer)): a caller dropped before then gives the lock
+    /// back.
+    #[inline]
+    fn plan<'a, 'k: 'a, S>(
+        &'a mut self,
+        io: Io<'k>,
+        scratch: &'a mut Scratch<'k>,
+        send: impl FnOnce(Op<'a>) -> S,
+    ) -> Plan<'a, S>
+    where
+        'c: 'k,
+    {
+        self.mark(Some(&io));
+        self.near = false;
+        let call = self.call;
+        let key = call.key.as_str();
+        let (codec, version) = (call.opts.codec, call.opts.version);
+        match io {
+            Io::Get => Plan::Sent(send(Op::Get { key }), Then::Read),
+            Io::GetKept(accepts) => Plan::Event(
+                self.kept(
+                    call.backend
+                        .decoded(key, &|kept| accepts(kept, codec, version)),
+                ),
+            ),
+            Io::Join => Plan::Event(Event::Joined(self.join())),
+            Io::ClaimRefresh => Plan::Event(Event::Claimed(self.claim_refresh())),
+            Io::AwaitLeader { max } => match self.flight.take() {
+                Some(flight) => Plan::Wait(Wait::Leader(flight, max)),
+                None => Plan::Event(Event::Landed(Landed::Abandoned)),
+            },
+            Io::GetOrLock(spec) => {
+                let at = Instant::now();
+                let lock = self.arm(spec).claim();
+                Plan::Sent(send(Op::GetOrLock { key, lock }), Then::Found(at))
+            }
+            Io::TakeLock(spec) => {
+                let at = Instant::now();
+                let lock = self.arm(spec).claim();
+                Plan::Sent(send(Op::TakeLock { lock }), Then::Taken(at))
+            }
+            Io::Pause {
+                lock_key,
+                since,
+                max,
+            } => Plan::Wait(Wait::Release(lock_key, since, max)),
+            Io::StoreAndRelease { bytes, ttl } => match &self.lock {
                 Some(lock) => {
                     self.stored_under = Some(lock.liveness());
-                    lock.store_and_release_async(key, bytes, ttl).await
+                    Plan::Sent(send(lock.store_op(key, bytes, ttl)), Then::Stored)
                 }
-                None => Ok(false),
-            }),
-            Io::Release => Event::Stored(match self.lock.take() {
-                Some(lock) => lock.give_back_async().await,
-                None => Ok(false),
-            }),
+                None => Plan::Event(Event::Stored(Ok(false))),
+            },
+            Io::Release => match &self.lock {
+                Some(lock) => Plan::Sent(send(lock.release_op()), Then::Released),
+                None => Plan::Event(Event::Stored(Ok(false))),
+            },
             Io::Recheck { mark_key } => {
-                let read = backend.get_many_async(&[key, mark_key]).await;
-                Event::Rechecked(read.map(Recheck::of))
+                let keys = scratch.keys.insert([key, mark_key]);
+                Plan::Sent(send(Op::GetMany { keys }), Then::Rechecked)
             }
             Io::Throttle {
                 mark_key,
                 ttl,
                 mark,
             } => {
-                // Best effort: without the mark, the fleet retries sooner.
-                let _ = backend.set_async(mark_key, &mark.to_bytes(), ttl).await;
-                Event::Stored(match self.lock.take() {
-                    Some(lock) => lock.give_back_async().await,
-                    None => Ok(false),
-                })
+                let value = scratch.mark.insert(mark.to_bytes());
+                Plan::Sent(
+                    send(Op::Set {
+                        key: mark_key,
+                        value,
+                        ttl,
+                    }),
+                    Then::Marked,
+                )
             }
         }
     }
 
+    /// The reply to a planned operation as the machine's event (see [`Then::next`]
+    /// for one that is not).
+    #[inline]
+    fn answer(&mut self, then: Then, reply: Result<Reply, Error>) -> Event {
+        let key = self.call.key.as_str();
+        match then {
+            Then::Read => self.read(reply, key),
+            Then::Found(at) => {
+                let found = reply.and_then(|reply| reply.into_found("get_or_lock", key));
+                self.settle(at, found)
+            }
+            Then::Taken(at) => {
+                let lock_key = self.lock.as_ref().map_or(key, LockGuard::key);
+                let fence = reply.and_then(|reply| reply.into_fence("take_lock", lock_key));
+                self.settle(at, fence.map(taken))
+            }
+            Then::Stored => Event::Stored(
+                self.lock
+                    .take()
+                    .map_or(Ok(false), |lock| lock.stored(key, reply)),
+            ),
+            Then::Released => Event::Stored(
+                self.lock
+                    .take()
+                    .map_or(Ok(false), |lock| lock.released(reply)),
+            ),
+            Then::Rechecked => Event::Rechecked(
+                reply
+                    .and_then(|reply| reply.into_values("get_many", key))
+                    .map(Recheck::of),
+            ),
+            // Never answered: the release follows (`Then::next`).
+            Then::Marked => Event::Stored(Ok(false)),
+        }
+    }
+
+    /// A wait for another caller's lock that began at `started` has ended.
+    fn paused(&mut self, started: Instant, delivered: Option<Vec<u8>>) -> Event {
+        self.waited += started.elapsed();
+        Event::Paused(delivered)
+    }
     fn join(&mut self) -> Role {
         match coalesce::join(&self.call.flight_key()) {
             coalesce::Role::Lead(leader) => {
@@ -461,7 +502,7 @@ impl<'c, 'o> Driver<'c, 'o> {
     /// A failed attempt is reported at the time it failed, not when it began: a
     /// waiter riding out errors judges its timeout by it, and an attempt that began
     /// within the timeout may fail a response timeout later, past it.
-    fn settle(&mut self, at: Instant, found: Result<GetOrLock, crate::error::Error>) -> Event {
+    fn settle(&mut self, at: Instant, found: Result<GetOrLock, Error>) -> Event {
         let at = if found.is_err() { Instant::now() } else { at };
         match (&found, self.lock.as_mut()) {
             (Ok(GetOrLock::Locked { fence }), Some(lock)) => lock.taken_with(*fence),
@@ -575,6 +616,71 @@ enum Stored<V> {
     Absent,
     /// Nothing: it failed.
     Nothing,
+}
+
+/// What one I/O step comes to (see [`Driver::plan`]); `S`: what sending an operation
+/// returned (its reply, or the future of it).
+enum Plan<'a, S> {
+    /// Its event, known without the backend.
+    Event(Event),
+    /// An operation sent, and how its reply is read.
+    Sent(S, Then),
+    /// One of the two waits.
+    Wait(Wait<'a>),
+}
+
+/// The waits, the only steps whose form differs between the drivers beyond sending.
+enum Wait<'a> {
+    /// For this process's leader, at most this long.
+    Leader(Following, Option<Duration>),
+    /// Until the lock at this key may have been released since then, at most this
+    /// long (in the wait span, counted in `waited`).
+    Release(&'a str, Instant, Duration),
+}
+
+/// How a planned operation's reply is read (see [`Driver::answer`]).
+#[derive(Clone, Copy)]
+enum Then {
+    /// A read of the value: [`Event::Read`], noting whether the near tier answered.
+    Read,
+    /// A get-or-lock that began then: [`Event::Attempted`].
+    Found(Instant),
+    /// A take-lock that began then (answered with a fencing token): [`Event::Attempted`].
+    Taken(Instant),
+    /// The store under the lock, which releases it: [`Event::Stored`].
+    Stored,
+    /// The lock's release: [`Event::Stored`].
+    Released,
+    /// The value and the throttle mark, read again: [`Event::Rechecked`].
+    Rechecked,
+    /// The throttle mark left (best effort): the lock is released next.
+    Marked,
+}
+
+impl Then {
+    /// The step that follows the reply, before the machine hears of it: a throttle
+    /// mark's is not read (best effort: without the mark, the fleet retries sooner),
+    /// the lock is released next.
+    fn next(self) -> Option<Io<'static>> {
+        match self {
+            Self::Marked => Some(Io::Release),
+            _ => None,
+        }
+    }
+}
+
+/// What a planned operation borrows that neither the call nor the machine holds.
+#[derive(Default)]
+struct Scratch<'k> {
+    /// A recheck's keys: the value's and the throttle mark's.
+    keys: Option<[&'k str; 2]>,
+    /// A throttle mark's bytes.
+    mark: Option<[u8; 16]>,
+}
+
+/// The span a wait for another caller's lock runs in.
+fn wait_span(call: &Call<'_>) -> tracing::Span {
+    tracing::debug_span!("cache_memoize.wait_for_lock", function = call.opts.name, key = %call.key)
 }
 
 #[cfg(test)]

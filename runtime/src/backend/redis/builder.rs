@@ -14,6 +14,7 @@ use super::link::pool::Pool;
 use super::link::sentinel::Master;
 use super::link::{Client, Node, Timeouts, quiet};
 use super::near::{NearCache, Tier, tracking};
+use super::seal::{Encryption, Seal};
 use super::wake;
 use super::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_RESPONSE_TIMEOUT, Inner, RedisBackend,
@@ -33,6 +34,7 @@ pub struct RedisBuilder {
     breaker_threshold: u32,
     clock: Clock,
     near: Option<NearCache>,
+    encryption: Option<Encryption>,
     #[cfg(feature = "tls")]
     root_certificate: Option<Vec<u8>>,
 }
@@ -51,6 +53,7 @@ impl std::fmt::Debug for RedisBuilder {
             .field("wake_ups", &self.wake_ups)
             .field("breaker_threshold", &self.breaker_threshold)
             .field("near", &self.near)
+            .field("encryption", &self.encryption)
             .finish_non_exhaustive()
     }
 }
@@ -166,6 +169,37 @@ impl RedisBuilder {
         self
     }
 
+    /// Encrypts what this backend stores, with the keys of `settings` (off by
+    /// default): every key name it writes or reads (values, locks, refresh marks,
+    /// iterator chunks and manifests, and the lock-release channels) has its hash tag
+    /// replaced by a keyed hash (HMAC-SHA256), so `SCAN` and `MONITOR` show no
+    /// argument; every value is sealed with AES-256-GCM under a key of its own
+    /// (derived from the value key; authenticated, bound to its key name). Bytes that do not open (tampered, truncated, moved from
+    /// another key, sealed under a key no longer listed) read as a miss: recomputed
+    /// and overwritten, never an error. [`make_cache_key`](crate::make_cache_key) and
+    /// the attribute's `f_cache_key` still show the readable key.
+    ///
+    /// What it does not hide: the sizes of values, when and how often each (hashed)
+    /// key is read, written and locked, TTLs, and a memoized value's fencing token
+    /// (the time of its write, which the store scripts read in clear). Lock tokens are
+    /// random and stored as they are. Connecting fails when `settings` has no value
+    /// key or lists an id twice. With a [near cache](Self::near_cache), its prefixes
+    /// are set aside (hashed names have none): it is told of writes to every key.
+    ///
+    /// ```no_run
+    /// use cache_memoize::{Encryption, RedisBackend};
+    ///
+    /// # let (names, current, previous) = ([0u8; 32], [1u8; 32], [2u8; 32]);
+    /// let backend = RedisBackend::builder(["redis://127.0.0.1/"])
+    ///     .encryption(Encryption::new(names).key(2, current).key(1, previous))
+    ///     .connect()?;
+    /// # Ok::<(), cache_memoize::Error>(())
+    /// ```
+    pub fn encryption(mut self, settings: Encryption) -> Self {
+        self.encryption = Some(settings);
+        self
+    }
+
     /// Treats the URLs as nodes of a Redis Cluster (one is enough to discover the rest).
     pub fn cluster(mut self) -> Self {
         self.cluster = true;
@@ -255,7 +289,9 @@ impl RedisBuilder {
     /// Returns at once, whether the server answers yet or not: for a service that must
     /// start before its cache (Redis restarting, deployed after it, briefly
     /// unreachable). Until the server answers, memoized calls compute without the
-    /// cache: one WARN says so, then the breaker's usual rate-limited reports. A
+    /// cache, at once (they skip the server as an open circuit breaker's calls do: none
+    /// waits out a connect timeout against a server that does not answer): one WARN
+    /// says so, then the breaker's usual rate-limited reports. A
     /// thread of the backend's own `PING`s the server every
     /// [`FIRST_CONTACT_EVERY`](Self::FIRST_CONTACT_EVERY) until it answers (then ends;
     /// it also ends when the backend is dropped); from that answer on, calls use the
@@ -293,6 +329,15 @@ impl RedisBuilder {
             url: address.clone(),
             source: "no URL given".into(),
         })?;
+        let seal = match &self.encryption {
+            Some(settings) => Some(Box::new(Seal::new(settings).map_err(|reason| {
+                Error::Connect {
+                    url: address.clone(),
+                    source: reason.into(),
+                }
+            })?)),
+            None => None,
+        };
         let (client, node) = self.clients(first, &address)?;
         let pool = Pool::new(client.clone(), self.timeouts, self.max_connections);
         if contact == Contact::Now {
@@ -311,7 +356,17 @@ impl RedisBuilder {
             wake::polling()
         };
         let near = self.near.as_ref().map(|settings| {
-            let tier = Arc::new(Tier::new(settings));
+            let tier = if seal.is_some() {
+                if settings.has_prefixes() {
+                    tracing::info!(
+                        "near cache: prefixes set aside under encryption (stored key names are \
+                         hashed): it is told of writes to every key"
+                    );
+                }
+                Arc::new(Tier::new(&settings.clone().every_key()))
+            } else {
+                Arc::new(Tier::new(settings))
+            };
             tracking::start(&tier, node, self.cluster, self.timeouts);
             tier
         });
@@ -327,9 +382,12 @@ impl RedisBuilder {
                 async_connection: Mutex::new(None),
                 hub,
                 near,
+                seal,
             }),
         };
         if contact == Contact::Lazy {
+            // Calls skip the server (computing at once) until its first answer.
+            backend.inner.breaker.await_first_answer();
             first_contact(&backend);
         }
         Ok(backend)
@@ -392,6 +450,8 @@ fn first_contact(backend: &RedisBackend) {
         });
     if let Err(err) = spawned {
         tracing::warn!(error = %err, "cannot start the thread that waits for the Redis server's first answer; the breaker's probes will find it");
+        // The next call probes, then the breaker's usual back-off.
+        backend.inner.breaker.abandon_probe();
     }
 }
 
@@ -510,6 +570,7 @@ impl RedisBackend {
             breaker_threshold: breaker::DEFAULT_THRESHOLD,
             clock: Arc::new(std::time::Instant::now),
             near: None,
+            encryption: None,
             #[cfg(feature = "tls")]
             root_certificate: None,
         }

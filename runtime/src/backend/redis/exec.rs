@@ -30,7 +30,7 @@ impl BackendCore for RedisBackend {
                 lock_key,
                 attempted,
                 max,
-            } => Ok(delivered(self.inner.hub.wait(lock_key, attempted, max))),
+            } => Ok(self.delivered(self.inner.hub.wait(&lock_key, attempted, max))),
             Route::Send(plan) => {
                 let sent = self.exec(&plan);
                 self.finish(&plan, sent)
@@ -48,8 +48,8 @@ impl AsyncBackendCore for RedisBackend {
                 attempted,
                 max,
             } => Box::pin(async move {
-                let value = self.inner.hub.wait_async(lock_key, attempted, max).await;
-                Ok(delivered(value))
+                let value = self.inner.hub.wait_async(&lock_key, attempted, max).await;
+                Ok(self.delivered(value))
             }),
             Route::Send(plan) => Box::pin(async move {
                 let sent = self.exec_async(&plan).await;
@@ -59,11 +59,6 @@ impl AsyncBackendCore for RedisBackend {
     }
 }
 
-/// A wait's reply: the value the release delivered (see `wake`), or done.
-fn delivered(value: Option<Vec<u8>>) -> Reply {
-    value.map_or(Reply::Done, |value| Reply::Value(Some(value)))
-}
-
 /// Whether the missing Tokio runtime was already reported (once per process).
 static NO_RUNTIME_WARNED: AtomicBool = AtomicBool::new(false);
 /// Whether a runtime without its I/O or time driver was already reported (once per
@@ -71,10 +66,22 @@ static NO_RUNTIME_WARNED: AtomicBool = AtomicBool::new(false);
 static NO_DRIVERS_WARNED: AtomicBool = AtomicBool::new(false);
 
 impl RedisBackend {
+    /// A wait's reply: the value the release delivered (see `wake`), opened as a read
+    /// of its stored name is (under encryption), or done.
+    fn delivered(&self, value: Option<(String, Vec<u8>)>) -> Reply {
+        value.map_or(Reply::Done, |(name, bytes)| {
+            let bytes = match &self.inner.seal {
+                Some(seal) => seal.read(&name, bytes),
+                None => bytes,
+            };
+            Reply::Value(Some(bytes))
+        })
+    }
+
     /// Sends `plan`'s request on a pooled connection (the pool bounds it by the
     /// response timeout), unless the breaker says to skip the server.
     fn exec(&self, plan: &Plan<'_>) -> Result<Value, Error> {
-        let permit = self.admit(plan.name, plan.key)?;
+        let permit = self.admit(plan.name, &plan.key)?;
         let result = self.inner.pool.run(|conn| plan.request.query(conn));
         Self::sent(plan, permit, result)
     }
@@ -84,7 +91,7 @@ impl RedisBackend {
     /// lacks its I/O or time driver (`drivers.rs`; each reported once, then every such
     /// call fails open: it computes without the cache).
     async fn exec_async(&self, plan: &Plan<'_>) -> Result<Value, Error> {
-        let (operation, key) = (plan.name, plan.key);
+        let (operation, key) = (plan.name, &*plan.key);
         match drivers::here() {
             Drivers::Ready => {}
             Drivers::NoRuntime => {
@@ -129,7 +136,7 @@ impl RedisBackend {
                 .increment(1);
         }
         permit.record(failed);
-        result.map_err(|err| Error::backend(plan.name, plan.key, err))
+        result.map_err(|err| Error::backend(plan.name, &plan.key, err))
     }
 
     /// Leave from the breaker to send a call, or the error that skips the server (after

@@ -18,6 +18,8 @@
 //!   ([`Op`](crate::Op)) to its request, its reply and its near-cache effects, once;
 //!   `exec.rs` sends them, on one blocking and one async path. This file holds the type
 //!   and its accessors.
+//! - Optional encryption at rest (`seal.rs`, [`Encryption`]): key names hashed and
+//!   values sealed, at the same one choke point (`ops.rs`).
 
 mod builder;
 mod commands;
@@ -26,6 +28,7 @@ mod link;
 mod near;
 mod ops;
 mod scripts;
+mod seal;
 mod wake;
 
 use std::sync::{Arc, Mutex};
@@ -38,6 +41,8 @@ use link::pool::Pool;
 use link::{AsyncConnection, Client};
 use near::Tier;
 pub use near::{DEFAULT_NEAR_CACHE_CAPACITY, NearCache};
+pub use seal::Encryption;
+use seal::Seal;
 use wake::Hub;
 
 /// The default time allowed to open a connection.
@@ -85,6 +90,8 @@ struct Inner {
     hub: Arc<Hub>,
     breaker: Breaker,
     near: Option<Arc<Tier>>,
+    /// Encryption at rest ([`RedisBuilder::encryption`]), applied in `ops.rs`.
+    seal: Option<Box<Seal>>,
 }
 
 impl std::fmt::Debug for RedisBackend {

@@ -4,7 +4,16 @@
 //! near cache (a copy served instead, a ticket taken before a read and what it read
 //! offered after, copies forgotten after a write). `exec.rs` sends the result, on
 //! either path.
+//!
+//! With [encryption at rest](crate::Encryption) this is also where every key name is
+//! hashed (`seal.rs`), before anything else sees it: the requests, the release
+//! channels, the wake-up hub and the near tier all use the stored names, so the near
+//! tier and the server's invalidations (which name stored keys) agree. Values written
+//! are sealed here and values read are opened in [`finish`](RedisBackend::finish),
+//! before the near tier is offered them: it keeps them opened, so a near hit decrypts
+//! nothing.
 
+use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 use redis::{FromRedisValue, Value};
@@ -17,6 +26,7 @@ use super::scripts::{
     COMPARE_AND_DELETE, COMPARE_AND_EXTEND, EXPIRE_MANY, GET_OR_LOCK, INVALIDATE,
     STORE_AND_RELEASE, TAKE_LOCK,
 };
+use super::seal::Seal;
 use crate::backend::{GetOrLock, Op, Reply};
 use crate::error::Error;
 
@@ -26,7 +36,7 @@ pub(super) enum Route<'a> {
     Local(Reply),
     /// A wait for a lock's release, on the wake-up hub.
     Wait {
-        lock_key: &'a str,
+        lock_key: Cow<'a, str>,
         attempted: Instant,
         max: Duration,
     },
@@ -38,10 +48,13 @@ pub(super) enum Route<'a> {
 pub(super) struct Plan<'a> {
     /// The operation, for errors, the breaker and metrics.
     pub(super) name: &'static str,
-    /// Its (first) key.
-    pub(super) key: &'a str,
+    /// Its (first) key, as stored (hashed under encryption).
+    pub(super) key: Cow<'a, str>,
     pub(super) request: Request,
     reply: Shape,
+    /// The stored names of a `GetMany`'s keys, to open its values with (under
+    /// encryption; the other reads open with [`key`](Self::key)).
+    many: Vec<Cow<'a, str>>,
     /// A read's near-cache ticket, taken before it is sent: what it finds is offered.
     offer: Option<Ticket>,
     /// The near copies a write drops once it is sent (whatever its outcome: a write
@@ -49,7 +62,7 @@ pub(super) struct Plan<'a> {
     forget: Forget<'a>,
     /// A get-or-lock attempt's lock and when it was sent: the holder it finds is told
     /// to the wake-up hub (a waiter takes only that holder's delivered value).
-    holder_of: Option<(&'a str, Instant)>,
+    holder_of: Option<(Cow<'a, str>, Instant)>,
 }
 
 /// How a reply reads.
@@ -75,8 +88,8 @@ enum Shape {
 
 enum Forget<'a> {
     Nothing,
-    Key(&'a str),
-    Keys(&'a [&'a str]),
+    Key,
+    Keys(Vec<Cow<'a, str>>),
 }
 
 impl RedisBackend {
@@ -85,131 +98,156 @@ impl RedisBackend {
     #[allow(clippy::too_many_lines)]
     pub(super) fn route<'a>(&self, op: Op<'a>) -> Route<'a> {
         let near = self.inner.near.as_deref();
+        let seal = self.inner.seal.as_deref();
         let wake = self.wake().flag();
-        let (name, key) = (op.name(), op.key());
+        // Every key as stored: hashed under encryption, else as given.
+        let stored = |key: &'a str| -> Cow<'a, str> {
+            seal.map_or(Cow::Borrowed(key), |seal| Cow::Owned(seal.name(key)))
+        };
+        let sealed = |key: &str, value: &'a [u8]| -> Cow<'a, [u8]> {
+            seal.map_or(Cow::Borrowed(value), |seal| {
+                Cow::Owned(seal.seal(key, value))
+            })
+        };
+        let name = op.name();
+        let key = match op {
+            // No key, or several: named in their arms.
+            Op::GetMany { .. } | Op::ExpireMany { .. } => Cow::Borrowed(op.key()),
+            _ => stored(op.key()),
+        };
         let (request, reply, forget) = match op {
-            Op::Get { key } => {
-                if let Some(copy) = near.and_then(|near| near.get(key)) {
+            Op::Get { .. } => {
+                if let Some(copy) = near.and_then(|near| near.get(&key)) {
                     return Route::Local(Reply::Near(copy));
                 }
-                let request = command("GET", |cmd| cmd.arg(key));
+                let request = command("GET", |cmd| cmd.arg(&*key));
                 return Route::Send(Plan::read(name, key, request, Shape::Value, self));
             }
-            Op::GetOrLock { key, lock } => {
+            Op::GetOrLock { lock, .. } => {
+                let lock_key = stored(lock.key);
                 let mut script = GET_OR_LOCK.prepare_invoke();
                 script
-                    .key(key)
-                    .key(lock.key)
+                    .key(&*key)
+                    .key(&*lock_key)
                     .arg(lock.token)
                     .arg(ms(lock.ttl));
                 let request = Request::Script(script);
                 let mut plan = Plan::read(name, key, request, Shape::Found, self);
-                plan.holder_of = Some((lock.key, Instant::now()));
+                plan.holder_of = Some((lock_key, Instant::now()));
                 return Route::Send(plan);
             }
             Op::GetMany { keys: [] } => return Route::Local(Reply::Values(Vec::new())),
-            Op::GetMany { keys } => (
-                command("MGET", |cmd| cmd.arg(keys)),
-                Shape::Values,
-                Forget::Nothing,
-            ),
-            Op::Set { key, value, ttl } => {
-                let set = command("SET", |cmd| cmd.arg(key).arg(value).arg("PX").arg(ms(ttl)));
-                (set, Shape::Done, Forget::Key(key))
+            Op::GetMany { keys } => {
+                let names: Vec<Cow<'a, str>> = keys.iter().map(|key| stored(key)).collect();
+                let request = command("MGET", |cmd| {
+                    names.iter().fold(cmd, |cmd, name| cmd.arg(&**name))
+                });
+                let first = names.first().cloned().unwrap_or_default();
+                let mut plan = Plan::read(name, first, request, Shape::Values, self);
+                plan.offer = None;
+                plan.many = names;
+                return Route::Send(plan);
             }
-            Op::Add { key, value, ttl } => {
+            Op::Set { value, ttl, .. } => {
+                let value = sealed(&key, value);
+                let set = command("SET", |cmd| {
+                    cmd.arg(&*key).arg(&*value).arg("PX").arg(ms(ttl))
+                });
+                (set, Shape::Done, Forget::Key)
+            }
+            Op::Add { value, ttl, .. } => {
+                // Not sealed: a lock's token, compared inside Redis by the scripts.
                 let add = command("SET", |cmd| {
-                    cmd.arg(key).arg(value).arg("NX").arg("PX").arg(ms(ttl))
+                    cmd.arg(&*key).arg(value).arg("NX").arg("PX").arg(ms(ttl))
                 });
                 // A write (when it lands): the copy goes, as after `Set`.
-                (add, Shape::Added, Forget::Key(key))
+                (add, Shape::Added, Forget::Key)
             }
-            Op::Delete { key } => (
-                command("DEL", |cmd| cmd.arg(key)),
+            Op::Delete { .. } => (
+                command("DEL", |cmd| cmd.arg(&*key)),
                 Shape::Done,
-                Forget::Key(key),
+                Forget::Key,
             ),
-            Op::CompareAndDelete { key, expected } => {
+            Op::CompareAndDelete { expected, .. } => {
                 let mut script = COMPARE_AND_DELETE.prepare_invoke();
                 script
-                    .key(key)
+                    .key(&*key)
                     .arg(expected)
-                    .arg(release_channel(key))
+                    .arg(release_channel(&key))
                     .arg(wake);
                 // A delete (when it matches): the copy goes, as after `Delete`.
-                (Request::Script(script), Shape::One, Forget::Key(key))
+                (Request::Script(script), Shape::One, Forget::Key)
             }
-            Op::CompareAndExtend { key, expected, ttl } => {
+            Op::CompareAndExtend { expected, ttl, .. } => {
                 let mut script = COMPARE_AND_EXTEND.prepare_invoke();
-                script.key(key).arg(expected).arg(ms(ttl));
+                script.key(&*key).arg(expected).arg(ms(ttl));
                 (Request::Script(script), Shape::One, Forget::Nothing)
             }
             Op::TakeLock { lock } => {
+                // `key` is the lock's.
                 let mut script = TAKE_LOCK.prepare_invoke();
                 script
-                    .key(lock.key)
-                    .key(lock.value_key)
+                    .key(&*key)
+                    .key(&*stored(lock.value_key))
                     .arg(lock.token)
                     .arg(ms(lock.ttl));
                 (Request::Script(script), Shape::Fence, Forget::Nothing)
             }
             Op::StoreAndRelease {
-                key,
-                value,
-                ttl,
-                lock,
+                value, ttl, lock, ..
             } => {
+                let lock_key = stored(lock.key);
+                let value = sealed(&key, value);
                 let mut script = STORE_AND_RELEASE.prepare_invoke();
                 script
-                    .key(key)
-                    .key(lock.key)
-                    .arg(value)
+                    .key(&*key)
+                    .key(&*lock_key)
+                    .arg(&*value)
                     .arg(ms(ttl))
                     .arg(lock.token);
                 script
-                    .arg(release_channel(lock.key))
+                    .arg(release_channel(&lock_key))
                     .arg(wake)
                     .arg(lock.fence);
-                (Request::Script(script), Shape::One, Forget::Key(key))
+                (Request::Script(script), Shape::One, Forget::Key)
             }
-            Op::Invalidate { key, lock_key } => {
+            Op::Invalidate { lock_key, .. } => {
+                let lock_key = stored(lock_key);
                 let mut script = INVALIDATE.prepare_invoke();
                 script
-                    .key(key)
-                    .key(lock_key)
-                    .arg(release_channel(lock_key))
+                    .key(&*key)
+                    .key(&*lock_key)
+                    .arg(release_channel(&lock_key))
                     .arg(wake);
-                (Request::Script(script), Shape::Done, Forget::Key(key))
+                (Request::Script(script), Shape::Done, Forget::Key)
             }
             Op::ExpireMany { keys: [], .. } => return Route::Local(Reply::Count(0)),
             Op::ExpireMany { keys, ttl } => {
                 // Resets the TTL of every present key (a zero `ttl` removes them).
+                let names: Vec<Cow<'a, str>> = keys.iter().map(|key| stored(key)).collect();
                 let mut script = EXPIRE_MANY.prepare_invoke();
-                for key in keys {
-                    script.key(*key);
+                for name in &names {
+                    script.key(&**name);
                 }
                 script.arg(if ttl.is_zero() { 0 } else { ms(ttl) });
-                (Request::Script(script), Shape::Count, Forget::Keys(keys))
+                (Request::Script(script), Shape::Count, Forget::Keys(names))
             }
-            Op::WaitForRelease {
-                lock_key,
-                attempted,
-                max,
-            } => {
+            Op::WaitForRelease { attempted, max, .. } => {
+                // `key` is the lock's: its waiters and its channel use the stored name.
                 return Route::Wait {
-                    lock_key,
+                    lock_key: key,
                     attempted,
                     max,
                 };
             }
-            Op::Decoded { key, accept } => {
+            Op::Decoded { accept, .. } => {
                 return Route::Local(Reply::Decoded(
-                    near.and_then(|near| near.decoded(key, accept)),
+                    near.and_then(|near| near.decoded(&key, accept)),
                 ));
             }
-            Op::KeepDecoded { key, bytes, make } => {
+            Op::KeepDecoded { bytes, make, .. } => {
                 if let Some(near) = near {
-                    near.keep_decoded(key, bytes, make);
+                    near.keep_decoded(&key, bytes, make);
                 }
                 return Route::Local(Reply::Done);
             }
@@ -219,6 +257,7 @@ impl RedisBackend {
             key,
             request,
             reply,
+            many: Vec::new(),
             offer: None,
             forget,
             holder_of: None,
@@ -232,26 +271,31 @@ impl RedisBackend {
         sent: Result<Value, Error>,
     ) -> Result<Reply, Error> {
         if let Some(near) = &self.inner.near {
-            match plan.forget {
+            match &plan.forget {
                 Forget::Nothing => {}
-                Forget::Key(key) => near.forget(key.as_bytes()),
+                Forget::Key => near.forget(plan.key.as_bytes()),
                 Forget::Keys(keys) => keys.iter().for_each(|key| near.forget(key.as_bytes())),
             }
         }
         let sent = sent?;
-        if let (Some((lock_key, at)), Value::Array(items)) = (plan.holder_of, &sent)
+        if let (Some((lock_key, at)), Value::Array(items)) = (&plan.holder_of, &sent)
             && let [Value::Int(0), Value::BulkString(holder)] = items.as_slice()
         {
-            self.inner.hub.held(lock_key, holder.clone(), at);
+            self.inner
+                .hub
+                .held(lock_key, &plan.key, holder.clone(), *at);
         }
-        let reply = plan.reply.read(plan.name, plan.key, sent)?;
+        let mut reply = plan.reply.read(plan.name, &plan.key, sent)?;
+        if let Some(seal) = &self.inner.seal {
+            plan.open(seal, &mut reply);
+        }
         if let (Some(near), Some(ticket)) = (&self.inner.near, plan.offer) {
             let found = match &reply {
                 Reply::Value(Some(value)) | Reply::Found(GetOrLock::Value(value)) => Some(value),
                 _ => None,
             };
             if let Some(value) = found {
-                near.offer(plan.key, Some(ticket), value);
+                near.offer(&plan.key, Some(ticket), value);
             }
         }
         Ok(reply)
@@ -268,23 +312,45 @@ impl<'a> Plan<'a> {
     /// and offers what it finds.
     fn read(
         name: &'static str,
-        key: &'a str,
+        key: Cow<'a, str>,
         request: Request,
         reply: Shape,
         backend: &RedisBackend,
     ) -> Self {
+        let offer = backend
+            .inner
+            .near
+            .as_ref()
+            .and_then(|near| near.ticket(&key));
         Self {
             name,
             key,
             request,
             reply,
-            offer: backend
-                .inner
-                .near
-                .as_ref()
-                .and_then(|near| near.ticket(key)),
+            many: Vec::new(),
+            offer,
             forget: Forget::Nothing,
             holder_of: None,
+        }
+    }
+
+    /// Opens the values `reply` read (each with the stored name it was read at).
+    fn open(&self, seal: &Seal, reply: &mut Reply) {
+        let open = |key: &str, value: &mut Vec<u8>| {
+            *value = seal.read(key, std::mem::take(value));
+        };
+        match reply {
+            Reply::Value(Some(value)) | Reply::Found(GetOrLock::Value(value)) => {
+                open(&self.key, value);
+            }
+            Reply::Values(values) => {
+                for (key, value) in self.many.iter().zip(values) {
+                    if let Some(value) = value {
+                        open(key, value);
+                    }
+                }
+            }
+            _ => {}
         }
     }
 }

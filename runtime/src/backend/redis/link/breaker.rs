@@ -174,6 +174,16 @@ impl State {
         }
     }
 
+    /// Skips every call until an answer closes it, with no probe of its own due: for a
+    /// lazily connected backend, whose first-contact thread is the probe.
+    pub(crate) fn await_first_answer(&mut self, now: Instant) {
+        self.phase = Phase::Probing {
+            backoff: FIRST_BACKOFF,
+        };
+        self.opened_at = Some(now);
+        self.last_summary = Some(now);
+    }
+
     /// Whether calls are being skipped.
     pub(crate) fn is_open(&self) -> bool {
         !matches!(self.phase, Phase::Closed { .. })
@@ -253,6 +263,14 @@ impl Breaker {
     /// breaker if it is open.
     pub(crate) fn answered(&self) {
         self.record(Admit::Call, None);
+    }
+
+    /// Calls skip the server until [`answered`](Self::answered) (a lazily connected
+    /// backend, before the server's first answer): no caller waits out a connect
+    /// timeout against a server that has not answered yet.
+    pub(crate) fn await_first_answer(&self) {
+        let now = (self.clock)();
+        self.state().await_first_answer(now);
     }
 
     /// The probe could not be sent: the next call sends it instead.
@@ -463,6 +481,23 @@ mod tests {
         }
         assert_eq!(summaries.len(), 2, "{summaries:?}");
         assert!(matches!(summaries[0], Change::StillOpen { skipped, .. } if skipped > 1000));
+    }
+
+    #[test]
+    fn awaiting_the_first_answer_skips_every_call_until_an_answer() {
+        let (mut state, now) = breaker(3);
+        state.await_first_answer(now);
+        let later = now + Duration::from_secs(30);
+        assert_eq!(
+            state.admit(later).0,
+            Admit::Skip,
+            "no probe falls due by itself"
+        );
+        assert!(matches!(
+            state.record(Admit::Call, false, later),
+            Some(Change::Closed { skipped: 1, .. })
+        ));
+        assert_eq!(state.admit(later).0, Admit::Call);
     }
 
     #[test]

@@ -102,6 +102,18 @@ impl NearCache {
         self.prefixes.push(stored);
         self
     }
+
+    /// These settings told of every key: under encryption, stored key names are
+    /// hashed and no longer start with a prefix.
+    pub(crate) fn every_key(mut self) -> Self {
+        self.prefixes.clear();
+        self
+    }
+
+    /// Whether prefixes were asked for.
+    pub(crate) fn has_prefixes(&self) -> bool {
+        !self.prefixes.is_empty()
+    }
 }
 
 /// How many reads of keys outside the prefixes (and none inside) make the near tier

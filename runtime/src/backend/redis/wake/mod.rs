@@ -110,9 +110,11 @@ struct Watched {
     delivered: Option<Delivery>,
 }
 
-/// A lock's holder, as an attempt sent at `sent` found it.
+/// A lock's holder, as an attempt sent at `sent` found it, and the value's name as
+/// stored (a delivered value is opened as a read of it is, under encryption).
 struct Holding {
     holder: Vec<u8>,
+    value_key: String,
     sent: Instant,
 }
 
@@ -217,8 +219,9 @@ impl Hub {
             .is_some_and(|w| w.should_retry(attempted))
     }
 
-    /// A get-or-lock attempt sent at `sent` found `holder` holding `lock_key`.
-    pub(crate) fn held(&self, lock_key: &str, holder: Vec<u8>, sent: Instant) {
+    /// A get-or-lock attempt of the value at `value_key`, sent at `sent`, found
+    /// `holder` holding `lock_key`.
+    pub(crate) fn held(&self, lock_key: &str, value_key: &str, holder: Vec<u8>, sent: Instant) {
         if self.subscriber.is_none() {
             return;
         }
@@ -230,24 +233,33 @@ impl Hub {
         }
         match state.held.get_mut(lock_key) {
             Some(known) if known.sent > sent => {}
-            Some(known) => *known = Holding { holder, sent },
+            Some(known) => {
+                *known = Holding {
+                    holder,
+                    value_key: value_key.to_owned(),
+                    sent,
+                };
+            }
             None => {
-                state
-                    .held
-                    .insert(lock_key.to_owned(), Holding { holder, sent });
+                let holding = Holding {
+                    holder,
+                    value_key: value_key.to_owned(),
+                    sent,
+                };
+                state.held.insert(lock_key.to_owned(), holding);
             }
         }
     }
 
-    /// The value delivered for a waiter whose attempt began at `attempted`: carried by
-    /// the release of the holder an attempt sent since found (so stored after the
-    /// wait began), received since.
-    fn delivered(state: &State, lock_key: &str, attempted: Instant) -> Option<Vec<u8>> {
+    /// The value delivered for a waiter whose attempt began at `attempted`, with its
+    /// stored name: carried by the release of the holder an attempt sent since found
+    /// (so stored after the wait began), received since.
+    fn delivered(state: &State, lock_key: &str, attempted: Instant) -> Option<(String, Vec<u8>)> {
         let delivery = state.locks.get(lock_key)?.delivered.as_ref()?;
         let holding = state.held.get(lock_key)?;
         let theirs = holding.holder == delivery.holder;
         (theirs && holding.sent >= attempted && delivery.at >= attempted)
-            .then(|| delivery.value.clone())
+            .then(|| (holding.value_key.clone(), delivery.value.clone()))
     }
 
     /// Blocks until `lock_key` may have been released after `attempted`, or for `max`;
@@ -257,7 +269,7 @@ impl Hub {
         lock_key: &str,
         attempted: Instant,
         max: Duration,
-    ) -> Option<Vec<u8>> {
+    ) -> Option<(String, Vec<u8>)> {
         let _watch = self.watch(lock_key);
         let state = self.state();
         let (state, _) = self
@@ -275,7 +287,7 @@ impl Hub {
         lock_key: &str,
         attempted: Instant,
         max: Duration,
-    ) -> Option<Vec<u8>> {
+    ) -> Option<(String, Vec<u8>)> {
         let _watch = self.watch(lock_key);
         let deadline = crate::timer::deadline_after(max);
         loop {
@@ -577,14 +589,14 @@ mod tests {
             }
         };
         // An attempt sent before this waiter's found holder `a`: not proof enough.
-        hub.held("_lock_:{k}", b"a".to_vec(), before);
+        hub.held("_lock_:{k}", "{k}", b"a".to_vec(), before);
         hub.on_message(CHANNEL, b"v1:aVALUE");
         assert_eq!(Hub::delivered(&hub.state(), "_lock_:{k}", attempted), None);
         // Its own attempt found `a`: `a`'s release came after its wait began.
-        hub.held("_lock_:{k}", b"a".to_vec(), attempted);
+        hub.held("_lock_:{k}", "{k}", b"a".to_vec(), attempted);
         assert_eq!(
             Hub::delivered(&hub.state(), "_lock_:{k}", attempted),
-            Some(b"VALUE".to_vec())
+            Some(("{k}".to_owned(), b"VALUE".to_vec()))
         );
         // Another holder's release, or a bare wake-up, delivers nothing to it.
         hub.on_message(CHANNEL, b"v1:bOTHER");
