@@ -246,6 +246,93 @@ fn a_release_between_the_failed_attempt_and_the_subscription_is_not_missed() {
     }
 }
 
+/// A waiter woken by its holder's release returns the value the release carried: no
+/// command after the wake-up (one read, the attempt, the retry once subscribed).
+#[test]
+fn a_waiter_returns_the_value_its_holders_release_delivered_without_reading_it() {
+    delivered_without_reading(|| None);
+}
+
+/// The same under encryption at rest: the delivered value is opened as a read is.
+#[test]
+fn under_encryption_a_delivered_value_is_opened_as_a_read_is() {
+    delivered_without_reading(|| {
+        Some(cache_memoize::Encryption::new([0x4e; 32]).key(1, [0x11; 32]))
+    });
+}
+
+fn delivered_without_reading(encryption: impl Fn() -> Option<cache_memoize::Encryption>) {
+    use cache_memoize_tests::proxy::CountingProxy;
+    let server = RedisServer::start();
+    let proxy = CountingProxy::start(server.port());
+    let backend = |url: String| {
+        let builder = RedisBackend::builder([url]);
+        let builder = match encryption() {
+            Some(encryption) => builder.encryption(encryption),
+            None => builder,
+        };
+        match builder.connect() {
+            Ok(backend) => Arc::new(backend),
+            Err(err) => panic!("cannot connect: {err}"),
+        }
+    };
+    let holder = backend(server.url());
+    let waiter = backend(proxy.url());
+    let opts = |backend: &Arc<RedisBackend>| {
+        MemoizeOptions::new()
+            .backend(Arc::clone(backend) as Arc<dyn CacheBackend>)
+            .lock(LockOptions {
+                timeout: Some(Duration::from_secs(60)),
+                retry: Duration::from_secs(60),
+                ..LockOptions::default()
+            })
+    };
+    let (holder_opts, waiter_opts) = (opts(&holder), opts(&waiter));
+    let (computing, computes) = mpsc::channel();
+    let (release, released) = mpsc::channel::<()>();
+    let mut inspect = server.connection();
+    let evalsha = || {
+        proxy
+            .commands()
+            .iter()
+            .filter(|name| name.as_str() == "EVALSHA")
+            .count()
+    };
+    thread::scope(|scope| {
+        let holder_opts = &holder_opts;
+        let held = scope.spawn(move || {
+            memoize("delivered", holder_opts, || {
+                let _ = computing.send(());
+                let _ = released.recv();
+                7_u32
+            })
+        });
+        assert!(computes.recv().is_ok(), "the holder computes");
+        let started = Instant::now();
+        let woken = scope.spawn(|| memoize("delivered", &waiter_opts, || 0_u32));
+        // (Under encryption the channel's name is hashed: any release channel.)
+        wait_until("the waiter subscribes and retries", || {
+            let channels: Vec<String> = redis::cmd("PUBSUB")
+                .arg("CHANNELS")
+                .arg("cache-memoize:released:*")
+                .query(&mut inspect)
+                .unwrap_or_default();
+            channels.len() == 1 && evalsha() == 2
+        });
+        assert!(release.send(()).is_ok());
+        assert_eq!(held.join().ok(), Some(7));
+        assert_eq!(woken.join().ok(), Some(7), "the holder's value");
+        assert!(started.elapsed() < Duration::from_secs(30), "woken");
+    });
+    let commands = proxy.commands();
+    let count = |name: &str| commands.iter().filter(|c| c.as_str() == name).count();
+    assert_eq!(
+        (count("GET"), count("EVALSHA")),
+        (1, 2),
+        "nothing read after the wake-up: {commands:?}"
+    );
+}
+
 #[test]
 fn a_cluster_without_sharded_pub_sub_wakes_waiters_through_classic_pub_sub() {
     // What a cluster older than Redis 7 lacks: SSUBSCRIBE and SPUBLISH.

@@ -46,10 +46,7 @@ macro_rules! typed {
             /// the rest of `max`, as a polling backend's does: a caller riding out a
             /// failing backend retries at its pace, not as fast as failures come back.
             fn wait_for_release(&self, lock_key: &str, attempted: Instant, max: Duration) {
-                let started = Instant::now();
-                if self.execute(Op::WaitForRelease { lock_key, attempted, max }).is_err() {
-                    std::thread::sleep(max.saturating_sub(started.elapsed()));
-                }
+                let _ = wait_for_value(self, lock_key, attempted, max);
             }
 
             /// The decoded value kept beside `key`'s bytes by an in-process tier (see
@@ -107,19 +104,62 @@ macro_rules! typed {
                 attempted: Instant,
                 max: Duration,
             ) -> Pending<'a, ()> {
-                let started = Instant::now();
-                let sent = self.execute_async(Op::WaitForRelease { lock_key, attempted, max });
                 let paced: BoxFuture<'a, Result<Reply, Error>> = Box::pin(async move {
-                    let waited = sent.await;
-                    if waited.is_err() {
-                        crate::timer::sleep(max.saturating_sub(started.elapsed())).await;
-                    }
-                    waited
+                    let _ = wait_for_value_async(self, lock_key, attempted, max).await;
+                    Ok(Reply::Done)
                 });
                 Pending::new(paced, |_, _, _| (), "wait", lock_key)
             }
         }
     };
+}
+
+/// [`Backend::wait_for_release`], returning the value the release delivered, if the
+/// backend delivers one (see [`Op::WaitForRelease`]): the lock's holder stored it
+/// after the caller's attempt at `attempted` found it holding, and the caller judges
+/// it as a read.
+pub(crate) fn wait_for_value<B: BackendCore + ?Sized>(
+    backend: &B,
+    lock_key: &str,
+    attempted: Instant,
+    max: Duration,
+) -> Option<Vec<u8>> {
+    let started = Instant::now();
+    match backend.execute(Op::WaitForRelease {
+        lock_key,
+        attempted,
+        max,
+    }) {
+        Ok(Reply::Value(value)) => value,
+        Ok(_) => None,
+        Err(_) => {
+            std::thread::sleep(max.saturating_sub(started.elapsed()));
+            None
+        }
+    }
+}
+
+/// The async form of [`wait_for_value`] (see [`AsyncBackend::wait_for_release_async`]).
+pub(crate) async fn wait_for_value_async<B: AsyncBackendCore + ?Sized>(
+    backend: &B,
+    lock_key: &str,
+    attempted: Instant,
+    max: Duration,
+) -> Option<Vec<u8>> {
+    let started = Instant::now();
+    let sent = backend.execute_async(Op::WaitForRelease {
+        lock_key,
+        attempted,
+        max,
+    });
+    match sent.await {
+        Ok(Reply::Value(value)) => value,
+        Ok(_) => None,
+        Err(_) => {
+            crate::timer::sleep(max.saturating_sub(started.elapsed())).await;
+            None
+        }
+    }
 }
 
 /// The first of `keys`, for errors (`""` when there is none).

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use crate::error::Error;
 pub use crate::kept::{DecodedValue, KeptValue};
 pub use ext::{AsyncBackend, Backend, Pending};
+pub(crate) use ext::{wait_for_value, wait_for_value_async};
 pub use op::{Op, Reply};
 pub use store::Store;
 

@@ -105,7 +105,11 @@ pub enum Op<'a> {
         /// The new time to live.
         ttl: Duration,
     },
-    /// Waits until a lock may have been released, or for at most `max`.
+    /// Waits until a lock may have been released, or for at most `max`. Answers
+    /// [`Reply::Done`], or [`Reply::Value`] with the value the release stored, when
+    /// the backend delivers it with the release: only a value stored by a holder that
+    /// an attempt sent after `attempted` found holding the lock (so stored after the
+    /// caller's wait began); the caller judges it as it would a read.
     WaitForRelease {
         /// The lock's key.
         lock_key: &'a str,
@@ -212,7 +216,8 @@ pub enum Reply {
     /// Done, nothing to report: `Set`, `Delete`, `Invalidate`, `WaitForRelease`,
     /// `KeepDecoded`.
     Done,
-    /// `Get`: the value, `None` when absent.
+    /// `Get`: the value, `None` when absent. `WaitForRelease`: the value the release
+    /// delivered (see [`Op::WaitForRelease`]).
     Value(Option<Vec<u8>>),
     /// `Get` answered from this process's near copy, with no command sent: the value.
     /// Read as [`Value`](Self::Value) by [`into_value`](Self::into_value); the

@@ -21,7 +21,7 @@ use super::call::Call;
 use super::machine::{
     Event, Found, Io, Life, LockSpec, Machine, Note, Recheck, Role, Step, Storing, Verdict, Via,
 };
-use crate::backend::{GetOrLock, Op, Reply};
+use crate::backend::{GetOrLock, Op, Reply, wait_for_value, wait_for_value_async};
 use crate::coalesce::{self, Following, Landed, Leader};
 use crate::codec::Stamp;
 use crate::error::Error;
@@ -303,8 +303,9 @@ impl<'c, 'o> Driver<'c, 'o> {
             Wait::Leader(flight, max) => Event::Landed(flight.wait(max)),
             Wait::Release(lock_key, since, max) => {
                 let started = Instant::now();
-                wait_span(call).in_scope(|| backend.wait_for_release(lock_key, since, max));
-                self.paused(started)
+                let delivered =
+                    wait_span(call).in_scope(|| wait_for_value(backend, lock_key, since, max));
+                self.paused(started, delivered)
             }
         }
     }
@@ -330,11 +331,10 @@ impl<'c, 'o> Driver<'c, 'o> {
             Wait::Leader(flight, max) => Event::Landed(flight.wait_async(max).await),
             Wait::Release(lock_key, since, max) => {
                 let started = Instant::now();
-                backend
-                    .wait_for_release_async(lock_key, since, max)
+                let delivered = wait_for_value_async(backend, lock_key, since, max)
                     .instrument(wait_span(call))
                     .await;
-                self.paused(started)
+                self.paused(started, delivered)
             }
         }
     }
@@ -460,9 +460,9 @@ impl<'c, 'o> Driver<'c, 'o> {
     }
 
     /// A wait for another caller's lock that began at `started` has ended.
-    fn paused(&mut self, started: Instant) -> Event {
+    fn paused(&mut self, started: Instant, delivered: Option<Vec<u8>>) -> Event {
         self.waited += started.elapsed();
-        Event::Paused
+        Event::Paused(delivered)
     }
     fn join(&mut self) -> Role {
         match coalesce::join(&self.call.flight_key()) {

@@ -192,7 +192,7 @@ pub(crate) enum Io<'m> {
     /// Take the lock without reading (the stored value is unwanted): [`Event::Attempted`].
     TakeLock(LockSpec<'m>),
     /// Wait until the lock at `lock_key` may have been released since `since`, at
-    /// most `max`: [`Event::Paused`].
+    /// most `max`: [`Event::Paused`], with the value the release delivered, if any.
     Pause {
         lock_key: &'m str,
         since: Instant,
@@ -307,7 +307,9 @@ pub(crate) enum Event {
         at: Instant,
         found: Result<GetOrLock, Error>,
     },
-    Paused,
+    /// A pause ended; with the value the release delivered, if the backend delivered
+    /// one (stored by the holder this call's last attempt, or a later one, found).
+    Paused(Option<Vec<u8>>),
     /// The computation's encoded value, or `None` (it returned `Err`, or the value
     /// does not encode).
     Computed(Option<Vec<u8>>),
@@ -659,9 +661,20 @@ impl<'k, T> Machine<'k, T> {
                 State::Attempting { since } => self.attempted(since, at, found),
                 state => self.unexpected(state),
             },
-            Event::Paused => match state {
+            Event::Paused(delivered) => match state {
                 State::Pausing { since } => {
                     let attempt = self.waiters_attempt();
+                    // A value the release delivered is judged as a read after the wait
+                    // (judged now, as any value found); a forced refresh wants the lock,
+                    // and one that is not this call's value (or too old) is attempted
+                    // for as before.
+                    let delivered = match (attempt, delivered) {
+                        (Attempt::GetOrLock, Some(bytes)) => self.found_bytes(bytes, Via::Wait),
+                        _ => None,
+                    };
+                    if let Some(found) = delivered {
+                        return self.hit(found);
+                    }
                     self.attempt(Some(since), attempt)
                 }
                 state => self.unexpected(state),

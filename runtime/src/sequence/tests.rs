@@ -303,7 +303,7 @@ fn a_value_is_judged_at_the_time_of_the_event_that_found_it() {
     m.feed(Event::Read(Ok(None)));
     m.feed(Event::Joined(Role::Lead));
     m.feed(attempted(Instant::now(), GetOrLock::Held));
-    let step = m.on(NOW_MS + 10_000, Event::Paused);
+    let step = m.on(NOW_MS + 10_000, Event::Paused(None));
     assert_eq!(kind(step), io("GetOrLock"));
     let found = attempted(Instant::now(), GetOrLock::Value(vec![4, 105]));
     assert_eq!(kind(m.on(NOW_MS + 10_000, found)), io("ClaimRefresh"));
@@ -413,7 +413,7 @@ fn a_waiter_keeps_waiting_through_backend_errors_and_finds_the_value() {
     m.feed(Event::Start);
     m.feed(Event::Read(Ok(None)));
     m.feed(attempted(start, GetOrLock::Held));
-    m.feed(Event::Paused);
+    m.feed(Event::Paused(None));
     // The primary died: the attempts fail until a replica is promoted.
     for after in [1, 2, 29] {
         let step = m.feed(Event::Attempted {
@@ -424,7 +424,7 @@ fn a_waiter_keeps_waiting_through_backend_errors_and_finds_the_value() {
             Step::Io(Io::Pause { .. }) => {}
             other => panic!("expected a pause, got {:?}", kind(other)),
         }
-        assert_eq!(kind(m.feed(Event::Paused)), io("GetOrLock"));
+        assert_eq!(kind(m.feed(Event::Paused(None))), io("GetOrLock"));
     }
     let step = m.feed(attempted(
         start + Duration::from_secs(30),
@@ -434,18 +434,51 @@ fn a_waiter_keeps_waiting_through_backend_errors_and_finds_the_value() {
 }
 
 #[test]
+fn a_value_the_release_delivered_is_judged_as_a_read_after_the_wait() {
+    let mut m = locked(Wait::Forever);
+    let start = Instant::now();
+    m.feed(Event::Start);
+    m.feed(Event::Read(Ok(None)));
+    m.feed(attempted(start, GetOrLock::Held));
+    // Delivered with the release: returned without another read.
+    assert_eq!(
+        kind(m.feed(Event::Paused(Some(vec![7])))),
+        Kind::Hit(7, true)
+    );
+
+    // Too old when it arrives (judged now): attempted for, as after a bare wake-up.
+    let mut m = locked(Wait::Forever);
+    m.feed(Event::Start);
+    m.feed(Event::Read(Ok(None)));
+    m.feed(attempted(start, GetOrLock::Held));
+    assert_eq!(
+        kind(m.feed(Event::Paused(Some(vec![7, 50])))),
+        io("GetOrLock")
+    );
+
+    // A forced refresh waits for the lock, not for a value.
+    let mut m = machine(Refresh::Forced, Some(Wait::Forever), false);
+    m.feed(Event::Start);
+    m.feed(Event::Attempted {
+        at: start,
+        found: Ok(GetOrLock::Held),
+    });
+    assert_eq!(kind(m.feed(Event::Paused(Some(vec![7])))), io("TakeLock"));
+}
+
+#[test]
 fn a_waiter_whose_lock_was_lost_in_a_failover_takes_it_and_stores() {
     let mut m = locked(Wait::Forever);
     let start = Instant::now();
     m.feed(Event::Start);
     m.feed(Event::Read(Ok(None)));
     m.feed(attempted(start, GetOrLock::Held));
-    m.feed(Event::Paused);
+    m.feed(Event::Paused(None));
     m.feed(Event::Attempted {
         at: start + Duration::from_secs(1),
         found: Err(failure()),
     });
-    m.feed(Event::Paused);
+    m.feed(Event::Paused(None));
     let step = m.feed(attempted(
         start + Duration::from_secs(2),
         GetOrLock::Locked { fence: 1 },
@@ -460,16 +493,16 @@ fn a_waiter_fails_open_once_errors_outlast_the_lock_expiry() {
     m.feed(Event::Start);
     m.feed(Event::Read(Ok(None)));
     m.feed(attempted(start, GetOrLock::Held));
-    m.feed(Event::Paused);
+    m.feed(Event::Paused(None));
     let failed = |after: u64| Event::Attempted {
         at: start + Duration::from_secs(after),
         found: Err(failure()),
     };
     assert!(matches!(m.feed(failed(10)), Step::Io(Io::Pause { .. })));
-    m.feed(Event::Paused);
+    m.feed(Event::Paused(None));
     // The expiry counts from the first error (10 s), not from the wait's start.
     assert!(matches!(m.feed(failed(39)), Step::Io(Io::Pause { .. })));
-    m.feed(Event::Paused);
+    m.feed(Event::Paused(None));
     assert_eq!(
         kind(m.feed(failed(40))),
         Kind::Compute(Storing::Nothing, Some("fail open".into()))
@@ -483,7 +516,7 @@ fn a_waiter_with_a_timeout_stops_riding_out_errors_at_the_timeout() {
     m.feed(Event::Start);
     m.feed(Event::Read(Ok(None)));
     m.feed(attempted(start, GetOrLock::Held));
-    m.feed(Event::Paused);
+    m.feed(Event::Paused(None));
     let step = m.feed(Event::Attempted {
         at: start + Duration::from_secs(2),
         found: Err(failure()),
@@ -509,7 +542,7 @@ fn a_held_lock_is_waited_for_then_the_stored_value_is_returned() {
         }
         other => panic!("expected a pause, got {:?}", kind(other)),
     }
-    assert_eq!(kind(m.feed(Event::Paused)), io("GetOrLock"));
+    assert_eq!(kind(m.feed(Event::Paused(None))), io("GetOrLock"));
     let step = m.feed(attempted(start, GetOrLock::Value(vec![4])));
     assert_eq!(kind(step), Kind::Hit(4, true));
 }
@@ -524,7 +557,7 @@ fn a_timeout_rereads_then_computes_unlocked() {
         Step::Io(Io::Pause { .. }) => {}
         other => panic!("expected a pause, got {:?}", kind(other)),
     }
-    m.feed(Event::Paused);
+    m.feed(Event::Paused(None));
     // The last pause is cut to what is left of the timeout.
     match m.feed(attempted(
         start + Duration::from_millis(950),
@@ -533,7 +566,7 @@ fn a_timeout_rereads_then_computes_unlocked() {
         Step::Io(Io::Pause { max, .. }) => assert_eq!(max, Duration::from_millis(50)),
         other => panic!("expected a pause, got {:?}", kind(other)),
     }
-    m.feed(Event::Paused);
+    m.feed(Event::Paused(None));
     let step = m.feed(attempted(start + Duration::from_secs(1), GetOrLock::Held));
     assert_eq!(kind(step), io("Get"), "one more read before computing");
     let step = m.feed(Event::Read(Ok(None)));
@@ -580,7 +613,7 @@ fn a_forced_refresh_never_reads_and_takes_the_lock() {
         other => panic!("expected a pause, got {:?}", kind(other)),
     }
     assert_eq!(
-        kind(m.feed(Event::Paused)),
+        kind(m.feed(Event::Paused(None))),
         io("TakeLock"),
         "never GetOrLock"
     );
@@ -670,7 +703,7 @@ fn followers_of_a_failed_leader_join_again_and_one_leads() {
 #[test]
 fn an_unexpected_event_fails_safe() {
     let mut m = locked(Wait::Forever);
-    let step = m.feed(Event::Paused);
+    let step = m.feed(Event::Paused(None));
     assert_eq!(kind(step), Kind::Compute(Storing::Nothing, None));
 }
 

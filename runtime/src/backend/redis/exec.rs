@@ -30,10 +30,7 @@ impl BackendCore for RedisBackend {
                 lock_key,
                 attempted,
                 max,
-            } => {
-                self.inner.hub.wait(&lock_key, attempted, max);
-                Ok(Reply::Done)
-            }
+            } => Ok(self.delivered(self.inner.hub.wait(&lock_key, attempted, max))),
             Route::Send(plan) => {
                 let sent = self.exec(&plan);
                 self.finish(&plan, sent)
@@ -51,8 +48,8 @@ impl AsyncBackendCore for RedisBackend {
                 attempted,
                 max,
             } => Box::pin(async move {
-                self.inner.hub.wait_async(&lock_key, attempted, max).await;
-                Ok(Reply::Done)
+                let value = self.inner.hub.wait_async(&lock_key, attempted, max).await;
+                Ok(self.delivered(value))
             }),
             Route::Send(plan) => Box::pin(async move {
                 let sent = self.exec_async(&plan).await;
@@ -69,6 +66,18 @@ static NO_RUNTIME_WARNED: AtomicBool = AtomicBool::new(false);
 static NO_DRIVERS_WARNED: AtomicBool = AtomicBool::new(false);
 
 impl RedisBackend {
+    /// A wait's reply: the value the release delivered (see `wake`), opened as a read
+    /// of its stored name is (under encryption), or done.
+    fn delivered(&self, value: Option<(String, Vec<u8>)>) -> Reply {
+        value.map_or(Reply::Done, |(name, bytes)| {
+            let bytes = match &self.inner.seal {
+                Some(seal) => seal.read(&name, bytes),
+                None => bytes,
+            };
+            Reply::Value(Some(bytes))
+        })
+    }
+
     /// Sends `plan`'s request on a pooled connection (the pool bounds it by the
     /// response timeout), unless the breaker says to skip the server.
     fn exec(&self, plan: &Plan<'_>) -> Result<Value, Error> {

@@ -60,6 +60,9 @@ pub(super) struct Plan<'a> {
     /// The near copies a write drops once it is sent (whatever its outcome: a write
     /// that timed out may still have landed).
     forget: Forget<'a>,
+    /// A get-or-lock attempt's lock and when it was sent: the holder it finds is told
+    /// to the wake-up hub (a waiter takes only that holder's delivered value).
+    holder_of: Option<(Cow<'a, str>, Instant)>,
 }
 
 /// How a reply reads.
@@ -121,14 +124,17 @@ impl RedisBackend {
                 return Route::Send(Plan::read(name, key, request, Shape::Value, self));
             }
             Op::GetOrLock { lock, .. } => {
+                let lock_key = stored(lock.key);
                 let mut script = GET_OR_LOCK.prepare_invoke();
                 script
                     .key(&*key)
-                    .key(&*stored(lock.key))
+                    .key(&*lock_key)
                     .arg(lock.token)
                     .arg(ms(lock.ttl));
                 let request = Request::Script(script);
-                return Route::Send(Plan::read(name, key, request, Shape::Found, self));
+                let mut plan = Plan::read(name, key, request, Shape::Found, self);
+                plan.holder_of = Some((lock_key, Instant::now()));
+                return Route::Send(plan);
             }
             Op::GetMany { keys: [] } => return Route::Local(Reply::Values(Vec::new())),
             Op::GetMany { keys } => {
@@ -254,6 +260,7 @@ impl RedisBackend {
             many: Vec::new(),
             offer: None,
             forget,
+            holder_of: None,
         })
     }
 
@@ -270,7 +277,16 @@ impl RedisBackend {
                 Forget::Keys(keys) => keys.iter().for_each(|key| near.forget(key.as_bytes())),
             }
         }
-        let mut reply = plan.reply.read(plan.name, &plan.key, sent?)?;
+        let sent = sent?;
+        // (No let chains: the crate's rust-version is 1.85.)
+        if let (Some((lock_key, at)), Value::Array(items)) = (&plan.holder_of, &sent) {
+            if let [Value::Int(0), Value::BulkString(holder)] = items.as_slice() {
+                self.inner
+                    .hub
+                    .held(lock_key, &plan.key, holder.clone(), *at);
+            }
+        }
+        let mut reply = plan.reply.read(plan.name, &plan.key, sent)?;
         if let Some(seal) = &self.inner.seal {
             plan.open(seal, &mut reply);
         }
@@ -315,6 +331,7 @@ impl<'a> Plan<'a> {
             many: Vec::new(),
             offer,
             forget: Forget::Nothing,
+            holder_of: None,
         }
     }
 
@@ -357,10 +374,14 @@ impl Shape {
                 fence @ 1.. => Reply::Fence(Some(fence.unsigned_abs())),
                 other => return Err(unexpected(&other)),
             },
-            // The get-or-lock script's value, fencing token (locked) or 0 (held).
+            // The get-or-lock script's value, fencing token (locked), or 0 or
+            // `{0, holder}` (held).
             Self::Found => Reply::Found(match value {
                 Value::BulkString(value) => GetOrLock::Value(value),
                 Value::Int(0) => GetOrLock::Held,
+                Value::Array(items) if matches!(items.first(), Some(Value::Int(0))) => {
+                    GetOrLock::Held
+                }
                 Value::Int(fence @ 1..) => GetOrLock::Locked {
                     fence: fence.unsigned_abs(),
                 },

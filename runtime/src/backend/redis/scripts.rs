@@ -16,17 +16,23 @@ use crate::codec::{FENCE_AT, FENCED_FORMATS};
 /// The prefix of the channel a lock's release is published on (`+ lock key`).
 pub(crate) const RELEASE_CHANNEL: &str = "cache-memoize:released:";
 
-/// `wake(channel, sharded)`: publishes a release, sharded when asked (on a cluster) and
-/// the server has sharded pub/sub (7.0+; an older server, or one without `SPUBLISH`,
-/// answers it with an error, and the release goes out classic, as the subscribers of
-/// such a server subscribe).
+/// The largest value a release message carries (see [`STORE_AND_RELEASE`]): a larger
+/// one is read by the waiters instead, so a stampede on a large value does not copy it
+/// into every subscriber's buffer.
+pub(crate) const DELIVER_MAX: usize = 64 * 1024;
+
+/// `wake(channel, sharded, payload)`: publishes a release, sharded when asked (on a
+/// cluster) and the server has sharded pub/sub (7.0+; an older server, or one without
+/// `SPUBLISH`, answers it with an error, and the release goes out classic, as the
+/// subscribers of such a server subscribe). The payload is `1`, or what
+/// `STORE_AND_RELEASE` delivers (`wake/mod.rs` reads it).
 const WAKE_BODY: &str = r"
-local function wake(channel, sharded)
+local function wake(channel, sharded, payload)
   if sharded == '1' then
-    local reply = redis.pcall('SPUBLISH', channel, '1')
+    local reply = redis.pcall('SPUBLISH', channel, payload)
     if type(reply) ~= 'table' or not reply.err then return end
   end
-  redis.call('PUBLISH', channel, '1')
+  redis.call('PUBLISH', channel, payload)
 end
 ";
 
@@ -93,13 +99,20 @@ if redis.replicate_commands then redis.replicate_commands() end
 
 /// KEYS: value, lock. ARGV: token, lock TTL (ms).
 /// Returns the value if present; else takes the lock: its fencing token (at least 1;
-/// also when already ours, so a retried request is safe), or 0 if held by another token.
+/// also when already ours, so a retried request is safe), or, if held by another token,
+/// `{0, holder's token}` (a waiter takes the value the holder's release message
+/// carries only if it is that holder's: see `wake/mod.rs`).
 pub(crate) static GET_OR_LOCK: Lazy<Script> = Lazy::new(|| {
     Script::new(&format!(
         r"{EFFECTS}{fence}{TAKE_LOCK_BODY}
 local value = redis.call('GET', KEYS[1])
 if value then return value end
-return take_lock(KEYS[2], KEYS[1], ARGV[1], ARGV[2])
+local fence = take_lock(KEYS[2], KEYS[1], ARGV[1], ARGV[2])
+if fence == 0 then
+  local holder = redis.call('GET', KEYS[2])
+  if holder then return {{0, holder}} end
+end
+return fence
 ",
         fence = *FENCE_BODY
     ))
@@ -127,6 +140,11 @@ return take_lock(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
 /// connection) finds its own first run done: the lock gone and exactly these bytes
 /// stored (a value's stamp, a manifest's generation make them this write's): 1, as
 /// the first run answered.
+///
+/// The release message of a value stored carries it, when it is at most
+/// [`DELIVER_MAX`] bytes, after the releasing token: `v<token length>:<token><value>`
+/// (otherwise, and for every other release, `1`). Waiters whose attempt found this
+/// token holding the lock take it as they would read it, without another command.
 pub(crate) static STORE_AND_RELEASE: Lazy<Script> = Lazy::new(|| {
     Script::new(&format!(
         r"{WAKE_BODY}{fence}
@@ -140,7 +158,11 @@ if newer(KEYS[1], ARGV[6]) then
   stored = 1
 end
 redis.call('DEL', KEYS[2])
-wake(ARGV[4], ARGV[5])
+local payload = '1'
+if stored == 1 and string.len(ARGV[1]) <= {DELIVER_MAX} then
+  payload = 'v' .. string.len(ARGV[3]) .. ':' .. ARGV[3] .. ARGV[1]
+end
+wake(ARGV[4], ARGV[5], payload)
 return stored
 ",
         fence = *FENCE_BODY
@@ -155,7 +177,7 @@ pub(crate) static INVALIDATE: Lazy<Script> = Lazy::new(|| {
         r"{WAKE_BODY}
 redis.call('DEL', KEYS[1])
 if redis.call('DEL', KEYS[2]) == 1 then
-  wake(ARGV[1], ARGV[2])
+  wake(ARGV[1], ARGV[2], '1')
 end
 return 1
 "
@@ -169,7 +191,7 @@ pub(crate) static COMPARE_AND_DELETE: Lazy<Script> = Lazy::new(|| {
         r"{WAKE_BODY}
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
-  wake(ARGV[2], ARGV[3])
+  wake(ARGV[2], ARGV[3], '1')
   return 1
 end
 return 0

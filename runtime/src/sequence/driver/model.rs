@@ -323,7 +323,7 @@ impl<'c, 'o> Caller<'c, 'o> {
             Io::AwaitLeader { max } => Next::Await(max),
             Io::Pause { .. } => {
                 self.driver.mark(Some(&io));
-                Next::Feed(Event::Paused)
+                Next::Feed(Event::Paused(None))
             }
             io => {
                 self.sent_store |= matches!(io, Io::StoreAndRelease { .. });

@@ -3,7 +3,8 @@
 //!
 //! - Per lock, reference-counted: the first waiter on a lock asks for its channel, the
 //!   last one to leave lets it go (after [`LINGER`], which covers the waiter's retry
-//!   between two pauses). A process waiting on nothing is subscribed to nothing, so
+//!   between two pauses; the subscriber looks within a linger, so between one and two
+//!   lingers: a waiter leaving wakes nobody). A process waiting on nothing is subscribed to nothing, so
 //!   other processes' releases cost it (and Redis) nothing.
 //! - No release is missed: a subscription only counts for attempts made after it was
 //!   confirmed. A waiter whose attempt came first returns as soon as the subscription
@@ -11,6 +12,13 @@
 //!   between. A lost connection to a single server counts as a release; a subscription
 //!   the server drops because its slot moved, or whose cluster node was lost, is asked
 //!   for again at once (below).
+//! - A release that stored a value carries it (at most `DELIVER_MAX` bytes) with the
+//!   releasing token. A waiter takes it instead of reading, only if an attempt sent
+//!   after its own began found that token holding the lock (the get-or-lock script
+//!   names the holder): that holder's release then came after the waiter's wait began,
+//!   so what it delivers is never older than a read the waiter would make. Anything
+//!   else (another holder's release, a wake-up without a value) makes it retry, as
+//!   before.
 //! - On Redis Cluster 7+, sharded pub/sub (`SSUBSCRIBE`, routed to the node owning the
 //!   lock's slot); on older clusters (`SSUBSCRIBE` unknown) and on a single server,
 //!   classic `SUBSCRIBE`. The release scripts publish accordingly.
@@ -76,6 +84,9 @@ pub(crate) struct Hub {
 struct State {
     /// By lock key: the locks waited on now, or within the last [`LINGER`].
     locks: HashMap<String, Watched>,
+    /// By lock key: the holder the latest get-or-lock attempt found, and when that
+    /// attempt was sent.
+    held: HashMap<String, Holding>,
     /// Subscriptions the server dropped because their slot moved, and connections to a
     /// cluster node lost, so far: while this is ahead of `located`, the client's slot
     /// map may be out of date, and every new subscription first looks for its slot's
@@ -95,6 +106,38 @@ struct Watched {
     live_since: Option<Instant>,
     /// When a release (or a lost connection) was last seen.
     released: Option<Instant>,
+    /// What the last release message delivered, if it carried a value.
+    delivered: Option<Delivery>,
+}
+
+/// A lock's holder, as an attempt sent at `sent` found it, and the value's name as
+/// stored (a delivered value is opened as a read of it is, under encryption).
+struct Holding {
+    holder: Vec<u8>,
+    value_key: String,
+    sent: Instant,
+}
+
+/// A value a release message carried: stored by `holder` (the releasing token),
+/// received at `at`.
+struct Delivery {
+    holder: Vec<u8>,
+    value: Vec<u8>,
+    at: Instant,
+}
+
+/// How many holders the hub remembers before it forgets those of locks nobody waits
+/// on (older than [`LINGER`]).
+const HELD_KEPT: usize = 256;
+
+/// The token and value a release message carries (`v<token length>:<token><value>`,
+/// see `scripts::STORE_AND_RELEASE`); `None` for a bare wake-up (`1`).
+fn delivery(payload: &[u8]) -> Option<(&[u8], &[u8])> {
+    let rest = payload.strip_prefix(b"v")?;
+    let colon = rest.iter().position(|b| *b == b':')?;
+    let len: usize = std::str::from_utf8(&rest[..colon]).ok()?.parse().ok()?;
+    let rest = &rest[colon + 1..];
+    (rest.len() >= len).then(|| rest.split_at(len))
 }
 
 impl Watched {
@@ -155,6 +198,7 @@ impl Hub {
                 requested: false,
                 live_since: None,
                 released: None,
+                delivered: None,
             });
         watched.waiters += 1;
         let ask = !watched.requested;
@@ -175,17 +219,75 @@ impl Hub {
             .is_some_and(|w| w.should_retry(attempted))
     }
 
-    /// Blocks until `lock_key` may have been released after `attempted`, or for `max`.
-    pub(crate) fn wait(&self, lock_key: &str, attempted: Instant, max: Duration) {
+    /// A get-or-lock attempt of the value at `value_key`, sent at `sent`, found
+    /// `holder` holding `lock_key`.
+    pub(crate) fn held(&self, lock_key: &str, value_key: &str, holder: Vec<u8>, sent: Instant) {
+        if self.subscriber.is_none() {
+            return;
+        }
+        let mut state = self.state();
+        if state.held.len() >= HELD_KEPT && !state.held.contains_key(lock_key) {
+            let now = Instant::now();
+            let State { held, locks, .. } = &mut *state;
+            held.retain(|key, h| locks.contains_key(key) || now.duration_since(h.sent) < LINGER);
+        }
+        match state.held.get_mut(lock_key) {
+            Some(known) if known.sent > sent => {}
+            Some(known) => {
+                *known = Holding {
+                    holder,
+                    value_key: value_key.to_owned(),
+                    sent,
+                };
+            }
+            None => {
+                let holding = Holding {
+                    holder,
+                    value_key: value_key.to_owned(),
+                    sent,
+                };
+                state.held.insert(lock_key.to_owned(), holding);
+            }
+        }
+    }
+
+    /// The value delivered for a waiter whose attempt began at `attempted`, with its
+    /// stored name: carried by the release of the holder an attempt sent since found
+    /// (so stored after the wait began), received since.
+    fn delivered(state: &State, lock_key: &str, attempted: Instant) -> Option<(String, Vec<u8>)> {
+        let delivery = state.locks.get(lock_key)?.delivered.as_ref()?;
+        let holding = state.held.get(lock_key)?;
+        let theirs = holding.holder == delivery.holder;
+        (theirs && holding.sent >= attempted && delivery.at >= attempted)
+            .then(|| (holding.value_key.clone(), delivery.value.clone()))
+    }
+
+    /// Blocks until `lock_key` may have been released after `attempted`, or for `max`;
+    /// returns the value the release delivered for this waiter, if any.
+    pub(crate) fn wait(
+        &self,
+        lock_key: &str,
+        attempted: Instant,
+        max: Duration,
+    ) -> Option<(String, Vec<u8>)> {
         let _watch = self.watch(lock_key);
         let state = self.state();
-        let _ = self.released.wait_timeout_while(state, max, |state| {
-            !Self::should_retry(state, lock_key, attempted)
-        });
+        let (state, _) = self
+            .released
+            .wait_timeout_while(state, max, |state| {
+                !Self::should_retry(state, lock_key, attempted)
+            })
+            .unwrap_or_else(PoisonError::into_inner);
+        Self::delivered(&state, lock_key, attempted)
     }
 
     /// The async form of [`wait`](Self::wait).
-    pub(crate) async fn wait_async(&self, lock_key: &str, attempted: Instant, max: Duration) {
+    pub(crate) async fn wait_async(
+        &self,
+        lock_key: &str,
+        attempted: Instant,
+        max: Duration,
+    ) -> Option<(String, Vec<u8>)> {
         let _watch = self.watch(lock_key);
         let deadline = crate::timer::deadline_after(max);
         loop {
@@ -193,12 +295,15 @@ impl Hub {
             let mut released = std::pin::pin!(released);
             // Registered before the check: a release in between still wakes us.
             released.as_mut().enable();
-            if Self::should_retry(&self.state(), lock_key, attempted) {
-                return;
+            {
+                let state = self.state();
+                if Self::should_retry(&state, lock_key, attempted) {
+                    return Self::delivered(&state, lock_key, attempted);
+                }
             }
             // The crate's timer: a waiter on a runtime without a time driver waits too.
             if crate::timer::timeout_at(deadline, released).await.is_none() {
-                return;
+                return Self::delivered(&self.state(), lock_key, attempted);
             }
         }
     }
@@ -208,8 +313,8 @@ impl Hub {
         self.released_async.notify_waiters();
     }
 
-    /// A release message on `channel`.
-    fn on_message(&self, channel: &[u8]) {
+    /// A release message on `channel`, carrying `payload`.
+    fn on_message(&self, channel: &[u8], payload: &[u8]) {
         self.messages.fetch_add(1, Ordering::Relaxed);
         let Some(lock_key) = channel.strip_prefix(RELEASE_CHANNEL.as_bytes()) else {
             return;
@@ -218,7 +323,13 @@ impl Hub {
             return;
         };
         if let Some(watched) = self.state().locks.get_mut(lock_key) {
-            watched.released = Some(Instant::now());
+            let now = Instant::now();
+            watched.released = Some(now);
+            watched.delivered = delivery(payload).map(|(holder, value)| Delivery {
+                holder: holder.to_vec(),
+                value: value.to_vec(),
+                at: now,
+            });
         } else {
             return;
         }
@@ -300,8 +411,14 @@ impl Hub {
         let lock_key = channel
             .and_then(|c| c.strip_prefix(RELEASE_CHANNEL.as_bytes()))
             .and_then(|k| std::str::from_utf8(k).ok());
+        let payload = match push.data.get(1) {
+            Some(Value::BulkString(payload)) => payload.as_slice(),
+            _ => &[],
+        };
         match (&push.kind, channel, lock_key) {
-            (PushKind::SMessage | PushKind::Message, Some(channel), _) => self.on_message(channel),
+            (PushKind::SMessage | PushKind::Message, Some(channel), _) => {
+                self.on_message(channel, payload);
+            }
             (PushKind::SSubscribe | PushKind::Subscribe, _, Some(lock_key)) => {
                 self.on_subscribed(lock_key, true);
             }
@@ -320,17 +437,24 @@ impl Hub {
         let mut state = self.state();
         let locate = state.moves > state.located;
         plan.moves = state.moves;
+        let mut forgotten = Vec::new();
         state.locks.retain(|key, watched| {
             if watched.waiters == 0 && now.duration_since(watched.idle_since) >= LINGER {
+                forgotten.push(key.clone());
                 if watched.requested {
                     plan.unsubscribe.push(release_channel(key));
                 }
                 return false;
             }
-            if watched.waiters == 0 {
-                let end = watched.idle_since + LINGER;
-                plan.next = Some(plan.next.map_or(end, |next: Instant| next.min(end)));
-            }
+            // A lock waited on is looked at again within a linger: its last waiter
+            // leaving does not wake the subscriber (at the end of a stampede, that
+            // would be one more thread woken per process as the waiters return).
+            let end = if watched.waiters == 0 {
+                watched.idle_since + LINGER
+            } else {
+                now + LINGER
+            };
+            plan.next = Some(plan.next.map_or(end, |next: Instant| next.min(end)));
             if !watched.requested {
                 watched.requested = true;
                 plan.subscribe.push(key.clone());
@@ -340,6 +464,9 @@ impl Hub {
             }
             true
         });
+        for key in forgotten {
+            state.held.remove(&key);
+        }
         plan
     }
 
@@ -384,12 +511,8 @@ impl Drop for Watch<'_> {
         if let Some(watched) = state.locks.get_mut(self.lock_key) {
             watched.waiters -= 1;
             if watched.waiters == 0 {
+                // The subscriber finds it idle when it next looks (within a linger).
                 watched.idle_since = Instant::now();
-                drop(state);
-                // The subscriber arms the linger timer.
-                if let Some(subscriber) = &self.hub.subscriber {
-                    subscriber.notify_one();
-                }
             }
         }
     }
@@ -450,8 +573,39 @@ mod tests {
         // The retry came after the confirmation: only a release ends its wait.
         let retried = Instant::now();
         assert!(!Hub::should_retry(&hub.state(), "_lock_:{k}", retried));
-        hub.on_message(b"cache-memoize:released:_lock_:{k}");
+        hub.on_message(b"cache-memoize:released:_lock_:{k}", b"1");
         assert!(Hub::should_retry(&hub.state(), "_lock_:{k}", retried));
+    }
+
+    #[test]
+    fn a_waiter_takes_only_the_value_of_a_holder_found_since_its_attempt() {
+        const CHANNEL: &[u8] = b"cache-memoize:released:_lock_:{k}";
+        let hub = subscribed();
+        let before = Instant::now();
+        let attempted = loop {
+            let now = Instant::now();
+            if now > before {
+                break now;
+            }
+        };
+        // An attempt sent before this waiter's found holder `a`: not proof enough.
+        hub.held("_lock_:{k}", "{k}", b"a".to_vec(), before);
+        hub.on_message(CHANNEL, b"v1:aVALUE");
+        assert_eq!(Hub::delivered(&hub.state(), "_lock_:{k}", attempted), None);
+        // Its own attempt found `a`: `a`'s release came after its wait began.
+        hub.held("_lock_:{k}", "{k}", b"a".to_vec(), attempted);
+        assert_eq!(
+            Hub::delivered(&hub.state(), "_lock_:{k}", attempted),
+            Some(("{k}".to_owned(), b"VALUE".to_vec()))
+        );
+        // Another holder's release, or a bare wake-up, delivers nothing to it.
+        hub.on_message(CHANNEL, b"v1:bOTHER");
+        assert_eq!(Hub::delivered(&hub.state(), "_lock_:{k}", attempted), None);
+        hub.on_message(CHANNEL, b"v1:aVALUE");
+        hub.on_message(CHANNEL, b"1");
+        assert_eq!(Hub::delivered(&hub.state(), "_lock_:{k}", attempted), None);
+        assert_eq!(delivery(b"v12:a"), None, "cut short");
+        assert_eq!(delivery(b"v0:"), Some((&b""[..], &b""[..])));
     }
 
     #[test]
@@ -523,12 +677,20 @@ mod tests {
     #[test]
     fn the_last_waiter_leaving_ends_the_subscription_after_the_linger() {
         let hub = watched(0);
-        drop(hub.watch("_lock_:{k}"));
+        let watch = hub.watch("_lock_:{k}");
         let now = Instant::now();
         let plan = hub.plan(now);
-        assert_eq!(plan.subscribe, ["_lock_:{k}"], "still lingering");
-        assert!(plan.next.is_some_and(|end| end > now));
-        let plan = hub.plan(now + LINGER);
+        assert_eq!(plan.subscribe, ["_lock_:{k}"]);
+        assert!(
+            plan.next.is_some_and(|at| at <= now + LINGER),
+            "looked at again while waited on"
+        );
+        drop(watch);
+        let left = Instant::now();
+        let plan = hub.plan(left);
+        assert!(plan.unsubscribe.is_empty(), "still lingering");
+        assert!(plan.next.is_some_and(|end| end > left));
+        let plan = hub.plan(left + LINGER);
         assert_eq!(plan.unsubscribe, ["cache-memoize:released:_lock_:{k}"]);
         assert!(!hub.wanted());
     }

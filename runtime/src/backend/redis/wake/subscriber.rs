@@ -178,7 +178,7 @@ async fn serve(
                     () = signal.notified() => {}
                     () = idle => {}
                     message = messages.next() => match (message, hub.upgrade()) {
-                        (Some(message), Some(hub)) => hub.on_message(message.get_channel_name().as_bytes()),
+                        (Some(message), Some(hub)) => hub.on_message(message.get_channel_name().as_bytes(), message.get_payload_bytes()),
                         (None, _) => return failed(std::io::Error::from(std::io::ErrorKind::ConnectionAborted).into(), true),
                         (Some(_), None) => return Ended::Dropped,
                     },
