@@ -328,6 +328,9 @@ pub(crate) struct Observed {
 pub(crate) struct Caller {
     specs: Arc<Vec<Spec>>,
     opts: Vec<MemoizeOptions>,
+    /// Each function-form function's backend: its invalidations go there (the two
+    /// backends name keys differently when one seals them).
+    backends: Vec<Arc<dyn CacheBackend>>,
     runtime: tokio::runtime::Runtime,
 }
 
@@ -339,9 +342,14 @@ impl Caller {
         near: &Arc<dyn CacheBackend>,
         plain: &Arc<dyn CacheBackend>,
     ) -> std::io::Result<Self> {
+        let backends: Vec<Arc<dyn CacheBackend>> = specs
+            .iter()
+            .map(|spec| Arc::clone(if spec.near { near } else { plain }))
+            .collect();
         let opts = specs
             .iter()
-            .map(|spec| options(spec, if spec.near { near } else { plain }))
+            .zip(&backends)
+            .map(|(spec, backend)| options(spec, backend))
             .collect();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -349,6 +357,7 @@ impl Caller {
         Ok(Self {
             specs,
             opts,
+            backends,
             runtime,
         })
     }
@@ -508,8 +517,8 @@ fn iterate(
 }
 
 impl Caller {
-    /// Invalidates function `index`'s value for `arg` (through the registered backend,
-    /// or the attribute's companion).
+    /// Invalidates function `index`'s value for `arg` (through the function's own
+    /// backend, or the attribute's companion).
     pub(crate) fn invalidate(&self, index: usize, arg: u16) -> Result<(), Error> {
         let spec = &self.specs[index];
         match spec.form {
@@ -524,7 +533,10 @@ impl Caller {
             Form::Kept(4) => kept4_invalidate(arg),
             Form::Kept(5) => kept5_invalidate(arg),
             Form::Kept(_) => kept6_invalidate(arg),
-            _ => invalidate(&spec.key(arg)),
+            _ => {
+                let key = make_cache_key(&spec.key(arg));
+                self.backends[index].invalidate(key.as_str(), &key.lock_key())
+            }
         }
     }
 }

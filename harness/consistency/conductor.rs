@@ -72,6 +72,8 @@ pub(crate) fn run(settings: &Settings) -> Result<usize, Failure> {
         settings.busy,
         if settings.faults { "on" } else { "off" },
     );
+    let (near_sealed, plain_sealed) = plan::sealed(settings.seed);
+    println!("  encryption at rest: near backend {near_sealed}, plain backend {plain_sealed}");
     for spec in &specs {
         println!("  {}", spec.describe());
     }

@@ -2,7 +2,8 @@
 //! inputs live in an authoritative store with versions, with option sets drawn at
 //! random from every option (lock or none, blocking or not, so coalescing on or off;
 //! `expire`; `stale`; `beta`; `jitter`; `fail_safe` with computations that fail;
-//! `codec`; `version`; `force_overwrite`; `clock`; near cache or not; memoized
+//! `codec`; `version`; `force_overwrite`; `clock`; near cache or not; encryption at
+//! rest on either backend (drawn per run from the seed); memoized
 //! iterators with `compress` and `chunk_size`; sync, detached and async calls) and attribute functions
 //! for what has no function form or a spelling of its own (`keep_decoded`,
 //! `shared_key` with `skip` on a key the function form shares, `cache_none` both

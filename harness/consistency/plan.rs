@@ -254,6 +254,21 @@ pub(crate) const OFFSET_MS: i64 = 7_000;
 /// random; the attribute functions (`keep_decoded`, `shared_key` with `skip`,
 /// `cache_none`, `Result`); and memoized iterators (`compress` and `chunk_size`
 /// drawn).
+/// Which of the two backends (the near one, the plain one) seal their values and hash
+/// their key names (`RedisBuilder::encryption`): drawn from the seed, so every worker
+/// process agrees.
+pub(crate) fn sealed(seed: u64) -> (bool, bool) {
+    let bits = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 60;
+    (bits & 1 == 1, bits & 2 == 2)
+}
+
+/// The secrets of the sealed backends (a test's own; never use fixed keys elsewhere).
+pub(crate) fn encryption() -> cache_memoize::Encryption {
+    cache_memoize::Encryption::new([7; 32])
+        .key(2, [9; 32])
+        .key(1, [8; 32])
+}
+
 pub(crate) fn draw(seed: u64) -> Vec<Spec> {
     let mut rng = fastrand::Rng::with_seed(seed);
     let lock_kinds = [

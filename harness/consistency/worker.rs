@@ -74,16 +74,21 @@ pub(crate) fn run(args: &[String]) -> Result<(), Failure> {
     let specs = Arc::new(plan::draw(orders.seed));
     calls::init(orders.truth_url.clone(), orders.index, &specs);
     calls::check_shared_key()?;
-    let near = RedisBackend::builder([orders.cache_url.as_str()])
+    let (near_sealed, plain_sealed) = plan::sealed(orders.seed);
+    let builder = |sealed: bool| {
+        let builder =
+            RedisBackend::builder([orders.cache_url.as_str()]).response_timeout(RESPONSE_TIMEOUT);
+        if sealed {
+            builder.encryption(plan::encryption())
+        } else {
+            builder
+        }
+    };
+    let near = builder(near_sealed)
         .near_cache(NearCache::new())
-        .response_timeout(RESPONSE_TIMEOUT)
         .connect()?;
     let near = Arc::new(near);
-    let plain: Arc<dyn CacheBackend> = Arc::new(
-        RedisBackend::builder([orders.cache_url.as_str()])
-            .response_timeout(RESPONSE_TIMEOUT)
-            .connect()?,
-    );
+    let plain: Arc<dyn CacheBackend> = Arc::new(builder(plain_sealed).connect()?);
     let live_by = Instant::now() + Duration::from_secs(20);
     while !near.is_near_cache_live() {
         if Instant::now() > live_by {
