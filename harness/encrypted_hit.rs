@@ -1,14 +1,15 @@
 //! Measures a memoized 10 KB Redis hit with encryption at rest against a plain one,
 //! side by side on one private `redis-server` (started on a free port, stopped at the
 //! end): interleaved rounds, the order alternating, medians and bests per hit.
-//! Usage: `cargo run --release -p cache-memoize-tests --features encryption --bin
-//! encrypted_hit [rounds]`.
+//! Usage: `cargo run --release --example encrypted_hit [rounds]` (40 rounds; quick
+//! mode, `CACHE_MEMOIZE_QUICK=1`: 4).
 //! Its last line: `plain_us= encrypted_us= ratio_median= ratio_best=`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cache_memoize::{CacheBackend, Encryption, MemoizeOptions, RedisBackend, memoize};
+use cache_memoize_harness::quick::sized;
 use cache_memoize_tests::server::RedisServer;
 use serde::{Deserialize, Serialize};
 
@@ -41,7 +42,10 @@ fn median(mut times: Vec<Duration>) -> Duration {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let rounds: usize = std::env::args().nth(1).map_or(Ok(40), |n| n.parse())?;
+    let rounds: usize = match std::env::args().nth(1) {
+        Some(n) => n.parse()?,
+        None => sized(40, 4),
+    };
     let server = RedisServer::start();
     let plain = options(RedisBackend::builder([server.url()]).connect()?);
     let sealed = options(
