@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use cache_memoize::{
     Backend, CacheBackend, LockOptions, MemoizeOptions, RedisBackend, make_cache_key, memoize,
 };
+use cache_memoize_tests::captured::Captured;
 use cache_memoize_tests::server::RedisServer;
+use cache_memoize_tests::wait_until;
 
 fn lazy(server: &RedisServer) -> RedisBackend {
     match RedisBackend::builder([server.url()]).connect_lazy() {
@@ -124,5 +126,28 @@ fn a_call_after_an_invalidation_never_gets_the_value_delivered_before_it() {
     assert!(
         began.elapsed() < Duration::from_secs(30),
         "woken, not retried"
+    );
+}
+
+/// Held: with a server that was up all along, the first contact closes the breaker
+/// quietly (no recovery reported at every start).
+#[test]
+fn connect_lazy_to_a_live_server_reports_no_recovery() {
+    let server = RedisServer::start();
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .finish();
+    let backend = tracing::subscriber::with_default(subscriber, || lazy(&server));
+    let connected = Instant::now();
+    wait_until("the first contact answered", || !backend.is_circuit_open());
+    let closed = connected.elapsed();
+    let text = captured.text();
+    assert!(
+        !text.contains("answers again") && !text.contains("circuit breaker"),
+        "a recovery reported for a server that never failed (closed after {closed:?}): {text}"
     );
 }
