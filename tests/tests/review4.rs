@@ -129,9 +129,12 @@ fn a_call_after_an_invalidation_never_gets_the_value_delivered_before_it() {
     );
 }
 
-/// Held: with a server that was up all along, the first contact closes the breaker
-/// quietly (no recovery reported at every start).
+/// Finding 1, the report: with a server that was up all along, the first contact
+/// closes the breaker and reports a recovery ("Redis backend answers again: circuit
+/// breaker closed after 6ms (0 calls skipped the cache)") at every start. The report
+/// follows the closing on the first-contact thread, so the test looks for a second.
 #[test]
+#[ignore = "finding 1: connect_lazy to a live server reports a recovery at every start"]
 fn connect_lazy_to_a_live_server_reports_no_recovery() {
     let server = RedisServer::start();
     let captured = Captured::default();
@@ -145,6 +148,10 @@ fn connect_lazy_to_a_live_server_reports_no_recovery() {
     let connected = Instant::now();
     wait_until("the first contact answered", || !backend.is_circuit_open());
     let closed = connected.elapsed();
+    let looked = Instant::now();
+    while !captured.text().contains("answers again") && looked.elapsed() < Duration::from_secs(1) {
+        thread::sleep(Duration::from_millis(10));
+    }
     let text = captured.text();
     assert!(
         !text.contains("answers again") && !text.contains("circuit breaker"),
