@@ -158,3 +158,104 @@ fn connect_lazy_to_a_live_server_reports_no_recovery() {
         "a recovery reported for a server that never failed (closed after {closed:?}): {text}"
     );
 }
+
+fn patient(backend: &Arc<RedisBackend>) -> MemoizeOptions {
+    MemoizeOptions::new()
+        .backend(Arc::clone(backend) as Arc<dyn CacheBackend>)
+        .lock(LockOptions {
+            retry: Duration::from_secs(60),
+            timeout: Some(Duration::from_secs(60)),
+            ..LockOptions::default()
+        })
+}
+
+/// Starts a holder of `key` on `backend` computing `value` until `release` is sent;
+/// returns once it computes.
+fn holding(
+    backend: &Arc<RedisBackend>,
+    key: &str,
+    value: usize,
+) -> (mpsc::Sender<()>, thread::JoinHandle<usize>) {
+    let (go, started) = mpsc::channel();
+    let (release, hold) = mpsc::channel::<()>();
+    let (opts, key) = (patient(backend), key.to_owned());
+    let holder = thread::spawn(move || {
+        memoize(&key, &opts, || {
+            let _ = go.send(());
+            let _ = hold.recv();
+            value
+        })
+    });
+    let _ = started.recv();
+    (release, holder)
+}
+
+fn subscribed(backend: &RedisBackend) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while backend.wake_up_subscriptions() == 0 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Held: a forced refresh waiting on another's lock does not take the value that
+/// holder's release delivers: it takes the lock and computes its own.
+#[test]
+fn a_forced_refresh_waiter_computes_rather_than_take_the_delivered_value() {
+    let server = RedisServer::start();
+    let connect = || match RedisBackend::connect(&server.url()) {
+        Ok(backend) => Arc::new(backend),
+        Err(err) => panic!("{err}"),
+    };
+    let (near, far) = (connect(), connect());
+    let key = format!("deliver-forced:{}", uuid::Uuid::new_v4().simple());
+    let (release, holder) = holding(&near, &key, 1);
+    let waiter = {
+        let (opts, key) = (patient(&far), key.clone());
+        thread::spawn(move || cache_memoize::refresh(|| memoize(&key, &opts, || 2_usize)))
+    };
+    subscribed(&far);
+    thread::sleep(Duration::from_millis(50));
+    let _ = release.send(());
+    assert_eq!(holder.join().ok(), Some(1));
+    assert_eq!(waiter.join().ok(), Some(2), "the forced refresh computes");
+    assert_eq!(
+        memoize(&key, &patient(&near), || 3_usize),
+        2,
+        "and stores after the holder"
+    );
+}
+
+/// Held: the async waiter takes the delivered value; a call that begins after a later
+/// invalidation computes again.
+#[test]
+fn an_async_waiter_and_an_invalidation() {
+    let server = RedisServer::start();
+    let connect = || match RedisBackend::connect(&server.url()) {
+        Ok(backend) => Arc::new(backend),
+        Err(err) => panic!("{err}"),
+    };
+    let (near, far) = (connect(), connect());
+    let key = format!("deliver-async:{}", uuid::Uuid::new_v4().simple());
+    let cache_key = make_cache_key(&key);
+    let (release, holder) = holding(&near, &key, 1);
+    let rt = cache_memoize_tests::runtime();
+    let waiter = {
+        let (opts, key) = (patient(&far), key.clone());
+        rt.spawn(
+            async move { cache_memoize::memoize_async(&key, &opts, || async { 99_usize }).await },
+        )
+    };
+    subscribed(&far);
+    thread::sleep(Duration::from_millis(50));
+    let _ = release.send(());
+    assert_eq!(holder.join().ok(), Some(1));
+    if let Err(err) = near.invalidate(cache_key.as_str(), &cache_key.lock_key()) {
+        panic!("{err}");
+    }
+    let opts = patient(&far);
+    let after = rt.block_on(cache_memoize::memoize_async(&key, &opts, || async {
+        2_usize
+    }));
+    assert_eq!(after, 2, "a call that began after the invalidation");
+    assert_eq!(rt.block_on(waiter).ok(), Some(1));
+}
