@@ -169,10 +169,11 @@ pub(crate) fn params(sig: &Signature) -> syn::Result<Vec<Param>> {
                 is_self: true,
                 impl_trait: false,
                 borrows: receiver.reference.is_some() || borrows(&receiver.ty),
-                mutable: receiver
-                    .mutability
-                    .filter(|_| receiver.reference.is_some())
-                    .map(|token| token.span),
+                mutable: match (&receiver.reference, receiver.mutability) {
+                    (Some(_), Some(token)) => Some(token.span),
+                    // `self: &mut Self` (the type written out).
+                    _ => mutable_reference(&receiver.ty),
+                },
             }),
             FnArg::Typed(typed) => match &*typed.pat {
                 Pat::Ident(binding) if binding.subpat.is_none() => {
@@ -184,12 +185,7 @@ pub(crate) fn params(sig: &Signature) -> syn::Result<Vec<Param>> {
                         is_self: false,
                         impl_trait: has_impl_trait(&typed.ty),
                         borrows: borrows(&typed.ty),
-                        mutable: match &*typed.ty {
-                            Type::Reference(reference) => {
-                                reference.mutability.map(|token| token.span)
-                            }
-                            _ => None,
-                        },
+                        mutable: mutable_reference(&typed.ty),
                     })
                 }
                 pattern => Err(syn::Error::new_spanned(
@@ -199,6 +195,17 @@ pub(crate) fn params(sig: &Signature) -> syn::Result<Vec<Param>> {
             },
         })
         .collect()
+}
+
+/// Where the `&mut` of a `&mut T` type is written, through the invisible group a
+/// macro's `$t:ty` makes and through parentheses.
+fn mutable_reference(ty: &Type) -> Option<Span> {
+    match ty {
+        Type::Reference(reference) => reference.mutability.map(|token| token.span),
+        Type::Group(group) => mutable_reference(&group.elem),
+        Type::Paren(paren) => mutable_reference(&paren.elem),
+        _ => None,
+    }
 }
 
 fn has_impl_trait(ty: &Type) -> bool {

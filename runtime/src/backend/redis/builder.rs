@@ -191,6 +191,12 @@ impl RedisBuilder {
     /// key or lists an id twice. With a [near cache](Self::near_cache), its prefixes
     /// are set aside (hashed names have none): it is told of writes to every key.
     ///
+    /// Processes with other settings (no encryption, another name key) name every key
+    /// differently: they share no value, lock or invalidation, so a fleet switches at
+    /// once. Of the raw [`Backend`](crate::Backend) operations, `set` and `get` seal
+    /// and open; `add`, `compare_and_extend` and `compare_and_delete` (the lock
+    /// tokens', compared inside Redis) work on the bytes as given.
+    ///
     /// ```no_run
     /// use cache_memoize::{Encryption, RedisBackend};
     ///
@@ -296,9 +302,11 @@ impl RedisBuilder {
     /// Returns at once, whether the server answers yet or not: for a service that must
     /// start before its cache (Redis restarting, deployed after it, briefly
     /// unreachable). Until the server answers, memoized calls compute without the
-    /// cache, at once (they skip the server as an open circuit breaker's calls do: none
-    /// waits out a connect timeout against a server that does not answer): one WARN
-    /// says so, then the breaker's usual rate-limited reports. A
+    /// cache: from the backend's first failed contact (a refused connection fails at
+    /// once; a server that does not answer, after the connect timeout) they skip the
+    /// server as an open circuit breaker's calls do, so none waits out a connect
+    /// timeout; one WARN says so, then the breaker's usual rate-limited reports. A
+    /// server that answers at once is used at once. A
     /// thread of the backend's own `PING`s the server every
     /// [`FIRST_CONTACT_EVERY`](Self::FIRST_CONTACT_EVERY) until it answers (then ends;
     /// it also ends when the backend is dropped); from that answer on, calls use the
@@ -396,8 +404,6 @@ impl RedisBuilder {
             }),
         };
         if contact == Contact::Lazy {
-            // Calls skip the server (computing at once) until its first answer.
-            backend.inner.breaker.await_first_answer();
             first_contact(&backend);
         }
         Ok(backend)
@@ -444,6 +450,11 @@ fn first_contact(backend: &RedisBackend) {
                         }
                         Err(err) if !warned => {
                             warned = true;
+                            // From the first failed contact on, calls skip the server
+                            // (computing at once) until it answers: none waits out a
+                            // connect timeout meanwhile. A server that answers at once
+                            // is used at once, with no skip and no recovery report.
+                            inner.breaker.await_first_answer();
                             tracing::warn!(
                                 address = %inner.address,
                                 error = %err,

@@ -335,9 +335,15 @@ impl Seal {
 }
 
 /// The format byte `value` is sealed under, and whether it carries a fencing token in
-/// clear: an envelope keeps its format; anything else is [`RAW`].
+/// clear: an envelope (its checksum checked: opening recomputes it) keeps its format;
+/// anything else, bytes that only start like one included, is [`RAW`] and opens as
+/// written.
 fn envelope(value: &[u8]) -> (u8, bool) {
-    if value.len() < HEADER_LEN || !value.starts_with(MAGIC) || value[MAGIC.len()] == RAW {
+    if value.len() < HEADER_LEN
+        || !value.starts_with(MAGIC)
+        || value[MAGIC.len()] == RAW
+        || value[HEADER_LEN - 4..HEADER_LEN] != crc32fast::hash(&value[HEADER_LEN..]).to_le_bytes()
+    {
         return (RAW, false);
     }
     let format = value[MAGIC.len()];
