@@ -425,9 +425,22 @@ fn memoized_fn(
     } else {
         quote!(::cache_memoize::__private::FnName::new())
     };
+    let closure = quote!(::cache_memoize::__private::type_name_of_val(&|| ()));
+    // Two `shared_key` functions of one template storing two types: said at the first
+    // call of the second (a thrash otherwise seen only as misses).
+    let get = match (args.shared_key, &args.key) {
+        (Some(_), Some(template)) => {
+            let stored = match output {
+                Output::Iter(item) => quote!(#item),
+                Output::Value(ret) => quote!(#ret),
+            };
+            quote!(get_sharing(#closure, #stem, #template, ::core::any::type_name::<#stored>()))
+        }
+        _ => quote!(get(#closure, #stem)),
+    };
     opts.extend(quote!(.name({
         static #name_var: ::cache_memoize::__private::FnName = #made;
-        #name_var.get(::cache_memoize::__private::type_name_of_val(&|| ()), #stem)
+        #name_var.#get
     })));
     let call = match output {
         Output::Iter(item_ty) => iter_call(sig, item_ty, body, &key_var, &opts_var),

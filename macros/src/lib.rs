@@ -119,7 +119,9 @@ use quote::ToTokens;
 /// the function form, a near-cache `.prefix(..)`, another service) and for functions
 /// that share their values on purpose (a sync and an async form of one computation).
 /// Two functions with one shared template return each other's values: make sure they
-/// compute the same thing. Without `key` it is a compile error.
+/// compute the same thing. Two that store different types would overwrite each other
+/// at every key: the second one's first call says so at WARN, naming both. Without
+/// `key` it is a compile error.
 ///
 /// ```
 /// # use cache_memoize::cache_memoize;

@@ -118,6 +118,56 @@ impl FnName {
             name
         })
     }
+
+    /// [`get`](Self::get), for a function under `shared_key` with `template` storing
+    /// the type named `stored`: if another function made its name with the same
+    /// template and another type, the two overwrite each other's values, and this
+    /// first call says so (WARN, naming both).
+    pub fn get_sharing(
+        &'static self,
+        closure: &'static str,
+        stem: &str,
+        template: &'static str,
+        stored: &'static str,
+    ) -> &'static str {
+        if let Some(name) = self.name.get() {
+            return name;
+        }
+        let name = self.get(closure, stem);
+        shares(template, name, stored);
+        name
+    }
+}
+
+/// Notes that `function` stores `stored` under the `shared_key` template `template`,
+/// and says once (WARN) when another function stores another type under it: they
+/// overwrite each other's values (each read of the other's is a miss).
+fn shares(template: &'static str, function: &'static str, stored: &'static str) {
+    static SHARED: std::sync::Mutex<Vec<(&'static str, &'static str, &'static str)>> =
+        std::sync::Mutex::new(Vec::new());
+    let mut shared = SHARED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // One entry per function (the list is as long as the process's `shared_key`
+    // functions), and one word: by the first of its calls to get here.
+    if shared.iter().any(|(_, f, _)| *f == function) {
+        return;
+    }
+    let other = shared
+        .iter()
+        .find(|(t, _, ty)| *t == template && *ty != stored)
+        .map(|&(_, f, ty)| (f, ty));
+    shared.push((template, function, stored));
+    drop(shared);
+    if let Some((other, other_stored)) = other {
+        tracing::warn!(
+            template,
+            "`{other}` (returning `{other_stored}`) and `{function}` (returning `{stored}`) \
+             share the key template `{template}` under `shared_key`: each overwrites the \
+             other's values, and each read of the other's is a miss; give them different \
+             templates, or the same return type"
+        );
+    }
 }
 
 /// `path` without the generic arguments that follow a name (`Repo<u8>` is `Repo`); a

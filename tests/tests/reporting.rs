@@ -212,8 +212,10 @@ fn thrash_name(n: u32) -> String {
 }
 
 /// Issue 22 (a new user's trial): two functions under `shared_key` with one template
-/// and different types evicted each other for ever, silently. A value of another type
-/// where a type is read is said at WARN (once per type), with both likely causes.
+/// and different types evicted each other for ever, silently. The second one's first
+/// call says so at WARN, naming both functions and their types (once); a value of
+/// another type where a type is read is said too (once per type), with both likely
+/// causes.
 #[test]
 fn two_shared_key_functions_of_different_types_are_said_not_silent() {
     let captured = Captured::default();
@@ -231,5 +233,19 @@ fn two_shared_key_functions_of_different_types_are_said_not_silent() {
     assert!(
         log.matches("a value of another type was found").count() <= 2,
         "once per type: {log}"
+    );
+    let named: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("share the key template"))
+        .collect();
+    assert_eq!(named.len(), 1, "said once: {log}");
+    assert!(
+        named[0].contains("WARN")
+            && named[0].contains("reporting::thrash_count")
+            && named[0].contains("reporting::thrash_name")
+            && named[0].contains("`u32`")
+            && named[0].contains("String")
+            && named[0].contains("thrash:{n}"),
+        "both functions, both types, the template: {log}"
     );
 }
