@@ -120,6 +120,74 @@ fn weight(key: &str, value: &[u8]) -> usize {
     key.len() + value.len()
 }
 
+/// One step of the shard hash: a word of the key mixed in.
+#[inline]
+fn mix(hash: u64, word: u64) -> u64 {
+    (hash ^ word)
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        .rotate_left(23)
+}
+
+/// The shard hash of `bytes`: its 8-byte little-endian words (the last padded with
+/// zeros), then its length.
+fn words_hash(bytes: &[u8]) -> u64 {
+    let mut chunks = bytes.chunks_exact(8);
+    let mut hash = 0;
+    for chunk in &mut chunks {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        hash = mix(hash, u64::from_le_bytes(word));
+    }
+    let mut last = [0; 8];
+    last[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+    mix(mix(hash, u64::from_le_bytes(last)), bytes.len() as u64)
+}
+
+/// [`words_hash`] of `rest` up to its first `}`: the hash of a tag whose `{` came just
+/// before `rest`; `None` without a `}` or for an empty tag.
+#[inline]
+fn tag_hash(rest: &[u8]) -> Option<u64> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    const CLOSE: u64 = ONES * b'}' as u64;
+    let mut hash = 0;
+    let mut chunks = rest.chunks_exact(8);
+    let mut len = 0_usize;
+    for chunk in &mut chunks {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        let word = u64::from_le_bytes(word);
+        let x = word ^ CLOSE;
+        // The lowest byte flagged is the first `}` (the trick's false flags lie above it).
+        let found = x.wrapping_sub(ONES) & !x & HIGH;
+        if found != 0 {
+            let at = (found.trailing_zeros() / 8) as usize;
+            if len + at == 0 {
+                return None;
+            }
+            let kept = if at == 0 {
+                0
+            } else {
+                word & (u64::MAX >> (64 - 8 * at))
+            };
+            return Some(mix(mix(hash, kept), (len + at) as u64));
+        }
+        hash = mix(hash, word);
+        len += 8;
+    }
+    let mut last = [0; 8];
+    for (at, &b) in chunks.remainder().iter().enumerate() {
+        if b == b'}' {
+            if len + at == 0 {
+                return None;
+            }
+            return Some(mix(mix(hash, u64::from_le_bytes(last)), (len + at) as u64));
+        }
+        last[at] = b;
+    }
+    None
+}
+
 /// What a key is sharded by: its hash tag's content (between the first `{` and the
 /// next `}`, when not empty), else the whole key, as Redis Cluster slots are chosen.
 /// (The shards are chosen by [`MemoryBackend::shard_of`], which finds the tag and
@@ -211,37 +279,25 @@ impl MemoryBackend {
         self.len() == 0
     }
 
-    /// The shard of `key`: of its hash tag (see [`hash_tag`]), hashed with FNV-1a in
-    /// the same pass that finds the tag (cheaper on a hit than a scan, then a hash).
+    /// The shard of `key`: of its hash tag (see [`hash_tag`]), found and hashed a
+    /// word at a time in one pass (a hit pays ~30 instructions for it, not ~100).
     #[inline]
     fn shard_of(&self, key: &str) -> usize {
-        const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-        const PRIME: u64 = 0x0100_0000_01b3;
         if self.shards.len() == 1 {
             return 0;
         }
         let bytes = key.as_bytes();
-        let fnv = |bytes: &[u8]| {
-            bytes
+        let tagged = match bytes.first() {
+            Some(b'{') => tag_hash(&bytes[1..]),
+            _ => bytes
                 .iter()
-                .fold(OFFSET, |hash, &b| (hash ^ u64::from(b)).wrapping_mul(PRIME))
+                .position(|&b| b == b'{')
+                .and_then(|open| tag_hash(&bytes[open + 1..])),
         };
-        let mut hash = None;
-        if let Some(open) = bytes.iter().position(|&b| b == b'{') {
-            let mut tag = OFFSET;
-            for (len, &b) in bytes[open + 1..].iter().enumerate() {
-                if b == b'}' {
-                    hash = (len > 0).then_some(tag);
-                    break;
-                }
-                tag = (tag ^ u64::from(b)).wrapping_mul(PRIME);
-            }
-        }
-        let hash = hash.unwrap_or_else(|| fnv(bytes));
-        debug_assert_eq!(hash, fnv(hash_tag(key)));
-        // The high bits, which FNV mixes best.
+        let hash = tagged.unwrap_or_else(|| words_hash(bytes));
+        debug_assert_eq!(hash, words_hash(hash_tag(key)));
         #[allow(clippy::cast_possible_truncation)] // shifted below the shard count
-        let index = (hash.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize;
+        let index = (hash >> 40) as usize;
         index & (self.shards.len() - 1)
     }
 
@@ -704,6 +760,27 @@ mod tests {
         let key = "{app:k}";
         for other in ["_lock_:{app:k}", "_refresh_:{app:k}", "{app:k}:chunk:0:1"] {
             assert_eq!(cache.shard_of(key), cache.shard_of(other), "{other}");
+        }
+        for tag in [
+            "",
+            "a",
+            "abcdefg",
+            "abcdefgh",
+            "abcdefghi",
+            "0123456789abcdef}x",
+            "x}",
+        ] {
+            for key in [
+                format!("{{{tag}}}"),
+                format!("_lock_:{{{tag}}}:z"),
+                tag.to_string(),
+            ] {
+                let tagged = key
+                    .find('{')
+                    .and_then(|open| tag_hash(&key.as_bytes()[open + 1..]));
+                let hash = tagged.unwrap_or_else(|| words_hash(key.as_bytes()));
+                assert_eq!(hash, words_hash(hash_tag(&key)), "{key}");
+            }
         }
         let spread: std::collections::HashSet<usize> = (0..64)
             .map(|i| cache.shard_of(&format!("{{app:{i}}}")))
