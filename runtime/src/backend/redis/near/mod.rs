@@ -16,13 +16,16 @@
 //!   takes that lock to remove the key: whichever comes second sees the other.
 //! - Writes through this process drop the local copy as soon as they return.
 //! - Bounded in bytes (keys and values), least recently used first, in 16 shards (one
-//!   lock each) so that threads reading different keys rarely meet.
+//!   reader-writer lock each) so that threads reading different keys rarely meet. A
+//!   hit takes its shard's lock shared (threads on one hot key read in parallel): it
+//!   marks the entry read instead of reordering the shard's LRU list, and eviction
+//!   gives a marked entry a second chance. Its count goes to a per-thread slot.
 
 pub(crate) mod tracking;
 
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use coarsetime::{Duration as CoarseDuration, Instant as Coarse};
@@ -122,7 +125,10 @@ const UNCOVERED_WARNING: u64 = 32;
 
 /// The near tier of one backend.
 pub(crate) struct Tier {
-    shards: Box<[Mutex<Shard>]>,
+    shards: Box<[RwLock<Shard>]>,
+    /// Near hits, counted in the slot of the thread that served them (threads hitting
+    /// one key do not write one counter).
+    hits: Box<[HitSlot]>,
     /// Per stripe of keys: bumped by each invalidation of a key of the stripe.
     stripes: Box<[AtomicU64]>,
     /// Bumped by every change of the link and every flush.
@@ -154,7 +160,25 @@ struct Shard {
     entries: LruCache<String, Entry>,
     used: usize,
     capacity: usize,
-    hits: u64,
+}
+
+/// How many counters near hits are spread over.
+const HIT_SLOTS: usize = 16;
+
+/// One counter of near hits, alone on its cache line.
+#[repr(align(128))]
+#[derive(Default)]
+struct HitSlot(AtomicU64);
+
+/// Hands each thread its slot of the hit counters, in turn.
+static NEXT_HIT_SLOT: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    static HIT_SLOT: usize = {
+        #[allow(clippy::cast_possible_truncation)] // reduced below HIT_SLOTS
+        let slot = (NEXT_HIT_SLOT.fetch_add(1, Ordering::Relaxed) % HIT_SLOTS as u64) as usize;
+        slot
+    };
 }
 
 struct Entry {
@@ -163,6 +187,8 @@ struct Entry {
     until: Coarse,
     /// The value decoded from exactly these bytes, for `keep_decoded` calls.
     decoded: Option<DecodedValue>,
+    /// Set by a hit (under the shared lock): eviction gives the entry a second chance.
+    read: AtomicBool,
 }
 
 impl Entry {
@@ -253,14 +279,14 @@ impl Tier {
         Self {
             shards: (0..SHARDS)
                 .map(|_| {
-                    Mutex::new(Shard {
+                    RwLock::new(Shard {
                         entries: LruCache::unbounded(),
                         used: 0,
                         capacity: per_shard,
-                        hits: 0,
                     })
                 })
                 .collect(),
+            hits: (0..HIT_SLOTS).map(|_| HitSlot::default()).collect(),
             stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
             global: AtomicU64::new(0),
             live: AtomicBool::new(false),
@@ -282,10 +308,16 @@ impl Tier {
         (low % SHARDS, (low >> 4) % STRIPES)
     }
 
-    fn shard(&self, index: usize) -> MutexGuard<'_, Shard> {
+    fn shard(&self, index: usize) -> RwLockWriteGuard<'_, Shard> {
         // Every mutation leaves a shard consistent before anything can panic.
         self.shards[index]
-            .lock()
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn read_shard(&self, index: usize) -> RwLockReadGuard<'_, Shard> {
+        self.shards[index]
+            .read()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -313,20 +345,34 @@ impl Tier {
         if !self.live.load(Ordering::Acquire) {
             return None;
         }
-        let (shard, _) = self.place(key.as_bytes());
-        let mut shard = self.shard(shard);
-        let entry = shard.entries.get(key)?;
+        let (index, _) = self.place(key.as_bytes());
+        let shard = self.read_shard(index);
+        let entry = shard.entries.peek(key)?;
         if entry.until <= now() {
-            shard.remove(key);
+            drop(shard);
+            let mut shard = self.shard(index);
+            // Another thread may have replaced it meanwhile.
+            if shard
+                .entries
+                .peek(key)
+                .is_some_and(|entry| entry.until <= now())
+            {
+                shard.remove(key);
+            }
             return None;
         }
         // The mark of an absent value reads as a miss: the call computes; no near hit.
         let absent = codec::is_absent_mark(&entry.value);
         let served = pick(entry)?;
-        if !absent {
-            shard.hits += 1;
+        // Written only when not set: threads on one hot key do not all write it.
+        if !entry.read.load(Ordering::Relaxed) {
+            entry.read.store(true, Ordering::Relaxed);
         }
         drop(shard);
+        if !absent {
+            let slot = HIT_SLOT.try_with(|slot| *slot).unwrap_or(0);
+            self.hits[slot].0.fetch_add(1, Ordering::Relaxed);
+        }
         // The memoized call that gets it counts it (`cache_memoize_near_hits_total`,
         // labelled by its function) when it is a hit.
         Some(served)
@@ -532,7 +578,10 @@ impl Tier {
 
     /// Reads answered from the near tier since it was made.
     pub(crate) fn hits(&self) -> u64 {
-        (0..SHARDS).map(|index| self.shard(index).hits).sum()
+        self.hits
+            .iter()
+            .map(|slot| slot.0.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Invalidation messages received since it was made.
@@ -562,6 +611,11 @@ impl Shard {
     fn evict_for(&mut self, needed: usize) {
         while self.used + needed > self.capacity {
             match self.entries.pop_lru() {
+                // Hit since it was kept or last given a chance: it goes to the front
+                // instead (at most once per entry per pass, so this ends).
+                Some((old_key, old)) if old.read.swap(false, Ordering::Relaxed) => {
+                    self.entries.push(old_key, old);
+                }
                 Some((old_key, old)) => self.used -= old.weight(&old_key),
                 None => break,
             }
@@ -580,6 +634,7 @@ impl Shard {
             value: value.to_vec(),
             until,
             decoded: None,
+            read: AtomicBool::new(false),
         };
         self.entries.put(key.to_owned(), entry);
     }
