@@ -21,7 +21,7 @@ const MAX_SHARDS: usize = 16;
 
 /// The least part of the bound a shard is given: a store bounded below twice this has
 /// one shard (and an exact least-recently-used order).
-const MIN_SHARD_BYTES: usize = 1024 * 1024;
+const MIN_SHARD_BYTES: usize = 16 * 1024 * 1024;
 
 /// An in-process cache: bounded in bytes, least recently used entries evicted first,
 /// time to live honoured (an expired entry is absent) to within one tick of the
@@ -35,8 +35,10 @@ const MIN_SHARD_BYTES: usize = 1024 * 1024;
 /// its refresh mark and its iterator chunks share their tag, so each operation on
 /// them (such as `get_or_lock` or `store_and_release`) is one atomic step in one
 /// shard; an operation on keys of several shards locks each of them, in shard order.
-/// The bound is split evenly between the shards (each gets at least 1 MiB: a bound
-/// under 2 MiB keeps one shard); a value larger than its shard's part is not stored.
+/// The bound is split evenly between the shards (each gets at least 16 MiB, so a value
+/// of up to 16 MiB is stored whatever the bound above it: the default 64 MiB makes 4
+/// shards, a bound under 32 MiB keeps one); a value larger than its shard's part is
+/// not stored.
 /// Within a shard, eviction takes the least recently stored or promoted entry, giving
 /// an entry read since it was last considered a second chance (a hit marks the entry
 /// instead of reordering it, so it needs no exclusive lock).
@@ -755,8 +757,13 @@ mod tests {
         assert_eq!(hash_tag("plain"), b"plain");
         assert_eq!(hash_tag("{}x"), b"{}x");
         assert_eq!(hash_tag("a{b"), b"a{b");
-        let cache = MemoryBackend::new();
+        let cache = MemoryBackend::with_capacity(MAX_SHARDS * MIN_SHARD_BYTES);
         assert_eq!(cache.shards.len(), MAX_SHARDS);
+        assert_eq!(
+            MemoryBackend::new().shards.len(),
+            4,
+            "64 MiB: 4 shards of 16 MiB"
+        );
         let key = "{app:k}";
         for other in ["_lock_:{app:k}", "_refresh_:{app:k}", "{app:k}:chunk:0:1"] {
             assert_eq!(cache.shard_of(key), cache.shard_of(other), "{other}");
