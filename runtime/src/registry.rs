@@ -9,7 +9,8 @@
 //! unseen either.
 
 use std::any::{Any, TypeId};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use once_cell::sync::Lazy;
@@ -34,6 +35,46 @@ static BACKEND: Lazy<RwLock<Registered>> = Lazy::new(|| {
     })
 });
 
+/// Bumped by every registration, under the registry's write lock: a thread's handle
+/// made at an older generation is made again.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// A handle on the registered backend, one per thread: a call clones this thread's
+/// handle (a reference count no other core touches) instead of taking the registry's
+/// lock and the shared `Arc`'s count, which every core's calls would bounce between
+/// them.
+pub(crate) type Handle = Arc<Arc<dyn CacheBackend>>;
+
+thread_local! {
+    /// This thread's handle and the generation it was made at.
+    static LOCAL: RefCell<Option<(u64, Handle)>> = const { RefCell::new(None) };
+}
+
+/// The registered backend, as this thread's handle (made again after a registration).
+/// A thread keeps its handle on a replaced backend until its next memoized call (or its
+/// end), so a replaced backend lives on until every thread that used it has called
+/// again or ended.
+pub(crate) fn handle() -> Handle {
+    // Read before the registry: a registration in between makes the next call read
+    // it again.
+    let generation = GENERATION.load(Ordering::Acquire);
+    let cached = LOCAL.try_with(|local| match &*local.try_borrow().ok()? {
+        Some((seen, handle)) if *seen == generation => Some(Arc::clone(handle)),
+        _ => None,
+    });
+    if let Ok(Some(handle)) = cached {
+        return handle;
+    }
+    let handle: Handle = Arc::new(backend());
+    // `try_with`: a call from another thread-local's destructor finds this one gone.
+    let _ = LOCAL.try_with(|local| {
+        if let Ok(mut local) = local.try_borrow_mut() {
+            *local = Some((generation, Arc::clone(&handle)));
+        }
+    });
+    handle
+}
+
 /// Whether the backend in use was announced (at the first call that asked for it).
 static ANNOUNCED: AtomicBool = AtomicBool::new(false);
 
@@ -56,8 +97,11 @@ const DEFAULT_NAME: &str = "the default in-process MemoryBackend";
 
 /// Registers `backend` for every memoized function and lock in the process that does
 /// not name its own, replacing the current one (the default is an in-process
-/// [`MemoryBackend`]). Calls already running finish on the backend they started with.
-/// Logs at INFO what it registered and what it replaced.
+/// [`MemoryBackend`]). Calls already running finish on the backend they started with;
+/// every call that starts after this returns, on any thread, uses the new one. Each
+/// thread holds its own handle on the registered backend (so a call touches no shared
+/// reference count): a thread lets go of a replaced backend at its next memoized call,
+/// or when it ends. Logs at INFO what it registered and what it replaced.
 ///
 /// ```
 /// cache_memoize::set_backend(cache_memoize::MemoryBackend::with_capacity(16 << 20));
@@ -127,6 +171,8 @@ fn register(
             shared,
         },
     );
+    // Under the write lock: a thread that sees the new generation reads the new backend.
+    GENERATION.fetch_add(1, Ordering::Release);
     drop(registered);
     tracing::info!(
         registered = name,

@@ -42,13 +42,14 @@ impl Drop for Call<'_> {
 /// thread may register a new one meanwhile).
 pub(crate) enum BackendRef<'a> {
     Named(&'a Arc<dyn CacheBackend>),
-    Registered(Arc<dyn CacheBackend>),
+    /// This thread's handle on the registered backend (see [`registry::handle`]).
+    Registered(registry::Handle),
 }
 
 impl BackendRef<'_> {
     fn of(opts: &MemoizeOptions) -> BackendRef<'_> {
         opts.backend.as_ref().map_or_else(
-            || BackendRef::Registered(registry::backend()),
+            || BackendRef::Registered(registry::handle()),
             BackendRef::Named,
         )
     }
@@ -61,7 +62,7 @@ impl BackendRef<'_> {
     fn arc(&self) -> &Arc<dyn CacheBackend> {
         match self {
             BackendRef::Named(backend) => backend,
-            BackendRef::Registered(backend) => backend,
+            BackendRef::Registered(handle) => handle,
         }
     }
 
@@ -114,7 +115,7 @@ impl<'a> Call<'a> {
         Self {
             key: self.key.clone(),
             opts: self.opts,
-            backend: BackendRef::Registered(self.backend.to_arc()),
+            backend: BackendRef::Registered(Arc::new(self.backend.to_arc())),
             refresh: Refresh::Revalidate,
             absent: self.absent,
         }
