@@ -38,20 +38,20 @@ impl Drop for Call<'_> {
 }
 
 /// The backend a call runs against: the one its options name, borrowed (a hit then
-/// touches no reference count), or the registered one, held for the call (another
-/// thread may register a new one meanwhile).
+/// touches no reference count), or a handle held for the call (another thread may
+/// register a new backend meanwhile).
 pub(crate) enum BackendRef<'a> {
     Named(&'a Arc<dyn CacheBackend>),
-    /// This thread's handle on the registered backend (see [`registry::handle`]).
-    Registered(registry::Handle),
+    /// This thread's handle on the registered backend (see [`registry::handle`]), or a
+    /// revalidation's own handle on its call's backend.
+    Held(registry::Handle),
 }
 
 impl BackendRef<'_> {
     fn of(opts: &MemoizeOptions) -> BackendRef<'_> {
-        opts.backend.as_ref().map_or_else(
-            || BackendRef::Registered(registry::handle()),
-            BackendRef::Named,
-        )
+        opts.backend
+            .as_ref()
+            .map_or_else(|| BackendRef::Held(registry::handle()), BackendRef::Named)
     }
 
     /// A handle of its own, for work that outlives the call (a lock guard, a refresh).
@@ -62,7 +62,7 @@ impl BackendRef<'_> {
     fn arc(&self) -> &Arc<dyn CacheBackend> {
         match self {
             BackendRef::Named(backend) => backend,
-            BackendRef::Registered(handle) => handle,
+            BackendRef::Held(handle) => handle,
         }
     }
 
@@ -115,7 +115,7 @@ impl<'a> Call<'a> {
         Self {
             key: self.key.clone(),
             opts: self.opts,
-            backend: BackendRef::Registered(Arc::new(self.backend.to_arc())),
+            backend: BackendRef::Held(Arc::new(self.backend.to_arc())),
             refresh: Refresh::Revalidate,
             absent: self.absent,
         }
