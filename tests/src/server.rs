@@ -25,6 +25,24 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// A port nothing listens on whose cluster bus port (the port + 10,000, which a
+/// cluster node also binds) is free and in range too.
+///
+/// # Panics
+/// If the OS has no such port.
+pub fn free_cluster_port() -> u16 {
+    for _ in 0..100 {
+        let port = free_port();
+        let bus_free = port
+            .checked_add(10_000)
+            .is_some_and(|bus| TcpListener::bind(("127.0.0.1", bus)).is_ok());
+        if bus_free {
+            return port;
+        }
+    }
+    panic!("no free port with a free cluster bus port")
+}
+
 impl RedisServer {
     /// Starts a server on a free port and waits until it answers.
     pub fn start() -> Self {
@@ -36,18 +54,32 @@ impl RedisServer {
     /// # Panics
     /// If `redis-server` is missing or does not come up.
     pub fn start_with(extra: &[&str]) -> Self {
-        let port = free_port();
-        let dir =
-            std::env::temp_dir().join(format!("cache-memoize-redis-{}-{port}", std::process::id()));
-        let _ = std::fs::create_dir_all(&dir);
-        let mut server = Self {
-            port,
-            child: None,
-            dir,
-            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
-        };
-        server.restart();
-        server
+        Self::start_on_free_ports(extra, free_port)
+    }
+
+    /// Starts a server on a port `pick` chooses, trying another port when the server
+    /// does not come up: a port found free may be taken before the server binds it (by
+    /// another test's server, or by an outgoing connection's ephemeral port, which
+    /// shares the range).
+    fn start_on_free_ports(extra: &[&str], pick: fn() -> u16) -> Self {
+        let mut last = String::new();
+        for _ in 0..5 {
+            let port = pick();
+            let dir = std::env::temp_dir()
+                .join(format!("cache-memoize-redis-{}-{port}", std::process::id()));
+            let _ = std::fs::create_dir_all(&dir);
+            let mut server = Self {
+                port,
+                child: None,
+                dir,
+                extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+            };
+            match server.spawn() {
+                Ok(()) => return server,
+                Err(err) => last = err,
+            }
+        }
+        panic!("{last} (tried 5 ports)")
     }
 
     /// Starts a replica of `master` (`--replicaof`) and waits until it has synced.
@@ -161,6 +193,13 @@ impl RedisServer {
     /// # Panics
     /// If it does not come up.
     pub fn restart(&mut self) {
+        if let Err(err) = self.spawn() {
+            panic!("{err}");
+        }
+    }
+
+    /// Starts `redis-server` on this server's port and waits until it answers.
+    fn spawn(&mut self) -> Result<(), String> {
         self.kill();
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
@@ -175,10 +214,10 @@ impl RedisServer {
             Ok(child) => self.child = Some(child),
             Err(err) => panic!("cannot start redis-server (install Debian's redis-server): {err}"),
         }
-        self.wait_until_answering();
+        self.wait_until_answering()
     }
 
-    fn wait_until_answering(&self) {
+    fn wait_until_answering(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             // A NOAUTH reply (a server started with a password) answers too.
@@ -191,13 +230,20 @@ impl RedisServer {
                     Err(err) => err.code() == Some("NOAUTH"),
                 };
             if ready {
-                return;
+                return Ok(());
             }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server on port {} did not come up",
-                self.port
-            );
+            // A server that exited (its port was taken meanwhile) will not come up.
+            let exited = self
+                .child
+                .as_mut()
+                .is_none_or(|child| !matches!(child.try_wait(), Ok(None)));
+            if exited || Instant::now() >= deadline {
+                self.kill();
+                return Err(format!(
+                    "redis-server on port {} did not come up",
+                    self.port
+                ));
+            }
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -384,7 +430,7 @@ impl RedisCluster {
             .map(|_| {
                 let mut args = vec!["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"];
                 args.extend_from_slice(extra);
-                RedisServer::start_with(&args)
+                RedisServer::start_on_free_ports(&args, free_cluster_port)
             })
             .collect();
         let addresses: Vec<String> = nodes
