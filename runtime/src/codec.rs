@@ -45,9 +45,17 @@ const FORMAT_STAMPED_BINCODE: u8 = 6;
 /// The format byte of fenced and stamped `MessagePack` values (5 is retired).
 const FORMAT_STAMPED_MSGPACK: u8 = 7;
 
+/// The format byte of a large value's manifest (`large.rs`): the value's own envelope,
+/// fencing token and stamp, then where its chunks are, in place of its payload.
+const FORMAT_CHUNKED: u8 = 8;
+
 /// The format bytes of values that carry a fencing token (for the Redis scripts).
 #[cfg(feature = "redis")]
-pub(crate) const FENCED_FORMATS: [u8; 2] = [FORMAT_STAMPED_BINCODE, FORMAT_STAMPED_MSGPACK];
+pub(crate) const FENCED_FORMATS: [u8; 3] = [
+    FORMAT_STAMPED_BINCODE,
+    FORMAT_STAMPED_MSGPACK,
+    FORMAT_CHUNKED,
+];
 
 /// Where a memoized value's fencing token starts: right after the envelope. The Redis
 /// scripts read it there too (`fence_of` in `backend/redis/scripts.rs`).
@@ -98,13 +106,45 @@ impl Stamp {
     }
 }
 
-/// Whether `bytes` start like a memoized value (fenced and stamped), checking nothing
-/// else.
+/// Whether `bytes` start like a memoized value (fenced and stamped) or a large value's
+/// manifest (which carries the value's token and stamp), checking nothing else.
 fn is_stamped(bytes: &[u8]) -> bool {
     bytes.starts_with(MAGIC)
         && bytes.get(MAGIC.len()).is_some_and(|&format| {
-            format == FORMAT_STAMPED_BINCODE || format == FORMAT_STAMPED_MSGPACK
+            format == FORMAT_STAMPED_BINCODE
+                || format == FORMAT_STAMPED_MSGPACK
+                || format == FORMAT_CHUNKED
         })
+}
+
+/// Where a memoized value's payload starts: after its envelope, token and stamp.
+const PAYLOAD_AT: usize = FENCE_AT + FENCE_LEN + Stamp::LEN;
+
+/// The head of a large value's manifest: the value's envelope, fencing token and stamp
+/// (so that the store steps order it and the near tier times it as the value itself),
+/// marked as a manifest; its body follows, then [`seal`]. `None` for bytes that are
+/// not a memoized value.
+pub(crate) fn manifest_head(value: &[u8]) -> Option<Vec<u8>> {
+    let head = value.get(..PAYLOAD_AT).filter(|_| {
+        value.starts_with(MAGIC)
+            && value.get(MAGIC.len()).is_some_and(|&format| {
+                format == FORMAT_STAMPED_BINCODE || format == FORMAT_STAMPED_MSGPACK
+            })
+    })?;
+    let mut out = head.to_vec();
+    out[MAGIC.len()] = FORMAT_CHUNKED;
+    Some(out)
+}
+
+/// The body of a large value's manifest written by [`manifest_head`] and [`seal`],
+/// checked against its checksum; `None` for anything else (a value, foreign bytes).
+pub(crate) fn manifest_body(bytes: &[u8]) -> Option<&[u8]> {
+    if !(bytes.starts_with(MAGIC) && bytes.get(MAGIC.len()) == Some(&FORMAT_CHUNKED)) {
+        return None;
+    }
+    let rest = bytes.get(HEADER_LEN..)?;
+    (recorded_checksum(bytes)? == crc32fast::hash(rest)).then_some(())?;
+    bytes.get(PAYLOAD_AT..)
 }
 
 /// When the memoized value in `bytes` stops being fresh (milliseconds since the Unix

@@ -51,6 +51,7 @@ mod iter;
 mod kept;
 mod key;
 mod keypart;
+mod large;
 mod limits;
 mod lock;
 mod memoize;

@@ -40,6 +40,7 @@ pub struct MemoizeOptions {
     pub(crate) backend: Option<Arc<dyn CacheBackend>>,
     pub(crate) chunk_size: usize,
     pub(crate) compress: bool,
+    pub(crate) large_values: usize,
     pub(crate) codec: Codec,
     pub(crate) freshness: Freshness,
     pub(crate) clock: Option<Arc<dyn Clock>>,
@@ -108,6 +109,7 @@ impl std::fmt::Debug for MemoizeOptions {
             .field("lock", &self.lock)
             .field("chunk_size", &self.chunk_size)
             .field("compress", &self.compress)
+            .field("large_values", &self.large_values)
             .field("codec", &self.codec)
             .field("freshness", &self.freshness)
             .field("own_clock", &self.clock.is_some())
@@ -128,6 +130,7 @@ impl MemoizeOptions {
             backend: None,
             chunk_size: DEFAULT_CHUNK_SIZE,
             compress: DEFAULT_COMPRESS,
+            large_values: crate::large::DEFAULT_LARGE_VALUES,
             codec: Codec::Bincode,
             freshness: Freshness::NONE,
             clock: None,
@@ -285,6 +288,29 @@ impl MemoizeOptions {
     #[must_use]
     pub fn compress(mut self, compress: bool) -> Self {
         self.compress = compress;
+        self
+    }
+
+    /// Values whose encoding is larger than `bytes` (default 1 MiB) are stored in
+    /// chunks of 512 KiB, LZ4-compressed, then a small manifest under the value's key,
+    /// so that no single command carries more than one chunk: a 100 MB value read in
+    /// one `GET` holds Redis's one thread, for every other client, for tens of
+    /// milliseconds. A large value is stored, fenced, invalidated, judged stale and
+    /// delivered to waiters as any value (the manifest takes its place); a read sends one
+    /// command per chunk. `usize::MAX` stores every value whole. See the README's
+    /// "Large values".
+    ///
+    /// ```
+    /// use cache_memoize::{MemoizeOptions, memoize};
+    ///
+    /// let opts = MemoizeOptions::new().large_values(64 * 1024);
+    /// let big: Vec<u8> = memoize("large-doc", &opts, || vec![7; 1 << 20]);
+    /// let again: Vec<u8> = memoize("large-doc", &opts, || unreachable!());
+    /// assert_eq!(again, big);
+    /// ```
+    #[must_use]
+    pub fn large_values(mut self, bytes: usize) -> Self {
+        self.large_values = bytes;
         self
     }
 

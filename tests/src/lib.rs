@@ -10,6 +10,7 @@ pub mod identity_suite;
 pub mod iter_suite;
 pub mod keep_decoded_suite;
 pub mod keys_suite;
+pub mod large_suite;
 pub mod lock_suite;
 pub mod memoize_suite;
 pub mod near;
@@ -272,6 +273,13 @@ macro_rules! with_scenarios {
                 none_and_errors_are_never_kept,
                 a_panicking_clone_leaves_the_right_value_served,
                 own_refreshes_and_invalidations_are_read_back
+            ];
+            large_suite: [
+                large_value_round_trips_in_chunks, values_up_to_the_threshold_are_stored_whole,
+                a_missing_or_damaged_chunk_is_recomputed,
+                sixteen_callers_on_a_cold_large_key_compute_once,
+                an_invalidated_large_value_is_recomputed,
+                a_stale_large_value_is_served_whole_and_refreshed, async_large_miss_and_hit
             ]
         );
     };

@@ -25,6 +25,7 @@ use crate::backend::{GetOrLock, Op, Reply, wait_for_value, wait_for_value_async}
 use crate::coalesce::{self, Following, Landed, Leader};
 use crate::codec::Stamp;
 use crate::error::Error;
+use crate::large::{Reading, Writing};
 use crate::lock::renew::Renewal;
 use crate::lock::{DropRelease, Liveness, LockGuard, new_token};
 use crate::observe::{self, Outcome};
@@ -284,17 +285,31 @@ impl<'c, 'o> Driver<'c, 'o> {
         Event::Kept(kept)
     }
 
-    /// One I/O step, blocking: the step's [`Plan`], carried out.
-    fn perform(&mut self, mut io: Io<'_>) -> Event {
+    /// One I/O step, blocking: the step's [`Plan`], carried out (a large value's
+    /// chunks written before its store, and read after the step that found it).
+    fn perform(&mut self, io: Io<'_>) -> Event {
         let call = self.call;
         let backend = &*call.backend;
+        let manifest: Vec<u8>;
+        let mut io = io;
+        if let Some(mut writing) = self.writing(&io) {
+            while let Some(op) = writing.next_op() {
+                let reply = backend.execute(op);
+                writing.answer(reply);
+            }
+            manifest = writing.manifest().unwrap_or_default();
+            io = stored_as(io, &manifest);
+        }
         let mut scratch = Scratch::default();
         let wait = loop {
             match self.plan(io, &mut scratch, |op| backend.execute(op)) {
                 Plan::Event(event) => return event,
                 Plan::Sent(reply, then) => match then.next() {
                     Some(next) => io = next,
-                    None => return self.answer(then, reply),
+                    None => {
+                        let event = self.answer(then, reply);
+                        return self.expanded(event);
+                    }
                 },
                 Plan::Wait(wait) => break wait,
             }
@@ -305,15 +320,26 @@ impl<'c, 'o> Driver<'c, 'o> {
                 let started = Instant::now();
                 let delivered =
                     wait_span(call).in_scope(|| wait_for_value(backend, lock_key, since, max));
-                self.paused(started, delivered)
+                let paused = self.paused(started, delivered);
+                self.expanded(paused)
             }
         }
     }
 
-    /// One I/O step, awaited: the step's [`Plan`], carried out.
-    async fn perform_async(&mut self, mut io: Io<'_>) -> Event {
+    /// One I/O step, awaited: the step's [`Plan`], carried out (as [`perform`](Self::perform)).
+    async fn perform_async(&mut self, io: Io<'_>) -> Event {
         let call = self.call;
         let backend = &*call.backend;
+        let manifest: Vec<u8>;
+        let mut io = io;
+        if let Some(mut writing) = self.writing(&io) {
+            while let Some(op) = writing.next_op() {
+                let reply = backend.execute_async(op).await;
+                writing.answer(reply);
+            }
+            manifest = writing.manifest().unwrap_or_default();
+            io = stored_as(io, &manifest);
+        }
         let mut scratch = Scratch::default();
         let wait = loop {
             let (sent, then) = match self.plan(io, &mut scratch, |op| backend.execute_async(op)) {
@@ -324,7 +350,10 @@ impl<'c, 'o> Driver<'c, 'o> {
             let reply = sent.await;
             match then.next() {
                 Some(next) => io = next,
-                None => return self.answer(then, reply),
+                None => {
+                    let event = self.answer(then, reply);
+                    return self.expanded_async(event).await;
+                }
             }
         };
         match wait {
@@ -334,9 +363,57 @@ impl<'c, 'o> Driver<'c, 'o> {
                 let delivered = wait_for_value_async(backend, lock_key, since, max)
                     .instrument(wait_span(call))
                     .await;
-                self.paused(started, delivered)
+                let paused = self.paused(started, delivered);
+                self.expanded_async(paused).await
             }
         }
+    }
+
+    /// The store of a large value, when `io` stores one under this call's lock: its
+    /// chunks are written first (see `large`).
+    fn writing<'v>(&self, io: &Io<'v>) -> Option<Writing<'v>> {
+        match io {
+            Io::StoreAndRelease { bytes, ttl } if self.lock.is_some() => Writing::of(
+                self.call.key.as_str(),
+                bytes,
+                *ttl,
+                self.call.opts.large_values,
+            ),
+            _ => None,
+        }
+    }
+
+    /// `event` with the large value it carries read from its chunks; as it is when it
+    /// carries none (or the chunks are unreadable: the manifest then reads as any
+    /// unreadable value).
+    fn expanded(&self, mut event: Event) -> Event {
+        let Some(mut reading) = carried(&mut event).and_then(|bytes| self.reading(bytes)) else {
+            return event;
+        };
+        let backend = &*self.call.backend;
+        while let Some(op) = reading.next_op() {
+            let reply = backend.execute(op);
+            reading.answer(reply);
+        }
+        read_into(event, reading)
+    }
+
+    /// The async form of [`expanded`](Self::expanded).
+    async fn expanded_async(&self, mut event: Event) -> Event {
+        let Some(mut reading) = carried(&mut event).and_then(|bytes| self.reading(bytes)) else {
+            return event;
+        };
+        let backend = &*self.call.backend;
+        while let Some(op) = reading.next_op() {
+            let reply = backend.execute_async(op).await;
+            reading.answer(reply);
+        }
+        read_into(event, reading)
+    }
+
+    #[inline]
+    fn reading(&self, bytes: &[u8]) -> Option<Reading> {
+        Reading::of(self.call.key.as_str(), bytes)
     }
 
     /// What `io` comes to, the same for both drivers: its event, when no backend
@@ -696,4 +773,43 @@ fn taken(fence: Option<u64>) -> GetOrLock {
         Some(fence) => GetOrLock::Locked { fence },
         None => GetOrLock::Held,
     }
+}
+
+/// The store step `io` with the manifest of its large value in the value's place; a
+/// release when the chunks could not be written (empty `manifest`): nothing is stored.
+fn stored_as<'m>(io: Io<'m>, manifest: &'m [u8]) -> Io<'m> {
+    match io {
+        Io::StoreAndRelease { ttl, .. } if !manifest.is_empty() => Io::StoreAndRelease {
+            bytes: manifest,
+            ttl,
+        },
+        _ => Io::Release,
+    }
+}
+
+/// The value bytes `event` carries, if any: a read, an attempt that found a value, a
+/// value a release delivered, a recheck's value.
+#[inline]
+fn carried(event: &mut Event) -> Option<&mut Vec<u8>> {
+    match event {
+        Event::Read(Ok(Some(bytes)))
+        | Event::Attempted {
+            found: Ok(GetOrLock::Value(bytes)),
+            ..
+        }
+        | Event::Paused(Some(bytes))
+        | Event::Rechecked(Ok(Recheck {
+            value: Some(bytes), ..
+        })) => Some(bytes),
+        _ => None,
+    }
+}
+
+/// `event` with the value `reading` read in place of its manifest (left as it is when
+/// the read failed).
+fn read_into(mut event: Event, reading: Reading) -> Event {
+    if let (Some(value), Some(bytes)) = (reading.value(), carried(&mut event)) {
+        *bytes = value;
+    }
+    event
 }

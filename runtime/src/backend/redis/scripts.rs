@@ -50,14 +50,14 @@ end
 /// (a value with no token, or none, is replaced by any holder). See `crate::fence`.
 static FENCE_BODY: Lazy<String> = Lazy::new(|| {
     let (first, last) = (FENCE_AT + 1, FENCE_AT + 8);
-    let [bincode, msgpack] = FENCED_FORMATS;
+    let [bincode, msgpack, chunked] = FENCED_FORMATS;
     format!(
         r"
 local function fence_of(value)
   local head = redis.call('GETRANGE', value, 0, {last} - 1)
   if string.len(head) < {last} or string.sub(head, 1, 3) ~= 'cmz' then return 0 end
   local format = string.byte(head, 4)
-  if format ~= {bincode} and format ~= {msgpack} then return 0 end
+  if format ~= {bincode} and format ~= {msgpack} and format ~= {chunked} then return 0 end
   local fence = 0
   for i = {last}, {first}, -1 do fence = fence * 256 + string.byte(head, i) end
   return fence
