@@ -236,7 +236,12 @@ fn kept0(arg: u16) -> Value {
     compute(100, arg)
 }
 
-#[cache_memoize(key = "cc:kept1:{arg}", expire = "200ms", keep_decoded)]
+#[cache_memoize(
+    key = "cc:kept1:{arg}",
+    expire = "200ms",
+    large_values = "32B",
+    keep_decoded
+)]
 fn kept1(arg: u16) -> Value {
     compute(101, arg)
 }
@@ -259,6 +264,8 @@ fn kept2(arg: u16) -> Value {
     expire = "250ms",
     stale = "250ms",
     jitter = "30%",
+    // Chunked here, whole in `shared_b`: each reads what the other wrote.
+    large_values = 32,
     lock(expire = "400ms", retry = "5ms")
 )]
 fn shared_a(arg: u16) -> Value {
@@ -566,6 +573,9 @@ fn options(spec: &Spec, backend: &Arc<dyn CacheBackend>) -> MemoizeOptions {
         .compress(spec.compress)
         .name(name)
         .chunk_size(spec.chunk_size);
+    if let Some(bytes) = spec.large_values {
+        opts = opts.large_values(bytes);
+    }
     if let Some(lock) = spec.lock {
         opts = opts.lock(lock);
     }

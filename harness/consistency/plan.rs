@@ -97,6 +97,9 @@ pub(crate) struct Spec {
     /// `chunk_size` in bytes (memoized iterators: 64 gives each item a chunk of its
     /// own, 4,096 a whole sequence one chunk).
     pub(crate) chunk_size: usize,
+    /// `large_values` (`None`: the default, 1 MiB, which no value here reaches; 32 B
+    /// stores every value in chunks, behind a manifest).
+    pub(crate) large_values: Option<usize>,
 }
 
 impl Spec {
@@ -120,6 +123,7 @@ impl Spec {
             clock_ms: 0,
             compress: cache_memoize::DEFAULT_COMPRESS,
             chunk_size: 256,
+            large_values: None,
         }
     }
 }
@@ -146,7 +150,7 @@ impl Spec {
         format!(
             "f{} {:?} near={} lock={} coalescing={} expire={}ms stale={}ms beta={} slow={}ms \
              jitter={} fail_safe={} fails={}% codec={:?} version={} force_overwrite={} \
-             clock={:+}ms compress={} chunk_size={}",
+             clock={:+}ms compress={} chunk_size={} large_values={}",
             self.id,
             self.form,
             self.near,
@@ -166,6 +170,8 @@ impl Spec {
             self.clock_ms,
             self.compress,
             self.chunk_size,
+            self.large_values
+                .map_or_else(|| "default".to_owned(), |b| format!("{b}B")),
         )
     }
 
@@ -196,6 +202,7 @@ pub(crate) fn kept_specs() -> [Spec; 7] {
         Spec {
             expire: Duration::from_millis(200),
             slow: Duration::from_millis(1),
+            large_values: Some(32),
             ..Spec::new(101, Form::Kept(1), true)
         },
         Spec {
@@ -211,6 +218,7 @@ pub(crate) fn kept_specs() -> [Spec; 7] {
             stale: Duration::from_millis(250),
             jitter: 0.3,
             slow: Duration::from_millis(2),
+            large_values: Some(32),
             ..Spec::new(103, Form::Kept(3), true)
         },
         Spec {
@@ -316,6 +324,7 @@ pub(crate) fn draw(seed: u64) -> Vec<Spec> {
                 version: rng.u32(0..3),
                 force: rng.usize(0..8) == 0,
                 clock_ms: offsets[rng.usize(0..offsets.len())],
+                large_values: [None, None, Some(32)][rng.usize(0..3)],
                 ..Spec::new(id, form, near)
             });
         }

@@ -25,6 +25,7 @@ mod kw {
     syn::custom_keyword!(keep_decoded);
     syn::custom_keyword!(cache_none);
     syn::custom_keyword!(codec);
+    syn::custom_keyword!(large_values);
     syn::custom_keyword!(stale);
     syn::custom_keyword!(fail_safe);
     syn::custom_keyword!(beta);
@@ -33,7 +34,7 @@ mod kw {
     syn::custom_keyword!(clock);
 }
 
-const OPTIONS: &str = "`key`, `shared_key`, `skip`, `expire`, `version`, `force_overwrite`, `lock`, `stale`, `fail_safe`, `beta`, `jitter`, `refresh`, `clock`, `cache_none`, `codec`, `companions`, `keep_decoded`";
+const OPTIONS: &str = "`key`, `shared_key`, `skip`, `expire`, `version`, `force_overwrite`, `lock`, `stale`, `fail_safe`, `beta`, `jitter`, `refresh`, `clock`, `cache_none`, `codec`, `large_values`, `companions`, `keep_decoded`";
 const CODECS: &str = "`\"bincode\"` (the default) or `\"msgpack\"` (self-describing)";
 
 /// The codec named by `codec = "..."`.
@@ -63,6 +64,9 @@ pub(crate) struct MemoizeArgs {
     /// `cache_none = false`: a `None` result is returned, not stored.
     pub(crate) cache_none: Option<LitBool>,
     pub(crate) codec: Option<(CodecArg, Span)>,
+    /// `large_values`: the size in bytes over which values are stored in chunks, and
+    /// where it was written.
+    pub(crate) large_values: Option<(u64, Span)>,
     /// `companions = false`: no `<name>_cache_key` / `<name>_invalidate`.
     pub(crate) companions: Option<bool>,
     /// `keep_decoded`: where it was written (hits may clone a value decoded once).
@@ -92,6 +96,43 @@ fn once<T>(slot: &mut Option<T>, value: T, span: Span, name: &str) -> syn::Resul
 fn bool_value(input: ParseStream<'_>) -> syn::Result<bool> {
     input.parse::<Token![=]>()?;
     Ok(input.parse::<LitBool>()?.value)
+}
+
+/// A size: a string with its unit (`"1MiB"`, `"512KiB"`, `"4MB"`, `"100B"`), or an
+/// integer of bytes.
+fn size_value(input: ParseStream<'_>) -> syn::Result<u64> {
+    input.parse::<Token![=]>()?;
+    const HINT: &str = "a size is a string with its unit, such as \"1MiB\", \"512KiB\", \"4MB\" or \"100B\", or a number of bytes";
+    if input.peek(LitInt) {
+        let literal: LitInt = input.parse()?;
+        return literal
+            .base10_parse::<u64>()
+            .map_err(|_| syn::Error::new_spanned(&literal, HINT));
+    }
+    let literal: LitStr = input
+        .parse()
+        .map_err(|err| syn::Error::new(err.span(), HINT))?;
+    let text = literal.value();
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let scale: u64 = match unit.trim() {
+        "B" | "" => 1,
+        "KB" | "kB" => 1_000,
+        "KiB" => 1 << 10,
+        "MB" => 1_000_000,
+        "MiB" => 1 << 20,
+        "GB" => 1_000_000_000,
+        "GiB" => 1 << 30,
+        _ => return Err(syn::Error::new_spanned(&literal, HINT)),
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| syn::Error::new_spanned(&literal, HINT))
 }
 
 fn codec_value(input: ParseStream<'_>) -> syn::Result<CodecArg> {
@@ -206,6 +247,14 @@ impl Parse for MemoizeArgs {
             } else if lookahead.peek(kw::codec) {
                 input.parse::<kw::codec>()?;
                 once(&mut args.codec, (codec_value(input)?, span), span, "codec")?;
+            } else if lookahead.peek(kw::large_values) {
+                input.parse::<kw::large_values>()?;
+                once(
+                    &mut args.large_values,
+                    (size_value(input)?, span),
+                    span,
+                    "large_values",
+                )?;
             } else if lookahead.peek(kw::keep_decoded) {
                 input.parse::<kw::keep_decoded>()?;
                 if input.peek(Token![=]) {

@@ -84,6 +84,12 @@ fn check_options(args: &MemoizeArgs, output: &Output<'_>) -> syn::Result<()> {
             "a memoized iterator's chunks are always bincode; remove `codec`",
         ));
     }
+    if let (Output::Iter(_), Some((_, span))) = (output, args.large_values) {
+        return Err(syn::Error::new(
+            span,
+            "a memoized iterator is always stored in chunks (sized by `MemoizeOptions::chunk_size`); `large_values` applies to returned values: remove it",
+        ));
+    }
     if let (Output::Iter(_), Some(span)) = (output, args.keep_decoded) {
         return Err(syn::Error::new(
             span,
@@ -324,6 +330,10 @@ fn options_expr(args: &MemoizeArgs) -> TokenStream {
     }
     if let Some(version) = args.version {
         opts.extend(quote!(.version(#version)));
+    }
+    if let Some((bytes, _)) = args.large_values {
+        let bytes = proc_macro2::Literal::u64_unsuffixed(bytes);
+        opts.extend(quote!(.large_values(#bytes)));
     }
     if args.force_overwrite {
         opts.extend(quote!(.force_overwrite(true)));
