@@ -101,8 +101,8 @@ fn bool_value(input: ParseStream<'_>) -> syn::Result<bool> {
 /// A size: a string with its unit (`"1MiB"`, `"512KiB"`, `"4MB"`, `"100B"`), or an
 /// integer of bytes.
 fn size_value(input: ParseStream<'_>) -> syn::Result<u64> {
-    input.parse::<Token![=]>()?;
     const HINT: &str = "a size is a string with its unit, such as \"1MiB\", \"512KiB\", \"4MB\" or \"100B\", or a number of bytes";
+    input.parse::<Token![=]>()?;
     if input.peek(LitInt) {
         let literal: LitInt = input.parse()?;
         return literal

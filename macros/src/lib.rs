@@ -373,6 +373,22 @@ use quote::ToTokens;
 /// # let _ = event(1);
 /// ```
 ///
+/// ## `large_values = "1MiB"`
+///
+/// Values whose encoding is larger than this (default 1 MiB; a size with its unit,
+/// `"512KiB"`, `"4MB"`, or a number of bytes) are stored in chunks of 512 KiB,
+/// LZ4-compressed, behind a small manifest under the value's key, so that no single
+/// Redis command carries more than one chunk (see
+/// [`MemoizeOptions::large_values`](https://docs.rs/cache-memoize/latest/cache_memoize/struct.MemoizeOptions.html#method.large_values)).
+/// Not for memoized iterators, which are always chunked.
+///
+/// ```
+/// # use cache_memoize::cache_memoize;
+/// #[cache_memoize(large_values = "256KiB")]
+/// fn export(rows: u32) -> Vec<u8> { vec![b'x'; rows as usize * 1024] }
+/// # assert_eq!(export(300).len(), 300 * 1024);
+/// ```
+///
 /// ## `keep_decoded`
 ///
 /// With a Redis backend that has a [near cache](https://docs.rs/cache-memoize/latest/cache_memoize/struct.NearCache.html),
