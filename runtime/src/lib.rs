@@ -42,6 +42,7 @@
 #[path = "private.rs"]
 pub mod __private;
 pub mod backend;
+mod batch;
 mod coalesce;
 mod codec;
 mod error;
@@ -78,6 +79,7 @@ pub use backend::{
     AsyncBackend, AsyncBackendCore, Backend, BackendCore, BoxFuture, CacheBackend, DecodedValue,
     GetOrLock, ImmediateBackend, KeptValue, LockClaim, Op, Pending, Reply, Store,
 };
+pub use batch::{memoize_many, memoize_many_async};
 pub use cache_memoize_macros::cache_memoize;
 pub use codec::Codec;
 pub use error::{BoxError, Error, LockError};

@@ -4,6 +4,7 @@
 // Every scenario panics when the behaviour it proves is broken: that is what it is for.
 #![allow(clippy::missing_panics_doc)]
 
+pub mod batch_suite;
 pub mod captured;
 pub mod freshness_suite;
 pub mod identity_suite;
@@ -280,6 +281,15 @@ macro_rules! with_scenarios {
                 sixteen_callers_on_a_cold_large_key_compute_once,
                 an_invalidated_large_value_is_recomputed,
                 a_stale_large_value_is_served_whole_and_refreshed, async_large_miss_and_hit
+            ];
+            batch_suite: [
+                a_cold_batch_loads_once_and_an_all_hit_batch_is_one_read,
+                a_partly_warm_batch_loads_only_the_missing,
+                an_element_the_loader_does_not_return_is_a_stored_absence,
+                an_invalidated_element_is_loaded_again_alone,
+                overlapping_batches_in_threads_load_each_key_once,
+                a_forced_batch_reloads_every_element, async_batch_miss_and_hit,
+                a_batch_of_large_elements_round_trips
             ]
         );
     };

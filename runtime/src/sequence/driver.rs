@@ -205,6 +205,49 @@ impl<'c, 'o> Driver<'c, 'o> {
         self.drive_async(machine, Event::Start).await
     }
 
+    /// [`lookup`](Self::lookup) for a call whose first read was already sent (a
+    /// batch's one read of all its keys): the sequence's first `Get` is answered with
+    /// `read` instead of being sent.
+    pub(crate) fn lookup_read<T>(
+        &mut self,
+        machine: &mut Machine<'_, T>,
+        read: Result<Option<Vec<u8>>, Error>,
+    ) -> Lookup<T> {
+        let mut read = Some(read);
+        let mut event = Event::Start;
+        loop {
+            let now_ms = self.now_ms(machine);
+            match machine.on(now_ms, event) {
+                Step::Io(Io::Get) if read.is_some() => {
+                    event = self.expanded(Event::Read(read.take().unwrap_or(Ok(None))));
+                }
+                Step::Io(io) => event = self.perform(io),
+                step => return self.decided(step),
+            }
+        }
+    }
+
+    /// The async form of [`lookup_read`](Self::lookup_read).
+    pub(crate) async fn lookup_read_async<T>(
+        &mut self,
+        machine: &mut Machine<'_, T>,
+        read: Result<Option<Vec<u8>>, Error>,
+    ) -> Lookup<T> {
+        let mut read = Some(read);
+        let mut event = Event::Start;
+        loop {
+            let now_ms = self.now_ms(machine);
+            match machine.on(now_ms, event) {
+                Step::Io(Io::Get) if read.is_some() => {
+                    let first = Event::Read(read.take().unwrap_or(Ok(None)));
+                    event = self.expanded_async(first).await;
+                }
+                Step::Io(io) => event = self.perform_async(io).await,
+                step => return self.decided(step),
+            }
+        }
+    }
+
     /// Runs the sequence from a computation's encoded value (`None`: nothing to store)
     /// to its end: stores, releases, reports, and shares the value with followers.
     fn finish<T>(&mut self, machine: &mut Machine<'_, T>, encoded: Option<Vec<u8>>) {

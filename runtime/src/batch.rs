@@ -1,0 +1,222 @@
+//! Batch memoization: many keys, one read, one call of the loader for the keys this
+//! caller holds.
+//!
+//! A batch runs each element's own sequence (the same machine and driver as a
+//! [`memoize`](crate::memoize) call, so every rule of a key holds per element: its
+//! lock, fencing, in-process flights, waits for another process's computation,
+//! invalidation, large values), with two differences:
+//!
+//! - **One read.** The batch reads every key with one `get_many` (one `MGET`; on a
+//!   cluster, the client splits it per slot) and answers each element's first read with
+//!   its part of it.
+//! - **One computation.** Each element that must be computed stops before computing,
+//!   holding its key's lock; the loader is called once with exactly those elements, and
+//!   each element's sequence then stores what the loader returned for it. An element the
+//!   loader does not return is stored as `None` (a known absence, read back as one) and
+//!   left out of the returned map.
+//!
+//! Elements are looked up in the order of their keys, so two batches that overlap
+//! (in one process or in two) take their locks in one order: no deadlock. An element
+//! whose key another caller is computing is waited for before the next element is
+//! looked up. Values of a batch are stored as `Option<T>`: a single-key call of the same
+//! key with `T` reads them as another type (a miss).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::hash::Hash;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::key::{CacheKey, make_cache_key};
+use crate::options::{MemoizeOptions, Refresh};
+use crate::refresh::scope::take_forced;
+use crate::sequence::{Call, Driver, Lookup};
+
+/// Returns the values memoized at each of `keys` (pairs of a cache key and the element
+/// it stands for), computing the missing ones with **one** call of `load`, given
+/// exactly the elements this caller computes; elements another caller (thread or
+/// process) is computing are waited for and read, never computed twice.
+///
+/// All-hit batches cost one command (`MGET`); each element to compute costs its lock
+/// attempt and its store. An element `load` does not return is stored as an absence and
+/// is not in the returned map. With a lock (`MemoizeOptions::lock`), elements are
+/// computed once across the fleet, as with `memoize`. Duplicate keys are looked up once
+/// (the first element named for a key is the one passed to `load`).
+///
+/// ```
+/// use std::collections::HashMap;
+/// use cache_memoize::{MemoizeOptions, memoize_many};
+///
+/// let opts = MemoizeOptions::new();
+/// let names = |ids: &[u32]| -> HashMap<u32, String> {
+///     ids.iter().filter(|id| **id != 0).map(|id| (*id, format!("user {id}"))).collect()
+/// };
+/// let keys = |ids: &[u32]| ids.iter().map(|id| (format!("user:{id}"), *id)).collect::<Vec<_>>();
+/// let first = memoize_many(keys(&[1, 2, 0]), &opts, names);
+/// assert_eq!(first.len(), 2);
+/// // All three are stored now (0 as an absence): the loader is not called again.
+/// let again = memoize_many(keys(&[0, 1, 2]), &opts, |_: &[u32]| unreachable!());
+/// assert_eq!(again, first);
+/// ```
+pub fn memoize_many<K, T, S, F>(
+    keys: impl IntoIterator<Item = (S, K)>,
+    opts: &MemoizeOptions,
+    load: F,
+) -> HashMap<K, T>
+where
+    S: AsRef<str>,
+    K: Eq + Hash + Clone,
+    T: Serialize + DeserializeOwned,
+    F: FnOnce(&[K]) -> HashMap<K, T>,
+{
+    let elements = elements(keys);
+    let refresh = Refresh::of(opts, take_forced());
+    let calls: Vec<Call<'_>> = elements
+        .iter()
+        .map(|(key, _)| Call::for_key(key.clone(), opts, refresh))
+        .collect();
+    let mut reads = first_read(&calls);
+    let mut values = HashMap::with_capacity(elements.len());
+    let mut pending = Vec::new();
+    for (index, call) in calls.iter().enumerate() {
+        let mut machine = call.machine::<Option<T>>(true, None);
+        let mut driver = Driver::blocking(call);
+        let lookup = match reads.as_mut() {
+            Some(reads) => driver.lookup_read(&mut machine, Ok(reads[index].take())),
+            None => driver.lookup(&mut machine),
+        };
+        match lookup {
+            // A stale element is served; batches do not revalidate (see the README).
+            Lookup::Found(value) | Lookup::Revalidate(value, _) => {
+                if let Some(value) = value {
+                    values.insert(elements[index].1.clone(), value);
+                }
+            }
+            Lookup::Compute(_) | Lookup::Skip { .. } => pending.push((index, machine, driver)),
+        }
+    }
+    if pending.is_empty() {
+        return values;
+    }
+    let held: Vec<K> = pending
+        .iter()
+        .map(|(index, ..)| elements[*index].1.clone())
+        .collect();
+    let renewals: Vec<_> = pending
+        .iter()
+        .map(|(.., driver)| driver.keep_alive())
+        .collect();
+    let mut loaded = load(&held);
+    drop(renewals);
+    for (index, mut machine, mut driver) in pending {
+        let element = &elements[index].1;
+        let value = loaded.remove(element);
+        let stored = driver.compute(&mut machine, || Ok::<_, Infallible>(value), |_| false);
+        if let Ok(Some(value)) = stored {
+            values.insert(element.clone(), value);
+        }
+    }
+    values
+}
+
+/// The async form of [`memoize_many`]: `load` is given the elements it computes as a
+/// `Vec`, and awaited; waits do not block the executor.
+pub async fn memoize_many_async<K, T, S, F, Fut>(
+    keys: impl IntoIterator<Item = (S, K)>,
+    opts: &MemoizeOptions,
+    load: F,
+) -> HashMap<K, T>
+where
+    S: AsRef<str>,
+    K: Eq + Hash + Clone,
+    T: Serialize + DeserializeOwned,
+    F: FnOnce(Vec<K>) -> Fut,
+    Fut: Future<Output = HashMap<K, T>>,
+{
+    let elements = elements(keys);
+    let refresh = Refresh::of(opts, take_forced());
+    let calls: Vec<Call<'_>> = elements
+        .iter()
+        .map(|(key, _)| Call::for_key(key.clone(), opts, refresh))
+        .collect();
+    let mut reads = first_read_async(&calls).await;
+    let mut values = HashMap::with_capacity(elements.len());
+    let mut pending = Vec::new();
+    for (index, call) in calls.iter().enumerate() {
+        let mut machine = call.machine::<Option<T>>(true, None);
+        let mut driver = Driver::nonblocking(call);
+        let lookup = match reads.as_mut() {
+            Some(reads) => {
+                let read = Ok(reads[index].take());
+                driver.lookup_read_async(&mut machine, read).await
+            }
+            None => driver.lookup_async(&mut machine).await,
+        };
+        match lookup {
+            Lookup::Found(value) | Lookup::Revalidate(value, _) => {
+                if let Some(value) = value {
+                    values.insert(elements[index].1.clone(), value);
+                }
+            }
+            Lookup::Compute(_) | Lookup::Skip { .. } => pending.push((index, machine, driver)),
+        }
+    }
+    if pending.is_empty() {
+        return values;
+    }
+    let held: Vec<K> = pending
+        .iter()
+        .map(|(index, ..)| elements[*index].1.clone())
+        .collect();
+    let renewals: Vec<_> = pending
+        .iter()
+        .map(|(.., driver)| driver.keep_alive())
+        .collect();
+    let mut loaded = load(held).await;
+    drop(renewals);
+    for (index, mut machine, mut driver) in pending {
+        let element = &elements[index].1;
+        let value = loaded.remove(element);
+        let stored = driver
+            .compute_async(
+                &mut machine,
+                || async { Ok::<_, Infallible>(value) },
+                |_| false,
+            )
+            .await;
+        if let Ok(Some(value)) = stored {
+            values.insert(element.clone(), value);
+        }
+    }
+    values
+}
+
+/// The batch's elements with their finished keys, in the order of the keys (the order
+/// locks are taken in), each key once.
+fn elements<S: AsRef<str>, K>(keys: impl IntoIterator<Item = (S, K)>) -> Vec<(CacheKey, K)> {
+    let mut elements: Vec<(CacheKey, K)> = keys
+        .into_iter()
+        .map(|(key, element)| (make_cache_key(key.as_ref()), element))
+        .collect();
+    // Stable: the first element named for a key is kept.
+    elements.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+    elements.dedup_by(|later, first| later.0.as_str() == first.0.as_str());
+    elements
+}
+
+/// Every element's stored bytes in one read; `None` when the read failed (each element
+/// then reads on its own, and meets the failure its own way).
+fn first_read(calls: &[Call<'_>]) -> Option<Vec<Option<Vec<u8>>>> {
+    let first = calls.first()?;
+    let keys: Vec<&str> = calls.iter().map(|call| call.key.as_str()).collect();
+    first.backend.get_many(&keys).ok()
+}
+
+/// The async form of [`first_read`].
+async fn first_read_async(calls: &[Call<'_>]) -> Option<Vec<Option<Vec<u8>>>> {
+    let first = calls.first()?;
+    let keys: Vec<&str> = calls.iter().map(|call| call.key.as_str()).collect();
+    first.backend.get_many_async(&keys).await.ok()
+}
