@@ -15,6 +15,12 @@
 //!   loader does not return is stored as `None` (a known absence, read back as one) and
 //!   left out of the returned map.
 //!
+//! - **Stale elements are refreshed in the batch.** Under `stale` (or `beta`), an
+//!   element found stale (or drawn for an early refresh) is revalidated as a call with
+//!   `refresh = "inline"` would: its refresh takes the key's lock if no one else is
+//!   refreshing it, and joins the elements passed to the one loader call; the batch then
+//!   returns the new value. One that another caller is refreshing is served stale.
+//!
 //! Elements are looked up in the order of their keys, so two batches that overlap
 //! (in one process or in two) take their locks in one order: no deadlock. An element
 //! whose key another caller is computing is waited for before the next element is
@@ -29,10 +35,14 @@ use std::hash::Hash;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use std::time::Instant;
+
+use crate::codec::Stamp;
 use crate::key::{CacheKey, make_cache_key};
 use crate::options::{MemoizeOptions, Refresh};
+use crate::refresh::claim::RefreshClaim;
 use crate::refresh::scope::take_forced;
-use crate::sequence::{Call, Driver, Lookup};
+use crate::sequence::{Call, Driver, Lookup, Trigger};
 
 /// Returns the values memoized at each of `keys` (pairs of a cache key and the element
 /// it stands for), computing the missing ones with **one** call of `load`, given
@@ -78,7 +88,7 @@ where
         .map(|(key, _)| Call::for_key(key.clone(), opts, refresh))
         .collect();
     let mut reads = first_read(&calls);
-    let mut values = HashMap::with_capacity(elements.len());
+    let mut batch = Outcomes::with_capacity(elements.len());
     let mut pending = Vec::new();
     for (index, call) in calls.iter().enumerate() {
         let mut machine = call.machine::<Option<T>>(true, None);
@@ -87,18 +97,21 @@ where
             Some(reads) => driver.lookup_read(&mut machine, Ok(reads[index].take())),
             None => driver.lookup(&mut machine),
         };
-        match lookup {
-            // A stale element is served; batches do not revalidate (see the README).
-            Lookup::Found(value) | Lookup::Revalidate(value, _) => {
-                if let Some(value) = value {
-                    values.insert(elements[index].1.clone(), value);
-                }
-            }
-            Lookup::Compute(_) | Lookup::Skip { .. } => pending.push((index, machine, driver)),
+        if batch.looked_up(index, lookup) {
+            pending.push((index, machine, driver));
+        }
+    }
+    let refreshes = batch.refreshes(&calls);
+    for (index, call, stamp) in &refreshes {
+        let mut machine = call.machine::<Option<T>>(false, None).revalidating(*stamp);
+        let mut driver = Driver::blocking(call);
+        let lookup = driver.lookup(&mut machine);
+        if batch.revalidated(*index, lookup) {
+            pending.push((*index, machine, driver));
         }
     }
     if pending.is_empty() {
-        return values;
+        return batch.values(&elements);
     }
     let held: Vec<K> = pending
         .iter()
@@ -111,14 +124,11 @@ where
     let mut loaded = load(&held);
     drop(renewals);
     for (index, mut machine, mut driver) in pending {
-        let element = &elements[index].1;
-        let value = loaded.remove(element);
+        let value = loaded.remove(&elements[index].1);
         let stored = driver.compute(&mut machine, || Ok::<_, Infallible>(value), |_| false);
-        if let Ok(Some(value)) = stored {
-            values.insert(element.clone(), value);
-        }
+        batch.computed(index, stored);
     }
-    values
+    batch.values(&elements)
 }
 
 /// The async form of [`memoize_many`]: `load` is given the elements it computes as a
@@ -142,7 +152,7 @@ where
         .map(|(key, _)| Call::for_key(key.clone(), opts, refresh))
         .collect();
     let mut reads = first_read_async(&calls).await;
-    let mut values = HashMap::with_capacity(elements.len());
+    let mut batch = Outcomes::with_capacity(elements.len());
     let mut pending = Vec::new();
     for (index, call) in calls.iter().enumerate() {
         let mut machine = call.machine::<Option<T>>(true, None);
@@ -154,17 +164,21 @@ where
             }
             None => driver.lookup_async(&mut machine).await,
         };
-        match lookup {
-            Lookup::Found(value) | Lookup::Revalidate(value, _) => {
-                if let Some(value) = value {
-                    values.insert(elements[index].1.clone(), value);
-                }
-            }
-            Lookup::Compute(_) | Lookup::Skip { .. } => pending.push((index, machine, driver)),
+        if batch.looked_up(index, lookup) {
+            pending.push((index, machine, driver));
+        }
+    }
+    let refreshes = batch.refreshes(&calls);
+    for (index, call, stamp) in &refreshes {
+        let mut machine = call.machine::<Option<T>>(false, None).revalidating(*stamp);
+        let mut driver = Driver::nonblocking(call);
+        let lookup = driver.lookup_async(&mut machine).await;
+        if batch.revalidated(*index, lookup) {
+            pending.push((*index, machine, driver));
         }
     }
     if pending.is_empty() {
-        return values;
+        return batch.values(&elements);
     }
     let held: Vec<K> = pending
         .iter()
@@ -177,20 +191,92 @@ where
     let mut loaded = load(held).await;
     drop(renewals);
     for (index, mut machine, mut driver) in pending {
-        let element = &elements[index].1;
-        let value = loaded.remove(element);
+        let value = loaded.remove(&elements[index].1);
+        let computed = || async { Ok::<_, Infallible>(value) };
         let stored = driver
-            .compute_async(
-                &mut machine,
-                || async { Ok::<_, Infallible>(value) },
-                |_| false,
-            )
+            .compute_async(&mut machine, computed, |_| false)
             .await;
-        if let Ok(Some(value)) = stored {
-            values.insert(element.clone(), value);
+        batch.computed(index, stored);
+    }
+    batch.values(&elements)
+}
+
+/// What each element of a batch comes to, decided step by step (the same for both
+/// forms): a value (or a known absence) found, a stale value being refreshed, or one
+/// computed.
+struct Outcomes<T> {
+    /// Each element's value, once known (`None` also for a stored absence, or an
+    /// element computed since, until the loader's value lands).
+    found: Vec<Option<T>>,
+    /// The stale elements to refresh: their stamp and this process's refresh claim,
+    /// held until the batch ends.
+    stale: Vec<(usize, Stamp, Option<RefreshClaim>)>,
+}
+
+impl<T> Outcomes<T> {
+    fn with_capacity(len: usize) -> Self {
+        Self {
+            found: std::iter::repeat_with(|| None).take(len).collect(),
+            stale: Vec::new(),
         }
     }
-    values
+
+    /// An element's lookup; `true` when the element is to be computed.
+    fn looked_up(&mut self, index: usize, lookup: Lookup<Option<T>>) -> bool {
+        match lookup {
+            Lookup::Found(value) => self.found[index] = value,
+            Lookup::Revalidate(value, Trigger { stamp, claim }) => {
+                self.found[index] = value;
+                self.stale.push((index, stamp, Some(claim)));
+            }
+            Lookup::Compute(_) | Lookup::Skip { .. } => return true,
+        }
+        false
+    }
+
+    /// The refreshes of the stale elements: each element's revalidation call.
+    fn refreshes<'o>(&self, calls: &[Call<'o>]) -> Vec<(usize, Call<'o>, Stamp)> {
+        self.stale
+            .iter()
+            .map(|(index, stamp, _)| (*index, calls[*index].revalidation(), *stamp))
+            .collect()
+    }
+
+    /// A stale element's revalidation; `true` when it is to be computed (this caller
+    /// holds its lock). Otherwise the stale value is served (another caller refreshes
+    /// it, or did: backed off as a refresh that found the lock held).
+    fn revalidated(&mut self, index: usize, lookup: Lookup<Option<T>>) -> bool {
+        match lookup {
+            Lookup::Compute(_) => true,
+            Lookup::Found(value) | Lookup::Revalidate(value, _) => {
+                self.found[index] = value;
+                false
+            }
+            Lookup::Skip { back_off } => {
+                let claim = self.stale.iter_mut().find(|(i, ..)| *i == index);
+                if let (Some((.., Some(claim))), Some(back_off)) = (claim, back_off) {
+                    claim.back_off(Instant::now(), back_off);
+                }
+                false
+            }
+        }
+    }
+
+    /// A computed element's value (`Err` never comes: the loader's output is stored as
+    /// it is).
+    fn computed(&mut self, index: usize, stored: Result<Option<T>, Infallible>) {
+        let Ok(value) = stored;
+        self.found[index] = value;
+    }
+
+    /// The values found and computed, by element; absences left out.
+    fn values<K: Eq + Hash + Clone>(self, elements: &[(CacheKey, K)]) -> HashMap<K, T> {
+        self.found
+            .into_iter()
+            .zip(elements)
+            .filter_map(|(value, (_, element))| Some((element.clone(), value?)))
+            .collect()
+    }
 }
 
 /// The batch's elements with their finished keys, in the order of the keys (the order

@@ -3,11 +3,12 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Barrier, Mutex, PoisonError};
+use std::sync::{Arc, Barrier, Mutex, PoisonError};
 use std::time::Duration;
 
-use cache_memoize::{Backend, make_cache_key, memoize_many, memoize_many_async, refresh};
+use cache_memoize::{Backend, Clock, make_cache_key, memoize_many, memoize_many_async, refresh};
 
+use crate::freshness_suite::ManualClock;
 use crate::{Fixture, runtime};
 
 /// A batch's (key, element) pairs.
@@ -199,4 +200,46 @@ pub fn a_batch_of_large_elements_round_trips(f: &Fixture) {
         memoize_many(batch, &opts, |_: &[u32]| unreachable!("stored"));
     assert_eq!(first, again);
     assert_eq!(again.get(&2), Some(&big(2)));
+}
+
+/// Under `stale`, elements found stale are refreshed in the batch, as an inline refresh
+/// would: they join the missing ones in the one loader call, and the batch returns the
+/// new values.
+pub fn stale_elements_are_refreshed_in_the_one_loader_call(f: &Fixture) {
+    let clock = Arc::new(ManualClock::default());
+    let opts = f
+        .locked()
+        .expire(Duration::from_secs(10))
+        .stale(Duration::from_secs(3600))
+        .clock(Arc::clone(&clock) as Arc<dyn Clock>);
+    let generation = AtomicUsize::new(1);
+    let calls = Mutex::new(Vec::<Vec<u32>>::new());
+    let load = |ids: &[u32]| -> HashMap<u32, String> {
+        calls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(ids.to_vec());
+        let generation = generation.load(Ordering::SeqCst);
+        ids.iter()
+            .map(|id| (*id, format!("{id} v{generation}")))
+            .collect()
+    };
+    let _ = memoize_many(keys(f, "batch-stale", &[1, 2]), &opts, load);
+    clock.advance(Duration::from_secs(11));
+    generation.store(2, Ordering::SeqCst);
+    let got = memoize_many(keys(f, "batch-stale", &[1, 2, 3]), &opts, load);
+    let want: HashMap<u32, String> = [1, 2, 3]
+        .iter()
+        .map(|id| (*id, format!("{id} v2")))
+        .collect();
+    assert_eq!(got, want, "the stale elements were refreshed");
+    let second: BTreeSet<u32> = calls.lock().unwrap_or_else(PoisonError::into_inner)[1]
+        .iter()
+        .copied()
+        .collect();
+    assert_eq!(second, BTreeSet::from([1, 2, 3]), "one loader call");
+    let again = memoize_many(keys(f, "batch-stale", &[1, 2, 3]), &opts, |_: &[u32]| {
+        unreachable!("fresh again")
+    });
+    assert_eq!(again, want);
 }

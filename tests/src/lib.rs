@@ -289,7 +289,8 @@ macro_rules! with_scenarios {
                 an_invalidated_element_is_loaded_again_alone,
                 overlapping_batches_in_threads_load_each_key_once,
                 a_forced_batch_reloads_every_element, async_batch_miss_and_hit,
-                a_batch_of_large_elements_round_trips
+                a_batch_of_large_elements_round_trips,
+                stale_elements_are_refreshed_in_the_one_loader_call
             ]
         );
     };
