@@ -109,7 +109,10 @@ impl Manifest {
 /// The store of a large value, step by step: read the committed manifest (to take the
 /// other slot), write each chunk, then hand over the manifest for the store.
 pub(crate) struct Writing<'v> {
-    key: String,
+    key: &'v str,
+    /// The key, as the one key of the read of the committed manifest: a `get_many`,
+    /// which no near cache answers (a near copy may lag a commit made elsewhere).
+    read: [&'v str; 1],
     value: &'v [u8],
     ttl: Duration,
     generation: u64,
@@ -127,12 +130,18 @@ pub(crate) struct Writing<'v> {
 impl<'v> Writing<'v> {
     /// The store of `value` at `key` for `ttl`, if `value` is larger than `threshold`
     /// (and a memoized value).
-    pub(crate) fn of(key: &str, value: &'v [u8], ttl: Duration, threshold: usize) -> Option<Self> {
+    pub(crate) fn of(
+        key: &'v str,
+        value: &'v [u8],
+        ttl: Duration,
+        threshold: usize,
+    ) -> Option<Self> {
         if value.len() <= threshold || codec::manifest_head(value).is_none() {
             return None;
         }
         Some(Self {
-            key: key.to_owned(),
+            key,
+            read: [key],
             value,
             ttl,
             generation: fastrand::u64(..),
@@ -152,7 +161,7 @@ impl<'v> Writing<'v> {
             return None;
         }
         let Some(slot) = self.slot else {
-            return Some(Op::Get { key: &self.key });
+            return Some(Op::GetMany { keys: &self.read });
         };
         let start = self.next * CHUNK_BYTES;
         let part = self
@@ -166,7 +175,7 @@ impl<'v> Writing<'v> {
         self.chunk.extend_from_slice(&self.generation.to_le_bytes());
         self.chunk
             .extend_from_slice(&lz4_flex::compress_prepend_size(part));
-        self.chunk_key = chunk_key(&self.key, slot, self.next);
+        self.chunk_key = chunk_key(self.key, slot, self.next);
         Some(Op::Set {
             key: &self.chunk_key,
             value: &self.chunk,
@@ -180,10 +189,12 @@ impl<'v> Writing<'v> {
             None => {
                 // A failed read of the committed manifest: the store would fail too, or
                 // write over chunks being read; give up.
-                let Ok(current) = reply.and_then(|r| r.into_value("get", &self.key)) else {
+                let read = reply.and_then(|r| r.into_values("get_many", self.key));
+                let Ok(mut current) = read else {
                     self.failed = true;
                     return;
                 };
+                let current = current.pop().flatten();
                 let taken = current.as_deref().and_then(Manifest::read).map(|m| m.slot);
                 self.slot = Some(match taken {
                     Some(0) => 1,

@@ -414,14 +414,15 @@ impl<'c, 'o> Driver<'c, 'o> {
 
     /// The store of a large value, when `io` stores one under this call's lock: its
     /// chunks are written first (see `large`).
-    fn writing<'v>(&self, io: &Io<'v>) -> Option<Writing<'v>> {
+    fn writing<'v>(&self, io: &Io<'v>) -> Option<Writing<'v>>
+    where
+        'c: 'v,
+    {
+        let call: &'c Call<'o> = self.call;
         match io {
-            Io::StoreAndRelease { bytes, ttl } if self.lock.is_some() => Writing::of(
-                self.call.key.as_str(),
-                bytes,
-                *ttl,
-                self.call.opts.large_values,
-            ),
+            Io::StoreAndRelease { bytes, ttl } if self.lock.is_some() => {
+                Writing::of(call.key.as_str(), bytes, *ttl, self.call.opts.large_values)
+            }
             _ => None,
         }
     }
