@@ -247,7 +247,8 @@ impl Reading {
             manifest,
             next: 0,
             chunk_key: String::new(),
-            // Grown as chunks arrive: a forged length allocates nothing.
+            // Reserved once the first chunk proved the manifest's: a forged length
+            // alone allocates nothing.
             value: Vec::new(),
             failed: false,
         })
@@ -269,6 +270,12 @@ impl Reading {
         let chunk = reply.and_then(|r| r.into_value("get", &self.chunk_key));
         match chunk.ok().flatten().and_then(|chunk| self.opened(&chunk)) {
             Some(part) => {
+                if self.next == 0 {
+                    // The first chunk is this write's: reserve the whole value once
+                    // (growing by doubling would hold up to twice it while copying).
+                    let length = usize::try_from(self.manifest.length).unwrap_or(usize::MAX);
+                    let _ = self.value.try_reserve_exact(length);
+                }
                 self.value.extend_from_slice(&part);
                 self.next += 1;
             }
