@@ -377,7 +377,7 @@ use quote::ToTokens;
 ///
 /// Values whose encoding is larger than this (default 1 MiB; a size with its unit,
 /// `"512KiB"`, `"4MB"`, or a number of bytes) are stored in chunks of 512 KiB,
-/// LZ4-compressed, behind a small manifest under the value's key, so that no single
+/// zstd-compressed, behind a small manifest under the value's key, so that no single
 /// Redis command carries more than one chunk (see
 /// [`MemoizeOptions::large_values`](https://docs.rs/cache-memoize/latest/cache_memoize/struct.MemoizeOptions.html#method.large_values)).
 /// Not for memoized iterators, which are always chunked.

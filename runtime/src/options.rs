@@ -292,7 +292,7 @@ impl MemoizeOptions {
     }
 
     /// Values whose encoding is larger than `bytes` (default 1 MiB) are stored in
-    /// chunks of 512 KiB, LZ4-compressed, then a small manifest under the value's key,
+    /// chunks of 512 KiB, zstd-compressed, then a small manifest under the value's key,
     /// so that no single command carries more than one chunk: a 100 MB value read in
     /// one `GET` holds Redis's one thread, for every other client, for tens of
     /// milliseconds. A large value is stored, fenced, invalidated, judged stale and
