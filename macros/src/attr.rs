@@ -11,6 +11,7 @@ use crate::duration;
 use crate::freshness::{self, FreshnessArgs, Set};
 
 mod kw {
+    syn::custom_keyword!(batch);
     syn::custom_keyword!(key);
     syn::custom_keyword!(shared_key);
     syn::custom_keyword!(expire);
@@ -34,7 +35,7 @@ mod kw {
     syn::custom_keyword!(clock);
 }
 
-const OPTIONS: &str = "`key`, `shared_key`, `skip`, `expire`, `version`, `force_overwrite`, `lock`, `stale`, `fail_safe`, `beta`, `jitter`, `refresh`, `clock`, `cache_none`, `codec`, `large_values`, `companions`, `keep_decoded`";
+const OPTIONS: &str = "`batch`, `key`, `shared_key`, `skip`, `expire`, `version`, `force_overwrite`, `lock`, `stale`, `fail_safe`, `beta`, `jitter`, `refresh`, `clock`, `cache_none`, `codec`, `large_values`, `companions`, `keep_decoded`";
 const CODECS: &str = "`\"bincode\"` (the default) or `\"msgpack\"` (self-describing)";
 
 /// The codec named by `codec = "..."`.
@@ -51,6 +52,9 @@ pub(crate) type Millis = u64;
 /// `#[cache_memoize(...)]`'s arguments.
 #[derive(Default)]
 pub(crate) struct MemoizeArgs {
+    /// `batch`: where it was written (the function memoizes each element of a
+    /// collection parameter, returning a map).
+    pub(crate) batch: Option<Span>,
     pub(crate) key: Option<LitStr>,
     /// `shared_key`: where it was written (the template is the whole key, without the
     /// function's identity, so other functions may share it).
@@ -90,6 +94,14 @@ fn once<T>(slot: &mut Option<T>, value: T, span: Span, name: &str) -> syn::Resul
         return Err(syn::Error::new(span, format!("duplicate option `{name}`")));
     }
     *slot = Some(value);
+    Ok(())
+}
+
+/// Rejects a value after a bare flag (`flag = ..`), with `message`.
+fn no_value(input: ParseStream<'_>, message: &str) -> syn::Result<()> {
+    if input.peek(Token![=]) {
+        return Err(input.error(message));
+    }
     Ok(())
 }
 
@@ -206,17 +218,23 @@ impl Parse for MemoizeArgs {
             let span = input.span();
             if args.parse_freshness(input, &lookahead, span)? {
                 // `stale`, `fail_safe`, `beta`, `jitter`, `refresh` or `clock`, parsed.
+            } else if lookahead.peek(kw::batch) {
+                input.parse::<kw::batch>()?;
+                no_value(
+                    input,
+                    "`batch` takes no value: write `batch` beside `key = \"...\"`, or leave it out",
+                )?;
+                once(&mut args.batch, span, span, "batch")?;
             } else if lookahead.peek(kw::key) {
                 input.parse::<kw::key>()?;
                 input.parse::<Token![=]>()?;
                 once(&mut args.key, input.parse()?, span, "key")?;
             } else if lookahead.peek(kw::shared_key) {
                 input.parse::<kw::shared_key>()?;
-                if input.peek(Token![=]) {
-                    return Err(input.error(
-                        "`shared_key` takes no value: write `shared_key` beside `key = \"...\"` to make the template the whole key, or leave it out",
-                    ));
-                }
+                no_value(
+                    input,
+                    "`shared_key` takes no value: write `shared_key` beside `key = \"...\"` to make the template the whole key, or leave it out",
+                )?;
                 once(&mut args.shared_key, span, span, "shared_key")?;
             } else if lookahead.peek(kw::expire) {
                 input.parse::<kw::expire>()?;
@@ -257,11 +275,10 @@ impl Parse for MemoizeArgs {
                 )?;
             } else if lookahead.peek(kw::keep_decoded) {
                 input.parse::<kw::keep_decoded>()?;
-                if input.peek(Token![=]) {
-                    return Err(input.error(
-                        "`keep_decoded` takes no value: write `keep_decoded`, or leave it out",
-                    ));
-                }
+                no_value(
+                    input,
+                    "`keep_decoded` takes no value: write `keep_decoded`, or leave it out",
+                )?;
                 once(&mut args.keep_decoded, span, span, "keep_decoded")?;
             } else if lookahead.peek(kw::companions) {
                 input.parse::<kw::companions>()?;
@@ -292,17 +309,29 @@ impl Parse for MemoizeArgs {
             }
             input.parse::<Token![,]>()?;
         }
-        if let (Some(span), None) = (args.shared_key, &args.key) {
-            return Err(syn::Error::new(
-                span,
-                "`shared_key` makes a `key` template the whole key, and there is none: add `key = \"...\"`, or remove `shared_key`",
-            ));
-        }
+        args.check_key()?;
         Ok(args)
     }
 }
 
 impl MemoizeArgs {
+    /// `batch` and `shared_key` are about a `key` template: there must be one.
+    fn check_key(&self) -> syn::Result<()> {
+        if let (Some(span), None) = (self.batch, &self.key) {
+            return Err(syn::Error::new(
+                span,
+                "`batch` needs a `key` template that names the element, as in `#[cache_memoize(batch, key = \"user:{id}\")] fn users(ids: Vec<u64>) -> HashMap<u64, User>`: each element is stored under its own key",
+            ));
+        }
+        if let (Some(span), None) = (self.shared_key, &self.key) {
+            return Err(syn::Error::new(
+                span,
+                "`shared_key` makes a `key` template the whole key, and there is none: add `key = \"...\"`, or remove `shared_key`",
+            ));
+        }
+        Ok(())
+    }
+
     /// Parses a freshness option if one comes next; `false` when none does.
     fn parse_freshness(
         &mut self,

@@ -20,6 +20,9 @@ use crate::sig::{self, Generic, MaybeItemFn, Output, Param};
 
 /// Rewrites `item` as `args` say.
 pub(crate) fn expand(args: &MemoizeArgs, item: &MaybeItemFn) -> syn::Result<TokenStream> {
+    if let Some(span) = args.batch {
+        return crate::batch::expand(args, item, span);
+    }
     let output = sig::output(&item.sig)?;
     let params = sig::params(&item.sig)?;
     check_skips(args, &params)?;
@@ -34,7 +37,7 @@ pub(crate) fn expand(args: &MemoizeArgs, item: &MaybeItemFn) -> syn::Result<Toke
     Ok(quote!(#memoized #companions))
 }
 
-fn listed(params: &[Param]) -> String {
+pub(crate) fn listed(params: &[Param]) -> String {
     if params.is_empty() {
         return "the function has no parameters".to_owned();
     }
@@ -44,7 +47,7 @@ fn listed(params: &[Param]) -> String {
 
 /// Every skipped name is a parameter, and every `&mut` parameter is skipped: on a hit
 /// the body does not run, so what it would have changed through a key part is not.
-fn check_skips(args: &MemoizeArgs, params: &[Param]) -> syn::Result<()> {
+pub(crate) fn check_skips(args: &MemoizeArgs, params: &[Param]) -> syn::Result<()> {
     for param in params {
         let Some(span) = param.mutable else { continue };
         if !args.skip.iter().any(|skipped| *skipped == param.name) {
@@ -112,7 +115,11 @@ enum Piece {
 /// The expression building the key passed to the runtime (before prefix and digest):
 /// the function's identity, `|` and every parameter (or the template), unless
 /// `shared_key` makes the template the whole key.
-fn key_expr(args: &MemoizeArgs, sig: &Signature, params: &[Param]) -> syn::Result<TokenStream> {
+pub(crate) fn key_expr(
+    args: &MemoizeArgs,
+    sig: &Signature,
+    params: &[Param],
+) -> syn::Result<TokenStream> {
     let is_skipped = |p: &Param| args.skip.iter().any(|s| *s == p.name);
     let pieces = match (&args.key, args.shared_key) {
         (Some(template), Some(_)) => {
@@ -230,7 +237,7 @@ fn template_pieces(
         .collect())
 }
 
-fn missing_message(param: &Param) -> String {
+pub(crate) fn missing_message(param: &Param) -> String {
     let name = &param.name;
     if param.is_self {
         "the receiver `self` is not in the key template, so two receivers would share their results: name it (`{self}`, or a field such as `{self.id}`), or add `skip(self)` if the result does not depend on it".to_owned()
@@ -322,7 +329,7 @@ fn millis(ms: u64) -> TokenStream {
     quote!(::cache_memoize::__private::millis(#ms))
 }
 
-fn options_expr(args: &MemoizeArgs) -> TokenStream {
+pub(crate) fn options_expr(args: &MemoizeArgs) -> TokenStream {
     let mut opts = quote!(::cache_memoize::__private::MemoizeOptions::new());
     if let Some(ms) = args.expire {
         let expire = millis(ms);
@@ -424,34 +431,11 @@ fn memoized_fn(
     let key_var = Ident::new("__cache_memoize_key", Span::mixed_site());
     let opts_var = Ident::new("__cache_memoize_opts", Span::mixed_site());
     let mut opts = options_expr(args);
-    // The function's identity (its path, a method's type included), without generic
-    // arguments, names its events and metrics: made at the first call.
-    let stem = format!("::{}_", sig.ident.unraw());
-    let name_var = Ident::new("__CACHE_MEMOIZE_NAME", Span::mixed_site());
-    // `stale` counts from `expire`: without it, from the default 30 days. Valid, and
-    // said once at the first call (a compile error would refuse working code).
-    let made = if args.fresh.stale.is_some() && args.expire.is_none() {
-        quote!(::cache_memoize::__private::FnName::noting(#STALE_WITHOUT_EXPIRE))
-    } else {
-        quote!(::cache_memoize::__private::FnName::new())
+    let stored = match output {
+        Output::Iter(item) => quote!(#item),
+        Output::Value(ret) => quote!(#ret),
     };
-    let closure = quote!(::cache_memoize::__private::type_name_of_val(&|| ()));
-    // Two `shared_key` functions of one template storing two types: said at the first
-    // call of the second (a thrash otherwise seen only as misses).
-    let get = match (args.shared_key, &args.key) {
-        (Some(_), Some(template)) => {
-            let stored = match output {
-                Output::Iter(item) => quote!(#item),
-                Output::Value(ret) => quote!(#ret),
-            };
-            quote!(get_sharing(#closure, #stem, #template, ::core::any::type_name::<#stored>()))
-        }
-        _ => quote!(get(#closure, #stem)),
-    };
-    opts.extend(quote!(.name({
-        static #name_var: ::cache_memoize::__private::FnName = #made;
-        #name_var.#get
-    })));
+    opts.extend(name_option(args, sig, &stored));
     let call = match output {
         Output::Iter(item_ty) => iter_call(sig, item_ty, body, &key_var, &opts_var),
         Output::Value(ret) => {
@@ -477,6 +461,40 @@ fn memoized_fn(
             #call
         }
     }
+}
+
+/// The `.name(..)` option: the function's identity (its path, a method's type
+/// included), without generic arguments, names its events and metrics; made at the
+/// first call. `stored`: the type stored under its keys.
+pub(crate) fn name_option(
+    args: &MemoizeArgs,
+    sig: &Signature,
+    stored: &TokenStream,
+) -> TokenStream {
+    // The function's identity (its path, a method's type included), without generic
+    // arguments, names its events and metrics: made at the first call.
+    let stem = format!("::{}_", sig.ident.unraw());
+    let name_var = Ident::new("__CACHE_MEMOIZE_NAME", Span::mixed_site());
+    // `stale` counts from `expire`: without it, from the default 30 days. Valid, and
+    // said once at the first call (a compile error would refuse working code).
+    let made = if args.fresh.stale.is_some() && args.expire.is_none() {
+        quote!(::cache_memoize::__private::FnName::noting(#STALE_WITHOUT_EXPIRE))
+    } else {
+        quote!(::cache_memoize::__private::FnName::new())
+    };
+    let closure = quote!(::cache_memoize::__private::type_name_of_val(&|| ()));
+    // Two `shared_key` functions of one template storing two types: said at the first
+    // call of the second (a thrash otherwise seen only as misses).
+    let get = match (args.shared_key, &args.key) {
+        (Some(_), Some(template)) => {
+            quote!(get_sharing(#closure, #stem, #template, ::core::any::type_name::<#stored>()))
+        }
+        _ => quote!(get(#closure, #stem)),
+    };
+    quote!(.name({
+        static #name_var: ::cache_memoize::__private::FnName = #made;
+        #name_var.#get
+    }))
 }
 
 fn iter_call(
@@ -661,7 +679,7 @@ fn companions(
 
 /// The function's signature, renamed, sync, returning `output`, taking its receiver
 /// by reference, its parameters without `mut`, and the `unread` ones as `_`.
-fn companion_sig(
+pub(crate) fn companion_sig(
     sig: &Signature,
     ident: Ident,
     output: &TokenStream,

@@ -28,10 +28,18 @@ pub(crate) struct Placeholder {
 /// Parses `template`, checking each placeholder against `params`; errors are spanned
 /// on the literal.
 pub(crate) fn parse(template: &LitStr, params: &[String]) -> syn::Result<Vec<Segment>> {
-    parse_text(&template.value(), params).map_err(|why| syn::Error::new_spanned(template, why))
+    parse_text(&template.value(), Some(params))
+        .map_err(|why| syn::Error::new_spanned(template, why))
 }
 
-fn parse_text(text: &str, params: &[String]) -> Result<Vec<Segment>, String> {
+/// Parses `template` without checking what its placeholders name (a batch's template
+/// names its element, which is no parameter).
+pub(crate) fn parse_unchecked(template: &LitStr) -> syn::Result<Vec<Segment>> {
+    parse_text(&template.value(), None).map_err(|why| syn::Error::new_spanned(template, why))
+}
+
+/// `params`: the names a placeholder may start from; `None` for any name.
+fn parse_text(text: &str, params: Option<&[String]>) -> Result<Vec<Segment>, String> {
     let mut segments = Vec::new();
     let mut literal = String::new();
     let mut chars = text.chars().peekable();
@@ -76,7 +84,7 @@ fn parse_text(text: &str, params: &[String]) -> Result<Vec<Segment>, String> {
     Ok(segments)
 }
 
-fn placeholder(text: &str, params: &[String]) -> Result<Placeholder, String> {
+fn placeholder(text: &str, params: Option<&[String]>) -> Result<Placeholder, String> {
     let (path, spec) = match text.split_once(':') {
         Some((path, spec)) => (path.trim(), Some(spec.trim())),
         None => (text.trim(), None),
@@ -92,8 +100,19 @@ fn placeholder(text: &str, params: &[String]) -> Result<Placeholder, String> {
     };
     let mut names = path.split('.').map(str::trim);
     let param = names.next().unwrap_or_default().to_owned();
-    if !params.contains(&param) {
-        return Err(no_such_param(&param, params));
+    match params {
+        Some(params) if !params.contains(&param) => return Err(no_such_param(&param, params)),
+        None if !is_field(&param) || param.starts_with(|c: char| c.is_ascii_digit()) => {
+            return Err(if param.is_empty() {
+                "empty placeholder `{}` in the key template; name a parameter, or the element"
+                    .to_owned()
+            } else {
+                format!(
+                    "`{{{param}}}` in the key template is not a name; a placeholder is a parameter or the element, optionally followed by fields, as in `{{id.name}}`"
+                )
+            });
+        }
+        _ => {}
     }
     let fields: Vec<String> = names.map(str::to_owned).collect();
     if let Some(bad) = fields.iter().find(|f| !is_field(f)) {
@@ -157,7 +176,7 @@ mod tests {
 
     #[test]
     fn splits_literals_and_placeholders() {
-        let parsed = parse_text("user:{id}:page:{page}", &params());
+        let parsed = parse_text("user:{id}:page:{page}", Some(&params()));
         assert_eq!(
             parsed,
             Ok(vec![
@@ -171,7 +190,7 @@ mod tests {
 
     #[test]
     fn reads_fields_and_debug() {
-        let parsed = parse_text("{id.owner.0:?}", &params());
+        let parsed = parse_text("{id.owner.0:?}", Some(&params()));
         assert_eq!(
             parsed,
             Ok(vec![Segment::Param(Placeholder {
@@ -184,24 +203,42 @@ mod tests {
 
     #[test]
     fn rejects_format_specs_other_than_debug() {
-        assert!(parse_text("{id:>5}", &params()).is_err_and(|e| e.contains("`{id:?}`")));
-        assert!(parse_text("{id:#?}", &params()).is_err());
-        assert!(parse_text("{id.}", &params()).is_err_and(|e| e.contains("not a field")));
+        assert!(parse_text("{id:>5}", Some(&params())).is_err_and(|e| e.contains("`{id:?}`")));
+        assert!(parse_text("{id:#?}", Some(&params())).is_err());
+        assert!(parse_text("{id.}", Some(&params())).is_err_and(|e| e.contains("not a field")));
     }
 
     #[test]
     fn doubled_braces_are_literal() {
         assert_eq!(
-            parse_text("{{x}}", &params()),
+            parse_text("{{x}}", Some(&params())),
             Ok(vec![Segment::Literal("{x}".into())])
         );
     }
 
     #[test]
+    fn unchecked_names_may_be_no_parameter_but_must_be_names() {
+        assert_eq!(
+            parse_text("user:{id.name:?}", None),
+            Ok(vec![
+                Segment::Literal("user:".into()),
+                Segment::Param(Placeholder {
+                    param: "id".into(),
+                    fields: vec!["name".into()],
+                    debug: true,
+                }),
+            ])
+        );
+        assert!(parse_text("{}", None).is_err_and(|e| e.contains("empty placeholder")));
+        assert!(parse_text("{0}", None).is_err_and(|e| e.contains("not a name")));
+        assert!(parse_text("{a-b}", None).is_err_and(|e| e.contains("not a name")));
+    }
+
+    #[test]
     fn rejects_unknown_names_and_unbalanced_braces() {
-        assert!(parse_text("{nope}", &params()).is_err_and(|e| e.contains("`id`, `page`")));
-        assert!(parse_text("{id", &params()).is_err_and(|e| e.contains("unbalanced `{`")));
-        assert!(parse_text("id}", &params()).is_err_and(|e| e.contains("unbalanced `}`")));
-        assert!(parse_text("{}", &params()).is_err_and(|e| e.contains("empty placeholder")));
+        assert!(parse_text("{nope}", Some(&params())).is_err_and(|e| e.contains("`id`, `page`")));
+        assert!(parse_text("{id", Some(&params())).is_err_and(|e| e.contains("unbalanced `{`")));
+        assert!(parse_text("id}", Some(&params())).is_err_and(|e| e.contains("unbalanced `}`")));
+        assert!(parse_text("{}", Some(&params())).is_err_and(|e| e.contains("empty placeholder")));
     }
 }

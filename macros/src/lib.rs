@@ -2,10 +2,12 @@
 //! crate. Depend on `cache-memoize`, which re-exports it; this crate is not used directly.
 //!
 //! `attr.rs` parses the arguments (with `duration.rs` and `key.rs`), `expand.rs`
-//! generates the code. On an error the function is emitted unchanged beside the error,
-//! so one mistake yields one error and the rest of the crate still type-checks.
+//! generates the code (`batch.rs` for `batch`). On an error the function is emitted
+//! unchanged beside the error, so one mistake yields one error and the rest of the
+//! crate still type-checks.
 
 mod attr;
+mod batch;
 mod duration;
 mod expand;
 mod freshness;
@@ -43,6 +45,8 @@ use quote::ToTokens;
 /// `cache_memoize::set_backend` registers a shared backend (Redis), values are kept per
 /// process (the first call says so at INFO). Each function also gets `<name>_cache_key`,
 /// `<name>_invalidate` (blocking) and `<name>_invalidate_async` (see `companions`).
+/// With `batch`, a function of a collection returning a map is memoized per element,
+/// with one body call for the elements missing (see `batch`).
 ///
 /// # What is stored
 ///
@@ -409,6 +413,51 @@ use quote::ToTokens;
 /// #[cache_memoize(key = "page:{id}", keep_decoded)]
 /// fn page(id: u32) -> Page { Page { html: format!("<p>{id}</p>") } }
 /// # let _ = page(1);
+/// ```
+///
+/// ## `batch`
+///
+/// Memoizes each element of a collection: the function takes the elements (`Vec<K>`,
+/// `&[K]`, or any owned `IntoIterator<Item = K> + FromIterator<K>` such as `HashSet<K>`
+/// or `BTreeSet<K>`) and returns `HashMap<K, V>` (written with that name; an alias is
+/// refused). The collection is the one parameter the `key` template does not name (it
+/// needs `key`); the template names the element instead, with a placeholder that is no
+/// parameter (`{id}` below). Each element is stored under its own key, rendered as a
+/// single call's would be (the function's identity unless `shared_key`, escaping, the
+/// other parameters, `{id.field}`, `{id:?}`).
+///
+/// A call reads every element's key at once (one `MGET` on Redis) and calls the body
+/// **once**, with exactly the elements this caller must compute, as the declared type
+/// (a `Vec` or set collected from them, or a slice). Elements another caller is
+/// computing are waited for and read; with `lock`, each element is computed once across
+/// every process. An element the body leaves out of its map is stored as an absence
+/// and left out of the returned map (so `cache_none` is refused). Every other option
+/// applies per element (`expire`, `lock`, `version`, `codec`, `large_values`, ...); a
+/// stale element (`stale`) is served as it is, not refreshed by the batch; `keep_decoded`
+/// is refused. `async fn` works the same way. See
+/// [`memoize_many`](https://docs.rs/cache-memoize/latest/cache_memoize/fn.memoize_many.html).
+///
+/// The companions are per element: `<name>_cache_key(.., id)` is one element's key
+/// (the element in the collection's place), `<name>_invalidate(.., ids)` and
+/// `<name>_invalidate_async(.., ids)` remove each element's value.
+///
+/// ```
+/// use std::collections::HashMap;
+/// use cache_memoize::cache_memoize;
+///
+/// #[cache_memoize(batch, key = "user:{id}", expire = "10m", lock)]
+/// fn user_names(ids: Vec<u64>) -> HashMap<u64, String> {
+///     // One query for exactly `ids`: the ones not stored yet.
+///     ids.into_iter().filter(|id| *id != 0).map(|id| (id, format!("user {id}"))).collect()
+/// }
+///
+/// let names = user_names(vec![1, 2, 0]); // the body is given [0, 1, 2]
+/// assert_eq!(names.len(), 2); // 0 is not returned: stored as an absence
+/// let names = user_names(vec![2, 3]); // the body is given [3] only
+/// assert_eq!(names[&3], "user 3");
+/// assert!(user_names_cache_key(3).as_str().ends_with("::user_names|user:3}"));
+/// user_names_invalidate(vec![2, 3])?; // the next call computes 2 and 3 again
+/// # Ok::<(), cache_memoize::Error>(())
 /// ```
 ///
 /// ## `companions = false`

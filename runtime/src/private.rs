@@ -24,6 +24,90 @@ pub use crate::memoize::{Cacheable, Entry, call, call_async, check_round_trip, i
 pub fn invalidate_owned_async(key: String) -> BoxFuture<'static, Result<(), Error>> {
     Box::pin(async move { crate::memoize::invalidate_async(&key).await })
 }
+/// `#[cache_memoize(batch)]`'s call: [`memoize_many`](crate::memoize_many), with the
+/// value's bound named [`Cacheable`] (its error message says what is wrong).
+pub fn memoize_batch<K, T, S, F>(
+    keys: impl IntoIterator<Item = (S, K)>,
+    opts: &MemoizeOptions,
+    load: F,
+) -> HashMap<K, T>
+where
+    S: AsRef<str>,
+    K: Eq + Hash + Clone,
+    T: Cacheable,
+    F: FnOnce(&[K]) -> HashMap<K, T>,
+{
+    crate::batch::memoize_many(keys, opts, load)
+}
+
+/// The async form of [`memoize_batch`].
+pub async fn memoize_batch_async<K, T, S, F, Fut>(
+    keys: impl IntoIterator<Item = (S, K)>,
+    opts: &MemoizeOptions,
+    load: F,
+) -> HashMap<K, T>
+where
+    S: AsRef<str>,
+    K: Eq + Hash + Clone,
+    T: Cacheable,
+    F: FnOnce(Vec<K>) -> Fut,
+    Fut: Future<Output = HashMap<K, T>>,
+{
+    crate::batch::memoize_many_async(keys, opts, load).await
+}
+
+/// What a batch parameter other than `&[K]` needs; its only purpose is the error message.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a collection of the batch's elements",
+    label = "the batch parameter: the one the key template does not name",
+    note = "with `batch`, this parameter is `Vec<K>`, `&[K]`, or an owned `IntoIterator<Item = K> + FromIterator<K>` (`HashSet<K>`, `BTreeSet<K>`); the body is given the elements it computes as this type"
+)]
+pub trait BatchCollection: IntoIterator + FromIterator<<Self as IntoIterator>::Item> {}
+impl<C: IntoIterator + FromIterator<C::Item>> BatchCollection for C {}
+
+/// A batch parameter's elements.
+pub fn batch_elements<C: BatchCollection>(collection: C) -> C::IntoIter {
+    collection.into_iter()
+}
+
+/// The collection the body of a batch is given: the elements it computes.
+pub fn batch_collect<C: BatchCollection>(elements: impl IntoIterator<Item = C::Item>) -> C {
+    elements.into_iter().collect()
+}
+
+/// `#[cache_memoize(batch)]`: each element of a collection through `render` (its key,
+/// or its key and the element), in the collection's order.
+pub fn render_keys<I: IntoIterator, R>(elements: I, render: impl FnMut(I::Item) -> R) -> Vec<R> {
+    elements.into_iter().map(render).collect()
+}
+
+/// A batch's `<name>_invalidate`: every element's key is invalidated, even after one
+/// fails; the first failure is returned.
+pub fn invalidate_each(keys: Vec<String>) -> Result<(), Error> {
+    let mut first = Ok(());
+    for key in keys {
+        let done = invalidate(&key);
+        if first.is_ok() {
+            first = done;
+        }
+    }
+    first
+}
+
+/// A batch's `<name>_invalidate_async`: the keys are rendered at the call; the future
+/// owns them.
+pub fn invalidate_each_owned_async(keys: Vec<String>) -> BoxFuture<'static, Result<(), Error>> {
+    Box::pin(async move {
+        let mut first = Ok(());
+        for key in keys {
+            let done = crate::memoize::invalidate_async(&key).await;
+            if first.is_ok() {
+                first = done;
+            }
+        }
+        first
+    })
+}
 pub use crate::observe::counter_slots;
 pub use crate::options::{Clock, MemoizeOptions};
 pub use crate::outcome::{
@@ -34,6 +118,9 @@ pub use crate::refresh::run::{
     Detached, Inline, RefreshInBackground, Revalidation, RevalidationAsync,
 };
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::Hash;
 use std::sync::Arc;
 
 use serde::Serialize;
