@@ -433,8 +433,10 @@ use quote::ToTokens;
 /// every process. An element the body leaves out of its map is stored as an absence
 /// and left out of the returned map (so `cache_none` is refused). Every other option
 /// applies per element (`expire`, `lock`, `version`, `codec`, `large_values`, ...); a
-/// stale element (`stale`) is served as it is, not refreshed by the batch; `keep_decoded`
-/// is refused. `async fn` works the same way. See
+/// stale element (`stale`, `beta`) is refreshed in the batch, as `refresh = "inline"`
+/// would: the body is given it with the missing ones, and the call returns its new
+/// value (one that another caller is refreshing is served stale). `keep_decoded` is
+/// refused. `async fn` works the same way. See
 /// [`memoize_many`](https://docs.rs/cache-memoize/latest/cache_memoize/fn.memoize_many.html).
 ///
 /// The companions are per element: `<name>_cache_key(.., id)` is one element's key
