@@ -122,6 +122,8 @@ pub(crate) struct Writing<'v> {
     chunk: Vec<u8>,
     chunk_key: String,
     failed: bool,
+    /// The backend's error that failed a step, for the store to report.
+    error: Option<Error>,
 }
 
 impl<'v> Writing<'v> {
@@ -142,6 +144,7 @@ impl<'v> Writing<'v> {
             chunk: Vec::new(),
             chunk_key: String::new(),
             failed: false,
+            error: None,
         })
     }
 
@@ -180,9 +183,13 @@ impl<'v> Writing<'v> {
             None => {
                 // A failed read of the committed manifest: the store would fail too, or
                 // write over chunks being read; give up.
-                let Ok(current) = reply.and_then(|r| r.into_value("get", &self.key)) else {
-                    self.failed = true;
-                    return;
+                let current = match reply.and_then(|r| r.into_value("get", &self.key)) {
+                    Ok(current) => current,
+                    Err(err) => {
+                        self.failed = true;
+                        self.error = Some(err);
+                        return;
+                    }
                 };
                 let taken = current.as_deref().and_then(Manifest::read).map(|m| m.slot);
                 self.slot = Some(match taken {
@@ -195,9 +202,18 @@ impl<'v> Writing<'v> {
                     self.checksums.push(crc32fast::hash(&self.chunk));
                     self.next += 1;
                 }
-                Err(_) => self.failed = true,
+                Err(err) => {
+                    self.failed = true;
+                    self.error = Some(err);
+                }
             },
         }
+    }
+
+    /// The backend's error that failed a step, if one did (the store then failed:
+    /// reported as a failed store is).
+    pub(crate) fn take_error(&mut self) -> Option<Error> {
+        self.error.take()
     }
 
     /// The manifest to store in the value's place, once every chunk is written; `None`
