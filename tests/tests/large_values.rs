@@ -347,3 +347,115 @@ fn an_async_store_dropped_mid_chunks_releases_the_lock_and_keeps_the_committed_v
     assert_eq!(memoize(key, &opts, Vec::<u8>::new), v3);
     drop(rt);
 }
+
+/// Records the longest value a `get` answered with.
+struct LongestGet(MemoryBackend, AtomicUsize);
+
+impl cache_memoize::BackendCore for LongestGet {
+    fn execute(&self, op: cache_memoize::Op<'_>) -> Result<cache_memoize::Reply, Error> {
+        let get = op.name() == "get";
+        let reply = self.0.execute(op);
+        if let (true, Ok(cache_memoize::Reply::Value(Some(bytes)))) = (get, &reply) {
+            self.1.fetch_max(bytes.len(), Ordering::SeqCst);
+        }
+        reply
+    }
+}
+
+impl cache_memoize::AsyncBackendCore for LongestGet {
+    fn execute_async<'a>(
+        &'a self,
+        op: cache_memoize::Op<'a>,
+    ) -> cache_memoize::BoxFuture<'a, Result<cache_memoize::Reply, Error>> {
+        Box::pin(std::future::ready(cache_memoize::BackendCore::execute(
+            self, op,
+        )))
+    }
+}
+
+/// A large value's store moves no more than one chunk per command, even over a value
+/// stored whole (by a function sharing the key with a higher threshold, or before the
+/// threshold was lowered): the slot is picked without reading that value whole.
+#[test]
+#[ignore = "open: the slot choice GETs the committed value whole (3 MB here); fix: pick \
+            the slot from the value read under the lock, or read only its head"]
+fn a_store_over_a_value_stored_whole_moves_no_more_than_a_chunk_per_command() {
+    let backend = Arc::new(LongestGet(MemoryBackend::new(), AtomicUsize::new(0)));
+    let whole = MemoizeOptions::new()
+        .backend(Arc::clone(&backend) as Arc<dyn CacheBackend>)
+        .lock(cache_memoize_tests::fast_lock())
+        .large_values(usize::MAX);
+    let chunked = whole.clone().large_values(THRESHOLD);
+    let key = "large-over-whole";
+    let (v1, v2) = (payload(3 * 1024, 16), payload(3 * 1024, 17));
+    assert_eq!(memoize(key, &whole, || v1.clone()), v1);
+    backend.1.store(0, Ordering::SeqCst);
+    assert_eq!(refresh(|| memoize(key, &chunked, || v2.clone())), v2);
+    let longest = backend.1.load(Ordering::SeqCst);
+    assert!(
+        longest <= 600 * 1024,
+        "a get moved {longest} bytes while storing a large value"
+    );
+}
+
+/// Fails every lock renewal and slows each chunk write.
+struct NoRenewalSlowChunks(MemoryBackend);
+
+impl cache_memoize::BackendCore for NoRenewalSlowChunks {
+    fn execute(&self, op: cache_memoize::Op<'_>) -> Result<cache_memoize::Reply, Error> {
+        if op.name() == "compare_and_extend" {
+            return Err(Error::Skipped {
+                address: "test".into(),
+                operation: "compare_and_extend",
+                key: op.key().to_owned(),
+                reason: "renewals fail in this test",
+            });
+        }
+        if op.name() == "set" && op.key().contains(":large:") {
+            std::thread::sleep(Duration::from_millis(60));
+        }
+        self.0.execute(op)
+    }
+}
+
+impl cache_memoize::AsyncBackendCore for NoRenewalSlowChunks {
+    fn execute_async<'a>(
+        &'a self,
+        op: cache_memoize::Op<'a>,
+    ) -> cache_memoize::BoxFuture<'a, Result<cache_memoize::Reply, Error>> {
+        Box::pin(std::future::ready(cache_memoize::BackendCore::execute(
+            self, op,
+        )))
+    }
+}
+
+/// A renewal that fails while the chunks are written stops the write (the lock may be
+/// lost): nothing is stored, and it is said once, as a lock lost while computing.
+#[test]
+fn a_renewal_failing_during_the_chunk_writes_is_said_as_a_lost_lock() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .finish();
+    let backend = Arc::new(NoRenewalSlowChunks(MemoryBackend::new()));
+    let opts = MemoizeOptions::new()
+        .backend(Arc::clone(&backend) as Arc<dyn CacheBackend>)
+        .lock(LockOptions {
+            expire: Duration::from_millis(600),
+            retry: Duration::from_millis(10),
+            ..LockOptions::default()
+        })
+        .large_values(THRESHOLD);
+    let key = "large-renewal-fails";
+    let value = payload(4 * 1024, 18);
+    let returned =
+        tracing::subscriber::with_default(subscriber, || memoize(key, &opts, || value.clone()));
+    assert_eq!(returned, value);
+    let log = captured.text();
+    let warnings = log.lines().filter(|line| line.contains("WARN")).count();
+    assert_eq!(warnings, 1, "one lost lock, one WARN: {log}");
+    assert!(log.contains("not stored"), "{log}");
+}

@@ -304,13 +304,12 @@ impl<'c, 'o> Driver<'c, 'o> {
         let call = self.call;
         let backend = &*call.backend;
         let manifest: Vec<u8>;
-        let mut failed = None;
+        let (mut failed, mut lost) = (None, false);
         let mut io = io;
         // The lock is kept alive while a large value's chunks are written, as while
         // computing: writes longer than its expiry would lose it, and the store with it.
         let renewal = self.renewal.take();
         if let Some(mut writing) = self.writing(&io) {
-            let mut lost = false;
             while let Some(op) = writing.next_op() {
                 if renewal.as_ref().is_some_and(Renewal::lost) {
                     lost = true;
@@ -337,7 +336,7 @@ impl<'c, 'o> Driver<'c, 'o> {
                 Plan::Sent(reply, then) => match then.next() {
                     Some(next) => io = next,
                     None => {
-                        let event = failed_store(self.answer(then, reply), failed);
+                        let event = failed_store(self.answer(then, reply), failed, lost);
                         return self.expanded(event);
                     }
                 },
@@ -361,11 +360,10 @@ impl<'c, 'o> Driver<'c, 'o> {
         let call = self.call;
         let backend = &*call.backend;
         let manifest: Vec<u8>;
-        let mut failed = None;
+        let (mut failed, mut lost) = (None, false);
         let mut io = io;
         let renewal = self.renewal.take();
         if let Some(mut writing) = self.writing(&io) {
-            let mut lost = false;
             while let Some(op) = writing.next_op() {
                 if renewal.as_ref().is_some_and(Renewal::lost) {
                     lost = true;
@@ -396,7 +394,7 @@ impl<'c, 'o> Driver<'c, 'o> {
             match then.next() {
                 Some(next) => io = next,
                 None => {
-                    let event = failed_store(self.answer(then, reply), failed);
+                    let event = failed_store(self.answer(then, reply), failed, lost);
                     return self.expanded_async(event).await;
                 }
             }
@@ -862,8 +860,8 @@ fn read_into(mut event: Event, reading: Reading) -> Event {
 /// The manifest of a large value whose chunks were written while `renewal` kept the
 /// lock alive, which ends here, before the store; empty when a write failed or the
 /// lock was `lost` meanwhile (the chunks stop there, so a writer that lost its lock
-/// does not go on writing over another holder's): the lock is then released, and a
-/// lost one reported once, by the release's answer.
+/// does not go on writing over another holder's): the lock is then released, and the
+/// store's end said as a failed or refused store ([`failed_store`]).
 fn written(writing: Writing<'_>, renewal: Option<Renewal>, lost: bool) -> Vec<u8> {
     drop(renewal);
     if lost {
@@ -872,11 +870,14 @@ fn written(writing: Writing<'_>, renewal: Option<Renewal>, lost: bool) -> Vec<u8
     writing.manifest().unwrap_or_default()
 }
 
-/// The end of a store step whose chunk writes `failed` (the lock was released in its
-/// place): a failed store, said as one.
-fn failed_store(event: Event, failed: Option<Error>) -> Event {
+/// The end of a store step whose chunk writes `failed`, or stopped when the renewal
+/// found the lock `lost` (gone, or the backend failing it), the lock released in its
+/// place: a failed store, or a store refused for a lost lock, said as one (a release
+/// that found the lock still ours is no store).
+fn failed_store(event: Event, failed: Option<Error>, lost: bool) -> Event {
     match (event, failed) {
         (Event::Stored(Ok(_)), Some(err)) => Event::Stored(Err(err)),
+        (Event::Stored(Ok(_)), None) if lost => Event::Stored(Ok(false)),
         (event, _) => event,
     }
 }
