@@ -459,3 +459,90 @@ fn a_renewal_failing_during_the_chunk_writes_is_said_as_a_lost_lock() {
     assert_eq!(warnings, 1, "one lost lock, one WARN: {log}");
     assert!(log.contains("not stored"), "{log}");
 }
+
+/// A process with a near cache reads a large value while another process rewrites it
+/// again and again (both slots, each write another generation): each read is one of
+/// the values written (or its own computation), whole, never a mix of near copies and
+/// new chunks; once the writes stop it reads the last one.
+#[test]
+fn a_near_cache_reading_while_another_process_rewrites_never_mixes_writes() {
+    use cache_memoize::{NearCache, RedisBackend};
+    use cache_memoize_tests::server::RedisServer;
+
+    let server = RedisServer::start();
+    let near = RedisBackend::builder([server.url()])
+        .response_timeout(Duration::from_secs(10))
+        .near_cache(NearCache::new())
+        .connect();
+    let other = RedisBackend::builder([server.url()])
+        .response_timeout(Duration::from_secs(10))
+        .connect();
+    let (Ok(near), Ok(other)) = (near, other) else {
+        panic!("cannot connect to the test server");
+    };
+    cache_memoize_tests::wait_until("tracking is on", || near.is_near_cache_live());
+    let reader = MemoizeOptions::new()
+        .backend(Arc::new(near) as Arc<dyn CacheBackend>)
+        .lock(cache_memoize_tests::fast_lock())
+        .large_values(THRESHOLD);
+    let writer = MemoizeOptions::new()
+        .backend(Arc::new(other) as Arc<dyn CacheBackend>)
+        .lock(cache_memoize_tests::fast_lock())
+        .large_values(THRESHOLD);
+    let key = "large-near-rewritten";
+    let written: Vec<Vec<u8>> = (0..8).map(|i| payload(1200, 100 + i)).collect();
+    let mine = payload(1200, 99);
+    assert_eq!(memoize(key, &writer, || written[0].clone()), written[0]);
+    // Read twice: the second read keeps the manifest and chunks near.
+    for _ in 0..2 {
+        assert_eq!(memoize(key, &reader, || mine.clone()), written[0]);
+    }
+    let started = std::sync::Barrier::new(2);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            started.wait();
+            for value in &written[1..] {
+                assert_eq!(refresh(|| memoize(key, &writer, || value.clone())), *value);
+            }
+        });
+        started.wait();
+        for _ in 0..40 {
+            let read = memoize(key, &reader, || mine.clone());
+            assert!(
+                read == mine || written.contains(&read),
+                "a read of {} bytes is none of the values written",
+                read.len()
+            );
+        }
+    });
+    let last = written.last().cloned().unwrap_or_default();
+    cache_memoize_tests::wait_until("the last write is read", || {
+        memoize(key, &reader, || mine.clone()) == last
+    });
+}
+
+/// A function of another type (or version) that shares the key finds the manifest is
+/// not its value from the manifest alone (it carries the value's type print and
+/// version): it reads none of the chunks before computing its own.
+#[test]
+#[ignore = "open: the chunks are all read (3 GETs, 1.5 MB here) before the decode finds \
+            another type; fix: check the manifest's head (type print, version) first"]
+fn a_manifest_of_another_type_is_refused_before_its_chunks_are_read() {
+    let probe = probe_over_memory();
+    let opts = MemoizeOptions::new()
+        .backend(Arc::clone(&probe) as Arc<dyn CacheBackend>)
+        .lock(cache_memoize_tests::fast_lock())
+        .large_values(THRESHOLD);
+    let key = "large-other-type";
+    let bytes = payload(1500, 19);
+    assert_eq!(memoize(key, &opts, || bytes.clone()), bytes);
+    probe.clear();
+    let text = "x".repeat(20 * 1024);
+    assert_eq!(memoize(key, &opts, || text.clone()), text);
+    let chunk_reads = probe
+        .keys_of("get")
+        .into_iter()
+        .filter(|key| key.contains(":large:"))
+        .count();
+    assert_eq!(chunk_reads, 0, "chunks read for a value of another type");
+}

@@ -320,9 +320,14 @@ impl<'c, 'o> Driver<'c, 'o> {
             }
             failed = writing.take_error();
             if lost {
-                // Released in the store's place: its refusal is judged by this lock's
-                // liveness (voided by an invalidation, or expired), as a store's is.
-                self.stored_under = self.lock.as_ref().map(LockGuard::liveness);
+                // Released in the store's place: said as voided only if the renewal
+                // found the lock gone while it could not have expired (an
+                // invalidation); else as lost (expired, or the backend failing).
+                self.stored_under = self
+                    .lock
+                    .as_ref()
+                    .map(LockGuard::liveness)
+                    .filter(|liveness| liveness.was_voided());
             }
             manifest = written(writing, renewal, lost);
             io = stored_as(io, &manifest);
@@ -374,9 +379,14 @@ impl<'c, 'o> Driver<'c, 'o> {
             }
             failed = writing.take_error();
             if lost {
-                // Released in the store's place: its refusal is judged by this lock's
-                // liveness (voided by an invalidation, or expired), as a store's is.
-                self.stored_under = self.lock.as_ref().map(LockGuard::liveness);
+                // Released in the store's place: said as voided only if the renewal
+                // found the lock gone while it could not have expired (an
+                // invalidation); else as lost (expired, or the backend failing).
+                self.stored_under = self
+                    .lock
+                    .as_ref()
+                    .map(LockGuard::liveness)
+                    .filter(|liveness| liveness.was_voided());
             }
             manifest = written(writing, renewal, lost);
             io = stored_as(io, &manifest);
