@@ -137,6 +137,8 @@ pub(crate) struct Writing<'v> {
     chunk: Vec<u8>,
     chunk_key: String,
     failed: bool,
+    /// The backend's error that failed a step, for the store to report.
+    error: Option<Error>,
 }
 
 impl<'v> Writing<'v> {
@@ -163,6 +165,7 @@ impl<'v> Writing<'v> {
             chunk: Vec::new(),
             chunk_key: String::new(),
             failed: false,
+            error: None,
         })
     }
 
@@ -207,9 +210,13 @@ impl<'v> Writing<'v> {
                 // A failed read of the committed manifest: the store would fail too, or
                 // write over chunks being read; give up.
                 let read = reply.and_then(|r| r.into_values("get_many", self.key));
-                let Ok(mut current) = read else {
-                    self.failed = true;
-                    return;
+                let mut current = match read {
+                    Ok(current) => current,
+                    Err(err) => {
+                        self.failed = true;
+                        self.error = Some(err);
+                        return;
+                    }
                 };
                 let current = current.pop().flatten();
                 let taken = current.as_deref().and_then(Manifest::read).map(|m| m.slot);
@@ -223,9 +230,18 @@ impl<'v> Writing<'v> {
                     self.checksums.push(crc32fast::hash(&self.chunk));
                     self.next += 1;
                 }
-                Err(_) => self.failed = true,
+                Err(err) => {
+                    self.failed = true;
+                    self.error = Some(err);
+                }
             },
         }
+    }
+
+    /// The backend's error that failed a step, if one did (the store then failed:
+    /// reported as a failed store is).
+    pub(crate) fn take_error(&mut self) -> Option<Error> {
+        self.error.take()
     }
 
     /// The manifest to store in the value's place, once every chunk is written; `None`

@@ -75,6 +75,9 @@ pub(crate) struct Driver<'c, 'o> {
     life: Option<Life>,
     /// How long this call waited for another caller's lock.
     waited: Duration,
+    /// The lock kept alive from the computation to the store's first step (through a
+    /// large value's chunk writes), then dropped: the store itself is sent without it.
+    renewal: Option<Renewal>,
 }
 
 impl<'c, 'o> Driver<'c, 'o> {
@@ -102,6 +105,7 @@ impl<'c, 'o> Driver<'c, 'o> {
             refresh: None,
             life: None,
             waited: Duration::ZERO,
+            renewal: None,
         }
     }
 
@@ -185,14 +189,17 @@ impl<'c, 'o> Driver<'c, 'o> {
             }
         };
         // A lock the renewal found lost refuses the store, which says so once
-        // (`finished`): one report per lost lock, not two.
-        drop(renewal);
+        // (`finished`): one report per lost lock, not two. The renewal lives on through
+        // the encoding and a large value's chunk writes (`perform`), which can outlast
+        // the lock's expiry; it is dropped before the store is sent.
         let fence = self.lock.as_ref().map_or(0, LockGuard::fencing_token);
         let life = self.life.unwrap_or(Life {
             fresh: self.call.opts.expire,
             ttl: self.call.opts.expire,
         });
-        self.call.encode(value, took, fence, life)
+        let encoded = self.call.encode(value, took, fence, life);
+        self.renewal = renewal;
+        encoded
     }
 
     /// Runs the sequence until it has a value or must compute.
@@ -261,7 +268,10 @@ impl<'c, 'o> Driver<'c, 'o> {
             let now_ms = self.now_ms(machine);
             match machine.on(now_ms, event) {
                 Step::Io(io) => event = self.perform(io),
-                step => return self.decided(step),
+                step => {
+                    self.renewal = None;
+                    return self.decided(step);
+                }
             }
         }
     }
@@ -276,7 +286,10 @@ impl<'c, 'o> Driver<'c, 'o> {
             let now_ms = self.now_ms(machine);
             match machine.on(now_ms, event) {
                 Step::Io(io) => event = self.perform_async(io).await,
-                step => return self.decided(step),
+                step => {
+                    self.renewal = None;
+                    return self.decided(step);
+                }
             }
         }
     }
@@ -334,14 +347,35 @@ impl<'c, 'o> Driver<'c, 'o> {
         let call = self.call;
         let backend = &*call.backend;
         let manifest: Vec<u8>;
+        let (mut failed, mut lost) = (None, false);
         let mut io = io;
+        // The lock is kept alive while a large value's chunks are written, as while
+        // computing: writes longer than its expiry would lose it, and the store with it.
+        let renewal = self.renewal.take();
         if let Some(mut writing) = self.writing(&io) {
             while let Some(op) = writing.next_op() {
+                if renewal.as_ref().is_some_and(Renewal::lost) {
+                    lost = true;
+                    break;
+                }
                 let reply = backend.execute(op);
                 writing.answer(reply);
             }
-            manifest = writing.manifest().unwrap_or_default();
+            failed = writing.take_error();
+            if lost {
+                // Released in the store's place: said as voided only if the renewal
+                // found the lock gone while it could not have expired (an
+                // invalidation); else as lost (expired, or the backend failing).
+                self.stored_under = self
+                    .lock
+                    .as_ref()
+                    .map(LockGuard::liveness)
+                    .filter(|liveness| liveness.was_voided());
+            }
+            manifest = written(writing, renewal, lost);
             io = stored_as(io, &manifest);
+        } else {
+            drop(renewal);
         }
         let mut scratch = Scratch::default();
         let wait = loop {
@@ -350,7 +384,7 @@ impl<'c, 'o> Driver<'c, 'o> {
                 Plan::Sent(reply, then) => match then.next() {
                     Some(next) => io = next,
                     None => {
-                        let event = self.answer(then, reply);
+                        let event = failed_store(self.answer(then, reply), failed, lost);
                         return self.expanded(event);
                     }
                 },
@@ -374,14 +408,33 @@ impl<'c, 'o> Driver<'c, 'o> {
         let call = self.call;
         let backend = &*call.backend;
         let manifest: Vec<u8>;
+        let (mut failed, mut lost) = (None, false);
         let mut io = io;
+        let renewal = self.renewal.take();
         if let Some(mut writing) = self.writing(&io) {
             while let Some(op) = writing.next_op() {
+                if renewal.as_ref().is_some_and(Renewal::lost) {
+                    lost = true;
+                    break;
+                }
                 let reply = backend.execute_async(op).await;
                 writing.answer(reply);
             }
-            manifest = writing.manifest().unwrap_or_default();
+            failed = writing.take_error();
+            if lost {
+                // Released in the store's place: said as voided only if the renewal
+                // found the lock gone while it could not have expired (an
+                // invalidation); else as lost (expired, or the backend failing).
+                self.stored_under = self
+                    .lock
+                    .as_ref()
+                    .map(LockGuard::liveness)
+                    .filter(|liveness| liveness.was_voided());
+            }
+            manifest = written(writing, renewal, lost);
             io = stored_as(io, &manifest);
+        } else {
+            drop(renewal);
         }
         let mut scratch = Scratch::default();
         let wait = loop {
@@ -394,7 +447,7 @@ impl<'c, 'o> Driver<'c, 'o> {
             match then.next() {
                 Some(next) => io = next,
                 None => {
-                    let event = self.answer(then, reply);
+                    let event = failed_store(self.answer(then, reply), failed, lost);
                     return self.expanded_async(event).await;
                 }
             }
@@ -856,4 +909,29 @@ fn read_into(mut event: Event, reading: Reading) -> Event {
         *bytes = value;
     }
     event
+}
+
+/// The manifest of a large value whose chunks were written while `renewal` kept the
+/// lock alive, which ends here, before the store; empty when a write failed or the
+/// lock was `lost` meanwhile (the chunks stop there, so a writer that lost its lock
+/// does not go on writing over another holder's): the lock is then released, and the
+/// store's end said as a failed or refused store ([`failed_store`]).
+fn written(writing: Writing<'_>, renewal: Option<Renewal>, lost: bool) -> Vec<u8> {
+    drop(renewal);
+    if lost {
+        return Vec::new();
+    }
+    writing.manifest().unwrap_or_default()
+}
+
+/// The end of a store step whose chunk writes `failed`, or stopped when the renewal
+/// found the lock `lost` (gone, or the backend failing it), the lock released in its
+/// place: a failed store, or a store refused for a lost lock, said as one (a release
+/// that found the lock still ours is no store).
+fn failed_store(event: Event, failed: Option<Error>, lost: bool) -> Event {
+    match (event, failed) {
+        (Event::Stored(Ok(_)), Some(err)) => Event::Stored(Err(err)),
+        (Event::Stored(Ok(_)), None) if lost => Event::Stored(Ok(false)),
+        (event, _) => event,
+    }
 }
