@@ -136,6 +136,13 @@ pub(crate) fn manifest_head(value: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// Whether `bytes` are headed as a large value's manifest, checking nothing else (a
+/// cheap test before [`manifest_body`]).
+#[inline]
+pub(crate) fn is_manifest(bytes: &[u8]) -> bool {
+    bytes.starts_with(MAGIC) && bytes.get(MAGIC.len()) == Some(&FORMAT_CHUNKED)
+}
+
 /// The body of a large value's manifest written by [`manifest_head`] and [`seal`],
 /// checked against its checksum; `None` for anything else (a value, foreign bytes).
 pub(crate) fn manifest_body(bytes: &[u8]) -> Option<&[u8]> {

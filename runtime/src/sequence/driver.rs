@@ -467,6 +467,7 @@ impl<'c, 'o> Driver<'c, 'o> {
 
     /// The store of a large value, when `io` stores one under this call's lock: its
     /// chunks are written first (see `large`).
+    #[inline]
     fn writing<'v>(&self, io: &Io<'v>) -> Option<Writing<'v>>
     where
         'c: 'v,
@@ -483,7 +484,19 @@ impl<'c, 'o> Driver<'c, 'o> {
     /// `event` with the large value it carries read from its chunks; as it is when it
     /// carries none (or the chunks are unreadable: the manifest then reads as any
     /// unreadable value).
-    fn expanded(&self, mut event: Event) -> Event {
+    #[inline]
+    fn expanded(&self, event: Event) -> Event {
+        // Checked inline first: a value that is not a manifest (every small value)
+        // costs a few comparisons, not a call.
+        if !carries_manifest(&event) {
+            return event;
+        }
+        self.expanded_large(event)
+    }
+
+    /// [`expanded`](Self::expanded), for an event that carries a manifest.
+    #[inline(never)]
+    fn expanded_large(&self, mut event: Event) -> Event {
         let Some(mut reading) = carried(&mut event).and_then(|bytes| self.reading(bytes)) else {
             return event;
         };
@@ -497,6 +510,9 @@ impl<'c, 'o> Driver<'c, 'o> {
 
     /// The async form of [`expanded`](Self::expanded).
     async fn expanded_async(&self, mut event: Event) -> Event {
+        if !carries_manifest(&event) {
+            return event;
+        }
         let Some(mut reading) = carried(&mut event).and_then(|bytes| self.reading(bytes)) else {
             return event;
         };
@@ -899,6 +915,24 @@ fn carried(event: &mut Event) -> Option<&mut Vec<u8>> {
             value: Some(bytes), ..
         })) => Some(bytes),
         _ => None,
+    }
+}
+
+/// Whether `event` carries a large value's manifest (by its format byte alone; the
+/// manifest is checked when read).
+#[inline]
+fn carries_manifest(event: &Event) -> bool {
+    match event {
+        Event::Read(Ok(Some(bytes)))
+        | Event::Attempted {
+            found: Ok(GetOrLock::Value(bytes)),
+            ..
+        }
+        | Event::Paused(Some(bytes))
+        | Event::Rechecked(Ok(Recheck {
+            value: Some(bytes), ..
+        })) => crate::codec::is_manifest(bytes),
+        _ => false,
     }
 }
 
