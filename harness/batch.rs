@@ -4,14 +4,15 @@
 //! ```sh
 //! cargo run --release --example batch
 //! cargo run --release --example batch -- --processes 4 --threads 8 --keys 1000 --batch 100 \
-//!     --load-ms 200 --retry-ms 250 --rounds 3 --hit-batches 20 --timing-rounds 200  # the defaults
+//!     --load-ms 200 --retry-ms 250 --lock-expire-ms 30000 --rounds 3 --hit-batches 20 \
+//!     --timing-rounds 200   # the defaults
 //! CACHE_MEMOIZE_QUICK=1 cargo run --release --example batch   # quick: 2 × 2 callers, 100 keys, batches of 10
 //! ```
 //!
 //! It starts its own `redis-server` and re-executes itself as `--processes` worker
 //! processes of `--threads` threads each, every process with one `RedisBackend` and a
 //! blocking lock (`--retry-ms`: its `retry`, how often a waiter polls the lock besides
-//! its wake-up; 250, the default). Then:
+//! its wake-up; `--lock-expire-ms`: its `expire`; the defaults, 250 and 30,000). Then:
 //!
 //! 1. **Cold rounds** (`--rounds`): every caller makes one batch call at once, of
 //!    `--batch` distinct random keys drawn from `--keys` keys nobody has stored (a
@@ -76,6 +77,8 @@ struct Settings {
     /// `LockOptions::retry` in ms: how often a waiter polls the lock besides its
     /// wake-up (250: the default).
     retry_ms: u64,
+    /// `LockOptions::expire` in ms (30,000: the default).
+    lock_expire_ms: u64,
     rounds: usize,
     hit_batches: usize,
     timing_rounds: usize,
@@ -90,6 +93,7 @@ impl Settings {
             batch: sized(100, 10),
             load_ms: sized(200, 20),
             retry_ms: 250,
+            lock_expire_ms: 30_000,
             rounds: sized(3, 1),
             hit_batches: sized(20, 5),
             timing_rounds: sized(200, 20),
@@ -106,6 +110,7 @@ impl Settings {
                 "--batch" => s.batch = value.parse()?,
                 "--load-ms" => s.load_ms = value.parse()?,
                 "--retry-ms" => s.retry_ms = value.parse()?,
+                "--lock-expire-ms" => s.lock_expire_ms = value.parse()?,
                 "--rounds" => s.rounds = value.parse::<usize>()?.max(1),
                 "--hit-batches" => s.hit_batches = value.parse::<usize>()?.max(1),
                 "--timing-rounds" => s.timing_rounds = value.parse::<usize>()?.max(1),
@@ -132,17 +137,23 @@ fn value_of(i: u32) -> String {
     format!("{i:0>VALUE_BYTES$}")
 }
 
-/// The options every caller uses: a blocking lock polled every `retry` while waiting
-/// (each key computed once fleet-wide) and values that outlive the run.
-fn options(backend: &Arc<RedisBackend>, retry: Duration) -> MemoizeOptions {
+/// A blocking lock polled every `retry_ms` while waiting, living `expire_ms`.
+fn lock(retry_ms: u64, expire_ms: u64) -> LockOptions {
+    LockOptions {
+        timeout: Some(Duration::from_secs(60)),
+        retry: Duration::from_millis(retry_ms),
+        expire: Duration::from_millis(expire_ms),
+        ..LockOptions::default()
+    }
+}
+
+/// The options every caller uses: `lock` (each key computed once fleet-wide) and
+/// values that outlive the run.
+fn options(backend: &Arc<RedisBackend>, lock: LockOptions) -> MemoizeOptions {
     MemoizeOptions::new()
         .backend(Arc::clone(backend) as Arc<dyn CacheBackend>)
         .expire(Duration::from_secs(600))
-        .lock(LockOptions {
-            timeout: Some(Duration::from_secs(60)),
-            retry,
-            ..LockOptions::default()
-        })
+        .lock(lock)
 }
 
 fn now_us() -> u64 {
@@ -171,6 +182,7 @@ impl Worker {
                 settings.batch.to_string(),
                 settings.load_ms.to_string(),
                 settings.retry_ms.to_string(),
+                settings.lock_expire_ms.to_string(),
             ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -414,7 +426,7 @@ fn all_hit(
     prefix: &str,
     conductor: &Arc<RedisBackend>,
 ) -> Result<Phase, Failure> {
-    let opts = options(conductor, Duration::from_millis(settings.retry_ms));
+    let opts = options(conductor, lock(settings.retry_ms, settings.lock_expire_ms));
     let all = (0..settings.keys).map(|i| (format!("{prefix}:{i}"), i));
     let filled = memoize_many(all, &opts, |missing: &[u32]| {
         missing.iter().map(|i| (*i, value_of(*i))).collect()
@@ -453,13 +465,14 @@ fn run(settings: &Settings) -> Result<(), Failure> {
     let callers = settings.processes * settings.threads;
     eprintln!(
         "batch: {} processes × {} threads, batches of {} over {} cold keys, loader {} ms, \
-         lock retry {} ms",
+         lock retry {} ms, lock expire {} ms",
         settings.processes,
         settings.threads,
         settings.batch,
         settings.keys,
         settings.load_ms,
-        settings.retry_ms
+        settings.retry_ms,
+        settings.lock_expire_ms
     );
     // Connections opened, scripts loaded: not counted below.
     phase(
@@ -555,7 +568,7 @@ fn time_hits(
     prefix: &str,
     settings: &Settings,
 ) -> Result<Timing, Failure> {
-    let opts = options(backend, Duration::from_millis(settings.retry_ms));
+    let opts = options(backend, lock(settings.retry_ms, settings.lock_expire_ms));
     let batch_keys: Vec<(String, u32)> = (0..TIMED_KEYS)
         .map(|i| (format!("{prefix}:many:{i}"), i))
         .collect();
@@ -662,14 +675,14 @@ fn median(mut values: Vec<f64>) -> f64 {
 /// `hit <prefix> <batches>` and `quit` on stdin; each call reported as a
 /// [`Called`] line, each order ended by `done`.
 fn worker(args: &[String]) -> Result<(), Failure> {
-    let [url, threads, keys, batch, load_ms, retry_ms] = args else {
-        return Err("worker arguments: url threads keys batch load-ms retry-ms".into());
+    let [url, threads, keys, batch, load_ms, retry_ms, expire_ms] = args else {
+        return Err("worker arguments: url threads keys batch load-ms retry-ms expire-ms".into());
     };
     let (threads, keys): (usize, u32) = (threads.parse()?, keys.parse()?);
     let (batch, load): (usize, Duration) =
         (batch.parse()?, Duration::from_millis(load_ms.parse()?));
     let backend = Arc::new(RedisBackend::connect(url.as_str())?);
-    let opts = options(&backend, Duration::from_millis(retry_ms.parse()?));
+    let opts = options(&backend, lock(retry_ms.parse()?, expire_ms.parse()?));
     let mut stdout = std::io::stdout();
     writeln!(stdout, "ready")?;
     stdout.flush()?;
