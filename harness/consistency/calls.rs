@@ -7,14 +7,15 @@
 //! `cache_none`) and the attribute's spelling of the others.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use cache_memoize::{
     CacheBackend, Clock, Error, MemoizeOptions, cache_memoize, invalidate, make_cache_key, memoize,
-    memoize_async, memoize_detached, memoize_iter, refresh, refresh_async, try_memoize,
-    try_memoize_async, try_memoize_detached,
+    memoize_async, memoize_detached, memoize_iter, memoize_many, memoize_many_async, refresh,
+    refresh_async, try_memoize, try_memoize_async, try_memoize_detached,
 };
 
 use crate::plan::{self, Form, Item, Spec, Value, sequence_len};
@@ -439,6 +440,10 @@ impl Caller {
             Form::Kept(5) => force(&|| kept5(arg).ok_or(Flaky)),
             Form::Kept(_) => force(&|| kept6(arg).ok_or(Flaky)),
             Form::Iter => return Some(iterate(&key, opts, (f, arg), forced, slow_reader)),
+            Form::Batch => {
+                let got = self.call_batch(index, &[arg], forced);
+                return got.into_iter().next().and_then(|(_, observed)| observed);
+            }
         };
         match got {
             Ok(value) => Some(Observed {
@@ -453,6 +458,63 @@ impl Caller {
                 None
             }
         }
+    }
+}
+
+impl Caller {
+    /// Calls batch function `index` for `args` at once (`memoize_many`, or
+    /// `memoize_many_async` every other call), forced (`refresh`) or not: each
+    /// argument's value, `None` for one the loader left out (a failing computation,
+    /// drawn at the function's rate: stored as an absence), counted in [`missing`].
+    pub(crate) fn call_batch(
+        &self,
+        index: usize,
+        args: &[u16],
+        forced: bool,
+    ) -> Vec<(u16, Option<Observed>)> {
+        let spec = &self.specs[index];
+        let opts = &self.opts[index];
+        let f = spec.id;
+        let keys: Vec<(String, u16)> = args.iter().map(|arg| (spec.key(*arg), *arg)).collect();
+        let load = move |held: &[u16]| -> HashMap<u16, Value> {
+            held.iter()
+                .filter_map(|arg| {
+                    let value = compute(f, *arg);
+                    (!fails_now(f)).then_some((*arg, value))
+                })
+                .collect()
+        };
+        let got = if fastrand::bool() {
+            let call =
+                memoize_many_async(keys, opts, move |held: Vec<u16>| async move { load(&held) });
+            if forced {
+                self.runtime.block_on(refresh_async(call))
+            } else {
+                self.runtime.block_on(call)
+            }
+        } else if forced {
+            refresh(|| memoize_many(keys, opts, load))
+        } else {
+            memoize_many(keys, opts, load)
+        };
+        let kind = if forced {
+            CallKind::Refresh
+        } else {
+            CallKind::Read
+        };
+        args.iter()
+            .map(|arg| {
+                let observed = got.get(arg).map(|value| Observed {
+                    value: *value,
+                    shape: Shape::Whole,
+                    kind,
+                });
+                if observed.is_none() {
+                    ABSENT.fetch_add(1, Ordering::Relaxed);
+                }
+                (*arg, observed)
+            })
+            .collect()
     }
 }
 

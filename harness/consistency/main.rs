@@ -4,7 +4,9 @@
 //! `expire`; `stale`; `beta`; `jitter`; `fail_safe` with computations that fail;
 //! `codec`; `version`; `force_overwrite`; `clock`; near cache or not; encryption at
 //! rest on either backend (drawn per run from the seed); memoized
-//! iterators with `compress` and `chunk_size`; sync, detached and async calls) and attribute functions
+//! iterators with `compress` and `chunk_size`; sync, detached and async calls; batches,
+//! `memoize_many` and `memoize_many_async` over several arguments at once, each element
+//! judged as a call of its own) and attribute functions
 //! for what has no function form or a spelling of its own (`keep_decoded`,
 //! `shared_key` with `skip` on a key the function form shares, `cache_none` both
 //! ways, `refresh = "inline"`, `Result` returns),

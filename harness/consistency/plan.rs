@@ -54,6 +54,10 @@ pub(crate) enum Form {
     Async,
     /// `memoize_iter`, collected (sometimes slowly).
     Iter,
+    /// `memoize_many` (or `memoize_many_async`, every other call) over several
+    /// arguments at once, each element logged as a call of its own; a failing
+    /// computation is an element the loader leaves out (stored as an absence).
+    Batch,
     /// One of the attribute functions (`calls.rs`), by number: 0-2 with `keep_decoded`;
     /// 3 under a `shared_key` (two attribute functions, one with a `skip`ped
     /// parameter, and the function form, on one key); 4 returning `Result` with
@@ -256,12 +260,6 @@ pub(crate) fn kept_specs() -> [Spec; 7] {
 /// The offset of the clock some functions read (`Spec::clock_ms`), in ms.
 pub(crate) const OFFSET_MS: i64 = 7_000;
 
-/// The run's functions, drawn from `seed`: every combination of near cache and lock
-/// kind once, with freshness options (`stale`, `beta`, `jitter`, `fail_safe`), failing
-/// computations, `codec`, `version`, `force_overwrite`, `clock` and call form drawn at
-/// random; the attribute functions (`keep_decoded`, `shared_key` with `skip`,
-/// `cache_none`, `Result`); and memoized iterators (`compress` and `chunk_size`
-/// drawn).
 /// Which of the two backends (the near one, the plain one) seal their values and hash
 /// their key names (`RedisBuilder::encryption`): drawn from the seed, so every worker
 /// process agrees.
@@ -277,6 +275,13 @@ pub(crate) fn encryption() -> cache_memoize::Encryption {
         .key(1, [8; 32])
 }
 
+/// The run's functions, drawn from `seed`: every combination of near cache and lock
+/// kind once, with freshness options (`stale`, `beta`, `jitter`, `fail_safe`), failing
+/// computations, `codec`, `version`, `force_overwrite`, `clock` and call form (a batch
+/// among them) drawn at random; memoized iterators (`compress` and `chunk_size`
+/// drawn); two batch functions (`memoize_many`), their options drawn; and the
+/// attribute functions (`keep_decoded`, `shared_key` with `skip`, `cache_none`,
+/// `Result`).
 pub(crate) fn draw(seed: u64) -> Vec<Spec> {
     let mut rng = fastrand::Rng::with_seed(seed);
     let lock_kinds = [
@@ -309,7 +314,7 @@ pub(crate) fn draw(seed: u64) -> Vec<Spec> {
                 retry: Duration::from_millis(5),
                 ..lock
             });
-            let form = [Form::Sync, Form::Detached, Form::Async][rng.usize(0..3)];
+            let form = [Form::Sync, Form::Detached, Form::Async, Form::Batch][rng.usize(0..4)];
             let id = u16::try_from(specs.len()).unwrap_or(u16::MAX);
             specs.push(Spec {
                 lock,
@@ -345,6 +350,30 @@ pub(crate) fn draw(seed: u64) -> Vec<Spec> {
             compress: rng.bool(),
             chunk_size: [64, 256, 4_096][rng.usize(0..3)],
             ..Spec::new(id, Form::Iter, near)
+        });
+    }
+    // Batches whatever the draws above: one near, one plain, each lock kind possible.
+    for near in [true, false] {
+        let id = u16::try_from(specs.len()).unwrap_or(u16::MAX);
+        let lock = lock_kinds[rng.usize(0..lock_kinds.len())].map(|lock| LockOptions {
+            expire: Duration::from_millis([300, 2_000][rng.usize(0..2)]),
+            retry: Duration::from_millis(5),
+            ..lock
+        });
+        specs.push(Spec {
+            lock,
+            expire: Duration::from_millis(expires[rng.usize(0..expires.len())]),
+            stale: Duration::from_millis(stales[rng.usize(0..stales.len())]),
+            beta: betas[rng.usize(0..betas.len())],
+            slow: Duration::from_millis(rng.u64(0..4)),
+            jitter: jitters[rng.usize(0..jitters.len())],
+            fails: fails[rng.usize(0..fails.len())],
+            codec: [Codec::Bincode, Codec::MessagePack][rng.usize(0..2)],
+            version: rng.u32(0..3),
+            force: rng.usize(0..8) == 0,
+            clock_ms: offsets[rng.usize(0..offsets.len())],
+            large_values: [None, None, Some(32)][rng.usize(0..3)],
+            ..Spec::new(id, Form::Batch, near)
         });
     }
     specs.extend(kept_specs());

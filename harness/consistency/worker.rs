@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use cache_memoize::{CacheBackend, NearCache, RedisBackend, set_shared_backend};
 
 use crate::Failure;
-use crate::calls::{self, Caller, truth, truth_key};
-use crate::plan::{self, ARGS, RESPONSE_TIMEOUT};
+use crate::calls::{self, Caller, Observed, truth, truth_key};
+use crate::plan::{self, ARGS, Form, RESPONSE_TIMEOUT};
 use crate::record::{Call, Record, Write, WriteKind, now_us};
 use crate::said;
 
@@ -214,6 +214,9 @@ impl Thread {
     /// write too, unless it returned no value.
     fn read(&mut self, index: usize, arg: u16, forced: bool) {
         let forced = forced || self.caller.spec(index).force;
+        if self.caller.spec(index).form == Form::Batch {
+            return self.read_batch(index, arg, forced);
+        }
         let slow_reader = self.rng.u8(0..4) == 0;
         let start_us = now_us();
         let (observed, said) = if forced {
@@ -222,6 +225,39 @@ impl Thread {
             (self.caller.call(index, arg, false, slow_reader), false)
         };
         let end_us = now_us();
+        self.log(index, arg, forced, (start_us, end_us), observed, said);
+    }
+
+    /// A batch call of `arg` and, each at even odds, the function's other arguments;
+    /// each element logged as a call of its own (and, forced, a write of its own), as
+    /// if it had been called alone over the batch's span.
+    fn read_batch(&mut self, index: usize, arg: u16, forced: bool) {
+        let mut args = vec![arg];
+        args.extend((0..ARGS).filter(|other| *other != arg && self.rng.bool()));
+        self.rng.shuffle(&mut args);
+        let start_us = now_us();
+        let (got, said) = if forced {
+            said::watch(|| self.caller.call_batch(index, &args, true))
+        } else {
+            (self.caller.call_batch(index, &args, false), false)
+        };
+        let end_us = now_us();
+        for (arg, observed) in got {
+            self.log(index, arg, forced, (start_us, end_us), observed, said);
+        }
+    }
+
+    /// Logs what a call of `index` for `arg` returned over `start_us..end_us`; forced,
+    /// a write too.
+    fn log(
+        &mut self,
+        index: usize,
+        arg: u16,
+        forced: bool,
+        (start_us, end_us): (u64, u64),
+        observed: Option<Observed>,
+        said: bool,
+    ) {
         // An `Err` or a `None`: nothing to judge, and a forced one stored nothing.
         let Some(observed) = observed else { return };
         let f = self.caller_spec_id(index);
