@@ -98,7 +98,9 @@ where
             None => driver.lookup(&mut machine),
         };
         if batch.looked_up(index, lookup) {
-            pending.push((index, machine, driver));
+            // Kept alive from now: the next elements' waits may outlast its expiry.
+            let renewal = driver.keep_alive();
+            pending.push((index, machine, driver, renewal));
         }
     }
     let refreshes = batch.refreshes(&calls);
@@ -107,7 +109,8 @@ where
         let mut driver = Driver::blocking(call);
         let lookup = driver.lookup(&mut machine);
         if batch.revalidated(*index, lookup) {
-            pending.push((*index, machine, driver));
+            let renewal = driver.keep_alive();
+            pending.push((*index, machine, driver, renewal));
         }
     }
     if pending.is_empty() {
@@ -117,13 +120,9 @@ where
         .iter()
         .map(|(index, ..)| elements[*index].1.clone())
         .collect();
-    let renewals: Vec<_> = pending
-        .iter()
-        .map(|(.., driver)| driver.keep_alive())
-        .collect();
     let mut loaded = load(&held);
-    drop(renewals);
-    for (index, mut machine, mut driver) in pending {
+    for (index, mut machine, mut driver, renewal) in pending {
+        drop(renewal);
         let value = loaded.remove(&elements[index].1);
         let stored = driver.compute(&mut machine, || Ok::<_, Infallible>(value), |_| false);
         batch.computed(index, stored);
@@ -165,7 +164,9 @@ where
             None => driver.lookup_async(&mut machine).await,
         };
         if batch.looked_up(index, lookup) {
-            pending.push((index, machine, driver));
+            // Kept alive from now: the next elements' waits may outlast its expiry.
+            let renewal = driver.keep_alive();
+            pending.push((index, machine, driver, renewal));
         }
     }
     let refreshes = batch.refreshes(&calls);
@@ -174,7 +175,8 @@ where
         let mut driver = Driver::nonblocking(call);
         let lookup = driver.lookup_async(&mut machine).await;
         if batch.revalidated(*index, lookup) {
-            pending.push((*index, machine, driver));
+            let renewal = driver.keep_alive();
+            pending.push((*index, machine, driver, renewal));
         }
     }
     if pending.is_empty() {
@@ -184,13 +186,9 @@ where
         .iter()
         .map(|(index, ..)| elements[*index].1.clone())
         .collect();
-    let renewals: Vec<_> = pending
-        .iter()
-        .map(|(.., driver)| driver.keep_alive())
-        .collect();
     let mut loaded = load(held).await;
-    drop(renewals);
-    for (index, mut machine, mut driver) in pending {
+    for (index, mut machine, mut driver, renewal) in pending {
+        drop(renewal);
         let value = loaded.remove(&elements[index].1);
         let computed = || async { Ok::<_, Infallible>(value) };
         let stored = driver

@@ -243,3 +243,87 @@ pub fn stale_elements_are_refreshed_in_the_one_loader_call(f: &Fixture) {
     });
     assert_eq!(again, want);
 }
+
+/// A batch holds the locks of the elements it computes while it waits for the next
+/// ones: they are kept alive from the moment they are taken, so a wait longer than the
+/// lock's expiry does not let another caller compute them too.
+pub fn locks_held_while_a_batch_waits_are_kept_alive(f: &Fixture) {
+    let opts = f.opts().lock(cache_memoize::LockOptions {
+        expire: Duration::from_millis(200),
+        retry: Duration::from_millis(10),
+        ..cache_memoize::LockOptions::default()
+    });
+    // "Another process": its own client of the store (no shared in-process flight),
+    // probed to see its attempts.
+    let elsewhere = Arc::new(crate::Probe::new(f.other_client()));
+    let other_opts = cache_memoize::MemoizeOptions::new()
+        .backend(Arc::clone(&elsewhere) as Arc<dyn cache_memoize::CacheBackend>)
+        .lock(cache_memoize::LockOptions {
+            expire: Duration::from_millis(200),
+            retry: Duration::from_millis(10),
+            ..cache_memoize::LockOptions::default()
+        });
+    let batch = keys(f, "batch-alive", &[1, 2]);
+    let (a, b) = (batch[0].0.clone(), batch[1].0.clone());
+    let a_key = make_cache_key(&a);
+    let attempts_on_a = || {
+        elsewhere
+            .keys_done_of("get_or_lock")
+            .iter()
+            .filter(|k| **k == a_key.as_str())
+            .count()
+    };
+    let computed_a = AtomicUsize::new(0);
+    let (holding_b, held_b) = std::sync::mpsc::channel();
+    let (release_b, b_released) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        let (opts, computed_a) = (&opts, &computed_a);
+        // Another caller computes element 2 until told to stop.
+        s.spawn(move || {
+            cache_memoize::memoize(&b, opts, || {
+                let _ = holding_b.send(());
+                let _ = b_released.recv();
+                Some("user 2".to_owned())
+            })
+        });
+        assert!(held_b.recv().is_ok());
+        let batch_thread = s.spawn(move || {
+            memoize_many(batch, opts, |ids| {
+                let ones = ids.iter().filter(|id| **id == 1).count();
+                computed_a.fetch_add(ones, Ordering::SeqCst);
+                expected(ids)
+            })
+        });
+        // The batch holds element 1's lock and waits for element 2's.
+        crate::wait_until("the batch holds element 1", || f.lock_token(&a).is_some());
+        // Longer than the lock's expiry: unrenewed, element 1's lock would lapse now.
+        std::thread::sleep(Duration::from_millis(500));
+        let before = attempts_on_a();
+        let other_opts = &other_opts;
+        let other = s.spawn(move || {
+            cache_memoize::memoize(&a, other_opts, || {
+                computed_a.fetch_add(1, Ordering::SeqCst);
+                Some("user 1 again".to_owned())
+            })
+        });
+        crate::wait_until("the other caller tried element 1's lock", || {
+            attempts_on_a() > before
+        });
+        drop(release_b);
+        let got = batch_thread.join().ok();
+        assert_eq!(
+            got.and_then(|got| got.get(&1).cloned()).as_deref(),
+            Some("user 1")
+        );
+        assert_eq!(
+            other.join().ok().flatten().as_deref(),
+            Some("user 1"),
+            "the other caller read the batch's value"
+        );
+    });
+    assert_eq!(
+        computed_a.load(Ordering::SeqCst),
+        1,
+        "element 1 was computed once"
+    );
+}

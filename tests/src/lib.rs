@@ -290,7 +290,8 @@ macro_rules! with_scenarios {
                 overlapping_batches_in_threads_load_each_key_once,
                 a_forced_batch_reloads_every_element, async_batch_miss_and_hit,
                 a_batch_of_large_elements_round_trips,
-                stale_elements_are_refreshed_in_the_one_loader_call
+                stale_elements_are_refreshed_in_the_one_loader_call,
+                locks_held_while_a_batch_waits_are_kept_alive
             ]
         );
     };

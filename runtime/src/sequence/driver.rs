@@ -343,40 +343,43 @@ impl<'c, 'o> Driver<'c, 'o> {
 
     /// One I/O step, blocking: the step's [`Plan`], carried out (a large value's
     /// chunks written before its store, and read after the step that found it).
+    #[inline]
     fn perform(&mut self, io: Io<'_>) -> Event {
+        match io {
+            Io::StoreAndRelease { bytes, ttl } => self.store(bytes, ttl),
+            io => self.step(io),
+        }
+    }
+
+    /// The store step: a large value's chunks first (the lock kept alive meanwhile, as
+    /// while computing: writes longer than its expiry would lose it, and the store
+    /// with it), then the store of its manifest, or of the value.
+    #[inline(never)]
+    fn store(&mut self, bytes: &[u8], ttl: Duration) -> Event {
+        let renewal = self.renewal.take();
+        let Some(mut writing) = self.writing(bytes, ttl) else {
+            drop(renewal);
+            return self.step(Io::StoreAndRelease { bytes, ttl });
+        };
+        let mut lost = false;
+        while let Some(op) = writing.next_op() {
+            if renewal.as_ref().is_some_and(Renewal::lost) {
+                lost = true;
+                break;
+            }
+            let reply = self.call.backend.execute(op);
+            writing.answer(reply);
+        }
+        let (manifest, failed) = self.written(writing, renewal, lost);
+        let event = self.step(stored_as(ttl, &manifest));
+        failed_store(event, failed, lost)
+    }
+
+    /// One I/O step other than a store, blocking.
+    fn step(&mut self, io: Io<'_>) -> Event {
         let call = self.call;
         let backend = &*call.backend;
-        let manifest: Vec<u8>;
-        let (mut failed, mut lost) = (None, false);
         let mut io = io;
-        // The lock is kept alive while a large value's chunks are written, as while
-        // computing: writes longer than its expiry would lose it, and the store with it.
-        let renewal = self.renewal.take();
-        if let Some(mut writing) = self.writing(&io) {
-            while let Some(op) = writing.next_op() {
-                if renewal.as_ref().is_some_and(Renewal::lost) {
-                    lost = true;
-                    break;
-                }
-                let reply = backend.execute(op);
-                writing.answer(reply);
-            }
-            failed = writing.take_error();
-            if lost {
-                // Released in the store's place: said as voided only if the renewal
-                // found the lock gone while it could not have expired (an
-                // invalidation); else as lost (expired, or the backend failing).
-                self.stored_under = self
-                    .lock
-                    .as_ref()
-                    .map(LockGuard::liveness)
-                    .filter(|liveness| liveness.was_voided());
-            }
-            manifest = written(writing, renewal, lost);
-            io = stored_as(io, &manifest);
-        } else {
-            drop(renewal);
-        }
         let mut scratch = Scratch::default();
         let wait = loop {
             match self.plan(io, &mut scratch, |op| backend.execute(op)) {
@@ -384,7 +387,7 @@ impl<'c, 'o> Driver<'c, 'o> {
                 Plan::Sent(reply, then) => match then.next() {
                     Some(next) => io = next,
                     None => {
-                        let event = failed_store(self.answer(then, reply), failed, lost);
+                        let event = self.answer(then, reply);
                         return self.expanded(event);
                     }
                 },
@@ -405,37 +408,38 @@ impl<'c, 'o> Driver<'c, 'o> {
 
     /// One I/O step, awaited: the step's [`Plan`], carried out (as [`perform`](Self::perform)).
     async fn perform_async(&mut self, io: Io<'_>) -> Event {
+        match io {
+            Io::StoreAndRelease { bytes, ttl } => self.store_async(bytes, ttl).await,
+            io => self.step_async(io).await,
+        }
+    }
+
+    /// The async form of [`store`](Self::store).
+    async fn store_async(&mut self, bytes: &[u8], ttl: Duration) -> Event {
+        let renewal = self.renewal.take();
+        let Some(mut writing) = self.writing(bytes, ttl) else {
+            drop(renewal);
+            return self.step_async(Io::StoreAndRelease { bytes, ttl }).await;
+        };
+        let mut lost = false;
+        while let Some(op) = writing.next_op() {
+            if renewal.as_ref().is_some_and(Renewal::lost) {
+                lost = true;
+                break;
+            }
+            let reply = self.call.backend.execute_async(op).await;
+            writing.answer(reply);
+        }
+        let (manifest, failed) = self.written(writing, renewal, lost);
+        let event = self.step_async(stored_as(ttl, &manifest)).await;
+        failed_store(event, failed, lost)
+    }
+
+    /// The async form of [`step`](Self::step).
+    async fn step_async(&mut self, io: Io<'_>) -> Event {
         let call = self.call;
         let backend = &*call.backend;
-        let manifest: Vec<u8>;
-        let (mut failed, mut lost) = (None, false);
         let mut io = io;
-        let renewal = self.renewal.take();
-        if let Some(mut writing) = self.writing(&io) {
-            while let Some(op) = writing.next_op() {
-                if renewal.as_ref().is_some_and(Renewal::lost) {
-                    lost = true;
-                    break;
-                }
-                let reply = backend.execute_async(op).await;
-                writing.answer(reply);
-            }
-            failed = writing.take_error();
-            if lost {
-                // Released in the store's place: said as voided only if the renewal
-                // found the lock gone while it could not have expired (an
-                // invalidation); else as lost (expired, or the backend failing).
-                self.stored_under = self
-                    .lock
-                    .as_ref()
-                    .map(LockGuard::liveness)
-                    .filter(|liveness| liveness.was_voided());
-            }
-            manifest = written(writing, renewal, lost);
-            io = stored_as(io, &manifest);
-        } else {
-            drop(renewal);
-        }
         let mut scratch = Scratch::default();
         let wait = loop {
             let (sent, then) = match self.plan(io, &mut scratch, |op| backend.execute_async(op)) {
@@ -447,7 +451,7 @@ impl<'c, 'o> Driver<'c, 'o> {
             match then.next() {
                 Some(next) => io = next,
                 None => {
-                    let event = failed_store(self.answer(then, reply), failed, lost);
+                    let event = self.answer(then, reply);
                     return self.expanded_async(event).await;
                 }
             }
@@ -465,20 +469,39 @@ impl<'c, 'o> Driver<'c, 'o> {
         }
     }
 
-    /// The store of a large value, when `io` stores one under this call's lock: its
-    /// chunks are written first (see `large`).
-    #[inline]
-    fn writing<'v>(&self, io: &Io<'v>) -> Option<Writing<'v>>
+    /// A large value's chunk writes ended: the manifest to store (empty: release the
+    /// lock instead) and the backend's error that ended them, if one did. A writer
+    /// that found its lock `lost` stores nothing, said as voided only if the renewal
+    /// found the lock gone while it could not have expired (an invalidation); else as
+    /// lost (expired, or the backend failing).
+    fn written(
+        &mut self,
+        mut writing: Writing<'_>,
+        renewal: Option<Renewal>,
+        lost: bool,
+    ) -> (Vec<u8>, Option<Error>) {
+        drop(renewal);
+        let failed = writing.take_error();
+        if lost {
+            self.stored_under = self
+                .lock
+                .as_ref()
+                .map(LockGuard::liveness)
+                .filter(|liveness| liveness.was_voided());
+            return (Vec::new(), failed);
+        }
+        (writing.manifest().unwrap_or_default(), failed)
+    }
+
+    /// The store of a large value, when `bytes` are one and this call holds the lock:
+    /// its chunks are written first (see `large`).
+    fn writing<'v>(&self, bytes: &'v [u8], ttl: Duration) -> Option<Writing<'v>>
     where
         'c: 'v,
     {
         let call: &'c Call<'o> = self.call;
-        match io {
-            Io::StoreAndRelease { bytes, ttl } if self.lock.is_some() => {
-                Writing::of(call.key.as_str(), bytes, *ttl, self.call.opts.large_values)
-            }
-            _ => None,
-        }
+        self.lock.as_ref()?;
+        Writing::of(call.key.as_str(), bytes, ttl, call.opts.large_values)
     }
 
     /// `event` with the large value it carries read from its chunks; as it is when it
@@ -888,15 +911,16 @@ fn taken(fence: Option<u64>) -> GetOrLock {
     }
 }
 
-/// The store step `io` with the manifest of its large value in the value's place; a
-/// release when the chunks could not be written (empty `manifest`): nothing is stored.
-fn stored_as<'m>(io: Io<'m>, manifest: &'m [u8]) -> Io<'m> {
-    match io {
-        Io::StoreAndRelease { ttl, .. } if !manifest.is_empty() => Io::StoreAndRelease {
+/// The store of a large value's `manifest` for `ttl`; a release when the chunks were
+/// not all written (an empty `manifest`): nothing is stored.
+fn stored_as(ttl: Duration, manifest: &[u8]) -> Io<'_> {
+    if manifest.is_empty() {
+        Io::Release
+    } else {
+        Io::StoreAndRelease {
             bytes: manifest,
             ttl,
-        },
-        _ => Io::Release,
+        }
     }
 }
 
@@ -943,19 +967,6 @@ fn read_into(mut event: Event, reading: Reading) -> Event {
         *bytes = value;
     }
     event
-}
-
-/// The manifest of a large value whose chunks were written while `renewal` kept the
-/// lock alive, which ends here, before the store; empty when a write failed or the
-/// lock was `lost` meanwhile (the chunks stop there, so a writer that lost its lock
-/// does not go on writing over another holder's): the lock is then released, and the
-/// store's end said as a failed or refused store ([`failed_store`]).
-fn written(writing: Writing<'_>, renewal: Option<Renewal>, lost: bool) -> Vec<u8> {
-    drop(renewal);
-    if lost {
-        return Vec::new();
-    }
-    writing.manifest().unwrap_or_default()
 }
 
 /// The end of a store step whose chunk writes `failed`, or stopped when the renewal
