@@ -290,17 +290,20 @@ fn elements<S: AsRef<str>, K>(keys: impl IntoIterator<Item = (S, K)>) -> Vec<(Ca
     elements
 }
 
-/// Every element's stored bytes in one read; `None` when the read failed (each element
-/// then reads on its own, and meets the failure its own way).
+/// Every element's stored bytes in one read; `None` when the read failed, or answered
+/// another number of values than keys (a broken backend: each element then reads on
+/// its own, and meets the failure its own way).
 fn first_read(calls: &[Call<'_>]) -> Option<Vec<Option<Vec<u8>>>> {
     let first = calls.first()?;
     let keys: Vec<&str> = calls.iter().map(|call| call.key.as_str()).collect();
-    first.backend.get_many(&keys).ok()
+    let reads = first.backend.get_many(&keys).ok()?;
+    (reads.len() == calls.len()).then_some(reads)
 }
 
 /// The async form of [`first_read`].
 async fn first_read_async(calls: &[Call<'_>]) -> Option<Vec<Option<Vec<u8>>>> {
     let first = calls.first()?;
     let keys: Vec<&str> = calls.iter().map(|call| call.key.as_str()).collect();
-    first.backend.get_many_async(&keys).await.ok()
+    let reads = first.backend.get_many_async(&keys).await.ok()?;
+    (reads.len() == calls.len()).then_some(reads)
 }
