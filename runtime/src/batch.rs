@@ -8,7 +8,8 @@
 //!
 //! - **One read.** The batch reads every key with one `get_many` (one `MGET`; on a
 //!   cluster, the client splits it per slot) and answers each element's first read with
-//!   its part of it.
+//!   its part of it. A read that fails fails every element open, as a single call's
+//!   failed read does (computed, in the one loader call, and not stored).
 //! - **One computation.** Each element that must be computed stops before computing,
 //!   holding its key's lock; the loader is called once with exactly those elements, and
 //!   each element's sequence then stores what the loader returned for it. An element the
@@ -38,6 +39,7 @@ use serde::de::DeserializeOwned;
 use std::time::Instant;
 
 use crate::codec::Stamp;
+use crate::error::Error;
 use crate::key::{CacheKey, make_cache_key};
 use crate::options::{MemoizeOptions, Refresh};
 use crate::refresh::claim::RefreshClaim;
@@ -52,8 +54,9 @@ use crate::sequence::{Call, Driver, Lookup, Trigger};
 /// All-hit batches cost one command (`MGET`); each element to compute costs its lock
 /// attempt and its store. An element `load` does not return is stored as an absence and
 /// is not in the returned map. With a lock (`MemoizeOptions::lock`), elements are
-/// computed once across the fleet, as with `memoize`. Duplicate keys are looked up once
-/// (the first element named for a key is the one passed to `load`).
+/// computed once across the fleet, as with `memoize`. Duplicate keys are looked up once:
+/// the first element named for a key is the one passed to `load` and the one in the
+/// returned map (another element named for the same key is not in it).
 ///
 /// ```
 /// use std::collections::HashMap;
@@ -93,10 +96,7 @@ where
     for (index, call) in calls.iter().enumerate() {
         let mut machine = call.machine::<Option<T>>(true, None);
         let mut driver = Driver::blocking(call);
-        let lookup = match reads.as_mut() {
-            Some(reads) => driver.lookup_read(&mut machine, Ok(reads[index].take())),
-            None => driver.lookup(&mut machine),
-        };
+        let lookup = driver.lookup_read(&mut machine, part(&mut reads, call, index));
         if batch.looked_up(index, lookup) {
             // Kept alive from now: the next elements' waits may outlast its expiry.
             let renewal = driver.keep_alive();
@@ -156,13 +156,8 @@ where
     for (index, call) in calls.iter().enumerate() {
         let mut machine = call.machine::<Option<T>>(true, None);
         let mut driver = Driver::nonblocking(call);
-        let lookup = match reads.as_mut() {
-            Some(reads) => {
-                let read = Ok(reads[index].take());
-                driver.lookup_read_async(&mut machine, read).await
-            }
-            None => driver.lookup_async(&mut machine).await,
-        };
+        let read = part(&mut reads, call, index);
+        let lookup = driver.lookup_read_async(&mut machine, read).await;
         if batch.looked_up(index, lookup) {
             // Kept alive from now: the next elements' waits may outlast its expiry.
             let renewal = driver.keep_alive();
@@ -290,20 +285,52 @@ fn elements<S: AsRef<str>, K>(keys: impl IntoIterator<Item = (S, K)>) -> Vec<(Ca
     elements
 }
 
-/// Every element's stored bytes in one read; `None` when the read failed, or answered
-/// another number of values than keys (a broken backend: each element then reads on
-/// its own, and meets the failure its own way).
-fn first_read(calls: &[Call<'_>]) -> Option<Vec<Option<Vec<u8>>>> {
-    let first = calls.first()?;
+/// Every element's stored bytes in one read; `Err` (why) when the read failed, or
+/// answered another number of values than keys (a broken backend).
+fn first_read(calls: &[Call<'_>]) -> Result<Vec<Option<Vec<u8>>>, String> {
+    let Some(first) = calls.first() else {
+        return Ok(Vec::new());
+    };
     let keys: Vec<&str> = calls.iter().map(|call| call.key.as_str()).collect();
-    let reads = first.backend.get_many(&keys).ok()?;
-    (reads.len() == calls.len()).then_some(reads)
+    counted(calls, first.backend.get_many(&keys))
 }
 
 /// The async form of [`first_read`].
-async fn first_read_async(calls: &[Call<'_>]) -> Option<Vec<Option<Vec<u8>>>> {
-    let first = calls.first()?;
+async fn first_read_async(calls: &[Call<'_>]) -> Result<Vec<Option<Vec<u8>>>, String> {
+    let Some(first) = calls.first() else {
+        return Ok(Vec::new());
+    };
     let keys: Vec<&str> = calls.iter().map(|call| call.key.as_str()).collect();
-    let reads = first.backend.get_many_async(&keys).await.ok()?;
-    (reads.len() == calls.len()).then_some(reads)
+    counted(calls, first.backend.get_many_async(&keys).await)
+}
+
+/// The batch's read, checked to answer one value per key.
+fn counted(
+    calls: &[Call<'_>],
+    read: Result<Vec<Option<Vec<u8>>>, Error>,
+) -> Result<Vec<Option<Vec<u8>>>, String> {
+    match read {
+        Ok(reads) if reads.len() == calls.len() => Ok(reads),
+        Ok(reads) => Err(format!(
+            "the backend answered {} values for {} keys",
+            reads.len(),
+            calls.len()
+        )),
+        Err(err) => Err(err.to_string()),
+    }
+}
+
+/// Element `index`'s part of the batch's read: its bytes, or the read's failure (each
+/// element then fails open as a single call whose read failed does: computed in the
+/// one loader call, not stored; a stalled backend costs the batch one timeout, not one
+/// per element).
+fn part(
+    reads: &mut Result<Vec<Option<Vec<u8>>>, String>,
+    call: &Call<'_>,
+    index: usize,
+) -> Result<Option<Vec<u8>>, Error> {
+    match reads {
+        Ok(reads) => Ok(reads[index].take()),
+        Err(why) => Err(Error::backend("get_many", call.key.as_str(), why.clone())),
+    }
 }
