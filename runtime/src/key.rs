@@ -113,6 +113,29 @@ impl CacheKey {
     }
 }
 
+/// How many bytes of a large value one of its chunks carries (see `large.rs`).
+pub(crate) const LARGE_CHUNK_BYTES: usize = 512 * 1024;
+
+/// The name of chunk `index` of `count` of the large value written in `slot` of `key`:
+/// under the key's own hash tag (on a cluster every chunk lives on the key's node), and
+/// naming the family's size, so that an in-process store can refuse a family larger
+/// than it from its first chunk ([`large_family_bytes`]).
+pub(crate) fn large_chunk_key(key: &str, slot: u8, index: usize, count: usize) -> String {
+    format!("{key}:large:{slot}:{index}:{count}")
+}
+
+/// The most bytes the large value whose chunk is named `name` holds (its chunk count
+/// times [`LARGE_CHUNK_BYTES`]); `None` for any other name.
+pub(crate) fn large_family_bytes(name: &str) -> Option<usize> {
+    let (_, tail) = name.rsplit_once("}:large:")?;
+    let mut parts = tail.split(':');
+    let (_slot, _index, count) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    count.parse::<usize>().ok()?.checked_mul(LARGE_CHUNK_BYTES)
+}
+
 impl fmt::Display for CacheKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

@@ -7,7 +7,7 @@
 //! ```text
 //! key                      manifest: the value's envelope, fencing token and stamp, then
 //!                          slot | compression | generation | length | chunk count | CRC per chunk
-//! {key}:large:<slot>:<i>   chunk i: generation | zstd frame of CHUNK_BYTES of the value
+//! {key}:large:<slot>:<i>:<n> chunk i of n: generation | zstd frame of CHUNK_BYTES of the value
 //! ```
 //!
 //! - **One order of writes.** The manifest is the value as far as every rule goes: it is
@@ -34,9 +34,10 @@ use std::time::Duration;
 use crate::backend::{Op, Reply};
 use crate::codec;
 use crate::error::Error;
+use crate::key::large_chunk_key;
 
 /// How many bytes of the value one chunk carries (before compression).
-pub(crate) const CHUNK_BYTES: usize = 512 * 1024;
+pub(crate) const CHUNK_BYTES: usize = crate::key::LARGE_CHUNK_BYTES;
 
 /// The compression of chunks, named in the manifest: zstd at level 1. Measured on
 /// 100 MB of record-like text against LZ4 (`lz4_flex`): Redis held 0.31x of the value
@@ -52,12 +53,6 @@ pub(crate) const CHUNK_GRACE: Duration = Duration::from_secs(60);
 pub(crate) const DEFAULT_LARGE_VALUES: usize = 1024 * 1024;
 
 const GENERATION_LEN: usize = 8;
-
-/// The key of chunk `index` of the write in `slot` of `key`: under the key's own hash
-/// tag, so that on a cluster every chunk lives on the key's node.
-fn chunk_key(key: &str, slot: u8, index: usize) -> String {
-    format!("{key}:large:{slot}:{index}")
-}
 
 /// Where a manifest says its chunks are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,7 +190,8 @@ impl<'v> Writing<'v> {
                 return None;
             }
         }
-        self.chunk_key = chunk_key(self.key, slot, self.next);
+        let count = self.value.len().div_ceil(CHUNK_BYTES);
+        self.chunk_key = large_chunk_key(self.key, slot, self.next, count);
         Some(Op::Set {
             key: &self.chunk_key,
             value: &self.chunk,
@@ -292,7 +288,8 @@ impl Reading {
         if self.failed || self.next >= self.manifest.checksums.len() {
             return None;
         }
-        self.chunk_key = chunk_key(&self.key, self.manifest.slot, self.next);
+        let count = self.manifest.checksums.len();
+        self.chunk_key = large_chunk_key(&self.key, self.manifest.slot, self.next, count);
         Some(Op::Get {
             key: &self.chunk_key,
         })
@@ -427,8 +424,9 @@ mod tests {
     #[test]
     fn a_missing_or_damaged_chunk_reads_as_nothing() {
         let backend = MemoryBackend::new();
-        let manifest = store(&backend, "k", &value(2 * CHUNK_BYTES)).unwrap_or_default();
-        let chunk = chunk_key("k", 0, 1);
+        let big = value(2 * CHUNK_BYTES);
+        let manifest = store(&backend, "k", &big).unwrap_or_default();
+        let chunk = large_chunk_key("k", 0, 1, big.len().div_ceil(CHUNK_BYTES));
         let _ = backend.execute(Op::Set {
             key: &chunk,
             value: b"garbage",

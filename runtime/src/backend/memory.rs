@@ -492,7 +492,11 @@ impl Store {
     fn insert(&mut self, key: &str, value: &[u8], ttl: Duration) {
         self.remove(key);
         let needed = weight(key, value);
-        if needed > self.capacity {
+        // A large value's chunks (all in this shard: one hash tag) are refused from the
+        // first when the whole value could not fit, as the value itself would be:
+        // storing some would evict the shard for a value never read back whole.
+        let family = crate::key::large_family_bytes(key).unwrap_or(0);
+        if needed > self.capacity || family > self.capacity {
             tracing::debug!(
                 key,
                 bytes = needed,
