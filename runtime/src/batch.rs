@@ -203,7 +203,7 @@ struct Outcomes<T> {
     found: Vec<Option<T>>,
     /// The stale elements to refresh: their stamp and this process's refresh claim,
     /// held until the batch ends.
-    stale: Vec<(usize, Stamp, Option<RefreshClaim>)>,
+    stale: Vec<(usize, Stamp, RefreshClaim)>,
 }
 
 impl<T> Outcomes<T> {
@@ -220,7 +220,7 @@ impl<T> Outcomes<T> {
             Lookup::Found(value) => self.found[index] = value,
             Lookup::Revalidate(value, Trigger { stamp, claim }) => {
                 self.found[index] = value;
-                self.stale.push((index, stamp, Some(claim)));
+                self.stale.push((index, stamp, claim));
             }
             Lookup::Compute(_) | Lookup::Skip { .. } => return true,
         }
@@ -247,7 +247,7 @@ impl<T> Outcomes<T> {
             }
             Lookup::Skip { back_off } => {
                 let claim = self.stale.iter_mut().find(|(i, ..)| *i == index);
-                if let (Some((.., Some(claim))), Some(back_off)) = (claim, back_off) {
+                if let (Some((.., claim)), Some(back_off)) = (claim, back_off) {
                     claim.back_off(Instant::now(), back_off);
                 }
                 false

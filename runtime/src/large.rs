@@ -17,8 +17,10 @@
 //!   chunks are written first, so a manifest never names chunks not yet written.
 //! - **Two slots per key.** A write uses the slot the committed manifest does not, so
 //!   a reader of the committed value never finds its chunks rewritten by the next
-//!   write; chunk keys are bounded (two slots of the largest value) whatever the number
-//!   of writes. A chunk carries its write's generation, and the manifest each chunk's
+//!   write. A chunk's name also carries its write's chunk count (so an in-process store
+//!   can refuse a value larger than it from the first chunk): a key holds at most two
+//!   slots' chunks for each chunk count its value has had, each living its value's TTL
+//!   plus [`CHUNK_GRACE`]. A chunk carries its write's generation, and the manifest each chunk's
 //!   CRC: a reader that meets another write's chunk (two writes since it read the
 //!   manifest, a writer whose lock expired) reads the value as unreadable, which the
 //!   sequence treats as any unreadable value (taken under the lock and recomputed),
@@ -117,9 +119,6 @@ impl Manifest {
 /// other slot), write each chunk, then hand over the manifest for the store.
 pub(crate) struct Writing<'v> {
     key: &'v str,
-    /// The key, as the one key of the read of the committed manifest: a `get_many`,
-    /// which no near cache answers (a near copy may lag a commit made elsewhere).
-    read: [&'v str; 1],
     value: &'v [u8],
     ttl: Duration,
     generation: u64,
@@ -150,7 +149,6 @@ impl<'v> Writing<'v> {
         }
         Some(Self {
             key,
-            read: [key],
             value,
             ttl,
             generation: fastrand::u64(..),
@@ -171,7 +169,11 @@ impl<'v> Writing<'v> {
             return None;
         }
         let Some(slot) = self.slot else {
-            return Some(Op::GetMany { keys: &self.read });
+            // A `get_many`, which no near cache answers (a near copy may lag a commit
+            // made elsewhere).
+            return Some(Op::GetMany {
+                keys: std::slice::from_ref(&self.key),
+            });
         };
         let start = self.next * CHUNK_BYTES;
         let part = self

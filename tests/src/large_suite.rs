@@ -18,9 +18,9 @@ use crate::{Fixture, runtime};
 /// The threshold the scenarios use: values over 16 KiB are large.
 const THRESHOLD: usize = 16 * 1024;
 
-/// A value of about `kib` KiB that LZ4 cannot shrink much (so it needs several chunks
-/// of 512 KiB when `kib` is large), different for each `seed`.
-fn payload(kib: usize, seed: u64) -> Vec<u8> {
+/// A value of `kib` KiB that compression cannot shrink (so it needs several chunks of
+/// 512 KiB when `kib` is large), different for each `seed`.
+pub fn payload(kib: usize, seed: u64) -> Vec<u8> {
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..kib * 1024)
         .map(|_| {

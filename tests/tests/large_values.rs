@@ -13,23 +13,11 @@ use cache_memoize::{
 };
 use cache_memoize_tests::captured::Captured;
 use cache_memoize_tests::freshness_suite::ManualClock;
+use cache_memoize_tests::large_suite::payload;
 use cache_memoize_tests::probe::Probe;
 
 /// Values over 16 KiB are large.
 const THRESHOLD: usize = 16 * 1024;
-
-/// `kib` KiB that LZ4 cannot shrink, different for each `seed`.
-fn payload(kib: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..kib * 1024)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state.to_le_bytes()[0]
-        })
-        .collect()
-}
 
 fn chunk_key(key: &str, slot: u8, index: usize, count: usize) -> String {
     format!(
@@ -194,16 +182,8 @@ impl cache_memoize::BackendCore for FailingChunks {
     }
 }
 
-impl cache_memoize::AsyncBackendCore for FailingChunks {
-    fn execute_async<'a>(
-        &'a self,
-        op: cache_memoize::Op<'a>,
-    ) -> cache_memoize::BoxFuture<'a, Result<cache_memoize::Reply, Error>> {
-        Box::pin(std::future::ready(cache_memoize::BackendCore::execute(
-            self, op,
-        )))
-    }
-}
+// Answers at once: the async core for free.
+impl cache_memoize::ImmediateBackend for FailingChunks {}
 
 /// A chunk write the backend fails is a failed store, said as one (as a small value's
 /// failed store is): not a silent success. The caller gets its value; nothing is stored.
@@ -362,16 +342,8 @@ impl cache_memoize::BackendCore for LongestGet {
     }
 }
 
-impl cache_memoize::AsyncBackendCore for LongestGet {
-    fn execute_async<'a>(
-        &'a self,
-        op: cache_memoize::Op<'a>,
-    ) -> cache_memoize::BoxFuture<'a, Result<cache_memoize::Reply, Error>> {
-        Box::pin(std::future::ready(cache_memoize::BackendCore::execute(
-            self, op,
-        )))
-    }
-}
+// Answers at once: the async core for free.
+impl cache_memoize::ImmediateBackend for LongestGet {}
 
 /// A large value's store moves no more than one chunk per command, even over a value
 /// stored whole (by a function sharing the key with a higher threshold, or before the
@@ -418,16 +390,8 @@ impl cache_memoize::BackendCore for NoRenewalSlowChunks {
     }
 }
 
-impl cache_memoize::AsyncBackendCore for NoRenewalSlowChunks {
-    fn execute_async<'a>(
-        &'a self,
-        op: cache_memoize::Op<'a>,
-    ) -> cache_memoize::BoxFuture<'a, Result<cache_memoize::Reply, Error>> {
-        Box::pin(std::future::ready(cache_memoize::BackendCore::execute(
-            self, op,
-        )))
-    }
-}
+// Answers at once: the async core for free.
+impl cache_memoize::ImmediateBackend for NoRenewalSlowChunks {}
 
 /// A renewal that fails while the chunks are written stops the write (the lock may be
 /// lost): nothing is stored, and it is said once, as a lock lost while computing.
