@@ -639,9 +639,31 @@ fn companions(
         " Removes the result `{name}` stored for these arguments, without blocking the thread: \
          the key is rendered at the call, and the returned future (`Send + 'static`) removes it."
     );
+    // A trait impl cannot take the companions, and rustc's error there ("method
+    // `f_invalidate` is not a member of trait") does not name the fix. For a method,
+    // this hidden one comes first and its name does: its error reads "method
+    // `in_a_trait_impl_write_cache_memoize_companions_false_for_f` is not a member of
+    // trait". Elsewhere it is an unused method (taking `&self`, so a trait that
+    // declares it stays dyn compatible).
+    let hint = if item.sig.receiver().is_some() {
+        let hint = format_ident!(
+            "in_a_trait_impl_write_cache_memoize_companions_false_for_{}",
+            name.unraw(),
+            span = name.span()
+        );
+        quote_spanned! {name.span()=>
+            #[doc(hidden)]
+            #[allow(dead_code, clippy::unused_self)]
+            fn #hint(&self) {}
+        }
+    } else {
+        TokenStream::new()
+    };
     // Spanned on the function's name: a clash (a trait impl, an item of the same
     // name) is reported there.
     quote_spanned! {name.span()=>
+        #hint
+
         #[doc = #key_doc]
         #[allow(
             dead_code,

@@ -468,9 +468,11 @@ use quote::ToTokens;
 /// `<name>_invalidate(args) -> Result<(), Error>` (it blocks the thread until the
 /// backend answers) and `<name>_invalidate_async(args)` (a `Send + 'static` future of
 /// the same result, for async code), taking every parameter of the function (skipped
-/// ones included). In a trait impl, where they cannot be added
-/// ("method ... is not a member of trait"), or when you already have a function of that
-/// name, turn them off.
+/// ones included). In a trait impl, where they cannot be added, or when you already
+/// have a function of that name, turn them off. A method in a trait impl without it is
+/// refused with an error whose first line names the fix: "method
+/// `in_a_trait_impl_write_cache_memoize_companions_false_for_area` is not a member of
+/// trait" (a hidden, unused method every memoized method carries for that purpose).
 ///
 /// ```
 /// # use cache_memoize::cache_memoize;

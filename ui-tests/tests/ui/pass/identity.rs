@@ -60,6 +60,22 @@ impl Animal for Dog {
     }
 }
 
+// A default method with its companions: the trait stays dyn compatible.
+trait Named {
+    fn name(&self) -> String;
+
+    #[cache_memoize(key = "greet:{n}", skip(self))]
+    fn greet(&self, n: u32) -> String {
+        self.name().repeat(n as usize)
+    }
+}
+
+impl Named for Dog {
+    fn name(&self) -> String {
+        "rex".into()
+    }
+}
+
 trait Shape {
     fn sides(&self) -> u8;
 }
@@ -104,6 +120,9 @@ fn main() {
     let _ = Grid::<'|'>::cell(2);
     let _ = Borrowed("a").upper();
     let _ = Dog::shout(2);
+    let named: Box<dyn Named> = Box::new(Dog);
+    let _ = named.greet(2);
+    let _ = named.greet_cache_key(2);
     let _ = <dyn Shape>::named(3);
     let _ = r#type(1);
     let _ = r#type_cache_key(1);
