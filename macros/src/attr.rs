@@ -241,14 +241,7 @@ impl Parse for MemoizeArgs {
                 once(&mut args.expire, duration_value(input)?, span, "expire")?;
             } else if lookahead.peek(kw::version) {
                 input.parse::<kw::version>()?;
-                input.parse::<Token![=]>()?;
-                let literal: LitInt = input.parse()?;
-                let version = literal.base10_parse::<u32>().map_err(|_| {
-                    syn::Error::new_spanned(
-                        &literal,
-                        "`version` must be an integer from 0 to 4294967295",
-                    )
-                })?;
+                let version = version_value(input)?;
                 once(&mut args.version, version, span, "version")?;
             } else if lookahead.peek(kw::force_overwrite) {
                 input.parse::<kw::force_overwrite>()?;
@@ -419,20 +412,98 @@ impl Parse for LockArgs {
     }
 }
 
-/// The error for a token that is no option: names it and lists the valid ones.
+/// `= <integer>` after `version`, with the fix for a quoted one.
+fn version_value(input: ParseStream<'_>) -> syn::Result<u32> {
+    input.parse::<Token![=]>()?;
+    if input.peek(syn::LitStr) {
+        let text: syn::LitStr = input.parse()?;
+        return Err(syn::Error::new_spanned(
+            &text,
+            format!(
+                "`version` is an integer, not a string: write `version = {}`",
+                text.value()
+            ),
+        ));
+    }
+    let literal: LitInt = input.parse()?;
+    literal.base10_parse::<u32>().map_err(|_| {
+        syn::Error::new_spanned(
+            &literal,
+            "`version` must be an integer from 0 to 4294967295",
+        )
+    })
+}
+
+/// The valid option (a name in backticks in `valid`) `written` most likely meant: one a
+/// typo or two away, or the usual names of an expiry (`ttl`, `expiry`, `max_age`).
+fn nearest<'v>(written: &str, valid: &'v str) -> Option<&'v str> {
+    let names = valid.split('`').skip(1).step_by(2);
+    if matches!(
+        written,
+        "ttl" | "expiry" | "expiration" | "max_age" | "time_to_live"
+    ) {
+        return names.into_iter().find(|name| *name == "expire");
+    }
+    names
+        .map(|name| (edit_distance(written, name), name))
+        .filter(|(distance, _)| *distance <= 2 && *distance < written.len())
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, name)| name)
+}
+
+/// The Levenshtein distance between `a` and `b` (in characters).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+/// The error for a token that is no option: names it, the option it most likely meant,
+/// and the valid ones.
 fn unknown(
     input: ParseStream<'_>,
     valid: &str,
     lookahead: syn::parse::Lookahead1<'_>,
 ) -> syn::Error {
     match input.parse::<syn::Ident>() {
-        Ok(ident) => syn::Error::new(
-            ident.span(),
-            format!("unknown option `{ident}`; expected one of {valid}"),
-        ),
+        Ok(ident) => {
+            let hint = nearest(&ident.to_string(), valid)
+                .map(|name| format!("did you mean `{name}`? "))
+                .unwrap_or_default();
+            syn::Error::new(
+                ident.span(),
+                format!("unknown option `{ident}`; {hint}expected one of {valid}"),
+            )
+        }
         Err(_) => {
             let err = lookahead.error();
             syn::Error::new(err.span(), format!("expected one of {valid}"))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_option_names_the_one_it_most_likely_meant() {
+        assert_eq!(nearest("ttl", OPTIONS), Some("expire"));
+        assert_eq!(nearest("expires", OPTIONS), Some("expire"));
+        assert_eq!(nearest("stael", OPTIONS), Some("stale"));
+        assert_eq!(nearest("timeot", LOCK_OPTIONS), Some("timeout"));
+        assert_eq!(nearest("colour", OPTIONS), None);
+        assert_eq!(nearest("k", OPTIONS), None);
     }
 }

@@ -50,13 +50,22 @@ pub fn set_key_prefix(prefix: impl Into<String>) {
     let prefix: String = prefix.into();
     let sanitized: &'static str = Box::leak(sanitize(&prefix).into_owned().into_boxed_str());
     let mut current = KEY_PREFIX.write().unwrap_or_else(PoisonError::into_inner);
-    *current = sanitized;
+    let replaced = std::mem::replace(&mut *current, sanitized);
     // Under the write lock: a thread that sees the new generation reads the new prefix.
     PREFIX_GENERATION.fetch_add(1, Ordering::AcqRel);
+    drop(current);
+    // Said, so that two processes that disagree on the prefix (and so share nothing)
+    // show it in their logs.
+    tracing::info!(prefix = sanitized, replaced, "cache key prefix set");
+}
+
+/// The key prefix now in use (`""` for none).
+pub(crate) fn key_prefix() -> &'static str {
+    with_key_prefix(|prefix| prefix)
 }
 
 /// Runs `f` with the current prefix (this thread's copy, refreshed when it is stale).
-fn with_key_prefix<R>(f: impl FnOnce(&str) -> R) -> R {
+fn with_key_prefix<R>(f: impl FnOnce(&'static str) -> R) -> R {
     let generation = PREFIX_GENERATION.load(Ordering::Acquire);
     let (seen, mut prefix) = PREFIX.get();
     if seen != generation {

@@ -13,6 +13,7 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::{Mutex, PoisonError};
+use std::time::Instant;
 
 use once_cell::sync::Lazy;
 use serde::Serialize;
@@ -22,6 +23,7 @@ use crate::codec::Codec;
 use crate::error::Error;
 use crate::kept::Share;
 use crate::key::make_cache_key;
+use crate::observe;
 use crate::options::{MemoizeOptions, Refresh};
 use crate::outcome::{PlainOutcome, ResultOutcome, Shape};
 use crate::refresh::run::{self, Inline, Revalidation, RevalidationAsync, Settled};
@@ -331,10 +333,17 @@ pub fn check_round_trip<T: Serialize + DeserializeOwned>(
 /// store is made under the key's one lock) cannot store its older value afterwards, and
 /// no call in this process that begins after this returns joins a computation that
 /// began before it.
+///
+/// It blocks the calling thread until the backend answers; in async code, use
+/// [`invalidate_async`] (a blocking invalidation that holds a thread inside a Tokio
+/// runtime for 100 ms or more is said once, at WARN).
 pub fn invalidate(key: &str) -> Result<(), Error> {
     let key = make_cache_key(key);
     let backend = registry::backend();
-    backend.invalidate(key.as_str(), &key.lock_key())
+    let started = Instant::now();
+    let done = backend.invalidate(key.as_str(), &key.lock_key());
+    observe::held_runtime_thread("a blocking invalidation", Some(started.elapsed()));
+    done
 }
 
 /// [`invalidate`] for async code: the same removal, awaited instead of blocking the

@@ -271,6 +271,38 @@ struct Failing {
     suppressed: u64,
 }
 
+/// How long a blocking call may hold a thread inside a Tokio runtime before it is said.
+const HELD_TOO_LONG: Duration = Duration::from_millis(100);
+
+/// Whether [`held_runtime_thread`] has spoken (it speaks once per process).
+static SAID_HELD: AtomicBool = AtomicBool::new(false);
+
+/// Says once per process, at WARN with the fix, that a blocking call of the cache
+/// (`what`) held a thread inside a Tokio runtime: for `held` (said from 100 ms), or, when
+/// `held` is `None`, until its backend failed (up to the response timeout). On an async
+/// worker every task of that thread waited as long; on a `spawn_blocking` thread it is
+/// harmless, and the line says so. Costs a relaxed load once it has spoken.
+#[cold]
+pub(crate) fn held_runtime_thread(what: &str, held: Option<Duration>) {
+    if held.is_some_and(|held| held < HELD_TOO_LONG)
+        || SAID_HELD.load(Ordering::Relaxed)
+        || tokio::runtime::Handle::try_current().is_err()
+        || SAID_HELD.swap(true, Ordering::Relaxed)
+    {
+        return;
+    }
+    let held = match held {
+        Some(held) => format!("for {} ms", held.as_millis()),
+        None => "until its backend failed (up to the response timeout)".to_owned(),
+    };
+    tracing::warn!(
+        "{what} held a thread inside a Tokio runtime {held}: on an async worker, every task \
+         of that thread waited as long. In async code use the async forms (a memoized \
+         `async fn`, `f_invalidate_async`, `cache_memoize::invalidate_async`), or run the \
+         blocking call in `tokio::task::spawn_blocking`, where this is harmless (said once)"
+    );
+}
+
 /// Reports a failure of the backend at `backend`: at WARN when it was healthy, then
 /// once a minute with how many failures were not reported one by one.
 pub(crate) fn backend_failed(

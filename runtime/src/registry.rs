@@ -199,19 +199,24 @@ pub fn backend() -> Arc<dyn CacheBackend> {
 #[cold]
 fn announce(name: Option<&'static str>, shared: Option<bool>) {
     let name = name.unwrap_or(DEFAULT_NAME);
+    // The prefix too: processes share values only under the same one.
+    let prefix = crate::key::key_prefix();
     match shared {
         Some(false) => tracing::info!(
             backend = name,
+            prefix,
             "memoized values are kept in this process only, not shared with other processes; \
              to share them, register a shared backend first: \
              cache_memoize::set_backend(RedisBackend::connect(url)?)"
         ),
         Some(true) => tracing::info!(
             backend = name,
-            "memoized values are shared by every process that uses the same server"
+            prefix,
+            "memoized values are shared by every process that uses the same server and key prefix"
         ),
         None => tracing::info!(
             backend = name,
+            prefix,
             "memoized values are kept by a backend of your own (whether processes share \
              them is up to it)"
         ),

@@ -34,6 +34,13 @@ fn the_first_call_names_the_backend_once_and_says_values_stay_in_the_process() {
     if let Err(err) = tracing::subscriber::set_global_default(subscriber) {
         panic!("cannot install the subscriber: {err}");
     }
+    cache_memoize::set_key_prefix("shop");
+    assert!(
+        captured
+            .take()
+            .contains("cache key prefix set prefix=\"shop\""),
+        "a prefix set is said"
+    );
     assert_eq!(answer(1), 42);
     assert_eq!(answer(1), 42);
     assert_eq!(answer(2), 43);
@@ -47,6 +54,10 @@ fn the_first_call_names_the_backend_once_and_says_values_stay_in_the_process() {
     assert!(
         lines[0].contains("MemoryBackend"),
         "the backend is named: {log}"
+    );
+    assert!(
+        lines[0].contains("prefix=\"shop\""),
+        "the key prefix is named: {log}"
     );
     assert!(
         lines[0].contains("not shared with other processes") && lines[0].contains("set_backend"),

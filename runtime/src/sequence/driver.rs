@@ -28,7 +28,7 @@ use crate::error::Error;
 use crate::large::{Reading, Writing};
 use crate::lock::renew::Renewal;
 use crate::lock::{DropRelease, Liveness, LockGuard, new_token};
-use crate::observe::{self, Outcome};
+use crate::observe::{self, Outcome, held_runtime_thread};
 use crate::options::Refresh;
 use crate::refresh::claim::{self, RefreshClaim};
 
@@ -384,13 +384,18 @@ impl<'c, 'o> Driver<'c, 'o> {
         let wait = loop {
             match self.plan(io, &mut scratch, |op| backend.execute(op)) {
                 Plan::Event(event) => return event,
-                Plan::Sent(reply, then) => match then.next() {
-                    Some(next) => io = next,
-                    None => {
-                        let event = self.answer(then, reply);
-                        return self.expanded(event);
+                Plan::Sent(reply, then) => {
+                    if reply.as_ref().is_err_and(|err| !err.is_skipped()) {
+                        held_runtime_thread("a blocking memoized call", None);
                     }
-                },
+                    match then.next() {
+                        Some(next) => io = next,
+                        None => {
+                            let event = self.answer(then, reply);
+                            return self.expanded(event);
+                        }
+                    }
+                }
                 Plan::Wait(wait) => break wait,
             }
         };
@@ -400,6 +405,10 @@ impl<'c, 'o> Driver<'c, 'o> {
                 let started = Instant::now();
                 let delivered =
                     wait_span(call).in_scope(|| wait_for_value(backend, lock_key, since, max));
+                held_runtime_thread(
+                    "a blocking memoized call waiting for another caller's computation",
+                    Some(started.elapsed()),
+                );
                 let paused = self.paused(started, delivered);
                 self.expanded(paused)
             }
