@@ -18,9 +18,10 @@
 //!   derivation is 0.4 µs. The stored bytes are the same as `aes-gcm` wrote. What the
 //!   Lua scripts read inside Redis stays in clear (the magic, the format byte and a
 //!   memoized value's fencing token: no argument and no value data); the type's
-//!   fingerprint, the user version, the stamp and the payload are encrypted; the
-//!   checksum is dropped (recomputed on reading, so the codec checks what it always
-//!   checks). The clear part and the
+//!   fingerprint, the user version, the checksum, the stamp and the payload are
+//!   encrypted (the checksum too, so opening restores the envelope as written, and
+//!   the codec checks what it always checks, without a second pass over the value).
+//!   The clear part and the
 //!   hashed key name are the associated data: bytes moved to another key, or a clear
 //!   part edited, do not authenticate.
 //! - Anything read that does not open (tampered, truncated, another key's bytes, a
@@ -30,13 +31,18 @@
 //!   are.
 //!
 //! ```text
-//! sealed:  "cmz" | format | "seal" | key id | 0 × 11 | [fence, 8 LE] | salt (12) | nonce (12) | ciphertext | tag (16)
-//! opened:  "cmz" | format | type print (8) | version (4) | CRC-32 | [fence] | rest
+//! sealed:    "cmz" | format | "sea2" | key id | 0 × 11 | [fence, 8 LE] | ciphertext | salt (12) | nonce (12) | tag (16)
+//! plaintext: rest | type print (8) | version (4) | CRC-32   (format 0: the whole bytes)
+//! opened:    "cmz" | format | type print | version | CRC-32 | [fence] | rest
 //! ```
-//! Format 0 seals bytes that are not an envelope (written by hand through
+//! The rest is sealed where the envelope has it, so opening moves 16 bytes back into
+//! the head and nothing else. Format 0 seals bytes that are not an envelope (written by hand through
 //! [`Backend::set`](crate::Backend::set)): the whole of them is the plaintext.
 
+use std::cell::RefCell;
 use std::fmt::Write as _;
+use std::hash::BuildHasher as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, Tag, UnboundKey};
 use ring::hmac;
@@ -110,7 +116,9 @@ impl Encryption {
 }
 
 /// What marks sealed bytes, right after the magic and the format byte.
-const SEALED: &[u8; 4] = b"seal";
+/// (Its second form, "sea2", seals the checksum too; bytes of the first, "seal", read
+/// as a plaintext envelope would: a miss.)
+const SEALED: &[u8; 4] = b"sea2";
 /// The format byte of sealed bytes that were not an envelope.
 const RAW: u8 = 0;
 /// The clear head of sealed bytes: magic, format, mark, key id, padding to the
@@ -125,15 +133,18 @@ const GCM_NONCE_LEN: usize = 12;
 const DERIVE: &[u8] = b"cache-memoize seal v1";
 const TAG_LEN: usize = 16;
 const FENCE_LEN: usize = 8;
-/// The envelope's fields that move into the ciphertext: type print and user version.
+/// The envelope's fields that move into the ciphertext: type print, user version and
+/// checksum.
 const PRINT_AT: usize = 4;
-const PRINT_LEN: usize = 12;
+const PRINT_LEN: usize = 16;
 const MAGIC: &[u8; 3] = b"cmz";
 /// How many hex digits of the HMAC name a key (128 bits).
 const NAME_HEX: usize = 32;
 
 /// The backend's encryption at rest: the name hash and the value keys, ready.
 pub(crate) struct Seal {
+    /// This seal's own entries in each thread's [`Recent`].
+    id: u64,
     names: hmac::Key,
     /// The value keys, the sealing one first, each ready to derive values' keys.
     keys: Vec<(u8, hmac::Key)>,
@@ -148,6 +159,90 @@ fn cipher_of(key: &hmac::Key, salt: &[u8]) -> Option<LessSafeKey> {
     // A SHA-256 output is always an AES-256 key.
     let key = UnboundKey::new(&AES_256_GCM, derive.sign().as_ref()).ok()?;
     Some(LessSafeKey::new(key))
+}
+
+/// The next seal's id (see [`Seal::id`]).
+static SEALS: AtomicU64 = AtomicU64::new(1);
+
+/// What each thread keeps of its recent work, so that reading a hot key again hashes
+/// no name and derives no key (together 0.6 µs of a 10 KB hit's 8.5 µs, `BENCHMARKS.md`,
+/// "Encryption at rest"): the last names hashed and the last value keys derived, each in
+/// a slot of its own (a newer entry replaces the one in its slot). Bounded per thread:
+/// [`RECENT_NAMES`] names of keys up to [`RECENT_KEY_LEN`] bytes, [`RECENT_CIPHERS`]
+/// keys. An entry names its seal, so two backends' seals never share one.
+struct Recent {
+    names: [Option<Named>; RECENT_NAMES],
+    /// ((seal, key id, salt), the key derived from them).
+    ciphers: [Option<(Derived, LessSafeKey)>; RECENT_CIPHERS],
+}
+
+/// What a value's key is derived from: the seal, the value key's id and the salt.
+type Derived = (u64, u8, [u8; SALT_LEN]);
+
+/// A key's stored name under a seal: (seal, key, name).
+type Named = (u64, Box<str>, Box<str>);
+
+const RECENT_NAMES: usize = 32;
+const RECENT_KEY_LEN: usize = 256;
+const RECENT_CIPHERS: usize = 8;
+
+thread_local! {
+    static RECENT: RefCell<Recent> = const {
+        RefCell::new(Recent {
+            names: [const { None }; RECENT_NAMES],
+            ciphers: [const { None }; RECENT_CIPHERS],
+        })
+    };
+}
+
+impl Recent {
+    /// The stored name of `key` under seal `seal`: this thread's last one, or `hash`'s.
+    fn name(seal: u64, key: &str, hash: impl FnOnce() -> String) -> String {
+        if key.len() > RECENT_KEY_LEN {
+            return hash();
+        }
+        let slot = usize::try_from(foldhash::fast::FixedState::default().hash_one(key))
+            .unwrap_or_default()
+            % RECENT_NAMES;
+        let kept = RECENT.try_with(|recent| match &recent.borrow().names[slot] {
+            Some((of, kept, name)) if *of == seal && **kept == *key => Some(String::from(&**name)),
+            _ => None,
+        });
+        if let Ok(Some(name)) = kept {
+            return name;
+        }
+        let name = hash();
+        // Gone only while the thread ends: then nothing is kept.
+        let _ = RECENT.try_with(|recent| {
+            recent.borrow_mut().names[slot] = Some((seal, key.into(), name.as_str().into()));
+        });
+        name
+    }
+
+    /// `open` run with the key `derived` names (derived from `value_key` unless this
+    /// thread kept it); `None` if it cannot be derived.
+    fn with_cipher<R>(
+        derived: Derived,
+        value_key: &hmac::Key,
+        open: impl FnOnce(&LessSafeKey) -> R,
+    ) -> Option<R> {
+        let slot = usize::from(derived.2[0]) % RECENT_CIPHERS;
+        // Taken out while in use, so no borrow is held across `open`.
+        let kept = RECENT
+            .try_with(|recent| recent.borrow_mut().ciphers[slot].take())
+            .ok()
+            .flatten()
+            .filter(|(of, _)| *of == derived);
+        let cipher = match kept {
+            Some((_, cipher)) => cipher,
+            None => cipher_of(value_key, &derived.2)?,
+        };
+        let opened = open(&cipher);
+        let _ = RECENT.try_with(|recent| {
+            recent.borrow_mut().ciphers[slot] = Some((derived, cipher));
+        });
+        Some(opened)
+    }
 }
 
 /// What opening read bytes gave.
@@ -174,6 +269,7 @@ impl Seal {
         }
         let keyed = |key: &[u8; 32]| hmac::Key::new(hmac::HMAC_SHA256, key);
         Ok(Self {
+            id: SEALS.fetch_add(1, Ordering::Relaxed),
             names: keyed(&settings.names),
             keys: settings
                 .keys
@@ -187,6 +283,11 @@ impl Seal {
     /// The stored name of `key`: its hash tag's content (or, with none, the whole key)
     /// replaced by its keyed hash.
     pub(crate) fn name(&self, key: &str) -> String {
+        Recent::name(self.id, key, || self.hashed_name(key))
+    }
+
+    /// [`name`](Self::name), computed.
+    fn hashed_name(&self, key: &str) -> String {
         let tag = key.find('{').and_then(|open| {
             let close = open + 1 + key[open + 1..].find('}')?;
             Some((open, close))
@@ -249,17 +350,20 @@ impl Seal {
         ) else {
             return out;
         };
-        out.extend_from_slice(&nonce);
-        let plain_at = out.len();
+        // The rest first, where the envelope has it, then the print: opening then
+        // moves 16 bytes back, not the value.
+        out.extend_from_slice(&value[rest_at..]);
         if format != RAW {
             out.extend_from_slice(&value[PRINT_AT..PRINT_AT + PRINT_LEN]);
         }
-        out.extend_from_slice(&value[rest_at..]);
         let aad = associated(&out[..clear], key);
         let sealed =
-            cipher.seal_in_place_separate_tag(gcm_nonce, Aad::from(&aad), &mut out[plain_at..]);
+            cipher.seal_in_place_separate_tag(gcm_nonce, Aad::from(&aad), &mut out[clear..]);
         match sealed {
-            Ok(tag) => out.extend_from_slice(tag.as_ref()),
+            Ok(tag) => {
+                out.extend_from_slice(&nonce);
+                out.extend_from_slice(tag.as_ref());
+            }
             // Only for plaintexts over 64 GiB: stored unreadable rather than in clear.
             Err(_) => out.truncate(clear),
         }
@@ -286,37 +390,40 @@ impl Seal {
         let Some((_, value_key)) = self.keys.iter().find(|(id, _)| *id == stored[KEY_ID_AT]) else {
             return Opened::Unreadable;
         };
+        let key_id = stored[KEY_ID_AT];
         let aad = associated(&stored[..clear], key);
         let tag_at = stored.len() - TAG_LEN;
-        let plain_at = clear + NONCE_LEN;
-        let (head, sealed) = stored.split_at_mut(plain_at);
-        let (ciphertext, tag) = sealed.split_at_mut(tag_at - plain_at);
-        let (salt, nonce) = head[clear..].split_at(SALT_LEN);
-        let (Some(cipher), Ok(nonce), Ok(tag)) = (
-            cipher_of(value_key, salt),
+        let nonce_at = tag_at - NONCE_LEN;
+        let (head, tail) = stored.split_at_mut(nonce_at);
+        let (nonce, tag) = tail.split_at(NONCE_LEN);
+        let (salt, nonce) = nonce.split_at(SALT_LEN);
+        let (Ok(salt), Ok(nonce), Ok(tag)) = (
+            <[u8; SALT_LEN]>::try_from(salt),
             Nonce::try_assume_unique_for_key(nonce),
-            Tag::try_from(&*tag),
+            Tag::try_from(tag),
         ) else {
             return Opened::Unreadable;
         };
-        let opened =
-            cipher.open_in_place_separate_tag(nonce, Aad::from(&aad), tag, ciphertext, 0..);
-        if opened.is_err() {
+        let ciphertext = &mut head[clear..];
+        let opened = Recent::with_cipher((self.id, key_id, salt), value_key, |cipher| {
+            cipher
+                .open_in_place_separate_tag(nonce, Aad::from(&aad), tag, ciphertext, 0..)
+                .is_ok()
+        });
+        if opened != Some(true) {
             return Opened::Unreadable;
         }
-        stored.truncate(tag_at);
+        stored.truncate(nonce_at);
         if format == RAW {
-            stored.drain(..plain_at);
+            stored.drain(..clear);
             return Opened::Clear(stored);
         }
-        // Back to the envelope: the print and version to their place, the checksum
-        // recomputed, the fence kept where it is, the rest moved up after it.
-        stored.copy_within(plain_at..plain_at + PRINT_LEN, PRINT_AT);
-        let rest_at = clear;
-        stored.copy_within(plain_at + PRINT_LEN.., rest_at);
-        stored.truncate(tag_at - NONCE_LEN - PRINT_LEN);
-        let checksum = crc32fast::hash(&stored[HEADER_LEN..]);
-        stored[HEADER_LEN - 4..HEADER_LEN].copy_from_slice(&checksum.to_le_bytes());
+        // Back to the envelope as written: the rest is where it belongs (after the
+        // fence, kept in clear where it is); the print, version and checksum go back
+        // to their place.
+        let print_at = nonce_at - PRINT_LEN;
+        stored.copy_within(print_at..nonce_at, PRINT_AT);
+        stored.truncate(print_at);
         Opened::Clear(stored)
     }
 
@@ -335,7 +442,7 @@ impl Seal {
 }
 
 /// The format byte `value` is sealed under, and whether it carries a fencing token in
-/// clear: an envelope (its checksum checked: opening recomputes it) keeps its format;
+/// clear: an envelope (its checksum checked: it is sealed with the value) keeps its format;
 /// anything else, bytes that only start like one included, is [`RAW`] and opens as
 /// written.
 fn envelope(value: &[u8]) -> (u8, bool) {
@@ -384,6 +491,27 @@ mod tests {
     }
 
     #[test]
+    fn what_a_thread_keeps_opens_and_names_as_computed_and_never_across_seals() {
+        let (seal, other) = (one(), seal_of(&Encryption::new([8; 32]).key(1, [2; 32])));
+        for _ in 0..2 {
+            assert_eq!(seal.name("{hot}"), seal.hashed_name("{hot}"));
+            assert_eq!(other.name("{hot}"), other.hashed_name("{hot}"));
+        }
+        assert_ne!(seal.name("{hot}"), other.name("{hot}"));
+        let sealed = seal.seal("{k}", &value());
+        for _ in 0..2 {
+            // The second opening uses the key the first derived.
+            assert_eq!(seal.open("{k}", sealed.clone()), Opened::Clear(value()));
+        }
+        // A kept key still checks the tag, and another seal's key never opens it.
+        let mut tampered = sealed.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        assert_eq!(seal.open("{k}", tampered), Opened::Unreadable);
+        assert_eq!(other.open("{k}", sealed), Opened::Unreadable);
+    }
+
+    #[test]
     fn names_hash_the_tag_and_keep_what_is_outside() {
         let seal = one();
         let value = seal.name("{site:user:ann}");
@@ -405,7 +533,7 @@ mod tests {
         let plain = value();
         let sealed = seal.seal("{k}", &plain);
         assert_eq!(written_fence(&sealed), 77, "the scripts read the fence");
-        assert_eq!(sealed.len(), plain.len() + 52, "the size the README gives");
+        assert_eq!(sealed.len(), plain.len() + 56, "the size the README gives");
         assert!(!sealed.windows(6).any(|w| w == b"secret"));
         assert_eq!(
             seal.open("{k}", sealed.clone()),
