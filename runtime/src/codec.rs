@@ -136,6 +136,15 @@ pub(crate) fn manifest_head(value: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// Whether a large value's manifest `bytes` head a value of type `T` written for
+/// `version`, so that its chunks are worth reading (any other is a miss, found without
+/// reading them).
+pub(crate) fn manifest_holds<T>(bytes: &[u8], version: u32) -> bool {
+    let version_at = TYPE_PRINT_AT + 8;
+    type_print(bytes) == Some(&fingerprint::<T>().to_le_bytes())
+        && bytes.get(version_at..version_at + 4) == Some(&version.to_le_bytes()[..])
+}
+
 /// Whether `bytes` are headed as a large value's manifest, checking nothing else (a
 /// cheap test before [`manifest_body`]).
 #[inline]

@@ -23,7 +23,7 @@ use super::machine::{
 };
 use crate::backend::{GetOrLock, Op, Reply, wait_for_value, wait_for_value_async};
 use crate::coalesce::{self, Following, Landed, Leader};
-use crate::codec::Stamp;
+use crate::codec::{self, Stamp};
 use crate::error::Error;
 use crate::large::{Reading, Writing};
 use crate::lock::renew::Renewal;
@@ -78,6 +78,10 @@ pub(crate) struct Driver<'c, 'o> {
     /// The lock kept alive from the computation to the store's first step (through a
     /// large value's chunk writes), then dropped: the store itself is sent without it.
     renewal: Option<Renewal>,
+    /// Whether a large value's manifest heads a value the machine reads (its type and
+    /// version): set by each run of a machine, so that a manifest of another type is a
+    /// miss before its chunks are read.
+    holds: fn(&[u8], u32) -> bool,
 }
 
 impl<'c, 'o> Driver<'c, 'o> {
@@ -106,6 +110,7 @@ impl<'c, 'o> Driver<'c, 'o> {
             life: None,
             waited: Duration::ZERO,
             renewal: None,
+            holds: |_, _| true,
         }
     }
 
@@ -220,6 +225,7 @@ impl<'c, 'o> Driver<'c, 'o> {
         machine: &mut Machine<'_, T>,
         read: Result<Option<Vec<u8>>, Error>,
     ) -> Lookup<T> {
+        self.holds = codec::manifest_holds::<T>;
         let mut read = Some(read);
         let mut event = Event::Start;
         loop {
@@ -240,6 +246,7 @@ impl<'c, 'o> Driver<'c, 'o> {
         machine: &mut Machine<'_, T>,
         read: Result<Option<Vec<u8>>, Error>,
     ) -> Lookup<T> {
+        self.holds = codec::manifest_holds::<T>;
         let mut read = Some(read);
         let mut event = Event::Start;
         loop {
@@ -264,6 +271,7 @@ impl<'c, 'o> Driver<'c, 'o> {
     /// Feeds `event` and the events of the steps that follow, each with the time it
     /// came at, until the machine decides.
     fn drive<T>(&mut self, machine: &mut Machine<'_, T>, mut event: Event) -> Lookup<T> {
+        self.holds = codec::manifest_holds::<T>;
         loop {
             let now_ms = self.now_ms(machine);
             match machine.on(now_ms, event) {
@@ -282,6 +290,7 @@ impl<'c, 'o> Driver<'c, 'o> {
         machine: &mut Machine<'_, T>,
         mut event: Event,
     ) -> Lookup<T> {
+        self.holds = codec::manifest_holds::<T>;
         loop {
             let now_ms = self.now_ms(machine);
             match machine.on(now_ms, event) {
@@ -558,6 +567,9 @@ impl<'c, 'o> Driver<'c, 'o> {
 
     #[inline]
     fn reading(&self, bytes: &[u8]) -> Option<Reading> {
+        if !(self.holds)(bytes, self.call.opts.version) {
+            return None;
+        }
         Reading::of(self.call.key.as_str(), bytes)
     }
 
