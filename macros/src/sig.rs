@@ -118,6 +118,10 @@ pub(crate) fn output(sig: &Signature) -> syn::Result<Output<'_>> {
             ))
         }
         Type::ImplTrait(imp) if is_iterator(&imp.bounds) => match iterator_item(&imp.bounds) {
+            Some(item @ Type::ImplTrait(_)) => Err(syn::Error::new_spanned(
+                item,
+                "#[cache_memoize] stores each item, so it needs the item's concrete type: write it out (`impl Iterator<Item = String>`) instead of `impl Trait`",
+            )),
             Some(item) => Ok(Output::Iter(item)),
             None => Err(syn::Error::new_spanned(
                 ty,
