@@ -454,8 +454,12 @@ fn envelope(value: &[u8]) -> (u8, bool) {
         return (RAW, false);
     }
     let format = value[MAGIC.len()];
-    let fenced = FENCED_FORMATS.contains(&format) && value.len() >= FENCE_AT + FENCE_LEN;
-    (format, fenced)
+    if FENCED_FORMATS.contains(&format) && value.len() < FENCE_AT + FENCE_LEN {
+        // A fenced format too short for its fence: not a value this library wrote;
+        // sealed whole, so that it opens as written (opening reads the format byte).
+        return (RAW, false);
+    }
+    (format, FENCED_FORMATS.contains(&format))
 }
 
 /// The associated data: the clear head (fixed length per format) and the key name.
