@@ -95,6 +95,7 @@ impl Stamp {
         out.extend_from_slice(&self.compute_ms.to_le_bytes());
     }
 
+    #[inline]
     fn read(bytes: &[u8]) -> Option<(Self, &[u8])> {
         let (stamp, rest) = bytes.split_at_checked(Self::LEN)?;
         let (until, took) = stamp.split_at(8);
@@ -159,7 +160,7 @@ pub(crate) fn manifest_body(bytes: &[u8]) -> Option<&[u8]> {
         return None;
     }
     let rest = bytes.get(HEADER_LEN..)?;
-    (recorded_checksum(bytes)? == crc32fast::hash(rest)).then_some(())?;
+    (recorded_checksum(bytes)? == checksum(rest)).then_some(())?;
     bytes.get(PAYLOAD_AT..)
 }
 
@@ -289,27 +290,58 @@ pub(crate) fn decode_with<T: DeserializeOwned>(
     bytes: &[u8],
     version: u32,
 ) -> Option<(T, Stamp)> {
-    let decoded = payload_as::<T>(bytes, codec.format_byte(), version).and_then(|rest| {
-        let rest = rest
-            .get(FENCE_LEN..)
-            .ok_or("shorter than the fencing token")?;
-        let (stamp, payload) = Stamp::read(rest).ok_or("shorter than the stamp")?;
-        let value = match codec {
-            Codec::Bincode => {
-                let (value, read) =
-                    decode_bounded::<T>(payload).map_err(|_| "payload does not decode")?;
-                (read == payload.len()).then_some(value)
+    // The envelope checked first, the value decoded last and returned as it is (on
+    // every hit: the value is moved once, not through a chain of results).
+    let (stamp, payload) = match stamped_payload::<T>(codec, bytes, version) {
+        Ok(found) => found,
+        Err(reason) => return unreadable::<T, _>(reason),
+    };
+    let value = match codec {
+        Codec::Bincode => match decode_bounded::<T>(payload) {
+            Ok((value, read)) if read == payload.len() => value,
+            Ok(_) => return unreadable::<T, _>("payload has trailing bytes"),
+            Err(_) => return unreadable::<T, _>("payload does not decode"),
+        },
+        Codec::MessagePack => {
+            let mut reader = payload;
+            match T::deserialize(&mut rmp_serde::Deserializer::new(&mut reader)) {
+                Ok(value) if reader.is_empty() => value,
+                Ok(_) => return unreadable::<T, _>("payload has trailing bytes"),
+                Err(_) => return unreadable::<T, _>("payload does not decode"),
             }
-            Codec::MessagePack => {
-                let mut reader = payload;
-                let value = T::deserialize(&mut rmp_serde::Deserializer::new(&mut reader))
-                    .map_err(|_| "payload does not decode")?;
-                reader.is_empty().then_some(value)
-            }
-        };
-        Ok((value.ok_or("payload has trailing bytes")?, stamp))
-    });
-    logged::<T, (T, Stamp)>(decoded)
+        }
+    };
+    Some((value, stamp))
+}
+
+/// The stamp and payload of a value written by [`encode_with`] for `codec`, `T` and
+/// `version`, or why the bytes are not one.
+fn stamped_payload<T>(
+    codec: Codec,
+    bytes: &[u8],
+    version: u32,
+) -> Result<(Stamp, &[u8]), &'static str> {
+    let rest = payload_as::<T>(bytes, codec.format_byte(), version)?;
+    let rest = rest
+        .get(FENCE_LEN..)
+        .ok_or("shorter than the fencing token")?;
+    Stamp::read(rest).ok_or("shorter than the stamp")
+}
+
+/// Bytes that are not a `Tag`'s value: a miss, logged (see [`logged`]).
+#[cold]
+fn unreadable<Tag, V>(reason: &'static str) -> Option<V> {
+    logged::<Tag, V>(Err(reason))
+}
+
+/// The envelope's CRC-32 of `bytes`. The hasher is made once (making one detects the
+/// CPU's features every time) and copied for each use.
+#[inline]
+fn checksum(bytes: &[u8]) -> u32 {
+    static HASHER: std::sync::OnceLock<crc32fast::Hasher> = std::sync::OnceLock::new();
+    let mut hasher = HASHER.get_or_init(crc32fast::Hasher::new).clone();
+    hasher.update(bytes);
+    hasher.finalize()
 }
 
 /// Whether `value` reads back through `codec` as itself (what it reads back writes the
@@ -372,9 +404,9 @@ fn write_header_as<Tag>(out: &mut Vec<u8>, format: u8, version: u32) {
 
 /// Fills in the checksum of the envelope at the start of `bytes`; returns it.
 pub(crate) fn seal(bytes: &mut [u8]) -> u32 {
-    let checksum = crc32fast::hash(&bytes[HEADER_LEN..]);
-    bytes[HEADER_LEN - 4..HEADER_LEN].copy_from_slice(&checksum.to_le_bytes());
-    checksum
+    let sum = checksum(&bytes[HEADER_LEN..]);
+    bytes[HEADER_LEN - 4..HEADER_LEN].copy_from_slice(&sum.to_le_bytes());
+    sum
 }
 
 /// The checksum recorded in the envelope at the start of `bytes`, if it has one.
@@ -469,11 +501,11 @@ fn payload_as<Tag>(bytes: &[u8], expected: u8, version: u32) -> Result<&[u8], &'
             ANOTHER_TYPE
         });
     }
-    let (user_version, checksum) = rest.split_at(4);
+    let (user_version, recorded) = rest.split_at(4);
     if user_version != version.to_le_bytes() {
         return Err("written for another version");
     }
-    if checksum != crc32fast::hash(payload).to_le_bytes() {
+    if recorded != checksum(payload).to_le_bytes() {
         return Err("the checksum does not match: corrupted");
     }
     Ok(payload)

@@ -68,6 +68,31 @@ impl Error {
     pub fn is_skipped(&self) -> bool {
         matches!(self, Self::Skipped { .. })
     }
+
+    /// Whether the backend's client gave up waiting (a timeout somewhere in the
+    /// error's sources), as opposed to failing at once (a refused connection).
+    pub(crate) fn is_timeout(&self) -> bool {
+        let mut source = std::error::Error::source(self);
+        while let Some(err) = source {
+            if let Some(io) = err.downcast_ref::<std::io::Error>() {
+                if matches!(
+                    io.kind(),
+                    std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+                ) {
+                    return true;
+                }
+            }
+            #[cfg(feature = "redis")]
+            if err
+                .downcast_ref::<redis::RedisError>()
+                .is_some_and(redis::RedisError::is_timeout)
+            {
+                return true;
+            }
+            source = err.source();
+        }
+        false
+    }
 }
 
 /// Why a [`CacheLock`](crate::CacheLock) was not acquired.

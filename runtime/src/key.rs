@@ -186,6 +186,7 @@ thread_local! {
 const SPARE_MAX: usize = 1024;
 
 /// [`make_cache_key`], in this thread's spare buffer; give it back with [`recycle`].
+#[inline]
 pub(crate) fn pooled_cache_key(key: &str) -> CacheKey {
     // Not `SPARE.take()`: that panics once the thread's locals are destroyed (a call
     // made from another thread-local's destructor); a new buffer then.
@@ -193,6 +194,7 @@ pub(crate) fn pooled_cache_key(key: &str) -> CacheKey {
 }
 
 /// Keeps `key`'s buffer as this thread's spare.
+#[inline]
 pub(crate) fn recycle(key: &mut CacheKey) {
     let buffer = std::mem::take(&mut key.0);
     if buffer.capacity() <= SPARE_MAX {
@@ -201,8 +203,26 @@ pub(crate) fn recycle(key: &mut CacheKey) {
 }
 
 /// [`make_cache_key`], written into `out` (whatever it held is dropped).
-fn make_cache_key_in(mut out: String, key: &str) -> CacheKey {
-    let key = sanitize(key);
+fn make_cache_key_in(out: String, key: &str) -> CacheKey {
+    // Checked here first: most keys need no escaping (no `Cow` to make and drop).
+    if plain_key(key.as_bytes()) {
+        return written_key(out, key);
+    }
+    escaped_key(out, key)
+}
+
+/// [`make_cache_key_in`] for a key with something to escape (kept apart, so that the
+/// plain key's writing is inlined).
+#[inline(never)]
+fn escaped_key(out: String, key: &str) -> CacheKey {
+    written_key(out, &sanitize(key))
+}
+
+/// The key `{prefix:key}` for a `key` already sanitized, written into `out`.
+// Inlined into the plain key's path (every call), out of the escaped key's.
+#[allow(clippy::inline_always)]
+#[inline(always)]
+fn written_key(mut out: String, key: &str) -> CacheKey {
     out.clear();
     // One allocation at most: `{prefix:key}` written directly.
     with_key_prefix(|prefix| {
@@ -213,7 +233,7 @@ fn make_cache_key_in(mut out: String, key: &str) -> CacheKey {
             out.push(':');
         }
     });
-    out.push_str(&key);
+    out.push_str(key);
     if out.len() - 1 > MAX_BODY_LEN {
         out = format!("{{{}}}", shorten(out.split_off(1)));
     } else {
@@ -265,7 +285,54 @@ pub fn escape_key_part(part: &str) -> Cow<'_, str> {
 /// its value, lock and chunks share one slot.
 pub(crate) fn sanitize(key: &str) -> Cow<'_, str> {
     const PLAIN: [bool; 256] = plain_ascii(b"{}");
+    // Most keys need nothing: checked eight bytes at a time first (this runs on every
+    // call), then as any part is.
+    if plain_key(key.as_bytes()) {
+        return Cow::Borrowed(key);
+    }
     escape(key, &PLAIN, |c| matches!(c, '{' | '}'))
+}
+
+/// Whether every byte of `key` is printable ASCII (`!` to `~`) other than a brace:
+/// nothing [`sanitize`] escapes. Eight bytes at a time; each test below is exact for
+/// the word as a whole (it flags a word that has such a byte, and no other).
+#[inline]
+fn plain_key(key: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // A byte below `!` (a control character or a space).
+    let below = |x: u64| x.wrapping_sub(ONES * 0x21) & !x & HIGH;
+    // A byte above `~` (DEL, or any byte of a non-ASCII character).
+    let above = |x: u64| (x.wrapping_add(ONES) | x) & HIGH;
+    // A zero byte: a byte equal to the one `x` was XORed with.
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let plain = |x: u64| {
+        below(x)
+            | above(x)
+            | zero(x ^ (ONES * u64::from(b'{')))
+            | zero(x ^ (ONES * u64::from(b'}')))
+            == 0
+    };
+    let word = |at: usize| {
+        let mut word = [0; 8];
+        word.copy_from_slice(&key[at..at + 8]);
+        u64::from_le_bytes(word)
+    };
+    let len = key.len();
+    if len < 8 {
+        const PLAIN: [bool; 256] = plain_ascii(b"{}");
+        return key.iter().all(|&byte| PLAIN[usize::from(byte)]);
+    }
+    let mut at = 0;
+    while at + 8 < len {
+        if !plain(word(at)) {
+            return false;
+        }
+        at += 8;
+    }
+    // The last eight bytes (overlapping the word before when the length is not a
+    // multiple of eight).
+    plain(word(len - 8))
 }
 
 /// The printable ASCII characters other than `escaped`, as a table indexed by byte.

@@ -208,7 +208,8 @@ fn start<'o, S, M, T, F>(
         share,
         checked,
     } = entry;
-    let call = Call::new(key, opts, Refresh::of(opts, take_forced())).removing_absent(absent);
+    let mut call = Call::new(key, opts, Refresh::of(opts, take_forced()));
+    call.absent = absent;
     let job = Job {
         shape,
         compute,

@@ -279,7 +279,7 @@ static SAID_HELD: AtomicBool = AtomicBool::new(false);
 
 /// Says once per process, at WARN with the fix, that a blocking call of the cache
 /// (`what`) held a thread inside a Tokio runtime: for `held` (said from 100 ms), or, when
-/// `held` is `None`, until its backend failed (up to the response timeout). On an async
+/// `held` is `None`, until its backend timed out (the response timeout). On an async
 /// worker every task of that thread waited as long; on a `spawn_blocking` thread it is
 /// harmless, and the line says so. Costs a relaxed load once it has spoken.
 #[cold]
@@ -293,7 +293,7 @@ pub(crate) fn held_runtime_thread(what: &str, held: Option<Duration>) {
     }
     let held = match held {
         Some(held) => format!("for {} ms", held.as_millis()),
-        None => "until its backend failed (up to the response timeout)".to_owned(),
+        None => "until its backend timed out".to_owned(),
     };
     tracing::warn!(
         "{what} held a thread inside a Tokio runtime {held}: on an async worker, every task \

@@ -177,17 +177,41 @@ fn tag_hash(rest: &[u8]) -> Option<u64> {
         hash = mix(hash, word);
         len += 8;
     }
-    let mut last = [0; 8];
-    for (at, &b) in chunks.remainder().iter().enumerate() {
-        if b == b'}' {
-            if len + at == 0 {
-                return None;
-            }
-            return Some(mix(mix(hash, u64::from_le_bytes(last)), (len + at) as u64));
-        }
-        last[at] = b;
+    let tail = chunks.remainder();
+    if tail.is_empty() {
+        return None;
     }
-    None
+    if rest.len() < 8 {
+        let mut last = [0; 8];
+        for (at, &b) in tail.iter().enumerate() {
+            if b == b'}' {
+                if at == 0 {
+                    return None;
+                }
+                return Some(mix(mix(hash, u64::from_le_bytes(last)), at as u64));
+            }
+            last[at] = b;
+        }
+        return None;
+    }
+    // The tail as one word, zero above it: the last eight bytes of `rest` (overlapping
+    // the word before), shifted down. Its zero bytes are not `}`, so no byte above the
+    // tail is flagged but by the trick's false flags, which lie above a true one.
+    let mut word = [0; 8];
+    word.copy_from_slice(&rest[rest.len() - 8..]);
+    let word = u64::from_le_bytes(word) >> (8 * (8 - tail.len()));
+    let x = word ^ CLOSE;
+    let found = x.wrapping_sub(ONES) & !x & HIGH;
+    if found == 0 {
+        return None;
+    }
+    let at = (found.trailing_zeros() / 8) as usize;
+    let kept = if at == 0 {
+        0
+    } else {
+        word & (u64::MAX >> (64 - 8 * at))
+    };
+    Some(mix(mix(hash, kept), (len + at) as u64))
 }
 
 /// What a key is sharded by: its hash tag's content (between the first `{` and the
@@ -314,6 +338,7 @@ impl MemoryBackend {
 
     // Every mutation below leaves a store consistent before anything can panic, so a
     // poisoned lock still guards a valid store.
+    #[inline]
     fn read(&self, index: usize) -> RwLockReadGuard<'_, Store> {
         self.shards[index]
             .store
@@ -526,6 +551,7 @@ impl Store {
 /// where `Instant::now` costs 40–60 ns on virtual machines, a third of a hit; in
 /// exchange an entry lives its TTL give or take one tick (the least lock `expire`,
 /// 100 ms, renewed every third of it, leaves ample margin).
+#[inline]
 fn now() -> Coarse {
     // Not `Coarse::now`: that also writes a process-wide "recent" time, a cache line
     // every thread's hits would fight over.
@@ -778,8 +804,12 @@ mod tests {
             "abcdefg",
             "abcdefgh",
             "abcdefghi",
+            "abcdefghijk",
+            "abcdefghijklmno",
             "0123456789abcdef}x",
             "x}",
+            "{abcdefghij",
+            "x{abcdefghijklm",
         ] {
             for key in [
                 format!("{{{tag}}}"),

@@ -239,6 +239,7 @@ pub enum Reply {
 }
 
 /// A typed accessor's verdict on a reply of another shape.
+#[cold]
 fn wrong(reply: &Reply, op: &'static str, key: &str) -> Error {
     Error::backend(op, key, format!("a reply of the wrong shape: {reply:?}"))
 }
@@ -270,6 +271,7 @@ impl Reply {
 
     /// The value of [`Reply::Value`] (or [`Reply::Near`]), or the error for `op` on
     /// `key`.
+    #[inline]
     pub fn into_value(self, op: &'static str, key: &str) -> Result<Option<Vec<u8>>, Error> {
         match self {
             Self::Value(value) => Ok(value),

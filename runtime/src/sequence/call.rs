@@ -32,6 +32,7 @@ pub(crate) struct Call<'a> {
 }
 
 impl Drop for Call<'_> {
+    #[inline]
     fn drop(&mut self) {
         key::recycle(&mut self.key);
     }
@@ -48,6 +49,7 @@ pub(crate) enum BackendRef<'a> {
 }
 
 impl BackendRef<'_> {
+    #[inline]
     fn of(opts: &MemoizeOptions) -> BackendRef<'_> {
         opts.backend
             .as_ref()
@@ -81,11 +83,13 @@ impl std::ops::Deref for BackendRef<'_> {
 }
 
 impl<'a> Call<'a> {
+    #[inline]
     pub(crate) fn new(key: &str, opts: &'a MemoizeOptions, refresh: Refresh) -> Self {
         Self::for_key(key::pooled_cache_key(key), opts, refresh)
     }
 
     /// A call for a key already made (an iterator keeps its key for its whole life).
+    #[inline]
     pub(crate) fn for_key(key: CacheKey, opts: &'a MemoizeOptions, refresh: Refresh) -> Self {
         Self {
             key,
@@ -137,6 +141,7 @@ impl<'a> Call<'a> {
     /// concurrent misses in this process wait for one leader (a forced refresh never
     /// does: it must not return another caller's older value).
     /// `share`: with `keep_decoded`, how its values are kept decoded.
+    #[inline]
     pub(crate) fn machine<T: DeserializeOwned>(
         &self,
         coalesce: bool,
@@ -146,6 +151,7 @@ impl<'a> Call<'a> {
     }
 
     /// The sequence for this call, reading stored bytes with `decode`.
+    #[inline]
     pub(crate) fn machine_reading<T>(
         &self,
         coalesce: bool,
@@ -196,19 +202,20 @@ impl<'a> Call<'a> {
             wait,
             retry: lock.retry,
         };
-        match (self.opts.lock, self.refresh) {
-            (lock, Refresh::Forced) => {
-                let lock = lock.unwrap_or_default();
+        match self.refresh {
+            Refresh::Forced => {
+                let lock = self.opts.lock.unwrap_or_default();
                 let wait = match Wait::of(&lock) {
                     Wait::Never => Wait::For(lock.expire),
                     wait => wait,
                 };
                 Some(policy(lock, wait))
             }
-            (Some(lock), Refresh::IfMissing | Refresh::Revalidate) => {
-                Some(policy(lock, Wait::of(&lock)))
-            }
-            (None, Refresh::IfMissing | Refresh::Revalidate) => None,
+            Refresh::IfMissing | Refresh::Revalidate => self
+                .opts
+                .lock
+                .as_ref()
+                .map(|lock| policy(*lock, Wait::of(lock))),
         }
     }
 

@@ -10,6 +10,7 @@
 //! process's refresh claim on the key, handed with a stale value to its revalidation.
 
 use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,12 +20,14 @@ use tracing::Instrument;
 
 use super::call::Call;
 use super::machine::{
-    Event, Found, Io, Life, LockSpec, Machine, Note, Recheck, Role, Step, Storing, Verdict, Via,
+    Event, Failure, Found, Io, Life, LockSpec, Machine, Note, Recheck, Role, Step, Storing,
+    Verdict, Via,
 };
 use crate::backend::{GetOrLock, Op, Reply, wait_for_value, wait_for_value_async};
 use crate::coalesce::{self, Following, Landed, Leader};
 use crate::codec::{self, Stamp};
 use crate::error::Error;
+use crate::kept::Share;
 use crate::large::{Reading, Writing};
 use crate::lock::renew::Renewal;
 use crate::lock::{DropRelease, Liveness, LockGuard, new_token};
@@ -228,14 +231,15 @@ impl<'c, 'o> Driver<'c, 'o> {
         self.holds = codec::manifest_holds::<T>;
         let mut read = Some(read);
         let mut event = Event::Start;
+        let share = machine.share();
         loop {
             let now_ms = self.now_ms(machine);
             match machine.on(now_ms, event) {
                 Step::Io(Io::Get) if read.is_some() => {
-                    event = self.expanded(Event::Read(read.take().unwrap_or(Ok(None))));
+                    event = self.expanded(Event::Read(first_read(read.take())));
                 }
                 Step::Io(io) => event = self.perform(io),
-                step => return self.decided(step),
+                step => return self.decided(step, share),
             }
         }
     }
@@ -249,15 +253,16 @@ impl<'c, 'o> Driver<'c, 'o> {
         self.holds = codec::manifest_holds::<T>;
         let mut read = Some(read);
         let mut event = Event::Start;
+        let share = machine.share();
         loop {
             let now_ms = self.now_ms(machine);
             match machine.on(now_ms, event) {
                 Step::Io(Io::Get) if read.is_some() => {
-                    let first = Event::Read(read.take().unwrap_or(Ok(None)));
+                    let first = Event::Read(first_read(read.take()));
                     event = self.expanded_async(first).await;
                 }
                 Step::Io(io) => event = self.perform_async(io).await,
-                step => return self.decided(step),
+                step => return self.decided(step, share),
             }
         }
     }
@@ -272,15 +277,21 @@ impl<'c, 'o> Driver<'c, 'o> {
     /// came at, until the machine decides.
     fn drive<T>(&mut self, machine: &mut Machine<'_, T>, mut event: Event) -> Lookup<T> {
         self.holds = codec::manifest_holds::<T>;
+        let share = machine.share();
         loop {
             let now_ms = self.now_ms(machine);
-            match machine.on(now_ms, event) {
-                Step::Io(io) => event = self.perform(io),
-                step => {
-                    self.renewal = None;
-                    return self.decided(step);
-                }
+            // Not dropped when it is an I/O step, which owns nothing (an `Io` is
+            // `Copy`): the compiler would call the `Step`'s drop glue after each one.
+            let step = ManuallyDrop::new(machine.on(now_ms, event));
+            if let Step::Io(io) = *step {
+                event = self.perform(io);
+                continue;
             }
+            // Checked here: a hit holds no renewal, and drops none.
+            if let Some(renewal) = self.renewal.take() {
+                drop(renewal);
+            }
+            return self.decided(ManuallyDrop::into_inner(step), share);
         }
     }
 
@@ -291,13 +302,17 @@ impl<'c, 'o> Driver<'c, 'o> {
         mut event: Event,
     ) -> Lookup<T> {
         self.holds = codec::manifest_holds::<T>;
+        let share = machine.share();
         loop {
             let now_ms = self.now_ms(machine);
             match machine.on(now_ms, event) {
                 Step::Io(io) => event = self.perform_async(io).await,
                 step => {
-                    self.renewal = None;
-                    return self.decided(step);
+                    // Checked here: a hit holds no renewal, and drops none.
+                    if let Some(renewal) = self.renewal.take() {
+                        drop(renewal);
+                    }
+                    return self.decided(step, share);
                 }
             }
         }
@@ -326,6 +341,7 @@ impl<'c, 'o> Driver<'c, 'o> {
     /// Counts, for this process's followers, a step this call is about to send or a
     /// computation it is about to start (see `coalesce`); before a store, closes the
     /// flight to callers that have not joined yet.
+    #[inline]
     fn mark(&mut self, io: Option<&Io<'_>>) {
         if io.is_some_and(|io| !io.proves()) {
             return;
@@ -339,9 +355,14 @@ impl<'c, 'o> Driver<'c, 'o> {
     }
 
     /// A read's reply as the machine's event, noting whether the near tier answered.
+    #[inline]
     fn read(&mut self, reply: Result<Reply, Error>, key: &str) -> Event {
         self.near = matches!(reply, Ok(Reply::Near(_)));
-        Event::Read(reply.and_then(|reply| reply.into_value("get", key)))
+        Event::Read(
+            reply
+                .and_then(|reply| reply.into_value("get", key))
+                .map_err(Failure::new),
+        )
     }
 
     /// A decoded value the near tier kept, as the machine's event.
@@ -355,9 +376,25 @@ impl<'c, 'o> Driver<'c, 'o> {
     #[inline]
     fn perform(&mut self, io: Io<'_>) -> Event {
         match io {
+            Io::Get => self.get(),
             Io::StoreAndRelease { bytes, ttl } => self.store(bytes, ttl),
             io => self.step(io),
         }
+    }
+
+    /// The read of the value, blocking: what [`plan`](Self::plan) and
+    /// [`answer`](Self::answer) make of `Io::Get`, sent without them (the one step of
+    /// every hit: no plan to build and take apart).
+    #[inline]
+    fn get(&mut self) -> Event {
+        self.mark(Some(&Io::Get));
+        let key = self.call.key.as_str();
+        let reply = self.call.backend.execute(Op::Get { key });
+        if let Err(err) = &reply {
+            said_failed(err);
+        }
+        let event = self.read(reply, key);
+        self.expanded(event)
     }
 
     /// The store step: a large value's chunks first (the lock kept alive meanwhile, as
@@ -394,8 +431,8 @@ impl<'c, 'o> Driver<'c, 'o> {
             match self.plan(io, &mut scratch, |op| backend.execute(op)) {
                 Plan::Event(event) => return event,
                 Plan::Sent(reply, then) => {
-                    if reply.as_ref().is_err_and(|err| !err.is_skipped()) {
-                        held_runtime_thread("a blocking memoized call", None);
+                    if let Err(err) = &reply {
+                        said_failed(err);
                     }
                     match then.next() {
                         Some(next) => io = next,
@@ -409,7 +446,15 @@ impl<'c, 'o> Driver<'c, 'o> {
             }
         };
         match wait {
-            Wait::Leader(flight, max) => Event::Landed(flight.wait(max)),
+            Wait::Leader(flight, max) => {
+                let started = Instant::now();
+                let landed = flight.wait(max);
+                held_runtime_thread(
+                    "a blocking memoized call waiting for this process's computation of its key",
+                    Some(started.elapsed()),
+                );
+                Event::Landed(landed)
+            }
             Wait::Release(lock_key, since, max) => {
                 let started = Instant::now();
                 let delivered =
@@ -676,17 +721,20 @@ impl<'c, 'o> Driver<'c, 'o> {
             Then::Stored => Event::Stored(
                 self.lock
                     .take()
-                    .map_or(Ok(false), |lock| lock.stored(key, reply)),
+                    .map_or(Ok(false), |lock| lock.stored(key, reply))
+                    .map_err(Failure::new),
             ),
             Then::Released => Event::Stored(
                 self.lock
                     .take()
-                    .map_or(Ok(false), |lock| lock.released(reply)),
+                    .map_or(Ok(false), |lock| lock.released(reply))
+                    .map_err(Failure::new),
             ),
             Then::Rechecked => Event::Rechecked(
                 reply
                     .and_then(|reply| reply.into_values("get_many", key))
-                    .map(Recheck::of),
+                    .map(Recheck::of)
+                    .map_err(Failure::new),
             ),
             // Never answered: the release follows (`Then::next`).
             Then::Marked => Event::Stored(Ok(false)),
@@ -746,10 +794,13 @@ impl<'c, 'o> Driver<'c, 'o> {
                 }
             }
         }
-        Event::Attempted { at, found }
+        Event::Attempted {
+            at,
+            found: found.map_err(Failure::new),
+        }
     }
 
-    fn decided<T>(&mut self, step: Step<'_, T>) -> Lookup<T> {
+    fn decided<T>(&mut self, step: Step<'_, T>, share: Option<Share<T>>) -> Lookup<T> {
         match step {
             Step::Hit(Found {
                 value,
@@ -759,7 +810,7 @@ impl<'c, 'o> Driver<'c, 'o> {
                 stamp,
                 keep,
             }) => {
-                if let (Some(share), Some(bytes)) = (keep, &bytes) {
+                if let (true, Some(share), Some(bytes)) = (keep, share, &bytes) {
                     let (key, opts) = (self.call.key.as_str(), self.call.opts);
                     let make = &mut || share.keep(&value, stamp, opts.codec, opts.version);
                     self.call.backend.keep_decoded(key, bytes, make);
@@ -822,6 +873,7 @@ impl<'c, 'o> Driver<'c, 'o> {
     }
 
     /// Records what the lookup came to (and the backend's health, when it answered).
+    #[inline]
     fn observe(&self, outcome: Outcome) {
         let function = self.call.opts.name;
         observe::record(function, &self.call.key, outcome);
@@ -834,6 +886,7 @@ impl<'c, 'o> Driver<'c, 'o> {
     }
 
     /// Shares `bytes` with this process's followers, if this call leads them.
+    #[inline]
     fn land(&mut self, bytes: Option<Vec<u8>>) {
         // Checked first: a call that leads no flight (every hit) only drops the bytes.
         let Some(leader) = self.leader.take() else {
@@ -990,13 +1043,28 @@ fn read_into(mut event: Event, reading: Reading) -> Event {
     event
 }
 
+/// The first read of a call whose read was sent before its sequence began (a batch's).
+fn first_read(read: Option<Result<Option<Vec<u8>>, Error>>) -> Result<Option<Vec<u8>>, Failure> {
+    read.unwrap_or(Ok(None)).map_err(Failure::new)
+}
+
+/// A blocking step's backend failure: a timeout held the thread for the response
+/// timeout, said once if that thread is inside a Tokio runtime (a refused connection or
+/// a skipped backend held nothing).
+#[cold]
+fn said_failed(err: &Error) {
+    if err.is_timeout() {
+        held_runtime_thread("a blocking memoized call", None);
+    }
+}
+
 /// The end of a store step whose chunk writes `failed`, or stopped when the renewal
 /// found the lock `lost` (gone, or the backend failing it), the lock released in its
 /// place: a failed store, or a store refused for a lost lock, said as one (a release
 /// that found the lock still ours is no store).
 fn failed_store(event: Event, failed: Option<Error>, lost: bool) -> Event {
     match (event, failed) {
-        (Event::Stored(Ok(_)), Some(err)) => Event::Stored(Err(err)),
+        (Event::Stored(Ok(_)), Some(err)) => Event::Stored(Err(Failure::new(err))),
         (Event::Stored(Ok(_)), None) if lost => Event::Stored(Ok(false)),
         (event, _) => event,
     }

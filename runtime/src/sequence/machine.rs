@@ -287,15 +287,19 @@ impl Recheck {
     }
 }
 
+/// A backend's error as the machine hears of it: boxed, so that the events and steps
+/// that may carry one stay small (they are moved on every call; the error is rare).
+pub(crate) type Failure = Box<Error>;
+
 /// What an I/O step found, fed back with [`Machine::on`].
 pub(crate) enum Event {
     /// The first event of a call.
     Start,
-    Read(Result<Option<Vec<u8>>, Error>),
+    Read(Result<Option<Vec<u8>>, Failure>),
     /// What [`Io::GetKept`] found: a decoded value the backend kept, if any.
     Kept(Option<DecodedValue>),
     /// What [`Io::Recheck`] read.
-    Rechecked(Result<Recheck, Error>),
+    Rechecked(Result<Recheck, Failure>),
     Joined(Role),
     /// Whether this call claimed the key's refresh in this process.
     Claimed(bool),
@@ -305,7 +309,7 @@ pub(crate) enum Event {
     /// then).
     Attempted {
         at: Instant,
-        found: Result<GetOrLock, Error>,
+        found: Result<GetOrLock, Failure>,
     },
     /// A pause ended; with the value the release delivered, if the backend delivered
     /// one (stored by the holder this call's last attempt, or a later one, found).
@@ -315,7 +319,7 @@ pub(crate) enum Event {
     Computed(Option<Vec<u8>>),
     /// Whether a store or release still found the lock ours (`true` for unlocked
     /// stores).
-    Stored(Result<bool, Error>),
+    Stored(Result<bool, Failure>),
 }
 
 /// A caller's part in this process's flight for a key.
@@ -338,7 +342,7 @@ pub(crate) enum Storing {
 #[derive(Debug)]
 pub(crate) enum Note {
     /// The backend failed before the computation: computing without it.
-    FailOpen(Error),
+    FailOpen(Failure),
     /// The lock stayed held for the whole timeout: computing without it.
     LockTimeout { waited: Duration },
     /// The lock was held and the lock does not block: computing without it.
@@ -347,13 +351,13 @@ pub(crate) enum Note {
     /// computing too, without storing.
     Concurrent,
     /// Storing or releasing failed.
-    StoreFailed(Error),
+    StoreFailed(Failure),
     /// The lock had expired, been taken by a later holder, or been voided by an
     /// invalidation when the value was to be stored: it was not stored.
     LockLost,
     /// A refresh failed (the computation's `Err` or panic, or the backend's error):
     /// the stale value is served until the fail-safe throttle lets a caller retry.
-    RevalidationFailed(Option<Error>),
+    RevalidationFailed(Option<Failure>),
 }
 
 #[derive(Debug)]
@@ -418,9 +422,10 @@ pub(crate) struct Found<T> {
     pub(crate) via: Via,
     /// Its stamp (a refresh computes only while it is stored).
     pub(crate) stamp: Stamp,
-    /// With `keep_decoded`, for a fresh value read as bytes: how to keep it decoded
-    /// beside them (with the call's codec and version).
-    pub(crate) keep: Option<Share<T>>,
+    /// With `keep_decoded`, for a fresh value read as bytes: whether to keep it decoded
+    /// beside them (as the machine's [`share`](Machine::share) says, with the call's
+    /// codec and version). A flag, not the `Share`: a hit's step stays smaller.
+    pub(crate) keep: bool,
 }
 
 /// One memoized call's sequence.
@@ -488,6 +493,11 @@ impl<'k, T> Machine<'k, T> {
         self
     }
 
+    /// With `keep_decoded`: how this call's values are kept decoded.
+    pub(crate) fn share(&self) -> Option<Share<T>> {
+        self.decoder.share
+    }
+
     /// Whether the times given with events matter: without `stale` or `beta`, a value
     /// is fresh for as long as it is stored, and a driver need not read the clock.
     pub(crate) fn reads_clock(&self) -> bool {
@@ -548,10 +558,8 @@ impl<'k, T> Machine<'k, T> {
         via: Via,
     ) -> Option<Found<T>> {
         let verdict = self.judge(stamp)?;
-        let keep = match (&bytes, verdict, via) {
-            (Some(_), Verdict::Fresh, Via::Read) => self.decoder.share,
-            _ => None,
-        };
+        let keep = self.decoder.share.is_some()
+            && matches!((&bytes, verdict, via), (Some(_), Verdict::Fresh, Via::Read));
         Some(Found {
             value,
             bytes,
@@ -730,7 +738,7 @@ impl<'k, T> Machine<'k, T> {
                 verdict: Verdict::Fresh,
                 via: Via::Leader,
                 stamp,
-                keep: None,
+                keep: false,
             }),
             // The leader stored nothing to share: run the sequence again.
             None => self.join(),
@@ -738,7 +746,7 @@ impl<'k, T> Machine<'k, T> {
     }
 
     /// What a store (or the release after a failed refresh) came to.
-    fn stored(&mut self, stored: Result<bool, Error>) -> Step<'_, T> {
+    fn stored(&mut self, stored: Result<bool, Failure>) -> Step<'_, T> {
         let note = match stored {
             _ if self.refresh_failed => Some(Note::RevalidationFailed(stored.err())),
             Ok(true) => None,
@@ -771,7 +779,11 @@ impl<'k, T> Machine<'k, T> {
     }
 
     /// A read of the value, first or after the lock was not obtained (`missed`).
-    fn read(&mut self, read: Result<Option<Vec<u8>>, Error>, missed: Option<Note>) -> Step<'_, T> {
+    fn read(
+        &mut self,
+        read: Result<Option<Vec<u8>>, Failure>,
+        missed: Option<Note>,
+    ) -> Step<'_, T> {
         let bytes = match read {
             Ok(bytes) => bytes,
             Err(err) => return self.compute(Storing::Nothing, Some(Note::FailOpen(err))),
@@ -821,7 +833,7 @@ impl<'k, T> Machine<'k, T> {
         &mut self,
         since: Option<Instant>,
         at: Instant,
-        found: Result<GetOrLock, Error>,
+        found: Result<GetOrLock, Failure>,
     ) -> Step<'_, T> {
         if found.is_ok() {
             self.erring_since = None;
@@ -919,7 +931,7 @@ impl<'k, T> Machine<'k, T> {
 
     /// A refresh holding its lock read the value again: refresh it only if it is still
     /// the value that triggered the refresh (or it is gone, or no longer this call's).
-    fn rechecked(&mut self, read: Result<Recheck, Error>) -> Step<'_, T> {
+    fn rechecked(&mut self, read: Result<Recheck, Failure>) -> Step<'_, T> {
         let now_ms = self.now_ms;
         match read {
             Err(err) => self.refresh_skipped(Some(Note::RevalidationFailed(Some(err)))),

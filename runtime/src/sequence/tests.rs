@@ -244,11 +244,11 @@ fn a_kept_decoded_value_is_judged_as_its_bytes_would_be() {
         match m.feed(Event::Read(Ok(Some(vec![5])))) {
             Step::Hit(Found {
                 value: 5,
-                keep: Some(keep),
+                keep: true,
                 stamp,
                 ..
             }) => {
-                let kept = keep.keep(&5, stamp, Codec::Bincode, 0);
+                let kept = Share::<u8>::new().keep(&5, stamp, Codec::Bincode, 0);
                 assert!(Share::<u8>::new().take(&*kept, Codec::Bincode, 0).is_some());
             }
             _ => panic!("a fresh hit read as bytes is kept decoded"),
@@ -258,7 +258,7 @@ fn a_kept_decoded_value_is_judged_as_its_bytes_would_be() {
     let mut m = fresh_machine(Refresh::IfMissing, Some(Wait::Forever), true, 0, 0.0);
     assert_eq!(kind(m.feed(Event::Start)), io("Get"));
     let step = m.feed(Event::Read(Ok(Some(vec![5]))));
-    assert!(matches!(step, Step::Hit(Found { keep: None, .. })));
+    assert!(matches!(step, Step::Hit(Found { keep: false, .. })));
     // A forced refresh does not read first.
     let mut m = machine(Refresh::Forced, Some(Wait::Forever), false);
     assert_eq!(kind(m.feed(Event::Start)), io("TakeLock"));
@@ -378,7 +378,7 @@ fn unreadable_stored_bytes_are_a_miss_and_are_overwritten_under_the_lock() {
 fn a_failing_read_fails_open_and_stores_nothing() {
     let mut m = locked(Wait::Forever);
     m.feed(Event::Start);
-    let step = m.feed(Event::Read(Err(failure())));
+    let step = m.feed(Event::Read(Err(failure().into())));
     assert_eq!(
         kind(step),
         Kind::Compute(Storing::Nothing, Some("fail open".into()))
@@ -398,7 +398,7 @@ fn a_failing_lock_attempt_fails_open() {
     m.feed(Event::Read(Ok(None)));
     let step = m.feed(Event::Attempted {
         at: Instant::now(),
-        found: Err(failure()),
+        found: Err(failure().into()),
     });
     assert_eq!(
         kind(step),
@@ -418,7 +418,7 @@ fn a_waiter_keeps_waiting_through_backend_errors_and_finds_the_value() {
     for after in [1, 2, 29] {
         let step = m.feed(Event::Attempted {
             at: start + Duration::from_secs(after),
-            found: Err(failure()),
+            found: Err(failure().into()),
         });
         match step {
             Step::Io(Io::Pause { .. }) => {}
@@ -476,7 +476,7 @@ fn a_waiter_whose_lock_was_lost_in_a_failover_takes_it_and_stores() {
     m.feed(Event::Paused(None));
     m.feed(Event::Attempted {
         at: start + Duration::from_secs(1),
-        found: Err(failure()),
+        found: Err(failure().into()),
     });
     m.feed(Event::Paused(None));
     let step = m.feed(attempted(
@@ -496,7 +496,7 @@ fn a_waiter_fails_open_once_errors_outlast_the_lock_expiry() {
     m.feed(Event::Paused(None));
     let failed = |after: u64| Event::Attempted {
         at: start + Duration::from_secs(after),
-        found: Err(failure()),
+        found: Err(failure().into()),
     };
     assert!(matches!(m.feed(failed(10)), Step::Io(Io::Pause { .. })));
     m.feed(Event::Paused(None));
@@ -519,10 +519,10 @@ fn a_waiter_with_a_timeout_stops_riding_out_errors_at_the_timeout() {
     m.feed(Event::Paused(None));
     let step = m.feed(Event::Attempted {
         at: start + Duration::from_secs(2),
-        found: Err(failure()),
+        found: Err(failure().into()),
     });
     assert_eq!(kind(step), io("Get"), "one more read before computing");
-    let step = m.feed(Event::Read(Err(failure())));
+    let step = m.feed(Event::Read(Err(failure().into())));
     assert_eq!(
         kind(step),
         Kind::Compute(Storing::Nothing, Some("fail open".into()))
@@ -669,7 +669,7 @@ fn a_failing_store_is_reported_and_the_value_not_shared() {
     m.feed(Event::Read(Ok(None)));
     m.feed(attempted(Instant::now(), GetOrLock::Locked { fence: 1 }));
     m.feed(Event::Computed(Some(vec![1])));
-    let step = m.feed(Event::Stored(Err(failure())));
+    let step = m.feed(Event::Stored(Err(failure().into())));
     assert_eq!(
         kind(step),
         Kind::Finished(Some("store failed".into()), false)
@@ -909,7 +909,7 @@ fn a_refresh_that_cannot_reach_the_backend_skips() {
     m.feed(Event::Start);
     let step = m.feed(Event::Attempted {
         at: Instant::now(),
-        found: Err(failure()),
+        found: Err(failure().into()),
     });
     assert_eq!(
         kind(step),

@@ -296,6 +296,7 @@ impl<'c, 'o> Caller<'c, 'o> {
     /// start of a computation, or the call's end.
     fn feed(&mut self, event: Event, world: &mut World) {
         let now_ms = self.driver.now_ms(&self.machine);
+        let share = self.machine.share();
         let step = self.machine.on(now_ms, event);
         let io = match step {
             Step::Io(io) => io,
@@ -314,7 +315,7 @@ impl<'c, 'o> Caller<'c, 'o> {
                 {
                     self.said |= warns(note);
                 }
-                let lookup = self.driver.decided(decided);
+                let lookup = self.driver.decided(decided, share);
                 self.decided(lookup, world);
                 return;
             }
