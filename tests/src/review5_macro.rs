@@ -9,6 +9,7 @@
     unused,
     missing_debug_implementations
 )]
+#![deny(clippy::missing_docs_in_private_items)]
 
 use std::fmt::Display;
 use std::pin::Pin;
