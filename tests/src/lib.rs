@@ -18,6 +18,7 @@ pub mod near;
 pub mod order_suite;
 pub mod probe;
 pub mod proxy;
+pub mod review5_macro;
 pub mod server;
 
 use std::sync::Arc;
