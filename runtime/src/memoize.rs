@@ -337,7 +337,7 @@ pub fn check_round_trip<T: Serialize + DeserializeOwned>(
 ///
 /// It blocks the calling thread until the backend answers; in async code, use
 /// [`invalidate_async`] (a blocking invalidation that holds a thread inside a Tokio
-/// runtime for 100 ms or more is said once, at WARN).
+/// runtime for 100 ms or more is said at WARN, at most once a minute).
 pub fn invalidate(key: &str) -> Result<(), Error> {
     let key = make_cache_key(key);
     let backend = registry::backend();

@@ -274,20 +274,42 @@ struct Failing {
 /// How long a blocking call may hold a thread inside a Tokio runtime before it is said.
 const HELD_TOO_LONG: Duration = Duration::from_millis(100);
 
-/// Whether [`held_runtime_thread`] has spoken (it speaks once per process).
-static SAID_HELD: AtomicBool = AtomicBool::new(false);
+/// When [`held_runtime_thread`] last spoke, in milliseconds since [`held_epoch`]
+/// plus one (0: never). It speaks at most once a minute, so that a harmless case (a
+/// `spawn_blocking` thread) does not silence a later real one for good.
+static SAID_HELD: AtomicU64 = AtomicU64::new(0);
 
-/// Says once per process, at WARN with the fix, that a blocking call of the cache
-/// (`what`) held a thread inside a Tokio runtime: for `held` (said from 100 ms), or, when
-/// `held` is `None`, until its backend timed out (the response timeout). On an async
-/// worker every task of that thread waited as long; on a `spawn_blocking` thread it is
-/// harmless, and the line says so. Costs a relaxed load once it has spoken.
+/// How often [`held_runtime_thread`] may speak.
+const SAY_HELD_EVERY: Duration = Duration::from_secs(60);
+
+/// The instant [`SAID_HELD`] counts from.
+fn held_epoch() -> Instant {
+    static EPOCH: Lazy<Instant> = Lazy::new(Instant::now);
+    *EPOCH
+}
+
+/// Says at WARN, with the fix, that a blocking call of the cache (`what`) held a
+/// thread inside a Tokio runtime: for `held` (said from 100 ms), or, when `held` is
+/// `None`, until its backend timed out (the response timeout). On an async worker every
+/// task of that thread waited as long; on a `spawn_blocking` thread (which cannot be
+/// told apart) it is harmless, and the line says so. At most once a minute per process;
+/// costs a relaxed load and a clock read meanwhile.
 #[cold]
 pub(crate) fn held_runtime_thread(what: &str, held: Option<Duration>) {
     if held.is_some_and(|held| held < HELD_TOO_LONG)
-        || SAID_HELD.load(Ordering::Relaxed)
         || tokio::runtime::Handle::try_current().is_err()
-        || SAID_HELD.swap(true, Ordering::Relaxed)
+    {
+        return;
+    }
+    let now = u64::try_from(held_epoch().elapsed().as_millis())
+        .unwrap_or(u64::MAX)
+        .saturating_add(1);
+    let last = SAID_HELD.load(Ordering::Relaxed);
+    let every = u64::try_from(SAY_HELD_EVERY.as_millis()).unwrap_or(u64::MAX);
+    if (last != 0 && now.saturating_sub(last) < every)
+        || SAID_HELD
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
     {
         return;
     }
@@ -299,7 +321,8 @@ pub(crate) fn held_runtime_thread(what: &str, held: Option<Duration>) {
         "{what} held a thread inside a Tokio runtime {held}: on an async worker, every task \
          of that thread waited as long. In async code use the async forms (a memoized \
          `async fn`, `f_invalidate_async`, `cache_memoize::invalidate_async`), or run the \
-         blocking call in `tokio::task::spawn_blocking`, where this is harmless (said once)"
+         blocking call in `tokio::task::spawn_blocking`, where this is harmless (said at \
+         most once a minute)"
     );
 }
 

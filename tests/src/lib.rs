@@ -18,7 +18,7 @@ pub mod near;
 pub mod order_suite;
 pub mod probe;
 pub mod proxy;
-pub mod review5_macro;
+pub mod receivers;
 pub mod server;
 
 use std::sync::Arc;

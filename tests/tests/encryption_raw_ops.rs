@@ -106,3 +106,51 @@ fn a_value_set_is_sealed_at_rest() {
     assert!(clear.is_empty(), "in clear at rest: {clear:?}");
     assert!(!raw_values(&server).is_empty(), "something is stored");
 }
+
+/// A well-formed envelope of a fenced format (6, 7, 8) with fewer than 8 bytes after
+/// its header, its checksum right.
+fn short_fenced_envelope(format: u8) -> Vec<u8> {
+    let mut bytes = b"cmz".to_vec();
+    bytes.push(format);
+    bytes.resize(20, 7);
+    bytes.extend_from_slice(b"abc");
+    // CRC-32 (IEEE) of "abc".
+    bytes[16..20].copy_from_slice(&0x3524_41c2_u32.to_le_bytes());
+    bytes
+}
+
+/// FINDING 1 through the public API: `set` then `get` of such bytes gives `Some([])`
+/// (unreadable, a miss) under encryption, the bytes as written without it.
+#[test]
+fn a_short_fenced_envelope_set_by_hand_reads_back_as_written() {
+    let server = RedisServer::start();
+    let backend = sealed(&server);
+    let ttl = Duration::from_secs(60);
+    for format in [6u8, 7, 8] {
+        let written = short_fenced_envelope(format);
+        let key = format!("{{hand:{format}}}");
+        assert!(backend.set(&key, &written, ttl).is_ok());
+        assert_eq!(
+            backend.get(&key).ok().flatten(),
+            Some(written),
+            "format {format}"
+        );
+    }
+}
+
+/// FINDING 5: a token `add`ed (stored in clear, as documented) whose bytes start with
+/// "cmz" reads back through `get` as empty (taken for a plaintext envelope, refused),
+/// though `compare_and_delete` still matches it: `get` and the token operations
+/// disagree on what is stored.
+#[test]
+fn a_token_starting_like_an_envelope_reads_back_as_added() {
+    let server = RedisServer::start();
+    let backend = sealed(&server);
+    let token = b"cmz-token-1";
+    let ttl = Duration::from_secs(60);
+    assert_eq!(backend.add("{lock:cmz}", token, ttl).ok(), Some(true));
+    assert_eq!(
+        backend.get("{lock:cmz}").ok().flatten().as_deref(),
+        Some(&token[..])
+    );
+}

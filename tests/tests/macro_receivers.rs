@@ -1,11 +1,11 @@
-//! Review 5: the methods of `cache_memoize_tests::review5_macro` (every receiver, a
+//! The methods of `cache_memoize_tests::receivers` (from review 5) (every receiver, a
 //! generic impl with a where clause, keyword names, a `dyn` trait's default methods,
 //! `companions = false`) compile under strict lints and work.
 
 #[test]
 fn every_receiver_and_impl_shape_compiles_and_memoizes() {
-    let first = cache_memoize_tests::review5_macro::exercise();
-    let again = cache_memoize_tests::review5_macro::exercise();
+    let first = cache_memoize_tests::receivers::exercise();
+    let again = cache_memoize_tests::receivers::exercise();
     assert_eq!(first, again);
     assert_eq!(
         first,

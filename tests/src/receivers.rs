@@ -1,7 +1,7 @@
-//! Review 5: the hidden `in_a_trait_impl_write_cache_memoize_companions_false_for_<name>`
+//! The hidden `in_a_trait_impl_write_cache_memoize_companions_false_for_<name>`
 //! method the attribute emits for every method with a receiver, under a user crate's
 //! strict lints, with every receiver form and impl shape. Compiling is the test; the
-//! calls are in `tests/tests/review5_macro.rs`.
+//! calls are in `tests/tests/macro_receivers.rs`.
 #![deny(
     missing_docs,
     unreachable_pub,
@@ -27,27 +27,27 @@ pub struct Shop {
 
 impl Display for Shop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "review5-shop-{}", self.id)
+        write!(f, "receivers-shop-{}", self.id)
     }
 }
 
 #[allow(clippy::boxed_local)]
 impl Shop {
     /// By reference.
-    #[cache_memoize(key = "review5:ref:{self}:{n}")]
+    #[cache_memoize(key = "receivers:ref:{self}:{n}")]
     pub fn by_ref(&self, n: u32) -> u32 {
         self.id + n
     }
 
     /// By mutable reference (skipped: it is not a key part).
-    #[cache_memoize(key = "review5:mut:{n}", skip(self))]
+    #[cache_memoize(key = "receivers:mut:{n}", skip(self))]
     pub fn by_mut(&mut self, n: u32) -> u32 {
         self.id += 0;
         n
     }
 
     /// By value, `mut`.
-    #[cache_memoize(key = "review5:val:{self}")]
+    #[cache_memoize(key = "receivers:val:{self}")]
     pub fn by_value(mut self) -> u32 {
         self.id += 0;
         self.id
@@ -55,45 +55,45 @@ impl Shop {
 
     /// Boxed (its companions take the box too: `clippy::boxed_local` on them,
     /// which an `allow` on the method does not reach; allowed on the impl).
-    #[cache_memoize(key = "review5:box:{n}", skip(self))]
+    #[cache_memoize(key = "receivers:box:{n}", skip(self))]
     pub fn boxed(self: Box<Self>, n: u32) -> u32 {
         self.id + n
     }
 
     /// Shared.
-    #[cache_memoize(key = "review5:arc:{n}", skip(self))]
+    #[cache_memoize(key = "receivers:arc:{n}", skip(self))]
     #[allow(clippy::needless_pass_by_value)]
     pub fn arc(self: Arc<Self>, n: u32) -> u32 {
         self.id + n
     }
 
     /// Reference counted.
-    #[cache_memoize(key = "review5:rc:{n}", skip(self))]
+    #[cache_memoize(key = "receivers:rc:{n}", skip(self))]
     #[allow(clippy::needless_pass_by_value)]
     pub fn rc(self: Rc<Self>, n: u32) -> u32 {
         self.id + n
     }
 
     /// Pinned.
-    #[cache_memoize(key = "review5:pin:{n}", skip(self))]
+    #[cache_memoize(key = "receivers:pin:{n}", skip(self))]
     pub fn pinned(self: Pin<&mut Self>, n: u32) -> u32 {
         self.id + n
     }
 
     /// A keyword name.
-    #[cache_memoize(key = "review5:type:{n}", skip(self))]
+    #[cache_memoize(key = "receivers:type:{n}", skip(self))]
     pub fn r#type(&self, n: u32) -> u32 {
         self.id + n
     }
 
     /// Another keyword name.
-    #[cache_memoize(key = "review5:match:{n}", skip(self))]
+    #[cache_memoize(key = "receivers:match:{n}", skip(self))]
     pub fn r#match(&self, n: u32) -> u32 {
         self.id + n
     }
 
     /// No companions: nothing else is emitted, so this name is free.
-    #[cache_memoize(key = "review5:bare:{n}", skip(self), companions = false)]
+    #[cache_memoize(key = "receivers:bare:{n}", skip(self), companions = false)]
     pub fn bare(&self, n: u32) -> u32 {
         self.id + n
     }
@@ -114,13 +114,13 @@ where
     T: Display + Clone + Send + Sync + 'static,
 {
     /// Generic impl, where clause.
-    #[cache_memoize(key = "review5:wrap:{self.0}:{n}")]
+    #[cache_memoize(key = "receivers:wrap:{self.0}:{n}")]
     pub fn wrapped(&self, n: u32) -> String {
         format!("{}{n}", self.0)
     }
 
     /// A second memoized method in the same impl.
-    #[cache_memoize(key = "review5:wrap2:{self.0}:{n}")]
+    #[cache_memoize(key = "receivers:wrap2:{self.0}:{n}")]
     pub fn wrapped_again(&self, n: u32) -> String {
         format!("{n}{}", self.0)
     }
@@ -128,7 +128,7 @@ where
 
 impl Wrapper<u8> {
     /// The same name in another impl of the same generic type.
-    #[cache_memoize(key = "review5:u8:{n}", skip(self))]
+    #[cache_memoize(key = "receivers:u8:{n}", skip(self))]
     pub fn same_name(&self, n: u32) -> u32 {
         u32::from(self.0) + n
     }
@@ -136,7 +136,7 @@ impl Wrapper<u8> {
 
 impl Wrapper<u16> {
     /// The same name in another impl of the same generic type.
-    #[cache_memoize(key = "review5:u16:{n}", skip(self))]
+    #[cache_memoize(key = "receivers:u16:{n}", skip(self))]
     pub fn same_name(&self, n: u32) -> u32 {
         u32::from(self.0) + n
     }
@@ -148,19 +148,19 @@ pub trait Greeter {
     fn name(&self) -> String;
 
     /// Memoized default method, with companions.
-    #[cache_memoize(key = "review5:greet:{n}", skip(self))]
+    #[cache_memoize(key = "receivers:greet:{n}", skip(self))]
     fn greet(&self, n: u32) -> String {
         self.name().repeat(n as usize)
     }
 
     /// A second one.
-    #[cache_memoize(key = "review5:wave:{n}", skip(self))]
+    #[cache_memoize(key = "receivers:wave:{n}", skip(self))]
     fn wave(&self, n: u32) -> String {
         format!("{}~{n}", self.name())
     }
 
     /// A boxed receiver in a dyn-compatible trait.
-    #[cache_memoize(key = "review5:boxed-greet:{n}", skip(self))]
+    #[cache_memoize(key = "receivers:boxed-greet:{n}", skip(self))]
     #[allow(clippy::boxed_local)]
     fn boxed_greet(self: Box<Self>, n: u32) -> String {
         format!("{}!{n}", self.name())
@@ -173,7 +173,7 @@ impl Greeter for Shop {
     }
 
     /// Overridden in a trait impl, with `companions = false` (the documented way).
-    #[cache_memoize(key = "review5:greet-shop:{n}", skip(self), companions = false)]
+    #[cache_memoize(key = "receivers:greet-shop:{n}", skip(self), companions = false)]
     fn greet(&self, n: u32) -> String {
         format!("hi{n}")
     }
@@ -181,7 +181,7 @@ impl Greeter for Shop {
 
 impl dyn Greeter {
     /// An inherent method of a trait object.
-    #[cache_memoize(key = "review5:dyn:{n}", skip(self))]
+    #[cache_memoize(key = "receivers:dyn:{n}", skip(self))]
     pub fn dyn_inherent(&self, n: u32) -> String {
         format!("{}{n}", self.name())
     }
