@@ -84,12 +84,12 @@ where
     T: Serialize + DeserializeOwned,
     F: FnOnce(&[K]) -> HashMap<K, T>,
 {
-    let elements = elements(keys);
     let refresh = Refresh::of(opts, take_forced());
-    let calls: Vec<Call<'_>> = elements
-        .iter()
-        .map(|(key, _)| Call::for_key(key.clone(), opts, refresh))
-        .collect();
+    // Each key moves into its element's call (no copy per element).
+    let (calls, elements): (Vec<Call<'_>>, Vec<K>) = elements(keys)
+        .into_iter()
+        .map(|(key, element)| (Call::for_key(key, opts, refresh), element))
+        .unzip();
     let mut reads = first_read(&calls);
     let mut batch = Outcomes::with_capacity(elements.len());
     let mut pending = Vec::new();
@@ -114,20 +114,20 @@ where
         }
     }
     if pending.is_empty() {
-        return batch.values(&elements);
+        return batch.values(elements);
     }
     let held: Vec<K> = pending
         .iter()
-        .map(|(index, ..)| elements[*index].1.clone())
+        .map(|(index, ..)| elements[*index].clone())
         .collect();
     let mut loaded = load(&held);
     for (index, mut machine, mut driver, renewal) in pending {
         drop(renewal);
-        let value = loaded.remove(&elements[index].1);
+        let value = loaded.remove(&elements[index]);
         let stored = driver.compute(&mut machine, || Ok::<_, Infallible>(value), |_| false);
         batch.computed(index, stored);
     }
-    batch.values(&elements)
+    batch.values(elements)
 }
 
 /// The async form of [`memoize_many`]: `load` is given the elements it computes as a
@@ -144,12 +144,12 @@ where
     F: FnOnce(Vec<K>) -> Fut,
     Fut: Future<Output = HashMap<K, T>>,
 {
-    let elements = elements(keys);
     let refresh = Refresh::of(opts, take_forced());
-    let calls: Vec<Call<'_>> = elements
-        .iter()
-        .map(|(key, _)| Call::for_key(key.clone(), opts, refresh))
-        .collect();
+    // Each key moves into its element's call (no copy per element).
+    let (calls, elements): (Vec<Call<'_>>, Vec<K>) = elements(keys)
+        .into_iter()
+        .map(|(key, element)| (Call::for_key(key, opts, refresh), element))
+        .unzip();
     let mut reads = first_read_async(&calls).await;
     let mut batch = Outcomes::with_capacity(elements.len());
     let mut pending = Vec::new();
@@ -175,23 +175,23 @@ where
         }
     }
     if pending.is_empty() {
-        return batch.values(&elements);
+        return batch.values(elements);
     }
     let held: Vec<K> = pending
         .iter()
-        .map(|(index, ..)| elements[*index].1.clone())
+        .map(|(index, ..)| elements[*index].clone())
         .collect();
     let mut loaded = load(held).await;
     for (index, mut machine, mut driver, renewal) in pending {
         drop(renewal);
-        let value = loaded.remove(&elements[index].1);
+        let value = loaded.remove(&elements[index]);
         let computed = || async { Ok::<_, Infallible>(value) };
         let stored = driver
             .compute_async(&mut machine, computed, |_| false)
             .await;
         batch.computed(index, stored);
     }
-    batch.values(&elements)
+    batch.values(elements)
 }
 
 /// What each element of a batch comes to, decided step by step (the same for both
@@ -263,11 +263,11 @@ impl<T> Outcomes<T> {
     }
 
     /// The values found and computed, by element; absences left out.
-    fn values<K: Eq + Hash + Clone>(self, elements: &[(CacheKey, K)]) -> HashMap<K, T> {
+    fn values<K: Eq + Hash + Clone>(self, elements: Vec<K>) -> HashMap<K, T> {
         self.found
             .into_iter()
             .zip(elements)
-            .filter_map(|(value, (_, element))| Some((element.clone(), value?)))
+            .filter_map(|(value, element)| Some((element, value?)))
             .collect()
     }
 }
