@@ -844,3 +844,7 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "codec_review6.rs"]
+mod review6;

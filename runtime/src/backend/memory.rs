@@ -888,3 +888,7 @@ mod tests {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "memory_review6.rs"]
+mod review6;

@@ -1069,3 +1069,6 @@ fn failed_store(event: Event, failed: Option<Error>, lost: bool) -> Event {
         (event, _) => event,
     }
 }
+
+#[cfg(test)]
+mod review6;
