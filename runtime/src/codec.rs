@@ -846,5 +846,5 @@ mod tests {
 }
 
 #[cfg(test)]
-#[path = "codec_review6.rs"]
-mod review6;
+#[path = "codec_against_old.rs"]
+mod against_old;

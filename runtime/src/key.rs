@@ -234,7 +234,10 @@ fn written_key(mut out: String, key: &str) -> CacheKey {
         }
     });
     out.push_str(key);
-    if out.len() - 1 > MAX_BODY_LEN {
+    // An empty body (the empty key, no prefix) would be an empty hash tag, which Redis
+    // Cluster ignores: the value and its lock would hash apart. It is written as a long
+    // body is, by its digest.
+    if out.len() - 1 > MAX_BODY_LEN || out.len() == 1 {
         out = format!("{{{}}}", shorten(out.split_off(1)));
     } else {
         out.push('}');
@@ -245,10 +248,10 @@ fn written_key(mut out: String, key: &str) -> CacheKey {
 /// The hash tag's two braces count against the length limit.
 const MAX_BODY_LEN: usize = MAX_KEY_LEN - 2;
 
-/// Cuts `body` to fit, ending it in a space and the SHA-256 hex digest of the whole
-/// body.
+/// Cuts `body` to fit (or, empty, gives it one), ending it in a space and the SHA-256
+/// hex digest of the whole body.
 fn shorten(body: String) -> String {
-    if body.len() <= MAX_BODY_LEN {
+    if body.len() <= MAX_BODY_LEN && !body.is_empty() {
         return body;
     }
     let digest = Sha256::digest(body.as_bytes());

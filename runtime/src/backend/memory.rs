@@ -890,5 +890,5 @@ mod tests {
 }
 
 #[cfg(test)]
-#[path = "memory_review6.rs"]
-mod review6;
+#[path = "memory_against_old.rs"]
+mod against_old;

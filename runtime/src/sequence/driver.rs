@@ -1071,4 +1071,4 @@ fn failed_store(event: Event, failed: Option<Error>, lost: bool) -> Event {
 }
 
 #[cfg(test)]
-mod review6;
+mod direct_read;

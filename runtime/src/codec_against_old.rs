@@ -1,4 +1,4 @@
-//! Review 6: `decode_with` after the hit-cost change (envelope checked, then decoded
+//! `decode_with` after the hit-cost change (envelope checked, then decoded
 //! once; the CRC-32 hasher made once and copied) against the chain of results before
 //! it (7d4f5e6^), copied here: the same `Some`/`None` for every input.
 

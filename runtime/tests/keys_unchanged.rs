@@ -1,4 +1,4 @@
-//! Review 6: the key rendering after the hit-cost change (`key::plain_key`, the plain
+//! The key rendering after the hit-cost change (`key::plain_key`, the plain
 //! key written without a `Cow`) against the implementation before it (7d4f5e6^),
 //! copied here: every key must render byte for byte as before, with and without a
 //! prefix (a change would be a cold cache, or a collision).
@@ -137,6 +137,18 @@ const CHARS: [char; 28] = [
 fn check(prefix: &str, key: &str) -> Result<(), String> {
     let new = make_cache_key(key);
     let old = old::make_cache_key(&old::sanitize(prefix), key);
+    // The one key changed on purpose since: the empty key without a prefix, once `{}`
+    // (an empty hash tag, which put its value and lock apart), is written by its digest.
+    if prefix.is_empty() && key.is_empty() {
+        return if old == "{}" && new.as_str().starts_with("{ ") && new.as_str().len() == 67 {
+            Ok(())
+        } else {
+            Err(format!(
+                "the empty key: new {:?}, old {old:?}",
+                new.as_str()
+            ))
+        };
+    }
     if new.as_str() == old {
         Ok(())
     } else {

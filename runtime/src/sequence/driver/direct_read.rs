@@ -1,4 +1,4 @@
-//! Review 6: the blocking driver's direct read (`Driver::get`, 7d4f5e6) against what
+//! The blocking driver's direct read (`Driver::get`, 7d4f5e6) against what
 //! `plan` and `answer` make of `Io::Get` (`Driver::step`), and against the async path
 //! (`step_async`): the same event, the same near-tier flag, the same large-value
 //! expansion, for a miss, a small value, a large value (and one of another type), a
@@ -94,7 +94,7 @@ fn reads(opts: &MemoizeOptions, key: &str, holds: fn(&[u8], u32) -> bool) -> [(S
 fn the_direct_read_is_what_plan_and_answer_make_of_a_get() {
     let mut failures = Vec::new();
     for (name, large) in [("small", false), ("large", true)] {
-        let key = format!("review6:get:{name}");
+        let key = format!("direct-read:{name}");
         let backend = Arc::new(Tweak {
             inner: MemoryBackend::new(),
             key: crate::key::make_cache_key(&key).as_str().to_owned(),

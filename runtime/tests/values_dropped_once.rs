@@ -1,4 +1,4 @@
-//! Review 6: every value the blocking drive loop is handed is dropped once (7d4f5e6
+//! Every value the blocking drive loop is handed is dropped once (7d4f5e6
 //! keeps I/O steps in `ManuallyDrop`): a value type that counts its live instances is
 //! memoized through misses, hits, large values, forced refreshes, stale serves and
 //! locked misses, blocking and async; none is left alive, none dropped twice.
@@ -59,7 +59,7 @@ fn no_value_is_leaked_or_dropped_twice_by_the_drive_loop() {
             if locked {
                 opts = opts.lock(LockOptions::default());
             }
-            let key = format!("review6:drops:{name}:{locked}");
+            let key = format!("drops:{name}:{locked}");
             for _ in 0..3 {
                 let v: Counted = memoize(&key, &opts, || Counted::new(vec![1; len]));
                 assert_eq!(v.0.len(), len);
