@@ -85,6 +85,9 @@ struct State {
     idle: Vec<SyncConnection>,
     /// Connections open: idle, checked out, or being opened.
     open: usize,
+    /// Callers waiting for a connection to come back: only then is `returned`
+    /// signalled (a signal is a system call even when no one waits).
+    waiting: usize,
 }
 
 impl Pool {
@@ -97,6 +100,7 @@ impl Pool {
             state: Mutex::new(State {
                 idle: Vec::new(),
                 open: 0,
+                waiting: 0,
             }),
             returned: Condvar::new(),
         }
@@ -157,8 +161,13 @@ impl Pool {
         let stale = result.as_ref().is_err_and(is_stale);
         let reusable = conn.is_open() && !stale && (!shortened || conn.set_timeouts(full).is_ok());
         if reusable {
-            self.state().idle.push(conn);
-            self.returned.notify_one();
+            let mut pooled = self.state();
+            pooled.idle.push(conn);
+            let waiting = pooled.waiting > 0;
+            drop(pooled);
+            if waiting {
+                self.returned.notify_one();
+            }
         } else {
             drop(conn);
             self.forget_one();
@@ -176,9 +185,12 @@ impl Pool {
         let mut state = self.state();
         let dropped = std::mem::take(&mut state.idle);
         state.open -= dropped.len();
+        let waiting = state.waiting > 0;
         drop(state);
         drop(dropped);
-        self.returned.notify_all();
+        if waiting {
+            self.returned.notify_all();
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -213,11 +225,15 @@ impl Pool {
                     self.timeouts.response, self.max
                 )));
             }
+            // Counted under the lock the wait releases: a return that sees the count
+            // finds this caller waiting on `returned`.
+            state.waiting += 1;
             state = self
                 .returned
                 .wait_timeout(state, left)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
+            state.waiting -= 1;
         }
     }
 
@@ -254,8 +270,13 @@ impl Pool {
 
     /// Frees the place of a connection that failed to open or was dropped.
     fn forget_one(&self) {
-        self.state().open -= 1;
-        self.returned.notify_one();
+        let mut state = self.state();
+        state.open -= 1;
+        let waiting = state.waiting > 0;
+        drop(state);
+        if waiting {
+            self.returned.notify_one();
+        }
     }
 }
 
