@@ -92,6 +92,15 @@ impl std::fmt::Debug for Encryption {
     }
 }
 
+/// The secrets are overwritten with zeros when the settings are dropped (each clone
+/// its own copy), so they do not linger in freed memory. The keys `ring` prepared from
+/// them are `ring`'s, which does not zero them.
+impl Drop for Encryption {
+    fn drop(&mut self) {
+        self.wipe();
+    }
+}
+
 impl Encryption {
     /// Settings whose key names are hashed with the 32-byte secret `name_key`; add the
     /// value keys with [`key`](Self::key) (at least one, or connecting fails).
@@ -112,6 +121,15 @@ impl Encryption {
     /// The value keys' ids, the sealing one first.
     pub fn key_ids(&self) -> Vec<u8> {
         self.keys.iter().map(|(id, _)| *id).collect()
+    }
+
+    /// Overwrites every secret with zeros (what dropping the settings does).
+    fn wipe(&mut self) {
+        use zeroize::Zeroize as _;
+        self.names.zeroize();
+        for (_, key) in &mut self.keys {
+            key.zeroize();
+        }
     }
 }
 
@@ -521,6 +539,15 @@ mod tests {
         tampered[last] ^= 1;
         assert_eq!(seal.open("{k}", tampered), Opened::Unreadable);
         assert_eq!(other.open("{k}", sealed), Opened::Unreadable);
+    }
+
+    #[test]
+    fn dropped_settings_leave_no_secret_behind() {
+        let mut settings = Encryption::new([7; 32]).key(1, [1; 32]).key(2, [2; 32]);
+        settings.wipe();
+        assert_eq!(settings.names, [0; 32]);
+        assert!(settings.keys.iter().all(|(_, key)| *key == [0; 32]));
+        assert_eq!(settings.key_ids(), [1, 2], "the ids are no secret");
     }
 
     #[test]
