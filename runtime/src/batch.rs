@@ -263,7 +263,7 @@ impl<T> Outcomes<T> {
     }
 
     /// The values found and computed, by element; absences left out.
-    fn values<K: Eq + Hash + Clone>(self, elements: Vec<K>) -> HashMap<K, T> {
+    fn values<K: Eq + Hash>(self, elements: Vec<K>) -> HashMap<K, T> {
         self.found
             .into_iter()
             .zip(elements)

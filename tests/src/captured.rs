@@ -28,6 +28,17 @@ impl Captured {
         String::from_utf8_lossy(&self.0.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
     }
 
+    /// A subscriber that writes here what is logged at `level` and above, without
+    /// colours.
+    pub fn subscriber(&self, level: tracing::Level) -> impl tracing::Subscriber + use<> {
+        let writer = self.clone();
+        tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_max_level(level)
+            .with_ansi(false)
+            .finish()
+    }
+
     /// What was written so far, forgetting it.
     pub fn take(&self) -> String {
         let bytes = std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner));

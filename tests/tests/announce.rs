@@ -25,12 +25,7 @@ fn stale_and_expire(n: u32) -> u32 {
 #[test]
 fn the_first_call_names_the_backend_once_and_says_values_stay_in_the_process() {
     let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .finish();
+    let subscriber = captured.subscriber(tracing::Level::INFO);
     if let Err(err) = tracing::subscriber::set_global_default(subscriber) {
         panic!("cannot install the subscriber: {err}");
     }

@@ -22,12 +22,7 @@ impl BackendCore for SlowInvalidation {
 impl ImmediateBackend for SlowInvalidation {}
 
 fn warnings(captured: &Captured, run: impl FnOnce()) -> String {
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .finish();
+    let subscriber = captured.subscriber(tracing::Level::WARN);
     tracing::subscriber::with_default(subscriber, run);
     captured.text()
 }

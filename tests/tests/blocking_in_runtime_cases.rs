@@ -33,8 +33,12 @@ fn on_a_failing_backend(n: u32) -> u32 {
     n
 }
 
+/// Set when a computation of `slow_to_compute` has begun.
+static COMPUTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 #[cache_memoize::cache_memoize(key = "flight:{n}", lock)]
 fn slow_to_compute(n: u32) -> u32 {
+    COMPUTING.store(true, std::sync::atomic::Ordering::SeqCst);
     std::thread::sleep(Duration::from_millis(400));
     n
 }
@@ -65,12 +69,7 @@ fn child() {
         return;
     };
     let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .finish();
+    let subscriber = captured.subscriber(tracing::Level::WARN);
     if let Err(err) = tracing::subscriber::set_global_default(subscriber) {
         panic!("{err}");
     }
@@ -117,7 +116,10 @@ fn child() {
         "flight" => {
             let got = runtime.block_on(async {
                 let a = tokio::spawn(async { slow_to_compute(1) });
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                // The second call begins once the first computes (it then follows it).
+                while !COMPUTING.load(std::sync::atomic::Ordering::SeqCst) {
+                    tokio::task::yield_now().await;
+                }
                 let b = tokio::spawn(async {
                     let started = std::time::Instant::now();
                     (slow_to_compute(1), started.elapsed())

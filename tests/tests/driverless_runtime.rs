@@ -25,12 +25,7 @@ fn driverless() -> tokio::runtime::Runtime {
 
 /// A subscriber writing WARN and above into `captured`.
 fn warnings(captured: &Captured) -> impl tracing::Subscriber + use<> {
-    let writer = captured.clone();
-    tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .finish()
+    captured.subscriber(tracing::Level::WARN)
 }
 
 fn locked(backend: Arc<dyn CacheBackend>, timeout: Duration) -> MemoizeOptions {

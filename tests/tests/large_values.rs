@@ -190,12 +190,7 @@ impl cache_memoize::ImmediateBackend for FailingChunks {}
 #[test]
 fn a_failed_chunk_write_is_reported_as_a_failed_store() {
     let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .finish();
+    let subscriber = captured.subscriber(tracing::Level::DEBUG);
     let backend = Arc::new(FailingChunks(MemoryBackend::new()));
     let opts = MemoizeOptions::new()
         .backend(Arc::clone(&backend) as Arc<dyn CacheBackend>)
@@ -225,12 +220,7 @@ fn a_failed_chunk_write_is_reported_as_a_failed_store() {
 #[test]
 fn an_invalidation_during_the_chunk_writes_voids_the_store_quietly() {
     let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .finish();
+    let subscriber = captured.subscriber(tracing::Level::WARN);
     let probe = probe_over_memory();
     let key = "large-invalidated-mid-write";
     let cache_key = make_cache_key(key);
@@ -399,12 +389,7 @@ impl cache_memoize::ImmediateBackend for NoRenewalSlowChunks {}
 #[test]
 fn a_renewal_failing_during_the_chunk_writes_is_said_as_a_lost_lock() {
     let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .finish();
+    let subscriber = captured.subscriber(tracing::Level::WARN);
     let backend = Arc::new(NoRenewalSlowChunks(MemoryBackend::new()));
     let opts = MemoizeOptions::new()
         .backend(Arc::clone(&backend) as Arc<dyn CacheBackend>)

@@ -89,12 +89,7 @@ fn known_sequence(backend: Arc<dyn CacheBackend>, tag: &str) {
         .stale(Duration::from_secs(7200));
     let key = |name: &str| format!("observe:{tag}:{name}:{}", uuid::Uuid::new_v4().simple());
     let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .finish();
+    let subscriber = captured.subscriber(tracing::Level::DEBUG);
     let before = stats();
     let (cold, busy, waited) = (key("cold"), key("busy"), key("waited"));
     tracing::subscriber::with_default(subscriber, || {

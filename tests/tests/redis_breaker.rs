@@ -4,7 +4,6 @@
 //! Every server here is private to its test.
 
 use std::future::Future;
-use std::io::Write;
 use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -15,6 +14,7 @@ use std::time::{Duration, Instant};
 use cache_memoize::{
     AsyncBackend, Backend, Error, MemoizeOptions, RedisBackend, memoize, memoize_async,
 };
+use cache_memoize_tests::captured::Captured;
 use cache_memoize_tests::server::RedisServer;
 use cache_memoize_tests::{runtime, wait_until};
 
@@ -59,39 +59,6 @@ fn breaking(server: &RedisServer, threshold: u32, clock: &ManualClock) -> RedisB
             .breaker_threshold(threshold)
             .breaker_clock(move || clock.now()),
     )
-}
-
-/// Everything a subscriber writes, shared with the test.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
-    }
-
-    fn subscriber(&self, level: tracing::Level) -> impl tracing::Subscriber + use<> {
-        let writer = self.clone();
-        tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_max_level(level)
-            .with_ansi(false)
-            .finish()
-    }
 }
 
 #[test]

@@ -109,12 +109,7 @@ fn a_call_after_an_invalidation_never_gets_the_value_delivered_before_it() {
 fn connect_lazy_to_a_live_server_reports_no_recovery() {
     let server = RedisServer::start();
     let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .finish();
+    let subscriber = captured.subscriber(tracing::Level::INFO);
     let backend = tracing::subscriber::with_default(subscriber, || lazy(&server));
     let connected = Instant::now();
     wait_until("the first contact answered", || !backend.is_circuit_open());

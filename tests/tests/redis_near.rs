@@ -444,12 +444,7 @@ fn a_near_cache_that_covers_none_of_the_keys_read_says_so_once_with_the_fix() {
         let backend = connect();
         wait_until("tracking is on", || backend.is_near_cache_live());
         let captured = cache_memoize_tests::captured::Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_max_level(tracing::Level::WARN)
-            .with_ansi(false)
-            .finish();
+        let subscriber = captured.subscriber(tracing::Level::WARN);
         tracing::subscriber::with_default(subscriber, || {
             for i in 0..100 {
                 // Stored as `{shop:…}`, as under set_key_prefix("shop").

@@ -3,12 +3,12 @@
 //! recognises its own store) and what `connect` says about the server's eviction
 //! policy. Every server here is private to its test.
 
-use std::io::Write;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use cache_memoize::{Backend, CacheBackend, Error, LockOptions, MemoizeOptions, RedisBackend};
+use cache_memoize_tests::captured::Captured;
 use cache_memoize_tests::proxy::CountingProxy;
 use cache_memoize_tests::server::RedisServer;
 use cache_memoize_tests::wait_until;
@@ -157,34 +157,11 @@ fn a_caller_that_gets_no_connection_in_time_fails_with_an_error() {
     });
 }
 
-/// Everything a WARN-level subscriber writes, shared with the test.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// What `connects` connections to one server started with `args` log at WARN.
 fn warnings_on_connect(args: &[&str], connects: usize) -> String {
     let server = RedisServer::start_with(args);
     let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .finish();
+    let subscriber = captured.subscriber(tracing::Level::WARN);
     tracing::subscriber::with_default(subscriber, || {
         for _ in 0..connects {
             let connected = RedisBackend::builder([server.url()])
@@ -195,8 +172,7 @@ fn warnings_on_connect(args: &[&str], connects: usize) -> String {
             }
         }
     });
-    let bytes = captured.0.lock().unwrap_or_else(PoisonError::into_inner);
-    String::from_utf8_lossy(&bytes).into_owned()
+    captured.text()
 }
 
 #[test]

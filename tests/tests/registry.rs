@@ -8,12 +8,7 @@ use cache_memoize_tests::captured::Captured;
 #[test]
 fn registrations_are_logged_and_try_set_backend_never_replaces() {
     let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .finish();
+    let subscriber = captured.subscriber(tracing::Level::INFO);
     tracing::subscriber::with_default(subscriber, || {
         // Only the default is in place: the first try registers.
         assert!(try_set_backend(MemoryBackend::new()));

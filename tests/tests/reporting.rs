@@ -10,12 +10,7 @@ use cache_memoize_tests::captured::Captured;
 use serde::{Deserialize, Serialize};
 
 fn capturing(captured: &Captured) -> impl tracing::Subscriber + use<> {
-    let writer = captured.clone();
-    tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .finish()
+    captured.subscriber(tracing::Level::WARN)
 }
 
 /// Internally tagged: bincode writes it but cannot read it back.
@@ -86,12 +81,7 @@ fn a_failing_backend_is_reported_with_the_key_and_the_value_still_returned() {
 #[test]
 fn a_failing_backend_is_reported_once_per_change_of_state() {
     let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .finish();
+    let subscriber = captured.subscriber(tracing::Level::INFO);
     let probe = Arc::new(Probe::new(Arc::new(MemoryBackend::new())));
     let opts = MemoizeOptions::new().backend(probe.clone());
     tracing::subscriber::with_default(subscriber, || {
