@@ -28,7 +28,8 @@ pub(crate) fn expand(args: &MemoizeArgs, item: &MaybeItemFn) -> syn::Result<Toke
     check_skips(args, &params)?;
     check_options(args, &output)?;
     let key = key_expr(args, &item.sig, &params)?;
-    let memoized = memoized_fn(args, item, &output, &params, &key);
+    let tags = tags_option(args, &params)?;
+    let memoized = memoized_fn(args, item, &output, &params, &key, &tags);
     let companions = if args.companions.unwrap_or(true) {
         companions(item, args, &params, &key)
     } else {
@@ -93,6 +94,12 @@ fn check_options(args: &MemoizeArgs, output: &Output<'_>) -> syn::Result<()> {
             "a memoized iterator is always stored in chunks (sized by `MemoizeOptions::chunk_size`); `large_values` applies to returned values: remove it",
         ));
     }
+    if let (Output::Iter(_), Some(tag)) = (output, args.tags.as_ref().and_then(|t| t.first())) {
+        return Err(syn::Error::new_spanned(
+            tag,
+            "a memoized iterator cannot have tags yet (its manifest does not record their epochs): remove `tags`, or memoize a `Vec` of the items",
+        ));
+    }
     if let (Output::Iter(_), Some(span)) = (output, args.keep_decoded) {
         return Err(syn::Error::new(
             span,
@@ -144,6 +151,35 @@ pub(crate) fn key_expr(
         }
     };
     Ok(build(terminated(pieces)))
+}
+
+/// The `.tags([..])` option: each `tags` template rendered at the call as a key
+/// template is (placeholders name parameters; a tag need not name them all); empty
+/// without `tags`.
+pub(crate) fn tags_option(args: &MemoizeArgs, params: &[Param]) -> syn::Result<TokenStream> {
+    let Some(templates) = &args.tags else {
+        return Ok(TokenStream::new());
+    };
+    let names: Vec<String> = params.iter().map(|p| p.name.clone()).collect();
+    let mut tags = Vec::with_capacity(templates.len());
+    for template in templates {
+        let pieces = key::parse(template, &names)?
+            .into_iter()
+            .filter_map(|segment| match segment {
+                Segment::Literal(text) => Some(Piece::Literal(text)),
+                Segment::Param(Placeholder {
+                    param,
+                    fields,
+                    debug,
+                }) => params
+                    .iter()
+                    .find(|p| p.name == param)
+                    .map(|param| Piece::Part(part(param, &fields, debug))),
+            })
+            .collect();
+        tags.push(build(terminated(pieces)));
+    }
+    Ok(quote!(.tags([#(#tags),*])))
 }
 
 /// The function's identity (`__private::fn_identity`): the path `type_name` gives a
@@ -421,6 +457,7 @@ fn memoized_fn(
     output: &Output<'_>,
     params: &[Param],
     key: &TokenStream,
+    tags: &TokenStream,
 ) -> TokenStream {
     let MaybeItemFn {
         attrs,
@@ -436,6 +473,7 @@ fn memoized_fn(
         Output::Value(ret) => quote!(#ret),
     };
     opts.extend(name_option(args, sig, &stored));
+    opts.extend(tags.clone());
     let call = match output {
         Output::Iter(item_ty) => iter_call(sig, item_ty, body, &key_var, &opts_var),
         Output::Value(ret) => {
