@@ -100,6 +100,20 @@ fn once<T>(slot: &mut Option<T>, value: T, span: Span, name: &str) -> syn::Resul
     Ok(())
 }
 
+/// `= ["template", ...]` after `tags`.
+fn tags_value(input: ParseStream<'_>) -> syn::Result<Vec<LitStr>> {
+    input.parse::<Token![=]>()?;
+    if !input.peek(syn::token::Bracket) {
+        return Err(input.error(
+            "`tags` is a list of templates: write `tags = [\"user:{id}\", \"tenant:{t}\"]`",
+        ));
+    }
+    let content;
+    syn::bracketed!(content in input);
+    let list = content.parse_terminated(syn::parse::ParseBuffer::parse::<LitStr>, Token![,])?;
+    Ok(list.into_iter().collect())
+}
+
 /// Rejects a value after a bare flag (`flag = ..`), with `message`.
 fn no_value(input: ParseStream<'_>, message: &str) -> syn::Result<()> {
     if input.peek(Token![=]) {
@@ -278,16 +292,7 @@ impl Parse for MemoizeArgs {
                 once(&mut args.keep_decoded, span, span, "keep_decoded")?;
             } else if lookahead.peek(kw::tags) {
                 input.parse::<kw::tags>()?;
-                input.parse::<Token![=]>()?;
-                if !input.peek(syn::token::Bracket) {
-                    return Err(input.error(
-                        "`tags` is a list of templates: write `tags = [\"user:{id}\", \"tenant:{t}\"]`",
-                    ));
-                }
-                let content;
-                syn::bracketed!(content in input);
-                let list = content.parse_terminated(|input| input.parse::<LitStr>(), Token![,])?;
-                once(&mut args.tags, list.into_iter().collect(), span, "tags")?;
+                once(&mut args.tags, tags_value(input)?, span, "tags")?;
             } else if lookahead.peek(kw::companions) {
                 input.parse::<kw::companions>()?;
                 once(&mut args.companions, bool_value(input)?, span, "companions")?;
