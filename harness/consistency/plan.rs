@@ -68,6 +68,8 @@ pub(crate) enum Form {
 }
 
 /// One function: its id, form and options.
+// Each flag is an option of its own, drawn independently: not a state in disguise.
+#[allow(clippy::struct_excessive_bools)]
 #[derive(Debug, Clone)]
 pub(crate) struct Spec {
     pub(crate) id: u16,
