@@ -13,9 +13,10 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use cache_memoize::{
-    CacheBackend, Clock, Error, MemoizeOptions, cache_memoize, invalidate, make_cache_key, memoize,
-    memoize_async, memoize_detached, memoize_iter, memoize_many, memoize_many_async, refresh,
-    refresh_async, try_memoize, try_memoize_async, try_memoize_detached,
+    CacheBackend, Clock, Error, MemoizeOptions, cache_memoize, invalidate, invalidate_tag_in,
+    make_cache_key, memoize, memoize_async, memoize_detached, memoize_iter, memoize_many,
+    memoize_many_async, refresh, refresh_async, try_memoize, try_memoize_async,
+    try_memoize_detached,
 };
 
 use crate::plan::{self, Form, Item, Spec, Value, sequence_len};
@@ -385,7 +386,13 @@ impl Caller {
         slow_reader: bool,
     ) -> Option<Observed> {
         let spec = &self.specs[index];
-        let opts = &self.opts[index];
+        let tagged;
+        let opts = if spec.tags && spec.form != Form::Batch {
+            tagged = self.opts[index].clone().tags(spec.tags(arg));
+            &tagged
+        } else {
+            &self.opts[index]
+        };
         let (f, key) = (spec.id, spec.key(arg));
         let force = |call: &dyn Fn() -> Result<Value, Flaky>| {
             if forced { refresh(call) } else { call() }
@@ -602,11 +609,21 @@ impl Caller {
             Form::Kept(4) => kept4_invalidate(arg),
             Form::Kept(5) => kept5_invalidate(arg),
             Form::Kept(_) => kept6_invalidate(arg),
+            // A tagged value: through its own tag, or its key, at even odds.
+            _ if spec.tags && spec.form != Form::Batch && fastrand::bool() => {
+                invalidate_tag_in(&*self.backends[index], &spec.tag(Some(arg)))
+            }
             _ => {
                 let key = make_cache_key(&spec.key(arg));
                 self.backends[index].invalidate(key.as_str(), &key.lock_key())
             }
         }
+    }
+
+    /// Invalidates every value of tagged function `index` at once: its function's tag.
+    pub(crate) fn invalidate_function(&self, index: usize) -> Result<(), Error> {
+        let spec = &self.specs[index];
+        invalidate_tag_in(&*self.backends[index], &spec.tag(None))
     }
 }
 
@@ -637,6 +654,10 @@ fn options(spec: &Spec, backend: &Arc<dyn CacheBackend>) -> MemoizeOptions {
         .chunk_size(spec.chunk_size);
     if let Some(bytes) = spec.large_values {
         opts = opts.large_values(bytes);
+    }
+    // A batch's tags are its options' (per argument, they are added at the call).
+    if spec.tags && spec.form == Form::Batch {
+        opts = opts.tags([spec.tag(None)]);
     }
     if let Some(lock) = spec.lock {
         opts = opts.lock(lock);

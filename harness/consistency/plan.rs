@@ -68,6 +68,8 @@ pub(crate) enum Form {
 }
 
 /// One function: its id, form and options.
+// Each flag is an option of its own, drawn independently: not a state in disguise.
+#[allow(clippy::struct_excessive_bools)]
 #[derive(Debug, Clone)]
 pub(crate) struct Spec {
     pub(crate) id: u16,
@@ -104,6 +106,9 @@ pub(crate) struct Spec {
     /// `large_values` (`None`: the default, 1 MiB, which no value here reaches; 32 B
     /// stores every value in chunks, behind a manifest).
     pub(crate) large_values: Option<usize>,
+    /// `tags`: each value is tagged with its argument's tag and the function's (a
+    /// batch's, with the function's alone); invalidations go through them.
+    pub(crate) tags: bool,
 }
 
 impl Spec {
@@ -128,6 +133,7 @@ impl Spec {
             compress: cache_memoize::DEFAULT_COMPRESS,
             chunk_size: 256,
             large_values: None,
+            tags: false,
         }
     }
 }
@@ -154,7 +160,7 @@ impl Spec {
         format!(
             "f{} {:?} near={} lock={} coalescing={} expire={}ms stale={}ms beta={} slow={}ms \
              jitter={} fail_safe={} fails={}% codec={:?} version={} force_overwrite={} \
-             clock={:+}ms compress={} chunk_size={} large_values={}",
+             clock={:+}ms compress={} chunk_size={} large_values={} tags={}",
             self.id,
             self.form,
             self.near,
@@ -176,7 +182,27 @@ impl Spec {
             self.chunk_size,
             self.large_values
                 .map_or_else(|| "default".to_owned(), |b| format!("{b}B")),
+            self.tags,
         )
+    }
+
+    /// The tag of argument `arg`'s value (`None`: the function's tag, which every value
+    /// of the function has).
+    pub(crate) fn tag(&self, arg: Option<u16>) -> String {
+        match arg {
+            Some(arg) => format!("cc:t{}:{arg}", self.id),
+            None => format!("cc:t{}", self.id),
+        }
+    }
+
+    /// The tags of argument `arg`'s value: its own and the function's (a batch's
+    /// elements carry the function's alone: one option set for the whole batch).
+    pub(crate) fn tags(&self, arg: u16) -> Vec<String> {
+        if self.form == Form::Batch {
+            vec![self.tag(None)]
+        } else {
+            vec![self.tag(Some(arg)), self.tag(None)]
+        }
     }
 
     /// The key of argument `arg` (function form).
@@ -330,6 +356,7 @@ pub(crate) fn draw(seed: u64) -> Vec<Spec> {
                 force: rng.usize(0..8) == 0,
                 clock_ms: offsets[rng.usize(0..offsets.len())],
                 large_values: [None, None, Some(32)][rng.usize(0..3)],
+                tags: rng.usize(0..3) == 0,
                 ..Spec::new(id, form, near)
             });
         }
@@ -373,6 +400,7 @@ pub(crate) fn draw(seed: u64) -> Vec<Spec> {
             force: rng.usize(0..8) == 0,
             clock_ms: offsets[rng.usize(0..offsets.len())],
             large_values: [None, None, Some(32)][rng.usize(0..3)],
+            tags: rng.usize(0..3) == 0,
             ..Spec::new(id, Form::Batch, near)
         });
     }

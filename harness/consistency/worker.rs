@@ -290,6 +290,9 @@ impl Thread {
     /// retrying until the invalidation returns `Ok` (the server may be restarting or
     /// stalled); a write that never returned `Ok` orders nothing and is not logged.
     fn write(&mut self, index: usize, arg: u16, change: bool) {
+        if self.caller.spec(index).tags && self.rng.u8(0..4) == 0 {
+            return self.write_function(index, change);
+        }
         let f = self.caller_spec_id(index);
         let start_us = now_us();
         let min_version = if change {
@@ -323,6 +326,49 @@ impl Thread {
             min_started_us,
             said: false,
         }));
+    }
+
+    /// A write of every argument of tagged function `index` at once (after bumping
+    /// each one's input, for a data change): one invalidation of the function's tag,
+    /// logged as a write of each argument.
+    fn write_function(&mut self, index: usize, change: bool) {
+        let f = self.caller_spec_id(index);
+        let start_us = now_us();
+        let versions: Vec<u64> = (0..ARGS)
+            .map(|arg| {
+                if change {
+                    truth::<u64>(redis::cmd("INCR").arg(truth_key(f, arg)))
+                } else {
+                    0
+                }
+            })
+            .collect();
+        let min_started_us = now_us();
+        let give_up = Instant::now() + Duration::from_secs(10);
+        while self.caller.invalidate_function(index).is_err() {
+            if Instant::now() > give_up {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let done_us = now_us();
+        for (arg, min_version) in (0..ARGS).zip(versions) {
+            self.records.push(Record::Write(Write {
+                proc: self.proc,
+                f,
+                arg,
+                kind: if change {
+                    WriteKind::Change
+                } else {
+                    WriteKind::Invalidate
+                },
+                start_us,
+                done_us,
+                min_version,
+                min_started_us,
+                said: false,
+            }));
+        }
     }
 
     fn caller_spec_id(&self, index: usize) -> u16 {

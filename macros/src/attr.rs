@@ -33,9 +33,10 @@ mod kw {
     syn::custom_keyword!(jitter);
     syn::custom_keyword!(refresh);
     syn::custom_keyword!(clock);
+    syn::custom_keyword!(tags);
 }
 
-const OPTIONS: &str = "`batch`, `key`, `shared_key`, `skip`, `expire`, `version`, `force_overwrite`, `lock`, `stale`, `fail_safe`, `beta`, `jitter`, `refresh`, `clock`, `cache_none`, `codec`, `large_values`, `companions`, `keep_decoded`";
+const OPTIONS: &str = "`batch`, `key`, `shared_key`, `skip`, `expire`, `version`, `force_overwrite`, `lock`, `stale`, `fail_safe`, `beta`, `jitter`, `refresh`, `clock`, `cache_none`, `codec`, `large_values`, `companions`, `keep_decoded`, `tags`";
 const CODECS: &str = "`\"bincode\"` (the default) or `\"msgpack\"` (self-describing)";
 
 /// The codec named by `codec = "..."`.
@@ -71,6 +72,8 @@ pub(crate) struct MemoizeArgs {
     /// `large_values`: the size in bytes over which values are stored in chunks, and
     /// where it was written.
     pub(crate) large_values: Option<(u64, Span)>,
+    /// `tags = ["user:{id}", ...]`: templates of the value's tags, over the parameters.
+    pub(crate) tags: Option<Vec<LitStr>>,
     /// `companions = false`: no `<name>_cache_key` / `<name>_invalidate`.
     pub(crate) companions: Option<bool>,
     /// `keep_decoded`: where it was written (hits may clone a value decoded once).
@@ -95,6 +98,20 @@ fn once<T>(slot: &mut Option<T>, value: T, span: Span, name: &str) -> syn::Resul
     }
     *slot = Some(value);
     Ok(())
+}
+
+/// `= ["template", ...]` after `tags`.
+fn tags_value(input: ParseStream<'_>) -> syn::Result<Vec<LitStr>> {
+    input.parse::<Token![=]>()?;
+    if !input.peek(syn::token::Bracket) {
+        return Err(input.error(
+            "`tags` is a list of templates: write `tags = [\"user:{id}\", \"tenant:{t}\"]`",
+        ));
+    }
+    let content;
+    syn::bracketed!(content in input);
+    let list = content.parse_terminated(syn::parse::ParseBuffer::parse::<LitStr>, Token![,])?;
+    Ok(list.into_iter().collect())
 }
 
 /// Rejects a value after a bare flag (`flag = ..`), with `message`.
@@ -273,6 +290,9 @@ impl Parse for MemoizeArgs {
                     "`keep_decoded` takes no value: write `keep_decoded`, or leave it out",
                 )?;
                 once(&mut args.keep_decoded, span, span, "keep_decoded")?;
+            } else if lookahead.peek(kw::tags) {
+                input.parse::<kw::tags>()?;
+                once(&mut args.tags, tags_value(input)?, span, "tags")?;
             } else if lookahead.peek(kw::companions) {
                 input.parse::<kw::companions>()?;
                 once(&mut args.companions, bool_value(input)?, span, "companions")?;

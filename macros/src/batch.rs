@@ -87,6 +87,12 @@ fn check_options(args: &MemoizeArgs) -> syn::Result<()> {
             "with `batch`, absences are always cached: an element the body leaves out of its map is stored as absent (and left out of the returned map) until it expires or is invalidated; remove `cache_none`",
         ));
     }
+    if let Some(tag) = args.tags.as_ref().and_then(|tags| tags.first()) {
+        return Err(syn::Error::new_spanned(
+            tag,
+            "`tags` with `batch` is not supported yet (a tag template over one element): call `memoize_many` with `MemoizeOptions::tags` for tags shared by the whole batch, or remove `tags`",
+        ));
+    }
     if let Some(span) = args.keep_decoded {
         return Err(syn::Error::new(
             span,

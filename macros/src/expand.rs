@@ -28,7 +28,8 @@ pub(crate) fn expand(args: &MemoizeArgs, item: &MaybeItemFn) -> syn::Result<Toke
     check_skips(args, &params)?;
     check_options(args, &output)?;
     let key = key_expr(args, &item.sig, &params)?;
-    let memoized = memoized_fn(args, item, &output, &params, &key);
+    let tags = tags_option(args, &item.sig, &params)?;
+    let memoized = memoized_fn(args, item, &output, &params, &key, &tags);
     let companions = if args.companions.unwrap_or(true) {
         companions(item, args, &params, &key)
     } else {
@@ -93,6 +94,12 @@ fn check_options(args: &MemoizeArgs, output: &Output<'_>) -> syn::Result<()> {
             "a memoized iterator is always stored in chunks (sized by `MemoizeOptions::chunk_size`); `large_values` applies to returned values: remove it",
         ));
     }
+    if let (Output::Iter(_), Some(tag)) = (output, args.tags.as_ref().and_then(|t| t.first())) {
+        return Err(syn::Error::new_spanned(
+            tag,
+            "a memoized iterator cannot have tags yet (its manifest does not record their epochs): remove `tags`, or memoize a `Vec` of the items",
+        ));
+    }
     if let (Output::Iter(_), Some(span)) = (output, args.keep_decoded) {
         return Err(syn::Error::new(
             span,
@@ -146,17 +153,58 @@ pub(crate) fn key_expr(
     Ok(build(terminated(pieces)))
 }
 
+/// The `.tags([..])` option: each `tags` template rendered at the call as a key
+/// template is (placeholders name parameters; a tag need not name them all); empty
+/// without `tags`.
+pub(crate) fn tags_option(
+    args: &MemoizeArgs,
+    sig: &Signature,
+    params: &[Param],
+) -> syn::Result<TokenStream> {
+    let Some(templates) = &args.tags else {
+        return Ok(TokenStream::new());
+    };
+    let names: Vec<String> = params.iter().map(|p| p.name.clone()).collect();
+    let mut tags = Vec::with_capacity(templates.len());
+    for template in templates {
+        let pieces = key::parse(template, &names)?
+            .into_iter()
+            .filter_map(|segment| match segment {
+                Segment::Literal(text) => Some(Piece::Literal(text)),
+                Segment::Param(Placeholder {
+                    param,
+                    fields,
+                    debug,
+                }) => params
+                    .iter()
+                    .find(|p| p.name == param)
+                    .map(|param| Piece::Part(part(param, &fields, debug))),
+            })
+            .collect();
+        tags.push(build(terminated(pieces)));
+    }
+    // The function's own tag (`<name>_clear`), named in its body as its key is.
+    let identity = identity_expr(sig);
+    Ok(quote!(.tags([#(#tags,)* ::cache_memoize::__private::function_tag(&#identity)])))
+}
+
 /// The function's identity (`__private::fn_identity`): the path `type_name` gives a
 /// closure in the body it is evaluated in (the function's, or a companion's), with
 /// every generic argument in force: the `impl`'s, the trait's `Self`, the function's
 /// own and its `impl Trait` arguments' types.
 fn identity(sig: &Signature) -> Piece {
-    // The companions are `{name}_cache_key`, `{name}_invalidate`, `{name}_invalidate_async`.
+    Piece::Raw(identity_expr(sig))
+}
+
+/// The expression of the function's identity, evaluated in the body it is in.
+fn identity_expr(sig: &Signature) -> TokenStream {
+    // The companions are `{name}_cache_key`, `{name}_invalidate`,
+    // `{name}_invalidate_async`, `{name}_clear` and `{name}_clear_async`.
     let stem = format!("::{}_", sig.ident.unraw());
-    Piece::Raw(quote!(::cache_memoize::__private::fn_identity(
+    quote!(::cache_memoize::__private::fn_identity(
         ::cache_memoize::__private::type_name_of_val(&|| ()),
         #stem,
-    )))
+    ))
 }
 
 /// A shared key's generic arguments: the function's type parameters and `impl Trait`
@@ -421,6 +469,7 @@ fn memoized_fn(
     output: &Output<'_>,
     params: &[Param],
     key: &TokenStream,
+    tags: &TokenStream,
 ) -> TokenStream {
     let MaybeItemFn {
         attrs,
@@ -436,6 +485,7 @@ fn memoized_fn(
         Output::Value(ret) => quote!(#ret),
     };
     opts.extend(name_option(args, sig, &stored));
+    opts.extend(tags.clone());
     let call = match output {
         Output::Iter(item_ty) => iter_call(sig, item_ty, body, &key_var, &opts_var),
         Output::Value(ret) => {
@@ -598,6 +648,7 @@ fn companions(
 ) -> TokenStream {
     let name = &item.sig.ident;
     let vis = &item.vis;
+    let clear = clear_companions(item, args, params);
     // Skipped parameters stay in the signature (callers pass what the function takes)
     // but are not bound: the key does not read them.
     let unread: Vec<&str> = params
@@ -695,6 +746,66 @@ fn companions(
         )]
         #vis #invalidate_async_sig {
             ::cache_memoize::__private::invalidate_owned_async(#key)
+        }
+
+        #clear
+    }
+}
+
+/// With `tags`: `<name>_clear()` and `<name>_clear_async()`, which invalidate the
+/// function's own tag (every value it stored). They take the receiver, if any, and
+/// the function's generics, but no argument; not made for a function with an
+/// `impl Trait` argument (whose type is part of its identity, and unnamed).
+fn clear_companions(item: &MaybeItemFn, args: &MemoizeArgs, params: &[Param]) -> TokenStream {
+    if args.tags.is_none() || params.iter().any(|p| p.impl_trait) {
+        return TokenStream::new();
+    }
+    let name = &item.sig.ident;
+    let vis = &item.vis;
+    let identity = identity_expr(&item.sig);
+    let sig = |suffix: &str, output: TokenStream| {
+        let mut sig = item.sig.clone();
+        sig.ident = format_ident!("{name}_{suffix}", span = name.span());
+        sig.asyncness = None;
+        sig.constness = None;
+        sig.inputs = sig
+            .inputs
+            .into_iter()
+            .filter_map(|input| match input {
+                FnArg::Receiver(receiver) if receiver.colon_token.is_none() => {
+                    Some(syn::parse_quote!(&self))
+                }
+                FnArg::Receiver(receiver) => Some(FnArg::Receiver(receiver)),
+                FnArg::Typed(_) => None,
+            })
+            .collect();
+        sig.output = syn::parse_quote!(-> #output);
+        sig
+    };
+    let error = quote!(::cache_memoize::__private::Error);
+    let clear_sig = sig("clear", quote!(::core::result::Result<(), #error>));
+    let clear_async_sig = sig(
+        "clear_async",
+        quote!(::cache_memoize::__private::BoxFuture<'static, ::core::result::Result<(), #error>>),
+    );
+    let clear_doc = format!(
+        " Invalidates every result `{name}` stored (its own tag): one write, however many \
+         there are. Blocks the calling thread until the backend answers: in async code, \
+         `{name}_clear_async().await`."
+    );
+    let clear_async_doc =
+        format!(" Invalidates every result `{name}` stored, without blocking the thread.");
+    quote_spanned! {name.span()=>
+        #[doc = #clear_doc]
+        #[allow(dead_code, clippy::unused_self, clippy::extra_unused_type_parameters)]
+        #vis #clear_sig {
+            ::cache_memoize::__private::clear(&#identity)
+        }
+
+        #[doc = #clear_async_doc]
+        #[allow(dead_code, clippy::unused_self, clippy::extra_unused_type_parameters)]
+        #vis #clear_async_sig {
+            ::cache_memoize::__private::clear_owned_async(&#identity)
         }
     }
 }

@@ -140,9 +140,9 @@ pub(crate) fn manifest_head(value: &[u8]) -> Option<Vec<u8>> {
 /// Whether a large value's manifest `bytes` head a value of type `T` written for
 /// `version`, so that its chunks are worth reading (any other is a miss, found without
 /// reading them).
-pub(crate) fn manifest_holds<T>(bytes: &[u8], version: u32) -> bool {
+pub(crate) fn manifest_holds<T>(bytes: &[u8], version: u32, tags: u64) -> bool {
     let version_at = TYPE_PRINT_AT + 8;
-    type_print(bytes) == Some(&fingerprint::<T>().to_le_bytes())
+    type_print(bytes) == Some(&(fingerprint::<T>() ^ tags).to_le_bytes())
         && bytes.get(version_at..version_at + 4) == Some(&version.to_le_bytes()[..])
 }
 
@@ -237,8 +237,22 @@ pub(crate) fn encode_with<T: Serialize>(
     fence: u64,
     stamp: Stamp,
 ) -> Result<Vec<u8>, BoxError> {
+    encode_tagged(codec, value, version, 0, fence, stamp)
+}
+
+/// [`encode_with`] for a value whose tags had the epochs `tags` (mixed, see
+/// `crate::tags`; 0: untagged) when it was computed: the mix is folded into the type's
+/// fingerprint, so a reader whose tags' epochs have moved since reads it as a miss.
+pub(crate) fn encode_tagged<T: Serialize>(
+    codec: Codec,
+    value: &T,
+    version: u32,
+    tags: u64,
+    fence: u64,
+    stamp: Stamp,
+) -> Result<Vec<u8>, BoxError> {
     let mut out = Vec::with_capacity(HEADER_LEN + FENCE_LEN + Stamp::LEN + 64);
-    write_header_as::<T>(&mut out, codec.format_byte(), version);
+    write_header_as::<T>(&mut out, codec.format_byte(), version, tags);
     out.extend_from_slice(&fence.to_le_bytes());
     stamp.write(&mut out);
     match codec {
@@ -290,9 +304,20 @@ pub(crate) fn decode_with<T: DeserializeOwned>(
     bytes: &[u8],
     version: u32,
 ) -> Option<(T, Stamp)> {
+    decode_tagged(codec, bytes, version, 0)
+}
+
+/// [`decode_with`] for a reader whose tags have the epochs `tags` now (mixed; 0:
+/// untagged): a value computed under other epochs is a miss.
+pub(crate) fn decode_tagged<T: DeserializeOwned>(
+    codec: Codec,
+    bytes: &[u8],
+    version: u32,
+    tags: u64,
+) -> Option<(T, Stamp)> {
     // The envelope checked first, the value decoded last and returned as it is (on
     // every hit: the value is moved once, not through a chain of results).
-    let (stamp, payload) = match stamped_payload::<T>(codec, bytes, version) {
+    let (stamp, payload) = match stamped_payload::<T>(codec, bytes, version, tags) {
         Ok(found) => found,
         Err(reason) => return unreadable::<T, _>(reason),
     };
@@ -320,8 +345,9 @@ fn stamped_payload<T>(
     codec: Codec,
     bytes: &[u8],
     version: u32,
+    tags: u64,
 ) -> Result<(Stamp, &[u8]), &'static str> {
-    let rest = payload_as::<T>(bytes, codec.format_byte(), version)?;
+    let rest = payload_as::<T>(bytes, codec.format_byte(), version, tags)?;
     let rest = rest
         .get(FENCE_LEN..)
         .ok_or("shorter than the fencing token")?;
@@ -391,13 +417,15 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], version: u32) -> Option<
 /// Writes the envelope for values of type `Tag` (the fingerprint's type), with a
 /// checksum to be filled in by [`seal`] once the payload follows.
 pub(crate) fn write_header<Tag>(out: &mut Vec<u8>, version: u32) {
-    write_header_as::<Tag>(out, FORMAT_VERSION, version);
+    write_header_as::<Tag>(out, FORMAT_VERSION, version, 0);
 }
 
-fn write_header_as<Tag>(out: &mut Vec<u8>, format: u8, version: u32) {
+/// Writes the envelope's head; `tags` (the mixed epochs of a tagged value's tags, else
+/// 0) is folded into the type's fingerprint.
+fn write_header_as<Tag>(out: &mut Vec<u8>, format: u8, version: u32, tags: u64) {
     out.extend_from_slice(MAGIC);
     out.push(format);
-    out.extend_from_slice(&fingerprint::<Tag>().to_le_bytes());
+    out.extend_from_slice(&(fingerprint::<Tag>() ^ tags).to_le_bytes());
     out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&[0; 4]);
 }
@@ -478,10 +506,15 @@ fn another_type<Tag>() {
 }
 
 fn payload<Tag>(bytes: &[u8], version: u32) -> Result<&[u8], &'static str> {
-    payload_as::<Tag>(bytes, FORMAT_VERSION, version)
+    payload_as::<Tag>(bytes, FORMAT_VERSION, version, 0)
 }
 
-fn payload_as<Tag>(bytes: &[u8], expected: u8, version: u32) -> Result<&[u8], &'static str> {
+fn payload_as<Tag>(
+    bytes: &[u8],
+    expected: u8,
+    version: u32,
+    tags: u64,
+) -> Result<&[u8], &'static str> {
     let (header, payload) = bytes
         .split_at_checked(HEADER_LEN)
         .ok_or("shorter than the envelope")?;
@@ -494,9 +527,12 @@ fn payload_as<Tag>(bytes: &[u8], expected: u8, version: u32) -> Result<&[u8], &'
         return Err("another envelope format version or codec");
     }
     let (type_print, rest) = rest.split_at(8);
-    if type_print != fingerprint::<Tag>().to_le_bytes() {
+    if type_print != (fingerprint::<Tag>() ^ tags).to_le_bytes() {
         return Err(if is_absent_mark(bytes) {
             "an absent value's mark"
+        } else if tags != 0 {
+            // Most likely a tag invalidated since (a miss by design), else another type.
+            "computed before one of its tags was invalidated, or for another type"
         } else {
             ANOTHER_TYPE
         });

@@ -19,7 +19,7 @@ fn old_decode_with<T: DeserializeOwned>(
     bytes: &[u8],
     version: u32,
 ) -> Option<(T, Stamp)> {
-    let decoded = payload_as::<T>(bytes, codec.format_byte(), version).and_then(|rest| {
+    let decoded = payload_as::<T>(bytes, codec.format_byte(), version, 0).and_then(|rest| {
         let rest = rest
             .get(FENCE_LEN..)
             .ok_or("shorter than the fencing token")?;

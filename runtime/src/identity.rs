@@ -24,7 +24,13 @@ use std::sync::OnceLock;
 const CLOSURE: &str = "::{{closure}}";
 
 /// The companions' names after the function's own name and `_` (see `fn_identity`).
-const COMPANIONS: [&str; 3] = ["cache_key", "invalidate", "invalidate_async"];
+const COMPANIONS: [&str; 5] = [
+    "cache_key",
+    "invalidate",
+    "invalidate_async",
+    "clear",
+    "clear_async",
+];
 
 /// The identity of the function whose body (or companion's body) holds the closure
 /// named `closure`: its path, without the closure's own segments, with the companions'

@@ -62,6 +62,7 @@ mod outcome;
 mod refresh;
 mod registry;
 mod sequence;
+mod tags;
 mod timer;
 
 // Inlined: the backends are listed as structs on the front page, not as re-export lines.
@@ -99,3 +100,6 @@ pub use refresh::{
     try_memoize_async_detached, try_memoize_detached,
 };
 pub use registry::{backend, set_backend, set_shared_backend, try_set_backend};
+pub use tags::{
+    TAG_LIFE, invalidate_tag, invalidate_tag_async, invalidate_tag_in, invalidate_tag_in_async,
+};

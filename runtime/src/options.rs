@@ -45,6 +45,8 @@ pub struct MemoizeOptions {
     pub(crate) freshness: Freshness,
     pub(crate) clock: Option<Arc<dyn Clock>>,
     pub(crate) name: &'static str,
+    /// The values' tags (see [`tags`](Self::tags)).
+    pub(crate) tags: Vec<String>,
 }
 
 /// How long values stay fresh, stale and servable, and how they are refreshed.
@@ -115,6 +117,7 @@ impl std::fmt::Debug for MemoizeOptions {
             .field("own_clock", &self.clock.is_some())
             .field("name", &self.name)
             .field("own_backend", &self.backend.is_some())
+            .field("tags", &self.tags)
             .finish()
     }
 }
@@ -135,6 +138,7 @@ impl MemoizeOptions {
             freshness: Freshness::NONE,
             clock: None,
             name: "",
+            tags: Vec::new(),
         }
     }
 
@@ -153,6 +157,26 @@ impl MemoizeOptions {
     #[must_use]
     pub fn version(mut self, version: u32) -> Self {
         self.version = version;
+        self
+    }
+
+    /// Tags the values stored under these options: [`invalidate_tag`](crate::invalidate_tag)
+    /// of any of them makes every value stored with it a miss, in one write however many
+    /// there are. A tagged value is read with its tags' epochs, in the same round trip
+    /// (one `MGET` on a single Redis server); a value whose tag was invalidated since
+    /// it was computed is a miss, never served stale. Replaces earlier tags. Tags apply
+    /// to values (`memoize`, `memoize_many` and their forms); a memoized iterator with
+    /// tags is not stored (computed on every call).
+    ///
+    /// Tags usually name the inputs, so build the options per call (`user:{id}`), or
+    /// use `#[cache_memoize(tags = ["user:{id}"])]`.
+    #[must_use]
+    pub fn tags<I, S>(mut self, tags: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.tags = tags.into_iter().map(Into::into).collect();
         self
     }
 

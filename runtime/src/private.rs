@@ -24,6 +24,27 @@ pub use crate::memoize::{Cacheable, Entry, call, call_async, check_round_trip, i
 pub fn invalidate_owned_async(key: String) -> BoxFuture<'static, Result<(), Error>> {
     Box::pin(async move { crate::memoize::invalidate_async(&key).await })
 }
+
+/// The tag every value of a function with `tags` carries: `fn:` and its identity
+/// (see [`fn_identity`]), which `<name>_clear` invalidates.
+pub fn function_tag(identity: &str) -> String {
+    format!("fn:{identity}")
+}
+
+/// `<name>_clear`: invalidates the function's own tag.
+///
+/// # Errors
+/// The backend's error when the delete failed.
+pub fn clear(identity: &str) -> Result<(), Error> {
+    crate::tags::invalidate_tag(&function_tag(identity))
+}
+
+/// `<name>_clear_async`: the tag is named now; the future owns it.
+pub fn clear_owned_async(identity: &str) -> BoxFuture<'static, Result<(), Error>> {
+    let tag = function_tag(identity);
+    Box::pin(async move { crate::tags::invalidate_tag_async(&tag).await })
+}
+
 /// `#[cache_memoize(batch)]`'s call: [`memoize_many`](crate::memoize_many), with the
 /// value's bound named [`Cacheable`] (its error message says what is wrong).
 pub fn memoize_batch<K, T, S, F>(

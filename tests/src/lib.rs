@@ -20,6 +20,7 @@ pub mod probe;
 pub mod proxy;
 pub mod receivers;
 pub mod server;
+pub mod tags_suite;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -293,6 +294,14 @@ macro_rules! with_scenarios {
                 a_batch_of_large_elements_round_trips,
                 stale_elements_are_refreshed_in_the_one_loader_call,
                 locks_held_while_a_batch_waits_are_kept_alive
+            ];
+            tags_suite: [
+                a_tagged_value_is_a_hit_until_one_of_its_tags_is_invalidated,
+                a_tagged_hit_is_one_read,
+                a_value_computed_before_invalidate_tag_is_not_served_after_it,
+                a_moved_tag_is_a_miss_even_within_stale, a_lost_epoch_is_a_miss,
+                a_forced_refresh_stores_under_the_current_epochs, async_tags,
+                a_tagged_batch_is_invalidated_by_its_tag
             ]
         );
     };

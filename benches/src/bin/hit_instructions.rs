@@ -71,11 +71,14 @@ fn main() {
             );
         }
         "time-redis" => time_redis(n),
+        "time-tagged" => time_tagged(n),
         "time-near" => time_near(n),
         "near" => near_hits(n, false),
         "kept" => near_hits(n, true),
         _ => {
-            eprintln!("usage: hit_instructions floor|ours|time|time-redis|time-near|near|kept [n]");
+            eprintln!(
+                "usage: hit_instructions floor|ours|time|time-redis|time-tagged|time-near|near|kept [n]"
+            );
         }
     }
     black_box(total);
@@ -110,6 +113,48 @@ fn time_redis(rounds: usize) {
         ours / 1e3,
         ours / floor
     );
+}
+
+/// A tagged Redis hit (one tag, then two) against an untagged one of the same value,
+/// interleaved, best of `rounds`; then the same on a `MemoryBackend`.
+fn time_tagged(rounds: usize) {
+    let server = RedisServer::start();
+    let backend = match RedisBackend::connect(&server.url()) {
+        Ok(backend) => Arc::new(backend),
+        Err(err) => return eprintln!("cannot connect: {err}"),
+    };
+    let backends: [(&str, Arc<dyn cache_memoize::CacheBackend>); 2] = [
+        ("redis", backend),
+        ("memory", Arc::new(MemoryBackend::new())),
+    ];
+    for (name, backend) in backends {
+        let plain = MemoizeOptions::new().backend(Arc::clone(&backend));
+        let one = plain.clone().tags(["user:7"]);
+        let two = plain.clone().tags(["user:7", "tenant:1"]);
+        let keys = ["tagged:0", "tagged:1", "tagged:2"];
+        for (key, opts) in keys.iter().zip([&plain, &one, &two]) {
+            let _: Report = memoize(key, opts, || report(100));
+        }
+        let per_round = if name == "redis" { 200 } else { 2_000 };
+        let mut best = [f64::MAX; 3];
+        for _ in 0..rounds {
+            for (i, (key, opts)) in keys.iter().zip([&plain, &one, &two]).enumerate() {
+                best[i] = best[i].min(best_of(1, per_round, || {
+                    memoize::<Report, _>(key, opts, || unreachable!("a hit"))
+                        .body
+                        .len()
+                }));
+            }
+        }
+        println!(
+            "{name}: untagged {:.0} ns, one tag {:.0} ns ({:.2}x), two tags {:.0} ns ({:.2}x)",
+            best[0],
+            best[1],
+            best[1] / best[0],
+            best[2],
+            best[2] / best[0]
+        );
+    }
 }
 
 /// Best of `rounds` of `per_round` calls of `hit`, in nanoseconds per call.

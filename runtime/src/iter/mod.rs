@@ -68,7 +68,13 @@ impl<T> Manifest<T> {
     /// the clock do not apply). Its stored stamp (its TTL) only bounds a near cache's
     /// copy. Its envelope carries the commit's fencing token, so a commit takes its
     /// place in the key's order like any store.
-    fn decode(_codec: Codec, bytes: &[u8], version: u32) -> Option<(Self, Stamp)> {
+    ///
+    /// A memoized iterator with tags is never read from the cache (its manifest does not
+    /// record the tags' epochs yet): computed on every call.
+    fn decode(_codec: Codec, bytes: &[u8], version: u32, tags: u64) -> Option<(Self, Stamp)> {
+        if tags != 0 {
+            return None;
+        }
         codec::decode_with::<Self>(Codec::Bincode, bytes, version)
             .map(|(manifest, _)| (manifest, Stamp::FOREVER))
     }

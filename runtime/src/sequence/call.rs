@@ -29,6 +29,8 @@ pub(crate) struct Call<'a> {
     /// `cache_none = false`) rather than a failure: it replaces the stored value with
     /// the mark of an absent one, so that the stale or older value is not served again.
     pub(crate) absent: bool,
+    /// The keys of its tags' epochs (see `crate::tags`), made when the call is.
+    pub(crate) tags: Vec<String>,
 }
 
 impl Drop for Call<'_> {
@@ -97,7 +99,18 @@ impl<'a> Call<'a> {
             backend: BackendRef::of(opts),
             refresh,
             absent: false,
+            tags: opts
+                .tags
+                .iter()
+                .map(|tag| crate::tags::tag_key(tag))
+                .collect(),
         }
+    }
+
+    /// Whether the call has tags.
+    #[inline]
+    pub(crate) fn tagged(&self) -> bool {
+        !self.tags.is_empty()
     }
 
     /// This call, with its computation's `Err` taken as a value not to cache (see
@@ -122,6 +135,7 @@ impl<'a> Call<'a> {
             backend: BackendRef::Held(Arc::new(self.backend.to_arc())),
             refresh: Refresh::Revalidate,
             absent: self.absent,
+            tags: self.tags.clone(),
         }
     }
 
@@ -147,7 +161,7 @@ impl<'a> Call<'a> {
         coalesce: bool,
         share: Option<Share<T>>,
     ) -> Machine<'_, T> {
-        self.machine_reading(coalesce, codec::decode_with::<T>, share)
+        self.machine_reading(coalesce, codec::decode_tagged::<T>, share)
     }
 
     /// The sequence for this call, reading stored bytes with `decode`.
@@ -190,7 +204,7 @@ impl<'a> Call<'a> {
             version: self.opts.version,
             share,
         };
-        Machine::new(policy, decoder, &self.key, None)
+        Machine::new(policy, decoder, &self.key, None).tagged(self.tagged())
     }
 
     /// How this call waits for the key's lock. A forced refresh always waits for a held
@@ -234,8 +248,10 @@ impl<'a> Call<'a> {
             compute_ms: u32::try_from(took.as_millis()).unwrap_or(u32::MAX),
         };
         let (codec, version) = (self.opts.codec, self.opts.version);
+        // No epochs to record (one was deleted as it was read): not stored.
+        let tags = life.tags?;
         match value {
-            Some(value) => codec::encode_with(codec, value, version, fence, stamp),
+            Some(value) => codec::encode_tagged(codec, value, version, tags, fence, stamp),
             None => codec::encode_absent(codec, version, fence, stamp),
         }
         .inspect_err(|err| tracing::warn!(key = %self.key, error = %err, "cannot encode the value; not stored"))

@@ -34,6 +34,7 @@ use crate::lock::{DropRelease, Liveness, LockGuard, new_token};
 use crate::observe::{self, Outcome, held_runtime_thread};
 use crate::options::Refresh;
 use crate::refresh::claim::{self, RefreshClaim};
+use crate::tags::EpochsRead;
 
 /// What the sequence decided before any computation.
 pub(crate) enum Lookup<T> {
@@ -84,7 +85,10 @@ pub(crate) struct Driver<'c, 'o> {
     /// Whether a large value's manifest heads a value the machine reads (its type and
     /// version): set by each run of a machine, so that a manifest of another type is a
     /// miss before its chunks are read.
-    holds: fn(&[u8], u32) -> bool,
+    holds: fn(&[u8], u32, u64) -> bool,
+    /// The mix of the tags' epochs this call last read (0: untagged or none read), for
+    /// [`holds`](Self::holds).
+    tags: u64,
 }
 
 impl<'c, 'o> Driver<'c, 'o> {
@@ -113,7 +117,8 @@ impl<'c, 'o> Driver<'c, 'o> {
             life: None,
             waited: Duration::ZERO,
             renewal: None,
-            holds: |_, _| true,
+            holds: |_, _, _| true,
+            tags: 0,
         }
     }
 
@@ -204,6 +209,7 @@ impl<'c, 'o> Driver<'c, 'o> {
         let life = self.life.unwrap_or(Life {
             fresh: self.call.opts.expire,
             ttl: self.call.opts.expire,
+            tags: (!self.call.tagged()).then_some(0),
         });
         let encoded = self.call.encode(value, took, fence, life);
         self.renewal = renewal;
@@ -377,8 +383,46 @@ impl<'c, 'o> Driver<'c, 'o> {
     fn perform(&mut self, io: Io<'_>) -> Event {
         match io {
             Io::Get => self.get(),
+            Io::GetTagged | Io::ReadTags => {
+                let mut read = self.epochs_read(io);
+                while let Some(op) = read.next_op() {
+                    let reply = self.call.backend.execute(op);
+                    read.answer(reply);
+                }
+                let event = self.epochs_read_event(read);
+                self.expanded(event)
+            }
             Io::StoreAndRelease { bytes, ttl } => self.store(bytes, ttl),
             io => self.step(io),
+        }
+    }
+
+    /// The read of a tagged value with its tags' epochs (`Io::GetTagged`), or of the
+    /// epochs alone (`Io::ReadTags`), as operations (see `tags::EpochsRead`).
+    fn epochs_read(&mut self, io: Io<'_>) -> EpochsRead<'c> {
+        self.mark(Some(&io));
+        self.near = false;
+        let call: &'c Call<'o> = self.call;
+        let value = matches!(io, Io::GetTagged).then(|| call.key.as_str());
+        let life = call.opts.expire.saturating_add(call.opts.freshness.stale);
+        EpochsRead::new(value, &call.tags, life)
+    }
+
+    /// What an [`EpochsRead`] came to, as the machine's event.
+    fn epochs_read_event(&mut self, read: EpochsRead<'_>) -> Event {
+        let with_value = read.with_value();
+        let read = read.finish();
+        if let Err(err) = &read {
+            said_failed(err);
+        }
+        if let Ok((_, Some(mix))) = &read {
+            self.tags = *mix;
+        }
+        let read = read.map_err(Failure::new);
+        if with_value {
+            Event::ReadTagged(read)
+        } else {
+            Event::Tags(read.map(|(_, mix)| mix))
         }
     }
 
@@ -472,6 +516,15 @@ impl<'c, 'o> Driver<'c, 'o> {
     /// One I/O step, awaited: the step's [`Plan`], carried out (as [`perform`](Self::perform)).
     async fn perform_async(&mut self, io: Io<'_>) -> Event {
         match io {
+            Io::GetTagged | Io::ReadTags => {
+                let mut read = self.epochs_read(io);
+                while let Some(op) = read.next_op() {
+                    let reply = self.call.backend.execute_async(op).await;
+                    read.answer(reply);
+                }
+                let event = self.epochs_read_event(read);
+                self.expanded_async(event).await
+            }
             Io::StoreAndRelease { bytes, ttl } => self.store_async(bytes, ttl).await,
             io => self.step_async(io).await,
         }
@@ -612,7 +665,7 @@ impl<'c, 'o> Driver<'c, 'o> {
 
     #[inline]
     fn reading(&self, bytes: &[u8]) -> Option<Reading> {
-        if !(self.holds)(bytes, self.call.opts.version) {
+        if !(self.holds)(bytes, self.call.opts.version, self.tags) {
             return None;
         }
         Reading::of(self.call.key.as_str(), bytes)
@@ -642,6 +695,8 @@ impl<'c, 'o> Driver<'c, 'o> {
         let (codec, version) = (call.opts.codec, call.opts.version);
         match io {
             Io::Get => Plan::Sent(send(Op::Get { key }), Then::Read),
+            // Sent by `perform` as several operations, never planned as one.
+            Io::GetTagged | Io::ReadTags => Plan::Event(Event::Tags(Ok(None))),
             Io::GetKept(accepts) => Plan::Event(
                 self.kept(
                     call.backend

@@ -90,6 +90,34 @@ pub(crate) struct FreshPolicy {
 pub(crate) struct Life {
     pub(crate) fresh: Duration,
     pub(crate) ttl: Duration,
+    /// The mix of its tags' epochs to record (0: untagged); `None`: an epoch was
+    /// missing, so the value is not stored (an invalidation raced its read).
+    pub(crate) tags: Option<u64>,
+}
+
+/// What a call knows of its tags' epochs (see `crate::tags`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Epochs {
+    /// The call has no tags.
+    Untagged,
+    /// Not read yet: no value can be judged.
+    Unread,
+    /// Read (with the value, or before computing), mixed.
+    Mixed(u64),
+    /// An epoch was missing even after it was created (deleted again meanwhile): no
+    /// value is this call's, and nothing is stored.
+    Missing,
+}
+
+impl Epochs {
+    /// The mix values are judged and written with: 0 untagged; `None` when unknown.
+    fn mix(self) -> Option<u64> {
+        match self {
+            Self::Untagged => Some(0),
+            Self::Mixed(mix) => Some(mix),
+            Self::Unread | Self::Missing => None,
+        }
+    }
 }
 
 /// A lock a step takes: its key and how long it lives.
@@ -175,6 +203,11 @@ pub(crate) enum Step<'m, T> {
 pub(crate) enum Io<'m> {
     /// Read the value: [`Event::Read`].
     Get,
+    /// Read a tagged value with its tags' epochs (creating missing ones):
+    /// [`Event::ReadTagged`].
+    GetTagged,
+    /// Read (and create missing) tags' epochs before computing: [`Event::Tags`].
+    ReadTags,
     /// Ask the backend for a decoded value it kept (`keep_decoded`), one this test
     /// says was read as this call reads (its type, with the call's codec and version):
     /// [`Event::Kept`].
@@ -257,6 +290,7 @@ impl Io<'_> {
         matches!(
             self,
             Self::Get
+                | Self::GetTagged
                 | Self::GetOrLock(_)
                 | Self::TakeLock(_)
                 | Self::Recheck { .. }
@@ -296,6 +330,11 @@ pub(crate) enum Event {
     /// The first event of a call.
     Start,
     Read(Result<Option<Vec<u8>>, Failure>),
+    /// What [`Io::GetTagged`] read: the value, and its tags' epochs mixed (`None`: one
+    /// missing).
+    ReadTagged(Result<(Option<Vec<u8>>, Option<u64>), Failure>),
+    /// What [`Io::ReadTags`] read: the tags' epochs mixed (`None`: one missing).
+    Tags(Result<Option<u64>, Failure>),
     /// What [`Io::GetKept`] found: a decoded value the backend kept, if any.
     Kept(Option<DecodedValue>),
     /// What [`Io::Recheck`] read.
@@ -377,6 +416,8 @@ enum State {
     },
     /// The lock was not obtained; the value is read once more before computing.
     Rereading(Box<Note>),
+    /// A tagged call that holds the lock reads its tags' epochs before computing.
+    ReadingTags(Option<Box<Note>>),
     /// A refresh holds its lock and reads the value again: another refresher may have
     /// finished since this caller found it stale.
     Rechecking,
@@ -408,7 +449,8 @@ pub(crate) struct Decoder<T> {
 
 /// Reads stored bytes (written with a codec, under a user version) as a value and its
 /// stamp.
-pub(crate) type DecodeFn<T> = fn(Codec, &[u8], u32) -> Option<(T, Stamp)>;
+/// The last argument is the mix of the tags' epochs the reader holds (0: untagged).
+pub(crate) type DecodeFn<T> = fn(Codec, &[u8], u32, u64) -> Option<(T, Stamp)>;
 
 /// A value found: the one shape of a hit, whether read, kept decoded, waited for or
 /// taken from this process's leader.
@@ -453,6 +495,8 @@ pub(crate) struct Machine<'k, T> {
     refresh_failed: bool,
     /// When the lock attempts of a waiter began failing (`None`: the last succeeded).
     erring_since: Option<Instant>,
+    /// What the call knows of its tags' epochs.
+    epochs: Epochs,
 }
 
 impl<'k, T> Machine<'k, T> {
@@ -477,6 +521,27 @@ impl<'k, T> Machine<'k, T> {
             encoded: None,
             refresh_failed: false,
             erring_since: None,
+            epochs: Epochs::Untagged,
+        }
+    }
+
+    /// This sequence for a call with tags: values are read with their tags' epochs, and
+    /// judged and written under them (never kept decoded: a near copy of the decoded
+    /// value would not see an epoch move).
+    #[must_use]
+    pub(crate) fn tagged(mut self, tagged: bool) -> Self {
+        if tagged {
+            self.epochs = Epochs::Unread;
+            self.decoder.share = None;
+        }
+        self
+    }
+
+    /// The read of the value this call makes.
+    fn get(&self) -> Io<'static> {
+        match self.epochs {
+            Epochs::Untagged => Io::Get,
+            _ => Io::GetTagged,
         }
     }
 
@@ -505,7 +570,8 @@ impl<'k, T> Machine<'k, T> {
     }
 
     fn decode(&self, bytes: &[u8]) -> Option<(T, Stamp)> {
-        (self.decoder.decode)(self.decoder.codec, bytes, self.decoder.version)
+        let tags = self.epochs.mix()?;
+        (self.decoder.decode)(self.decoder.codec, bytes, self.decoder.version, tags)
     }
 
     /// The key's lock, as the next attempt takes it.
@@ -644,9 +710,33 @@ impl<'k, T> Machine<'k, T> {
                 State::Reading => self.kept(kept),
                 state => self.unexpected(state),
             },
+            // A tagged call reads its value with its tags (a batch's first read has
+            // none: read again).
+            Event::Read(_) if self.epochs != Epochs::Untagged => match state {
+                state @ (State::Reading | State::Rereading(_)) => {
+                    self.state = state;
+                    Step::Io(Io::GetTagged)
+                }
+                state => self.unexpected(state),
+            },
             Event::Read(read) => match state {
                 State::Reading => self.read(read, None),
                 State::Rereading(note) => self.read(read, Some(*note)),
+                state => self.unexpected(state),
+            },
+            Event::ReadTagged(read) => {
+                let read = read.map(|(bytes, mix)| {
+                    self.epochs = mix.map_or(Epochs::Missing, Epochs::Mixed);
+                    bytes
+                });
+                match state {
+                    State::Reading => self.read(read, None),
+                    State::Rereading(note) => self.read(read, Some(*note)),
+                    state => self.unexpected(state),
+                }
+            }
+            Event::Tags(read) => match state {
+                State::ReadingTags(note) => self.tags_read(read, note.map(|note| *note)),
                 state => self.unexpected(state),
             },
             Event::Joined(role) => match (state, role) {
@@ -770,7 +860,7 @@ impl<'k, T> Machine<'k, T> {
         match (self.policy.refresh, self.decoder.share) {
             (Refresh::IfMissing, share) => {
                 self.state = State::Reading;
-                Step::Io(share.map_or(Io::Get, |share| Io::GetKept(share.accepts())))
+                Step::Io(share.map_or(self.get(), |share| Io::GetKept(share.accepts())))
             }
             // Even without a configured lock, a store is made under the lock (taken
             // without waiting), so that every store is fenced.
@@ -804,6 +894,22 @@ impl<'k, T> Machine<'k, T> {
             (None, Some(lock)) if self.policy.coalesce && lock.wait != Wait::Never => self.join(),
             // No lock configured, or no waiting: take it if free, never wait for it.
             (None, _) => self.attempt(None, Attempt::GetOrLock),
+        }
+    }
+
+    /// A tagged call holding the lock read its tags' epochs: it computes, and stores
+    /// under them (with none to record, one deleted meanwhile or the read failed, the
+    /// value is computed and the lock released).
+    fn tags_read(&mut self, read: Result<Option<u64>, Failure>, note: Option<Note>) -> Step<'_, T> {
+        match read {
+            Ok(mix) => {
+                self.epochs = mix.map_or(Epochs::Missing, Epochs::Mixed);
+                self.compute(Storing::Locked, note)
+            }
+            Err(err) => {
+                self.epochs = Epochs::Missing;
+                self.compute(Storing::Locked, note.or(Some(Note::FailOpen(err))))
+            }
         }
     }
 
@@ -926,7 +1032,7 @@ impl<'k, T> Machine<'k, T> {
             return self.compute(Storing::Nothing, Some(note));
         }
         self.state = State::Rereading(Box::new(note));
-        Step::Io(Io::Get)
+        Step::Io(self.get())
     }
 
     /// A refresh holding its lock read the value again: refresh it only if it is still
@@ -1024,6 +1130,12 @@ impl<'k, T> Machine<'k, T> {
     }
 
     fn compute(&mut self, store: Storing, note: Option<Note>) -> Step<'_, T> {
+        // A value stored under the lock records its tags' epochs, read before it is
+        // computed (a refresh, or a forced call, has not read them yet).
+        if store == Storing::Locked && self.epochs == Epochs::Unread {
+            self.state = State::ReadingTags(note.map(Box::new));
+            return Step::Io(Io::ReadTags);
+        }
         self.state = State::Computing(store);
         let life = self.life();
         self.life = Some(life);
@@ -1044,6 +1156,7 @@ impl<'k, T> Machine<'k, T> {
         Life {
             fresh: shortened(expire, keep),
             ttl: shortened(expire.saturating_add(stale), keep),
+            tags: self.epochs.mix(),
         }
     }
 

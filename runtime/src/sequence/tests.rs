@@ -23,7 +23,7 @@ const BACK_OFF: Duration = Duration::from_millis(250);
 
 /// Values are one byte, fresh forever; a second byte is the second they stop being
 /// fresh (and a third how many ms they took to compute). `0xFF` is unreadable.
-fn decode(_codec: Codec, bytes: &[u8], _version: u32) -> Option<(u8, Stamp)> {
+fn decode(_codec: Codec, bytes: &[u8], _version: u32, _tags: u64) -> Option<(u8, Stamp)> {
     match *bytes {
         [value] if value != 0xFF => Some((value, Stamp::FOREVER)),
         [value, until] => Some((value, stamp(until, 0))),
@@ -85,7 +85,7 @@ fn policy(
 /// A machine of `policy` whose random numbers are drawn from `seed`.
 fn seeded(policy: Policy, share: Option<Share<u8>>, seed: u64) -> Machine<'static, u8> {
     let decoder = Decoder {
-        decode: decode as fn(Codec, &[u8], u32) -> Option<(u8, Stamp)>,
+        decode: decode as fn(Codec, &[u8], u32, u64) -> Option<(u8, Stamp)>,
         codec: Codec::Bincode,
         version: 0,
         share,

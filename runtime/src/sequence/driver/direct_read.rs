@@ -60,7 +60,11 @@ fn said(event: &Event) -> String {
 }
 
 /// The event and near flag of a read of `key` by each path.
-fn reads(opts: &MemoizeOptions, key: &str, holds: fn(&[u8], u32) -> bool) -> [(String, bool); 3] {
+fn reads(
+    opts: &MemoizeOptions,
+    key: &str,
+    holds: fn(&[u8], u32, u64) -> bool,
+) -> [(String, bool); 3] {
     let call = Call::new(key, opts, Refresh::IfMissing);
     let direct = {
         let mut driver = Driver::blocking(&call);
@@ -117,7 +121,7 @@ fn the_direct_read_is_what_plan_and_answer_make_of_a_get() {
                 backend.mode.store(mode, Ordering::SeqCst);
                 for (holds, kind) in [
                     (
-                        codec::manifest_holds::<Vec<u8>> as fn(&[u8], u32) -> bool,
+                        codec::manifest_holds::<Vec<u8>> as fn(&[u8], u32, u64) -> bool,
                         "its type",
                     ),
                     (codec::manifest_holds::<String>, "another type"),
