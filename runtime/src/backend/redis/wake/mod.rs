@@ -220,12 +220,25 @@ impl Hub {
     }
 
     /// A get-or-lock attempt of the value at `value_key`, sent at `sent`, found
-    /// `holder` holding `lock_key`.
-    pub(crate) fn held(&self, lock_key: &str, value_key: &str, holder: Vec<u8>, sent: Instant) {
-        if self.subscriber.is_none() {
-            return;
-        }
+    /// `holder` holding `lock_key`, which expires in `expires_in`. Returns that expiry
+    /// if the subscription to the lock's channel was live (confirmed, and not lost
+    /// since) before the attempt was sent: the lock's release then wakes its waiters,
+    /// so they need not poll until it expires (`None`: they poll at their `retry`).
+    pub(crate) fn held(
+        &self,
+        lock_key: &str,
+        value_key: &str,
+        holder: Vec<u8>,
+        sent: Instant,
+        expires_in: Option<Duration>,
+    ) -> Option<Duration> {
+        self.subscriber.as_ref()?;
         let mut state = self.state();
+        let watched = state
+            .locks
+            .get(lock_key)
+            .and_then(|w| w.live_since)
+            .is_some_and(|since| since <= sent);
         if state.held.len() >= HELD_KEPT && !state.held.contains_key(lock_key) {
             let now = Instant::now();
             let State { held, locks, .. } = &mut *state;
@@ -249,6 +262,7 @@ impl Hub {
                 state.held.insert(lock_key.to_owned(), holding);
             }
         }
+        expires_in.filter(|_| watched)
     }
 
     /// The value delivered for a waiter whose attempt began at `attempted`, with its
@@ -589,11 +603,11 @@ mod tests {
             }
         };
         // An attempt sent before this waiter's found holder `a`: not proof enough.
-        hub.held("_lock_:{k}", "{k}", b"a".to_vec(), before);
+        hub.held("_lock_:{k}", "{k}", b"a".to_vec(), before, None);
         hub.on_message(CHANNEL, b"v1:aVALUE");
         assert_eq!(Hub::delivered(&hub.state(), "_lock_:{k}", attempted), None);
         // Its own attempt found `a`: `a`'s release came after its wait began.
-        hub.held("_lock_:{k}", "{k}", b"a".to_vec(), attempted);
+        hub.held("_lock_:{k}", "{k}", b"a".to_vec(), attempted, None);
         assert_eq!(
             Hub::delivered(&hub.state(), "_lock_:{k}", attempted),
             Some(("{k}".to_owned(), b"VALUE".to_vec()))
@@ -606,6 +620,38 @@ mod tests {
         assert_eq!(Hub::delivered(&hub.state(), "_lock_:{k}", attempted), None);
         assert_eq!(delivery(b"v12:a"), None, "cut short");
         assert_eq!(delivery(b"v0:"), Some((&b""[..], &b""[..])));
+    }
+
+    #[test]
+    fn only_an_attempt_sent_with_the_subscription_live_waits_for_the_locks_expiry() {
+        let hub = watched(1);
+        let life = Some(Duration::from_secs(30));
+        let before = Instant::now();
+        let _ = hub.plan(Instant::now());
+        assert_eq!(
+            hub.held("_lock_:{k}", "{k}", b"a".to_vec(), before, life),
+            None,
+            "not subscribed yet: the waiter polls"
+        );
+        hub.on_subscribed("_lock_:{k}", false);
+        assert_eq!(
+            hub.held("_lock_:{k}", "{k}", b"a".to_vec(), before, life),
+            None,
+            "sent before the confirmation: a release in between may be unheard"
+        );
+        let after = Instant::now();
+        assert_eq!(
+            hub.held("_lock_:{k}", "{k}", b"a".to_vec(), after, life),
+            life
+        );
+        hub.on_lost(None, false);
+        let lost = Instant::now();
+        assert_eq!(
+            hub.held("_lock_:{k}", "{k}", b"a".to_vec(), lost, life),
+            None,
+            "the subscription lost: the waiter polls until it is back"
+        );
+        assert_eq!(polling().held("_lock_:{k}", "{k}", b"a".to_vec(), lost, life), None);
     }
 
     #[test]
