@@ -288,10 +288,10 @@ impl RedisBackend {
                     [Value::Int(ms @ 0..)] => Some(Duration::from_millis(ms.unsigned_abs().max(1))),
                     _ => None,
                 };
-                watched =
-                    self.inner
-                        .hub
-                        .held(lock_key, &plan.key, holder.clone(), *at, expires_in);
+                watched = self
+                    .inner
+                    .hub
+                    .held(lock_key, &plan.key, holder.clone(), *at, expires_in);
             }
         }
         if let Some(expires_in) = watched {

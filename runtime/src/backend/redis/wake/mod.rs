@@ -9,7 +9,14 @@
 //! - No release is missed: a subscription only counts for attempts made after it was
 //!   confirmed. A waiter whose attempt came first returns as soon as the subscription
 //!   is confirmed, and retries: that retry is the check that nothing was released in
-//!   between. A lost connection to a single server counts as a release; a subscription
+//!   between.
+//! - A waiter does not poll while subscribed: an attempt sent with the lock's
+//!   subscription live (confirmed before it was sent, not lost since) is answered
+//!   `Reply::Watched` with the lock's remaining life (the get-or-lock script returns
+//!   its `PTTL`), and the waiter pauses until the release or that expiry (plus a
+//!   little jitter): a dead holder is noticed when its lock expires, a renewed lock
+//!   is waited on again. Any other attempt (not yet subscribed, the subscriber
+//!   reconnecting, wake-ups off) pauses for `retry`, as before. A lost connection to a single server counts as a release; a subscription
 //!   the server drops because its slot moved, or whose cluster node was lost, is asked
 //!   for again at once (below).
 //! - A release that stored a value carries it (at most `DELIVER_MAX` bytes) with the
@@ -44,10 +51,11 @@
 //! - With Sentinel, the subscriber connects to the master the Sentinels name, and asks
 //!   again after its connection failed (the old master died): a failover costs the
 //!   waiters one retry, as any disconnection does.
-//! - The subscriber (`subscriber.rs`) runs on the links' background skeleton (a thread
-//!   of its own, shared by blocking and async callers, see `link/background.rs`); it
-//!   connects on the first wait, and ends soon after the backend is dropped. While it
-//!   is disconnected, waiters poll every `retry`.
+//! - The subscriber (`subscriber.rs`) runs on the links' background skeleton (a task
+//!   on the process's one background thread, shared by blocking and async callers and
+//!   by every backend, see `link/background.rs`); it connects on the first wait, and
+//!   ends soon after the backend is dropped. While it is disconnected, waiters poll
+//!   every `retry`.
 
 mod subscriber;
 
@@ -651,7 +659,10 @@ mod tests {
             None,
             "the subscription lost: the waiter polls until it is back"
         );
-        assert_eq!(polling().held("_lock_:{k}", "{k}", b"a".to_vec(), lost, life), None);
+        assert_eq!(
+            polling().held("_lock_:{k}", "{k}", b"a".to_vec(), lost, life),
+            None
+        );
     }
 
     #[test]
