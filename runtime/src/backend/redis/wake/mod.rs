@@ -6,6 +6,9 @@
 //!   between two pauses; the subscriber looks within a linger, so between one and two
 //!   lingers: a waiter leaving wakes nobody). A process waiting on nothing is subscribed to nothing, so
 //!   other processes' releases cost it (and Redis) nothing.
+//! - A release (a confirmation, a lost connection) wakes the waiters of its lock only
+//!   (a condition variable and a `Notify` per lock waited on), not every waiter of the
+//!   backend.
 //! - No release is missed: a subscription only counts for attempts made after it was
 //!   confirmed. A waiter whose attempt came first returns as soon as the subscription
 //!   is confirmed, and retries: that retry is the check that nothing was released in
@@ -79,6 +82,7 @@ pub(crate) const LINGER: Duration = Duration::from_secs(1);
 /// The locks waited on, their subscriptions and releases, and the waiters to wake.
 pub(crate) struct Hub {
     state: Mutex<State>,
+    /// What a waiter without a watched lock (wake-ups off) sleeps on: never notified.
     released: Condvar,
     released_async: Notify,
     /// Wakes the subscriber when the locks waited on change (and when the hub drops);
@@ -116,6 +120,23 @@ struct Watched {
     released: Option<Instant>,
     /// What the last release message delivered, if it carried a value.
     delivered: Option<Delivery>,
+    /// This lock's waiters, blocking and async (with [`Hub::state`]): a release wakes
+    /// only the waiters of its lock, not every waiter of the backend.
+    woken: Wakers,
+}
+
+/// The waiters of one lock, to wake.
+#[derive(Clone, Default)]
+struct Wakers {
+    blocking: Arc<Condvar>,
+    awaiting: Arc<Notify>,
+}
+
+impl Wakers {
+    fn wake(&self) {
+        self.blocking.notify_all();
+        self.awaiting.notify_waiters();
+    }
 }
 
 /// A lock's holder, as an attempt sent at `sent` found it, and the value's name as
@@ -207,9 +228,11 @@ impl Hub {
                 live_since: None,
                 released: None,
                 delivered: None,
+                woken: Wakers::default(),
             });
         watched.waiters += 1;
         let ask = !watched.requested;
+        let woken = watched.woken.clone();
         drop(state);
         if ask {
             subscriber.notify_one();
@@ -217,6 +240,7 @@ impl Hub {
         Some(Watch {
             hub: self,
             lock_key,
+            woken,
         })
     }
 
@@ -292,10 +316,12 @@ impl Hub {
         attempted: Instant,
         max: Duration,
     ) -> Option<(String, Vec<u8>)> {
-        let _watch = self.watch(lock_key);
+        let watch = self.watch(lock_key);
+        let released = watch
+            .as_ref()
+            .map_or(&self.released, |w| &*w.woken.blocking);
         let state = self.state();
-        let (state, _) = self
-            .released
+        let (state, _) = released
             .wait_timeout_while(state, max, |state| {
                 !Self::should_retry(state, lock_key, attempted)
             })
@@ -310,10 +336,13 @@ impl Hub {
         attempted: Instant,
         max: Duration,
     ) -> Option<(String, Vec<u8>)> {
-        let _watch = self.watch(lock_key);
+        let watch = self.watch(lock_key);
+        let released = watch
+            .as_ref()
+            .map_or(&self.released_async, |w| &*w.woken.awaiting);
         let deadline = crate::timer::deadline_after(max);
         loop {
-            let released = self.released_async.notified();
+            let released = released.notified();
             let mut released = std::pin::pin!(released);
             // Registered before the check: a release in between still wakes us.
             released.as_mut().enable();
@@ -330,11 +359,6 @@ impl Hub {
         }
     }
 
-    fn wake_all(&self) {
-        self.released.notify_all();
-        self.released_async.notify_waiters();
-    }
-
     /// A release message on `channel`, carrying `payload`.
     fn on_message(&self, channel: &[u8], payload: &[u8]) {
         self.messages.fetch_add(1, Ordering::Relaxed);
@@ -344,18 +368,20 @@ impl Hub {
         let Ok(lock_key) = std::str::from_utf8(lock_key) else {
             return;
         };
-        if let Some(watched) = self.state().locks.get_mut(lock_key) {
-            let now = Instant::now();
-            watched.released = Some(now);
-            watched.delivered = delivery(payload).map(|(holder, value)| Delivery {
-                holder: holder.to_vec(),
-                value: value.to_vec(),
-                at: now,
-            });
-        } else {
-            return;
-        }
-        self.wake_all();
+        let woken = match self.state().locks.get_mut(lock_key) {
+            Some(watched) => {
+                let now = Instant::now();
+                watched.released = Some(now);
+                watched.delivered = delivery(payload).map(|(holder, value)| Delivery {
+                    holder: holder.to_vec(),
+                    value: value.to_vec(),
+                    at: now,
+                });
+                watched.woken.clone()
+            }
+            None => return,
+        };
+        woken.wake();
     }
 
     /// The server confirmed the subscription to `lock_key`'s channel: the reply to the
@@ -372,8 +398,9 @@ impl Hub {
             return;
         }
         watched.live_since = Some(Instant::now());
+        let woken = watched.woken.clone();
         drop(state);
-        self.wake_all();
+        woken.wake();
     }
 
     /// Subscriptions lost (all of them, or `lock_key`'s), and asked for again.
@@ -397,6 +424,7 @@ impl Hub {
         let now = Instant::now();
         let mut state = self.state();
         let mut lost = false;
+        let mut woken = Vec::new();
         for (key, watched) in &mut state.locks {
             if lock_key.is_some_and(|k| k != key) || !watched.requested {
                 continue;
@@ -406,6 +434,7 @@ impl Hub {
             watched.live_since = None;
             if !moved {
                 watched.released = Some(now);
+                woken.push(watched.woken.clone());
             }
             lost = true;
         }
@@ -415,9 +444,7 @@ impl Hub {
         }
         drop(state);
         if lost {
-            if !moved {
-                self.wake_all();
-            }
+            woken.iter().for_each(Wakers::wake);
             if let Some(subscriber) = &self.subscriber {
                 subscriber.notify_one();
             }
@@ -525,6 +552,8 @@ impl Hub {
 struct Watch<'a> {
     hub: &'a Hub,
     lock_key: &'a str,
+    /// What its lock's releases notify.
+    woken: Wakers,
 }
 
 impl Drop for Watch<'_> {
@@ -663,6 +692,23 @@ mod tests {
             polling().held("_lock_:{k}", "{k}", b"a".to_vec(), lost, life),
             None
         );
+    }
+
+    #[test]
+    fn a_release_wakes_the_waiters_of_its_lock_only() {
+        let hub = watched(0);
+        let (a, also_a, b) = (
+            hub.watch("_lock_:{a}"),
+            hub.watch("_lock_:{a}"),
+            hub.watch("_lock_:{b}"),
+        );
+        let woken = |w: &Option<Watch<'_>>| w.as_ref().map(|w| Arc::clone(&w.woken.blocking));
+        let (a, also_a, b) = (woken(&a), woken(&also_a), woken(&b));
+        assert!(
+            a.zip(also_a.clone())
+                .is_some_and(|(x, y)| Arc::ptr_eq(&x, &y))
+        );
+        assert!(also_a.zip(b).is_some_and(|(x, y)| !Arc::ptr_eq(&x, &y)));
     }
 
     #[test]
