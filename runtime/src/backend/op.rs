@@ -240,7 +240,9 @@ pub enum Reply {
     /// release after it ends an [`Op::WaitForRelease`] at once), and the lock expires
     /// in `expires_in` unless extended. A waiter may then pause until the release or
     /// that expiry instead of polling at its `retry`. A backend that cannot promise
-    /// the wake-up answers [`Found`](Self::Found) instead.
+    /// the wake-up answers [`Found`](Self::Found) instead, and so does a wrapper that
+    /// answers [`Op::WaitForRelease`] itself rather than forwarding it to the backend
+    /// that gave this reply.
     Watched {
         /// The lock's remaining time to live, as the attempt found it.
         expires_in: Duration,
