@@ -129,9 +129,10 @@ impl Settings {
 }
 
 /// The crate's own threads with one `RedisBackend` (README, "Operating it"): the
-/// refresh workers, the async waits' timer, and the backend's near-cache, wake-up,
-/// lock-renewal and breaker-probe threads (the last two only while needed).
-const CRATE_THREADS: u64 = DEFAULT_REFRESH_WORKERS as u64 + 5;
+/// refresh workers, the async waits' timer, the background thread (the backend's
+/// near-cache and wake-up connections), and the backend's lock-renewal and
+/// breaker-probe threads (the last two only while needed).
+const CRATE_THREADS: u64 = DEFAULT_REFRESH_WORKERS as u64 + 4;
 
 /// The soak's outcome, and the bounds it broke.
 struct Soaked {

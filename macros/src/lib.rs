@@ -199,7 +199,10 @@ use quote::ToTokens;
 ///
 /// After a miss, one caller computes under a lock shared through the backend while the
 /// others wait and read its result (no stampede). Defaults: expire 30 s, no timeout,
-/// retry 250 ms plus jitter, blocking. `lock = true` is an error: write `lock`.
+/// retry 250 ms plus jitter, blocking. `retry` is the pause between attempts while a
+/// waiter is not subscribed to the lock's release: on Redis, once it is, a waiter
+/// pauses until the release or the lock's expiry. `lock = true` is an error: write
+/// `lock`.
 ///
 /// ```
 /// # use cache_memoize::cache_memoize;

@@ -250,27 +250,26 @@ fn a_release_between_the_failed_attempt_and_the_subscription_is_not_missed() {
 /// command after the wake-up (one read, the attempt, the retry once subscribed).
 #[test]
 fn a_waiter_returns_the_value_its_holders_release_delivered_without_reading_it() {
-    delivered_without_reading(|| None);
+    delivered_without_reading(|builder| builder);
 }
 
 /// The same under encryption at rest: the delivered value is opened as a read is.
+#[cfg(feature = "encryption")]
 #[test]
 fn under_encryption_a_delivered_value_is_opened_as_a_read_is() {
-    delivered_without_reading(|| {
-        Some(cache_memoize::Encryption::new([0x4e; 32]).key(1, [0x11; 32]))
+    delivered_without_reading(|builder| {
+        builder.encryption(cache_memoize::Encryption::new([0x4e; 32]).key(1, [0x11; 32]))
     });
 }
 
-fn delivered_without_reading(encryption: impl Fn() -> Option<cache_memoize::Encryption>) {
+fn delivered_without_reading(
+    configure: impl Fn(cache_memoize::RedisBuilder) -> cache_memoize::RedisBuilder,
+) {
     use cache_memoize_tests::proxy::CountingProxy;
     let server = RedisServer::start();
     let proxy = CountingProxy::start(server.port());
     let backend = |url: String| {
-        let builder = RedisBackend::builder([url]);
-        let builder = match encryption() {
-            Some(encryption) => builder.encryption(encryption),
-            None => builder,
-        };
+        let builder = configure(RedisBackend::builder([url]));
         match builder.connect() {
             Ok(backend) => Arc::new(backend),
             Err(err) => panic!("cannot connect: {err}"),
@@ -548,4 +547,129 @@ fn on_a_cluster_after_its_master_dies_waiters_are_woken_through_the_promoted_rep
     // Each backend subscribes again on the promoted replica, not on a stale owner.
     stampede.wait_for_subscriptions_on(&cluster, promoted);
     stampede.finish_and_check(&cluster, promoted);
+}
+
+/// A waiter whose attempt was sent with its lock's subscription live pauses until the
+/// release (or the lock's expiry), not its `retry`: with a 20 ms `retry`, it sends its
+/// read, its attempt and the attempt once subscribed, then nothing through the
+/// holder's computation, and returns the value the release delivered. Blocking and
+/// async.
+#[test]
+fn a_subscribed_waiter_sends_no_poll_before_the_release() {
+    use cache_memoize_tests::proxy::CountingProxy;
+    let server = RedisServer::start();
+    let proxy = CountingProxy::start(server.port());
+    let holder = connect(vec![server.url()], false);
+    let waiter = connect(vec![proxy.url()], false);
+    let opts = |backend: &Arc<RedisBackend>| {
+        MemoizeOptions::new()
+            .backend(Arc::clone(backend) as Arc<dyn CacheBackend>)
+            .lock(LockOptions {
+                timeout: Some(Duration::from_secs(60)),
+                retry: Duration::from_millis(20),
+                ..LockOptions::default()
+            })
+    };
+    let (holder_opts, waiter_opts) = (opts(&holder), opts(&waiter));
+    let count = |name: &str| {
+        proxy
+            .commands()
+            .iter()
+            .filter(|c| c.as_str() == name)
+            .count()
+    };
+    for asynchronous in [false, true] {
+        proxy.clear();
+        let key = format!("no-poll-{asynchronous}");
+        let (computing, computes) = mpsc::channel();
+        let (release, released) = mpsc::channel::<()>();
+        thread::scope(|scope| {
+            let (key, holder_opts, waiter_opts) = (&key, &holder_opts, &waiter_opts);
+            let held = scope.spawn(move || {
+                memoize(key, holder_opts, || {
+                    let _ = computing.send(());
+                    let _ = released.recv();
+                    7_u32
+                })
+            });
+            assert!(computes.recv().is_ok(), "the holder computes");
+            let woken = scope.spawn(move || {
+                if asynchronous {
+                    cache_memoize_tests::runtime().block_on(cache_memoize::memoize_async(
+                        key,
+                        waiter_opts,
+                        || async { 0_u32 },
+                    ))
+                } else {
+                    memoize(key, waiter_opts, || 0_u32)
+                }
+            });
+            wait_until("the waiter subscribes and attempts again", || {
+                count("EVALSHA") == 2
+            });
+            // The interval observed: twenty retries long, so a poll would show.
+            thread::sleep(Duration::from_millis(400));
+            let before_release = (count("GET"), count("EVALSHA"), count("SUBSCRIBE"));
+            assert!(release.send(()).is_ok());
+            assert_eq!(held.join().ok(), Some(7));
+            assert_eq!(woken.join().ok(), Some(7), "the holder's value");
+            assert_eq!(
+                before_release,
+                (1, 2, 1),
+                "no poll while subscribed (async: {asynchronous}): {:?}",
+                proxy.commands()
+            );
+            assert_eq!(
+                (count("GET"), count("EVALSHA")),
+                (1, 2),
+                "nothing sent after the wake-up (async: {asynchronous}): {:?}",
+                proxy.commands()
+            );
+        });
+    }
+}
+
+/// A holder that died (its lock never released) is noticed when its lock expires: a
+/// subscribed waiter with a 60 s `retry` takes the lock over then, after three
+/// attempts (the first, the one once subscribed, the one at the expiry).
+#[test]
+fn a_dead_holders_lock_is_taken_over_when_it_expires_not_at_the_retry() {
+    use cache_memoize_tests::proxy::CountingProxy;
+    let server = RedisServer::start();
+    let proxy = CountingProxy::start(server.port());
+    let waiter = connect(vec![proxy.url()], false);
+    let mut inspect = server.connection();
+    let life = Duration::from_millis(1500);
+    let _: () = redis::cmd("SET")
+        .arg(make_cache_key("dead-holder").lock_key())
+        .arg("a holder that died")
+        .arg("PX")
+        .arg(life.as_millis().to_string())
+        .query(&mut inspect)
+        .unwrap_or_else(|err| panic!("cannot leave the dead holder's lock: {err}"));
+    let opts = MemoizeOptions::new()
+        .backend(Arc::clone(&waiter) as Arc<dyn CacheBackend>)
+        .lock(LockOptions {
+            timeout: Some(Duration::from_secs(60)),
+            retry: Duration::from_secs(60),
+            ..LockOptions::default()
+        });
+    let started = Instant::now();
+    let value = memoize("dead-holder", &opts, || 3_u32);
+    let took = started.elapsed();
+    assert_eq!(value, 3, "computed under the lock taken over");
+    assert!(
+        took + Duration::from_millis(50) >= life && took < Duration::from_secs(10),
+        "taken over at the lock's expiry, not the retry: {took:?}"
+    );
+    let commands = proxy.commands();
+    let count = |name: &str| commands.iter().filter(|c| c.as_str() == name).count();
+    // The attempts, and the store (each script's first `EVALSHA` here is answered
+    // `NOSCRIPT`, then loaded with `SCRIPT LOAD` and sent again): one more attempt at
+    // most, if the waiter woke in the lock's last millisecond.
+    let scripts_run = count("EVALSHA") - count("SCRIPT");
+    assert!(
+        count("GET") == 1 && (4..=5).contains(&scripts_run),
+        "{commands:?}"
+    );
 }

@@ -234,6 +234,19 @@ pub enum Reply {
     Fence(Option<u64>),
     /// `GetOrLock`: what it found.
     Found(GetOrLock),
+    /// `GetOrLock`, from a backend that wakes waiters: the lock is held by another
+    /// caller (read as [`GetOrLock::Held`] by [`into_found`](Self::into_found)), the
+    /// backend was already listening for its release when the attempt was sent (a
+    /// release after it ends an [`Op::WaitForRelease`] at once), and the lock expires
+    /// in `expires_in` unless extended. A waiter may then pause until the release or
+    /// that expiry instead of polling at its `retry`. A backend that cannot promise
+    /// the wake-up answers [`Found`](Self::Found) instead, and so does a wrapper that
+    /// answers [`Op::WaitForRelease`] itself rather than forwarding it to the backend
+    /// that gave this reply.
+    Watched {
+        /// The lock's remaining time to live, as the attempt found it.
+        expires_in: Duration,
+    },
     /// `Decoded`: the kept value, if any.
     Decoded(Option<DecodedValue>),
 }
@@ -285,7 +298,16 @@ impl Reply {
         into_applied: Applied -> bool;
         into_count: Count -> usize;
         into_fence: Fence -> Option<u64>;
-        into_found: Found -> GetOrLock;
+    }
+
+    /// What [`Reply::Found`] found ([`GetOrLock::Held`] for [`Reply::Watched`]), or
+    /// the error for `op` on `key`.
+    pub fn into_found(self, op: &'static str, key: &str) -> Result<GetOrLock, Error> {
+        match self {
+            Self::Found(found) => Ok(found),
+            Self::Watched { .. } => Ok(GetOrLock::Held),
+            other => Err(wrong(&other, op, key)),
+        }
     }
 
     /// The kept value of [`Reply::Decoded`] (`None` for any other shape: the local

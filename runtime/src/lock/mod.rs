@@ -28,7 +28,13 @@ pub struct LockOptions {
     pub expire: Duration,
     /// How long a blocking acquire waits; `None` waits without limit.
     pub timeout: Option<Duration>,
-    /// The pause between attempts while waiting, before jitter.
+    /// The pause between attempts while waiting, before jitter, while the waiter is
+    /// not subscribed to the lock's release. A memoized call on a `RedisBackend` with
+    /// wake-ups polls at `retry` only until its subscription is live (its first
+    /// pause, or while the subscriber reconnects); then it pauses until the lock's
+    /// release or its expiry (a holder that died is noticed when its lock expires).
+    /// A [`CacheLock`] acquisition, and backends that cannot promise a wake-up at the
+    /// release, poll at `retry` (woken earlier by a release they hear).
     pub retry: Duration,
     /// Whether acquiring a held lock waits (`true`) or fails at once.
     pub blocking: bool,

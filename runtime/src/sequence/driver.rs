@@ -765,13 +765,17 @@ impl<'c, 'o> Driver<'c, 'o> {
         match then {
             Then::Read => self.read(reply, key),
             Then::Found(at) => {
+                let watched = match &reply {
+                    Ok(Reply::Watched { expires_in }) => Some(*expires_in),
+                    _ => None,
+                };
                 let found = reply.and_then(|reply| reply.into_found("get_or_lock", key));
-                self.settle(at, found)
+                self.settle(at, found, watched)
             }
             Then::Taken(at) => {
                 let lock_key = self.lock.as_ref().map_or(key, LockGuard::key);
                 let fence = reply.and_then(|reply| reply.into_fence("take_lock", lock_key));
-                self.settle(at, fence.map(taken))
+                self.settle(at, fence.map(taken), None)
             }
             Then::Stored => Event::Stored(
                 self.lock
@@ -839,7 +843,12 @@ impl<'c, 'o> Driver<'c, 'o> {
     /// A failed attempt is reported at the time it failed, not when it began: a
     /// waiter riding out errors judges its timeout by it, and an attempt that began
     /// within the timeout may fail a response timeout later, past it.
-    fn settle(&mut self, at: Instant, found: Result<GetOrLock, Error>) -> Event {
+    fn settle(
+        &mut self,
+        at: Instant,
+        found: Result<GetOrLock, Error>,
+        watched: Option<Duration>,
+    ) -> Event {
         let at = if found.is_err() { Instant::now() } else { at };
         match (&found, self.lock.as_mut()) {
             (Ok(GetOrLock::Locked { fence }), Some(lock)) => lock.taken_with(*fence),
@@ -852,6 +861,7 @@ impl<'c, 'o> Driver<'c, 'o> {
         Event::Attempted {
             at,
             found: found.map_err(Failure::new),
+            watched,
         }
     }
 

@@ -345,10 +345,13 @@ pub(crate) enum Event {
     /// How the wait for this process's leader ended.
     Landed(Landed),
     /// An attempt at the lock that started `at` (or, when it failed, that failed
-    /// then).
+    /// then). `watched`: the lock was found held, the backend will wake this call at
+    /// its release ([`Reply::Watched`](crate::backend::Reply::Watched)), and it
+    /// expires in this long: the pause lasts until then, not `retry`.
     Attempted {
         at: Instant,
         found: Result<GetOrLock, Failure>,
+        watched: Option<Duration>,
     },
     /// A pause ended; with the value the release delivered, if the backend delivered
     /// one (stored by the holder this call's last attempt, or a later one, found).
@@ -755,8 +758,8 @@ impl<'k, T> Machine<'k, T> {
                 State::Following => self.landed(landed),
                 state => self.unexpected(state),
             },
-            Event::Attempted { at, found } => match state {
-                State::Attempting { since } => self.attempted(since, at, found),
+            Event::Attempted { at, found, watched } => match state {
+                State::Attempting { since } => self.attempted(since, at, found, watched),
                 state => self.unexpected(state),
             },
             Event::Paused(delivered) => match state {
@@ -940,6 +943,7 @@ impl<'k, T> Machine<'k, T> {
         since: Option<Instant>,
         at: Instant,
         found: Result<GetOrLock, Failure>,
+        watched: Option<Duration>,
     ) -> Step<'_, T> {
         if found.is_ok() {
             self.erring_since = None;
@@ -954,7 +958,7 @@ impl<'k, T> Machine<'k, T> {
             // the value, the lock, or (lost in the failover) no lock, which one of them
             // takes. Within the wait's limit, and for at most the lock's expiry.
             Err(err) => match since {
-                Some(since) if self.rides_out(at) => self.held(since, at),
+                Some(since) if self.rides_out(at) => self.held(since, at, None),
                 _ => self.compute(Storing::Nothing, Some(Note::FailOpen(err))),
             },
             Ok(GetOrLock::Locked { .. }) if self.policy.refresh == Refresh::Revalidate => {
@@ -980,7 +984,7 @@ impl<'k, T> Machine<'k, T> {
             Ok(GetOrLock::Held) if self.policy.refresh == Refresh::Revalidate => {
                 self.refresh_skipped(None)
             }
-            Ok(GetOrLock::Held) => self.held(since.unwrap_or(at), at),
+            Ok(GetOrLock::Held) => self.held(since.unwrap_or(at), at, watched),
         }
     }
 
@@ -997,16 +1001,27 @@ impl<'k, T> Machine<'k, T> {
         at.saturating_duration_since(first) < self.policy.lock_expire
     }
 
-    /// The lock is held by another caller: wait for it, or give up on it.
-    fn held(&mut self, since: Instant, at: Instant) -> Step<'_, T> {
+    /// The lock is held by another caller: wait for it, or give up on it. A waiter
+    /// the backend wakes at the release (`watched`: the lock's remaining life) pauses
+    /// until the release or the lock's expiry (a dead holder's lock is taken over
+    /// then), plus 0–25 % of `retry` or of that expiry if shorter (waiters on a dead
+    /// holder do not all retry at once); any other polls at `retry`, plus 0–25 %.
+    fn held(&mut self, since: Instant, at: Instant, watched: Option<Duration>) -> Step<'_, T> {
         let Some(lock) = self.policy.lock else {
             // No lock configured: another caller computing is no reason to wait.
             return self.missed(Note::Concurrent);
         };
         let waited = at.saturating_duration_since(since);
         // 0–25 % jitter; a retry too large to scale is used as it is.
-        let jittered = lock.retry.as_secs_f64() * (1.0 + self.rng().f64() * 0.25);
-        let pause = Duration::try_from_secs_f64(jittered).unwrap_or(lock.retry);
+        let jitter = self.rng().f64() * 0.25;
+        let pause = match watched {
+            Some(expires_in) => {
+                let spread = lock.retry.min(expires_in).as_secs_f64() * jitter;
+                expires_in.saturating_add(Duration::from_secs_f64(spread))
+            }
+            None => Duration::try_from_secs_f64(lock.retry.as_secs_f64() * (1.0 + jitter))
+                .unwrap_or(lock.retry),
+        };
         let max = match lock.wait {
             Wait::Never => return self.missed(Note::LockBusy),
             Wait::For(limit) if waited >= limit => {

@@ -199,6 +199,7 @@ fn attempted(at: Instant, found: GetOrLock) -> Event {
     Event::Attempted {
         at,
         found: Ok(found),
+        watched: None,
     }
 }
 
@@ -399,6 +400,7 @@ fn a_failing_lock_attempt_fails_open() {
     let step = m.feed(Event::Attempted {
         at: Instant::now(),
         found: Err(failure().into()),
+        watched: None,
     });
     assert_eq!(
         kind(step),
@@ -419,6 +421,7 @@ fn a_waiter_keeps_waiting_through_backend_errors_and_finds_the_value() {
         let step = m.feed(Event::Attempted {
             at: start + Duration::from_secs(after),
             found: Err(failure().into()),
+            watched: None,
         });
         match step {
             Step::Io(Io::Pause { .. }) => {}
@@ -462,6 +465,7 @@ fn a_value_the_release_delivered_is_judged_as_a_read_after_the_wait() {
     m.feed(Event::Attempted {
         at: start,
         found: Ok(GetOrLock::Held),
+        watched: None,
     });
     assert_eq!(kind(m.feed(Event::Paused(Some(vec![7])))), io("TakeLock"));
 }
@@ -477,6 +481,7 @@ fn a_waiter_whose_lock_was_lost_in_a_failover_takes_it_and_stores() {
     m.feed(Event::Attempted {
         at: start + Duration::from_secs(1),
         found: Err(failure().into()),
+        watched: None,
     });
     m.feed(Event::Paused(None));
     let step = m.feed(attempted(
@@ -497,6 +502,7 @@ fn a_waiter_fails_open_once_errors_outlast_the_lock_expiry() {
     let failed = |after: u64| Event::Attempted {
         at: start + Duration::from_secs(after),
         found: Err(failure().into()),
+        watched: None,
     };
     assert!(matches!(m.feed(failed(10)), Step::Io(Io::Pause { .. })));
     m.feed(Event::Paused(None));
@@ -520,6 +526,7 @@ fn a_waiter_with_a_timeout_stops_riding_out_errors_at_the_timeout() {
     let step = m.feed(Event::Attempted {
         at: start + Duration::from_secs(2),
         found: Err(failure().into()),
+        watched: None,
     });
     assert_eq!(kind(step), io("Get"), "one more read before computing");
     let step = m.feed(Event::Read(Err(failure().into())));
@@ -545,6 +552,43 @@ fn a_held_lock_is_waited_for_then_the_stored_value_is_returned() {
     assert_eq!(kind(m.feed(Event::Paused(None))), io("GetOrLock"));
     let step = m.feed(attempted(start, GetOrLock::Value(vec![4])));
     assert_eq!(kind(step), Kind::Hit(4, true));
+}
+
+#[test]
+fn a_waiter_the_backend_wakes_pauses_until_the_locks_expiry_within_its_timeout() {
+    let held_watched = |at: Instant, expires_in: u64| Event::Attempted {
+        at,
+        found: Ok(GetOrLock::Held),
+        watched: Some(Duration::from_millis(expires_in)),
+    };
+    let mut m = locked(Wait::Forever);
+    let start = Instant::now();
+    m.feed(Event::Start);
+    m.feed(Event::Read(Ok(None)));
+    // Until the release or the expiry (plus up to 25 % of the 100 ms retry), not
+    // the retry.
+    match m.feed(held_watched(start, 20_000)) {
+        Step::Io(Io::Pause { max, .. }) => {
+            assert!(max >= Duration::from_secs(20) && max <= Duration::from_millis(20_025));
+        }
+        other => panic!("expected a pause, got {:?}", kind(other)),
+    }
+    // A lock about to expire: spread by up to 25 % of its own life.
+    assert_eq!(kind(m.feed(Event::Paused(None))), io("GetOrLock"));
+    match m.feed(held_watched(start, 8)) {
+        Step::Io(Io::Pause { max, .. }) => {
+            assert!(max >= Duration::from_millis(8) && max <= Duration::from_millis(10));
+        }
+        other => panic!("expected a pause, got {:?}", kind(other)),
+    }
+    // The timeout still bounds the wait.
+    let mut m = locked(Wait::For(Duration::from_secs(1)));
+    m.feed(Event::Start);
+    m.feed(Event::Read(Ok(None)));
+    match m.feed(held_watched(start, 20_000)) {
+        Step::Io(Io::Pause { max, .. }) => assert_eq!(max, Duration::from_secs(1)),
+        other => panic!("expected a pause, got {:?}", kind(other)),
+    }
 }
 
 #[test]
@@ -910,6 +954,7 @@ fn a_refresh_that_cannot_reach_the_backend_skips() {
     let step = m.feed(Event::Attempted {
         at: Instant::now(),
         found: Err(failure().into()),
+        watched: None,
     });
     assert_eq!(
         kind(step),

@@ -279,12 +279,23 @@ impl RedisBackend {
         }
         let sent = sent?;
         // (No let chains: the crate's rust-version is 1.85.)
+        let mut watched = None;
         if let (Some((lock_key, at)), Value::Array(items)) = (&plan.holder_of, &sent) {
-            if let [Value::Int(0), Value::BulkString(holder)] = items.as_slice() {
-                self.inner
+            if let [Value::Int(0), Value::BulkString(holder), rest @ ..] = items.as_slice() {
+                // The lock's PTTL (0: under a millisecond left, counted as one; -1: no
+                // expiry, a lock not ours to judge).
+                let expires_in = match rest {
+                    [Value::Int(ms @ 0..)] => Some(Duration::from_millis(ms.unsigned_abs().max(1))),
+                    _ => None,
+                };
+                watched = self
+                    .inner
                     .hub
-                    .held(lock_key, &plan.key, holder.clone(), *at);
+                    .held(lock_key, &plan.key, holder.clone(), *at, expires_in);
             }
+        }
+        if let Some(expires_in) = watched {
+            return Ok(Reply::Watched { expires_in });
         }
         let mut reply = plan.reply.read(plan.name, &plan.key, sent)?;
         if let Some(seal) = &self.inner.seal {

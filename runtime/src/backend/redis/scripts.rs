@@ -100,8 +100,9 @@ if redis.replicate_commands then redis.replicate_commands() end
 /// KEYS: value, lock. ARGV: token, lock TTL (ms).
 /// Returns the value if present; else takes the lock: its fencing token (at least 1;
 /// also when already ours, so a retried request is safe), or, if held by another token,
-/// `{0, holder's token}` (a waiter takes the value the holder's release message
-/// carries only if it is that holder's: see `wake/mod.rs`).
+/// `{0, holder's token, the lock's PTTL}` (a waiter takes the value the holder's
+/// release message carries only if it is that holder's, and a subscribed waiter pauses
+/// until the release or that expiry: see `wake/mod.rs`).
 pub(crate) static GET_OR_LOCK: Lazy<Script> = Lazy::new(|| {
     Script::new(&format!(
         r"{EFFECTS}{fence}{TAKE_LOCK_BODY}
@@ -110,7 +111,7 @@ if value then return value end
 local fence = take_lock(KEYS[2], KEYS[1], ARGV[1], ARGV[2])
 if fence == 0 then
   local holder = redis.call('GET', KEYS[2])
-  if holder then return {{0, holder}} end
+  if holder then return {{0, holder, redis.call('PTTL', KEYS[2])}} end
 end
 return fence
 ",

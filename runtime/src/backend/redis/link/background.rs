@@ -1,16 +1,22 @@
 //! The skeleton both background connections run on (the near cache's tracking
-//! connection, the lock wake-up subscriber): a thread of its own with a current-thread
-//! Tokio runtime, so blocking and async callers share it; it connects to the server (on
+//! connection, the lock wake-up subscriber): a task on the process's one background
+//! thread (a current-thread Tokio runtime, shared by every backend's connections, so
+//! blocking and async callers share it, and a release heard by many backends of one
+//! process wakes one thread, not one per backend); it connects to the server (on
 //! Sentinel, the master named now), serves until the link ends, tells its owner, and
 //! reconnects after a back-off from [`FIRST_BACKOFF`] to [`MAX_BACKOFF`], asking the
-//! Sentinels for the master again after a failure. It ends soon after its owner is
-//! dropped. RESP3 pushes reach the owner through [`Pushes`].
+//! Sentinels for the master again after a failure. The task ends soon after its owner
+//! is dropped; the thread, started with the first background connection, stays (idle)
+//! for the process's life. RESP3 pushes reach the owner through [`Pushes`].
 
-use std::sync::{Arc, Weak};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use redis::{PushInfo, PushKind, RedisError};
 use tokio::sync::Notify;
+use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 
 use super::{MAX_BACKOFF, Node, Timeouts};
 
@@ -30,8 +36,7 @@ pub(crate) enum Ended {
 
 /// What runs on the skeleton.
 pub(crate) trait Session: Send + 'static {
-    /// The thread's name, and what the warnings call the connection.
-    const THREAD: &'static str;
+    /// What the warnings call the connection.
     const WHAT: &'static str;
 
     /// Waits until a connection is wanted; `false`: the owner is gone.
@@ -46,21 +51,56 @@ pub(crate) trait Session: Send + 'static {
     fn ended(&mut self, ended: &Ended);
 }
 
-/// Runs `session` against `node` on a thread of its own; `false` (after a WARN) if the
-/// thread or its runtime cannot start.
+/// A session's run, made on the background thread (so its future need not be `Send`).
+type Job = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()>>> + Send>;
+
+/// The process's one background thread: a current-thread runtime that runs every
+/// backend's background connections (I/O and bookkeeping, never a blocking call). A
+/// release heard by many backends in one process wakes that thread once, not a
+/// thread per backend. `None` (after a WARN) if it cannot start.
+fn background() -> Option<&'static UnboundedSender<Job>> {
+    static THREAD: OnceLock<Option<UnboundedSender<Job>>> = OnceLock::new();
+    THREAD
+        .get_or_init(|| {
+            let (jobs, mut queued) = unbounded_channel::<Job>();
+            let started = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .and_then(|runtime| {
+                    std::thread::Builder::new()
+                        .name(THREAD_NAME.into())
+                        .spawn(move || {
+                            let local = tokio::task::LocalSet::new();
+                            local.block_on(&runtime, async move {
+                                while let Some(job) = queued.recv().await {
+                                    drop(tokio::task::spawn_local(job()));
+                                }
+                            });
+                        })
+                });
+            match started {
+                Ok(_) => Some(jobs),
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot start cache-memoize's background thread; wake-ups and the near cache stay off");
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
+
+/// The background thread's name.
+const THREAD_NAME: &str = "cache-memoize-background";
+
+/// Runs `session` against `node` on the process's background thread; `false` if that
+/// thread cannot start.
 pub(crate) fn spawn<S: Session>(node: Node, timeouts: Timeouts, session: S) -> bool {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build();
-    let started = runtime.and_then(|runtime| {
-        std::thread::Builder::new()
-            .name(S::THREAD.into())
-            .spawn(move || runtime.block_on(run(&node, timeouts.connect, session)))
-    });
-    if let Err(err) = &started {
-        tracing::warn!(error = %err, "cannot start the {}'s thread; it stays off", S::WHAT);
-    }
-    started.is_ok()
+    let Some(jobs) = background() else {
+        return false;
+    };
+    let job: Job =
+        Box::new(move || Box::pin(async move { run(&node, timeouts.connect, session).await }));
+    jobs.send(job).is_ok()
 }
 
 async fn run<S: Session>(node: &Node, connect_timeout: Duration, mut session: S) {

@@ -74,7 +74,6 @@ struct Tracker {
 }
 
 impl Session for Tracker {
-    const THREAD: &'static str = "cache-memoize-near";
     const WHAT: &'static str = "near cache's invalidation connection";
 
     async fn serve(&mut self, server: redis::Client) -> Ended {

@@ -6,10 +6,20 @@
 //!   between two pauses; the subscriber looks within a linger, so between one and two
 //!   lingers: a waiter leaving wakes nobody). A process waiting on nothing is subscribed to nothing, so
 //!   other processes' releases cost it (and Redis) nothing.
+//! - A release (a confirmation, a lost connection) wakes the waiters of its lock only
+//!   (a condition variable and a `Notify` per lock waited on), not every waiter of the
+//!   backend.
 //! - No release is missed: a subscription only counts for attempts made after it was
 //!   confirmed. A waiter whose attempt came first returns as soon as the subscription
 //!   is confirmed, and retries: that retry is the check that nothing was released in
-//!   between. A lost connection to a single server counts as a release; a subscription
+//!   between.
+//! - A waiter does not poll while subscribed: an attempt sent with the lock's
+//!   subscription live (confirmed before it was sent, not lost since) is answered
+//!   `Reply::Watched` with the lock's remaining life (the get-or-lock script returns
+//!   its `PTTL`), and the waiter pauses until the release or that expiry (plus a
+//!   little jitter): a dead holder is noticed when its lock expires, a renewed lock
+//!   is waited on again. Any other attempt (not yet subscribed, the subscriber
+//!   reconnecting, wake-ups off) pauses for `retry`, as before. A lost connection to a single server counts as a release; a subscription
 //!   the server drops because its slot moved, or whose cluster node was lost, is asked
 //!   for again at once (below).
 //! - A release that stored a value carries it (at most `DELIVER_MAX` bytes) with the
@@ -44,10 +54,11 @@
 //! - With Sentinel, the subscriber connects to the master the Sentinels name, and asks
 //!   again after its connection failed (the old master died): a failover costs the
 //!   waiters one retry, as any disconnection does.
-//! - The subscriber (`subscriber.rs`) runs on the links' background skeleton (a thread
-//!   of its own, shared by blocking and async callers, see `link/background.rs`); it
-//!   connects on the first wait, and ends soon after the backend is dropped. While it
-//!   is disconnected, waiters poll every `retry`.
+//! - The subscriber (`subscriber.rs`) runs on the links' background skeleton (a task
+//!   on the process's one background thread, shared by blocking and async callers and
+//!   by every backend, see `link/background.rs`); it connects on the first wait, and
+//!   ends soon after the backend is dropped. While it is disconnected, waiters poll
+//!   every `retry`.
 
 mod subscriber;
 
@@ -71,6 +82,7 @@ pub(crate) const LINGER: Duration = Duration::from_secs(1);
 /// The locks waited on, their subscriptions and releases, and the waiters to wake.
 pub(crate) struct Hub {
     state: Mutex<State>,
+    /// What a waiter without a watched lock (wake-ups off) sleeps on: never notified.
     released: Condvar,
     released_async: Notify,
     /// Wakes the subscriber when the locks waited on change (and when the hub drops);
@@ -108,6 +120,23 @@ struct Watched {
     released: Option<Instant>,
     /// What the last release message delivered, if it carried a value.
     delivered: Option<Delivery>,
+    /// This lock's waiters, blocking and async (with [`Hub::state`]): a release wakes
+    /// only the waiters of its lock, not every waiter of the backend.
+    woken: Wakers,
+}
+
+/// The waiters of one lock, to wake.
+#[derive(Clone, Default)]
+struct Wakers {
+    blocking: Arc<Condvar>,
+    awaiting: Arc<Notify>,
+}
+
+impl Wakers {
+    fn wake(&self) {
+        self.blocking.notify_all();
+        self.awaiting.notify_waiters();
+    }
 }
 
 /// A lock's holder, as an attempt sent at `sent` found it, and the value's name as
@@ -199,9 +228,11 @@ impl Hub {
                 live_since: None,
                 released: None,
                 delivered: None,
+                woken: Wakers::default(),
             });
         watched.waiters += 1;
         let ask = !watched.requested;
+        let woken = watched.woken.clone();
         drop(state);
         if ask {
             subscriber.notify_one();
@@ -209,6 +240,7 @@ impl Hub {
         Some(Watch {
             hub: self,
             lock_key,
+            woken,
         })
     }
 
@@ -220,12 +252,25 @@ impl Hub {
     }
 
     /// A get-or-lock attempt of the value at `value_key`, sent at `sent`, found
-    /// `holder` holding `lock_key`.
-    pub(crate) fn held(&self, lock_key: &str, value_key: &str, holder: Vec<u8>, sent: Instant) {
-        if self.subscriber.is_none() {
-            return;
-        }
+    /// `holder` holding `lock_key`, which expires in `expires_in`. Returns that expiry
+    /// if the subscription to the lock's channel was live (confirmed, and not lost
+    /// since) before the attempt was sent: the lock's release then wakes its waiters,
+    /// so they need not poll until it expires (`None`: they poll at their `retry`).
+    pub(crate) fn held(
+        &self,
+        lock_key: &str,
+        value_key: &str,
+        holder: Vec<u8>,
+        sent: Instant,
+        expires_in: Option<Duration>,
+    ) -> Option<Duration> {
+        self.subscriber.as_ref()?;
         let mut state = self.state();
+        let watched = state
+            .locks
+            .get(lock_key)
+            .and_then(|w| w.live_since)
+            .is_some_and(|since| since <= sent);
         if state.held.len() >= HELD_KEPT && !state.held.contains_key(lock_key) {
             let now = Instant::now();
             let State { held, locks, .. } = &mut *state;
@@ -249,6 +294,7 @@ impl Hub {
                 state.held.insert(lock_key.to_owned(), holding);
             }
         }
+        expires_in.filter(|_| watched)
     }
 
     /// The value delivered for a waiter whose attempt began at `attempted`, with its
@@ -270,10 +316,12 @@ impl Hub {
         attempted: Instant,
         max: Duration,
     ) -> Option<(String, Vec<u8>)> {
-        let _watch = self.watch(lock_key);
+        let watch = self.watch(lock_key);
+        let released = watch
+            .as_ref()
+            .map_or(&self.released, |w| &*w.woken.blocking);
         let state = self.state();
-        let (state, _) = self
-            .released
+        let (state, _) = released
             .wait_timeout_while(state, max, |state| {
                 !Self::should_retry(state, lock_key, attempted)
             })
@@ -288,10 +336,13 @@ impl Hub {
         attempted: Instant,
         max: Duration,
     ) -> Option<(String, Vec<u8>)> {
-        let _watch = self.watch(lock_key);
+        let watch = self.watch(lock_key);
+        let released = watch
+            .as_ref()
+            .map_or(&self.released_async, |w| &*w.woken.awaiting);
         let deadline = crate::timer::deadline_after(max);
         loop {
-            let released = self.released_async.notified();
+            let released = released.notified();
             let mut released = std::pin::pin!(released);
             // Registered before the check: a release in between still wakes us.
             released.as_mut().enable();
@@ -308,11 +359,6 @@ impl Hub {
         }
     }
 
-    fn wake_all(&self) {
-        self.released.notify_all();
-        self.released_async.notify_waiters();
-    }
-
     /// A release message on `channel`, carrying `payload`.
     fn on_message(&self, channel: &[u8], payload: &[u8]) {
         self.messages.fetch_add(1, Ordering::Relaxed);
@@ -322,18 +368,20 @@ impl Hub {
         let Ok(lock_key) = std::str::from_utf8(lock_key) else {
             return;
         };
-        if let Some(watched) = self.state().locks.get_mut(lock_key) {
-            let now = Instant::now();
-            watched.released = Some(now);
-            watched.delivered = delivery(payload).map(|(holder, value)| Delivery {
-                holder: holder.to_vec(),
-                value: value.to_vec(),
-                at: now,
-            });
-        } else {
-            return;
-        }
-        self.wake_all();
+        let woken = match self.state().locks.get_mut(lock_key) {
+            Some(watched) => {
+                let now = Instant::now();
+                watched.released = Some(now);
+                watched.delivered = delivery(payload).map(|(holder, value)| Delivery {
+                    holder: holder.to_vec(),
+                    value: value.to_vec(),
+                    at: now,
+                });
+                watched.woken.clone()
+            }
+            None => return,
+        };
+        woken.wake();
     }
 
     /// The server confirmed the subscription to `lock_key`'s channel: the reply to the
@@ -350,8 +398,9 @@ impl Hub {
             return;
         }
         watched.live_since = Some(Instant::now());
+        let woken = watched.woken.clone();
         drop(state);
-        self.wake_all();
+        woken.wake();
     }
 
     /// Subscriptions lost (all of them, or `lock_key`'s), and asked for again.
@@ -375,6 +424,7 @@ impl Hub {
         let now = Instant::now();
         let mut state = self.state();
         let mut lost = false;
+        let mut woken = Vec::new();
         for (key, watched) in &mut state.locks {
             if lock_key.is_some_and(|k| k != key) || !watched.requested {
                 continue;
@@ -384,6 +434,7 @@ impl Hub {
             watched.live_since = None;
             if !moved {
                 watched.released = Some(now);
+                woken.push(watched.woken.clone());
             }
             lost = true;
         }
@@ -393,9 +444,7 @@ impl Hub {
         }
         drop(state);
         if lost {
-            if !moved {
-                self.wake_all();
-            }
+            woken.iter().for_each(Wakers::wake);
             if let Some(subscriber) = &self.subscriber {
                 subscriber.notify_one();
             }
@@ -503,6 +552,8 @@ impl Hub {
 struct Watch<'a> {
     hub: &'a Hub,
     lock_key: &'a str,
+    /// What its lock's releases notify.
+    woken: Wakers,
 }
 
 impl Drop for Watch<'_> {
@@ -589,11 +640,11 @@ mod tests {
             }
         };
         // An attempt sent before this waiter's found holder `a`: not proof enough.
-        hub.held("_lock_:{k}", "{k}", b"a".to_vec(), before);
+        hub.held("_lock_:{k}", "{k}", b"a".to_vec(), before, None);
         hub.on_message(CHANNEL, b"v1:aVALUE");
         assert_eq!(Hub::delivered(&hub.state(), "_lock_:{k}", attempted), None);
         // Its own attempt found `a`: `a`'s release came after its wait began.
-        hub.held("_lock_:{k}", "{k}", b"a".to_vec(), attempted);
+        hub.held("_lock_:{k}", "{k}", b"a".to_vec(), attempted, None);
         assert_eq!(
             Hub::delivered(&hub.state(), "_lock_:{k}", attempted),
             Some(("{k}".to_owned(), b"VALUE".to_vec()))
@@ -606,6 +657,58 @@ mod tests {
         assert_eq!(Hub::delivered(&hub.state(), "_lock_:{k}", attempted), None);
         assert_eq!(delivery(b"v12:a"), None, "cut short");
         assert_eq!(delivery(b"v0:"), Some((&b""[..], &b""[..])));
+    }
+
+    #[test]
+    fn only_an_attempt_sent_with_the_subscription_live_waits_for_the_locks_expiry() {
+        let hub = watched(1);
+        let life = Some(Duration::from_secs(30));
+        let before = Instant::now();
+        let _ = hub.plan(Instant::now());
+        assert_eq!(
+            hub.held("_lock_:{k}", "{k}", b"a".to_vec(), before, life),
+            None,
+            "not subscribed yet: the waiter polls"
+        );
+        hub.on_subscribed("_lock_:{k}", false);
+        assert_eq!(
+            hub.held("_lock_:{k}", "{k}", b"a".to_vec(), before, life),
+            None,
+            "sent before the confirmation: a release in between may be unheard"
+        );
+        let after = Instant::now();
+        assert_eq!(
+            hub.held("_lock_:{k}", "{k}", b"a".to_vec(), after, life),
+            life
+        );
+        hub.on_lost(None, false);
+        let lost = Instant::now();
+        assert_eq!(
+            hub.held("_lock_:{k}", "{k}", b"a".to_vec(), lost, life),
+            None,
+            "the subscription lost: the waiter polls until it is back"
+        );
+        assert_eq!(
+            polling().held("_lock_:{k}", "{k}", b"a".to_vec(), lost, life),
+            None
+        );
+    }
+
+    #[test]
+    fn a_release_wakes_the_waiters_of_its_lock_only() {
+        let hub = watched(0);
+        let (a, also_a, b) = (
+            hub.watch("_lock_:{a}"),
+            hub.watch("_lock_:{a}"),
+            hub.watch("_lock_:{b}"),
+        );
+        let woken = |w: &Option<Watch<'_>>| w.as_ref().map(|w| Arc::clone(&w.woken.blocking));
+        let (a, also_a, b) = (woken(&a), woken(&also_a), woken(&b));
+        assert!(
+            a.zip(also_a.clone())
+                .is_some_and(|(x, y)| Arc::ptr_eq(&x, &y))
+        );
+        assert!(also_a.zip(b).is_some_and(|(x, y)| !Arc::ptr_eq(&x, &y)));
     }
 
     #[test]

@@ -59,7 +59,6 @@ struct Subscriber {
 }
 
 impl Session for Subscriber {
-    const THREAD: &'static str = "cache-memoize-wake";
     const WHAT: &'static str = "lock wake-up subscriber";
 
     /// Connect on the first wait only: a process that never waits holds no connection.
