@@ -201,7 +201,8 @@ use quote::ToTokens;
 /// others wait and read its result (no stampede). Defaults: expire 30 s, no timeout,
 /// retry 250 ms plus jitter, blocking. `retry` is the pause between attempts while a
 /// waiter is not subscribed to the lock's release: on Redis, once it is, a waiter
-/// pauses until the release or the lock's expiry. `lock = true` is an error: write
+/// pauses until the release or the lock's expiry (checking at least once a second).
+/// `lock = true` is an error: write
 /// `lock`.
 ///
 /// ```

@@ -32,7 +32,8 @@ pub struct LockOptions {
     /// not subscribed to the lock's release. A memoized call on a `RedisBackend` with
     /// wake-ups polls at `retry` only until its subscription is live (its first
     /// pause, or while the subscriber reconnects); then it pauses until the lock's
-    /// release or its expiry (a holder that died is noticed when its lock expires).
+    /// release or its expiry (a holder that died is noticed when its lock expires),
+    /// checking at least once a second (or every `retry`, if longer).
     /// A [`CacheLock`] acquisition, and backends that cannot promise a wake-up at the
     /// release, poll at `retry` (woken earlier by a release they hear).
     pub retry: Duration,

@@ -247,6 +247,11 @@ pub(crate) enum Io<'m> {
     },
 }
 
+/// The longest a waiter the backend wakes at the release pauses between two checks of
+/// the lock (unless `retry` is longer): the bound on what a subscription lost without a
+/// word costs.
+pub(crate) const WATCHED_CHECK: Duration = Duration::from_secs(1);
+
 /// How long before the value it throttles a throttle mark ends, at the latest.
 const MARK_MARGIN_MS: u64 = 20;
 
@@ -1004,8 +1009,9 @@ impl<'k, T> Machine<'k, T> {
     /// The lock is held by another caller: wait for it, or give up on it. A waiter
     /// the backend wakes at the release (`watched`: the lock's remaining life) pauses
     /// until the release or the lock's expiry (a dead holder's lock is taken over
-    /// then), plus 0–25 % of `retry` or of that expiry if shorter (waiters on a dead
-    /// holder do not all retry at once); any other polls at `retry`, plus 0–25 %.
+    /// then), at most [`WATCHED_CHECK`] (or `retry`, if longer), plus 0–25 % of `retry`
+    /// or of that pause if shorter (waiters on a dead holder do not all retry at once);
+    /// any other polls at `retry`, plus 0–25 %.
     fn held(&mut self, since: Instant, at: Instant, watched: Option<Duration>) -> Step<'_, T> {
         let Some(lock) = self.policy.lock else {
             // No lock configured: another caller computing is no reason to wait.
@@ -1016,8 +1022,12 @@ impl<'k, T> Machine<'k, T> {
         let jitter = self.rng().f64() * 0.25;
         let pause = match watched {
             Some(expires_in) => {
-                let spread = lock.retry.min(expires_in).as_secs_f64() * jitter;
-                expires_in.saturating_add(Duration::from_secs_f64(spread))
+                // At most `WATCHED_CHECK` (or `retry` if longer) between checks: a
+                // subscription whose connection died without a word (half-open TCP)
+                // then costs that, not the rest of the lock's life.
+                let until = expires_in.min(WATCHED_CHECK.max(lock.retry));
+                let spread = lock.retry.min(until).as_secs_f64() * jitter;
+                until.saturating_add(Duration::from_secs_f64(spread))
             }
             None => Duration::try_from_secs_f64(lock.retry.as_secs_f64() * (1.0 + jitter))
                 .unwrap_or(lock.retry),

@@ -555,7 +555,7 @@ fn a_held_lock_is_waited_for_then_the_stored_value_is_returned() {
 }
 
 #[test]
-fn a_waiter_the_backend_wakes_pauses_until_the_locks_expiry_within_its_timeout() {
+fn a_waiter_the_backend_wakes_pauses_until_the_locks_expiry_at_most_a_check_apart() {
     let held_watched = |at: Instant, expires_in: u64| Event::Attempted {
         at,
         found: Ok(GetOrLock::Held),
@@ -565,11 +565,18 @@ fn a_waiter_the_backend_wakes_pauses_until_the_locks_expiry_within_its_timeout()
     let start = Instant::now();
     m.feed(Event::Start);
     m.feed(Event::Read(Ok(None)));
-    // Until the release or the expiry (plus up to 25 % of the 100 ms retry), not
-    // the retry.
+    // Until the release or the expiry, not the retry; but at most `WATCHED_CHECK`
+    // (1 s, plus up to 25 % of the 100 ms retry) between checks.
+    match m.feed(held_watched(start, 700)) {
+        Step::Io(Io::Pause { max, .. }) => {
+            assert!(max >= Duration::from_millis(700) && max <= Duration::from_millis(725));
+        }
+        other => panic!("expected a pause, got {:?}", kind(other)),
+    }
+    assert_eq!(kind(m.feed(Event::Paused(None))), io("GetOrLock"));
     match m.feed(held_watched(start, 20_000)) {
         Step::Io(Io::Pause { max, .. }) => {
-            assert!(max >= Duration::from_secs(20) && max <= Duration::from_millis(20_025));
+            assert!(max >= Duration::from_secs(1) && max <= Duration::from_millis(1_025));
         }
         other => panic!("expected a pause, got {:?}", kind(other)),
     }
@@ -582,11 +589,11 @@ fn a_waiter_the_backend_wakes_pauses_until_the_locks_expiry_within_its_timeout()
         other => panic!("expected a pause, got {:?}", kind(other)),
     }
     // The timeout still bounds the wait.
-    let mut m = locked(Wait::For(Duration::from_secs(1)));
+    let mut m = locked(Wait::For(Duration::from_millis(500)));
     m.feed(Event::Start);
     m.feed(Event::Read(Ok(None)));
     match m.feed(held_watched(start, 20_000)) {
-        Step::Io(Io::Pause { max, .. }) => assert_eq!(max, Duration::from_secs(1)),
+        Step::Io(Io::Pause { max, .. }) => assert_eq!(max, Duration::from_millis(500)),
         other => panic!("expected a pause, got {:?}", kind(other)),
     }
 }
