@@ -29,7 +29,6 @@
 //! key with `T` reads them as another type (a miss).
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::future::Future;
 use std::hash::Hash;
 
@@ -41,10 +40,13 @@ use std::time::Instant;
 use crate::codec::Stamp;
 use crate::error::Error;
 use crate::key::{CacheKey, make_cache_key};
+use crate::lock::renew::Renewal;
 use crate::options::{MemoizeOptions, Refresh};
 use crate::refresh::claim::RefreshClaim;
 use crate::refresh::scope::take_forced;
-use crate::sequence::{Call, Driver, Lookup, Trigger};
+use crate::sequence::{
+    Call, Defer, Deferred, Driver, Lookup, Machine, Progress, Trigger, send_many, send_many_async,
+};
 
 /// Returns the values memoized at each of `keys` (pairs of a cache key and the element
 /// it stands for), computing the missing ones with **one** call of `load`, given
@@ -93,39 +95,71 @@ where
     let mut reads = first_read(&calls);
     let mut batch = Outcomes::with_capacity(elements.len());
     let mut pending = Vec::new();
+    let mut locking = Vec::new();
     for (index, call) in calls.iter().enumerate() {
-        let mut machine = call.machine::<Option<T>>(true, None);
-        let mut driver = Driver::blocking(call);
-        let lookup = driver.lookup_read(&mut machine, part(&mut reads, call, index));
-        if batch.looked_up(index, lookup) {
-            // Kept alive from now: the next elements' waits may outlast its expiry.
-            let renewal = driver.keep_alive();
-            pending.push((index, machine, driver, renewal));
-        }
+        let mut element = Element::new(index, call.machine(true, None), Driver::blocking(call));
+        let read = part(&mut reads, call, index);
+        let progress = element.driver.batch_lookup(&mut element.machine, read);
+        batch.progressed(element, progress, &mut locking, &mut pending);
+    }
+    // One attempt at every lock the lookups stopped before, as one step.
+    let events = send_many(&mut sent(&mut locking));
+    let mut waiting = Vec::new();
+    for (mut element, event) in locking.into_iter().zip(events) {
+        let progress = element
+            .driver
+            .batch_resume(&mut element.machine, event, Defer::WAITS);
+        batch.progressed(element, progress, &mut waiting, &mut pending);
+    }
+    // Then the waits for the elements another caller computes, in the order of the
+    // keys (the locks taken kept alive meanwhile).
+    for mut element in waiting {
+        let event = match &element.deferred {
+            Some(deferred) => element.driver.batch_perform(deferred),
+            None => continue,
+        };
+        let progress = element
+            .driver
+            .batch_resume(&mut element.machine, event, Defer::NOTHING);
+        batch.progressed(element, progress, &mut Vec::new(), &mut pending);
     }
     let refreshes = batch.refreshes(&calls);
+    let mut revalidating = Vec::new();
     for (index, call, stamp) in &refreshes {
-        let mut machine = call.machine::<Option<T>>(false, None).revalidating(*stamp);
-        let mut driver = Driver::blocking(call);
-        let lookup = driver.lookup(&mut machine);
+        let machine = call.machine::<Option<T>>(false, None).revalidating(*stamp);
+        let mut element = Element::new(*index, machine, Driver::blocking(call));
+        let lookup = element.driver.lookup(&mut element.machine);
         if batch.revalidated(*index, lookup) {
-            let renewal = driver.keep_alive();
-            pending.push((*index, machine, driver, renewal));
+            element.renewal = element.driver.keep_alive();
+            revalidating.push(element);
         }
     }
-    if pending.is_empty() {
+    if pending.is_empty() && revalidating.is_empty() {
         return batch.values(elements);
     }
     let held: Vec<K> = pending
         .iter()
-        .map(|(index, ..)| elements[*index].clone())
+        .chain(&revalidating)
+        .map(|element| elements[element.index].clone())
         .collect();
     let mut loaded = load(&held);
-    for (index, mut machine, mut driver, renewal) in pending {
-        drop(renewal);
-        let value = loaded.remove(&elements[index]);
-        let stored = driver.compute(&mut machine, || Ok::<_, Infallible>(value), |_| false);
-        batch.computed(index, stored);
+    // Each element encoded and run to its store; the stores sent as one step.
+    let mut storing = Vec::new();
+    for mut element in pending.into_iter().chain(revalidating) {
+        element.renewal = None;
+        let value = loaded.remove(&elements[element.index]);
+        let progress = element.driver.batch_computed(&mut element.machine, &value);
+        batch.computed(element.index, value);
+        if let Progress::Deferred(deferred) = progress {
+            element.deferred = Some(deferred);
+            storing.push(element);
+        }
+    }
+    let events = send_many(&mut sent(&mut storing));
+    for (mut element, event) in storing.into_iter().zip(events) {
+        let _ = element
+            .driver
+            .batch_resume(&mut element.machine, event, Defer::NOTHING);
     }
     batch.values(elements)
 }
@@ -153,45 +187,112 @@ where
     let mut reads = first_read_async(&calls).await;
     let mut batch = Outcomes::with_capacity(elements.len());
     let mut pending = Vec::new();
+    let mut locking = Vec::new();
     for (index, call) in calls.iter().enumerate() {
-        let mut machine = call.machine::<Option<T>>(true, None);
-        let mut driver = Driver::nonblocking(call);
+        let machine = call.machine(true, None);
+        let mut element = Element::new(index, machine, Driver::nonblocking(call));
         let read = part(&mut reads, call, index);
-        let lookup = driver.lookup_read_async(&mut machine, read).await;
-        if batch.looked_up(index, lookup) {
-            // Kept alive from now: the next elements' waits may outlast its expiry.
-            let renewal = driver.keep_alive();
-            pending.push((index, machine, driver, renewal));
-        }
+        let progress = element
+            .driver
+            .batch_lookup_async(&mut element.machine, read)
+            .await;
+        batch.progressed(element, progress, &mut locking, &mut pending);
+    }
+    let events = send_many_async(&mut sent(&mut locking)).await;
+    let mut waiting = Vec::new();
+    for (mut element, event) in locking.into_iter().zip(events) {
+        let progress = element
+            .driver
+            .batch_resume_async(&mut element.machine, event, Defer::WAITS)
+            .await;
+        batch.progressed(element, progress, &mut waiting, &mut pending);
+    }
+    for mut element in waiting {
+        let event = match &element.deferred {
+            Some(deferred) => element.driver.batch_perform_async(deferred).await,
+            None => continue,
+        };
+        let progress = element
+            .driver
+            .batch_resume_async(&mut element.machine, event, Defer::NOTHING)
+            .await;
+        batch.progressed(element, progress, &mut Vec::new(), &mut pending);
     }
     let refreshes = batch.refreshes(&calls);
+    let mut revalidating = Vec::new();
     for (index, call, stamp) in &refreshes {
-        let mut machine = call.machine::<Option<T>>(false, None).revalidating(*stamp);
-        let mut driver = Driver::nonblocking(call);
-        let lookup = driver.lookup_async(&mut machine).await;
+        let machine = call.machine::<Option<T>>(false, None).revalidating(*stamp);
+        let mut element = Element::new(*index, machine, Driver::nonblocking(call));
+        let lookup = element.driver.lookup_async(&mut element.machine).await;
         if batch.revalidated(*index, lookup) {
-            let renewal = driver.keep_alive();
-            pending.push((*index, machine, driver, renewal));
+            element.renewal = element.driver.keep_alive();
+            revalidating.push(element);
         }
     }
-    if pending.is_empty() {
+    if pending.is_empty() && revalidating.is_empty() {
         return batch.values(elements);
     }
     let held: Vec<K> = pending
         .iter()
-        .map(|(index, ..)| elements[*index].clone())
+        .chain(&revalidating)
+        .map(|element| elements[element.index].clone())
         .collect();
     let mut loaded = load(held).await;
-    for (index, mut machine, mut driver, renewal) in pending {
-        drop(renewal);
-        let value = loaded.remove(&elements[index]);
-        let computed = || async { Ok::<_, Infallible>(value) };
-        let stored = driver
-            .compute_async(&mut machine, computed, |_| false)
+    let mut storing = Vec::new();
+    for mut element in pending.into_iter().chain(revalidating) {
+        element.renewal = None;
+        let value = loaded.remove(&elements[element.index]);
+        let progress = element
+            .driver
+            .batch_computed_async(&mut element.machine, &value)
             .await;
-        batch.computed(index, stored);
+        batch.computed(element.index, value);
+        if let Progress::Deferred(deferred) = progress {
+            element.deferred = Some(deferred);
+            storing.push(element);
+        }
+    }
+    let events = send_many_async(&mut sent(&mut storing)).await;
+    for (mut element, event) in storing.into_iter().zip(events) {
+        let _ = element
+            .driver
+            .batch_resume_async(&mut element.machine, event, Defer::NOTHING)
+            .await;
     }
     batch.values(elements)
+}
+
+/// An element of a batch still running: its machine and driver, the step it stopped
+/// before, and the renewal of the lock it computes under (kept alive from the moment
+/// it is taken: the batch's waits and its loader may outlast the lock's expiry).
+struct Element<'c, 'o, T> {
+    index: usize,
+    machine: Machine<'c, Option<T>>,
+    driver: Driver<'c, 'o>,
+    deferred: Option<Deferred>,
+    renewal: Option<Renewal>,
+}
+
+impl<'c, 'o, T> Element<'c, 'o, T> {
+    fn new(index: usize, machine: Machine<'c, Option<T>>, driver: Driver<'c, 'o>) -> Self {
+        Self {
+            index,
+            machine,
+            driver,
+            deferred: None,
+            renewal: None,
+        }
+    }
+}
+
+/// The elements' steps to send as one (each element's driver and its step).
+fn sent<'e, 'c, 'o, T>(
+    elements: &'e mut [Element<'c, 'o, T>],
+) -> Vec<(&'e mut Driver<'c, 'o>, &'e Deferred)> {
+    elements
+        .iter_mut()
+        .filter_map(|element| Some((&mut element.driver, element.deferred.as_ref()?)))
+        .collect()
 }
 
 /// What each element of a batch comes to, decided step by step (the same for both
@@ -211,6 +312,30 @@ impl<T> Outcomes<T> {
         Self {
             found: std::iter::repeat_with(|| None).take(len).collect(),
             stale: Vec::new(),
+        }
+    }
+
+    /// How far an element's run went: decided (found, or to compute: then its lock
+    /// is kept alive from now, and it joins `pending`), or stopped before a step (it
+    /// joins `stopped`).
+    fn progressed<'c, 'o>(
+        &mut self,
+        mut element: Element<'c, 'o, T>,
+        progress: Progress<Option<T>>,
+        stopped: &mut Vec<Element<'c, 'o, T>>,
+        pending: &mut Vec<Element<'c, 'o, T>>,
+    ) {
+        match progress {
+            Progress::Decided(lookup) => {
+                if self.looked_up(element.index, lookup) {
+                    element.renewal = element.driver.keep_alive();
+                    pending.push(element);
+                }
+            }
+            Progress::Deferred(deferred) => {
+                element.deferred = Some(deferred);
+                stopped.push(element);
+            }
         }
     }
 
@@ -255,10 +380,8 @@ impl<T> Outcomes<T> {
         }
     }
 
-    /// A computed element's value (`Err` never comes: the loader's output is stored as
-    /// it is).
-    fn computed(&mut self, index: usize, stored: Result<Option<T>, Infallible>) {
-        let Ok(value) = stored;
+    /// A computed element's value (the loader's, stored as it is).
+    fn computed(&mut self, index: usize, value: Option<T>) {
         self.found[index] = value;
     }
 

@@ -176,6 +176,10 @@ fn emulate<S: Store + ?Sized>(store: &S, op: Op<'_>) -> Result<Reply, Error> {
             store.wait_for_release(lock_key, attempted, max);
             Reply::Done
         }
+        Op::Many { parts } => {
+            let replies = parts.iter().map(|part| emulate(store, part.op()));
+            Reply::Many(replies.collect::<Result<_, _>>()?)
+        }
         Op::Decoded { .. } => Reply::Decoded(None),
         Op::KeepDecoded { .. } => Reply::Done,
     })
