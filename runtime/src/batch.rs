@@ -97,10 +97,17 @@ where
     let mut pending = Vec::new();
     let mut locking = Vec::new();
     for (index, call) in calls.iter().enumerate() {
-        let mut element = Element::new(index, call.machine(true, None), Driver::blocking(call));
+        let mut machine = call.machine(true, None);
+        let mut driver = Driver::blocking(call);
         let read = part(&mut reads, call, index);
-        let progress = element.driver.batch_lookup(&mut element.machine, read);
-        batch.progressed(element, progress, &mut locking, &mut pending);
+        match driver.batch_lookup(&mut machine, read) {
+            // A hit (every element of an all-hit batch): nothing more to run.
+            Progress::Decided(Lookup::Found(value)) => batch.found[index] = value,
+            progress => {
+                let element = Element::new(index, machine, driver);
+                batch.progressed(element, progress, &mut locking, &mut pending);
+            }
+        }
     }
     // One attempt at every lock the lookups stopped before, as one step.
     let events = send_many(&mut sent(&mut locking));
@@ -112,16 +119,27 @@ where
         batch.progressed(element, progress, &mut waiting, &mut pending);
     }
     // Then the waits for the elements another caller computes, in the order of the
-    // keys (the locks taken kept alive meanwhile).
-    for mut element in waiting {
-        let event = match &element.deferred {
-            Some(deferred) => element.driver.batch_perform(deferred),
-            None => continue,
-        };
-        let progress = element
-            .driver
-            .batch_resume(&mut element.machine, event, Defer::NOTHING);
-        batch.progressed(element, progress, &mut Vec::new(), &mut pending);
+    // keys (the locks taken kept alive meanwhile); the attempts that follow them are
+    // sent as one step, until every element is found or held by this caller.
+    while !waiting.is_empty() {
+        let mut retrying = Vec::new();
+        for mut element in waiting.drain(..) {
+            let event = match &element.deferred {
+                Some(deferred) => element.driver.batch_perform(deferred),
+                None => continue,
+            };
+            let progress = element
+                .driver
+                .batch_resume(&mut element.machine, event, Defer::LOCK);
+            batch.progressed(element, progress, &mut retrying, &mut pending);
+        }
+        let events = send_many(&mut sent(&mut retrying));
+        for (mut element, event) in retrying.into_iter().zip(events) {
+            let progress = element
+                .driver
+                .batch_resume(&mut element.machine, event, Defer::WAITS);
+            batch.progressed(element, progress, &mut waiting, &mut pending);
+        }
     }
     let refreshes = batch.refreshes(&calls);
     let mut revalidating = Vec::new();
@@ -189,14 +207,16 @@ where
     let mut pending = Vec::new();
     let mut locking = Vec::new();
     for (index, call) in calls.iter().enumerate() {
-        let machine = call.machine(true, None);
-        let mut element = Element::new(index, machine, Driver::nonblocking(call));
+        let mut machine = call.machine(true, None);
+        let mut driver = Driver::nonblocking(call);
         let read = part(&mut reads, call, index);
-        let progress = element
-            .driver
-            .batch_lookup_async(&mut element.machine, read)
-            .await;
-        batch.progressed(element, progress, &mut locking, &mut pending);
+        match driver.batch_lookup_async(&mut machine, read).await {
+            Progress::Decided(Lookup::Found(value)) => batch.found[index] = value,
+            progress => {
+                let element = Element::new(index, machine, driver);
+                batch.progressed(element, progress, &mut locking, &mut pending);
+            }
+        }
     }
     let events = send_many_async(&mut sent(&mut locking)).await;
     let mut waiting = Vec::new();
@@ -207,16 +227,27 @@ where
             .await;
         batch.progressed(element, progress, &mut waiting, &mut pending);
     }
-    for mut element in waiting {
-        let event = match &element.deferred {
-            Some(deferred) => element.driver.batch_perform_async(deferred).await,
-            None => continue,
-        };
-        let progress = element
-            .driver
-            .batch_resume_async(&mut element.machine, event, Defer::NOTHING)
-            .await;
-        batch.progressed(element, progress, &mut Vec::new(), &mut pending);
+    while !waiting.is_empty() {
+        let mut retrying = Vec::new();
+        for mut element in waiting.drain(..) {
+            let event = match &element.deferred {
+                Some(deferred) => element.driver.batch_perform_async(deferred).await,
+                None => continue,
+            };
+            let progress = element
+                .driver
+                .batch_resume_async(&mut element.machine, event, Defer::LOCK)
+                .await;
+            batch.progressed(element, progress, &mut retrying, &mut pending);
+        }
+        let events = send_many_async(&mut sent(&mut retrying)).await;
+        for (mut element, event) in retrying.into_iter().zip(events) {
+            let progress = element
+                .driver
+                .batch_resume_async(&mut element.machine, event, Defer::WAITS)
+                .await;
+            batch.progressed(element, progress, &mut waiting, &mut pending);
+        }
     }
     let refreshes = batch.refreshes(&calls);
     let mut revalidating = Vec::new();

@@ -1229,6 +1229,13 @@ impl Defer {
         waits: true,
         store: false,
     };
+    /// A waiting element's attempt again, once its wait ended: sent with the other
+    /// waiting elements' attempts.
+    pub(crate) const LOCK: Self = Self {
+        lock: true,
+        waits: false,
+        store: false,
+    };
     /// A computed element's: its store.
     pub(crate) const STORE: Self = Self {
         lock: false,
@@ -1252,7 +1259,8 @@ pub(crate) enum Deferred {
     /// the batch's `Op::Many`.
     Lock(String, Duration),
     /// A wait for another caller's lock (`Io::Pause`): taken once every element's
-    /// attempt is answered (the locks taken kept alive meanwhile).
+    /// attempt is answered (the locks taken kept alive meanwhile); the attempts that
+    /// follow the waits are sent as one step.
     Pause(String, Instant, Duration),
     /// A wait for this process's leader (`Io::AwaitLeader`).
     Leader(Option<Duration>),
@@ -1289,7 +1297,7 @@ enum Planned<'a> {
     Other(Then),
 }
 
-impl<'c, 'o> Driver<'c, 'o> {
+impl<'c> Driver<'c, '_> {
     /// Plans a deferred lock attempt or store as a part of the batch's composite.
     fn plan_part<'a, 'k: 'a>(
         &'a mut self,

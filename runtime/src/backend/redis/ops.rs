@@ -159,7 +159,7 @@ impl RedisBackend {
                     // A script runs on one slot: the caller sends the parts one by one.
                     return Route::Refused(op_unsupported(parts));
                 }
-                return Route::Send(self.many(parts, key, &stored, &sealed, wake));
+                return Route::Send(Self::many(parts, key, seal, wake));
             }
             Op::GetMany { keys: [] } => return Route::Local(Reply::Values(Vec::new())),
             Op::GetMany { keys } => {
@@ -304,13 +304,19 @@ impl RedisBackend {
 
     /// The request of an `Op::Many`: one script, its parts' keys and arguments in order.
     fn many<'a>(
-        &self,
         parts: &'a [Part<'a>],
         key: Cow<'a, str>,
-        stored: &dyn Fn(&'a str) -> Cow<'a, str>,
-        sealed: &dyn Fn(&str, &'a [u8]) -> Cow<'a, [u8]>,
+        seal: Option<&Seal>,
         wake: &'static str,
     ) -> Plan<'a> {
+        let stored = |key: &'a str| -> Cow<'a, str> {
+            seal.map_or(Cow::Borrowed(key), |seal| Cow::Owned(seal.name(key)))
+        };
+        let sealed = |key: &str, value: &'a [u8]| -> Cow<'a, [u8]> {
+            seal.map_or(Cow::Borrowed(value), |seal| {
+                Cow::Owned(seal.seal(key, value))
+            })
+        };
         let mut script = MANY.prepare_invoke();
         let mut sent = Vec::with_capacity(parts.len());
         let mut forget = Vec::new();
