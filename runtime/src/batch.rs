@@ -109,37 +109,24 @@ where
             }
         }
     }
-    // One attempt at every lock the lookups stopped before, as one step.
-    let events = send_many(&mut sent(&mut locking));
-    let mut waiting = Vec::new();
-    for (mut element, event) in locking.into_iter().zip(events) {
-        let progress = element
-            .driver
-            .batch_resume(&mut element.machine, event, Defer::WAITS);
-        batch.progressed(element, progress, &mut waiting, &mut pending);
-    }
-    // Then the waits for the elements another caller computes, in the order of the
-    // keys (the locks taken kept alive meanwhile); the attempts that follow them are
-    // sent as one step, until every element is found or held by this caller.
-    while !waiting.is_empty() {
-        let mut retrying = Vec::new();
-        for mut element in waiting.drain(..) {
-            let event = match &element.deferred {
-                Some(deferred) => element.driver.batch_perform(deferred),
-                None => continue,
+    // The attempts at every lock the lookups stopped before, as one step, in the order
+    // of the keys; the backend stops taking locks at the first one held, which is
+    // waited for (the locks taken kept alive meanwhile) before the next attempt at
+    // it and the rest.
+    while !locking.is_empty() {
+        let events = send_many(&mut sent(&mut locking));
+        let mut next = Vec::new();
+        for (mut element, event) in locking.into_iter().zip(events) {
+            let Some(event) = event else {
+                next.push(element);
+                continue;
             };
             let progress = element
                 .driver
                 .batch_resume(&mut element.machine, event, Defer::LOCK);
-            batch.progressed(element, progress, &mut retrying, &mut pending);
+            batch.progressed(element, progress, &mut next, &mut pending);
         }
-        let events = send_many(&mut sent(&mut retrying));
-        for (mut element, event) in retrying.into_iter().zip(events) {
-            let progress = element
-                .driver
-                .batch_resume(&mut element.machine, event, Defer::WAITS);
-            batch.progressed(element, progress, &mut waiting, &mut pending);
-        }
+        locking = next;
     }
     let refreshes = batch.refreshes(&calls);
     let mut revalidating = Vec::new();
@@ -175,6 +162,8 @@ where
     }
     let events = send_many(&mut sent(&mut storing));
     for (mut element, event) in storing.into_iter().zip(events) {
+        // (A store is always sent.)
+        let Some(event) = event else { continue };
         let _ = element
             .driver
             .batch_resume(&mut element.machine, event, Defer::NOTHING);
@@ -218,36 +207,21 @@ where
             }
         }
     }
-    let events = send_many_async(&mut sent(&mut locking)).await;
-    let mut waiting = Vec::new();
-    for (mut element, event) in locking.into_iter().zip(events) {
-        let progress = element
-            .driver
-            .batch_resume_async(&mut element.machine, event, Defer::WAITS)
-            .await;
-        batch.progressed(element, progress, &mut waiting, &mut pending);
-    }
-    while !waiting.is_empty() {
-        let mut retrying = Vec::new();
-        for mut element in waiting.drain(..) {
-            let event = match &element.deferred {
-                Some(deferred) => element.driver.batch_perform_async(deferred).await,
-                None => continue,
+    while !locking.is_empty() {
+        let events = send_many_async(&mut sent(&mut locking)).await;
+        let mut next = Vec::new();
+        for (mut element, event) in locking.into_iter().zip(events) {
+            let Some(event) = event else {
+                next.push(element);
+                continue;
             };
             let progress = element
                 .driver
                 .batch_resume_async(&mut element.machine, event, Defer::LOCK)
                 .await;
-            batch.progressed(element, progress, &mut retrying, &mut pending);
+            batch.progressed(element, progress, &mut next, &mut pending);
         }
-        let events = send_many_async(&mut sent(&mut retrying)).await;
-        for (mut element, event) in retrying.into_iter().zip(events) {
-            let progress = element
-                .driver
-                .batch_resume_async(&mut element.machine, event, Defer::WAITS)
-                .await;
-            batch.progressed(element, progress, &mut waiting, &mut pending);
-        }
+        locking = next;
     }
     let refreshes = batch.refreshes(&calls);
     let mut revalidating = Vec::new();
@@ -285,6 +259,8 @@ where
     }
     let events = send_many_async(&mut sent(&mut storing)).await;
     for (mut element, event) in storing.into_iter().zip(events) {
+        // (A store is always sent.)
+        let Some(event) = event else { continue };
         let _ = element
             .driver
             .batch_resume_async(&mut element.machine, event, Defer::NOTHING)

@@ -188,3 +188,139 @@ fn overlapping_batches_of_several_processes_never_deadlock() {
         );
     }
 }
+
+/// A holder that releases without a value, under overlapping batches: a third caller
+/// holds `w`; batch A (of `x` and `w`) takes `x` and waits for `w`; batch B (of the
+/// same keys) finds `x` held and takes nothing after it (had it taken `w` once the
+/// third caller let it go, A and B would each wait for the other's renewed lock for
+/// ever: the rule itself is `many_takes_no_lock_after_one_held`). A takes `w` and
+/// loads both, B reads them.
+#[test]
+fn a_lock_released_without_a_value_deadlocks_no_batch() {
+    let server = RedisServer::start();
+    let (a_client, b_client, z_client) = (
+        connect(&server.url()),
+        Arc::new(cache_memoize_tests::Probe::new(connect(&server.url()))),
+        connect(&server.url()),
+    );
+    let inspect = connect(&server.url());
+    let (a_opts, z_opts) = (locked(&a_client), locked(&z_client));
+    let b_opts = locked(&(Arc::clone(&b_client) as Arc<dyn CacheBackend>));
+    let ids = [1, 2];
+    let batch = keys("cycle", ids);
+    let (x, w) = (
+        cache_memoize::make_cache_key(&batch[0].0),
+        cache_memoize::make_cache_key(&batch[1].0),
+    );
+    assert!(x.as_str() < w.as_str(), "the keys' order");
+    let loads = Mutex::new(Vec::new());
+    let (z_holds, z_held) = mpsc::channel();
+    let (fail_z, z_fails) = mpsc::channel::<()>();
+    let (done, finished) = mpsc::channel();
+    std::thread::scope(|s| {
+        let (loads, batch, w_key) = (&loads, &batch, &batch[1].0);
+        s.spawn(move || {
+            let failed: Result<String, &str> = cache_memoize::try_memoize(w_key, &z_opts, || {
+                let _ = z_holds.send(());
+                let _ = z_fails.recv();
+                Err("no value")
+            });
+            assert!(failed.is_err());
+        });
+        assert!(z_held.recv().is_ok());
+        let load = |ids: &[u32]| {
+            loads
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend_from_slice(ids);
+            users(ids)
+        };
+        let done_a = done.clone();
+        s.spawn(move || {
+            let got = memoize_many(batch.clone(), &a_opts, load);
+            let _ = done_a.send(got);
+        });
+        cache_memoize_tests::wait_until("batch A holds x", || {
+            inspect.get(&x.lock_key()).ok().flatten().is_some()
+        });
+        let done_b = done.clone();
+        s.spawn(move || {
+            let got = memoize_many(batch.clone(), &b_opts, load);
+            let _ = done_b.send(got);
+        });
+        cache_memoize_tests::wait_until("batch B found x held", || {
+            !b_client.keys_done_of("many").is_empty()
+        });
+        assert!(
+            inspect.get(&w.lock_key()).ok().flatten().is_some(),
+            "the third caller still holds w"
+        );
+        drop(fail_z);
+        for _ in 0..2 {
+            let got = finished.recv_timeout(Duration::from_secs(20));
+            assert_eq!(got.ok(), Some(users(&ids)), "a batch finished with both");
+        }
+    });
+    let mut loaded = loads.into_inner().unwrap_or_else(PoisonError::into_inner);
+    loaded.sort_unstable();
+    assert_eq!(loaded, ids, "each key loaded once");
+}
+
+/// The rule of `Op::Many` on every backend: get-or-lock parts after the first that
+/// finds its lock held are not attempted (`Reply::Done`), their locks untouched.
+#[test]
+fn many_takes_no_lock_after_one_held() {
+    let server = RedisServer::start();
+    let backends: [Arc<dyn CacheBackend>; 2] = [
+        connect(&server.url()),
+        Arc::new(cache_memoize::MemoryBackend::new()),
+    ];
+    for backend in backends {
+        let claim = |key: &'static str, token: &'static [u8]| cache_memoize::LockClaim {
+            key,
+            token,
+            ttl: Duration::from_secs(30),
+            value_key: &key[7..],
+            fence: 0,
+        };
+        let held = cache_memoize::Op::GetOrLock {
+            key: "{b}",
+            lock: claim("_lock_:{b}", b"someone else"),
+        };
+        assert!(backend.execute(held).is_ok());
+        let parts = [
+            cache_memoize::Part::GetOrLock {
+                key: "{a}",
+                lock: claim("_lock_:{a}", b"me"),
+            },
+            cache_memoize::Part::GetOrLock {
+                key: "{b}",
+                lock: claim("_lock_:{b}", b"me"),
+            },
+            cache_memoize::Part::GetOrLock {
+                key: "{c}",
+                lock: claim("_lock_:{c}", b"me"),
+            },
+        ];
+        let reply = backend.execute(cache_memoize::Op::Many { parts: &parts });
+        let Ok(cache_memoize::Reply::Many(replies)) = reply else {
+            panic!("a reply of another shape: {reply:?}");
+        };
+        assert!(
+            matches!(
+                replies.as_slice(),
+                [
+                    cache_memoize::Reply::Found(cache_memoize::GetOrLock::Locked { .. }),
+                    cache_memoize::Reply::Found(cache_memoize::GetOrLock::Held),
+                    cache_memoize::Reply::Done,
+                ]
+            ),
+            "{replies:?}"
+        );
+        assert_eq!(
+            backend.get("_lock_:{a}").ok().flatten(),
+            Some(b"me".to_vec())
+        );
+        assert_eq!(backend.get("_lock_:{c}").ok().flatten(), None, "not taken");
+    }
+}

@@ -669,8 +669,8 @@ impl MemoryBackend {
     /// A batch's parts, each as its own operation (each atomic under its keys' shards).
     #[inline(never)]
     fn many(&self, parts: &[Part<'_>]) -> Result<Reply, Error> {
-        let replies = parts.iter().map(|part| self.execute(part.op()));
-        Ok(Reply::Many(replies.collect::<Result<_, _>>()?))
+        let replies = Part::run(parts, |op| self.execute(op));
+        Ok(Reply::Many(replies.into_iter().collect::<Result<_, _>>()?))
     }
 }
 

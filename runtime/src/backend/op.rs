@@ -130,7 +130,12 @@ pub enum Op<'a> {
     /// operation would do it, in order, sent as one step where the backend can (one
     /// script on Redis). Answers [`Reply::Many`], one reply per part, in order; a
     /// backend that does not know it answers [`Op::unsupported`] and the caller sends
-    /// the parts one by one.
+    /// the parts one by one ([`Part::run`] is the rule either way).
+    ///
+    /// The get-or-lock parts after the first one that finds its lock held are not
+    /// attempted (answered [`Reply::Done`]): the caller, which gives its parts in the
+    /// order of their keys, never holds a lock later in that order than one it waits
+    /// for, so overlapping batches cannot wait on each other in a cycle.
     Many {
         /// The parts.
         parts: &'a [Part<'a>],
@@ -258,6 +263,28 @@ impl<'a> Part<'a> {
         }
     }
 
+    /// Runs `parts` in order with `execute`, by the rule of [`Op::Many`]: a
+    /// get-or-lock part after one that found its lock held is answered
+    /// [`Reply::Done`] (not attempted). Each part's reply (a failed part stops
+    /// nothing: each answers for itself).
+    pub fn run(
+        parts: &[Self],
+        mut execute: impl FnMut(Op<'a>) -> Result<Reply, Error>,
+    ) -> Vec<Result<Reply, Error>> {
+        let mut blocked = false;
+        let mut replies = Vec::with_capacity(parts.len());
+        for part in parts {
+            if blocked && matches!(part, Self::GetOrLock { .. }) {
+                replies.push(Ok(Reply::Done));
+                continue;
+            }
+            let reply = execute(part.op());
+            blocked |= matches!(reply, Ok(Reply::Found(GetOrLock::Held)));
+            replies.push(reply);
+        }
+        replies
+    }
+
     /// The part of `op`, if it is a get-or-lock or a store-and-release.
     pub fn of(op: Op<'a>) -> Result<Self, Op<'a>> {
         match op {
@@ -307,10 +334,7 @@ pub(crate) fn many<B: BackendCore + ?Sized>(
     parts: &[Part<'_>],
 ) -> Vec<Result<Reply, Error>> {
     match backend.execute(Op::Many { parts }) {
-        Err(err) if is_unsupported(&err) => parts
-            .iter()
-            .map(|part| backend.execute(part.op()))
-            .collect(),
+        Err(err) if is_unsupported(&err) => Part::run(parts, |op| backend.execute(op)),
         answer => split(parts, answer),
     }
 }
@@ -322,9 +346,16 @@ pub(crate) async fn many_async<B: AsyncBackendCore + ?Sized>(
 ) -> Vec<Result<Reply, Error>> {
     match backend.execute_async(Op::Many { parts }).await {
         Err(err) if is_unsupported(&err) => {
+            let mut blocked = false;
             let mut replies = Vec::with_capacity(parts.len());
             for part in parts {
-                replies.push(backend.execute_async(part.op()).await);
+                if blocked && matches!(part, Part::GetOrLock { .. }) {
+                    replies.push(Ok(Reply::Done));
+                    continue;
+                }
+                let reply = backend.execute_async(part.op()).await;
+                blocked |= matches!(reply, Ok(Reply::Found(GetOrLock::Held)));
+                replies.push(reply);
             }
             replies
         }
@@ -364,7 +395,7 @@ impl std::fmt::Debug for Op<'_> {
 #[non_exhaustive]
 pub enum Reply {
     /// Done, nothing to report: `Set`, `Delete`, `Invalidate`, `WaitForRelease`,
-    /// `KeepDecoded`.
+    /// `KeepDecoded`; a part of `Many` not attempted.
     Done,
     /// `Get`: the value, `None` when absent. `WaitForRelease`: the value the release
     /// delivered (see [`Op::WaitForRelease`]).
@@ -386,7 +417,7 @@ pub enum Reply {
     Found(GetOrLock),
     /// `Decoded`: the kept value, if any.
     Decoded(Option<DecodedValue>),
-    /// `Many`: each part's reply, in order.
+    /// `Many`: each part's reply, in order ([`Reply::Done`] for a part not attempted).
     Many(Vec<Reply>),
 }
 

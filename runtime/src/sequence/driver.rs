@@ -223,15 +223,15 @@ impl<'c, 'o> Driver<'c, 'o> {
     }
 
     /// A batch element's run from its start, its first read answered with `read`
-    /// (the batch's one read): it stops before the first attempt at the lock and
-    /// before a wait, which the batch sends or takes later ([`Deferred`]).
+    /// (the batch's one read): it stops before its attempt at the lock, which the
+    /// batch sends with the other elements' ([`Deferred`]).
     pub(crate) fn batch_lookup<T>(
         &mut self,
         machine: &mut Machine<'_, T>,
         read: Result<Option<Vec<u8>>, Error>,
     ) -> Progress<T> {
         let mut read = Some(read);
-        self.run(machine, Event::Start, &mut read, Defer::LOOKUP)
+        self.run(machine, Event::Start, &mut read, Defer::LOCK)
     }
 
     /// A batch element's run on from `event` (the answer to its deferred step), stopping
@@ -252,7 +252,7 @@ impl<'c, 'o> Driver<'c, 'o> {
         read: Result<Option<Vec<u8>>, Error>,
     ) -> Progress<T> {
         let mut read = Some(read);
-        self.run_async(machine, Event::Start, &mut read, Defer::LOOKUP)
+        self.run_async(machine, Event::Start, &mut read, Defer::LOCK)
             .await
     }
 
@@ -320,17 +320,6 @@ impl<'c, 'o> Driver<'c, 'o> {
         self.computed(renewal, started, Stored::Value(value))
     }
 
-    /// The event a deferred step comes to when the batch takes it on its own: a wait
-    /// waited, a lock attempt or store sent alone.
-    pub(crate) fn batch_perform(&mut self, deferred: &Deferred) -> Event {
-        self.perform(deferred.io())
-    }
-
-    /// The async form of [`batch_perform`](Self::batch_perform).
-    pub(crate) async fn batch_perform_async(&mut self, deferred: &Deferred) -> Event {
-        self.perform_async(deferred.io()).await
-    }
-
     /// Runs the machine from `event` (a first `Get` answered with `read`, if given)
     /// until it decides, or stops before a step `defer` names.
     fn run<T>(
@@ -374,12 +363,6 @@ impl<'c, 'o> Driver<'c, 'o> {
             Io::GetOrLock(spec) if defer.lock => {
                 Some(Deferred::Lock(spec.key.to_owned(), spec.expire))
             }
-            Io::Pause {
-                lock_key,
-                since,
-                max,
-            } if defer.waits => Some(Deferred::Pause(lock_key.to_owned(), since, max)),
-            Io::AwaitLeader { max } if defer.waits => Some(Deferred::Leader(max)),
             Io::StoreAndRelease { bytes, ttl }
                 if defer.store && self.lock.is_some() && self.writing(bytes, ttl).is_none() =>
             {
@@ -1203,8 +1186,6 @@ mod direct_read;
 pub(crate) struct Defer {
     /// The attempt at the lock (`Io::GetOrLock`).
     pub(crate) lock: bool,
-    /// The waits: for another caller's lock, for this process's leader.
-    pub(crate) waits: bool,
     /// The store under the lock (of a value that is not large).
     pub(crate) store: bool,
 }
@@ -1213,33 +1194,18 @@ impl Defer {
     /// Nothing: the run goes on until the machine decides.
     pub(crate) const NOTHING: Self = Self {
         lock: false,
-        waits: false,
         store: false,
     };
-    /// A lookup's: the first attempt at the lock (a wait for this process's leader
-    /// is taken at once, in the order of the keys, before the batch holds any lock).
-    pub(crate) const LOOKUP: Self = Self {
-        lock: true,
-        waits: false,
-        store: false,
-    };
-    /// The waits only (after the batch's attempt at the locks).
-    pub(crate) const WAITS: Self = Self {
-        lock: false,
-        waits: true,
-        store: false,
-    };
-    /// A waiting element's attempt again, once its wait ended: sent with the other
-    /// waiting elements' attempts.
+    /// A lookup's, and a waiting element's once its wait ended: the attempt at the
+    /// lock, sent with the other elements' (a wait for this process's leader, or for
+    /// another caller's lock, is taken at once, in the order of the keys).
     pub(crate) const LOCK: Self = Self {
         lock: true,
-        waits: false,
         store: false,
     };
     /// A computed element's: its store.
     pub(crate) const STORE: Self = Self {
         lock: false,
-        waits: false,
         store: true,
     };
 }
@@ -1258,12 +1224,6 @@ pub(crate) enum Deferred {
     /// An attempt at the lock at this key, with this expiry (`Io::GetOrLock`): sent in
     /// the batch's `Op::Many`.
     Lock(String, Duration),
-    /// A wait for another caller's lock (`Io::Pause`): taken once every element's
-    /// attempt is answered (the locks taken kept alive meanwhile); the attempts that
-    /// follow the waits are sent as one step.
-    Pause(String, Instant, Duration),
-    /// A wait for this process's leader (`Io::AwaitLeader`).
-    Leader(Option<Duration>),
     /// The store of these bytes for this TTL under the lock (`Io::StoreAndRelease`):
     /// sent in the batch's `Op::Many`.
     Store(Vec<u8>, Duration),
@@ -1277,12 +1237,6 @@ impl Deferred {
                 key,
                 expire: *expire,
             }),
-            Self::Pause(lock_key, since, max) => Io::Pause {
-                lock_key,
-                since: *since,
-                max: *max,
-            },
-            Self::Leader(max) => Io::AwaitLeader { max: *max },
             Self::Store(bytes, ttl) => Io::StoreAndRelease { bytes, ttl: *ttl },
         }
     }
@@ -1317,6 +1271,18 @@ impl<'c> Driver<'c, '_> {
         }
     }
 
+    /// Whether `reply` says a lock attempt was not made (see `Op::Many`): the lock's
+    /// guard, armed for it, is disarmed (there is nothing to give back).
+    fn unattempted(&mut self, then: Then, reply: &Result<Reply, Error>) -> bool {
+        let unattempted = matches!((then, reply), (Then::Found(_), Ok(Reply::Done)));
+        if unattempted {
+            if let Some(lock) = self.lock.take() {
+                lock.disarm();
+            }
+        }
+        unattempted
+    }
+
     /// A composite part's reply as the element's event.
     fn answer_part(&mut self, then: Then, reply: Result<Reply, Error>) -> Event {
         if let Err(err) = &reply {
@@ -1328,8 +1294,10 @@ impl<'c> Driver<'c, '_> {
 
 /// Sends the deferred lock attempts and stores of `batch` (each element's driver and
 /// step) as one `Op::Many` (one script on Redis; one by one on a backend without it):
-/// each element's event, in order, values found read from their chunks when large.
-pub(crate) fn send_many(batch: &mut [(&mut Driver<'_, '_>, &Deferred)]) -> Vec<Event> {
+/// each element's event, in order, values found read from their chunks when large;
+/// `None` for a lock attempt not made (after one that found its lock held: the
+/// element's step stays deferred, for the batch's next attempt).
+pub(crate) fn send_many(batch: &mut [(&mut Driver<'_, '_>, &Deferred)]) -> Vec<Option<Event>> {
     let Some((first, _)) = batch.first() else {
         return Vec::new();
     };
@@ -1365,18 +1333,24 @@ pub(crate) fn send_many(batch: &mut [(&mut Driver<'_, '_>, &Deferred)]) -> Vec<E
                 let reply = replies.next().unwrap_or_else(|| {
                     Err(Error::backend("many", driver.call.key.as_str(), "not sent"))
                 });
+                if driver.unattempted(then, &reply) {
+                    out.push(None);
+                    continue;
+                }
                 let event = driver.answer_part(then, reply);
                 driver.expanded(event)
             }
             (None, None) => Event::Stored(Ok(false)),
         };
-        out.push(event);
+        out.push(Some(event));
     }
     out
 }
 
 /// The async form of [`send_many`].
-pub(crate) async fn send_many_async(batch: &mut [(&mut Driver<'_, '_>, &Deferred)]) -> Vec<Event> {
+pub(crate) async fn send_many_async(
+    batch: &mut [(&mut Driver<'_, '_>, &Deferred)],
+) -> Vec<Option<Event>> {
     let Some((first, _)) = batch.first() else {
         return Vec::new();
     };
@@ -1412,12 +1386,16 @@ pub(crate) async fn send_many_async(batch: &mut [(&mut Driver<'_, '_>, &Deferred
                 let reply = replies.next().unwrap_or_else(|| {
                     Err(Error::backend("many", driver.call.key.as_str(), "not sent"))
                 });
+                if driver.unattempted(then, &reply) {
+                    out.push(None);
+                    continue;
+                }
                 let event = driver.answer_part(then, reply);
                 driver.expanded_async(event).await
             }
             (None, None) => Event::Stored(Ok(false)),
         };
-        out.push(event);
+        out.push(Some(event));
     }
     out
 }

@@ -388,6 +388,11 @@ impl RedisBackend {
                 replies.push(Shape::One.read(plan.name, &part.key, item)?);
                 continue;
             }
+            if matches!(item, Value::Int(-1)) {
+                // Not attempted: after a lock found held (see `Op::Many`).
+                replies.push(Reply::Done);
+                continue;
+            }
             if let Value::Array(pair) = &item {
                 if let [Value::Int(0), Value::BulkString(holder)] = pair.as_slice() {
                     let hub = &self.inner.hub;

@@ -236,7 +236,9 @@ return present
 /// KEYS: each part's value and lock. ARGV: per part, `L`, token, lock TTL (ms) (a
 /// get-or-lock); or `S`, value, value TTL (ms), token, channel, sharded (`1`/`0`),
 /// fencing token (a store-and-release). Returns each part's reply, in order, as its own
-/// script would (all keys of one call share a hash slot on a cluster).
+/// script would (all keys of one call share a hash slot on a cluster), except that the
+/// get-or-lock parts after the first that finds its lock held are not attempted: -1
+/// (see `Op::Many`).
 pub(crate) static MANY: Lazy<Script> = Lazy::new(|| {
     Script::new(&format!(
         r"{EFFECTS}{WAKE_BODY}{fence}{TAKE_LOCK_BODY}
@@ -270,9 +272,15 @@ local function store_and_release(key, lock, value, ttl, token, channel, sharded,
 end
 local replies = {{}}
 local a = 1
+local blocked = false
 for i = 1, #KEYS, 2 do
-  if ARGV[a] == 'L' then
-    replies[#replies + 1] = get_or_lock(KEYS[i], KEYS[i + 1], ARGV[a + 1], ARGV[a + 2])
+  if ARGV[a] == 'L' and blocked then
+    replies[#replies + 1] = -1
+    a = a + 3
+  elseif ARGV[a] == 'L' then
+    local found = get_or_lock(KEYS[i], KEYS[i + 1], ARGV[a + 1], ARGV[a + 2])
+    if type(found) == 'table' or found == 0 then blocked = true end
+    replies[#replies + 1] = found
     a = a + 3
   else
     replies[#replies + 1] = store_and_release(KEYS[i], KEYS[i + 1], ARGV[a + 1],
