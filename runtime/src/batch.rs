@@ -4,7 +4,7 @@
 //! A batch runs each element's own sequence (the same machine and driver as a
 //! [`memoize`](crate::memoize) call, so every rule of a key holds per element: its
 //! lock, fencing, in-process flights, waits for another process's computation,
-//! invalidation, large values), with two differences:
+//! invalidation, large values), with these differences:
 //!
 //! - **One read.** The batch reads every key with one `get_many` (one `MGET`; on a
 //!   cluster, the client splits it per slot) and answers each element's first read with
@@ -15,6 +15,11 @@
 //!   each element's sequence then stores what the loader returned for it. An element the
 //!   loader does not return is stored as `None` (a known absence, read back as one) and
 //!   left out of the returned map.
+//! - **One step for the locks, one for the stores.** The driver stops each element's
+//!   sequence before its attempt at the lock and before its store (`Deferred`); the
+//!   batch sends them as one `Op::Many` (one script on Redis), and answers each
+//!   element's machine with its part of the reply: the machine still decides every
+//!   step of every element. A large value writes its chunks and stores on its own.
 //!
 //! - **Stale elements are refreshed in the batch.** Under `stale` (or `beta`), an
 //!   element found stale (or drawn for an early refresh) is revalidated as a call with
@@ -22,11 +27,15 @@
 //!   refreshing it, and joins the elements passed to the one loader call; the batch then
 //!   returns the new value. One that another caller is refreshing is served stale.
 //!
-//! Elements are looked up in the order of their keys, so two batches that overlap
-//! (in one process or in two) take their locks in one order: no deadlock. An element
-//! whose key another caller is computing is waited for before the next element is
-//! looked up. Values of a batch are stored as `Option<T>`: a single-key call of the same
-//! key with `T` reads them as another type (a miss).
+//! Locks are attempted in the order of the keys and the backend takes none after one
+//! it finds held (`Op::Many`'s rule): the batch waits for that element (the locks it
+//! took kept alive), then attempts it and the rest again. A batch never holds a lock
+//! later in the order than one it waits for, so overlapping batches (in one process
+//! or in several) cannot wait on each other. An element this process's other caller
+//! is computing (its flight) is waited for during the lookups, in the order of the
+//! keys, before the batch takes any lock. Values of a batch are stored as
+//! `Option<T>`: a single-key call of the same key with `T` reads them as another type
+//! (a miss).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -53,8 +62,10 @@ use crate::sequence::{
 /// exactly the elements this caller computes; elements another caller (thread or
 /// process) is computing are waited for and read, never computed twice.
 ///
-/// All-hit batches cost one command (`MGET`); each element to compute costs its lock
-/// attempt and its store. An element `load` does not return is stored as an absence and
+/// All-hit batches cost one command (`MGET`); a batch with misses two more on one
+/// server (one script attempts every missed element's lock, one stores every
+/// computed element), and another attempt script after each element it finds held and
+/// waits for. An element `load` does not return is stored as an absence and
 /// is not in the returned map. With a lock (`MemoizeOptions::lock`), elements are
 /// computed once across the fleet, as with `memoize`. Duplicate keys are looked up once:
 /// the first element named for a key is the one passed to `load` and the one in the
