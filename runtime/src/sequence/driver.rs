@@ -1251,6 +1251,16 @@ enum Planned<'a> {
     Other(Then),
 }
 
+/// How an element's event comes from the batch's composite.
+enum Slot {
+    /// Known without the backend.
+    Event(Event),
+    /// Its part's reply, read so.
+    Part(Then),
+    /// Nothing was sent for it (never: see [`Planned::Other`]).
+    Unsent(Then),
+}
+
 impl<'c> Driver<'c, '_> {
     /// Plans a deferred lock attempt or store as a part of the batch's composite.
     fn plan_part<'a, 'k: 'a>(
@@ -1271,25 +1281,61 @@ impl<'c> Driver<'c, '_> {
         }
     }
 
-    /// Whether `reply` says a lock attempt was not made (see `Op::Many`): the lock's
-    /// guard, armed for it, is disarmed (there is nothing to give back).
-    fn unattempted(&mut self, then: Then, reply: &Result<Reply, Error>) -> bool {
-        let unattempted = matches!((then, reply), (Then::Found(_), Ok(Reply::Done)));
-        if unattempted {
+    /// The element's event from the composite's `replies` (taking its part's), before
+    /// a large value found is read from its chunks; `None` for a lock attempt not made
+    /// (its guard, armed for it, disarmed: there is nothing to give back).
+    fn answer_slot(
+        &mut self,
+        slot: Slot,
+        replies: &mut impl Iterator<Item = Result<Reply, Error>>,
+    ) -> Option<Event> {
+        let (then, reply) = match slot {
+            Slot::Event(event) => return Some(event),
+            Slot::Part(then) => {
+                let reply = replies.next();
+                let key = self.call.key.as_str();
+                (
+                    then,
+                    reply.unwrap_or_else(|| Err(Error::backend("many", key, "no reply"))),
+                )
+            }
+            Slot::Unsent(then) => {
+                let key = self.call.key.as_str();
+                (then, Err(Error::backend("many", key, "not a part of it")))
+            }
+        };
+        if matches!((then, &reply), (Then::Found(_), Ok(Reply::Done))) {
             if let Some(lock) = self.lock.take() {
                 lock.disarm();
             }
+            return None;
         }
-        unattempted
-    }
-
-    /// A composite part's reply as the element's event.
-    fn answer_part(&mut self, then: Then, reply: Result<Reply, Error>) -> Event {
         if let Err(err) = &reply {
             said_failed(err);
         }
-        self.answer(then, reply)
+        Some(self.answer(then, reply))
     }
+}
+
+/// The parts of the batch's deferred steps (each planned by its element's driver),
+/// and how each element's event comes.
+fn plan_parts<'a, 'm, 'd, 'c: 'd, 'o>(
+    batch: &'a mut [(&'m mut Driver<'c, 'o>, &'d Deferred)],
+    scratch: &'a mut [Scratch<'d>],
+) -> (Vec<Part<'a>>, Vec<Slot>) {
+    let mut parts = Vec::with_capacity(batch.len());
+    let mut slots = Vec::with_capacity(batch.len());
+    for ((driver, deferred), scratch) in batch.iter_mut().zip(scratch.iter_mut()) {
+        slots.push(match driver.plan_part(deferred, scratch) {
+            Planned::Part(part, then) => {
+                parts.push(part);
+                Slot::Part(then)
+            }
+            Planned::Event(event) => Slot::Event(event),
+            Planned::Other(then) => Slot::Unsent(then),
+        });
+    }
+    (parts, slots)
 }
 
 /// Sends the deferred lock attempts and stores of `batch` (each element's driver and
@@ -1297,105 +1343,44 @@ impl<'c> Driver<'c, '_> {
 /// each element's event, in order, values found read from their chunks when large;
 /// `None` for a lock attempt not made (after one that found its lock held: the
 /// element's step stays deferred, for the batch's next attempt).
-pub(crate) fn send_many(batch: &mut [(&mut Driver<'_, '_>, &Deferred)]) -> Vec<Option<Event>> {
-    let Some((first, _)) = batch.first() else {
-        return Vec::new();
-    };
-    let call = first.call;
-    let mut scratch: Vec<Scratch<'_>> = batch.iter().map(|_| Scratch::default()).collect();
-    let mut events: Vec<Option<Event>> = Vec::with_capacity(batch.len());
-    let mut thens = Vec::with_capacity(batch.len());
-    let mut parts = Vec::with_capacity(batch.len());
-    for ((driver, deferred), scratch) in batch.iter_mut().zip(scratch.iter_mut()) {
-        match driver.plan_part(deferred, scratch) {
-            Planned::Part(part, then) => {
-                parts.push(part);
-                thens.push(Some(then));
-                events.push(None);
-            }
-            Planned::Event(event) => {
-                thens.push(None);
-                events.push(Some(event));
-            }
-            Planned::Other(then) => {
-                thens.push(Some(then));
-                events.push(None);
-            }
-        }
-    }
-    let mut replies = many(&*call.backend, &parts).into_iter();
-    drop(parts);
-    let mut out = Vec::with_capacity(batch.len());
-    for (((driver, _), then), event) in batch.iter_mut().zip(thens).zip(events) {
-        let event = match (event, then) {
-            (Some(event), _) => event,
-            (None, Some(then)) => {
-                let reply = replies.next().unwrap_or_else(|| {
-                    Err(Error::backend("many", driver.call.key.as_str(), "not sent"))
-                });
-                if driver.unattempted(then, &reply) {
-                    out.push(None);
-                    continue;
-                }
-                let event = driver.answer_part(then, reply);
-                driver.expanded(event)
-            }
-            (None, None) => Event::Stored(Ok(false)),
-        };
-        out.push(Some(event));
-    }
-    out
-}
-
-/// The async form of [`send_many`].
-pub(crate) async fn send_many_async(
-    batch: &mut [(&mut Driver<'_, '_>, &Deferred)],
+pub(crate) fn send_many<'c: 'd, 'd>(
+    batch: &mut [(&mut Driver<'c, '_>, &'d Deferred)],
 ) -> Vec<Option<Event>> {
     let Some((first, _)) = batch.first() else {
         return Vec::new();
     };
     let call = first.call;
     let mut scratch: Vec<Scratch<'_>> = batch.iter().map(|_| Scratch::default()).collect();
-    let mut events: Vec<Option<Event>> = Vec::with_capacity(batch.len());
-    let mut thens = Vec::with_capacity(batch.len());
-    let mut parts = Vec::with_capacity(batch.len());
-    for ((driver, deferred), scratch) in batch.iter_mut().zip(scratch.iter_mut()) {
-        match driver.plan_part(deferred, scratch) {
-            Planned::Part(part, then) => {
-                parts.push(part);
-                thens.push(Some(then));
-                events.push(None);
-            }
-            Planned::Event(event) => {
-                thens.push(None);
-                events.push(Some(event));
-            }
-            Planned::Other(then) => {
-                thens.push(Some(then));
-                events.push(None);
-            }
-        }
-    }
+    let (parts, slots) = plan_parts(batch, &mut scratch);
+    let mut replies = many(&*call.backend, &parts).into_iter();
+    drop(parts);
+    let answered = batch.iter_mut().zip(slots);
+    answered
+        .map(|((driver, _), slot)| {
+            let event = driver.answer_slot(slot, &mut replies)?;
+            Some(driver.expanded(event))
+        })
+        .collect()
+}
+
+/// The async form of [`send_many`].
+pub(crate) async fn send_many_async<'c: 'd, 'd>(
+    batch: &mut [(&mut Driver<'c, '_>, &'d Deferred)],
+) -> Vec<Option<Event>> {
+    let Some((first, _)) = batch.first() else {
+        return Vec::new();
+    };
+    let call = first.call;
+    let mut scratch: Vec<Scratch<'_>> = batch.iter().map(|_| Scratch::default()).collect();
+    let (parts, slots) = plan_parts(batch, &mut scratch);
     let mut replies = many_async(&*call.backend, &parts).await.into_iter();
     drop(parts);
-    let mut out = Vec::with_capacity(batch.len());
-    for (((driver, _), then), event) in batch.iter_mut().zip(thens).zip(events) {
-        let event = match (event, then) {
-            (Some(event), _) => event,
-            (None, Some(then)) => {
-                let reply = replies.next().unwrap_or_else(|| {
-                    Err(Error::backend("many", driver.call.key.as_str(), "not sent"))
-                });
-                if driver.unattempted(then, &reply) {
-                    out.push(None);
-                    continue;
-                }
-                let event = driver.answer_part(then, reply);
-                driver.expanded_async(event).await
-            }
-            (None, None) => Event::Stored(Ok(false)),
-        };
-        out.push(Some(event));
+    let mut events = Vec::with_capacity(slots.len());
+    for ((driver, _), slot) in batch.iter_mut().zip(slots) {
+        events.push(match driver.answer_slot(slot, &mut replies) {
+            Some(event) => Some(driver.expanded_async(event).await),
+            None => None,
+        });
     }
-    out
+    events
 }
