@@ -4,7 +4,7 @@
 //! A batch runs each element's own sequence (the same machine and driver as a
 //! [`memoize`](crate::memoize) call, so every rule of a key holds per element: its
 //! lock, fencing, in-process flights, waits for another process's computation,
-//! invalidation, large values), with two differences:
+//! invalidation, large values), with these differences:
 //!
 //! - **One read.** The batch reads every key with one `get_many` (one `MGET`; on a
 //!   cluster, the client splits it per slot) and answers each element's first read with
@@ -15,6 +15,11 @@
 //!   each element's sequence then stores what the loader returned for it. An element the
 //!   loader does not return is stored as `None` (a known absence, read back as one) and
 //!   left out of the returned map.
+//! - **One step for the locks, one for the stores.** The driver stops each element's
+//!   sequence before its attempt at the lock and before its store (`Deferred`); the
+//!   batch sends them as one `Op::Many` (one script on Redis), and answers each
+//!   element's machine with its part of the reply: the machine still decides every
+//!   step of every element. A large value writes its chunks and stores on its own.
 //!
 //! - **Stale elements are refreshed in the batch.** Under `stale` (or `beta`), an
 //!   element found stale (or drawn for an early refresh) is revalidated as a call with
@@ -22,14 +27,17 @@
 //!   refreshing it, and joins the elements passed to the one loader call; the batch then
 //!   returns the new value. One that another caller is refreshing is served stale.
 //!
-//! Elements are looked up in the order of their keys, so two batches that overlap
-//! (in one process or in two) take their locks in one order: no deadlock. An element
-//! whose key another caller is computing is waited for before the next element is
-//! looked up. Values of a batch are stored as `Option<T>`: a single-key call of the same
-//! key with `T` reads them as another type (a miss).
+//! Locks are attempted in the order of the keys and the backend takes none after one
+//! it finds held (`Op::Many`'s rule): the batch waits for that element (the locks it
+//! took kept alive), then attempts it and the rest again. A batch never holds a lock
+//! later in the order than one it waits for, so overlapping batches (in one process
+//! or in several) cannot wait on each other. An element this process's other caller
+//! is computing (its flight) is waited for during the lookups, in the order of the
+//! keys, before the batch takes any lock. Values of a batch are stored as
+//! `Option<T>`: a single-key call of the same key with `T` reads them as another type
+//! (a miss).
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::future::Future;
 use std::hash::Hash;
 
@@ -41,18 +49,23 @@ use std::time::Instant;
 use crate::codec::Stamp;
 use crate::error::Error;
 use crate::key::{CacheKey, make_cache_key};
+use crate::lock::renew::Renewal;
 use crate::options::{MemoizeOptions, Refresh};
 use crate::refresh::claim::RefreshClaim;
 use crate::refresh::scope::take_forced;
-use crate::sequence::{Call, Driver, Lookup, Trigger};
+use crate::sequence::{
+    Call, Defer, Deferred, Driver, Lookup, Machine, Progress, Trigger, send_many, send_many_async,
+};
 
 /// Returns the values memoized at each of `keys` (pairs of a cache key and the element
 /// it stands for), computing the missing ones with **one** call of `load`, given
 /// exactly the elements this caller computes; elements another caller (thread or
 /// process) is computing are waited for and read, never computed twice.
 ///
-/// All-hit batches cost one command (`MGET`); each element to compute costs its lock
-/// attempt and its store. An element `load` does not return is stored as an absence and
+/// All-hit batches cost one command (`MGET`); a batch with misses two more on one
+/// server (one script attempts every missed element's lock, one stores every
+/// computed element), and another attempt script after each element it finds held and
+/// waits for. An element `load` does not return is stored as an absence and
 /// is not in the returned map. With a lock (`MemoizeOptions::lock`), elements are
 /// computed once across the fleet, as with `memoize`. Duplicate keys are looked up once:
 /// the first element named for a key is the one passed to `load` and the one in the
@@ -93,39 +106,78 @@ where
     let mut reads = first_read(&calls);
     let mut batch = Outcomes::with_capacity(elements.len());
     let mut pending = Vec::new();
+    let mut locking = Vec::new();
     for (index, call) in calls.iter().enumerate() {
-        let mut machine = call.machine::<Option<T>>(true, None);
+        let mut machine = call.machine(true, None);
         let mut driver = Driver::blocking(call);
-        let lookup = driver.lookup_read(&mut machine, part(&mut reads, call, index));
-        if batch.looked_up(index, lookup) {
-            // Kept alive from now: the next elements' waits may outlast its expiry.
-            let renewal = driver.keep_alive();
-            pending.push((index, machine, driver, renewal));
+        let read = part(&mut reads, call, index);
+        match driver.batch_lookup(&mut machine, read) {
+            // A hit (every element of an all-hit batch): nothing more to run.
+            Progress::Decided(Lookup::Found(value)) => batch.found[index] = value,
+            progress => {
+                let element = Element::new(index, machine, driver);
+                batch.progressed(element, progress, &mut locking, &mut pending);
+            }
         }
+    }
+    // The attempts at every lock the lookups stopped before, as one step, in the order
+    // of the keys; the backend stops taking locks at the first one held, which is
+    // waited for (the locks taken kept alive meanwhile) before the next attempt at
+    // it and the rest.
+    while !locking.is_empty() {
+        let events = send_many(&mut sent(&mut locking));
+        let mut next = Vec::new();
+        for (mut element, event) in locking.into_iter().zip(events) {
+            let Some(event) = event else {
+                next.push(element);
+                continue;
+            };
+            let progress = element
+                .driver
+                .batch_resume(&mut element.machine, event, Defer::LOCK);
+            batch.progressed(element, progress, &mut next, &mut pending);
+        }
+        locking = next;
     }
     let refreshes = batch.refreshes(&calls);
+    let mut revalidating = Vec::new();
     for (index, call, stamp) in &refreshes {
-        let mut machine = call.machine::<Option<T>>(false, None).revalidating(*stamp);
-        let mut driver = Driver::blocking(call);
-        let lookup = driver.lookup(&mut machine);
+        let machine = call.machine::<Option<T>>(false, None).revalidating(*stamp);
+        let mut element = Element::new(*index, machine, Driver::blocking(call));
+        let lookup = element.driver.lookup(&mut element.machine);
         if batch.revalidated(*index, lookup) {
-            let renewal = driver.keep_alive();
-            pending.push((*index, machine, driver, renewal));
+            element.renewal = element.driver.keep_alive();
+            revalidating.push(element);
         }
     }
-    if pending.is_empty() {
+    if pending.is_empty() && revalidating.is_empty() {
         return batch.values(elements);
     }
     let held: Vec<K> = pending
         .iter()
-        .map(|(index, ..)| elements[*index].clone())
+        .chain(&revalidating)
+        .map(|element| elements[element.index].clone())
         .collect();
     let mut loaded = load(&held);
-    for (index, mut machine, mut driver, renewal) in pending {
-        drop(renewal);
-        let value = loaded.remove(&elements[index]);
-        let stored = driver.compute(&mut machine, || Ok::<_, Infallible>(value), |_| false);
-        batch.computed(index, stored);
+    // Each element encoded and run to its store; the stores sent as one step.
+    let mut storing = Vec::new();
+    for mut element in pending.into_iter().chain(revalidating) {
+        element.renewal = None;
+        let value = loaded.remove(&elements[element.index]);
+        let progress = element.driver.batch_computed(&mut element.machine, &value);
+        batch.computed(element.index, value);
+        if let Progress::Deferred(deferred) = progress {
+            element.deferred = Some(deferred);
+            storing.push(element);
+        }
+    }
+    let events = send_many(&mut sent(&mut storing));
+    for (mut element, event) in storing.into_iter().zip(events) {
+        // (A store is always sent.)
+        let Some(event) = event else { continue };
+        let _ = element
+            .driver
+            .batch_resume(&mut element.machine, event, Defer::NOTHING);
     }
     batch.values(elements)
 }
@@ -153,45 +205,112 @@ where
     let mut reads = first_read_async(&calls).await;
     let mut batch = Outcomes::with_capacity(elements.len());
     let mut pending = Vec::new();
+    let mut locking = Vec::new();
     for (index, call) in calls.iter().enumerate() {
-        let mut machine = call.machine::<Option<T>>(true, None);
+        let mut machine = call.machine(true, None);
         let mut driver = Driver::nonblocking(call);
         let read = part(&mut reads, call, index);
-        let lookup = driver.lookup_read_async(&mut machine, read).await;
-        if batch.looked_up(index, lookup) {
-            // Kept alive from now: the next elements' waits may outlast its expiry.
-            let renewal = driver.keep_alive();
-            pending.push((index, machine, driver, renewal));
+        match driver.batch_lookup_async(&mut machine, read).await {
+            Progress::Decided(Lookup::Found(value)) => batch.found[index] = value,
+            progress => {
+                let element = Element::new(index, machine, driver);
+                batch.progressed(element, progress, &mut locking, &mut pending);
+            }
         }
+    }
+    while !locking.is_empty() {
+        let events = send_many_async(&mut sent(&mut locking)).await;
+        let mut next = Vec::new();
+        for (mut element, event) in locking.into_iter().zip(events) {
+            let Some(event) = event else {
+                next.push(element);
+                continue;
+            };
+            let progress = element
+                .driver
+                .batch_resume_async(&mut element.machine, event, Defer::LOCK)
+                .await;
+            batch.progressed(element, progress, &mut next, &mut pending);
+        }
+        locking = next;
     }
     let refreshes = batch.refreshes(&calls);
+    let mut revalidating = Vec::new();
     for (index, call, stamp) in &refreshes {
-        let mut machine = call.machine::<Option<T>>(false, None).revalidating(*stamp);
-        let mut driver = Driver::nonblocking(call);
-        let lookup = driver.lookup_async(&mut machine).await;
+        let machine = call.machine::<Option<T>>(false, None).revalidating(*stamp);
+        let mut element = Element::new(*index, machine, Driver::nonblocking(call));
+        let lookup = element.driver.lookup_async(&mut element.machine).await;
         if batch.revalidated(*index, lookup) {
-            let renewal = driver.keep_alive();
-            pending.push((*index, machine, driver, renewal));
+            element.renewal = element.driver.keep_alive();
+            revalidating.push(element);
         }
     }
-    if pending.is_empty() {
+    if pending.is_empty() && revalidating.is_empty() {
         return batch.values(elements);
     }
     let held: Vec<K> = pending
         .iter()
-        .map(|(index, ..)| elements[*index].clone())
+        .chain(&revalidating)
+        .map(|element| elements[element.index].clone())
         .collect();
     let mut loaded = load(held).await;
-    for (index, mut machine, mut driver, renewal) in pending {
-        drop(renewal);
-        let value = loaded.remove(&elements[index]);
-        let computed = || async { Ok::<_, Infallible>(value) };
-        let stored = driver
-            .compute_async(&mut machine, computed, |_| false)
+    let mut storing = Vec::new();
+    for mut element in pending.into_iter().chain(revalidating) {
+        element.renewal = None;
+        let value = loaded.remove(&elements[element.index]);
+        let progress = element
+            .driver
+            .batch_computed_async(&mut element.machine, &value)
             .await;
-        batch.computed(index, stored);
+        batch.computed(element.index, value);
+        if let Progress::Deferred(deferred) = progress {
+            element.deferred = Some(deferred);
+            storing.push(element);
+        }
+    }
+    let events = send_many_async(&mut sent(&mut storing)).await;
+    for (mut element, event) in storing.into_iter().zip(events) {
+        // (A store is always sent.)
+        let Some(event) = event else { continue };
+        let _ = element
+            .driver
+            .batch_resume_async(&mut element.machine, event, Defer::NOTHING)
+            .await;
     }
     batch.values(elements)
+}
+
+/// An element of a batch still running: its machine and driver, the step it stopped
+/// before, and the renewal of the lock it computes under (kept alive from the moment
+/// it is taken: the batch's waits and its loader may outlast the lock's expiry).
+struct Element<'c, 'o, T> {
+    index: usize,
+    machine: Machine<'c, Option<T>>,
+    driver: Driver<'c, 'o>,
+    deferred: Option<Deferred>,
+    renewal: Option<Renewal>,
+}
+
+impl<'c, 'o, T> Element<'c, 'o, T> {
+    fn new(index: usize, machine: Machine<'c, Option<T>>, driver: Driver<'c, 'o>) -> Self {
+        Self {
+            index,
+            machine,
+            driver,
+            deferred: None,
+            renewal: None,
+        }
+    }
+}
+
+/// The elements' steps to send as one (each element's driver and its step).
+fn sent<'e, 'c, 'o, T>(
+    elements: &'e mut [Element<'c, 'o, T>],
+) -> Vec<(&'e mut Driver<'c, 'o>, &'e Deferred)> {
+    elements
+        .iter_mut()
+        .filter_map(|element| Some((&mut element.driver, element.deferred.as_ref()?)))
+        .collect()
 }
 
 /// What each element of a batch comes to, decided step by step (the same for both
@@ -211,6 +330,30 @@ impl<T> Outcomes<T> {
         Self {
             found: std::iter::repeat_with(|| None).take(len).collect(),
             stale: Vec::new(),
+        }
+    }
+
+    /// How far an element's run went: decided (found, or to compute: then its lock
+    /// is kept alive from now, and it joins `pending`), or stopped before a step (it
+    /// joins `stopped`).
+    fn progressed<'c, 'o>(
+        &mut self,
+        mut element: Element<'c, 'o, T>,
+        progress: Progress<Option<T>>,
+        stopped: &mut Vec<Element<'c, 'o, T>>,
+        pending: &mut Vec<Element<'c, 'o, T>>,
+    ) {
+        match progress {
+            Progress::Decided(lookup) => {
+                if self.looked_up(element.index, lookup) {
+                    element.renewal = element.driver.keep_alive();
+                    pending.push(element);
+                }
+            }
+            Progress::Deferred(deferred) => {
+                element.deferred = Some(deferred);
+                stopped.push(element);
+            }
         }
     }
 
@@ -255,10 +398,8 @@ impl<T> Outcomes<T> {
         }
     }
 
-    /// A computed element's value (`Err` never comes: the loader's output is stored as
-    /// it is).
-    fn computed(&mut self, index: usize, stored: Result<Option<T>, Infallible>) {
-        let Ok(value) = stored;
+    /// A computed element's value (the loader's, stored as it is).
+    fn computed(&mut self, index: usize, value: Option<T>) {
         self.found[index] = value;
     }
 

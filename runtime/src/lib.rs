@@ -78,7 +78,7 @@ pub use backend::redis::Encryption;
 pub use backend::redis::{DEFAULT_NEAR_CACHE_CAPACITY, NearCache, RedisBackend, RedisBuilder};
 pub use backend::{
     AsyncBackend, AsyncBackendCore, Backend, BackendCore, BoxFuture, CacheBackend, DecodedValue,
-    GetOrLock, ImmediateBackend, KeptValue, LockClaim, Op, Pending, Reply, Store,
+    GetOrLock, ImmediateBackend, KeptValue, LockClaim, Op, Part, Pending, Reply, Store,
 };
 pub use batch::{memoize_many, memoize_many_async};
 pub use cache_memoize_macros::cache_memoize;

@@ -244,9 +244,9 @@ pub fn stale_elements_are_refreshed_in_the_one_loader_call(f: &Fixture) {
     assert_eq!(again, want);
 }
 
-/// A batch holds the locks of the elements it computes while it waits for the next
-/// ones: they are kept alive from the moment they are taken, so a wait longer than the
-/// lock's expiry does not let another caller compute them too.
+/// A batch holds the locks of the elements it computes while it waits for the ones
+/// another process computes: they are kept alive from the moment they are taken, so a
+/// wait longer than the lock's expiry does not let another caller compute them too.
 pub fn locks_held_while_a_batch_waits_are_kept_alive(f: &Fixture) {
     let opts = f.opts().lock(cache_memoize::LockOptions {
         expire: Duration::from_millis(200),
@@ -277,10 +277,12 @@ pub fn locks_held_while_a_batch_waits_are_kept_alive(f: &Fixture) {
     let (holding_b, held_b) = std::sync::mpsc::channel();
     let (release_b, b_released) = std::sync::mpsc::channel::<()>();
     std::thread::scope(|s| {
-        let (opts, computed_a) = (&opts, &computed_a);
-        // Another caller computes element 2 until told to stop.
+        let (opts, computed_a, b_opts) = (&opts, &computed_a, &other_opts);
+        // Another process computes element 2 until told to stop (a lock the batch's
+        // attempt finds held; an in-process flight is waited for before the batch
+        // takes any lock).
         s.spawn(move || {
-            cache_memoize::memoize(&b, opts, || {
+            cache_memoize::memoize(&b, b_opts, || {
                 let _ = holding_b.send(());
                 let _ = b_released.recv();
                 Some("user 2".to_owned())

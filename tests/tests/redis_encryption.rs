@@ -593,3 +593,27 @@ mod behaviour_suite {
         );
     }
 }
+
+/// A batch's one attempt script and one store script seal as single calls do: names
+/// hashed, values sealed, and what the batch stored reads back, by a batch and by a
+/// single-key call's type (`Option<String>`).
+#[test]
+fn a_batch_is_sealed_in_its_scripts_too() {
+    let server = RedisServer::start();
+    let backend = connect(&server, sealed_with(&[(1, KEY_1)]));
+    let opts = on(&backend).lock(fast_lock());
+    let ids: Vec<u32> = (0..20).collect();
+    let keys = || ids.iter().map(|id| (format!("batch:{SECRET}:{id}"), *id));
+    let load = |ids: &[u32]| {
+        ids.iter()
+            .map(|id| (*id, format!("{SECRET} {id}")))
+            .collect::<std::collections::HashMap<_, _>>()
+    };
+    let first = cache_memoize::memoize_many(keys(), &opts, load);
+    assert_eq!(first.len(), 20);
+    let again = cache_memoize::memoize_many(keys(), &opts, |_: &[u32]| unreachable!("hits"));
+    assert_eq!(again, first);
+    let one: Option<String> = memoize(&format!("batch:{SECRET}:3"), &opts, || unreachable!());
+    assert_eq!(one, Some(format!("{SECRET} 3")));
+    assert!(nothing_in_clear(&server, &[SECRET, "batch"]) >= 20);
+}

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use coarsetime::Instant as Coarse;
 use lru::LruCache;
 
-use super::{BackendCore, BoxFuture, GetOrLock, ImmediateBackend, LockClaim, Op, Reply};
+use super::{BackendCore, BoxFuture, GetOrLock, ImmediateBackend, LockClaim, Op, Part, Reply};
 use crate::codec::written_fence;
 use crate::error::Error;
 
@@ -658,9 +658,19 @@ impl BackendCore for MemoryBackend {
                 self.wait_for_release(lock_key, max);
                 Reply::Done
             }
+            Op::Many { parts } => self.many(parts)?,
             Op::Decoded { .. } => Reply::Decoded(None),
             Op::KeepDecoded { .. } => Reply::Done,
         })
+    }
+}
+
+impl MemoryBackend {
+    /// A batch's parts, each as its own operation (each atomic under its keys' shards).
+    #[inline(never)]
+    fn many(&self, parts: &[Part<'_>]) -> Result<Reply, Error> {
+        let replies = Part::run(parts, |op| self.execute(op));
+        Ok(Reply::Many(replies.into_iter().collect::<Result<_, _>>()?))
     }
 }
 

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{DecodedValue, GetOrLock, KeptValue, LockClaim};
+use super::{AsyncBackendCore, BackendCore, DecodedValue, GetOrLock, KeptValue, LockClaim};
 use crate::error::Error;
 
 /// One backend operation and its arguments. See the typed method of the same name on
@@ -126,6 +126,20 @@ pub enum Op<'a> {
         /// Whether the kept value was read as the caller reads.
         accept: &'a dyn Fn(&KeptValue) -> bool,
     },
+    /// Several get-or-lock and store-and-release steps (a batch's), each as its own
+    /// operation would do it, in order, sent as one step where the backend can (one
+    /// script on Redis). Answers [`Reply::Many`], one reply per part, in order; a
+    /// backend that does not know it answers [`Op::unsupported`] and the caller sends
+    /// the parts one by one ([`Part::run`] is the rule either way).
+    ///
+    /// The get-or-lock parts after the first one that finds its lock held are not
+    /// attempted (answered [`Reply::Done`]): the caller, which gives its parts in the
+    /// order of their keys, never holds a lock later in that order than one it waits
+    /// for, so overlapping batches cannot wait on each other in a cycle.
+    Many {
+        /// The parts.
+        parts: &'a [Part<'a>],
+    },
     /// The local tier: offers a decoded form of `bytes` (just read at `key`) to keep
     /// beside them; `make` is called only if it is kept. Never blocks.
     KeepDecoded {
@@ -156,6 +170,7 @@ impl<'a> Op<'a> {
             Self::Invalidate { .. } => "invalidate",
             Self::ExpireMany { .. } => "expire_many",
             Self::WaitForRelease { .. } => "wait",
+            Self::Many { .. } => "many",
             Self::Decoded { .. } => "decoded",
             Self::KeepDecoded { .. } => "keep_decoded",
         }
@@ -179,6 +194,7 @@ impl<'a> Op<'a> {
                 keys.first().copied().unwrap_or("")
             }
             Self::TakeLock { lock } => lock.key,
+            Self::Many { parts } => parts.first().map_or("", Part::key),
             Self::WaitForRelease { lock_key, .. } => lock_key,
         }
     }
@@ -191,11 +207,176 @@ impl<'a> Op<'a> {
 
     /// The error a backend answers an operation it does not know with.
     pub fn unsupported(&self) -> Error {
-        Error::backend(
-            self.name(),
-            self.key(),
-            "operation not supported by this backend",
-        )
+        Error::backend(self.name(), self.key(), Unsupported)
+    }
+}
+
+/// One part of an [`Op::Many`]: a get-or-lock or a store-and-release, with the
+/// arguments of the operation of the same name.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub enum Part<'a> {
+    /// [`Op::GetOrLock`]: answered [`Reply::Found`].
+    GetOrLock {
+        /// The value's key.
+        key: &'a str,
+        /// The lock to take.
+        lock: LockClaim<'a>,
+    },
+    /// [`Op::StoreAndRelease`]: answered [`Reply::Applied`].
+    StoreAndRelease {
+        /// The value's key.
+        key: &'a str,
+        /// The value.
+        value: &'a [u8],
+        /// Its time to live.
+        ttl: Duration,
+        /// The lock it was computed under.
+        lock: LockClaim<'a>,
+    },
+}
+
+impl<'a> Part<'a> {
+    /// The value's key.
+    pub fn key(&self) -> &'a str {
+        match self {
+            Self::GetOrLock { key, .. } | Self::StoreAndRelease { key, .. } => key,
+        }
+    }
+
+    /// The part as the operation of its own: what a backend without [`Op::Many`]
+    /// runs for it.
+    pub fn op(self) -> Op<'a> {
+        match self {
+            Self::GetOrLock { key, lock } => Op::GetOrLock { key, lock },
+            Self::StoreAndRelease {
+                key,
+                value,
+                ttl,
+                lock,
+            } => Op::StoreAndRelease {
+                key,
+                value,
+                ttl,
+                lock,
+            },
+        }
+    }
+
+    /// Runs `parts` in order with `execute`, by the rule of [`Op::Many`]: a
+    /// get-or-lock part after one that found its lock held is answered
+    /// [`Reply::Done`] (not attempted). Each part's reply (a failed part stops
+    /// nothing: each answers for itself).
+    pub fn run(
+        parts: &[Self],
+        mut execute: impl FnMut(Op<'a>) -> Result<Reply, Error>,
+    ) -> Vec<Result<Reply, Error>> {
+        let mut blocked = false;
+        let mut replies = Vec::with_capacity(parts.len());
+        for part in parts {
+            if blocked && matches!(part, Self::GetOrLock { .. }) {
+                replies.push(Ok(Reply::Done));
+                continue;
+            }
+            let reply = execute(part.op());
+            blocked |= matches!(reply, Ok(Reply::Found(GetOrLock::Held)));
+            replies.push(reply);
+        }
+        replies
+    }
+
+    /// The part of `op`, if it is a get-or-lock or a store-and-release.
+    pub fn of(op: Op<'a>) -> Result<Self, Op<'a>> {
+        match op {
+            Op::GetOrLock { key, lock } => Ok(Self::GetOrLock { key, lock }),
+            Op::StoreAndRelease {
+                key,
+                value,
+                ttl,
+                lock,
+            } => Ok(Self::StoreAndRelease {
+                key,
+                value,
+                ttl,
+                lock,
+            }),
+            other => Err(other),
+        }
+    }
+}
+
+/// Why [`Op::unsupported`] failed: the backend does not know the operation.
+#[derive(Debug)]
+struct Unsupported;
+
+impl std::fmt::Display for Unsupported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("operation not supported by this backend")
+    }
+}
+
+impl std::error::Error for Unsupported {}
+
+/// Whether `err` is a backend's answer to an operation it does not know
+/// ([`Op::unsupported`]).
+pub(crate) fn is_unsupported(err: &Error) -> bool {
+    match err {
+        Error::Backend { source, .. } => source.downcast_ref::<Unsupported>().is_some(),
+        _ => false,
+    }
+}
+
+/// Runs `parts` as one [`Op::Many`] on `backend`, or one by one when it does not know
+/// it: each part's reply, in order. A composite that failed fails each part with its
+/// error's words.
+pub(crate) fn many<B: BackendCore + ?Sized>(
+    backend: &B,
+    parts: &[Part<'_>],
+) -> Vec<Result<Reply, Error>> {
+    match backend.execute(Op::Many { parts }) {
+        Err(err) if is_unsupported(&err) => Part::run(parts, |op| backend.execute(op)),
+        answer => split(parts, answer),
+    }
+}
+
+/// The async form of [`many`].
+pub(crate) async fn many_async<B: AsyncBackendCore + ?Sized>(
+    backend: &B,
+    parts: &[Part<'_>],
+) -> Vec<Result<Reply, Error>> {
+    match backend.execute_async(Op::Many { parts }).await {
+        Err(err) if is_unsupported(&err) => {
+            let mut blocked = false;
+            let mut replies = Vec::with_capacity(parts.len());
+            for part in parts {
+                if blocked && matches!(part, Part::GetOrLock { .. }) {
+                    replies.push(Ok(Reply::Done));
+                    continue;
+                }
+                let reply = backend.execute_async(part.op()).await;
+                blocked |= matches!(reply, Ok(Reply::Found(GetOrLock::Held)));
+                replies.push(reply);
+            }
+            replies
+        }
+        answer => split(parts, answer),
+    }
+}
+
+/// A composite's answer, part by part.
+fn split(parts: &[Part<'_>], answer: Result<Reply, Error>) -> Vec<Result<Reply, Error>> {
+    let failed = |why: &str| {
+        parts
+            .iter()
+            .map(|part| Err(Error::backend("many", part.key(), why.to_owned())))
+            .collect()
+    };
+    match answer {
+        Ok(Reply::Many(replies)) if replies.len() == parts.len() => {
+            replies.into_iter().map(Ok).collect()
+        }
+        Ok(other) => failed(&format!("a reply of the wrong shape: {other:?}")),
+        Err(err) => failed(&err.to_string()),
     }
 }
 
@@ -214,7 +395,7 @@ impl std::fmt::Debug for Op<'_> {
 #[non_exhaustive]
 pub enum Reply {
     /// Done, nothing to report: `Set`, `Delete`, `Invalidate`, `WaitForRelease`,
-    /// `KeepDecoded`.
+    /// `KeepDecoded`; a part of `Many` not attempted.
     Done,
     /// `Get`: the value, `None` when absent. `WaitForRelease`: the value the release
     /// delivered (see [`Op::WaitForRelease`]).
@@ -249,6 +430,8 @@ pub enum Reply {
     },
     /// `Decoded`: the kept value, if any.
     Decoded(Option<DecodedValue>),
+    /// `Many`: each part's reply, in order ([`Reply::Done`] for a part not attempted).
+    Many(Vec<Reply>),
 }
 
 /// A typed accessor's verdict on a reply of another shape.

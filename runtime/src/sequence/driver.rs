@@ -23,7 +23,9 @@ use super::machine::{
     Event, Failure, Found, Io, Life, LockSpec, Machine, Note, Recheck, Role, Step, Storing,
     Verdict, Via,
 };
-use crate::backend::{GetOrLock, Op, Reply, wait_for_value, wait_for_value_async};
+use crate::backend::{
+    GetOrLock, Op, Part, Reply, many, many_async, wait_for_value, wait_for_value_async,
+};
 use crate::coalesce::{self, Following, Landed, Leader};
 use crate::codec::{self, Stamp};
 use crate::error::Error;
@@ -226,39 +228,59 @@ impl<'c, 'o> Driver<'c, 'o> {
         self.drive_async(machine, Event::Start).await
     }
 
-    /// [`lookup`](Self::lookup) for a call whose first read was already sent (a
-    /// batch's one read of all its keys): the sequence's first `Get` is answered with
-    /// `read` instead of being sent.
-    pub(crate) fn lookup_read<T>(
+    /// A batch element's run from its start, its first read answered with `read`
+    /// (the batch's one read): it stops before its attempt at the lock, which the
+    /// batch sends with the other elements' ([`Deferred`]).
+    pub(crate) fn batch_lookup<T>(
         &mut self,
         machine: &mut Machine<'_, T>,
         read: Result<Option<Vec<u8>>, Error>,
-    ) -> Lookup<T> {
-        self.holds = codec::manifest_holds::<T>;
+    ) -> Progress<T> {
         let mut read = Some(read);
-        let mut event = Event::Start;
-        let share = machine.share();
-        loop {
-            let now_ms = self.now_ms(machine);
-            match machine.on(now_ms, event) {
-                Step::Io(Io::Get) if read.is_some() => {
-                    event = self.expanded(Event::Read(first_read(read.take())));
-                }
-                Step::Io(io) => event = self.perform(io),
-                step => return self.decided(step, share),
-            }
-        }
+        self.run(machine, Event::Start, &mut read, Defer::LOCK)
     }
 
-    /// The async form of [`lookup_read`](Self::lookup_read).
-    pub(crate) async fn lookup_read_async<T>(
+    /// A batch element's run on from `event` (the answer to its deferred step), stopping
+    /// before the steps `defer` names.
+    pub(crate) fn batch_resume<T>(
+        &mut self,
+        machine: &mut Machine<'_, T>,
+        event: Event,
+        defer: Defer,
+    ) -> Progress<T> {
+        self.run(machine, event, &mut None, defer)
+    }
+
+    /// The async form of [`batch_lookup`](Self::batch_lookup).
+    pub(crate) async fn batch_lookup_async<T>(
         &mut self,
         machine: &mut Machine<'_, T>,
         read: Result<Option<Vec<u8>>, Error>,
-    ) -> Lookup<T> {
-        self.holds = codec::manifest_holds::<T>;
+    ) -> Progress<T> {
         let mut read = Some(read);
-        let mut event = Event::Start;
+        self.run_async(machine, Event::Start, &mut read, Defer::LOCK)
+            .await
+    }
+
+    /// The async form of [`batch_resume`](Self::batch_resume).
+    pub(crate) async fn batch_resume_async<T>(
+        &mut self,
+        machine: &mut Machine<'_, T>,
+        event: Event,
+        defer: Defer,
+    ) -> Progress<T> {
+        self.run_async(machine, event, &mut None, defer).await
+    }
+
+    /// The async form of [`run`](Self::run).
+    async fn run_async<T>(
+        &mut self,
+        machine: &mut Machine<'_, T>,
+        mut event: Event,
+        read: &mut Option<Result<Option<Vec<u8>>, Error>>,
+        defer: Defer,
+    ) -> Progress<T> {
+        self.holds = codec::manifest_holds::<T>;
         let share = machine.share();
         loop {
             let now_ms = self.now_ms(machine);
@@ -267,9 +289,95 @@ impl<'c, 'o> Driver<'c, 'o> {
                     let first = Event::Read(first_read(read.take()));
                     event = self.expanded_async(first).await;
                 }
-                Step::Io(io) => event = self.perform_async(io).await,
-                step => return self.decided(step, share),
+                Step::Io(io) => match self.deferred(&io, defer) {
+                    Some(deferred) => return Progress::Deferred(deferred),
+                    None => event = self.perform_async(io).await,
+                },
+                step => return Progress::Decided(self.ended(step, share)),
             }
+        }
+    }
+
+    /// A batch element's computed `value`: encoded, and run to its store, which is
+    /// deferred when it can go with the other elements' (see [`Deferred::Store`]).
+    pub(crate) fn batch_computed<T: Serialize>(
+        &mut self,
+        machine: &mut Machine<'_, T>,
+        value: &T,
+    ) -> Progress<T> {
+        let encoded = self.batch_encoded(value);
+        self.run(machine, Event::Computed(encoded), &mut None, Defer::STORE)
+    }
+
+    /// The async form of [`batch_computed`](Self::batch_computed).
+    pub(crate) async fn batch_computed_async<T: Serialize>(
+        &mut self,
+        machine: &mut Machine<'_, T>,
+        value: &T,
+    ) -> Progress<T> {
+        let encoded = self.batch_encoded(value);
+        self.batch_resume_async(machine, Event::Computed(encoded), Defer::STORE)
+            .await
+    }
+
+    /// A batch element's value, encoded to store (the loader ran for every element).
+    fn batch_encoded<T: Serialize>(&mut self, value: &T) -> Option<Vec<u8>> {
+        let (renewal, started) = self.computing();
+        self.computed(renewal, started, Stored::Value(value))
+    }
+
+    /// Runs the machine from `event` (a first `Get` answered with `read`, if given)
+    /// until it decides, or stops before a step `defer` names.
+    fn run<T>(
+        &mut self,
+        machine: &mut Machine<'_, T>,
+        mut event: Event,
+        read: &mut Option<Result<Option<Vec<u8>>, Error>>,
+        defer: Defer,
+    ) -> Progress<T> {
+        self.holds = codec::manifest_holds::<T>;
+        let share = machine.share();
+        loop {
+            let now_ms = self.now_ms(machine);
+            match machine.on(now_ms, event) {
+                Step::Io(Io::Get) if read.is_some() => {
+                    event = self.expanded(Event::Read(first_read(read.take())));
+                }
+                Step::Io(io) => match self.deferred(&io, defer) {
+                    Some(deferred) => return Progress::Deferred(deferred),
+                    None => event = self.perform(io),
+                },
+                step => return Progress::Decided(self.ended(step, share)),
+            }
+        }
+    }
+
+    /// A run's end: the renewal dropped (the store was sent without it), the step
+    /// decided.
+    fn ended<T>(&mut self, step: Step<'_, T>, share: Option<Share<T>>) -> Lookup<T> {
+        if let Some(renewal) = self.renewal.take() {
+            drop(renewal);
+        }
+        self.decided(step, share)
+    }
+
+    /// `io` as the step a batch sends or takes later, if `defer` names it: a store
+    /// only when it is one step (this call holds the lock and the value is not
+    /// large: a large value's chunks are written first, by its own store).
+    fn deferred(&mut self, io: &Io<'_>, defer: Defer) -> Option<Deferred> {
+        match *io {
+            Io::GetOrLock(spec) if defer.lock => {
+                Some(Deferred::Lock(spec.key.to_owned(), spec.expire))
+            }
+            Io::StoreAndRelease { bytes, ttl }
+                if defer.store && self.lock.is_some() && self.writing(bytes, ttl).is_none() =>
+            {
+                // Sent with the batch's other stores, without the renewal (as a
+                // store is sent).
+                self.renewal = None;
+                Some(Deferred::Store(bytes.to_vec(), ttl))
+            }
+            _ => None,
         }
     }
 
@@ -1137,3 +1245,207 @@ fn failed_store(event: Event, failed: Option<Error>, lost: bool) -> Event {
 
 #[cfg(test)]
 mod direct_read;
+
+/// Which steps a batch element's run stops before (see [`Deferred`]).
+#[derive(Clone, Copy)]
+pub(crate) struct Defer {
+    /// The attempt at the lock (`Io::GetOrLock`).
+    pub(crate) lock: bool,
+    /// The store under the lock (of a value that is not large).
+    pub(crate) store: bool,
+}
+
+impl Defer {
+    /// Nothing: the run goes on until the machine decides.
+    pub(crate) const NOTHING: Self = Self {
+        lock: false,
+        store: false,
+    };
+    /// A lookup's, and a waiting element's once its wait ended: the attempt at the
+    /// lock, sent with the other elements' (a wait for this process's leader, or for
+    /// another caller's lock, is taken at once, in the order of the keys).
+    pub(crate) const LOCK: Self = Self {
+        lock: true,
+        store: false,
+    };
+    /// A computed element's: its store.
+    pub(crate) const STORE: Self = Self {
+        lock: false,
+        store: true,
+    };
+}
+
+/// How far a batch element's run went.
+pub(crate) enum Progress<T> {
+    /// The machine decided.
+    Decided(Lookup<T>),
+    /// It stopped before this step, which the batch sends (with other elements') or
+    /// takes later.
+    Deferred(Deferred),
+}
+
+/// A step a batch element's run stopped before (owned: the machine's borrow ends).
+pub(crate) enum Deferred {
+    /// An attempt at the lock at this key, with this expiry (`Io::GetOrLock`): sent in
+    /// the batch's `Op::Many`.
+    Lock(String, Duration),
+    /// The store of these bytes for this TTL under the lock (`Io::StoreAndRelease`):
+    /// sent in the batch's `Op::Many`.
+    Store(Vec<u8>, Duration),
+}
+
+impl Deferred {
+    /// The machine's step again.
+    fn io(&self) -> Io<'_> {
+        match self {
+            Self::Lock(key, expire) => Io::GetOrLock(LockSpec {
+                key,
+                expire: *expire,
+            }),
+            Self::Store(bytes, ttl) => Io::StoreAndRelease { bytes, ttl: *ttl },
+        }
+    }
+}
+
+/// What planning a deferred step came to: an operation to send in the batch's
+/// composite, or an event known without the backend.
+enum Planned<'a> {
+    Part(Part<'a>, Then),
+    Event(Event),
+    /// Not a part (never: a deferred step plans as one).
+    Other(Then),
+}
+
+/// How an element's event comes from the batch's composite.
+enum Slot {
+    /// Known without the backend.
+    Event(Event),
+    /// Its part's reply, read so.
+    Part(Then),
+    /// Nothing was sent for it (never: see [`Planned::Other`]).
+    Unsent(Then),
+}
+
+impl<'c> Driver<'c, '_> {
+    /// Plans a deferred lock attempt or store as a part of the batch's composite.
+    fn plan_part<'a, 'k: 'a>(
+        &'a mut self,
+        deferred: &'k Deferred,
+        scratch: &'a mut Scratch<'k>,
+    ) -> Planned<'a>
+    where
+        'c: 'k,
+    {
+        match self.plan(deferred.io(), scratch, |op| op) {
+            Plan::Sent(op, then) => match Part::of(op) {
+                Ok(part) => Planned::Part(part, then),
+                Err(_) => Planned::Other(then),
+            },
+            Plan::Event(event) => Planned::Event(event),
+            Plan::Wait(_) => Planned::Event(Event::Stored(Ok(false))),
+        }
+    }
+
+    /// The element's event from the composite's `replies` (taking its part's), before
+    /// a large value found is read from its chunks; `None` for a lock attempt not made
+    /// (its guard, armed for it, disarmed: there is nothing to give back).
+    fn answer_slot(
+        &mut self,
+        slot: Slot,
+        replies: &mut impl Iterator<Item = Result<Reply, Error>>,
+    ) -> Option<Event> {
+        let (then, reply) = match slot {
+            Slot::Event(event) => return Some(event),
+            Slot::Part(then) => {
+                let reply = replies.next();
+                let key = self.call.key.as_str();
+                (
+                    then,
+                    reply.unwrap_or_else(|| Err(Error::backend("many", key, "no reply"))),
+                )
+            }
+            Slot::Unsent(then) => {
+                let key = self.call.key.as_str();
+                (then, Err(Error::backend("many", key, "not a part of it")))
+            }
+        };
+        if matches!((then, &reply), (Then::Found(_), Ok(Reply::Done))) {
+            if let Some(lock) = self.lock.take() {
+                lock.disarm();
+            }
+            return None;
+        }
+        if let Err(err) = &reply {
+            said_failed(err);
+        }
+        Some(self.answer(then, reply))
+    }
+}
+
+/// The parts of the batch's deferred steps (each planned by its element's driver),
+/// and how each element's event comes.
+fn plan_parts<'a, 'm, 'd, 'c: 'd, 'o>(
+    batch: &'a mut [(&'m mut Driver<'c, 'o>, &'d Deferred)],
+    scratch: &'a mut [Scratch<'d>],
+) -> (Vec<Part<'a>>, Vec<Slot>) {
+    let mut parts = Vec::with_capacity(batch.len());
+    let mut slots = Vec::with_capacity(batch.len());
+    for ((driver, deferred), scratch) in batch.iter_mut().zip(scratch.iter_mut()) {
+        slots.push(match driver.plan_part(deferred, scratch) {
+            Planned::Part(part, then) => {
+                parts.push(part);
+                Slot::Part(then)
+            }
+            Planned::Event(event) => Slot::Event(event),
+            Planned::Other(then) => Slot::Unsent(then),
+        });
+    }
+    (parts, slots)
+}
+
+/// Sends the deferred lock attempts and stores of `batch` (each element's driver and
+/// step) as one `Op::Many` (one script on Redis; one by one on a backend without it):
+/// each element's event, in order, values found read from their chunks when large;
+/// `None` for a lock attempt not made (after one that found its lock held: the
+/// element's step stays deferred, for the batch's next attempt).
+pub(crate) fn send_many<'c: 'd, 'd>(
+    batch: &mut [(&mut Driver<'c, '_>, &'d Deferred)],
+) -> Vec<Option<Event>> {
+    let Some((first, _)) = batch.first() else {
+        return Vec::new();
+    };
+    let call = first.call;
+    let mut scratch: Vec<Scratch<'_>> = batch.iter().map(|_| Scratch::default()).collect();
+    let (parts, slots) = plan_parts(batch, &mut scratch);
+    let mut replies = many(&*call.backend, &parts).into_iter();
+    drop(parts);
+    let answered = batch.iter_mut().zip(slots);
+    answered
+        .map(|((driver, _), slot)| {
+            let event = driver.answer_slot(slot, &mut replies)?;
+            Some(driver.expanded(event))
+        })
+        .collect()
+}
+
+/// The async form of [`send_many`].
+pub(crate) async fn send_many_async<'c: 'd, 'd>(
+    batch: &mut [(&mut Driver<'c, '_>, &'d Deferred)],
+) -> Vec<Option<Event>> {
+    let Some((first, _)) = batch.first() else {
+        return Vec::new();
+    };
+    let call = first.call;
+    let mut scratch: Vec<Scratch<'_>> = batch.iter().map(|_| Scratch::default()).collect();
+    let (parts, slots) = plan_parts(batch, &mut scratch);
+    let mut replies = many_async(&*call.backend, &parts).await.into_iter();
+    drop(parts);
+    let mut events = Vec::with_capacity(slots.len());
+    for ((driver, _), slot) in batch.iter_mut().zip(slots) {
+        events.push(match driver.answer_slot(slot, &mut replies) {
+            Some(event) => Some(driver.expanded_async(event).await),
+            None => None,
+        });
+    }
+    events
+}

@@ -14,5 +14,7 @@ mod machine;
 mod tests;
 
 pub(crate) use call::Call;
-pub(crate) use driver::{Driver, Lookup, Trigger};
-pub(crate) use machine::{Storing, servable};
+pub(crate) use driver::{
+    Defer, Deferred, Driver, Lookup, Progress, Trigger, send_many, send_many_async,
+};
+pub(crate) use machine::{Machine, Storing, servable};

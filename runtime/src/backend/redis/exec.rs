@@ -26,6 +26,7 @@ impl BackendCore for RedisBackend {
     fn execute(&self, op: Op<'_>) -> Result<Reply, Error> {
         match self.route(op) {
             Route::Local(reply) => Ok(reply),
+            Route::Refused(err) => Err(err),
             Route::Wait {
                 lock_key,
                 attempted,
@@ -43,6 +44,7 @@ impl AsyncBackendCore for RedisBackend {
     fn execute_async<'a>(&'a self, op: Op<'a>) -> BoxFuture<'a, Result<Reply, Error>> {
         match self.route(op) {
             Route::Local(reply) => Box::pin(ready(Ok(reply))),
+            Route::Refused(err) => Box::pin(ready(Err(err))),
             Route::Wait {
                 lock_key,
                 attempted,

@@ -21,13 +21,14 @@ use redis::{FromRedisValue, Value};
 use super::RedisBackend;
 use super::commands::{ms, release_channel};
 use super::exec::Request;
+use super::link::Client;
 use super::near::Ticket;
 use super::scripts::{
-    COMPARE_AND_DELETE, COMPARE_AND_EXTEND, EXPIRE_MANY, GET_OR_LOCK, INVALIDATE,
+    COMPARE_AND_DELETE, COMPARE_AND_EXTEND, EXPIRE_MANY, GET_OR_LOCK, INVALIDATE, MANY,
     STORE_AND_RELEASE, TAKE_LOCK,
 };
 use super::seal::Seal;
-use crate::backend::{GetOrLock, Op, Reply};
+use crate::backend::{GetOrLock, Op, Part, Reply};
 use crate::error::Error;
 
 /// Where an operation goes.
@@ -42,6 +43,9 @@ pub(super) enum Route<'a> {
     },
     /// A request for the server.
     Send(Plan<'a>),
+    /// Not sent: this backend cannot run it as asked (an `Op::Many` over several
+    /// slots of a cluster), answered `Op::unsupported`.
+    Refused(Error),
 }
 
 /// A request, and what to make of its reply.
@@ -63,6 +67,17 @@ pub(super) struct Plan<'a> {
     /// A get-or-lock attempt's lock and when it was sent: the holder it finds is told
     /// to the wake-up hub (a waiter takes only that holder's delivered value).
     holder_of: Option<(Cow<'a, str>, Instant)>,
+    /// An `Op::Many`'s parts, as stored (see [`ManyPart`]).
+    parts: Vec<ManyPart<'a>>,
+}
+
+/// A part of an `Op::Many` as sent: its value's and lock's stored names, and whether
+/// it is a get-or-lock (its reply read as one, its holder told to the hub, its value
+/// opened) or a store-and-release (its near copy forgotten).
+pub(super) struct ManyPart<'a> {
+    key: Cow<'a, str>,
+    lock_key: Cow<'a, str>,
+    locks: bool,
 }
 
 /// How a reply reads.
@@ -84,6 +99,8 @@ enum Shape {
     Found,
     /// The expire-many script's count.
     Count,
+    /// The many script's replies, one per part (`Plan::parts`).
+    Many,
 }
 
 enum Forget<'a> {
@@ -135,6 +152,14 @@ impl RedisBackend {
                 let mut plan = Plan::read(name, key, request, Shape::Found, self);
                 plan.holder_of = Some((lock_key, Instant::now()));
                 return Route::Send(plan);
+            }
+            Op::Many { parts: [] } => return Route::Local(Reply::Many(Vec::new())),
+            Op::Many { parts } => {
+                if !self.one_slot(parts) {
+                    // A script runs on one slot: the caller sends the parts one by one.
+                    return Route::Refused(op_unsupported(parts));
+                }
+                return Route::Send(Self::many(parts, key, seal, wake));
             }
             Op::GetMany { keys: [] } => return Route::Local(Reply::Values(Vec::new())),
             Op::GetMany { keys } => {
@@ -261,7 +286,130 @@ impl RedisBackend {
             offer: None,
             forget,
             holder_of: None,
+            parts: Vec::new(),
         })
+    }
+
+    /// Whether every part of an `Op::Many` can go in one script: always on a server;
+    /// on a cluster, when their keys share one hash slot.
+    fn one_slot(&self, parts: &[Part<'_>]) -> bool {
+        match self.inner.client {
+            Client::Node(_) => true,
+            Client::Cluster(_) => {
+                let first = parts.first().map(|part| slot(part.key()));
+                parts.iter().all(|part| Some(slot(part.key())) == first)
+            }
+        }
+    }
+
+    /// The request of an `Op::Many`: one script, its parts' keys and arguments in order.
+    fn many<'a>(
+        parts: &'a [Part<'a>],
+        key: Cow<'a, str>,
+        seal: Option<&Seal>,
+        wake: &'static str,
+    ) -> Plan<'a> {
+        let stored = |key: &'a str| -> Cow<'a, str> {
+            seal.map_or(Cow::Borrowed(key), |seal| Cow::Owned(seal.name(key)))
+        };
+        let sealed = |key: &str, value: &'a [u8]| -> Cow<'a, [u8]> {
+            seal.map_or(Cow::Borrowed(value), |seal| {
+                Cow::Owned(seal.seal(key, value))
+            })
+        };
+        let mut script = MANY.prepare_invoke();
+        let mut sent = Vec::with_capacity(parts.len());
+        let mut forget = Vec::new();
+        for part in parts {
+            let (name, lock_key) = match part {
+                Part::GetOrLock { key, lock } | Part::StoreAndRelease { key, lock, .. } => {
+                    (stored(key), stored(lock.key))
+                }
+            };
+            script.key(&*name).key(&*lock_key);
+            match *part {
+                Part::GetOrLock { lock, .. } => {
+                    script.arg("L").arg(lock.token).arg(ms(lock.ttl));
+                }
+                Part::StoreAndRelease {
+                    value, ttl, lock, ..
+                } => {
+                    let value = sealed(&name, value);
+                    script
+                        .arg("S")
+                        .arg(&*value)
+                        .arg(ms(ttl))
+                        .arg(lock.token)
+                        .arg(release_channel(&lock_key))
+                        .arg(wake)
+                        .arg(lock.fence);
+                    forget.push(name.clone());
+                }
+            }
+            let locks = matches!(part, Part::GetOrLock { .. });
+            sent.push(ManyPart {
+                key: name,
+                lock_key,
+                locks,
+            });
+        }
+        Plan {
+            name: "many",
+            key,
+            request: Request::Script(script),
+            reply: Shape::Many,
+            many: Vec::new(),
+            offer: None,
+            forget: Forget::Keys(forget),
+            holder_of: Some((Cow::Borrowed(""), Instant::now())),
+            parts: sent,
+        }
+    }
+
+    /// What an `Op::Many`'s script answered, part by part: each read as its own
+    /// script's reply, each holder found told to the wake-up hub, each value opened.
+    fn finish_many(&self, plan: &Plan<'_>, sent: Value) -> Result<Reply, Error> {
+        let unexpected = |reply: &dyn std::fmt::Debug| {
+            Error::backend(plan.name, &plan.key, format!("unexpected reply {reply:?}"))
+        };
+        let Value::Array(items) = sent else {
+            return Err(unexpected(&sent));
+        };
+        if items.len() != plan.parts.len() {
+            return Err(unexpected(&items));
+        }
+        let at = plan
+            .holder_of
+            .as_ref()
+            .map_or_else(Instant::now, |(_, at)| *at);
+        let mut replies = Vec::with_capacity(items.len());
+        for (part, item) in plan.parts.iter().zip(items) {
+            if !part.locks {
+                replies.push(Shape::One.read(plan.name, &part.key, item)?);
+                continue;
+            }
+            if matches!(item, Value::Int(-1)) {
+                // Not attempted: after a lock found held (see `Op::Many`).
+                replies.push(Reply::Done);
+                continue;
+            }
+            if let Value::Array(pair) = &item {
+                if let [Value::Int(0), Value::BulkString(holder)] = pair.as_slice() {
+                    let hub = &self.inner.hub;
+                    // No expiry read (the script returns none): the batch's waits
+                    // poll at `retry`, woken earlier by the release.
+                    let _ = hub.held(&part.lock_key, &part.key, holder.clone(), at, None);
+                }
+            }
+            let mut reply = Shape::Found.read(plan.name, &part.key, item)?;
+            if let (Some(seal), Reply::Found(GetOrLock::Value(value))) =
+                (&self.inner.seal, &mut reply)
+            {
+                *value = seal.read(&part.key, std::mem::take(value));
+            }
+            replies.push(reply);
+        }
+        Ok(Reply::Many(replies))
     }
 
     /// What `plan`'s request answered, read, with its near-cache effects applied.
@@ -278,6 +426,9 @@ impl RedisBackend {
             }
         }
         let sent = sent?;
+        if matches!(plan.reply, Shape::Many) {
+            return self.finish_many(plan, sent);
+        }
         // (No let chains: the crate's rust-version is 1.85.)
         let mut watched = None;
         if let (Some((lock_key, at)), Value::Array(items)) = (&plan.holder_of, &sent) {
@@ -343,6 +494,7 @@ impl<'a> Plan<'a> {
             offer,
             forget: Forget::Nothing,
             holder_of: None,
+            parts: Vec::new(),
         }
     }
 
@@ -402,6 +554,49 @@ impl Shape {
                 let count = i64::from_redis_value(value).map_err(parse)?;
                 Reply::Count(usize::try_from(count).unwrap_or(0))
             }
+            // Read part by part (`finish_many`), never here.
+            Self::Many => return Err(unexpected(&value)),
         })
+    }
+}
+
+/// The answer to an `Op::Many` this backend cannot run as one script.
+fn op_unsupported(parts: &[Part<'_>]) -> Error {
+    Op::Many { parts }.unsupported()
+}
+
+/// The Redis Cluster hash slot of `key`: CRC16 (XMODEM) of its hash tag (the part
+/// between the first `{` and the next `}`, when not empty), or of the whole key, mod
+/// 16384.
+fn slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let tagged = bytes.iter().position(|b| *b == b'{').and_then(|open| {
+        let rest = &bytes[open + 1..];
+        let close = rest.iter().position(|b| *b == b'}')?;
+        (close > 0).then(|| &rest[..close])
+    });
+    let mut crc: u16 = 0;
+    for byte in tagged.unwrap_or(bytes) {
+        crc ^= u16::from(*byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 == 0 {
+                crc << 1
+            } else {
+                (crc << 1) ^ 0x1021
+            };
+        }
+    }
+    crc & 0x3fff
+}
+
+#[cfg(test)]
+mod slot_tests {
+    #[test]
+    fn slots_are_redis_cluster_slots() {
+        // From the Redis Cluster specification and `CLUSTER KEYSLOT`.
+        assert_eq!(super::slot("123456789"), 0x31c3 & 0x3fff);
+        assert_eq!(super::slot("foo"), 12182);
+        assert_eq!(super::slot("{user1000}.following"), super::slot("user1000"));
+        assert_eq!(super::slot("foo{}{bar}"), super::slot("foo{}{bar}"));
     }
 }

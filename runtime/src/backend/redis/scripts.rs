@@ -231,3 +231,66 @@ return present
 ",
     )
 });
+
+/// A batch's steps in one script (`Op::Many`): each part a get-or-lock or a
+/// store-and-release, run as [`GET_OR_LOCK`] and [`STORE_AND_RELEASE`] run it, in order.
+/// KEYS: each part's value and lock. ARGV: per part, `L`, token, lock TTL (ms) (a
+/// get-or-lock); or `S`, value, value TTL (ms), token, channel, sharded (`1`/`0`),
+/// fencing token (a store-and-release). Returns each part's reply, in order, as its own
+/// script would (all keys of one call share a hash slot on a cluster), except that the
+/// get-or-lock parts after the first that finds its lock held are not attempted: -1
+/// (see `Op::Many`).
+pub(crate) static MANY: Lazy<Script> = Lazy::new(|| {
+    Script::new(&format!(
+        r"{EFFECTS}{WAKE_BODY}{fence}{TAKE_LOCK_BODY}
+local function get_or_lock(key, lock, token, ttl)
+  local value = redis.call('GET', key)
+  if value then return value end
+  local fence = take_lock(lock, key, token, ttl)
+  if fence == 0 then
+    local holder = redis.call('GET', lock)
+    if holder then return {{0, holder}} end
+  end
+  return fence
+end
+local function store_and_release(key, lock, value, ttl, token, channel, sharded, fence)
+  if redis.call('GET', lock) ~= token then
+    if redis.call('GET', key) == value then return 1 end
+    return 0
+  end
+  local stored = 0
+  if newer(key, fence) then
+    redis.call('SET', key, value, 'PX', ttl)
+    stored = 1
+  end
+  redis.call('DEL', lock)
+  local payload = '1'
+  if stored == 1 and string.len(value) <= {DELIVER_MAX} then
+    payload = 'v' .. string.len(token) .. ':' .. token .. value
+  end
+  wake(channel, sharded, payload)
+  return stored
+end
+local replies = {{}}
+local a = 1
+local blocked = false
+for i = 1, #KEYS, 2 do
+  if ARGV[a] == 'L' and blocked then
+    replies[#replies + 1] = -1
+    a = a + 3
+  elseif ARGV[a] == 'L' then
+    local found = get_or_lock(KEYS[i], KEYS[i + 1], ARGV[a + 1], ARGV[a + 2])
+    if type(found) == 'table' or found == 0 then blocked = true end
+    replies[#replies + 1] = found
+    a = a + 3
+  else
+    replies[#replies + 1] = store_and_release(KEYS[i], KEYS[i + 1], ARGV[a + 1],
+      ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6])
+    a = a + 7
+  end
+end
+return replies
+",
+        fence = *FENCE_BODY
+    ))
+});
