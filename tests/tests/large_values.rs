@@ -37,17 +37,18 @@ fn probe_over_memory() -> Arc<Probe> {
 #[test]
 fn a_lock_outlived_by_slow_chunk_writes_is_kept_alive_and_the_value_stored() {
     let probe = probe_over_memory();
-    // 120 ms per `Set` (only the chunks are plain sets): 6 chunks take 720 ms, past a
-    // 300 ms lock (kept alive every 100 ms while computing).
+    // 300 ms per `Set` (only the chunks are plain sets): 6 chunks take 1.8 s, past a
+    // 900 ms lock (kept alive every 300 ms while computing: a renewal may run up to
+    // 600 ms late on a loaded machine and still find the lock).
     probe.after(|op| {
         if op == "set" {
-            std::thread::sleep(Duration::from_millis(120));
+            std::thread::sleep(Duration::from_millis(300));
         }
     });
     let opts = MemoizeOptions::new()
         .backend(Arc::clone(&probe) as Arc<dyn CacheBackend>)
         .lock(LockOptions {
-            expire: Duration::from_millis(300),
+            expire: Duration::from_millis(900),
             retry: Duration::from_millis(10),
             ..LockOptions::default()
         })
