@@ -1,0 +1,53 @@
+//! Review 7: tags against the fail-safe throttle and the refresh's recheck.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cache_memoize::MemoizeOptions;
+use cache_memoize_tests::Fixture;
+use cache_memoize_tests::freshness_suite::{ManualClock, stale_opts};
+
+/// After a refresh of a stale value fails, the fail-safe throttle's mark keeps every
+/// caller (the fleet) from computing again for `fail_safe` (1 h here): an untagged
+/// function is throttled. A tagged one is not: the refresh's recheck under the lock
+/// decodes the value with its epochs still unread (`Epochs::Unread`: `decode` gives
+/// `None`), so `marks()` never finds the mark's value, and the failing computation runs
+/// again at the next stale hit past the in-process back-off.
+fn throttled(opts: &MemoizeOptions, f: &Fixture, name: &str, clock: &Arc<ManualClock>) -> usize {
+    let key = f.key(name);
+    assert_eq!(cache_memoize::memoize(&key, opts, || "v1".to_owned()), "v1");
+    clock.advance(Duration::from_secs(11));
+    let failed: Result<String, &str> =
+        cache_memoize::try_memoize(&key, opts, || Err("the source is down"));
+    assert_eq!(failed.as_deref(), Ok("v1"), "the stale value is served");
+    // Past the in-process back-off (the lock's retry, 10 ms), well within fail_safe.
+    std::thread::sleep(Duration::from_millis(100));
+    clock.advance(Duration::from_secs(1));
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    let again: Result<String, &str> = cache_memoize::try_memoize(&key, opts, || {
+        calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Err("the source is still down")
+    });
+    assert_eq!(again.as_deref(), Ok("v1"));
+    calls.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+#[test]
+fn an_untagged_failed_refresh_is_throttled() {
+    let f = Fixture::memory();
+    let clock = Arc::new(ManualClock::default());
+    let opts = stale_opts(&f, &clock);
+    assert_eq!(throttled(&opts, &f, "r7-untagged", &clock), 0);
+}
+
+#[test]
+fn a_tagged_failed_refresh_is_throttled_too() {
+    let f = Fixture::memory();
+    let clock = Arc::new(ManualClock::default());
+    let opts = stale_opts(&f, &clock).tags([f.key("r7-tag")]);
+    assert_eq!(
+        throttled(&opts, &f, "r7-tagged", &clock),
+        0,
+        "the fail-safe throttle does not hold back a tagged function's failing refresh"
+    );
+}
