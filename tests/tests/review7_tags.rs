@@ -51,3 +51,32 @@ fn a_tagged_failed_refresh_is_throttled_too() {
         "the fail-safe throttle does not hold back a tagged function's failing refresh"
     );
 }
+
+/// A tagged batch whose elements are all hits: each element reads its value with the
+/// batch's epochs (one `get_many` each). The batch's own first read of every key (an
+/// untagged `get_many`, whose answer the tagged sequences never use) was a wasted round
+/// trip, and when the backend stalled, one more timeout.
+#[test]
+fn a_tagged_batch_of_hits_reads_each_element_once() {
+    let f = Fixture::memory();
+    let opts = f.locked().tags([f.key("r7-batch-tag")]);
+    let keys = |ids: &[u32]| -> Vec<(String, u32)> {
+        ids.iter()
+            .map(|id| (f.key(&format!("r7-batch:{id}")), *id))
+            .collect()
+    };
+    let first = cache_memoize::memoize_many(keys(&[1, 2]), &opts, |ids| {
+        ids.iter().map(|id| (*id, id * 10)).collect()
+    });
+    assert_eq!(first.len(), 2);
+    f.probe.clear();
+    let again = cache_memoize::memoize_many(keys(&[1, 2]), &opts, |_| {
+        std::collections::HashMap::<u32, u32>::new()
+    });
+    assert_eq!(again.get(&2), Some(&20));
+    assert_eq!(
+        f.probe.ops(),
+        vec!["get_many", "get_many"],
+        "one read per element (its value and the epochs), nothing else"
+    );
+}
