@@ -59,7 +59,11 @@ fn clear_clears_its_own_function_and_instantiation() {
         let second = bytes.load_async(3).await;
         assert_ne!(second, first, "cleared (async)");
         assert_eq!(bytes.load_async(3).await, second, "a hit again");
-        assert!(cache_memoize::invalidate_tag_async("r7-item:3").await.is_ok());
+        assert!(
+            cache_memoize::invalidate_tag_async("r7-item:3")
+                .await
+                .is_ok()
+        );
         assert_ne!(bytes.load_async(3).await, second, "its tag moved");
     });
     let _ = computed();
