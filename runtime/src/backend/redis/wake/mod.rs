@@ -478,11 +478,11 @@ impl Hub {
             (PushKind::SSubscribe | PushKind::Subscribe, _, Some(lock_key)) => {
                 self.on_subscribed(lock_key, true);
             }
-            (PushKind::SUnsubscribe | PushKind::Unsubscribe, Some(channel), Some(lock_key)) => {
-                // The confirmation of our own unsubscription moved nothing.
-                if !self.state().unsubscribing.remove(channel) {
-                    self.on_lost(Some(lock_key), true);
-                }
+            // The confirmation of our own unsubscription moved nothing.
+            (PushKind::SUnsubscribe | PushKind::Unsubscribe, Some(channel), Some(lock_key))
+                if !self.confirms_unsubscribing(channel) =>
+            {
+                self.on_lost(Some(lock_key), true);
             }
             (PushKind::Disconnection, _, _) => self.on_lost(None, true),
             _ => {}
@@ -540,6 +540,12 @@ impl Hub {
         state
             .unsubscribing
             .extend(channels.iter().map(|channel| channel.as_bytes().to_vec()));
+    }
+
+    /// Whether an unsubscription push for `channel` confirms this subscriber's own
+    /// (noted by [`unsubscribing`](Self::unsubscribing)); forgets it if so.
+    fn confirms_unsubscribing(&self, channel: &[u8]) -> bool {
+        self.state().unsubscribing.remove(channel)
     }
 
     /// The client's slot map was found up to date after `moves` moved subscriptions.
