@@ -80,3 +80,138 @@ fn a_tagged_batch_of_hits_reads_each_element_once() {
         "one read per element (its value and the epochs), nothing else"
     );
 }
+
+/// Deletes a tag's epoch right after an `add` created it, once (an `invalidate_tag`
+/// racing the read): the call's epochs are then missing on the read again.
+struct DeletesTheNewEpoch {
+    inner: cache_memoize::MemoryBackend,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl cache_memoize::BackendCore for DeletesTheNewEpoch {
+    fn execute(
+        &self,
+        op: cache_memoize::Op<'_>,
+    ) -> Result<cache_memoize::Reply, cache_memoize::Error> {
+        let epoch = match &op {
+            cache_memoize::Op::Add { key, .. } if key.starts_with("_tag_:") => {
+                Some(key.to_string())
+            }
+            _ => None,
+        };
+        let reply = self.inner.execute(op);
+        if let Some(key) = epoch {
+            if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                let _ = self.inner.execute(cache_memoize::Op::Delete { key: &key });
+            }
+        }
+        reply
+    }
+}
+
+impl cache_memoize::ImmediateBackend for DeletesTheNewEpoch {}
+
+/// An epoch deleted between its creation and the read again: the call computes, stores
+/// nothing, and gives the lock back (the next call neither waits for it nor finds a
+/// value); the next call stores under the new epoch.
+#[test]
+fn an_epoch_deleted_as_it_is_created_stores_nothing_and_releases_the_lock() {
+    let backend = Arc::new(DeletesTheNewEpoch {
+        inner: cache_memoize::MemoryBackend::new(),
+        armed: std::sync::atomic::AtomicBool::new(true),
+    });
+    let opts = MemoizeOptions::new()
+        .backend(Arc::clone(&backend) as Arc<dyn cache_memoize::CacheBackend>)
+        .lock(cache_memoize::LockOptions {
+            timeout: Some(Duration::from_secs(30)),
+            ..cache_memoize_tests::fast_lock()
+        })
+        .tags(["r7-raced"]);
+    let key = "r7-raced-value";
+    assert_eq!(cache_memoize::memoize(key, &opts, || 1_u32), 1);
+    let started = std::time::Instant::now();
+    assert_eq!(
+        cache_memoize::memoize(key, &opts, || 2_u32),
+        2,
+        "nothing was stored"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the lock was given back: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        cache_memoize::memoize(key, &opts, || 3_u32),
+        2,
+        "stored under the new epoch"
+    );
+}
+
+/// Fails every `get_many` of epochs alone (the read before a locked computation) while
+/// armed.
+struct FailsTheEpochsRead {
+    inner: cache_memoize::MemoryBackend,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl cache_memoize::BackendCore for FailsTheEpochsRead {
+    fn execute(
+        &self,
+        op: cache_memoize::Op<'_>,
+    ) -> Result<cache_memoize::Reply, cache_memoize::Error> {
+        if let cache_memoize::Op::GetMany { keys } = &op {
+            let epochs_only = keys.iter().all(|key| key.starts_with("_tag_:"));
+            if epochs_only && self.armed.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(cache_memoize::Error::backend(
+                    "get_many", keys[0], "injected",
+                ));
+            }
+        }
+        self.inner.execute(op)
+    }
+}
+
+impl cache_memoize::ImmediateBackend for FailsTheEpochsRead {}
+
+/// A forced refresh whose read of the epochs (under the lock) fails computes, stores
+/// nothing, and gives the lock back.
+#[test]
+fn a_forced_refresh_whose_epochs_read_fails_stores_nothing_and_releases_the_lock() {
+    let backend = Arc::new(FailsTheEpochsRead {
+        inner: cache_memoize::MemoryBackend::new(),
+        armed: std::sync::atomic::AtomicBool::new(false),
+    });
+    let opts = MemoizeOptions::new()
+        .backend(Arc::clone(&backend) as Arc<dyn cache_memoize::CacheBackend>)
+        .lock(cache_memoize::LockOptions {
+            timeout: Some(Duration::from_secs(30)),
+            ..cache_memoize_tests::fast_lock()
+        })
+        .tags(["r7-failing"]);
+    let key = "r7-failing-value";
+    assert_eq!(cache_memoize::memoize(key, &opts, || 1_u32), 1);
+    backend
+        .armed
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        cache_memoize::refresh(|| cache_memoize::memoize(key, &opts, || 2_u32)),
+        2
+    );
+    backend
+        .armed
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    assert_eq!(
+        cache_memoize::refresh(|| cache_memoize::memoize(key, &opts, || 3_u32)),
+        3
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the lock was given back"
+    );
+    assert_eq!(
+        cache_memoize::memoize(key, &opts, || 4_u32),
+        3,
+        "stored by the second refresh"
+    );
+}
