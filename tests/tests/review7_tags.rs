@@ -100,10 +100,9 @@ impl cache_memoize::BackendCore for DeletesTheNewEpoch {
             _ => None,
         };
         let reply = self.inner.execute(op);
-        if let Some(key) = epoch {
-            if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
-                let _ = self.inner.execute(cache_memoize::Op::Delete { key: &key });
-            }
+        let armed = epoch.is_some() && self.armed.swap(false, std::sync::atomic::Ordering::SeqCst);
+        if let (Some(key), true) = (epoch, armed) {
+            let _ = self.inner.execute(cache_memoize::Op::Delete { key: &key });
         }
         reply
     }
