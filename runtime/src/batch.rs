@@ -432,6 +432,9 @@ fn first_read(calls: &[Call<'_>]) -> Result<Vec<Option<Vec<u8>>>, String> {
     let Some(first) = calls.first() else {
         return Ok(Vec::new());
     };
+    if first.tagged() {
+        return Ok(unread(calls));
+    }
     let keys: Vec<&str> = calls.iter().map(|call| call.key.as_str()).collect();
     counted(calls, first.backend.get_many(&keys))
 }
@@ -441,8 +444,18 @@ async fn first_read_async(calls: &[Call<'_>]) -> Result<Vec<Option<Vec<u8>>>, St
     let Some(first) = calls.first() else {
         return Ok(Vec::new());
     };
+    if first.tagged() {
+        return Ok(unread(calls));
+    }
     let keys: Vec<&str> = calls.iter().map(|call| call.key.as_str()).collect();
     counted(calls, first.backend.get_many_async(&keys).await)
+}
+
+/// A tagged batch's first read, not sent: each element reads its value with the
+/// batch's tags' epochs (one `get_many` each), so a read of the values alone would be
+/// a round trip whose answer no element uses.
+fn unread(calls: &[Call<'_>]) -> Vec<Option<Vec<u8>>> {
+    vec![None; calls.len()]
 }
 
 /// The batch's read, checked to answer one value per key.

@@ -426,6 +426,10 @@ enum State {
     Rereading(Box<Note>),
     /// A tagged call that holds the lock reads its tags' epochs before computing.
     ReadingTags(Option<Box<Note>>),
+    /// A tagged refresh that took its lock reads its tags' epochs before the recheck:
+    /// the value read under the lock is judged (refreshed elsewhere? throttled?) as
+    /// this call reads it.
+    ReadingTagsToRecheck,
     /// A refresh holds its lock and reads the value again: another refresher may have
     /// finished since this caller found it stale.
     Rechecking,
@@ -745,6 +749,13 @@ impl<'k, T> Machine<'k, T> {
             }
             Event::Tags(read) => match state {
                 State::ReadingTags(note) => self.tags_read(read, note.map(|note| *note)),
+                State::ReadingTagsToRecheck => {
+                    self.epochs = match read {
+                        Ok(Some(mix)) => Epochs::Mixed(mix),
+                        Ok(None) | Err(_) => Epochs::Missing,
+                    };
+                    self.recheck()
+                }
                 state => self.unexpected(state),
             },
             Event::Joined(role) => match (state, role) {
@@ -967,10 +978,11 @@ impl<'k, T> Machine<'k, T> {
                 _ => self.compute(Storing::Nothing, Some(Note::FailOpen(err))),
             },
             Ok(GetOrLock::Locked { .. }) if self.policy.refresh == Refresh::Revalidate => {
-                self.state = State::Rechecking;
-                Step::Io(Io::Recheck {
-                    mark_key: self.mark_key(),
-                })
+                if self.epochs == Epochs::Unread {
+                    self.state = State::ReadingTagsToRecheck;
+                    return Step::Io(Io::ReadTags);
+                }
+                self.recheck()
             }
             Ok(GetOrLock::Locked { .. }) => self.compute(Storing::Locked, None),
             Ok(GetOrLock::Value(bytes)) => {
@@ -1058,6 +1070,14 @@ impl<'k, T> Machine<'k, T> {
         }
         self.state = State::Rereading(Box::new(note));
         Step::Io(self.get())
+    }
+
+    /// A refresh holding its lock reads the value and the throttle mark again.
+    fn recheck(&mut self) -> Step<'_, T> {
+        self.state = State::Rechecking;
+        Step::Io(Io::Recheck {
+            mark_key: self.mark_key(),
+        })
     }
 
     /// A refresh holding its lock read the value again: refresh it only if it is still

@@ -108,12 +108,12 @@ impl Session for Tracker {
         if let Some(tier) = self.tier.upgrade() {
             tier.lost(self.generation);
         }
-        if let Ended::Failed { err, served: false } = ended
-            && !self.warned
-            && !is_connection_failure(err)
-        {
-            self.warned = true;
-            tracing::warn!(error = %err, "near cache: cannot turn invalidation tracking on; reads go to Redis until it is");
+        // (No let chains: the crate's rust-version is 1.85.)
+        if let Ended::Failed { err, served: false } = ended {
+            if !self.warned && !is_connection_failure(err) {
+                self.warned = true;
+                tracing::warn!(error = %err, "near cache: cannot turn invalidation tracking on; reads go to Redis until it is");
+            }
         }
     }
 }

@@ -62,7 +62,7 @@
 
 mod subscriber;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -106,6 +106,9 @@ struct State {
     moves: u64,
     /// `moves` when a subscription last found the client's slot map up to date.
     located: u64,
+    /// Channels this subscriber unsubscribed from on a cluster, whose `sunsubscribe`
+    /// push (the confirmation) is still to come: not a slot move.
+    unsubscribing: HashSet<Vec<u8>>,
 }
 
 struct Watched {
@@ -423,6 +426,10 @@ impl Hub {
     fn on_lost(&self, lock_key: Option<&str>, moved: bool) {
         let now = Instant::now();
         let mut state = self.state();
+        if lock_key.is_none() {
+            // No confirmation comes over a lost connection.
+            state.unsubscribing.clear();
+        }
         let mut lost = false;
         let mut woken = Vec::new();
         for (key, watched) in &mut state.locks {
@@ -471,7 +478,10 @@ impl Hub {
             (PushKind::SSubscribe | PushKind::Subscribe, _, Some(lock_key)) => {
                 self.on_subscribed(lock_key, true);
             }
-            (PushKind::SUnsubscribe | PushKind::Unsubscribe, _, Some(lock_key)) => {
+            // The confirmation of our own unsubscription moved nothing.
+            (PushKind::SUnsubscribe | PushKind::Unsubscribe, Some(channel), Some(lock_key))
+                if !self.confirms_unsubscribing(channel) =>
+            {
                 self.on_lost(Some(lock_key), true);
             }
             (PushKind::Disconnection, _, _) => self.on_lost(None, true),
@@ -517,6 +527,25 @@ impl Hub {
             state.held.remove(&key);
         }
         plan
+    }
+
+    /// This subscriber is unsubscribing from `channels` (on a cluster): their
+    /// `sunsubscribe` pushes are confirmations, not slot moves.
+    fn unsubscribing(&self, channels: &[String]) {
+        let mut state = self.state();
+        // Bounded: confirmations a lost connection never sent are dropped with it.
+        if state.unsubscribing.len() > HELD_KEPT {
+            state.unsubscribing.clear();
+        }
+        state
+            .unsubscribing
+            .extend(channels.iter().map(|channel| channel.as_bytes().to_vec()));
+    }
+
+    /// Whether an unsubscription push for `channel` confirms this subscriber's own
+    /// (noted by [`unsubscribing`](Self::unsubscribing)); forgets it if so.
+    fn confirms_unsubscribing(&self, channel: &[u8]) -> bool {
+        self.state().unsubscribing.remove(channel)
     }
 
     /// The client's slot map was found up to date after `moves` moved subscriptions.

@@ -324,14 +324,14 @@ async fn apply(
     hub: &Weak<Hub>,
 ) -> Result<(), Ended> {
     if !plan.subscribe.is_empty() {
-        if let Connection::Sharded(cluster) = conn
-            && !plan.moved.is_empty()
-            && locate(cluster, &plan.moved, response_timeout).await
-        {
-            let Some(live) = hub.upgrade() else {
-                return Err(Ended::Dropped);
-            };
-            live.located(plan.moves);
+        // (No let chains: the crate's rust-version is 1.85.)
+        if let Connection::Sharded(cluster) = conn {
+            if !plan.moved.is_empty() && locate(cluster, &plan.moved, response_timeout).await {
+                let Some(live) = hub.upgrade() else {
+                    return Err(Ended::Dropped);
+                };
+                live.located(plan.moves);
+            }
         }
         let channels: Vec<String> = plan.subscribe.iter().map(|k| release_channel(k)).collect();
         let sent = send(conn, true, &channels, response_timeout).await;
@@ -351,6 +351,15 @@ async fn apply(
         }
     }
     if !plan.unsubscribe.is_empty() {
+        // On a cluster, each `SUNSUBSCRIBE` comes back as a push, as the server's own
+        // unsubscription after a slot move does: noted first (the push may come before
+        // `send` returns), so that it is not taken for a move.
+        if let Connection::Sharded(_) = conn {
+            let Some(live) = hub.upgrade() else {
+                return Err(Ended::Dropped);
+            };
+            live.unsubscribing(&plan.unsubscribe);
+        }
         send(conn, false, &plan.unsubscribe, response_timeout)
             .await
             .map_err(|err| failed(err, true))?;
