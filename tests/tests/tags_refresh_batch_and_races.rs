@@ -1,4 +1,5 @@
-//! Review 7: tags against the fail-safe throttle and the refresh's recheck.
+//! Tags against the fail-safe throttle and the refresh's recheck, a tagged batch's
+//! reads, and an epoch lost or unreadable as a computation reads it.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! Review 7: on a cluster, this backend's own `SUNSUBSCRIBE` (a lock's subscription
+//! On a cluster, this backend's own `SUNSUBSCRIBE` (a lock's subscription
 //! lingering out after its last waiter) comes back as an `sunsubscribe` push, which
 //! `Hub::pushed` takes for a slot move (`on_lost(Some(key), moved = true)`): `moves` is
 //! bumped even though no entry is left for the lock, so the next subscription is
