@@ -103,13 +103,13 @@ where
         .into_iter()
         .map(|(key, element)| (Call::for_key(key, opts, refresh), element))
         .unzip();
-    let mut reads = first_read(&calls);
+    let (mut reads, epochs) = first_read(&calls);
     let mut batch = Outcomes::with_capacity(elements.len());
     let mut pending = Vec::new();
     let mut locking = Vec::new();
     for (index, call) in calls.iter().enumerate() {
         let mut machine = call.machine(true, None);
-        let mut driver = Driver::blocking(call);
+        let mut driver = Driver::blocking(call).with_first_epochs(epochs);
         let read = part(&mut reads, call, index);
         match driver.batch_lookup(&mut machine, read) {
             // A hit (every element of an all-hit batch): nothing more to run.
@@ -202,13 +202,13 @@ where
         .into_iter()
         .map(|(key, element)| (Call::for_key(key, opts, refresh), element))
         .unzip();
-    let mut reads = first_read_async(&calls).await;
+    let (mut reads, epochs) = first_read_async(&calls).await;
     let mut batch = Outcomes::with_capacity(elements.len());
     let mut pending = Vec::new();
     let mut locking = Vec::new();
     for (index, call) in calls.iter().enumerate() {
         let mut machine = call.machine(true, None);
-        let mut driver = Driver::nonblocking(call);
+        let mut driver = Driver::nonblocking(call).with_first_epochs(epochs);
         let read = part(&mut reads, call, index);
         match driver.batch_lookup_async(&mut machine, read).await {
             Progress::Decided(Lookup::Found(value)) => batch.found[index] = value,
@@ -427,50 +427,65 @@ fn elements<S: AsRef<str>, K>(keys: impl IntoIterator<Item = (S, K)>) -> Vec<(Ca
 }
 
 /// Every element's stored bytes in one read; `Err` (why) when the read failed, or
-/// answered another number of values than keys (a broken backend).
-fn first_read(calls: &[Call<'_>]) -> Result<Vec<Option<Vec<u8>>>, String> {
+/// answered another number of values than keys (a broken backend). A tagged batch
+/// reads its tags' epochs in the same read, and returns their mix: each element's value
+/// is judged by them (`None`: an epoch is missing, so each element reads its own, which
+/// creates it; or the batch has no tags).
+fn first_read(calls: &[Call<'_>]) -> (Result<Vec<Option<Vec<u8>>>, String>, Option<u64>) {
     let Some(first) = calls.first() else {
-        return Ok(Vec::new());
+        return (Ok(Vec::new()), None);
     };
-    if first.tagged() {
-        return Ok(unread(calls));
-    }
-    let keys: Vec<&str> = calls.iter().map(|call| call.key.as_str()).collect();
-    counted(calls, first.backend.get_many(&keys))
+    let keys = read_keys(calls);
+    tagged_split(calls, first.backend.get_many(&keys))
 }
 
 /// The async form of [`first_read`].
-async fn first_read_async(calls: &[Call<'_>]) -> Result<Vec<Option<Vec<u8>>>, String> {
+async fn first_read_async(
+    calls: &[Call<'_>],
+) -> (Result<Vec<Option<Vec<u8>>>, String>, Option<u64>) {
     let Some(first) = calls.first() else {
-        return Ok(Vec::new());
+        return (Ok(Vec::new()), None);
     };
-    if first.tagged() {
-        return Ok(unread(calls));
+    let keys = read_keys(calls);
+    tagged_split(calls, first.backend.get_many_async(&keys).await)
+}
+
+/// The keys of the batch's read: every element's, then the batch's tags' epochs (the
+/// same for every element: one option set).
+fn read_keys<'k>(calls: &'k [Call<'_>]) -> Vec<&'k str> {
+    let mut keys: Vec<&str> = calls.iter().map(|call| call.key.as_str()).collect();
+    if let Some(first) = calls.first() {
+        keys.extend(first.tags.iter().map(String::as_str));
     }
-    let keys: Vec<&str> = calls.iter().map(|call| call.key.as_str()).collect();
-    counted(calls, first.backend.get_many_async(&keys).await)
+    keys
 }
 
-/// A tagged batch's first read, not sent: each element reads its value with the
-/// batch's tags' epochs (one `get_many` each), so a read of the values alone would be
-/// a round trip whose answer no element uses.
-fn unread(calls: &[Call<'_>]) -> Vec<Option<Vec<u8>>> {
-    vec![None; calls.len()]
-}
-
-/// The batch's read, checked to answer one value per key.
-fn counted(
+/// The batch's read split into its elements' values and its epochs' mix.
+fn tagged_split(
     calls: &[Call<'_>],
     read: Result<Vec<Option<Vec<u8>>>, Error>,
-) -> Result<Vec<Option<Vec<u8>>>, String> {
-    match read {
-        Ok(reads) if reads.len() == calls.len() => Ok(reads),
-        Ok(reads) => Err(format!(
-            "the backend answered {} values for {} keys",
-            reads.len(),
-            calls.len()
-        )),
-        Err(err) => Err(err.to_string()),
+) -> (Result<Vec<Option<Vec<u8>>>, String>, Option<u64>) {
+    let tags = calls.first().map_or(0, |first| first.tags.len());
+    let expected = calls.len() + tags;
+    let mut read = match read {
+        Ok(read) if read.len() == expected => read,
+        Ok(read) => {
+            let why = format!(
+                "the backend answered {} values for {expected} keys",
+                read.len()
+            );
+            return (Err(why), None);
+        }
+        Err(err) => return (Err(err.to_string()), None),
+    };
+    if tags == 0 {
+        return (Ok(read), None);
+    }
+    let epochs = read.split_off(calls.len());
+    match crate::tags::mix(&epochs) {
+        Some(mix) => (Ok(read), Some(mix)),
+        // An epoch to create: each element reads (and the first creates) it.
+        None => (Ok(vec![None; calls.len()]), None),
     }
 }
 

@@ -91,6 +91,9 @@ pub(crate) struct Driver<'c, 'o> {
     /// The mix of the tags' epochs this call last read (0: untagged or none read), for
     /// [`holds`](Self::holds).
     tags: u64,
+    /// A batch element's: the epochs' mix its batch read with every value, which
+    /// answers its first tagged read (`None`: it reads its own).
+    first_epochs: Option<u64>,
 }
 
 impl<'c, 'o> Driver<'c, 'o> {
@@ -121,6 +124,7 @@ impl<'c, 'o> Driver<'c, 'o> {
             renewal: None,
             holds: |_, _, _| true,
             tags: 0,
+            first_epochs: None,
         }
     }
 
@@ -231,6 +235,14 @@ impl<'c, 'o> Driver<'c, 'o> {
     /// A batch element's run from its start, its first read answered with `read`
     /// (the batch's one read): it stops before its attempt at the lock, which the
     /// batch sends with the other elements' ([`Deferred`]).
+    /// This driver, for a batch element whose batch read its tags' epochs (mixed) with
+    /// the values: its first tagged read is answered from the batch's.
+    #[must_use]
+    pub(crate) fn with_first_epochs(mut self, epochs: Option<u64>) -> Self {
+        self.first_epochs = epochs;
+        self
+    }
+
     pub(crate) fn batch_lookup<T>(
         &mut self,
         machine: &mut Machine<'_, T>,
@@ -289,6 +301,12 @@ impl<'c, 'o> Driver<'c, 'o> {
                     let first = Event::Read(first_read(read.take()));
                     event = self.expanded_async(first).await;
                 }
+                Step::Io(Io::GetTagged) if read.is_some() => {
+                    event = match self.first_tagged(read.take()) {
+                        Some(event) => self.expanded_async(event).await,
+                        None => self.perform_async(Io::GetTagged).await,
+                    };
+                }
                 Step::Io(io) => match self.deferred(&io, defer) {
                     Some(deferred) => return Progress::Deferred(deferred),
                     None => event = self.perform_async(io).await,
@@ -343,12 +361,32 @@ impl<'c, 'o> Driver<'c, 'o> {
                 Step::Io(Io::Get) if read.is_some() => {
                     event = self.expanded(Event::Read(first_read(read.take())));
                 }
+                Step::Io(Io::GetTagged) if read.is_some() => {
+                    event = match self.first_tagged(read.take()) {
+                        Some(event) => self.expanded(event),
+                        None => self.perform(Io::GetTagged),
+                    };
+                }
                 Step::Io(io) => match self.deferred(&io, defer) {
                     Some(deferred) => return Progress::Deferred(deferred),
                     None => event = self.perform(io),
                 },
                 step => return Progress::Decided(self.ended(step, share)),
             }
+        }
+    }
+
+    /// A batch element's first tagged read, answered from its batch's read: the value
+    /// with the epochs' mix the batch read, or the read's failure; `None` when the batch
+    /// read no epochs (one was missing: the element reads its own).
+    fn first_tagged(&mut self, read: Option<Result<Option<Vec<u8>>, Error>>) -> Option<Event> {
+        match (read?, self.first_epochs.take()) {
+            (Err(err), _) => Some(Event::ReadTagged(Err(Failure::new(err)))),
+            (Ok(bytes), Some(mix)) => {
+                self.tags = mix;
+                Some(Event::ReadTagged(Ok((bytes, Some(mix)))))
+            }
+            (Ok(_), None) => None,
         }
     }
 
