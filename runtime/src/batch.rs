@@ -426,12 +426,15 @@ fn elements<S: AsRef<str>, K>(keys: impl IntoIterator<Item = (S, K)>) -> Vec<(Ca
     elements
 }
 
+/// The batch's read: every element's stored bytes, or why the read failed.
+type Reads = Result<Vec<Option<Vec<u8>>>, String>;
+
 /// Every element's stored bytes in one read; `Err` (why) when the read failed, or
 /// answered another number of values than keys (a broken backend). A tagged batch
 /// reads its tags' epochs in the same read, and returns their mix: each element's value
 /// is judged by them (`None`: an epoch is missing, so each element reads its own, which
 /// creates it; or the batch has no tags).
-fn first_read(calls: &[Call<'_>]) -> (Result<Vec<Option<Vec<u8>>>, String>, Option<u64>) {
+fn first_read(calls: &[Call<'_>]) -> (Reads, Option<u64>) {
     let Some(first) = calls.first() else {
         return (Ok(Vec::new()), None);
     };
@@ -440,9 +443,7 @@ fn first_read(calls: &[Call<'_>]) -> (Result<Vec<Option<Vec<u8>>>, String>, Opti
 }
 
 /// The async form of [`first_read`].
-async fn first_read_async(
-    calls: &[Call<'_>],
-) -> (Result<Vec<Option<Vec<u8>>>, String>, Option<u64>) {
+async fn first_read_async(calls: &[Call<'_>]) -> (Reads, Option<u64>) {
     let Some(first) = calls.first() else {
         return (Ok(Vec::new()), None);
     };
@@ -464,7 +465,7 @@ fn read_keys<'k>(calls: &'k [Call<'_>]) -> Vec<&'k str> {
 fn tagged_split(
     calls: &[Call<'_>],
     read: Result<Vec<Option<Vec<u8>>>, Error>,
-) -> (Result<Vec<Option<Vec<u8>>>, String>, Option<u64>) {
+) -> (Reads, Option<u64>) {
     let tags = calls.first().map_or(0, |first| first.tags.len());
     let expected = calls.len() + tags;
     let mut read = match read {
