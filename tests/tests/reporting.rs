@@ -239,3 +239,38 @@ fn two_shared_key_functions_of_different_types_are_said_not_silent() {
         "both functions, both types, the template: {log}"
     );
 }
+
+/// A forced refresh lands or says so: its store failing while the backend's failures
+/// are being summarized (another call's failure reported a moment before, as under an
+/// outage shared by many threads) is still said, at WARN, for that refresh.
+#[test]
+fn a_forced_refresh_whose_store_fails_says_so_while_failures_are_summarized() {
+    let probe = Arc::new(Probe::new(Arc::new(MemoryBackend::new())));
+    let opts =
+        MemoizeOptions::new().backend(Arc::clone(&probe) as Arc<dyn cache_memoize::CacheBackend>);
+    let captured = Captured::default();
+    let _guard = tracing::subscriber::set_default(captured.subscriber(tracing::Level::WARN));
+    // Once the refresh holds the lock, the backend fails, and another call's failure is
+    // reported first (starting the summary window).
+    let (hooked, other) = (Arc::clone(&probe), opts.clone());
+    let armed = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let arm = Arc::clone(&armed);
+    probe.after(move |op| {
+        if op == "take_lock" && arm.swap(false, Ordering::SeqCst) {
+            hooked.set_failing(true);
+            let _: u32 = memoize("reporting:other", &other, || 1);
+        }
+    });
+    let value: u32 = cache_memoize::refresh(|| memoize("reporting:forced", &opts, || 2));
+    assert_eq!(value, 2);
+    assert!(!armed.load(Ordering::SeqCst), "the refresh took the lock");
+    let text = captured.text();
+    assert!(
+        text.contains("computing without it"),
+        "the other call's failure: {text}"
+    );
+    assert!(
+        text.contains("a forced refresh's store failed"),
+        "the refresh said its store failed: {text}"
+    );
+}

@@ -277,6 +277,14 @@ impl<'a> Call<'a> {
         };
         match note {
             None => {}
+            // A forced refresh lands or says so, each time: its store's failure is not
+            // left to the backend's once-a-minute summary (another call's failure may
+            // have opened it a moment before) nor to the breaker's one report.
+            Some(Note::StoreFailed(err)) if self.refresh == Refresh::Forced => tracing::warn!(
+                %key,
+                error = %err,
+                "a forced refresh's store failed: its value is returned but may not have been stored"
+            ),
             // A skipped backend reported it once itself (circuit breaker, no runtime).
             Some(Note::FailOpen(err) | Note::StoreFailed(err)) if err.is_skipped() => {
                 tracing::debug!(%key, error = %err, "cache backend skipped; computing without it");
