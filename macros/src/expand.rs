@@ -167,7 +167,14 @@ pub(crate) fn tags_option(
     let names: Vec<String> = params.iter().map(|p| p.name.clone()).collect();
     let mut tags = Vec::with_capacity(templates.len());
     for template in templates {
-        let pieces = key::parse(template, &names)?
+        // The template's errors speak of a tag template, not a key's.
+        let segments = key::parse(template, &names).map_err(|err| {
+            syn::Error::new(
+                err.span(),
+                err.to_string().replace("key template", "tag template"),
+            )
+        })?;
+        let pieces = segments
             .into_iter()
             .filter_map(|segment| match segment {
                 Segment::Literal(text) => Some(Piece::Literal(text)),
