@@ -1,0 +1,195 @@
+//! Review 8 of batches (`Op::Many`): what the suites do not stage.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use cache_memoize::{
+    AsyncBackendCore, BackendCore, BoxFuture, CacheBackend, Error, GetOrLock, LockOptions,
+    MemoizeOptions, MemoryBackend, Op, Reply, Store, make_cache_key, memoize_many,
+};
+
+fn keys(name: &str, ids: &[u32]) -> Vec<(String, u32)> {
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    ids.iter()
+        .map(|id| (format!("{name}:{run}:{id}"), *id))
+        .collect()
+}
+
+fn users(ids: &[u32]) -> HashMap<u32, String> {
+    ids.iter().map(|id| (*id, format!("user {id}"))).collect()
+}
+
+/// A store whose `add` of one lock key fails (a transient error on one key).
+#[derive(Default)]
+struct FailsOneLock {
+    map: Mutex<HashMap<String, Vec<u8>>>,
+    failing_lock: Mutex<String>,
+    adds: AtomicUsize,
+}
+
+impl FailsOneLock {
+    fn map(&self) -> MutexGuard<'_, HashMap<String, Vec<u8>>> {
+        self.map.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Store for FailsOneLock {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self.map().get(key).cloned())
+    }
+    fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, Error> {
+        let map = self.map();
+        Ok(keys.iter().map(|key| map.get(*key).cloned()).collect())
+    }
+    fn set(&self, key: &str, value: &[u8], _ttl: Duration) -> Result<(), Error> {
+        self.map().insert(key.to_owned(), value.to_vec());
+        Ok(())
+    }
+    fn add(&self, key: &str, value: &[u8], _ttl: Duration) -> Result<bool, Error> {
+        self.adds.fetch_add(1, Ordering::SeqCst);
+        if *self
+            .failing_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            == key
+        {
+            return Err(Error::backend("add", key, "this key's shard is down"));
+        }
+        let mut map = self.map();
+        let absent = !map.contains_key(key);
+        if absent {
+            map.insert(key.to_owned(), value.to_vec());
+        }
+        Ok(absent)
+    }
+    fn delete(&self, key: &str) -> Result<(), Error> {
+        self.map().remove(key);
+        Ok(())
+    }
+    fn compare_and_delete(&self, key: &str, expected: &[u8]) -> Result<bool, Error> {
+        let mut map = self.map();
+        let ours = map.get(key).is_some_and(|value| value == expected);
+        Ok(ours && map.remove(key).is_some())
+    }
+    fn compare_and_extend(
+        &self,
+        key: &str,
+        expected: &[u8],
+        _ttl: Duration,
+    ) -> Result<bool, Error> {
+        Ok(self.map().get(key).is_some_and(|value| value == expected))
+    }
+}
+
+/// A `Store` (emulated `Op::Many`) whose lock attempt fails for one element only: the
+/// other element's lock, taken by the same composite, must not be stranded (the
+/// composite must not turn one part's failure into every part's: the element whose
+/// lock was taken would then fail open, not store, and leave its lock to expire, so
+/// every other caller of that key waits out the lock's expiry and computes it again).
+#[test]
+fn one_failed_lock_part_does_not_strand_the_other_parts_locks() {
+    let store = Arc::new(FailsOneLock::default());
+    let opts = MemoizeOptions::new()
+        .backend(Arc::clone(&store) as Arc<dyn CacheBackend>)
+        .lock(LockOptions {
+            retry: Duration::from_millis(10),
+            ..LockOptions::default()
+        });
+    let batch = keys("onefails", &[1, 2]);
+    let first = make_cache_key(&batch[0].0);
+    let second = make_cache_key(&batch[1].0);
+    *store
+        .failing_lock
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner) = second.lock_key();
+    let got = memoize_many(batch.clone(), &opts, |ids: &[u32]| users(ids));
+    assert_eq!(got, users(&[1, 2]), "fails open: every element computed");
+    let map = store.map();
+    assert!(
+        !map.contains_key(&first.lock_key()),
+        "the lock of element 1, taken by the composite, is stranded"
+    );
+    assert!(
+        map.contains_key(first.as_str()),
+        "element 1 was computed under its lock and is stored"
+    );
+}
+
+/// A backend that, as `RedisBackend` on a cluster does for a batch over several slots,
+/// refuses `Op::Many` (so the caller runs the parts one by one, `Part::run`), and
+/// answers a lock found held as a backend that wakes waiters does: `Reply::Watched`.
+struct WatchedWithoutMany {
+    inner: Arc<dyn CacheBackend>,
+    waits: AtomicUsize,
+}
+
+impl BackendCore for WatchedWithoutMany {
+    fn execute(&self, op: Op<'_>) -> Result<Reply, Error> {
+        match op {
+            Op::Many { .. } => Err(op.unsupported()),
+            Op::GetOrLock { .. } => match self.inner.execute(op)? {
+                Reply::Found(GetOrLock::Held) => Ok(Reply::Watched {
+                    expires_in: Duration::from_secs(30),
+                }),
+                other => Ok(other),
+            },
+            Op::WaitForRelease { .. } => {
+                self.waits.fetch_add(1, Ordering::SeqCst);
+                self.inner.execute(op)
+            }
+            op => self.inner.execute(op),
+        }
+    }
+}
+
+impl AsyncBackendCore for WatchedWithoutMany {
+    fn execute_async<'a>(&'a self, op: Op<'a>) -> BoxFuture<'a, Result<Reply, Error>> {
+        Box::pin(std::future::ready(self.execute(op)))
+    }
+}
+
+/// `Op::Many`'s rule, sent one by one: no lock is taken after the first one found held.
+/// A held lock answered `Reply::Watched` (what `RedisBackend` answers when its wake-up
+/// hub listens, e.g. on a cluster, where a batch over several slots is refused and
+/// sent one by one) must block the later parts as `Found(Held)` does; otherwise the
+/// batch holds a lock later in the order than the one it waits for, and two
+/// overlapping batches wait on each other (until their lock timeout, then both compute).
+#[test]
+fn a_watched_held_lock_blocks_the_later_lock_parts_sent_one_by_one() {
+    let wrapper = Arc::new(WatchedWithoutMany {
+        inner: Arc::new(MemoryBackend::new()),
+        waits: AtomicUsize::new(0),
+    });
+    let opts = MemoizeOptions::new()
+        .backend(Arc::clone(&wrapper) as Arc<dyn CacheBackend>)
+        .lock(LockOptions {
+            retry: Duration::from_millis(10),
+            ..LockOptions::default()
+        });
+    let batch = keys("watched", &[1, 2, 3]);
+    let held = make_cache_key(&batch[1].0).lock_key();
+    let third = make_cache_key(&batch[2].0).lock_key();
+    let inner = Arc::clone(&wrapper.inner);
+    assert_eq!(
+        inner
+            .add(&held, b"another caller", Duration::from_secs(30))
+            .ok(),
+        Some(true)
+    );
+    std::thread::scope(|scope| {
+        let running = scope.spawn(|| memoize_many(batch.clone(), &opts, |ids: &[u32]| users(ids)));
+        cache_memoize_tests::wait_until("the batch waits for element 2", || {
+            wrapper.waits.load(Ordering::SeqCst) > 0
+        });
+        let third_locked = inner.get(&third).ok().flatten().is_some();
+        assert_eq!(inner.delete(&held).ok(), Some(()));
+        let got = running.join().ok();
+        assert_eq!(got, Some(users(&[1, 2, 3])));
+        assert!(
+            !third_locked,
+            "element 3's lock was taken while the batch waited for element 2's"
+        );
+    });
+}
