@@ -193,3 +193,73 @@ fn a_watched_held_lock_blocks_the_later_lock_parts_sent_one_by_one() {
         );
     });
 }
+
+#[cfg(feature = "encryption")]
+/// Redis Cluster's hash slot of `key` (CRC16 XMODEM of its hash tag, or of the key).
+fn slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let tagged = bytes.iter().position(|b| *b == b'{').and_then(|open| {
+        let rest = &bytes[open + 1..];
+        let close = rest.iter().position(|b| *b == b'}')?;
+        (close > 0).then(|| &rest[..close])
+    });
+    let mut crc: u16 = 0;
+    for byte in tagged.unwrap_or(bytes) {
+        crc ^= u16::from(*byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 == 0 {
+                crc << 1
+            } else {
+                (crc << 1) ^ 0x1021
+            };
+        }
+    }
+    crc & 0x3fff
+}
+
+/// On an encrypted cluster, a batch whose keys share a slot as written but not as
+/// stored (their hash tags' contents are replaced by keyed hashes): the check that
+/// lets a batch's parts go as one script must judge the stored names, or the script
+/// is refused by the cluster (`CROSSSLOT`), every element fails open, nothing is
+/// stored, and the same batch computes everything again, every time.
+#[cfg(feature = "encryption")]
+#[test]
+fn an_encrypted_cluster_batch_judges_its_slot_by_the_stored_names() {
+    let cluster = cache_memoize_tests::server::RedisCluster::start();
+    let backend = match cache_memoize::RedisBackend::builder(cluster.urls())
+        .cluster()
+        .response_timeout(Duration::from_secs(10))
+        .encryption(cache_memoize::Encryption::new([0x4e; 32]).key(1, [0x11; 32]))
+        .connect()
+    {
+        Ok(backend) => Arc::new(backend),
+        Err(err) => panic!("cannot connect to the test cluster: {err}"),
+    };
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let first = format!("pair:{run}:0");
+    let want = slot(make_cache_key(&first).as_str());
+    let second = (1..1_000_000)
+        .map(|i| format!("pair:{run}:{i}"))
+        .find(|key| slot(make_cache_key(key).as_str()) == want)
+        .unwrap_or_default();
+    let batch = vec![(first, 0_u32), (second, 1_u32)];
+    let opts = MemoizeOptions::new()
+        .backend(Arc::clone(&backend) as Arc<dyn CacheBackend>)
+        .lock(LockOptions {
+            retry: Duration::from_millis(10),
+            ..LockOptions::default()
+        });
+    let calls = AtomicUsize::new(0);
+    for _ in 0..2 {
+        let got = memoize_many(batch.clone(), &opts, |ids: &[u32]| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            users(ids)
+        });
+        assert_eq!(got, users(&[0, 1]));
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "computed once, then read: the batch's lock attempts and stores landed"
+    );
+}
