@@ -263,3 +263,259 @@ fn an_encrypted_cluster_batch_judges_its_slot_by_the_stored_names() {
         "computed once, then read: the batch's lock attempts and stores landed"
     );
 }
+
+/// A tagged batch's element computed before `invalidate_tag` (the loader runs across
+/// it): a batch begun after the invalidation (following the first one's flight, or
+/// reading its store) must not get that value.
+#[test]
+fn a_batch_begun_after_invalidate_tag_never_gets_the_value_computed_before_it() {
+    let backend: Arc<dyn CacheBackend> = Arc::new(MemoryBackend::new());
+    let batch = keys("tagrace", &[1, 2]);
+    let tag = format!("tag:{}", batch[0].0);
+    let opts = MemoizeOptions::new()
+        .backend(Arc::clone(&backend))
+        .lock(LockOptions {
+            retry: Duration::from_millis(10),
+            ..LockOptions::default()
+        })
+        .tags([tag.clone()]);
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let (go, go_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        let (batch, opts) = (&batch, &opts);
+        let old = s.spawn(move || {
+            memoize_many(batch.clone(), opts, |ids: &[u32]| {
+                let _ = started_tx.send(());
+                let _ = go_rx.recv();
+                ids.iter()
+                    .map(|id| (*id, format!("old {id}")))
+                    .collect::<HashMap<_, _>>()
+            })
+        });
+        assert!(started.recv().is_ok(), "the first loader runs");
+        assert!(cache_memoize::invalidate_tag_in(&*backend, &tag).is_ok());
+        let (begun_tx, begun) = std::sync::mpsc::channel();
+        let new = s.spawn(move || {
+            let _ = begun_tx.send(());
+            memoize_many(batch.clone(), opts, |ids: &[u32]| {
+                ids.iter()
+                    .map(|id| (*id, format!("new {id}")))
+                    .collect::<HashMap<_, _>>()
+            })
+        });
+        assert!(begun.recv().is_ok());
+        let _ = go.send(());
+        let old = old.join().ok().unwrap_or_default();
+        assert_eq!(old.get(&1).map(String::as_str), Some("old 1"));
+        let new = new.join().ok().unwrap_or_default();
+        assert_eq!(new.get(&1).map(String::as_str), Some("new 1"));
+        assert_eq!(new.get(&2).map(String::as_str), Some("new 2"));
+    });
+}
+
+/// A batch element computed without storing (its read failed: fail open) shares its
+/// value with this process's followers; a follower that joined while the loader ran,
+/// after an invalidation, must not take it (a single call marks its computation's
+/// start before computing, so such a follower runs again; a batch marked it only after
+/// its loader returned, so the follower took the value computed before it began).
+#[test]
+fn a_follower_joined_during_a_batch_loader_after_an_invalidation_does_not_take_its_value() {
+    let probe = Arc::new(cache_memoize_tests::Probe::new(Arc::new(
+        MemoryBackend::new(),
+    )));
+    let opts = MemoizeOptions::new()
+        .backend(Arc::clone(&probe) as Arc<dyn CacheBackend>)
+        .lock(LockOptions {
+            retry: Duration::from_millis(10),
+            ..LockOptions::default()
+        });
+    let batch = keys("failopen", &[1]);
+    let stored = make_cache_key(&batch[0].0);
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let (go, go_rx) = std::sync::mpsc::channel::<()>();
+    probe.set_failing(true);
+    std::thread::scope(|s| {
+        let (batch, opts) = (&batch, &opts);
+        let old = s.spawn(move || {
+            memoize_many(batch.clone(), opts, |ids: &[u32]| {
+                let _ = started_tx.send(());
+                let _ = go_rx.recv();
+                ids.iter()
+                    .map(|id| (*id, format!("old {id}")))
+                    .collect::<HashMap<_, _>>()
+            })
+        });
+        assert!(
+            started.recv().is_ok(),
+            "the first loader runs (failed open)"
+        );
+        probe.set_failing(false);
+        assert!(
+            probe
+                .inner()
+                .invalidate(stored.as_str(), &stored.lock_key())
+                .is_ok()
+        );
+        probe.clear();
+        let new = s.spawn(move || {
+            memoize_many(batch.clone(), opts, |ids: &[u32]| {
+                ids.iter()
+                    .map(|id| (*id, format!("new {id}")))
+                    .collect::<HashMap<_, _>>()
+            })
+        });
+        // Its read done, it joins the first batch's flight at once (nothing to observe
+        // it by: a short grace period for the join).
+        cache_memoize_tests::wait_until("the second batch has read", || {
+            !probe.keys_done_of("get_many").is_empty()
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        let _ = go.send(());
+        let old = old.join().ok().unwrap_or_default();
+        assert_eq!(old.get(&1).map(String::as_str), Some("old 1"));
+        let new = new.join().ok().unwrap_or_default();
+        assert_eq!(
+            new.get(&1).map(String::as_str),
+            Some("new 1"),
+            "begun after the invalidation, it got the value computed before it"
+        );
+    });
+}
+
+/// The same, for a batch element computed after its wait for the lock timed out shares its
+/// value with this process's followers; a follower that joined while the loader ran,
+/// after an invalidation, must not take it (a single call marks its computation's
+/// start before computing, so such a follower runs again; a batch marked it only after
+/// its loader returned, so the follower took the value computed before it began).
+#[test]
+fn a_follower_joined_during_a_timed_out_batch_loader_after_an_invalidation_does_not_take_its_value()
+{
+    let probe = Arc::new(cache_memoize_tests::Probe::new(Arc::new(
+        MemoryBackend::new(),
+    )));
+    let opts = MemoizeOptions::new()
+        .backend(Arc::clone(&probe) as Arc<dyn CacheBackend>)
+        .lock(LockOptions {
+            retry: Duration::from_millis(10),
+            timeout: Some(Duration::from_millis(100)),
+            ..LockOptions::default()
+        });
+    let batch = keys("failopen", &[1]);
+    let stored = make_cache_key(&batch[0].0);
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let (go, go_rx) = std::sync::mpsc::channel::<()>();
+    assert_eq!(
+        probe
+            .inner()
+            .add(
+                &stored.lock_key(),
+                b"another caller",
+                Duration::from_secs(30)
+            )
+            .ok(),
+        Some(true)
+    );
+    std::thread::scope(|s| {
+        let (batch, opts) = (&batch, &opts);
+        let old = s.spawn(move || {
+            memoize_many(batch.clone(), opts, |ids: &[u32]| {
+                let _ = started_tx.send(());
+                let _ = go_rx.recv();
+                ids.iter()
+                    .map(|id| (*id, format!("old {id}")))
+                    .collect::<HashMap<_, _>>()
+            })
+        });
+        assert!(
+            started.recv().is_ok(),
+            "the first loader runs (its wait for the lock timed out)"
+        );
+        assert!(
+            probe
+                .inner()
+                .invalidate(stored.as_str(), &stored.lock_key())
+                .is_ok()
+        );
+        probe.clear();
+        let new = s.spawn(move || {
+            memoize_many(batch.clone(), opts, |ids: &[u32]| {
+                ids.iter()
+                    .map(|id| (*id, format!("new {id}")))
+                    .collect::<HashMap<_, _>>()
+            })
+        });
+        // Its read done, it joins the first batch's flight at once (nothing to observe
+        // it by: a short grace period for the join).
+        cache_memoize_tests::wait_until("the second batch has read", || {
+            !probe.keys_done_of("get_many").is_empty()
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        let _ = go.send(());
+        let old = old.join().ok().unwrap_or_default();
+        assert_eq!(old.get(&1).map(String::as_str), Some("old 1"));
+        let new = new.join().ok().unwrap_or_default();
+        assert_eq!(
+            new.get(&1).map(String::as_str),
+            Some("new 1"),
+            "begun after the invalidation, it got the value computed before it"
+        );
+    });
+}
+
+/// The single-call form of the case above (holds: a single call marks its
+/// computation's start before computing).
+#[test]
+fn a_follower_joined_during_a_timed_out_single_computation_after_an_invalidation_does_not_take_its_value()
+ {
+    let probe = Arc::new(cache_memoize_tests::Probe::new(Arc::new(
+        MemoryBackend::new(),
+    )));
+    let opts = MemoizeOptions::new()
+        .backend(Arc::clone(&probe) as Arc<dyn CacheBackend>)
+        .lock(LockOptions {
+            retry: Duration::from_millis(10),
+            timeout: Some(Duration::from_millis(100)),
+            ..LockOptions::default()
+        });
+    let key = keys("single", &[1])[0].0.clone();
+    let stored = make_cache_key(&key);
+    assert_eq!(
+        probe
+            .inner()
+            .add(
+                &stored.lock_key(),
+                b"another caller",
+                Duration::from_secs(30)
+            )
+            .ok(),
+        Some(true)
+    );
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let (go, go_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        let (key, opts) = (&key, &opts);
+        let old = s.spawn(move || {
+            cache_memoize::memoize(key, opts, || {
+                let _ = started_tx.send(());
+                let _ = go_rx.recv();
+                "old".to_owned()
+            })
+        });
+        assert!(started.recv().is_ok());
+        assert!(
+            probe
+                .inner()
+                .invalidate(stored.as_str(), &stored.lock_key())
+                .is_ok()
+        );
+        probe.clear();
+        let new = s.spawn(move || cache_memoize::memoize(key, opts, || "new".to_owned()));
+        cache_memoize_tests::wait_until("the second call has read", || {
+            !probe.keys_done_of("get").is_empty() || !probe.keys_done_of("get_many").is_empty()
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        let _ = go.send(());
+        assert_eq!(old.join().ok().as_deref(), Some("old"));
+        assert_eq!(new.join().ok().as_deref(), Some("new"));
+    });
+}
