@@ -158,6 +158,10 @@ where
         .chain(&revalidating)
         .map(|element| elements[element.index].clone())
         .collect();
+    // Each computation's start counted before the loader runs (see `batch_computing`).
+    for element in pending.iter_mut().chain(revalidating.iter_mut()) {
+        element.driver.batch_computing();
+    }
     let mut loaded = load(&held);
     // Each element encoded and run to its store; the stores sent as one step.
     let mut storing = Vec::new();
@@ -253,6 +257,10 @@ where
         .chain(&revalidating)
         .map(|element| elements[element.index].clone())
         .collect();
+    // Each computation's start counted before the loader runs (see `batch_computing`).
+    for element in pending.iter_mut().chain(revalidating.iter_mut()) {
+        element.driver.batch_computing();
+    }
     let mut loaded = load(held).await;
     let mut storing = Vec::new();
     for mut element in pending.into_iter().chain(revalidating) {

@@ -279,7 +279,7 @@ impl<'a> Part<'a> {
                 continue;
             }
             let reply = execute(part.op());
-            blocked |= matches!(reply, Ok(Reply::Found(GetOrLock::Held)));
+            blocked |= found_held(&reply);
             replies.push(reply);
         }
         replies
@@ -303,6 +303,16 @@ impl<'a> Part<'a> {
             other => Err(other),
         }
     }
+}
+
+/// Whether a get-or-lock's `reply` found the lock held: [`GetOrLock::Held`], or
+/// [`Reply::Watched`] (held, from a backend that wakes waiters: `RedisBackend` answers
+/// so one by one, e.g. the parts of a batch over several cluster slots).
+fn found_held(reply: &Result<Reply, Error>) -> bool {
+    matches!(
+        reply,
+        Ok(Reply::Found(GetOrLock::Held) | Reply::Watched { .. })
+    )
 }
 
 /// Why [`Op::unsupported`] failed: the backend does not know the operation.
@@ -354,7 +364,7 @@ pub(crate) async fn many_async<B: AsyncBackendCore + ?Sized>(
                     continue;
                 }
                 let reply = backend.execute_async(part.op()).await;
-                blocked |= matches!(reply, Ok(Reply::Found(GetOrLock::Held)));
+                blocked |= found_held(&reply);
                 replies.push(reply);
             }
             replies

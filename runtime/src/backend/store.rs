@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{BackendCore, BoxFuture, GetOrLock, ImmediateBackend, LockClaim, Op, Part, Reply};
+use super::{BackendCore, BoxFuture, GetOrLock, ImmediateBackend, LockClaim, Op, Reply};
 use crate::error::Error;
 
 /// The one documented way to build a backend from primitives: implement these seven
@@ -176,10 +176,10 @@ fn emulate<S: Store + ?Sized>(store: &S, op: Op<'_>) -> Result<Reply, Error> {
             store.wait_for_release(lock_key, attempted, max);
             Reply::Done
         }
-        Op::Many { parts } => {
-            let replies = Part::run(parts, |op| emulate(store, op));
-            Reply::Many(replies.into_iter().collect::<Result<_, _>>()?)
-        }
+        // Not one step here: the caller runs the parts one by one (`Part::run`), each
+        // answering for itself (a composite that failed would fail every part, the
+        // locks its parts took included, which would then be left to expire).
+        op @ Op::Many { .. } => return Err(op.unsupported()),
         Op::Decoded { .. } => Reply::Decoded(None),
         Op::KeepDecoded { .. } => Reply::Done,
     })

@@ -338,10 +338,21 @@ impl<'c, 'o> Driver<'c, 'o> {
             .await
     }
 
-    /// A batch element's value, encoded to store (the loader ran for every element).
+    /// A batch element's computation starts (its batch's loader is about to run): the
+    /// step counted for this process's followers, as a single call counts it before
+    /// computing (see `coalesce`): a follower that joins while the loader runs (perhaps
+    /// after an invalidation) does not take the value it returns, when not stored.
+    pub(crate) fn batch_computing(&mut self) {
+        self.mark(None);
+    }
+
+    /// A batch element's value, encoded to store (the loader ran for every element;
+    /// its start was counted by [`batch_computing`](Self::batch_computing), not now:
+    /// counted after the loader, it would hand the value to followers that joined
+    /// while it ran).
     fn batch_encoded<T: Serialize>(&mut self, value: &T) -> Option<Vec<u8>> {
-        let (renewal, started) = self.computing();
-        self.computed(renewal, started, Stored::Value(value))
+        let renewal = self.keep_alive();
+        self.computed(renewal, Instant::now(), Stored::Value(value))
     }
 
     /// Runs the machine from `event` (a first `Get` answered with `read`, if given)

@@ -155,7 +155,7 @@ impl RedisBackend {
             }
             Op::Many { parts: [] } => return Route::Local(Reply::Many(Vec::new())),
             Op::Many { parts } => {
-                if !self.one_slot(parts) {
+                if !self.one_slot(parts, &stored) {
                     // A script runs on one slot: the caller sends the parts one by one.
                     return Route::Refused(op_unsupported(parts));
                 }
@@ -291,13 +291,17 @@ impl RedisBackend {
     }
 
     /// Whether every part of an `Op::Many` can go in one script: always on a server;
-    /// on a cluster, when their keys share one hash slot.
-    fn one_slot(&self, parts: &[Part<'_>]) -> bool {
+    /// on a cluster, when their keys share one hash slot as `stored` (under encryption
+    /// a hash tag's content is replaced by its keyed hash: keys of one slot as written
+    /// may be of several as stored, which the cluster would refuse, `CROSSSLOT`).
+    fn one_slot<'a>(&self, parts: &[Part<'a>], stored: &dyn Fn(&'a str) -> Cow<'a, str>) -> bool {
         match self.inner.client {
             Client::Node(_) => true,
             Client::Cluster(_) => {
-                let first = parts.first().map(|part| slot(part.key()));
-                parts.iter().all(|part| Some(slot(part.key())) == first)
+                let first = parts.first().map(|part| slot(&stored(part.key())));
+                parts
+                    .iter()
+                    .all(|part| Some(slot(&stored(part.key()))) == first)
             }
         }
     }
