@@ -1,4 +1,6 @@
-//! Review 8 of batches (`Op::Many`): what the suites do not stage.
+//! Batches sent as one composite op (`Op::Many`): a follower joined during a batch's
+//! loader, held locks answered `Watched` when parts go one by one, a failing part beside
+//! others, and an encrypted cluster batch's slot.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
