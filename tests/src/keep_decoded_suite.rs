@@ -116,14 +116,25 @@ pub fn kept_hits_return_the_value_computed_once(f: &Fixture) {
         .decoded(make_cache_key(&key).as_str(), &|_| true)
         .is_some();
     if kept_here {
-        let decoded = DECODED.get();
-        for _ in 0..100 {
-            assert_eq!(kept(&key, &hour(f), compute).0, "computed");
+        // A near tier may drop its copies at any time (a tracking link that missed its
+        // heartbeat on a loaded machine is reconnected and the tier flushed): the next
+        // read then decodes once more. Kept values that are not used decode on every
+        // hit, in each of three rounds of 100; a flush spoils at most a round.
+        let mut decodes = Vec::new();
+        for _ in 0..3 {
+            let before = DECODED.get();
+            for _ in 0..100 {
+                assert_eq!(kept(&key, &hour(f), compute).0, "computed");
+            }
+            decodes.push(DECODED.get() - before);
+            if decodes.last() == Some(&0) {
+                break;
+            }
         }
         assert_eq!(
-            DECODED.get(),
-            decoded,
-            "hits on a kept value decode nothing"
+            decodes.last(),
+            Some(&0),
+            "hits on a kept value decode nothing (decodes per round of 100: {decodes:?})"
         );
     }
 }
