@@ -301,15 +301,8 @@ impl Thread {
             0
         };
         let min_started_us = now_us();
-        let give_up = Instant::now() + Duration::from_secs(10);
-        loop {
-            if self.caller.invalidate(index, arg).is_ok() {
-                break;
-            }
-            if Instant::now() > give_up {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        if !until_ok(|| self.caller.invalidate(index, arg)) {
+            return;
         }
         self.records.push(Record::Write(Write {
             proc: self.proc,
@@ -344,12 +337,8 @@ impl Thread {
             })
             .collect();
         let min_started_us = now_us();
-        let give_up = Instant::now() + Duration::from_secs(10);
-        while self.caller.invalidate_function(index).is_err() {
-            if Instant::now() > give_up {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        if !until_ok(|| self.caller.invalidate_function(index)) {
+            return;
         }
         let done_us = now_us();
         for (arg, min_version) in (0..ARGS).zip(versions) {
@@ -374,4 +363,17 @@ impl Thread {
     fn caller_spec_id(&self, index: usize) -> u16 {
         self.caller.spec(index).id
     }
+}
+
+/// Retries `invalidate` until it returns `Ok` (the server may be restarting or
+/// stalled), for up to 10 s; whether it did.
+fn until_ok<E>(mut invalidate: impl FnMut() -> Result<(), E>) -> bool {
+    let give_up = Instant::now() + Duration::from_secs(10);
+    while invalidate().is_err() {
+        if Instant::now() > give_up {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
 }

@@ -174,21 +174,7 @@ pub(crate) fn tags_option(
                 err.to_string().replace("key template", "tag template"),
             )
         })?;
-        let pieces = segments
-            .into_iter()
-            .filter_map(|segment| match segment {
-                Segment::Literal(text) => Some(Piece::Literal(text)),
-                Segment::Param(Placeholder {
-                    param,
-                    fields,
-                    debug,
-                }) => params
-                    .iter()
-                    .find(|p| p.name == param)
-                    .map(|param| Piece::Part(part(param, &fields, debug))),
-            })
-            .collect();
-        tags.push(build(terminated(pieces)));
+        tags.push(build(terminated(pieces_of(segments, params))));
     }
     // The function's own tag (`<name>_clear`), named in its body as its key is.
     let identity = identity_expr(sig);
@@ -275,8 +261,13 @@ fn template_pieces(
     if let Some(errors) = errors {
         return Err(errors);
     }
-    // `key::parse` checked that each placeholder names a parameter.
-    Ok(segments
+    Ok(pieces_of(segments, params))
+}
+
+/// A parsed template's pieces: its literal text, and each placeholder's key part
+/// (`key::parse` checked that each placeholder names a parameter).
+fn pieces_of(segments: Vec<Segment>, params: &[Param]) -> Vec<Piece> {
+    segments
         .into_iter()
         .filter_map(|segment| match segment {
             Segment::Literal(text) => Some(Piece::Literal(text)),
@@ -289,7 +280,7 @@ fn template_pieces(
                 .find(|p| p.name == param)
                 .map(|param| Piece::Part(part(param, &fields, debug))),
         })
-        .collect())
+        .collect()
 }
 
 pub(crate) fn missing_message(param: &Param) -> String {
