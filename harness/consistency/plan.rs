@@ -304,8 +304,8 @@ pub(crate) fn encryption() -> cache_memoize::Encryption {
 /// The run's functions, drawn from `seed`: every combination of near cache and lock
 /// kind once, with freshness options (`stale`, `beta`, `jitter`, `fail_safe`), failing
 /// computations, `codec`, `version`, `force_overwrite`, `clock` and call form (a batch
-/// among them) drawn at random; memoized iterators (`compress` and `chunk_size`
-/// drawn); two batch functions (`memoize_many`), their options drawn; and the
+/// among them) drawn at random; memoized iterators (`compress`, `chunk_size`
+/// and `tags` drawn); two batch functions (`memoize_many`), their options drawn; and the
 /// attribute functions (`keep_decoded`, `shared_key` with `skip`, `cache_none`,
 /// `Result`).
 pub(crate) fn draw(seed: u64) -> Vec<Spec> {
@@ -376,6 +376,7 @@ pub(crate) fn draw(seed: u64) -> Vec<Spec> {
             clock_ms: offsets[rng.usize(0..offsets.len())],
             compress: rng.bool(),
             chunk_size: [64, 256, 4_096][rng.usize(0..3)],
+            tags: rng.usize(0..3) == 0,
             ..Spec::new(id, Form::Iter, near)
         });
     }

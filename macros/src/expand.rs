@@ -94,12 +94,6 @@ fn check_options(args: &MemoizeArgs, output: &Output<'_>) -> syn::Result<()> {
             "a memoized iterator is always stored in chunks (sized by `MemoizeOptions::chunk_size`); `large_values` applies to returned values: remove it",
         ));
     }
-    if let (Output::Iter(_), Some(tag)) = (output, args.tags.as_ref().and_then(|t| t.first())) {
-        return Err(syn::Error::new_spanned(
-            tag,
-            "a memoized iterator cannot have tags yet (its manifest does not record their epochs): remove `tags`, or memoize a `Vec` of the items",
-        ));
-    }
     if let (Output::Iter(_), Some(span)) = (output, args.keep_decoded) {
         return Err(syn::Error::new(
             span,

@@ -301,7 +301,10 @@ macro_rules! with_scenarios {
                 a_value_computed_before_invalidate_tag_is_not_served_after_it,
                 a_moved_tag_is_a_miss_even_within_stale, a_lost_epoch_is_a_miss,
                 a_forced_refresh_stores_under_the_current_epochs, async_tags,
-                a_tagged_batch_is_invalidated_by_its_tag
+                a_tagged_batch_is_invalidated_by_its_tag,
+                a_tagged_sequence_is_computed_again_after_its_tag_moves,
+                a_sequence_begun_before_invalidate_tag_is_not_served_after_it,
+                async_tagged_sequence
             ]
         );
     };

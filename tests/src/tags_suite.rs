@@ -7,8 +7,8 @@ use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use cache_memoize::{
-    Clock, MemoizeOptions, invalidate_tag_in, invalidate_tag_in_async, memoize, memoize_async,
-    memoize_many, refresh,
+    Clock, MemoizeOptions, committed_chunk_keys, invalidate_tag_in, invalidate_tag_in_async,
+    memoize, memoize_async, memoize_iter, memoize_iter_async, memoize_many, refresh,
 };
 
 use cache_memoize::__private::{Detached, Entry, PlainOutcome, call};
@@ -191,4 +191,81 @@ pub fn a_tagged_batch_is_invalidated_by_its_tag(f: &Fixture) {
     invalidate(f, "batch");
     let again = memoize_many(keys(&[1, 2]), &opts, load(1000));
     assert_eq!(again.get(&2), Some(&2000), "recomputed after the tag moved");
+}
+
+/// A memoized iterator's sequence records its tags' epochs: a hit (its chunks named)
+/// until its tag moves, then computed again and stored under the new epoch; a forced
+/// refresh stores under the epochs it read.
+pub fn a_tagged_sequence_is_computed_again_after_its_tag_moves(f: &Fixture) {
+    let key = f.key("tags-iter");
+    let opts = tagged(f, &["iter"]).chunk_size(16);
+    let read =
+        |items: std::ops::Range<u64>| memoize_iter(&key, &opts, || items).collect::<Vec<_>>();
+    assert_eq!(read(0..10), (0..10).collect::<Vec<_>>());
+    assert_eq!(read(100..101), (0..10).collect::<Vec<_>>(), "a hit");
+    let chunks = committed_chunk_keys::<u64>(&key, &opts)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    assert!(chunks.len() > 1, "the tagged manifest is read: {chunks:?}");
+    invalidate(f, "iter");
+    assert_eq!(
+        read(20..25),
+        (20..25).collect::<Vec<_>>(),
+        "its tag moved: a miss"
+    );
+    assert_eq!(
+        read(100..101),
+        (20..25).collect::<Vec<_>>(),
+        "stored under the new epoch"
+    );
+    invalidate(f, "iter");
+    let forced: Vec<u64> = refresh(|| memoize_iter(&key, &opts, || 30..33).collect());
+    assert_eq!(forced, [30, 31, 32]);
+    assert_eq!(
+        read(100..101),
+        [30, 31, 32],
+        "the refresh stored under the epoch it read"
+    );
+    let other = tagged(f, &["iter-other"]).chunk_size(16);
+    let under_other: Vec<u64> = memoize_iter(&key, &other, || 40..42).collect();
+    assert_eq!(under_other, [40, 41], "other tags: another sequence");
+}
+
+/// A sequence whose computation began before `invalidate_tag` returned streams its
+/// items to its own caller, but what it commits is a miss to the calls after.
+pub fn a_sequence_begun_before_invalidate_tag_is_not_served_after_it(f: &Fixture) {
+    let key = f.key("tags-iter-race");
+    let opts = tagged(f, &["iter-race"]).chunk_size(16);
+    let mut streaming = memoize_iter(&key, &opts, || 0..8_u64);
+    assert_eq!(streaming.next(), Some(0), "computing, under the old epoch");
+    invalidate(f, "iter-race");
+    assert_eq!(streaming.collect::<Vec<_>>(), (1..8).collect::<Vec<_>>());
+    let after: Vec<u64> = memoize_iter(&key, &opts, || 50..52).collect();
+    assert_eq!(after, [50, 51], "the commit recorded the epoch that moved");
+}
+
+/// The async form of a memoized iterator with tags: a hit, an invalidation, a miss.
+pub fn async_tagged_sequence(f: &Fixture) {
+    let key = f.key("tags-iter-async");
+    let opts = tagged(f, &["iter-async"]);
+    let backend = f.backend();
+    crate::runtime().block_on(async {
+        let read = |items: std::ops::Range<u8>| {
+            let (key, opts) = (&key, &opts);
+            async move {
+                memoize_iter_async(key, opts, || async move { items })
+                    .await
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(read(0..3).await, [0, 1, 2]);
+        assert_eq!(read(9..10).await, [0, 1, 2], "a hit");
+        assert!(
+            invalidate_tag_in_async(&*backend, &f.key("iter-async"))
+                .await
+                .is_ok()
+        );
+        assert_eq!(read(5..7).await, [5, 6], "its tag moved: a miss");
+    });
 }

@@ -552,8 +552,9 @@ fn on_a_cluster_after_its_master_dies_waiters_are_woken_through_the_promoted_rep
 /// A waiter whose attempt was sent with its lock's subscription live pauses until the
 /// release (or the lock's expiry), not its `retry`: with a 20 ms `retry`, it sends its
 /// read, its attempt and the attempt once subscribed, then nothing through the
-/// holder's computation, and returns the value the release delivered. Blocking and
-/// async.
+/// holder's computation but its check once a second (`WATCHED_CHECK`: a polling
+/// waiter would send about twenty attempts in the 400 ms observed), and returns the
+/// value the release delivered, sending nothing after it. Blocking and async.
 #[test]
 fn a_subscribed_waiter_sends_no_poll_before_the_release() {
     use cache_memoize_tests::proxy::CountingProxy;
@@ -593,6 +594,7 @@ fn a_subscribed_waiter_sends_no_poll_before_the_release() {
                 })
             });
             assert!(computes.recv().is_ok(), "the holder computes");
+            let spawned = Instant::now();
             let woken = scope.spawn(move || {
                 if asynchronous {
                     cache_memoize_tests::runtime().block_on(cache_memoize::memoize_async(
@@ -610,19 +612,22 @@ fn a_subscribed_waiter_sends_no_poll_before_the_release() {
             // The interval observed: twenty retries long, so a poll would show.
             thread::sleep(Duration::from_millis(400));
             let before_release = (count("GET"), count("EVALSHA"), count("SUBSCRIBE"));
+            // The checks once a second a busy machine may have let in (the test's own
+            // wait above can be slow to see the second attempt).
+            let checks = usize::try_from(spawned.elapsed().as_secs()).unwrap_or(usize::MAX);
             assert!(release.send(()).is_ok());
             assert_eq!(held.join().ok(), Some(7));
             assert_eq!(woken.join().ok(), Some(7), "the holder's value");
-            assert_eq!(
-                before_release,
-                (1, 2, 1),
-                "no poll while subscribed (async: {asynchronous}): {:?}",
+            let (gets, attempts, subscribes) = before_release;
+            assert!(
+                gets == 1 && subscribes == 1 && (2..=2 + checks).contains(&attempts),
+                "no poll while subscribed, {checks} checks allowed (async: {asynchronous}): {:?}",
                 proxy.commands()
             );
-            assert_eq!(
-                (count("GET"), count("EVALSHA")),
-                (1, 2),
-                "nothing sent after the wake-up (async: {asynchronous}): {:?}",
+            let checks = usize::try_from(spawned.elapsed().as_secs()).unwrap_or(usize::MAX);
+            assert!(
+                count("GET") == 1 && count("EVALSHA") <= 2 + checks,
+                "nothing sent after the wake-up but its checks (async: {asynchronous}): {:?}",
                 proxy.commands()
             );
         });

@@ -72,3 +72,34 @@ fn tags_are_rendered_from_the_arguments_and_invalidated_one_by_one_or_by_functio
     assert_eq!(profile(8, "acme"), "acme/8");
     assert_eq!(computed(), before, "profile's values were not cleared");
 }
+
+static STREAMED: AtomicU32 = AtomicU32::new(0);
+
+#[cache_memoize(tags = ["user:{id}"])]
+fn history(id: u32) -> impl Iterator<Item = u32> {
+    let run = STREAMED.fetch_add(1, Ordering::SeqCst);
+    (0..3).map(move |i| id * 100 + run * 10 + i)
+}
+
+#[test]
+fn a_memoized_iterator_takes_tags_and_a_clear() {
+    let _guard = registry_guard();
+    set_backend(MemoryBackend::new());
+    let first: Vec<u32> = history(7).collect();
+    assert_eq!(history(7).collect::<Vec<_>>(), first, "a hit");
+    let other: Vec<u32> = history(8).collect();
+
+    assert!(invalidate_tag("user:7").is_ok());
+    let second: Vec<u32> = history(7).collect();
+    assert_ne!(second, first, "recomputed after its tag moved");
+    assert_eq!(history(7).collect::<Vec<_>>(), second, "stored again");
+    assert_eq!(history(8).collect::<Vec<_>>(), other, "user 8 untouched");
+
+    assert!(history_clear().is_ok());
+    assert_ne!(
+        history(7).collect::<Vec<_>>(),
+        second,
+        "history_clear dropped it"
+    );
+    assert_ne!(history(8).collect::<Vec<_>>(), other, "and user 8's");
+}

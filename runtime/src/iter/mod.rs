@@ -67,21 +67,19 @@ impl<T> Manifest<T> {
     /// stamped with: a memoized iterator is fresh until it expires (`stale`, `beta` and
     /// the clock do not apply). Its stored stamp (its TTL) only bounds a near cache's
     /// copy. Its envelope carries the commit's fencing token, so a commit takes its
-    /// place in the key's order like any store.
-    ///
-    /// A memoized iterator with tags is never read from the cache (its manifest does not
-    /// record the tags' epochs yet): computed on every call.
+    /// place in the key's order like any store, and the mix of its tags' epochs
+    /// (`tags`; 0: untagged), so a sequence committed before one of its tags moved is
+    /// a miss, as a value is.
     fn decode(_codec: Codec, bytes: &[u8], version: u32, tags: u64) -> Option<(Self, Stamp)> {
-        if tags != 0 {
-            return None;
-        }
-        codec::decode_with::<Self>(Codec::Bincode, bytes, version)
+        codec::decode_tagged::<Self>(Codec::Bincode, bytes, version, tags)
             .map(|(manifest, _)| (manifest, Stamp::FOREVER))
     }
 
-    /// Reads a manifest, whatever its stamp.
-    fn read(bytes: &[u8], version: u32) -> Option<Self> {
-        codec::decode_with::<Self>(Codec::Bincode, bytes, version).map(|(manifest, _)| manifest)
+    /// Reads a manifest recorded under the tags' epochs `tags` (0: untagged), whatever
+    /// its stamp.
+    fn read(bytes: &[u8], version: u32, tags: u64) -> Option<Self> {
+        codec::decode_tagged::<Self>(Codec::Bincode, bytes, version, tags)
+            .map(|(manifest, _)| manifest)
     }
 }
 
@@ -183,12 +181,22 @@ impl<T> Context<T> {
 
     /// Where a computed sequence is stored, as the sequence decided. `refresh`:
     /// whether it replaces a committed sequence.
-    fn store(&self, storing: Storing, lock: Option<LockGuard>, refresh: Refresh) -> Option<Store> {
+    /// `tags`: the mix of its tags' epochs to record (see [`Driver::recorded_tags`]);
+    /// `None` (an epoch missing: an invalidation raced its read) stores nothing.
+    fn store(
+        &self,
+        storing: Storing,
+        lock: Option<LockGuard>,
+        refresh: Refresh,
+        tags: Option<u64>,
+    ) -> Option<Store> {
         let replaces = refresh == Refresh::Forced;
-        match storing {
-            Storing::Nothing => None,
+        match (storing, tags) {
+            (Storing::Nothing, _) | (_, None) => None,
             // A store always goes through the lock the sequence took.
-            Storing::Locked => lock.map(|lock| Store::new(self, lock, replaces)),
+            (Storing::Locked, Some(tags)) => {
+                lock.map(|lock| Store::new(self, lock, replaces, tags))
+            }
         }
     }
 }
@@ -271,7 +279,8 @@ where
                 }
             }
             Lookup::Compute(storing) => {
-                break context.store(storing, driver.take_lock(), refresh);
+                let tags = driver.recorded_tags();
+                break context.store(storing, driver.take_lock(), refresh, tags);
             }
             // Only a refresh skips, and iterators are never refreshed that way.
             Lookup::Skip { .. } => break None,
@@ -305,10 +314,27 @@ pub fn committed_chunk_keys<T: DeserializeOwned>(
     opts: &MemoizeOptions,
 ) -> Result<Option<Vec<String>>, crate::error::Error> {
     let key = make_cache_key(key);
-    let Some(bytes) = opts.backend_handle().get(key.as_str())? else {
+    let backend = opts.backend_handle();
+    let (bytes, tags) = if opts.tags.is_empty() {
+        (backend.get(key.as_str())?, Some(0))
+    } else {
+        // The manifest and the epochs it must record, in one read.
+        let tag_keys: Vec<String> = opts
+            .tags
+            .iter()
+            .map(|tag| crate::tags::tag_key(tag))
+            .collect();
+        let mut read = crate::tags::EpochsRead::new(Some(key.as_str()), &tag_keys, opts.expire);
+        while let Some(op) = read.next_op() {
+            let reply = backend.execute(op);
+            read.answer(reply);
+        }
+        read.finish()?
+    };
+    let (Some(bytes), Some(tags)) = (bytes, tags) else {
         return Ok(None);
     };
-    Ok(Manifest::<T>::read(&bytes, opts.version)
+    Ok(Manifest::<T>::read(&bytes, opts.version, tags)
         .filter(|manifest| check_manifest(manifest).is_ok())
         .map(|manifest| chunk_names(&key, &manifest, 0..manifest.chunks)))
 }
@@ -322,12 +348,12 @@ fn open<'a, T: 'a>(
     refresh: Refresh,
     given: Given,
 ) -> State<'a, T> {
-    let (lookup, lock) = {
+    let (lookup, lock, tags) = {
         let call = context.call(refresh);
         let mut machine = call.machine_reading(false, Manifest::<T>::decode, None);
         let mut driver = Driver::blocking(&call);
         let lookup = driver.lookup(&mut machine);
-        (lookup, driver.take_lock())
+        (lookup, driver.take_lock(), driver.recorded_tags())
     };
     match lookup {
         Lookup::Found(manifest) | Lookup::Revalidate(manifest, _) => {
@@ -336,7 +362,7 @@ fn open<'a, T: 'a>(
         // Only a refresh skips, and iterators are never refreshed that way.
         Lookup::Skip { .. } => State::Writing(Writer::new(context, compute, None, given)),
         Lookup::Compute(storing) => {
-            let store = context.store(storing, lock, refresh);
+            let store = context.store(storing, lock, refresh, tags);
             State::Writing(Writer::new(context, compute, store, given))
         }
     }

@@ -145,6 +145,10 @@ pub(super) struct Store {
     /// Whether this write replaces a committed sequence (a forced refresh), whose
     /// chunks are then shortened to `short_ttl` after the commit.
     replaces: bool,
+    /// The mix of its tags' epochs, as read before the computation began (0:
+    /// untagged): recorded in the manifest. A replaced sequence recorded under other
+    /// epochs is not found, so its chunks are left to their own TTL (the value's).
+    tags: u64,
     /// Keeps the lock alive while the caller consumes slowly; dropped before the lock.
     renewal: Option<crate::lock::renew::Renewal>,
     guard: Option<LockGuard>,
@@ -168,7 +172,13 @@ enum Progress {
 }
 
 impl Store {
-    pub(super) fn new<T>(context: &Context<T>, guard: LockGuard, replaces: bool) -> Self {
+    /// `tags`: the mix of its tags' epochs the manifest records (0: untagged).
+    pub(super) fn new<T>(
+        context: &Context<T>,
+        guard: LockGuard,
+        replaces: bool,
+        tags: u64,
+    ) -> Self {
         let short_ttl = crate::limits::lock_expire(context.opts.lock.unwrap_or_default().expire);
         Self {
             backend: context.backend(),
@@ -177,6 +187,7 @@ impl Store {
             short_ttl,
             refreshed: Instant::now(),
             replaces,
+            tags,
             renewal: Some(guard.keep_alive()),
             guard: Some(guard),
             buffer: Vec::new(),
@@ -290,10 +301,11 @@ impl Store {
             fresh_until_ms: context.opts.now_ms().saturating_add(ttl_ms),
             compute_ms: 0,
         };
-        let encoded = codec::encode_with(
+        let encoded = codec::encode_tagged(
             codec::Codec::Bincode,
             &manifest,
             context.opts.version,
+            self.tags,
             fence,
             stamp,
         );
@@ -338,7 +350,7 @@ impl Store {
         let Ok(Some(bytes)) = self.backend.get(self.key.as_str()) else {
             return Vec::new();
         };
-        Manifest::<T>::read(&bytes, context.opts.version)
+        Manifest::<T>::read(&bytes, context.opts.version, self.tags)
             .filter(|previous| {
                 previous.generation != self.generation
                     && super::read::check_manifest(previous).is_ok()

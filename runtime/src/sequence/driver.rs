@@ -501,6 +501,17 @@ impl<'c, 'o> Driver<'c, 'o> {
         self.lock.take()
     }
 
+    /// The mix of the call's tags' epochs that what it computes must record (0:
+    /// untagged), as the machine decided when it said to compute; `None`: an epoch
+    /// was missing (an invalidation raced its read), so nothing may be stored. For
+    /// whoever stores under [`take_lock`](Self::take_lock) (an iterator).
+    pub(crate) fn recorded_tags(&self) -> Option<u64> {
+        match self.life {
+            Some(life) => life.tags,
+            None => (!self.call.tagged()).then_some(0),
+        }
+    }
+
     /// Counts, for this process's followers, a step this call is about to send or a
     /// computation it is about to start (see `coalesce`); before a store, closes the
     /// flight to callers that have not joined yet.

@@ -8,9 +8,6 @@ fn not_a_list(id: u32) -> u32 { id }
 #[cache_memoize(tags = ["user:{user}"])]
 fn unknown_parameter(id: u32) -> u32 { id }
 
-#[cache_memoize(tags = ["user:{id}"])]
-fn an_iterator(id: u32) -> impl Iterator<Item = u32> { 0..id }
-
 #[cache_memoize(batch, key = "user:{id}", tags = ["user:{id}"])]
 fn a_batch(ids: Vec<u32>) -> HashMap<u32, u32> { ids.into_iter().map(|id| (id, id)).collect() }
 
