@@ -164,7 +164,7 @@ fn an_epoch_deleted_as_it_is_created_stores_nothing_and_releases_the_lock() {
     );
 }
 
-/// Fails every `get_many` of epochs alone (the read before a locked computation) while
+/// Fails every `get_tagged` of epochs alone (the read before a locked computation) while
 /// armed.
 struct FailsTheEpochsRead {
     inner: cache_memoize::MemoryBackend,
@@ -176,11 +176,13 @@ impl cache_memoize::BackendCore for FailsTheEpochsRead {
         &self,
         op: cache_memoize::Op<'_>,
     ) -> Result<cache_memoize::Reply, cache_memoize::Error> {
-        if let cache_memoize::Op::GetMany { keys } = &op {
-            let epochs_only = keys.iter().all(|key| key.starts_with("_tag_:"));
+        if let cache_memoize::Op::GetTagged { keys, with_value } = &op {
+            let epochs_only = !with_value && keys.iter().all(|key| key.starts_with("_tag_:"));
             if epochs_only && self.armed.load(std::sync::atomic::Ordering::SeqCst) {
                 return Err(cache_memoize::Error::backend(
-                    "get_many", keys[0], "injected",
+                    "get_tagged",
+                    keys[0],
+                    "injected",
                 ));
             }
         }
