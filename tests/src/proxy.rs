@@ -244,14 +244,14 @@ fn forward(
     let relaying = Arc::clone(&silenced);
     // Set before a request whose reply is held is forwarded: its reply is the next.
     let holding = Arc::new(AtomicBool::new(false));
-    let (held, hold_replies) = (Arc::clone(&holding), Arc::clone(hold));
+    let (next_held, hold_replies) = (Arc::clone(&holding), Arc::clone(hold));
     thread::spawn(move || {
         let mut buffer = [0; 16 * 1024];
         loop {
             match from_server.read(&mut buffer) {
                 Ok(0) | Err(_) => break,
                 Ok(read) if !relaying.load(Ordering::SeqCst) => {
-                    if held.swap(false, Ordering::SeqCst) {
+                    if next_held.swap(false, Ordering::SeqCst) {
                         hold_replies.arrived();
                     }
                     if to_client.write_all(&buffer[..read]).is_err() {

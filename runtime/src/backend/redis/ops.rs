@@ -176,7 +176,9 @@ impl RedisBackend {
                 }
                 return Route::Send(Self::many(parts, key, seal, wake));
             }
-            Op::GetMany { keys: [] } => return Route::Local(Reply::Values(Vec::new())),
+            Op::GetMany { keys: [] } | Op::GetTagged { keys: [], .. } => {
+                return Route::Local(Reply::Values(Vec::new()));
+            }
             Op::GetMany { keys } => {
                 let names: Vec<Cow<'a, str>> = keys.iter().map(|key| stored(key)).collect();
                 let request = command("MGET", |cmd| {
@@ -190,7 +192,6 @@ impl RedisBackend {
                 plan.many = names;
                 return Route::Send(plan);
             }
-            Op::GetTagged { keys: [], .. } => return Route::Local(Reply::Values(Vec::new())),
             Op::GetTagged { keys, with_value } => {
                 let names: Vec<Cow<'a, str>> = keys.iter().map(|key| stored(key)).collect();
                 if let Some(copies) = near.and_then(|near| near.get_tagged(&names, with_value)) {
