@@ -11,9 +11,12 @@
 //! - **Invalidating a tag is one `DEL`** of its epoch ([`invalidate_tag`]): every value
 //!   that recorded it becomes a miss, for 1 or 100,000 of them. The next reader creates
 //!   a new epoch.
-//! - **Read with the value**: a tagged read is one `get_many` of the value and its tags'
-//!   epochs (one `MGET` on a single server); a read that finds an epoch missing creates
-//!   it (`add`, which only one creator wins) and reads the epochs again.
+//! - **Read with the value**: a tagged read is one `get_tagged` of the value and its
+//!   tags' epochs (one `MGET` on a single server, as `get_many`); a read that finds an
+//!   epoch missing creates it (`add`, which only one creator wins) and reads the epochs
+//!   again. A near cache answers it from its copies of the value *and* of every epoch,
+//!   kept under the same tracking (a moved epoch's copy is dropped by its invalidation),
+//!   with no command sent; without all of them here it goes to Redis.
 //! - **The order of writes**: a value is judged by the epochs read *with* it, after
 //!   the call began; a computation begun before an invalidation returned recorded the
 //!   old epoch, so whatever it stores reads as a miss to every call that begins after.
@@ -23,7 +26,7 @@
 
 use std::time::Duration;
 
-use crate::backend::{CacheBackend, Op, Reply};
+use crate::backend::{CacheBackend, Op, Reply, is_unsupported};
 use crate::error::Error;
 use crate::key::make_cache_key;
 use crate::registry;
@@ -33,7 +36,7 @@ use crate::registry;
 pub const TAG_LIFE: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// The prefix of a tag's epoch key (after the key prefix).
-const TAG_PREFIX: &str = "_tag_:";
+pub(crate) const TAG_PREFIX: &str = "_tag_:";
 
 /// The key of `tag`'s epoch: `_tag_:`, then the tag made a key as a value's key is
 /// (under the key prefix, escaped, digested when long), as a lock's key is `_lock_:`
@@ -100,12 +103,17 @@ pub async fn invalidate_tag_in_async(backend: &dyn CacheBackend, tag: &str) -> R
 }
 
 /// The read of a tagged value, or of its tags alone, as operations (sans I/O, like
-/// `large::Reading`): `get_many` of the value (when `with_value`) and its epochs; for
+/// `large::Reading`): `get_tagged` of the value (when `with_value`) and its epochs; for
 /// each missing epoch an `add` of a new one; then, if any was missing, the epochs again.
+/// (`get_many` instead, from a backend that answers `get_tagged` unsupported.)
 pub(crate) struct EpochsRead<'k> {
     /// The value's key (when read) then the epochs' keys.
     keys: Vec<&'k str>,
     with_value: bool,
+    /// Whether the backend does not know `get_tagged`: its reads are `get_many`.
+    plain: bool,
+    /// Whether the first read was answered from the near tier's copies.
+    near: bool,
     life: Duration,
     phase: Phase,
     value: Option<Vec<u8>>,
@@ -136,6 +144,8 @@ impl<'k> EpochsRead<'k> {
         Self {
             keys,
             with_value: value_key.is_some(),
+            plain: false,
+            near: false,
             life: life.max(TAG_LIFE),
             phase: Phase::First,
             value: None,
@@ -150,6 +160,11 @@ impl<'k> EpochsRead<'k> {
         self.with_value
     }
 
+    /// Whether the read was answered from the near tier's copies (no command sent).
+    pub(crate) fn near(&self) -> bool {
+        self.near
+    }
+
     fn tag_keys(&self) -> &[&'k str] {
         &self.keys[usize::from(self.with_value)..]
     }
@@ -157,7 +172,7 @@ impl<'k> EpochsRead<'k> {
     /// The next operation to send; `None` when done.
     pub(crate) fn next_op(&mut self) -> Option<Op<'_>> {
         match self.phase {
-            Phase::First => Some(Op::GetMany { keys: &self.keys }),
+            Phase::First => Some(self.read(&self.keys, self.with_value)),
             Phase::Adding(index) => {
                 self.created = uuid::Uuid::new_v4().to_string();
                 Some(Op::Add {
@@ -166,17 +181,32 @@ impl<'k> EpochsRead<'k> {
                     ttl: self.life,
                 })
             }
-            Phase::Again => Some(Op::GetMany {
-                keys: self.tag_keys(),
-            }),
+            Phase::Again => Some(self.read(self.tag_keys(), false)),
             Phase::Done => None,
+        }
+    }
+
+    /// The read of `keys` (the value's first when `with_value`).
+    fn read<'s>(&self, keys: &'s [&'s str], with_value: bool) -> Op<'s> {
+        if self.plain {
+            Op::GetMany { keys }
+        } else {
+            Op::GetTagged { keys, with_value }
         }
     }
 
     /// The reply to the operation [`next_op`](Self::next_op) gave.
     pub(crate) fn answer(&mut self, reply: Result<Reply, Error>) {
+        if let (Phase::First | Phase::Again, false, Err(err)) = (self.phase, self.plain, &reply) {
+            if is_unsupported(err) {
+                // Asked again, as `get_many`.
+                self.plain = true;
+                return;
+            }
+        }
         match self.phase {
             Phase::First => {
+                self.near = matches!(reply, Ok(Reply::NearValues(_)));
                 let Some(mut values) = self.values(reply) else {
                     return;
                 };

@@ -7,7 +7,9 @@
 //! promoted replica: new connections go to the new server. A connection whose server
 //! closed it is closed on the client's side too. And it can cut a connection right
 //! after a request reached the server, before its reply ([`CountingProxy::cut_after`]):
-//! the request ran, the client never hears so.
+//! the request ran, the client never hears so. And it can hold back the reply to one
+//! request ([`CountingProxy::hold_reply_to`]) until told to relay it, the other
+//! connections going on: a read in flight while something else happens.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -22,6 +24,47 @@ pub struct CountingProxy {
     gate: Arc<Gate>,
     upstream: Arc<Mutex<String>>,
     cut: Arc<Cut>,
+    hold: Arc<Hold>,
+}
+
+/// The reply held back: to the next request whose bytes contain `marker` (once).
+#[derive(Default)]
+struct Hold {
+    marker: Mutex<Option<Vec<u8>>>,
+    /// Whether that reply arrived from the server (held), and whether it may go on.
+    state: Mutex<(bool, bool)>,
+    changed: Condvar,
+}
+
+impl Hold {
+    fn state(&self) -> std::sync::MutexGuard<'_, (bool, bool)> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether `raw` is the request whose reply is to be held (disarms if so).
+    fn matches(&self, raw: &[u8]) -> bool {
+        let mut armed = self.marker.lock().unwrap_or_else(PoisonError::into_inner);
+        let hit = armed
+            .as_ref()
+            .is_some_and(|marker| raw.windows(marker.len()).any(|w| w == marker.as_slice()));
+        if hit {
+            armed.take();
+        }
+        hit
+    }
+
+    /// The reply arrived: holds it until released.
+    fn arrived(&self) {
+        let mut state = self.state();
+        state.0 = true;
+        self.changed.notify_all();
+        while !state.1 {
+            state = self
+                .changed
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
 }
 
 /// The request to cut a connection after (once): one whose bytes contain this.
@@ -78,6 +121,8 @@ impl CountingProxy {
         let target = Arc::clone(&upstream);
         let cut = Arc::new(Cut::default());
         let shared_cut = Arc::clone(&cut);
+        let hold = Arc::new(Hold::default());
+        let shared_hold = Arc::clone(&hold);
         thread::spawn(move || {
             for client in listener.incoming().flatten() {
                 let log = Arc::clone(&log);
@@ -87,8 +132,9 @@ impl CountingProxy {
                     .clone();
                 let gate = Arc::clone(&shared_gate);
                 let cut = Arc::clone(&shared_cut);
+                let hold = Arc::clone(&shared_hold);
                 thread::spawn(move || {
-                    let _ = forward(client, &upstream, &log, &gate, &cut);
+                    let _ = forward(client, &upstream, &log, &gate, &cut, &hold);
                 });
             }
         });
@@ -98,7 +144,39 @@ impl CountingProxy {
             gate,
             upstream,
             cut,
+            hold,
         }
+    }
+
+    /// Holds back the reply to the next request containing `marker` (once): the
+    /// request reaches the server, which runs it, but its reply is relayed only after
+    /// [`release_reply`](Self::release_reply). Other connections go on meanwhile.
+    pub fn hold_reply_to(&self, marker: &[u8]) {
+        *self.hold.state() = (false, false);
+        *self
+            .hold
+            .marker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(marker.to_vec());
+    }
+
+    /// Blocks until the reply [`hold_reply_to`](Self::hold_reply_to) asked for came
+    /// back from the server (so the request ran) and is held.
+    pub fn wait_reply_held(&self) {
+        let mut state = self.hold.state();
+        while !state.0 {
+            state = self
+                .hold
+                .changed
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Relays the held reply.
+    pub fn release_reply(&self) {
+        self.hold.state().1 = true;
+        self.hold.changed.notify_all();
     }
 
     /// Cuts the connection that sends the next request containing `marker` (once):
@@ -155,6 +233,7 @@ fn forward(
     log: &Mutex<Vec<String>>,
     gate: &Gate,
     cut: &Cut,
+    hold: &Arc<Hold>,
 ) -> std::io::Result<()> {
     let server = TcpStream::connect(upstream)?;
     let _ = server.set_nodelay(true);
@@ -163,12 +242,18 @@ fn forward(
     // Set before a cut request is forwarded: its reply (and anything after) is dropped.
     let silenced = Arc::new(AtomicBool::new(false));
     let relaying = Arc::clone(&silenced);
+    // Set before a request whose reply is held is forwarded: its reply is the next.
+    let holding = Arc::new(AtomicBool::new(false));
+    let (next_held, hold_replies) = (Arc::clone(&holding), Arc::clone(hold));
     thread::spawn(move || {
         let mut buffer = [0; 16 * 1024];
         loop {
             match from_server.read(&mut buffer) {
                 Ok(0) | Err(_) => break,
                 Ok(read) if !relaying.load(Ordering::SeqCst) => {
+                    if next_held.swap(false, Ordering::SeqCst) {
+                        hold_replies.arrived();
+                    }
                     if to_client.write_all(&buffer[..read]).is_err() {
                         break;
                     }
@@ -201,6 +286,9 @@ fn forward(
         };
         if cutting {
             silenced.store(true, Ordering::SeqCst);
+        }
+        if hold.matches(&raw) {
+            holding.store(true, Ordering::SeqCst);
         }
         to_server.write_all(&raw)?;
         if cutting {

@@ -64,7 +64,7 @@ pub fn a_tagged_hit_is_one_read(f: &Fixture) {
     assert_eq!(memoize(&key, &opts, || 1_u8), 1);
     f.probe.clear();
     assert_eq!(memoize(&key, &opts, || 2_u8), 1);
-    assert_eq!(f.probe.ops(), vec!["get_many"], "one read, nothing else");
+    assert_eq!(f.probe.ops(), vec!["get_tagged"], "one read, nothing else");
 }
 
 /// A computation begun before `invalidate_tag` returned may return its value to its

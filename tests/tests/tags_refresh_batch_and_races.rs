@@ -164,7 +164,7 @@ fn an_epoch_deleted_as_it_is_created_stores_nothing_and_releases_the_lock() {
     );
 }
 
-/// Fails every `get_many` of epochs alone (the read before a locked computation) while
+/// Fails every `get_tagged` of epochs alone (the read before a locked computation) while
 /// armed.
 struct FailsTheEpochsRead {
     inner: cache_memoize::MemoryBackend,
@@ -176,11 +176,13 @@ impl cache_memoize::BackendCore for FailsTheEpochsRead {
         &self,
         op: cache_memoize::Op<'_>,
     ) -> Result<cache_memoize::Reply, cache_memoize::Error> {
-        if let cache_memoize::Op::GetMany { keys } = &op {
-            let epochs_only = keys.iter().all(|key| key.starts_with("_tag_:"));
+        if let cache_memoize::Op::GetTagged { keys, with_value } = &op {
+            let epochs_only = !with_value && keys.iter().all(|key| key.starts_with("_tag_:"));
             if epochs_only && self.armed.load(std::sync::atomic::Ordering::SeqCst) {
                 return Err(cache_memoize::Error::backend(
-                    "get_many", keys[0], "injected",
+                    "get_tagged",
+                    keys[0],
+                    "injected",
                 ));
             }
         }
@@ -231,4 +233,53 @@ fn a_forced_refresh_whose_epochs_read_fails_stores_nothing_and_releases_the_lock
         3,
         "stored by the second refresh"
     );
+}
+
+/// A backend written before `Op::GetTagged`: it answers it unsupported (and counts so).
+struct WithoutGetTagged {
+    inner: cache_memoize::MemoryBackend,
+    refused: std::sync::atomic::AtomicUsize,
+}
+
+impl cache_memoize::BackendCore for WithoutGetTagged {
+    fn execute(
+        &self,
+        op: cache_memoize::Op<'_>,
+    ) -> Result<cache_memoize::Reply, cache_memoize::Error> {
+        if let cache_memoize::Op::GetTagged { .. } = op {
+            self.refused
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            return Err(op.unsupported());
+        }
+        self.inner.execute(op)
+    }
+}
+
+impl cache_memoize::ImmediateBackend for WithoutGetTagged {}
+
+/// A backend that does not know `get_tagged` reads a tagged value and its epochs with
+/// `get_many`: tags work on it as on any other.
+#[test]
+fn a_backend_without_get_tagged_reads_tags_with_get_many() {
+    let backend = Arc::new(WithoutGetTagged {
+        inner: cache_memoize::MemoryBackend::new(),
+        refused: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let dyn_backend = Arc::clone(&backend) as Arc<dyn cache_memoize::CacheBackend>;
+    let opts = MemoizeOptions::new()
+        .backend(Arc::clone(&dyn_backend))
+        .tags(["r8-plain"]);
+    assert_eq!(cache_memoize::memoize("r8-plain-value", &opts, || 1_u32), 1);
+    assert_eq!(
+        cache_memoize::memoize("r8-plain-value", &opts, || 2_u32),
+        1,
+        "a hit"
+    );
+    assert!(cache_memoize::invalidate_tag_in(&*dyn_backend, "r8-plain").is_ok());
+    assert_eq!(
+        cache_memoize::memoize("r8-plain-value", &opts, || 3_u32),
+        3,
+        "its tag moved: a miss"
+    );
+    assert!(backend.refused.load(std::sync::atomic::Ordering::SeqCst) > 0);
 }

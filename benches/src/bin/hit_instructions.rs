@@ -15,7 +15,8 @@
 //! 2,000 hits of each, interleaved, in nanoseconds; `time-redis` the same for a Redis
 //! hit (a private `redis-server`) against a raw `GET` + decode, 200 hits a round;
 //! `time-near` a near-cache hit against a `MemoryBackend` hit and a plain Redis hit, at
-//! 100 B and 10 KB.
+//! 100 B and 10 KB; `time-near-tagged` a tagged near-cache hit (one tag, two) against an
+//! untagged one, 100 B.
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -73,11 +74,12 @@ fn main() {
         "time-redis" => time_redis(n),
         "time-tagged" => time_tagged(n),
         "time-near" => time_near(n),
+        "time-near-tagged" => time_near_tagged(n),
         "near" => near_hits(n, false),
         "kept" => near_hits(n, true),
         _ => {
             eprintln!(
-                "usage: hit_instructions floor|ours|time|time-redis|time-tagged|time-near|near|kept [n]"
+                "usage: hit_instructions floor|ours|time|time-redis|time-tagged|time-near|time-near-tagged|near|kept [n]"
             );
         }
     }
@@ -264,6 +266,57 @@ fn time_near(rounds: usize) {
             );
         }
     }
+}
+
+/// Near-cache hits of a 100 B value untagged, with one tag and with two (all served
+/// near: the value and its epochs from the near copies), 2,000 a round, interleaved:
+/// best and median of `rounds`, and the near hits counted against the calls made.
+fn time_near_tagged(rounds: usize) {
+    let server = RedisServer::start();
+    let near = RedisBackend::builder([server.url()])
+        .near_cache(cache_memoize::NearCache::new())
+        .connect();
+    let Ok(near) = near else {
+        return eprintln!("cannot connect");
+    };
+    let near = Arc::new(near);
+    while !near.is_near_cache_live() {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let plain =
+        MemoizeOptions::new().backend(Arc::clone(&near) as Arc<dyn cache_memoize::CacheBackend>);
+    let one = plain.clone().tags(["user:7"]);
+    let two = plain.clone().tags(["user:7", "tenant:1"]);
+    let keys = ["near-tagged:0", "near-tagged:1", "near-tagged:2"];
+    for (key, opts) in keys.iter().zip([&plain, &one, &two]) {
+        let _: Report = memoize(key, opts, || report(100));
+        // The near copies are made by a read after the store (and its messages).
+        for _ in 0..100 {
+            let _: Report = memoize(key, opts, || report(100));
+        }
+    }
+    let hits_before = near.near_cache_hits();
+    let mut rounds_ns: [Vec<f64>; 3] = Default::default();
+    for _ in 0..rounds {
+        for (i, (key, opts)) in keys.iter().zip([&plain, &one, &two]).enumerate() {
+            rounds_ns[i].push(best_of(1, 2_000, || {
+                memoize::<Report, _>(key, opts, || unreachable!("a hit"))
+                    .body
+                    .len()
+            }));
+        }
+    }
+    let calls = rounds * 3 * 2_000;
+    let near_hits = near.near_cache_hits() - hits_before;
+    for (label, pick) in [("best", 0.0), ("median", 0.5)] {
+        let [untagged, one_tag, two_tags] = rounds_ns.clone().map(|mut ns| quantile(&mut ns, pick));
+        println!(
+            "near, {label} of {rounds} rounds: untagged {untagged:.0} ns, one tag {one_tag:.0} ns ({:.2}x), two tags {two_tags:.0} ns ({:.2}x)",
+            one_tag / untagged,
+            two_tags / untagged,
+        );
+    }
+    println!("near hits {near_hits} of {calls} calls");
 }
 
 /// The `q` quantile (0: the least) of `values`.

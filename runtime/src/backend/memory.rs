@@ -571,7 +571,9 @@ impl BackendCore for MemoryBackend {
     fn execute(&self, op: Op<'_>) -> Result<Reply, Error> {
         Ok(match op {
             Op::Get { key } => Reply::Value(self.read_value(key)),
-            Op::GetMany { keys } => Reply::Values(self.read_many(keys)),
+            Op::GetMany { keys } | Op::GetTagged { keys, .. } => {
+                Reply::Values(self.read_many(keys))
+            }
             Op::Set { key, value, ttl } => {
                 self.write(self.shard_of(key)).insert(key, value, ttl);
                 Reply::Done

@@ -29,7 +29,7 @@ pub use crate::kept::{DecodedValue, KeptValue};
 pub use ext::{AsyncBackend, Backend, Pending};
 pub(crate) use ext::{wait_for_value, wait_for_value_async};
 pub use op::{Op, Part, Reply};
-pub(crate) use op::{many, many_async};
+pub(crate) use op::{is_unsupported, many, many_async};
 pub use store::Store;
 
 /// A boxed future, as returned by [`AsyncBackendCore::execute_async`].

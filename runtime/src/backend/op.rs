@@ -28,6 +28,17 @@ pub enum Op<'a> {
         /// The keys.
         keys: &'a [&'a str],
     },
+    /// Reads a tagged value with its tags' epochs (or the epochs alone), in order:
+    /// answered as [`GetMany`](Self::GetMany) of `keys` is ([`Reply::Values`]), except
+    /// that a backend with a near tier may answer it from its copies
+    /// ([`Reply::NearValues`]), which `GetMany` never is. A backend that does not know
+    /// it may answer [`Op::unsupported`]: the caller then sends `GetMany`.
+    GetTagged {
+        /// The value's key first (when `with_value`), then the epochs' keys.
+        keys: &'a [&'a str],
+        /// Whether the first key is the value's (the others hold epochs).
+        with_value: bool,
+    },
     /// Stores a value, replacing any previous one.
     Set {
         /// The key.
@@ -159,6 +170,7 @@ impl<'a> Op<'a> {
         match self {
             Self::Get { .. } => "get",
             Self::GetMany { .. } => "get_many",
+            Self::GetTagged { .. } => "get_tagged",
             Self::Set { .. } => "set",
             Self::Add { .. } => "add",
             Self::Delete { .. } => "delete",
@@ -190,9 +202,9 @@ impl<'a> Op<'a> {
             | Self::Invalidate { key, .. }
             | Self::Decoded { key, .. }
             | Self::KeepDecoded { key, .. } => key,
-            Self::GetMany { keys } | Self::ExpireMany { keys, .. } => {
-                keys.first().copied().unwrap_or("")
-            }
+            Self::GetMany { keys }
+            | Self::GetTagged { keys, .. }
+            | Self::ExpireMany { keys, .. } => keys.first().copied().unwrap_or(""),
             Self::TakeLock { lock } => lock.key,
             Self::Many { parts } => parts.first().map_or("", Part::key),
             Self::WaitForRelease { lock_key, .. } => lock_key,
@@ -414,8 +426,12 @@ pub enum Reply {
     /// Read as [`Value`](Self::Value) by [`into_value`](Self::into_value); the
     /// memoized call counts it as a near hit.
     Near(Vec<u8>),
-    /// `GetMany`: the values, in order.
+    /// `GetMany`, `GetTagged`: the values, in order.
     Values(Vec<Option<Vec<u8>>>),
+    /// `GetTagged` answered from this process's near copies, with no command sent: the
+    /// values, in order. Read as [`Values`](Self::Values) by
+    /// [`into_values`](Self::into_values); the memoized call counts it as a near hit.
+    NearValues(Vec<Option<Vec<u8>>>),
     /// `Add`, `CompareAndDelete`, `CompareAndExtend`, `StoreAndRelease`: whether it
     /// took effect.
     Applied(bool),
@@ -486,8 +502,16 @@ impl Reply {
         }
     }
 
+    /// The values of [`Reply::Values`] (or [`Reply::NearValues`]), or the error for
+    /// `op` on `key`.
+    pub fn into_values(self, op: &'static str, key: &str) -> Result<Vec<Option<Vec<u8>>>, Error> {
+        match self {
+            Self::Values(values) | Self::NearValues(values) => Ok(values),
+            other => Err(wrong(&other, op, key)),
+        }
+    }
+
     accessors! {
-        into_values: Values -> Vec<Option<Vec<u8>>>;
         into_applied: Applied -> bool;
         into_count: Count -> usize;
         into_fence: Fence -> Option<u64>;

@@ -138,7 +138,7 @@ impl<S: Store> ImmediateBackend for S {
 fn emulate<S: Store + ?Sized>(store: &S, op: Op<'_>) -> Result<Reply, Error> {
     Ok(match op {
         Op::Get { key } => Reply::Value(store.get(key)?),
-        Op::GetMany { keys } => Reply::Values(store.get_many(keys)?),
+        Op::GetMany { keys } | Op::GetTagged { keys, .. } => Reply::Values(store.get_many(keys)?),
         Op::Set { key, value, ttl } => {
             store.set(key, value, ttl)?;
             Reply::Done

@@ -579,6 +579,8 @@ impl<'c, 'o> Driver<'c, 'o> {
     /// What an [`EpochsRead`] came to, as the machine's event.
     fn epochs_read_event(&mut self, read: EpochsRead<'_>) -> Event {
         let with_value = read.with_value();
+        // A value and its epochs answered by the near tier: a near hit, if a hit.
+        self.near = with_value && read.near();
         let read = read.finish();
         if let Err(err) = &read {
             said_failed(err);

@@ -145,9 +145,12 @@ impl RedisBuilder {
     /// evicted, by any process (`CLIENT TRACKING` in broadcasting mode, Redis 6 or
     /// later); this process's own writes drop their copy as soon as they return. A
     /// copy is never kept past the freshness its value was stamped with (so never past
-    /// its TTL); locks and memoized iterators are never kept. When
-    /// the invalidation connection breaks, every copy is dropped and reads go to Redis
-    /// until tracking is on again.
+    /// its TTL); locks and memoized iterators are never kept. A [tagged](crate::invalidate_tag)
+    /// value is served near with its tags' epochs, each a copy kept under the same
+    /// tracking: an `invalidate_tag` anywhere drops the epoch's copy when its message
+    /// arrives, and a tagged value is served near only while every epoch's copy is
+    /// here. When the invalidation connection breaks, every copy is dropped and reads go
+    /// to Redis until tracking is on again.
     ///
     /// What it allows: another process's write may be missed for as long as its
     /// invalidation takes to arrive (a few milliseconds on a LAN); if the network to

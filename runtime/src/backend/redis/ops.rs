@@ -59,8 +59,8 @@ pub(super) struct Plan<'a> {
     /// The stored names of a `GetMany`'s keys, to open its values with (under
     /// encryption; the other reads open with [`key`](Self::key)).
     many: Vec<Cow<'a, str>>,
-    /// A read's near-cache ticket, taken before it is sent: what it finds is offered.
-    offer: Option<Ticket>,
+    /// A read's near-cache tickets, taken before it is sent: what it finds is offered.
+    offer: Offer,
     /// The near copies a write drops once it is sent (whatever its outcome: a write
     /// that timed out may still have landed).
     forget: Forget<'a>,
@@ -103,6 +103,19 @@ enum Shape {
     Many,
 }
 
+/// What a read offers the near tier, with the tickets taken before it was sent.
+enum Offer {
+    Nothing,
+    /// The value read (`GET`, get-or-lock).
+    Value(Ticket),
+    /// A tagged read's value (when `with_value`) and epochs (`Plan::many`), each under
+    /// its own ticket: an invalidation of any of them in flight voids that one.
+    Tagged {
+        with_value: bool,
+        tickets: Vec<Option<Ticket>>,
+    },
+}
+
 enum Forget<'a> {
     Nothing,
     Key,
@@ -129,7 +142,9 @@ impl RedisBackend {
         let name = op.name();
         let key = match op {
             // No key, or several: named in their arms.
-            Op::GetMany { .. } | Op::ExpireMany { .. } => Cow::Borrowed(op.key()),
+            Op::GetMany { .. } | Op::GetTagged { .. } | Op::ExpireMany { .. } => {
+                Cow::Borrowed(op.key())
+            }
             _ => stored(op.key()),
         };
         let (request, reply, forget) = match op {
@@ -161,7 +176,9 @@ impl RedisBackend {
                 }
                 return Route::Send(Self::many(parts, key, seal, wake));
             }
-            Op::GetMany { keys: [] } => return Route::Local(Reply::Values(Vec::new())),
+            Op::GetMany { keys: [] } | Op::GetTagged { keys: [], .. } => {
+                return Route::Local(Reply::Values(Vec::new()));
+            }
             Op::GetMany { keys } => {
                 let names: Vec<Cow<'a, str>> = keys.iter().map(|key| stored(key)).collect();
                 let request = command("MGET", |cmd| {
@@ -169,7 +186,26 @@ impl RedisBackend {
                 });
                 let first = names.first().cloned().unwrap_or_default();
                 let mut plan = Plan::read(name, first, request, Shape::Values, self);
-                plan.offer = None;
+                // Never answered near, nor offered: a refresh's recheck and a large
+                // value's chunks must see Redis.
+                plan.offer = Offer::Nothing;
+                plan.many = names;
+                return Route::Send(plan);
+            }
+            Op::GetTagged { keys, with_value } => {
+                let names: Vec<Cow<'a, str>> = keys.iter().map(|key| stored(key)).collect();
+                if let Some(copies) = near.and_then(|near| near.get_tagged(&names, with_value)) {
+                    return Route::Local(Reply::NearValues(copies));
+                }
+                let request = command("MGET", |cmd| {
+                    names.iter().fold(cmd, |cmd, name| cmd.arg(&**name))
+                });
+                let first = names.first().cloned().unwrap_or_default();
+                let mut plan = Plan::read(name, first, request, Shape::Values, self);
+                plan.offer = near.map_or(Offer::Nothing, |near| Offer::Tagged {
+                    with_value,
+                    tickets: names.iter().map(|name| near.ticket(name)).collect(),
+                });
                 plan.many = names;
                 return Route::Send(plan);
             }
@@ -283,7 +319,7 @@ impl RedisBackend {
             request,
             reply,
             many: Vec::new(),
-            offer: None,
+            offer: Offer::Nothing,
             forget,
             holder_of: None,
             parts: Vec::new(),
@@ -363,7 +399,7 @@ impl RedisBackend {
             request: Request::Script(script),
             reply: Shape::Many,
             many: Vec::new(),
-            offer: None,
+            offer: Offer::Nothing,
             forget: Forget::Keys(forget),
             holder_of: Some((Cow::Borrowed(""), Instant::now())),
             parts: sent,
@@ -456,13 +492,20 @@ impl RedisBackend {
         if let Some(seal) = &self.inner.seal {
             plan.open(seal, &mut reply);
         }
-        if let (Some(near), Some(ticket)) = (&self.inner.near, plan.offer) {
-            let found = match &reply {
-                Reply::Value(Some(value)) | Reply::Found(GetOrLock::Value(value)) => Some(value),
-                _ => None,
-            };
-            if let Some(value) = found {
-                near.offer(&plan.key, Some(ticket), value);
+        if let Some(near) = &self.inner.near {
+            match (&plan.offer, &reply) {
+                (
+                    Offer::Value(ticket),
+                    Reply::Value(Some(value)) | Reply::Found(GetOrLock::Value(value)),
+                ) => near.offer(&plan.key, Some(*ticket), value),
+                (
+                    Offer::Tagged {
+                        with_value,
+                        tickets,
+                    },
+                    Reply::Values(values),
+                ) => near.offer_tagged(&plan.many, *with_value, tickets, values),
+                _ => {}
             }
         }
         Ok(reply)
@@ -476,7 +519,7 @@ fn command(name: &str, build: impl FnOnce(&mut redis::Cmd) -> &mut redis::Cmd) -
 
 impl<'a> Plan<'a> {
     /// A read of `key`: with a near cache, it takes a ticket now (before it is sent)
-    /// and offers what it finds.
+    /// and offers what it finds (if the ticket is still current then).
     fn read(
         name: &'static str,
         key: Cow<'a, str>,
@@ -488,7 +531,8 @@ impl<'a> Plan<'a> {
             .inner
             .near
             .as_ref()
-            .and_then(|near| near.ticket(&key));
+            .and_then(|near| near.ticket(&key))
+            .map_or(Offer::Nothing, Offer::Value);
         Self {
             name,
             key,

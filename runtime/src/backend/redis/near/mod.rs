@@ -5,6 +5,15 @@
 //! - Only stamped memoized values are kept (never locks, iterator chunks
 //!   or manifests), and a copy lives no longer than its stamp says the value is
 //!   fresh: never past the value's own TTL, which is `expire + stale`.
+//! - Tags' epochs (`_tag_:` keys, see `tags.rs`) are kept too, read by a tagged read
+//!   (`Op::GetTagged`) with its value, each under its own ticket: a tagged read is
+//!   answered here only when the value's copy *and* every epoch's copy are here, and
+//!   an invalidation of an epoch drops its copy as any other (the next read goes to
+//!   Redis and sees the moved epoch). An epoch's copy lives until then, or at most
+//!   [`TAG_LIFE`] (the server also tells of an epoch's expiry and eviction).
+//!   Under prefixes, `_tag_:` + each prefix is tracked as well: the epochs of tags
+//!   made under the covered key prefix. A tag outside them is never kept, so its
+//!   values are never served near (their reads go to Redis).
 //! - A copy is served only while the invalidation connection is known to be live. When
 //!   it breaks, everything is dropped and reads go to Redis until tracking is on again.
 //! - A read from Redis that raced with an invalidation must not put back what it read
@@ -34,6 +43,7 @@ use lru::LruCache;
 
 use crate::codec;
 use crate::kept::{DecodedValue, KeptValue};
+use crate::tags::{TAG_LIFE, TAG_PREFIX};
 
 /// The default bound of a near cache: 32 MiB of keys and values.
 pub const DEFAULT_NEAR_CACHE_CAPACITY: usize = 32 * 1024 * 1024;
@@ -94,6 +104,11 @@ impl NearCache {
     /// told `{shop:`. A prefix that already starts with `{` is taken as the start of
     /// the stored keys, as it is. A prefix inside another (`"shop:eu:"` beside
     /// `"shop:"`) adds nothing and is not sent: Redis refuses overlapping prefixes.
+    ///
+    /// The epochs of [tags](crate::invalidate_tag) made under the same key prefix are
+    /// covered too (`_tag_:{shop:` is tracked beside `{shop:`), so tagged values are
+    /// served near. A tagged value whose tags' epochs are outside the prefixes (a tag
+    /// made under another key prefix) is never served near: its reads go to Redis.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         let prefix: String = prefix.into();
         let stored = if prefix.starts_with('{') {
@@ -228,6 +243,15 @@ fn outermost(prefixes: &[String]) -> Vec<String> {
     kept
 }
 
+/// What the server is told to track for `prefixes`: each, and the tags' epochs under
+/// it (`_tag_:` then the prefix: a tag's key is `_tag_:` then the tag made a key).
+fn tracked(prefixes: &[String]) -> Vec<String> {
+    let tags = prefixes
+        .iter()
+        .map(|prefix| format!("{TAG_PREFIX}{prefix}"));
+    prefixes.iter().cloned().chain(tags).collect()
+}
+
 /// The bytes an entry is charged for.
 fn weight(key: &str, value: &[u8]) -> usize {
     key.len() + value.len()
@@ -292,7 +316,7 @@ impl Tier {
             live: AtomicBool::new(false),
             link: Mutex::default(),
             hasher: RandomState::default(),
-            prefixes: outermost(&settings.prefixes),
+            prefixes: outermost(&tracked(&settings.prefixes)),
             covered: AtomicBool::new(false),
             uncovered: AtomicU64::new(0),
             invalidations: AtomicU64::new(0),
@@ -339,9 +363,52 @@ impl Tier {
         })
     }
 
+    /// The near copies of a tagged read's `keys` (`Op::GetTagged`: the value's first
+    /// when `with_value`, then its tags' epochs), when every one is here and would be
+    /// served now; counted as one near hit (the value's). `None` sends the read to
+    /// Redis: one copy missing (an epoch invalidated, never read, outside the prefixes)
+    /// and none is served.
+    pub(crate) fn get_tagged<K: AsRef<str>>(
+        &self,
+        keys: &[K],
+        with_value: bool,
+    ) -> Option<Vec<Option<Vec<u8>>>> {
+        let (value, epochs) = keys.split_at(usize::from(with_value));
+        let mut copies = Vec::with_capacity(keys.len());
+        // The value's place first, its copy taken last: it counts as a hit, so only
+        // once every epoch is here.
+        copies.extend(value.iter().map(|_| None));
+        for epoch in epochs {
+            let copy = self.copy(epoch.as_ref(), |entry| Some(entry.value.clone()))?;
+            copies.push(Some(copy));
+        }
+        if let Some(key) = value.first() {
+            copies[0] = Some(self.get(key.as_ref())?);
+        }
+        Some(copies)
+    }
+
     /// What `pick` takes from the entry of `key`, while tracking is live and the copy
     /// is fresh; counted as a near hit when it takes something.
     fn serve<R>(&self, key: &str, pick: impl FnOnce(&Entry) -> Option<R>) -> Option<R> {
+        let (served, absent) = self.copy(key, |entry| {
+            // The mark of an absent value reads as a miss: the call computes; no near hit.
+            let absent = codec::is_absent_mark(&entry.value);
+            Some((pick(entry)?, absent))
+        })?;
+        if !absent {
+            let slot = HIT_SLOT.try_with(|slot| *slot).unwrap_or(0);
+            self.hits[slot].0.fetch_add(1, Ordering::Relaxed);
+        }
+        // The memoized call that gets it counts it (`cache_memoize_near_hits_total`,
+        // labelled by its function) when it is a hit.
+        Some(served)
+    }
+
+    /// What `pick` takes from the entry of `key`, while tracking is live and the copy
+    /// is fresh (not counted).
+    #[inline]
+    fn copy<R>(&self, key: &str, pick: impl FnOnce(&Entry) -> Option<R>) -> Option<R> {
         if !self.live.load(Ordering::Acquire) {
             return None;
         }
@@ -361,20 +428,12 @@ impl Tier {
             }
             return None;
         }
-        // The mark of an absent value reads as a miss: the call computes; no near hit.
-        let absent = codec::is_absent_mark(&entry.value);
         let served = pick(entry)?;
         // Written only when not set: threads on one hot key do not all write it.
         if !entry.read.load(Ordering::Relaxed) {
             entry.read.store(true, Ordering::Relaxed);
         }
         drop(shard);
-        if !absent {
-            let slot = HIT_SLOT.try_with(|slot| *slot).unwrap_or(0);
-            self.hits[slot].0.fetch_add(1, Ordering::Relaxed);
-        }
-        // The memoized call that gets it counts it (`cache_memoize_near_hits_total`,
-        // labelled by its function) when it is a hit.
         Some(served)
     }
 
@@ -471,10 +530,46 @@ impl Tier {
     /// Keeps `value`, read from Redis under `ticket`, if it is a fresh memoized value
     /// and nothing invalidated `key` (or broke the link) since the ticket was taken.
     pub(crate) fn offer(&self, key: &str, ticket: Option<Ticket>, value: &[u8]) {
-        let Some(ticket) = ticket else { return };
+        if ticket.is_none() {
+            return;
+        }
         let Some(until) = codec::fresh_until_ms(value).and_then(deadline) else {
             return;
         };
+        self.keep(key, ticket, value, until);
+    }
+
+    /// Keeps what a tagged read (`Op::GetTagged`) found at `keys` (the value's first
+    /// when `with_value`, then its tags' epochs), each under its own ticket of
+    /// `tickets`, taken before the read was sent: the value as [`offer`](Self::offer)
+    /// keeps it, each epoch found for [`TAG_LIFE`] at most. A key invalidated while the
+    /// read was in flight has its ticket voided: what was read of it is not kept, and
+    /// the next tagged read goes to Redis.
+    pub(crate) fn offer_tagged<K: AsRef<str>>(
+        &self,
+        keys: &[K],
+        with_value: bool,
+        tickets: &[Option<Ticket>],
+        values: &[Option<Vec<u8>>],
+    ) {
+        let read = keys.iter().zip(tickets).zip(values).enumerate();
+        for (index, ((key, ticket), value)) in read {
+            let Some(value) = value else { continue };
+            if with_value && index == 0 {
+                self.offer(key.as_ref(), *ticket, value);
+            } else {
+                let Some(until) = now().checked_add(CoarseDuration::from(TAG_LIFE)) else {
+                    continue;
+                };
+                self.keep(key.as_ref(), *ticket, value, until);
+            }
+        }
+    }
+
+    /// Keeps `value` at `key` until `until`, if the ticket is still current (see
+    /// [`offer`](Self::offer)).
+    fn keep(&self, key: &str, ticket: Option<Ticket>, value: &[u8], until: Coarse) {
+        let Some(ticket) = ticket else { return };
         let (shard, _) = self.place(key.as_bytes());
         let mut shard = self.shard(shard);
         // Under the shard's lock: an invalidation that bumped after this check removes
@@ -498,11 +593,12 @@ impl Tier {
     /// An invalidation message for `keys`, or (`None`) for everything (`FLUSHALL`,
     /// `FLUSHDB`).
     pub(crate) fn invalidated(&self, keys: Option<&[&[u8]]>) {
-        self.invalidations.fetch_add(1, Ordering::Relaxed);
         match keys {
             Some(keys) => keys.iter().for_each(|key| self.forget(key)),
             None => self.flush(),
         }
+        // Counted once its copies are gone: whoever sees the count sees them gone.
+        self.invalidations.fetch_add(1, Ordering::SeqCst);
     }
 
     /// At each heartbeat: if the wall clock ran ahead of the coarse clock since the
@@ -586,7 +682,7 @@ impl Tier {
 
     /// Invalidation messages received since it was made.
     pub(crate) fn invalidations(&self) -> u64 {
-        self.invalidations.load(Ordering::Relaxed)
+        self.invalidations.load(Ordering::SeqCst)
     }
 
     /// What the server is asked to track.
@@ -736,7 +832,106 @@ mod tests {
                 .prefix("us:")
                 .prefix("eu"),
         );
-        assert_eq!(near.prefixes(), ["{eu", "{us:"]);
+        assert_eq!(
+            near.prefixes(),
+            ["_tag_:{eu", "_tag_:{us:", "{eu", "{us:"],
+            "each with its tags' epochs"
+        );
+    }
+
+    /// A tagged read (`Op::GetTagged`) of `keys` from "Redis": tickets taken, then
+    /// `meanwhile` (what lands while it is in flight), then what it found offered.
+    fn read_tagged(
+        near: &Tier,
+        keys: &[&str],
+        found: &[Option<Vec<u8>>],
+        meanwhile: impl FnOnce(),
+    ) {
+        let tickets: Vec<Option<Ticket>> = keys.iter().map(|key| near.ticket(key)).collect();
+        meanwhile();
+        near.offer_tagged(keys, true, &tickets, found);
+    }
+
+    #[test]
+    fn a_tagged_read_is_served_near_only_with_every_epoch_copy() {
+        let near = live();
+        let keys = ["{v}", "_tag_:{a}", "_tag_:{b}"];
+        let bytes = value(60_000);
+        let found = [
+            Some(bytes.clone()),
+            Some(b"ea".to_vec()),
+            Some(b"eb".to_vec()),
+        ];
+        read_tagged(&near, &keys, &found, || {});
+        assert_eq!(near.get_tagged(&keys, true), Some(found.to_vec()));
+        assert_eq!(near.hits(), 1, "one hit for the value and its epochs");
+        assert_eq!(
+            near.get_tagged(&keys[1..], false),
+            Some(found[1..].to_vec()),
+            "the epochs alone"
+        );
+        assert_eq!(near.hits(), 1, "epochs alone are no hit");
+        near.invalidated(Some(&[b"_tag_:{b}".as_slice()]));
+        assert_eq!(near.get_tagged(&keys, true), None, "an epoch moved");
+        assert_eq!(near.hits(), 1, "no hit counted for a read sent to Redis");
+        assert!(near.get("{v}").is_some(), "the value's copy stays");
+        // An epoch never read: nothing served either.
+        assert_eq!(near.get_tagged(&["{v}", "_tag_:{c}"], true), None);
+        near.lost(1);
+        near.went_live(near.connecting());
+        read_tagged(&near, &keys, &found, || {});
+        assert!(near.get_tagged(&keys, true).is_some());
+        near.lost(2);
+        assert_eq!(
+            near.get_tagged(&keys, true),
+            None,
+            "the link lost: all dropped"
+        );
+    }
+
+    #[test]
+    fn an_epoch_invalidated_during_the_tagged_read_is_not_kept() {
+        let near = live();
+        let keys = ["{v}", "_tag_:{a}"];
+        let found = [Some(value(60_000)), Some(b"old epoch".to_vec())];
+        read_tagged(&near, &keys, &found, || {
+            near.invalidated(Some(&[b"_tag_:{a}".as_slice()]));
+        });
+        assert_eq!(
+            near.get_tagged(&keys, true),
+            None,
+            "the old epoch not put back"
+        );
+        assert!(
+            near.get("{v}").is_some(),
+            "the value, not invalidated, is kept"
+        );
+        // The value invalidated instead: the epoch is kept, the value is not.
+        let near = live();
+        read_tagged(&near, &keys, &found, || {
+            near.invalidated(Some(&[b"{v}".as_slice()]));
+        });
+        assert_eq!(near.get_tagged(&keys, true), None);
+        assert_eq!(
+            near.get_tagged(&keys[1..], false),
+            Some(found[1..].to_vec())
+        );
+    }
+
+    #[test]
+    fn under_prefixes_only_epochs_of_covered_tags_are_kept() {
+        let near = live_with(&NearCache::new().prefix("app:"));
+        let covered = ["{app:v}", "_tag_:{app:t}"];
+        let outside = ["{app:w}", "_tag_:{t}"];
+        let found = [Some(value(60_000)), Some(b"epoch".to_vec())];
+        read_tagged(&near, &covered, &found, || {});
+        read_tagged(&near, &outside, &found, || {});
+        assert!(near.get_tagged(&covered, true).is_some());
+        assert_eq!(
+            near.get_tagged(&outside, true),
+            None,
+            "an epoch the server does not tell of is never kept"
+        );
     }
 
     #[test]
