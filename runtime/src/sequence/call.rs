@@ -99,11 +99,7 @@ impl<'a> Call<'a> {
             backend: BackendRef::of(opts),
             refresh,
             absent: false,
-            tags: opts
-                .tags
-                .iter()
-                .map(|tag| crate::tags::tag_key(tag))
-                .collect(),
+            tags: tag_keys(opts),
         }
     }
 
@@ -338,6 +334,19 @@ impl<'a> Call<'a> {
             );
         }
     }
+}
+
+/// The keys of the epochs of `opts`' tags (none made, nor collected, for an untagged
+/// call: every hit of one runs this).
+#[inline]
+fn tag_keys(opts: &MemoizeOptions) -> Vec<String> {
+    if opts.tags.is_empty() {
+        return Vec::new();
+    }
+    opts.tags
+        .iter()
+        .map(|tag| crate::tags::tag_key(tag))
+        .collect()
 }
 
 /// A duration in whole milliseconds (saturating).

@@ -707,8 +707,42 @@ impl<'k, T> Machine<'k, T> {
     /// Feeds `event` (the outcome of the last step), which came at `now_ms` (wall
     /// clock, ms since the Unix epoch: what is found is judged at the time it is
     /// found, not when the call began), and returns the next step.
+    ///
+    /// The two events of every hit (the call's start, and an untagged read) are
+    /// taken here, inline in the driver's loop, as [`on_event`](Self::on_event)'s arms
+    /// take them; every other event by `on_event`, a call of its own.
+    #[inline]
     pub(crate) fn on(&mut self, now_ms: u64, event: Event) -> Step<'_, T> {
         self.now_ms = now_ms;
+        match event {
+            start @ Event::Start => {
+                // Moved out and forgotten: it holds nothing, and the event's drop glue
+                // (a call, on every hit) is not run for it.
+                std::mem::forget(start);
+                match std::mem::replace(&mut self.state, State::Done) {
+                    State::Start => self.start(),
+                    state => self.unexpected(state),
+                }
+            }
+            Event::Read(read) => match std::mem::replace(&mut self.state, State::Done) {
+                State::Reading if self.epochs == Epochs::Untagged => self.read(read, None),
+                State::Reading => self.on_state(Event::Read(read), State::Reading),
+                state => self.on_state(Event::Read(read), state),
+            },
+            event => self.on_event(event),
+        }
+    }
+
+    /// [`on_event`](Self::on_event) for a state already taken.
+    #[inline(never)]
+    fn on_state(&mut self, event: Event, state: State) -> Step<'_, T> {
+        self.state = state;
+        self.on_event(event)
+    }
+
+    /// [`on`](Self::on) for every event: matched on the event, then on the state.
+    #[inline(never)]
+    fn on_event(&mut self, event: Event) -> Step<'_, T> {
         let state = std::mem::replace(&mut self.state, State::Done);
         // Matched on the event, then on the state: each arm consumes what it binds
         // (no tuple of both to take apart and drop what is left of: this runs twice
@@ -878,7 +912,11 @@ impl<'k, T> Machine<'k, T> {
     fn start(&mut self) -> Step<'_, T> {
         match (self.policy.refresh, self.decoder.share) {
             (Refresh::IfMissing, share) => {
-                self.state = State::Reading;
+                // The state replaced is `Done` (`on` took it): it holds nothing, and
+                // is not handed to the drop glue (a call on every hit).
+                let done = std::mem::replace(&mut self.state, State::Reading);
+                debug_assert!(matches!(done, State::Done));
+                std::mem::forget(done);
                 Step::Io(share.map_or(self.get(), |share| Io::GetKept(share.accepts())))
             }
             // Even without a configured lock, a store is made under the lock (taken
@@ -888,6 +926,9 @@ impl<'k, T> Machine<'k, T> {
     }
 
     /// A read of the value, first or after the lock was not obtained (`missed`).
+    // Inline: a hit's read is judged where the driver loops; what follows a miss (or
+    // a failure) is a call of its own.
+    #[inline]
     fn read(
         &mut self,
         read: Result<Option<Vec<u8>>, Failure>,
@@ -895,7 +936,7 @@ impl<'k, T> Machine<'k, T> {
     ) -> Step<'_, T> {
         let bytes = match read {
             Ok(bytes) => bytes,
-            Err(err) => return self.compute(Storing::Nothing, Some(Note::FailOpen(err))),
+            Err(err) => return self.read_failed(err, missed),
         };
         let via = if missed.is_some() {
             Via::Wait
@@ -905,7 +946,21 @@ impl<'k, T> Machine<'k, T> {
         if let Some(found) = bytes.and_then(|bytes| self.found_bytes(bytes, via)) {
             return self.hit(found);
         }
-        // A miss, or bytes that are not this call's value (a miss, overwritten).
+        self.missed_read(missed)
+    }
+
+    /// A read that failed: fail open.
+    #[cold]
+    #[inline(never)]
+    fn read_failed(&mut self, err: Failure, missed: Option<Note>) -> Step<'_, T> {
+        drop(missed);
+        self.compute(Storing::Nothing, Some(Note::FailOpen(err)))
+    }
+
+    /// A read that found no value of this call's (nothing, or bytes that are not
+    /// this call's value: a miss, overwritten).
+    #[inline(never)]
+    fn missed_read(&mut self, missed: Option<Note>) -> Step<'_, T> {
         match (missed, self.policy.lock) {
             // Computed without the lock: returned, never stored (the holder stores).
             (Some(note), _) => self.compute(Storing::Nothing, Some(note)),
