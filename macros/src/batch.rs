@@ -14,7 +14,8 @@ use syn::{FnArg, GenericArgument, Ident, LitStr, Pat, PatIdent, PathArguments, T
 
 use crate::attr::MemoizeArgs;
 use crate::expand::{
-    check_skips, companion_sig, key_expr, listed, missing_message, name_option, options_expr,
+    check_skips, clear_companions, companion_sig, function_tag, key_expr, listed, missing_message,
+    name_option, options_expr, tag_exprs,
 };
 use crate::key::{self, Segment};
 use crate::sig::{self, MaybeItemFn, Output, Param};
@@ -70,9 +71,26 @@ pub(crate) fn expand(
     }
     check_skips(args, &key_params)?;
     let key = key_expr(args, &item.sig, &key_params)?;
-    let function = batch_fn(args, item, &map, &batch_param, &element, &key);
+    // Each tag template rendered per element, as the key is.
+    let tags = args
+        .tags
+        .is_some()
+        .then(|| tag_exprs(args, &key_params))
+        .transpose()?;
+    let function = batch_fn(
+        args,
+        item,
+        &map,
+        &batch_param,
+        &element,
+        &key,
+        tags.as_deref(),
+    );
     let companions = if args.companions.unwrap_or(true) {
-        companions(args, item, &map, &batch_param, &element, &key_params, &key)
+        let mut companions =
+            companions(args, item, &map, &batch_param, &element, &key_params, &key);
+        companions.extend(clear_companions(item, args, &key_params));
+        companions
     } else {
         TokenStream::new()
     };
@@ -85,12 +103,6 @@ fn check_options(args: &MemoizeArgs) -> syn::Result<()> {
         return Err(syn::Error::new_spanned(
             cache_none,
             "with `batch`, absences are always cached: an element the body leaves out of its map is stored as absent (and left out of the returned map) until it expires or is invalidated; remove `cache_none`",
-        ));
-    }
-    if let Some(tag) = args.tags.as_ref().and_then(|tags| tags.first()) {
-        return Err(syn::Error::new_spanned(
-            tag,
-            "`tags` with `batch` is not supported yet (a tag template over one element): call `memoize_many` with `MemoizeOptions::tags` for tags shared by the whole batch, or remove `tags`",
         ));
     }
     if let Some(span) = args.keep_decoded {
@@ -325,6 +337,7 @@ fn batch_fn(
     batch: &BatchParam,
     element: &Ident,
     key: &TokenStream,
+    tags: Option<&[TokenStream]>,
 ) -> TokenStream {
     let MaybeItemFn {
         attrs, vis, body, ..
@@ -337,12 +350,31 @@ fn batch_fn(
     let value_var = Ident::new("__cache_memoize_value", Span::mixed_site());
     let value = map.value;
     let ret = map.ret;
+    let function_tag = function_tag(&item.sig);
     let mut opts = options_expr(args);
     opts.extend(name_option(
         args,
         &item.sig,
         &quote!(::core::option::Option<#value>),
     ));
+    // With `tags`: the function's tag in the options (every element has it), each
+    // element's own rendered with its key.
+    let (rendered, memoize, memoize_async) = match tags {
+        Some(tags) => {
+            opts.extend(quote!(.tags([#function_tag])));
+            let element_tags = quote!(::cache_memoize::__private::tag_list([#(#tags,)*]));
+            (
+                quote!((#element_key, #element_tags, #element)),
+                "memoize_batch_tagged",
+                "memoize_batch_tagged_async",
+            )
+        }
+        None => (
+            quote!((#element_key, #element)),
+            "memoize_batch",
+            "memoize_batch_async",
+        ),
+    };
     let elements = elements(batch);
     let binding = &batch.binding;
     let is_async = item.sig.asyncness.is_some();
@@ -362,16 +394,17 @@ fn batch_fn(
     // Spanned on the return type: a map of other types, or a value that cannot be
     // stored, is reported there.
     let span = ret.span();
+    let (memoize, memoize_async) = (Ident::new(memoize, span), Ident::new(memoize_async, span));
     let call = if is_async {
         quote_spanned!(span=>
-            ::cache_memoize::__private::memoize_batch_async(#keys_var, &#opts_var, move |#missing| async move {
+            ::cache_memoize::__private::#memoize_async(#keys_var, &#opts_var, move |#missing| async move {
                 #given
                 let #value_var: #ret = async move #body.await;
                 #value_var
             }).await)
     } else {
         quote_spanned!(span=>
-        ::cache_memoize::__private::memoize_batch(#keys_var, &#opts_var, move |#missing| -> #ret {
+        ::cache_memoize::__private::#memoize(#keys_var, &#opts_var, move |#missing| -> #ret {
             #given
             #body
         }))
@@ -382,7 +415,7 @@ fn batch_fn(
             let #opts_var = #opts;
             let #keys_var = ::cache_memoize::__private::render_keys(#elements, |#element| {
                 let #element_key: ::cache_memoize::__private::String = #key;
-                (#element_key, #element)
+                #rendered
             });
             #call
         }

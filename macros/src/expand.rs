@@ -155,8 +155,18 @@ pub(crate) fn tags_option(
     sig: &Signature,
     params: &[Param],
 ) -> syn::Result<TokenStream> {
-    let Some(templates) = &args.tags else {
+    if args.tags.is_none() {
         return Ok(TokenStream::new());
+    }
+    let tags = tag_exprs(args, params)?;
+    let function = function_tag(sig);
+    Ok(quote!(.tags([#(#tags,)* #function])))
+}
+
+/// Each `tags` template as the expression rendering it (a `String`) from `params`.
+pub(crate) fn tag_exprs(args: &MemoizeArgs, params: &[Param]) -> syn::Result<Vec<TokenStream>> {
+    let Some(templates) = &args.tags else {
+        return Ok(Vec::new());
     };
     let names: Vec<String> = params.iter().map(|p| p.name.clone()).collect();
     let mut tags = Vec::with_capacity(templates.len());
@@ -170,9 +180,13 @@ pub(crate) fn tags_option(
         })?;
         tags.push(build(terminated(pieces_of(segments, params))));
     }
-    // The function's own tag (`<name>_clear`), named in its body as its key is.
+    Ok(tags)
+}
+
+/// The function's own tag (`<name>_clear`), named in its body as its key is.
+pub(crate) fn function_tag(sig: &Signature) -> TokenStream {
     let identity = identity_expr(sig);
-    Ok(quote!(.tags([#(#tags,)* ::cache_memoize::__private::function_tag(&#identity)])))
+    quote!(::cache_memoize::__private::function_tag(&#identity))
 }
 
 /// The function's identity (`__private::fn_identity`): the path `type_name` gives a
@@ -748,7 +762,11 @@ fn companions(
 /// function's own tag (every value it stored). They take the receiver, if any, and
 /// the function's generics, but no argument; not made for a function with an
 /// `impl Trait` argument (whose type is part of its identity, and unnamed).
-fn clear_companions(item: &MaybeItemFn, args: &MemoizeArgs, params: &[Param]) -> TokenStream {
+pub(crate) fn clear_companions(
+    item: &MaybeItemFn,
+    args: &MemoizeArgs,
+    params: &[Param],
+) -> TokenStream {
     if args.tags.is_none() || params.iter().any(|p| p.impl_trait) {
         return TokenStream::new();
     }

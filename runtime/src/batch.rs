@@ -97,19 +97,36 @@ where
     T: Serialize + DeserializeOwned,
     F: FnOnce(&[K]) -> HashMap<K, T>,
 {
-    let refresh = Refresh::of(opts, take_forced());
-    // Each key moves into its element's call (no copy per element).
-    let (calls, elements): (Vec<Call<'_>>, Vec<K>) = elements(keys)
+    let untagged = keys
         .into_iter()
-        .map(|(key, element)| (Call::for_key(key, opts, refresh), element))
-        .unzip();
+        .map(|(key, element)| (key, Vec::new(), element));
+    memoize_many_tagged(untagged, opts, load)
+}
+
+/// [`memoize_many`] with tags of each element's own (`(key, tags, element)`), before
+/// the options' tags (`MemoizeOptions::tags`, shared by every element): each element's
+/// value is read and written under its own tags' epochs, so invalidating one of them
+/// makes its elements misses (the attribute's per-element tag templates).
+pub(crate) fn memoize_many_tagged<K, T, S, F>(
+    keys: impl IntoIterator<Item = (S, Vec<String>, K)>,
+    opts: &MemoizeOptions,
+    load: F,
+) -> HashMap<K, T>
+where
+    S: AsRef<str>,
+    K: Eq + Hash + Clone,
+    T: Serialize + DeserializeOwned,
+    F: FnOnce(&[K]) -> HashMap<K, T>,
+{
+    let refresh = Refresh::of(opts, take_forced());
+    let (calls, elements) = calls(keys, opts, refresh);
     let (mut reads, epochs) = first_read(&calls);
     let mut batch = Outcomes::with_capacity(elements.len());
     let mut pending = Vec::new();
     let mut locking = Vec::new();
     for (index, call) in calls.iter().enumerate() {
         let mut machine = call.machine(true, None);
-        let mut driver = Driver::blocking(call).with_first_epochs(epochs);
+        let mut driver = Driver::blocking(call).with_first_epochs(epochs[index]);
         let read = part(&mut reads, call, index);
         match driver.batch_lookup(&mut machine, read) {
             // A hit (every element of an all-hit batch): nothing more to run.
@@ -200,19 +217,34 @@ where
     F: FnOnce(Vec<K>) -> Fut,
     Fut: Future<Output = HashMap<K, T>>,
 {
-    let refresh = Refresh::of(opts, take_forced());
-    // Each key moves into its element's call (no copy per element).
-    let (calls, elements): (Vec<Call<'_>>, Vec<K>) = elements(keys)
+    let untagged = keys
         .into_iter()
-        .map(|(key, element)| (Call::for_key(key, opts, refresh), element))
-        .unzip();
+        .map(|(key, element)| (key, Vec::new(), element));
+    memoize_many_tagged_async(untagged, opts, load).await
+}
+
+/// The async form of [`memoize_many_tagged`].
+pub(crate) async fn memoize_many_tagged_async<K, T, S, F, Fut>(
+    keys: impl IntoIterator<Item = (S, Vec<String>, K)>,
+    opts: &MemoizeOptions,
+    load: F,
+) -> HashMap<K, T>
+where
+    S: AsRef<str>,
+    K: Eq + Hash + Clone,
+    T: Serialize + DeserializeOwned,
+    F: FnOnce(Vec<K>) -> Fut,
+    Fut: Future<Output = HashMap<K, T>>,
+{
+    let refresh = Refresh::of(opts, take_forced());
+    let (calls, elements) = calls(keys, opts, refresh);
     let (mut reads, epochs) = first_read_async(&calls).await;
     let mut batch = Outcomes::with_capacity(elements.len());
     let mut pending = Vec::new();
     let mut locking = Vec::new();
     for (index, call) in calls.iter().enumerate() {
         let mut machine = call.machine(true, None);
-        let mut driver = Driver::nonblocking(call).with_first_epochs(epochs);
+        let mut driver = Driver::nonblocking(call).with_first_epochs(epochs[index]);
         let read = part(&mut reads, call, index);
         match driver.batch_lookup_async(&mut machine, read).await {
             Progress::Decided(Lookup::Found(value)) => batch.found[index] = value,
@@ -413,25 +445,41 @@ impl<T> Outcomes<T> {
 
     /// The values found and computed, by element; absences left out.
     fn values<K: Eq + Hash>(self, elements: Vec<K>) -> HashMap<K, T> {
-        self.found
-            .into_iter()
-            .zip(elements)
-            .filter_map(|(value, element)| Some((element, value?)))
-            .collect()
+        // Sized first: collected from a `filter_map` (no lower bound), the map would
+        // grow (and hash every element again) six times on the way to 100.
+        let mut values = HashMap::with_capacity(self.found.iter().flatten().count());
+        values.extend(
+            self.found
+                .into_iter()
+                .zip(elements)
+                .filter_map(|(value, element)| Some((element, value?))),
+        );
+        values
     }
 }
 
-/// The batch's elements with their finished keys, in the order of the keys (the order
-/// locks are taken in), each key once.
-fn elements<S: AsRef<str>, K>(keys: impl IntoIterator<Item = (S, K)>) -> Vec<(CacheKey, K)> {
-    let mut elements: Vec<(CacheKey, K)> = keys
+/// Each element's call (its key moved into it, no copy; its own tags before the
+/// options') and the elements, in the order of the keys (the order locks are taken
+/// in), each key once: the first element named for it.
+fn calls<S: AsRef<str>, K>(
+    keys: impl IntoIterator<Item = (S, Vec<String>, K)>,
+    opts: &MemoizeOptions,
+    refresh: Refresh,
+) -> (Vec<Call<'_>>, Vec<K>) {
+    let mut elements: Vec<(CacheKey, Vec<String>, K)> = keys
         .into_iter()
-        .map(|(key, element)| (make_cache_key(key.as_ref()), element))
+        .map(|(key, tags, element)| (make_cache_key(key.as_ref()), tags, element))
         .collect();
     // Stable: the first element named for a key is kept.
     elements.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
     elements.dedup_by(|later, first| later.0.as_str() == first.0.as_str());
-    elements
+    let mut calls = Vec::with_capacity(elements.len());
+    let mut values = Vec::with_capacity(elements.len());
+    for (key, tags, element) in elements {
+        calls.push(Call::for_key(key, opts, refresh).with_element_tags(&tags));
+        values.push(element);
+    }
+    (calls, values)
 }
 
 /// The batch's read: every element's stored bytes, or why the read failed.
@@ -439,62 +487,101 @@ type Reads = Result<Vec<Option<Vec<u8>>>, String>;
 
 /// Every element's stored bytes in one read; `Err` (why) when the read failed, or
 /// answered another number of values than keys (a broken backend). A tagged batch
-/// reads its tags' epochs in the same read, and returns their mix: each element's value
-/// is judged by them (`None`: an epoch is missing, so each element reads its own, which
-/// creates it; or the batch has no tags).
-fn first_read(calls: &[Call<'_>]) -> (Reads, Option<u64>) {
+/// reads its elements' tags' epochs in the same read (each tag once), and returns each
+/// element's mix of its own: its value is judged by them (`None`: one of its epochs is
+/// missing, so the element reads its own, which creates it; or it has no tags).
+fn first_read(calls: &[Call<'_>]) -> (Reads, Vec<Option<u64>>) {
     let Some(first) = calls.first() else {
-        return (Ok(Vec::new()), None);
+        return (Ok(Vec::new()), Vec::new());
     };
-    let keys = read_keys(calls);
-    tagged_split(calls, first.backend.get_many(&keys))
+    let keys = ReadKeys::of(calls);
+    let read = first.backend.get_many(&keys.keys);
+    keys.split(calls, read)
 }
 
 /// The async form of [`first_read`].
-async fn first_read_async(calls: &[Call<'_>]) -> (Reads, Option<u64>) {
+async fn first_read_async(calls: &[Call<'_>]) -> (Reads, Vec<Option<u64>>) {
     let Some(first) = calls.first() else {
-        return (Ok(Vec::new()), None);
+        return (Ok(Vec::new()), Vec::new());
     };
-    let keys = read_keys(calls);
-    tagged_split(calls, first.backend.get_many_async(&keys).await)
+    let keys = ReadKeys::of(calls);
+    let read = first.backend.get_many_async(&keys.keys).await;
+    keys.split(calls, read)
 }
 
-/// The keys of the batch's read: every element's, then the batch's tags' epochs (the
-/// same for every element: one option set).
-fn read_keys<'k>(calls: &'k [Call<'_>]) -> Vec<&'k str> {
-    let mut keys: Vec<&str> = calls.iter().map(|call| call.key.as_str()).collect();
-    if let Some(first) = calls.first() {
-        keys.extend(first.tags.iter().map(String::as_str));
-    }
-    keys
+/// The keys of the batch's read: every element's, then each tag's epoch once.
+struct ReadKeys<'k> {
+    keys: Vec<&'k str>,
+    /// For each element (when any is tagged), where its tags' epochs are among the
+    /// epochs read, in its tags' order.
+    slots: Vec<Vec<usize>>,
 }
 
-/// The batch's read split into its elements' values and its epochs' mix.
-fn tagged_split(
-    calls: &[Call<'_>],
-    read: Result<Vec<Option<Vec<u8>>>, Error>,
-) -> (Reads, Option<u64>) {
-    let tags = calls.first().map_or(0, |first| first.tags.len());
-    let expected = calls.len() + tags;
-    let mut read = match read {
-        Ok(read) if read.len() == expected => read,
-        Ok(read) => {
-            let why = format!(
-                "the backend answered {} values for {expected} keys",
-                read.len()
-            );
-            return (Err(why), None);
+impl<'k> ReadKeys<'k> {
+    fn of(calls: &'k [Call<'_>]) -> Self {
+        let mut keys: Vec<&str> = calls.iter().map(|call| call.key.as_str()).collect();
+        if !calls.iter().any(Call::tagged) {
+            return Self {
+                keys,
+                slots: Vec::new(),
+            };
         }
-        Err(err) => return (Err(err.to_string()), None),
-    };
-    if tags == 0 {
-        return (Ok(read), None);
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        let mut epochs: Vec<&str> = Vec::new();
+        let slots = calls
+            .iter()
+            .map(|call| {
+                call.tags
+                    .iter()
+                    .map(|tag| {
+                        *index.entry(tag.as_str()).or_insert_with(|| {
+                            epochs.push(tag.as_str());
+                            epochs.len() - 1
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+        keys.extend(epochs);
+        Self { keys, slots }
     }
-    let epochs = read.split_off(calls.len());
-    match crate::tags::mix(&epochs) {
-        Some(mix) => (Ok(read), Some(mix)),
-        // An epoch to create: each element reads (and the first creates) it.
-        None => (Ok(vec![None; calls.len()]), None),
+
+    /// The batch's read split into its elements' values and each element's epochs'
+    /// mix.
+    fn split(
+        &self,
+        calls: &[Call<'_>],
+        read: Result<Vec<Option<Vec<u8>>>, Error>,
+    ) -> (Reads, Vec<Option<u64>>) {
+        let none = || vec![None; calls.len()];
+        let expected = self.keys.len();
+        let mut read = match read {
+            Ok(read) if read.len() == expected => read,
+            Ok(read) => {
+                let why = format!(
+                    "the backend answered {} values for {expected} keys",
+                    read.len()
+                );
+                return (Err(why), none());
+            }
+            Err(err) => return (Err(err.to_string()), none()),
+        };
+        if self.slots.is_empty() {
+            return (Ok(read), none());
+        }
+        let epochs = read.split_off(calls.len());
+        let mixes = self
+            .slots
+            .iter()
+            .map(|slots| {
+                if slots.is_empty() {
+                    return None;
+                }
+                // An epoch to create: the element reads (and creates) its own.
+                crate::tags::mix_of(slots.iter().map(|slot| epochs[*slot].as_deref()))
+            })
+            .collect();
+        (Ok(read), mixes)
     }
 }
 

@@ -77,6 +77,44 @@ where
     crate::batch::memoize_many_async(keys, opts, load).await
 }
 
+/// `#[cache_memoize(batch, tags = [..])]`'s call: [`memoize_batch`] with each
+/// element's own tags (`(key, tags, element)`), rendered from the element by the tag
+/// templates; the function's tag is in `opts`.
+pub fn memoize_batch_tagged<K, T, S, F>(
+    keys: impl IntoIterator<Item = (S, Vec<String>, K)>,
+    opts: &MemoizeOptions,
+    load: F,
+) -> HashMap<K, T>
+where
+    S: AsRef<str>,
+    K: Eq + Hash + Clone,
+    T: Cacheable,
+    F: FnOnce(&[K]) -> HashMap<K, T>,
+{
+    crate::batch::memoize_many_tagged(keys, opts, load)
+}
+
+/// The async form of [`memoize_batch_tagged`].
+pub async fn memoize_batch_tagged_async<K, T, S, F, Fut>(
+    keys: impl IntoIterator<Item = (S, Vec<String>, K)>,
+    opts: &MemoizeOptions,
+    load: F,
+) -> HashMap<K, T>
+where
+    S: AsRef<str>,
+    K: Eq + Hash + Clone,
+    T: Cacheable,
+    F: FnOnce(Vec<K>) -> Fut,
+    Fut: Future<Output = HashMap<K, T>>,
+{
+    crate::batch::memoize_many_tagged_async(keys, opts, load).await
+}
+
+/// A batch element's own tags, rendered by the tag templates.
+pub fn tag_list<const N: usize>(tags: [String; N]) -> Vec<String> {
+    Vec::from(tags)
+}
+
 /// What a batch parameter other than `&[K]` needs; its only purpose is the error message.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a collection of the batch's elements",

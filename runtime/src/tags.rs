@@ -270,10 +270,16 @@ impl<'k> EpochsRead<'k> {
 /// The epochs, mixed into one nonzero word (`None` when one is missing). Epochs are
 /// random tokens: a simple mix suffices for two sets of them to differ.
 pub(crate) fn mix(epochs: &[Option<Vec<u8>>]) -> Option<u64> {
+    mix_of(epochs.iter().map(Option::as_deref))
+}
+
+/// [`mix`] of epochs given by reference, in order (a batch element's, picked out of
+/// its batch's one read).
+pub(crate) fn mix_of<'e>(epochs: impl ExactSizeIterator<Item = Option<&'e [u8]>>) -> Option<u64> {
     const MULTIPLIER: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut hash = 0xcbf2_9ce4_8422_2325_u64 ^ epochs.len() as u64;
     for epoch in epochs {
-        let epoch = epoch.as_deref()?;
+        let epoch = epoch?;
         for chunk in epoch.chunks(8) {
             let mut word = [0_u8; 8];
             word[..chunk.len()].copy_from_slice(chunk);

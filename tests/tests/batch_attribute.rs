@@ -311,3 +311,85 @@ fn the_async_form_takes_a_slice() {
         assert_eq!(REMOTE_SLICE.take(), [vec![1, 2], vec![3]]);
     });
 }
+
+static TAGGED: Calls = Calls::new();
+
+/// Each element tagged with its own user and its tenant (a parameter besides the
+/// collection), and with the function's tag.
+#[cache_memoize(batch, key = "tagged:{tenant}:{id}", tags = ["user:{id}", "tenant:{tenant}"])]
+fn tagged_users(tenant: u32, ids: Vec<u64>) -> HashMap<u64, User> {
+    let _ = tenant;
+    TAGGED.record(ids.iter().copied());
+    users_of(&ids)
+}
+
+/// A single-key function tagged with the same user tag.
+#[cache_memoize(key = "profile:{id}", tags = ["user:{id}"])]
+fn profile(id: u64) -> String {
+    TAGGED.record([1000 + id]);
+    format!("profile {id}")
+}
+
+#[test]
+fn a_batchs_tag_templates_are_rendered_per_element() {
+    let _backend = fresh_backend();
+    assert_eq!(tagged_users(1, vec![1, 2, 3]), users_of(&[1, 2, 3]));
+    assert_eq!(profile(2), "profile 2");
+    assert_eq!(TAGGED.take(), [vec![1, 2, 3], vec![1002]]);
+    // All stored: nothing computed.
+    assert_eq!(tagged_users(1, vec![3, 2, 1]), users_of(&[1, 2, 3]));
+    assert_eq!(profile(2), "profile 2");
+    assert!(TAGGED.take().is_empty());
+    // One element's tag: that element (and the single-key value tagged alike) only.
+    assert!(cache_memoize::invalidate_tag("user:2").is_ok());
+    assert_eq!(tagged_users(1, vec![1, 2, 3]), users_of(&[1, 2, 3]));
+    assert_eq!(profile(2), "profile 2");
+    assert_eq!(TAGGED.take(), [vec![2], vec![1002]]);
+    // A tag rendered from the other parameter: every element of that tenant only.
+    assert_eq!(tagged_users(2, vec![1, 2]), users_of(&[1, 2]));
+    assert_eq!(TAGGED.take(), [vec![1, 2]]);
+    assert!(cache_memoize::invalidate_tag("tenant:1").is_ok());
+    assert_eq!(tagged_users(2, vec![1, 2]), users_of(&[1, 2]));
+    assert!(TAGGED.take().is_empty());
+    assert_eq!(tagged_users(1, vec![1, 3]), users_of(&[1, 3]));
+    assert_eq!(TAGGED.take(), [vec![1, 3]]);
+}
+
+#[test]
+fn a_tagged_batchs_clear_companion_invalidates_every_element() {
+    let _backend = fresh_backend();
+    assert_eq!(tagged_users(7, vec![1, 2]), users_of(&[1, 2]));
+    assert_eq!(tagged_users(8, vec![1]), users_of(&[1]));
+    assert_eq!(profile(1), "profile 1");
+    TAGGED.take();
+    assert!(tagged_users_clear().is_ok());
+    // Every value of the batch function, of every tenant; not the other function's.
+    assert_eq!(tagged_users(7, vec![1, 2]), users_of(&[1, 2]));
+    assert_eq!(tagged_users(8, vec![1]), users_of(&[1]));
+    assert_eq!(profile(1), "profile 1");
+    assert_eq!(TAGGED.take(), [vec![1, 2], vec![1]]);
+}
+
+static TAGGED_ASYNC: Calls = Calls::new();
+
+#[cache_memoize(batch, key = "tagged-async:{id}", tags = ["user:{id}"])]
+async fn tagged_remote(ids: Vec<u64>) -> HashMap<u64, User> {
+    TAGGED_ASYNC.record(ids.iter().copied());
+    users_of(&ids)
+}
+
+#[test]
+fn the_async_form_renders_tags_per_element() {
+    let _backend = fresh_backend();
+    runtime().block_on(async {
+        assert_eq!(tagged_remote(vec![5, 6]).await, users_of(&[5, 6]));
+        assert_eq!(tagged_remote(vec![5, 6]).await, users_of(&[5, 6]));
+        assert_eq!(TAGGED_ASYNC.take(), [vec![5, 6]]);
+        assert!(cache_memoize::invalidate_tag_async("user:6").await.is_ok());
+        assert_eq!(tagged_remote(vec![5, 6]).await, users_of(&[5, 6]));
+        assert_eq!(TAGGED_ASYNC.take(), [vec![6]]);
+        assert!(tagged_remote_clear_async().await.is_ok());
+        assert_eq!(tagged_remote(vec![5, 6]).await, users_of(&[5, 6]));
+        assert_eq!(TAGGED_ASYNC.take(), [vec![5, 6]]);
+    });
+}

@@ -324,3 +324,50 @@ fn many_takes_no_lock_after_one_held() {
         assert_eq!(backend.get("_lock_:{c}").ok().flatten(), None, "not taken");
     }
 }
+
+static WIRE_TAGGED: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+#[cache_memoize::cache_memoize(batch, key = "wire-tagged:{id}", tags = ["wire-user:{id}"], lock)]
+fn wire_tagged(ids: Vec<u32>) -> HashMap<u32, String> {
+    WIRE_TAGGED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .extend(ids.iter().copied());
+    users(&ids)
+}
+
+fn wire_loaded() -> Vec<u32> {
+    let mut ids = std::mem::take(&mut *WIRE_TAGGED.lock().unwrap_or_else(PoisonError::into_inner));
+    ids.sort_unstable();
+    ids
+}
+
+/// Per-element tags (the attribute's tag templates): an all-hit batch is still one
+/// `MGET` (every value and each element's epochs), and invalidating one element's tag
+/// makes that element alone a miss.
+#[test]
+fn a_batch_with_per_element_tags_is_one_mget_when_all_hit() {
+    let _registry = cache_memoize_tests::registry_guard();
+    let server = RedisServer::start();
+    let proxy = CountingProxy::start(server.port());
+    cache_memoize::set_shared_backend(connect(&proxy.url()));
+    assert_eq!(wire_tagged(vec![1, 2, 3]), users(&[1, 2, 3]));
+    assert_eq!(wire_loaded(), [1, 2, 3]);
+    proxy.clear();
+    assert_eq!(wire_tagged(vec![3, 2, 1]), users(&[1, 2, 3]));
+    assert_eq!(proxy.commands(), ["MGET"], "an all-hit tagged batch");
+    assert!(wire_loaded().is_empty());
+    assert!(cache_memoize::invalidate_tag("wire-user:2").is_ok());
+    assert_eq!(wire_tagged(vec![1, 2, 3]), users(&[1, 2, 3]));
+    assert_eq!(wire_loaded(), [2], "only the element whose tag moved");
+    proxy.clear();
+    assert_eq!(wire_tagged(vec![1, 2, 3]), users(&[1, 2, 3]));
+    assert_eq!(proxy.commands(), ["MGET"], "all hits again");
+    assert!(wire_tagged_clear().is_ok());
+    assert_eq!(wire_tagged(vec![1, 2]), users(&[1, 2]));
+    assert_eq!(
+        wire_loaded(),
+        [1, 2],
+        "the function's tag cleared every element"
+    );
+}

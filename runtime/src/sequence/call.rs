@@ -103,6 +103,18 @@ impl<'a> Call<'a> {
         }
     }
 
+    /// This call with `tags` of its own before its options' (a batch element's, rendered
+    /// from the element by the attribute's tag templates): its value is read and
+    /// written under their epochs too.
+    pub(crate) fn with_element_tags(mut self, tags: &[String]) -> Self {
+        if !tags.is_empty() {
+            let mut keys: Vec<String> = tags.iter().map(|tag| crate::tags::tag_key(tag)).collect();
+            keys.append(&mut self.tags);
+            self.tags = keys;
+        }
+        self
+    }
+
     /// Whether the call has tags.
     #[inline]
     pub(crate) fn tagged(&self) -> bool {

@@ -232,9 +232,6 @@ impl<'c, 'o> Driver<'c, 'o> {
         self.drive_async(machine, Event::Start).await
     }
 
-    /// A batch element's run from its start, its first read answered with `read`
-    /// (the batch's one read): it stops before its attempt at the lock, which the
-    /// batch sends with the other elements' ([`Deferred`]).
     /// This driver, for a batch element whose batch read its tags' epochs (mixed) with
     /// the values: its first tagged read is answered from the batch's.
     #[must_use]
@@ -243,6 +240,9 @@ impl<'c, 'o> Driver<'c, 'o> {
         self
     }
 
+    /// A batch element's run from its start, its first read answered with `read`
+    /// (the batch's one read): it stops before its attempt at the lock, which the
+    /// batch sends with the other elements' ([`Deferred`]).
     pub(crate) fn batch_lookup<T>(
         &mut self,
         machine: &mut Machine<'_, T>,

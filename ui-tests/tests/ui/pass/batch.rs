@@ -74,6 +74,24 @@ fn shared(ids: Vec<u64>) -> HashMap<u64, u64> {
     ids.into_iter().map(|id| (id, id)).collect()
 }
 
+#[cache_memoize(batch, key = "tagged:{tenant}:{id}", tags = ["user:{id}", "tenant:{tenant}"])]
+fn tagged(tenant: &str, ids: &[u64]) -> HashMap<u64, String> {
+    ids.iter().map(|id| (*id, format!("{tenant} {id}"))).collect()
+}
+
+#[cache_memoize(batch, key = "tagged_remote:{id}", tags = ["user:{id}"], lock)]
+async fn tagged_remote(ids: Vec<u64>) -> HashMap<u64, String> {
+    tokio::task::yield_now().await;
+    ids.into_iter().map(|id| (id, id.to_string())).collect()
+}
+
+impl Shop {
+    #[cache_memoize(batch, key = "shop:{self.id}:tagged:{sku}", tags = ["shop:{self.id}", "sku:{sku}"])]
+    fn tagged_prices(&self, skus: Vec<u32>) -> HashMap<u32, u64> {
+        skus.into_iter().map(|sku| (sku, u64::from(self.id + sku))).collect()
+    }
+}
+
 fn assert_send<F: std::future::Future + Send>(future: F) -> F {
     future
 }
@@ -103,4 +121,11 @@ async fn main() {
     let _ = shop.prices_invalidate(&[2]);
     let _ = shop.stock_invalidate_async(vec![3]).await;
     let _ = remote_slice_invalidate_async(&[1]).await;
+
+    let _ = tagged("acme", &[1, 2]);
+    let _: Result<(), cache_memoize::Error> = tagged_clear();
+    let _ = assert_send(tagged_remote(vec![1])).await;
+    let _ = tagged_remote_clear_async().await;
+    let _ = shop.tagged_prices(vec![1]);
+    let _ = shop.tagged_prices_clear();
 }
