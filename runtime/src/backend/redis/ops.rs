@@ -486,6 +486,10 @@ impl RedisBackend {
             }
         }
         if let Some(expires_in) = watched {
+            // No value there: a copy is one that read has outlived.
+            if let (Some(near), Offer::Value(ticket)) = (&self.inner.near, &plan.offer) {
+                near.offer(&plan.key, Some(*ticket), None);
+            }
             return Ok(Reply::Watched { expires_in });
         }
         let mut reply = plan.reply.read(plan.name, &plan.key, sent)?;
@@ -497,7 +501,9 @@ impl RedisBackend {
                 (
                     Offer::Value(ticket),
                     Reply::Value(Some(value)) | Reply::Found(GetOrLock::Value(value)),
-                ) => near.offer(&plan.key, Some(*ticket), value),
+                ) => near.offer(&plan.key, Some(*ticket), Some(value)),
+                // Nothing there (empty, or a lock instead): no copy outlives the read.
+                (Offer::Value(ticket), _) => near.offer(&plan.key, Some(*ticket), None),
                 (
                     Offer::Tagged {
                         with_value,

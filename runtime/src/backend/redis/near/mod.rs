@@ -23,6 +23,9 @@
 //!   of the link (lost, live again, `FLUSHALL`) bumps the global epoch. The check and
 //!   the insertion happen under the shard's lock, and an invalidation bumps before it
 //!   takes that lock to remove the key: whichever comes second sees the other.
+//! - A read from Redis that finds anything other than the copy (a newer value whose
+//!   invalidation has not arrived yet, or the key empty) drops the copy, whatever its
+//!   ticket: a caller that got the newer value is never served the older copy after it.
 //! - Writes through this process drop the local copy as soon as they return.
 //! - Bounded in bytes (keys and values), least recently used first, in 16 shards (one
 //!   reader-writer lock each) so that threads reading different keys rarely meet. A
@@ -528,14 +531,13 @@ impl Tier {
     }
 
     /// Keeps `value`, read from Redis under `ticket`, if it is a fresh memoized value
-    /// and nothing invalidated `key` (or broke the link) since the ticket was taken.
-    pub(crate) fn offer(&self, key: &str, ticket: Option<Ticket>, value: &[u8]) {
+    /// and nothing invalidated `key` (or broke the link) since the ticket was taken;
+    /// `None`: the read found nothing there (see [`keep`](Self::keep)).
+    pub(crate) fn offer(&self, key: &str, ticket: Option<Ticket>, value: Option<&[u8]>) {
         if ticket.is_none() {
             return;
         }
-        let Some(until) = codec::fresh_until_ms(value).and_then(deadline) else {
-            return;
-        };
+        let until = value.and_then(codec::fresh_until_ms).and_then(deadline);
         self.keep(key, ticket, value, until);
     }
 
@@ -554,24 +556,40 @@ impl Tier {
     ) {
         let read = keys.iter().zip(tickets).zip(values).enumerate();
         for (index, ((key, ticket), value)) in read {
-            let Some(value) = value else { continue };
             if with_value && index == 0 {
-                self.offer(key.as_ref(), *ticket, value);
+                self.offer(key.as_ref(), *ticket, value.as_deref());
             } else {
-                let Some(until) = now().checked_add(CoarseDuration::from(TAG_LIFE)) else {
-                    continue;
-                };
-                self.keep(key.as_ref(), *ticket, value, until);
+                let until = value
+                    .as_ref()
+                    .and_then(|_| now().checked_add(CoarseDuration::from(TAG_LIFE)));
+                self.keep(key.as_ref(), *ticket, value.as_deref(), until);
             }
         }
     }
 
-    /// Keeps `value` at `key` until `until`, if the ticket is still current (see
-    /// [`offer`](Self::offer)).
-    fn keep(&self, key: &str, ticket: Option<Ticket>, value: &[u8], until: Coarse) {
+    /// Keeps `value` (what a read from Redis found at `key`) until `until`, if the
+    /// ticket is still current (see [`offer`](Self::offer)) and no other copy is there.
+    ///
+    /// A copy that differs from what the read found is dropped, whatever the ticket
+    /// says, and nothing is kept: the read saw a write whose invalidation has not
+    /// arrived yet (or an older state, raced by one). The caller may already have
+    /// returned the newer of the two; serving the copy next would take that caller
+    /// back in time (a newer value read from Redis, then an older copy served). The
+    /// next read goes to Redis, until the invalidation settles it. `value` `None` (the
+    /// key was empty) or `until` `None` (not a value to keep) only drop the copy.
+    fn keep(&self, key: &str, ticket: Option<Ticket>, value: Option<&[u8]>, until: Option<Coarse>) {
         let Some(ticket) = ticket else { return };
         let (shard, _) = self.place(key.as_bytes());
         let mut shard = self.shard(shard);
+        if let Some(copy) = shard.entries.peek(key) {
+            if value != Some(copy.value.as_slice()) {
+                shard.remove(key);
+                return;
+            }
+        }
+        let (Some(value), Some(until)) = (value, until) else {
+            return;
+        };
         // Under the shard's lock: an invalidation that bumped after this check removes
         // the entry once it gets the lock.
         if !self.current(ticket) {
@@ -764,7 +782,7 @@ mod tests {
         let near = live();
         let ticket = near.ticket("k");
         let bytes = value(60_000);
-        near.offer("k", ticket, &bytes);
+        near.offer("k", ticket, Some(&bytes));
         assert_eq!(near.get("k"), Some(bytes));
         assert_eq!(near.hits(), 1);
     }
@@ -774,20 +792,57 @@ mod tests {
         let near = live();
         let ticket = near.ticket("k");
         near.invalidated(Some(&[b"k".as_slice()]));
-        near.offer("k", ticket, &value(60_000));
+        near.offer("k", ticket, Some(&value(60_000)));
         assert_eq!(near.get("k"), None);
+    }
+
+    /// The cluster + near flake (a reader went back from #5 to #4): a read whose
+    /// ticket an invalidation voided found the newer value in Redis before this
+    /// process had dropped the older copy (the write's own `forget` and its
+    /// invalidation message still on their way); the copy was served next. A read that
+    /// finds anything but the copy now drops it, whatever its ticket.
+    #[test]
+    fn a_read_that_finds_another_value_drops_the_copy_whatever_its_ticket() {
+        let (old, new) = (value(60_000), value(120_000));
+        assert_ne!(old, new);
+        // A voided ticket: the newer value found, the older copy dropped.
+        let near = live();
+        let voided = near.ticket("k");
+        near.invalidated(Some(&[b"j".as_slice(), b"k".as_slice()]));
+        near.offer("k", near.ticket("k"), Some(&old));
+        near.offer("k", voided, Some(&new));
+        assert_eq!(near.get("k"), None, "the older copy is not served after");
+        // Two reads under one ticket found two values (a write between them, its
+        // message not here yet): neither is kept.
+        let near = live();
+        let (first, second) = (near.ticket("k"), near.ticket("k"));
+        near.offer("k", first, Some(&new));
+        near.offer("k", second, Some(&old));
+        assert_eq!(near.get("k"), None, "two values under one ticket: no copy");
+        // The key found empty (invalidated, or a lock there instead).
+        let near = live();
+        near.offer("k", near.ticket("k"), Some(&old));
+        near.offer("k", near.ticket("k"), None);
+        assert_eq!(near.get("k"), None, "nothing there: no copy");
+        // The same bytes again under a voided ticket leave the copy as it is.
+        let near = live();
+        let voided = near.ticket("k");
+        near.invalidated(Some(&[b"k".as_slice()]));
+        near.offer("k", near.ticket("k"), Some(&old));
+        near.offer("k", voided, Some(&old));
+        assert_eq!(near.get("k"), Some(old), "the copy it agrees with stays");
     }
 
     #[test]
     fn a_lost_link_flushes_and_bypasses_until_live_again() {
         let near = live();
-        near.offer("k", near.ticket("k"), &value(60_000));
+        near.offer("k", near.ticket("k"), Some(&value(60_000)));
         let before = near.ticket("j");
         near.lost(1);
         assert_eq!(near.get("k"), None);
         assert!(near.ticket("k").is_none());
         near.went_live(near.connecting());
-        near.offer("j", before, &value(60_000));
+        near.offer("j", before, Some(&value(60_000)));
         assert_eq!(
             near.get("j"),
             None,
@@ -807,8 +862,8 @@ mod tests {
     #[test]
     fn locks_and_unstamped_bytes_are_never_kept() {
         let near = live();
-        near.offer("lock", near.ticket("lock"), b"3f2a-token");
-        near.offer("stale", near.ticket("stale"), &value(0));
+        near.offer("lock", near.ticket("lock"), Some(b"3f2a-token"));
+        near.offer("stale", near.ticket("stale"), Some(&value(0)));
         assert_eq!(near.get("lock"), None);
         assert_eq!(near.get("stale"), None);
     }
@@ -816,9 +871,9 @@ mod tests {
     #[test]
     fn keys_outside_the_prefixes_are_never_kept() {
         let near = live_with(&NearCache::new().prefix("app:"));
-        near.offer("{other:k}", near.ticket("{other:k}"), &value(60_000));
+        near.offer("{other:k}", near.ticket("{other:k}"), Some(&value(60_000)));
         assert_eq!(near.get("{other:k}"), None);
-        near.offer("{app:k}", near.ticket("{app:k}"), &value(60_000));
+        near.offer("{app:k}", near.ticket("{app:k}"), Some(&value(60_000)));
         assert!(near.get("{app:k}").is_some());
     }
 
@@ -956,7 +1011,7 @@ mod tests {
     fn a_decoded_value_is_kept_beside_its_own_bytes_only() {
         let near = live();
         let bytes = value(60_000);
-        near.offer("k", near.ticket("k"), &bytes);
+        near.offer("k", near.ticket("k"), Some(&bytes));
         let mut other = bytes.clone();
         other.push(0);
         near.keep_decoded("k", &other, &mut || kept(1));
@@ -973,7 +1028,7 @@ mod tests {
         let near = live();
         let keep = |near: &Tier| {
             let bytes = value(60_000);
-            near.offer("k", near.ticket("k"), &bytes);
+            near.offer("k", near.ticket("k"), Some(&bytes));
             near.keep_decoded("k", &bytes, &mut || kept(1));
             assert_eq!(kept_tag(near, "k"), Some(1));
         };
@@ -989,7 +1044,7 @@ mod tests {
         near.went_live(near.connecting());
         keep(&near);
         let other = value(60_000);
-        near.offer("k", near.ticket("k"), &other);
+        near.offer("k", near.ticket("k"), Some(&other));
         assert_eq!(kept_tag(&near, "k"), None, "replaced by a newer read");
     }
 
@@ -999,14 +1054,14 @@ mod tests {
         let entry = weight("k0", &bytes);
         // Room for three entries' bytes in each shard, not for two kept decoded.
         let near = live_with(&NearCache::new().capacity(SHARDS * (3 * entry)));
-        near.offer("k0", near.ticket("k0"), &bytes);
+        near.offer("k0", near.ticket("k0"), Some(&bytes));
         let (shard, _) = near.place(b"k0");
         near.keep_decoded("k0", &bytes, &mut || kept(1));
         assert_eq!(near.shard(shard).used, 2 * entry - "k0".len());
         let used: usize = (0..SHARDS).map(|i| near.shard(i).used).sum();
         assert!(used <= SHARDS * 3 * entry);
         let tiny = live_with(&NearCache::new().capacity(SHARDS * entry));
-        tiny.offer("k0", tiny.ticket("k0"), &bytes);
+        tiny.offer("k0", tiny.ticket("k0"), Some(&bytes));
         tiny.keep_decoded("k0", &bytes, &mut || kept(1));
         assert_eq!(
             kept_tag(&tiny, "k0"),
@@ -1063,7 +1118,7 @@ mod tests {
             let key = format!("k{}", next(40));
             let value = &values[next(values.len())];
             match next(7) {
-                0 | 1 => near.offer(&key, near.ticket(&key), value),
+                0 | 1 => near.offer(&key, near.ticket(&key), Some(value)),
                 2 | 3 => {
                     let current = near.get(&key);
                     if let Some(bytes) = current {
@@ -1096,7 +1151,7 @@ mod tests {
     #[test]
     fn a_wall_clock_ahead_of_the_monotonic_one_drops_every_copy() {
         let near = live();
-        near.offer("k", near.ticket("k"), &value(60_000));
+        near.offer("k", near.ticket("k"), Some(&value(60_000)));
         near.check_clocks();
         near.check_clocks();
         assert!(near.get("k").is_some(), "clocks that agree change nothing");
@@ -1110,7 +1165,7 @@ mod tests {
         assert!(near.get("k").is_none(), "every copy dropped");
         let before = near.ticket("j");
         near.check_clocks();
-        near.offer("j", before, &value(60_000));
+        near.offer("j", before, Some(&value(60_000)));
         assert!(
             near.get("j").is_some(),
             "tickets after the flush keep their value"
@@ -1122,7 +1177,7 @@ mod tests {
         let near = live_with(&NearCache::new().capacity(SHARDS * 200));
         for i in 0..100 {
             let key = format!("k{i}");
-            near.offer(&key, near.ticket(&key), &value(60_000));
+            near.offer(&key, near.ticket(&key), Some(&value(60_000)));
         }
         let used: usize = (0..SHARDS).map(|i| near.shard(i).used).sum();
         assert!(used <= SHARDS * 200);
