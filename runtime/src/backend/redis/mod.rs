@@ -18,7 +18,7 @@
 //!   ([`Op`](crate::Op)) to its request, its reply and its near-cache effects, once;
 //!   `exec.rs` sends them, on one blocking and one async path. This file holds the type
 //!   and its accessors.
-//! - Optional encryption at rest (`seal.rs`, [`Encryption`]): key names hashed and
+//! - Optional encryption at rest (`seal.rs`, `Encryption`, feature `encryption`): key names hashed and
 //!   values sealed, at the same one choke point (`ops.rs`).
 
 mod builder;
