@@ -114,6 +114,10 @@ enum Offer {
         with_value: bool,
         tickets: Vec<Option<Ticket>>,
     },
+    /// A read never kept (`get_many`, `Plan::many`): it only drops the copies that
+    /// differ from what it found, so that no caller that got a newer value from it is
+    /// served an older copy after it.
+    Contradict,
 }
 
 enum Forget<'a> {
@@ -186,9 +190,10 @@ impl RedisBackend {
                 });
                 let first = names.first().cloned().unwrap_or_default();
                 let mut plan = Plan::read(name, first, request, Shape::Values, self);
-                // Never answered near, nor offered: a refresh's recheck and a large
-                // value's chunks must see Redis.
-                plan.offer = Offer::Nothing;
+                // Never answered near, nor kept: a refresh's recheck and a large
+                // value's chunks must see Redis. A copy other than what it found is
+                // dropped (a batch's read, like any read, never goes back).
+                plan.offer = Offer::Contradict;
                 plan.many = names;
                 return Route::Send(plan);
             }
@@ -447,6 +452,15 @@ impl RedisBackend {
             {
                 *value = seal.read(&part.key, std::mem::take(value));
             }
+            // As a single get-or-lock does: a copy other than the value found (or a
+            // copy where none was found) goes.
+            if let Some(near) = &self.inner.near {
+                let found = match &reply {
+                    Reply::Found(GetOrLock::Value(value)) => Some(value.as_slice()),
+                    _ => None,
+                };
+                near.contradicted(&part.key, found);
+            }
             replies.push(reply);
         }
         Ok(Reply::Many(replies))
@@ -511,6 +525,11 @@ impl RedisBackend {
                     },
                     Reply::Values(values),
                 ) => near.offer_tagged(&plan.many, *with_value, tickets, values),
+                (Offer::Contradict, Reply::Values(values)) => {
+                    for (key, value) in plan.many.iter().zip(values) {
+                        near.contradicted(key, value.as_deref());
+                    }
+                }
                 _ => {}
             }
         }

@@ -598,6 +598,28 @@ impl Tier {
         shard.insert(key, value, until);
     }
 
+    /// Drops the copy of `key` if it is not `found` (what a read from Redis that is
+    /// never kept found there, `None`: nothing): as [`keep`](Self::keep) does first,
+    /// for reads that offer nothing (`get_many`, a batch's get-or-locks), so that a
+    /// caller that got a newer value from them is not served an older copy after it.
+    pub(crate) fn contradicted(&self, key: &str, found: Option<&[u8]>) {
+        let (index, _) = self.place(key.as_bytes());
+        let differs = |entry: &Entry| found != Some(entry.value.as_slice());
+        // Shared first: most keys read so have no copy (chunks) or the same one.
+        if !self
+            .read_shard(index)
+            .entries
+            .peek(key)
+            .is_some_and(differs)
+        {
+            return;
+        }
+        let mut shard = self.shard(index);
+        if shard.entries.peek(key).is_some_and(differs) {
+            shard.remove(key);
+        }
+    }
+
     /// Drops the copy of `key` and voids the tickets of reads in flight on its stripe:
     /// a write through this process, or an invalidation message.
     pub(crate) fn forget(&self, key: &[u8]) {
@@ -831,6 +853,25 @@ mod tests {
         near.offer("k", near.ticket("k"), Some(&old));
         near.offer("k", voided, Some(&old));
         assert_eq!(near.get("k"), Some(old), "the copy it agrees with stays");
+    }
+
+    /// Review 9: a batch's `get_many` (never kept) found a newer value than the copy
+    /// (another process's write, its message not here yet) and left the copy, which
+    /// the next single call served. A read never kept now drops a copy it contradicts.
+    #[test]
+    fn a_read_never_kept_drops_a_copy_it_contradicts() {
+        let (old, new) = (value(60_000), value(120_000));
+        let near = live();
+        near.offer("k", near.ticket("k"), Some(&old));
+        near.contradicted("k", Some(&old));
+        assert_eq!(near.get("k"), Some(old.clone()), "the same bytes: kept");
+        near.contradicted("k", Some(&new));
+        assert_eq!(near.get("k"), None, "a newer value found: dropped");
+        near.offer("k", near.ticket("k"), Some(&old));
+        near.contradicted("k", None);
+        assert_eq!(near.get("k"), None, "nothing found: dropped");
+        near.contradicted("absent", Some(&new));
+        assert_eq!(near.get("absent"), None, "nothing is kept by it");
     }
 
     #[test]
