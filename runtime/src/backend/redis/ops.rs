@@ -106,8 +106,10 @@ enum Shape {
 /// What a read offers the near tier, with the tickets taken before it was sent.
 enum Offer {
     Nothing,
-    /// The value read (`GET`, get-or-lock).
-    Value(Ticket),
+    /// The value read (`GET`, get-or-lock), with its ticket (`None`: taken while
+    /// tracking was not live, or a key outside the prefixes: nothing is kept, but a
+    /// copy it contradicts is dropped).
+    Value(Option<Ticket>),
     /// A tagged read's value (when `with_value`) and epochs (`Plan::many`), each under
     /// its own ticket: an invalidation of any of them in flight voids that one.
     Tagged {
@@ -502,7 +504,7 @@ impl RedisBackend {
         if let Some(expires_in) = watched {
             // No value there: a copy is one that read has outlived.
             if let (Some(near), Offer::Value(ticket)) = (&self.inner.near, &plan.offer) {
-                near.offer(&plan.key, Some(*ticket), None);
+                near.offer(&plan.key, *ticket, None);
             }
             return Ok(Reply::Watched { expires_in });
         }
@@ -515,9 +517,9 @@ impl RedisBackend {
                 (
                     Offer::Value(ticket),
                     Reply::Value(Some(value)) | Reply::Found(GetOrLock::Value(value)),
-                ) => near.offer(&plan.key, Some(*ticket), Some(value)),
+                ) => near.offer(&plan.key, *ticket, Some(value)),
                 // Nothing there (empty, or a lock instead): no copy outlives the read.
-                (Offer::Value(ticket), _) => near.offer(&plan.key, Some(*ticket), None),
+                (Offer::Value(ticket), _) => near.offer(&plan.key, *ticket, None),
                 (
                     Offer::Tagged {
                         with_value,
@@ -556,8 +558,7 @@ impl<'a> Plan<'a> {
             .inner
             .near
             .as_ref()
-            .and_then(|near| near.ticket(&key))
-            .map_or(Offer::Nothing, Offer::Value);
+            .map_or(Offer::Nothing, |near| Offer::Value(near.ticket(&key)));
         Self {
             name,
             key,

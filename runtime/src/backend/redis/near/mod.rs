@@ -535,6 +535,9 @@ impl Tier {
     /// `None`: the read found nothing there (see [`keep`](Self::keep)).
     pub(crate) fn offer(&self, key: &str, ticket: Option<Ticket>, value: Option<&[u8]>) {
         if ticket.is_none() {
+            // Nothing to keep, but a copy it contradicts goes (a read sent while the
+            // link was down may come back after it is live again and a copy was kept).
+            self.contradicted(key, value);
             return;
         }
         let until = value.and_then(codec::fresh_until_ms).and_then(deadline);
@@ -578,7 +581,10 @@ impl Tier {
     /// next read goes to Redis, until the invalidation settles it. `value` `None` (the
     /// key was empty) or `until` `None` (not a value to keep) only drop the copy.
     fn keep(&self, key: &str, ticket: Option<Ticket>, value: Option<&[u8]>, until: Option<Coarse>) {
-        let Some(ticket) = ticket else { return };
+        let Some(ticket) = ticket else {
+            self.contradicted(key, value);
+            return;
+        };
         let (shard, _) = self.place(key.as_bytes());
         let mut shard = self.shard(shard);
         if let Some(copy) = shard.entries.peek(key) {
@@ -872,6 +878,14 @@ mod tests {
         assert_eq!(near.get("k"), None, "nothing found: dropped");
         near.contradicted("absent", Some(&new));
         assert_eq!(near.get("absent"), None, "nothing is kept by it");
+        // A read without a ticket (sent while the link was down, answered after it is
+        // live again and a copy was kept) keeps nothing, and drops what it contradicts.
+        near.offer("k", near.ticket("k"), Some(&old));
+        near.offer("k", None, Some(&new));
+        assert_eq!(near.get("k"), None, "no ticket, a newer value: dropped");
+        near.offer("k", near.ticket("k"), Some(&old));
+        near.offer_tagged(&["k"], false, &[None], &[Some(new.clone())]);
+        assert_eq!(near.get("k"), None, "the same for a tagged read's key");
     }
 
     #[test]
