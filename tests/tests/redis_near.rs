@@ -22,6 +22,8 @@ mod kept_values_race_writes_and_stay_bounded;
 mod batch_reads_never_go_back;
 #[path = "redis_near/reads_never_go_back.rs"]
 mod reads_never_go_back;
+#[path = "redis_near/tagged_reads_never_go_back.rs"]
+mod tagged_reads_never_go_back;
 #[path = "redis_near/tagged_values_served_near.rs"]
 mod tagged_values_served_near;
 
