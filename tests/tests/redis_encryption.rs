@@ -617,3 +617,50 @@ fn a_batch_is_sealed_in_its_scripts_too() {
     assert_eq!(one, Some(format!("{SECRET} 3")));
     assert!(nothing_in_clear(&server, &[SECRET, "batch"]) >= 20);
 }
+
+/// Review 9: under encryption (hashed names, sealed values) a batch's read that finds
+/// a newer value than the near copy (another process's write, its message held back
+/// on the invalidation link by a proxy) drops the copy, so the next single call does
+/// not go back to it (`redis_near/batch_reads_never_go_back.rs` without encryption).
+#[test]
+fn a_batch_read_drops_an_older_near_copy_under_encryption() {
+    use cache_memoize_tests::proxy::CountingProxy;
+    let server = RedisServer::start();
+    let proxy = CountingProxy::start(server.port());
+    let reader = match RedisBackend::builder([proxy.url()])
+        .response_timeout(Duration::from_secs(60))
+        .encryption(sealed_with(&[(1, KEY_1)]))
+        .near_cache(NearCache::new())
+        .connect()
+    {
+        Ok(backend) => Arc::new(backend),
+        Err(err) => panic!("cannot connect with a near cache: {err}"),
+    };
+    let writer = connect(&server, sealed_with(&[(1, KEY_1)]));
+    wait_until("tracking is on", || reader.is_near_cache_live());
+    let key = "enc-batch-back";
+    let opts = |backend: &Arc<RedisBackend>| on(backend).expire(Duration::from_secs(3600));
+    let single = |computed: u32| -> Option<u32> { memoize(key, &opts(&reader), || Some(computed)) };
+    assert_eq!(single(1), Some(1));
+    wait_until("#1 is served near", || {
+        let before = reader.near_cache_hits();
+        assert_eq!(single(99), Some(1));
+        reader.near_cache_hits() > before
+    });
+    proxy.hold_reply_to(b"PING");
+    proxy.wait_reply_held();
+    let stored: Option<u32> = memoize(key, &opts(&writer).force_overwrite(true), || Some(2));
+    assert_eq!(stored, Some(2));
+    let batch: std::collections::HashMap<u8, u32> =
+        cache_memoize::memoize_many([(key, 0_u8)], &opts(&reader), |held| {
+            held.iter().map(|element| (*element, 99)).collect()
+        });
+    assert_eq!(batch.get(&0), Some(&2), "the batch reads Redis");
+    let after = single(99);
+    proxy.release_reply();
+    assert_eq!(
+        after,
+        Some(2),
+        "the batch returned #2, then a call returned {after:?}"
+    );
+}

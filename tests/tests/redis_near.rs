@@ -18,8 +18,12 @@ mod kept_values_on_a_cluster_follow_killed_links;
 #[path = "redis_near/kept_values_race_writes_and_stay_bounded.rs"]
 mod kept_values_race_writes_and_stay_bounded;
 // Tagged values served near (issue 26).
+#[path = "redis_near/batch_reads_never_go_back.rs"]
+mod batch_reads_never_go_back;
 #[path = "redis_near/reads_never_go_back.rs"]
 mod reads_never_go_back;
+#[path = "redis_near/tagged_reads_never_go_back.rs"]
+mod tagged_reads_never_go_back;
 #[path = "redis_near/tagged_values_served_near.rs"]
 mod tagged_values_served_near;
 

@@ -106,14 +106,20 @@ enum Shape {
 /// What a read offers the near tier, with the tickets taken before it was sent.
 enum Offer {
     Nothing,
-    /// The value read (`GET`, get-or-lock).
-    Value(Ticket),
+    /// The value read (`GET`, get-or-lock), with its ticket (`None`: taken while
+    /// tracking was not live, or a key outside the prefixes: nothing is kept, but a
+    /// copy it contradicts is dropped).
+    Value(Option<Ticket>),
     /// A tagged read's value (when `with_value`) and epochs (`Plan::many`), each under
     /// its own ticket: an invalidation of any of them in flight voids that one.
     Tagged {
         with_value: bool,
         tickets: Vec<Option<Ticket>>,
     },
+    /// A read never kept (`get_many`, `Plan::many`): it only drops the copies that
+    /// differ from what it found, so that no caller that got a newer value from it is
+    /// served an older copy after it.
+    Contradict,
 }
 
 enum Forget<'a> {
@@ -186,9 +192,10 @@ impl RedisBackend {
                 });
                 let first = names.first().cloned().unwrap_or_default();
                 let mut plan = Plan::read(name, first, request, Shape::Values, self);
-                // Never answered near, nor offered: a refresh's recheck and a large
-                // value's chunks must see Redis.
-                plan.offer = Offer::Nothing;
+                // Never answered near, nor kept: a refresh's recheck and a large
+                // value's chunks must see Redis. A copy other than what it found is
+                // dropped (a batch's read, like any read, never goes back).
+                plan.offer = Offer::Contradict;
                 plan.many = names;
                 return Route::Send(plan);
             }
@@ -447,6 +454,15 @@ impl RedisBackend {
             {
                 *value = seal.read(&part.key, std::mem::take(value));
             }
+            // As a single get-or-lock does: a copy other than the value found (or a
+            // copy where none was found) goes.
+            if let Some(near) = &self.inner.near {
+                let found = match &reply {
+                    Reply::Found(GetOrLock::Value(value)) => Some(value.as_slice()),
+                    _ => None,
+                };
+                near.contradicted(&part.key, found);
+            }
             replies.push(reply);
         }
         Ok(Reply::Many(replies))
@@ -488,7 +504,7 @@ impl RedisBackend {
         if let Some(expires_in) = watched {
             // No value there: a copy is one that read has outlived.
             if let (Some(near), Offer::Value(ticket)) = (&self.inner.near, &plan.offer) {
-                near.offer(&plan.key, Some(*ticket), None);
+                near.offer(&plan.key, *ticket, None);
             }
             return Ok(Reply::Watched { expires_in });
         }
@@ -501,9 +517,9 @@ impl RedisBackend {
                 (
                     Offer::Value(ticket),
                     Reply::Value(Some(value)) | Reply::Found(GetOrLock::Value(value)),
-                ) => near.offer(&plan.key, Some(*ticket), Some(value)),
+                ) => near.offer(&plan.key, *ticket, Some(value)),
                 // Nothing there (empty, or a lock instead): no copy outlives the read.
-                (Offer::Value(ticket), _) => near.offer(&plan.key, Some(*ticket), None),
+                (Offer::Value(ticket), _) => near.offer(&plan.key, *ticket, None),
                 (
                     Offer::Tagged {
                         with_value,
@@ -511,6 +527,11 @@ impl RedisBackend {
                     },
                     Reply::Values(values),
                 ) => near.offer_tagged(&plan.many, *with_value, tickets, values),
+                (Offer::Contradict, Reply::Values(values)) => {
+                    for (key, value) in plan.many.iter().zip(values) {
+                        near.contradicted(key, value.as_deref());
+                    }
+                }
                 _ => {}
             }
         }
@@ -537,8 +558,7 @@ impl<'a> Plan<'a> {
             .inner
             .near
             .as_ref()
-            .and_then(|near| near.ticket(&key))
-            .map_or(Offer::Nothing, Offer::Value);
+            .map_or(Offer::Nothing, |near| Offer::Value(near.ticket(&key)));
         Self {
             name,
             key,

@@ -535,6 +535,9 @@ impl Tier {
     /// `None`: the read found nothing there (see [`keep`](Self::keep)).
     pub(crate) fn offer(&self, key: &str, ticket: Option<Ticket>, value: Option<&[u8]>) {
         if ticket.is_none() {
+            // Nothing to keep, but a copy it contradicts goes (a read sent while the
+            // link was down may come back after it is live again and a copy was kept).
+            self.contradicted(key, value);
             return;
         }
         let until = value.and_then(codec::fresh_until_ms).and_then(deadline);
@@ -578,7 +581,10 @@ impl Tier {
     /// next read goes to Redis, until the invalidation settles it. `value` `None` (the
     /// key was empty) or `until` `None` (not a value to keep) only drop the copy.
     fn keep(&self, key: &str, ticket: Option<Ticket>, value: Option<&[u8]>, until: Option<Coarse>) {
-        let Some(ticket) = ticket else { return };
+        let Some(ticket) = ticket else {
+            self.contradicted(key, value);
+            return;
+        };
         let (shard, _) = self.place(key.as_bytes());
         let mut shard = self.shard(shard);
         if let Some(copy) = shard.entries.peek(key) {
@@ -596,6 +602,28 @@ impl Tier {
             return;
         }
         shard.insert(key, value, until);
+    }
+
+    /// Drops the copy of `key` if it is not `found` (what a read from Redis that is
+    /// never kept found there, `None`: nothing): as [`keep`](Self::keep) does first,
+    /// for reads that offer nothing (`get_many`, a batch's get-or-locks), so that a
+    /// caller that got a newer value from them is not served an older copy after it.
+    pub(crate) fn contradicted(&self, key: &str, found: Option<&[u8]>) {
+        let (index, _) = self.place(key.as_bytes());
+        let differs = |entry: &Entry| found != Some(entry.value.as_slice());
+        // Shared first: most keys read so have no copy (chunks) or the same one.
+        if !self
+            .read_shard(index)
+            .entries
+            .peek(key)
+            .is_some_and(differs)
+        {
+            return;
+        }
+        let mut shard = self.shard(index);
+        if shard.entries.peek(key).is_some_and(differs) {
+            shard.remove(key);
+        }
     }
 
     /// Drops the copy of `key` and voids the tickets of reads in flight on its stripe:
@@ -831,6 +859,33 @@ mod tests {
         near.offer("k", near.ticket("k"), Some(&old));
         near.offer("k", voided, Some(&old));
         assert_eq!(near.get("k"), Some(old), "the copy it agrees with stays");
+    }
+
+    /// Review 9: a batch's `get_many` (never kept) found a newer value than the copy
+    /// (another process's write, its message not here yet) and left the copy, which
+    /// the next single call served. A read never kept now drops a copy it contradicts.
+    #[test]
+    fn a_read_never_kept_drops_a_copy_it_contradicts() {
+        let (old, new) = (value(60_000), value(120_000));
+        let near = live();
+        near.offer("k", near.ticket("k"), Some(&old));
+        near.contradicted("k", Some(&old));
+        assert_eq!(near.get("k"), Some(old.clone()), "the same bytes: kept");
+        near.contradicted("k", Some(&new));
+        assert_eq!(near.get("k"), None, "a newer value found: dropped");
+        near.offer("k", near.ticket("k"), Some(&old));
+        near.contradicted("k", None);
+        assert_eq!(near.get("k"), None, "nothing found: dropped");
+        near.contradicted("absent", Some(&new));
+        assert_eq!(near.get("absent"), None, "nothing is kept by it");
+        // A read without a ticket (sent while the link was down, answered after it is
+        // live again and a copy was kept) keeps nothing, and drops what it contradicts.
+        near.offer("k", near.ticket("k"), Some(&old));
+        near.offer("k", None, Some(&new));
+        assert_eq!(near.get("k"), None, "no ticket, a newer value: dropped");
+        near.offer("k", near.ticket("k"), Some(&old));
+        near.offer_tagged(&["k"], false, &[None], &[Some(new.clone())]);
+        assert_eq!(near.get("k"), None, "the same for a tagged read's key");
     }
 
     #[test]
