@@ -14,10 +14,11 @@ use std::time::{Duration, SystemTime};
 
 use cache_memoize::{
     CacheBackend, Clock, Error, MemoizeOptions, cache_memoize, invalidate, invalidate_tag_in,
-    make_cache_key, memoize, memoize_async, memoize_detached, memoize_iter, memoize_many,
-    memoize_many_async, refresh, refresh_async, try_memoize, try_memoize_async,
-    try_memoize_detached,
+    make_cache_key, memoize, memoize_async, memoize_detached, memoize_iter, refresh, refresh_async,
+    try_memoize, try_memoize_async, try_memoize_detached,
 };
+
+use cache_memoize::__private::{memoize_batch_tagged, memoize_batch_tagged_async};
 
 use crate::plan::{self, Form, Item, Spec, Value, sequence_len};
 use crate::record::{CallKind, Comp, Shape, now_us};
@@ -469,8 +470,9 @@ impl Caller {
 }
 
 impl Caller {
-    /// Calls batch function `index` for `args` at once (`memoize_many`, or
-    /// `memoize_many_async` every other call), forced (`refresh`) or not: each
+    /// Calls batch function `index` for `args` at once (the attribute's batch entry,
+    /// `memoize_batch_tagged`, or its async form every other call; with `tags`, each
+    /// element tagged with its argument's tag), forced (`refresh`) or not: each
     /// argument's value, `None` for one the loader left out (a failing computation,
     /// drawn at the function's rate: stored as an absence), counted in [`missing`].
     pub(crate) fn call_batch(
@@ -482,7 +484,16 @@ impl Caller {
         let spec = &self.specs[index];
         let opts = &self.opts[index];
         let f = spec.id;
-        let keys: Vec<(String, u16)> = args.iter().map(|arg| (spec.key(*arg), *arg)).collect();
+        // Each element with its argument's own tag (the attribute's per-element tag
+        // templates), the function's tag in the options; the entry the attribute calls,
+        // which `memoize_many` is with no element tags.
+        let keys: Vec<(String, Vec<String>, u16)> = args
+            .iter()
+            .map(|arg| {
+                let own = spec.tags.then(|| spec.tag(Some(*arg)));
+                (spec.key(*arg), own.into_iter().collect(), *arg)
+            })
+            .collect();
         let load = move |held: &[u16]| -> HashMap<u16, Value> {
             held.iter()
                 .filter_map(|arg| {
@@ -491,19 +502,22 @@ impl Caller {
                 })
                 .collect()
         };
-        let got = if fastrand::bool() {
-            let call =
-                memoize_many_async(keys, opts, move |held: Vec<u16>| async move { load(&held) });
-            if forced {
-                self.runtime.block_on(refresh_async(call))
+        let got =
+            if fastrand::bool() {
+                let call =
+                    memoize_batch_tagged_async(keys, opts, move |held: Vec<u16>| async move {
+                        load(&held)
+                    });
+                if forced {
+                    self.runtime.block_on(refresh_async(call))
+                } else {
+                    self.runtime.block_on(call)
+                }
+            } else if forced {
+                refresh(|| memoize_batch_tagged(keys, opts, load))
             } else {
-                self.runtime.block_on(call)
-            }
-        } else if forced {
-            refresh(|| memoize_many(keys, opts, load))
-        } else {
-            memoize_many(keys, opts, load)
-        };
+                memoize_batch_tagged(keys, opts, load)
+            };
         let kind = if forced {
             CallKind::Refresh
         } else {
@@ -610,7 +624,7 @@ impl Caller {
             Form::Kept(5) => kept5_invalidate(arg),
             Form::Kept(_) => kept6_invalidate(arg),
             // A tagged value: through its own tag, or its key, at even odds.
-            _ if spec.tags && spec.form != Form::Batch && fastrand::bool() => {
+            _ if spec.tags && fastrand::bool() => {
                 invalidate_tag_in(&*self.backends[index], &spec.tag(Some(arg)))
             }
             _ => {
@@ -655,7 +669,7 @@ fn options(spec: &Spec, backend: &Arc<dyn CacheBackend>) -> MemoizeOptions {
     if let Some(bytes) = spec.large_values {
         opts = opts.large_values(bytes);
     }
-    // A batch's tags are its options' (per argument, they are added at the call).
+    // A batch's function tag is in its options; each element's own is added at the call.
     if spec.tags && spec.form == Form::Batch {
         opts = opts.tags([spec.tag(None)]);
     }

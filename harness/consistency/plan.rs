@@ -196,13 +196,9 @@ impl Spec {
     }
 
     /// The tags of argument `arg`'s value: its own and the function's (a batch's
-    /// elements carry the function's alone: one option set for the whole batch).
+    /// elements too: their own per element, the function's in the options).
     pub(crate) fn tags(&self, arg: u16) -> Vec<String> {
-        if self.form == Form::Batch {
-            vec![self.tag(None)]
-        } else {
-            vec![self.tag(Some(arg)), self.tag(None)]
-        }
+        vec![self.tag(Some(arg)), self.tag(None)]
     }
 
     /// The key of argument `arg` (function form).
