@@ -35,3 +35,23 @@ pub fn register_near(urls: Vec<String>, cluster: bool, near: NearCache) -> Arc<R
     wait_until("tracking is on", || backend.is_near_cache_live());
     backend
 }
+
+/// A backend on `cluster` with a near cache and a patient response timeout (10 s: a
+/// loaded machine's late reply is not a failure here), returned once its tracking is
+/// on.
+///
+/// # Panics
+/// If it cannot connect, or tracking is not on within the wait's bound.
+pub fn patient_on_cluster(cluster: &crate::server::RedisCluster) -> Arc<RedisBackend> {
+    let connected = RedisBackend::builder(cluster.urls())
+        .cluster()
+        .response_timeout(std::time::Duration::from_secs(10))
+        .near_cache(NearCache::new())
+        .connect();
+    let backend = match connected {
+        Ok(backend) => Arc::new(backend),
+        Err(err) => panic!("cannot connect to the test cluster: {err}"),
+    };
+    wait_until("tracking is on", || backend.is_near_cache_live());
+    backend
+}

@@ -71,8 +71,7 @@ impl<T> Manifest<T> {
     /// (`tags`; 0: untagged), so a sequence committed before one of its tags moved is
     /// a miss, as a value is.
     fn decode(_codec: Codec, bytes: &[u8], version: u32, tags: u64) -> Option<(Self, Stamp)> {
-        codec::decode_tagged::<Self>(Codec::Bincode, bytes, version, tags)
-            .map(|(manifest, _)| (manifest, Stamp::FOREVER))
+        Self::read(bytes, version, tags).map(|manifest| (manifest, Stamp::FOREVER))
     }
 
     /// Reads a manifest recorded under the tags' epochs `tags` (0: untagged), whatever

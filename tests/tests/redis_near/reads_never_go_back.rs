@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use cache_memoize::{CacheBackend, MemoizeOptions, NearCache, RedisBackend, memoize, refresh};
+use cache_memoize::{CacheBackend, MemoizeOptions, RedisBackend, memoize, refresh};
+use cache_memoize_tests::near;
 use cache_memoize_tests::server::RedisCluster;
-use cache_memoize_tests::wait_until;
 
 /// One round: a thread reads in a loop while this one refreshes 30 times; each read
 /// is at least the newest value that thread has seen, and each read after a refresh
@@ -58,16 +58,7 @@ fn round(backend: &Arc<RedisBackend>, key: &str) {
 fn on_a_cluster_a_reader_never_goes_back_while_its_process_refreshes() {
     let cluster = RedisCluster::start();
     for attempt in 0..40 {
-        let backend = match RedisBackend::builder(cluster.urls())
-            .cluster()
-            .response_timeout(Duration::from_secs(10))
-            .near_cache(NearCache::new())
-            .connect()
-        {
-            Ok(backend) => Arc::new(backend),
-            Err(err) => panic!("cannot connect to the test cluster: {err}"),
-        };
-        wait_until("tracking is on", || backend.is_near_cache_live());
+        let backend = near::patient_on_cluster(&cluster);
         round(&backend, &format!("never-back:{attempt}"));
     }
 }

@@ -13,10 +13,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use cache_memoize::{
-    CacheBackend, MemoizeOptions, NearCache, RedisBackend, invalidate_tag_in, memoize, refresh,
+    CacheBackend, MemoizeOptions, RedisBackend, invalidate_tag_in, memoize, refresh,
 };
+use cache_memoize_tests::near;
 use cache_memoize_tests::server::RedisCluster;
-use cache_memoize_tests::wait_until;
 
 thread_local! {
     /// Whether this thread's last call computed.
@@ -101,16 +101,7 @@ fn round(backend: &Arc<RedisBackend>, key: &str, tag: &str) {
 fn on_a_cluster_a_tagged_reader_never_goes_back_while_its_process_refreshes_and_invalidates() {
     let cluster = RedisCluster::start();
     for attempt in 0..20 {
-        let backend = match RedisBackend::builder(cluster.urls())
-            .cluster()
-            .response_timeout(Duration::from_secs(10))
-            .near_cache(NearCache::new())
-            .connect()
-        {
-            Ok(backend) => Arc::new(backend),
-            Err(err) => panic!("cannot connect to the test cluster: {err}"),
-        };
-        wait_until("tracking is on", || backend.is_near_cache_live());
+        let backend = near::patient_on_cluster(&cluster);
         round(
             &backend,
             &format!("tagged-never-back:{attempt}"),

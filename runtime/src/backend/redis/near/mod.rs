@@ -534,12 +534,6 @@ impl Tier {
     /// and nothing invalidated `key` (or broke the link) since the ticket was taken;
     /// `None`: the read found nothing there (see [`keep`](Self::keep)).
     pub(crate) fn offer(&self, key: &str, ticket: Option<Ticket>, value: Option<&[u8]>) {
-        if ticket.is_none() {
-            // Nothing to keep, but a copy it contradicts goes (a read sent while the
-            // link was down may come back after it is live again and a copy was kept).
-            self.contradicted(key, value);
-            return;
-        }
         let until = value.and_then(codec::fresh_until_ms).and_then(deadline);
         self.keep(key, ticket, value, until);
     }
@@ -582,6 +576,8 @@ impl Tier {
     /// key was empty) or `until` `None` (not a value to keep) only drop the copy.
     fn keep(&self, key: &str, ticket: Option<Ticket>, value: Option<&[u8]>, until: Option<Coarse>) {
         let Some(ticket) = ticket else {
+            // Nothing to keep, but a copy it contradicts goes (a read sent while the
+            // link was down may come back after it is live again and a copy was kept).
             self.contradicted(key, value);
             return;
         };
